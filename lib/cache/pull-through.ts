@@ -1,0 +1,361 @@
+/**
+ * The pull-through policy. Routes ask "give me this manifest / blob of this repository"; whether it
+ * comes from the store or the upstream, and whether a stored tag is still trusted, is decided here.
+ *
+ *   manifest by tag:    fresh link → hit; stale link → HEAD upstream: same digest → revalidated,
+ *                       changed → GET (miss); upstream failing → stored answer, marked stale
+ *   manifest by digest: stored → hit; else GET upstream, verify, store
+ *   blob:               stored → hit; else one Download per digest, every client follows it
+ */
+import { LRUCache } from 'lru-cache';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
+import { OciError } from '../oci/errors.js';
+import { parseManifest } from '../oci/media-types.js';
+import type { Store } from '../storage/store.js';
+import type { RepoRef, TagLink } from '../storage/repo-store.js';
+import type { Metadata } from '../metadata/metadata.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
+import { UpstreamError } from '../upstream/errors.js';
+import { Download } from './download.js';
+
+export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale';
+
+export interface Clock {
+  now(): number;
+}
+
+export interface Target {
+  client: UpstreamClient;
+  /** Repository name as the upstream knows it (after `library/` normalization). */
+  name: string;
+}
+
+export interface ManifestAnswer {
+  digest: string;
+  mediaType: string;
+  size: number;
+  bytes: Buffer;
+  cache: CacheResult;
+  /** Set when the answer is stale: the reason, for `Warning: 110` and the log. */
+  staleReason?: string;
+}
+
+export interface BlobAnswer {
+  size: number | null;
+  cache: CacheResult;
+  /** Opens the bytes [start, end] (inclusive), or all of them. */
+  open(range?: { start: number; end: number }): Readable;
+}
+
+interface TagAnswer {
+  link: TagLink;
+  how: CacheResult;
+  staleReason?: string;
+}
+
+/** After the upstream failed, a stale tag answer is reused this long before asking again. */
+const STALE_RETRY_MS = 10_000;
+/** A finished download stays joinable this long, closing the gap between "not stored" and "stored". */
+const FINISHED_DOWNLOAD_LINGER_MS = 5_000;
+const MANIFEST_MEMO_BYTES = 64 * 1024 * 1024;
+
+function isTransient(err: unknown): err is UpstreamError {
+  return err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout' || err.kind === 'rate_limited');
+}
+
+export class PullThrough {
+  private readonly store: Store;
+  private readonly metadata: Metadata;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly manifestMaxSize: number;
+  private readonly downloads = new Map<string, Download>();
+  private readonly tags: LRUCache<string, TagAnswer, { target: Target; tag: string }>;
+  /** Manifest bytes and media type by digest: the hot path serves them without touching the disk. */
+  private readonly manifests: LRUCache<string, { bytes: Buffer; mediaType: string }>;
+
+  constructor(deps: { store: Store; metadata: Metadata; log: Logger; clock?: Clock; manifestMaxSize: number }) {
+    this.store = deps.store;
+    this.metadata = deps.metadata;
+    this.log = deps.log;
+    this.clock = deps.clock ?? { now: () => Date.now() };
+    this.manifestMaxSize = deps.manifestMaxSize;
+    this.tags = new LRUCache({
+      max: 10_000,
+      perf: this.clock,
+      fetchMethod: async (_key, _stale, { options, context }) => {
+        const { answer, ttl } = await this.resolveTag(context.target, context.tag);
+        options.ttl = Math.max(1, ttl);
+        return answer;
+      },
+    });
+    this.manifests = new LRUCache({
+      maxSize: MANIFEST_MEMO_BYTES,
+      sizeCalculation: (v) => v.bytes.length + 64,
+    });
+  }
+
+  private repo(t: Target): RepoRef {
+    return { upstream: t.client.name, name: t.name };
+  }
+
+  // ---- manifests -------------------------------------------------------------------------
+
+  async getManifestByTag(t: Target, tag: string): Promise<ManifestAnswer> {
+    const key = `${t.client.name}/${t.name}:${tag}`;
+    const status: LRUCache.Status<string, TagAnswer> = {};
+    const answer = await this.tags.fetch(key, { context: { target: t, tag }, status });
+    if (!answer) throw new OciError('MANIFEST_UNKNOWN', `manifest ${t.name}:${tag} unknown`);
+    const how = status.fetch === 'hit' ? 'hit' : answer.how;
+    const stored = await this.readStoredManifest(parseDigest(answer.link.digest));
+    if (!stored) {
+      // The bytes went missing under a cached link (deleted by hand, or evicted): forget and retry once.
+      this.tags.delete(key);
+      const again = await this.tags.fetch(key, { context: { target: t, tag } });
+      const bytes = again && (await this.readStoredManifest(parseDigest(again.link.digest)));
+      if (!again || !bytes) throw new OciError('MANIFEST_UNKNOWN', `manifest ${t.name}:${tag} unknown`);
+      return { digest: again.link.digest, mediaType: bytes.mediaType, size: bytes.bytes.length, bytes: bytes.bytes, cache: again.how };
+    }
+    const result: ManifestAnswer = {
+      digest: answer.link.digest,
+      mediaType: stored.mediaType,
+      size: stored.bytes.length,
+      bytes: stored.bytes,
+      cache: how,
+    };
+    if (answer.how === 'stale' && answer.staleReason) result.staleReason = answer.staleReason;
+    return result;
+  }
+
+  private async resolveTag(t: Target, tag: string): Promise<{ answer: TagAnswer; ttl: number }> {
+    const repo = this.repo(t);
+    const ttl = t.client.config.tagTTL;
+    const [link, checked] = await Promise.all([
+      this.store.repos.getTag(repo, tag),
+      this.metadata.tagCheckedAt(repo.upstream, repo.name, tag),
+    ]);
+    const haveBytes = link ? (await this.store.blobs.stat(parseDigest(link.digest))) !== null : false;
+    if (link && haveBytes && checked && checked.digest === link.digest) {
+      const age = this.clock.now() - checked.at;
+      if (age >= 0 && age < ttl) return { answer: { link, how: 'hit' }, ttl: ttl - age };
+    }
+    if (link && haveBytes) {
+      try {
+        const head = await t.client.headManifest(t.name, tag);
+        if (head.digest === link.digest) {
+          await this.metadata.setTagChecked(repo.upstream, repo.name, tag, link.digest, this.clock.now());
+          return { answer: { link, how: 'revalidated' }, ttl };
+        }
+        // Changed upstream (or no digest in the HEAD answer): fetch the new manifest below.
+      } catch (err) {
+        if (isTransient(err)) return this.staleTag(t, tag, link, err);
+        if (err instanceof UpstreamError) throw err.toOciError('MANIFEST_UNKNOWN');
+        throw err;
+      }
+    }
+    let fetched;
+    try {
+      fetched = await t.client.getManifest(t.name, tag, this.manifestMaxSize);
+    } catch (err) {
+      if (link && haveBytes && isTransient(err)) return this.staleTag(t, tag, link, err);
+      if (err instanceof UpstreamError) throw err.toOciError('MANIFEST_UNKNOWN');
+      throw err;
+    }
+    const stored = await this.storeManifest(t, fetched.bytes, fetched.mediaType, null, fetched.digest);
+    const newLink: TagLink = { digest: stored.digest, mediaType: stored.mediaType, size: fetched.bytes.length };
+    await this.store.repos.setTag(repo, tag, newLink);
+    await this.metadata.setTagChecked(repo.upstream, repo.name, tag, newLink.digest, this.clock.now());
+    return { answer: { link: newLink, how: 'miss' }, ttl };
+  }
+
+  private staleTag(t: Target, tag: string, link: TagLink, err: UpstreamError): { answer: TagAnswer; ttl: number } {
+    this.log.warn({ upstream: t.client.name, repo: t.name, tag, reason: err.message }, 'upstream failing; serving stored tag');
+    return { answer: { link, how: 'stale', staleReason: err.message }, ttl: Math.min(STALE_RETRY_MS, t.client.config.tagTTL) };
+  }
+
+  async getManifestByDigest(t: Target, d: Digest): Promise<ManifestAnswer> {
+    const stored = await this.readStoredManifest(d);
+    if (stored) {
+      await this.authorizeStored(t, d, 'MANIFEST_UNKNOWN');
+      return { digest: d.value, mediaType: stored.mediaType, size: stored.bytes.length, bytes: stored.bytes, cache: 'hit' };
+    }
+    let fetched;
+    try {
+      fetched = await t.client.getManifest(t.name, d.value, this.manifestMaxSize);
+    } catch (err) {
+      if (err instanceof UpstreamError) throw err.toOciError('MANIFEST_UNKNOWN');
+      throw err;
+    }
+    const saved = await this.storeManifest(t, fetched.bytes, fetched.mediaType, d, fetched.digest);
+    return { digest: saved.digest, mediaType: saved.mediaType, size: fetched.bytes.length, bytes: fetched.bytes, cache: 'miss' };
+  }
+
+  private async readStoredManifest(d: Digest): Promise<{ bytes: Buffer; mediaType: string } | null> {
+    const memo = this.manifests.get(d.value);
+    if (memo) return memo;
+    const bytes = await this.store.blobs.readSmall(d);
+    if (!bytes) return null;
+    let mediaType: string;
+    try {
+      mediaType = parseManifest(bytes).mediaType;
+    } catch {
+      return null; // stored content that is not a manifest (a layer asked for as a manifest)
+    }
+    const entry = { bytes, mediaType };
+    this.manifests.set(d.value, entry);
+    return entry;
+  }
+
+  /**
+   * Verifies manifest bytes from the upstream and stores them: the digest must match the one asked
+   * for and the one the upstream claimed. Links the manifest and everything it references to the
+   * repository, so the blobs it names are served from the store without asking again.
+   */
+  private async storeManifest(
+    t: Target,
+    bytes: Buffer,
+    declaredType: string,
+    expected: Digest | null,
+    claimed: string | null,
+  ): Promise<{ digest: string; mediaType: string }> {
+    const actual = digestOf(bytes, expected?.algorithm ?? 'sha256');
+    if (expected && actual.value !== expected.value) {
+      throw new OciError('MANIFEST_INVALID', `upstream ${t.client.name} sent a manifest for ${t.name}@${expected.value} whose digest is ${actual.value}`, { status: 502 });
+    }
+    if (claimed && claimed.startsWith(`${actual.algorithm}:`) && claimed !== actual.value) {
+      throw new OciError('MANIFEST_INVALID', `upstream ${t.client.name} sent a manifest for ${t.name} whose digest ${actual.value} differs from the one it claimed (${claimed})`, { status: 502 });
+    }
+    let parsed;
+    try {
+      parsed = parseManifest(bytes, declaredType);
+    } catch (err) {
+      throw new OciError('MANIFEST_INVALID', `upstream ${t.client.name} sent an invalid manifest for ${t.name}: ${(err as Error).message}`, { status: 502 });
+    }
+    await this.store.blobs.putSmall(bytes, actual);
+    const repo = this.repo(t);
+    const refs = [...parsed.manifests, ...parsed.blobs].map((x) => x.digest);
+    await Promise.all([actual.value, ...refs].map((x) => this.store.repos.link(repo, parseDigest(x))));
+    this.manifests.set(actual.value, { bytes, mediaType: parsed.mediaType });
+    return { digest: actual.value, mediaType: parsed.mediaType };
+  }
+
+  /**
+   * Stored content that this repository has not seen: ask the upstream whether the repository has
+   * it (HEAD, no quota) before serving it from the store. If the upstream cannot be asked, the
+   * content-addressed bytes are served: knowing the digest is knowing the content.
+   */
+  private async authorizeStored(t: Target, d: Digest, unknown: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN'): Promise<void> {
+    const repo = this.repo(t);
+    if (await this.store.repos.hasLink(repo, d)) return;
+    try {
+      await t.client.headBlob(t.name, d.value);
+    } catch (err) {
+      if (isTransient(err)) return;
+      if (err instanceof UpstreamError) throw err.toOciError(unknown);
+      throw err;
+    }
+    await this.store.repos.link(repo, d);
+  }
+
+  // ---- blobs -----------------------------------------------------------------------------
+
+  async getBlob(t: Target, d: Digest): Promise<BlobAnswer> {
+    const joined = this.downloads.get(d.value);
+    if (joined) return this.follow(joined, t);
+    const info = await this.store.blobs.stat(d);
+    if (info) {
+      await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
+      return { size: info.size, cache: 'hit', open: (r) => this.store.blobs.createReadStream(d, r) };
+    }
+    return this.follow(this.startDownload(t, d), t);
+  }
+
+  /** Size and whether it is stored, without downloading (HEAD). */
+  async statBlob(t: Target, d: Digest): Promise<{ size: number | null; cache: CacheResult }> {
+    const dl = this.downloads.get(d.value);
+    if (dl) {
+      await this.awaitReady(dl, t);
+      return { size: dl.size, cache: 'miss' };
+    }
+    const info = await this.store.blobs.stat(d);
+    if (info) {
+      await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
+      return { size: info.size, cache: 'hit' };
+    }
+    try {
+      const { size } = await t.client.headBlob(t.name, d.value);
+      return { size, cache: 'miss' };
+    } catch (err) {
+      if (err instanceof UpstreamError) throw err.toOciError('BLOB_UNKNOWN');
+      throw err;
+    }
+  }
+
+  private async follow(dl: Download, t: Target): Promise<BlobAnswer> {
+    await this.awaitReady(dl, t);
+    return { size: dl.size, cache: 'miss', open: (r) => dl.createReader(r?.start, r?.end) };
+  }
+
+  private async awaitReady(dl: Download, _t: Target): Promise<void> {
+    try {
+      await dl.ready;
+    } catch (err) {
+      if (err instanceof UpstreamError) throw err.toOciError('BLOB_UNKNOWN');
+      throw err;
+    }
+  }
+
+  private startDownload(t: Target, d: Digest): Download {
+    const writer = this.store.blobs.createWriter(d);
+    const dl = new Download(
+      d.value,
+      writer,
+      {
+        open: async () => {
+          const res = await t.client.getBlob(t.name, d.value);
+          return { size: res.size, body: res.body };
+        },
+      },
+      this.log.child({ upstream: t.client.name, repo: t.name }),
+    );
+    this.downloads.set(d.value, dl);
+    dl.done.then(
+      async () => {
+        await this.store.repos.link(this.repo(t), d).catch((err: unknown) => this.log.warn({ err }, 'linking blob failed'));
+        setTimeout(() => {
+          if (this.downloads.get(d.value) === dl) this.downloads.delete(d.value);
+        }, FINISHED_DOWNLOAD_LINGER_MS).unref();
+      },
+      () => {
+        if (this.downloads.get(d.value) === dl) this.downloads.delete(d.value);
+      },
+    );
+    return dl;
+  }
+
+  // ---- tags list -------------------------------------------------------------------------
+
+  /** The complete tags list: from the upstream, else the last complete one stored (stale). */
+  async listTags(t: Target): Promise<{ tags: string[]; cache: CacheResult; staleReason?: string }> {
+    const repo = this.repo(t);
+    try {
+      const tags = await t.client.listTags(t.name);
+      await this.store.repos.setTagsList(repo, tags, this.clock.now());
+      return { tags, cache: 'miss' };
+    } catch (err) {
+      if (isTransient(err)) {
+        const stored = await this.store.repos.getTagsList(repo);
+        if (stored) return { tags: stored.tags, cache: 'stale', staleReason: err.message };
+      }
+      if (err instanceof UpstreamError) throw err.toOciError('NAME_UNKNOWN');
+      throw err;
+    }
+  }
+
+  /** Waits for downloads in progress (graceful shutdown). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.downloads.values()].map((d) => d.done));
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * Loads the configuration once at start-up: YAML file (optional) → `${VAR}` expansion →
+ * STEVEDORE_* environment overrides → schema validation (every error at once, each with its key
+ * path) → cross-checks → a frozen, fully resolved `Config`.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { configSchema, type ParsedConfig } from './schema.js';
+
+export interface Timeouts {
+  connect: number;
+  firstByte: number;
+  idle: number;
+}
+
+export interface UpstreamConfig {
+  /** Registry host name clients use for it: the `ns` value and the path prefix. */
+  name: string;
+  /** Origin of its API, e.g. https://registry-1.docker.io. */
+  url: string;
+  credentials: { username: string; password: string } | null;
+  /** Docker Hub rule: single-segment names become `library/<name>`. */
+  library: boolean;
+  tagTTL: number;
+  timeouts: Timeouts;
+}
+
+export interface Config {
+  listen: { host: string; port: number };
+  storage: { path: string };
+  metadata: { redis: string | null };
+  log: { level: ParsedConfig['log']['level'] };
+  cache: { tagTTL: number; manifestMaxSize: number };
+  timeouts: Timeouts;
+  defaultUpstream: string | null;
+  upstreams: ReadonlyMap<string, UpstreamConfig>;
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[], source: string) {
+    super(`invalid configuration (${source}):\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+export interface LoadOptions {
+  /** Path of a YAML file; undefined: STEVEDORE_CONFIG, else the embedded defaults. */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env.STEVEDORE_CONFIG;
+  let raw: unknown = {};
+  let source = 'embedded defaults';
+  if (file) {
+    source = file;
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError([`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`], source);
+    }
+    try {
+      raw = parseYaml(text) ?? {};
+    } catch (err) {
+      const msg = err instanceof YAMLParseError ? err.message : String(err);
+      throw new ConfigError([`not valid YAML: ${msg}`], source);
+    }
+  }
+  return parseConfig(raw, { env, source });
+}
+
+/** Validates an already-parsed document (YAML or an object built by tests). */
+export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; source?: string } = {}): Config {
+  const env = opts.env ?? {};
+  const source = opts.source ?? 'configuration';
+  const problems: string[] = [];
+  const expanded = expandEnv(raw, env, [], problems);
+  const doc = applyEnvOverrides(expanded, env);
+  const result = configSchema.safeParse(doc);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const path = issue.path.length ? issue.path.join('.') : '(top level)';
+      problems.push(`${path}: ${issue.message}`);
+    }
+  }
+  if (problems.length || !result.success) throw new ConfigError(problems, source);
+  const parsed = result.data;
+  const upstreams = new Map<string, UpstreamConfig>();
+  for (const [name, u] of Object.entries(parsed.upstreams)) {
+    upstreams.set(name, {
+      name,
+      url: u.url,
+      credentials: u.username !== undefined && u.password !== undefined ? { username: u.username, password: u.password } : null,
+      library: u.library ?? name === 'docker.io',
+      tagTTL: u.tagTTL ?? parsed.cache.tagTTL,
+      timeouts: { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) },
+    });
+  }
+  if (parsed.defaultUpstream !== null && !upstreams.has(parsed.defaultUpstream)) {
+    throw new ConfigError([`defaultUpstream: ${parsed.defaultUpstream} is not one of upstreams (${[...upstreams.keys()].join(', ') || 'none'})`], source);
+  }
+  const config: Config = {
+    listen: parsed.listen,
+    storage: parsed.storage,
+    metadata: parsed.metadata,
+    log: parsed.log,
+    cache: parsed.cache,
+    timeouts: parsed.timeouts,
+    defaultUpstream: parsed.defaultUpstream,
+    upstreams,
+  };
+  return deepFreeze(config);
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** `${NAME}` in any string value is replaced by that environment variable; an unset one is an error. */
+function expandEnv(v: unknown, env: NodeJS.ProcessEnv, path: string[], problems: string[]): unknown {
+  if (typeof v === 'string') {
+    return v.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const value = env[name];
+      if (value === undefined) {
+        problems.push(`${path.join('.') || '(top level)'}: environment variable ${name} is not set`);
+        return '';
+      }
+      return value;
+    });
+  }
+  if (Array.isArray(v)) return v.map((x, i) => expandEnv(x, env, [...path, String(i)], problems));
+  if (typeof v === 'object' && v !== null) {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, expandEnv(x, env, [...path, k], problems)]));
+  }
+  return v;
+}
+
+/** STEVEDORE_LISTEN, STEVEDORE_STORAGE_PATH, STEVEDORE_LOG_LEVEL, STEVEDORE_REDIS_URL win over the file. */
+function applyEnvOverrides(doc: unknown, env: NodeJS.ProcessEnv): unknown {
+  const out: Record<string, unknown> = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? { ...doc } : {};
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    if (doc !== null && doc !== undefined) return doc; // let the schema report the wrong type
+  }
+  const section = (key: string): Record<string, unknown> => {
+    const cur = out[key];
+    const copy = typeof cur === 'object' && cur !== null && !Array.isArray(cur) ? { ...cur } : {};
+    out[key] = copy;
+    return copy;
+  };
+  if (env.STEVEDORE_LISTEN) out.listen = env.STEVEDORE_LISTEN;
+  if (env.STEVEDORE_STORAGE_PATH) section('storage').path = env.STEVEDORE_STORAGE_PATH;
+  if (env.STEVEDORE_LOG_LEVEL) section('log').level = env.STEVEDORE_LOG_LEVEL;
+  if (env.STEVEDORE_REDIS_URL) section('metadata').redis = env.STEVEDORE_REDIS_URL;
+  return out;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o instanceof Map) {
+    for (const v of o.values()) deepFreeze(v);
+    Object.freeze(o);
+  } else if (typeof o === 'object' && o !== null) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

@@ -1,0 +1,140 @@
+/**
+ * The configuration schema: every key, its type and its default. `config/stevedore.yaml` documents
+ * the same defaults for users; test/config keeps the two in step.
+ */
+import { z } from 'zod';
+import { parseDuration, parseSize } from './units.js';
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null) {
+    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (use e.g. 30s, 5m, 1h, 7d)` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const bytes = parseSize(v);
+  if (bytes === null) {
+    ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use e.g. 4MiB, 50GiB)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const listen = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const text = String(v);
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s]*):)?(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `not a listen address: ${JSON.stringify(text)} (use HOST:PORT or :PORT)` });
+    return z.NEVER;
+  }
+  const host = (m[1] ?? '').replace(/^\[|\]$/g, '');
+  return { host: host === '' ? '0.0.0.0' : host, port };
+});
+
+const upstreamUrl = z.string().transform((v, ctx) => {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `not a URL: ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+    ctx.addIssue({ code: 'custom', message: `must be http:// or https://, got ${u.protocol}` });
+    return z.NEVER;
+  }
+  if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) {
+    ctx.addIssue({ code: 'custom', message: 'must be an origin only (scheme://host[:port]); credentials go in username/password' });
+    return z.NEVER;
+  }
+  return u.origin;
+});
+
+const timeoutsSchema = z
+  .object({
+    /** TCP + TLS connect. */
+    connect: duration.default(10_000),
+    /** From sending the request to the response headers. */
+    firstByte: duration.default(60_000),
+    /** Longest silence while a body is streaming (a multi-GiB layer on a slow link keeps going). */
+    idle: duration.default(120_000),
+  })
+  .strict();
+
+const upstreamSchema = z
+  .object({
+    url: upstreamUrl,
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    /** Docker Hub rule: single-segment names become `library/<name>`. Default: true for docker.io only. */
+    library: z.boolean().optional(),
+    /** Overrides cache.tagTTL for this upstream. */
+    tagTTL: duration.optional(),
+    timeouts: timeoutsSchema.partial().optional(),
+  })
+  .strict()
+  .refine((u) => (u.username === undefined) === (u.password === undefined), {
+    message: 'username and password go together',
+  });
+
+/** The names upstreams are addressed by: `?ns=` values and path prefixes, i.e. registry host names. */
+const upstreamName = z
+  .string()
+  .regex(/^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::\d{1,5})?$/, {
+    message: 'an upstream name is a registry host name such as docker.io or ghcr.io',
+  });
+
+export const DEFAULT_UPSTREAMS: Record<string, { url: string }> = {
+  'docker.io': { url: 'https://registry-1.docker.io' },
+  'ghcr.io': { url: 'https://ghcr.io' },
+  'quay.io': { url: 'https://quay.io' },
+  'registry.k8s.io': { url: 'https://registry.k8s.io' },
+  'gcr.io': { url: 'https://gcr.io' },
+  'mcr.microsoft.com': { url: 'https://mcr.microsoft.com' },
+  'public.ecr.aws': { url: 'https://public.ecr.aws' },
+};
+
+export const configSchema = z
+  .object({
+    listen: listen.default({ host: '0.0.0.0', port: 5000 }),
+    storage: z
+      .object({
+        path: z.string().min(1).default('./data'),
+      })
+      .strict()
+      .default({ path: './data' }),
+    metadata: z
+      .object({
+        /** redis://host:port/db — shared metadata for several replicas. Unset: in-memory. */
+        redis: z.string().url().nullable().default(null),
+      })
+      .strict()
+      .default({ redis: null }),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .default({ level: 'info' }),
+    cache: z
+      .object({
+        /** How long a tag → digest answer is trusted before it is revalidated upstream with a HEAD. */
+        tagTTL: duration.default(300_000),
+        /** Manifests larger than this are refused (they are read into memory to be parsed). */
+        manifestMaxSize: size.default(4 * 1024 * 1024),
+      })
+      .strict()
+      .default({ tagTTL: 300_000, manifestMaxSize: 4 * 1024 * 1024 }),
+    timeouts: timeoutsSchema.default({ connect: 10_000, firstByte: 60_000, idle: 120_000 }),
+    /** Upstream for names with no `ns` and no registry prefix (Docker's registry-mirrors). null: none. */
+    defaultUpstream: upstreamName.nullable().default('docker.io'),
+    upstreams: z.record(upstreamName, upstreamSchema).default(DEFAULT_UPSTREAMS as never),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;

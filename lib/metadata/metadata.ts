@@ -1,0 +1,43 @@
+/**
+ * Shared metadata in keyv: when each tag was last confirmed with its upstream. In-memory by
+ * default; Redis (`@keyv/redis`) when `metadata.redis` is set, so several replicas share it.
+ * Timestamps come from the caller's clock, so freshness decisions can be tested with a fake one.
+ */
+import Keyv from 'keyv';
+import KeyvRedis from '@keyv/redis';
+
+/** Records are garbage-collected by the backend after this long, whatever their freshness. */
+const RECORD_TTL_MS = 30 * 86_400_000;
+
+export class Metadata {
+  private readonly kv: Keyv;
+
+  constructor(kv: Keyv) {
+    this.kv = kv;
+  }
+
+  static create(opts: { redis: string | null }): Metadata {
+    if (opts.redis) {
+      return new Metadata(new Keyv({ store: new KeyvRedis(opts.redis), namespace: 'stevedore', useKeyPrefix: false }));
+    }
+    return new Metadata(new Keyv({ namespace: 'stevedore' }));
+  }
+
+  private static tagKey(upstream: string, name: string, tag: string): string {
+    return `tag:${upstream}/${name}:${tag}`;
+  }
+
+  /** When the upstream last confirmed (or gave us) this tag's digest, or null if never / forgotten. */
+  async tagCheckedAt(upstream: string, name: string, tag: string): Promise<{ at: number; digest: string } | null> {
+    const v = await this.kv.get<{ at: number; digest: string }>(Metadata.tagKey(upstream, name, tag));
+    return v ?? null;
+  }
+
+  async setTagChecked(upstream: string, name: string, tag: string, digest: string, at: number): Promise<void> {
+    await this.kv.set(Metadata.tagKey(upstream, name, tag), { at, digest }, RECORD_TTL_MS);
+  }
+
+  async close(): Promise<void> {
+    await this.kv.disconnect();
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Builds every dependency from a Config and wires them into a server that is not yet listening.
+ * Used by `stevedore serve` and by the tests (which listen on port 0).
+ */
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino, { type Logger } from 'pino';
+import type { Config } from '../config/config.js';
+import { Store } from '../storage/store.js';
+import { Metadata } from '../metadata/metadata.js';
+import { UpstreamClient } from '../upstream/upstream-client.js';
+import { PullThrough, type Clock } from '../cache/pull-through.js';
+import { createServer } from './create-server.js';
+
+export interface App {
+  server: http.Server;
+  store: Store;
+  metadata: Metadata;
+  pull: PullThrough;
+  upstreams: ReadonlyMap<string, UpstreamClient>;
+  log: Logger;
+  /** Listens; resolves with the bound address. */
+  listen(port?: number, host?: string): Promise<AddressInfo>;
+  /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export function createLogger(level: Config['log']['level'], destination?: pino.DestinationStream): Logger {
+  const opts: pino.LoggerOptions = {
+    level,
+    base: { service: 'stevedore' },
+    redact: {
+      paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'authorization', 'password', '*.password'],
+      censor: '[redacted]',
+    },
+  };
+  return destination ? pino(opts, destination) : pino(opts);
+}
+
+export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clock } = {}): Promise<App> {
+  const log = opts.log ?? createLogger(config.log.level);
+  const store = new Store(config.storage.path);
+  const { sweptTempFiles } = await store.init();
+  if (sweptTempFiles) log.info({ sweptTempFiles }, 'removed temp files of interrupted downloads');
+  const metadata = Metadata.create(config.metadata);
+  const upstreams = new Map<string, UpstreamClient>();
+  for (const u of config.upstreams.values()) upstreams.set(u.name, new UpstreamClient(u, log));
+  const pull = new PullThrough({
+    store,
+    metadata,
+    log,
+    manifestMaxSize: config.cache.manifestMaxSize,
+    ...(opts.clock ? { clock: opts.clock } : {}),
+  });
+  let ready = true;
+  const server = createServer({ config, pull, upstreams, log, isReady: () => ready });
+  return {
+    server,
+    store,
+    metadata,
+    pull,
+    upstreams,
+    log,
+    listen(port = config.listen.port, host = config.listen.host) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve(server.address() as AddressInfo);
+        });
+      });
+    },
+    async close(graceMs = 10_000) {
+      ready = false;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+      await Promise.race([Promise.all([closed, pull.drain()]), timer]);
+      server.closeAllConnections();
+      await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
+      await metadata.close().catch(() => undefined);
+    },
+  };
+}

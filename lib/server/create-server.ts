@@ -1,0 +1,265 @@
+/**
+ * The HTTP edge: request → route → domain call → response. `createServer(deps)` returns an
+ * http.Server that is not listening; `main` (lib/cli) decides where it listens.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import rangeParser from 'range-parser';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.js';
+import { parseDigest } from '../oci/digest.js';
+import { OciError } from '../oci/errors.js';
+import { parseReference } from '../oci/name.js';
+import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
+import { matchRoute, resolveRepo, type ResolvedRepo, type Route } from './route.js';
+import { API_VERSION_HEADER, sendError, sendJson, streamBody, toOciError } from './respond.js';
+
+export interface ServerDeps {
+  config: Config;
+  pull: PullThrough;
+  upstreams: ReadonlyMap<string, UpstreamClient>;
+  log: Logger;
+  /** Readiness: false until the store is initialised, and again while draining. */
+  isReady: () => boolean;
+}
+
+/** What the access log line says about one request, filled in as it is handled. */
+interface Outcome {
+  cache?: CacheResult;
+  upstream?: string;
+  bytes?: number;
+  aborted?: boolean;
+  err?: unknown;
+}
+
+const STALE_WARNING = '110 - "Response is Stale"';
+const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+
+export function createServer(deps: ServerDeps): http.Server {
+  const server = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+    void handle(deps, req, res);
+  });
+  server.headersTimeout = 66_000;
+  return server;
+}
+
+async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const started = process.hrtime.bigint();
+  const given = req.headers['x-request-id'];
+  const reqId = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomBytes(8).toString('hex');
+  const log = deps.log.child({ reqId });
+  const outcome: Outcome = {};
+  res.setHeader('X-Request-Id', reqId);
+  res.once('close', () => {
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    const line = {
+      method: req.method,
+      path: req.url,
+      status: res.statusCode,
+      bytes: outcome.bytes ?? 0,
+      ms: Math.round(ms * 10) / 10,
+      ...(outcome.cache ? { cache: outcome.cache } : {}),
+      ...(outcome.upstream ? { upstream: outcome.upstream } : {}),
+      ...(outcome.aborted ? { aborted: true } : {}),
+      ...(outcome.err ? { err: outcome.err } : {}),
+    };
+    if (res.statusCode >= 500 || outcome.aborted) log.warn(line, 'request');
+    else log.info(line, 'request');
+  });
+  const head = req.method === 'HEAD';
+  try {
+    await route(deps, req, res, outcome);
+  } catch (err) {
+    const oci = toOciError(err);
+    if (!(err instanceof OciError) || oci.status >= 500) outcome.err = err;
+    else outcome.err = { code: oci.code, message: oci.message };
+    sendError(res, oci, head);
+  }
+}
+
+function parseUrl(req: IncomingMessage): { pathname: string; query: URLSearchParams } {
+  const raw = req.url ?? '/';
+  const q = raw.indexOf('?');
+  return {
+    pathname: q === -1 ? raw : raw.slice(0, q),
+    query: new URLSearchParams(q === -1 ? '' : raw.slice(q + 1)),
+  };
+}
+
+async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse, outcome: Outcome): Promise<void> {
+  const { pathname, query } = parseUrl(req);
+  const r = matchRoute(pathname);
+  if (!r) throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)}`);
+  const head = req.method === 'HEAD';
+  if (req.method !== 'GET' && !head) {
+    throw new OciError('UNSUPPORTED', `${req.method} is not supported here: this proxy serves pulls`, { headers: { Allow: 'GET, HEAD' } });
+  }
+  switch (r.kind) {
+    case 'healthz':
+      return sendJson(res, 200, { status: 'ok' }, {}, head);
+    case 'readyz':
+      return deps.isReady() ? sendJson(res, 200, { status: 'ready' }, {}, head) : sendJson(res, 503, { status: 'not ready' }, {}, head);
+    case 'base':
+      return sendJson(res, 200, {}, {}, head);
+    case 'upload':
+      throw new OciError('UNSUPPORTED', 'pushing is not supported on proxied repositories');
+    default:
+      return repoRoute(deps, r, query, req, res, outcome);
+  }
+}
+
+async function repoRoute(
+  deps: ServerDeps,
+  r: Exclude<Route, { kind: 'base' | 'healthz' | 'readyz' | 'upload' }>,
+  query: URLSearchParams,
+  req: IncomingMessage,
+  res: ServerResponse,
+  outcome: Outcome,
+): Promise<void> {
+  const ns = query.get('ns');
+  const repo = resolveRepo(r.name, ns, deps.config);
+  const client = deps.upstreams.get(repo.upstream.name)!;
+  const target: Target = { client, name: repo.name };
+  outcome.upstream = client.name;
+  const headers: Record<string, string> = { ...API_VERSION_HEADER };
+  if (ns !== null) headers['OCI-Namespace'] = ns;
+  const head = req.method === 'HEAD';
+  switch (r.kind) {
+    case 'manifest':
+      return serveManifest(deps, target, r.reference, req, res, headers, outcome, head);
+    case 'blob':
+      return serveBlob(deps, target, r.digest, req, res, headers, outcome, head);
+    case 'tags':
+      return serveTags(deps, target, repo, query, res, headers, outcome, head);
+  }
+}
+
+async function serveManifest(
+  deps: ServerDeps,
+  target: Target,
+  reference: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  headers: Record<string, string>,
+  outcome: Outcome,
+  head: boolean,
+): Promise<void> {
+  const ref = parseReference(reference);
+  const m = ref.kind === 'tag' ? await deps.pull.getManifestByTag(target, ref.tag) : await deps.pull.getManifestByDigest(target, ref.digest);
+  outcome.cache = m.cache;
+  const etag = `"${m.digest}"`;
+  Object.assign(headers, {
+    'Content-Type': m.mediaType,
+    'Content-Length': String(m.size),
+    'Docker-Content-Digest': m.digest,
+    ETag: etag,
+    'X-Cache': m.cache,
+  });
+  if (m.staleReason) headers.Warning = STALE_WARNING;
+  if (req.headers['if-none-match'] === etag) {
+    delete headers['Content-Length'];
+    res.writeHead(304, headers);
+    res.end();
+    return;
+  }
+  res.writeHead(200, headers);
+  outcome.bytes = head ? 0 : m.size;
+  res.end(head ? undefined : m.bytes);
+}
+
+async function serveBlob(
+  deps: ServerDeps,
+  target: Target,
+  digestText: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  headers: Record<string, string>,
+  outcome: Outcome,
+  head: boolean,
+): Promise<void> {
+  const digest = parseDigest(digestText);
+  Object.assign(headers, {
+    'Content-Type': 'application/octet-stream',
+    'Docker-Content-Digest': digest.value,
+    ETag: `"${digest.value}"`,
+    'Accept-Ranges': 'bytes',
+  });
+  if (head) {
+    const st = await deps.pull.statBlob(target, digest);
+    outcome.cache = st.cache;
+    if (st.size !== null) headers['Content-Length'] = String(st.size);
+    headers['X-Cache'] = st.cache;
+    res.writeHead(200, headers);
+    res.end();
+    return;
+  }
+  const rangeHeader = req.headers.range;
+  // A malformed Range is refused before anything is fetched.
+  if (rangeHeader !== undefined && !/^bytes=\s*(\d*-\d*\s*)(,\s*\d*-\d*\s*)*$/.test(rangeHeader)) {
+    throw new OciError('RANGE_INVALID', `malformed Range header ${JSON.stringify(rangeHeader.slice(0, 100))}`);
+  }
+  const blob = await deps.pull.getBlob(target, digest);
+  outcome.cache = blob.cache;
+  headers['X-Cache'] = blob.cache;
+  let range: { start: number; end: number } | undefined;
+  if (rangeHeader !== undefined && blob.size !== null) {
+    const parsed = rangeParser(blob.size, rangeHeader, { combine: true });
+    if (parsed === -1 || parsed === -2) {
+      throw new OciError('RANGE_INVALID', `range ${rangeHeader.slice(0, 100)} not satisfiable for ${blob.size} bytes`, {
+        headers: { 'Content-Range': `bytes */${blob.size}` },
+      });
+    }
+    // Several disjoint ranges: RFC 9110 lets us answer with the whole representation.
+    if (parsed.length === 1) range = { start: parsed[0]!.start, end: parsed[0]!.end };
+  }
+  if (range) {
+    headers['Content-Range'] = `bytes ${range.start}-${range.end}/${blob.size}`;
+    headers['Content-Length'] = String(range.end - range.start + 1);
+    res.writeHead(206, headers);
+  } else {
+    if (blob.size !== null) headers['Content-Length'] = String(blob.size);
+    res.writeHead(200, headers);
+  }
+  const body = blob.open(range);
+  const failure = await streamBody(res, body);
+  outcome.bytes = failure ? undefined : range ? range.end - range.start + 1 : (blob.size ?? undefined);
+  if (failure) {
+    outcome.aborted = true;
+    outcome.err = failure;
+  }
+}
+
+async function serveTags(
+  deps: ServerDeps,
+  target: Target,
+  repo: ResolvedRepo,
+  query: URLSearchParams,
+  res: ServerResponse,
+  headers: Record<string, string>,
+  outcome: Outcome,
+  head: boolean,
+): Promise<void> {
+  const nText = query.get('n');
+  const last = query.get('last');
+  let n: number | null = null;
+  if (nText !== null) {
+    if (!/^\d{1,9}$/.test(nText)) throw new OciError('PAGINATION_NUMBER_INVALID', `invalid n=${JSON.stringify(nText.slice(0, 50))}`);
+    n = Number(nText);
+  }
+  const list = await deps.pull.listTags(target);
+  outcome.cache = list.cache;
+  if (list.staleReason) headers.Warning = STALE_WARNING;
+  let tags = [...new Set(list.tags)].sort();
+  if (last !== null) tags = tags.filter((t) => t > last);
+  if (n === 0) tags = [];
+  if (n !== null && n > 0 && tags.length > n) {
+    tags = tags.slice(0, n);
+    const next = new URLSearchParams({ n: String(n), last: tags[tags.length - 1] ?? '' });
+    const ns = query.get('ns');
+    if (ns !== null) next.set('ns', ns);
+    headers.Link = `</v2/${repo.clientName}/tags/list?${next.toString()}>; rel="next"`;
+  }
+  headers['X-Cache'] = list.cache;
+  sendJson(res, 200, { name: repo.clientName, tags }, headers, head);
+}

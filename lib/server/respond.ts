@@ -1,0 +1,57 @@
+/** Writing answers: the one place OCI error JSON is produced, and stream piping that never fakes success. */
+import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { OciError } from '../oci/errors.js';
+
+export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' } as const;
+
+export function toOciError(err: unknown): OciError {
+  if (err instanceof OciError) return err;
+  return new OciError('UNKNOWN', 'internal error', { cause: err });
+}
+
+/**
+ * Sends `{"errors":[...]}` with the error's status. Once headers are out an error body would look
+ * like part of the content: the response is destroyed instead, so the client sees a failed transfer.
+ */
+export function sendError(res: ServerResponse, err: OciError, head = false): void {
+  if (res.headersSent) {
+    res.destroy(err);
+    return;
+  }
+  const body = Buffer.from(JSON.stringify(err.toJSON()));
+  res.writeHead(err.status, {
+    ...API_VERSION_HEADER,
+    ...err.headers,
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(body.length),
+  });
+  res.end(head ? undefined : body);
+}
+
+export function sendJson(res: ServerResponse, status: number, doc: unknown, headers: Record<string, string> = {}, head = false): void {
+  const body = Buffer.from(JSON.stringify(doc));
+  res.writeHead(status, {
+    ...API_VERSION_HEADER,
+    ...headers,
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(body.length),
+  });
+  res.end(head ? undefined : body);
+}
+
+/**
+ * Pipes a body into the response. Resolves null when every byte went out, else the reason it did
+ * not (client gone, source failed); in that case the response has been destroyed, never ended.
+ */
+export async function streamBody(res: ServerResponse, body: Readable): Promise<Error | null> {
+  try {
+    await pipeline(body, res);
+    return null;
+  } catch (err) {
+    body.destroy();
+    if (!res.destroyed) res.destroy();
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}

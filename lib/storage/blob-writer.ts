@@ -1,0 +1,255 @@
+/**
+ * A blob on its way into the store: written to a temp file while it is hashed, renamed into place
+ * only when the digest matches. Readers may follow the growing file (`createReader`) while it is
+ * being written; they see only bytes already written and fail if the blob never verifies.
+ */
+import { EventEmitter } from 'node:events';
+import { promises as fsp } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import path from 'node:path';
+import { OciError } from '../oci/errors.js';
+import type { Digest, DigestAlgorithm } from '../oci/digest.js';
+
+export type WriterState = 'writing' | 'committed' | 'failed';
+
+export interface CommitResult {
+  digest: string;
+  size: number;
+  path: string;
+}
+
+export class BlobWriter extends Writable {
+  readonly tmpPath: string;
+  readonly expected: Digest | null;
+  readonly maxSize: number;
+  /** Bytes in the temp file, readable by followers. */
+  written = 0;
+  state: WriterState = 'writing';
+  failure: Error | null = null;
+  /** Where the content lives once committed. */
+  finalPath: string | null = null;
+  readonly events = new EventEmitter();
+  private fh: fsp.FileHandle | null = null;
+  private readonly hash: Hash;
+  private readonly algorithm: DigestAlgorithm;
+  private readonly resolveFinal: (d: Digest) => string;
+
+  constructor(opts: {
+    tmpPath: string;
+    expected: Digest | null;
+    maxSize?: number;
+    resolveFinal: (d: Digest) => string;
+  }) {
+    super({ highWaterMark: 1024 * 1024 });
+    this.tmpPath = opts.tmpPath;
+    this.expected = opts.expected;
+    this.maxSize = opts.maxSize ?? Number.MAX_SAFE_INTEGER;
+    this.algorithm = opts.expected?.algorithm ?? 'sha256';
+    this.hash = createHash(this.algorithm);
+    this.resolveFinal = opts.resolveFinal;
+    this.events.setMaxListeners(0);
+  }
+
+  override _construct(callback: (error?: Error | null) => void): void {
+    fsp.open(this.tmpPath, 'wx').then(
+      (fh) => {
+        this.fh = fh;
+        callback();
+      },
+      (err: Error) => callback(err),
+    );
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.writeChunks([chunk]).then(() => callback(), callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    this.writeChunks(chunks.map((c) => c.chunk)).then(() => callback(), callback);
+  }
+
+  private async writeChunks(chunks: Buffer[]): Promise<void> {
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    if (this.written + total > this.maxSize) {
+      throw new OciError('SIZE_INVALID', `content exceeds the limit of ${this.maxSize} bytes`);
+    }
+    const fh = this.fh!;
+    const { bytesWritten } = await fh.writev(chunks, this.written);
+    if (bytesWritten !== total) {
+      // writev may write partially; finish the rest chunk by chunk.
+      let offset = this.written + bytesWritten;
+      const rest = Buffer.concat(chunks).subarray(bytesWritten);
+      let pos = 0;
+      while (pos < rest.length) {
+        const r = await fh.write(rest, pos, rest.length - pos, offset);
+        pos += r.bytesWritten;
+        offset += r.bytesWritten;
+      }
+    }
+    for (const c of chunks) this.hash.update(c);
+    this.written += total;
+    this.events.emit('progress', this.written);
+  }
+
+  /**
+   * Verifies and moves the finished file into the store. Call after the source ended and this
+   * stream finished. Throws (and deletes the temp file) when the digest or size does not match.
+   */
+  async commit(expectedSize?: number): Promise<CommitResult> {
+    if (this.state !== 'writing') throw this.failure ?? new Error('blob writer already committed');
+    if (!this.writableFinished) {
+      await new Promise<void>((resolve, reject) => {
+        this.once('finish', resolve);
+        this.once('error', reject);
+        this.end();
+      });
+    }
+    const hex = this.hash.digest('hex');
+    const actual: Digest = { algorithm: this.algorithm, hex, value: `${this.algorithm}:${hex}` };
+    if (expectedSize !== undefined && expectedSize !== this.written) {
+      const err = new OciError('SIZE_INVALID', `expected ${expectedSize} bytes, received ${this.written}`);
+      await this.abort(err);
+      throw err;
+    }
+    if (this.expected && this.expected.value !== actual.value) {
+      const err = new OciError('DIGEST_INVALID', `content does not match ${this.expected.value} (got ${actual.value})`);
+      await this.abort(err);
+      throw err;
+    }
+    await this.closeFile();
+    const finalPath = this.resolveFinal(actual);
+    await fsp.mkdir(path.dirname(finalPath), { recursive: true });
+    await fsp.rename(this.tmpPath, finalPath);
+    this.finalPath = finalPath;
+    this.state = 'committed';
+    this.events.emit('committed', finalPath);
+    return { digest: actual.value, size: this.written, path: finalPath };
+  }
+
+  /** Stops writing, deletes the temp file and fails every follower. Safe to call more than once. */
+  async abort(reason: Error): Promise<void> {
+    if (this.state !== 'writing') return;
+    this.state = 'failed';
+    this.failure = reason;
+    if (!this.destroyed) this.destroy();
+    await this.closeFile();
+    await fsp.rm(this.tmpPath, { force: true });
+    this.events.emit('failed', reason);
+  }
+
+  private async closeFile(): Promise<void> {
+    const fh = this.fh;
+    this.fh = null;
+    if (fh) await fh.close().catch(() => undefined);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    // Followers are failed by abort(); destroy alone (e.g. pipeline error) must lead to abort too.
+    if (this.state === 'writing') {
+      this.abort(err ?? new Error('blob writer destroyed')).then(() => callback(err), () => callback(err));
+      return;
+    }
+    callback(err);
+  }
+
+  /**
+   * A stream of bytes [start, end] (inclusive, end optional) that follows the file as it grows. Ends
+   * when the writer commits and every byte has been read; errors when the writer fails.
+   */
+  createReader(start = 0, end?: number): Readable {
+    return new GrowingFileReader(this, start, end);
+  }
+}
+
+const READ_CHUNK = 256 * 1024;
+
+class GrowingFileReader extends Readable {
+  private fh: fsp.FileHandle | null = null;
+  private pos: number;
+  private readonly end: number | undefined;
+  private readonly writer: BlobWriter;
+  private waiting: (() => void) | null = null;
+  private readonly wake = (): void => {
+    const w = this.waiting;
+    this.waiting = null;
+    w?.();
+  };
+
+  constructor(writer: BlobWriter, start: number, end: number | undefined) {
+    super({ highWaterMark: READ_CHUNK });
+    this.writer = writer;
+    this.pos = start;
+    this.end = end;
+    writer.events.on('progress', this.wake);
+    writer.events.on('committed', this.wake);
+    writer.events.on('failed', this.wake);
+  }
+
+  override _construct(callback: (error?: Error | null) => void): void {
+    this.openFile().then(() => callback(), callback);
+  }
+
+  private async openFile(): Promise<void> {
+    // Opened once: the descriptor survives the rename into the store.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const p = this.writer.state === 'committed' ? this.writer.finalPath! : this.writer.tmpPath;
+      if (this.writer.state === 'failed') throw this.writer.failure!;
+      try {
+        this.fh = await fsp.open(p, 'r');
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    throw this.writer.failure ?? new Error('blob file vanished');
+  }
+
+  override _read(): void {
+    this.readMore().catch((err: Error) => this.destroy(err));
+  }
+
+  private async readMore(): Promise<void> {
+    for (;;) {
+      if (this.destroyed) return;
+      const w = this.writer;
+      if (w.state === 'failed') {
+        this.destroy(w.failure ?? new Error('download failed'));
+        return;
+      }
+      const limit = this.end === undefined ? w.written : Math.min(w.written, this.end + 1);
+      if (this.end !== undefined && this.pos > this.end) {
+        this.push(null);
+        return;
+      }
+      if (this.pos < limit) {
+        const len = Math.min(READ_CHUNK, limit - this.pos);
+        const buf = Buffer.allocUnsafe(len);
+        const { bytesRead } = await this.fh!.read(buf, 0, len, this.pos);
+        if (bytesRead === 0) throw new Error('short read from growing file');
+        this.pos += bytesRead;
+        this.push(bytesRead === len ? buf : buf.subarray(0, bytesRead));
+        return;
+      }
+      if (w.state === 'committed') {
+        this.push(null);
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        this.waiting = resolve;
+      });
+    }
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.writer.events.off('progress', this.wake);
+    this.writer.events.off('committed', this.wake);
+    this.writer.events.off('failed', this.wake);
+    this.wake();
+    const fh = this.fh;
+    this.fh = null;
+    if (fh) fh.close().then(() => callback(err), () => callback(err));
+    else callback(err);
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * Upstream failures, mapped once here from undici's error codes and the upstream's answers, and
+ * turned into the OCI error a client sees. Raw upstream bodies are never passed through.
+ */
+import { OciError, OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
+
+export type UpstreamErrorKind =
+  | 'not_found' // 404
+  | 'denied' // 401/403 after authenticating
+  | 'rate_limited' // 429
+  | 'unavailable' // 5xx, refused, reset, DNS failure
+  | 'timeout' // connect / first byte / idle body
+  | 'bad_response'; // anything else we cannot use
+
+export class UpstreamError extends Error {
+  readonly kind: UpstreamErrorKind;
+  readonly upstream: string;
+  readonly status: number | undefined;
+  /** The OCI code the upstream answered with, if it was one of the spec's. */
+  readonly upstreamCode: OciErrorCode | undefined;
+  /** Seconds, from Retry-After on a 429. */
+  readonly retryAfter: number | undefined;
+
+  constructor(
+    kind: UpstreamErrorKind,
+    upstream: string,
+    message: string,
+    opts: { status?: number; upstreamCode?: OciErrorCode; retryAfter?: number; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'UpstreamError';
+    this.kind = kind;
+    this.upstream = upstream;
+    this.status = opts.status;
+    this.upstreamCode = opts.upstreamCode;
+    this.retryAfter = opts.retryAfter;
+  }
+
+  /** The error a client of the proxy gets. `notFound` names the right *_UNKNOWN code for the request. */
+  toOciError(notFound: OciErrorCode): OciError {
+    switch (this.kind) {
+      case 'not_found':
+        return new OciError(this.upstreamCode && this.upstreamCode.endsWith('_UNKNOWN') ? this.upstreamCode : notFound, this.message);
+      case 'denied':
+        // Docker Hub answers 401 for repositories that do not exist; containerd treats 404 as "try the next host".
+        return new OciError('NAME_UNKNOWN', this.message);
+      case 'rate_limited':
+        return new OciError('TOOMANYREQUESTS', this.message, {
+          headers: this.retryAfter !== undefined ? { 'Retry-After': String(this.retryAfter) } : {},
+        });
+      case 'timeout':
+        return new OciError('UPSTREAM_TIMEOUT', this.message);
+      case 'unavailable':
+        return new OciError('UPSTREAM_UNAVAILABLE', this.message);
+      case 'bad_response':
+        if (this.status === 400 && this.upstreamCode && OCI_ERRORS[this.upstreamCode].status === 400) {
+          return new OciError(this.upstreamCode, this.message);
+        }
+        return new OciError('UPSTREAM_UNAVAILABLE', this.message);
+    }
+  }
+}
+
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ETIMEDOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_DESTROYED',
+]);
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+function errCode(err: unknown): string | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof e.code === 'string') return e.code;
+  if (Array.isArray(e.errors) && e.errors.length) return errCode(e.errors[0]); // AggregateError (happy eyeballs)
+  return errCode(e.cause);
+}
+
+/** Maps a thrown transport error (undici or node) to an UpstreamError. */
+export function mapTransportError(err: unknown, upstream: string, what: string): UpstreamError | Error {
+  if (err instanceof UpstreamError) return err;
+  if (err instanceof Error && err.name === 'AbortError') return err;
+  const code = errCode(err);
+  if (code && TIMEOUT_CODES.has(code)) {
+    return new UpstreamError('timeout', upstream, `upstream ${upstream} timed out (${code}) on ${what}`, { cause: err });
+  }
+  if (code && UNAVAILABLE_CODES.has(code)) {
+    return new UpstreamError('unavailable', upstream, `upstream ${upstream} unreachable (${code}) on ${what}`, { cause: err });
+  }
+  return new UpstreamError('unavailable', upstream, `upstream ${upstream} failed on ${what}: ${err instanceof Error ? err.message : String(err)}`, {
+    cause: err,
+  });
+}

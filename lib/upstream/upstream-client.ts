@@ -1,0 +1,422 @@
+/**
+ * One upstream registry, spoken to with undici (one Agent, so one keep-alive pool per origin).
+ * Handles the token dance driven by `WWW-Authenticate`, Basic credentials, redirects (never carrying
+ * `Authorization` to another origin), timeouts, and maps every failure to an UpstreamError.
+ */
+import { Agent, type Dispatcher } from 'undici';
+import type { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import type { UpstreamConfig } from '../config/config.js';
+import { OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
+import { MANIFEST_ACCEPT, normalizeContentType } from '../oci/media-types.js';
+import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
+import { mapTransportError, UpstreamError } from './errors.js';
+
+const MAX_REDIRECTS = 5;
+const ERROR_BODY_LIMIT = 64 * 1024;
+/** Docker's token spec: a token without expires_in lasts 60 s. Refresh a little early. */
+const DEFAULT_TOKEN_SECONDS = 60;
+const TOKEN_MARGIN_MS = 5_000;
+
+type Headers = Record<string, string>;
+
+export interface UpstreamResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable;
+}
+
+export interface ManifestHead {
+  digest: string | null;
+  mediaType: string;
+  size: number | null;
+}
+
+export interface FetchedManifest {
+  bytes: Buffer;
+  mediaType: string;
+  /** Docker-Content-Digest as the upstream sent it, if it did. */
+  digest: string | null;
+}
+
+function header(h: UpstreamResponse['headers'], name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+async function readLimited(body: Readable, limit: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    n += chunk.length;
+    if (n > limit) {
+      body.destroy();
+      return null;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+export class UpstreamClient {
+  readonly config: UpstreamConfig;
+  readonly name: string;
+  private readonly agent: Agent;
+  private readonly log: Logger;
+  /** Bearer tokens per scope; fetch() makes concurrent requests for one scope share one token request. */
+  private readonly tokens: LRUCache<string, string, Challenge>;
+  /** The last Bearer challenge seen: lets requests for new scopes fetch a token up front. */
+  private bearerChallenge: Challenge | null = null;
+  private basicChallenged = false;
+
+  constructor(config: UpstreamConfig, log: Logger) {
+    this.config = config;
+    this.name = config.name;
+    this.log = log.child({ upstream: config.name });
+    this.agent = new Agent({
+      connect: { timeout: config.timeouts.connect },
+      headersTimeout: config.timeouts.firstByte,
+      bodyTimeout: config.timeouts.idle,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    });
+    this.tokens = new LRUCache<string, string, Challenge>({
+      max: 1000,
+      ttlAutopurge: false,
+      fetchMethod: async (scope, _stale, { options, context }) => {
+        const { token, ttlMs } = await this.fetchToken(context, scope);
+        options.ttl = Math.max(1_000, ttlMs - TOKEN_MARGIN_MS);
+        return token;
+      },
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  private basicAuth(): string | null {
+    const c = this.config.credentials;
+    return c ? `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}` : null;
+  }
+
+  private async fetchToken(challenge: Challenge, scope: string): Promise<{ token: string; ttlMs: number }> {
+    const realm = challenge.params.realm;
+    if (!realm) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a Bearer challenge without realm`);
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid token realm`);
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a token realm that is not http(s)`);
+    }
+    if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
+    if (scope) url.searchParams.set('scope', scope);
+    const headers: Headers = { accept: 'application/json' };
+    const basic = this.basicAuth();
+    if (basic) headers.authorization = basic;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', headers });
+    } catch (err) {
+      throw mapTransportError(err, this.name, 'token request');
+    }
+    const body = await readLimited(res.body, ERROR_BODY_LIMIT);
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      throw new UpstreamError('denied', this.name, `upstream ${this.name} token service refused ${basic ? 'the configured credentials' : 'anonymous access'} for ${scope || 'its API'}`, {
+        status: res.statusCode,
+      });
+    }
+    if (res.statusCode === 429) {
+      throw new UpstreamError('rate_limited', this.name, `upstream ${this.name} token service is rate-limiting`, { status: 429 });
+    }
+    if (res.statusCode !== 200 || !body) {
+      throw new UpstreamError(res.statusCode >= 500 ? 'unavailable' : 'bad_response', this.name, `upstream ${this.name} token service answered ${res.statusCode}`, {
+        status: res.statusCode,
+      });
+    }
+    let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      doc = JSON.parse(body.toString('utf8')) as typeof doc;
+    } catch {
+      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} token service sent invalid JSON`);
+    }
+    const token = typeof doc.token === 'string' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : null;
+    if (!token) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} token service sent no token`);
+    const seconds = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : DEFAULT_TOKEN_SECONDS;
+    return { token, ttlMs: seconds * 1000 };
+  }
+
+  private async authorization(scope: string, forceRefresh = false): Promise<string | null> {
+    if (this.bearerChallenge) {
+      const token = await this.tokens.fetch(scope, { context: this.bearerChallenge, forceRefresh });
+      return token ? `Bearer ${token}` : null;
+    }
+    if (this.basicChallenged) return this.basicAuth();
+    return null;
+  }
+
+  /**
+   * Sends one request, authenticating as the upstream asks (at most one retry after a 401) and
+   * following redirects for GET/HEAD. Non-2xx answers are returned, not thrown; their body is the
+   * caller's to consume or dump.
+   */
+  async request(opts: {
+    method: 'GET' | 'HEAD';
+    path: string;
+    scope: string;
+    headers?: Headers;
+    signal?: AbortSignal;
+    what: string;
+  }): Promise<UpstreamResponse> {
+    let auth = await this.authorization(opts.scope);
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.send(opts, auth);
+      if (res.status !== 401 || attempt > 0) return res;
+      const challenge = parseWwwAuthenticate(header(res.headers, 'www-authenticate'));
+      res.body.resume();
+      if (challenge?.scheme === 'bearer') {
+        this.bearerChallenge = challenge;
+        auth = await this.authorization(opts.scope, true);
+      } else if (challenge?.scheme === 'basic' && this.basicAuth()) {
+        this.basicChallenged = true;
+        auth = this.basicAuth();
+      } else {
+        throw new UpstreamError('denied', this.name, `upstream ${this.name} requires authentication for ${opts.what}${this.config.credentials ? '' : ' (no credentials configured)'}`, {
+          status: 401,
+        });
+      }
+    }
+  }
+
+  private async send(
+    opts: { method: 'GET' | 'HEAD'; path: string; headers?: Headers; signal?: AbortSignal; what: string },
+    auth: string | null,
+  ): Promise<UpstreamResponse> {
+    let url = new URL(opts.path, this.config.url);
+    const origin = new URL(this.config.url).origin;
+    for (let hop = 0; ; hop++) {
+      const headers: Headers = { 'user-agent': 'stevedore', ...opts.headers };
+      // Authorization goes only to the upstream's own origin, never along a redirect to a CDN.
+      if (auth && url.origin === origin) headers.authorization = auth;
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await this.agent.request({
+          origin: url.origin,
+          path: url.pathname + url.search,
+          method: opts.method,
+          headers,
+          signal: opts.signal ?? null,
+        });
+      } catch (err) {
+        throw mapTransportError(err, this.name, opts.what);
+      }
+      const location = header(res.headers, 'location');
+      if ([301, 302, 303, 307, 308].includes(res.statusCode) && location) {
+        res.body.resume();
+        if (hop >= MAX_REDIRECTS) {
+          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} redirected more than ${MAX_REDIRECTS} times on ${opts.what}`);
+        }
+        const next = new URL(location, url);
+        if (next.protocol !== 'https:' && next.protocol !== 'http:') {
+          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} redirected to a non-http URL on ${opts.what}`);
+        }
+        url = next;
+        continue;
+      }
+      return { status: res.statusCode, headers: res.headers, body: res.body };
+    }
+  }
+
+  /** Reads an error answer (bounded) and throws the matching UpstreamError. */
+  private async fail(res: UpstreamResponse, what: string): Promise<never> {
+    const body = await readLimited(res.body, ERROR_BODY_LIMIT).catch(() => null);
+    let upstreamCode: OciErrorCode | undefined;
+    let upstreamMessage = '';
+    if (body && body.length) {
+      try {
+        const doc = JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: unknown; message?: unknown }> };
+        const first = doc.errors?.[0];
+        if (first && typeof first.code === 'string' && first.code in OCI_ERRORS) upstreamCode = first.code as OciErrorCode;
+        if (first && typeof first.message === 'string') upstreamMessage = first.message.slice(0, 200);
+      } catch {
+        // not JSON: ignore the body, the status says enough
+      }
+    }
+    const suffix = upstreamMessage ? `: ${upstreamMessage}` : '';
+    const s = res.status;
+    if (s === 404) throw new UpstreamError('not_found', this.name, `${what} not found at upstream ${this.name}${suffix}`, { status: s, ...(upstreamCode ? { upstreamCode } : {}) });
+    if (s === 401 || s === 403) {
+      throw new UpstreamError('denied', this.name, `upstream ${this.name} denied access to ${what} (it does not exist or needs credentials)`, { status: s });
+    }
+    if (s === 429) {
+      const ra = header(res.headers, 'retry-after');
+      const retryAfter = parseRetryAfter(ra);
+      throw new UpstreamError('rate_limited', this.name, `upstream ${this.name} is rate-limiting (429) on ${what}`, {
+        status: s,
+        ...(retryAfter !== undefined ? { retryAfter } : {}),
+      });
+    }
+    if (s >= 500) throw new UpstreamError('unavailable', this.name, `upstream ${this.name} answered ${s} on ${what}`, { status: s });
+    throw new UpstreamError('bad_response', this.name, `upstream ${this.name} answered ${s} on ${what}${suffix}`, {
+      status: s,
+      ...(upstreamCode ? { upstreamCode } : {}),
+    });
+  }
+
+  private static scope(name: string): string {
+    return `repository:${name}:pull`;
+  }
+
+  async headManifest(name: string, ref: string, signal?: AbortSignal): Promise<ManifestHead> {
+    const what = `manifest ${name}:${ref}`;
+    const res = await this.request({
+      method: 'HEAD',
+      path: `/v2/${name}/manifests/${ref}`,
+      scope: UpstreamClient.scope(name),
+      headers: { accept: MANIFEST_ACCEPT },
+      what,
+      ...(signal ? { signal } : {}),
+    });
+    if (res.status !== 200) {
+      // A HEAD answer has no body; map the status alone.
+      res.body.resume();
+      return this.fail({ ...res, body: emptyBody(res.body) }, what);
+    }
+    res.body.resume();
+    const len = header(res.headers, 'content-length');
+    return {
+      digest: header(res.headers, 'docker-content-digest') ?? null,
+      mediaType: normalizeContentType(header(res.headers, 'content-type') ?? ''),
+      size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null,
+    };
+  }
+
+  async getManifest(name: string, ref: string, maxSize: number, signal?: AbortSignal): Promise<FetchedManifest> {
+    const what = `manifest ${name}:${ref}`;
+    const res = await this.request({
+      method: 'GET',
+      path: `/v2/${name}/manifests/${ref}`,
+      scope: UpstreamClient.scope(name),
+      headers: { accept: MANIFEST_ACCEPT },
+      what,
+      ...(signal ? { signal } : {}),
+    });
+    if (res.status !== 200) return this.fail(res, what);
+    const len = header(res.headers, 'content-length');
+    if (len !== undefined && Number(len) > maxSize) {
+      res.body.destroy();
+      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest of ${len} bytes for ${name}:${ref}, above the limit of ${maxSize} (cache.manifestMaxSize)`);
+    }
+    let bytes: Buffer | null;
+    try {
+      bytes = await readLimited(res.body, maxSize);
+    } catch (err) {
+      throw mapTransportError(err, this.name, what);
+    }
+    if (!bytes) {
+      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest above the limit of ${maxSize} bytes for ${name}:${ref} (cache.manifestMaxSize)`);
+    }
+    return {
+      bytes,
+      mediaType: normalizeContentType(header(res.headers, 'content-type') ?? ''),
+      digest: header(res.headers, 'docker-content-digest') ?? null,
+    };
+  }
+
+  /** Size of a blob upstream (HEAD, follows redirects). */
+  async headBlob(name: string, digest: string, signal?: AbortSignal): Promise<{ size: number | null }> {
+    const what = `blob ${name}@${digest}`;
+    const res = await this.request({
+      method: 'HEAD',
+      path: `/v2/${name}/blobs/${digest}`,
+      scope: UpstreamClient.scope(name),
+      what,
+      ...(signal ? { signal } : {}),
+    });
+    res.body.resume();
+    if (res.status !== 200) return this.fail({ ...res, body: emptyBody(res.body) }, what);
+    const len = header(res.headers, 'content-length');
+    return { size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null };
+  }
+
+  /**
+   * Starts a blob download. Resolves with the streaming body once headers arrived; the caller
+   * consumes it. `start` asks for the bytes from that offset on (Range), e.g. to resume.
+   */
+  async getBlob(name: string, digest: string, opts: { start?: number; signal?: AbortSignal } = {}): Promise<{ size: number | null; partial: boolean; body: Readable }> {
+    const what = `blob ${name}@${digest}`;
+    const headers: Headers = {};
+    if (opts.start) headers.range = `bytes=${opts.start}-`;
+    const res = await this.request({
+      method: 'GET',
+      path: `/v2/${name}/blobs/${digest}`,
+      scope: UpstreamClient.scope(name),
+      headers,
+      what,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    if (res.status !== 200 && res.status !== 206) return this.fail(res, what);
+    const len = header(res.headers, 'content-length');
+    return {
+      size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null,
+      partial: res.status === 206,
+      body: res.body,
+    };
+  }
+
+  /** The complete tags list, following `Link: <...>; rel="next"` pages. */
+  async listTags(name: string, signal?: AbortSignal): Promise<string[]> {
+    const what = `tags of ${name}`;
+    const tags: string[] = [];
+    let path: string | null = `/v2/${name}/tags/list`;
+    for (let page = 0; path && page < 1000; page++) {
+      const res: UpstreamResponse = await this.request({ method: 'GET', path, scope: UpstreamClient.scope(name), what, ...(signal ? { signal } : {}) });
+      if (res.status !== 200) return this.fail(res, what);
+      let body: Buffer | null;
+      try {
+        body = await readLimited(res.body, 16 * 1024 * 1024);
+      } catch (err) {
+        throw mapTransportError(err, this.name, what);
+      }
+      if (!body) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a tags list above 16 MiB for ${name}`);
+      let doc: { tags?: unknown };
+      try {
+        doc = JSON.parse(body.toString('utf8')) as { tags?: unknown };
+      } catch {
+        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
+      }
+      if (doc.tags !== null && doc.tags !== undefined) {
+        if (!Array.isArray(doc.tags)) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
+        for (const t of doc.tags) if (typeof t === 'string') tags.push(t);
+      }
+      path = nextLink(header(res.headers, 'link'), this.config.url);
+    }
+    return tags;
+  }
+}
+
+function emptyBody(body: Readable): Readable {
+  return body;
+}
+
+function parseRetryAfter(v: string | undefined): number | undefined {
+  if (!v) return undefined;
+  if (/^\d+$/.test(v.trim())) return Number(v.trim());
+  const at = Date.parse(v);
+  if (Number.isNaN(at)) return undefined;
+  return Math.max(0, Math.ceil((at - Date.now()) / 1000));
+}
+
+/** The path of a `rel="next"` Link on the same origin, or null. */
+function nextLink(link: string | undefined, base: string): string | null {
+  if (!link) return null;
+  const m = /<([^>]+)>\s*;\s*rel="?next"?/.exec(link);
+  if (!m) return null;
+  const u = new URL(m[1]!, base);
+  if (u.origin !== new URL(base).origin) return null;
+  return u.pathname + u.search;
+}
