@@ -262,19 +262,20 @@ export class PullThrough {
   // ---- blobs -----------------------------------------------------------------------------
 
   async getBlob(t: Target, d: Digest): Promise<BlobAnswer> {
-    const joined = this.downloads.get(d.value);
+    const joined = this.inFlight(d);
     if (joined) return this.follow(joined, t);
     const info = await this.store.blobs.stat(d);
     if (info) {
       await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
       return { size: info.size, cache: 'hit', open: (r) => this.store.blobs.createReadStream(d, r) };
     }
-    return this.follow(this.startDownload(t, d), t);
+    // Joined even when it just finished: it was not stored yet when we looked.
+    return this.follow(this.downloads.get(d.value) ?? this.startDownload(t, d), t);
   }
 
   /** Size and whether it is stored, without downloading (HEAD). */
   async statBlob(t: Target, d: Digest): Promise<{ size: number | null; cache: CacheResult }> {
-    const dl = this.downloads.get(d.value);
+    const dl = this.inFlight(d);
     if (dl) {
       await this.awaitReady(dl, t);
       return { size: dl.size, cache: 'miss' };
@@ -291,6 +292,12 @@ export class PullThrough {
       if (err instanceof UpstreamError) throw err.toOciError('BLOB_UNKNOWN');
       throw err;
     }
+  }
+
+  /** A download still writing (a finished one lingers only to be joined by late starters). */
+  private inFlight(d: Digest): Download | undefined {
+    const dl = this.downloads.get(d.value);
+    return dl && dl.writer.state === 'writing' ? dl : undefined;
   }
 
   private async follow(dl: Download, t: Target): Promise<BlobAnswer> {

@@ -30,6 +30,9 @@ interface Outcome {
   upstream?: string;
   bytes?: number;
   aborted?: boolean;
+  /** The OCI error answered, if any. */
+  error?: { code: string; message: string };
+  /** A failure's cause, logged with its stack. */
   err?: unknown;
 }
 
@@ -51,31 +54,32 @@ async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerRespons
   const log = deps.log.child({ reqId });
   const outcome: Outcome = {};
   res.setHeader('X-Request-Id', reqId);
-  res.once('close', () => {
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
-    const line = {
-      method: req.method,
-      path: req.url,
-      status: res.statusCode,
-      bytes: outcome.bytes ?? 0,
-      ms: Math.round(ms * 10) / 10,
-      ...(outcome.cache ? { cache: outcome.cache } : {}),
-      ...(outcome.upstream ? { upstream: outcome.upstream } : {}),
-      ...(outcome.aborted ? { aborted: true } : {}),
-      ...(outcome.err ? { err: outcome.err } : {}),
-    };
-    if (res.statusCode >= 500 || outcome.aborted) log.warn(line, 'request');
-    else log.info(line, 'request');
-  });
   const head = req.method === 'HEAD';
   try {
     await route(deps, req, res, outcome);
   } catch (err) {
     const oci = toOciError(err);
+    // Causes of server-side failures go to the log with their stack; client errors as code + message.
     if (!(err instanceof OciError) || oci.status >= 500) outcome.err = err;
-    else outcome.err = { code: oci.code, message: oci.message };
+    outcome.error = { code: oci.code, message: oci.message };
     sendError(res, oci, head);
   }
+  // After route() returned, every byte of the answer has been handed over (or the transfer failed).
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  const line = {
+    method: req.method,
+    path: req.url,
+    status: res.statusCode,
+    bytes: outcome.bytes ?? 0,
+    ms: Math.round(ms * 10) / 10,
+    ...(outcome.cache ? { cache: outcome.cache } : {}),
+    ...(outcome.upstream ? { upstream: outcome.upstream } : {}),
+    ...(outcome.aborted ? { aborted: true } : {}),
+    ...(outcome.error ? { error: outcome.error } : {}),
+    ...(outcome.err ? { err: outcome.err } : {}),
+  };
+  if (res.statusCode >= 500 || outcome.aborted) log.warn(line, 'request');
+  else log.info(line, 'request');
 }
 
 function parseUrl(req: IncomingMessage): { pathname: string; query: URLSearchParams } {

@@ -41,7 +41,8 @@ export class BlobWriter extends Writable {
     maxSize?: number;
     resolveFinal: (d: Digest) => string;
   }) {
-    super({ highWaterMark: 1024 * 1024 });
+    // autoDestroy off: finishing is not committing; commit() or abort() decides the file's fate.
+    super({ highWaterMark: 1024 * 1024, autoDestroy: false });
     this.tmpPath = opts.tmpPath;
     this.expected = opts.expected;
     this.maxSize = opts.maxSize ?? Number.MAX_SAFE_INTEGER;
