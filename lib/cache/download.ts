@@ -1,31 +1,76 @@
 /**
  * One upstream download of one digest into the store. Every client asking for that digest while
- * it runs reads the growing temp file at its own pace; the download runs at upstream speed and
- * finishes into the store even when every client has gone.
+ * it runs reads the growing temp file at its own pace (rule 3 of DESIGN.md): the download runs at
+ * upstream speed, a slow client slows nobody, and it finishes into the store even when every
+ * client has gone (unless `finishAbandoned` is off).
+ *
+ * When the upstream connection drops mid-body, the download resumes with `Range: bytes=N-` from
+ * the bytes already written, with bounded retries and backoff; clients notice nothing. When it
+ * cannot resume, or the bytes do not verify, the temp file is deleted and every follower fails.
  */
-import { pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobWriter, CommitResult } from '../storage/blob-writer.js';
+import { UpstreamError } from '../upstream/errors.js';
 
 export interface DownloadSource {
-  /** Opens the upstream body; resolves once headers arrived. */
-  open(): Promise<{ size: number | null; body: Readable }>;
+  /**
+   * Opens the upstream body from byte `start` on. `start` in the answer is where the body really
+   * begins (0 when the upstream ignored the Range); `size` is the blob's total size if known.
+   */
+  open(start: number, signal: AbortSignal): Promise<{ size: number | null; start: number; body: Readable }>;
+}
+
+export interface DownloadOptions {
+  /** Resume attempts after the first request. */
+  maxResumes: number;
+  /** First backoff; doubles each time, capped at 5 s. */
+  backoffMs: number;
+  /** Keep downloading into the store when every client has gone. */
+  finishAbandoned: boolean;
+}
+
+export const DEFAULT_DOWNLOAD_OPTIONS: DownloadOptions = { maxResumes: 5, backoffMs: 250, finishAbandoned: true };
+
+/** Failures worth a Range resume: the connection broke or stalled after the answer began. */
+function isResumable(err: unknown): boolean {
+  if (err instanceof UpstreamError) return err.kind === 'unavailable' || err.kind === 'timeout';
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return (
+    code === 'ECONNRESET' ||
+    code === 'EPIPE' ||
+    code === 'ETIMEDOUT' ||
+    code === 'UND_ERR_SOCKET' ||
+    code === 'UND_ERR_BODY_TIMEOUT' ||
+    code === 'UND_ERR_ABORTED' ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE'
+  );
 }
 
 export class Download {
   readonly digest: string;
   readonly writer: BlobWriter;
-  /** Total size once the upstream said it (Content-Length). */
+  /** Total size once the upstream said it (Content-Length / Content-Range). */
   size: number | null = null;
   /** Resolves when the upstream answered with a body (or rejects with its error). */
   readonly ready: Promise<void>;
   /** Resolves when the blob is verified and in the store. */
   readonly done: Promise<CommitResult>;
+  /** Upstream requests made (1 + resumes). */
+  attempts = 0;
+  /** Bytes handed to the writer (some may still be in its buffer): where a resume starts. */
+  private received = 0;
+  private followers = 0;
+  private readonly abort = new AbortController();
+  private readonly opts: DownloadOptions;
 
-  constructor(digest: string, writer: BlobWriter, source: DownloadSource, log: Logger) {
+  constructor(digest: string, writer: BlobWriter, source: DownloadSource, log: Logger, opts: Partial<DownloadOptions> = {}) {
     this.digest = digest;
     this.writer = writer;
+    this.opts = { ...DEFAULT_DOWNLOAD_OPTIONS, ...opts };
+    // A write that fails (disk full, size limit) stops the copy loop through the abort signal.
+    writer.on('error', (err) => this.abort.abort(err));
     let markReady!: () => void;
     let failReady!: (err: unknown) => void;
     this.ready = new Promise<void>((resolve, reject) => {
@@ -34,15 +79,12 @@ export class Download {
     });
     this.done = (async () => {
       try {
-        const { size, body } = await source.open();
-        this.size = size;
-        markReady();
-        await pipeline(body, writer);
-        return await writer.commit(size ?? undefined);
+        await this.run(source, log, markReady);
+        return await writer.commit(this.size ?? undefined);
       } catch (err) {
         failReady(err);
         await writer.abort(err instanceof Error ? err : new Error(String(err)));
-        log.warn({ err, digest }, 'download failed; nothing stored');
+        log.warn({ err, digest, written: writer.written, attempts: this.attempts }, 'download failed; nothing stored');
         throw err;
       }
     })();
@@ -51,8 +93,72 @@ export class Download {
     this.done.catch(() => undefined);
   }
 
+  private async run(source: DownloadSource, log: Logger, markReady: () => void): Promise<void> {
+    let resumes = 0;
+    for (;;) {
+      const from = this.received;
+      this.attempts++;
+      try {
+        const res = await source.open(from, this.abort.signal);
+        if (this.size === null) this.size = res.size;
+        else if (res.size !== null && res.size !== this.size) {
+          res.body.destroy();
+          throw new UpstreamError('bad_response', 'upstream', `size of ${this.digest} changed between requests (${this.size} then ${res.size})`);
+        }
+        markReady();
+        await this.copy(res.body, from - res.start);
+        return;
+      } catch (err) {
+        if (this.abort.signal.aborted) throw this.abort.signal.reason as Error;
+        // Only a transfer that had begun is resumed; a failing first request is the client's answer.
+        const begun = this.attempts > 1 || this.received > 0;
+        if (!begun || !isResumable(err) || resumes >= this.opts.maxResumes) throw err;
+        resumes++;
+        const wait = Math.min(5_000, this.opts.backoffMs * 2 ** (resumes - 1));
+        log.info({ digest: this.digest, received: this.received, resume: resumes, waitMs: wait, reason: (err as Error).message }, 'upstream body broke; resuming with Range');
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  /** Writes the body into the temp file, first dropping `skip` bytes we already have. */
+  private async copy(body: Readable, skip: number): Promise<void> {
+    let toSkip = skip;
+    try {
+      for await (const raw of body as AsyncIterable<Buffer>) {
+        let chunk = raw;
+        if (toSkip > 0) {
+          if (chunk.length <= toSkip) {
+            toSkip -= chunk.length;
+            continue;
+          }
+          chunk = chunk.subarray(toSkip);
+          toSkip = 0;
+        }
+        this.received += chunk.length;
+        if (!this.writer.write(chunk)) await once(this.writer, 'drain', { signal: this.abort.signal });
+      }
+    } finally {
+      body.destroy();
+    }
+    if (this.size !== null && this.received < this.size) {
+      // The body ended early without an error (a proxy closed it cleanly): resume like a reset.
+      const err = new Error(`upstream body ended at ${this.received} of ${this.size} bytes`) as NodeJS.ErrnoException;
+      err.code = 'ERR_STREAM_PREMATURE_CLOSE';
+      throw err;
+    }
+  }
+
   /** Bytes [start, end] of the blob as they arrive. */
   createReader(start?: number, end?: number): Readable {
-    return this.writer.createReader(start ?? 0, end);
+    const reader = this.writer.createReader(start ?? 0, end);
+    this.followers++;
+    reader.once('close', () => {
+      this.followers--;
+      if (this.followers === 0 && !this.opts.finishAbandoned && this.writer.state === 'writing') {
+        this.abort.abort(new Error('every client went away (cache.finishAbandonedDownloads is off)'));
+      }
+    });
+    return reader;
   }
 }

@@ -18,7 +18,7 @@ import type { RepoRef, TagLink } from '../storage/repo-store.js';
 import type { Metadata } from '../metadata/metadata.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { UpstreamError } from '../upstream/errors.js';
-import { Download } from './download.js';
+import { Download, type DownloadOptions } from './download.js';
 
 export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale';
 
@@ -45,8 +45,10 @@ export interface ManifestAnswer {
 export interface BlobAnswer {
   size: number | null;
   cache: CacheResult;
-  /** Opens the bytes [start, end] (inclusive), or all of them. */
+  /** Opens the bytes [start, end] (inclusive), or all of them. Call once, or call release(). */
   open(range?: { start: number; end: number }): Readable;
+  /** Frees what the answer holds when open() will not be called (an error before streaming). */
+  release(): Promise<void>;
 }
 
 interface TagAnswer {
@@ -76,7 +78,17 @@ export class PullThrough {
   /** Manifest bytes and media type by digest: the hot path serves them without touching the disk. */
   private readonly manifests: LRUCache<string, { bytes: Buffer; mediaType: string }>;
 
-  constructor(deps: { store: Store; metadata: Metadata; log: Logger; clock?: Clock; manifestMaxSize: number }) {
+  private readonly downloadOptions: Partial<DownloadOptions>;
+
+  constructor(deps: {
+    store: Store;
+    metadata: Metadata;
+    log: Logger;
+    clock?: Clock;
+    manifestMaxSize: number;
+    download?: Partial<DownloadOptions>;
+  }) {
+    this.downloadOptions = deps.download ?? {};
     this.store = deps.store;
     this.metadata = deps.metadata;
     this.log = deps.log;
@@ -136,7 +148,7 @@ export class PullThrough {
       this.store.repos.getTag(repo, tag),
       this.metadata.tagCheckedAt(repo.upstream, repo.name, tag),
     ]);
-    const haveBytes = link ? (await this.store.blobs.stat(parseDigest(link.digest))) !== null : false;
+    const haveBytes = link ? this.store.blobs.has(parseDigest(link.digest)) : false;
     if (link && haveBytes && checked && checked.digest === link.digest) {
       const age = this.clock.now() - checked.at;
       if (age >= 0 && age < ttl) return { answer: { link, how: 'hit' }, ttl: ttl - age };
@@ -264,10 +276,10 @@ export class PullThrough {
   async getBlob(t: Target, d: Digest): Promise<BlobAnswer> {
     const joined = this.inFlight(d);
     if (joined) return this.follow(joined, t);
-    const info = await this.store.blobs.stat(d);
-    if (info) {
+    if (this.store.blobs.has(d)) {
       await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
-      return { size: info.size, cache: 'hit', open: (r) => this.store.blobs.createReadStream(d, r) };
+      const stored = await this.store.blobs.open(d);
+      if (stored) return { size: stored.size, cache: 'hit', open: (r) => stored.stream(r), release: () => stored.close() };
     }
     // Joined even when it just finished: it was not stored yet when we looked.
     return this.follow(this.downloads.get(d.value) ?? this.startDownload(t, d), t);
@@ -280,7 +292,7 @@ export class PullThrough {
       await this.awaitReady(dl, t);
       return { size: dl.size, cache: 'miss' };
     }
-    const info = await this.store.blobs.stat(d);
+    const info = this.store.blobs.stat(d);
     if (info) {
       await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
       return { size: info.size, cache: 'hit' };
@@ -302,7 +314,7 @@ export class PullThrough {
 
   private async follow(dl: Download, t: Target): Promise<BlobAnswer> {
     await this.awaitReady(dl, t);
-    return { size: dl.size, cache: 'miss', open: (r) => dl.createReader(r?.start, r?.end) };
+    return { size: dl.size, cache: 'miss', open: (r) => dl.createReader(r?.start, r?.end), release: async () => undefined };
   }
 
   private async awaitReady(dl: Download, _t: Target): Promise<void> {
@@ -320,12 +332,10 @@ export class PullThrough {
       d.value,
       writer,
       {
-        open: async () => {
-          const res = await t.client.getBlob(t.name, d.value);
-          return { size: res.size, body: res.body };
-        },
+        open: (start, signal) => t.client.getBlob(t.name, d.value, { start, signal }),
       },
       this.log.child({ upstream: t.client.name, repo: t.name }),
+      this.downloadOptions,
     );
     this.downloads.set(d.value, dl);
     dl.done.then(

@@ -27,10 +27,10 @@ export interface UpstreamConfig {
 
 export interface Config {
   listen: { host: string; port: number };
-  storage: { path: string };
+  storage: { path: string; maxSize: number | null };
   metadata: { redis: string | null };
   log: { level: ParsedConfig['log']['level'] };
-  cache: { tagTTL: number; manifestMaxSize: number };
+  cache: { tagTTL: number; manifestMaxSize: number; finishAbandonedDownloads: boolean; downloadResumes: number };
   timeouts: Timeouts;
   defaultUpstream: string | null;
   upstreams: ReadonlyMap<string, UpstreamConfig>;

@@ -104,9 +104,11 @@ export const configSchema = z
     storage: z
       .object({
         path: z.string().min(1).default('./data'),
+        /** Bytes of cached content kept; least recently served content is evicted past it. null: unbounded. */
+        maxSize: size.nullable().default(null),
       })
       .strict()
-      .default({ path: './data' }),
+      .default({ path: './data', maxSize: null }),
     metadata: z
       .object({
         /** redis://host:port/db — shared metadata for several replicas. Unset: in-memory. */
@@ -126,9 +128,13 @@ export const configSchema = z
         tagTTL: duration.default(300_000),
         /** Manifests larger than this are refused (they are read into memory to be parsed). */
         manifestMaxSize: size.default(4 * 1024 * 1024),
+        /** Keep downloading a blob into the store when every client asking for it has gone. */
+        finishAbandonedDownloads: z.boolean().default(true),
+        /** Times a broken upstream body is resumed with a Range request before the download fails. */
+        downloadResumes: z.number().int().min(0).max(100).default(5),
       })
       .strict()
-      .default({ tagTTL: 300_000, manifestMaxSize: 4 * 1024 * 1024 }),
+      .default({ tagTTL: 300_000, manifestMaxSize: 4 * 1024 * 1024, finishAbandonedDownloads: true, downloadResumes: 5 }),
     timeouts: timeoutsSchema.default({ connect: 10_000, firstByte: 60_000, idle: 120_000 }),
     /** Upstream for names with no `ns` and no registry prefix (Docker's registry-mirrors). null: none. */
     defaultUpstream: upstreamName.nullable().default('docker.io'),

@@ -39,9 +39,11 @@ export function createLogger(level: Config['log']['level'], destination?: pino.D
 
 export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clock } = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.log.level);
-  const store = new Store(config.storage.path);
-  const { sweptTempFiles } = await store.init();
-  if (sweptTempFiles) log.info({ sweptTempFiles }, 'removed temp files of interrupted downloads');
+  const store = new Store(config.storage.path, { maxSize: config.storage.maxSize, log });
+  const recovered = await store.init();
+  if (recovered.sweptTempFiles) log.info({ sweptTempFiles: recovered.sweptTempFiles }, 'removed temp files of interrupted downloads');
+  log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
+  if (config.storage.maxSize === null) log.warn('storage.maxSize is not set: the store grows without bound');
   const metadata = Metadata.create(config.metadata);
   const upstreams = new Map<string, UpstreamClient>();
   for (const u of config.upstreams.values()) upstreams.set(u.name, new UpstreamClient(u, log));
@@ -50,6 +52,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     metadata,
     log,
     manifestMaxSize: config.cache.manifestMaxSize,
+    download: { finishAbandoned: config.cache.finishAbandonedDownloads, maxResumes: config.cache.downloadResumes },
     ...(opts.clock ? { clock: opts.clock } : {}),
   });
   let ready = true;

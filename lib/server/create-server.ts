@@ -210,6 +210,7 @@ async function serveBlob(
   if (rangeHeader !== undefined && blob.size !== null) {
     const parsed = rangeParser(blob.size, rangeHeader, { combine: true });
     if (parsed === -1 || parsed === -2) {
+      await blob.release();
       throw new OciError('RANGE_INVALID', `range ${rangeHeader.slice(0, 100)} not satisfiable for ${blob.size} bytes`, {
         headers: { 'Content-Range': `bytes */${blob.size}` },
       });

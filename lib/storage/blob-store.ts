@@ -1,31 +1,55 @@
 /**
- * Content-addressed files: read, stat, write-verify-commit, and the start-up sweep of temp files.
+ * Content-addressed files: read, write-verify-commit, the size-bounded LRU index over them, pins,
+ * and start-up recovery (temp files swept, index rebuilt from directory listings and stat alone:
+ * no file is read).
  */
-import { createReadStream, promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { Digest } from '../oci/digest.js';
+import type { Logger } from 'pino';
+import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { BlobWriter } from './blob-writer.js';
+import { BlobIndex, type IndexEntry } from './blob-index.js';
 import { StorePaths } from './paths.js';
 
 /** Large reads keep syscalls per GiB low on warm hits. */
 const READ_HIGH_WATER_MARK = 512 * 1024;
+/** Recency is written to the file's mtime at most this often, so a restart keeps the LRU order. */
+const TOUCH_INTERVAL_MS = 3_600_000;
+const SCAN_CONCURRENCY = 64;
 
-export interface BlobInfo {
+export interface StoredBlob {
   size: number;
-  path: string;
+  /** Streams bytes [start, end] (inclusive) or all; the file is already open, so eviction cannot cut it. */
+  stream(range?: { start: number; end: number }): Readable;
+  /** Closes the file when the caller decides not to stream after all. */
+  close(): Promise<void>;
+}
+
+export interface BlobStoreOptions {
+  /** Bytes of cached (unpinned) content; null: unbounded. */
+  maxSize: number | null;
+  log?: Logger;
+  now?: () => number;
 }
 
 export class BlobStore {
   readonly paths: StorePaths;
+  readonly index: BlobIndex;
+  private readonly log: Logger | undefined;
+  private readonly now: () => number;
 
-  constructor(root: string) {
+  constructor(root: string, opts: BlobStoreOptions = { maxSize: null }) {
     this.paths = new StorePaths(root);
+    this.log = opts.log;
+    this.now = opts.now ?? Date.now;
+    this.index = new BlobIndex({ maxSize: opts.maxSize, onEvict: (digest, entry) => this.evict(digest, entry) });
   }
 
-  /** Creates the layout and deletes temp files left by an interrupted run. */
-  async init(): Promise<{ sweptTempFiles: number }> {
+  /** Creates the layout, deletes temp files left by an interrupted run, and rebuilds the index. */
+  async init(): Promise<{ sweptTempFiles: number; blobs: number; bytes: number; ms: number }> {
+    const started = performance.now();
     await fsp.mkdir(this.paths.blobs, { recursive: true });
     await fsp.mkdir(this.paths.repositories, { recursive: true });
     let swept = 0;
@@ -36,34 +60,112 @@ export class BlobStore {
     }
     await fsp.rm(this.paths.tmp, { recursive: true, force: true });
     await fsp.mkdir(this.paths.tmp, { recursive: true });
-    return { sweptTempFiles: swept };
+    const { blobs, bytes } = await this.rebuildIndex();
+    return { sweptTempFiles: swept, blobs, bytes, ms: Math.round(performance.now() - started) };
   }
 
-  async stat(d: Digest): Promise<BlobInfo | null> {
-    const p = this.paths.blob(d);
+  private async rebuildIndex(): Promise<{ blobs: number; bytes: number }> {
+    const pinned = new Set<string>();
+    for (const alg of await readdirOrEmpty(this.paths.pins)) {
+      for (const hex of await readdirOrEmpty(path.join(this.paths.pins, alg))) pinned.add(`${alg}:${hex}`);
+    }
+    const files: Array<{ digest: string; file: string }> = [];
+    for (const alg of await readdirOrEmpty(this.paths.blobs)) {
+      const algDir = path.join(this.paths.blobs, alg);
+      const prefixes = await readdirOrEmpty(algDir);
+      const lists = await mapLimit(prefixes, SCAN_CONCURRENCY, async (p) => ({ p, names: await readdirOrEmpty(path.join(algDir, p)) }));
+      for (const { p, names } of lists) {
+        for (const hex of names) {
+          const digest = `${alg}:${hex}`;
+          if (tryParseDigest(digest) && hex.startsWith(p)) files.push({ digest, file: path.join(algDir, p, hex) });
+        }
+      }
+    }
+    const stats = await mapLimit(files, SCAN_CONCURRENCY, async (f) => {
+      try {
+        const st = await fsp.stat(f.file);
+        return { ...f, size: st.size, mtime: st.mtimeMs };
+      } catch {
+        return null;
+      }
+    });
+    const found = stats.filter((x): x is NonNullable<typeof x> => x !== null).sort((a, b) => a.mtime - b.mtime);
+    let bytes = 0;
+    for (const f of found) {
+      bytes += f.size;
+      this.index.add(f.digest, f.size, f.mtime, pinned.has(f.digest));
+    }
+    return { blobs: found.length, bytes };
+  }
+
+  /** Size of stored content, refreshing its recency; null when not stored. No disk access. */
+  stat(d: Digest): { size: number } | null {
+    const e = this.index.use(d.value);
+    if (!e) return null;
+    this.maybeTouch(d, e);
+    return { size: e.size };
+  }
+
+  /** Whether the content is stored, without refreshing recency. */
+  has(d: Digest): boolean {
+    return this.index.has(d.value);
+  }
+
+  private maybeTouch(d: Digest, e: IndexEntry): void {
+    const now = this.now();
+    if (now - e.touchedAt < TOUCH_INTERVAL_MS) return;
+    e.touchedAt = now;
+    const t = new Date(now);
+    fsp.utimes(this.paths.blob(d), t, t).catch(() => undefined);
+  }
+
+  /**
+   * Opens stored content for reading, refreshing its recency. Null when it is not stored (or its
+   * file vanished, in which case the index forgets it).
+   */
+  async open(d: Digest): Promise<StoredBlob | null> {
+    const e = this.index.use(d.value);
+    if (!e) return null;
+    let fh: fsp.FileHandle;
     try {
-      const st = await fsp.stat(p);
-      return st.isFile() ? { size: st.size, path: p } : null;
+      fh = await fsp.open(this.paths.blob(d), 'r');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.index.remove(d.value);
+        this.log?.warn({ digest: d.value }, 'stored file vanished; forgetting it');
+        return null;
+      }
       throw err;
     }
-  }
-
-  /** Streams stored bytes [start, end] (inclusive). The caller has checked the blob exists. */
-  createReadStream(d: Digest, range?: { start: number; end: number }): Readable {
-    return createReadStream(this.paths.blob(d), {
-      highWaterMark: READ_HIGH_WATER_MARK,
-      ...(range ? { start: range.start, end: range.end } : {}),
-    });
+    this.maybeTouch(d, e);
+    let used = false;
+    return {
+      size: e.size,
+      stream: (range) => {
+        used = true;
+        return createReadStream('', {
+          fd: fh,
+          highWaterMark: READ_HIGH_WATER_MARK,
+          autoClose: true,
+          ...(range ? { start: range.start, end: range.end } : { start: 0 }),
+        });
+      },
+      close: async () => {
+        if (!used) await fh.close();
+      },
+    };
   }
 
   /** Small content (manifests) read whole. */
   async readSmall(d: Digest): Promise<Buffer | null> {
+    if (!this.index.has(d.value)) return null;
     try {
       return await fsp.readFile(this.paths.blob(d));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.index.remove(d.value);
+        return null;
+      }
       throw err;
     }
   }
@@ -76,6 +178,7 @@ export class BlobStore {
       expected,
       ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
       resolveFinal: (d) => this.paths.blob(d),
+      onCommitted: (d, size) => this.index.add(d.value, size, this.now()),
     });
   }
 
@@ -90,7 +193,51 @@ export class BlobStore {
     return digest;
   }
 
-  async delete(d: Digest): Promise<void> {
-    await fsp.rm(this.paths.blob(d), { force: true });
+  /** Pins stored content: it is never evicted, across restarts too. */
+  async pin(d: Digest): Promise<void> {
+    const file = this.paths.pin(d);
+    await fsp.mkdir(path.dirname(file), { recursive: true });
+    await fsp.writeFile(file, '');
+    this.index.pin(d.value);
   }
+
+  async delete(d: Digest): Promise<void> {
+    this.index.remove(d.value);
+    await fsp.rm(this.paths.blob(d), { force: true });
+    await fsp.rm(this.paths.pin(d), { force: true });
+  }
+
+  private evict(digest: string, entry: IndexEntry): void {
+    const d = tryParseDigest(digest);
+    if (!d) return;
+    this.log?.info({ digest, size: entry.size }, 'evicted least recently served content');
+    // Synchronous on purpose: a later re-download of the same digest must never be unlinked by a
+    // deletion still in flight. Readers holding the file open keep reading.
+    try {
+      unlinkSync(this.paths.blob(d));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.error({ err, digest }, 'eviction failed to delete a file');
+    }
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await fsp.readdir(dir);
+  } catch {
+    return [];
+  }
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  });
+  await Promise.all(workers);
+  return out;
 }

@@ -34,12 +34,14 @@ export class BlobWriter extends Writable {
   private readonly hash: Hash;
   private readonly algorithm: DigestAlgorithm;
   private readonly resolveFinal: (d: Digest) => string;
+  private readonly onCommitted: (d: Digest, size: number) => void;
 
   constructor(opts: {
     tmpPath: string;
     expected: Digest | null;
     maxSize?: number;
     resolveFinal: (d: Digest) => string;
+    onCommitted?: (d: Digest, size: number) => void;
   }) {
     // autoDestroy off: finishing is not committing; commit() or abort() decides the file's fate.
     super({ highWaterMark: 1024 * 1024, autoDestroy: false });
@@ -49,6 +51,7 @@ export class BlobWriter extends Writable {
     this.algorithm = opts.expected?.algorithm ?? 'sha256';
     this.hash = createHash(this.algorithm);
     this.resolveFinal = opts.resolveFinal;
+    this.onCommitted = opts.onCommitted ?? (() => undefined);
     this.events.setMaxListeners(0);
   }
 
@@ -125,6 +128,7 @@ export class BlobWriter extends Writable {
     await fsp.rename(this.tmpPath, finalPath);
     this.finalPath = finalPath;
     this.state = 'committed';
+    this.onCommitted(actual, this.written);
     this.events.emit('committed', finalPath);
     return { digest: actual.value, size: this.written, path: finalPath };
   }

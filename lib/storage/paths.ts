@@ -7,6 +7,8 @@
  *       sha256/
  *         ab/
  *           abcdef0123...          verified content: blobs and manifests alike, named by digest
+ *     pins/
+ *       sha256/<hex>               empty: this content is pinned (hosted or seeded), never evicted
  *     tmp/
  *       <random>.part             downloads and uploads in progress; swept at start-up
  *     repositories/
@@ -29,12 +31,18 @@ export class StorePaths {
   readonly blobs: string;
   readonly tmp: string;
   readonly repositories: string;
+  readonly pins: string;
 
   constructor(root: string) {
     this.root = path.resolve(root);
     this.blobs = path.join(this.root, 'blobs');
     this.tmp = path.join(this.root, 'tmp');
     this.repositories = path.join(this.root, 'repositories');
+    this.pins = path.join(this.root, 'pins');
+  }
+
+  pin(d: Digest): string {
+    return path.join(this.pins, d.algorithm, d.hex);
   }
 
   blob(d: Digest): string {

@@ -347,7 +347,11 @@ export class UpstreamClient {
    * Starts a blob download. Resolves with the streaming body once headers arrived; the caller
    * consumes it. `start` asks for the bytes from that offset on (Range), e.g. to resume.
    */
-  async getBlob(name: string, digest: string, opts: { start?: number; signal?: AbortSignal } = {}): Promise<{ size: number | null; partial: boolean; body: Readable }> {
+  async getBlob(
+    name: string,
+    digest: string,
+    opts: { start?: number; signal?: AbortSignal } = {},
+  ): Promise<{ size: number | null; start: number; body: Readable }> {
     const what = `blob ${name}@${digest}`;
     const headers: Headers = {};
     if (opts.start) headers.range = `bytes=${opts.start}-`;
@@ -361,11 +365,18 @@ export class UpstreamClient {
     });
     if (res.status !== 200 && res.status !== 206) return this.fail(res, what);
     const len = header(res.headers, 'content-length');
-    return {
-      size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null,
-      partial: res.status === 206,
-      body: res.body,
-    };
+    const length = len !== undefined && /^\d+$/.test(len) ? Number(len) : null;
+    if (res.status === 206) {
+      // Content-Range: bytes START-END/TOTAL
+      const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
+      if (!m || Number(m[1]) !== (opts.start ?? 0)) {
+        res.body.destroy();
+        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} answered a range request for ${what} with an unusable Content-Range`);
+      }
+      return { size: m[3] === '*' ? null : Number(m[3]), start: Number(m[1]), body: res.body };
+    }
+    // 200: the whole blob, from byte 0, whatever was asked.
+    return { size: length, start: 0, body: res.body };
   }
 
   /** The complete tags list, following `Link: <...>; rel="next"` pages. */
