@@ -25,13 +25,13 @@ export interface DownloadSource {
 export interface DownloadOptions {
   /** Resume attempts after the first request. */
   maxResumes: number;
-  /** First backoff; doubles each time, capped at 5 s. */
+  /** First backoff; doubles with each resume that made no progress, capped at 5 s. */
   backoffMs: number;
   /** Keep downloading into the store when every client has gone. */
   finishAbandoned: boolean;
 }
 
-export const DEFAULT_DOWNLOAD_OPTIONS: DownloadOptions = { maxResumes: 5, backoffMs: 250, finishAbandoned: true };
+export const DEFAULT_DOWNLOAD_OPTIONS: DownloadOptions = { maxResumes: 5, backoffMs: 100, finishAbandoned: true };
 
 /** Failures worth a Range resume: the connection broke or stalled after the answer began. */
 function isResumable(err: unknown): boolean {
@@ -95,8 +95,13 @@ export class Download {
 
   private async run(source: DownloadSource, log: Logger, markReady: () => void): Promise<void> {
     let resumes = 0;
+    // Backoff grows while resumes make no progress, and starts over once bytes flow again.
+    let stuck = 0;
+    let lastFrom = -1;
     for (;;) {
       const from = this.received;
+      stuck = from > lastFrom ? 0 : stuck + 1;
+      lastFrom = from;
       this.attempts++;
       try {
         const res = await source.open(from, this.abort.signal);
@@ -114,7 +119,7 @@ export class Download {
         const begun = this.attempts > 1 || this.received > 0;
         if (!begun || !isResumable(err) || resumes >= this.opts.maxResumes) throw err;
         resumes++;
-        const wait = Math.min(5_000, this.opts.backoffMs * 2 ** (resumes - 1));
+        const wait = Math.min(5_000, this.opts.backoffMs * 2 ** stuck);
         log.info({ digest: this.digest, received: this.received, resume: resumes, waitMs: wait, reason: (err as Error).message }, 'upstream body broke; resuming with Range');
         await new Promise((r) => setTimeout(r, wait));
       }
