@@ -1,0 +1,149 @@
+// The store's size bound: least recently served content goes first, hits refresh recency, a read
+// in progress survives its file's eviction, pinned content stays, and a restart rebuilds the index
+// from the directory listing alone.
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { BlobStore } from '../../lib/storage/blob-store.js';
+import { parseDigest, type Digest } from '../../lib/oci/digest.js';
+
+async function tempRoot(tt: { teardown(fn: () => unknown): void }): Promise<string> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-evict-'));
+  tt.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function blobOf(size: number): { data: Buffer; d: Digest } {
+  const data = randomBytes(size);
+  return { data, d: parseDigest(`sha256:${createHash('sha256').update(data).digest('hex')}`) };
+}
+
+async function put(store: BlobStore, b: { data: Buffer; d: Digest }): Promise<void> {
+  await store.putSmall(b.data, b.d);
+}
+
+async function readAll(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+t.test('content past maxSize evicts the least recently stored first', async (t) => {
+  const store = new BlobStore(await tempRoot(t), { maxSize: 3000 });
+  await store.init();
+  const [a, b, c, d] = [blobOf(1000), blobOf(1000), blobOf(1000), blobOf(1000)];
+  for (const x of [a!, b!, c!]) await put(store, x);
+  t.ok(store.has(a!.d) && store.has(b!.d) && store.has(c!.d), 'three fit');
+  await put(store, d!);
+  t.notOk(store.has(a!.d), 'the oldest is gone from the index');
+  t.notOk(existsSync(store.paths.blob(a!.d)), 'and from the disk');
+  t.ok(store.has(b!.d) && store.has(c!.d) && store.has(d!.d), 'the others stay');
+  t.equal(store.index.stats().cachedBytes, 3000);
+});
+
+t.test('a hit refreshes recency, so the least recently served goes instead', async (t) => {
+  const store = new BlobStore(await tempRoot(t), { maxSize: 3000 });
+  await store.init();
+  const [a, b, c, d] = [blobOf(1000), blobOf(1000), blobOf(1000), blobOf(1000)];
+  for (const x of [a!, b!, c!]) await put(store, x);
+  t.ok(store.stat(a!.d), 'a is served');
+  await put(store, d!);
+  t.ok(store.has(a!.d), 'a, just served, stays');
+  t.notOk(store.has(b!.d), 'b, least recently served, is evicted');
+  t.same(store.index.evictionOrder(), [c!.d.value, a!.d.value, d!.d.value], 'order: c, a, d');
+});
+
+t.test('a read in progress survives the eviction of its file', async (t) => {
+  const store = new BlobStore(await tempRoot(t), { maxSize: 2 * 1024 * 1024 });
+  await store.init();
+  const a = blobOf(1024 * 1024);
+  await put(store, a);
+  const opened = await store.open(a.d);
+  t.ok(opened);
+  const stream = opened!.stream();
+  const first = await new Promise<Buffer>((resolve) => stream.once('data', (c: Buffer) => resolve(c)));
+  stream.pause();
+  for (let i = 0; i < 3; i++) await put(store, blobOf(1024 * 1024));
+  t.notOk(existsSync(store.paths.blob(a.d)), 'the file was evicted (unlinked)');
+  stream.resume();
+  const rest = await readAll(stream);
+  t.ok(Buffer.concat([first, rest]).equals(a.data), 'the reader still got every byte');
+});
+
+t.test('pinned content is never evicted, and stays pinned across a restart', async (t) => {
+  const root = await tempRoot(t);
+  const store = new BlobStore(root, { maxSize: 2000 });
+  await store.init();
+  const p = blobOf(1500);
+  await put(store, p);
+  await store.pin(p.d);
+  for (let i = 0; i < 5; i++) await put(store, blobOf(1000));
+  t.ok(store.has(p.d) && existsSync(store.paths.blob(p.d)), 'pinned blob kept');
+  t.equal(store.index.stats().pinnedBytes, 1500);
+  t.ok(store.index.stats().cachedBytes <= 2000, 'the bound applies to cached content');
+  const again = new BlobStore(root, { maxSize: 2000 });
+  await again.init();
+  t.ok(again.index.isPinned(p.d.value), 'still pinned after restart');
+});
+
+t.test('a blob larger than the whole cache is not kept', async (t) => {
+  const store = new BlobStore(await tempRoot(t), { maxSize: 1000 });
+  await store.init();
+  const big = blobOf(5000);
+  await put(store, big);
+  t.notOk(store.has(big.d));
+  t.notOk(existsSync(store.paths.blob(big.d)));
+});
+
+t.test('restart: temp files are swept and the index is rebuilt from disk in mtime order', async (t) => {
+  const root = await tempRoot(t);
+  const store = new BlobStore(root, { maxSize: null });
+  await store.init();
+  const blobs = [blobOf(100), blobOf(200), blobOf(300)];
+  for (const b of blobs) await put(store, b);
+  // Recency as the files record it: blobs[1] oldest, then blobs[2], then blobs[0].
+  const base = Date.now() / 1000 - 1000;
+  await fsp.utimes(store.paths.blob(blobs[1]!.d), base, base);
+  await fsp.utimes(store.paths.blob(blobs[2]!.d), base + 10, base + 10);
+  await fsp.utimes(store.paths.blob(blobs[0]!.d), base + 20, base + 20);
+  await fsp.writeFile(path.join(store.paths.tmp, 'abc.part'), 'half a download');
+  await fsp.writeFile(path.join(store.paths.blobs, 'sha256', 'zz-not-a-blob'), 'x').catch(() => undefined);
+
+  const again = new BlobStore(root, { maxSize: null });
+  const r = await again.init();
+  t.equal(r.sweptTempFiles, 1, 'one temp file swept');
+  t.same(await fsp.readdir(again.paths.tmp), [], 'tmp is empty');
+  t.equal(r.blobs, 3);
+  t.equal(r.bytes, 600);
+  t.same(again.index.evictionOrder(), [blobs[1]!.d.value, blobs[2]!.d.value, blobs[0]!.d.value], 'LRU order from mtimes');
+  for (const b of blobs) t.equal(again.stat(b.d)?.size, b.data.length);
+});
+
+t.test('restart with a smaller maxSize evicts the oldest down to the bound', async (t) => {
+  const root = await tempRoot(t);
+  const store = new BlobStore(root, { maxSize: null });
+  await store.init();
+  const blobs = [blobOf(1000), blobOf(1000), blobOf(1000)];
+  for (const [i, b] of blobs.entries()) {
+    await put(store, b);
+    const when = Date.now() / 1000 - 100 + i;
+    await fsp.utimes(store.paths.blob(b.d), when, when);
+  }
+  const small = new BlobStore(root, { maxSize: 2000 });
+  await small.init();
+  t.notOk(small.has(blobs[0]!.d), 'oldest evicted');
+  t.notOk(existsSync(small.paths.blob(blobs[0]!.d)));
+  t.ok(small.has(blobs[1]!.d) && small.has(blobs[2]!.d));
+});
+
+t.test('a file deleted behind the store is forgotten on open, not served', async (t) => {
+  const store = new BlobStore(await tempRoot(t), { maxSize: null });
+  await store.init();
+  const a = blobOf(100);
+  await put(store, a);
+  await fsp.rm(store.paths.blob(a.d));
+  t.equal(await store.open(a.d), null);
+  t.notOk(store.has(a.d));
+});
