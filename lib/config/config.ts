@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import { configSchema, type ParsedConfig } from './schema.js';
+import { configSchema, DEFAULT_UPSTREAMS, type ParsedConfig } from './schema.js';
 
 export interface Timeouts {
   connect: number;
@@ -88,6 +88,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       problems.push(`${path}: ${issue.message}`);
     }
   }
+  problems.push(...crossCheck(doc));
   if (problems.length || !result.success) throw new ConfigError(problems, source);
   const parsed = result.data;
   const upstreams = new Map<string, UpstreamConfig>();
@@ -101,9 +102,6 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       timeouts: { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) },
     });
   }
-  if (parsed.defaultUpstream !== null && !upstreams.has(parsed.defaultUpstream)) {
-    throw new ConfigError([`defaultUpstream: ${parsed.defaultUpstream} is not one of upstreams (${[...upstreams.keys()].join(', ') || 'none'})`], source);
-  }
   const config: Config = {
     listen: parsed.listen,
     storage: parsed.storage,
@@ -112,9 +110,52 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     cache: parsed.cache,
     timeouts: parsed.timeouts,
     defaultUpstream: parsed.defaultUpstream,
-    upstreams,
+    upstreams: new FrozenMap(upstreams),
   };
   return deepFreeze(config);
+}
+
+/**
+ * Checks across keys, on the raw document so they are reported together with schema errors:
+ * defaultUpstream must name an upstream; username and password go together.
+ */
+function crossCheck(doc: unknown): string[] {
+  const problems: string[] = [];
+  const d = (typeof doc === 'object' && doc !== null ? doc : {}) as Record<string, unknown>;
+  const ups = d.upstreams;
+  const names =
+    ups === undefined ? Object.keys(DEFAULT_UPSTREAMS) : typeof ups === 'object' && ups !== null ? Object.keys(ups) : [];
+  const def = d.defaultUpstream === undefined ? 'docker.io' : d.defaultUpstream;
+  if (typeof def === 'string' && !names.includes(def)) {
+    problems.push(`defaultUpstream: ${def} is not one of upstreams (${names.join(', ') || 'none'})`);
+  }
+  if (typeof ups === 'object' && ups !== null) {
+    for (const [name, u] of Object.entries(ups)) {
+      if (typeof u !== 'object' || u === null) continue;
+      const { username, password } = u as Record<string, unknown>;
+      if ((username === undefined) !== (password === undefined)) problems.push(`upstreams.${name}: username and password go together`);
+    }
+  }
+  return problems;
+}
+
+/** A Map that refuses changes once built: the configured upstreams are fixed for the process's life. */
+class FrozenMap<K, V> extends Map<K, V> {
+  private sealed = false;
+  constructor(entries: Iterable<readonly [K, V]>) {
+    super(entries);
+    this.sealed = true;
+  }
+  override set(key: K, value: V): this {
+    if (this.sealed) throw new TypeError('configuration is read-only');
+    return super.set(key, value);
+  }
+  override delete(): boolean {
+    throw new TypeError('configuration is read-only');
+  }
+  override clear(): void {
+    throw new TypeError('configuration is read-only');
+  }
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

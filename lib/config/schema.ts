@@ -65,6 +65,12 @@ const timeoutsSchema = z
   })
   .strict();
 
+/** Per-upstream overrides: no defaults here, a key left out keeps the global value. */
+const timeoutOverridesSchema = z
+  .object({ connect: duration.optional(), firstByte: duration.optional(), idle: duration.optional() })
+  .strict();
+
+// username/password pairing is checked in parseConfig, so it is reported alongside other errors.
 const upstreamSchema = z
   .object({
     url: upstreamUrl,
@@ -74,12 +80,9 @@ const upstreamSchema = z
     library: z.boolean().optional(),
     /** Overrides cache.tagTTL for this upstream. */
     tagTTL: duration.optional(),
-    timeouts: timeoutsSchema.partial().optional(),
+    timeouts: timeoutOverridesSchema.optional(),
   })
-  .strict()
-  .refine((u) => (u.username === undefined) === (u.password === undefined), {
-    message: 'username and password go together',
-  });
+  .strict();
 
 /** The names upstreams are addressed by: `?ns=` values and path prefixes, i.e. registry host names. */
 const upstreamName = z

@@ -34,15 +34,16 @@ export function parseDuration(input: string | number): number | null {
   if (typeof input === 'number') return Number.isFinite(input) && input >= 0 ? input * 1000 : null;
   const parts = input.trim().toLowerCase().match(/(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)/g);
   if (!parts || parts.join('').replace(/\s/g, '') !== input.trim().toLowerCase().replace(/\s/g, '')) {
-    const bare = /^\d+(?:\.\d+)?$/.test(input.trim()) ? Number(input.trim()) : NaN;
-    return Number.isFinite(bare) ? bare * 1000 : null;
+    const bare = /^\d+(?:\.\d+)?$/.test(input.trim()) ? Number(input.trim()) * 1000 : NaN;
+    return Number.isSafeInteger(Math.round(bare)) ? Math.round(bare) : null;
   }
   let total = 0;
   for (const p of parts) {
     const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)$/.exec(p)!;
     total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
   }
-  return Math.round(total);
+  const ms = Math.round(total);
+  return Number.isSafeInteger(ms) ? ms : null;
 }
 
 /** Bytes, or null when the text is not a size. A bare number is bytes. */
@@ -53,7 +54,11 @@ export function parseSize(input: string | number): number | null {
   const unit = m[2]!.toLowerCase() || 'b';
   const mult = SIZE_UNITS[unit];
   if (mult === undefined) return null;
-  return Math.round(Number(m[1]) * mult);
+  const bytes = Number(m[1]) * mult;
+  // Bytes are whole: "1.5" (bytes) is not a size; "1.5KiB" is 1536.
+  if (unit === 'b' && !Number.isInteger(bytes)) return null;
+  const rounded = Math.round(bytes);
+  return Number.isSafeInteger(rounded) ? rounded : null;
 }
 
 export function formatBytes(n: number): string {

@@ -104,15 +104,20 @@ export function parseManifest(bytes: Buffer, declaredType?: string): ParsedManif
   return parsed;
 }
 
+/**
+ * The manifest's own `mediaType` field wins; without one (optional in OCI), the shape decides, and
+ * a declared Content-Type is used only where it agrees with the shape.
+ */
 function detectMediaType(doc: Record<string, unknown>, declaredType?: string): string {
   if (typeof doc.mediaType === 'string' && doc.mediaType.length > 0) return doc.mediaType;
   if (doc.schemaVersion === 1) {
     return Array.isArray(doc.signatures) ? MediaType.DockerSchema1Signed : MediaType.DockerSchema1;
   }
   const declared = declaredType ? normalizeContentType(declaredType) : undefined;
-  if (declared && declared !== MediaType.OctetStream && declared !== 'application/json') return declared;
-  if (Array.isArray(doc.manifests)) return MediaType.OciIndex;
-  return MediaType.OciManifest;
+  if (Array.isArray(doc.manifests)) {
+    return declared && INDEX_MEDIA_TYPES.has(declared) ? declared : MediaType.OciIndex;
+  }
+  return declared === MediaType.DockerManifest ? declared : MediaType.OciManifest;
 }
 
 /** Strips parameters (`; charset=utf-8`) and case from a Content-Type. */

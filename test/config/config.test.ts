@@ -1,0 +1,631 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { ConfigError, loadConfig, parseConfig, type Config } from '../../lib/config/config.js';
+
+const EXAMPLE = fileURLToPath(new URL('../../config/stevedore.yaml', import.meta.url));
+
+/** The problems a ConfigError reports, or a test failure if nothing (or something else) is thrown. */
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError, nothing was thrown');
+}
+
+const ONE_UPSTREAM = { defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com' } } };
+const url = (u: string): Config => parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': { url: u } } });
+
+// ---------------------------------------------------------------- defaults and the example file
+
+t.test('config/stevedore.yaml documents exactly the embedded defaults', async (t) => {
+  t.same(loadConfig({ file: EXAMPLE, env: {} }), parseConfig({}));
+});
+
+t.test('the example file, with its commented credentials enabled, loads them from the environment', async (t) => {
+  const text = readFileSync(EXAMPLE, 'utf8').replace(/# (username|password): /g, '$1: ');
+  t.not(text, readFileSync(EXAMPLE, 'utf8'), 'the example has commented credentials to enable');
+  const dir = t.testdir({ 'stevedore.yaml': text });
+  const config = loadConfig({ file: path.join(dir, 'stevedore.yaml'), env: { DOCKERHUB_USER: 'me', DOCKERHUB_TOKEN: 'dckr_pat_x' } });
+  t.same(config.upstreams.get('docker.io')!.credentials, { username: 'me', password: 'dckr_pat_x' });
+});
+
+t.test('the defaults are the documented values', async (t) => {
+  const c = parseConfig({});
+  t.same(c.listen, { host: '0.0.0.0', port: 5000 });
+  t.equal(c.storage.path, './data');
+  t.equal(c.storage.maxSize, null);
+  t.same(c.metadata, { redis: null });
+  t.same(c.log, { level: 'info' });
+  t.equal(c.cache.tagTTL, 300_000);
+  t.equal(c.cache.manifestMaxSize, 4 * 1024 * 1024);
+  t.equal(c.cache.finishAbandonedDownloads, true);
+  t.equal(c.cache.downloadResumes, 5);
+  t.same(c.timeouts, { connect: 10_000, firstByte: 60_000, idle: 120_000 });
+  t.equal(c.defaultUpstream, 'docker.io');
+});
+
+t.test('the default upstreams are the seven public registries, by their client-facing names', async (t) => {
+  const c = parseConfig({});
+  t.same(Object.fromEntries([...c.upstreams].map(([name, u]) => [name, u.url])), {
+    'docker.io': 'https://registry-1.docker.io',
+    'ghcr.io': 'https://ghcr.io',
+    'quay.io': 'https://quay.io',
+    'registry.k8s.io': 'https://registry.k8s.io',
+    'gcr.io': 'https://gcr.io',
+    'mcr.microsoft.com': 'https://mcr.microsoft.com',
+    'public.ecr.aws': 'https://public.ecr.aws',
+  });
+});
+
+t.test('each default upstream inherits the global tagTTL and timeouts and has no credentials', async (t) => {
+  for (const [name, u] of parseConfig({}).upstreams) {
+    t.equal(u.name, name);
+    t.equal(u.credentials, null, `${name} credentials`);
+    t.equal(u.tagTTL, 300_000, `${name} tagTTL`);
+    t.same(u.timeouts, { connect: 10_000, firstByte: 60_000, idle: 120_000 }, `${name} timeouts`);
+  }
+});
+
+t.test('null (an empty YAML document) gives the defaults', async (t) => {
+  t.same(parseConfig(null), parseConfig({}));
+});
+
+t.test('parseConfig without options ignores the process environment', async (t) => {
+  const before = process.env.STEVEDORE_LISTEN;
+  process.env.STEVEDORE_LISTEN = ':6000';
+  t.teardown(() => {
+    if (before === undefined) delete process.env.STEVEDORE_LISTEN;
+    else process.env.STEVEDORE_LISTEN = before;
+  });
+  t.equal(parseConfig({}).listen.port, 5000);
+});
+
+// ---------------------------------------------------------------- values
+
+const listens: Array<[unknown, { host: string; port: number }]> = [
+  [':8080', { host: '0.0.0.0', port: 8080 }],
+  ['8080', { host: '0.0.0.0', port: 8080 }],
+  [8080, { host: '0.0.0.0', port: 8080 }],
+  ['127.0.0.1:8080', { host: '127.0.0.1', port: 8080 }],
+  ['localhost:5000', { host: 'localhost', port: 5000 }],
+  ['[::1]:5000', { host: '::1', port: 5000 }],
+  ['[::]:443', { host: '::', port: 443 }],
+  [':0', { host: '0.0.0.0', port: 0 }],
+  [':65535', { host: '0.0.0.0', port: 65535 }],
+];
+for (const [input, expected] of listens) {
+  t.test(`listen ${JSON.stringify(input)} is ${expected.host} port ${expected.port}`, async (t) => {
+    t.same(parseConfig({ listen: input }).listen, expected);
+  });
+}
+
+for (const input of ['x', ':65536', 'localhost:', '::1:5000', '[::1]', 'host:80:80', ':123456', ':-1', '']) {
+  t.test(`listen ${JSON.stringify(input)} is refused under the key listen`, async (t) => {
+    t.match(problems(() => parseConfig({ listen: input })), [/^listen: /]);
+  });
+}
+
+t.test('durations and sizes are written as human strings', async (t) => {
+  const c = parseConfig({ cache: { tagTTL: '1h', manifestMaxSize: '8MiB' }, timeouts: { connect: '250ms', firstByte: '2m', idle: '1d' } });
+  t.equal(c.cache.tagTTL, 3_600_000);
+  t.equal(c.cache.manifestMaxSize, 8 * 1024 * 1024);
+  t.same(c.timeouts, { connect: 250, firstByte: 120_000, idle: 86_400_000 });
+});
+
+t.test('a numeric duration is seconds and a numeric size is bytes', async (t) => {
+  const c = parseConfig({ cache: { tagTTL: 30, manifestMaxSize: 1000 } });
+  t.equal(c.cache.tagTTL, 30_000);
+  t.equal(c.cache.manifestMaxSize, 1000);
+});
+
+t.test('a bad duration is reported with its key path and a hint', async (t) => {
+  t.match(problems(() => parseConfig({ cache: { tagTTL: 'soon' } })), [/^cache\.tagTTL: not a duration: "soon" \(use e\.g\. 30s/]);
+});
+
+t.test('a bad size is reported with its key path and a hint', async (t) => {
+  t.match(problems(() => parseConfig({ cache: { manifestMaxSize: 'big' } })), [/^cache\.manifestMaxSize: not a size: "big" \(use e\.g\. 4MiB/]);
+});
+
+t.test('a boolean where a duration belongs is refused', async (t) => {
+  t.match(problems(() => parseConfig({ timeouts: { idle: true } })), [/^timeouts\.idle: /]);
+});
+
+t.test('storage.maxSize is a size, and null means unbounded', async (t) => {
+  t.equal(parseConfig({ storage: { maxSize: '50GiB' } }).storage.maxSize, 50 * 1024 ** 3);
+  t.equal(parseConfig({ storage: { maxSize: null } }).storage.maxSize, null);
+});
+
+t.test('a bad storage.maxSize is reported under its key', async (t) => {
+  t.match(problems(() => parseConfig({ storage: { maxSize: 'lots' } })), [/^storage\.maxSize: not a size/]);
+});
+
+t.test('cache.finishAbandonedDownloads can be switched off', async (t) => {
+  t.equal(parseConfig({ cache: { finishAbandonedDownloads: false } }).cache.finishAbandonedDownloads, false);
+});
+
+t.test('cache.downloadResumes accepts whole numbers from 0 to 100', async (t) => {
+  t.equal(parseConfig({ cache: { downloadResumes: 0 } }).cache.downloadResumes, 0);
+  t.equal(parseConfig({ cache: { downloadResumes: 100 } }).cache.downloadResumes, 100);
+});
+
+for (const bad of [-1, 101, 1.5, '3']) {
+  t.test(`cache.downloadResumes ${JSON.stringify(bad)} is refused`, async (t) => {
+    t.match(problems(() => parseConfig({ cache: { downloadResumes: bad } })), [/^cache\.downloadResumes: /]);
+  });
+}
+
+t.test('a redis URL is kept as written', async (t) => {
+  t.equal(parseConfig({ metadata: { redis: 'redis://127.0.0.1:6379/0' } }).metadata.redis, 'redis://127.0.0.1:6379/0');
+});
+
+t.test('a redis value that is not a URL is refused', async (t) => {
+  t.match(problems(() => parseConfig({ metadata: { redis: 'localhost' } })), [/^metadata\.redis: /]);
+});
+
+t.test('every log level pino knows is accepted', async (t) => {
+  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const) {
+    t.equal(parseConfig({ log: { level } }).log.level, level);
+  }
+});
+
+t.test('an unknown log level is refused under log.level', async (t) => {
+  t.match(problems(() => parseConfig({ log: { level: 'verbose' } })), [/^log\.level: /]);
+});
+
+t.test('an empty storage path is refused', async (t) => {
+  t.match(problems(() => parseConfig({ storage: { path: '' } })), [/^storage\.path: /]);
+});
+
+t.test('a misspelt top-level key is refused and named', async (t) => {
+  t.match(problems(() => parseConfig({ upstream: {} })), [/^\(top level\): .*"upstream"/]);
+});
+
+t.test('a misspelt nested key is refused under its section', async (t) => {
+  t.match(problems(() => parseConfig({ cache: { tagTtl: '5m' } })), [/^cache: .*"tagTtl"/]);
+});
+
+t.test('a document that is a string or an array is refused at the top level', async (t) => {
+  t.match(problems(() => parseConfig('listen: 5000')), [/^\(top level\): /]);
+  t.match(problems(() => parseConfig([])), [/^\(top level\): /]);
+});
+
+// ---------------------------------------------------------------- every error at once
+
+t.test('every schema error is reported at once, each with its key path', async (t) => {
+  const p = problems(() =>
+    parseConfig({
+      listen: 'nowhere',
+      log: { level: 'loud' },
+      cache: { tagTTL: 'soon', manifestMaxSize: 'big' },
+      upstreams: { 'r.example.com': { url: 'ftp://r.example.com' } },
+      defaultUpstream: null,
+    }),
+  );
+  t.equal(p.length, 5, p.join('\n'));
+  t.match(p, [/^listen: /, /^log\.level: /, /^cache\.tagTTL: /, /^cache\.manifestMaxSize: /, /^upstreams\.r\.example\.com\.url: /]);
+});
+
+t.test('the ConfigError message names the source and lists every problem', async (t) => {
+  try {
+    parseConfig({ listen: 'x', log: { level: 'y' } }, { source: '/etc/stevedore.yaml' });
+    t.fail('did not throw');
+  } catch (err) {
+    t.ok(err instanceof ConfigError);
+    t.equal((err as Error).name, 'ConfigError');
+    t.match((err as Error).message, /^invalid configuration \(\/etc\/stevedore\.yaml\):\n {2}- listen: .*\n {2}- log\.level: /);
+  }
+});
+
+t.test('a schema error and an unknown defaultUpstream are reported together', async (t) => {
+  const p = problems(() => parseConfig({ listen: 'nowhere', defaultUpstream: 'nowhere.example.com' }));
+  t.match(p, [/^listen: /], 'the schema error');
+  t.ok(p.some((x) => x.startsWith('defaultUpstream: ')), `the defaultUpstream error too; got:\n${p.join('\n')}`);
+});
+
+t.test('a bad URL and a username without password on the same upstream are reported together', async (t) => {
+  const p = problems(() => parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com/v2', username: 'me' } } }));
+  t.ok(p.some((x) => x.startsWith('upstreams.r.example.com.url: ')), 'the url error');
+  t.ok(p.some((x) => /username and password/.test(x)), `the credentials error too; got:\n${p.join('\n')}`);
+});
+
+// ---------------------------------------------------------------- ${VAR} expansion
+
+t.test('${VAR} in a string value is replaced by the environment variable', async (t) => {
+  const c = parseConfig({ storage: { path: '${DATA}/stevedore' } }, { env: { DATA: '/var/lib' } });
+  t.equal(c.storage.path, '/var/lib/stevedore');
+});
+
+t.test('several ${VAR}s in one value are all replaced', async (t) => {
+  const c = parseConfig({ metadata: { redis: 'redis://${H}:${P}/0' } }, { env: { H: 'cache', P: '6380' } });
+  t.equal(c.metadata.redis, 'redis://cache:6380/0');
+});
+
+t.test('${VAR} works inside upstream credentials', async (t) => {
+  const c = parseConfig(
+    { upstreams: { 'docker.io': { url: 'https://registry-1.docker.io', username: '${U}', password: '${P}' } } },
+    { env: { U: 'me', P: 's3cret' } },
+  );
+  t.same(c.upstreams.get('docker.io')!.credentials, { username: 'me', password: 's3cret' });
+});
+
+t.test('an unset ${VAR} is an error naming the variable and the key', async (t) => {
+  const p = problems(() => parseConfig({ storage: { path: '/data/${NOPE}' } }, { env: {} }));
+  t.match(p, [/^storage\.path: environment variable NOPE is not set$/]);
+});
+
+t.test('an unset ${VAR} is reported together with the schema errors', async (t) => {
+  const p = problems(() => parseConfig({ listen: 'x', storage: { path: '/d/${NOPE}' } }, { env: {} }));
+  t.ok(p.some((x) => x === 'storage.path: environment variable NOPE is not set'));
+  t.ok(p.some((x) => x.startsWith('listen: ')));
+});
+
+t.test('a variable set to the empty string counts as set', async (t) => {
+  t.equal(parseConfig({ storage: { path: './x${EMPTY}' } }, { env: { EMPTY: '' } }).storage.path, './x');
+});
+
+t.test('expansion is not recursive: a value containing ${...} is used literally', async (t) => {
+  t.equal(parseConfig({ storage: { path: '${A}' } }, { env: { A: '${B}', B: 'no' } }).storage.path, '${B}');
+});
+
+t.test('$VAR without braces is left alone', async (t) => {
+  t.equal(parseConfig({ storage: { path: './$HOME' } }, { env: { HOME: '/root' } }).storage.path, './$HOME');
+});
+
+t.test('keys are not expanded, only values', async (t) => {
+  t.match(problems(() => parseConfig({ '${K}': 1 }, { env: { K: 'listen' } })), [/"\$\{K\}"/]);
+});
+
+// ---------------------------------------------------------------- STEVEDORE_* overrides
+
+t.test('STEVEDORE_LISTEN overrides listen', async (t) => {
+  t.same(parseConfig({ listen: ':1' }, { env: { STEVEDORE_LISTEN: '127.0.0.1:7000' } }).listen, { host: '127.0.0.1', port: 7000 });
+});
+
+t.test('STEVEDORE_STORAGE_PATH overrides storage.path', async (t) => {
+  t.equal(parseConfig({ storage: { path: '/a' } }, { env: { STEVEDORE_STORAGE_PATH: '/b' } }).storage.path, '/b');
+});
+
+t.test('STEVEDORE_LOG_LEVEL overrides log.level', async (t) => {
+  t.equal(parseConfig({ log: { level: 'info' } }, { env: { STEVEDORE_LOG_LEVEL: 'debug' } }).log.level, 'debug');
+});
+
+t.test('STEVEDORE_REDIS_URL overrides metadata.redis', async (t) => {
+  t.equal(parseConfig({}, { env: { STEVEDORE_REDIS_URL: 'redis://r:6379' } }).metadata.redis, 'redis://r:6379');
+});
+
+t.test('an invalid override is reported under the key it overrides', async (t) => {
+  t.match(problems(() => parseConfig({}, { env: { STEVEDORE_LOG_LEVEL: 'chatty' } })), [/^log\.level: /]);
+  t.match(problems(() => parseConfig({}, { env: { STEVEDORE_LISTEN: 'nope' } })), [/^listen: /]);
+});
+
+t.test('an empty override is ignored', async (t) => {
+  t.equal(parseConfig({ listen: ':1234' }, { env: { STEVEDORE_LISTEN: '' } }).listen.port, 1234);
+});
+
+t.test('an override does not expand ${VAR}', async (t) => {
+  t.equal(parseConfig({}, { env: { STEVEDORE_STORAGE_PATH: '${X}', X: 'y' } }).storage.path, '${X}');
+});
+
+t.test('an override does not touch a document that is not an object', async (t) => {
+  t.match(problems(() => parseConfig('text', { env: { STEVEDORE_LISTEN: ':1' } })), [/^\(top level\): /]);
+});
+
+// ---------------------------------------------------------------- upstreams
+
+t.test('listing upstreams replaces the whole default list', async (t) => {
+  t.same([...parseConfig(ONE_UPSTREAM).upstreams.keys()], ['r.example.com']);
+});
+
+t.test('an upstream URL is reduced to its origin', async (t) => {
+  t.equal(url('https://r.example.com/').upstreams.get('r.example.com')!.url, 'https://r.example.com');
+  t.equal(url('https://R.Example.COM').upstreams.get('r.example.com')!.url, 'https://r.example.com');
+  t.equal(url('https://r.example.com:443').upstreams.get('r.example.com')!.url, 'https://r.example.com');
+});
+
+t.test('an upstream URL keeps a non-default port', async (t) => {
+  t.equal(url('https://r.example.com:8443').upstreams.get('r.example.com')!.url, 'https://r.example.com:8443');
+});
+
+t.test('a plain http upstream is accepted', async (t) => {
+  t.equal(url('http://127.0.0.1:5001').upstreams.get('r.example.com')!.url, 'http://127.0.0.1:5001');
+});
+
+const badUrls: Array<[string, string, RegExp]> = [
+  ['a path', 'https://r.example.com/v2', /origin only/],
+  ['a path without a trailing slash', 'https://r.example.com/mirror/', /origin only/],
+  ['a query', 'https://r.example.com/?x=1', /origin only/],
+  ['a fragment', 'https://r.example.com/#x', /origin only/],
+  ['a user and password', 'https://me:secret@r.example.com', /credentials go in username\/password/],
+  ['a user only', 'https://me@r.example.com', /origin only/],
+  ['an ftp scheme', 'ftp://r.example.com', /must be http:\/\/ or https:\/\/, got ftp:/],
+  ['a file scheme', 'file:///etc/passwd', /must be http:\/\/ or https:\/\//],
+  ['no scheme', 'r.example.com', /not a URL/],
+  ['nothing', '', /not a URL/],
+];
+for (const [what, input, message] of badUrls) {
+  t.test(`an upstream URL with ${what} is refused under its key`, async (t) => {
+    const p = problems(() => url(input));
+    t.equal(p.length, 1, p.join('\n'));
+    t.match(p[0], /^upstreams\.r\.example\.com\.url: /);
+    t.match(p[0], message);
+  });
+}
+
+t.test('a refused URL with credentials does not echo the password', async (t) => {
+  t.notMatch(problems(() => url('https://me:hunter2@r.example.com')).join('\n'), /hunter2/);
+});
+
+t.test('an upstream without a url is refused', async (t) => {
+  t.match(problems(() => parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': {} } })), [/^upstreams\.r\.example\.com\.url: /]);
+});
+
+t.test('an unknown key inside an upstream is refused', async (t) => {
+  t.match(
+    problems(() => parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com', token: 'x' } } })),
+    [/^upstreams\.r\.example\.com: .*"token"/],
+  );
+});
+
+for (const name of ['Docker.IO', 'under_score.io', '-a.io', 'a..b', 'a.io/path', 'https://a.io', '']) {
+  t.test(`the upstream name ${JSON.stringify(name)} is refused under its key`, async (t) => {
+    const p = problems(() => parseConfig({ defaultUpstream: null, upstreams: { [name]: { url: 'https://a.io' } } }));
+    t.match(p, [new RegExp(`^upstreams\\.${name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: `)]);
+  });
+}
+
+t.test('an upstream name may carry a port or be a single label', async (t) => {
+  const c = parseConfig({
+    defaultUpstream: null,
+    upstreams: { 'localhost:5000': { url: 'http://localhost:5000' }, registry: { url: 'http://registry' } },
+  });
+  t.same([...c.upstreams.keys()], ['localhost:5000', 'registry']);
+});
+
+t.test('username and password together become credentials', async (t) => {
+  const c = parseConfig({ ...ONE_UPSTREAM, upstreams: { 'r.example.com': { url: 'https://r.example.com', username: 'u', password: 'p' } } });
+  t.same(c.upstreams.get('r.example.com')!.credentials, { username: 'u', password: 'p' });
+});
+
+t.test('a username without a password is refused at the upstream', async (t) => {
+  t.match(
+    problems(() => parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com', username: 'u' } } })),
+    [/^upstreams\.r\.example\.com: username and password go together$/],
+  );
+});
+
+t.test('a password without a username is refused at the upstream', async (t) => {
+  t.match(
+    problems(() => parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com', password: 'p' } } })),
+    [/^upstreams\.r\.example\.com: username and password go together$/],
+  );
+});
+
+t.test('an empty username is refused', async (t) => {
+  t.match(
+    problems(() => parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com', username: '', password: 'p' } } })),
+    [/^upstreams\.r\.example\.com\.username: /],
+  );
+});
+
+t.test('a defaultUpstream that is not among the upstreams is refused, listing them', async (t) => {
+  t.match(problems(() => parseConfig({ ...ONE_UPSTREAM, defaultUpstream: 'docker.io' })), [
+    /^defaultUpstream: docker\.io is not one of upstreams \(r\.example\.com\)$/,
+  ]);
+});
+
+t.test('the default defaultUpstream is refused when the upstreams leave out docker.io', async (t) => {
+  t.match(problems(() => parseConfig({ upstreams: { 'ghcr.io': { url: 'https://ghcr.io' } } })), [/^defaultUpstream: docker\.io /]);
+});
+
+t.test('no upstreams at all with the default defaultUpstream says "none"', async (t) => {
+  t.match(problems(() => parseConfig({ upstreams: {} })), [/\(none\)$/]);
+});
+
+t.test('defaultUpstream null is accepted, even with no upstreams', async (t) => {
+  const c = parseConfig({ upstreams: {}, defaultUpstream: null });
+  t.equal(c.defaultUpstream, null);
+  t.equal(c.upstreams.size, 0);
+});
+
+t.test('defaultUpstream may name any configured upstream', async (t) => {
+  t.equal(parseConfig({ defaultUpstream: 'ghcr.io' }).defaultUpstream, 'ghcr.io');
+});
+
+t.test('a defaultUpstream that is not a host name is refused by the schema', async (t) => {
+  t.match(problems(() => parseConfig({ defaultUpstream: 'Docker Hub' })), [/^defaultUpstream: an upstream name is a registry host name/]);
+});
+
+t.test('library defaults to true for docker.io only', async (t) => {
+  const c = parseConfig({});
+  for (const [name, u] of c.upstreams) t.equal(u.library, name === 'docker.io', name);
+});
+
+t.test('library can be turned off for docker.io', async (t) => {
+  const c = parseConfig({ upstreams: { 'docker.io': { url: 'https://registry-1.docker.io', library: false } } });
+  t.equal(c.upstreams.get('docker.io')!.library, false);
+});
+
+t.test('library can be turned on for another upstream (a Docker Hub mirror)', async (t) => {
+  const c = parseConfig({ defaultUpstream: 'mirror.gcr.io', upstreams: { 'mirror.gcr.io': { url: 'https://mirror.gcr.io', library: true } } });
+  t.equal(c.upstreams.get('mirror.gcr.io')!.library, true);
+});
+
+t.test('library must be a boolean', async (t) => {
+  t.match(problems(() => parseConfig({ ...ONE_UPSTREAM, upstreams: { 'r.example.com': { url: 'https://r.example.com', library: 'yes' } } })), [
+    /^upstreams\.r\.example\.com\.library: /,
+  ]);
+});
+
+t.test('an upstream tagTTL overrides cache.tagTTL for that upstream only', async (t) => {
+  const c = parseConfig({
+    cache: { tagTTL: '10m' },
+    upstreams: { 'docker.io': { url: 'https://registry-1.docker.io', tagTTL: '1h' }, 'ghcr.io': { url: 'https://ghcr.io' } },
+  });
+  t.equal(c.upstreams.get('docker.io')!.tagTTL, 3_600_000);
+  t.equal(c.upstreams.get('ghcr.io')!.tagTTL, 600_000);
+  t.equal(c.cache.tagTTL, 600_000);
+});
+
+t.test('global timeouts apply to every upstream', async (t) => {
+  const c = parseConfig({ timeouts: { connect: '1s' } });
+  for (const [name, u] of c.upstreams) t.same(u.timeouts, { connect: 1000, firstByte: 60_000, idle: 120_000 }, name);
+});
+
+const TIMEOUTS_DOC = {
+  timeouts: { connect: '2s', firstByte: '30s' },
+  upstreams: {
+    'docker.io': { url: 'https://registry-1.docker.io', timeouts: { idle: '10m', firstByte: '90s' } },
+    'ghcr.io': { url: 'https://ghcr.io' },
+  },
+};
+
+t.test('a per-upstream timeout overrides the global one for that upstream', async (t) => {
+  const u = parseConfig(TIMEOUTS_DOC).upstreams.get('docker.io')!;
+  t.equal(u.timeouts.idle, 600_000);
+  t.equal(u.timeouts.firstByte, 90_000);
+});
+
+t.test('timeouts a per-upstream block leaves out keep the global values, not the built-in defaults', async (t) => {
+  t.equal(parseConfig(TIMEOUTS_DOC).upstreams.get('docker.io')!.timeouts.connect, 2000);
+});
+
+t.test('per-upstream timeouts change neither the other upstreams nor the global timeouts', async (t) => {
+  const c = parseConfig(TIMEOUTS_DOC);
+  t.same(c.upstreams.get('ghcr.io')!.timeouts, { connect: 2000, firstByte: 30_000, idle: 120_000 });
+  t.same(c.timeouts, { connect: 2000, firstByte: 30_000, idle: 120_000 });
+});
+
+t.test('a bad per-upstream timeout is reported with its full key path', async (t) => {
+  t.match(
+    problems(() => parseConfig({ ...ONE_UPSTREAM, upstreams: { 'r.example.com': { url: 'https://r.example.com', timeouts: { idle: 'never' } } } })),
+    [/^upstreams\.r\.example\.com\.timeouts\.idle: not a duration/],
+  );
+});
+
+t.test('an unknown per-upstream timeout key is refused', async (t) => {
+  t.match(
+    problems(() => parseConfig({ ...ONE_UPSTREAM, upstreams: { 'r.example.com': { url: 'https://r.example.com', timeouts: { read: '1s' } } } })),
+    [/^upstreams\.r\.example\.com\.timeouts: .*"read"/],
+  );
+});
+
+// ---------------------------------------------------------------- frozen result
+
+t.test('the config and its nested objects are frozen', async (t) => {
+  const c = parseConfig({});
+  for (const o of [c, c.listen, c.storage, c.metadata, c.log, c.cache, c.timeouts, c.upstreams.get('docker.io')!, c.upstreams.get('docker.io')!.timeouts]) {
+    t.ok(Object.isFrozen(o));
+  }
+});
+
+t.test('assigning to a config value throws', async (t) => {
+  const c = parseConfig({});
+  t.throws(() => {
+    (c.listen as { port: number }).port = 1;
+  }, TypeError);
+  t.throws(() => {
+    (c.upstreams.get('docker.io') as { url: string }).url = 'https://evil.example.com';
+  }, TypeError);
+  t.equal(c.listen.port, 5000);
+});
+
+t.test('the upstream map cannot be changed at run time', async (t) => {
+  const c = parseConfig({});
+  const map = c.upstreams as Map<string, unknown>;
+  t.throws(() => map.set('evil.example.com', { url: 'https://evil.example.com' }), 'set throws');
+  t.throws(() => map.delete('docker.io'), 'delete throws');
+  t.equal(c.upstreams.has('evil.example.com'), false, 'no upstream was added');
+  t.equal(c.upstreams.has('docker.io'), true, 'no upstream was removed');
+});
+
+t.test('two parses share no mutable state', async (t) => {
+  const a = parseConfig({});
+  const b = parseConfig({ listen: ':6000' });
+  t.equal(a.listen.port, 5000);
+  t.equal(b.listen.port, 6000);
+  t.not(a.upstreams, b.upstreams);
+});
+
+// ---------------------------------------------------------------- loadConfig
+
+t.test('loadConfig with no file and no STEVEDORE_CONFIG gives the embedded defaults', async (t) => {
+  t.same(loadConfig({ env: {} }), parseConfig({}));
+});
+
+t.test('loadConfig reads the file named by STEVEDORE_CONFIG', async (t) => {
+  const dir = t.testdir({ 'c.yaml': 'listen: ":7001"\n' });
+  t.equal(loadConfig({ env: { STEVEDORE_CONFIG: path.join(dir, 'c.yaml') } }).listen.port, 7001);
+});
+
+t.test('an explicit file wins over STEVEDORE_CONFIG', async (t) => {
+  const dir = t.testdir({ 'a.yaml': 'listen: ":7001"\n', 'b.yaml': 'listen: ":7002"\n' });
+  t.equal(loadConfig({ file: path.join(dir, 'a.yaml'), env: { STEVEDORE_CONFIG: path.join(dir, 'b.yaml') } }).listen.port, 7001);
+});
+
+t.test('loadConfig applies ${VAR} and STEVEDORE_* from its env to the file', async (t) => {
+  const dir = t.testdir({ 'c.yaml': 'storage:\n  path: ${ROOT}/cache\nlisten: ":1"\n' });
+  const c = loadConfig({ file: path.join(dir, 'c.yaml'), env: { ROOT: '/srv', STEVEDORE_LISTEN: ':7003' } });
+  t.equal(c.storage.path, '/srv/cache');
+  t.equal(c.listen.port, 7003);
+});
+
+t.test('an empty file gives the defaults', async (t) => {
+  const dir = t.testdir({ 'empty.yaml': '' });
+  t.same(loadConfig({ file: path.join(dir, 'empty.yaml'), env: {} }), parseConfig({}));
+});
+
+t.test('a file of comments only gives the defaults', async (t) => {
+  const dir = t.testdir({ 'c.yaml': '# nothing here\n' });
+  t.same(loadConfig({ file: path.join(dir, 'c.yaml'), env: {} }), parseConfig({}));
+});
+
+t.test('a missing file is a ConfigError naming the file and the errno code', async (t) => {
+  const file = path.join(t.testdir({}), 'missing.yaml');
+  const p = problems(() => loadConfig({ file, env: {} }));
+  t.same(p, [`cannot read ${file}: ENOENT`]);
+});
+
+t.test('a directory given as the file is a ConfigError', async (t) => {
+  const dir = t.testdir({});
+  t.match(problems(() => loadConfig({ file: dir, env: {} })), [/^cannot read .*: EISDIR$/]);
+});
+
+t.test('invalid YAML is a ConfigError with the parser message', async (t) => {
+  const dir = t.testdir({ 'bad.yaml': 'listen: [\nstorage: {\n' });
+  const file = path.join(dir, 'bad.yaml');
+  try {
+    loadConfig({ file, env: {} });
+    t.fail('did not throw');
+  } catch (err) {
+    t.ok(err instanceof ConfigError);
+    t.match((err as ConfigError).problems, [/^not valid YAML: /]);
+    t.match((err as Error).message, file, 'the message names the file');
+  }
+});
+
+t.test('a YAML scalar document is a ConfigError at the top level', async (t) => {
+  const dir = t.testdir({ 'c.yaml': 'just text\n' });
+  t.match(problems(() => loadConfig({ file: path.join(dir, 'c.yaml'), env: {} })), [/^\(top level\): /]);
+});
+
+t.test('a schema error in a file names the file in the message', async (t) => {
+  const dir = t.testdir({ 'c.yaml': 'log:\n  level: loud\n' });
+  const file = path.join(dir, 'c.yaml');
+  try {
+    loadConfig({ file, env: {} });
+    t.fail('did not throw');
+  } catch (err) {
+    t.match((err as Error).message, `invalid configuration (${file})`);
+    t.match((err as ConfigError).problems, [/^log\.level: /]);
+  }
+});
+
+t.test('YAML listen written as a bare port number is accepted', async (t) => {
+  const dir = t.testdir({ 'c.yaml': 'listen: 8080\n' });
+  t.same(loadConfig({ file: path.join(dir, 'c.yaml'), env: {} }).listen, { host: '0.0.0.0', port: 8080 });
+});
