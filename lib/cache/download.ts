@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobWriter, CommitResult } from '../storage/blob-writer.js';
 import { UpstreamError } from '../upstream/errors.js';
+import { discard } from '../upstream/upstream-client.js';
 
 export interface DownloadSource {
   /**
@@ -107,7 +108,7 @@ export class Download {
         const res = await source.open(from, this.abort.signal);
         if (this.size === null) this.size = res.size;
         else if (res.size !== null && res.size !== this.size) {
-          res.body.destroy();
+          discard(res.body);
           throw new UpstreamError('bad_response', 'upstream', `size of ${this.digest} changed between requests (${this.size} then ${res.size})`);
         }
         markReady();
@@ -144,7 +145,7 @@ export class Download {
         if (!this.writer.write(chunk)) await once(this.writer, 'drain', { signal: this.abort.signal });
       }
     } finally {
-      body.destroy();
+      discard(body);
     }
     if (this.size !== null && this.received < this.size) {
       // The body ended early without an error (a proxy closed it cleanly): resume like a reset.

@@ -19,6 +19,7 @@ import type { Metadata } from '../metadata/metadata.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { Download, type DownloadOptions } from './download.js';
+import type { UpstreamHealth } from '../metadata/upstream-health.js';
 
 export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale';
 
@@ -63,8 +64,12 @@ const STALE_RETRY_MS = 10_000;
 const FINISHED_DOWNLOAD_LINGER_MS = 5_000;
 const MANIFEST_MEMO_BYTES = 64 * 1024 * 1024;
 
+/** Failures that leave stored content servable: the upstream cannot answer now, or must not be asked. */
 function isTransient(err: unknown): err is UpstreamError {
-  return err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout' || err.kind === 'rate_limited');
+  return (
+    err instanceof UpstreamError &&
+    (err.kind === 'unavailable' || err.kind === 'timeout' || err.kind === 'rate_limited' || err.kind === 'offline')
+  );
 }
 
 export class PullThrough {
@@ -79,6 +84,8 @@ export class PullThrough {
   private readonly manifests: LRUCache<string, { bytes: Buffer; mediaType: string }>;
 
   private readonly downloadOptions: Partial<DownloadOptions>;
+  private readonly health: UpstreamHealth | null;
+  private readonly quotaTTLMultiplier: number;
 
   constructor(deps: {
     store: Store;
@@ -87,8 +94,13 @@ export class PullThrough {
     clock?: Clock;
     manifestMaxSize: number;
     download?: Partial<DownloadOptions>;
+    health?: UpstreamHealth;
+    /** Tag TTLs are multiplied by this while an upstream's quota is low. */
+    quotaTTLMultiplier?: number;
   }) {
     this.downloadOptions = deps.download ?? {};
+    this.health = deps.health ?? null;
+    this.quotaTTLMultiplier = deps.quotaTTLMultiplier ?? 1;
     this.store = deps.store;
     this.metadata = deps.metadata;
     this.log = deps.log;
@@ -143,12 +155,19 @@ export class PullThrough {
 
   private async resolveTag(t: Target, tag: string): Promise<{ answer: TagAnswer; ttl: number }> {
     const repo = this.repo(t);
-    const ttl = t.client.config.tagTTL;
-    const [link, checked] = await Promise.all([
+    const [link, checked, quota] = await Promise.all([
       this.store.repos.getTag(repo, tag),
       this.metadata.tagCheckedAt(repo.upstream, repo.name, tag),
+      this.health?.quotaState(repo.upstream) ?? null,
     ]);
+    // Low quota upstream: trust stored tags longer instead of spending the last pulls.
+    const ttl = t.client.config.tagTTL * (quota?.low ? this.quotaTTLMultiplier : 1);
     const haveBytes = link ? this.store.blobs.has(parseDigest(link.digest)) : false;
+    if (t.client.offline) {
+      // Offline by choice: what is stored is the answer; nothing is revalidated.
+      if (link && haveBytes) return { answer: { link, how: 'hit' }, ttl: t.client.config.tagTTL };
+      throw new OciError('OFFLINE', `the proxy is offline for ${t.client.name} (offline: true) and has no manifest ${t.name}:${tag}`);
+    }
     if (link && haveBytes && checked && checked.digest === link.digest) {
       const age = this.clock.now() - checked.at;
       if (age >= 0 && age < ttl) return { answer: { link, how: 'hit' }, ttl: ttl - age };

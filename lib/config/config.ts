@@ -23,6 +23,8 @@ export interface UpstreamConfig {
   library: boolean;
   tagTTL: number;
   timeouts: Timeouts;
+  /** Never contacted: serve what is stored, refuse the rest. */
+  offline: boolean;
 }
 
 export interface Config {
@@ -34,6 +36,14 @@ export interface Config {
   timeouts: Timeouts;
   defaultUpstream: string | null;
   upstreams: ReadonlyMap<string, UpstreamConfig>;
+  offline: boolean;
+  upstreamPolicy: {
+    retryAfterDefault: number;
+    breakerFailures: number;
+    breakerOpenFor: number;
+    quotaLowWatermark: number;
+    quotaTTLMultiplier: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -100,6 +110,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       library: u.library ?? name === 'docker.io',
       tagTTL: u.tagTTL ?? parsed.cache.tagTTL,
       timeouts: { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) },
+      offline: u.offline ?? parsed.offline,
     });
   }
   const config: Config = {
@@ -111,6 +122,8 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     timeouts: parsed.timeouts,
     defaultUpstream: parsed.defaultUpstream,
     upstreams: new FrozenMap(upstreams),
+    offline: parsed.offline,
+    upstreamPolicy: parsed.upstreamPolicy,
   };
   return deepFreeze(config);
 }

@@ -81,6 +81,8 @@ const upstreamSchema = z
     /** Overrides cache.tagTTL for this upstream. */
     tagTTL: duration.optional(),
     timeouts: timeoutOverridesSchema.optional(),
+    /** Overrides the global `offline`. */
+    offline: z.boolean().optional(),
   })
   .strict();
 
@@ -142,6 +144,23 @@ export const configSchema = z
     /** Upstream for names with no `ns` and no registry prefix (Docker's registry-mirrors). null: none. */
     defaultUpstream: upstreamName.nullable().default('docker.io'),
     upstreams: z.record(upstreamName, upstreamSchema).default(DEFAULT_UPSTREAMS as never),
+    /** Never contact any upstream: serve what is stored, refuse the rest with an error saying so. */
+    offline: z.boolean().default(false),
+    upstreamPolicy: z
+      .object({
+        /** Cool-down after a 429 that carries no Retry-After. */
+        retryAfterDefault: duration.default(60_000),
+        /** Consecutive failures (5xx, refused, reset, timeout) that open the circuit breaker. */
+        breakerFailures: z.number().int().min(1).default(5),
+        /** How long an open circuit sends nothing to that upstream. */
+        breakerOpenFor: duration.default(30_000),
+        /** When ratelimit-remaining falls to this, tag TTLs stretch instead of spending the last pulls. */
+        quotaLowWatermark: z.number().int().min(0).default(10),
+        /** How much tag TTLs stretch while the quota is low. */
+        quotaTTLMultiplier: z.number().min(1).default(12),
+      })
+      .strict()
+      .default({ retryAfterDefault: 60_000, breakerFailures: 5, breakerOpenFor: 30_000, quotaLowWatermark: 10, quotaTTLMultiplier: 12 }),
   })
   .strict();
 

@@ -37,6 +37,19 @@ export class Metadata {
     await this.kv.set(Metadata.tagKey(upstream, name, tag), { at, digest }, RECORD_TTL_MS);
   }
 
+  /** A small record shared by replicas (upstream health, quotas). */
+  async getRecord<T>(key: string): Promise<T | null> {
+    return (await this.kv.get<T>(key)) ?? null;
+  }
+
+  async setRecord<T>(key: string, value: T, ttlMs = RECORD_TTL_MS): Promise<void> {
+    await this.kv.set(key, value, ttlMs);
+  }
+
+  async deleteRecord(key: string): Promise<void> {
+    await this.kv.delete(key);
+  }
+
   async close(): Promise<void> {
     await this.kv.disconnect();
   }

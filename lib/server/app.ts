@@ -10,6 +10,7 @@ import { Store } from '../storage/store.js';
 import { Metadata } from '../metadata/metadata.js';
 import { UpstreamClient } from '../upstream/upstream-client.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
+import { UpstreamHealth } from '../metadata/upstream-health.js';
 import { createServer } from './create-server.js';
 
 export interface App {
@@ -45,15 +46,29 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null) log.warn('storage.maxSize is not set: the store grows without bound');
   const metadata = Metadata.create(config.metadata);
+  const clock = opts.clock ?? { now: () => Date.now() };
+  const p = config.upstreamPolicy;
+  const health = new UpstreamHealth(
+    metadata,
+    {
+      retryAfterDefaultMs: p.retryAfterDefault,
+      breakerFailures: p.breakerFailures,
+      breakerOpenMs: p.breakerOpenFor,
+      quotaLowWatermark: p.quotaLowWatermark,
+    },
+    () => clock.now(),
+  );
   const upstreams = new Map<string, UpstreamClient>();
-  for (const u of config.upstreams.values()) upstreams.set(u.name, new UpstreamClient(u, log));
+  for (const u of config.upstreams.values()) upstreams.set(u.name, new UpstreamClient(u, log, health));
   const pull = new PullThrough({
     store,
     metadata,
     log,
     manifestMaxSize: config.cache.manifestMaxSize,
     download: { finishAbandoned: config.cache.finishAbandonedDownloads, maxResumes: config.cache.downloadResumes },
-    ...(opts.clock ? { clock: opts.clock } : {}),
+    health,
+    quotaTTLMultiplier: p.quotaTTLMultiplier,
+    clock,
   });
   let ready = true;
   const server = createServer({ config, pull, upstreams, log, isReady: () => ready });

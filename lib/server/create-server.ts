@@ -107,7 +107,8 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
     case 'base':
       return sendJson(res, 200, {}, {}, head);
     case 'upload':
-      throw new OciError('UNSUPPORTED', 'pushing is not supported on proxied repositories');
+      // RFC 9110: a 405 lists what is allowed; nothing is, on upload endpoints of proxied repositories.
+      throw new OciError('UNSUPPORTED', 'pushing is not supported on proxied repositories', { headers: { Allow: '' } });
     default:
       return repoRoute(deps, r, query, req, res, outcome);
   }

@@ -223,7 +223,10 @@ class GrowingFileReader extends Readable {
         this.destroy(w.failure ?? new Error('download failed'));
         return;
       }
-      const limit = this.end === undefined ? w.written : Math.min(w.written, this.end + 1);
+      // The last byte written is held back until the blob verifies: a client that received every
+      // byte of Content-Length would take the transfer for complete, even if the digest fails.
+      const available = w.state === 'committed' ? w.written : w.written - 1;
+      const limit = this.end === undefined ? available : Math.min(available, this.end + 1);
       if (this.end !== undefined && this.pos > this.end) {
         this.push(null);
         return;

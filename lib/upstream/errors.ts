@@ -10,6 +10,7 @@ export type UpstreamErrorKind =
   | 'rate_limited' // 429
   | 'unavailable' // 5xx, refused, reset, DNS failure
   | 'timeout' // connect / first byte / idle body
+  | 'offline' // offline mode: never contacted
   | 'bad_response'; // anything else we cannot use
 
 export class UpstreamError extends Error {
@@ -51,10 +52,18 @@ export class UpstreamError extends Error {
       case 'timeout':
         return new OciError('UPSTREAM_TIMEOUT', this.message);
       case 'unavailable':
-        return new OciError('UPSTREAM_UNAVAILABLE', this.message);
+        return new OciError('UPSTREAM_UNAVAILABLE', this.message, {
+          headers: this.retryAfter !== undefined ? { 'Retry-After': String(this.retryAfter) } : {},
+        });
+      case 'offline':
+        return new OciError('OFFLINE', this.message);
       case 'bad_response':
         if (this.status === 400 && this.upstreamCode && OCI_ERRORS[this.upstreamCode].status === 400) {
           return new OciError(this.upstreamCode, this.message);
+        }
+        // Content we refused (e.g. an oversized manifest): the code says what, 502 says whose fault.
+        if (this.status === undefined && this.upstreamCode === 'MANIFEST_INVALID') {
+          return new OciError('MANIFEST_INVALID', this.message, { status: 502 });
         }
         return new OciError('UPSTREAM_UNAVAILABLE', this.message);
     }

@@ -12,6 +12,7 @@ import { OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, normalizeContentType } from '../oci/media-types.js';
 import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
 import { mapTransportError, UpstreamError } from './errors.js';
+import type { UpstreamHealth } from '../metadata/upstream-health.js';
 
 const MAX_REDIRECTS = 5;
 const ERROR_BODY_LIMIT = 64 * 1024;
@@ -45,13 +46,22 @@ function header(h: UpstreamResponse['headers'], name: string): string | undefine
   return Array.isArray(v) ? v[0] : v;
 }
 
+/**
+ * Drops an upstream body we will not read. undici reports a destroyed, unread body as an error
+ * event; with nobody listening that would crash the process.
+ */
+export function discard(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
+}
+
 async function readLimited(body: Readable, limit: number): Promise<Buffer | null> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {
     n += chunk.length;
     if (n > limit) {
-      body.destroy();
+      discard(body);
       return null;
     }
     chunks.push(chunk);
@@ -69,10 +79,15 @@ export class UpstreamClient {
   /** The last Bearer challenge seen: lets requests for new scopes fetch a token up front. */
   private bearerChallenge: Challenge | null = null;
   private basicChallenged = false;
+  private readonly health: UpstreamHealth | null;
+  /** Offline mode: this upstream is never contacted. */
+  readonly offline: boolean;
 
-  constructor(config: UpstreamConfig, log: Logger) {
+  constructor(config: UpstreamConfig, log: Logger, health: UpstreamHealth | null = null) {
     this.config = config;
     this.name = config.name;
+    this.health = health;
+    this.offline = config.offline;
     this.log = log.child({ upstream: config.name });
     this.agent = new Agent({
       connect: { timeout: config.timeouts.connect },
@@ -165,6 +180,54 @@ export class UpstreamClient {
    * caller's to consume or dump.
    */
   async request(opts: {
+    method: 'GET' | 'HEAD';
+    path: string;
+    scope: string;
+    headers?: Headers;
+    signal?: AbortSignal;
+    what: string;
+  }): Promise<UpstreamResponse> {
+    if (this.offline) {
+      throw new UpstreamError('offline', this.name, `the proxy is offline for ${this.name} (offline: true) and does not have ${opts.what}`);
+    }
+    if (this.health) {
+      const gate = await this.health.gate(this.name);
+      if (!gate.open) {
+        throw new UpstreamError(gate.kind, this.name, `upstream ${this.name} not contacted for ${opts.what}: ${gate.reason}, retry in ${gate.retryAfterSec} s`, {
+          retryAfter: gate.retryAfterSec,
+        });
+      }
+    }
+    let res: UpstreamResponse;
+    try {
+      res = await this.authenticated(opts);
+    } catch (err) {
+      if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.health?.failed(this.name);
+      throw err;
+    }
+    await this.observe(res);
+    return res;
+  }
+
+  /** Feeds an answer to the health record: quota headers, 429 cool-down, 5xx failures. */
+  private async observe(res: UpstreamResponse): Promise<void> {
+    if (!this.health) return;
+    const remaining = parseQuota(header(res.headers, 'ratelimit-remaining'));
+    if (remaining) {
+      const limit = parseQuota(header(res.headers, 'ratelimit-limit'));
+      await this.health.quota(this.name, remaining.value, limit?.value ?? null, remaining.window ?? limit?.window ?? null);
+    }
+    if (res.status === 429) {
+      const secs = await this.health.rateLimited(this.name, parseRetryAfter(header(res.headers, 'retry-after')));
+      this.log.warn({ retryAfterSec: secs }, 'upstream rate-limited us; cooling down');
+    } else if (res.status >= 500) {
+      await this.health.failed(this.name);
+    } else {
+      await this.health.succeeded(this.name);
+    }
+  }
+
+  private async authenticated(opts: {
     method: 'GET' | 'HEAD';
     path: string;
     scope: string;
@@ -308,8 +371,10 @@ export class UpstreamClient {
     if (res.status !== 200) return this.fail(res, what);
     const len = header(res.headers, 'content-length');
     if (len !== undefined && Number(len) > maxSize) {
-      res.body.destroy();
-      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest of ${len} bytes for ${name}:${ref}, above the limit of ${maxSize} (cache.manifestMaxSize)`);
+      discard(res.body);
+      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest of ${len} bytes for ${name}:${ref}, above the limit of ${maxSize} (cache.manifestMaxSize)`, {
+        upstreamCode: 'MANIFEST_INVALID',
+      });
     }
     let bytes: Buffer | null;
     try {
@@ -318,7 +383,9 @@ export class UpstreamClient {
       throw mapTransportError(err, this.name, what);
     }
     if (!bytes) {
-      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest above the limit of ${maxSize} bytes for ${name}:${ref} (cache.manifestMaxSize)`);
+      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest above the limit of ${maxSize} bytes for ${name}:${ref} (cache.manifestMaxSize)`, {
+        upstreamCode: 'MANIFEST_INVALID',
+      });
     }
     return {
       bytes,
@@ -370,7 +437,7 @@ export class UpstreamClient {
       // Content-Range: bytes START-END/TOTAL
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
       if (!m || Number(m[1]) !== (opts.start ?? 0)) {
-        res.body.destroy();
+        discard(res.body);
         throw new UpstreamError('bad_response', this.name, `upstream ${this.name} answered a range request for ${what} with an unusable Content-Range`);
       }
       return { size: m[3] === '*' ? null : Number(m[3]), start: Number(m[1]), body: res.body };
@@ -412,6 +479,14 @@ export class UpstreamClient {
 
 function emptyBody(body: Readable): Readable {
   return body;
+}
+
+/** `ratelimit-remaining: 76;w=21600` → { value: 76, window: 21600 }. */
+function parseQuota(v: string | undefined): { value: number; window: number | null } | null {
+  if (!v) return null;
+  const m = /^\s*(\d+)\s*(?:;\s*w\s*=\s*(\d+))?/.exec(v);
+  if (!m) return null;
+  return { value: Number(m[1]), window: m[2] !== undefined ? Number(m[2]) : null };
 }
 
 function parseRetryAfter(v: string | undefined): number | undefined {

@@ -1,0 +1,100 @@
+/**
+ * What we know about each upstream's health, kept in the shared metadata so replicas agree:
+ *   - cool-down after a 429: no request until Retry-After (or the configured default) has passed;
+ *   - a circuit breaker: after N consecutive failures (5xx, refused, reset, timeout, DNS) no
+ *     request for `openFor`; then one is let through, and its outcome closes or re-opens it;
+ *   - the last `ratelimit-remaining` the upstream reported, so tag revalidation can slow down
+ *     before the quota runs out.
+ */
+import type { Metadata } from './metadata.js';
+
+export interface HealthPolicy {
+  /** Cool-down after a 429 that carried no Retry-After. */
+  retryAfterDefaultMs: number;
+  /** Consecutive failures that open the circuit. */
+  breakerFailures: number;
+  /** How long an open circuit refuses requests. */
+  breakerOpenMs: number;
+  /** ratelimit-remaining at or below this counts as a low quota. */
+  quotaLowWatermark: number;
+}
+
+export type Gate =
+  | { open: true }
+  | { open: false; kind: 'rate_limited' | 'unavailable'; retryAfterSec: number; reason: string };
+
+interface CoolDown {
+  until: number;
+  reason: string;
+}
+interface Breaker {
+  failures: number;
+  openUntil: number;
+}
+interface Quota {
+  remaining: number;
+  limit: number | null;
+  at: number;
+}
+
+export class UpstreamHealth {
+  constructor(
+    private readonly metadata: Metadata,
+    private readonly policy: HealthPolicy,
+    private readonly now: () => number,
+  ) {}
+
+  /** May a request go to this upstream now? */
+  async gate(upstream: string): Promise<Gate> {
+    const now = this.now();
+    const [cool, breaker] = await Promise.all([
+      this.metadata.getRecord<CoolDown>(`cooldown:${upstream}`),
+      this.metadata.getRecord<Breaker>(`breaker:${upstream}`),
+    ]);
+    if (cool && cool.until > now) {
+      return { open: false, kind: 'rate_limited', retryAfterSec: Math.ceil((cool.until - now) / 1000), reason: cool.reason };
+    }
+    if (breaker && breaker.openUntil > now) {
+      return {
+        open: false,
+        kind: 'unavailable',
+        retryAfterSec: Math.ceil((breaker.openUntil - now) / 1000),
+        reason: `circuit open after ${breaker.failures} consecutive failures`,
+      };
+    }
+    return { open: true };
+  }
+
+  async rateLimited(upstream: string, retryAfterSec: number | undefined): Promise<number> {
+    const ms = retryAfterSec !== undefined ? retryAfterSec * 1000 : this.policy.retryAfterDefaultMs;
+    const until = this.now() + ms;
+    await this.metadata.setRecord<CoolDown>(`cooldown:${upstream}`, { until, reason: 'rate-limited (429)' }, ms + 60_000);
+    return Math.ceil(ms / 1000);
+  }
+
+  async failed(upstream: string): Promise<void> {
+    const key = `breaker:${upstream}`;
+    const b = (await this.metadata.getRecord<Breaker>(key)) ?? { failures: 0, openUntil: 0 };
+    const failures = b.failures + 1;
+    const openUntil = failures >= this.policy.breakerFailures ? this.now() + this.policy.breakerOpenMs : b.openUntil;
+    await this.metadata.setRecord<Breaker>(key, { failures, openUntil });
+  }
+
+  async succeeded(upstream: string): Promise<void> {
+    const key = `breaker:${upstream}`;
+    const b = await this.metadata.getRecord<Breaker>(key);
+    if (b && b.failures > 0) await this.metadata.deleteRecord(key);
+  }
+
+  /** Records `ratelimit-remaining`; it is forgotten when its window (`w=` seconds, else 1 h) has passed. */
+  async quota(upstream: string, remaining: number, limit: number | null, windowSec: number | null): Promise<void> {
+    await this.metadata.setRecord<Quota>(`quota:${upstream}`, { remaining, limit, at: this.now() }, (windowSec ?? 3600) * 1000);
+  }
+
+  /** The last reported quota, and whether it is at or below the watermark. */
+  async quotaState(upstream: string): Promise<{ remaining: number; limit: number | null; low: boolean } | null> {
+    const q = await this.metadata.getRecord<Quota>(`quota:${upstream}`);
+    if (!q) return null;
+    return { remaining: q.remaining, limit: q.limit, low: q.remaining <= this.policy.quotaLowWatermark };
+  }
+}
