@@ -132,7 +132,8 @@ export class PullThrough {
     const status: LRUCache.Status<string, TagAnswer> = {};
     const answer = await this.tags.fetch(key, { context: { target: t, tag }, status });
     if (!answer) throw new OciError('MANIFEST_UNKNOWN', `manifest ${t.name}:${tag} unknown`);
-    const how = status.fetch === 'hit' ? 'hit' : answer.how;
+    // A memoized stale answer stays stale; otherwise a memory hit is a hit.
+    const how = answer.how === 'stale' ? 'stale' : status.fetch === 'hit' ? 'hit' : answer.how;
     const stored = await this.readStoredManifest(parseDigest(answer.link.digest));
     if (!stored) {
       // The bytes went missing under a cached link (deleted by hand, or evicted): forget and retry once.
