@@ -2,7 +2,7 @@
 // spent only on real changes. A real CNCF distribution upstream; its counting proxy plays the
 // faults it will not produce on demand (429 with Retry-After, 503s, hanging).
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { startContainerd } from '../fixtures/containerd.js';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
 import { startRegistry, type Registry } from '../fixtures/registry.js';
@@ -19,7 +19,7 @@ async function getJson(url: string, method = 'GET'): Promise<{ status: number; h
   return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as never) : ({} as never) };
 }
 
-async function setup(t: Parameters<Parameters<typeof t.test>[1]>[0], config: Record<string, unknown> = {}): Promise<{
+async function setup(t: Test, config: Record<string, unknown> = {}): Promise<{
   reg: Registry;
   sd: Stevedore;
   clock: FakeClock;
@@ -39,7 +39,7 @@ async function setup(t: Parameters<Parameters<typeof t.test>[1]>[0], config: Rec
   return { reg, sd, clock, img };
 }
 
-async function skopeoPull(t: { equal: (a: unknown, b: unknown, m?: string) => void }, ref: string): Promise<string> {
+async function skopeoPull(t: Test, ref: string): Promise<string> {
   const dir = path.join(await tmpDir(), 'img');
   const r = await skopeoCopy(ref, `dir:${dir}`);
   t.equal(r.code, 0, r.stderr);
