@@ -50,6 +50,11 @@ export class Metadata {
     await this.kv.delete(key);
   }
 
+  /** Deletes every record of this namespace (tests only: a shared Redis starts each test clean). */
+  async clearForTests(): Promise<void> {
+    await this.kv.clear();
+  }
+
   async close(): Promise<void> {
     await this.kv.disconnect();
   }
