@@ -3,7 +3,7 @@
 import path from 'node:path';
 import t from 'tap';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
-import { startRegistry } from '../fixtures/registry.js';
+import { BASIC_USER, startRegistry } from '../fixtures/registry.js';
 import { readDirImage, skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 import { startTokenServer } from '../fixtures/token-server.js';
@@ -82,3 +82,62 @@ t.test('configured credentials', async (t) => {
     t.same((await sd.storeFiles()).filter((f) => f.startsWith('blobs/') || f.startsWith('repositories/')), []);
   });
 });
+
+t.test('Basic auth upstream (distribution with htpasswd)', async (t) => {
+  const reg = await startRegistry({ basicAuth: true });
+  t.teardown(() => reg.stop());
+  const auth = `Basic ${Buffer.from(`${BASIC_USER.username}:${BASIC_USER.password}`).toString('base64')}`;
+  const ping = await fetch(`${reg.directUrl}/v2/`);
+  await ping.arrayBuffer();
+  t.equal(ping.status, 401, 'the registry challenges');
+  t.match(ping.headers.get('www-authenticate') ?? '', /^Basic /);
+  const img = buildDockerImage('token-auth/basic', { layers: 1 });
+  await pushImageWithBasic(reg.directUrl, auth, img);
+
+  await t.test('configured credentials are sent as Basic after the challenge', async (t) => {
+    const sd = await startStevedore(t, {
+      upstreams: { 'docker.io': { url: reg.url, username: BASIC_USER.username, password: BASIC_USER.password } },
+    });
+    reg.resetCounts();
+    const dir = path.join(await tmpDir(t), 'img');
+    const r = await skopeoCopy(`docker://${sd.host}/docker.io/library/basic:v1`, `dir:${dir}`);
+    t.equal(r.code, 0, r.stderr);
+    t.ok(readDirImage(dir).manifest.equals(img.manifest.data), 'manifest bytes identical');
+    const ok = reg.requests.filter((q) => q.status === 200);
+    t.ok(ok.length >= 3);
+    t.ok(ok.every((q) => q.headers.authorization === auth), 'every successful upstream request carried the Basic credentials');
+    t.ok(reg.requests.filter((q) => q.status === 401).length <= 1, 'challenged at most once, then Basic went up front');
+  });
+
+  await t.test('without credentials the pull fails with a clear error', async (t) => {
+    const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } } });
+    const res = await fetch(`${sd.url}/v2/docker.io/library/basic/manifests/v1`);
+    const body = (await res.json()) as { errors: Array<{ code: string; message: string }> };
+    t.equal(res.status, 404);
+    t.match(body.errors[0]?.message, /requires authentication.*no credentials configured/);
+  });
+});
+
+/** Pushes with Basic credentials (the fixture's pushImage speaks the token flow only). */
+async function pushImageWithBasic(base: string, auth: string, img: ReturnType<typeof buildDockerImage>): Promise<void> {
+  for (const b of [img.config, ...img.layers]) {
+    const post = await fetch(`${base}/v2/library/basic/blobs/uploads/`, { method: 'POST', headers: { authorization: auth } });
+    await post.arrayBuffer();
+    const location = new URL(post.headers.get('location') ?? '', base);
+    location.searchParams.set('digest', b.digest);
+    const put = await fetch(location, {
+      method: 'PUT',
+      headers: { authorization: auth, 'content-type': 'application/octet-stream' },
+      body: b.data,
+    });
+    await put.arrayBuffer();
+    if (put.status !== 201) throw new Error(`push blob: ${put.status}`);
+  }
+  const put = await fetch(`${base}/v2/library/basic/manifests/v1`, {
+    method: 'PUT',
+    headers: { authorization: auth, 'content-type': img.manifest.mediaType },
+    body: img.manifest.data,
+  });
+  await put.arrayBuffer();
+  if (put.status !== 201) throw new Error(`push manifest: ${put.status}`);
+}

@@ -1,0 +1,62 @@
+// Upstream failures are mapped once: undici/node error codes to kinds, kinds to OCI errors.
+import t from 'tap';
+import { mapTransportError, UpstreamError } from '../../lib/upstream/errors.js';
+
+function withCode(code: string): Error {
+  return Object.assign(new Error(code), { code });
+}
+
+t.test('DNS failures, refusals and resets are "unavailable" and become 502 naming the upstream', async (t) => {
+  for (const code of ['ENOTFOUND', 'EAI_AGAIN', 'ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'UND_ERR_SOCKET']) {
+    const e = mapTransportError(withCode(code), 'docker.io', 'manifest library/x:1');
+    t.ok(e instanceof UpstreamError && e.kind === 'unavailable', code);
+    const oci = (e as UpstreamError).toOciError('MANIFEST_UNKNOWN');
+    t.equal(oci.status, 502, `${code} → 502`);
+    t.match(oci.message, /docker\.io/);
+  }
+});
+
+t.test('connect, first-byte and idle timeouts are "timeout" and become 504', async (t) => {
+  for (const code of ['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']) {
+    const e = mapTransportError(withCode(code), 'ghcr.io', 'blob');
+    t.ok(e instanceof UpstreamError && e.kind === 'timeout', code);
+    t.equal((e as UpstreamError).toOciError('BLOB_UNKNOWN').code, 'UPSTREAM_TIMEOUT');
+  }
+});
+
+t.test('a code nested in a cause or an AggregateError is found', async (t) => {
+  const nested = Object.assign(new Error('fetch failed'), { cause: withCode('ECONNREFUSED') });
+  t.match(mapTransportError(nested, 'quay.io', 'x'), { kind: 'unavailable' });
+  const agg = new AggregateError([withCode('ENETUNREACH')], 'all failed');
+  t.match(mapTransportError(agg, 'quay.io', 'x'), { kind: 'unavailable' });
+});
+
+t.test('an abort passes through unchanged', async (t) => {
+  const abort = Object.assign(new Error('aborted'), { name: 'AbortError' });
+  t.equal(mapTransportError(abort, 'docker.io', 'x'), abort);
+});
+
+t.test('a 429 keeps its Retry-After on the OCI error', async (t) => {
+  const e = new UpstreamError('rate_limited', 'docker.io', 'slow down', { status: 429, retryAfter: 42 });
+  const oci = e.toOciError('MANIFEST_UNKNOWN');
+  t.equal(oci.code, 'TOOMANYREQUESTS');
+  t.equal(oci.status, 429);
+  t.same(oci.headers, { 'Retry-After': '42' });
+});
+
+t.test('denied upstream access becomes NAME_UNKNOWN 404 so containerd tries its next host', async (t) => {
+  const oci = new UpstreamError('denied', 'docker.io', 'no', { status: 401 }).toOciError('MANIFEST_UNKNOWN');
+  t.equal(oci.code, 'NAME_UNKNOWN');
+  t.equal(oci.status, 404);
+});
+
+t.test('an upstream 404 keeps its *_UNKNOWN code, else the one asked for', async (t) => {
+  t.equal(new UpstreamError('not_found', 'a', 'x', { upstreamCode: 'BLOB_UNKNOWN' }).toOciError('MANIFEST_UNKNOWN').code, 'BLOB_UNKNOWN');
+  t.equal(new UpstreamError('not_found', 'a', 'x').toOciError('MANIFEST_UNKNOWN').code, 'MANIFEST_UNKNOWN');
+});
+
+t.test('offline becomes OFFLINE 503', async (t) => {
+  const oci = new UpstreamError('offline', 'docker.io', 'offline').toOciError('MANIFEST_UNKNOWN');
+  t.equal(oci.code, 'OFFLINE');
+  t.equal(oci.status, 503);
+});
