@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(docker-registry skopeo containerd redis-server nginx wrk openssl ca-certificates)
+pkgs=(docker-registry skopeo containerd podman uidmap fuse-overlayfs redis-server nginx wrk openssl ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,7 +26,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$had_policy" -eq 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-for tool in docker-registry skopeo ctr containerd redis-server openssl; do
+for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl; do
   command -v "$tool" >/dev/null || { echo "install-test-deps: $tool is still missing" >&2; exit 1; }
 done
 
