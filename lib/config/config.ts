@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { configSchema, DEFAULT_UPSTREAMS, type ParsedConfig } from './schema.js';
+import type { AuthConfig } from './auth-schema.js';
 
 export interface Timeouts {
   connect: number;
@@ -31,6 +32,8 @@ export interface Config {
   listen: { host: string; port: number };
   storage: { path: string; maxSize: number | null };
   metadata: { redis: string | null };
+  /** Client authentication and access rules (lib/server/auth). */
+  auth: AuthConfig;
   log: { level: ParsedConfig['log']['level'] };
   cache: { tagTTL: number; manifestMaxSize: number; finishAbandonedDownloads: boolean; downloadResumes: number };
   timeouts: Timeouts;
@@ -117,6 +120,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     listen: parsed.listen,
     storage: parsed.storage,
     metadata: parsed.metadata,
+    auth: parsed.auth,
     log: parsed.log,
     cache: parsed.cache,
     timeouts: parsed.timeouts,

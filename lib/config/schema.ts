@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
+import { AUTH_DEFAULTS, authSchema } from './auth-schema.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -127,6 +128,8 @@ export const configSchema = z
       })
       .strict()
       .default({ level: 'info' }),
+    /** Client authentication (htpasswd, Docker token flow) and access rules. */
+    auth: authSchema.default(AUTH_DEFAULTS),
     cache: z
       .object({
         /** How long a tag → digest answer is trusted before it is revalidated upstream with a HEAD. */

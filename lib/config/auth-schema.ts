@@ -1,0 +1,154 @@
+/**
+ * The `auth` section: who may pull, push and delete what. Checked here as far as a document can
+ * be (rule patterns, actions, groups every rule names, anonymous grants); the htpasswd and key
+ * files are read at start-up by lib/server/auth.
+ */
+import { z } from 'zod';
+import { parseDuration } from './units.js';
+
+export const ACTIONS = ['pull', 'push', 'delete'] as const;
+export type Action = (typeof ACTIONS)[number];
+
+/** Who a rule may name besides htpasswd users: every authenticated user, and clients without credentials. */
+export const ANY_USER = '*';
+export const ANONYMOUS = 'anonymous';
+
+const MIN_TTL = 60_000;
+const MAX_TTL = 86_400_000;
+
+const ttl = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null) {
+    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (use e.g. 30s, 5m, 1h)` });
+    return z.NEVER;
+  }
+  // Docker clients use a token for at least 60 s whatever expires_in says.
+  if (ms < MIN_TTL || ms > MAX_TTL) {
+    ctx.addIssue({ code: 'custom', message: `must be between 1m and 24h (Docker clients keep a token at least 60s), got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** A value written inside a quoted WWW-Authenticate parameter. */
+const headerParam = z
+  .string()
+  .min(1)
+  .regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, { message: 'printable ASCII without spaces, quotes or backslashes' });
+
+const realmUrl = z.string().transform((v, ctx) => {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `not a URL: ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+    ctx.addIssue({ code: 'custom', message: `must be http:// or https://, got ${u.protocol}` });
+    return z.NEVER;
+  }
+  if (u.username || u.password || u.hash || /["\\\s]/.test(v)) {
+    ctx.addIssue({ code: 'custom', message: 'must be a plain URL without credentials, fragment, quotes or spaces' });
+    return z.NEVER;
+  }
+  return u.href;
+});
+
+/** htpasswd user names: anything but empty, ':' and whitespace. */
+const userName = z.string().regex(/^[^:\s]+$/, { message: 'a user name is non-empty, without ":" or spaces' });
+const groupName = z.string().regex(/^[A-Za-z0-9._-]+$/, { message: 'a group name is letters, digits, ".", "_" or "-"' });
+
+/**
+ * A repository pattern: name components separated by "/", where `*` matches within one component
+ * and a component `**` matches any number of components (also none). Registry-host components
+ * (`docker.io`, `localhost:5000`) are allowed: proxied repositories are named `<upstream>/<name>`.
+ */
+const REPO_PATTERN_RE = /^(?:\*\*|[a-z0-9._:*-]+)(?:\/(?:\*\*|[a-z0-9._:*-]+))*$/;
+const repositoryPattern = z.string().superRefine((v, ctx) => {
+  if (!REPO_PATTERN_RE.test(v) || v.split('/').some((c) => c !== '**' && c.includes('**'))) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `not a repository pattern: ${JSON.stringify(v)} (lowercase name components; * within one component, ** for any number of them, e.g. lab/*, docker.io/**, **)`,
+    });
+  }
+});
+
+const ruleSchema = z
+  .object({
+    /** Repositories the rule covers: hosted ones by name, proxied ones as `<upstream>/<name>`. */
+    repository: repositoryPattern,
+    /** htpasswd users; `*` every authenticated user; `anonymous` clients without credentials (pull only). */
+    users: z.array(userName).default([]),
+    /** Groups from auth.groups. */
+    groups: z.array(groupName).default([]),
+    actions: z.array(z.enum(ACTIONS)).min(1),
+  })
+  .strict();
+
+export const DEFAULT_AUTH_RULES = [{ repository: '**', users: [ANY_USER], groups: [], actions: ['pull', 'push', 'delete'] }] as const;
+
+const tokenDefaults = { realm: null, service: 'stevedore', issuer: 'stevedore', ttl: 300_000, key: null };
+
+export const authSchema = z
+  .object({
+    /** htpasswd file with bcrypt hashes; reloaded when it changes. null: no users (nobody can push). */
+    htpasswd: z.string().min(1).nullable().default(null),
+    token: z
+      .object({
+        /** Token endpoint URL given to clients. null: `<scheme>://<Host header>/token`. */
+        realm: realmUrl.nullable().default(null),
+        service: headerParam.default('stevedore'),
+        issuer: headerParam.default('stevedore'),
+        ttl: ttl.default(300_000),
+        /** File holding the signing secret (>= 32 bytes), shared by replicas. null: random per process. */
+        key: z.string().min(1).nullable().default(null),
+      })
+      .strict()
+      .default(tokenDefaults),
+    /** Clients without credentials may pull every repository. */
+    anonymousPull: z.boolean().default(true),
+    groups: z.record(z.string(), z.array(userName)).default({}),
+    rules: z.array(ruleSchema).default(DEFAULT_AUTH_RULES.map((r) => ({ ...r, users: [...r.users], groups: [], actions: [...r.actions] }))),
+  })
+  .strict()
+  .superRefine((auth, ctx) => {
+    auth.rules.forEach((rule, i) => {
+      rule.groups.forEach((g, j) => {
+        if (!Object.hasOwn(auth.groups, g)) {
+          const known = Object.keys(auth.groups);
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules', i, 'groups', j],
+            message: `group ${JSON.stringify(g)} is not defined in auth.groups (${known.length ? known.join(', ') : 'none defined'})`,
+          });
+        }
+      });
+      if (rule.users.length === 0 && rule.groups.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['rules', i], message: 'a rule names at least one user or group (`*`: every user, `anonymous`: no credentials)' });
+      }
+      if (rule.users.includes(ANONYMOUS) && rule.actions.some((a) => a !== 'pull')) {
+        ctx.addIssue({ code: 'custom', path: ['rules', i, 'actions'], message: 'anonymous clients may only be granted pull' });
+      }
+    });
+    for (const [g, members] of Object.entries(auth.groups)) {
+      // Checked here: zod reports a bad record key only as "Invalid key in record".
+      if (!groupName.safeParse(g).success) ctx.addIssue({ code: 'custom', path: ['groups', g], message: 'a group name is letters, digits, ".", "_" or "-"' });
+      members.forEach((m, j) => {
+        if (m === ANY_USER || m === ANONYMOUS) {
+          ctx.addIssue({ code: 'custom', path: ['groups', g, j], message: `${JSON.stringify(m)} is not a user name; name it in a rule's users instead` });
+        }
+      });
+    }
+  });
+
+export const AUTH_DEFAULTS = {
+  htpasswd: null,
+  token: tokenDefaults,
+  anonymousPull: true,
+  groups: {},
+  rules: DEFAULT_AUTH_RULES.map((r) => ({ ...r, users: [...r.users], groups: [], actions: [...r.actions] })),
+};
+
+export type AuthConfig = z.output<typeof authSchema>;
+export type AccessRule = AuthConfig['rules'][number];

@@ -1,0 +1,87 @@
+/**
+ * Who may do what where: the configured rules, evaluated for one subject (an htpasswd user, or
+ * null for a client without credentials) and one repository. Rules only grant, and grants add up;
+ * what no rule grants is refused. `anonymousPull` is a rule granting pull on `**` to anonymous.
+ *
+ * Repository names are canonical: proxied repositories are `<upstream>/<name>`
+ * (`docker.io/library/alpine`, whichever way the client addressed them), hosted ones their name.
+ *
+ * Patterns: name components separated by "/"; `*` matches any characters within one component;
+ * a component `**` matches any number of components, none included (`lab/**` matches `lab/a`,
+ * `lab/a/b`; `**` matches everything).
+ */
+import { ACTIONS, ANONYMOUS, ANY_USER, type AccessRule, type Action } from '../../config/auth-schema.js';
+
+export { ACTIONS, type Action };
+
+export function compilePattern(pattern: string): RegExp {
+  const parts = pattern.split('/');
+  let re = '';
+  parts.forEach((part, i) => {
+    const last = i === parts.length - 1;
+    if (part === '**') {
+      // Any number of whole components: "a/**/b" matches a/b, a/x/b, a/x/y/b; a trailing ** also "a".
+      re += last ? (i === 0 ? '.*' : '(?:/.*)?') : i === 0 ? '(?:[^/]+/)*' : '(?:/[^/]+)*/';
+      return;
+    }
+    const body = part
+      .split('*')
+      .map((s) => s.replace(/[.\\+?^${}()|[\]]/g, '\\$&'))
+      .join('[^/]*');
+    const prevDouble = i > 0 && parts[i - 1] === '**';
+    re += (i === 0 || prevDouble ? '' : '/') + body;
+  });
+  return new RegExp(`^${re}$`);
+}
+
+interface CompiledRule {
+  pattern: RegExp;
+  anyUser: boolean;
+  anonymous: boolean;
+  users: ReadonlySet<string>;
+  groups: readonly string[];
+  actions: readonly Action[];
+}
+
+export class AccessRules {
+  private readonly rules: CompiledRule[];
+  private readonly groupsOf = new Map<string, Set<string>>();
+
+  constructor(opts: { rules: readonly AccessRule[]; groups: Readonly<Record<string, readonly string[]>>; anonymousPull: boolean }) {
+    for (const [group, members] of Object.entries(opts.groups)) {
+      for (const m of members) {
+        let set = this.groupsOf.get(m);
+        if (!set) this.groupsOf.set(m, (set = new Set()));
+        set.add(group);
+      }
+    }
+    this.rules = opts.rules.map((r) => ({
+      pattern: compilePattern(r.repository),
+      anyUser: r.users.includes(ANY_USER),
+      anonymous: r.users.includes(ANONYMOUS),
+      users: new Set(r.users.filter((u) => u !== ANY_USER && u !== ANONYMOUS)),
+      groups: r.groups,
+      actions: r.actions,
+    }));
+    if (opts.anonymousPull) this.rules.unshift({ pattern: /^/, anyUser: false, anonymous: true, users: new Set(), groups: [], actions: ['pull'] });
+  }
+
+  /** The actions `subject` (null: anonymous) may take on `repository`. */
+  allowed(subject: string | null, repository: string): Set<Action> {
+    const out = new Set<Action>();
+    const groups = subject === null ? undefined : this.groupsOf.get(subject);
+    for (const r of this.rules) {
+      const applies =
+        subject === null ? r.anonymous : r.anyUser || r.users.has(subject) || (groups !== undefined && r.groups.some((g) => groups.has(g)));
+      if (!applies || !r.pattern.test(repository)) continue;
+      for (const a of r.actions) out.add(a);
+      if (out.size === ACTIONS.length) break;
+    }
+    return out;
+  }
+
+  /** True when anonymous clients may pull everything (then nothing needs a login to read). */
+  anonymousPullsEverything(): boolean {
+    return this.rules.some((r) => r.anonymous && r.actions.includes('pull') && r.pattern.test('') && r.pattern.test('any/thing/at/all'));
+  }
+}

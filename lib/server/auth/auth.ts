@@ -1,0 +1,325 @@
+/**
+ * Client authentication and access rules at the HTTP edge.
+ *
+ *   identify:  no Authorization → anonymous; Basic → htpasswd (bcrypt); Bearer → a token from our
+ *              own endpoint. Bad credentials, expired or forged tokens → 401 UNAUTHORIZED + challenge.
+ *   authorize: the actions the rules give that subject on the canonical repository (and, for a
+ *              token, that the token also carries). All granted → go on. Else: anonymous → 401
+ *              with the challenge (log in and come back); a user the rules refuse → 403 DENIED; a
+ *              token that merely lacks the scope → 401 `insufficient_scope` (fetch a better token).
+ *              With no htpasswd file there is nobody to log in as: push and delete → 403 saying so.
+ *   token:     GET /token?service=&scope=... (Basic or anonymous), POST /token (OAuth2 password
+ *              form, containerd). Grants what was asked ∩ what the rules allow.
+ *   /v2/:      200 when anonymous clients may do all there is to do (no users, anonymous pull);
+ *              else 401 with the challenge, which is what makes docker/podman/skopeo send credentials.
+ *
+ * Everything refused is an OciError; the edge answers it like any other.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { ACTIONS, type Action, type AuthConfig } from '../../config/auth-schema.js';
+import { OciError } from '../../oci/errors.js';
+import { sendJson } from '../respond.js';
+import { AccessRules } from './access-rules.js';
+import { bearerChallenge, parseAuthorization, parseScopes, type Scope } from './challenge.js';
+import { Htpasswd, type VerifyResult } from './htpasswd.js';
+import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
+
+export const TOKEN_PATH = '/token';
+const TOKEN_BODY_MAX = 64 * 1024;
+
+export interface AuthOptions {
+  config: AuthConfig;
+  log: Logger;
+  clock?: { now(): number };
+  /**
+   * The canonical repository for a name as a client writes it in a path without `ns` (token
+   * scopes carry no `ns`): `<upstream>/<name>` for proxied repositories, the name for hosted ones,
+   * null when it names nothing this registry serves.
+   */
+  canonicalName: (name: string) => string | null;
+  /** htpasswd change checks; default 1000 ms. */
+  htpasswdCheckIntervalMs?: number;
+}
+
+/** What a request wants from one repository. */
+export interface RepositoryAccess {
+  /** Canonical name, what rules match: `docker.io/library/alpine`, `lab/app`. */
+  repository: string;
+  /** The name as the client wrote it in the path: goes into the challenge's scope. */
+  name: string;
+  actions: readonly Action[];
+}
+
+export interface Identity {
+  /** null: anonymous. */
+  user: string | null;
+  via: 'anonymous' | 'basic' | 'bearer';
+}
+
+interface Identified extends Identity {
+  token: TokenClaims | null;
+}
+
+export class Auth {
+  private constructor(
+    private readonly config: AuthConfig,
+    private readonly log: Logger,
+    private readonly rules: AccessRules,
+    private readonly htpasswd: Htpasswd | null,
+    private readonly tokens: TokenIssuer,
+    private readonly canonicalName: (name: string) => string | null,
+  ) {}
+
+  /** Reads the htpasswd and key files; an unreadable one stops start-up. */
+  static async create(opts: AuthOptions): Promise<Auth> {
+    const { config, log } = opts;
+    const now = opts.clock ? () => opts.clock!.now() : Date.now;
+    const htpasswd =
+      config.htpasswd === null
+        ? null
+        : await Htpasswd.load(config.htpasswd, { log, now, ...(opts.htpasswdCheckIntervalMs !== undefined ? { checkIntervalMs: opts.htpasswdCheckIntervalMs } : {}) });
+    const key = await TokenIssuer.loadKey(config.token.key);
+    const tokens = new TokenIssuer({ issuer: config.token.issuer, service: config.token.service, ttlMs: config.token.ttl, key, now });
+    const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull });
+    if (htpasswd === null) log.info('auth: no htpasswd file, so no users: pushes and deletes are refused');
+    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName);
+  }
+
+  /** Anonymous clients can do everything anyone could: nothing would be gained by logging in. */
+  get anonymousFullyAllowed(): boolean {
+    return this.htpasswd === null && this.rules.anonymousPullsEverything();
+  }
+
+  /** The token endpoint URL: configured, or `<scheme>://<Host>/token` from the request. */
+  realm(req: IncomingMessage): string {
+    if (this.config.token.realm !== null) return this.config.token.realm;
+    const fwd = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]!.trim().toLowerCase();
+    const proto = fwd === 'https' || fwd === 'http' ? fwd : (req.socket as TLSSocket).encrypted ? 'https' : 'http';
+    const host = req.headers.host;
+    const safeHost = host !== undefined && /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host) ? host : 'localhost';
+    return `${proto}://${safeHost}${TOKEN_PATH}`;
+  }
+
+  /** `GET /v2/`: 200 when no login is needed or the credentials are good; else 401 with the challenge. */
+  async checkBase(req: IncomingMessage, log: Logger = this.log): Promise<Identity> {
+    const who = await this.identify(req, undefined, log);
+    if (who.via === 'anonymous' && !this.anonymousFullyAllowed) {
+      throw this.unauthorized(req, 'authentication required', undefined);
+    }
+    return publicIdentity(who);
+  }
+
+  /** Before any repository request: resolves with who asked, or throws 401 / 403. */
+  async authorize(req: IncomingMessage, access: RepositoryAccess, log: Logger = this.log): Promise<Identity> {
+    const scope: Scope = { type: 'repository', name: access.name, actions: [...access.actions] };
+    const who = await this.identify(req, scope, log);
+    const byRules = this.rules.allowed(who.user, access.repository);
+    const byToken = who.token ? tokenActions(who.token, 'repository', access.repository) : null;
+    const missing = access.actions.filter((a) => !byRules.has(a) || (byToken !== null && !byToken.has(a)));
+    if (missing.length === 0) return publicIdentity(who);
+    const rulesAllow = access.actions.every((a) => byRules.has(a));
+    const what = `${missing.join(', ')} on ${access.name}`;
+    if (rulesAllow) {
+      // Only the token falls short (issued for another scope): ask for one with this scope.
+      throw this.unauthorized(req, `token does not grant ${what}`, scope, 'insufficient_scope');
+    }
+    if (who.user === null) {
+      if (this.htpasswd === null) {
+        const needsUser = missing.some((a) => a !== 'pull');
+        throw new OciError(
+          'DENIED',
+          needsUser
+            ? `${what} requires a user, and this registry has none (auth.htpasswd is not set): ${missing.filter((a) => a !== 'pull').join(', ')} is refused`
+            : `anonymous ${what} is not allowed, and this registry has no users to log in as (auth.htpasswd is not set)`,
+          { detail: scopeDetail(scope) },
+        );
+      }
+      throw this.unauthorized(req, `authentication required to ${what}`, scope);
+    }
+    throw new OciError('DENIED', `user ${who.user} may not ${what}`, { detail: scopeDetail(scope) });
+  }
+
+  /** `GET /v2/_catalog`: users, and anonymous clients when anonymous pull is on. */
+  async authorizeCatalog(req: IncomingMessage, log: Logger = this.log): Promise<Identity> {
+    const scope: Scope = { type: 'registry', name: 'catalog', actions: ['*'] };
+    const who = await this.identify(req, scope, log);
+    const allowed = this.catalogAllowed(who.user);
+    const tokenOk = who.token === null || who.token.access.some((a) => a.type === 'registry' && a.name === 'catalog');
+    if (allowed && tokenOk) return publicIdentity(who);
+    if (allowed) throw this.unauthorized(req, 'token does not grant the catalog', scope, 'insufficient_scope');
+    if (who.user === null && this.htpasswd !== null) throw this.unauthorized(req, 'authentication required to list repositories', scope);
+    throw new OciError('DENIED', who.user === null ? 'anonymous clients may not list repositories' : `user ${who.user} may not list repositories`);
+  }
+
+  /** `GET|POST /token`: writes the answer. */
+  async handleToken(req: IncomingMessage, res: ServerResponse, query: URLSearchParams, log: Logger = this.log): Promise<Identity> {
+    const head = req.method === 'HEAD';
+    let params = query;
+    let user: string | null = null;
+    let via: Identity['via'] = 'anonymous';
+    if (req.method === 'POST') {
+      params = new URLSearchParams(await readForm(req));
+      const grant = params.get('grant_type');
+      if (grant !== null && grant !== 'password') {
+        // refresh_token grants (identity tokens) are not issued here; containerd falls back to GET.
+        sendJson(res, 400, { error: 'unsupported_grant_type', error_description: `grant_type ${grant.slice(0, 40)} is not supported; use password` });
+        return { user: null, via };
+      }
+      const username = params.get('username');
+      const password = params.get('password');
+      if (username !== null && username !== '') {
+        await this.checkPassword(username, password ?? '', req, log, 'token');
+        user = username;
+        via = 'basic';
+      }
+    } else if (req.method !== 'GET' && !head) {
+      throw new OciError('UNSUPPORTED', `${req.method} is not supported on ${TOKEN_PATH}`, { headers: { Allow: 'GET, HEAD, POST' } });
+    }
+    if (user === null) {
+      const creds = parseAuthorization(req.headers.authorization);
+      if (creds.kind === 'basic') {
+        await this.checkPassword(creds.user, creds.password, req, log, 'token');
+        user = creds.user;
+        via = 'basic';
+      } else if (creds.kind !== 'none') {
+        throw new OciError('UNAUTHORIZED', creds.kind === 'invalid' ? creds.reason : 'the token endpoint takes Basic credentials', {
+          headers: { 'WWW-Authenticate': `Basic realm="${this.config.token.service}"` },
+        });
+      }
+    }
+    const access = this.grant(user, parseScopes(params.getAll('scope')));
+    const issued = await this.tokens.issue(user, access);
+    log.debug({ user, access }, 'token issued');
+    sendJson(
+      res,
+      200,
+      {
+        token: issued.token,
+        access_token: issued.token,
+        expires_in: issued.expiresIn,
+        issued_at: issued.issuedAt,
+        ...(req.method === 'POST' ? { scope: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`).join(' ') } : {}),
+      },
+      { 'Cache-Control': 'no-store' },
+      head,
+    );
+    return { user, via };
+  }
+
+  /** The token's access: each scope asked for, narrowed to what the rules allow, by canonical name. */
+  private grant(user: string | null, scopes: Scope[]): TokenAccess[] {
+    const byName = new Map<string, Set<string>>();
+    const out: TokenAccess[] = [];
+    for (const s of scopes) {
+      if (s.type === 'registry' && s.name === 'catalog') {
+        if (this.catalogAllowed(user) && !out.some((a) => a.type === 'registry')) out.push({ type: 'registry', name: 'catalog', actions: ['*'] });
+        continue;
+      }
+      if (s.type !== 'repository') continue;
+      const canonical = this.canonicalName(s.name);
+      if (canonical === null) continue;
+      const asked = new Set(s.actions.flatMap((a): Action[] => (a === '*' ? [...ACTIONS] : (ACTIONS as readonly string[]).includes(a) ? [a as Action] : [])));
+      const allowed = this.rules.allowed(user, canonical);
+      const granted = [...asked].filter((a) => allowed.has(a));
+      if (granted.length === 0) continue;
+      let set = byName.get(canonical);
+      if (!set) {
+        byName.set(canonical, (set = new Set()));
+        out.push({ type: 'repository', name: canonical, actions: [] });
+      }
+      for (const a of granted) set.add(a);
+    }
+    for (const a of out) if (a.type === 'repository') a.actions = ACTIONS.filter((x) => byName.get(a.name)!.has(x));
+    return out;
+  }
+
+  private catalogAllowed(user: string | null): boolean {
+    return user !== null || this.config.anonymousPull;
+  }
+
+  private async identify(req: IncomingMessage, scope: Scope | undefined, log: Logger): Promise<Identified> {
+    const creds = parseAuthorization(req.headers.authorization);
+    switch (creds.kind) {
+      case 'none':
+        return { user: null, via: 'anonymous', token: null };
+      case 'invalid':
+        throw this.unauthorized(req, creds.reason, scope);
+      case 'basic':
+        await this.checkPassword(creds.user, creds.password, req, log, 'basic', scope);
+        return { user: creds.user, via: 'basic', token: null };
+      case 'bearer': {
+        let claims: TokenClaims;
+        try {
+          claims = await this.tokens.verify(creds.token);
+        } catch (err) {
+          const why = err instanceof TokenError ? err.message : 'invalid token';
+          throw this.unauthorized(req, why, scope, 'invalid_token');
+        }
+        if (claims.subject !== null && !(await this.htpasswd?.has(claims.subject))) {
+          throw this.unauthorized(req, `user ${claims.subject} no longer exists`, scope, 'invalid_token');
+        }
+        return { user: claims.subject, via: 'bearer', token: claims };
+      }
+    }
+  }
+
+  /** Throws 401 on a wrong password or unknown user, logging the failure without the password. */
+  private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<void> {
+    const result: VerifyResult = this.htpasswd ? await this.htpasswd.verify(user, password) : 'unknown-user';
+    if (result === 'ok') return;
+    log.warn({ user: user.slice(0, 100), reason: result, via, ip: req.socket.remoteAddress }, 'failed login');
+    const message = this.htpasswd ? 'invalid username or password' : 'invalid username or password: this registry has no users (auth.htpasswd is not set)';
+    if (via === 'token') {
+      throw new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': `Basic realm="${this.config.token.service}"` } });
+    }
+    throw this.unauthorized(req, message, scope);
+  }
+
+  private unauthorized(req: IncomingMessage, message: string, scope: Scope | undefined, error?: 'invalid_token' | 'insufficient_scope'): OciError {
+    const challenge = bearerChallenge({ realm: this.realm(req), service: this.config.token.service, scope, error });
+    return new OciError('UNAUTHORIZED', message, {
+      headers: { 'WWW-Authenticate': challenge },
+      ...(scope ? { detail: scopeDetail(scope) } : {}),
+    });
+  }
+}
+
+function publicIdentity(who: Identified): Identity {
+  return { user: who.user, via: who.via };
+}
+
+function tokenActions(claims: TokenClaims, type: string, name: string): Set<string> {
+  const out = new Set<string>();
+  for (const a of claims.access) if (a.type === type && a.name === name) for (const x of a.actions) out.add(x);
+  return out;
+}
+
+/** The detail distribution gives with UNAUTHORIZED / DENIED. */
+function scopeDetail(scope: Scope): Array<{ Type: string; Name: string; Action: string }> {
+  return scope.actions.map((a) => ({ Type: scope.type, Name: scope.name, Action: a }));
+}
+
+async function readForm(req: IncomingMessage): Promise<string> {
+  const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== '' && type !== 'application/x-www-form-urlencoded') {
+    req.resume();
+    throw new OciError('UNSUPPORTED', `POST ${TOKEN_PATH} takes application/x-www-form-urlencoded, not ${type.slice(0, 60)}`, { status: 415 });
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > TOKEN_BODY_MAX) over = true; // keep reading (and dropping), so the answer can be sent
+      else chunks.push(chunk);
+    });
+    req.once('end', () => {
+      if (over) reject(new OciError('SIZE_INVALID', `token request body over ${TOKEN_BODY_MAX} bytes`, { status: 413 }));
+      else resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    req.once('error', reject);
+  });
+}

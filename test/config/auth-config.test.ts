@@ -1,0 +1,97 @@
+import t from 'tap';
+import { ConfigError, parseConfig } from '../../lib/config/config.js';
+
+function problems(auth: unknown): string[] {
+  try {
+    parseConfig({ auth });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError, nothing was thrown');
+}
+
+t.test('auth defaults: no users, anonymous pull, tokens for 5 minutes, every user may do everything', async (t) => {
+  t.same(parseConfig({}).auth, {
+    htpasswd: null,
+    token: { realm: null, service: 'stevedore', issuer: 'stevedore', ttl: 300_000, key: null },
+    anonymousPull: true,
+    groups: {},
+    rules: [{ repository: '**', users: ['*'], groups: [], actions: ['pull', 'push', 'delete'] }],
+  });
+});
+
+t.test('a full auth section is read', async (t) => {
+  const auth = parseConfig({
+    auth: {
+      htpasswd: '/etc/stevedore/htpasswd',
+      token: { realm: 'https://registry.example.com/token', service: 'registry.example.com', issuer: 'stevedore-1', ttl: '15m', key: '/etc/stevedore/token.key' },
+      anonymousPull: false,
+      groups: { ci: ['jenkins'] },
+      rules: [
+        { repository: 'lab/*', groups: ['ci'], actions: ['pull', 'push'] },
+        { repository: 'docker.io/**', users: ['anonymous', '*'], actions: ['pull'] },
+      ],
+    },
+  }).auth;
+  t.equal(auth.token.ttl, 900_000);
+  t.equal(auth.token.realm, 'https://registry.example.com/token');
+  t.same(auth.rules[0], { repository: 'lab/*', users: [], groups: ['ci'], actions: ['pull', 'push'] });
+  t.ok(Object.isFrozen(auth.rules[0]), 'frozen like the rest of the config');
+});
+
+t.test('an undefined group in a rule is reported at its key path', async (t) => {
+  t.same(problems({ groups: { ci: ['x'] }, rules: [{ repository: '**', groups: ['ci', 'ops'], actions: ['pull'] }] }), [
+    'auth.rules.0.groups.1: group "ops" is not defined in auth.groups (ci)',
+  ]);
+});
+
+t.test('bad patterns, actions, empty rules and anonymous push are each reported', async (t) => {
+  const p = problems({
+    rules: [
+      { repository: 'Lab/App', users: ['*'], actions: ['pull'] },
+      { repository: 'lab/***', users: ['*'], actions: ['pull'] },
+      { repository: 'lab//x', users: ['*'], actions: ['pull'] },
+      { repository: 'lab/*', users: ['*'], actions: ['write'] },
+      { repository: 'lab/*', actions: ['pull'] },
+      { repository: 'lab/*', users: ['anonymous'], actions: ['pull', 'push'] },
+      { repository: 'lab/*', users: ['*'], actions: [] },
+      { repository: 'lab/*', users: ['*'], actions: ['pull'], verbs: ['x'] },
+    ],
+  });
+  t.match(p, [
+    /^auth\.rules\.0\.repository: not a repository pattern: "Lab\/App"/,
+    /^auth\.rules\.1\.repository: not a repository pattern/,
+    /^auth\.rules\.2\.repository: not a repository pattern/,
+    /^auth\.rules\.3\.actions\.0: /,
+    /^auth\.rules\.6\.actions: /,
+    /^auth\.rules\.7: .*verbs/,
+  ]);
+  t.equal(p.length, 6, 'the refinements (4, 5) wait until the shapes are right');
+  const q = problems({
+    rules: [
+      { repository: 'lab/*', actions: ['pull'] },
+      { repository: 'lab/*', users: ['anonymous'], actions: ['pull', 'push'] },
+    ],
+  });
+  t.same(q, ['auth.rules.0: a rule names at least one user or group (`*`: every user, `anonymous`: no credentials)', 'auth.rules.1.actions: anonymous clients may only be granted pull']);
+});
+
+t.test('token: ttl bounds, realm must be an http(s) URL, service free of quotes', async (t) => {
+  t.match(problems({ token: { ttl: '30s' } }), [/^auth\.token\.ttl: must be between 1m and 24h/]);
+  t.match(problems({ token: { ttl: '2d' } }), [/^auth\.token\.ttl: must be between 1m and 24h/]);
+  t.match(problems({ token: { ttl: 'soon' } }), [/^auth\.token\.ttl: not a duration/]);
+  t.match(problems({ token: { realm: 'ftp://x/token' } }), [/^auth\.token\.realm: must be http/]);
+  t.match(problems({ token: { realm: 'token' } }), [/^auth\.token\.realm: not a URL/]);
+  t.match(problems({ token: { realm: 'https://u:p@x/token' } }), [/^auth\.token\.realm: must be a plain URL/]);
+  t.match(problems({ token: { service: 'my "registry"' } }), [/^auth\.token\.service: printable ASCII/]);
+  t.match(problems({ token: { secret: 'x' } }), [/^auth\.token: .*secret/]);
+});
+
+t.test('groups: user names without ":" and no special names as members', async (t) => {
+  t.match(problems({ groups: { ci: ['a:b'] } }), [/^auth\.groups\.ci\.0: a user name/]);
+  t.match(problems({ groups: { ci: ['*'] } }), [/^auth\.groups\.ci\.0: "\*" is not a user name/]);
+  t.match(problems({ groups: { 'bad group': ['a'] } }), [/^auth\.groups\.bad group: a group name/]);
+  t.match(problems({ htpasswd: '' }), [/^auth\.htpasswd: /]);
+  t.match(problems({ anonymousPull: 'yes' }), [/^auth\.anonymousPull: /]);
+});
