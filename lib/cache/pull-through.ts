@@ -202,6 +202,11 @@ export class PullThrough {
     return { answer: { link: newLink, how: 'miss' }, ttl };
   }
 
+  /** Forgets the memoized answer for a tag: a push into this upstream's namespace just moved it. */
+  forgetTag(upstream: string, name: string, tag: string): void {
+    this.tags.delete(`${upstream}/${name}:${tag}`);
+  }
+
   private staleTag(t: Target, tag: string, link: TagLink, err: UpstreamError): { answer: TagAnswer; ttl: number } {
     this.log.warn({ upstream: t.client.name, repo: t.name, tag, reason: err.message }, 'upstream failing; serving stored tag');
     return { answer: { link, how: 'stale', staleReason: err.message }, ttl: Math.min(STALE_RETRY_MS, t.client.config.tagTTL) };

@@ -40,6 +40,8 @@ export interface Config {
   defaultUpstream: string | null;
   upstreams: ReadonlyMap<string, UpstreamConfig>;
   offline: boolean;
+  /** Hosted repositories and the push side. */
+  registry: { hosted: readonly string[]; delete: boolean; uploadMaxAge: number };
   upstreamPolicy: {
     retryAfterDefault: number;
     breakerFailures: number;
@@ -128,6 +130,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     upstreams: new FrozenMap(upstreams),
     offline: parsed.offline,
     upstreamPolicy: parsed.upstreamPolicy,
+    registry: parsed.registry,
   };
   return deepFreeze(config);
 }

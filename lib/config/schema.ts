@@ -94,6 +94,13 @@ const upstreamName = z
     message: 'an upstream name is a registry host name such as docker.io or ghcr.io',
   });
 
+/** A hosted-repository pattern: name characters plus `*` (one component) and `**` (any depth). */
+const hostedPattern = z
+  .string()
+  .regex(/^(?:\*\*|\*|[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)(?:\/(?:\*\*|\*|[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*))*$/, {
+    message: 'a hosted pattern is a repository name whose components may be * (one component) or ** (any number), e.g. lab/* or team/**',
+  });
+
 export const DEFAULT_UPSTREAMS: Record<string, { url: string }> = {
   'docker.io': { url: 'https://registry-1.docker.io' },
   'ghcr.io': { url: 'https://ghcr.io' },
@@ -149,6 +156,17 @@ export const configSchema = z
     upstreams: z.record(upstreamName, upstreamSchema).default(DEFAULT_UPSTREAMS as never),
     /** Never contact any upstream: serve what is stored, refuse the rest with an error saying so. */
     offline: z.boolean().default(false),
+    registry: z
+      .object({
+        /** Repository names hosted here (glob patterns: `*` one name component, `**` any). Never proxied. */
+        hosted: z.array(hostedPattern).default([]),
+        /** Allow DELETE of manifests, tags and blobs (hosted and seeded repositories). */
+        delete: z.boolean().default(false),
+        /** Upload sessions idle this long are removed (swept periodically and at start-up). */
+        uploadMaxAge: duration.default(86_400_000),
+      })
+      .strict()
+      .default({ hosted: [], delete: false, uploadMaxAge: 86_400_000 }),
     upstreamPolicy: z
       .object({
         /** Cool-down after a 429 that carries no Retry-After. */

@@ -12,12 +12,17 @@ import { UpstreamClient } from '../upstream/upstream-client.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
 import { UpstreamHealth } from '../metadata/upstream-health.js';
 import { createServer } from './create-server.js';
+import { Registry } from '../registry/registry.js';
+import { HostedNames } from '../registry/hosted.js';
+import { ProxiedReferrers } from '../cache/referrers.js';
 
 export interface App {
   server: http.Server;
   store: Store;
   metadata: Metadata;
   pull: PullThrough;
+  /** Hosted repositories and pushes. */
+  registry: Registry;
   upstreams: ReadonlyMap<string, UpstreamClient>;
   log: Logger;
   /** Listens; resolves with the bound address. */
@@ -70,13 +75,23 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     quotaTTLMultiplier: p.quotaTTLMultiplier,
     clock,
   });
+  const registry = new Registry(store, {
+    manifestMaxSize: config.cache.manifestMaxSize,
+    uploadMaxAge: config.registry.uploadMaxAge,
+    log,
+    now: () => clock.now(),
+  });
+  await registry.start();
+  const hosted = new HostedNames(config.registry.hosted);
+  const referrers = new ProxiedReferrers({ store, log, clock, manifestMaxSize: config.cache.manifestMaxSize });
   let ready = true;
-  const server = createServer({ config, pull, upstreams, log, isReady: () => ready });
+  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, isReady: () => ready });
   return {
     server,
     store,
     metadata,
     pull,
+    registry,
     upstreams,
     log,
     listen(port = config.listen.port, host = config.listen.host) {
@@ -90,6 +105,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     },
     async close(graceMs = 10_000) {
       ready = false;
+      registry.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());

@@ -7,19 +7,44 @@ import { randomBytes } from 'node:crypto';
 import rangeParser from 'range-parser';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import { parseDigest } from '../oci/digest.js';
+import { parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { parseReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
-import { matchRoute, resolveRepo, type ResolvedRepo, type Route } from './route.js';
+import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import { API_VERSION_HEADER, sendError, sendJson, streamBody, toOciError } from './respond.js';
+import type { Registry } from '../registry/registry.js';
+import { hostedRepo } from '../registry/registry.js';
+import type { HostedNames } from '../registry/hosted.js';
+import type { ProxiedReferrers } from '../cache/referrers.js';
+import type { RepoRef } from '../storage/repo-store.js';
+import { actionFor, allowedMethods, type Action } from './actions.js';
+import { resolveTarget } from './target.js';
+import {
+  handleBlobDelete,
+  handleManifestDelete,
+  handleManifestPut,
+  handleUpload,
+  sendReferrers,
+  serveCatalog,
+  serveHostedBlob,
+  serveHostedManifest,
+  serveHostedTags,
+  type PushContext,
+} from './registry-handlers.js';
 
 export interface ServerDeps {
   config: Config;
   pull: PullThrough;
   upstreams: ReadonlyMap<string, UpstreamClient>;
   log: Logger;
+  /** Hosted repositories and pushes (lib/registry). */
+  registry: Registry;
+  /** Which names are hosted (config registry.hosted). */
+  hosted: HostedNames;
+  /** Referrers of proxied repositories. */
+  referrers: ProxiedReferrers;
   /** Readiness: false until the store is initialised, and again while draining. */
   isReady: () => boolean;
 }
@@ -96,8 +121,10 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
   const r = matchRoute(pathname);
   if (!r) throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)}`);
   const head = req.method === 'HEAD';
-  if (req.method !== 'GET' && !head) {
-    throw new OciError('UNSUPPORTED', `${req.method} is not supported here: this proxy serves pulls`, { headers: { Allow: 'GET, HEAD' } });
+  // The one place a request's action is decided: an access-rule check plugs in here.
+  const action = actionFor(r, req.method);
+  if (action === null) {
+    throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`, { headers: { Allow: allowedMethods(r) } });
   }
   switch (r.kind) {
     case 'healthz':
@@ -106,38 +133,165 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
       return deps.isReady() ? sendJson(res, 200, { status: 'ready' }, {}, head) : sendJson(res, 503, { status: 'not ready' }, {}, head);
     case 'base':
       return sendJson(res, 200, {}, {}, head);
-    case 'upload':
-      // RFC 9110: a 405 lists what is allowed; nothing is, on upload endpoints of proxied repositories.
-      throw new OciError('UNSUPPORTED', 'pushing is not supported on proxied repositories', { headers: { Allow: '' } });
+    case 'catalog':
+      return serveCatalog(deps.registry, query, res, head);
     default:
-      return repoRoute(deps, r, query, req, res, outcome);
+      return repoRoute(deps, r, action, query, req, res, outcome);
   }
 }
 
+type RepoRoute = Exclude<Route, { kind: 'base' | 'healthz' | 'readyz' | 'catalog' }>;
+
+/** Upstream failures that leave a blob's existence unknown: a push client is told "not here" instead. */
+const UNANSWERED = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'OFFLINE', 'TOOMANYREQUESTS']);
+
 async function repoRoute(
   deps: ServerDeps,
-  r: Exclude<Route, { kind: 'base' | 'healthz' | 'readyz' | 'upload' }>,
+  r: RepoRoute,
+  action: Action,
   query: URLSearchParams,
   req: IncomingMessage,
   res: ServerResponse,
   outcome: Outcome,
 ): Promise<void> {
   const ns = query.get('ns');
-  const repo = resolveRepo(r.name, ns, deps.config);
-  const client = deps.upstreams.get(repo.upstream.name)!;
-  const target: Target = { client, name: repo.name };
-  outcome.upstream = client.name;
+  const resolved = resolveTarget(r.name, ns, deps.config, deps.hosted);
   const headers: Record<string, string> = { ...API_VERSION_HEADER };
   if (ns !== null) headers['OCI-Namespace'] = ns;
   const head = req.method === 'HEAD';
+  if (resolved.kind === 'hosted') {
+    const repo = hostedRepo(resolved.name);
+    if (action === 'push' || action === 'delete') {
+      return writeRoute(deps, r, action, pushContext(deps, repo, resolved.clientName, ns, headers), query, req, res);
+    }
+    switch (r.kind) {
+      case 'manifest':
+        return serveHostedManifest(deps.registry, repo, r.reference, req, res, headers, outcome, head);
+      case 'blob':
+        return serveHostedBlob(deps.registry, repo, r.digest, req, res, headers, outcome, head);
+      case 'tags':
+        return serveHostedTags(deps.registry, repo, resolved.clientName, query, res, headers, head);
+      case 'referrers':
+        return sendReferrers(res, await deps.registry.referrers(repo, parseDigest(r.digest)), query, headers, head);
+      default:
+        throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`);
+    }
+  }
+  const repo = resolved.repo;
+  const client = deps.upstreams.get(repo.upstream.name)!;
+  const target: Target = { client, name: repo.name };
+  outcome.upstream = client.name;
+  if (action === 'push' || action === 'delete') {
+    if (!resolved.explicit) {
+      throw new OciError(
+        'UNSUPPORTED',
+        `${repo.clientName} is proxied from ${client.name}: push to /v2/${client.name}/${repo.name} (or with ?ns=${client.name}) to seed the mirror, or list it in registry.hosted`,
+        { headers: { Allow: allowedMethods(r, ['push', 'delete']) } },
+      );
+    }
+    const ctx = pushContext(deps, { upstream: client.name, name: repo.name }, repo.clientName, ns, headers);
+    return writeRoute(deps, r, action, ctx, query, req, res, target);
+  }
   switch (r.kind) {
     case 'manifest':
       return serveManifest(deps, target, r.reference, req, res, headers, outcome, head);
     case 'blob':
-      return serveBlob(deps, target, r.digest, req, res, headers, outcome, head);
+      try {
+        return await serveBlob(deps, target, r.digest, req, res, headers, outcome, head);
+      } catch (err) {
+        // A push client asks with HEAD whether to upload; with the upstream out of reach the answer
+        // is "not here", so seeding works air-gapped. GETs keep the upstream's failure.
+        if (head && resolved.explicit && err instanceof OciError && UNANSWERED.has(err.code)) {
+          throw new OciError('BLOB_UNKNOWN', `blob not stored here, and ${err.message}`);
+        }
+        throw err;
+      }
     case 'tags':
       return serveTags(deps, target, repo, query, res, headers, outcome, head);
+    case 'referrers': {
+      const subject = parseDigest(r.digest);
+      const seeded = await deps.registry.referrers({ upstream: client.name, name: repo.name }, subject);
+      const answer = await deps.referrers.get(target, subject, seeded);
+      outcome.cache = answer.cache;
+      if (answer.staleReason) headers.Warning = STALE_WARNING;
+      return sendReferrers(res, answer.descriptors, query, { ...headers, 'X-Cache': answer.cache }, head);
+    }
+    default:
+      throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`);
   }
+}
+
+function pushContext(deps: ServerDeps, repo: RepoRef, clientName: string, ns: string | null, headers: Record<string, string>): PushContext {
+  return {
+    registry: deps.registry,
+    repo,
+    base: `/v2/${clientName}`,
+    nsQuery: ns !== null ? `?${new URLSearchParams({ ns }).toString()}` : '',
+    headers,
+    manifestMaxSize: deps.config.cache.manifestMaxSize,
+    resolveFrom(name: string): RepoRef | null {
+      try {
+        const from = resolveTarget(name, ns, deps.config, deps.hosted);
+        return from.kind === 'hosted' ? hostedRepo(from.name) : { upstream: from.repo.upstream.name, name: from.repo.name };
+      } catch {
+        return null;
+      }
+    },
+  };
+}
+
+/**
+ * Pushes and deletes, for hosted repositories and seeded upstream namespaces alike. `seeded` is the
+ * upstream target when the repository is an upstream's: a pushed tag replaces what the pull path
+ * memoized for it, and a blob the client did not push because the upstream has it is accepted.
+ */
+async function writeRoute(
+  deps: ServerDeps,
+  r: RepoRoute,
+  action: 'push' | 'delete',
+  ctx: PushContext,
+  query: URLSearchParams,
+  req: IncomingMessage,
+  res: ServerResponse,
+  seeded?: Target,
+): Promise<void> {
+  if (action === 'delete' && !deps.config.registry.delete) {
+    throw new OciError('UNSUPPORTED', 'deleting is disabled on this registry (registry.delete: false)', {
+      headers: { Allow: allowedMethods(r, ['delete']) },
+    });
+  }
+  const method = req.method ?? '';
+  switch (r.kind) {
+    case 'upload':
+      return handleUpload(ctx, r.session, method, query, req, res);
+    case 'manifest':
+      if (method === 'PUT') {
+        const known = seeded ? upstreamHas(deps, seeded) : undefined;
+        const { tag } = await handleManifestPut({ ...ctx, ...(known ? { isKnown: known } : {}) }, r.reference, req, res);
+        if (tag !== null && seeded) deps.pull.forgetTag(seeded.client.name, seeded.name, tag);
+        return;
+      }
+      await handleManifestDelete(ctx, r.reference, res);
+      if (seeded && !r.reference.includes(':')) deps.pull.forgetTag(seeded.client.name, seeded.name, r.reference);
+      return;
+    case 'blob':
+      return handleBlobDelete(ctx, r.digest, res);
+    default:
+      throw new OciError('UNSUPPORTED', `${method} is not supported on this endpoint`);
+  }
+}
+
+/** For a seeded namespace: whether the upstream has content the push did not upload (the client skipped it). */
+function upstreamHas(deps: ServerDeps, target: Target): (d: Digest, isManifest: boolean) => Promise<boolean> {
+  return async (d, isManifest) => {
+    try {
+      if (isManifest) await deps.pull.getManifestByDigest(target, d);
+      else await deps.pull.statBlob(target, d);
+      return true;
+    } catch {
+      return false;
+    }
+  };
 }
 
 async function serveManifest(

@@ -1,5 +1,5 @@
 /**
- * The route table of the OCI read API, and the choice of upstream for a request. Works on the raw
+ * The route table of the OCI API (pull, push, discovery), and the choice of upstream for a request. Works on the raw
  * request path (never decoded): a "%" or ".." can only fail the name grammar, never reach a path.
  *
  * Upstream choice, in order:
@@ -18,15 +18,18 @@ export type Route =
   | { kind: 'base' }
   | { kind: 'manifest'; name: string; reference: string }
   | { kind: 'blob'; name: string; digest: string }
-  | { kind: 'upload'; name: string }
+  | { kind: 'upload'; name: string; session?: string }
   | { kind: 'tags'; name: string }
+  | { kind: 'referrers'; name: string; digest: string }
+  | { kind: 'catalog' }
   | { kind: 'healthz' }
   | { kind: 'readyz' };
 
 const MANIFEST_RE = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
 const BLOB_RE = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
-const UPLOAD_RE = /^\/v2\/(.+)\/blobs\/uploads(?:\/.*)?$/;
+const UPLOAD_RE = /^\/v2\/(.+)\/blobs\/uploads(?:\/([^/]*))?$/;
 const TAGS_RE = /^\/v2\/(.+)\/tags\/list$/;
+const REFERRERS_RE = /^\/v2\/(.+)\/referrers\/([^/]+)$/;
 
 /** Returns null for a path that is no endpoint at all. */
 export function matchRoute(pathname: string): Route | null {
@@ -34,14 +37,17 @@ export function matchRoute(pathname: string): Route | null {
   if (pathname === '/healthz') return { kind: 'healthz' };
   if (pathname === '/readyz') return { kind: 'readyz' };
   if (!pathname.startsWith('/v2/')) return null;
+  if (pathname === '/v2/_catalog') return { kind: 'catalog' };
   let m = UPLOAD_RE.exec(pathname);
-  if (m) return { kind: 'upload', name: m[1]! };
+  if (m) return m[2] ? { kind: 'upload', name: m[1]!, session: m[2] } : { kind: 'upload', name: m[1]! };
   m = MANIFEST_RE.exec(pathname);
   if (m) return { kind: 'manifest', name: m[1]!, reference: m[2]! };
   m = BLOB_RE.exec(pathname);
   if (m) return { kind: 'blob', name: m[1]!, digest: m[2]! };
   m = TAGS_RE.exec(pathname);
   if (m) return { kind: 'tags', name: m[1]! };
+  m = REFERRERS_RE.exec(pathname);
+  if (m) return { kind: 'referrers', name: m[1]!, digest: m[2]! };
   return null;
 }
 

@@ -171,20 +171,24 @@ export class BlobStore {
   }
 
   /** A writer into a new temp file; `expected` null means "whatever digest the bytes have" (manifests by tag). */
-  createWriter(expected: Digest | null, opts: { maxSize?: number } = {}): BlobWriter {
+  createWriter(expected: Digest | null, opts: { maxSize?: number; pinned?: boolean } = {}): BlobWriter {
     const tmpPath = path.join(this.paths.tmp, `${randomBytes(12).toString('hex')}.part`);
     return new BlobWriter({
       tmpPath,
       expected,
       ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
       resolveFinal: (d) => this.paths.blob(d),
-      onCommitted: (d, size) => this.index.add(d.value, size, this.now()),
+      onCommitted: (d, size) => this.index.add(d.value, size, this.now(), opts.pinned === true),
     });
   }
 
-  /** Writes small verified content (a manifest already in memory). Returns the digest it was stored under. */
-  async putSmall(data: Buffer, expected: Digest | null): Promise<string> {
-    const w = this.createWriter(expected);
+  /**
+   * Writes small verified content (a manifest already in memory). Returns the digest it was stored
+   * under. `pinned` content (pushed) is pinned before it lands, so it is never evicted, not even once.
+   */
+  async putSmall(data: Buffer, expected: Digest | null, opts: { pinned?: boolean } = {}): Promise<string> {
+    if (opts.pinned && expected) await this.writePinFile(expected);
+    const w = this.createWriter(expected, opts);
     await new Promise<void>((resolve, reject) => {
       w.once('error', reject);
       w.end(data, resolve);
@@ -195,10 +199,32 @@ export class BlobStore {
 
   /** Pins stored content: it is never evicted, across restarts too. */
   async pin(d: Digest): Promise<void> {
+    await this.writePinFile(d);
+    this.index.pin(d.value);
+  }
+
+  private async writePinFile(d: Digest): Promise<void> {
     const file = this.paths.pin(d);
     await fsp.mkdir(path.dirname(file), { recursive: true });
     await fsp.writeFile(file, '');
-    this.index.pin(d.value);
+  }
+
+  /**
+   * Moves a finished, already verified file (an upload) into the store as pinned content: the pin
+   * is recorded first, then one rename puts it in place. If the content is already stored, the file
+   * is deleted and the stored copy pinned instead.
+   */
+  async commitVerifiedFile(file: string, d: Digest, size: number): Promise<void> {
+    await this.writePinFile(d);
+    if (this.index.has(d.value)) {
+      await fsp.rm(file, { force: true });
+      this.index.pin(d.value);
+      return;
+    }
+    const final = this.paths.blob(d);
+    await fsp.mkdir(path.dirname(final), { recursive: true });
+    await fsp.rename(file, final);
+    this.index.add(d.value, size, this.now(), true);
   }
 
   async delete(d: Digest): Promise<void> {

@@ -10,21 +10,36 @@
  *     pins/
  *       sha256/<hex>               empty: this content is pinned (hosted or seeded), never evicted
  *     tmp/
- *       <random>.part             downloads and uploads in progress; swept at start-up
+ *       <random>.part             downloads and small writes in progress; swept at start-up
+ *     uploads/
+ *       <uuid>/                    one push upload session (survives restarts; swept after
+ *         info.json                  registry.uploadMaxAge without activity)
+ *                                  JSON {namespace, name, startedAt}: the repository it belongs to
+ *         data                     the bytes received so far; renamed into blobs/ only once the
+ *                                  digest given on the closing PUT matches
  *     repositories/
- *       <upstream>/                e.g. docker.io, ghcr.io
+ *       <upstream>/                e.g. docker.io, ghcr.io (cached, and seeded by pushes)
+ *       _hosted/                   hosted repositories (registry.hosted); "_" cannot start an
+ *                                  upstream name (a host name), so the two never collide
  *         <name...>/               e.g. library/alpine
  *           _tags/
  *             <tag>                JSON {digest, mediaType, size}: what the tag pointed at
  *           _links/
  *             sha256/<hex>         empty: this repository has this digest (blob or manifest)
  *           _tagslist.json         the last complete tags list fetched from the upstream
+ *           _referrers/
+ *             sha256/<hex>/        referrers of manifest <hex> pushed here (their `subject`)
+ *               sha256/<hex>       empty: this manifest refers to it
+ *             sha256/<hex>.json    the upstream's last referrers answer for <hex> (proxied)
  *
- * `_tags`, `_links` and `_tagslist.json` cannot collide with a name component: those start with
- * [a-z0-9].
+ * `_tags`, `_links`, `_referrers` and `_tagslist.json` cannot collide with a name component:
+ * those start with [a-z0-9].
  */
 import path from 'node:path';
 import type { Digest } from '../oci/digest.js';
+
+/** The repositories/ namespace of hosted repositories: never a host name, so never an upstream's. */
+export const HOSTED_NAMESPACE = '_hosted';
 
 export class StorePaths {
   readonly root: string;
@@ -32,6 +47,7 @@ export class StorePaths {
   readonly tmp: string;
   readonly repositories: string;
   readonly pins: string;
+  readonly uploads: string;
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -39,6 +55,22 @@ export class StorePaths {
     this.tmp = path.join(this.root, 'tmp');
     this.repositories = path.join(this.root, 'repositories');
     this.pins = path.join(this.root, 'pins');
+    this.uploads = path.join(this.root, 'uploads');
+  }
+
+  /** An upload session's directory; `uuid` must have been validated (UPLOAD_ID_RE). */
+  upload(uuid: string): string {
+    return path.join(this.uploads, uuid);
+  }
+
+  /** Pushed referrers of `subject` in a repository: one empty file per referrer. */
+  referrers(upstream: string, name: string, subject: Digest): string {
+    return path.join(this.repo(upstream, name), '_referrers', subject.algorithm, subject.hex);
+  }
+
+  /** The upstream's cached referrers answer for `subject`. */
+  referrersCache(upstream: string, name: string, subject: Digest): string {
+    return `${this.referrers(upstream, name, subject)}.json`;
   }
 
   pin(d: Digest): string {

@@ -446,6 +446,47 @@ export class UpstreamClient {
     return { size: length, start: 0, body: res.body };
   }
 
+  /**
+   * The referrers of `digest` (distribution-spec 1.1 referrers API), every page followed: the
+   * `manifests` of the index the upstream answers with. Null when the upstream answers 404 (a
+   * registry without the API; the caller falls back to the referrers tag schema).
+   */
+  async getReferrers(name: string, digest: string, signal?: AbortSignal): Promise<unknown[] | null> {
+    const what = `referrers of ${name}@${digest}`;
+    const manifests: unknown[] = [];
+    let path: string | null = `/v2/${name}/referrers/${digest}`;
+    for (let page = 0; path && page < 100; page++) {
+      const res: UpstreamResponse = await this.request({
+        method: 'GET',
+        path,
+        scope: UpstreamClient.scope(name),
+        headers: { accept: MediaTypeOciIndex },
+        what,
+        ...(signal ? { signal } : {}),
+      });
+      if (res.status === 404 && page === 0) {
+        discard(res.body);
+        return null;
+      }
+      if (res.status !== 200) return this.fail(res, what);
+      let body: Buffer | null;
+      try {
+        body = await readLimited(res.body, 4 * 1024 * 1024);
+      } catch (err) {
+        throw mapTransportError(err, this.name, what);
+      }
+      let doc: { manifests?: unknown };
+      try {
+        doc = JSON.parse(body?.toString('utf8') ?? '') as { manifests?: unknown };
+      } catch {
+        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid referrers index for ${name}@${digest}`);
+      }
+      if (Array.isArray(doc.manifests)) manifests.push(...(doc.manifests as unknown[]));
+      path = nextLink(header(res.headers, 'link'), this.config.url);
+    }
+    return manifests;
+  }
+
   /** The complete tags list, following `Link: <...>; rel="next"` pages. */
   async listTags(name: string, signal?: AbortSignal): Promise<string[]> {
     const what = `tags of ${name}`;
@@ -476,6 +517,8 @@ export class UpstreamClient {
     return tags;
   }
 }
+
+const MediaTypeOciIndex = 'application/vnd.oci.image.index.v1+json';
 
 function emptyBody(body: Readable): Readable {
   return body;

@@ -82,7 +82,7 @@ t.test('bad input never reaches the upstream or the store', async (t) => {
     { what: 'an upload POST', method: 'POST', path: '/v2/library/alpine/blobs/uploads/', status: 405, code: 'UNSUPPORTED' },
     { what: 'an upload GET', path: '/v2/library/alpine/blobs/uploads/0b8c5a3e-1', status: 405, code: 'UNSUPPORTED' },
     // endpoints that do not exist
-    { what: 'the catalog', path: '/v2/_catalog', status: 404, code: 'NOT_FOUND' },
+    { what: 'a catalog-like path that is no endpoint', path: '/v2/_catalogue', status: 404, code: 'NOT_FOUND' },
     { what: 'a manifest path without reference', path: '/v2/library/alpine/manifests/', status: 404, code: 'NOT_FOUND' },
     { what: 'a reference followed by "/"', path: `${m('library/alpine')}/`, status: 404, code: 'NOT_FOUND' },
     { what: 'an unknown /v2 endpoint', path: '/v2/library/alpine/whatever/v1', status: 404, code: 'NOT_FOUND' },
@@ -120,7 +120,7 @@ t.test('bad input never reaches the upstream or the store', async (t) => {
     { what: 'an invalid blob digest', path: b('library/alpine', 'sha256:short'), status: 400 },
     { what: 'an unconfigured ns', path: `${b('library/alpine')}?ns=evil.com`, status: 404 },
     { what: 'an unconfigured registry prefix', path: m('evil.com/x'), status: 404 },
-    { what: 'an unknown endpoint', path: '/v2/_catalog', status: 404 },
+    { what: 'an unknown endpoint', path: '/v2/_catalogue', status: 404 },
   ];
   for (const h of heads) {
     await t.test(`HEAD with ${h.what} answers ${h.status} and no body`, async (t) => {

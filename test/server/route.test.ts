@@ -43,7 +43,15 @@ t.test('a blob path passes an invalid digest through for the handler to refuse',
 t.test('the upload endpoint is recognised with and without a session id', async (t) => {
   t.same(matchRoute('/v2/alpine/blobs/uploads/'), { kind: 'upload', name: 'alpine' });
   t.same(matchRoute('/v2/alpine/blobs/uploads'), { kind: 'upload', name: 'alpine' });
-  t.same(matchRoute('/v2/org/app/blobs/uploads/3f1c-uuid'), { kind: 'upload', name: 'org/app' });
+  t.same(matchRoute('/v2/org/app/blobs/uploads/3f1c-uuid'), { kind: 'upload', name: 'org/app', session: '3f1c-uuid' });
+});
+
+t.test('/v2/_catalog is the catalog endpoint', async (t) => {
+  t.same(matchRoute('/v2/_catalog'), { kind: 'catalog' });
+});
+
+t.test('the referrers endpoint gives the name and the digest', async (t) => {
+  t.same(matchRoute(`/v2/org/app/referrers/${DIGEST}`), { kind: 'referrers', name: 'org/app', digest: DIGEST });
 });
 
 t.test('the tags list endpoint gives the name', async (t) => {
@@ -71,7 +79,7 @@ for (const path of [
   '/v3/alpine/manifests/latest',
   '/healthz/',
   '/readyz/x',
-  '/v2/_catalog',
+  '/v2/_catalogue',
   '/v2/alpine',
   '/v2/alpine/manifests',
   '/v2/alpine/manifests/',
@@ -82,7 +90,7 @@ for (const path of [
   '/v2/alpine/blobs/',
   '/v2/alpine/tags/list/',
   '/v2/alpine/tags',
-  `/v2/alpine/referrers/${DIGEST}`,
+  `/v2/alpine/referrers/${DIGEST}/`,
   '/metrics',
   'v2/alpine/manifests/latest',
 ]) {
