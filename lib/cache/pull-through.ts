@@ -232,6 +232,7 @@ export class PullThrough {
   private async readStoredManifest(d: Digest): Promise<{ bytes: Buffer; mediaType: string } | null> {
     const memo = this.manifests.get(d.value);
     if (memo) return memo;
+    if (!this.store.blobs.has(d)) await this.store.blobs.adopt(d);
     const bytes = await this.store.blobs.readSmall(d);
     if (!bytes) return null;
     let mediaType: string;
@@ -301,7 +302,7 @@ export class PullThrough {
   async getBlob(t: Target, d: Digest): Promise<BlobAnswer> {
     const joined = this.inFlight(d);
     if (joined) return this.follow(joined, t);
-    if (this.store.blobs.has(d)) {
+    if (this.store.blobs.has(d) || (await this.store.blobs.adopt(d))) {
       await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
       const stored = await this.store.blobs.open(d);
       if (stored) return { size: stored.size, cache: 'hit', open: (r) => stored.stream(r), release: () => stored.close() };

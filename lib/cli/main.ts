@@ -1,32 +1,20 @@
 #!/usr/bin/env node
 /** The `stevedore` command. */
-import { Command, Option } from 'commander';
-import { ConfigError, loadConfig } from '../config/config.js';
+import { Command } from 'commander';
 import { buildApp, createLogger } from '../server/app.js';
+import { configOrExit, fail, withConfigOptions, type ConfigFlags } from './common.js';
+import { readImageList, runPrefetch, type PrefetchFlags } from './prefetch.js';
+import { runExport, runImport } from './bundle.js';
+import { runDu, runGc, runLs } from './inventory.js';
+import { writeHostsTomls } from './containerd-config.js';
 
 const program = new Command();
 program.name('stevedore').description('Pull-through caching proxy and mirror for OCI / Docker registries');
 
-program
-  .command('serve')
-  .description('run the proxy (embedded defaults unless a config file is given)')
-  .addOption(new Option('-c, --config <file>', 'YAML configuration file').env('STEVEDORE_CONFIG'))
+withConfigOptions(program.command('serve').description('run the proxy (embedded defaults unless a config file is given)'))
   .option('-l, --listen <addr>', 'listen address, HOST:PORT or :PORT (overrides the config)')
-  .option('-s, --storage <dir>', 'store directory (overrides the config)')
-  .action(async (opts: { config?: string; listen?: string; storage?: string }) => {
-    let config;
-    try {
-      const env = { ...process.env };
-      if (opts.listen) env.STEVEDORE_LISTEN = opts.listen;
-      if (opts.storage) env.STEVEDORE_STORAGE_PATH = opts.storage;
-      config = loadConfig({ ...(opts.config ? { file: opts.config } : {}), env });
-    } catch (err) {
-      if (err instanceof ConfigError) {
-        process.stderr.write(`stevedore: ${err.message}\n`);
-        process.exit(2);
-      }
-      throw err;
-    }
+  .action(async (opts: ConfigFlags) => {
+    const config = configOrExit(opts);
     const log = createLogger(config.log.level);
     const app = await buildApp(config, { log });
     const addr = await app.listen();
@@ -37,6 +25,7 @@ program
         metadata: config.metadata.redis ? 'redis' : 'memory',
         upstreams: [...config.upstreams.keys()],
         defaultUpstream: config.defaultUpstream,
+        offline: config.offline,
       },
       'stevedore listening',
     );
@@ -55,6 +44,90 @@ program
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+withConfigOptions(
+  program
+    .command('prefetch')
+    .description('fetch images (every platform, or --platform) into the store through the pull path')
+    .argument('[images...]', 'image references, e.g. alpine:3.19 ghcr.io/org/app:v1')
+    .option('-f, --file <list>', 'file with one image reference per line (# comments)')
+    .option('-p, --platform <list>', 'only these platforms of an index, e.g. linux/amd64,linux/arm64')
+    .option('--pin', 'pin what was fetched: never evicted'),
+).action(async (images: string[], opts: ConfigFlags & PrefetchFlags) => {
+  const config = configOrExit(opts);
+  try {
+    const { failed } = await runPrefetch(config, readImageList(images, opts.file), opts);
+    process.exit(failed ? 1 : 0);
+  } catch (err) {
+    fail(err);
+  }
+});
+
+withConfigOptions(
+  program
+    .command('export')
+    .description('write stored images to an OCI image layout archive')
+    .argument('[images...]', 'image references as pulled, e.g. alpine:3.19')
+    .requiredOption('-o, --output <file>', 'the archive to write (- for stdout)')
+    .option('-f, --file <list>', 'file with one image reference per line'),
+).action(async (images: string[], opts: ConfigFlags & { output: string; file?: string }) => {
+  const config = configOrExit(opts);
+  try {
+    await runExport(config, readImageList(images, opts.file), opts.output);
+  } catch (err) {
+    fail(err);
+  }
+});
+
+withConfigOptions(
+  program.command('import').description('load an OCI image layout archive into the store (verified, pinned)').argument('<bundle>', 'archive path, or - for stdin'),
+).action(async (bundle: string, opts: ConfigFlags) => {
+  const config = configOrExit(opts);
+  try {
+    await runImport(config, bundle);
+  } catch (err) {
+    fail(err);
+  }
+});
+
+withConfigOptions(program.command('ls').description('stored repositories and tags, with sizes and last pull').option('--json', 'machine-readable')).action(
+  async (opts: ConfigFlags & { json?: boolean }) => {
+    await runLs(configOrExit(opts), opts).catch(fail);
+  },
+);
+
+withConfigOptions(program.command('du').description('disk used by cached and pinned content').option('--json', 'machine-readable')).action(
+  async (opts: ConfigFlags & { json?: boolean }) => {
+    await runDu(configOrExit(opts), opts).catch(fail);
+  },
+);
+
+withConfigOptions(program.command('gc').description('delete content no repository references (dry run unless --delete)').option('--delete', 'really delete')).action(
+  async (opts: ConfigFlags & { delete?: boolean }) => {
+    await runGc(configOrExit(opts), opts).catch(fail);
+  },
+);
+
+program
+  .command('containerd-config')
+  .description('write containerd hosts.toml files that mirror registries through stevedore')
+  .requiredOption('-m, --mirror <url>', 'stevedore as nodes reach it, e.g. http://stevedore.example:5000')
+  .option('-r, --registries <list>', 'registries to mirror', 'docker.io,ghcr.io,quay.io,registry.k8s.io,gcr.io,mcr.microsoft.com,public.ecr.aws')
+  .option('-d, --dir <dir>', 'containerd config_path', '/etc/containerd/certs.d')
+  .option('--skip-verify', 'skip TLS verification of an https mirror')
+  .action(async (opts: { mirror: string; registries: string; dir: string; skipVerify?: boolean }) => {
+    try {
+      const files = await writeHostsTomls(
+        opts.dir,
+        opts.registries.split(',').map((r) => r.trim()).filter(Boolean),
+        opts.mirror,
+        opts.skipVerify ? { skipVerify: true } : {},
+      );
+      for (const f of files) process.stdout.write(`wrote ${f}\n`);
+    } catch (err) {
+      fail(err);
+    }
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

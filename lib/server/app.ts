@@ -43,13 +43,17 @@ export function createLogger(level: Config['log']['level'], destination?: pino.D
   return destination ? pino(opts, destination) : pino(opts);
 }
 
-export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clock } = {}): Promise<App> {
+/**
+ * `sweepTemp: false` is for CLI commands that work on the store beside a running server: they
+ * must not delete its downloads in progress.
+ */
+export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clock; sweepTemp?: boolean } = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.log.level);
   const store = new Store(config.storage.path, { maxSize: config.storage.maxSize, log });
-  const recovered = await store.init();
+  const recovered = await store.init({ sweep: opts.sweepTemp !== false });
   if (recovered.sweptTempFiles) log.info({ sweptTempFiles: recovered.sweptTempFiles }, 'removed temp files of interrupted downloads');
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
-  if (config.storage.maxSize === null) log.warn('storage.maxSize is not set: the store grows without bound');
+  if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
   const metadata = Metadata.create(config.metadata);
   const clock = opts.clock ?? { now: () => Date.now() };
   const p = config.upstreamPolicy;

@@ -47,18 +47,24 @@ export class BlobStore {
     this.index = new BlobIndex({ maxSize: opts.maxSize, onEvict: (digest, entry) => this.evict(digest, entry) });
   }
 
-  /** Creates the layout, deletes temp files left by an interrupted run, and rebuilds the index. */
-  async init(): Promise<{ sweptTempFiles: number; blobs: number; bytes: number; ms: number }> {
+  /**
+   * Creates the layout, deletes temp files left by an interrupted run, and rebuilds the index.
+   * `sweep: false` leaves temp files alone: for a CLI command working beside a running server,
+   * whose downloads in progress those files are.
+   */
+  async init(opts: { sweep?: boolean } = {}): Promise<{ sweptTempFiles: number; blobs: number; bytes: number; ms: number }> {
     const started = performance.now();
     await fsp.mkdir(this.paths.blobs, { recursive: true });
     await fsp.mkdir(this.paths.repositories, { recursive: true });
     let swept = 0;
-    try {
-      swept = (await fsp.readdir(this.paths.tmp)).length;
-    } catch {
-      // no tmp dir yet
+    if (opts.sweep !== false) {
+      try {
+        swept = (await fsp.readdir(this.paths.tmp)).length;
+      } catch {
+        // no tmp dir yet
+      }
+      await fsp.rm(this.paths.tmp, { recursive: true, force: true });
     }
-    await fsp.rm(this.paths.tmp, { recursive: true, force: true });
     await fsp.mkdir(this.paths.tmp, { recursive: true });
     const { blobs, bytes } = await this.rebuildIndex();
     return { sweptTempFiles: swept, blobs, bytes, ms: Math.round(performance.now() - started) };
@@ -104,6 +110,29 @@ export class BlobStore {
     if (!e) return null;
     this.maybeTouch(d, e);
     return { size: e.size };
+  }
+
+  /**
+   * Content another process put in the store (prefetch, import) is unknown to this index until it
+   * is looked for: on a miss, one stat finds it and adds it. True when it is (now) indexed.
+   */
+  async adopt(d: Digest): Promise<boolean> {
+    if (this.index.has(d.value)) return true;
+    try {
+      const st = await fsp.stat(this.paths.blob(d));
+      if (!st.isFile()) return false;
+      let pinned = false;
+      try {
+        await fsp.access(this.paths.pin(d));
+        pinned = true;
+      } catch {
+        // not pinned
+      }
+      this.index.add(d.value, st.size, st.mtimeMs, pinned);
+      return this.index.has(d.value);
+    } catch {
+      return false;
+    }
   }
 
   /** Whether the content is stored, without refreshing recency. */

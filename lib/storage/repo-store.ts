@@ -5,6 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.js';
 import type { StorePaths } from './paths.js';
 
@@ -42,6 +43,9 @@ async function readJson<T>(file: string): Promise<T | null> {
 }
 
 export class RepoStore {
+  /** Links known to exist: a hit on the hot path costs no syscall. unlink() forgets them. */
+  private readonly knownLinks = new LRUCache<string, true>({ max: 200_000 });
+
   constructor(private readonly paths: StorePaths) {}
 
   async getTag(repo: RepoRef, tag: string): Promise<TagLink | null> {
@@ -57,8 +61,11 @@ export class RepoStore {
   }
 
   async hasLink(repo: RepoRef, d: Digest): Promise<boolean> {
+    const key = `${repo.upstream}/${repo.name}@${d.value}`;
+    if (this.knownLinks.get(key)) return true;
     try {
       await fsp.access(this.paths.link(repo.upstream, repo.name, d));
+      this.knownLinks.set(key, true);
       return true;
     } catch {
       return false;
@@ -66,9 +73,12 @@ export class RepoStore {
   }
 
   async link(repo: RepoRef, d: Digest): Promise<void> {
+    const key = `${repo.upstream}/${repo.name}@${d.value}`;
+    if (this.knownLinks.get(key)) return;
     const file = this.paths.link(repo.upstream, repo.name, d);
     await fsp.mkdir(path.dirname(file), { recursive: true });
     await fsp.writeFile(file, '');
+    this.knownLinks.set(key, true);
   }
 
   async getTagsList(repo: RepoRef): Promise<{ tags: string[]; fetchedAt: number } | null> {
@@ -94,6 +104,7 @@ export class RepoStore {
 
   /** Forgets that the repository has this digest (the bytes stay: other repositories may share them). */
   async unlink(repo: RepoRef, d: Digest): Promise<boolean> {
+    this.knownLinks.delete(`${repo.upstream}/${repo.name}@${d.value}`);
     return removeFile(this.paths.link(repo.upstream, repo.name, d));
   }
 

@@ -11,7 +11,7 @@ export class Store {
     this.repos = new RepoStore(this.blobs.paths);
   }
 
-  async init(): ReturnType<BlobStore['init']> {
-    return this.blobs.init();
+  async init(opts: { sweep?: boolean } = {}): ReturnType<BlobStore['init']> {
+    return this.blobs.init(opts);
   }
 }

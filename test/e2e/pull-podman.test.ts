@@ -1,5 +1,6 @@
 // podman pulls docker.io images through stevedore configured as a path-prefix mirror in
-// registries.conf (README's podman section): podman sends no ns; the path names the upstream.
+// registries.conf (config/podman/registries.conf, verbatim but for the address): podman sends no ns; the path names the upstream.
+import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
 import { preparePodman } from '../fixtures/podman.js';
@@ -12,7 +13,9 @@ t.test('podman through a registries.conf path-prefix mirror', async (t) => {
   const img = buildDockerImage('pull-podman/app', { layers: 2 });
   await pushImage(reg.directUrl, 'library/app', '1.0', img);
   const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } } });
-  const pm = await preparePodman(t, { mirrors: { 'docker.io': `${sd.host}/docker.io` } });
+  // config/podman/registries.conf as users copy it, with the mirror's address filled in.
+  const example = readFileSync(new URL('../../config/podman/registries.conf', import.meta.url), 'utf8');
+  const pm = await preparePodman(t, { registriesConf: example.replaceAll('stevedore.example:5000', sd.host) });
 
   reg.resetCounts();
   const r = await pm.pull('docker.io/library/app:1.0');

@@ -1,0 +1,89 @@
+/** `stevedore prefetch`: fill the store while connected, with progress bars on a terminal. */
+import { readFileSync } from 'node:fs';
+import cliProgress from 'cli-progress';
+import type { Config } from '../config/config.js';
+import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.js';
+import { parseDigest } from '../oci/digest.js';
+import { fetchPlan, parsePlatform, planPrefetch, type Platform } from '../cache/prefetch.js';
+import { buildApp, createLogger } from '../server/app.js';
+import { formatBytes } from '../config/units.js';
+import { UserError } from './common.js';
+
+export interface PrefetchFlags {
+  file?: string;
+  platform?: string;
+  pin?: boolean;
+}
+
+/** Image references from the arguments and `-f list.txt` (one per line, # comments). */
+export function readImageList(args: string[], file?: string): ImageRef[] {
+  const texts = [...args];
+  if (file) {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      const t = line.replace(/#.*/, '').trim();
+      if (t) texts.push(t);
+    }
+  }
+  if (texts.length === 0) throw new UserError('no image given (arguments or -f list.txt)');
+  return texts.map((t) => parseImageRef(t));
+}
+
+export async function runPrefetch(config: Config, images: ImageRef[], flags: PrefetchFlags, out: NodeJS.WriteStream = process.stderr): Promise<{ failed: number }> {
+  const platforms: Platform[] | null = flags.platform ? flags.platform.split(',').map((p) => parsePlatform(p.trim())) : null;
+  for (const img of images) {
+    if (!config.upstreams.has(img.registry)) throw new UserError(`${formatImageRef(img)}: upstream ${img.registry} is not configured`);
+  }
+  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level, process.stderr);
+  const app = await buildApp(config, { log, sweepTemp: false });
+  const tty = out.isTTY === true;
+  const bars = tty
+    ? new cliProgress.MultiBar(
+        { format: ' {bar} {percentage}% | {value_h}/{total_h} | {name}', hideCursor: true, clearOnComplete: false, stream: out },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
+  let failed = 0;
+  let grand = 0;
+  let fetched = 0;
+  try {
+    const totalBar = bars?.create(1, 0, { name: 'total', value_h: '0B', total_h: '?' });
+    let totalDone = 0;
+    let totalAll = 0;
+    for (const img of images) {
+      const name = formatImageRef(img);
+      const client = app.upstreams.get(img.registry)!;
+      const target = { client, name: img.name };
+      try {
+        const plan = await planPrefetch(app.pull, target, img, platforms);
+        totalAll += plan.totalBytes;
+        totalBar?.setTotal(totalAll);
+        const bar = bars?.create(plan.totalBytes, 0, { name, value_h: '0B', total_h: formatBytes(plan.totalBytes) });
+        if (!tty) out.write(`prefetch ${name}: ${plan.manifests.length} manifests, ${plan.blobs.length} blobs, ${formatBytes(plan.totalBytes)}\n`);
+        let done = 0;
+        const r = await fetchPlan(app.pull, target, plan, {
+          onBytes: (n) => {
+            done += n;
+            totalDone += n;
+            bar?.update(done, { value_h: formatBytes(done) });
+            totalBar?.update(totalDone, { value_h: formatBytes(totalDone), total_h: formatBytes(totalAll) });
+          },
+          onBlob: (digest, wasFetched) => {
+            if (!tty) out.write(`  ${wasFetched ? 'fetched' : 'stored '} ${digest}\n`);
+          },
+        });
+        if (flags.pin) for (const d of [...plan.manifests, ...plan.blobs.map((b) => b.digest)]) await app.store.blobs.pin(parseDigest(d));
+        grand += plan.totalBytes;
+        fetched += r.fetchedBytes;
+        if (!tty) out.write(`done ${name}: ${formatBytes(r.fetchedBytes)} from upstream${flags.pin ? ', pinned' : ''}\n`);
+      } catch (err) {
+        failed++;
+        out.write(`failed ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+      }
+    }
+  } finally {
+    bars?.stop();
+    await app.close(0);
+  }
+  out.write(`prefetched ${images.length - failed}/${images.length} images, ${formatBytes(grand)} (${formatBytes(fetched)} from upstreams)\n`);
+  return { failed };
+}

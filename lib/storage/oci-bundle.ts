@@ -1,0 +1,253 @@
+/**
+ * Bundles: OCI image layout archives (image-spec `image-layout.md`) written from the store and
+ * read into it, for carrying a cache into an air-gapped lab.
+ *
+ *   oci-layout                       {"imageLayoutVersion":"1.0.0"}
+ *   index.json                       one descriptor per image, annotated with its full reference
+ *                                    (org.opencontainers.image.ref.name = docker.io/library/alpine:3.19)
+ *   blobs/sha256/<hex>               every manifest, config and layer
+ *
+ * Import is all or nothing: every entry is verified against its digest into a staging directory,
+ * every image must be complete, and only then is anything moved into the store (pinned).
+ */
+import { createReadStream, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable, Writable } from 'node:stream';
+import tar from 'tar-stream';
+import { parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
+import { OciError } from '../oci/errors.js';
+import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.js';
+import { INDEX_MEDIA_TYPES, MediaType, parseManifest, type Descriptor } from '../oci/media-types.js';
+import { BlobWriter } from './blob-writer.js';
+import type { Store } from './store.js';
+
+export const REF_NAME = 'org.opencontainers.image.ref.name';
+const MAX_INDEX_JSON = 4 * 1024 * 1024;
+
+export interface BundleImage {
+  ref: ImageRef;
+  digest: string;
+  mediaType: string;
+  size: number;
+}
+
+/** Everything an image needs, from the store: its manifests (index + children present) and blobs. */
+async function closure(store: Store, top: Digest): Promise<{ manifests: Map<string, Buffer>; blobs: Set<string>; missing: string[] }> {
+  const manifests = new Map<string, Buffer>();
+  const blobs = new Set<string>();
+  const missing: string[] = [];
+  const visit = async (d: Digest): Promise<void> => {
+    const bytes = await store.blobs.readSmall(d);
+    if (!bytes) {
+      missing.push(d.value);
+      return;
+    }
+    manifests.set(d.value, bytes);
+    const parsed = parseManifest(bytes);
+    if (INDEX_MEDIA_TYPES.has(parsed.mediaType)) {
+      for (const child of parsed.manifests) {
+        // A platform never pulled is left out of the bundle (the index still names it).
+        if (store.blobs.has(parseDigest(child.digest))) await visit(parseDigest(child.digest));
+      }
+      return;
+    }
+    for (const b of parsed.blobs) {
+      if (store.blobs.has(parseDigest(b.digest))) blobs.add(b.digest);
+      else missing.push(b.digest);
+    }
+  };
+  await visit(top);
+  return { manifests, blobs, missing };
+}
+
+/** Finds what a reference points at in the store: a tag link, or a stored digest. */
+export async function resolveStored(store: Store, ref: ImageRef): Promise<BundleImage> {
+  const repo = { upstream: ref.registry, name: ref.name };
+  let digest = ref.digest;
+  if (!digest) {
+    const link = await store.repos.getTag(repo, ref.tag ?? 'latest');
+    if (!link) throw new OciError('MANIFEST_UNKNOWN', `${formatImageRef(ref)} is not in the store (prefetch or pull it first)`);
+    digest = link.digest;
+  }
+  const bytes = await store.blobs.readSmall(parseDigest(digest));
+  if (!bytes) throw new OciError('MANIFEST_UNKNOWN', `${formatImageRef(ref)}: manifest ${digest} is not in the store`);
+  return { ref, digest, mediaType: parseManifest(bytes).mediaType, size: bytes.length };
+}
+
+/** Writes an OCI layout archive of these images to `out`. */
+export async function exportBundle(store: Store, images: BundleImage[], out: Writable): Promise<{ blobs: number; bytes: number }> {
+  const pack = tar.pack();
+  const done = pipeline(pack, out);
+  const entry = (name: string, data: Buffer): Promise<void> =>
+    new Promise((resolve, reject) => pack.entry({ name, size: data.length, mtime: new Date(0), mode: 0o644 }, data, (err) => (err ? reject(err) : resolve())));
+  const all = new Map<string, number>();
+  const manifestBytes = new Map<string, Buffer>();
+  for (const img of images) {
+    const c = await closure(store, parseDigest(img.digest));
+    if (c.missing.length) {
+      throw new OciError('BLOB_UNKNOWN', `${formatImageRef(img.ref)} is not fully stored (missing ${c.missing.slice(0, 3).join(', ')}${c.missing.length > 3 ? ', ...' : ''}); prefetch it first`);
+    }
+    for (const [d, bytes] of c.manifests) manifestBytes.set(d, bytes);
+    for (const d of c.blobs) all.set(d, store.blobs.index.peek(d) ?? 0);
+  }
+  await entry('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
+  const index = {
+    schemaVersion: 2,
+    mediaType: MediaType.OciIndex,
+    manifests: images.map((img) => ({
+      mediaType: img.mediaType,
+      digest: img.digest,
+      size: img.size,
+      annotations: { [REF_NAME]: formatImageRef(img.ref), 'io.containerd.image.name': formatImageRef(img.ref) },
+    })),
+  };
+  await entry('index.json', Buffer.from(JSON.stringify(index, null, 2)));
+  let bytes = 0;
+  for (const [d, data] of manifestBytes) {
+    const { algorithm, hex } = parseDigest(d);
+    await entry(`blobs/${algorithm}/${hex}`, data);
+    bytes += data.length;
+  }
+  for (const [d, size] of all) {
+    if (manifestBytes.has(d)) continue;
+    const digest = parseDigest(d);
+    const { algorithm, hex } = digest;
+    const stream = pack.entry({ name: `blobs/${algorithm}/${hex}`, size, mtime: new Date(0), mode: 0o644 });
+    await pipeline(createReadStream(store.blobs.paths.blob(digest)), stream);
+    bytes += size;
+  }
+  pack.finalize();
+  await done;
+  return { blobs: manifestBytes.size + all.size, bytes };
+}
+
+/**
+ * Reads an OCI layout archive into the store: all verified, all complete, or nothing. Returns the
+ * images it brought (each tagged in its registry's namespace, pinned).
+ */
+export async function importBundle(store: Store, input: Readable): Promise<{ images: BundleImage[]; blobs: number; bytes: number }> {
+  const staging = path.join(store.blobs.paths.tmp, `import-${randomBytes(8).toString('hex')}`);
+  await fsp.mkdir(staging, { recursive: true });
+  try {
+    const staged = new Map<string, { file: string; size: number }>();
+    let indexJson: Buffer | null = null;
+    let layout: Buffer | null = null;
+    const extract = tar.extract();
+    extract.on('entry', (header, stream, next) => {
+      const fail = (err: Error): void => {
+        stream.resume();
+        extract.destroy(err);
+      };
+      const name = header.name.replace(/^\.\//, '');
+      if (header.type === 'directory') {
+        stream.resume();
+        stream.once('end', next);
+        return;
+      }
+      if (header.type !== 'file') return fail(new OciError('BLOB_UPLOAD_INVALID', `bundle entry ${JSON.stringify(name)} is not a regular file`));
+      if (name === 'index.json' || name === 'oci-layout') {
+        const chunks: Buffer[] = [];
+        let n = 0;
+        stream.on('data', (data: unknown) => {
+          const c = data as Buffer;
+          n += c.length;
+          if (n > MAX_INDEX_JSON) fail(new OciError('MANIFEST_INVALID', `${name} is larger than ${MAX_INDEX_JSON} bytes`));
+          else chunks.push(c);
+        });
+        stream.once('end', () => {
+          if (name === 'index.json') indexJson = Buffer.concat(chunks);
+          else layout = Buffer.concat(chunks);
+          next();
+        });
+        return;
+      }
+      const m = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(name);
+      const digest = m ? tryParseDigest(`${m[1]}:${m[2]}`) : null;
+      if (!digest) return fail(new OciError('BLOB_UPLOAD_INVALID', `unexpected bundle entry ${JSON.stringify(name.slice(0, 200))}`));
+      const file = path.join(staging, `${digest.algorithm}-${digest.hex}`);
+      const writer = new BlobWriter({ tmpPath: `${file}.part`, expected: digest, resolveFinal: () => file });
+      pipeline(stream, writer)
+        .then(() => writer.commit(header.size ?? undefined))
+        .then(
+          (r) => {
+            staged.set(digest.value, { file, size: r.size });
+            next();
+          },
+          (err: unknown) => {
+            void writer.abort(err instanceof Error ? err : new Error(String(err)));
+            extract.destroy(new OciError('DIGEST_INVALID', `bundle entry ${name} does not match its digest: ${(err as Error).message}`));
+          },
+        );
+    });
+    await pipeline(input, extract);
+
+    const layoutDoc = layout ? safeJson(layout) : null;
+    if (!layoutDoc || (layoutDoc as { imageLayoutVersion?: unknown }).imageLayoutVersion !== '1.0.0') {
+      throw new OciError('MANIFEST_INVALID', 'not an OCI image layout: oci-layout is missing or not version 1.0.0');
+    }
+    const index = indexJson ? (safeJson(indexJson) as { manifests?: unknown } | null) : null;
+    if (!index || !Array.isArray(index.manifests)) throw new OciError('MANIFEST_INVALID', 'index.json is missing or invalid');
+
+    const has = (d: string): boolean => staged.has(d) || store.blobs.has(parseDigest(d));
+    const read = async (d: string): Promise<Buffer | null> => {
+      const s = staged.get(d);
+      return s ? fsp.readFile(s.file) : store.blobs.readSmall(parseDigest(d));
+    };
+    const images: BundleImage[] = [];
+    const needed = new Map<string, Set<string>>(); // repo key → digests to link
+    for (const raw of index.manifests as Array<Record<string, unknown>>) {
+      const annotations = (raw.annotations ?? {}) as Record<string, unknown>;
+      const refText = annotations[REF_NAME] ?? annotations['io.containerd.image.name'];
+      if (typeof refText !== 'string') throw new OciError('MANIFEST_INVALID', `index.json entry ${String(raw.digest)} has no ${REF_NAME} with a full reference`);
+      const ref = parseImageRef(refText);
+      const digest = typeof raw.digest === 'string' ? parseDigest(raw.digest).value : '';
+      const links = new Set<string>();
+      const walk = async (d: string): Promise<{ mediaType: string; size: number }> => {
+        const bytes = await read(d);
+        if (!bytes) throw new OciError('MANIFEST_BLOB_UNKNOWN', `${refText}: manifest ${d} is not in the bundle`);
+        links.add(d);
+        const parsed = parseManifest(bytes);
+        const children: Descriptor[] = INDEX_MEDIA_TYPES.has(parsed.mediaType) ? parsed.manifests.filter((c) => has(c.digest)) : [];
+        for (const c of children) await walk(c.digest);
+        for (const b of parsed.blobs) {
+          if (!has(b.digest)) throw new OciError('MANIFEST_BLOB_UNKNOWN', `${refText}: blob ${b.digest} is not in the bundle`);
+          links.add(b.digest);
+        }
+        return { mediaType: parsed.mediaType, size: bytes.length };
+      };
+      const top = await walk(digest);
+      images.push({ ref, digest, mediaType: top.mediaType, size: top.size });
+      needed.set(`${ref.registry}\u0000${ref.name}`, new Set([...(needed.get(`${ref.registry}\u0000${ref.name}`) ?? []), ...links]));
+    }
+
+    // Everything verified and complete: move it into the store, pinned, then link and tag.
+    let bytes = 0;
+    for (const [d, s] of staged) {
+      await store.blobs.commitVerifiedFile(s.file, parseDigest(d), s.size);
+      bytes += s.size;
+    }
+    for (const [key, digests] of needed) {
+      const [upstream, name] = key.split('\u0000') as [string, string];
+      for (const d of digests) {
+        await store.repos.link({ upstream, name }, parseDigest(d));
+        await store.blobs.pin(parseDigest(d));
+      }
+    }
+    for (const img of images) {
+      if (img.ref.tag) await store.repos.setTag({ upstream: img.ref.registry, name: img.ref.name }, img.ref.tag, { digest: img.digest, mediaType: img.mediaType, size: img.size });
+    }
+    return { images, blobs: staged.size, bytes };
+  } finally {
+    await fsp.rm(staging, { recursive: true, force: true });
+  }
+}
+
+function safeJson(b: Buffer): unknown {
+  try {
+    return JSON.parse(b.toString('utf8'));
+  } catch {
+    return null;
+  }
+}
