@@ -94,7 +94,7 @@ t.test('air-gapped lab', async (t) => {
     extract.on('entry', (h, stream, next) => {
       names.push(h.name);
       const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
       stream.on('end', () => {
         if (h.name === 'index.json') index = JSON.parse(Buffer.concat(chunks).toString()) as typeof index;
         next();
@@ -141,7 +141,7 @@ t.test('air-gapped lab', async (t) => {
     const extract = tar.extract();
     extract.on('entry', (h, stream, next) => {
       const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
       stream.on('end', () => {
         const data = Buffer.concat(chunks);
         if (h.name === `blobs/sha256/${app.layers[0]!.digest.slice(7)}`) data[data.length - 1] = data[data.length - 1]! ^ 0xff;
