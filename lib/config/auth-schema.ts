@@ -78,7 +78,7 @@ const ruleSchema = z
   .object({
     /** Repositories the rule covers: hosted ones by name, proxied ones as `<upstream>/<name>`. */
     repository: repositoryPattern,
-    /** htpasswd users; `*` every authenticated user; `anonymous` clients without credentials (pull only). */
+    /** htpasswd users; `*` every authenticated user; `anonymous` clients without credentials. */
     users: z.array(userName).default([]),
     /** Groups from auth.groups. */
     groups: z.array(groupName).default([]),
@@ -126,9 +126,6 @@ export const authSchema = z
       });
       if (rule.users.length === 0 && rule.groups.length === 0) {
         ctx.addIssue({ code: 'custom', path: ['rules', i], message: 'a rule names at least one user or group (`*`: every user, `anonymous`: no credentials)' });
-      }
-      if (rule.users.includes(ANONYMOUS) && rule.actions.some((a) => a !== 'pull')) {
-        ctx.addIssue({ code: 'custom', path: ['rules', i, 'actions'], message: 'anonymous clients may only be granted pull' });
       }
     });
     for (const [g, members] of Object.entries(auth.groups)) {

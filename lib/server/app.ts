@@ -12,6 +12,8 @@ import { UpstreamClient } from '../upstream/upstream-client.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
 import { UpstreamHealth } from '../metadata/upstream-health.js';
 import { createServer } from './create-server.js';
+import { Auth } from './auth/auth.js';
+import { canonicalRepository } from './auth/authorize-route.js';
 import { Registry } from '../registry/registry.js';
 import { HostedNames } from '../registry/hosted.js';
 import { ProxiedReferrers } from '../cache/referrers.js';
@@ -36,7 +38,17 @@ export function createLogger(level: Config['log']['level'], destination?: pino.D
     level,
     base: { service: 'stevedore' },
     redact: {
-      paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'authorization', 'password', '*.password'],
+      paths: [
+        'req.headers.authorization',
+        'req.headers.cookie',
+        'headers.authorization',
+        'authorization',
+        'password',
+        '*.password',
+        'token',
+        'access_token',
+        'refresh_token',
+      ],
       censor: '[redacted]',
     },
   };
@@ -88,8 +100,17 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   await registry.start();
   const hosted = new HostedNames(config.registry.hosted);
   const referrers = new ProxiedReferrers({ store, log, clock, manifestMaxSize: config.cache.manifestMaxSize });
+  // Token scopes carry no ns: a name resolves as a request path without ?ns= would.
+  const canonicalName = (name: string): string | null => {
+    try {
+      return canonicalRepository(name, null, config, hosted);
+    } catch {
+      return null;
+    }
+  };
+  const auth = await Auth.create({ config: config.auth, log, clock, canonicalName });
   let ready = true;
-  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, isReady: () => ready });
+  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, isReady: () => ready });
   return {
     server,
     store,

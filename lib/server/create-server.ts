@@ -21,6 +21,8 @@ import type { ProxiedReferrers } from '../cache/referrers.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import { actionFor, allowedMethods, type Action } from './actions.js';
 import { resolveTarget } from './target.js';
+import { TOKEN_PATH, type Auth, type AuthContext } from './auth/auth.js';
+import { authorizeRoute, canonicalRepository } from './auth/authorize-route.js';
 import {
   handleBlobDelete,
   handleManifestDelete,
@@ -45,6 +47,8 @@ export interface ServerDeps {
   hosted: HostedNames;
   /** Referrers of proxied repositories. */
   referrers: ProxiedReferrers;
+  /** Client authentication and access rules (lib/server/auth). */
+  auth: Auth;
   /** Readiness: false until the store is initialised, and again while draining. */
   isReady: () => boolean;
 }
@@ -59,6 +63,8 @@ interface Outcome {
   error?: { code: string; message: string };
   /** A failure's cause, logged with its stack. */
   err?: unknown;
+  /** Who asked (an htpasswd user); absent for anonymous clients. */
+  user?: string;
 }
 
 const STALE_WARNING = '110 - "Response is Stale"';
@@ -81,7 +87,7 @@ async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerRespons
   res.setHeader('X-Request-Id', reqId);
   const head = req.method === 'HEAD';
   try {
-    await route(deps, req, res, outcome);
+    await route(deps, req, res, outcome, log);
   } catch (err) {
     const oci = toOciError(err);
     // Causes of server-side failures go to the log with their stack; client errors as code + message.
@@ -99,6 +105,7 @@ async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerRespons
     ms: Math.round(ms * 10) / 10,
     ...(outcome.cache ? { cache: outcome.cache } : {}),
     ...(outcome.upstream ? { upstream: outcome.upstream } : {}),
+    ...(outcome.user ? { user: outcome.user } : {}),
     ...(outcome.aborted ? { aborted: true } : {}),
     ...(outcome.error ? { error: outcome.error } : {}),
     ...(outcome.err ? { err: outcome.err } : {}),
@@ -116,8 +123,19 @@ function parseUrl(req: IncomingMessage): { pathname: string; query: URLSearchPar
   };
 }
 
-async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse, outcome: Outcome): Promise<void> {
+async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse, outcome: Outcome, log: Logger): Promise<void> {
   const { pathname, query } = parseUrl(req);
+  // ---- auth (lib/server/auth): stevedore's own token endpoint.
+  const authContext: AuthContext = {
+    log,
+    identified: (who) => {
+      if (who.user !== null) outcome.user = who.user;
+    },
+  };
+  if (pathname === TOKEN_PATH) {
+    await deps.auth.handleToken(req, res, query, authContext);
+    return;
+  }
   const r = matchRoute(pathname);
   if (!r) throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)}`);
   const head = req.method === 'HEAD';
@@ -126,6 +144,9 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
   if (action === null) {
     throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`, { headers: { Allow: allowedMethods(r) } });
   }
+  // ---- auth (lib/server/auth): who is asking, and may they take this action here (401 / 403).
+  const canonical = (name: string, ns: string | null): string => canonicalRepository(name, ns, deps.config, deps.hosted);
+  await authorizeRoute(deps.auth, canonical, r, action, req, query, authContext);
   switch (r.kind) {
     case 'healthz':
       return sendJson(res, 200, { status: 'ok' }, {}, head);

@@ -52,6 +52,12 @@ export interface RepositoryAccess {
   actions: readonly Action[];
 }
 
+/** Per request: its logger, and who it turned out to be, told as soon as known (also when refused). */
+export interface AuthContext {
+  log?: Logger;
+  identified?: (who: Identity) => void;
+}
+
 export interface Identity {
   /** null: anonymous. */
   user: string | null;
@@ -103,8 +109,8 @@ export class Auth {
   }
 
   /** `GET /v2/`: 200 when no login is needed or the credentials are good; else 401 with the challenge. */
-  async checkBase(req: IncomingMessage, log: Logger = this.log): Promise<Identity> {
-    const who = await this.identify(req, undefined, log);
+  async checkBase(req: IncomingMessage, ctx: AuthContext = {}): Promise<Identity> {
+    const who = await this.identify(req, undefined, ctx);
     if (who.via === 'anonymous' && !this.anonymousFullyAllowed) {
       throw this.unauthorized(req, 'authentication required', undefined);
     }
@@ -112,9 +118,9 @@ export class Auth {
   }
 
   /** Before any repository request: resolves with who asked, or throws 401 / 403. */
-  async authorize(req: IncomingMessage, access: RepositoryAccess, log: Logger = this.log): Promise<Identity> {
+  async authorize(req: IncomingMessage, access: RepositoryAccess, ctx: AuthContext = {}): Promise<Identity> {
     const scope: Scope = { type: 'repository', name: access.name, actions: [...access.actions] };
-    const who = await this.identify(req, scope, log);
+    const who = await this.identify(req, scope, ctx);
     const byRules = this.rules.allowed(who.user, access.repository);
     const byToken = who.token ? tokenActions(who.token, 'repository', access.repository) : null;
     const missing = access.actions.filter((a) => !byRules.has(a) || (byToken !== null && !byToken.has(a)));
@@ -142,9 +148,9 @@ export class Auth {
   }
 
   /** `GET /v2/_catalog`: users, and anonymous clients when anonymous pull is on. */
-  async authorizeCatalog(req: IncomingMessage, log: Logger = this.log): Promise<Identity> {
+  async authorizeCatalog(req: IncomingMessage, ctx: AuthContext = {}): Promise<Identity> {
     const scope: Scope = { type: 'registry', name: 'catalog', actions: ['*'] };
-    const who = await this.identify(req, scope, log);
+    const who = await this.identify(req, scope, ctx);
     const allowed = this.catalogAllowed(who.user);
     const tokenOk = who.token === null || who.token.access.some((a) => a.type === 'registry' && a.name === 'catalog');
     if (allowed && tokenOk) return publicIdentity(who);
@@ -154,7 +160,8 @@ export class Auth {
   }
 
   /** `GET|POST /token`: writes the answer. */
-  async handleToken(req: IncomingMessage, res: ServerResponse, query: URLSearchParams, log: Logger = this.log): Promise<Identity> {
+  async handleToken(req: IncomingMessage, res: ServerResponse, query: URLSearchParams, ctx: AuthContext = {}): Promise<Identity> {
+    const log = ctx.log ?? this.log;
     const head = req.method === 'HEAD';
     let params = query;
     let user: string | null = null;
@@ -189,6 +196,7 @@ export class Auth {
         });
       }
     }
+    ctx.identified?.({ user, via });
     const access = this.grant(user, parseScopes(params.getAll('scope')));
     const issued = await this.tokens.issue(user, access);
     log.debug({ user, access }, 'token issued');
@@ -239,7 +247,13 @@ export class Auth {
     return user !== null || this.config.anonymousPull;
   }
 
-  private async identify(req: IncomingMessage, scope: Scope | undefined, log: Logger): Promise<Identified> {
+  private async identify(req: IncomingMessage, scope: Scope | undefined, ctx: AuthContext): Promise<Identified> {
+    const who = await this.identifyCredentials(req, scope, ctx.log ?? this.log);
+    ctx.identified?.(publicIdentity(who));
+    return who;
+  }
+
+  private async identifyCredentials(req: IncomingMessage, scope: Scope | undefined, log: Logger): Promise<Identified> {
     const creds = parseAuthorization(req.headers.authorization);
     switch (creds.kind) {
       case 'none':

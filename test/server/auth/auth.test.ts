@@ -204,6 +204,20 @@ t.test('an authenticated user the rules refuse gets 403 DENIED', async (t) => {
   t.equal((await call(`${h.url}/v2/lab/app/delete`, { method: 'DELETE', authorization: basic('alice') })).status, 403);
 });
 
+t.test('who asked is told to the caller before a refusal, for the access log', async (t) => {
+  const h = await harness(t, { rules: [{ repository: '**', users: ['*'], actions: ['pull'] }] });
+  const seen: Array<string | null> = [];
+  const req = { headers: { authorization: basic('bob') }, socket: {} } as unknown as http.IncomingMessage;
+  await t.rejects(h.auth.authorize(req, { repository: 'lab/app', name: 'lab/app', actions: ['push'] }, { identified: (who) => seen.push(who.user) }), { code: 'DENIED' });
+  t.same(seen, ['bob']);
+});
+
+t.test('an explicit rule may open pushing to anonymous clients, even with no users', async (t) => {
+  const h = await harness(t, { rules: [{ repository: 'docker.io/drop/**', users: ['anonymous'], actions: ['pull', 'push'] }] }, { users: false });
+  t.equal((await call(`${h.url}/v2/drop/box/push`, { method: 'POST' })).status, 200);
+  t.equal((await call(`${h.url}/v2/lab/app/push`, { method: 'POST' })).status, 403);
+});
+
 // ---------------------------------------------------------------- the token endpoint
 
 t.test('GET /token answers token, access_token, expires_in and issued_at', async (t) => {
