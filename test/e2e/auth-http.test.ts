@@ -1,0 +1,110 @@
+// Access rules on the real server, request by request: what each action needs (pull, push as
+// pull+push, delete), that a mount never reads a repository the pusher may not pull, the catalog,
+// HEAD answers carrying the challenge, and the access log naming the user.
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import bcrypt from 'bcryptjs';
+import t from 'tap';
+import { ociErrors, rawRequest, type RawResponse } from '../fixtures/http-client.js';
+import { sha256 } from '../fixtures/images.js';
+import { startStevedore } from '../fixtures/stevedore.js';
+import { tmpDir } from '../fixtures/util.js';
+
+const USERS = { admin: 'adm1n-pw', alice: 'al1ce-pw', bob: 'b0b-pw' };
+const basic = (u: keyof typeof USERS): string => `Basic ${Buffer.from(`${u}:${USERS[u]}`).toString('base64')}`;
+
+t.test('access rules on the real server', async (t) => {
+  const dir = await tmpDir(t);
+  const htpasswd = path.join(dir, 'htpasswd');
+  await writeFile(htpasswd, Object.entries(USERS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4)}`).join('\n'));
+  const sd = await startStevedore(t, {
+    upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } },
+    config: {
+      offline: true,
+      registry: { hosted: ['lab/*', 'secret/*'], delete: true },
+      auth: {
+        htpasswd,
+        anonymousPull: false,
+        groups: { admins: ['admin'] },
+        rules: [
+          { repository: 'lab/*', users: ['alice', 'bob'], actions: ['pull'] },
+          { repository: 'lab/*', users: ['alice'], actions: ['push'] },
+          { repository: '**', groups: ['admins'], actions: ['pull', 'push', 'delete'] },
+        ],
+      },
+    },
+  });
+  const req = (method: string, p: string, opts: { auth?: keyof typeof USERS; body?: Buffer; headers?: Record<string, string> } = {}): Promise<RawResponse> =>
+    rawRequest(`${sd.url}${p}`, {
+      method,
+      headers: { ...(opts.auth ? { authorization: basic(opts.auth) } : {}), ...(opts.body ? { 'content-type': 'application/octet-stream' } : {}), ...opts.headers },
+      ...(opts.body ? { body: opts.body } : {}),
+    });
+  const blob = Buffer.from('a blob only admins may read');
+  const digest = sha256(blob);
+
+  await t.test('admin pushes a blob into secret/db in one request', async (t) => {
+    const r = await req('POST', `/v2/secret/db/blobs/uploads/?digest=${digest}`, { auth: 'admin', body: blob });
+    t.equal(r.status, 201, r.body.toString());
+  });
+
+  await t.test('a HEAD without credentials is 401 with the challenge and no body', async (t) => {
+    const r = await req('HEAD', `/v2/secret/db/blobs/${digest}`);
+    t.equal(r.status, 401);
+    t.equal(r.headers['www-authenticate'], `Bearer realm="${sd.url}/token",service="stevedore",scope="repository:secret/db:pull"`);
+    t.equal(r.body.length, 0);
+  });
+
+  await t.test('alice may not read secret/db: 403', async (t) => {
+    const r = await req('GET', `/v2/secret/db/blobs/${digest}`, { auth: 'alice' });
+    t.equal(r.status, 403);
+    t.equal(ociErrors(r)?.[0]?.code, 'DENIED');
+  });
+
+  await t.test('a mount from a repository alice may not read becomes a plain upload: nothing leaks', async (t) => {
+    const r = await req('POST', `/v2/lab/app/blobs/uploads/?mount=${digest}&from=secret/db`, { auth: 'alice', headers: { 'content-length': '0' } });
+    t.equal(r.status, 202, 'an upload session, not a mount');
+    const head = await req('HEAD', `/v2/lab/app/blobs/${digest}`, { auth: 'alice' });
+    t.equal(head.status, 404, 'the blob did not appear in lab/app');
+  });
+
+  await t.test('the same mount by admin mounts', async (t) => {
+    const r = await req('POST', `/v2/lab/other/blobs/uploads/?mount=${digest}&from=secret/db`, { auth: 'admin', headers: { 'content-length': '0' } });
+    t.equal(r.status, 201);
+  });
+
+  await t.test('bob may pull lab/* but not push: 403 naming the action', async (t) => {
+    t.equal((await req('HEAD', `/v2/lab/other/blobs/${digest}`, { auth: 'bob' })).status, 200);
+    const r = await req('POST', '/v2/lab/app/blobs/uploads/', { auth: 'bob', headers: { 'content-length': '0' } });
+    t.equal(r.status, 403);
+    t.equal(ociErrors(r)?.[0]?.message, 'user bob may not push on lab/app');
+  });
+
+  await t.test('deleting needs delete: alice 403, admin 202', async (t) => {
+    t.equal((await req('DELETE', `/v2/lab/other/blobs/${digest}`, { auth: 'alice' })).status, 403);
+    t.equal((await req('DELETE', `/v2/lab/other/blobs/${digest}`)).status, 401);
+    t.equal((await req('DELETE', `/v2/lab/other/blobs/${digest}`, { auth: 'admin' })).status, 202);
+  });
+
+  await t.test('the catalog needs a login when anonymous pull is off', async (t) => {
+    t.equal((await req('GET', '/v2/_catalog')).status, 401);
+    t.equal((await req('GET', '/v2/_catalog', { auth: 'bob' })).status, 200);
+  });
+
+  await t.test('proxied names are matched as <upstream>/<name>: admin only, however addressed', async (t) => {
+    for (const p of ['/v2/library/alpine/manifests/3', '/v2/alpine/manifests/3', '/v2/docker.io/library/alpine/manifests/3', '/v2/library/alpine/manifests/3?ns=docker.io']) {
+      t.equal((await req('GET', p, { auth: 'alice' })).status, 403, `alice: ${p}`);
+      t.not((await req('GET', p, { auth: 'admin' })).status, 403, `admin: ${p}`);
+    }
+  });
+
+  await t.test('the access log names the user, never the credentials', async (t) => {
+    const lines = sd.requestLogs();
+    t.ok(lines.some((l) => l.user === 'alice' && l.status === 403));
+    t.ok(lines.some((l) => l.user === 'admin' && l.status === 201));
+    t.notOk(lines.some((l) => l.status === 401 && 'user' in l), 'anonymous requests carry no user');
+    const text = JSON.stringify(sd.logs);
+    for (const pw of Object.values(USERS)) t.notOk(text.includes(pw));
+    t.notOk(text.includes(basic('alice').slice(6)));
+  });
+});
