@@ -89,7 +89,7 @@ export class Auth {
     const key = await TokenIssuer.loadKey(config.token.key);
     const tokens = new TokenIssuer({ issuer: config.token.issuer, service: config.token.service, ttlMs: config.token.ttl, key, now });
     const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull });
-    if (htpasswd === null) log.info('auth: no htpasswd file, so no users: pushes and deletes are refused');
+    if (htpasswd === null) log.info('auth: no htpasswd file, so no users: only what the rules grant to anonymous clients is allowed');
     return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName);
   }
 

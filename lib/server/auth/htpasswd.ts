@@ -77,8 +77,9 @@ interface FileId {
   ino: number;
 }
 
-// Compared against when the user does not exist, so that costs a bcrypt round too.
-const DUMMY_HASH = bcrypt.hashSync('stevedore-no-such-user', 10);
+// Compared against when the user does not exist, so that costs a bcrypt round too (made once, on first need).
+let dummyHash: Promise<string> | null = null;
+const dummy = (): Promise<string> => (dummyHash ??= bcrypt.hash('stevedore-no-such-user', 10));
 
 export class Htpasswd {
   private users = new Map<string, string>();
@@ -131,7 +132,7 @@ export class Htpasswd {
     const hash = this.users.get(user);
     const key = createHmac('sha256', this.hmacKey).update(user).update('\0').update(password).digest('base64');
     if (hash !== undefined && this.remembered.get(key) === hash) return 'ok';
-    const ok = await bcrypt.compare(password, hash ?? DUMMY_HASH);
+    const ok = await bcrypt.compare(password, hash ?? (await dummy()));
     if (hash === undefined) return 'unknown-user';
     if (!ok) return 'bad-password';
     this.remembered.set(key, hash);
