@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** The `stevedore` command. */
 import { Command } from 'commander';
+import { ConfigError } from '../config/config.js';
 import { buildApp, createLogger } from '../server/app.js';
 import { configOrExit, fail, withConfigOptions, type ConfigFlags } from './common.js';
 import { readImageList, runPrefetch, type PrefetchFlags } from './prefetch.js';
@@ -16,7 +17,12 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
   .action(async (opts: ConfigFlags) => {
     const config = configOrExit(opts);
     const log = createLogger(config.log.level);
-    const app = await buildApp(config, { log });
+    // Files the configuration names (htpasswd, token key) are read here: a bad one exits 2 too.
+    const app = await buildApp(config, { log }).catch((err: unknown) => {
+      if (!(err instanceof ConfigError)) throw err;
+      process.stderr.write(`stevedore: ${err.message}\n`);
+      process.exit(2);
+    });
     const addr = await app.listen();
     log.info(
       {

@@ -61,13 +61,24 @@ export function createLogger(level: Config['log']['level'], destination?: pino.D
  */
 export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clock; sweepTemp?: boolean } = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.log.level);
+  const clock = opts.clock ?? { now: () => Date.now() };
+  const hosted = new HostedNames(config.registry.hosted);
+  // First, so that an unreadable htpasswd or key file stops start-up before anything is opened.
+  // Token scopes carry no ns: a name resolves as a request path without ?ns= would.
+  const canonicalName = (name: string): string | null => {
+    try {
+      return canonicalRepository(name, null, config, hosted);
+    } catch {
+      return null;
+    }
+  };
+  const auth = await Auth.create({ config: config.auth, log, clock, canonicalName });
   const store = new Store(config.storage.path, { maxSize: config.storage.maxSize, log });
   const recovered = await store.init({ sweep: opts.sweepTemp !== false });
   if (recovered.sweptTempFiles) log.info({ sweptTempFiles: recovered.sweptTempFiles }, 'removed temp files of interrupted downloads');
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
   const metadata = Metadata.create(config.metadata);
-  const clock = opts.clock ?? { now: () => Date.now() };
   const p = config.upstreamPolicy;
   const health = new UpstreamHealth(
     metadata,
@@ -98,17 +109,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     now: () => clock.now(),
   });
   await registry.start();
-  const hosted = new HostedNames(config.registry.hosted);
   const referrers = new ProxiedReferrers({ store, log, clock, manifestMaxSize: config.cache.manifestMaxSize });
-  // Token scopes carry no ns: a name resolves as a request path without ?ns= would.
-  const canonicalName = (name: string): string | null => {
-    try {
-      return canonicalRepository(name, null, config, hosted);
-    } catch {
-      return null;
-    }
-  };
-  const auth = await Auth.create({ config: config.auth, log, clock, canonicalName });
   let ready = true;
   const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, isReady: () => ready });
   return {

@@ -5,6 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
 import t from 'tap';
+import { stevedoreCli } from '../fixtures/cli.js';
 import { ociErrors, rawRequest, type RawResponse } from '../fixtures/http-client.js';
 import { sha256 } from '../fixtures/images.js';
 import { startStevedore } from '../fixtures/stevedore.js';
@@ -107,4 +108,21 @@ t.test('access rules on the real server', async (t) => {
     for (const pw of Object.values(USERS)) t.notOk(text.includes(pw));
     t.notOk(text.includes(basic('alice').slice(6)));
   });
+});
+
+t.test('stevedore serve with an unreadable htpasswd or a short key file exits 2, naming the key', async (t) => {
+  const dir = await tmpDir(t);
+  const short = path.join(dir, 'short.key');
+  await writeFile(short, 'too short\n');
+  for (const [auth, expected] of [
+    [{ htpasswd: path.join(dir, 'missing') }, /auth\.htpasswd: cannot read .*missing: ENOENT/],
+    [{ token: { key: short } }, /auth\.token\.key: .*short\.key holds 9 bytes; at least 32/],
+  ] as const) {
+    const file = path.join(dir, 'stevedore.yaml');
+    await writeFile(file, JSON.stringify({ listen: '127.0.0.1:0', storage: { path: path.join(dir, 'data') }, upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, auth }));
+    const r = await stevedoreCli(['serve', '--config', file]);
+    t.equal(r.code, 2, r.stderr);
+    t.match(r.stderr, expected);
+    t.notMatch(r.stderr, /\n\s+at /, 'a message, not a stack trace');
+  }
 });

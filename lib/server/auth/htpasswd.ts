@@ -16,6 +16,7 @@ import bcrypt from 'bcryptjs';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { ANONYMOUS, ANY_USER } from '../../config/auth-schema.js';
+import { ConfigError } from '../../config/config.js';
 
 const BCRYPT_RE = /^\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}$/;
 
@@ -103,14 +104,14 @@ export class Htpasswd {
     this.remembered = new LRUCache({ max: 1000, ttl: opts.rememberMs ?? 300_000, perf: { now: () => this.now() } });
   }
 
-  /** Reads the file once; an unreadable file is a start-up error. */
+  /** Reads the file once; an unreadable file is a start-up error (a ConfigError). */
   static async load(file: string, opts: HtpasswdOptions): Promise<Htpasswd> {
     const h = new Htpasswd(file, opts);
     let id: FileId;
     try {
       id = await fileId(file);
     } catch (err) {
-      throw new Error(`auth.htpasswd: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+      throw new ConfigError([`auth.htpasswd: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`], 'auth files');
     }
     await h.read(id);
     h.lastCheck = h.now();

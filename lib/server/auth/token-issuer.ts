@@ -8,6 +8,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { ConfigError } from '../../config/config.js';
 
 export interface TokenAccess {
   type: string;
@@ -60,17 +61,19 @@ export class TokenIssuer {
     this.now = opts.now ?? Date.now;
   }
 
-  /** The signing secret: the key file's content (trailing whitespace dropped), or random bytes. */
+  /** The signing secret: the key file's content (trailing whitespace dropped), or random bytes. A bad file: ConfigError. */
   static async loadKey(file: string | null): Promise<Uint8Array> {
     if (file === null) return randomBytes(32);
     let text: Buffer;
     try {
       text = await readFile(file);
     } catch (err) {
-      throw new Error(`auth.token.key: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+      throw new ConfigError([`auth.token.key: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`], 'auth files');
     }
     const key = Buffer.from(text.toString('latin1').replace(/\s+$/, ''), 'latin1');
-    if (key.length < MIN_KEY_BYTES) throw new Error(`auth.token.key: ${file} holds ${key.length} bytes; at least ${MIN_KEY_BYTES} are needed (e.g. openssl rand -hex 32)`);
+    if (key.length < MIN_KEY_BYTES) {
+      throw new ConfigError([`auth.token.key: ${file} holds ${key.length} bytes; at least ${MIN_KEY_BYTES} are needed (e.g. openssl rand -hex 32)`], 'auth files');
+    }
     return key;
   }
 
