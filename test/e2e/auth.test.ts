@@ -130,7 +130,20 @@ t.test('with anonymous pull off, skopeo and containerd pull only with credential
   const img = buildDockerImage('auth-e2e/private', { layers: 2 });
   await pushImage(reg.url, 'library/web', '1.0', img);
   const htpasswd = await writeHtpasswd(await tmpDir(t));
-  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, config: { auth: { htpasswd, anonymousPull: false } } });
+  const sd = await startStevedore(t, {
+    upstreams: { 'docker.io': { url: reg.url }, 'ghcr.io': { url: reg.url } },
+    defaultUpstream: 'docker.io',
+    config: {
+      auth: {
+        htpasswd,
+        anonymousPull: false,
+        rules: [
+          { repository: 'docker.io/**', users: ['*'], actions: ['pull'] },
+          { repository: 'ghcr.io/**', users: ['alice'], actions: ['pull'] },
+        ],
+      },
+    },
+  });
 
   await t.test('/v2/ challenges anonymous clients with stevedore\'s own token endpoint', async (t) => {
     const res = await fetch(`${sd.url}/v2/`);
@@ -178,6 +191,15 @@ t.test('with anonymous pull off, skopeo and containerd pull only with credential
     t.ok(seen.some((l) => l.status === 401 && /manifests\/1\.0\?ns=docker\.io/.test(String(l.path))), 'first asked anonymously: 401');
     t.ok(seen.some((l) => String(l.path).startsWith('/token') && l.status === 200 && l.user === 'alice'), 'then a token for alice');
     t.ok(seen.some((l) => /blobs\/sha256:/.test(String(l.path)) && l.status === 200 && l.user === 'alice'), 'blobs fetched as alice');
+  });
+
+  await t.test('ctr --user pulls from another upstream by ns: the token covers ghcr.io/<name>, not docker.io/<name>', async (t) => {
+    const ghcrHosts = ctrd.writeHostsToml('ghcr.io', sd.url);
+    const denied = await ctrd.pull('ghcr.io/library/web:1.0', { hostsDir: ghcrHosts, user: `bob:${USERS.bob}` });
+    t.not(denied.code, 0, 'bob may pull docker.io/** only');
+    const r = await ctrd.pull('ghcr.io/library/web:1.0', { hostsDir: ghcrHosts, user: `alice:${USERS.alice}` });
+    t.equal(r.code, 0, r.stderr);
+    t.equal(await ctrd.imageDigest('ghcr.io/library/web:1.0'), img.manifest.digest);
   });
 
   await t.test('ctr --user with a wrong password fails', async (t) => {

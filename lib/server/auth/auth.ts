@@ -47,7 +47,7 @@ export interface AuthOptions {
 export interface RepositoryAccess {
   /** Canonical name, what rules match: `docker.io/library/alpine`, `lab/app`. */
   repository: string;
-  /** The name as the client wrote it in the path: goes into the challenge's scope. */
+  /** The name for the challenge's scope: as the client wrote it, `<ns>/` before it when it sent `ns`. */
   name: string;
   actions: readonly Action[];
 }

@@ -30,6 +30,15 @@ export function canonicalRepository(rawName: string, ns: string | null, config: 
   return target.kind === 'hosted' ? target.name : `${target.repo.upstream.name}/${target.repo.name}`;
 }
 
+/**
+ * The repository name a challenge's scope carries. A token request has no `ns`, so with one
+ * (containerd) the scope says `<ns>/<name>`: that resolves, like a path prefix, to the same
+ * upstream. containerd asks for the challenge's scope besides its own `repository:<name>`.
+ */
+function scopeName(rawName: string, ns: string | null): string {
+  return ns === null ? rawName : `${ns}/${rawName}`;
+}
+
 export async function authorizeRoute(
   auth: Auth,
   canonical: (rawName: string, ns: string | null) => string,
@@ -51,7 +60,7 @@ export async function authorizeRoute(
   if (action === 'none') return ANONYMOUS;
   const ns = query.get('ns');
   const actions: RuleAction[] = action === 'push' ? ['pull', 'push'] : [action];
-  const who = await auth.authorize(req, { repository: canonical(route.name, ns), name: route.name, actions }, ctx);
+  const who = await auth.authorize(req, { repository: canonical(route.name, ns), name: scopeName(route.name, ns), actions }, ctx);
   const from = mountSource(route, req.method, query);
   if (from !== null && !(await mayPull(auth, canonical, from, ns, req, ctx.log))) {
     // Not allowed to read the source: no mount. The spec's answer for a mount that cannot be done
@@ -71,7 +80,7 @@ async function mayPull(
   log: Logger | undefined,
 ): Promise<boolean> {
   try {
-    await auth.authorize(req, { repository: canonical(name, ns), name, actions: ['pull'] }, log ? { log } : {});
+    await auth.authorize(req, { repository: canonical(name, ns), name: scopeName(name, ns), actions: ['pull'] }, log ? { log } : {});
     return true;
   } catch {
     return false;
