@@ -183,6 +183,10 @@ export class PullThrough {
         // Changed upstream (or no digest in the HEAD answer): fetch the new manifest below.
       } catch (err) {
         if (isTransient(err)) return this.staleTag(t, tag, link, err);
+        // A tag pushed here (seeded: pinned) that the upstream does not have is ours to serve.
+        if (err instanceof UpstreamError && err.kind === 'not_found' && this.store.blobs.index.isPinned(link.digest)) {
+          return { answer: { link, how: 'hit' }, ttl };
+        }
         if (err instanceof UpstreamError) throw err.toOciError('MANIFEST_UNKNOWN');
         throw err;
       }
