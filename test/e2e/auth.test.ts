@@ -1,14 +1,16 @@
 // Client authentication with real clients: stevedore with an htpasswd file (bcrypt) in front of a
 // real upstream. skopeo pushes into a hosted repository (Docker token flow: /v2/ challenge, GET
 // /token with Basic credentials, Bearer requests) and is refused without, or with wrong,
-// credentials — and then nothing is stored; with anonymous pull off, skopeo and containerd
-// (`ctr images pull --user`, POST /token) pull only with credentials. No secret reaches the logs.
+// credentials — and then nothing is stored; with anonymous pull off, skopeo, containerd
+// (`ctr images pull --user`, POST /token) and podman (`podman login`, through a path-prefix
+// mirror) pull only with credentials. No secret reaches the logs.
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
 import t, { type Test } from 'tap';
 import { startContainerd } from '../fixtures/containerd.js';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
+import { preparePodman } from '../fixtures/podman.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { readDirImage, skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
@@ -208,5 +210,31 @@ t.test('with anonymous pull off, skopeo and containerd pull only with credential
     t.not(r.code, 0);
   });
 
+  assertNoSecretsLogged(t, sd);
+});
+
+t.test('podman logs in to a path-prefix mirror and pulls through it', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildDockerImage('auth-e2e/podman', { layers: 1 });
+  await pushImage(reg.url, 'library/app', '1.0', img);
+  const htpasswd = await writeHtpasswd(await tmpDir(t));
+  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, config: { auth: { htpasswd, anonymousPull: false } } });
+  // The primary location is a closed loopback port: a failed mirror must not send podman (or a
+  // DNS query) off this machine.
+  const pm = await preparePodman(t, {
+    registriesConf: `[[registry]]\nprefix = "docker.io"\nlocation = "127.0.0.1:1"\ninsecure = true\n[[registry.mirror]]\nlocation = "${sd.host}/docker.io"\ninsecure = true\n`,
+  });
+  const anonymous = await pm.pull('docker.io/library/app:1.0');
+  t.not(anonymous.code, 0, 'without a login the mirror refuses');
+  t.match(anonymous.stderr, /authentication required to pull on docker\.io\/library\/app/);
+  const badLogin = await pm.login(sd.host, 'bob', WRONG);
+  t.not(badLogin.code, 0, 'podman login with a wrong password fails');
+  const login = await pm.login(sd.host, 'bob', USERS.bob);
+  t.equal(login.code, 0, login.stderr);
+  const r = await pm.pull('docker.io/library/app:1.0');
+  t.equal(r.code, 0, r.stderr);
+  t.equal(await pm.imageDigest('docker.io/library/app:1.0'), img.manifest.digest);
+  t.ok(sd.requestLogs().some((l) => l.path === '/v2/docker.io/library/app/manifests/1.0' && l.status === 200 && l.user === 'bob'), 'bob pulled the manifest');
   assertNoSecretsLogged(t, sd);
 });
