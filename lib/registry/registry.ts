@@ -79,7 +79,7 @@ export function hostedRepo(name: string): RepoRef {
 
 export class Registry {
   readonly uploads: UploadStore;
-  private readonly store: Store;
+  readonly store: Store;
   private readonly opts: RegistryOptions;
   private sweeper: NodeJS.Timeout | null = null;
 
@@ -218,7 +218,7 @@ export class Registry {
     bytes: Buffer,
     contentType: string | undefined,
     opts: { isKnown?: (d: Digest, isManifest: boolean) => Promise<boolean> } = {},
-  ): Promise<{ digest: string; subject: string | null; mediaType: string }> {
+  ): Promise<{ digest: string; subject: string | null; mediaType: string; fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> }> {
     if (bytes.length > this.opts.manifestMaxSize) {
       throw manifestTooLarge(bytes.length, this.opts.manifestMaxSize);
     }
@@ -228,12 +228,12 @@ export class Registry {
     }
     const parsed = validateManifest(bytes, contentType);
     const missing: string[] = [];
-    const fromElsewhere: Digest[] = [];
+    const fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> = [];
     const refs = [...parsed.manifests.map((d) => ({ d, isManifest: true })), ...parsed.blobs.map((d) => ({ d, isManifest: false }))];
     for (const { d, isManifest } of refs) {
       const dd = parseDigest(d.digest);
       if (this.store.blobs.has(dd) && (await this.store.repos.hasLink(repo, dd))) continue;
-      if (opts.isKnown && (await opts.isKnown(dd, isManifest))) fromElsewhere.push(dd);
+      if (opts.isKnown && (await opts.isKnown(dd, isManifest))) fromElsewhere.push({ digest: dd, isManifest });
       else missing.push(d.digest);
     }
     if (missing.length) {
@@ -242,14 +242,14 @@ export class Registry {
       });
     }
     await this.store.blobs.putSmall(bytes, digest, { pinned: true });
-    for (const d of fromElsewhere) await this.store.repos.link(repo, d);
+    for (const x of fromElsewhere) await this.store.repos.link(repo, x.digest);
     await this.store.repos.link(repo, digest);
     const subject = parsed.subject ? parseDigest(parsed.subject.digest) : null;
     if (subject) await this.store.repos.addReferrer(repo, subject, digest);
     if (ref.kind === 'tag') {
       await this.store.repos.setTag(repo, ref.tag, { digest: digest.value, mediaType: parsed.mediaType, size: bytes.length });
     }
-    return { digest: digest.value, subject: subject?.value ?? null, mediaType: parsed.mediaType };
+    return { digest: digest.value, subject: subject?.value ?? null, mediaType: parsed.mediaType, fromElsewhere };
   }
 
   async getManifest(repo: RepoRef, ref: Reference): Promise<StoredManifest> {

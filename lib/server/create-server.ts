@@ -18,6 +18,7 @@ import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
 import type { HostedNames } from '../registry/hosted.js';
 import type { ProxiedReferrers } from '../cache/referrers.js';
+import { fetchAndPin } from '../cache/seed.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import { actionFor, allowedMethods, type Action } from './actions.js';
 import { resolveTarget } from './target.js';
@@ -288,8 +289,10 @@ async function writeRoute(
     case 'manifest':
       if (method === 'PUT') {
         const known = seeded ? upstreamHas(deps, seeded) : undefined;
-        const { tag } = await handleManifestPut({ ...ctx, ...(known ? { isKnown: known } : {}) }, r.reference, req, res);
+        const { tag, fromElsewhere } = await handleManifestPut({ ...ctx, ...(known ? { isKnown: known } : {}) }, r.reference, req, res);
         if (tag !== null && seeded) deps.pull.forgetTag(seeded.client.name, seeded.name, tag);
+        // What the client skipped because the upstream has it is fetched now and pinned, in the background.
+        if (seeded && fromElsewhere.length) void fetchAndPin(deps.pull, deps.registry.store, seeded, fromElsewhere, deps.log);
         return;
       }
       await handleManifestDelete(ctx, r.reference, res);

@@ -175,7 +175,7 @@ export async function handleManifestPut(
   reference: string,
   req: IncomingMessage,
   res: ServerResponse,
-): Promise<{ tag: string | null }> {
+): Promise<{ tag: string | null; fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> }> {
   const ref = parseReference(reference);
   const bytes = await readManifestBody(req, ctx.manifestMaxSize);
   const contentType = req.headers['content-type'];
@@ -187,7 +187,7 @@ export async function handleManifestPut(
   };
   if (put.subject) headers['OCI-Subject'] = put.subject;
   send(res, 201, headers);
-  return { tag: ref.kind === 'tag' ? ref.tag : null };
+  return { tag: ref.kind === 'tag' ? ref.tag : null, fromElsewhere: put.fromElsewhere };
 }
 
 export async function handleManifestDelete(ctx: PushContext, reference: string, res: ServerResponse): Promise<void> {

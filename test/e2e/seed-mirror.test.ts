@@ -32,6 +32,10 @@ t.test('seeding the docker.io namespace with skopeo sync, then pulling air-gappe
     { repo: 'seed-multi', tag: '1.0', img: buildOciIndex('seed/multi', [amd64, arm64]) },
   ];
   for (const s of seeds) await pushImage(src.url, `library/${s.repo}`, s.tag, s.img);
+  // An image docker.io already has: a seeding push skips its blobs (the upstream's HEAD says 200).
+  const shared = buildDockerImage('seed/shared', { layers: 2 });
+  await pushImage(src.url, 'library/seed-shared', 'v1', shared);
+  await pushImage(up.url, 'library/seed-shared', 'v1', shared);
   const fillers = [1, 2, 3, 4].map((i) => buildOciImage(`seed/filler/${i}`, { layers: 2, layerSize: 100_000 }));
   for (const [i, f] of fillers.entries()) await pushImage(up.url, `library/filler-${i}`, 'v1', f);
   up.resetCounts();
@@ -54,6 +58,25 @@ t.test('seeding the docker.io namespace with skopeo sync, then pulling air-gappe
     t.same(up.requests.filter((q) => q.method !== 'HEAD' && q.method !== 'GET').map((q) => `${q.method} ${q.path}`), [], 'nothing was written upstream');
     const cat = await rawRequest(`${sd.url}/v2/_catalog`);
     t.same(JSON.parse(cat.body.toString()).repositories, ['docker.io/library/seed-multi', 'docker.io/library/seed-tool', 'docker.io/library/seed-web'], 'the catalog names them as pullable');
+    await sd.stop();
+  });
+
+  await t.test('blobs a seeding push skipped because the upstream has them are fetched and pinned', async (t) => {
+    const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: up.url } }, storagePath, config: { storage } });
+    const r = await skopeoCopy(`docker://${src.host}/library/seed-shared:v1`, `docker://${sd.host}/docker.io/library/seed-shared:v1`);
+    t.equal(r.code, 0, r.stderr);
+    const uploads = sd.requestLogs().filter((l) => l.method === 'POST' || l.method === 'PATCH');
+    t.equal(uploads.length, 0, 'skopeo uploaded no blob: the upstream had them all');
+    const want = [shared.manifest, shared.config, ...shared.layers].map((b) => b.digest);
+    for (let i = 0; i < 50; i++) {
+      const st = await storeState(storagePath);
+      if (want.every((d) => st.blobs.includes(d) && st.pins.includes(d))) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const st = await storeState(storagePath);
+    for (const d of want) t.ok(st.blobs.includes(d) && st.pins.includes(d), `${d.slice(0, 19)} fetched and pinned`);
+    seeds.push({ repo: 'seed-shared', tag: 'v1', img: shared });
+    seededDigests.push(...want);
     await sd.stop();
   });
 

@@ -10,6 +10,7 @@
  *              With no htpasswd file there is nobody to log in as: push and delete → 403 saying so.
  *   token:     GET /token?service=&scope=... (Basic or anonymous), POST /token (OAuth2 password
  *              form, containerd). Grants what was asked ∩ what the rules allow.
+ *   guessing: 10 failed logins from one address within a minute → 429 until the minute is over.
  *   /v2/:      200 when anonymous clients may do all there is to do (no users, anonymous pull);
  *              else 401 with the challenge, which is what makes docker/podman/skopeo send credentials.
  *
@@ -24,6 +25,7 @@ import { sendJson } from '../respond.js';
 import { AccessRules } from './access-rules.js';
 import { bearerChallenge, parseAuthorization, parseScopes, type Scope } from './challenge.js';
 import { Htpasswd, type VerifyResult } from './htpasswd.js';
+import { LoginThrottle } from './login-throttle.js';
 import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
 
 export const TOKEN_PATH = '/token';
@@ -76,6 +78,7 @@ export class Auth {
     private readonly htpasswd: Htpasswd | null,
     private readonly tokens: TokenIssuer,
     private readonly canonicalName: (name: string) => string | null,
+    private readonly throttle: LoginThrottle,
   ) {}
 
   /** Reads the htpasswd and key files; an unreadable one stops start-up. */
@@ -90,7 +93,7 @@ export class Auth {
     const tokens = new TokenIssuer({ issuer: config.token.issuer, service: config.token.service, ttlMs: config.token.ttl, key, now });
     const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull });
     if (htpasswd === null) log.info('auth: no htpasswd file, so no users: only what the rules grant to anonymous clients is allowed');
-    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName);
+    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }));
   }
 
   /** Anonymous clients can do everything anyone could: nothing would be gained by logging in. */
@@ -281,9 +284,20 @@ export class Auth {
 
   /** Throws 401 on a wrong password or unknown user, logging the failure without the password. */
   private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<void> {
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    const wait = this.throttle.retryAfter(ip);
+    if (wait > 0) {
+      log.warn({ user: user.slice(0, 100), reason: 'throttled', via, ip }, 'failed login');
+      const seconds = Math.ceil(wait / 1000);
+      throw new OciError('TOOMANYREQUESTS', `too many failed logins from this address; try again in ${seconds}s`, { headers: { 'Retry-After': String(seconds) } });
+    }
     const result: VerifyResult = this.htpasswd ? await this.htpasswd.verify(user, password) : 'unknown-user';
-    if (result === 'ok') return;
-    log.warn({ user: user.slice(0, 100), reason: result, via, ip: req.socket.remoteAddress }, 'failed login');
+    if (result === 'ok') {
+      this.throttle.succeeded(ip);
+      return;
+    }
+    this.throttle.failed(ip);
+    log.warn({ user: user.slice(0, 100), reason: result, via, ip }, 'failed login');
     const message = this.htpasswd ? 'invalid username or password' : 'invalid username or password: this registry has no users (auth.htpasswd is not set)';
     if (via === 'token') {
       throw new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': `Basic realm="${this.config.token.service}"` } });

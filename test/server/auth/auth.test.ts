@@ -181,6 +181,19 @@ t.test('a wrong password or an unknown user is 401; the failure is logged withou
   t.notOk(JSON.stringify(h.logs).includes('not-the-password'), 'no password in any log line');
 });
 
+t.test('ten failed logins from one address within a minute: 429 with Retry-After, without checking the password', async (t) => {
+  const h = await harness(t);
+  for (let i = 0; i < 10; i++) t.equal((await call(`${h.url}/v2/library/alpine/pull`, { authorization: basic('alice', `guess-${i}`) })).status, 401);
+  h.now.t += 10_000;
+  const blocked = await call(`${h.url}/token?service=stevedore`, { authorization: basic('alice') });
+  t.equal(blocked.status, 429, 'even the right password waits');
+  t.equal(code(blocked), 'TOOMANYREQUESTS');
+  t.match(h.logs.at(-1), { msg: 'failed login', reason: 'throttled', user: 'alice' });
+  h.now.t += 50_001;
+  t.equal((await call(`${h.url}/v2/lab/app/push`, { method: 'POST', authorization: basic('alice') })).status, 200, 'after the minute');
+  t.equal((await call(`${h.url}/v2/library/alpine/pull`)).status, 200, 'anonymous requests were never throttled');
+});
+
 t.test('bad credentials are refused even where anonymous access would do', async (t) => {
   const h = await harness(t);
   t.equal((await call(`${h.url}/v2/library/alpine/pull`, { authorization: basic('alice', 'nope') })).status, 401);
