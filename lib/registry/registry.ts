@@ -8,7 +8,8 @@
  *   mounts     a blob this registry has in `from` is linked into the target: no byte is copied
  *   manifests  PUT validates (parseable, known type, Content-Type agrees, size, every blob and
  *              child manifest present in the repository) then stores the exact bytes, pinned
- *   deletes    only links and tags go; bytes shared by content address stay (gc reclaims them)
+ *   deletes    links and tags go; content no repository links any more is unpinned, so the
+ *              LRU bound or `stevedore gc` reclaims it (other repositories may share the bytes)
  *
  * Every check happens before anything is written: a refused request changes nothing on disk.
  */
@@ -295,6 +296,12 @@ export class Registry {
     }
     if (parsed?.subject) await this.store.repos.removeReferrer(repo, parseDigest(parsed.subject.digest), d);
     await this.store.repos.unlink(repo, d);
+    await this.releaseIfUnreferenced(d);
+  }
+
+  /** Content no repository names any more is no longer pinned: eviction or gc may reclaim it. */
+  private async releaseIfUnreferenced(d: Digest): Promise<void> {
+    if (!(await this.store.repos.linkedAnywhere(d))) await this.store.blobs.unpin(d);
   }
 
   // ---- blobs -----------------------------------------------------------------------------
@@ -322,6 +329,7 @@ export class Registry {
 
   async deleteBlob(repo: RepoRef, d: Digest): Promise<void> {
     if (!(await this.store.repos.unlink(repo, d))) throw new OciError('BLOB_UNKNOWN', `blob ${repo.name}@${d.value} unknown`);
+    await this.releaseIfUnreferenced(d);
   }
 
   // ---- discovery -------------------------------------------------------------------------

@@ -256,6 +256,18 @@ export class BlobStore {
     this.index.add(d.value, size, this.now(), true);
   }
 
+  /**
+   * Returns pinned content to the evictable cache (a delete left no repository naming it): the
+   * least-recently-used policy, or `stevedore gc`, may then remove it.
+   */
+  async unpin(d: Digest): Promise<void> {
+    await fsp.rm(this.paths.pin(d), { force: true });
+    const size = this.index.peek(d.value);
+    if (size === null || !this.index.isPinned(d.value)) return;
+    this.index.remove(d.value);
+    this.index.add(d.value, size, this.now());
+  }
+
   async delete(d: Digest): Promise<void> {
     this.index.remove(d.value);
     await fsp.rm(this.paths.blob(d), { force: true });

@@ -108,6 +108,12 @@ export class RepoStore {
     return removeFile(this.paths.link(repo.upstream, repo.name, d));
   }
 
+  /** Whether any repository (hosted, cached or seeded) still links this digest. */
+  async linkedAnywhere(d: Digest): Promise<boolean> {
+    for (const repo of await this.listRepositories()) if (await this.hasLink(repo, d)) return true;
+    return false;
+  }
+
   /** Whether anything was ever stored for this repository (a tag or a link). */
   async exists(repo: RepoRef): Promise<boolean> {
     const dir = this.paths.repo(repo.upstream, repo.name);

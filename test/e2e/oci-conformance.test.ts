@@ -415,6 +415,21 @@ t.test('Content management', async (t) => {
     t.equal(again.status, 404, 'a second DELETE: BLOB_UNKNOWN');
   });
 
+  await t.test('end-10: content stays pinned while a repository links it; deleting the last link unpins it', async (t) => {
+    const b = Buffer.from('shared by two repositories');
+    const d = sha256(b);
+    await pushBlobWhole(sd.url, 'lab/one', b, d);
+    const mount = await call(sd.url, 'POST', `/v2/lab/two/blobs/uploads/?mount=${d}&from=lab/one`, { headers: { 'content-length': '0' } });
+    t.equal(mount.status, 201);
+    t.equal((await call(sd.url, 'DELETE', `/v2/lab/one/blobs/${d}`)).status, 202);
+    t.ok((await storeState(sd.storagePath)).pins.includes(d), 'still pinned: lab/two links it');
+    t.ok((await rawRequest(`${sd.url}/v2/lab/two/blobs/${d}`)).body.equals(b), 'and served there');
+    t.equal((await call(sd.url, 'DELETE', `/v2/lab/two/blobs/${d}`)).status, 202);
+    const st = await storeState(sd.storagePath);
+    t.notOk(st.pins.includes(d), 'unpinned: no repository names it');
+    t.ok(st.blobs.includes(d), 'the bytes stay until evicted or collected');
+  });
+
   await t.test('end-14: DELETE an upload session answers 204; it is then BLOB_UPLOAD_UNKNOWN', async (t) => {
     const s = await openUpload(sd.url, 'lab/del');
     await call(sd.url, 'PATCH', s.location, { body: Buffer.from('abc'), headers: { 'content-range': '0-2' } });
