@@ -336,6 +336,13 @@ export class PullThrough {
     }
   }
 
+  /** Upstream blob downloads writing now (metrics). */
+  downloadsInFlight(): number {
+    let n = 0;
+    for (const dl of this.downloads.values()) if (dl.writer.state === 'writing') n++;
+    return n;
+  }
+
   /** A download still writing (a finished one lingers only to be joined by late starters). */
   private inFlight(d: Digest): Download | undefined {
     const dl = this.downloads.get(d.value);

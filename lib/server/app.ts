@@ -12,6 +12,7 @@ import { UpstreamClient } from '../upstream/upstream-client.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
 import { UpstreamHealth } from '../metadata/upstream-health.js';
 import { createServer } from './create-server.js';
+import { Metrics } from './metrics.js';
 import { Auth } from './auth/auth.js';
 import { canonicalRepository } from './auth/authorize-route.js';
 import { Registry } from '../registry/registry.js';
@@ -111,7 +112,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   await registry.start();
   const referrers = new ProxiedReferrers({ store, log, clock, manifestMaxSize: config.cache.manifestMaxSize });
   let ready = true;
-  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, isReady: () => ready });
+  const metrics = new Metrics({ store: store.blobs, pull, upstreams });
+  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, isReady: () => ready });
   return {
     server,
     store,

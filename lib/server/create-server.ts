@@ -13,6 +13,7 @@ import { parseReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
+import type { Metrics } from './metrics.js';
 import { API_VERSION_HEADER, sendError, sendJson, streamBody, toOciError } from './respond.js';
 import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
@@ -52,6 +53,8 @@ export interface ServerDeps {
   auth: Auth;
   /** Readiness: false until the store is initialised, and again while draining. */
   isReady: () => boolean;
+  /** Prometheus metrics at /metrics; absent: no /metrics. */
+  metrics?: Metrics;
 }
 
 /** What the access log line says about one request, filled in as it is handled. */
@@ -66,6 +69,8 @@ interface Outcome {
   err?: unknown;
   /** Who asked (an htpasswd user); absent for anonymous clients. */
   user?: string;
+  /** The route kind, for metrics. */
+  route?: string;
 }
 
 const STALE_WARNING = '110 - "Response is Stale"';
@@ -113,6 +118,7 @@ async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerRespons
   };
   if (res.statusCode >= 500 || outcome.aborted) log.warn(line, 'request');
   else log.info(line, 'request');
+  deps.metrics?.observe(outcome.route ?? 'other', req.method ?? 'GET', res.statusCode, outcome.cache, outcome.bytes ?? 0, ms / 1000);
 }
 
 function parseUrl(req: IncomingMessage): { pathname: string; query: URLSearchParams } {
@@ -134,11 +140,17 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
     },
   };
   if (pathname === TOKEN_PATH) {
+    outcome.route = 'token';
     await deps.auth.handleToken(req, res, query, authContext);
     return;
   }
+  if (pathname === '/metrics' && deps.metrics && (req.method === 'GET' || req.method === 'HEAD')) {
+    outcome.route = 'metrics';
+    return deps.metrics.send(res, req.method === 'HEAD');
+  }
   const r = matchRoute(pathname);
   if (!r) throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)}`);
+  outcome.route = r.kind;
   const head = req.method === 'HEAD';
   // The one place a request's action is decided: an access-rule check plugs in here.
   const action = actionFor(r, req.method);

@@ -28,6 +28,8 @@ export class BlobIndex {
   private pinnedBytes = 0;
   private readonly maxSize: number | null;
   private readonly onEvict: BlobIndexOptions['onEvict'];
+  /** Evictions since start (metrics). */
+  evictions = 0;
 
   constructor(opts: BlobIndexOptions) {
     this.maxSize = opts.maxSize;
@@ -37,7 +39,10 @@ export class BlobIndex {
       maxSize: opts.maxSize ?? Number.MAX_SAFE_INTEGER,
       sizeCalculation: (e: IndexEntry) => Math.max(1, e.size),
       dispose: (entry, digest, reason) => {
-        if (reason === 'evict') opts.onEvict(digest, entry);
+        if (reason === 'evict') {
+          this.evictions++;
+          opts.onEvict(digest, entry);
+        }
       },
     });
   }
@@ -50,6 +55,7 @@ export class BlobIndex {
     }
     if (this.maxSize !== null && size > this.maxSize) {
       // Larger than the whole cache: served to whoever is reading it now, then gone.
+      this.evictions++;
       this.onEvict(digest, { size, touchedAt });
       return;
     }

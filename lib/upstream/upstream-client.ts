@@ -82,6 +82,8 @@ export class UpstreamClient {
   private readonly health: UpstreamHealth | null;
   /** Offline mode: this upstream is never contacted. */
   readonly offline: boolean;
+  /** Requests sent, by `METHOD STATUS` (status 0: no answer) — for metrics. */
+  readonly requestCounts = new Map<string, number>();
 
   constructor(config: UpstreamConfig, log: Logger, health: UpstreamHealth | null = null) {
     this.config = config;
@@ -202,11 +204,18 @@ export class UpstreamClient {
     try {
       res = await this.authenticated(opts);
     } catch (err) {
+      this.count(opts.method, 0);
       if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.health?.failed(this.name);
       throw err;
     }
+    this.count(opts.method, res.status);
     await this.observe(res);
     return res;
+  }
+
+  private count(method: string, status: number): void {
+    const key = `${method} ${status}`;
+    this.requestCounts.set(key, (this.requestCounts.get(key) ?? 0) + 1);
   }
 
   /** Feeds an answer to the health record: quota headers, 429 cool-down, 5xx failures. */

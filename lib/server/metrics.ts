@@ -1,0 +1,105 @@
+/**
+ * Prometheus metrics at `/metrics` (prom-client, one registry per app so tests do not share
+ * counters). Labels are bounded: route kind, method, status, cache result, upstream name — never a
+ * repository name or a digest.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ServerResponse } from 'node:http';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { PullThrough } from '../cache/pull-through.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'route' | 'method' | 'status' | 'cache'>;
+  private readonly bytes: Counter<'route' | 'cache'>;
+  private readonly duration: Histogram<'route'>;
+
+  constructor(deps: { store: BlobStore; pull: PullThrough; upstreams: ReadonlyMap<string, UpstreamClient> }) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'stevedore_' });
+    this.requests = new Counter({
+      name: 'stevedore_http_requests_total',
+      help: 'Requests answered, by route kind, method, status and cache result',
+      labelNames: ['route', 'method', 'status', 'cache'],
+      registers,
+    });
+    this.bytes = new Counter({
+      name: 'stevedore_http_response_bytes_total',
+      help: 'Body bytes sent to clients, by route kind and cache result',
+      labelNames: ['route', 'cache'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'stevedore_http_request_duration_seconds',
+      help: 'Time from request to the last byte of the answer',
+      labelNames: ['route'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+      registers,
+    });
+    new Gauge({
+      name: 'stevedore_store_bytes',
+      help: 'Bytes in the store: cached (evictable) and pinned',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const s = deps.store.index.stats();
+        this.set({ kind: 'cached' }, s.cachedBytes);
+        this.set({ kind: 'pinned' }, s.pinnedBytes);
+      },
+    });
+    new Gauge({
+      name: 'stevedore_store_blobs',
+      help: 'Blobs and manifests in the store: cached (evictable) and pinned',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const s = deps.store.index.stats();
+        this.set({ kind: 'cached' }, s.cachedCount);
+        this.set({ kind: 'pinned' }, s.pinnedCount);
+      },
+    });
+    new Gauge({
+      name: 'stevedore_store_evictions_total',
+      help: 'Blobs evicted to stay under storage.maxSize since start',
+      registers,
+      collect() {
+        this.set(deps.store.index.evictions);
+      },
+    });
+    new Gauge({
+      name: 'stevedore_downloads_in_flight',
+      help: 'Upstream blob downloads in progress (each serves every client asking for that digest)',
+      registers,
+      collect() {
+        this.set(deps.pull.downloadsInFlight());
+      },
+    });
+    new Gauge({
+      name: 'stevedore_upstream_requests_total',
+      help: 'Requests sent to each upstream, by method and status (0: no answer)',
+      labelNames: ['upstream', 'method', 'status'],
+      registers,
+      collect() {
+        for (const client of deps.upstreams.values()) {
+          for (const [key, n] of client.requestCounts) {
+            const [method, status] = key.split(' ') as [string, string];
+            this.set({ upstream: client.name, method, status }, n);
+          }
+        }
+      },
+    });
+  }
+
+  observe(route: string, method: string, status: number, cache: string | undefined, bytes: number, seconds: number): void {
+    this.requests.inc({ route, method, status: String(status), cache: cache ?? 'none' });
+    if (bytes > 0) this.bytes.inc({ route, cache: cache ?? 'none' }, bytes);
+    this.duration.observe({ route }, seconds);
+  }
+
+  async send(res: ServerResponse, head: boolean): Promise<void> {
+    const body = Buffer.from(await this.registry.metrics());
+    res.writeHead(200, { 'Content-Type': this.registry.contentType, 'Content-Length': String(body.length) });
+    res.end(head ? undefined : body);
+  }
+}

@@ -1,0 +1,51 @@
+// /metrics in Prometheus text format: requests by route, status and cache result; bytes served;
+// upstream requests; what the store holds; evictions; downloads in flight.
+import t from 'tap';
+import { buildDockerImage, pushImage } from '../fixtures/images.js';
+import { startRegistry } from '../fixtures/registry.js';
+import { startStevedore } from '../fixtures/stevedore.js';
+
+function metric(text: string, name: string, labels: Record<string, string> = {}): number | null {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries((m[2] ?? '').split(',').filter(Boolean).map((kv) => {
+      const [k, v] = kv.split('=') as [string, string];
+      return [k, v.replace(/^"|"$/g, '')];
+    }));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return null;
+}
+
+t.test('metrics count requests, cache results, bytes, upstream requests and the store', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildDockerImage('metrics/app', { layers: 1 });
+  await pushImage(reg.directUrl, 'library/app', 'v1', img);
+  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, config: { storage: { maxSize: '1MiB' } } });
+  const layer = img.layers[0]!;
+  for (let i = 0; i < 2; i++) {
+    const r = await fetch(`${sd.url}/v2/library/app/blobs/${layer.digest}?ns=docker.io`);
+    await r.arrayBuffer();
+  }
+  await (await fetch(`${sd.url}/v2/library/app/manifests/v1?ns=docker.io`)).arrayBuffer();
+  await (await fetch(`${sd.url}/v2/library/app/manifests/nope?ns=docker.io`)).arrayBuffer();
+
+  const res = await fetch(`${sd.url}/metrics`);
+  t.equal(res.status, 200);
+  t.match(res.headers.get('content-type'), /^text\/plain/);
+  const text = await res.text();
+  t.equal(metric(text, 'stevedore_http_requests_total', { route: 'blob', method: 'GET', status: '200', cache: 'miss' }), 1, 'one blob miss');
+  t.equal(metric(text, 'stevedore_http_requests_total', { route: 'blob', method: 'GET', status: '200', cache: 'hit' }), 1, 'one blob hit');
+  t.equal(metric(text, 'stevedore_http_requests_total', { route: 'manifest', status: '404' }), 1, 'the unknown tag');
+  t.equal(metric(text, 'stevedore_http_response_bytes_total', { route: 'blob', cache: 'hit' }), layer.size, 'bytes served from the store');
+  t.equal(metric(text, 'stevedore_upstream_requests_total', { upstream: 'docker.io', method: 'GET', status: '200' }), 2, 'blob + manifest fetched upstream');
+  t.equal(metric(text, 'stevedore_upstream_requests_total', { upstream: 'docker.io', method: 'GET', status: '404' }), 1);
+  t.ok((metric(text, 'stevedore_store_bytes', { kind: 'cached' }) ?? 0) >= layer.size, 'the store holds the layer');
+  t.equal(metric(text, 'stevedore_store_evictions_total'), 0);
+  t.equal(metric(text, 'stevedore_downloads_in_flight'), 0);
+  t.ok(metric(text, 'stevedore_process_resident_memory_bytes') !== null, 'process metrics too');
+  t.notMatch(text, /library\/app/, 'no repository names in labels');
+});
