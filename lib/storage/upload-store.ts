@@ -138,7 +138,12 @@ export class UploadStore {
       }
     } catch (err) {
       await fsp.truncate(file, size).catch(() => undefined);
-      throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') {
+        // The request body broke off (client gone): the client's failure, not ours; the chunk is dropped.
+        throw new OciError('BLOB_UPLOAD_INVALID', `the chunk broke off after ${received} bytes and was discarded`, { cause: err });
+      }
+      throw err; // OciError from the meter, or a disk failure (a 500)
     }
     this.hashes.set(uuid, { algorithm: 'sha256', hash, offset: size + received });
     await touch(path.join(this.dir(uuid), 'info.json'), this.now());
