@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { buildOciImage, MediaType, pushImage, sha256 } from '../fixtures/images.js';
 import { rawRequest } from '../fixtures/http-client.js';
+import { pushBlobWhole, putManifest } from '../fixtures/oci-push.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 
@@ -76,13 +77,37 @@ t.test('end-12a for a proxied repository: the upstream answer, cached', async (t
     t.same((JSON.parse(r.body.toString()) as { manifests: Array<{ digest: string }> }).manifests.map((m) => m.digest), [sbomDigest]);
   });
 
+  await t.test('a referrer pushed into the upstream namespace here (seeded) is listed with the upstream ones', async (t) => {
+    const empty = Buffer.from('{}');
+    const layer = Buffer.from('a seeded signature');
+    for (const b of [empty, layer]) {
+      const r = await pushBlobWhole(sd.url, 'ghcr.io/org/app', b, sha256(b));
+      t.equal(r.status, 201, r.body.toString());
+    }
+    const sigManifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      artifactType: SIG,
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256(empty), size: empty.length },
+      layers: [{ mediaType: 'application/octet-stream', digest: sha256(layer), size: layer.length }],
+      subject: { mediaType: MediaType.ociManifest, digest: subject, size: 123 },
+    }));
+    const put = await putManifest(sd.url, 'ghcr.io/org/app', sha256(sigManifest), sigManifest, MediaType.ociManifest);
+    t.equal(put.status, 201, put.body.toString());
+    t.equal(put.headers['oci-subject'], subject);
+    const r = await rawRequest(url);
+    const digests = (JSON.parse(r.body.toString()) as { manifests: Array<{ digest: string }> }).manifests.map((m) => m.digest);
+    t.same(digests, [...referrers.map((m) => m.digest), sha256(sigManifest)].sort(), 'two from the upstream, one seeded');
+  });
+
   await t.test('with the upstream failing, the cached answer is served, marked stale', async (t) => {
     up.fail.on = true;
     const r = await rawRequest(url);
     t.equal(r.status, 200);
     t.equal(r.headers['x-cache'], 'stale');
     t.match(String(r.headers.warning), /^110/);
-    t.same((JSON.parse(r.body.toString()) as { manifests: unknown[] }).manifests, referrers);
+    t.same((JSON.parse(r.body.toString()) as { manifests: Array<{ digest: string }> }).manifests.filter((m) => referrers.some((x) => x.digest === m.digest)), referrers, 'the cached upstream descriptors');
+    t.equal((JSON.parse(r.body.toString()) as { manifests: unknown[] }).manifests.length, 3, 'and the seeded one');
   });
 
   await t.test('with the upstream failing and nothing cached, the upstream error is answered', async (t) => {
