@@ -141,7 +141,9 @@ export class Registry {
    * be mounted: the caller opens a normal session instead.
    */
   async mount(repo: RepoRef, digest: Digest, from: RepoRef): Promise<boolean> {
-    if (!this.store.blobs.has(digest) || !(await this.store.repos.hasLink(from, digest))) return false;
+    if (!(await this.store.repos.hasLink(from, digest))) return false;
+    // Pinned at once if it is stored: from here on no eviction can take it.
+    if (!this.store.blobs.has(digest)) return false;
     await this.store.blobs.pin(digest);
     await this.store.repos.link(repo, digest);
     return true;
@@ -230,18 +232,27 @@ export class Registry {
     const parsed = validateManifest(bytes, contentType);
     const missing: string[] = [];
     const fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> = [];
+    const present: Digest[] = [];
     const refs = [...parsed.manifests.map((d) => ({ d, isManifest: true })), ...parsed.blobs.map((d) => ({ d, isManifest: false }))];
     for (const { d, isManifest } of refs) {
       const dd = parseDigest(d.digest);
-      if (this.store.blobs.has(dd) && (await this.store.repos.hasLink(repo, dd))) continue;
+      if ((await this.store.repos.hasLink(repo, dd)) && this.store.blobs.has(dd)) {
+        present.push(dd);
+        continue;
+      }
       if (opts.isKnown && (await opts.isKnown(dd, isManifest))) fromElsewhere.push({ digest: dd, isManifest });
       else missing.push(d.digest);
     }
+    // Everything a pushed manifest names is pinned with it (content pulled into a seeded namespace
+    // too), once the manifest is valid. Checked again and pinned in one synchronous step (pin()
+    // updates the index before it awaits): no eviction can come in between.
+    for (const dd of present) if (!this.store.blobs.has(dd)) missing.push(dd.value);
     if (missing.length) {
       throw new OciError('MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} blob(s) or manifest(s) not pushed to ${repo.name}: ${missing.slice(0, 5).join(', ')}`, {
         detail: { missing: missing.slice(0, 100) },
       });
     }
+    await Promise.all(present.map((dd) => this.store.blobs.pin(dd)));
     await this.store.blobs.putSmall(bytes, digest, { pinned: true });
     for (const x of fromElsewhere) await this.store.repos.link(repo, x.digest);
     await this.store.repos.link(repo, digest);

@@ -228,8 +228,9 @@ export class BlobStore {
 
   /** Pins stored content: it is never evicted, across restarts too. */
   async pin(d: Digest): Promise<void> {
-    await this.writePinFile(d);
+    // The index first, before anything is awaited: an eviction in between would lose the content.
     this.index.pin(d.value);
+    await this.writePinFile(d);
   }
 
   private async writePinFile(d: Digest): Promise<void> {
@@ -246,8 +247,9 @@ export class BlobStore {
   async commitVerifiedFile(file: string, d: Digest, size: number): Promise<void> {
     await this.writePinFile(d);
     if (this.index.has(d.value)) {
-      await fsp.rm(file, { force: true });
+      // Pinned before anything else is awaited: an eviction in between would lose the content.
       this.index.pin(d.value);
+      await fsp.rm(file, { force: true });
       return;
     }
     const final = this.paths.blob(d);

@@ -5,7 +5,7 @@ import t from 'tap';
 import { startContainerd } from '../fixtures/containerd.js';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
 import { rawRequest } from '../fixtures/http-client.js';
-import { storeState } from '../fixtures/oci-push.js';
+import { putManifest, storeState } from '../fixtures/oci-push.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 
@@ -21,6 +21,15 @@ t.test('ctr images push into stevedore', async (t) => {
   const hostsDir = ctrd.writeHostsToml('docker.io', sd.url);
   const pulled = await ctrd.pull('docker.io/library/app:v1', { hostsDir });
   t.equal(pulled.code, 0, pulled.stderr);
+
+  await t.test('a tag pushed where the image was only pulled (cached) pins that content', async (t) => {
+    const before = await storeState(sd.storagePath);
+    for (const b of [img.config, ...img.layers]) t.notOk(before.pins.includes(b.digest), `${b.digest.slice(0, 19)} cached, not pinned`);
+    const r = await putManifest(sd.url, 'docker.io/library/app', 'seeded', img.manifest.data, img.manifest.mediaType);
+    t.equal(r.status, 201, r.body.toString());
+    const after = await storeState(sd.storagePath);
+    for (const b of [img.manifest, img.config, ...img.layers]) t.ok(after.pins.includes(b.digest), `${b.digest.slice(0, 19)} pinned`);
+  });
 
   for (const [what, name] of [
     ['a hosted repository', 'lab/app'],
