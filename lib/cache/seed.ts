@@ -19,18 +19,21 @@ export async function fetchAndPin(
 ): Promise<void> {
   for (const { digest, isManifest } of items) {
     try {
-      if (isManifest) {
-        await pull.getManifestByDigest(t, digest);
-      } else {
-        const answer = await pull.getBlob(t, digest);
-        if (answer.cache === 'hit') await answer.release();
-        else {
-          const body = answer.open();
-          body.resume();
-          await once(body, 'end');
+      // Evicted between arriving and being pinned (a tiny storage.maxSize)? Fetch it again.
+      for (let attempt = 0; attempt < 3 && !store.blobs.index.isPinned(digest.value); attempt++) {
+        if (isManifest) {
+          await pull.getManifestByDigest(t, digest);
+        } else {
+          const answer = await pull.getBlob(t, digest);
+          if (answer.cache === 'hit') await answer.release();
+          else {
+            const body = answer.open();
+            body.resume();
+            await once(body, 'end');
+          }
         }
+        await store.blobs.pin(digest);
       }
-      await store.blobs.pin(digest);
     } catch (err) {
       log.warn({ err, upstream: t.client.name, repo: t.name, digest: digest.value }, 'seeding: content the push skipped could not be fetched from the upstream');
     }
