@@ -394,18 +394,30 @@ export class PullThrough {
   /** The complete tags list: from the upstream, else the last complete one stored (stale). */
   async listTags(t: Target): Promise<{ tags: string[]; cache: CacheResult; staleReason?: string }> {
     const repo = this.repo(t);
+    // Tags pushed here (seeded) are served by getManifestByTag whatever the upstream says: list them too.
+    const seeded = await this.seededTags(repo);
     try {
       const tags = await t.client.listTags(t.name);
       await this.store.repos.setTagsList(repo, tags, this.clock.now());
-      return { tags, cache: 'miss' };
+      return { tags: [...new Set([...tags, ...seeded])], cache: 'miss' };
     } catch (err) {
       if (isTransient(err)) {
         const stored = await this.store.repos.getTagsList(repo);
-        if (stored) return { tags: stored.tags, cache: 'stale', staleReason: err.message };
+        if (stored || seeded.length) return { tags: [...new Set([...(stored?.tags ?? []), ...seeded])], cache: 'stale', staleReason: err.message };
       }
       if (err instanceof UpstreamError) throw err.toOciError('NAME_UNKNOWN');
       throw err;
     }
+  }
+
+  /** Stored tags whose manifest is pinned: pushed into this upstream's namespace (or prefetched with --pin). */
+  private async seededTags(repo: RepoRef): Promise<string[]> {
+    const out: string[] = [];
+    for (const tag of await this.store.repos.listStoredTags(repo)) {
+      const link = await this.store.repos.getTag(repo, tag).catch(() => null);
+      if (link && this.store.blobs.index.isPinned(link.digest)) out.push(tag);
+    }
+    return out;
   }
 
   /** Waits for downloads in progress (graceful shutdown). */

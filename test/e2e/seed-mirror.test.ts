@@ -117,6 +117,14 @@ t.test('seeding the docker.io namespace with skopeo sync, then pulling air-gappe
     t.ok(manifestAnswers.length > 0 && manifestAnswers.every((l) => l.status === 200 && l.cache === 'stale'), 'tags were answered from the store, marked stale');
   });
 
+  await t.test('with the upstream unreachable, tags/list of a seeded repository lists the seeded tags', async (t) => {
+    const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: CLOSED } }, storagePath, config: { storage } });
+    const r = await rawRequest(`${sd.url}/v2/docker.io/library/seed-tool/tags/list`);
+    t.equal(r.status, 200, r.body.toString());
+    t.same(JSON.parse(r.body.toString()), { name: 'docker.io/library/seed-tool', tags: ['v1', 'v2'] });
+    t.match(String(r.headers.warning), /^110/, 'marked stale');
+  });
+
   await t.test('with offline: true the seeded tags are served as they are', async (t) => {
     const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: CLOSED } }, storagePath, config: { storage, offline: true } });
     const web = seeds[0]!.img as BuiltImage;
