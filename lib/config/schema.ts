@@ -163,7 +163,7 @@ export const configSchema = z
         /** Allow DELETE of manifests, tags and blobs (hosted and seeded repositories). */
         delete: z.boolean().default(false),
         /** Upload sessions idle this long are removed (swept periodically and at start-up). */
-        uploadMaxAge: duration.default(86_400_000),
+        uploadMaxAge: duration.refine((ms) => ms >= 60_000, { message: 'at least 1m: shorter would cut off uploads in progress' }).default(86_400_000),
       })
       .strict()
       .default({ hosted: [], delete: false, uploadMaxAge: 86_400_000 }),

@@ -58,6 +58,11 @@ t.test('registry.hosted refuses patterns that are not names with * and **', asyn
   t.same(parseConfig({ registry: { hosted: ['lab/*', 'team/**', '**'] } }).registry.hosted, ['lab/*', 'team/**', '**']);
 });
 
+t.test('registry.uploadMaxAge below a minute is refused with its key path', async (t) => {
+  t.throws(() => parseConfig({ registry: { uploadMaxAge: '10s' } }), /registry\.uploadMaxAge: at least 1m/);
+  t.equal(parseConfig({ registry: { uploadMaxAge: '2h' } }).registry.uploadMaxAge, 7_200_000);
+});
+
 t.test('registry defaults: nothing hosted, no deletes, uploads swept after 24 h', async (t) => {
   t.same(parseConfig({}).registry, { hosted: [], delete: false, uploadMaxAge: 86_400_000 });
 });
