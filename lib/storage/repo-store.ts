@@ -141,7 +141,7 @@ export class RepoStore {
     return out;
   }
 
-  /** The upstream's last referrers answer (an OCI index, as bytes) for `subject`. */
+  /** The upstream's last referrers answer for `subject`: the descriptors of its index. */
   async getCachedReferrers(repo: RepoRef, subject: Digest): Promise<{ manifests: unknown[]; fetchedAt: number } | null> {
     const rec = await readJson<{ manifests: unknown[]; fetchedAt: number }>(this.paths.referrersCache(repo.upstream, repo.name, subject));
     if (!rec || !Array.isArray(rec.manifests)) return null;
