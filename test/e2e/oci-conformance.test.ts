@@ -182,6 +182,16 @@ t.test('Push', async (t) => {
     t.ok((await rawRequest(`${sd.url}/v2/lab/lastput/blobs/${digest}`)).body.equals(data));
   });
 
+  await t.test('end-4b: ten clients pushing the same blob at once all get 201; one file is stored', async (t) => {
+    const b = Buffer.from('pushed by ten clients at once '.repeat(10_000));
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => pushBlobWhole(sd.url, `lab/race${i % 3}`, b, sha256(b))));
+    t.same(results.map((r) => r.status), Array(10).fill(201));
+    const st = await storeState(sd.storagePath);
+    t.equal(st.blobs.filter((d) => d === sha256(b)).length, 1);
+    t.same(st.uploads, [], 'no session left behind');
+    for (const i of [0, 1, 2]) t.ok((await rawRequest(`${sd.url}/v2/lab/race${i}/blobs/${sha256(b)}`)).body.equals(b), `lab/race${i} serves it`);
+  });
+
   await t.test('end-11: a mount from a repository that has the blob links it (201) without copying bytes', async (t) => {
     const before = await storeState(sd.storagePath);
     const r = await call(sd.url, 'POST', `/v2/lab/mounted/blobs/uploads/?mount=${digest}&from=lab/push`, { headers: { 'content-length': '0' } });
