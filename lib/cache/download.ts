@@ -9,7 +9,7 @@
  * cannot resume, or the bytes do not verify, the temp file is deleted and every follower fails.
  */
 import { once } from 'node:events';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobWriter, CommitResult } from '../storage/blob-writer.js';
 import { UpstreamError } from '../upstream/errors.js';
@@ -159,12 +159,24 @@ export class Download {
   createReader(start?: number, end?: number): Readable {
     const reader = this.writer.createReader(start ?? 0, end);
     this.followers++;
-    reader.once('close', () => {
-      this.followers--;
-      if (this.followers === 0 && !this.opts.finishAbandoned && this.writer.state === 'writing') {
-        this.abort.abort(new Error('every client went away (cache.finishAbandonedDownloads is off)'));
-      }
-    });
+    reader.once('close', () => this.unfollow());
     return reader;
+  }
+
+  /** Sends bytes [start, end] (inclusive) to `dest` as they arrive, and ends it (the HTTP fast path). */
+  async sendTo(dest: Writable, start?: number, end?: number): Promise<void> {
+    this.followers++;
+    try {
+      await this.writer.sendTo(dest, start ?? 0, end);
+    } finally {
+      this.unfollow();
+    }
+  }
+
+  private unfollow(): void {
+    this.followers--;
+    if (this.followers === 0 && !this.opts.finishAbandoned && this.writer.state === 'writing') {
+      this.abort.abort(new Error('every client went away (cache.finishAbandonedDownloads is off)'));
+    }
   }
 }

@@ -14,7 +14,7 @@ import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js'
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import type { Metrics } from './metrics.js';
-import { API_VERSION_HEADER, sendError, sendJson, streamBody, toOciError } from './respond.js';
+import { API_VERSION_HEADER, sendBody, sendError, sendJson, toOciError } from './respond.js';
 import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
 import type { HostedNames } from '../registry/hosted.js';
@@ -417,8 +417,7 @@ async function serveBlob(
     if (blob.size !== null) headers['Content-Length'] = String(blob.size);
     res.writeHead(200, headers);
   }
-  const body = blob.open(range);
-  const failure = await streamBody(res, body);
+  const failure = await sendBody(res, (dest) => blob.sendTo(dest, range));
   outcome.bytes = failure ? undefined : range ? range.end - range.start + 1 : (blob.size ?? undefined);
   if (failure) {
     outcome.aborted = true;

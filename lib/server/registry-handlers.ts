@@ -12,7 +12,7 @@ import { parseReference } from '../oci/name.js';
 import { referrersIndex, type ReferrerDescriptor } from '../oci/referrers.js';
 import { manifestTooLarge, parseChunkRange, type Registry } from '../registry/registry.js';
 import type { RepoRef } from '../storage/repo-store.js';
-import { API_VERSION_HEADER, sendJson, streamBody } from './respond.js';
+import { API_VERSION_HEADER, sendBody, sendJson } from './respond.js';
 
 /** What the access log says about a request (a subset of create-server's Outcome). */
 export interface HandlerOutcome {
@@ -280,7 +280,7 @@ export async function serveHostedBlob(
     h['Content-Length'] = String(blob.size);
     res.writeHead(200, h);
   }
-  const failure = await streamBody(res, blob.stream(range));
+  const failure = await sendBody(res, (dest) => blob.sendTo(dest, range));
   if (failure) {
     outcome.aborted = true;
     outcome.err = failure;

@@ -1,7 +1,5 @@
 /** Writing answers: the one place OCI error JSON is produced, and stream piping that never fakes success. */
 import type { ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { OciError } from '../oci/errors.js';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' } as const;
@@ -42,15 +40,14 @@ export function sendJson(res: ServerResponse, status: number, doc: unknown, head
 }
 
 /**
- * Pipes a body into the response. Resolves null when every byte went out, else the reason it did
- * not (client gone, source failed); in that case the response has been destroyed, never ended.
+ * Runs a sender that writes the whole body into `res` and ends it. Resolves null when it did,
+ * else the reason it did not; then the response is destroyed, never ended cleanly.
  */
-export async function streamBody(res: ServerResponse, body: Readable): Promise<Error | null> {
+export async function sendBody(res: ServerResponse, send: (res: ServerResponse) => Promise<void>): Promise<Error | null> {
   try {
-    await pipeline(body, res);
+    await send(res);
     return null;
   } catch (err) {
-    body.destroy();
     if (!res.destroyed) res.destroy();
     return err instanceof Error ? err : new Error(String(err));
   }

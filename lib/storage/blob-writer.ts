@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { promises as fsp } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
+import { sendFileRange } from './file-sender.js';
 import path from 'node:path';
 import { OciError } from '../oci/errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
@@ -160,6 +161,64 @@ export class BlobWriter extends Writable {
   }
 
   /**
+   * Sends bytes [start, end] (inclusive; end omitted: to the end) to `dest` as the file grows,
+   * with the pooled double buffer of file-sender. The last byte is released only once the blob
+   * verified; a failed blob rejects (and the caller destroys `dest`).
+   */
+  async sendTo(dest: Writable, start = 0, end?: number): Promise<void> {
+    const fh = await this.openForReading();
+    try {
+      await sendFileRange(fh, dest, start, end ?? Infinity, {
+        available: () => {
+          if (this.state === 'failed') throw this.failure ?? new Error('download failed');
+          return this.state === 'committed' ? this.written : this.written - 1;
+        },
+        complete: () => this.state === 'committed',
+        waitForMore: () => this.nextEvent(),
+      });
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  }
+
+  /** Resolves on the next progress or commit; rejects if the blob fails. */
+  private nextEvent(): Promise<void> {
+    if (this.state === 'failed') return Promise.reject(this.failure ?? new Error('download failed'));
+    if (this.state === 'committed') return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        this.events.off('progress', done);
+        this.events.off('committed', done);
+        this.events.off('failed', fail);
+        resolve();
+      };
+      const fail = (err: Error): void => {
+        this.events.off('progress', done);
+        this.events.off('committed', done);
+        this.events.off('failed', fail);
+        reject(err);
+      };
+      this.events.on('progress', done);
+      this.events.on('committed', done);
+      this.events.on('failed', fail);
+    });
+  }
+
+  /** Opens the file once (tmp, or final once committed); the descriptor survives the rename. */
+  async openForReading(): Promise<fsp.FileHandle> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (this.state === 'failed') throw this.failure ?? new Error('download failed');
+      const p = this.state === 'committed' ? this.finalPath! : this.tmpPath;
+      try {
+        return await fsp.open(p, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    throw this.failure ?? new Error('blob file vanished');
+  }
+
+  /**
    * A stream of bytes [start, end] (inclusive, end optional) that follows the file as it grows. Ends
    * when the writer commits and every byte has been read; errors when the writer fails.
    */
@@ -197,18 +256,7 @@ class GrowingFileReader extends Readable {
   }
 
   private async openFile(): Promise<void> {
-    // Opened once: the descriptor survives the rename into the store.
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const p = this.writer.state === 'committed' ? this.writer.finalPath! : this.writer.tmpPath;
-      if (this.writer.state === 'failed') throw this.writer.failure!;
-      try {
-        this.fh = await fsp.open(p, 'r');
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    }
-    throw this.writer.failure ?? new Error('blob file vanished');
+    this.fh = await this.writer.openForReading();
   }
 
   override _read(): void {

@@ -1,0 +1,87 @@
+// The pooled double-buffer sender: exact ranges, following a growing file, stopping when the
+// destination closes.
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import t from 'tap';
+import { SEND_CHUNK, sendFileRange } from '../../lib/storage/file-sender.js';
+
+async function fileWith(tt: { teardown(fn: () => unknown): void }, data: Buffer): Promise<string> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-send-'));
+  tt.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const f = path.join(dir, 'f');
+  await fsp.writeFile(f, data);
+  return f;
+}
+
+function collector(): { dest: PassThrough; done: Promise<Buffer> } {
+  const dest = new PassThrough();
+  const chunks: Buffer[] = [];
+  dest.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
+  const done = new Promise<Buffer>((resolve) => dest.on('end', () => resolve(Buffer.concat(chunks))));
+  return { dest, done };
+}
+
+t.test('sends exactly the bytes of a range, across many chunks', async (t) => {
+  const data = randomBytes(3 * SEND_CHUNK + 12345);
+  const fh = await fsp.open(await fileWith(t, data), 'r');
+  t.teardown(() => fh.close());
+  for (const [start, end] of [
+    [0, data.length - 1],
+    [1, SEND_CHUNK],
+    [SEND_CHUNK - 1, 2 * SEND_CHUNK + 5],
+    [data.length - 1, data.length - 1],
+  ] as const) {
+    const { dest, done } = collector();
+    await sendFileRange(fh, dest, start, end);
+    t.ok((await done).equals(data.subarray(start, end + 1)), `bytes ${start}-${end}`);
+  }
+});
+
+t.test('follows a file as it grows and stops when it is complete', async (t) => {
+  const data = randomBytes(2 * SEND_CHUNK + 7);
+  const file = await fileWith(t, Buffer.alloc(0));
+  const w = await fsp.open(file, 'r+');
+  t.teardown(() => w.close());
+  const fh = await fsp.open(file, 'r');
+  t.teardown(() => fh.close());
+  let written = 0;
+  let complete = false;
+  let wake: (() => void) | null = null;
+  const { dest, done } = collector();
+  const sending = sendFileRange(fh, dest, 0, Infinity, {
+    available: () => written,
+    complete: () => complete,
+    waitForMore: () => new Promise<void>((r) => (wake = r)),
+  });
+  for (let off = 0; off < data.length; off += 100_000) {
+    const part = data.subarray(off, off + 100_000);
+    await w.write(part, 0, part.length, off);
+    written += part.length;
+    (wake as (() => void) | null)?.();
+    await new Promise((r) => setImmediate(r));
+  }
+  complete = true;
+  (wake as (() => void) | null)?.();
+  await sending;
+  t.ok((await done).equals(data));
+});
+
+t.test('a destination that closes midway stops the sender with an error', async (t) => {
+  const data = randomBytes(4 * SEND_CHUNK);
+  const fh = await fsp.open(await fileWith(t, data), 'r');
+  t.teardown(() => fh.close());
+  let got = 0;
+  const dest = new Writable({
+    highWaterMark: 1,
+    write(chunk: Buffer, _e, cb) {
+      got += chunk.length;
+      if (got > SEND_CHUNK) this.destroy();
+      else setImmediate(cb);
+    },
+  });
+  await t.rejects(sendFileRange(fh, dest, 0, data.length - 1));
+  t.ok(got < data.length, 'not everything was sent');
+});
