@@ -19,6 +19,8 @@ import { Registry } from '../registry/registry.js';
 import { HostedNames } from '../registry/hosted.js';
 import { ProxiedReferrers } from '../cache/referrers.js';
 
+const SNAPSHOT_INTERVAL_MS = 5 * 60_000;
+
 export interface App {
   server: http.Server;
   store: Store;
@@ -111,6 +113,11 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   });
   await registry.start();
   const referrers = new ProxiedReferrers({ store, log, clock, manifestMaxSize: config.cache.manifestMaxSize });
+  // The index snapshot makes the next start fast; kept fresh while serving, written again at close.
+  const snapshotTimer = setInterval(() => {
+    store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
+  }, SNAPSHOT_INTERVAL_MS);
+  snapshotTimer.unref();
   let ready = true;
   const metrics = new Metrics({ store: store.blobs, pull, upstreams });
   const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, isReady: () => ready });
@@ -133,6 +140,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     },
     async close(graceMs = 10_000) {
       ready = false;
+      clearInterval(snapshotTimer);
       registry.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
@@ -141,6 +149,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       server.closeAllConnections();
       await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
       await metadata.close().catch(() => undefined);
+      await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
     },
   };
 }

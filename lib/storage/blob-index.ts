@@ -102,6 +102,15 @@ export class BlobIndex {
     }
   }
 
+  /** Every entry: cached ones from least to most recently used, then pinned ones. */
+  *entries(): Generator<{ digest: string; size: number; touchedAt: number }> {
+    for (const digest of this.lru.rkeys()) {
+      const e = this.lru.peek(digest);
+      if (e) yield { digest, size: e.size, touchedAt: e.touchedAt };
+    }
+    for (const [digest, size] of this.pinned) yield { digest, size, touchedAt: 0 };
+  }
+
   /** Digests from least to most recently used (evictable ones only). */
   evictionOrder(): string[] {
     return [...this.lru.rkeys()];

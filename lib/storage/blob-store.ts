@@ -19,6 +19,7 @@ const READ_HIGH_WATER_MARK = 512 * 1024;
 /** Recency is written to the file's mtime at most this often, so a restart keeps the LRU order. */
 const TOUCH_INTERVAL_MS = 3_600_000;
 const SCAN_CONCURRENCY = 64;
+const SNAPSHOT_HEADER = 'stevedore-index 1';
 
 export interface StoredBlob {
   size: number;
@@ -73,12 +74,20 @@ export class BlobStore {
     return { sweptTempFiles: swept, blobs, bytes, ms: Math.round(performance.now() - started) };
   }
 
+  /**
+   * The index from disk. Directory listings are the truth about what exists; sizes and recency come
+   * from the last snapshot (written at shutdown and every few minutes) when it knows a file, else
+   * from one stat. Content-addressed files never change size, so an old snapshot is never wrong
+   * about a file that still exists; it only knows less about recency.
+   */
   private async rebuildIndex(): Promise<{ blobs: number; bytes: number }> {
     const pinned = new Set<string>();
     for (const alg of await readdirOrEmpty(this.paths.pins)) {
       for (const hex of await readdirOrEmpty(path.join(this.paths.pins, alg))) pinned.add(`${alg}:${hex}`);
     }
-    const files: Array<{ digest: string; file: string }> = [];
+    const known = await this.readSnapshot();
+    const existing = new Set<string>();
+    const unknown: Array<{ digest: string; file: string }> = [];
     for (const alg of await readdirOrEmpty(this.paths.blobs)) {
       const algDir = path.join(this.paths.blobs, alg);
       const prefixes = await readdirOrEmpty(algDir);
@@ -86,19 +95,25 @@ export class BlobStore {
       for (const { p, names } of lists) {
         for (const hex of names) {
           const digest = `${alg}:${hex}`;
-          if (tryParseDigest(digest) && hex.startsWith(p)) files.push({ digest, file: path.join(algDir, p, hex) });
+          if (!hex.startsWith(p) || !tryParseDigest(digest)) continue;
+          if (known.has(digest)) existing.add(digest);
+          else unknown.push({ digest, file: path.join(algDir, p, hex) });
         }
       }
     }
-    const stats = await mapLimit(files, SCAN_CONCURRENCY, async (f) => {
+    // Least recently used first: what the snapshot knows, in its order; then files it did not
+    // know (stored after it was written) by mtime.
+    const found: Array<{ digest: string; size: number; mtime: number }> = [];
+    for (const [digest, k] of known) if (existing.has(digest)) found.push({ digest, size: k.size, mtime: k.mtime });
+    const stats = await mapLimit(unknown, SCAN_CONCURRENCY, async (f) => {
       try {
         const st = await fsp.stat(f.file);
-        return { ...f, size: st.size, mtime: st.mtimeMs };
+        return { digest: f.digest, size: st.size, mtime: st.mtimeMs };
       } catch {
         return null;
       }
     });
-    const found = stats.filter((x): x is NonNullable<typeof x> => x !== null).sort((a, b) => a.mtime - b.mtime);
+    found.push(...stats.filter((x): x is NonNullable<typeof x> => x !== null).sort((a, b) => a.mtime - b.mtime));
     let bytes = 0;
     for (const f of found) {
       bytes += f.size;
@@ -106,6 +121,41 @@ export class BlobStore {
     }
     return { blobs: found.length, bytes };
   }
+
+  private async readSnapshot(): Promise<Map<string, { size: number; mtime: number }>> {
+    const known = new Map<string, { size: number; mtime: number }>();
+    let text: string;
+    try {
+      text = await fsp.readFile(this.paths.indexSnapshot, 'utf8');
+    } catch {
+      return known;
+    }
+    const lines = text.split('\n');
+    if (lines[0] !== SNAPSHOT_HEADER) return known;
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      const a = line.indexOf(' ');
+      const b = line.indexOf(' ', a + 1);
+      if (a < 0 || b < 0) continue;
+      const size = Number(line.slice(a + 1, b));
+      const mtime = Number(line.slice(b + 1));
+      if (Number.isSafeInteger(size) && Number.isFinite(mtime)) known.set(line.slice(0, a), { size, mtime });
+    }
+    return known;
+  }
+
+  /**
+   * Writes the index (digest, size, recency) for a fast start next time: least recently used
+   * first. Atomic (temp file + rename); a crash keeps the previous snapshot.
+   */
+  async saveSnapshot(): Promise<void> {
+    const parts: string[] = [SNAPSHOT_HEADER];
+    for (const { digest, size, touchedAt } of this.index.entries()) parts.push(`${digest} ${size} ${Math.round(touchedAt)}`);
+    const tmp = path.join(this.paths.tmp, `index-${randomBytes(6).toString('hex')}.snapshot`);
+    await fsp.writeFile(tmp, `${parts.join('\n')}\n`);
+    await fsp.rename(tmp, this.paths.indexSnapshot);
+  }
+
 
   /** Size of stored content, refreshing its recency; null when not stored. No disk access. */
   stat(d: Digest): { size: number } | null {

@@ -7,6 +7,9 @@
  *       sha256/
  *         ab/
  *           abcdef0123...          verified content: blobs and manifests alike, named by digest
+ *     index.snapshot               digest, size and recency of every stored file, written at shutdown
+ *                                  and every few minutes: start-up reads it instead of stat-ing each
+ *                                  file (directory listings stay the truth about what exists)
  *     pins/
  *       sha256/<hex>               empty: this content is pinned (hosted or seeded), never evicted
  *     tmp/
@@ -47,6 +50,8 @@ export class StorePaths {
   readonly tmp: string;
   readonly repositories: string;
   readonly pins: string;
+  /** Sizes and recency of every stored file, for a fast start (a hint: directory listings are the truth). */
+  readonly indexSnapshot: string;
   readonly uploads: string;
 
   constructor(root: string) {
@@ -55,6 +60,7 @@ export class StorePaths {
     this.tmp = path.join(this.root, 'tmp');
     this.repositories = path.join(this.root, 'repositories');
     this.pins = path.join(this.root, 'pins');
+    this.indexSnapshot = path.join(this.root, 'index.snapshot');
     this.uploads = path.join(this.root, 'uploads');
   }
 

@@ -147,3 +147,40 @@ t.test('a file deleted behind the store is forgotten on open, not served', async
   t.equal(await store.open(a.d), null);
   t.notOk(store.has(a.d));
 });
+
+t.test('restart from a snapshot: sizes and recency from it, existence from the directory listing', async (t) => {
+  const root = await tempRoot(t);
+  const store = new BlobStore(root, { maxSize: null });
+  await store.init();
+  const [a, b, c] = [blobOf(100), blobOf(200), blobOf(300)];
+  for (const x of [a!, b!, c!]) await put(store, x);
+  t.ok(store.stat(a!.d), 'a served last: most recent');
+  await store.saveSnapshot();
+  // After the snapshot: c deleted behind the store's back, d added by another process.
+  await fsp.rm(store.paths.blob(c!.d));
+  const d = blobOf(400);
+  await fsp.mkdir(path.dirname(store.paths.blob(d.d)), { recursive: true });
+  await fsp.writeFile(store.paths.blob(d.d), d.data);
+
+  const again = new BlobStore(root, { maxSize: null });
+  const r = await again.init();
+  t.equal(r.blobs, 3, 'a, b from the snapshot, d from a stat; c is gone');
+  t.equal(r.bytes, 100 + 200 + 400);
+  t.notOk(again.has(c!.d), 'a file gone from disk is not indexed, whatever the snapshot says');
+  t.equal(again.stat(d.d)?.size, 400);
+  const order = again.index.evictionOrder();
+  t.ok(order.indexOf(b!.d.value) < order.indexOf(a!.d.value), 'recency from the snapshot: b before a');
+});
+
+t.test('a corrupt snapshot is ignored', async (t) => {
+  const root = await tempRoot(t);
+  const store = new BlobStore(root, { maxSize: null });
+  await store.init();
+  const a = blobOf(100);
+  await put(store, a);
+  await fsp.writeFile(store.paths.indexSnapshot, 'garbage\nsha256:x y z\n');
+  const again = new BlobStore(root, { maxSize: null });
+  const r = await again.init();
+  t.equal(r.blobs, 1);
+  t.equal(again.stat(a.d)?.size, 100);
+});
