@@ -4,7 +4,6 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import rangeParser from 'range-parser';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
@@ -14,7 +13,8 @@ import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js'
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import type { Metrics } from './metrics.js';
-import { API_VERSION_HEADER, sendBody, sendError, sendJson, toOciError } from './respond.js';
+import { checkRangeSyntax, sendBlob } from './blob-response.js';
+import { API_VERSION_HEADER, sendError, sendJson, toOciError } from './respond.js';
 import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
 import type { HostedNames } from '../registry/hosted.js';
@@ -389,40 +389,11 @@ async function serveBlob(
     res.end();
     return;
   }
-  const rangeHeader = req.headers.range;
-  // A malformed Range is refused before anything is fetched.
-  if (rangeHeader !== undefined && !/^bytes=\s*(\d*-\d*\s*)(,\s*\d*-\d*\s*)*$/.test(rangeHeader)) {
-    throw new OciError('RANGE_INVALID', `malformed Range header ${JSON.stringify(rangeHeader.slice(0, 100))}`);
-  }
+  checkRangeSyntax(req.headers.range);
   const blob = await deps.pull.getBlob(target, digest);
   outcome.cache = blob.cache;
   headers['X-Cache'] = blob.cache;
-  let range: { start: number; end: number } | undefined;
-  if (rangeHeader !== undefined && blob.size !== null) {
-    const parsed = rangeParser(blob.size, rangeHeader, { combine: true });
-    if (parsed === -1 || parsed === -2) {
-      await blob.release();
-      throw new OciError('RANGE_INVALID', `range ${rangeHeader.slice(0, 100)} not satisfiable for ${blob.size} bytes`, {
-        headers: { 'Content-Range': `bytes */${blob.size}` },
-      });
-    }
-    // Several disjoint ranges: RFC 9110 lets us answer with the whole representation.
-    if (parsed.length === 1) range = { start: parsed[0]!.start, end: parsed[0]!.end };
-  }
-  if (range) {
-    headers['Content-Range'] = `bytes ${range.start}-${range.end}/${blob.size}`;
-    headers['Content-Length'] = String(range.end - range.start + 1);
-    res.writeHead(206, headers);
-  } else {
-    if (blob.size !== null) headers['Content-Length'] = String(blob.size);
-    res.writeHead(200, headers);
-  }
-  const failure = await sendBody(res, (dest) => blob.sendTo(dest, range));
-  outcome.bytes = failure ? undefined : range ? range.end - range.start + 1 : (blob.size ?? undefined);
-  if (failure) {
-    outcome.aborted = true;
-    outcome.err = failure;
-  }
+  await sendBlob(res, req.headers.range, headers, blob, outcome);
 }
 
 async function serveTags(

@@ -4,7 +4,6 @@
  * lib/registry and writes the headers the distribution spec asks for.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import rangeParser from 'range-parser';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { MediaType } from '../oci/media-types.js';
@@ -12,7 +11,8 @@ import { parseReference } from '../oci/name.js';
 import { referrersIndex, type ReferrerDescriptor } from '../oci/referrers.js';
 import { manifestTooLarge, parseChunkRange, type Registry } from '../registry/registry.js';
 import type { RepoRef } from '../storage/repo-store.js';
-import { API_VERSION_HEADER, sendBody, sendJson } from './respond.js';
+import { API_VERSION_HEADER, sendJson } from './respond.js';
+import { checkRangeSyntax, sendBlob } from './blob-response.js';
 
 /** What the access log says about a request (a subset of create-server's Outcome). */
 export interface HandlerOutcome {
@@ -256,37 +256,9 @@ export async function serveHostedBlob(
     res.end();
     return;
   }
-  const rangeHeader = req.headers.range;
-  if (rangeHeader !== undefined && !/^bytes=\s*(\d*-\d*\s*)(,\s*\d*-\d*\s*)*$/.test(rangeHeader)) {
-    throw new OciError('RANGE_INVALID', `malformed Range header ${JSON.stringify(rangeHeader.slice(0, 100))}`);
-  }
+  checkRangeSyntax(req.headers.range);
   const blob = await registry.openBlob(repo, d);
-  let range: { start: number; end: number } | undefined;
-  if (rangeHeader !== undefined) {
-    const parsed = rangeParser(blob.size, rangeHeader, { combine: true });
-    if (parsed === -1 || parsed === -2) {
-      await blob.close();
-      throw new OciError('RANGE_INVALID', `range ${rangeHeader.slice(0, 100)} not satisfiable for ${blob.size} bytes`, {
-        headers: { 'Content-Range': `bytes */${blob.size}` },
-      });
-    }
-    if (parsed.length === 1) range = { start: parsed[0]!.start, end: parsed[0]!.end };
-  }
-  if (range) {
-    h['Content-Range'] = `bytes ${range.start}-${range.end}/${blob.size}`;
-    h['Content-Length'] = String(range.end - range.start + 1);
-    res.writeHead(206, h);
-  } else {
-    h['Content-Length'] = String(blob.size);
-    res.writeHead(200, h);
-  }
-  const failure = await sendBody(res, (dest) => blob.sendTo(dest, range));
-  if (failure) {
-    outcome.aborted = true;
-    outcome.err = failure;
-  } else {
-    outcome.bytes = range ? range.end - range.start + 1 : blob.size;
-  }
+  await sendBlob(res, req.headers.range, h, { size: blob.size, sendTo: (dest, r) => blob.sendTo(dest, r), release: () => blob.close() }, outcome);
 }
 
 /** `n` and `last` of a paginated list (tags, catalog): the page, and the `Link` to the next one. */

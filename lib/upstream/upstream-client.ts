@@ -343,16 +343,21 @@ export class UpstreamClient {
     return `repository:${name}:pull`;
   }
 
-  async headManifest(name: string, ref: string, signal?: AbortSignal): Promise<ManifestHead> {
-    const what = `manifest ${name}:${ref}`;
-    const res = await this.request({
-      method: 'HEAD',
+  /** A manifest request, always with every manifest media type in Accept (see MANIFEST_ACCEPT). */
+  private manifestRequest(method: 'GET' | 'HEAD', name: string, ref: string, what: string, signal?: AbortSignal): Promise<UpstreamResponse> {
+    return this.request({
+      method,
       path: `/v2/${name}/manifests/${ref}`,
       scope: UpstreamClient.scope(name),
       headers: { accept: MANIFEST_ACCEPT },
       what,
       ...(signal ? { signal } : {}),
     });
+  }
+
+  async headManifest(name: string, ref: string, signal?: AbortSignal): Promise<ManifestHead> {
+    const what = `manifest ${name}:${ref}`;
+    const res = await this.manifestRequest('HEAD', name, ref, what, signal);
     if (res.status !== 200) {
       // A HEAD answer has no body; map the status alone.
       res.body.resume();
@@ -369,14 +374,7 @@ export class UpstreamClient {
 
   async getManifest(name: string, ref: string, maxSize: number, signal?: AbortSignal): Promise<FetchedManifest> {
     const what = `manifest ${name}:${ref}`;
-    const res = await this.request({
-      method: 'GET',
-      path: `/v2/${name}/manifests/${ref}`,
-      scope: UpstreamClient.scope(name),
-      headers: { accept: MANIFEST_ACCEPT },
-      what,
-      ...(signal ? { signal } : {}),
-    });
+    const res = await this.manifestRequest('GET', name, ref, what, signal);
     if (res.status !== 200) return this.fail(res, what);
     const len = header(res.headers, 'content-length');
     if (len !== undefined && Number(len) > maxSize) {

@@ -1,0 +1,68 @@
+/**
+ * Answering a blob GET, for proxied and hosted repositories alike: the Range header (one range →
+ * 206 with Content-Range; several → the whole body, as RFC 9110 allows; unsatisfiable or
+ * malformed → 416 OCI error), then the body through the pooled sender.
+ */
+import type { ServerResponse } from 'node:http';
+import type { Writable } from 'node:stream';
+import rangeParser from 'range-parser';
+import { OciError } from '../oci/errors.js';
+import { sendBody } from './respond.js';
+
+const RANGE_SYNTAX = /^bytes=\s*(\d*-\d*\s*)(,\s*\d*-\d*\s*)*$/;
+
+export interface SendableBlob {
+  /** null: unknown yet (a download without Content-Length): Range is then ignored. */
+  size: number | null;
+  sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
+  /** Frees the blob when it will not be sent. */
+  release(): Promise<void>;
+}
+
+export interface BlobOutcome {
+  bytes?: number;
+  aborted?: boolean;
+  err?: unknown;
+}
+
+/** A malformed Range is refused before anything is opened or fetched. */
+export function checkRangeSyntax(rangeHeader: string | undefined): void {
+  if (rangeHeader !== undefined && !RANGE_SYNTAX.test(rangeHeader)) {
+    throw new OciError('RANGE_INVALID', `malformed Range header ${JSON.stringify(rangeHeader.slice(0, 100))}`);
+  }
+}
+
+export async function sendBlob(
+  res: ServerResponse,
+  rangeHeader: string | undefined,
+  headers: Record<string, string>,
+  blob: SendableBlob,
+  outcome: BlobOutcome,
+): Promise<void> {
+  let range: { start: number; end: number } | undefined;
+  if (rangeHeader !== undefined && blob.size !== null) {
+    const parsed = rangeParser(blob.size, rangeHeader, { combine: true });
+    if (parsed === -1 || parsed === -2) {
+      await blob.release();
+      throw new OciError('RANGE_INVALID', `range ${rangeHeader.slice(0, 100)} not satisfiable for ${blob.size} bytes`, {
+        headers: { 'Content-Range': `bytes */${blob.size}` },
+      });
+    }
+    if (parsed.length === 1) range = { start: parsed[0]!.start, end: parsed[0]!.end };
+  }
+  if (range) {
+    headers['Content-Range'] = `bytes ${range.start}-${range.end}/${blob.size}`;
+    headers['Content-Length'] = String(range.end - range.start + 1);
+    res.writeHead(206, headers);
+  } else {
+    if (blob.size !== null) headers['Content-Length'] = String(blob.size);
+    res.writeHead(200, headers);
+  }
+  const failure = await sendBody(res, (dest) => blob.sendTo(dest, range));
+  if (failure) {
+    outcome.aborted = true;
+    outcome.err = failure;
+  } else {
+    outcome.bytes = range ? range.end - range.start + 1 : (blob.size ?? undefined);
+  }
+}
