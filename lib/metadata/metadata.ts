@@ -4,7 +4,6 @@
  * Timestamps come from the caller's clock, so freshness decisions can be tested with a fake one.
  */
 import Keyv from 'keyv';
-import KeyvRedis from '@keyv/redis';
 
 /** Records are garbage-collected by the backend after this long, whatever their freshness. */
 const RECORD_TTL_MS = 30 * 86_400_000;
@@ -16,8 +15,10 @@ export class Metadata {
     this.kv = kv;
   }
 
-  static create(opts: { redis: string | null }): Metadata {
+  /** The Redis client is loaded only when Redis is configured: a single instance does not pay for it. */
+  static async create(opts: { redis: string | null }): Promise<Metadata> {
     if (opts.redis) {
+      const { default: KeyvRedis } = await import('@keyv/redis');
       return new Metadata(new Keyv({ store: new KeyvRedis(opts.redis), namespace: 'stevedore', useKeyPrefix: false }));
     }
     return new Metadata(new Keyv({ namespace: 'stevedore' }));

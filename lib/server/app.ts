@@ -81,7 +81,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   if (recovered.sweptTempFiles) log.info({ sweptTempFiles: recovered.sweptTempFiles }, 'removed temp files of interrupted downloads');
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
-  const metadata = Metadata.create(config.metadata);
+  const metadata = await Metadata.create(config.metadata);
   const p = config.upstreamPolicy;
   const health = new UpstreamHealth(
     metadata,

@@ -11,7 +11,7 @@
 import type { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 
-export const SEND_CHUNK = 512 * 1024;
+export const SEND_CHUNK = 256 * 1024;
 /** Buffers kept for reuse; more are allocated under load and dropped when returned past this. */
 const POOL_MAX = 64;
 const pool: Buffer[] = [];

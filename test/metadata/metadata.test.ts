@@ -75,7 +75,7 @@ function contract(name: string, make: (t: Test) => Promise<{ a: Metadata; b: Met
 
 contract('in-memory metadata', async (t) => {
   // In-memory keyv is per process: both "replicas" share one instance.
-  const m = Metadata.create({ redis: null });
+  const m = await Metadata.create({ redis: null });
   t.teardown(() => m.close());
   return { a: m, b: m };
 });
@@ -86,8 +86,8 @@ let redisUrl: Promise<string> | null = null;
 contract('redis metadata', async (t) => {
   redisUrl ??= startRedis(root).then((r) => r.url);
   const url = await redisUrl;
-  const a = Metadata.create({ redis: url });
-  const b = Metadata.create({ redis: url });
+  const a = await Metadata.create({ redis: url });
+  const b = await Metadata.create({ redis: url });
   t.teardown(async () => {
     await a.close();
     await b.close();
