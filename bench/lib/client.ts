@@ -1,0 +1,215 @@
+/**
+ * The load generator: a separate node process (so client work is not in any proxy's process nor in
+ * the orchestrator), driven over IPC by client-api.ts. Uses undici's dispatcher directly and only
+ * counts body bytes (no hashing, no copies), to spend as little of the shared CPUs as it can.
+ *
+ * Jobs:
+ *   fetch: GET each path (each once) with `concurrency` requests in flight, one connection each;
+ *          per-request latency (request sent → last byte) and aggregate throughput.
+ *   pull:  `clients` concurrent image pulls: manifest by tag, then config and layers with
+ *          `layerConcurrency` in flight per client (containerd's default is 3); each body's length
+ *          is checked against the manifest.
+ */
+import { Agent } from 'undici';
+import { RawConnection } from './raw-http.js';
+
+export interface FetchJob {
+  kind: 'fetch';
+  origin: string;
+  paths: string[];
+  concurrency: number;
+  headers?: Record<string, string>;
+  /** undici (default) or the minimal raw HTTP/1.1 client (raw-http.ts). */
+  engine?: 'undici' | 'raw';
+}
+
+export interface FetchResult {
+  wallMs: number;
+  bytes: number;
+  latMs: number[];
+  failed: number;
+  errors: string[];
+}
+
+export interface PullJob {
+  kind: 'pull';
+  origin: string;
+  repo: string;
+  tag: string;
+  clients: number;
+  layerConcurrency: number;
+  accept: string;
+}
+
+export interface PullResult {
+  wallMs: number;
+  bytes: number;
+  clientMs: number[];
+  failed: number;
+  errors: string[];
+}
+
+export type Job = FetchJob | PullJob;
+
+interface Got {
+  status: number;
+  bytes: number;
+  ms: number;
+  body: Buffer | null;
+}
+
+function get(agent: Agent, origin: string, path: string, headers: Record<string, string>, keepBody: boolean): Promise<Got> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let status = 0;
+    let bytes = 0;
+    const chunks: Buffer[] | null = keepBody ? [] : null;
+    agent.dispatch(
+      { origin, path, method: 'GET', headers, headersTimeout: 120_000, bodyTimeout: 120_000 },
+      {
+        onRequestStart() {},
+        onResponseStart(_c, s) {
+          status = s;
+        },
+        onResponseData(_c, chunk) {
+          bytes += chunk.length;
+          chunks?.push(chunk);
+        },
+        onResponseEnd() {
+          resolve({ status, bytes, ms: performance.now() - t0, body: chunks ? Buffer.concat(chunks) : null });
+        },
+        onResponseError(_c, err) {
+          reject(err);
+        },
+      },
+    );
+  });
+}
+
+async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
+function newAgent(connections: number): Agent {
+  return new Agent({ connections, pipelining: 1, keepAliveTimeout: 30_000 });
+}
+
+async function runFetchRaw(job: FetchJob): Promise<FetchResult> {
+  const res: FetchResult = { wallMs: 0, bytes: 0, latMs: [], failed: 0, errors: [] };
+  const u = new URL(job.origin);
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: Math.min(job.concurrency, job.paths.length) }, async () => {
+      let conn: RawConnection | null = null;
+      try {
+        while (next < job.paths.length) {
+          const p = job.paths[next++]!;
+          try {
+            conn ??= new RawConnection(u.hostname, Number(u.port));
+            const g = await conn.get(p, job.headers);
+            res.bytes += g.bytes;
+            if (g.status !== 200) throw new Error(`GET ${p}: ${g.status}`);
+            res.latMs.push(g.ms);
+          } catch (err) {
+            res.failed++;
+            if (res.errors.length < 5) res.errors.push((err as Error).message);
+            conn?.close();
+            conn = null;
+          }
+        }
+      } finally {
+        conn?.close();
+      }
+    }),
+  );
+  res.wallMs = performance.now() - t0;
+  return res;
+}
+
+async function runFetch(job: FetchJob): Promise<FetchResult> {
+  if (job.engine === 'raw') return runFetchRaw(job);
+  const agent = newAgent(job.concurrency);
+  const res: FetchResult = { wallMs: 0, bytes: 0, latMs: [], failed: 0, errors: [] };
+  const t0 = performance.now();
+  try {
+    await pool(job.paths, job.concurrency, async (p) => {
+      try {
+        const g = await get(agent, job.origin, p, job.headers ?? {}, false);
+        res.bytes += g.bytes;
+        if (g.status !== 200) throw new Error(`GET ${p}: ${g.status}`);
+        res.latMs.push(g.ms);
+      } catch (err) {
+        res.failed++;
+        if (res.errors.length < 5) res.errors.push((err as Error).message);
+      }
+    });
+    res.wallMs = performance.now() - t0;
+  } finally {
+    await agent.close();
+  }
+  return res;
+}
+
+interface Descriptor {
+  digest: string;
+  size: number;
+}
+
+async function pullOnce(agent: Agent, job: PullJob): Promise<{ bytes: number; ms: number }> {
+  const t0 = performance.now();
+  const m = await get(agent, job.origin, `/v2/${job.repo}/manifests/${job.tag}`, { accept: job.accept }, true);
+  if (m.status !== 200) throw new Error(`manifest ${job.repo}:${job.tag}: ${m.status} ${m.body?.toString().slice(0, 200)}`);
+  const manifest = JSON.parse(m.body!.toString()) as { config: Descriptor; layers: Descriptor[] };
+  let bytes = m.bytes;
+  await pool([manifest.config, ...manifest.layers], job.layerConcurrency, async (d) => {
+    const g = await get(agent, job.origin, `/v2/${job.repo}/blobs/${d.digest}`, {}, false);
+    if (g.status !== 200 || g.bytes !== d.size) throw new Error(`blob ${d.digest}: status ${g.status}, ${g.bytes} of ${d.size} bytes`);
+    bytes += g.bytes;
+  });
+  return { bytes, ms: performance.now() - t0 };
+}
+
+async function runPull(job: PullJob): Promise<PullResult> {
+  const agent = newAgent(job.clients * job.layerConcurrency + 1);
+  const res: PullResult = { wallMs: 0, bytes: 0, clientMs: [], failed: 0, errors: [] };
+  const t0 = performance.now();
+  try {
+    await Promise.all(
+      Array.from({ length: job.clients }, async () => {
+        try {
+          const r = await pullOnce(agent, job);
+          res.bytes += r.bytes;
+          res.clientMs.push(r.ms);
+        } catch (err) {
+          res.failed++;
+          if (res.errors.length < 5) res.errors.push((err as Error).message);
+        }
+      }),
+    );
+    res.wallMs = performance.now() - t0;
+  } finally {
+    await agent.close();
+  }
+  return res;
+}
+
+export function runJob(job: Job): Promise<FetchResult | PullResult> {
+  return job.kind === 'fetch' ? runFetch(job) : runPull(job);
+}
+
+if (process.send) {
+  process.on('disconnect', () => process.exit(0));
+  process.on('message', (msg: { id: number; job: Job }) => {
+    runJob(msg.job).then(
+      (result) => process.send!({ id: msg.id, result }),
+      (err: unknown) => process.send!({ id: msg.id, error: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
+    );
+  });
+  process.send({ ready: true });
+}

@@ -1,0 +1,47 @@
+/** What each mode measures. Full: the figures in bench/RESULTS.md. Quick: seconds, tiny sizes, one run. */
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
+
+export interface Params {
+  mode: 'full' | 'quick';
+  /** Measured runs per contender in each side-by-side scenario (after one warm-up run). */
+  runs: number;
+  /** Scenario 1: one warm blob, one client. */
+  bigBlob: number;
+  /** Scenario 2: warm blobs of these sizes; `clients` concurrent, each blob requested `repeat` times per run. */
+  s2: { sizes: number[]; clients: number; repeat: number };
+  /** Scenarios 3 and 4: wrk. */
+  wrk: { connections: number; threads: number; durationS: number; warmupS: number };
+  /** Scenario 5: cold pull of an image; the upstream link is paced to `linkRate` bytes/s. */
+  pull: { layers: number[]; clients: number; layerConcurrency: number; linkRate: number };
+  /** Scenario 6, separate measurement: clients streaming one cold blob of `size` through stevedore (link unpaced). */
+  coldBlob: { size: number; clients: number; runs: number };
+  /** Scenario 7: start-up with this many stored blobs. */
+  startup: { blobs: number; runs: number };
+}
+
+export function params(mode: 'full' | 'quick'): Params {
+  if (mode === 'quick') {
+    return {
+      mode,
+      runs: 1,
+      bigBlob: 4 * MiB,
+      s2: { sizes: [64 * KiB, 256 * KiB, 512 * KiB, 1 * MiB], clients: 8, repeat: 2 },
+      wrk: { connections: 8, threads: 1, durationS: 1, warmupS: 0 },
+      pull: { layers: [256 * KiB, 512 * KiB, 1 * MiB], clients: 4, layerConcurrency: 3, linkRate: 64 * MiB },
+      coldBlob: { size: 4 * MiB, clients: 4, runs: 1 },
+      startup: { blobs: 1000, runs: 1 },
+    };
+  }
+  return {
+    mode,
+    runs: 5,
+    bigBlob: 1 * GiB,
+    s2: { sizes: Array.from({ length: 32 }, (_, i) => (i + 1) * MiB), clients: 64, repeat: 3 },
+    wrk: { connections: 64, threads: 2, durationS: 4, warmupS: 1 },
+    pull: { layers: [8 * MiB, 24 * MiB, 40 * MiB, 56 * MiB, 72 * MiB], clients: 20, layerConcurrency: 3, linkRate: 64 * MiB },
+    coldBlob: { size: 1 * GiB, clients: 20, runs: 2 },
+    startup: { blobs: 100_000, runs: 5 },
+  };
+}

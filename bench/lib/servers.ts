@@ -1,0 +1,295 @@
+/**
+ * The contenders, each a separate process on 127.0.0.1:
+ *   - stevedore, compiled once with tsc into a temp dir (no TypeScript loader in the measured process);
+ *   - CNCF distribution in proxy mode (`docker-registry` with `proxy: remoteurl:`), its own storage;
+ *   - nginx serving stevedore's store files with sendfile: the limit for a warm blob.
+ * Every one logs as it would by default (stevedore and distribution at info, one line per request,
+ * to a file); nginx has its access log off.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, removeDir, spawnTracked, stopProcess, tmpDir, waitFor, which } from '../../test/fixtures/util.js';
+import { childPids } from './proc.js';
+import { probe, startDockerRegistry } from './upstream.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface Server {
+  name: string;
+  url: string;
+  /** The process whose memory is reported (nginx: the master; see `pids`). */
+  pid: number;
+  /** Every process doing the serving (nginx: its workers). */
+  pids(): number[];
+  stop(): Promise<void>;
+}
+
+/** The environment for measured processes: nothing from a parent test runner or a user's stevedore setup. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v === undefined) continue;
+    if (k === 'NODE_OPTIONS' || k === 'NODE_V8_COVERAGE' || k.startsWith('STEVEDORE_') || k.startsWith('TAP') || k.startsWith('_TAPJS')) continue;
+    env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
+// ---- stevedore ---------------------------------------------------------------------------
+
+export interface StevedoreBuild {
+  main: string;
+  dir: string;
+  /** tsc complaints, if it still emitted (others may be editing lib/ while the benchmark runs). */
+  warnings: string;
+}
+
+/** Compiles lib/ into a temp dir (with a package.json for ESM and a node_modules link). */
+export async function buildStevedore(): Promise<StevedoreBuild> {
+  const dir = await tmpDir(undefined, 'stevedore-bench-build-');
+  const tsc = path.join(ROOT, 'node_modules', '.bin', 'tsc');
+  const out = await new Promise<{ code: number; text: string }>((resolve, reject) => {
+    const child = spawn(tsc, ['-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', dir, '--sourceMap', 'false'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    child.stdout.on('data', (c: Buffer) => (text += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (text += c.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code: code ?? 1, text }));
+  });
+  const main = path.join(dir, 'cli', 'main.js');
+  try {
+    await fsp.access(main);
+  } catch {
+    throw new Error(`tsc did not produce ${main} (exit ${out.code}):\n${out.text}`);
+  }
+  await fsp.writeFile(path.join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+  await fsp.symlink(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
+  return { main, dir, warnings: out.code === 0 ? '' : out.text };
+}
+
+export interface StevedoreServer extends Server {
+  storage: string;
+  logFile: string;
+  /** ms from spawn to the 'stevedore listening' line (its pino `time`). */
+  startupMs: number;
+  /** `ms` of the 'store index rebuilt' line, and the blobs it found. */
+  indexMs: number;
+  indexedBlobs: number;
+}
+
+export interface StevedoreOptions {
+  build: StevedoreBuild;
+  storage: string;
+  upstreamUrl: string;
+  /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir', dir]. */
+  nodeArgs?: string[];
+  logLevel?: string;
+}
+
+export const UPSTREAM_NAME = 'upstream.bench';
+
+async function readLines(file: string): Promise<Array<Record<string, unknown>>> {
+  const text = await fsp.readFile(file, 'utf8').catch(() => '');
+  const out: Array<Record<string, unknown>> = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // a line still being written
+    }
+  }
+  return out;
+}
+
+export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreServer> {
+  const dir = await tmpDir(undefined, 'stevedore-bench-sd-');
+  const configFile = path.join(dir, 'stevedore.yaml');
+  const logFile = path.join(dir, 'stevedore.log');
+  await fsp.writeFile(
+    configFile,
+    JSON.stringify({
+      listen: '127.0.0.1:0',
+      storage: { path: opts.storage },
+      log: { level: opts.logLevel ?? 'info' },
+      upstreams: { [UPSTREAM_NAME]: { url: opts.upstreamUrl } },
+      defaultUpstream: UPSTREAM_NAME,
+    }),
+  );
+  const fd = openSync(logFile, 'a');
+  const spawnedAt = Date.now();
+  const child: ChildProcess = spawnTracked(process.execPath, [...(opts.nodeArgs ?? []), opts.build.main, 'serve', '--config', configFile], {
+    cwd: dir,
+    env: cleanEnv(),
+    stdio: ['ignore', fd, fd],
+  }, { dieWithParent: true });
+  closeSync(fd);
+  let listening: Record<string, unknown> | undefined;
+  let index: Record<string, unknown> | undefined;
+  const stop = async (): Promise<void> => {
+    await stopProcess(child, 'SIGTERM', 15_000);
+    await removeDir(dir);
+  };
+  try {
+    await waitFor(
+      'stevedore to log "stevedore listening"',
+      async () => {
+        if (child.exitCode !== null) throw new Error(`stevedore exited with ${child.exitCode}: ${await fsp.readFile(logFile, 'utf8').catch(() => '')}`);
+        const lines = await readLines(logFile);
+        index = lines.find((l) => l.msg === 'store index rebuilt');
+        listening = lines.find((l) => l.msg === 'stevedore listening');
+        return listening !== undefined;
+      },
+      60_000,
+      5,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    name: 'stevedore',
+    url: `http://${String(listening!.listen)}`,
+    pid: child.pid!,
+    pids: () => [child.pid!],
+    storage: opts.storage,
+    logFile,
+    startupMs: Number(listening!.time) - spawnedAt,
+    indexMs: Number(index?.ms ?? NaN),
+    indexedBlobs: Number(index?.blobs ?? NaN),
+    stop,
+  };
+}
+
+// ---- distribution (proxy mode) -----------------------------------------------------------
+
+function distributionConfig(port: number, storage: string, remote: string): string {
+  // Debian's /etc/docker/registry/config.yml, on loopback, without htpasswd, plus `proxy`.
+  return [
+    'version: 0.1',
+    'log:',
+    '  fields:',
+    '    service: registry',
+    'storage:',
+    '  cache:',
+    '    blobdescriptor: inmemory',
+    '  filesystem:',
+    `    rootdirectory: ${JSON.stringify(storage)}`,
+    '  delete:',
+    '    enabled: true',
+    'http:',
+    `  addr: 127.0.0.1:${port}`,
+    '  secret: stevedore-bench-distribution',
+    '  headers:',
+    '    X-Content-Type-Options: [nosniff]',
+    'health:',
+    '  storagedriver:',
+    '    enabled: true',
+    '    interval: 10s',
+    '    threshold: 3',
+    'proxy:',
+    `  remoteurl: ${remote}`,
+    '',
+  ].join('\n');
+}
+
+export async function startDistribution(upstreamUrl: string): Promise<Server> {
+  const dir = await tmpDir(undefined, 'stevedore-bench-dist-');
+  const { child, port } = await startDockerRegistry(dir, 'distribution', (p) => distributionConfig(p, path.join(dir, 'data'), upstreamUrl));
+  return {
+    name: 'distribution',
+    url: `http://127.0.0.1:${port}`,
+    pid: child.pid!,
+    pids: () => [child.pid!],
+    async stop() {
+      await stopProcess(child, 'SIGTERM', 5000);
+      await removeDir(dir);
+    },
+  };
+}
+
+// ---- nginx -------------------------------------------------------------------------------
+
+export interface NginxFile {
+  /** Exact request path, e.g. /v2/bench/app/manifests/v1. */
+  path: string;
+  file: string;
+  contentType: string;
+}
+
+/**
+ * nginx with sendfile, serving `/v2/<name>/blobs/sha256:<hex>` (and manifests by digest) straight
+ * from a stevedore store's files, plus exact paths from `files` (a tag's manifest).
+ */
+export async function startNginx(storeRoot: string, files: NginxFile[]): Promise<Server> {
+  const bin = which('nginx');
+  const dir = await tmpDir(undefined, 'stevedore-bench-nginx-');
+  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) await fsp.mkdir(path.join(dir, 'tmp', d), { recursive: true });
+  const blobs = path.join(path.resolve(storeRoot), 'blobs', 'sha256');
+  const q = (s: string): string => JSON.stringify(s);
+  const conf = (port: number): string =>
+    [
+      ...(process.getuid?.() === 0 ? ['user root;'] : []),
+      'worker_processes auto;',
+      'daemon off;',
+      `pid ${q(path.join(dir, 'nginx.pid'))};`,
+      `error_log ${q(path.join(dir, 'error.log'))} warn;`,
+      'events { worker_connections 4096; }',
+      'http {',
+      '  sendfile on;',
+      '  tcp_nopush on;',
+      '  access_log off;',
+      '  keepalive_requests 1000000;',
+      '  keepalive_timeout 65s;',
+      '  default_type application/octet-stream;',
+      `  client_body_temp_path ${q(path.join(dir, 'tmp', 'body'))};`,
+      `  proxy_temp_path ${q(path.join(dir, 'tmp', 'proxy'))};`,
+      `  fastcgi_temp_path ${q(path.join(dir, 'tmp', 'fastcgi'))};`,
+      `  uwsgi_temp_path ${q(path.join(dir, 'tmp', 'uwsgi'))};`,
+      `  scgi_temp_path ${q(path.join(dir, 'tmp', 'scgi'))};`,
+      '  server {',
+      `    listen 127.0.0.1:${port};`,
+      `    location ~ "^/v2/.+/blobs/sha256:([0-9a-f]{2})([0-9a-f]{62})$" { alias ${q(`${blobs}/$1/$1$2`)}; }`,
+      `    location ~ "^/v2/.+/manifests/sha256:([0-9a-f]{2})([0-9a-f]{62})$" { default_type application/vnd.docker.distribution.manifest.v2+json; alias ${q(`${blobs}/$1/$1$2`)}; }`,
+      ...files.map((f) => `    location = ${q(f.path)} { default_type ${q(f.contentType)}; alias ${q(f.file)}; }`),
+      '  }',
+      '}',
+      '',
+    ].join('\n');
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const confFile = path.join(dir, 'nginx.conf');
+    await fsp.writeFile(confFile, conf(port));
+    const logFd = openSync(path.join(dir, 'stderr.log'), 'a');
+    const child = spawnTracked(bin, ['-p', dir, '-c', confFile, '-e', path.join(dir, 'error.log')], { stdio: ['ignore', logFd, logFd], env: cleanEnv() }, { dieWithParent: true });
+    closeSync(logFd);
+    const exited = new Promise<'exited'>((r) => child.once('exit', () => r('exited')));
+    const url = `http://127.0.0.1:${port}`;
+    const ready = waitFor('nginx to answer', () => probe(`${url}/`, () => true), 15_000).then(() => 'ready' as const);
+    if ((await Promise.race([ready, exited])) === 'exited') {
+      const log = await fsp.readFile(path.join(dir, 'error.log'), 'utf8').catch(() => '');
+      if (attempt < 3 && /Address already in use/i.test(log)) continue;
+      throw new Error(`nginx exited at start-up (code ${child.exitCode}):\n${log}`);
+    }
+    return {
+      name: 'nginx',
+      url,
+      pid: child.pid!,
+      pids: () => {
+        const workers = childPids(child.pid!);
+        return workers.length ? workers : [child.pid!];
+      },
+      async stop() {
+        await stopProcess(child, 'SIGQUIT', 5000);
+        await removeDir(dir);
+      },
+    };
+  }
+}
+
+export function machine(): { nproc: number; cpu: string; memGiB: number; kernel: string } {
+  return { nproc: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', memGiB: os.totalmem() / 2 ** 30, kernel: os.release() };
+}

@@ -1,0 +1,56 @@
+// The benchmark suite in quick mode (`npm run bench:quick`: tiny sizes, one run, seconds), so the
+// benchmark cannot rot. Asserts only that it completes and reports a number for every scenario and
+// contender — never anything about the figures themselves.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+import { run, tmpDir, which } from '../fixtures/util.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function isNumber(x: unknown): boolean {
+  return typeof x === 'number' && Number.isFinite(x) && x >= 0;
+}
+
+/** Every listed series exists and holds at least one finite number. */
+function seriesPresent(t: Test, obj: unknown, where: string, keys: string[]): void {
+  const rec = obj as Record<string, unknown> | undefined;
+  t.ok(rec, `${where} is reported`);
+  for (const k of keys) {
+    const s = rec?.[k];
+    t.ok(Array.isArray(s) && s.length > 0 && s.every(isNumber), `${where}.${k} holds numbers`);
+  }
+}
+
+t.test('the quick benchmark completes and reports numbers for every scenario', async (t) => {
+  const dir = await tmpDir(t, 'stevedore-bench-quick-');
+  const md = path.join(dir, 'RESULTS.md');
+  const json = path.join(dir, 'results.json');
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  // Coverage and tap's loaders are for this test process, not for the benchmark's servers.
+  delete env.NODE_V8_COVERAGE;
+  delete env.NODE_OPTIONS;
+  const r = await run(which('npm'), ['run', '--silent', 'bench:quick', '--', '--out', md, '--json', json], { cwd: ROOT, env, timeoutMs: 60_000 });
+  t.equal(r.code, 0, `npm run bench:quick exits 0\n${r.stderr.slice(-4000)}`);
+  if (r.code !== 0) return;
+
+  const { results } = JSON.parse(await fsp.readFile(json, 'utf8')) as { results: Record<string, Record<string, unknown>> };
+  for (const name of ['stevedore', 'distribution', 'nginx']) {
+    seriesPresent(t, results.s1?.[name], `s1.${name}`, ['mibps', 'undici']);
+    seriesPresent(t, results.s2?.[name], `s2.${name}`, ['mibps', 'p50', 'p99', 'undici', 'undiciP50', 'undiciP99', 'rss']);
+    seriesPresent(t, results.s3?.[name], `s3.${name}`, ['rps', 'p50', 'p99']);
+    seriesPresent(t, results.s4?.[name], `s4.${name}`, ['rps', 'p50', 'p99']);
+  }
+  const modes = (results.s5 as { modes?: Record<string, unknown> } | undefined)?.modes;
+  seriesPresent(t, modes?.direct, 's5.direct', ['wallS', 'upstreamBytes', 'upstreamRequests']);
+  for (const name of ['stevedore', 'distribution']) seriesPresent(t, modes?.[name], `s5.${name}`, ['wallS', 'upstreamBytes', 'upstreamRequests', 'rss']);
+  seriesPresent(t, results.s6, 's6', ['rss', 'wallS', 'upstreamBytes']);
+  seriesPresent(t, results.s7, 's7', ['startupMs', 'indexMs', 'rss']);
+
+  const report = await fsp.readFile(md, 'utf8');
+  for (const heading of ['## Targets', '## 1. ', '## 2. ', '## 3. ', '## 4. ', '## 5. ', '## 6. ', '## 7. ']) {
+    t.ok(report.includes(heading), `the report has "${heading}"`);
+  }
+  t.notMatch(report, /\bn\/a\b|NaN/, 'no figure in the report is missing');
+});
