@@ -11,17 +11,28 @@
 import type { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 
-export const SEND_CHUNK = 256 * 1024;
-/** Buffers kept for reuse; more are allocated under load and dropped when returned past this. */
-const POOL_MAX = 64;
-const pool: Buffer[] = [];
+/**
+ * Chunk size by load: a few transfers get large chunks (fewer syscalls, full speed on one
+ * connection); many at once get smaller ones, so memory stays flat (64 transfers × 2 × 256 KiB).
+ */
+export const SEND_CHUNK = 512 * 1024;
+const SEND_CHUNK_BUSY = 256 * 1024;
+const BUSY_TRANSFERS = 16;
+/** Buffers kept for reuse per size; more are allocated under load and dropped when returned past this. */
+const POOL_MAX = 32;
+const pools = new Map<number, Buffer[]>([
+  [SEND_CHUNK, []],
+  [SEND_CHUNK_BUSY, []],
+]);
+let active = 0;
 
-function take(): Buffer {
-  return pool.pop() ?? Buffer.allocUnsafeSlow(SEND_CHUNK);
+function take(size: number): Buffer {
+  return pools.get(size)!.pop() ?? Buffer.allocUnsafeSlow(size);
 }
 
 function give(b: Buffer): void {
-  if (pool.length < POOL_MAX) pool.push(b);
+  const pool = pools.get(b.length);
+  if (pool && pool.length < POOL_MAX) pool.push(b);
 }
 
 export interface Follow {
@@ -46,7 +57,9 @@ export class DestinationClosedError extends Error {
  * the destination closes, or `follow` says the file will never be complete.
  */
 export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: number, end: number, follow?: Follow): Promise<void> {
-  const buffers: [Buffer, Buffer] = [take(), take()];
+  active++;
+  const size = active > BUSY_TRANSFERS ? SEND_CHUNK_BUSY : SEND_CHUNK;
+  const buffers: [Buffer, Buffer] = [take(size), take(size)];
   const inFlight: [Promise<void> | null, Promise<void> | null] = [null, null];
   let closed = false;
   let markClosed!: () => void;
@@ -79,7 +92,7 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
       }
       if (inFlight[i]) await settle(inFlight[i]!);
       const buf = buffers[i]!;
-      const want = Math.min(SEND_CHUNK, limit - pos);
+      const want = Math.min(size, limit - pos);
       const { bytesRead } = await fh.read(buf, 0, want, pos);
       if (bytesRead === 0) throw new Error(`short read at ${pos} (file shorter than expected)`);
       pos += bytesRead;
@@ -101,6 +114,7 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
     // Every write completed: both buffers are free again.
     for (const b of buffers) give(b);
   } finally {
+    active--;
     dest.off('close', onClose);
     // On failure the buffers are dropped, not pooled: a write that never completed may still
     // reference one.
