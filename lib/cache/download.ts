@@ -49,6 +49,16 @@ function isResumable(err: unknown): boolean {
   );
 }
 
+/** A connection reset (or a socket closed under a request), wherever undici or node reported it. */
+function wasReset(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE') return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
 export class Download {
   readonly digest: string;
   readonly writer: BlobWriter;
@@ -116,8 +126,10 @@ export class Download {
         return;
       } catch (err) {
         if (this.abort.signal.aborted) throw this.abort.signal.reason as Error;
-        // Only a transfer that had begun is resumed; a failing first request is the client's answer.
-        const begun = this.attempts > 1 || this.received > 0;
+        // A transfer that had begun is resumed. A first request fails fast (refused, timed out, an
+        // error status is the client's answer), unless its connection was reset: that is the
+        // same fault as a reset mid-body, only earlier.
+        const begun = this.attempts > 1 || this.received > 0 || wasReset(err);
         if (!begun || !isResumable(err) || resumes >= this.opts.maxResumes) throw err;
         resumes++;
         const wait = Math.min(5_000, this.opts.backoffMs * 2 ** stuck);
