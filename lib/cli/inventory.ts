@@ -5,6 +5,7 @@ import type { Config } from '../config/config.js';
 import { parseDigest, tryParseDigest } from '../oci/digest.js';
 import { INDEX_MEDIA_TYPES, parseManifest } from '../oci/media-types.js';
 import { Store } from '../storage/store.js';
+import { UploadStore } from '../storage/upload-store.js';
 import { formatBytes } from '../config/units.js';
 
 async function openStore(config: Config): Promise<Store> {
@@ -136,7 +137,19 @@ export async function collectGarbage(store: Store, opts: { apply: boolean }): Pr
 
 export async function runGc(config: Config, opts: { delete?: boolean }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
   const store = await openStore(config);
-  const r = await collectGarbage(store, { apply: opts.delete === true });
-  for (const d of r.blobs) out.write(`${opts.delete ? 'deleted' : 'would delete'} ${d}\n`);
-  out.write(`${opts.delete ? 'freed' : 'would free'} ${formatBytes(r.bytes)} in ${r.blobs.length} unreferenced blobs${opts.delete ? '' : ' (dry run: --delete to apply)'}\n`);
+  const apply = opts.delete === true;
+  const r = await collectGarbage(store, { apply });
+  for (const d of r.blobs) out.write(`${apply ? 'deleted' : 'would delete'} ${d}\n`);
+  // Upload sessions idle past registry.uploadMaxAge (a running server sweeps them too).
+  const uploads = new UploadStore(store.blobs);
+  const expired = await uploads.listExpired(config.registry.uploadMaxAge);
+  let uploadBytes = 0;
+  for (const u of expired) {
+    uploadBytes += u.bytes;
+    if (apply) await uploads.delete(u.uuid);
+    out.write(`${apply ? 'deleted' : 'would delete'} upload ${u.uuid} (${formatBytes(u.bytes)})\n`);
+  }
+  out.write(
+    `${apply ? 'freed' : 'would free'} ${formatBytes(r.bytes + uploadBytes)}: ${r.blobs.length} unreferenced blobs, ${expired.length} expired uploads${apply ? '' : ' (dry run: --delete to apply)'}\n`,
+  );
 }

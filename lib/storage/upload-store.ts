@@ -171,6 +171,28 @@ export class UploadStore {
     await fsp.rm(this.dir(uuid), { recursive: true, force: true });
   }
 
+  /** Sessions idle longer than `maxAgeMs` and the bytes they hold, without removing them (gc's dry run). */
+  async listExpired(maxAgeMs: number): Promise<Array<{ uuid: string; bytes: number }>> {
+    const out: Array<{ uuid: string; bytes: number }> = [];
+    let entries: string[];
+    try {
+      entries = await fsp.readdir(this.blobs.paths.uploads);
+    } catch {
+      return out;
+    }
+    const cutoff = this.now() - maxAgeMs;
+    for (const uuid of entries) {
+      if (!UPLOAD_ID_RE.test(uuid) || this.locks.has(uuid)) continue;
+      const dir = path.join(this.blobs.paths.uploads, uuid);
+      const info = await fsp.stat(path.join(dir, 'info.json')).catch(() => null);
+      const last = info?.mtimeMs ?? (await fsp.stat(dir).catch(() => null))?.mtimeMs ?? 0;
+      if (last > cutoff) continue;
+      const data = await fsp.stat(path.join(dir, 'data')).catch(() => null);
+      out.push({ uuid, bytes: data?.size ?? 0 });
+    }
+    return out;
+  }
+
   /** Removes sessions idle longer than `maxAgeMs` (last write or creation). Returns how many. */
   async sweep(maxAgeMs: number): Promise<number> {
     let removed = 0;

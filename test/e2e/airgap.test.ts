@@ -198,11 +198,27 @@ t.test('air-gapped lab', async (t) => {
     const dry = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml')]);
     t.equal(dry.code, 0, dry.stderr);
     t.match(dry.stdout, new RegExp(`would delete sha256:${hex}`));
-    t.match(dry.stdout, /would free 11B in 1 unreferenced blobs \(dry run/);
+    t.match(dry.stdout, /would free 11B: 1 unreferenced blobs, 0 expired uploads \(dry run/);
     const real = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml'), '--delete']);
-    t.match(real.stdout, /freed 11B in 1/);
+    t.match(real.stdout, /freed 11B: 1 unreferenced blobs/);
     t.notOk((await filesUnder(path.join(lab, 'blobs'))).includes(hex), 'orphan gone');
     t.equal((await filesUnder(path.join(lab, 'blobs'))).length, TOTAL_OBJECTS, 'everything referenced kept');
+  });
+
+  await t.test('gc lists upload sessions idle past registry.uploadMaxAge, and deletes them with --delete', async (t) => {
+    const uuid = '0123abcd-0000-4000-8000-000000000001';
+    const dir = path.join(lab, 'uploads', uuid);
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.writeFile(path.join(dir, 'data'), Buffer.alloc(2048));
+    await fsp.writeFile(path.join(dir, 'info.json'), JSON.stringify({ namespace: '_hosted', name: 'x', startedAt: 0 }));
+    const old = Date.now() / 1000 - 2 * 86_400;
+    await fsp.utimes(path.join(dir, 'info.json'), old, old);
+    const dry = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml')]);
+    t.match(dry.stdout, new RegExp(`would delete upload ${uuid} \\(2\\.0KiB\\)`));
+    t.ok(await fsp.stat(dir).then(() => true, () => false), 'dry run deletes nothing');
+    const real = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml'), '--delete']);
+    t.match(real.stdout, /freed 2\.0KiB: 0 unreferenced blobs, 1 expired uploads/);
+    t.notOk(await fsp.stat(dir).then(() => true, () => false), 'the session is gone');
   });
 });
 
