@@ -397,7 +397,9 @@ async function main(): Promise<void> {
       foreignCpuS: Math.max(0, ticks1.busy - ticks0.busy - (ticks1.own - ticks0.own)) / 100,
       stealS: (ticks1.steal - ticks0.steal) / 100,
     });
-    await fsp.writeFile(out, renderReport(meta, p, results));
+    // bench/CHANGES.md (what each hot-path change bought) is kept at the end of every full report.
+    const changes = values.quick ? '' : await fsp.readFile(path.join(ROOT, 'bench', 'CHANGES.md'), 'utf8').catch(() => '');
+    await fsp.writeFile(out, renderReport(meta, p, results) + (changes ? `\n${changes}` : ''));
     if (values.json) await fsp.writeFile(values.json, JSON.stringify({ meta, params: p, results }, null, 2));
     log(`done in ${meta.elapsedS.toFixed(0)} s; wrote ${out}${values.json ? ` and ${values.json}` : ''}`);
   } catch (err) {
