@@ -26,7 +26,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$had_policy" -eq 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl; do
+for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl script; do
   command -v "$tool" >/dev/null || { echo "install-test-deps: $tool is still missing" >&2; exit 1; }
 done
 

@@ -12,7 +12,8 @@ import { buildDockerImage, buildOciIndex, pushImage } from '../fixtures/images.j
 import { startRegistry } from '../fixtures/registry.js';
 import { readDirImage, skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore } from '../fixtures/stevedore.js';
-import { tmpDir } from '../fixtures/util.js';
+import { run, tmpDir, which } from '../fixtures/util.js';
+import { fileURLToPath } from 'node:url';
 
 const amd64 = { os: 'linux', architecture: 'amd64' };
 const arm64 = { os: 'linux', architecture: 'arm64' };
@@ -63,6 +64,27 @@ t.test('air-gapped lab', async (t) => {
     }
     const pins = await filesUnder(path.join(connected, 'pins'));
     t.equal(pins.length, TOTAL_OBJECTS, 'every manifest and blob pinned');
+  });
+
+  await t.test('on a terminal, prefetch draws progress bars per image and in total', async (t) => {
+    // `script` gives the command a pseudo-terminal, as an operator's shell would.
+    const store = path.join(work, 'tty-store');
+    const cfg = path.join(work, 'tty.yaml');
+    await fsp.writeFile(cfg, JSON.stringify({ log: { level: 'warn' }, storage: { path: store }, upstreams: { 'docker.io': { url: reg.url } } }));
+    const cmd = [process.execPath, '--import', '@tapjs/typescript/import', 'lib/cli/main.ts', 'prefetch', '--config', cfg, 'docker.io/team/app:v2']
+      .map((a) => `'${a}'`)
+      .join(' ');
+    const r = await run(which('script'), ['-qec', cmd, '/dev/null'], {
+      cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..'),
+      env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', STEVEDORE_CONFIG: '', COLUMNS: '120', TERM: 'xterm' },
+      timeoutMs: 60_000,
+    });
+    t.equal(r.code, 0, r.stdout);
+    t.match(r.stdout, /\u2588/, 'bar characters drawn');
+    // (the image's name is cut at the terminal's width)
+    t.match(r.stdout, /100% \| [\d.]+KiB\/[\d.]+KiB \| docker\.io\/team\//, 'the image bar reaches 100 %');
+    t.match(r.stdout, /\| total/, 'a total bar');
+    t.notMatch(r.stdout, /prefetch docker\.io\/team\/app:v2: \d+ manifests/, 'no plain log lines on a terminal');
   });
 
   await t.test('prefetch again resumes: nothing already stored is fetched', async (t) => {
