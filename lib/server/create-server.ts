@@ -14,7 +14,7 @@ import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import type { Metrics } from './metrics.js';
 import { checkRangeSyntax, sendBlob } from './blob-response.js';
-import { API_VERSION_HEADER, sendError, sendJson, toOciError } from './respond.js';
+import { API_VERSION_HEADER, sendError, sendJson, sendManifest, toOciError } from './respond.js';
 import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
 import type { HostedNames } from '../registry/hosted.js';
@@ -343,24 +343,9 @@ async function serveManifest(
   const ref = parseReference(reference);
   const m = ref.kind === 'tag' ? await deps.pull.getManifestByTag(target, ref.tag) : await deps.pull.getManifestByDigest(target, ref.digest);
   outcome.cache = m.cache;
-  const etag = `"${m.digest}"`;
-  Object.assign(headers, {
-    'Content-Type': m.mediaType,
-    'Content-Length': String(m.size),
-    'Docker-Content-Digest': m.digest,
-    ETag: etag,
-    'X-Cache': m.cache,
-  });
+  headers['X-Cache'] = m.cache;
   if (m.staleReason) headers.Warning = STALE_WARNING;
-  if (req.headers['if-none-match'] === etag) {
-    delete headers['Content-Length'];
-    res.writeHead(304, headers);
-    res.end();
-    return;
-  }
-  res.writeHead(200, headers);
-  outcome.bytes = head ? 0 : m.size;
-  res.end(head ? undefined : m.bytes);
+  outcome.bytes = sendManifest(res, req.headers['if-none-match'], headers, m, head);
 }
 
 async function serveBlob(

@@ -11,7 +11,7 @@ import { parseReference } from '../oci/name.js';
 import { referrersIndex, type ReferrerDescriptor } from '../oci/referrers.js';
 import { manifestTooLarge, parseChunkRange, type Registry } from '../registry/registry.js';
 import type { RepoRef } from '../storage/repo-store.js';
-import { API_VERSION_HEADER, sendJson } from './respond.js';
+import { API_VERSION_HEADER, sendJson, sendManifest } from './respond.js';
 import { checkRangeSyntax, sendBlob } from './blob-response.js';
 
 /** What the access log says about a request (a subset of create-server's Outcome). */
@@ -213,23 +213,7 @@ export async function serveHostedManifest(
   head: boolean,
 ): Promise<void> {
   const m = await registry.getManifest(repo, parseReference(reference));
-  const etag = `"${m.digest}"`;
-  const h: Record<string, string> = {
-    ...headers,
-    'Content-Type': m.mediaType,
-    'Content-Length': String(m.bytes.length),
-    'Docker-Content-Digest': m.digest,
-    ETag: etag,
-  };
-  if (req.headers['if-none-match'] === etag) {
-    delete h['Content-Length'];
-    res.writeHead(304, h);
-    res.end();
-    return;
-  }
-  res.writeHead(200, h);
-  outcome.bytes = head ? 0 : m.bytes.length;
-  res.end(head ? undefined : m.bytes);
+  outcome.bytes = sendManifest(res, req.headers['if-none-match'], headers, m, head);
 }
 
 export async function serveHostedBlob(

@@ -52,3 +52,27 @@ export async function sendBody(res: ServerResponse, send: (res: ServerResponse) 
     return err instanceof Error ? err : new Error(String(err));
   }
 }
+
+/**
+ * A manifest answer: exact bytes, their media type and digest (also the ETag); 304 when the client
+ * already has it; no body for HEAD. `headers` may carry extra ones (X-Cache, Warning, OCI-Namespace).
+ */
+export function sendManifest(
+  res: ServerResponse,
+  ifNoneMatch: string | undefined,
+  headers: Record<string, string>,
+  m: { digest: string; mediaType: string; bytes: Buffer },
+  head: boolean,
+): number {
+  const etag = `"${m.digest}"`;
+  const h: Record<string, string> = { ...headers, 'Content-Type': m.mediaType, 'Docker-Content-Digest': m.digest, ETag: etag };
+  if (ifNoneMatch === etag) {
+    res.writeHead(304, h);
+    res.end();
+    return 0;
+  }
+  h['Content-Length'] = String(m.bytes.length);
+  res.writeHead(200, h);
+  res.end(head ? undefined : m.bytes);
+  return head ? 0 : m.bytes.length;
+}

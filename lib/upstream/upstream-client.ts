@@ -22,6 +22,16 @@ const TOKEN_MARGIN_MS = 5_000;
 
 type Headers = Record<string, string>;
 
+interface RequestOptions {
+  method: 'GET' | 'HEAD';
+  path: string;
+  scope: string;
+  headers?: Headers;
+  signal?: AbortSignal;
+  /** What is asked for, in words, for error messages. */
+  what: string;
+}
+
 export interface UpstreamResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
@@ -181,14 +191,7 @@ export class UpstreamClient {
    * following redirects for GET/HEAD. Non-2xx answers are returned, not thrown; their body is the
    * caller's to consume or dump.
    */
-  async request(opts: {
-    method: 'GET' | 'HEAD';
-    path: string;
-    scope: string;
-    headers?: Headers;
-    signal?: AbortSignal;
-    what: string;
-  }): Promise<UpstreamResponse> {
+  async request(opts: RequestOptions): Promise<UpstreamResponse> {
     if (this.offline) {
       throw new UpstreamError('offline', this.name, `the proxy is offline for ${this.name} (offline: true) and does not have ${opts.what}`);
     }
@@ -236,14 +239,7 @@ export class UpstreamClient {
     }
   }
 
-  private async authenticated(opts: {
-    method: 'GET' | 'HEAD';
-    path: string;
-    scope: string;
-    headers?: Headers;
-    signal?: AbortSignal;
-    what: string;
-  }): Promise<UpstreamResponse> {
+  private async authenticated(opts: RequestOptions): Promise<UpstreamResponse> {
     let auth = await this.authorization(opts.scope);
     for (let attempt = 0; ; attempt++) {
       const res = await this.send(opts, auth);
