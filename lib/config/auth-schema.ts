@@ -36,18 +36,28 @@ const headerParam = z
   .min(1)
   .regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, { message: 'printable ASCII without spaces, quotes or backslashes' });
 
-const realmUrl = z.string().transform((v, ctx) => {
+/**
+ * An http(s) URL, or null after reporting why not (shared by the upstream URLs in schema.ts and
+ * the token realm here).
+ */
+export function httpUrl(v: string, ctx: z.core.$RefinementCtx): URL | null {
   let u: URL;
   try {
     u = new URL(v);
   } catch {
     ctx.addIssue({ code: 'custom', message: `not a URL: ${JSON.stringify(v)}` });
-    return z.NEVER;
+    return null;
   }
   if (u.protocol !== 'https:' && u.protocol !== 'http:') {
     ctx.addIssue({ code: 'custom', message: `must be http:// or https://, got ${u.protocol}` });
-    return z.NEVER;
+    return null;
   }
+  return u;
+}
+
+const realmUrl = z.string().transform((v, ctx) => {
+  const u = httpUrl(v, ctx);
+  if (!u) return z.NEVER;
   if (u.username || u.password || u.hash || /["\\\s]/.test(v)) {
     ctx.addIssue({ code: 'custom', message: 'must be a plain URL without credentials, fragment, quotes or spaces' });
     return z.NEVER;

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
-import { AUTH_DEFAULTS, authSchema } from './auth-schema.js';
+import { AUTH_DEFAULTS, authSchema, httpUrl } from './auth-schema.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -37,17 +37,8 @@ const listen = z.union([z.string(), z.number()]).transform((v, ctx) => {
 });
 
 const upstreamUrl = z.string().transform((v, ctx) => {
-  let u: URL;
-  try {
-    u = new URL(v);
-  } catch {
-    ctx.addIssue({ code: 'custom', message: `not a URL: ${JSON.stringify(v)}` });
-    return z.NEVER;
-  }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') {
-    ctx.addIssue({ code: 'custom', message: `must be http:// or https://, got ${u.protocol}` });
-    return z.NEVER;
-  }
+  const u = httpUrl(v, ctx);
+  if (!u) return z.NEVER;
   if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) {
     ctx.addIssue({ code: 'custom', message: 'must be an origin only (scheme://host[:port]); credentials go in username/password' });
     return z.NEVER;
