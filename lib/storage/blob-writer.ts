@@ -32,6 +32,9 @@ export class BlobWriter extends Writable {
   finalPath: string | null = null;
   readonly events = new EventEmitter();
   private fh: fsp.FileHandle | null = null;
+  /** Settles once the temp file exists (or could not be created): followers may arrive before. */
+  private readonly created: Promise<void>;
+  private markCreated!: (err?: Error) => void;
   private readonly hash: Hash;
   private readonly algorithm: DigestAlgorithm;
   private readonly resolveFinal: (d: Digest) => string;
@@ -54,15 +57,23 @@ export class BlobWriter extends Writable {
     this.resolveFinal = opts.resolveFinal;
     this.onCommitted = opts.onCommitted ?? (() => undefined);
     this.events.setMaxListeners(0);
+    this.created = new Promise<void>((resolve, reject) => {
+      this.markCreated = (err) => (err ? reject(err) : resolve());
+    });
+    this.created.catch(() => undefined);
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
     fsp.open(this.tmpPath, 'wx').then(
       (fh) => {
         this.fh = fh;
+        this.markCreated();
         callback();
       },
-      (err: Error) => callback(err),
+      (err: Error) => {
+        this.markCreated(err);
+        callback(err);
+      },
     );
   }
 
@@ -206,6 +217,8 @@ export class BlobWriter extends Writable {
 
   /** Opens the file once (tmp, or final once committed); the descriptor survives the rename. */
   async openForReading(): Promise<fsp.FileHandle> {
+    // A follower may come before the temp file was created.
+    if (this.state === 'writing') await this.created;
     for (let attempt = 0; attempt < 3; attempt++) {
       if (this.state === 'failed') throw this.failure ?? new Error('download failed');
       const p = this.state === 'committed' ? this.finalPath! : this.tmpPath;
