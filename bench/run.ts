@@ -9,7 +9,8 @@
  *
  * Options (after `--`): --quick, --out FILE (Markdown), --json FILE (raw figures),
  * --only s1,s3,... (a subset of the scenarios), --runs N, --cpu-prof DIR (stevedore runs with
- * node --cpu-prof, one .cpuprofile per process written to DIR when it stops).
+ * node --cpu-prof, one .cpuprofile per process written to DIR when it stops), --node-arg ARG
+ * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs).
  */
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -335,6 +336,7 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       runs: { type: 'string' },
       'cpu-prof': { type: 'string' },
+      'node-arg': { type: 'string', multiple: true },
     },
   });
   const p = paramsFor(values.quick ? 'quick' : 'full');
@@ -342,7 +344,7 @@ async function main(): Promise<void> {
   const only = new Set<ScenarioId>(values.only ? (values.only.split(',').map((s) => s.trim()) as ScenarioId[]) : ALL);
   for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s} (use ${ALL.join(',')})`);
   const out = path.resolve(values.out ?? (values.quick ? path.join(os.tmpdir(), `stevedore-bench-quick-${process.pid}.md`) : path.join(ROOT, 'bench', 'RESULTS.md')));
-  const nodeArgs: string[] = [];
+  const nodeArgs: string[] = [...(values['node-arg'] ?? [])];
   if (values['cpu-prof']) {
     await fsp.mkdir(values['cpu-prof'], { recursive: true });
     nodeArgs.push('--cpu-prof', '--cpu-prof-dir', path.resolve(values['cpu-prof']));
