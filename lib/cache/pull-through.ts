@@ -65,6 +65,11 @@ const STALE_RETRY_MS = 10_000;
 /** A finished download stays joinable this long, closing the gap between "not stored" and "stored". */
 const FINISHED_DOWNLOAD_LINGER_MS = 5_000;
 const MANIFEST_MEMO_BYTES = 64 * 1024 * 1024;
+/**
+ * The latest bytes of each download kept in memory: clients keeping up with it are sent these
+ * (one copy for all of them) instead of each reading the temp file into buffers of its own.
+ */
+const SHARED_RECENT_BYTES = 2 * 1024 * 1024;
 
 /** Failures that leave stored content servable: the upstream cannot answer now, or must not be asked. */
 function isTransient(err: unknown): err is UpstreamError {
@@ -374,7 +379,7 @@ export class PullThrough {
   }
 
   private startDownload(t: Target, d: Digest): Download {
-    const writer = this.store.blobs.createWriter(d);
+    const writer = this.store.blobs.createWriter(d, { keepRecent: SHARED_RECENT_BYTES });
     const dl = new Download(
       d.value,
       writer,

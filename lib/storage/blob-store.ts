@@ -263,12 +263,13 @@ export class BlobStore {
   }
 
   /** A writer into a new temp file; `expected` null means "whatever digest the bytes have" (manifests by tag). */
-  createWriter(expected: Digest | null, opts: { maxSize?: number; pinned?: boolean } = {}): BlobWriter {
+  createWriter(expected: Digest | null, opts: { maxSize?: number; pinned?: boolean; keepRecent?: number } = {}): BlobWriter {
     const tmpPath = path.join(this.paths.tmp, `${randomBytes(12).toString('hex')}.part`);
     return new BlobWriter({
       tmpPath,
       expected,
       ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
+      ...(opts.keepRecent !== undefined ? { keepRecent: opts.keepRecent } : {}),
       resolveFinal: (d) => this.paths.blob(d),
       onCommitted: (d, size) => this.index.add(d.value, size, this.now(), opts.pinned === true),
     });

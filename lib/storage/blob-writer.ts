@@ -39,6 +39,11 @@ export class BlobWriter extends Writable {
   private readonly algorithm: DigestAlgorithm;
   private readonly resolveFinal: (d: Digest) => string;
   private readonly onCommitted: (d: Digest, size: number) => void;
+  /** Bytes of the most recent chunks kept in memory for followers (0: none). */
+  private readonly keepRecent: number;
+  /** The most recent chunks, in file order: followers at the edge send these instead of reading the file. */
+  private recent: Array<{ start: number; buf: Buffer }> = [];
+  private recentBytes = 0;
 
   constructor(opts: {
     tmpPath: string;
@@ -46,6 +51,12 @@ export class BlobWriter extends Writable {
     maxSize?: number;
     resolveFinal: (d: Digest) => string;
     onCommitted?: (d: Digest, size: number) => void;
+    /**
+     * Keep about this many bytes of the latest chunks in memory for followers (`sendTo`), so those
+     * keeping up with the download share one copy instead of each reading the file. Only for
+     * sources that never reuse a chunk's memory once written (a network body).
+     */
+    keepRecent?: number;
   }) {
     // autoDestroy off: finishing is not committing; commit() or abort() decides the file's fate.
     super({ highWaterMark: 1024 * 1024, autoDestroy: false });
@@ -56,6 +67,7 @@ export class BlobWriter extends Writable {
     this.hash = createHash(this.algorithm);
     this.resolveFinal = opts.resolveFinal;
     this.onCommitted = opts.onCommitted ?? (() => undefined);
+    this.keepRecent = opts.keepRecent ?? 0;
     this.events.setMaxListeners(0);
     this.created = new Promise<void>((resolve, reject) => {
       this.markCreated = (err) => (err ? reject(err) : resolve());
@@ -105,8 +117,53 @@ export class BlobWriter extends Writable {
       }
     }
     for (const c of chunks) this.hash.update(c);
+    if (this.keepRecent > 0) this.remember(chunks);
     this.written += total;
     this.events.emit('progress', this.written);
+  }
+
+  /** Adds chunks just written at `this.written` to the recent ones, dropping the oldest past the limit. */
+  private remember(chunks: Buffer[]): void {
+    let start = this.written;
+    for (const buf of chunks) {
+      this.recent.push({ start, buf });
+      this.recentBytes += buf.length;
+      start += buf.length;
+    }
+    let drop = 0;
+    while (drop < this.recent.length - 1 && this.recentBytes - this.recent[drop]!.buf.length >= this.keepRecent) {
+      this.recentBytes -= this.recent[drop]!.buf.length;
+      drop++;
+    }
+    if (drop > 0) this.recent = this.recent.slice(drop);
+  }
+
+  /**
+   * Views of bytes [pos, limit) still in memory, at most `max` bytes, starting exactly at `pos`;
+   * empty when `pos` is no longer (or not yet) among the recent chunks.
+   */
+  recentRange(pos: number, limit: number, max: number): Buffer[] {
+    const r = this.recent;
+    if (r.length === 0 || pos < r[0]!.start || pos >= limit) return [];
+    let k = r.length - 1;
+    while (k > 0 && r[k]!.start > pos) k--;
+    const out: Buffer[] = [];
+    let at = pos;
+    const stop = Math.min(limit, pos + max);
+    for (; k < r.length && at < stop; k++) {
+      const { start, buf } = r[k]!;
+      const from = at - start;
+      if (from >= buf.length) continue;
+      const to = Math.min(buf.length, stop - start);
+      out.push(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
+      at = start + to;
+    }
+    return out;
+  }
+
+  private forgetRecent(): void {
+    this.recent = [];
+    this.recentBytes = 0;
   }
 
   /**
@@ -122,6 +179,7 @@ export class BlobWriter extends Writable {
         this.end();
       });
     }
+    this.forgetRecent();
     const hex = this.hash.digest('hex');
     const actual: Digest = { algorithm: this.algorithm, hex, value: `${this.algorithm}:${hex}` };
     if (expectedSize !== undefined && expectedSize !== this.written) {
@@ -150,6 +208,7 @@ export class BlobWriter extends Writable {
     if (this.state !== 'writing') return;
     this.state = 'failed';
     this.failure = reason;
+    this.forgetRecent();
     if (!this.destroyed) this.destroy();
     await this.closeFile();
     await fsp.rm(this.tmpPath, { force: true });
@@ -173,7 +232,8 @@ export class BlobWriter extends Writable {
 
   /**
    * Sends bytes [start, end] (inclusive; end omitted: to the end) to `dest` as the file grows,
-   * with the pooled double buffer of file-sender. The last byte is released only once the blob
+   * from the recent chunks in memory when it keeps up, else from the file with file-sender's pooled
+   * buffers. The last byte is released only once the blob
    * verified; a failed blob rejects (and the caller destroys `dest`).
    */
   async sendTo(dest: Writable, start = 0, end?: number): Promise<void> {
@@ -186,6 +246,7 @@ export class BlobWriter extends Writable {
         },
         complete: () => this.state === 'committed',
         waitForMore: () => this.nextEvent(),
+        inMemory: (pos, limit, max) => this.recentRange(pos, limit, max),
       });
     } finally {
       await fh.close().catch(() => undefined);

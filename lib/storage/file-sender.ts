@@ -1,12 +1,15 @@
 /**
- * Copies a byte range of an open file to a writable (an HTTP response) with two reusable buffers
- * from a shared pool: one is read into while the other is being written, and a buffer goes back
- * to the pool only when the destination has flushed it (the write callback). No per-chunk
- * allocation, so warm serving neither churns the GC nor grows memory with the number of clients,
- * and reading overlaps writing.
+ * Copies a byte range of an open file to a writable (an HTTP response) through buffers from a
+ * shared pool: at most two chunks per transfer are in flight (one being read while the other is
+ * written), and each buffer goes back to the pool as soon as the destination has flushed it (the
+ * write callback). No per-chunk allocation, so warm serving neither churns the GC nor grows memory
+ * with the number of clients, and reading overlaps writing.
  *
  * The same loop follows a file that is still being written (a download in progress): `available`
- * says how far the file may be read now, and `waitForMore` resolves when that changes.
+ * says how far the file may be read now, and `waitForMore` resolves when that changes. A follower
+ * waiting at the edge of a download holds no buffer, and the chunks it reads there are small, so
+ * taking the buffer per chunk, sized to what can be read, keeps memory proportional to the bytes
+ * actually moving rather than to the number of clients.
  */
 import type { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
@@ -17,22 +20,80 @@ import type { Writable } from 'node:stream';
  */
 export const SEND_CHUNK = 512 * 1024;
 const SEND_CHUNK_BUSY = 256 * 1024;
+/** The smallest buffer: a read at the edge of a download rarely finds more than this. */
+const SEND_CHUNK_SMALL = 64 * 1024;
+const SIZES = [SEND_CHUNK_SMALL, SEND_CHUNK_BUSY, SEND_CHUNK] as const;
 const BUSY_TRANSFERS = 16;
-/** Buffers kept for reuse per size; more are allocated under load and dropped when returned past this. */
-const POOL_MAX = 32;
-const pools = new Map<number, Buffer[]>([
-  [SEND_CHUNK, []],
-  [SEND_CHUNK_BUSY, []],
-]);
+/**
+ * Buffers given back stay pooled (never dropped for the GC to find later: garbage buffers are what
+ * grew memory under load), up to this many bytes; a pool nothing took from for idleTrimMs (10 s) is
+ * emptied, so a burst does not keep its memory.
+ */
+const POOL_MAX_BYTES = 64 * 1024 * 1024;
+let idleTrimMs = 10_000;
+const pools = new Map<number, Buffer[]>(SIZES.map((size) => [size, []]));
 let active = 0;
+let inUseBytes = 0;
+let pooledBytes = 0;
+let takenSinceTrim = false;
+let trimTimer: NodeJS.Timeout | null = null;
 
-function take(size: number): Buffer {
-  return pools.get(size)!.pop() ?? Buffer.allocUnsafeSlow(size);
+/**
+ * A buffer that holds `want` bytes: the smallest pooled size that fits (never more than `max`
+ * allocated), else any larger pooled one rather than a new allocation.
+ */
+function take(want: number, max: number): Buffer {
+  takenSinceTrim = true;
+  const fit = SIZES.find((s) => s >= want && s <= max) ?? max;
+  let b: Buffer | undefined;
+  for (const size of SIZES) {
+    if (size < fit) continue;
+    b = pools.get(size)!.pop();
+    if (b) {
+      pooledBytes -= size;
+      break;
+    }
+  }
+  b ??= Buffer.allocUnsafeSlow(fit);
+  inUseBytes += b.length;
+  return b;
 }
 
+/** Back to the pool; only for a buffer nothing references any more. */
 function give(b: Buffer): void {
-  const pool = pools.get(b.length);
-  if (pool && pool.length < POOL_MAX) pool.push(b);
+  inUseBytes -= b.length;
+  if (pooledBytes + b.length > POOL_MAX_BYTES) return;
+  pools.get(b.length)!.push(b);
+  pooledBytes += b.length;
+  trimTimer ??= setInterval(trimIdle, idleTrimMs).unref();
+}
+
+function trimIdle(): void {
+  if (takenSinceTrim) {
+    takenSinceTrim = false;
+    return;
+  }
+  for (const pool of pools.values()) pool.length = 0;
+  pooledBytes = 0;
+  clearInterval(trimTimer!);
+  trimTimer = null;
+}
+
+/** Sets how long pooled buffers may sit unused before they are released (tests). */
+export function setSendBufferIdleTrim(ms: number): void {
+  idleTrimMs = ms;
+  if (trimTimer) clearInterval(trimTimer);
+  trimTimer = null;
+}
+
+/** Drops a buffer that something may still reference (a write that failed or never completed). */
+function drop(b: Buffer): void {
+  inUseBytes -= b.length;
+}
+
+/** Bytes of send buffers held by transfers right now, and kept in the pool for reuse. */
+export function sendBufferStats(): { inUse: number; pooled: number } {
+  return { inUse: inUseBytes, pooled: pooledBytes };
 }
 
 export interface Follow {
@@ -42,6 +103,11 @@ export interface Follow {
   complete(): boolean;
   /** Resolves when more may be available, or rejects when the file will never be complete. */
   waitForMore(): Promise<void>;
+  /**
+   * Bytes [pos, limit) (at most `max`) as views of memory that will never change, starting at
+   * `pos`; empty when they are not in memory (then they are read from the file).
+   */
+  inMemory?(pos: number, limit: number, max: number): Buffer[];
 }
 
 export class DestinationClosedError extends Error {
@@ -59,7 +125,7 @@ export class DestinationClosedError extends Error {
 export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: number, end: number, follow?: Follow): Promise<void> {
   active++;
   const size = active > BUSY_TRANSFERS ? SEND_CHUNK_BUSY : SEND_CHUNK;
-  const buffers: [Buffer, Buffer] = [take(size), take(size)];
+  // The two most recent writes; a third chunk waits for the older one.
   const inFlight: [Promise<void> | null, Promise<void> | null] = [null, null];
   let closed = false;
   let markClosed!: () => void;
@@ -91,16 +157,42 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
         limit = Math.min(limit, avail);
       }
       if (inFlight[i]) await settle(inFlight[i]!);
-      const buf = buffers[i]!;
+      const views = follow?.inMemory?.(pos, limit, size);
+      if (views && views.length > 0) {
+        // Shared with every other follower: written as they are (one writev), no buffer taken.
+        inFlight[i] = writeViews(dest, views);
+        inFlight[i]!.catch(() => undefined);
+        for (const v of views) pos += v.length;
+        i ^= 1;
+        continue;
+      }
       const want = Math.min(size, limit - pos);
-      const { bytesRead } = await fh.read(buf, 0, want, pos);
-      if (bytesRead === 0) throw new Error(`short read at ${pos} (file shorter than expected)`);
+      const buf = take(want, size);
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await fh.read(buf, 0, want, pos));
+      } catch (err) {
+        give(buf);
+        throw err;
+      }
+      if (bytesRead === 0) {
+        give(buf);
+        throw new Error(`short read at ${pos} (file shorter than expected)`);
+      }
       pos += bytesRead;
       const chunk = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
       inFlight[i] = new Promise<void>((resolve, reject) => {
-        dest.write(chunk, (err) => (err ? reject(err) : resolve()));
+        dest.write(chunk, (err) => {
+          if (err) {
+            drop(buf);
+            reject(err);
+          } else {
+            give(buf);
+            resolve();
+          }
+        });
       });
-      // Observed below or on the next turn of this buffer; never unhandled.
+      // Observed below or on the next turn of this slot; never unhandled.
       inFlight[i]!.catch(() => undefined);
       i ^= 1;
     }
@@ -111,12 +203,18 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
         else dest.end(() => resolve());
       }),
     );
-    // Every write completed: both buffers are free again.
-    for (const b of buffers) give(b);
   } finally {
     active--;
     dest.off('close', onClose);
-    // On failure the buffers are dropped, not pooled: a write that never completed may still
-    // reference one.
   }
+}
+
+/** Writes `views` corked (one writev); settles with the last write, which completes after the others. */
+function writeViews(dest: Writable, views: Buffer[]): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    dest.cork();
+    for (let k = 0; k < views.length - 1; k++) dest.write(views[k]!);
+    dest.write(views[views.length - 1]!, (err) => (err ? reject(err) : resolve()));
+    dest.uncork();
+  });
 }

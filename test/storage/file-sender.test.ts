@@ -1,4 +1,4 @@
-// The pooled double-buffer sender: exact ranges, following a growing file, stopping when the
+// The pooled-buffer sender: exact ranges, following a growing file, stopping when the
 // destination closes.
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -85,3 +85,4 @@ t.test('a destination that closes midway stops the sender with an error', async 
   await t.rejects(sendFileRange(fh, dest, 0, data.length - 1));
   t.ok(got < data.length, 'not everything was sent');
 });
+
