@@ -6,6 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ServerResponse } from 'node:http';
 import type { BlobStore } from '../storage/blob-store.js';
+import { sendBufferStats } from '../storage/file-sender.js';
 import type { PullThrough } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 
@@ -73,6 +74,17 @@ export class Metrics {
       registers,
       collect() {
         this.set(deps.pull.downloadsInFlight());
+      },
+    });
+    new Gauge({
+      name: 'stevedore_send_buffer_bytes',
+      help: 'Memory of the buffers blob answers are sent through: in_use by transfers, pooled for reuse (released after 10 s unused)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const s = sendBufferStats();
+        this.set({ state: 'in_use' }, s.inUse);
+        this.set({ state: 'pooled' }, s.pooled);
       },
     });
     new Gauge({

@@ -46,6 +46,8 @@ t.test('metrics count requests, cache results, bytes, upstream requests and the 
   t.ok((metric(text, 'stevedore_store_bytes', { kind: 'cached' }) ?? 0) >= layer.size, 'the store holds the layer');
   t.equal(metric(text, 'stevedore_store_evictions_total'), 0);
   t.equal(metric(text, 'stevedore_downloads_in_flight'), 0);
+  t.equal(metric(text, 'stevedore_send_buffer_bytes', { state: 'in_use' }), 0, 'no send buffer held once the answers are done');
+  t.ok((metric(text, 'stevedore_send_buffer_bytes', { state: 'pooled' }) ?? 0) > 0, 'the hit was sent through a pooled buffer, kept for reuse');
   t.ok(metric(text, 'stevedore_process_resident_memory_bytes') !== null, 'process metrics too');
   t.notMatch(text, /library\/app/, 'no repository names in labels');
 });
