@@ -44,6 +44,8 @@ export class BlobWriter extends Writable {
   /** The most recent chunks, in file order: followers at the edge send these instead of reading the file. */
   private recent: Array<{ start: number; buf: Buffer }> = [];
   private recentBytes = 0;
+  /** What followers waiting for more bytes wait on (nextEvent). */
+  private next: { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } | null = null;
 
   constructor(opts: {
     tmpPath: string;
@@ -119,6 +121,7 @@ export class BlobWriter extends Writable {
     for (const c of chunks) this.hash.update(c);
     if (this.keepRecent > 0) this.remember(chunks);
     this.written += total;
+    this.wakeFollowers();
     this.events.emit('progress', this.written);
   }
 
@@ -199,6 +202,7 @@ export class BlobWriter extends Writable {
     this.finalPath = finalPath;
     this.state = 'committed';
     this.onCommitted(actual, this.written);
+    this.wakeFollowers();
     this.events.emit('committed', finalPath);
     return { digest: actual.value, size: this.written, path: finalPath };
   }
@@ -210,8 +214,11 @@ export class BlobWriter extends Writable {
     this.failure = reason;
     this.forgetRecent();
     if (!this.destroyed) this.destroy();
+    // The temp file may still be on its way: removed before it exists, it would be left behind.
+    await this.created.catch(() => undefined);
     await this.closeFile();
     await fsp.rm(this.tmpPath, { force: true });
+    this.wakeFollowers(reason);
     this.events.emit('failed', reason);
   }
 
@@ -253,27 +260,32 @@ export class BlobWriter extends Writable {
     }
   }
 
-  /** Resolves on the next progress or commit; rejects if the blob fails. */
+  /**
+   * Resolves on the next progress or commit; rejects if the blob fails. Every follower waits on the
+   * same promise: one allocation per chunk written, however many clients follow.
+   */
   private nextEvent(): Promise<void> {
     if (this.state === 'failed') return Promise.reject(this.failure ?? new Error('download failed'));
     if (this.state === 'committed') return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const done = (): void => {
-        this.events.off('progress', done);
-        this.events.off('committed', done);
-        this.events.off('failed', fail);
-        resolve();
-      };
-      const fail = (err: Error): void => {
-        this.events.off('progress', done);
-        this.events.off('committed', done);
-        this.events.off('failed', fail);
-        reject(err);
-      };
-      this.events.on('progress', done);
-      this.events.on('committed', done);
-      this.events.on('failed', fail);
-    });
+    if (!this.next) {
+      let resolve!: () => void;
+      let reject!: (err: Error) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      promise.catch(() => undefined);
+      this.next = { promise, resolve, reject };
+    }
+    return this.next.promise;
+  }
+
+  private wakeFollowers(err?: Error): void {
+    const next = this.next;
+    this.next = null;
+    if (!next) return;
+    if (err) next.reject(err);
+    else next.resolve();
   }
 
   /** Opens the file once (tmp, or final once committed); the descriptor survives the rename. */

@@ -5,7 +5,7 @@ import fs, { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { digestOf } from '../../lib/oci/digest.js';
 import { BlobWriter } from '../../lib/storage/blob-writer.js';
 
@@ -13,6 +13,22 @@ async function writerFor(tt: { teardown(fn: () => unknown): void }, data: Buffer
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-writer-'));
   tt.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
   return new BlobWriter({ tmpPath: path.join(dir, 'blob.part'), expected: digestOf(data), resolveFinal: () => path.join(dir, 'blob'), keepRecent });
+}
+
+/** BlobWriter with a file system that creates temp files 50 ms late, as on a busy disk. */
+async function slowCreatingWriter(t: Test): Promise<typeof BlobWriter> {
+  const slowFs = {
+    ...fs,
+    promises: {
+      ...fs.promises,
+      open: async (file: string, flags: string, mode?: number) => {
+        if (flags === 'wx') await new Promise((r) => setTimeout(r, 50));
+        return fs.promises.open(file, flags, mode);
+      },
+    },
+  };
+  const mod = await t.mockImport<typeof import('../../lib/storage/blob-writer.js')>('../../lib/storage/blob-writer.js', { 'node:fs': slowFs });
+  return mod.BlobWriter;
 }
 
 function write(w: BlobWriter, chunk: Buffer): Promise<void> {
@@ -122,18 +138,7 @@ t.test('a blob that fails verification fails its followers and keeps nothing in 
 });
 
 t.test('a follower that comes before the temp file exists waits for it and gets every byte', async (t) => {
-  // The temp file is created 50 ms late, as on a busy disk.
-  const slowFs = {
-    ...fs,
-    promises: {
-      ...fs.promises,
-      open: async (file: string, flags: string, mode?: number) => {
-        if (flags === 'wx') await new Promise((r) => setTimeout(r, 50));
-        return fs.promises.open(file, flags, mode);
-      },
-    },
-  };
-  const { BlobWriter: SlowWriter } = await t.mockImport<typeof import('../../lib/storage/blob-writer.js')>('../../lib/storage/blob-writer.js', { 'node:fs': slowFs });
+  const SlowWriter = await slowCreatingWriter(t);
   const data = randomBytes(70_000);
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-writer-'));
   t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
@@ -144,4 +149,15 @@ t.test('a follower that comes before the temp file exists waits for it and gets 
   await w.commit(data.length);
   await sending;
   t.ok((await done).equals(data));
+});
+
+t.test('a writer aborted before its temp file exists leaves no temp file behind', async (t) => {
+  const SlowWriter = await slowCreatingWriter(t);
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-writer-'));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const w = new SlowWriter({ tmpPath: path.join(dir, 'blob.part'), expected: digestOf(Buffer.from('x')), resolveFinal: () => path.join(dir, 'blob') });
+  // At once, as when the upstream answers an error before the file was created.
+  await w.abort(new Error('upstream answered 500'));
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(await fsp.readdir(dir), [], 'nothing in the directory');
 });
