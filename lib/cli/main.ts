@@ -4,10 +4,9 @@ import { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
 import { buildApp, createLogger } from '../server/app.js';
 import { configOrExit, fail, withConfigOptions, type ConfigFlags } from './common.js';
-import { readImageList, runPrefetch, type PrefetchFlags } from './prefetch.js';
-import { runExport, runImport } from './bundle.js';
-import { runDu, runGc, runLs } from './inventory.js';
-import { writeHostsTomls } from './containerd-config.js';
+// The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
+// pay for them in memory.
+import type { PrefetchFlags } from './prefetch.js';
 
 const program = new Command();
 program.name('stevedore').description('Pull-through caching proxy and mirror for OCI / Docker registries');
@@ -63,6 +62,7 @@ withConfigOptions(
 ).action(async (images: string[], opts: ConfigFlags & PrefetchFlags) => {
   const config = configOrExit(opts);
   try {
+    const { readImageList, runPrefetch } = await import('./prefetch.js');
     const { failed } = await runPrefetch(config, readImageList(images, opts.file), opts);
     process.exit(failed ? 1 : 0);
   } catch (err) {
@@ -80,6 +80,7 @@ withConfigOptions(
 ).action(async (images: string[], opts: ConfigFlags & { output: string; file?: string }) => {
   const config = configOrExit(opts);
   try {
+    const [{ readImageList }, { runExport }] = await Promise.all([import('./prefetch.js'), import('./bundle.js')]);
     await runExport(config, readImageList(images, opts.file), opts.output);
   } catch (err) {
     fail(err);
@@ -91,6 +92,7 @@ withConfigOptions(
 ).action(async (bundle: string, opts: ConfigFlags) => {
   const config = configOrExit(opts);
   try {
+    const { runImport } = await import('./bundle.js');
     await runImport(config, bundle);
   } catch (err) {
     fail(err);
@@ -99,19 +101,19 @@ withConfigOptions(
 
 withConfigOptions(program.command('ls').description('stored repositories and tags, with sizes and last pull').option('--json', 'machine-readable')).action(
   async (opts: ConfigFlags & { json?: boolean }) => {
-    await runLs(configOrExit(opts), opts).catch(fail);
+    await import('./inventory.js').then(({ runLs }) => runLs(configOrExit(opts), opts)).catch(fail);
   },
 );
 
 withConfigOptions(program.command('du').description('disk used by cached and pinned content').option('--json', 'machine-readable')).action(
   async (opts: ConfigFlags & { json?: boolean }) => {
-    await runDu(configOrExit(opts), opts).catch(fail);
+    await import('./inventory.js').then(({ runDu }) => runDu(configOrExit(opts), opts)).catch(fail);
   },
 );
 
 withConfigOptions(program.command('gc').description('delete content no repository references (dry run unless --delete)').option('--delete', 'really delete')).action(
   async (opts: ConfigFlags & { delete?: boolean }) => {
-    await runGc(configOrExit(opts), opts).catch(fail);
+    await import('./inventory.js').then(({ runGc }) => runGc(configOrExit(opts), opts)).catch(fail);
   },
 );
 
@@ -124,6 +126,7 @@ program
   .option('--skip-verify', 'skip TLS verification of an https mirror')
   .action(async (opts: { mirror: string; registries: string; dir: string; skipVerify?: boolean }) => {
     try {
+      const { writeHostsTomls } = await import('./containerd-config.js');
       const files = await writeHostsTomls(
         opts.dir,
         opts.registries.split(',').map((r) => r.trim()).filter(Boolean),
