@@ -128,18 +128,32 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
   // The two most recent writes; a third chunk waits for the older one.
   const inFlight: [Promise<void> | null, Promise<void> | null] = [null, null];
   let closed = false;
-  let markClosed!: () => void;
-  // Settles when the destination closes: a write it never completes cannot hang the sender.
-  const closedSignal = new Promise<never>((_, reject) => {
-    markClosed = () => reject(new DestinationClosedError());
-  });
-  closedSignal.catch(() => undefined);
+  // The one wait in progress (the loop awaits one thing at a time), failed at once when the
+  // destination closes: a write it never completes cannot hang the sender. Not Promise.race with a
+  // promise that lives as long as the transfer: every race leaves a reaction on it, thousands per
+  // large blob, all kept until the transfer ends.
+  let failWait: ((err: Error) => void) | null = null;
   const onClose = (): void => {
     closed = true;
-    markClosed();
+    // After the reactions already queued: a wait that settled just before the close stands.
+    queueMicrotask(() => failWait?.(new DestinationClosedError()));
   };
   dest.once('close', onClose);
-  const settle = (p: Promise<void>): Promise<void> => Promise.race([p, closedSignal]);
+  const settle = (p: Promise<void>): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      if (closed) return reject(new DestinationClosedError());
+      failWait = reject;
+      p.then(
+        () => {
+          failWait = null;
+          resolve();
+        },
+        (err: unknown) => {
+          failWait = null;
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
   try {
     let pos = start;
     let i = 0;

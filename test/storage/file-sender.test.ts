@@ -86,3 +86,19 @@ t.test('a destination that closes midway stops the sender with an error', async 
   t.ok(got < data.length, 'not everything was sent');
 });
 
+
+t.test('a destination that closes while the sender waits for more of a growing file stops the sender at once', async (t) => {
+  const fh = await fsp.open(await fileWith(t, randomBytes(1000)), 'r');
+  t.teardown(() => fh.close());
+  const dest = new PassThrough();
+  dest.resume();
+  const sending = sendFileRange(fh, dest, 0, Infinity, {
+    available: () => 1000,
+    complete: () => false,
+    // More never comes.
+    waitForMore: () => new Promise<void>(() => undefined),
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  dest.destroy();
+  await t.rejects(sending, { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+});
