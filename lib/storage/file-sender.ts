@@ -6,10 +6,11 @@
  * with the number of clients, and reading overlaps writing.
  *
  * The same loop follows a file that is still being written (a download in progress): `available`
- * says how far the file may be read now, and `waitForMore` resolves when that changes. A follower
- * waiting at the edge of a download holds no buffer, and the chunks it reads there are small, so
- * taking the buffer per chunk, sized to what can be read, keeps memory proportional to the bytes
- * actually moving rather than to the number of clients.
+ * says how far the file may be read now, `waitForMore` resolves when that changes, and `inMemory`
+ * hands out the download's latest bytes, which a follower keeping up writes as they are (shared by
+ * every such follower) instead of reading them back. A follower waiting for more holds no buffer:
+ * buffers are taken per chunk, sized to the read, so memory follows the bytes actually moving
+ * rather than the number of clients.
  */
 import type { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
