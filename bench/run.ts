@@ -115,11 +115,12 @@ async function sideBySide<T>(
 async function scenario1(ctx: Ctx): Promise<void> {
   const w = await warmServers(ctx);
   const path1 = blobPath(REPO_BIG, ctx.big.digest);
-  log(`s1: warm blob of ${ctx.big.size} bytes, one client (raw HTTP client and undici, alternating)`);
+  log(`s1: warm blob of ${ctx.big.size} bytes, one client, ${ctx.p.s1Repeat} GET(s) in a row per run (raw HTTP client and undici, alternating)`);
   const out: Results['s1'] = {};
   const once = async (s: Server, engine: 'raw' | 'undici'): Promise<number> => {
-    const r = await check(`s1 ${s.name}`, ctx.client.fetch({ origin: s.url, paths: [path1], concurrency: 1, engine }));
-    if (r.bytes !== ctx.big.size) throw new Error(`s1 ${s.name}: ${r.bytes} of ${ctx.big.size} bytes`);
+    const n = ctx.p.s1Repeat;
+    const r = await check(`s1 ${s.name}`, ctx.client.fetch({ origin: s.url, paths: Array.from({ length: n }, () => path1), concurrency: 1, engine }));
+    if (r.bytes !== ctx.big.size * n) throw new Error(`s1 ${s.name}: ${r.bytes} of ${ctx.big.size * n} bytes`);
     return r.bytes / (1024 * 1024) / (r.wallMs / 1000);
   };
   await sideBySide(

@@ -9,6 +9,11 @@ export interface Params {
   runs: number;
   /** Scenario 1: one warm blob, one client. */
   bigBlob: number;
+  /**
+   * Scenario 1: GETs of the blob in a row per client and run, on one connection (one GET of 1 GiB
+   * lasts ~0.3 s here, too short a sample on 2 shared cores).
+   */
+  s1Repeat: number;
   /** Scenario 2: warm blobs of these sizes; `clients` concurrent, each blob requested `repeat` times per run. */
   s2: { sizes: number[]; clients: number; repeat: number };
   /** Scenarios 3 and 4: wrk. */
@@ -27,6 +32,7 @@ export function params(mode: 'full' | 'quick'): Params {
       mode,
       runs: 1,
       bigBlob: 4 * MiB,
+      s1Repeat: 1,
       s2: { sizes: [64 * KiB, 256 * KiB, 512 * KiB, 1 * MiB], clients: 8, repeat: 2 },
       wrk: { connections: 8, threads: 1, durationS: 1, warmupS: 0 },
       pull: { layers: [256 * KiB, 512 * KiB, 1 * MiB], clients: 4, layerConcurrency: 3, linkRate: 64 * MiB },
@@ -38,6 +44,7 @@ export function params(mode: 'full' | 'quick'): Params {
     mode,
     runs: 5,
     bigBlob: 1 * GiB,
+    s1Repeat: 4,
     s2: { sizes: Array.from({ length: 32 }, (_, i) => (i + 1) * MiB), clients: 64, repeat: 3 },
     wrk: { connections: 64, threads: 2, durationS: 4, warmupS: 1 },
     pull: { layers: [8 * MiB, 24 * MiB, 40 * MiB, 56 * MiB, 72 * MiB], clients: 20, layerConcurrency: 3, linkRate: 64 * MiB },

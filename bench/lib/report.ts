@@ -241,7 +241,8 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
         contenders(r.s1).map((n) => [n, mmm(r.s1![n]!.mibps), vs(r.s1!, 'mibps', n), mmm(r.s1![n]!.undici), vs(r.s1!, 'undici', n)]),
       ),
       '',
-      'Each run GETs the blob once with each client (alternating which goes first). undici parses in WebAssembly and copies every chunk into it, so ' +
+      `Each run GETs the blob ${p.s1Repeat === 1 ? 'once' : `${p.s1Repeat} times in a row (one connection)`} with each client (alternating which goes first); ` +
+        'throughput is all bytes over the time from the first request to the last byte. undici parses in WebAssembly and copies every chunk into it, so ' +
         'at these rates the client process itself can be what limits a run; the raw client (bench/lib/raw-http.ts: one keep-alive socket, ' +
         '`onread` into one reused buffer, bytes counted) costs less per byte. Targets use the raw client.',
       '',
