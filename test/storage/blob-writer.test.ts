@@ -4,8 +4,8 @@ import { randomBytes } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
+import { collector } from '../fixtures/byte-sink.js';
 import { digestOf } from '../../lib/oci/digest.js';
 import { BlobWriter } from '../../lib/storage/blob-writer.js';
 
@@ -33,15 +33,6 @@ async function slowCreatingWriter(t: Test): Promise<typeof BlobWriter> {
 
 function write(w: BlobWriter, chunk: Buffer): Promise<void> {
   return new Promise<void>((resolve, reject) => w.write(chunk, (err) => (err ? reject(err) : resolve())));
-}
-
-/** A destination that records what it was sent, and how much at any moment. */
-function collector(): { dest: PassThrough; received: () => Buffer; done: Promise<Buffer> } {
-  const dest = new PassThrough();
-  const chunks: Buffer[] = [];
-  dest.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
-  const done = new Promise<Buffer>((resolve) => dest.on('end', () => resolve(Buffer.concat(chunks))));
-  return { dest, received: () => Buffer.concat(chunks), done };
 }
 
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 20));

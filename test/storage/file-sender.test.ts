@@ -2,27 +2,10 @@
 // destination closes.
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import t from 'tap';
+import { collector, fileWith, growingFile } from '../fixtures/byte-sink.js';
 import { SEND_CHUNK, sendFileRange } from '../../lib/storage/file-sender.js';
-
-async function fileWith(tt: { teardown(fn: () => unknown): void }, data: Buffer): Promise<string> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-send-'));
-  tt.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  const f = path.join(dir, 'f');
-  await fsp.writeFile(f, data);
-  return f;
-}
-
-function collector(): { dest: PassThrough; done: Promise<Buffer> } {
-  const dest = new PassThrough();
-  const chunks: Buffer[] = [];
-  dest.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
-  const done = new Promise<Buffer>((resolve) => dest.on('end', () => resolve(Buffer.concat(chunks))));
-  return { dest, done };
-}
 
 t.test('sends exactly the bytes of a range, across many chunks', async (t) => {
   const data = randomBytes(3 * SEND_CHUNK + 12345);
@@ -42,29 +25,14 @@ t.test('sends exactly the bytes of a range, across many chunks', async (t) => {
 
 t.test('follows a file as it grows and stops when it is complete', async (t) => {
   const data = randomBytes(2 * SEND_CHUNK + 7);
-  const file = await fileWith(t, Buffer.alloc(0));
-  const w = await fsp.open(file, 'r+');
-  t.teardown(() => w.close());
-  const fh = await fsp.open(file, 'r');
-  t.teardown(() => fh.close());
-  let written = 0;
-  let complete = false;
-  let wake: (() => void) | null = null;
+  const g = await growingFile(t);
   const { dest, done } = collector();
-  const sending = sendFileRange(fh, dest, 0, Infinity, {
-    available: () => written,
-    complete: () => complete,
-    waitForMore: () => new Promise<void>((r) => (wake = r)),
-  });
+  const sending = sendFileRange(g.fh, dest, 0, Infinity, g.follow);
   for (let off = 0; off < data.length; off += 100_000) {
-    const part = data.subarray(off, off + 100_000);
-    await w.write(part, 0, part.length, off);
-    written += part.length;
-    (wake as (() => void) | null)?.();
+    await g.append(data.subarray(off, off + 100_000));
     await new Promise((r) => setImmediate(r));
   }
-  complete = true;
-  (wake as (() => void) | null)?.();
+  g.finish();
   await sending;
   t.ok((await done).equals(data));
 });
@@ -85,7 +53,6 @@ t.test('a destination that closes midway stops the sender with an error', async 
   await t.rejects(sendFileRange(fh, dest, 0, data.length - 1));
   t.ok(got < data.length, 'not everything was sent');
 });
-
 
 t.test('a destination that closes while the sender waits for more of a growing file stops the sender at once', async (t) => {
   const fh = await fsp.open(await fileWith(t, randomBytes(1000)), 'r');
