@@ -240,8 +240,8 @@ export class BlobWriter extends Writable {
   /**
    * Sends bytes [start, end] (inclusive; end omitted: to the end) to `dest` as the file grows,
    * from the recent chunks in memory when it keeps up, else from the file with file-sender's pooled
-   * buffers. The last byte is released only once the blob
-   * verified; a failed blob rejects (and the caller destroys `dest`).
+   * buffers. The last byte is released only once the blob verified; a failed blob rejects (and the
+   * caller destroys `dest`).
    */
   async sendTo(dest: Writable, start = 0, end?: number): Promise<void> {
     const fh = await this.openForReading();
