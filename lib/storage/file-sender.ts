@@ -129,6 +129,8 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
   // The two most recent writes; a third chunk waits for the older one.
   const inFlight: [Promise<void> | null, Promise<void> | null] = [null, null];
   let closed = false;
+  /** Pooled buffers handed to `dest.write` whose callbacks have not come yet. */
+  const writing = new Set<Buffer>();
   // The one wait in progress (the loop awaits one thing at a time), failed at once when the
   // destination closes: a write it never completes cannot hang the sender. Not Promise.race with a
   // promise that lives as long as the transfer: every race leaves a reaction on it, thousands per
@@ -140,20 +142,22 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
     queueMicrotask(() => failWait?.(new DestinationClosedError()));
   };
   dest.once('close', onClose);
+  // `p` gets its handlers first, always: a promise given up on because the client left (a write
+  // that fails with ECONNRESET later, a download that fails later) must never reject unobserved.
   const settle = (p: Promise<void>): Promise<void> =>
     new Promise<void>((resolve, reject) => {
-      if (closed) return reject(new DestinationClosedError());
-      failWait = reject;
       p.then(
         () => {
-          failWait = null;
+          if (failWait === reject) failWait = null;
           resolve();
         },
         (err: unknown) => {
-          failWait = null;
+          if (failWait === reject) failWait = null;
           reject(err instanceof Error ? err : new Error(String(err)));
         },
       );
+      if (closed) reject(new DestinationClosedError());
+      else failWait = reject;
     });
   try {
     let pos = start;
@@ -196,8 +200,11 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
       }
       pos += bytesRead;
       const chunk = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+      writing.add(buf);
       inFlight[i] = new Promise<void>((resolve, reject) => {
         dest.write(chunk, (err) => {
+          // Already written off when the transfer ended without this callback (see finally).
+          if (!writing.delete(buf)) return err ? reject(err) : resolve();
           if (err) {
             drop(buf);
             reject(err);
@@ -221,6 +228,11 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
   } finally {
     active--;
     dest.off('close', onClose);
+    // Writes whose callbacks have not come (a client gone mid-write; a pipelined answer that never
+    // got the connection never calls them at all): their buffers may still be referenced, so they
+    // are written off, never pooled.
+    for (const b of writing) drop(b);
+    writing.clear();
   }
 }
 
