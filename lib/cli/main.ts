@@ -3,10 +3,14 @@
 import { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
 import { buildApp, createLogger } from '../server/app.js';
+import { installLastResort } from '../server/last-resort.js';
 import { configOrExit, fail, withConfigOptions, type ConfigFlags } from './common.js';
 // The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
 // pay for them in memory.
 import type { PrefetchFlags } from './prefetch.js';
+
+/** After an uncaught exception: how long transfers in flight may finish before the process exits. */
+const FATAL_GRACE_MS = 5_000;
 
 const program = new Command();
 program.name('stevedore').description('Pull-through caching proxy and mirror for OCI / Docker registries');
@@ -35,20 +39,29 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       'stevedore listening',
     );
     let stopping = false;
-    const stop = (signal: string): void => {
+    const stop = (signal: string, code: number, graceMs?: number): void => {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'draining');
-      app.close().then(
-        () => process.exit(0),
+      app.close(graceMs).then(
+        () => process.exit(code),
         (err: unknown) => {
           log.error({ err }, 'shutdown failed');
           process.exit(1);
         },
       );
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM', 0));
+    process.on('SIGINT', () => stop('SIGINT', 0));
+    installLastResort({
+      log,
+      metrics: app.metrics,
+      fatal: () => {
+        // However the drain goes (it may meet the same defect), the process exits.
+        setTimeout(() => process.exit(1), 2 * FATAL_GRACE_MS).unref();
+        stop('uncaughtException', 1, FATAL_GRACE_MS);
+      },
+    });
   });
 
 withConfigOptions(

@@ -30,6 +30,7 @@ export interface App {
   registry: Registry;
   upstreams: ReadonlyMap<string, UpstreamClient>;
   log: Logger;
+  metrics: Metrics;
   /** Listens; resolves with the bound address. */
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
@@ -129,6 +130,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     registry,
     upstreams,
     log,
+    metrics,
     listen(port = config.listen.port, host = config.listen.host) {
       return new Promise((resolve, reject) => {
         server.once('error', reject);

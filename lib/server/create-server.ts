@@ -4,6 +4,7 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
@@ -74,14 +75,46 @@ interface Outcome {
 }
 
 const STALE_WARNING = '110 - "Response is Stale"';
+/** Logged (never sent) for a request whose client hung up before it was answered. */
+const CLIENT_CLOSED_REQUEST = 499;
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 export function createServer(deps: ServerDeps): http.Server {
   const server = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+    // handle() never rejects: its last resort catches everything (and `void` marks that on purpose).
     void handle(deps, req, res);
   });
   server.headersTimeout = 66_000;
+  server.on('connection', (socket: Socket) => socket.once('close', () => endQueuedAnswers(socket)));
   return server;
+}
+
+/**
+ * Answers to pipelined requests that wait for their turn on a connection. Node gives such an answer
+ * the connection only when the one before it has finished; if the client hangs up first, the answer
+ * never gets 'close' and its writes' callbacks never come, so a sender waiting on them would wait
+ * for ever (holding a file and its buffers). The connection's end is theirs.
+ */
+const queuedAnswers = new WeakMap<Socket, Set<ServerResponse>>();
+
+function endQueuedAnswers(socket: Socket): void {
+  const queued = queuedAnswers.get(socket);
+  if (!queued) return;
+  queuedAnswers.delete(socket);
+  for (const res of queued) {
+    if (res.socket || res.destroyed) continue;
+    res.destroy();
+    res.emit('close');
+  }
+}
+
+/** Tracks `res` while it waits for the connection; returns the function that stops tracking it. */
+function trackQueued(req: IncomingMessage, res: ServerResponse): () => void {
+  if (res.socket) return () => undefined;
+  let queued = queuedAnswers.get(req.socket);
+  if (!queued) queuedAnswers.set(req.socket, (queued = new Set()));
+  queued.add(res);
+  return () => queued.delete(res);
 }
 
 async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -89,17 +122,51 @@ async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerRespons
   const given = req.headers['x-request-id'];
   const reqId = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomBytes(8).toString('hex');
   const log = deps.log.child({ reqId });
-  const outcome: Outcome = {};
+  // An 'error' event with no listener would end the process. Whatever fails on either side of one
+  // request (the client went away, a write after the answer ended) is that request's business.
+  req.on('error', (err) => log.debug({ err }, 'request stream error'));
+  res.on('error', (err) => log.debug({ err }, 'response stream error'));
   res.setHeader('X-Request-Id', reqId);
   const head = req.method === 'HEAD';
+  deps.metrics?.requestStarted();
+  const untrack = trackQueued(req, res);
+  try {
+    await answer(deps, req, res, log, started, head);
+  } catch (err) {
+    // The last resort (README, "When something fails unexpectedly"): a defect escaped the handlers
+    // above. This request fails, logged with its id and counted; every other request goes on.
+    deps.metrics?.internalError('request');
+    log.error({ err, method: req.method, path: req.url?.slice(0, 256) }, 'request failed unexpectedly (a defect; serving goes on)');
+    try {
+      if (res.headersSent) res.destroy();
+      else sendError(res, new OciError('UNKNOWN', 'internal error'), head);
+    } catch {
+      res.destroy();
+    }
+  } finally {
+    untrack();
+    deps.metrics?.requestEnded();
+  }
+}
+
+async function answer(deps: ServerDeps, req: IncomingMessage, res: ServerResponse, log: Logger, started: bigint, head: boolean): Promise<void> {
+  const outcome: Outcome = {};
   try {
     await route(deps, req, res, outcome, log);
   } catch (err) {
-    const oci = toOciError(err);
-    // Causes of server-side failures go to the log with their stack; client errors as code + message.
-    if (!(err instanceof OciError) || oci.status >= 500) outcome.err = err;
-    outcome.error = { code: oci.code, message: oci.message };
-    sendError(res, oci, head);
+    if (!res.headersSent && (res.destroyed || req.socket.destroyed)) {
+      // The client hung up before its answer (mid-upload, while the upstream was asked): nobody to
+      // answer. Logged and counted as nginx does, 499 "client closed request", not as a failure of ours.
+      outcome.aborted = true;
+      res.statusCode = CLIENT_CLOSED_REQUEST;
+      res.destroy();
+    } else {
+      const oci = toOciError(err);
+      // Causes of server-side failures go to the log with their stack; client errors as code + message.
+      if (!(err instanceof OciError) || oci.status >= 500) outcome.err = err;
+      outcome.error = { code: oci.code, message: oci.message };
+      sendError(res, oci, head);
+    }
   }
   // After route() returned, every byte of the answer has been handed over (or the transfer failed).
   const ms = Number(process.hrtime.bigint() - started) / 1e6;

@@ -10,11 +10,17 @@ import { sendBufferStats } from '../storage/file-sender.js';
 import type { PullThrough } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 
+export const INTERNAL_ERROR_KINDS = ['request', 'unhandled_rejection', 'uncaught_exception'] as const;
+export type InternalErrorKind = (typeof INTERNAL_ERROR_KINDS)[number];
+
 export class Metrics {
   readonly registry = new Registry();
   private readonly requests: Counter<'route' | 'method' | 'status' | 'cache'>;
   private readonly bytes: Counter<'route' | 'cache'>;
   private readonly duration: Histogram<'route'>;
+  private readonly internalErrors: Counter<'kind'>;
+  /** Requests being handled now (a handler that never ends would show here). */
+  private readonly inFlight: Gauge;
 
   constructor(deps: { store: BlobStore; pull: PullThrough; upstreams: ReadonlyMap<string, UpstreamClient> }) {
     const registers = [this.registry];
@@ -36,6 +42,18 @@ export class Metrics {
       help: 'Time from request to the last byte of the answer',
       labelNames: ['route'],
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+      registers,
+    });
+    this.internalErrors = new Counter({
+      name: 'stevedore_internal_errors_total',
+      help: 'Defects caught by the last-resort handlers (a request that failed unexpectedly, an unhandled rejection, an uncaught exception); anything above 0 is a bug to report',
+      labelNames: ['kind'],
+      registers,
+    });
+    for (const kind of INTERNAL_ERROR_KINDS) this.internalErrors.inc({ kind }, 0);
+    this.inFlight = new Gauge({
+      name: 'stevedore_http_requests_in_flight',
+      help: 'Requests being handled now, the one asking for /metrics included',
       registers,
     });
     new Gauge({
@@ -103,10 +121,23 @@ export class Metrics {
     });
   }
 
+  requestStarted(): void {
+    this.inFlight.inc();
+  }
+
+  requestEnded(): void {
+    this.inFlight.dec();
+  }
+
   observe(route: string, method: string, status: number, cache: string | undefined, bytes: number, seconds: number): void {
     this.requests.inc({ route, method, status: String(status), cache: cache ?? 'none' });
     if (bytes > 0) this.bytes.inc({ route, cache: cache ?? 'none' }, bytes);
     this.duration.observe({ route }, seconds);
+  }
+
+  /** Counts a defect caught by a last-resort handler (lib/server/last-resort.ts). */
+  internalError(kind: InternalErrorKind): void {
+    this.internalErrors.inc({ kind });
   }
 
   async send(res: ServerResponse, head: boolean): Promise<void> {

@@ -176,6 +176,25 @@ t.test('blob bytes that do not verify', async (t) => {
     const after = await settledFiles(sd);
     t.same([...after.blobs, ...after.tmp], [], 'still nothing stored');
   });
+
+  await t.test('clients that hang up while such a download runs leave nothing stored and the proxy serving', async (t) => {
+    // The download fails its digest after every client but one has gone: the senders that stopped
+    // listening must not see that failure as an unhandled rejection (tap fails the file if they do).
+    const fake = await startFake(t, async (req, res, url) => {
+      if (url.pathname === `/v2/r/blobs/${digest}`) return sendSlowly(res, bad, { parts: 8, delayMs: 30 });
+      sendJson(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'unknown' }] });
+    });
+    const sd = await startProxy(t, fake.url);
+    const cuts = [1, 4096, 20_000, 50_000, 90_000].map((n) => rawRequest(blobUrl(sd, digest), { abortAfterBytes: n }));
+    const stayer = rawRequest(blobUrl(sd, digest));
+    await Promise.all(cuts);
+    const r = await stayer;
+    t.notOk(r.complete && r.body.equals(bad), 'the client that stayed never gets the wrong bytes as a whole body');
+    const files = await settledFiles(sd);
+    t.same([...files.blobs, ...files.tmp], [], 'nothing stored, no temp file');
+    t.equal(fake.count('GET', /\/blobs\//), 1, 'one upstream GET for all of them');
+    t.equal((await rawRequest(`${sd.url}/v2/`)).status, 200, 'the proxy still answers');
+  });
 });
 
 t.test('truncated blob bodies', async (t) => {

@@ -349,5 +349,7 @@ async function readForm(req: IncomingMessage): Promise<string> {
       else resolve(Buffer.concat(chunks).toString('utf8'));
     });
     req.once('error', reject);
+    // A client that hangs up mid-body: neither 'end' nor (without a reader) always 'error' follows.
+    req.once('close', () => reject(new Error('the client closed the connection before the end of its request body')));
   });
 }
