@@ -51,7 +51,8 @@ t.test('the Kubernetes manifests: a valid stevedore config, probes, store on the
   const config = parseConfig(parseYaml(cm.data!['stevedore.yaml']!), { env: {} });
   t.equal(config.listen.port, 5000);
   const sts = docs.find((d) => d.kind === 'StatefulSet')!;
-  const pod = (sts.spec as { template: { spec: { containers: Array<Record<string, unknown>> } } }).template.spec;
+  const pod = (sts.spec as { template: { spec: { restartPolicy?: string; containers: Array<Record<string, unknown>> } } }).template.spec;
+  t.equal(pod.restartPolicy, 'Always', 'the pod is restarted when stevedore exits after an uncaught exception');
   const c = pod.containers[0] as {
     args: string[];
     readinessProbe: { httpGet: { path: string } };
@@ -64,6 +65,10 @@ t.test('the Kubernetes manifests: a valid stevedore config, probes, store on the
   t.equal(c.volumeMounts.find((v) => v.name === 'data')?.mountPath, config.storage.path, 'the store is on the persistent volume');
   const svc = docs.find((d) => d.kind === 'Service')!;
   t.equal((svc.spec as { clusterIP: string }).clusterIP, '10.96.0.50');
+});
+
+t.test('the README runs the container image with a restart policy', async (t) => {
+  t.match(read('README.md'), /docker run -d --restart unless-stopped /);
 });
 
 t.test('the DaemonSet installs what containerd-config writes for the Service address', async (t) => {
