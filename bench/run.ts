@@ -4,7 +4,11 @@
  * or wrk. Runs are interleaved (each run rotates which contender goes first), after one discarded
  * warm-up run per contender.
  *
- *   npm run bench          full run (~12 min), writes bench/RESULTS.md
+ * Scenario 8 hits every warm contender with clients that hang up mid-body (wrk ending its runs, raw
+ * sockets resetting at a random byte, on warm and on cold blobs). After every scenario each contender
+ * is checked: one that died or logged a defect fails the benchmark (exit 1), never a missing number.
+ *
+ *   npm run bench          full run (~16 min), writes bench/RESULTS.md
  *   npm run bench:quick    seconds, tiny sizes, one run; writes to a temp file
  *
  * Options (after `--`): --quick, --out FILE (Markdown), --json FILE (raw figures),
@@ -12,19 +16,35 @@
  * node --cpu-prof, one .cpuprofile per process written to DIR when it stops), --node-arg ARG
  * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs).
  */
-import { promises as fsp } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { removeDir, tmpDir } from '../test/fixtures/util.js';
+import { request } from 'undici';
+import { hangUp, requestHead } from '../test/fixtures/hangup.js';
+import { removeDir, tmpDir, waitFor } from '../test/fixtures/util.js';
 import { LoadClient } from './lib/client-api.js';
 import { buildImage, contentBlob, MANIFEST_ACCEPT, MediaType } from './lib/data.js';
 import { params as paramsFor, type Params } from './lib/params.js';
-import { cpuTicks, loadAvg, memStatus, PeakRss } from './lib/proc.js';
+import { cpuTicks, loadAvg, memStatus, openFds, PeakRss } from './lib/proc.js';
 import { pushGenerated, pushImage } from './lib/registry-api.js';
 import { collectMeta, renderReport, type Results } from './lib/report.js';
-import { buildStevedore, ROOT, startDistribution, startNginx, startStevedore, type Server, type StevedoreBuild } from './lib/servers.js';
-import { rotate, shuffled, percentile } from './lib/stats.js';
+import {
+  assertAlive,
+  buildStevedore,
+  failureOf,
+  ROOT,
+  ServerFailure,
+  startDistribution,
+  startNginx,
+  startStevedore,
+  type Server,
+  type StevedoreBuild,
+  type StevedoreServer,
+} from './lib/servers.js';
+import { median, percentile, prng, rotate, shuffled } from './lib/stats.js';
 import { fillStore } from './lib/store-fill.js';
 import { startUpstream, type Upstream } from './lib/upstream.js';
 import { runWrk, writeWrkScript } from './lib/wrk.js';
@@ -33,7 +53,8 @@ const REPO_BIG = 'bench/big';
 const REPO_BLOBS = 'bench/blobs';
 const REPO_APP = 'bench/app';
 const REPO_PULL = 'bench/pull';
-const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7'] as const;
+const REPO_HANGUP = 'bench/hangup';
+const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8'] as const;
 type ScenarioId = (typeof ALL)[number];
 
 function log(msg: string): void {
@@ -61,7 +82,7 @@ interface Ctx {
   app: ReturnType<typeof buildImage>;
   pullImg: ReturnType<typeof buildImage>;
   /** Warm contenders, started on first use. */
-  warm?: { stevedore: Server; distribution: Server; nginx: Server; all: Server[] };
+  warm?: { stevedore: StevedoreServer; distribution: Server; nginx: Server; all: Server[] };
   cleanups: Array<() => Promise<void>>;
 }
 
@@ -103,9 +124,10 @@ async function sideBySide<T>(
   measure: (name: string, run: number) => Promise<T>,
   record: (name: string, r: T) => void,
   warmup: boolean,
+  runs = ctx.p.runs,
 ): Promise<void> {
   if (warmup) for (const c of contenders) await measure(c, -1);
-  for (let run = 0; run < ctx.p.runs; run++) {
+  for (let run = 0; run < runs; run++) {
     for (const c of rotate(contenders, run)) record(c, await measure(c, run));
   }
 }
@@ -249,8 +271,8 @@ async function scenario5(ctx: Ctx): Promise<void> {
         try {
           r = await pull(s.url, clients, s.pid);
         } finally {
-          await s.stop();
-          await removeDir(storage);
+          // stop() throws if the process died or logged a defect: that failure wins over a failed pull.
+          await s.stop().finally(() => removeDir(storage));
         }
       } else {
         const s = await startDistribution(ctx.upstream.url);
@@ -292,8 +314,7 @@ async function scenario6(ctx: Ctx): Promise<void> {
       out.upstreamBytes.push(ctx.upstream.bytes());
       log(`s6 run ${run + 1}: peak RSS ${(rss / 2 ** 20).toFixed(1)} MiB, ${(r.wallMs / 1000).toFixed(2)} s`);
     } finally {
-      await s.stop();
-      await removeDir(storage);
+      await s.stop().finally(() => removeDir(storage));
     }
   }
   ctx.results.s6 = out;
@@ -326,6 +347,192 @@ async function scenario7(ctx: Ctx): Promise<void> {
   }
 }
 
+// ---- scenario 8: clients that hang up --------------------------------------------------------
+
+const MiB = 1024 * 1024;
+
+function fdsOf(s: Server): number {
+  return s.pids().reduce((n, pid) => n + (openFds(pid) ?? 0), 0);
+}
+
+function rssOf(s: Server): number {
+  return s.pids().reduce((n, pid) => n + (memStatus(pid)?.rss ?? 0), 0);
+}
+
+/** Null when `s` answers as it should (a proxy: 200 on /v2/; nginx: below 500 on /), else what it did. */
+async function answerProblem(s: Server): Promise<string | null> {
+  const p = s.name === 'nginx' ? '/' : '/v2/';
+  try {
+    // reset: a fresh connection, closed after the answer (nothing left open in the fd count).
+    const res = await request(`${s.url}${p}`, { reset: true, headersTimeout: 5000, bodyTimeout: 5000 });
+    await res.body.dump();
+    const ok = s.name === 'nginx' ? res.statusCode < 500 : res.statusCode === 200;
+    return ok ? null : `GET ${p} answered ${res.statusCode}`;
+  } catch (err) {
+    return `GET ${p} failed: ${(err as Error).message}`;
+  }
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(file) as AsyncIterable<Buffer>) h.update(c);
+  return `sha256:${h.digest('hex')}`;
+}
+
+interface HangupRound {
+  clients: number;
+  /** Reset at the byte chosen for them (the others found the connection closed first, or timed out). */
+  cut: number;
+}
+
+/** `clients` raw clients at once GET `urlPath` and reset the connection at a random byte of the answer. */
+async function hangupRound(s: Server, urlPath: string, size: number, clients: number, rand: () => number): Promise<HangupRound> {
+  const port = Number(new URL(s.url).port);
+  const targets = Array.from({ length: clients }, () => 1 + Math.floor(rand() * size));
+  const got = await Promise.all(targets.map((at) => hangUp(port, [requestHead('GET', urlPath)], { afterReceived: at, reset: true, timeoutMs: 30_000 })));
+  return { clients, cut: got.filter((g, i) => !g.serverClosed && g.received >= targets[i]!).length };
+}
+
+async function scenario8(ctx: Ctx): Promise<void> {
+  const w = await warmServers(ctx);
+  const h = ctx.p.hangup;
+  const wrkBlob = ctx.s2blobs[0]!;
+  const candidates = [...ctx.s2blobs.map((b) => ({ repo: REPO_BLOBS, blob: b })), { repo: REPO_BIG, blob: ctx.big }];
+  const warm = candidates.reduce((a, b) => (Math.abs(b.blob.size - h.warmSize) < Math.abs(a.blob.size - h.warmSize) ? b : a));
+  const seed = Number(process.env.HANGUP_SEED ?? Date.now() % 1_000_000);
+  const rand = prng(seed);
+  log(
+    `s8: clients that hang up (HANGUP_SEED=${seed}): wrk -c${h.connections} -t${h.threads} -d${h.wrkDurationS}s ×${h.wrkRuns} on a ${wrkBlob.size}-byte blob; ` +
+      `${h.rounds} round(s) of ${h.clients} clients resetting a ${warm.blob.size}-byte blob at a random byte; ` +
+      `one round on a cold ${h.coldSize}-byte blob through each proxy (link ${h.coldLinkRate} B/s)`,
+  );
+  const dir = await tmpDir(undefined, 'stevedore-bench-wrk-');
+  const out: NonNullable<Results['s8']> = { wrkBlob: wrkBlob.size, warmBlob: warm.blob.size, coldBlob: h.coldSize, contenders: {} };
+  try {
+    // The blob GET ignores Accept.
+    const script = await writeWrkScript(dir, '*/*');
+    await sideBySide(
+      ctx,
+      w.all.map((s) => s.name),
+      async (name, run) => {
+        const s = w.all.find((x) => x.name === name)!;
+        await sleep(h.settleMs);
+        const fdsBefore = fdsOf(s);
+        const rssBefore = rssOf(s);
+
+        // Part A: wrk closes its connections mid-body when each run ends.
+        const rps: number[] = [];
+        let wrkErrors = 0;
+        for (let i = 0; i < h.wrkRuns && s.exited() === null; i++) {
+          const r = await runWrk({ url: `${s.url}${blobPath(REPO_BLOBS, wrkBlob.digest)}`, script, connections: h.connections, threads: h.threads, durationS: h.wrkDurationS });
+          rps.push(r.rps);
+          wrkErrors += r.errors;
+        }
+
+        // Part B: raw clients resetting at a random byte, on a warm blob...
+        let hangups = 0;
+        let cut = 0;
+        for (let i = 0; i < h.rounds && s.exited() === null; i++) {
+          const r = await hangupRound(s, blobPath(warm.repo, warm.blob.digest), warm.blob.size, h.clients, rand);
+          hangups += r.clients;
+          cut += r.cut;
+        }
+        // ... and, through a proxy, on a blob it has never seen, while it downloads it.
+        let coldStored: boolean | null = null;
+        let cold: ReturnType<typeof contentBlob> | null = null;
+        if (s !== w.nginx && s.exited() === null) {
+          cold = contentBlob(`hangup/${name}/${run}/${randomBytes(8).toString('hex')}`, h.coldSize);
+          await pushGenerated(ctx.upstream.directUrl, REPO_HANGUP, cold);
+          ctx.upstream.setRate(h.coldLinkRate);
+          try {
+            const r = await hangupRound(s, blobPath(REPO_HANGUP, cold.digest), cold.size, h.clients, rand);
+            hangups += r.clients;
+            cut += r.cut;
+          } finally {
+            ctx.upstream.setRate(null);
+          }
+        }
+
+        await sleep(h.settleMs);
+        if (cold && s === w.stevedore) {
+          // Every client left; the download goes on into the store all the same.
+          const file = storeFile(w.stevedore.storage, cold.digest);
+          const there = await waitFor('the cold blob in the store', async () => (await fsp.stat(file).catch(() => null))?.size === cold.size, 30_000, 100).then(
+            () => true,
+            () => false,
+          );
+          coldStored = there && (await sha256File(file)) === cold.digest;
+          if (!coldStored) log(`s8: stevedore's store has no verified copy of the cold blob ${cold.digest}`);
+        }
+        const fdsAfter = fdsOf(s);
+        const rssAfter = rssOf(s);
+        // A process that died or logged a defect fails the benchmark here.
+        await assertAlive(s);
+        const problem = await answerProblem(s);
+        if (problem) log(`s8: ${name} is alive but ${problem}`);
+        log(
+          `s8 run ${run + 1} ${name}: wrk ${median(rps).toFixed(0)} req/s (${wrkErrors} errors), ${hangups} clients hung up (${cut} at their byte), ` +
+            `fds ${fdsBefore} → ${fdsAfter}, RSS ${(rssBefore / MiB).toFixed(1)} → ${(rssAfter / MiB).toFixed(1)} MiB${coldStored === null ? '' : `, cold blob stored: ${coldStored}`}`,
+        );
+        return { survived: problem === null, problem, rps, wrkErrors, hangups, cut, fdsBefore, fdsAfter, rssBefore, rssAfter, coldStored };
+      },
+      (name, r) => {
+        const o = (out.contenders[name] ??= {
+          survived: [],
+          problems: [],
+          rps: [],
+          wrkErrors: [],
+          hangups: [],
+          cut: [],
+          fdsBefore: [],
+          fdsAfter: [],
+          rssBefore: [],
+          rssAfter: [],
+          coldStored: [],
+        });
+        o.survived.push(r.survived);
+        if (r.problem) o.problems.push(r.problem);
+        o.rps.push(...r.rps);
+        o.wrkErrors.push(r.wrkErrors);
+        o.hangups.push(r.hangups);
+        o.cut.push(r.cut);
+        o.fdsBefore.push(r.fdsBefore);
+        o.fdsAfter.push(r.fdsAfter);
+        o.rssBefore.push(r.rssBefore);
+        o.rssAfter.push(r.rssAfter);
+        if (r.coldStored !== null) o.coldStored.push(r.coldStored);
+      },
+      false,
+      h.runs,
+    );
+  } finally {
+    await removeDir(dir);
+  }
+  ctx.results.s8 = out;
+}
+
+/**
+ * Runs one scenario, then checks every warm contender: one that died or logged a defect fails the
+ * benchmark, naming the scenario (also when the scenario failed some other way because of it).
+ */
+async function runScenario(ctx: Ctx, id: ScenarioId, fn: () => Promise<void>): Promise<void> {
+  let error: unknown = null;
+  try {
+    await fn();
+  } catch (err) {
+    error = err;
+  }
+  for (const s of ctx.warm?.all ?? []) {
+    const f = await failureOf(s);
+    if (f) {
+      const also = error && !(error instanceof ServerFailure) ? `\n(the scenario itself failed with: ${(error as Error).message ?? String(error)})` : '';
+      throw new Error(`scenario ${id}: ${f.message}${also}`, { cause: f });
+    }
+  }
+  if (error instanceof ServerFailure) throw new Error(`scenario ${id}: ${error.message}`, { cause: error });
+  if (error) throw error;
+}
+
 // ---- main -------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -354,8 +561,16 @@ async function main(): Promise<void> {
   const ticks0 = cpuTicks();
   const load0 = loadAvg();
   const cleanups: Array<() => Promise<void>> = [];
-  const stopAll = async (): Promise<void> => {
-    while (cleanups.length) await cleanups.pop()!().catch((err: unknown) => log(`cleanup: ${String(err)}`));
+  /** Stops everything; returns the first contender that had died or logged a defect by then. */
+  const stopAll = async (): Promise<ServerFailure | null> => {
+    let failed: ServerFailure | null = null;
+    while (cleanups.length) {
+      await cleanups.pop()!().catch((err: unknown) => {
+        if (err instanceof ServerFailure) failed ??= err;
+        log(`cleanup: ${String(err).split('\n')[0]}`);
+      });
+    }
+    return failed;
   };
   process.once('SIGINT', () => {
     log('interrupted; stopping everything');
@@ -383,14 +598,23 @@ async function main(): Promise<void> {
 
     const results: Results = {};
     const ctx: Ctx = { p, upstream, client, build, nodeArgs, results, big, s2blobs, app, pullImg, cleanups };
-    if (only.has('s1')) await scenario1(ctx);
-    if (only.has('s2')) await scenario2(ctx);
-    if (only.has('s3')) results.s3 = await manifestScenario(ctx, true);
-    if (only.has('s4')) results.s4 = await manifestScenario(ctx, false);
-    if (only.has('s5')) await scenario5(ctx);
-    if (only.has('s6')) await scenario6(ctx);
-    if (only.has('s7')) await scenario7(ctx);
-    await stopAll();
+    const scenarios: Record<ScenarioId, () => Promise<void>> = {
+      s1: () => scenario1(ctx),
+      s2: () => scenario2(ctx),
+      s3: async () => {
+        results.s3 = await manifestScenario(ctx, true);
+      },
+      s4: async () => {
+        results.s4 = await manifestScenario(ctx, false);
+      },
+      s5: () => scenario5(ctx),
+      s6: () => scenario6(ctx),
+      s7: () => scenario7(ctx),
+      s8: () => scenario8(ctx),
+    };
+    for (const id of ALL) if (only.has(id)) await runScenario(ctx, id, scenarios[id]);
+    const failed = await stopAll();
+    if (failed) throw new Error(`after the scenarios, at shutdown: ${failed.message}`, { cause: failed });
 
     const ticks1 = cpuTicks();
     const meta = await collectMeta(p, (performance.now() - started) / 1000, {

@@ -24,6 +24,27 @@ export interface Params {
   coldBlob: { size: number; clients: number; runs: number };
   /** Scenario 7: start-up with this many stored blobs. */
   startup: { blobs: number; runs: number };
+  /**
+   * Scenario 8, clients that hang up: `runs` sets per contender (the repetition is inside a set,
+   * so `--runs` does not apply). A set: `wrkRuns` wrk runs in a row on a warm
+   * blob (wrk closes its `connections` mid-body when each run ends); `rounds` rounds of `clients`
+   * raw clients resetting a GET of the warm blob nearest `warmSize` at a random byte; one round on a
+   * fresh cold blob of `coldSize` through each proxy, the link paced to `coldLinkRate` so that they
+   * hang up while it downloads; `settleMs` of quiet before the process is looked at again.
+   */
+  hangup: {
+    runs: number;
+    wrkRuns: number;
+    wrkDurationS: number;
+    connections: number;
+    threads: number;
+    rounds: number;
+    clients: number;
+    warmSize: number;
+    coldSize: number;
+    coldLinkRate: number;
+    settleMs: number;
+  };
 }
 
 export function params(mode: 'full' | 'quick'): Params {
@@ -38,6 +59,7 @@ export function params(mode: 'full' | 'quick'): Params {
       pull: { layers: [256 * KiB, 512 * KiB, 1 * MiB], clients: 4, layerConcurrency: 3, linkRate: 64 * MiB },
       coldBlob: { size: 4 * MiB, clients: 4, runs: 1 },
       startup: { blobs: 1000, runs: 1 },
+      hangup: { runs: 1, wrkRuns: 2, wrkDurationS: 1, connections: 64, threads: 2, rounds: 2, clients: 64, warmSize: 4 * MiB, coldSize: 1 * MiB, coldLinkRate: 32 * MiB, settleMs: 1000 },
     };
   }
   return {
@@ -50,5 +72,6 @@ export function params(mode: 'full' | 'quick'): Params {
     pull: { layers: [8 * MiB, 24 * MiB, 40 * MiB, 56 * MiB, 72 * MiB], clients: 20, layerConcurrency: 3, linkRate: 64 * MiB },
     coldBlob: { size: 1 * GiB, clients: 20, runs: 2 },
     startup: { blobs: 100_000, runs: 5 },
+    hangup: { runs: 1, wrkRuns: 20, wrkDurationS: 2, connections: 64, threads: 2, rounds: 10, clients: 64, warmSize: 4 * MiB, coldSize: 8 * MiB, coldLinkRate: 64 * MiB, settleMs: 1000 },
   };
 }

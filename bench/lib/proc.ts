@@ -1,9 +1,9 @@
 /**
- * Process memory from /proc: VmHWM (peak resident set) and VmRSS. The peak is reset between
+ * Process memory from /proc: VmHWM (peak resident set) and VmRSS; open descriptors. The peak is reset between
  * measurements by writing "5" to /proc/<pid>/clear_refs (Linux ≥ 4.0); a sampler that polls VmRSS
  * backs it up where the reset is refused.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 
 export interface MemStatus {
   /** Peak resident set since start or the last reset, bytes. */
@@ -24,6 +24,15 @@ export function memStatus(pid: number): MemStatus | null {
     return m ? Number(m[1]) * 1024 : NaN;
   };
   return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+}
+
+/** Open file descriptors of a process (entries of /proc/<pid>/fd); null when it is gone. */
+export function openFds(pid: number): number | null {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return null;
+  }
 }
 
 /** Resets VmHWM to the current RSS. False when the kernel refuses. */

@@ -24,6 +24,32 @@ export interface Results {
   };
   s6?: { size: number; clients: number; rss: Series; wallS: Series; upstreamBytes: Series };
   s7?: { blobs: number; startupMs: Series; indexMs: Series; rss: Series };
+  /** Clients that hang up: blob sizes, then per contender one entry per run (rps: one per wrk run). */
+  s8?: {
+    wrkBlob: number;
+    warmBlob: number;
+    coldBlob: number;
+    contenders: Record<
+      string,
+      {
+        /** Alive, no defect, and answering afterwards (a death or a defect fails the whole benchmark). */
+        survived: boolean[];
+        /** Why it did not answer, when it did not. */
+        problems: string[];
+        rps: Series;
+        wrkErrors: Series;
+        /** Raw clients that hung up (warm and cold rounds), and how many were cut at their chosen byte. */
+        hangups: Series;
+        cut: Series;
+        fdsBefore: Series;
+        fdsAfter: Series;
+        rssBefore: Series;
+        rssAfter: Series;
+        /** stevedore: the cold blob every client left is in its store, verified. */
+        coldStored: boolean[];
+      }
+    >;
+  };
 }
 
 export interface Noise {
@@ -110,6 +136,10 @@ function ratio(a: number, b: number): string {
   return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${num(a / b, 2)}×` : 'n/a';
 }
 
+function sum(values: Series): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
 function table(head: string[], rows: string[][]): string {
   return [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
@@ -178,6 +208,27 @@ function targets(r: Results, p: Params): Target[] {
     const m = med(r.s7.startupMs);
     out.push({ target: `7. start-up with ${r.s7.blobs.toLocaleString('en-US')} stored blobs ≤ 2 s`, measured: `${num(m, 0)} ms (median)`, met: m <= 2000 });
   }
+  const sd = r.s8?.contenders.stevedore;
+  if (sd && sd.survived.length) {
+    const ends = sd.rps.length;
+    const clients = sum(sd.hangups);
+    const all = sd.survived.every(Boolean);
+    out.push({
+      target: `8. stevedore survives every hang-up (wrk ends ×${ends}, ${clients.toLocaleString('en-US')} clients reset mid-body)`,
+      measured: all ? 'survived, answering' : `did not answer: ${sd.problems.join('; ')}`,
+      met: all,
+    });
+    const before = sd.fdsBefore[0]!;
+    const after = sd.fdsAfter.at(-1)!;
+    out.push({ target: '8. stevedore open fds back within +16 of before', measured: `${before} → ${after}`, met: after - before <= 16 });
+    if (sd.coldStored.length) {
+      out.push({
+        target: '8. stevedore stores the cold blob that every client left mid-download',
+        measured: `${sd.coldStored.filter(Boolean).length} of ${sd.coldStored.length} run(s), digest verified`,
+        met: sd.coldStored.every(Boolean),
+      });
+    }
+  }
   return out;
 }
 
@@ -223,7 +274,8 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
     '- *distribution*: `docker-registry` with Debian\'s default config plus `proxy.remoteurl` and its own storage; logs at `info` (access log on) to a file; a Go process using every core.',
     '- *nginx*: `sendfile on`, `tcp_nopush on`, `worker_processes auto`, access log off, serving stevedore\'s store files (`/v2/<name>/blobs/<digest>` → `blobs/sha256/<xx>/<hex>`): the limit for a warm blob.',
     '- *clients*: a separate node process: undici\'s dispatcher, or a minimal raw HTTP/1.1 client (`bench/lib/raw-http.ts`), bodies counted (not hashed, ' +
-      'not copied), one connection per concurrent request; wrk (C) with a Lua script setting `Accept`.',
+      'not copied), one connection per concurrent request; wrk (C) with a Lua script setting `Accept`; in scenario 8, raw sockets from the orchestrator that reset ' +
+      'the connection mid-answer (`test/fixtures/hangup.ts`).',
     '',
   );
 
@@ -358,6 +410,44 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
       ),
       '',
       'The blob files are small (~32 bytes each) in `blobs/sha256/<xx>/<hex>`; the same store is reused across runs, so directory entries and inodes are in the kernel\'s caches after the first run (the max is usually that first run).',
+      '',
+    );
+  }
+  if (r.s8) {
+    const s8 = r.s8;
+    const h = p.hangup;
+    L.push(
+      `## 8. Clients that hang up (wrk ${h.connections} connections, ${h.wrkDurationS} s × ${h.wrkRuns} in a row on a ${num(s8.wrkBlob / MiB, 2)} MiB blob; ` +
+        `${h.rounds} round(s) of ${h.clients} clients resetting a ${num(s8.warmBlob / MiB, 2)} MiB blob; one round on a cold ${num(s8.coldBlob / MiB, 2)} MiB blob through each proxy)`,
+      '',
+    );
+    const sRps = med(s8.contenders.stevedore?.rps);
+    L.push(
+      table(
+        ['server', 'process survived', 'wrk req/s', 'req/s stevedore / this', 'wrk errors', 'clients hung up (at their byte)', 'open fds before → after', 'RSS MiB before → after', 'cold blob stored'],
+        contenders(s8.contenders).map((n) => {
+          const o = s8.contenders[n]!;
+          const ok = o.survived.filter(Boolean).length;
+          return [
+            n,
+            ok === o.survived.length ? 'yes' : `**no** (${o.survived.length - ok} of ${o.survived.length} runs: ${o.problems.join('; ')})`,
+            mmm(o.rps),
+            n === 'stevedore' ? '' : ratio(sRps, med(o.rps)),
+            String(sum(o.wrkErrors)),
+            `${sum(o.hangups).toLocaleString('en-US')} (${sum(o.cut).toLocaleString('en-US')})`,
+            `${o.fdsBefore[0]} → ${o.fdsAfter.at(-1)}`,
+            `${num(o.rssBefore[0]! / MiB, 1)} → ${num(o.rssAfter.at(-1)! / MiB, 1)}`,
+            o.coldStored.length ? `${o.coldStored.filter(Boolean).length} of ${o.coldStored.length}` : '–',
+          ];
+        }),
+      ),
+      '',
+      'Each contender in turn, warm, one set per run: open descriptors (`/proc/<pid>/fd`) and RSS, then wrk on the blob ' +
+        `${h.wrkRuns} times in a row (each run ends by closing its ${h.connections} connections mid-body, as wrk does), then rounds of ${h.clients} raw clients at once, each ` +
+        'GETting a warm blob and resetting the connection (TCP RST) at a random byte of the answer; through stevedore and distribution one more round on a blob pushed to ' +
+        `the upstream just before, the link paced to ${num(h.coldLinkRate / MiB, 0)} MiB/s so that the clients leave while the proxy downloads it. After ${num(h.settleMs / 1000, 1)} s ` +
+        'of quiet: descriptors and RSS again (first run\'s before → last run\'s after; nginx: its workers, summed), then the process must be alive, have logged no ' +
+        'defect (else the benchmark fails) and answer (`GET /v2/` 200; nginx: `GET /` below 500). "cold blob stored": stevedore\'s store holds the cold blob afterwards, digest verified.',
       '',
     );
   }

@@ -11,6 +11,7 @@ import { closeSync, openSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEFECT_EVENTS } from '../../lib/server/last-resort.js';
 import { freePort, removeDir, spawnTracked, stopProcess, tmpDir, waitFor, which } from '../../test/fixtures/util.js';
 import { childPids } from './proc.js';
 import { probe, startDockerRegistry } from './upstream.js';
@@ -24,7 +25,127 @@ export interface Server {
   pid: number;
   /** Every process doing the serving (nginx: its workers). */
   pids(): number[];
+  /** How its process ended ("exit code 1", "signal SIGSEGV"), or null while it runs. */
+  exited(): string | null;
+  /**
+   * Defects it reported while it may keep running, from its log: stevedore's unhandled rejections
+   * and uncaught exceptions (lib/server/last-resort.ts), a panic in distribution, a crashed nginx worker.
+   */
+  defects(): Promise<string[]>;
+  /** The last lines of its log, for an error message. */
+  logTail(): Promise<string>;
+  /**
+   * Stops it and removes its files. Throws a ServerFailure when its process had exited before
+   * (nobody asked it to) or it reported a defect, up to and including the shutdown.
+   */
   stop(): Promise<void>;
+}
+
+/** A contender that died or reported a defect: a failure of the benchmark, never a missing number. */
+export class ServerFailure extends Error {
+  constructor(
+    readonly server: string,
+    readonly what: string,
+    readonly tail: string,
+  ) {
+    super(`${server} ${what}\n--- the end of its log ---\n${tail}`);
+    this.name = 'ServerFailure';
+  }
+}
+
+function exitOf(child: ChildProcess): string | null {
+  if (child.exitCode !== null) return `exit code ${child.exitCode}`;
+  if (child.signalCode !== null) return `signal ${child.signalCode}`;
+  return null;
+}
+
+function failure(name: string, exited: string | null, defects: string[], tail: string): ServerFailure | null {
+  if (exited === null && defects.length === 0) return null;
+  const what = [...(exited === null ? [] : [`exited by itself (${exited})`]), ...defects.map((d) => `reported a defect: ${d}`)].join('; ');
+  return new ServerFailure(name, what, tail);
+}
+
+/** Null while `s` runs without a defect; else why it failed (with the end of its log). */
+export async function failureOf(s: Server): Promise<ServerFailure | null> {
+  const exited = s.exited();
+  const defects = await s.defects();
+  return failure(s.name, exited, defects, exited === null && defects.length === 0 ? '' : await s.logTail());
+}
+
+/** Throws a ServerFailure if `s` died or reported a defect. */
+export async function assertAlive(s: Server): Promise<void> {
+  const f = await failureOf(s);
+  if (f) throw f;
+}
+
+/**
+ * Reads a growing log file from where the last call stopped and keeps the lines `match` picks
+ * (stevedore's log grows by a line per request: never read it whole twice).
+ */
+class LogScanner {
+  private offset = 0;
+  private rest = '';
+  private readonly found: string[] = [];
+
+  constructor(
+    private readonly file: string,
+    private readonly match: (line: string) => string | null,
+  ) {}
+
+  async scan(): Promise<string[]> {
+    const fh = await fsp.open(this.file, 'r').catch(() => null);
+    if (!fh) return this.found;
+    try {
+      const buf = Buffer.allocUnsafe(1024 * 1024);
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, this.offset);
+        if (bytesRead === 0) break;
+        this.offset += bytesRead;
+        const lines = (this.rest + buf.subarray(0, bytesRead).toString('utf8')).split('\n');
+        this.rest = lines.pop()!;
+        for (const line of lines) {
+          const m = this.match(line);
+          if (m !== null) this.found.push(m);
+        }
+      }
+    } finally {
+      await fh.close();
+    }
+    return this.found;
+  }
+}
+
+/** The last `lines` lines of a file (each cut to 2,000 characters). */
+async function tailOf(file: string, lines = 30): Promise<string> {
+  const fh = await fsp.open(file, 'r').catch(() => null);
+  if (!fh) return `(no log at ${file})`;
+  try {
+    const { size } = await fh.stat();
+    const n = Math.min(size, 256 * 1024);
+    const buf = Buffer.alloc(n);
+    await fh.read(buf, 0, n, size - n);
+    return buf
+      .toString('utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .slice(-lines)
+      .map((l) => (l.length > 2000 ? `${l.slice(0, 2000)}…` : l))
+      .join('\n');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A stevedore log line that is a defect (its `event`), as "event: stack". */
+function stevedoreDefect(line: string): string | null {
+  if (!DEFECT_EVENTS.some((e) => line.includes(e))) return null;
+  try {
+    const rec = JSON.parse(line) as { event?: unknown; err?: { message?: string; stack?: string } };
+    if (!(DEFECT_EVENTS as readonly unknown[]).includes(rec.event)) return null;
+    return `${String(rec.event)}: ${rec.err?.stack ?? rec.err?.message ?? JSON.stringify(rec.err)}`;
+  } catch {
+    return null;
+  }
 }
 
 /** The environment for measured processes: nothing from a parent test runner or a user's stevedore setup. */
@@ -129,9 +250,15 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
   closeSync(fd);
   let listening: Record<string, unknown> | undefined;
   let index: Record<string, unknown> | undefined;
+  const scanner = new LogScanner(logFile, stevedoreDefect);
   const stop = async (): Promise<void> => {
+    const before = exitOf(child);
     await stopProcess(child, 'SIGTERM', 15_000);
+    // Read before the log goes: a defect during the shutdown counts too.
+    const defects = await scanner.scan();
+    const f = failure('stevedore', before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
     await removeDir(dir);
+    if (f) throw f;
   };
   try {
     await waitFor(
@@ -147,7 +274,7 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
       5,
     );
   } catch (err) {
-    await stop();
+    await stop().catch(() => undefined);
     throw err;
   }
   return {
@@ -155,6 +282,9 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
     url: `http://${String(listening!.listen)}`,
     pid: child.pid!,
     pids: () => [child.pid!],
+    exited: () => exitOf(child),
+    defects: () => scanner.scan(),
+    logTail: () => tailOf(logFile),
     storage: opts.storage,
     logFile,
     startupMs: Number(listening!.time) - spawnedAt,
@@ -198,15 +328,24 @@ function distributionConfig(port: number, storage: string, remote: string): stri
 
 export async function startDistribution(upstreamUrl: string): Promise<Server> {
   const dir = await tmpDir(undefined, 'stevedore-bench-dist-');
-  const { child, port } = await startDockerRegistry(dir, 'distribution', (p) => distributionConfig(p, path.join(dir, 'data'), upstreamUrl));
+  const { child, port, logFile } = await startDockerRegistry(dir, 'distribution', (p) => distributionConfig(p, path.join(dir, 'data'), upstreamUrl));
+  // A Go panic: one that kills the process, or one net/http recovered in a handler.
+  const scanner = new LogScanner(logFile, (line) => (/^panic: |http: panic serving/.test(line) ? line.slice(0, 500) : null));
   return {
     name: 'distribution',
     url: `http://127.0.0.1:${port}`,
     pid: child.pid!,
     pids: () => [child.pid!],
+    exited: () => exitOf(child),
+    defects: () => scanner.scan(),
+    logTail: () => tailOf(logFile),
     async stop() {
+      const before = exitOf(child);
       await stopProcess(child, 'SIGTERM', 5000);
+      const defects = await scanner.scan();
+      const f = failure('distribution', before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
       await removeDir(dir);
+      if (f) throw f;
     },
   };
 }
@@ -274,6 +413,9 @@ export async function startNginx(storeRoot: string, files: NginxFile[]): Promise
       if (attempt < 3 && /Address already in use/i.test(log)) continue;
       throw new Error(`nginx exited at start-up (code ${child.exitCode}):\n${log}`);
     }
+    const errorLog = path.join(dir, 'error.log');
+    // The master restarts a worker that crashed, and says so at `alert` level.
+    const scanner = new LogScanner(errorLog, (line) => (/worker process \d+ exited on signal/.test(line) ? line : null));
     return {
       name: 'nginx',
       url,
@@ -282,9 +424,16 @@ export async function startNginx(storeRoot: string, files: NginxFile[]): Promise
         const workers = childPids(child.pid!);
         return workers.length ? workers : [child.pid!];
       },
+      exited: () => exitOf(child),
+      defects: () => scanner.scan(),
+      logTail: () => tailOf(errorLog),
       async stop() {
+        const before = exitOf(child);
         await stopProcess(child, 'SIGQUIT', 5000);
+        const defects = await scanner.scan();
+        const f = failure('nginx', before, defects, before === null && defects.length === 0 ? '' : await tailOf(errorLog));
         await removeDir(dir);
+        if (f) throw f;
       },
     };
   }

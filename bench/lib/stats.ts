@@ -34,16 +34,21 @@ export function rotate<T>(items: readonly T[], by: number): T[] {
   return [...items.slice(k), ...items.slice(0, k)];
 }
 
-/** Deterministic shuffle (mulberry32 seeded Fisher-Yates). */
-export function shuffled<T>(items: readonly T[], seed: number): T[] {
+/** A seeded generator of numbers in [0, 1) (mulberry32): a run can be repeated with its seed. */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
-  const rand = (): number => {
+  return () => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** Deterministic shuffle (mulberry32 seeded Fisher-Yates). */
+export function shuffled<T>(items: readonly T[], seed: number): T[] {
+  const rand = prng(seed);
   const out = [...items];
   for (let i = out.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));

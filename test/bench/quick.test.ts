@@ -31,7 +31,7 @@ t.test('the quick benchmark completes and reports numbers for every scenario', a
   // Coverage and tap's loaders are for this test process, not for the benchmark's servers.
   delete env.NODE_V8_COVERAGE;
   delete env.NODE_OPTIONS;
-  const r = await run(which('npm'), ['run', '--silent', 'bench:quick', '--', '--out', md, '--json', json], { cwd: ROOT, env, timeoutMs: 60_000 });
+  const r = await run(which('npm'), ['run', '--silent', 'bench:quick', '--', '--out', md, '--json', json], { cwd: ROOT, env, timeoutMs: 120_000 });
   t.equal(r.code, 0, `npm run bench:quick exits 0\n${r.stderr.slice(-4000)}`);
   if (r.code !== 0) return;
 
@@ -47,9 +47,16 @@ t.test('the quick benchmark completes and reports numbers for every scenario', a
   for (const name of ['stevedore', 'distribution']) seriesPresent(t, modes?.[name], `s5.${name}`, ['wallS', 'upstreamBytes', 'upstreamRequests', 'rss']);
   seriesPresent(t, results.s6, 's6', ['rss', 'wallS', 'upstreamBytes']);
   seriesPresent(t, results.s7, 's7', ['startupMs', 'indexMs', 'rss']);
+  const s8 = (results.s8 as { contenders?: Record<string, Record<string, unknown>> } | undefined)?.contenders;
+  for (const name of ['stevedore', 'distribution', 'nginx']) {
+    seriesPresent(t, s8?.[name], `s8.${name}`, ['rps', 'wrkErrors', 'hangups', 'cut', 'fdsBefore', 'fdsAfter', 'rssBefore', 'rssAfter']);
+    const survived = s8?.[name]?.survived;
+    t.ok(Array.isArray(survived) && survived.length > 0 && survived.every((x) => typeof x === 'boolean'), `s8.${name}.survived says yes or no`);
+  }
+  t.same(s8?.stevedore?.survived, [true], 'stevedore survived the clients that hang up');
 
   const report = await fsp.readFile(md, 'utf8');
-  for (const heading of ['## Targets', '## 1. ', '## 2. ', '## 3. ', '## 4. ', '## 5. ', '## 6. ', '## 7. ']) {
+  for (const heading of ['## Targets', '## 1. ', '## 2. ', '## 3. ', '## 4. ', '## 5. ', '## 6. ', '## 7. ', '## 8. ']) {
     t.ok(report.includes(heading), `the report has "${heading}"`);
   }
   t.notMatch(report, /\bn\/a\b|NaN/, 'no figure in the report is missing');
