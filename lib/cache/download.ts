@@ -61,6 +61,8 @@ function wasReset(err: unknown): boolean {
 
 export class Download {
   readonly digest: string;
+  /** The repository the download was started for (`<upstream>/<name>`): others must be allowed to join. */
+  readonly repoKey: string;
   readonly writer: BlobWriter;
   /** Total size once the upstream said it (Content-Length / Content-Range). */
   size: number | null = null;
@@ -76,8 +78,9 @@ export class Download {
   private readonly abort = new AbortController();
   private readonly opts: DownloadOptions;
 
-  constructor(digest: string, writer: BlobWriter, source: DownloadSource, log: Logger, opts: Partial<DownloadOptions> = {}) {
+  constructor(digest: string, repoKey: string, writer: BlobWriter, source: DownloadSource, log: Logger, opts: Partial<DownloadOptions> = {}) {
     this.digest = digest;
+    this.repoKey = repoKey;
     this.writer = writer;
     this.opts = { ...DEFAULT_DOWNLOAD_OPTIONS, ...opts };
     // A write that fails (disk full, size limit) stops the copy loop through the abort signal.

@@ -79,6 +79,11 @@ function isTransient(err: unknown): err is UpstreamError {
   );
 }
 
+/** The repository a download was started for, as a map key. */
+function repoKey(r: RepoRef): string {
+  return `${r.upstream}/${r.name}`;
+}
+
 export class PullThrough {
   private readonly store: Store;
   private readonly metadata: Metadata;
@@ -291,9 +296,13 @@ export class PullThrough {
   }
 
   /**
-   * Stored content that this repository has not seen: ask the upstream whether the repository has
-   * it (HEAD, no quota) before serving it from the store. If the upstream cannot be asked, the
-   * content-addressed bytes are served: knowing the digest is knowing the content.
+   * Content held here (stored, or being downloaded) that this repository does not link: served
+   * under this name only once the upstream confirms that the repository has it (HEAD, no quota),
+   * and linked then (DESIGN.md rule 9). A digest is no key: content pushed to a private hosted
+   * repository, or fetched for another repository with the upstream's credentials, never leaks
+   * into a name that does not hold it. When the upstream cannot answer (rate-limited, breaker
+   * open, unreachable, offline) the content is unknown here, as if it were not stored: a failed
+   * check is never "known".
    */
   private async authorizeStored(t: Target, d: Digest, unknown: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN'): Promise<void> {
     const repo = this.repo(t);
@@ -301,18 +310,25 @@ export class PullThrough {
     try {
       await t.client.headBlob(t.name, d.value);
     } catch (err) {
-      if (isTransient(err)) return;
       if (err instanceof UpstreamError) throw err.toOciError(unknown);
       throw err;
     }
     await this.store.repos.link(repo, d);
   }
 
+  /** A download this repository asks to join: its own, or one it is allowed to read (authorizeStored). */
+  private async authorizeJoin(t: Target, d: Digest, dl: Download): Promise<void> {
+    if (dl.repoKey !== repoKey(this.repo(t))) await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
+  }
+
   // ---- blobs -----------------------------------------------------------------------------
 
   async getBlob(t: Target, d: Digest): Promise<BlobAnswer> {
     const joined = this.inFlight(d);
-    if (joined) return this.follow(joined, t);
+    if (joined) {
+      await this.authorizeJoin(t, d, joined);
+      return this.follow(joined, t);
+    }
     if (this.store.blobs.has(d) || (await this.store.blobs.adopt(d))) {
       await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
       const stored = await this.store.blobs.open(d);
@@ -321,13 +337,19 @@ export class PullThrough {
       }
     }
     // Joined even when it just finished: it was not stored yet when we looked.
-    return this.follow(this.downloads.get(d.value) ?? this.startDownload(t, d), t);
+    const finished = this.downloads.get(d.value);
+    if (finished) {
+      await this.authorizeJoin(t, d, finished);
+      return this.follow(finished, t);
+    }
+    return this.follow(this.startDownload(t, d), t);
   }
 
   /** Size and whether it is stored, without downloading (HEAD). */
   async statBlob(t: Target, d: Digest): Promise<{ size: number | null; cache: CacheResult }> {
     const dl = this.inFlight(d);
     if (dl) {
+      await this.authorizeJoin(t, d, dl);
       await this.awaitReady(dl, t);
       return { size: dl.size, cache: 'miss' };
     }
@@ -382,6 +404,7 @@ export class PullThrough {
     const writer = this.store.blobs.createWriter(d, { keepRecent: SHARED_RECENT_BYTES });
     const dl = new Download(
       d.value,
+      repoKey(this.repo(t)),
       writer,
       {
         open: (start, signal) => t.client.getBlob(t.name, d.value, { start, signal }),

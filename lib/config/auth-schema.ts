@@ -96,7 +96,18 @@ const ruleSchema = z
   })
   .strict();
 
-export const DEFAULT_AUTH_RULES = [{ repository: '**', users: [ANY_USER], groups: [], actions: ['pull', 'push', 'delete'] }] as const;
+/**
+ * The rules when `auth.rules` is not given: every user may pull everything; pushes and deletes go
+ * only where the configuration hosts repositories (`registry.hosted`). Seeding an upstream's
+ * namespace (`docker.io/...`) needs a rule that says so: otherwise any user could plant a tag that
+ * everyone is served as stale while the upstream is rate-limited.
+ */
+export function defaultAuthRules(hosted: readonly string[]): AccessRule[] {
+  return [
+    { repository: '**', users: [ANY_USER], groups: [], actions: ['pull'] },
+    ...hosted.map((p): AccessRule => ({ repository: p, users: [ANY_USER], groups: [], actions: ['pull', 'push', 'delete'] })),
+  ];
+}
 
 const tokenDefaults = { realm: null, service: 'stevedore', issuer: 'stevedore', ttl: 300_000, key: null };
 
@@ -119,11 +130,12 @@ export const authSchema = z
     /** Clients without credentials may pull every repository. */
     anonymousPull: z.boolean().default(true),
     groups: z.record(z.string(), z.array(userName)).default({}),
-    rules: z.array(ruleSchema).default(DEFAULT_AUTH_RULES.map((r) => ({ ...r, users: [...r.users], groups: [], actions: [...r.actions] }))),
+    /** Absent: defaultAuthRules(registry.hosted), filled in by loadConfig. */
+    rules: z.array(ruleSchema).optional(),
   })
   .strict()
   .superRefine((auth, ctx) => {
-    auth.rules.forEach((rule, i) => {
+    (auth.rules ?? []).forEach((rule, i) => {
       rule.groups.forEach((g, j) => {
         if (!Object.hasOwn(auth.groups, g)) {
           const known = Object.keys(auth.groups);
@@ -154,8 +166,8 @@ export const AUTH_DEFAULTS = {
   token: tokenDefaults,
   anonymousPull: true,
   groups: {},
-  rules: DEFAULT_AUTH_RULES.map((r) => ({ ...r, users: [...r.users], groups: [], actions: [...r.actions] })),
 };
 
-export type AuthConfig = z.output<typeof authSchema>;
-export type AccessRule = AuthConfig['rules'][number];
+export type AccessRule = z.output<typeof ruleSchema>;
+/** The auth section as the rest of the code sees it: the rules always filled in. */
+export type AuthConfig = Omit<z.output<typeof authSchema>, 'rules'> & { rules: AccessRule[] };

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { configSchema, DEFAULT_UPSTREAMS, type ParsedConfig } from './schema.js';
-import type { AuthConfig } from './auth-schema.js';
+import { defaultAuthRules, type AuthConfig } from './auth-schema.js';
 
 export interface Timeouts {
   connect: number;
@@ -122,7 +122,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     listen: parsed.listen,
     storage: parsed.storage,
     metadata: parsed.metadata,
-    auth: parsed.auth,
+    auth: { ...parsed.auth, rules: parsed.auth.rules ?? defaultAuthRules(parsed.registry.hosted) },
     log: parsed.log,
     cache: parsed.cache,
     timeouts: parsed.timeouts,

@@ -11,14 +11,28 @@ function problems(auth: unknown): string[] {
   throw new Error('expected a ConfigError, nothing was thrown');
 }
 
-t.test('auth defaults: no users, anonymous pull, tokens for 5 minutes, every user may do everything', async (t) => {
+t.test('auth defaults: no users, anonymous pull, tokens for 5 minutes, every user may pull', async (t) => {
   t.same(parseConfig({}).auth, {
     htpasswd: null,
     token: { realm: null, service: 'stevedore', issuer: 'stevedore', ttl: 300_000, key: null },
     anonymousPull: true,
     groups: {},
-    rules: [{ repository: '**', users: ['*'], groups: [], actions: ['pull', 'push', 'delete'] }],
+    rules: [{ repository: '**', users: ['*'], groups: [], actions: ['pull'] }],
   });
+});
+
+t.test('by default users push and delete only where repositories are hosted, never into an upstream namespace', async (t) => {
+  const auth = parseConfig({ registry: { hosted: ['lab/**', 'team/*'] } }).auth;
+  t.same(auth.rules, [
+    { repository: '**', users: ['*'], groups: [], actions: ['pull'] },
+    { repository: 'lab/**', users: ['*'], groups: [], actions: ['pull', 'push', 'delete'] },
+    { repository: 'team/*', users: ['*'], groups: [], actions: ['pull', 'push', 'delete'] },
+  ]);
+});
+
+t.test('rules given replace the default ones entirely', async (t) => {
+  const auth = parseConfig({ registry: { hosted: ['lab/**'] }, auth: { rules: [{ repository: 'docker.io/**', users: ['seeder'], actions: ['pull', 'push'] }] } }).auth;
+  t.same(auth.rules, [{ repository: 'docker.io/**', users: ['seeder'], groups: [], actions: ['pull', 'push'] }]);
 });
 
 t.test('a full auth section is read', async (t) => {

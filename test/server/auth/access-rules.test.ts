@@ -31,17 +31,18 @@ t.test('a dot in a pattern is a literal dot', async (t) => {
 
 // ---------------------------------------------------------------- rules
 
-const rulesFrom = (auth: Record<string, unknown>): AccessRules => {
-  const c = parseConfig({ auth }).auth;
+const rulesFrom = (auth: Record<string, unknown>, hosted: string[] = ['lab/**']): AccessRules => {
+  const c = parseConfig({ auth, registry: { hosted } }).auth;
   return new AccessRules({ rules: c.rules, groups: c.groups, anonymousPull: c.anonymousPull });
 };
 const set = (s: Set<string>): string[] => [...s].sort();
 
-t.test('defaults: anonymous pulls anything, every user may pull, push and delete anything', async (t) => {
+t.test('defaults: anonymous pulls anything, every user may pull anything, and push and delete only in hosted repositories', async (t) => {
   const r = rulesFrom({});
   t.same(set(r.allowed(null, 'docker.io/library/alpine')), ['pull']);
   t.same(set(r.allowed(null, 'lab/app')), ['pull']);
   t.same(set(r.allowed('alice', 'lab/app')), ['delete', 'pull', 'push']);
+  t.same(set(r.allowed('alice', 'docker.io/library/alpine')), ['pull'], 'no user may seed an upstream namespace by default');
   t.ok(r.anonymousPullsEverything());
 });
 

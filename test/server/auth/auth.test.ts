@@ -44,7 +44,7 @@ interface Harness {
 async function harness(t: Test, authConfig: Record<string, unknown> = {}, opts: { users?: boolean } = {}): Promise<Harness> {
   const dir = t.testdir({ htpasswd: `${HTPASSWD}\n` });
   const htpasswdFile = opts.users === false ? null : path.join(dir, 'htpasswd');
-  const config = parseConfig({ auth: { htpasswd: htpasswdFile, ...authConfig } }).auth;
+  const config = parseConfig({ registry: { hosted: ['lab/**'] }, auth: { htpasswd: htpasswdFile, ...authConfig } }).auth;
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _e, cb) {
