@@ -51,6 +51,18 @@ export function parseReference(ref: string): Reference {
   return { kind: 'tag', tag: ref };
 }
 
+/**
+ * A reference that is only read (GET, HEAD, DELETE): a tag that cannot exist is unknown (404
+ * MANIFEST_UNKNOWN, as the distribution spec's conformance suite expects), not malformed; a PUT
+ * keeps parseReference's 400.
+ */
+export function parseReadReference(ref: string): Reference {
+  if (!ref.includes(':') && !isValidTag(ref)) {
+    throw new OciError('MANIFEST_UNKNOWN', `manifest unknown: ${JSON.stringify(ref.slice(0, 200))} is not a valid tag`);
+  }
+  return parseReference(ref);
+}
+
 export function referenceString(ref: Reference): string {
   return ref.kind === 'tag' ? ref.tag : ref.digest.value;
 }

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
-import { parseReference } from '../oci/name.js';
+import { parseReadReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
@@ -407,7 +407,7 @@ async function serveManifest(
   outcome: Outcome,
   head: boolean,
 ): Promise<void> {
-  const ref = parseReference(reference);
+  const ref = parseReadReference(reference);
   const m = ref.kind === 'tag' ? await deps.pull.getManifestByTag(target, ref.tag) : await deps.pull.getManifestByDigest(target, ref.digest);
   outcome.cache = m.cache;
   headers['X-Cache'] = m.cache;

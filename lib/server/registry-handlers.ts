@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { MediaType } from '../oci/media-types.js';
-import { parseReference } from '../oci/name.js';
+import { parseReadReference, parseReference } from '../oci/name.js';
 import { referrersIndex, type ReferrerDescriptor } from '../oci/referrers.js';
 import { manifestTooLarge, parseChunkRange, type Registry } from '../registry/registry.js';
 import type { RepoRef } from '../storage/repo-store.js';
@@ -191,7 +191,7 @@ export async function handleManifestPut(
 }
 
 export async function handleManifestDelete(ctx: PushContext, reference: string, res: ServerResponse): Promise<void> {
-  await ctx.registry.deleteManifest(ctx.repo, parseReference(reference));
+  await ctx.registry.deleteManifest(ctx.repo, parseReadReference(reference));
   send(res, 202, { ...ctx.headers });
 }
 
@@ -212,7 +212,7 @@ export async function serveHostedManifest(
   outcome: HandlerOutcome,
   head: boolean,
 ): Promise<void> {
-  const m = await registry.getManifest(repo, parseReference(reference));
+  const m = await registry.getManifest(repo, parseReadReference(reference));
   outcome.bytes = sendManifest(res, req.headers['if-none-match'], headers, m, head);
 }
 

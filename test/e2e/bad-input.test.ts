@@ -55,9 +55,9 @@ t.test('bad input never reaches the upstream or the store', async (t) => {
     { what: 'a digest one hex digit short', path: b('library/alpine', `sha256:${hex.slice(1)}`), status: 400, code: 'DIGEST_INVALID' },
     { what: 'a tag where a blob digest belongs', path: b('library/alpine', 'latest'), status: 400, code: 'DIGEST_INVALID' },
     // tags
-    { what: 'a tag starting with "-"', path: m('library/alpine', '-bad'), status: 400, code: 'MANIFEST_INVALID' },
-    { what: 'a tag starting with "."', path: m('library/alpine', '.bad'), status: 400, code: 'MANIFEST_INVALID' },
-    { what: 'a tag of 129 characters', path: m('library/alpine', 'a'.repeat(129)), status: 400, code: 'MANIFEST_INVALID' },
+    { what: 'a tag starting with "-" (a tag that cannot exist is unknown)', path: m('library/alpine', '-bad'), status: 404, code: 'MANIFEST_UNKNOWN' },
+    { what: 'a tag starting with "." (a tag that cannot exist is unknown)', path: m('library/alpine', '.bad'), status: 404, code: 'MANIFEST_UNKNOWN' },
+    { what: 'a tag of 129 characters (a tag that cannot exist is unknown)', path: m('library/alpine', 'a'.repeat(129)), status: 404, code: 'MANIFEST_UNKNOWN' },
     // ns: only configured upstreams
     { what: 'ns naming an unconfigured registry', path: `${m('library/alpine')}?ns=evil.com`, status: 404, code: 'NAME_UNKNOWN' },
     { what: 'ns naming an unconfigured registry (blob)', path: `${b('library/alpine')}?ns=evil.com`, status: 404, code: 'NAME_UNKNOWN' },

@@ -103,6 +103,12 @@ t.test('bad pushes are refused and store nothing', async (t) => {
     await call(sd.url, 'DELETE', s.location);
   });
 
+  await t.test('a manifest PUT to a tag that is not a valid tag is 400 MANIFEST_INVALID and stores nothing', async (t) => {
+    const before = await storeState(sd.storagePath);
+    const r = await putManifest(sd.url, 'lab/app', '-bad', img.manifest.data, MediaType.ociManifest);
+    await refused(t, r, 400, 'MANIFEST_INVALID', before);
+  });
+
   await t.test('a manifest above cache.manifestMaxSize is 413 MANIFEST_INVALID and stores nothing', async (t) => {
     const before = await storeState(sd.storagePath);
     const big = Buffer.from(JSON.stringify({ ...JSON.parse(img.manifest.data.toString()), annotations: { pad: 'x'.repeat(20_000) } }));
