@@ -30,6 +30,8 @@ export interface UpstreamConfig {
 
 export interface Config {
   listen: { host: string; port: number };
+  /** Client connection limits (lib/server/connection-guard.ts). */
+  server: ParsedConfig['server'];
   storage: { path: string; maxSize: number | null };
   metadata: { redis: string | null };
   /** Client authentication and access rules (lib/server/auth). */
@@ -120,6 +122,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
   }
   const config: Config = {
     listen: parsed.listen,
+    server: parsed.server,
     storage: parsed.storage,
     metadata: parsed.metadata,
     auth: { ...parsed.auth, rules: parsed.auth.rules ?? defaultAuthRules(parsed.registry.hosted) },

@@ -102,6 +102,16 @@ export const DEFAULT_UPSTREAMS: Record<string, { url: string }> = {
   'public.ecr.aws': { url: 'https://public.ecr.aws' },
 };
 
+const SERVER_DEFAULTS = {
+  headersTimeout: 20_000,
+  keepAliveTimeout: 65_000,
+  idleTimeout: 300_000,
+  requestBodyTimeout: 30_000,
+  requestBodyMinBytes: 16 * 1024,
+  maxConnections: null,
+  maxConnectionsPerAddress: 256,
+};
+
 export const configSchema = z
   .object({
     listen: listen.default({ host: '0.0.0.0', port: 5000 }),
@@ -113,6 +123,28 @@ export const configSchema = z
       })
       .strict()
       .default({ path: './data', maxSize: null }),
+    /** Limits on client connections: what a slow, trickling or greedy client may hold. */
+    server: z
+      .object({
+        /** A request's head must arrive within this. */
+        headersTimeout: duration.default(20_000),
+        /** An idle keep-alive connection is closed after this. */
+        keepAliveTimeout: duration.default(65_000),
+        /** A connection on which nothing moves either way for this long is closed (a client that stopped reading). */
+        idleTimeout: duration.default(300_000),
+        /**
+         * A request body (upload, manifest, token form) that delivers less than requestBodyMinBytes in
+         * this long is cut: a client trickling a byte at a time cannot hold a connection for ever.
+         */
+        requestBodyTimeout: duration.default(30_000),
+        requestBodyMinBytes: size.default(16 * 1024),
+        /** Open client connections at most. null: from the process's open-file limit, leaving room for files. */
+        maxConnections: z.number().int().min(1).nullable().default(null),
+        /** Open connections from one client address at most. */
+        maxConnectionsPerAddress: z.number().int().min(1).default(256),
+      })
+      .strict()
+      .default(SERVER_DEFAULTS),
     metadata: z
       .object({
         /** redis://host:port/db — shared metadata for several replicas. Unset: in-memory. */

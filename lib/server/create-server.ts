@@ -13,6 +13,7 @@ import { parseReadReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
+import { ConnectionGuard } from './connection-guard.js';
 import type { Metrics } from './metrics.js';
 import { checkRangeSyntax, sendBlob } from './blob-response.js';
 import { API_VERSION_HEADER, sendError, sendJson, sendManifest, toOciError } from './respond.js';
@@ -72,6 +73,8 @@ interface Outcome {
   user?: string;
   /** The route kind, for metrics. */
   route?: string;
+  /** The connection guard cut the request: its body came too slowly. */
+  slowBody?: boolean;
 }
 
 const STALE_WARNING = '110 - "Response is Stale"';
@@ -80,11 +83,14 @@ const CLIENT_CLOSED_REQUEST = 499;
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 export function createServer(deps: ServerDeps): http.Server {
-  const server = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+  const guard = new ConnectionGuard(deps.config.server, deps.log, (reason) => deps.metrics?.connectionRefused(reason));
+  // Node checks head timeouts on this interval (30 s by default): often enough for the one configured.
+  const connectionsCheckingInterval = Math.min(30_000, Math.max(250, Math.floor(deps.config.server.headersTimeout / 4)));
+  const server = http.createServer({ connectionsCheckingInterval }, (req, res) => {
     // handle() never rejects: its last resort catches everything (and `void` marks that on purpose).
-    void handle(deps, req, res);
+    void handle(deps, guard, req, res);
   });
-  server.headersTimeout = 66_000;
+  guard.install(server);
   server.on('connection', (socket: Socket) => socket.once('close', () => endQueuedAnswers(socket)));
   return server;
 }
@@ -108,6 +114,17 @@ function endQueuedAnswers(socket: Socket): void {
   }
 }
 
+/**
+ * A request answered without its body read to the end (refused before the upload, a manifest too
+ * large): the connection closes once the answer is out, instead of Node reading the rest of a body
+ * nobody wants for keep-alive, which a trickling client could stretch for as long as it likes.
+ */
+function closeIfBodyUnread(req: IncomingMessage, res: ServerResponse): void {
+  if (req.complete || req.socket.destroyed) return;
+  if (res.writableFinished) req.socket.destroy();
+  else res.once('finish', () => req.socket.destroy());
+}
+
 /** Tracks `res` while it waits for the connection; returns the function that stops tracking it. */
 function trackQueued(req: IncomingMessage, res: ServerResponse): () => void {
   if (res.socket) return () => undefined;
@@ -117,7 +134,7 @@ function trackQueued(req: IncomingMessage, res: ServerResponse): () => void {
   return () => queued.delete(res);
 }
 
-async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = process.hrtime.bigint();
   const given = req.headers['x-request-id'];
   const reqId = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomBytes(8).toString('hex');
@@ -130,8 +147,10 @@ async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerRespons
   const head = req.method === 'HEAD';
   deps.metrics?.requestStarted();
   const untrack = trackQueued(req, res);
+  const outcome: Outcome = {};
+  const unwatch = guard.watchBody(req, () => (outcome.slowBody = true));
   try {
-    await answer(deps, req, res, log, started, head);
+    await answer(deps, req, res, outcome, log, started, head);
   } catch (err) {
     // The last resort (README, "When something fails unexpectedly"): a defect escaped the handlers
     // above. This request fails, logged with its id and counted; every other request goes on.
@@ -144,17 +163,31 @@ async function handle(deps: ServerDeps, req: IncomingMessage, res: ServerRespons
       res.destroy();
     }
   } finally {
+    closeIfBodyUnread(req, res);
+    unwatch();
     untrack();
     deps.metrics?.requestEnded();
   }
 }
 
-async function answer(deps: ServerDeps, req: IncomingMessage, res: ServerResponse, log: Logger, started: bigint, head: boolean): Promise<void> {
-  const outcome: Outcome = {};
+async function answer(
+  deps: ServerDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  outcome: Outcome,
+  log: Logger,
+  started: bigint,
+  head: boolean,
+): Promise<void> {
   try {
     await route(deps, req, res, outcome, log);
   } catch (err) {
-    if (!res.headersSent && (res.destroyed || req.socket.destroyed)) {
+    if (outcome.slowBody) {
+      // Cut by the connection guard: the body came too slowly (server.requestBodyTimeout).
+      outcome.error = { code: 'REQUEST_TIMEOUT', message: 'the request body came too slowly; the connection was closed' };
+      res.statusCode = 408;
+      res.destroy();
+    } else if (!res.headersSent && (res.destroyed || req.socket.destroyed)) {
       // The client hung up before its answer (mid-upload, while the upstream was asked): nobody to
       // answer. Logged and counted as nginx does, 499 "client closed request", not as a failure of ours.
       outcome.aborted = true;

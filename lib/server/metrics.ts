@@ -9,6 +9,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { sendBufferStats } from '../storage/file-sender.js';
 import type { PullThrough } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { RefusalReason } from './connection-guard.js';
 
 export const INTERNAL_ERROR_KINDS = ['request', 'unhandled_rejection', 'uncaught_exception'] as const;
 export type InternalErrorKind = (typeof INTERNAL_ERROR_KINDS)[number];
@@ -21,6 +22,7 @@ export class Metrics {
   private readonly internalErrors: Counter<'kind'>;
   /** Requests being handled now (a handler that never ends would show here). */
   private readonly inFlight: Gauge;
+  private readonly refused: Counter<'reason'>;
 
   constructor(deps: { store: BlobStore; pull: PullThrough; upstreams: ReadonlyMap<string, UpstreamClient> }) {
     const registers = [this.registry];
@@ -51,6 +53,13 @@ export class Metrics {
       registers,
     });
     for (const kind of INTERNAL_ERROR_KINDS) this.internalErrors.inc({ kind }, 0);
+    this.refused = new Counter({
+      name: 'stevedore_connections_refused_total',
+      help: 'Client connections refused or cut by the server limits: max_connections, per_address (server.maxConnectionsPerAddress), slow_body (server.requestBodyTimeout)',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of ['max_connections', 'per_address', 'slow_body']) this.refused.inc({ reason }, 0);
     this.inFlight = new Gauge({
       name: 'stevedore_http_requests_in_flight',
       help: 'Requests being handled now, the one asking for /metrics included',
@@ -119,6 +128,10 @@ export class Metrics {
         }
       },
     });
+  }
+
+  connectionRefused(reason: RefusalReason): void {
+    this.refused.inc({ reason });
   }
 
   requestStarted(): void {

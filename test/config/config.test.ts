@@ -37,6 +37,15 @@ t.test('the example file, with its commented credentials enabled, loads them fro
 t.test('the defaults are the documented values', async (t) => {
   const c = parseConfig({});
   t.same(c.listen, { host: '0.0.0.0', port: 5000 });
+  t.same(c.server, {
+    headersTimeout: 20_000,
+    keepAliveTimeout: 65_000,
+    idleTimeout: 300_000,
+    requestBodyTimeout: 30_000,
+    requestBodyMinBytes: 16 * 1024,
+    maxConnections: null,
+    maxConnectionsPerAddress: 256,
+  });
   t.equal(c.storage.path, './data');
   t.equal(c.storage.maxSize, null);
   t.same(c.metadata, { redis: null });
