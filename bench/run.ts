@@ -30,7 +30,7 @@ import { buildImage, contentBlob, MANIFEST_ACCEPT, MediaType } from './lib/data.
 import { params as paramsFor, type Params } from './lib/params.js';
 import { cpuTicks, loadAvg, memStatus, openFds, PeakRss } from './lib/proc.js';
 import { pushGenerated, pushImage } from './lib/registry-api.js';
-import { collectMeta, renderReport, type Results } from './lib/report.js';
+import { collectMeta, gitVersion, renderReport, type Results } from './lib/report.js';
 import {
   assertAlive,
   buildStevedore,
@@ -578,6 +578,7 @@ async function main(): Promise<void> {
   });
   try {
     log(`mode ${p.mode}, ${p.runs} run(s) per contender, scenarios ${[...only].join(',')}`);
+    const git = await gitVersion();
     const build = await buildStevedore();
     cleanups.push(() => removeDir(build.dir));
     if (build.warnings) log(`tsc reported problems but emitted JavaScript:\n${build.warnings}`);
@@ -623,7 +624,7 @@ async function main(): Promise<void> {
       // USER_HZ is 100 on Linux.
       foreignCpuS: Math.max(0, ticks1.busy - ticks0.busy - (ticks1.own - ticks0.own)) / 100,
       stealS: (ticks1.steal - ticks0.steal) / 100,
-    });
+    }, git);
     // bench/CHANGES.md (what each hot-path change bought) is kept at the end of every full report.
     const changes = values.quick ? '' : await fsp.readFile(path.join(ROOT, 'bench', 'CHANGES.md'), 'utf8').catch(() => '');
     await fsp.writeFile(out, renderReport(meta, p, results) + (changes ? `\n${changes}` : ''));

@@ -79,9 +79,8 @@ async function version(cmd: string, args: string[], re: RegExp): Promise<string>
   }
 }
 
-export async function collectMeta(_p: Params, elapsedS: number, noise: Noise): Promise<Meta> {
-  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
-  const undici = JSON.parse(readFileSync(path.join(ROOT, 'node_modules', 'undici', 'package.json'), 'utf8')) as { version: string };
+/** The commit lib/ is built from, and whether lib/ had changes on top: taken when the build is made. */
+export async function gitVersion(): Promise<string> {
   let git = 'unknown';
   try {
     const head = (await exec('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT })).stdout.trim();
@@ -90,6 +89,12 @@ export async function collectMeta(_p: Params, elapsedS: number, noise: Noise): P
   } catch {
     // not a git checkout
   }
+  return git;
+}
+
+export async function collectMeta(_p: Params, elapsedS: number, noise: Noise, git: string): Promise<Meta> {
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  const undici = JSON.parse(readFileSync(path.join(ROOT, 'node_modules', 'undici', 'package.json'), 'utf8')) as { version: string };
   return {
     date: new Date().toISOString(),
     elapsedS,
