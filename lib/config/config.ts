@@ -43,7 +43,7 @@ export interface Config {
   upstreams: ReadonlyMap<string, UpstreamConfig>;
   offline: boolean;
   /** Hosted repositories and the push side. */
-  registry: { hosted: readonly string[]; delete: boolean; uploadMaxAge: number };
+  registry: ParsedConfig['registry'];
   upstreamPolicy: {
     retryAfterDefault: number;
     breakerFailures: number;

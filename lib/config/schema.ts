@@ -102,6 +102,18 @@ export const DEFAULT_UPSTREAMS: Record<string, { url: string }> = {
   'public.ecr.aws': { url: 'https://public.ecr.aws' },
 };
 
+const GiB = 1024 ** 3;
+
+const REGISTRY_DEFAULTS = {
+  hosted: [],
+  delete: false,
+  uploadMaxAge: 86_400_000,
+  uploadMaxSize: 16 * GiB,
+  maxUploadSessions: 1000,
+  maxUploadSessionsPerUser: 100,
+  uploadQuotaPerUser: 64 * GiB,
+};
+
 const SERVER_DEFAULTS = {
   headersTimeout: 20_000,
   keepAliveTimeout: 65_000,
@@ -187,9 +199,17 @@ export const configSchema = z
         delete: z.boolean().default(false),
         /** Upload sessions idle this long are removed (swept periodically and at start-up). */
         uploadMaxAge: duration.refine((ms) => ms >= 60_000, { message: 'at least 1m: shorter would cut off uploads in progress' }).default(86_400_000),
+        /** One upload (one blob) at most this large (413 past it). */
+        uploadMaxSize: size.default(16 * GiB),
+        /** Upload sessions open at once, in all (429 past it). */
+        maxUploadSessions: z.number().int().min(1).default(1000),
+        /** Upload sessions one user (or `anonymous`) may have open at once. */
+        maxUploadSessionsPerUser: z.number().int().min(1).default(100),
+        /** Bytes one user's (or `anonymous`'s) open upload sessions may hold (413 past it). */
+        uploadQuotaPerUser: size.default(64 * GiB),
       })
       .strict()
-      .default({ hosted: [], delete: false, uploadMaxAge: 86_400_000 }),
+      .default(REGISTRY_DEFAULTS),
     upstreamPolicy: z
       .object({
         /** Cool-down after a 429 that carries no Retry-After. */

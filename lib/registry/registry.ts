@@ -24,7 +24,7 @@ import { HOSTED_NAMESPACE } from '../storage/paths.js';
 import type { Store } from '../storage/store.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import type { StoredBlob } from '../storage/blob-store.js';
-import { UploadStore } from '../storage/upload-store.js';
+import { ANONYMOUS_OWNER, UploadStore, type UploadLimits } from '../storage/upload-store.js';
 
 /** Manifest media types a push may use. Schema 1 is long deprecated and refused. */
 export const PUSHABLE_MANIFEST_TYPES: ReadonlySet<string> = new Set([
@@ -39,6 +39,8 @@ export interface RegistryOptions {
   manifestMaxSize: number;
   /** Upload sessions idle this long are swept. */
   uploadMaxAge: number;
+  /** What uploads may hold (sizes, sessions, per-user quota). */
+  uploadLimits?: Partial<UploadLimits>;
   log: Logger;
   now?: () => number;
 }
@@ -87,7 +89,7 @@ export class Registry {
   constructor(store: Store, opts: RegistryOptions) {
     this.store = store;
     this.opts = opts;
-    this.uploads = new UploadStore(store.blobs, opts.now ? { now: opts.now } : {});
+    this.uploads = new UploadStore(store.blobs, { ...(opts.now ? { now: opts.now } : {}), ...(opts.uploadLimits ? { limits: opts.uploadLimits } : {}) });
   }
 
   /** Creates the upload space, sweeps abandoned sessions, and keeps sweeping periodically. */
@@ -117,14 +119,15 @@ export class Registry {
 
   // ---- uploads ---------------------------------------------------------------------------
 
-  async startUpload(repo: RepoRef): Promise<UploadState> {
-    const info = await this.uploads.create(repo);
+  /** A new upload session of `owner` (the user pushing; `anonymous` without credentials). */
+  async startUpload(repo: RepoRef, owner: string = ANONYMOUS_OWNER): Promise<UploadState> {
+    const info = await this.uploads.create(repo, owner);
     return { uuid: info.uuid, size: 0 };
   }
 
   /** Monolithic upload (POST ?digest=): the body is the whole blob. */
-  async uploadWhole(repo: RepoRef, digest: Digest, body: Readable, length: number | null): Promise<void> {
-    const { uuid } = await this.uploads.create(repo);
+  async uploadWhole(repo: RepoRef, digest: Digest, body: Readable, length: number | null, owner: string = ANONYMOUS_OWNER): Promise<void> {
+    const { uuid } = await this.uploads.create(repo, owner);
     try {
       await this.uploads.exclusive(uuid, async () => {
         const size = await this.uploads.append(uuid, 0, body, length);

@@ -109,6 +109,12 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   const registry = new Registry(store, {
     manifestMaxSize: config.cache.manifestMaxSize,
     uploadMaxAge: config.registry.uploadMaxAge,
+    uploadLimits: {
+      maxSize: config.registry.uploadMaxSize,
+      maxSessions: config.registry.maxUploadSessions,
+      maxSessionsPerOwner: config.registry.maxUploadSessionsPerUser,
+      quotaPerOwner: config.registry.uploadQuotaPerUser,
+    },
     log,
     now: () => clock.now(),
   });

@@ -14,6 +14,7 @@ import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js'
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import { ConnectionGuard } from './connection-guard.js';
+import { ANONYMOUS_OWNER } from '../storage/upload-store.js';
 import type { Metrics } from './metrics.js';
 import { checkRangeSyntax, sendBlob } from './blob-response.js';
 import { API_VERSION_HEADER, sendError, sendJson, sendManifest, toOciError } from './respond.js';
@@ -114,15 +115,29 @@ function endQueuedAnswers(socket: Socket): void {
   }
 }
 
+/** How long a connection closed with its request body unread still takes (and drops) that body. */
+const LINGER_MS = 2_000;
+
 /**
- * A request answered without its body read to the end (refused before the upload, a manifest too
- * large): the connection closes once the answer is out, instead of Node reading the rest of a body
- * nobody wants for keep-alive, which a trickling client could stretch for as long as it likes.
+ * A request answered without its body read to the end (refused before the upload, a chunk over a
+ * limit, a manifest too large): once the answer is out the connection is half-closed (FIN) and
+ * closed for good LINGER_MS later, instead of Node reading the rest of a body nobody wants for
+ * keep-alive, which a trickling client could stretch for as long as it likes. The linger (as
+ * nginx's lingering_close) lets a client still sending read the answer: closing at once would
+ * make its kernel answer the unread bytes with a reset, and the client would see only that.
  */
 function closeIfBodyUnread(req: IncomingMessage, res: ServerResponse): void {
-  if (req.complete || req.socket.destroyed) return;
-  if (res.writableFinished) req.socket.destroy();
-  else res.once('finish', () => req.socket.destroy());
+  // Node detaches the socket from a finished exchange: null then.
+  const socket = req.socket as Socket | null;
+  if (req.complete || !socket || socket.destroyed) return;
+  const close = (): void => {
+    req.resume(); // the rest of the body is read and dropped while the connection lingers
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    socket.once('close', () => clearTimeout(timer));
+  };
+  if (res.writableFinished) close();
+  else res.once('finish', close);
 }
 
 /** Tracks `res` while it waits for the connection; returns the function that stops tracking it. */
@@ -163,7 +178,11 @@ async function handle(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMes
       res.destroy();
     }
   } finally {
-    closeIfBodyUnread(req, res);
+    try {
+      closeIfBodyUnread(req, res);
+    } catch (err) {
+      log.error({ err }, 'closing a connection with an unread body failed');
+    }
     unwatch();
     untrack();
     deps.metrics?.requestEnded();
@@ -187,7 +206,7 @@ async function answer(
       outcome.error = { code: 'REQUEST_TIMEOUT', message: 'the request body came too slowly; the connection was closed' };
       res.statusCode = 408;
       res.destroy();
-    } else if (!res.headersSent && (res.destroyed || req.socket.destroyed)) {
+    } else if (!res.headersSent && (res.destroyed || (req.socket as Socket | null)?.destroyed !== false)) {
       // The client hung up before its answer (mid-upload, while the upstream was asked): nobody to
       // answer. Logged and counted as nginx does, 499 "client closed request", not as a failure of ours.
       outcome.aborted = true;
@@ -296,7 +315,7 @@ async function repoRoute(
   if (resolved.kind === 'hosted') {
     const repo = hostedRepo(resolved.name);
     if (action === 'push' || action === 'delete') {
-      return writeRoute(deps, r, action, pushContext(deps, repo, resolved.clientName, ns, headers), query, req, res);
+      return writeRoute(deps, r, action, pushContext(deps, repo, resolved.clientName, ns, headers, outcome.user), query, req, res);
     }
     switch (r.kind) {
       case 'manifest':
@@ -323,7 +342,7 @@ async function repoRoute(
         { headers: { Allow: allowedMethods(r, ['push', 'delete']) } },
       );
     }
-    const ctx = pushContext(deps, { upstream: client.name, name: repo.name }, repo.clientName, ns, headers);
+    const ctx = pushContext(deps, { upstream: client.name, name: repo.name }, repo.clientName, ns, headers, outcome.user);
     return writeRoute(deps, r, action, ctx, query, req, res, target);
   }
   switch (r.kind) {
@@ -355,8 +374,16 @@ async function repoRoute(
   }
 }
 
-function pushContext(deps: ServerDeps, repo: RepoRef, clientName: string, ns: string | null, headers: Record<string, string>): PushContext {
+function pushContext(
+  deps: ServerDeps,
+  repo: RepoRef,
+  clientName: string,
+  ns: string | null,
+  headers: Record<string, string>,
+  user: string | undefined,
+): PushContext {
   return {
+    owner: user ?? ANONYMOUS_OWNER,
     registry: deps.registry,
     repo,
     base: `/v2/${clientName}`,

@@ -32,6 +32,8 @@ export interface PushContext {
   /** Headers every answer carries (API version, OCI-Namespace). */
   headers: Record<string, string>;
   manifestMaxSize: number;
+  /** Who pushes: the user, or `anonymous` (upload sessions and quotas are counted per owner). */
+  owner: string;
   /** Resolves a mount's `from` to a repository of this registry; null when it names none. */
   resolveFrom(name: string): RepoRef | null;
   /** Seeded namespaces: whether the upstream has content a pushed manifest names but the push skipped. */
@@ -101,11 +103,11 @@ export async function handleUpload(
     const digest = query.get('digest');
     if (digest !== null && mount === null) {
       const d = parseDigest(digest);
-      await registry.uploadWhole(repo, d, req, requestLength(req));
+      await registry.uploadWhole(repo, d, req, requestLength(req), ctx.owner);
       send(res, 201, { ...ctx.headers, Location: blobLocation(d.value), 'Docker-Content-Digest': d.value });
       return;
     }
-    const s = await registry.startUpload(repo);
+    const s = await registry.startUpload(repo, ctx.owner);
     send(res, 202, sessionHeaders(s.uuid, s.size));
     return;
   }

@@ -18,10 +18,6 @@ export function sendError(res: ServerResponse, err: OciError, head = false): voi
     res.destroy(err);
     return;
   }
-  // An error answered before the request body was read (401, 404, 413 ...): close the connection
-  // after the answer instead of reading the rest of a body nobody wants (a trickling client would
-  // otherwise hold it for as long as it likes).
-  if (!res.req.complete) res.shouldKeepAlive = false;
   const body = Buffer.from(JSON.stringify(err.toJSON()));
   res.writeHead(err.status, {
     ...API_VERSION_HEADER,

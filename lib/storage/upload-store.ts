@@ -13,13 +13,16 @@
  */
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import { createHash, randomUUID, type Hash } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { finished, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import { OciError } from '../oci/errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import type { BlobStore } from './blob-store.js';
 import type { RepoRef } from './repo-store.js';
+
+/** The owner of sessions opened without credentials (an open registry). */
+export const ANONYMOUS_OWNER = 'anonymous';
 
 /** Session ids are UUIDs we generated: anything else is refused before it reaches a path. */
 export const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -29,6 +32,20 @@ export interface UploadInfo {
   repo: RepoRef;
   startedAt: number;
 }
+
+/** What uploads may hold (config registry.*): a client cannot fill the disk or the session table. */
+export interface UploadLimits {
+  /** Bytes of one upload (one blob) at most. */
+  maxSize: number;
+  /** Open sessions at most, in all. */
+  maxSessions: number;
+  /** Open sessions of one owner (a user, or `anonymous`) at most. */
+  maxSessionsPerOwner: number;
+  /** Bytes in the open sessions of one owner at most. */
+  quotaPerOwner: number;
+}
+
+const NO_LIMITS: UploadLimits = { maxSize: Infinity, maxSessions: Infinity, maxSessionsPerOwner: Infinity, quotaPerOwner: Infinity };
 
 interface HashState {
   algorithm: DigestAlgorithm;
@@ -43,10 +60,14 @@ export class UploadStore {
   /** One operation at a time per session (chunks are appended in order). */
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly now: () => number;
+  private readonly limits: UploadLimits;
+  /** Open sessions: who owns each and the bytes it holds (rebuilt from the disk at init). */
+  private readonly open = new Map<string, { owner: string; bytes: number }>();
 
-  constructor(blobs: BlobStore, opts: { now?: () => number } = {}) {
+  constructor(blobs: BlobStore, opts: { now?: () => number; limits?: Partial<UploadLimits> } = {}) {
     this.blobs = blobs;
     this.now = opts.now ?? Date.now;
+    this.limits = { ...NO_LIMITS, ...opts.limits };
   }
 
   private dir(uuid: string): string {
@@ -56,18 +77,62 @@ export class UploadStore {
 
   async init(): Promise<void> {
     await fsp.mkdir(this.blobs.paths.uploads, { recursive: true });
+    // Sessions survive restarts: count what they hold again.
+    for (const uuid of await fsp.readdir(this.blobs.paths.uploads)) {
+      if (!UPLOAD_ID_RE.test(uuid)) continue;
+      const dir = this.blobs.paths.upload(uuid);
+      const doc = await fsp.readFile(path.join(dir, 'info.json'), 'utf8').then((t) => JSON.parse(t) as { owner?: unknown }, () => null);
+      if (!doc) continue;
+      const bytes = (await fsp.stat(path.join(dir, 'data')).catch(() => null))?.size ?? 0;
+      this.open.set(uuid, { owner: typeof doc.owner === 'string' ? doc.owner : ANONYMOUS_OWNER, bytes });
+    }
   }
 
-  async create(repo: RepoRef): Promise<UploadInfo> {
+  /** Open sessions, in all and of one owner, and the bytes that owner's hold. */
+  usage(owner: string): { sessions: number; ownerSessions: number; ownerBytes: number } {
+    let ownerSessions = 0;
+    let ownerBytes = 0;
+    for (const s of this.open.values()) {
+      if (s.owner !== owner) continue;
+      ownerSessions++;
+      ownerBytes += s.bytes;
+    }
+    return { sessions: this.open.size, ownerSessions, ownerBytes };
+  }
+
+  /**
+   * A new session for `owner` (a user name, or `anonymous`). Refused with 429 TOOMANYREQUESTS when
+   * the registry or the owner has as many open sessions as allowed.
+   */
+  async create(repo: RepoRef, owner: string = ANONYMOUS_OWNER): Promise<UploadInfo> {
+    const u = this.usage(owner);
+    if (u.sessions >= this.limits.maxSessions) {
+      throw new OciError('TOOMANYREQUESTS', `too many uploads in progress on this registry (registry.maxUploadSessions: ${this.limits.maxSessions}); finish or cancel some, or wait for idle ones to expire`, {
+        headers: { 'Retry-After': '60' },
+      });
+    }
+    if (u.ownerSessions >= this.limits.maxSessionsPerOwner) {
+      throw new OciError('TOOMANYREQUESTS', `${owner} has too many uploads in progress (registry.maxUploadSessionsPerUser: ${this.limits.maxSessionsPerOwner}); finish or cancel some first`, {
+        headers: { 'Retry-After': '60' },
+      });
+    }
     const uuid = randomUUID();
+    // Counted before anything is awaited: concurrent creations see each other.
+    this.open.set(uuid, { owner, bytes: 0 });
     const dir = this.dir(uuid);
-    await fsp.mkdir(dir, { recursive: true });
-    await fsp.writeFile(path.join(dir, 'data'), '');
     const info: UploadInfo = { uuid, repo, startedAt: this.now() };
-    // info.json last: a session without it is incomplete and is swept like an abandoned one.
-    const tmp = path.join(dir, 'info.json.tmp');
-    await fsp.writeFile(tmp, JSON.stringify({ namespace: repo.upstream, name: repo.name, startedAt: info.startedAt }));
-    await fsp.rename(tmp, path.join(dir, 'info.json'));
+    try {
+      await fsp.mkdir(dir, { recursive: true });
+      await fsp.writeFile(path.join(dir, 'data'), '');
+      // info.json last: a session without it is incomplete and is swept like an abandoned one.
+      const tmp = path.join(dir, 'info.json.tmp');
+      await fsp.writeFile(tmp, JSON.stringify({ namespace: repo.upstream, name: repo.name, startedAt: info.startedAt, owner }));
+      await fsp.rename(tmp, path.join(dir, 'info.json'));
+    } catch (err) {
+      this.open.delete(uuid);
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw err;
+    }
     await touch(path.join(dir, 'info.json'), info.startedAt);
     this.hashes.set(uuid, { algorithm: 'sha256', hash: createHash('sha256'), offset: 0 });
     return info;
@@ -120,6 +185,20 @@ export class UploadStore {
     const state = await this.hashState(uuid, file, size, 'sha256');
     const hash = state.hash.copy();
     let received = 0;
+    const session = this.open.get(uuid);
+    const owner = session?.owner ?? ANONYMOUS_OWNER;
+    // What this chunk may add: the blob's size limit, and what is left of the owner's quota.
+    const room = Math.min(this.limits.maxSize - size, this.limits.quotaPerOwner - this.usage(owner).ownerBytes);
+    const limits = this.limits;
+    const tooLarge = (declared: boolean): OciError =>
+      new OciError(
+        'SIZE_INVALID',
+        size + received > limits.maxSize || (declared && expectedLength !== null && size + expectedLength > limits.maxSize)
+          ? `the upload would exceed registry.uploadMaxSize (${limits.maxSize} bytes)`
+          : `${owner}'s uploads in progress would exceed registry.uploadQuotaPerUser (${limits.quotaPerOwner} bytes); finish or cancel some first`,
+        { status: 413 },
+      );
+    if (expectedLength !== null && expectedLength > room) throw tooLarge(true);
     const meter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         received += chunk.length;
@@ -127,12 +206,28 @@ export class UploadStore {
           cb(new OciError('SIZE_INVALID', `body is longer than its declared length ${expectedLength}`));
           return;
         }
+        if (received > room) {
+          cb(tooLarge(false));
+          return;
+        }
         hash.update(chunk);
         cb(null, chunk);
       },
     });
+    // The body is piped, not part of the pipeline: a chunk refused mid-way (too large) must leave
+    // the request alive, so that the refusal can still be answered. The body breaking off (the
+    // client gone) fails the copy.
+    body.pipe(meter);
+    const stopWatching = finished(body, (err) => {
+      if (err) meter.destroy(err);
+    });
     try {
-      await pipeline(body, meter, createWriteStream(file, { flags: 'r+', start: size }));
+      try {
+        await pipeline(meter, createWriteStream(file, { flags: 'r+', start: size }));
+      } finally {
+        stopWatching();
+        body.unpipe(meter);
+      }
       if (expectedLength !== null && received !== expectedLength) {
         throw new OciError('SIZE_INVALID', `received ${received} bytes, declared ${expectedLength}`);
       }
@@ -146,6 +241,7 @@ export class UploadStore {
       throw err; // OciError from the meter, or a disk failure (a 500)
     }
     this.hashes.set(uuid, { algorithm: 'sha256', hash, offset: size + received });
+    if (session) session.bytes = size + received;
     await touch(path.join(this.dir(uuid), 'info.json'), this.now());
     return size + received;
   }
@@ -168,6 +264,7 @@ export class UploadStore {
 
   async delete(uuid: string): Promise<void> {
     this.hashes.delete(uuid);
+    this.open.delete(uuid);
     await fsp.rm(this.dir(uuid), { recursive: true, force: true });
   }
 

@@ -63,8 +63,16 @@ t.test('registry.uploadMaxAge below a minute is refused with its key path', asyn
   t.equal(parseConfig({ registry: { uploadMaxAge: '2h' } }).registry.uploadMaxAge, 7_200_000);
 });
 
-t.test('registry defaults: nothing hosted, no deletes, uploads swept after 24 h', async (t) => {
-  t.same(parseConfig({}).registry, { hosted: [], delete: false, uploadMaxAge: 86_400_000 });
+t.test('registry defaults: nothing hosted, no deletes, uploads swept after 24 h, bounded uploads', async (t) => {
+  t.same(parseConfig({}).registry, {
+    hosted: [],
+    delete: false,
+    uploadMaxAge: 86_400_000,
+    uploadMaxSize: 16 * 1024 ** 3,
+    maxUploadSessions: 1000,
+    maxUploadSessionsPerUser: 100,
+    uploadQuotaPerUser: 64 * 1024 ** 3,
+  });
 });
 
 // ---------------------------------------------------------------- chunk ranges
