@@ -8,7 +8,7 @@ import { anyString, attempt, charsFrom, holds, mutated } from '../fixtures/prope
 
 const MAX = 10 ** 15 - 1;
 const position = fc.oneof(fc.nat({ max: 10_000 }), fc.integer({ min: 0, max: MAX }));
-const ordered = fc.tuple(position, position).map(([a, b]) => (a <= b ? [a, b] : [b, a]) as const);
+const ordered: fc.Arbitrary<[number, number]> = fc.tuple(position, position).map(([a, b]) => (a <= b ? [a, b] : [b, a]));
 const prefix = fc.constantFrom('', 'bytes ', 'bytes=');
 const padding = charsFrom(' \t', 0, 2);
 
