@@ -31,7 +31,12 @@ const SIZE_UNITS: Record<string, number> = {
 
 /** Milliseconds, or null when the text is not a duration. A bare number is seconds. */
 export function parseDuration(input: string | number): number | null {
-  if (typeof input === 'number') return Number.isFinite(input) && input >= 0 ? input * 1000 : null;
+  if (typeof input === 'number') {
+    // Whole milliseconds within safe integers, as for text: `ttl: 1e20` is refused like "100000000000000000000".
+    if (!Number.isFinite(input) || input < 0) return null;
+    const ms = Math.round(input * 1000);
+    return Number.isSafeInteger(ms) ? ms : null;
+  }
   const parts = input.trim().toLowerCase().match(/(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)/g);
   if (!parts || parts.join('').replace(/\s/g, '') !== input.trim().toLowerCase().replace(/\s/g, '')) {
     const bare = /^\d+(?:\.\d+)?$/.test(input.trim()) ? Number(input.trim()) * 1000 : NaN;

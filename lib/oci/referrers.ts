@@ -2,6 +2,7 @@
  * The referrers API's answer (distribution-spec "Listing Referrers"): an OCI image index whose
  * `manifests` describe every manifest whose `subject` is a given digest. Pure: bytes in, JSON out.
  */
+import { tryParseDigest } from './digest.js';
 import { MediaType } from './media-types.js';
 
 export interface ReferrerDescriptor {
@@ -41,15 +42,16 @@ export function referrerDescriptor(bytes: Buffer, digest: string, mediaType: str
   return d;
 }
 
-/** Keeps the well-formed descriptors of an upstream's answer. */
+/** Keeps the well-formed descriptors of an upstream's answer: a digest we can fetch by, a whole size, string annotations. */
 export function sanitizeDescriptors(list: unknown): ReferrerDescriptor[] {
   if (!Array.isArray(list)) return [];
   const out: ReferrerDescriptor[] = [];
   for (const v of list) {
-    if (!isRecord(v) || typeof v.digest !== 'string' || typeof v.mediaType !== 'string' || typeof v.size !== 'number') continue;
+    if (!isRecord(v) || typeof v.digest !== 'string' || !tryParseDigest(v.digest) || typeof v.mediaType !== 'string') continue;
+    if (typeof v.size !== 'number' || !Number.isSafeInteger(v.size) || v.size < 0) continue;
     const d: ReferrerDescriptor = { mediaType: v.mediaType, digest: v.digest, size: v.size };
     if (typeof v.artifactType === 'string') d.artifactType = v.artifactType;
-    if (isRecord(v.annotations)) d.annotations = v.annotations as Record<string, string>;
+    if (isRecord(v.annotations)) d.annotations = Object.fromEntries(Object.entries(v.annotations).filter((e): e is [string, string] => typeof e[1] === 'string'));
     out.push(d);
   }
   return out;

@@ -9,7 +9,10 @@ import rangeParser from 'range-parser';
 import { OciError } from '../oci/errors.js';
 import { sendBody } from './respond.js';
 
-const RANGE_SYNTAX = /^bytes=\s*(\d*-\d*\s*)(,\s*\d*-\d*\s*)*$/;
+// Range units are case-insensitive (RFC 9110 §14.1): `Bytes=0-9` is the bytes unit.
+const RANGE_SYNTAX = /^bytes=\s*(\d*-\d*\s*)(,\s*\d*-\d*\s*)*$/i;
+/** A suffix range `-N` in a range set (after "=" or ","). */
+const SUFFIX_SPEC = /([=,]\s*)-(\d+)/g;
 
 export interface SendableBlob {
   /** null: unknown yet (a download without Content-Length): Range is then ignored. */
@@ -41,7 +44,11 @@ export async function sendBlob(
 ): Promise<void> {
   let range: { start: number; end: number } | undefined;
   if (rangeHeader !== undefined && blob.size !== null) {
-    const parsed = rangeParser(blob.size, rangeHeader, { combine: true });
+    // A suffix longer than the blob means the whole blob (RFC 9110 §14.1.2); range-parser 1.3
+    // calls it unsatisfiable, so it is rewritten as `0-` first.
+    const size = blob.size;
+    const header = rangeHeader.replace(SUFFIX_SPEC, (spec, lead: string, n: string) => (Number(n) > size ? `${lead}0-` : spec));
+    const parsed = rangeParser(size, header, { combine: true });
     if (parsed === -1 || parsed === -2) {
       await blob.release();
       throw new OciError('RANGE_INVALID', `range ${rangeHeader.slice(0, 100)} not satisfiable for ${blob.size} bytes`, {

@@ -548,7 +548,13 @@ function nextLink(link: string | undefined, base: string): string | null {
   if (!link) return null;
   const m = /<([^>]+)>\s*;\s*rel="?next"?/.exec(link);
   if (!m) return null;
-  const u = new URL(m[1]!, base);
+  // A next page we cannot read ends the list, like one on another origin (new URL would throw a TypeError).
+  let u: URL;
+  try {
+    u = new URL(m[1]!, base);
+  } catch {
+    return null;
+  }
   if (u.origin !== new URL(base).origin) return null;
   return u.pathname + u.search;
 }

@@ -10,7 +10,8 @@ export function parseWwwAuthenticate(header: string | undefined): Challenge | nu
   const m = /^\s*([A-Za-z][A-Za-z0-9_-]*)\s*(.*)$/s.exec(header);
   if (!m) return null;
   const params: Record<string, string> = {};
-  const re = /([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?\s*/gy;
+  // Empty list elements (`a=1, ,b=2`) are skipped, as RFC 9110 §5.6.1.2 asks of recipients.
+  const re = /([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*(?:,\s*)*/gy;
   const rest = m[2]!;
   re.lastIndex = 0;
   let p: RegExpExecArray | null;

@@ -15,7 +15,8 @@ import { ACTIONS, ANONYMOUS, ANY_USER, type AccessRule, type Action } from '../.
 export { ACTIONS, type Action };
 
 export function compilePattern(pattern: string): RegExp {
-  const parts = pattern.split('/');
+  // Consecutive "**" parts are one ("a/**/**" is "a/**"): compiled apart, each would demand its own "/".
+  const parts = pattern.split('/').filter((part, i, all) => !(part === '**' && all[i - 1] === '**'));
   let re = '';
   parts.forEach((part, i) => {
     const last = i === parts.length - 1;
