@@ -13,6 +13,7 @@ import { manifestTooLarge, parseChunkRange, type Registry } from '../registry/re
 import type { RepoRef } from '../storage/repo-store.js';
 import { API_VERSION_HEADER, sendJson, sendManifest } from './respond.js';
 import { checkRangeSyntax, sendBlob } from './blob-response.js';
+import { hasBody } from './connection-guard.js';
 
 /** What the access log says about a request (a subset of create-server's Outcome). */
 export interface HandlerOutcome {
@@ -51,11 +52,6 @@ function requestLength(req: IncomingMessage): number | null {
   if (v === undefined) return null;
   if (!/^\d{1,15}$/.test(v)) throw new OciError('SIZE_INVALID', 'invalid Content-Length');
   return Number(v);
-}
-
-function hasBody(req: IncomingMessage): boolean {
-  const len = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
 }
 
 /** `Range: 0-<last byte>` of an upload holding `size` bytes (`0-0` when empty, as registries answer). */
