@@ -56,6 +56,12 @@ t.test('access rules on the real server', async (t) => {
     t.equal(r.body.length, 0);
   });
 
+  await t.test("a cross-mount POST without credentials is 401 with a challenge asking for the source's pull scope too", async (t) => {
+    const r = await req('POST', `/v2/lab/app/blobs/uploads/?mount=${digest}&from=secret/db`, { headers: { 'content-length': '0' } });
+    t.equal(r.status, 401);
+    t.equal(r.headers['www-authenticate'], `Bearer realm="${sd.url}/token",service="stevedore",scope="repository:lab/app:pull,push repository:secret/db:pull"`);
+  });
+
   await t.test('alice may not read secret/db: 403', async (t) => {
     const r = await req('GET', `/v2/secret/db/blobs/${digest}`, { auth: 'alice' });
     t.equal(r.status, 403);

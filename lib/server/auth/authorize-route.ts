@@ -20,6 +20,7 @@ import type { HostedNames } from '../../registry/hosted.js';
 import { mountSource, type Action } from '../actions.js';
 import type { Route } from '../route.js';
 import { resolveTarget } from '../target.js';
+import { OciError } from '../../oci/errors.js';
 import type { Auth, AuthContext, Identity } from './auth.js';
 
 const ANONYMOUS: Identity = { user: null, via: 'anonymous' };
@@ -60,8 +61,16 @@ export async function authorizeRoute(
   if (action === 'none') return ANONYMOUS;
   const ns = query.get('ns');
   const actions: RuleAction[] = action === 'push' ? ['pull', 'push'] : [action];
-  const who = await auth.authorize(req, { repository: canonical(route.name, ns), name: scopeName(route.name, ns), actions }, ctx);
   const from = mountSource(route, req.method, query);
+  let who: Identity;
+  try {
+    who = await auth.authorize(req, { repository: canonical(route.name, ns), name: scopeName(route.name, ns), actions }, ctx);
+  } catch (err) {
+    // A mount's challenge asks for the source's pull scope too (as distribution's does): a client
+    // that follows it gets one token for both and can mount, instead of uploading the blob again.
+    if (from !== null) throw withScope(err, `repository:${scopeName(from, ns)}:pull`);
+    throw err;
+  }
   if (from !== null && !(await mayPull(auth, canonical, from, ns, req, ctx.log))) {
     // Not allowed to read the source: no mount. The spec's answer for a mount that cannot be done
     // is a plain upload session (202), so the client uploads the blob instead; nothing leaks.
@@ -69,6 +78,15 @@ export async function authorizeRoute(
     query.delete('from');
   }
   return who;
+}
+
+/** A 401's Bearer challenge with one more scope in its `scope` parameter (space-separated). */
+function withScope(err: unknown, scope: string): unknown {
+  if (!(err instanceof OciError) || err.status !== 401) return err;
+  const challenge = err.headers['WWW-Authenticate'];
+  if (challenge === undefined || !/^Bearer /i.test(challenge) || /[\\"]/.test(scope)) return err;
+  const next = /scope="[^"]*"/.test(challenge) ? challenge.replace(/scope="([^"]*)"/, (_m, s: string) => `scope="${s} ${scope}"`) : `${challenge},scope="${scope}"`;
+  return new OciError(err.code, err.message, { status: err.status, headers: { ...err.headers, 'WWW-Authenticate': next }, detail: err.detail, cause: err });
 }
 
 async function mayPull(
