@@ -10,7 +10,10 @@
  *              With no htpasswd file there is nobody to log in as: push and delete → 403 saying so.
  *   token:     GET /token?service=&scope=... (Basic or anonymous), POST /token (OAuth2 password
  *              form, containerd). Grants what was asked ∩ what the rules allow.
- *   guessing: 10 failed logins from one address within a minute → 429 until the minute is over.
+ *   guessing:  each password check is counted first, per client address (behind `trustedProxies`,
+ *              the X-Forwarded-For client) and per user: 10 within a minute, then 429 until the
+ *              minute is over (login-throttle.ts). bcrypt runs in worker threads with a bounded
+ *              queue: full → 429 (bcrypt-pool.ts). Unknown users cost a bcrypt round too.
  *   /v2/:      200 when anonymous clients may do all there is to do (no users, anonymous pull);
  *              else 401 with the challenge, which is what makes docker/podman/skopeo send credentials.
  *
@@ -24,8 +27,10 @@ import { OciError } from '../../oci/errors.js';
 import { sendJson } from '../respond.js';
 import { AccessRules } from './access-rules.js';
 import { bearerChallenge, parseAuthorization, parseScopes, type Scope } from './challenge.js';
-import { Htpasswd, type VerifyResult } from './htpasswd.js';
-import { LoginThrottle } from './login-throttle.js';
+import { BcryptPool, HashQueueFullError, type BcryptPoolOptions } from './bcrypt-pool.js';
+import { ClientAddress } from './client-address.js';
+import { Htpasswd, type Checked, type HashGate } from './htpasswd.js';
+import { LoginThrottle, type LoginKeys } from './login-throttle.js';
 import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
 
 export const TOKEN_PATH = '/token';
@@ -43,6 +48,8 @@ export interface AuthOptions {
   canonicalName: (name: string) => string | null;
   /** htpasswd change checks; default 1000 ms. */
   htpasswdCheckIntervalMs?: number;
+  /** The bcrypt worker pool's size and queue (defaults in bcrypt-pool.ts). */
+  hashing?: BcryptPoolOptions;
 }
 
 /** What a request wants from one repository. */
@@ -79,21 +86,30 @@ export class Auth {
     private readonly tokens: TokenIssuer,
     private readonly canonicalName: (name: string) => string | null,
     private readonly throttle: LoginThrottle,
+    private readonly clientAddress: ClientAddress,
+    private readonly pool: BcryptPool,
   ) {}
 
   /** Reads the htpasswd and key files; an unreadable one stops start-up. */
   static async create(opts: AuthOptions): Promise<Auth> {
     const { config, log } = opts;
     const now = opts.clock ? () => opts.clock!.now() : Date.now;
+    // Workers start on the first password check, so a registry without users never has any.
+    const pool = new BcryptPool(opts.hashing);
     const htpasswd =
       config.htpasswd === null
         ? null
-        : await Htpasswd.load(config.htpasswd, { log, now, ...(opts.htpasswdCheckIntervalMs !== undefined ? { checkIntervalMs: opts.htpasswdCheckIntervalMs } : {}) });
+        : await Htpasswd.load(config.htpasswd, { log, now, pool, ...(opts.htpasswdCheckIntervalMs !== undefined ? { checkIntervalMs: opts.htpasswdCheckIntervalMs } : {}) });
     const key = await TokenIssuer.loadKey(config.token.key);
     const tokens = new TokenIssuer({ issuer: config.token.issuer, service: config.token.service, ttlMs: config.token.ttl, key, now });
     const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull });
     if (htpasswd === null) log.info('auth: no htpasswd file, so no users: only what the rules grant to anonymous clients is allowed');
-    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }));
+    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }), new ClientAddress(config.trustedProxies), pool);
+  }
+
+  /** Stops the bcrypt workers. */
+  async close(): Promise<void> {
+    await this.pool.close();
   }
 
   /** Anonymous clients can do everything anyone could: nothing would be gained by logging in. */
@@ -282,22 +298,44 @@ export class Auth {
     }
   }
 
-  /** Throws 401 on a wrong password or unknown user, logging the failure without the password. */
-  private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<void> {
-    const ip = req.socket.remoteAddress ?? 'unknown';
-    const wait = this.throttle.retryAfter(ip);
-    if (wait > 0) {
-      log.warn({ user: user.slice(0, 100), reason: 'throttled', via, ip }, 'failed login');
-      const seconds = Math.ceil(wait / 1000);
-      throw new OciError('TOOMANYREQUESTS', `too many failed logins from this address; try again in ${seconds}s`, { headers: { 'Retry-After': String(seconds) } });
+  /**
+   * Resolves with the hash the password matched. Throws 401 on a wrong password or an unknown user
+   * (logging the failure without the password); 429 when the client's address or the user is over
+   * the throttle's allowance, or when the bcrypt queue is full (the password is then not checked).
+   */
+  private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<string> {
+    const ip = this.clientAddress.of(req);
+    const who: LoginKeys = { address: ip, user };
+    const logged = { user: user.slice(0, 100), via, ip };
+    const throttled = (): OciError => {
+      log.warn({ ...logged, reason: 'throttled' }, 'failed login');
+      return tooMany(this.throttle.retryAfter(who), 'too many failed logins from this address or for this user');
+    };
+    if (this.throttle.retryAfter(who) > 0) throw throttled();
+    // The guess is counted before bcrypt runs, so parallel guesses cannot all be checked.
+    const gate: HashGate = {
+      admit: () => {
+        const attempt = this.throttle.begin(who);
+        if (attempt === null) throw throttled();
+        return { checked: (result) => (result === 'ok' ? attempt.succeeded() : attempt.failed()), notChecked: () => attempt.cancelled() };
+      },
+    };
+    let checked: Checked;
+    if (this.htpasswd === null) {
+      gate.admit().checked('unknown-user');
+      checked = { result: 'unknown-user', hash: null };
+    } else {
+      try {
+        checked = await this.htpasswd.check(user, password, gate);
+      } catch (err) {
+        if (!(err instanceof HashQueueFullError)) throw err;
+        log.warn({ ...logged, reason: 'busy' }, 'failed login');
+        throw tooMany(err.retryAfterMs, 'too many logins are being checked');
+      }
     }
-    const result: VerifyResult = this.htpasswd ? await this.htpasswd.verify(user, password) : 'unknown-user';
-    if (result === 'ok') {
-      this.throttle.succeeded(ip);
-      return;
-    }
-    this.throttle.failed(ip);
-    log.warn({ user: user.slice(0, 100), reason: result, via, ip }, 'failed login');
+    if (checked.result === 'ok') return checked.hash!;
+    const result = checked.result;
+    log.warn({ ...logged, reason: result }, 'failed login');
     const message = this.htpasswd ? 'invalid username or password' : 'invalid username or password: this registry has no users (auth.htpasswd is not set)';
     if (via === 'token') {
       throw new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': `Basic realm="${this.config.token.service}"` } });
@@ -312,6 +350,12 @@ export class Auth {
       ...(scope ? { detail: scopeDetail(scope) } : {}),
     });
   }
+}
+
+/** 429 TOOMANYREQUESTS with Retry-After (whole seconds, at least 1). */
+function tooMany(waitMs: number, why: string): OciError {
+  const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+  return new OciError('TOOMANYREQUESTS', `${why}; try again in ${seconds}s`, { headers: { 'Retry-After': String(seconds) } });
 }
 
 function publicIdentity(who: Identified): Identity {
