@@ -9,7 +9,8 @@
  *              token that merely lacks the scope → 401 `insufficient_scope` (fetch a better token).
  *              With no htpasswd file there is nobody to log in as: push and delete → 403 saying so.
  *   token:     GET /token?service=&scope=... (Basic or anonymous), POST /token (OAuth2 password
- *              form, containerd). Grants what was asked ∩ what the rules allow.
+ *              form, containerd). Grants what was asked ∩ what the rules allow. A user's token is
+ *              bound to the user's htpasswd entry: once it changes (or goes), the token is refused.
  *   guessing:  each password check is counted first, per client address (behind `trustedProxies`,
  *              the X-Forwarded-For client) and per user: 10 within a minute, then 429 until the
  *              minute is over (login-throttle.ts). bcrypt runs in worker threads with a bounded
@@ -185,6 +186,8 @@ export class Auth {
     let params = query;
     let user: string | null = null;
     let via: Identity['via'] = 'anonymous';
+    /** For a user: the hash the password matched, which the token is bound to. */
+    let hash: string | null = null;
     if (req.method === 'POST') {
       params = new URLSearchParams(await readForm(req));
       const grant = params.get('grant_type');
@@ -196,7 +199,7 @@ export class Auth {
       const username = params.get('username');
       const password = params.get('password');
       if (username !== null && username !== '') {
-        await this.checkPassword(username, password ?? '', req, log, 'token');
+        hash = await this.checkPassword(username, password ?? '', req, log, 'token');
         user = username;
         via = 'basic';
       }
@@ -206,7 +209,7 @@ export class Auth {
     if (user === null) {
       const creds = parseAuthorization(req.headers.authorization);
       if (creds.kind === 'basic') {
-        await this.checkPassword(creds.user, creds.password, req, log, 'token');
+        hash = await this.checkPassword(creds.user, creds.password, req, log, 'token');
         user = creds.user;
         via = 'basic';
       } else if (creds.kind !== 'none') {
@@ -217,7 +220,7 @@ export class Auth {
     }
     ctx.identified?.({ user, via });
     const access = this.grant(user, parseScopes(params.getAll('scope')));
-    const issued = await this.tokens.issue(user, access);
+    const issued = await this.tokens.issue(user, access, user !== null && hash !== null ? this.tokens.binding(user, hash) : null);
     log.debug({ user, access }, 'token issued');
     sendJson(
       res,
@@ -290,8 +293,12 @@ export class Auth {
           const why = err instanceof TokenError ? err.message : 'invalid token';
           throw this.unauthorized(req, why, scope, 'invalid_token');
         }
-        if (claims.subject !== null && !(await this.htpasswd?.has(claims.subject))) {
-          throw this.unauthorized(req, `user ${claims.subject} no longer exists`, scope, 'invalid_token');
+        if (claims.subject !== null) {
+          const hash = await this.htpasswd?.hashOf(claims.subject);
+          if (hash === undefined) throw this.unauthorized(req, `user ${claims.subject} no longer exists`, scope, 'invalid_token');
+          if (claims.binding !== this.tokens.binding(claims.subject, hash)) {
+            throw this.unauthorized(req, `the htpasswd entry of user ${claims.subject} changed after this token was issued; log in again`, scope, 'invalid_token');
+          }
         }
         return { user: claims.subject, via: 'bearer', token: claims };
       }

@@ -382,6 +382,39 @@ t.test('a token of a user removed from htpasswd is refused', async (t) => {
   t.equal(message(a), 'user carol no longer exists');
 });
 
+t.test("a user's token stops working once the user's password changes", async (t) => {
+  const h = await harness(t);
+  const tok = await token(h, 'repository:lab/app:pull', basic('carol'));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) })).status, 200);
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(h.htpasswdFile!, HTPASSWD.replace(/^carol:.*$/m, `carol:${bcrypt.hashSync('n3w-password', 4)}`));
+  const a = await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) });
+  t.equal(a.status, 401);
+  t.equal(message(a), 'the htpasswd entry of user carol changed after this token was issued; log in again');
+  t.match(a.challenge, /error="invalid_token"$/);
+  const fresh = await token(h, 'repository:lab/app:pull', basic('carol', 'n3w-password'));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(fresh) })).status, 200, 'a token issued with the new password works');
+});
+
+t.test("a user removed and added again with a new password: the old token stays refused", async (t) => {
+  const h = await harness(t);
+  const tok = await token(h, 'repository:lab/app:pull', basic('carol'));
+  const { writeFile } = await import('node:fs/promises');
+  const others = HTPASSWD.split('\n').filter((l) => !l.startsWith('carol:'));
+  await writeFile(h.htpasswdFile!, others.join('\n'));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) })).status, 401);
+  await writeFile(h.htpasswdFile!, [...others, `carol:${bcrypt.hashSync('someone-else', 4)}`].join('\n'));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) })).status, 401);
+});
+
+t.test("another user's password change leaves a token working", async (t) => {
+  const h = await harness(t);
+  const tok = await token(h, 'repository:lab/app:pull', basic('alice'));
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(h.htpasswdFile!, HTPASSWD.replace(/^bob:.*$/m, `bob:${bcrypt.hashSync('n3w-password', 4)}`));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) })).status, 200);
+});
+
 t.test('GET /token with a wrong password is 401 and logged without the password', async (t) => {
   const h = await harness(t);
   const a = await call(`${h.url}/token?service=stevedore&scope=repository:lab/app:pull`, { authorization: basic('alice', 'guess') });
