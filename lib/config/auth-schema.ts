@@ -135,7 +135,10 @@ export const authSchema = z
       })
       .strict()
       .default(tokenDefaults),
-    /** Clients without credentials may pull every repository. false: only what a rule grants to `anonymous`. */
+    /**
+     * Clients without credentials may pull every repository. false: only what a rule grants to
+     * `anonymous`, and /metrics needs a user too.
+     */
     anonymousPull: z.boolean().default(true),
     /**
      * Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR ranges): the failed-login

@@ -213,6 +213,7 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
   }
   if (pathname === '/metrics' && deps.metrics && (req.method === 'GET' || req.method === 'HEAD')) {
     outcome.route = 'metrics';
+    await deps.auth.authorizeMetrics(req, authContext);
     return deps.metrics.send(res, req.method === 'HEAD');
   }
   const r = matchRoute(pathname);

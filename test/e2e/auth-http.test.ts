@@ -1,6 +1,7 @@
 // Access rules on the real server, request by request: what each action needs (pull, push as
 // pull+push, delete), that a mount never reads a repository the pusher may not pull, the catalog,
-// HEAD answers carrying the challenge, and the access log naming the user.
+// /metrics behind a login when anonymous pull is off, HEAD answers carrying the challenge, and the
+// access log naming the user.
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
@@ -90,6 +91,27 @@ t.test('access rules on the real server', async (t) => {
   await t.test('the catalog needs a login when anonymous pull is off', async (t) => {
     t.equal((await req('GET', '/v2/_catalog')).status, 401);
     t.equal((await req('GET', '/v2/_catalog', { auth: 'bob' })).status, 200);
+  });
+
+  await t.test('/metrics needs a user when anonymous pull is off: 401 with the challenge without one', async (t) => {
+    const anonymous = await req('GET', '/metrics');
+    t.equal(anonymous.status, 401);
+    t.equal(ociErrors(anonymous)?.[0]?.code, 'UNAUTHORIZED');
+    t.equal(anonymous.headers['www-authenticate'], `Bearer realm="${sd.url}/token",service="stevedore"`);
+    t.notMatch(anonymous.body.toString(), /stevedore_http_requests_total/, 'no metric in the answer');
+    const wrong = await rawRequest(`${sd.url}/metrics`, { headers: { authorization: `Basic ${Buffer.from('bob:wrong').toString('base64')}` } });
+    t.equal(wrong.status, 401, 'a wrong password is refused');
+  });
+
+  await t.test('/metrics answers a user, with Basic credentials or a token', async (t) => {
+    const byBasic = await req('GET', '/metrics', { auth: 'bob' });
+    t.equal(byBasic.status, 200);
+    t.match(byBasic.body.toString(), /stevedore_http_requests_total/);
+    const tok = await req('GET', '/token?service=stevedore', { auth: 'bob' });
+    const token = String((JSON.parse(tok.body.toString()) as { token: string }).token);
+    t.equal((await rawRequest(`${sd.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).status, 200);
+    const anonymousToken = String((JSON.parse((await req('GET', '/token?service=stevedore')).body.toString()) as { token: string }).token);
+    t.equal((await rawRequest(`${sd.url}/metrics`, { headers: { authorization: `Bearer ${anonymousToken}` } })).status, 401, 'an anonymous token is no user');
   });
 
   await t.test('proxied names are matched as <upstream>/<name>: admin only, however addressed', async (t) => {

@@ -15,6 +15,7 @@
  *              the X-Forwarded-For client) and per user: 10 within a minute, then 429 until the
  *              minute is over (login-throttle.ts). bcrypt runs in worker threads with a bounded
  *              queue: full → 429 (bcrypt-pool.ts). Unknown users cost a bcrypt round too.
+ *   /metrics:  anyone while `anonymousPull` is on; else a user (Basic or a user's token).
  *   /v2/:      200 when anonymous clients may do all there is to do (no users, anonymous pull);
  *              else 401 with the challenge, which is what makes docker/podman/skopeo send credentials.
  *
@@ -177,6 +178,17 @@ export class Auth {
     if (allowed) throw this.unauthorized(req, 'token does not grant the catalog', scope, 'insufficient_scope');
     if (who.user === null && this.htpasswd !== null) throw this.unauthorized(req, 'authentication required to list repositories', scope);
     throw new OciError('DENIED', who.user === null ? 'anonymous clients may not list repositories' : `user ${who.user} may not list repositories`);
+  }
+
+  /**
+   * `GET /metrics`: anyone while anonymous clients may pull; with `anonymousPull: false`, a user
+   * (Basic credentials, or a token issued to a user): the metrics say what is cached and who is busy.
+   */
+  async authorizeMetrics(req: IncomingMessage, ctx: AuthContext = {}): Promise<Identity> {
+    const who = await this.identify(req, undefined, ctx);
+    if (this.config.anonymousPull || who.user !== null) return publicIdentity(who);
+    if (this.htpasswd !== null) throw this.unauthorized(req, 'authentication required to read metrics (auth.anonymousPull is false)', undefined);
+    throw new OciError('DENIED', 'metrics need a user when auth.anonymousPull is false, and this registry has none (auth.htpasswd is not set)');
   }
 
   /** `GET|POST /token`: writes the answer. */
