@@ -227,7 +227,7 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
   }
   // ---- auth (lib/server/auth): who is asking, and may they take this action here (401 / 403).
   const canonical = (name: string, ns: string | null): string => canonicalRepository(name, ns, deps.config, deps.hosted);
-  await authorizeRoute(deps.auth, canonical, r, action, req, query, authContext);
+  const who = await authorizeRoute(deps.auth, canonical, r, action, req, query, authContext);
   switch (r.kind) {
     case 'healthz':
       return sendJson(res, 200, { status: 'ok' }, {}, head);
@@ -236,7 +236,7 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
     case 'base':
       return sendJson(res, 200, {}, {}, head);
     case 'catalog':
-      return serveCatalog(deps.registry, query, res, head);
+      return serveCatalog(deps.registry, query, res, head, (name) => deps.auth.mayPull(who.user, name));
     default:
       return repoRoute(deps, r, action, query, req, res, outcome);
   }

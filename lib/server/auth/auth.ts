@@ -15,6 +15,7 @@
  *              the X-Forwarded-For client) and per user: 10 within a minute, then 429 until the
  *              minute is over (login-throttle.ts). bcrypt runs in worker threads with a bounded
  *              queue: full → 429 (bcrypt-pool.ts). Unknown users cost a bcrypt round too.
+ *   catalog:   only the repositories the user may pull.
  *   /metrics:  anyone while `anonymousPull` is on; else a user (Basic or a user's token).
  *   /v2/:      200 when anonymous clients may do all there is to do (no users, anonymous pull);
  *              else 401 with the challenge, which is what makes docker/podman/skopeo send credentials.
@@ -178,6 +179,11 @@ export class Auth {
     if (allowed) throw this.unauthorized(req, 'token does not grant the catalog', scope, 'insufficient_scope');
     if (who.user === null && this.htpasswd !== null) throw this.unauthorized(req, 'authentication required to list repositories', scope);
     throw new OciError('DENIED', who.user === null ? 'anonymous clients may not list repositories' : `user ${who.user} may not list repositories`);
+  }
+
+  /** Whether `user` (null: anonymous) may pull `repository` (a canonical name), by the rules: what the catalog lists. */
+  mayPull(user: string | null, repository: string): boolean {
+    return this.rules.allowed(user, repository).has('pull');
   }
 
   /**
