@@ -26,6 +26,7 @@ import { actionFor, allowedMethods, type Action } from './actions.js';
 import { resolveTarget } from './target.js';
 import { TOKEN_PATH, type Auth, type AuthContext } from './auth/auth.js';
 import { authorizeRoute, canonicalRepository } from './auth/authorize-route.js';
+import { loggedPath } from './log-path.js';
 import {
   handleBlobDelete,
   handleManifestDelete,
@@ -172,7 +173,7 @@ async function answer(deps: ServerDeps, req: IncomingMessage, res: ServerRespons
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   const line = {
     method: req.method,
-    path: req.url,
+    path: loggedPath(req.url),
     status: res.statusCode,
     bytes: outcome.bytes ?? 0,
     ms: Math.round(ms * 10) / 10,
