@@ -3,6 +3,7 @@
  * be (rule patterns, actions, groups every rule names, anonymous grants); the htpasswd and key
  * files are read at start-up by lib/server/auth.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration } from './units.js';
 
@@ -109,6 +110,24 @@ export function defaultAuthRules(hosted: readonly string[]): AccessRule[] {
   ];
 }
 
+/** An address or CIDR range (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`) as a subnet; null when it is none. */
+export function parseAddressRange(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | null {
+  const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(text.trim());
+  if (!m) return null;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(m[1]!);
+  const address = mapped ? mapped[1]! : m[1]!;
+  const family = isIP(address);
+  if (family === 0) return null;
+  const max = family === 4 ? 32 : 128;
+  const prefix = m[2] === undefined ? max : Number(m[2]);
+  if (prefix > max) return null;
+  return { address, prefix, family: family === 4 ? 'ipv4' : 'ipv6' };
+}
+
+const addressRange = z.string().refine((v) => parseAddressRange(v) !== null, {
+  message: 'not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)',
+});
+
 const tokenDefaults = { realm: null, service: 'stevedore', issuer: 'stevedore', ttl: 300_000, key: null };
 
 export const authSchema = z
@@ -127,8 +146,16 @@ export const authSchema = z
       })
       .strict()
       .default(tokenDefaults),
-    /** Clients without credentials may pull every repository. */
+    /**
+     * Clients without credentials may pull every repository. false: only what a rule grants to
+     * `anonymous`, and /metrics needs a user too.
+     */
     anonymousPull: z.boolean().default(true),
+    /**
+     * Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR ranges): the failed-login
+     * throttle then counts the client's address, not the proxy's. []: nobody's.
+     */
+    trustedProxies: z.array(addressRange).default([]),
     groups: z.record(z.string(), z.array(userName)).default({}),
     /** Absent: defaultAuthRules(registry.hosted), filled in by loadConfig. */
     rules: z.array(ruleSchema).optional(),
@@ -165,6 +192,7 @@ export const AUTH_DEFAULTS = {
   htpasswd: null,
   token: tokenDefaults,
   anonymousPull: true,
+  trustedProxies: [],
   groups: {},
 };
 

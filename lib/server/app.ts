@@ -157,6 +157,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       server.closeAllConnections();
       await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
       await metadata.close().catch(() => undefined);
+      await auth.close();
       await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
     },
   };

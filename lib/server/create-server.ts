@@ -28,6 +28,7 @@ import { actionFor, allowedMethods, type Action } from './actions.js';
 import { resolveTarget } from './target.js';
 import { TOKEN_PATH, type Auth, type AuthContext } from './auth/auth.js';
 import { authorizeRoute, canonicalRepository } from './auth/authorize-route.js';
+import { loggedPath } from './log-path.js';
 import {
   handleBlobDelete,
   handleManifestDelete,
@@ -224,7 +225,7 @@ async function answer(
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   const line = {
     method: req.method,
-    path: req.url,
+    path: loggedPath(req.url),
     status: res.statusCode,
     bytes: outcome.bytes ?? 0,
     ms: Math.round(ms * 10) / 10,
@@ -265,6 +266,7 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
   }
   if (pathname === '/metrics' && deps.metrics && (req.method === 'GET' || req.method === 'HEAD')) {
     outcome.route = 'metrics';
+    await deps.auth.authorizeMetrics(req, authContext);
     return deps.metrics.send(res, req.method === 'HEAD');
   }
   const r = matchRoute(pathname);
@@ -278,7 +280,7 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
   }
   // ---- auth (lib/server/auth): who is asking, and may they take this action here (401 / 403).
   const canonical = (name: string, ns: string | null): string => canonicalRepository(name, ns, deps.config, deps.hosted);
-  await authorizeRoute(deps.auth, canonical, r, action, req, query, authContext);
+  const who = await authorizeRoute(deps.auth, canonical, r, action, req, query, authContext);
   switch (r.kind) {
     case 'healthz':
       return sendJson(res, 200, { status: 'ok' }, {}, head);
@@ -287,7 +289,7 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
     case 'base':
       return sendJson(res, 200, {}, {}, head);
     case 'catalog':
-      return serveCatalog(deps.registry, query, res, head);
+      return serveCatalog(deps.registry, query, res, head, (name) => deps.auth.mayPull(who.user, name));
     default:
       return repoRoute(deps, r, action, query, req, res, outcome);
   }

@@ -298,7 +298,8 @@ export function sendReferrers(
   res.end(head ? undefined : body);
 }
 
-export async function serveCatalog(registry: Registry, query: URLSearchParams, res: ServerResponse, head: boolean): Promise<void> {
-  const { page, link } = paginate(await registry.catalog(), query, '/v2/_catalog');
+/** `mayPull`: whether the client may pull a repository (by canonical name); only those are listed, and paginated. */
+export async function serveCatalog(registry: Registry, query: URLSearchParams, res: ServerResponse, head: boolean, mayPull: (name: string) => boolean): Promise<void> {
+  const { page, link } = paginate((await registry.catalog()).filter(mayPull), query, '/v2/_catalog');
   sendJson(res, 200, { repositories: page }, link ? { Link: link } : {}, head);
 }

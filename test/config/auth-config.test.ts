@@ -16,6 +16,7 @@ t.test('auth defaults: no users, anonymous pull, tokens for 5 minutes, every use
     htpasswd: null,
     token: { realm: null, service: 'stevedore', issuer: 'stevedore', ttl: 300_000, key: null },
     anonymousPull: true,
+    trustedProxies: [],
     groups: {},
     rules: [{ repository: '**', users: ['*'], groups: [], actions: ['pull'] }],
   });
@@ -33,6 +34,20 @@ t.test('by default users push and delete only where repositories are hosted, nev
 t.test('rules given replace the default ones entirely', async (t) => {
   const auth = parseConfig({ registry: { hosted: ['lab/**'] }, auth: { rules: [{ repository: 'docker.io/**', users: ['seeder'], actions: ['pull', 'push'] }] } }).auth;
   t.same(auth.rules, [{ repository: 'docker.io/**', users: ['seeder'], groups: [], actions: ['pull', 'push'] }]);
+});
+
+t.test('trustedProxies takes addresses and CIDR ranges, IPv4 and IPv6', async (t) => {
+  const list = ['10.0.0.1', '10.0.0.0/8', '192.168.1.0/24', 'fd00::/8', '::1', '::ffff:172.16.0.1'];
+  t.same(parseConfig({ auth: { trustedProxies: list } }).auth.trustedProxies, list);
+});
+
+t.test('a trustedProxies entry that is not an address or range is reported at its key path', async (t) => {
+  t.same(problems({ trustedProxies: ['10.0.0.0/8', 'proxy.example.com', '10.0.0.0/33', 'fd00::/129', '10.0.0.1/'] }), [
+    'auth.trustedProxies.1: not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)',
+    'auth.trustedProxies.2: not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)',
+    'auth.trustedProxies.3: not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)',
+    'auth.trustedProxies.4: not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)',
+  ]);
 });
 
 t.test('a full auth section is read', async (t) => {

@@ -1,6 +1,7 @@
 // Access rules on the real server, request by request: what each action needs (pull, push as
-// pull+push, delete), that a mount never reads a repository the pusher may not pull, the catalog,
-// HEAD answers carrying the challenge, and the access log naming the user.
+// pull+push, delete), that a mount never reads a repository the pusher may not pull, the catalog
+// (listing only what the user may pull), /metrics behind a login when anonymous pull is off, HEAD
+// answers carrying the challenge, and the access log naming the user.
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
@@ -98,6 +99,27 @@ t.test('access rules on the real server', async (t) => {
     t.equal((await req('GET', '/v2/_catalog', { auth: 'bob' })).status, 200);
   });
 
+  await t.test('/metrics needs a user when anonymous pull is off: 401 with the challenge without one', async (t) => {
+    const anonymous = await req('GET', '/metrics');
+    t.equal(anonymous.status, 401);
+    t.equal(ociErrors(anonymous)?.[0]?.code, 'UNAUTHORIZED');
+    t.equal(anonymous.headers['www-authenticate'], `Bearer realm="${sd.url}/token",service="stevedore"`);
+    t.notMatch(anonymous.body.toString(), /stevedore_http_requests_total/, 'no metric in the answer');
+    const wrong = await rawRequest(`${sd.url}/metrics`, { headers: { authorization: `Basic ${Buffer.from('bob:wrong').toString('base64')}` } });
+    t.equal(wrong.status, 401, 'a wrong password is refused');
+  });
+
+  await t.test('/metrics answers a user, with Basic credentials or a token', async (t) => {
+    const byBasic = await req('GET', '/metrics', { auth: 'bob' });
+    t.equal(byBasic.status, 200);
+    t.match(byBasic.body.toString(), /stevedore_http_requests_total/);
+    const tok = await req('GET', '/token?service=stevedore', { auth: 'bob' });
+    const token = String((JSON.parse(tok.body.toString()) as { token: string }).token);
+    t.equal((await rawRequest(`${sd.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).status, 200);
+    const anonymousToken = String((JSON.parse((await req('GET', '/token?service=stevedore')).body.toString()) as { token: string }).token);
+    t.equal((await rawRequest(`${sd.url}/metrics`, { headers: { authorization: `Bearer ${anonymousToken}` } })).status, 401, 'an anonymous token is no user');
+  });
+
   await t.test('proxied names are matched as <upstream>/<name>: admin only, however addressed', async (t) => {
     for (const p of ['/v2/library/alpine/manifests/3', '/v2/alpine/manifests/3', '/v2/docker.io/library/alpine/manifests/3', '/v2/library/alpine/manifests/3?ns=docker.io']) {
       t.equal((await req('GET', p, { auth: 'alice' })).status, 403, `alice: ${p}`);
@@ -114,6 +136,46 @@ t.test('access rules on the real server', async (t) => {
     for (const pw of Object.values(USERS)) t.notOk(text.includes(pw));
     t.notOk(text.includes(basic('alice').slice(6)));
   });
+});
+
+t.test('the catalog lists only the repositories the user may pull, paginated after filtering', async (t) => {
+  const dir = await tmpDir(t);
+  const htpasswd = path.join(dir, 'htpasswd');
+  await writeFile(htpasswd, Object.entries(USERS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4)}`).join('\n'));
+  const sd = await startStevedore(t, {
+    upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } },
+    config: {
+      offline: true,
+      registry: { hosted: ['lab/*', 'secret/*'] },
+      auth: {
+        htpasswd,
+        anonymousPull: false,
+        groups: { admins: ['admin'] },
+        rules: [
+          { repository: 'lab/*', users: ['bob'], actions: ['pull'] },
+          { repository: '**', groups: ['admins'], actions: ['pull', 'push'] },
+        ],
+      },
+    },
+  });
+  const catalog = async (user: keyof typeof USERS, query = ''): Promise<{ repositories: string[]; link: string | undefined }> => {
+    const r = await rawRequest(`${sd.url}/v2/_catalog${query}`, { headers: { authorization: basic(user) } });
+    t.equal(r.status, 200, `${user}: ${r.body.toString()}`);
+    return { repositories: (JSON.parse(r.body.toString()) as { repositories: string[] }).repositories, link: r.headers.link as string | undefined };
+  };
+  for (const repo of ['lab/app', 'secret/db', 'secret/keys']) {
+    const blob = Buffer.from(`a blob in ${repo}`);
+    const r = await rawRequest(`${sd.url}/v2/${repo}/blobs/uploads/?digest=${sha256(blob)}`, {
+      method: 'POST',
+      headers: { authorization: basic('admin'), 'content-type': 'application/octet-stream' },
+      body: blob,
+    });
+    t.equal(r.status, 201, `admin pushed into ${repo}`);
+  }
+  t.same((await catalog('admin')).repositories, ['lab/app', 'secret/db', 'secret/keys'], 'admin sees everything');
+  t.same(await catalog('bob'), { repositories: ['lab/app'], link: undefined }, 'bob sees only what he may pull');
+  t.same(await catalog('bob', '?n=1'), { repositories: ['lab/app'], link: undefined }, 'no next page hinting at what bob may not see');
+  t.same(await catalog('alice'), { repositories: [], link: undefined }, 'alice may pull nothing, and sees nothing');
 });
 
 t.test('stevedore serve with an unreadable htpasswd or a short key file exits 2, naming the key', async (t) => {

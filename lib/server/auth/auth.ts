@@ -9,8 +9,14 @@
  *              token that merely lacks the scope → 401 `insufficient_scope` (fetch a better token).
  *              With no htpasswd file there is nobody to log in as: push and delete → 403 saying so.
  *   token:     GET /token?service=&scope=... (Basic or anonymous), POST /token (OAuth2 password
- *              form, containerd). Grants what was asked ∩ what the rules allow.
- *   guessing: 10 failed logins from one address within a minute → 429 until the minute is over.
+ *              form, containerd). Grants what was asked ∩ what the rules allow. A user's token is
+ *              bound to the user's htpasswd entry: once it changes (or goes), the token is refused.
+ *   guessing:  each password check is counted first, per client address (behind `trustedProxies`,
+ *              the X-Forwarded-For client) and per user: 10 within a minute, then 429 until the
+ *              minute is over (login-throttle.ts). bcrypt runs in worker threads with a bounded
+ *              queue: full → 429 (bcrypt-pool.ts). Unknown users cost a bcrypt round too.
+ *   catalog:   only the repositories the user may pull.
+ *   /metrics:  anyone while `anonymousPull` is on; else a user (Basic or a user's token).
  *   /v2/:      200 when anonymous clients may do all there is to do (no users, anonymous pull);
  *              else 401 with the challenge, which is what makes docker/podman/skopeo send credentials.
  *
@@ -24,8 +30,10 @@ import { OciError } from '../../oci/errors.js';
 import { sendJson } from '../respond.js';
 import { AccessRules } from './access-rules.js';
 import { bearerChallenge, parseAuthorization, parseScopes, type Scope } from './challenge.js';
-import { Htpasswd, type VerifyResult } from './htpasswd.js';
-import { LoginThrottle } from './login-throttle.js';
+import { BcryptPool, HashQueueFullError, type BcryptPoolOptions } from './bcrypt-pool.js';
+import { ClientAddress } from './client-address.js';
+import { Htpasswd, type Checked, type HashGate } from './htpasswd.js';
+import { LoginThrottle, type LoginKeys } from './login-throttle.js';
 import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
 
 export const TOKEN_PATH = '/token';
@@ -43,6 +51,8 @@ export interface AuthOptions {
   canonicalName: (name: string) => string | null;
   /** htpasswd change checks; default 1000 ms. */
   htpasswdCheckIntervalMs?: number;
+  /** The bcrypt worker pool's size and queue (defaults in bcrypt-pool.ts). */
+  hashing?: BcryptPoolOptions;
 }
 
 /** What a request wants from one repository. */
@@ -79,21 +89,30 @@ export class Auth {
     private readonly tokens: TokenIssuer,
     private readonly canonicalName: (name: string) => string | null,
     private readonly throttle: LoginThrottle,
+    private readonly clientAddress: ClientAddress,
+    private readonly pool: BcryptPool,
   ) {}
 
   /** Reads the htpasswd and key files; an unreadable one stops start-up. */
   static async create(opts: AuthOptions): Promise<Auth> {
     const { config, log } = opts;
     const now = opts.clock ? () => opts.clock!.now() : Date.now;
+    // Workers start on the first password check, so a registry without users never has any.
+    const pool = new BcryptPool(opts.hashing);
     const htpasswd =
       config.htpasswd === null
         ? null
-        : await Htpasswd.load(config.htpasswd, { log, now, ...(opts.htpasswdCheckIntervalMs !== undefined ? { checkIntervalMs: opts.htpasswdCheckIntervalMs } : {}) });
+        : await Htpasswd.load(config.htpasswd, { log, now, pool, ...(opts.htpasswdCheckIntervalMs !== undefined ? { checkIntervalMs: opts.htpasswdCheckIntervalMs } : {}) });
     const key = await TokenIssuer.loadKey(config.token.key);
     const tokens = new TokenIssuer({ issuer: config.token.issuer, service: config.token.service, ttlMs: config.token.ttl, key, now });
     const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull });
     if (htpasswd === null) log.info('auth: no htpasswd file, so no users: only what the rules grant to anonymous clients is allowed');
-    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }));
+    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }), new ClientAddress(config.trustedProxies), pool);
+  }
+
+  /** Stops the bcrypt workers. */
+  async close(): Promise<void> {
+    await this.pool.close();
   }
 
   /** Anonymous clients can do everything anyone could: nothing would be gained by logging in. */
@@ -162,6 +181,22 @@ export class Auth {
     throw new OciError('DENIED', who.user === null ? 'anonymous clients may not list repositories' : `user ${who.user} may not list repositories`);
   }
 
+  /** Whether `user` (null: anonymous) may pull `repository` (a canonical name), by the rules: what the catalog lists. */
+  mayPull(user: string | null, repository: string): boolean {
+    return this.rules.allowed(user, repository).has('pull');
+  }
+
+  /**
+   * `GET /metrics`: anyone while anonymous clients may pull; with `anonymousPull: false`, a user
+   * (Basic credentials, or a token issued to a user): the metrics say what is cached and who is busy.
+   */
+  async authorizeMetrics(req: IncomingMessage, ctx: AuthContext = {}): Promise<Identity> {
+    const who = await this.identify(req, undefined, ctx);
+    if (this.config.anonymousPull || who.user !== null) return publicIdentity(who);
+    if (this.htpasswd !== null) throw this.unauthorized(req, 'authentication required to read metrics (auth.anonymousPull is false)', undefined);
+    throw new OciError('DENIED', 'metrics need a user when auth.anonymousPull is false, and this registry has none (auth.htpasswd is not set)');
+  }
+
   /** `GET|POST /token`: writes the answer. */
   async handleToken(req: IncomingMessage, res: ServerResponse, query: URLSearchParams, ctx: AuthContext = {}): Promise<Identity> {
     const log = ctx.log ?? this.log;
@@ -169,6 +204,8 @@ export class Auth {
     let params = query;
     let user: string | null = null;
     let via: Identity['via'] = 'anonymous';
+    /** For a user: the hash the password matched, which the token is bound to. */
+    let hash: string | null = null;
     if (req.method === 'POST') {
       params = new URLSearchParams(await readForm(req));
       const grant = params.get('grant_type');
@@ -180,7 +217,7 @@ export class Auth {
       const username = params.get('username');
       const password = params.get('password');
       if (username !== null && username !== '') {
-        await this.checkPassword(username, password ?? '', req, log, 'token');
+        hash = await this.checkPassword(username, password ?? '', req, log, 'token');
         user = username;
         via = 'basic';
       }
@@ -190,7 +227,7 @@ export class Auth {
     if (user === null) {
       const creds = parseAuthorization(req.headers.authorization);
       if (creds.kind === 'basic') {
-        await this.checkPassword(creds.user, creds.password, req, log, 'token');
+        hash = await this.checkPassword(creds.user, creds.password, req, log, 'token');
         user = creds.user;
         via = 'basic';
       } else if (creds.kind !== 'none') {
@@ -201,7 +238,7 @@ export class Auth {
     }
     ctx.identified?.({ user, via });
     const access = this.grant(user, parseScopes(params.getAll('scope')));
-    const issued = await this.tokens.issue(user, access);
+    const issued = await this.tokens.issue(user, access, user !== null && hash !== null ? this.tokens.binding(user, hash) : null);
     log.debug({ user, access }, 'token issued');
     sendJson(
       res,
@@ -274,30 +311,56 @@ export class Auth {
           const why = err instanceof TokenError ? err.message : 'invalid token';
           throw this.unauthorized(req, why, scope, 'invalid_token');
         }
-        if (claims.subject !== null && !(await this.htpasswd?.has(claims.subject))) {
-          throw this.unauthorized(req, `user ${claims.subject} no longer exists`, scope, 'invalid_token');
+        if (claims.subject !== null) {
+          const hash = await this.htpasswd?.hashOf(claims.subject);
+          if (hash === undefined) throw this.unauthorized(req, `user ${claims.subject} no longer exists`, scope, 'invalid_token');
+          if (claims.binding !== this.tokens.binding(claims.subject, hash)) {
+            throw this.unauthorized(req, `the htpasswd entry of user ${claims.subject} changed after this token was issued; log in again`, scope, 'invalid_token');
+          }
         }
         return { user: claims.subject, via: 'bearer', token: claims };
       }
     }
   }
 
-  /** Throws 401 on a wrong password or unknown user, logging the failure without the password. */
-  private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<void> {
-    const ip = req.socket.remoteAddress ?? 'unknown';
-    const wait = this.throttle.retryAfter(ip);
-    if (wait > 0) {
-      log.warn({ user: user.slice(0, 100), reason: 'throttled', via, ip }, 'failed login');
-      const seconds = Math.ceil(wait / 1000);
-      throw new OciError('TOOMANYREQUESTS', `too many failed logins from this address; try again in ${seconds}s`, { headers: { 'Retry-After': String(seconds) } });
+  /**
+   * Resolves with the hash the password matched. Throws 401 on a wrong password or an unknown user
+   * (logging the failure without the password); 429 when the client's address or the user is over
+   * the throttle's allowance, or when the bcrypt queue is full (the password is then not checked).
+   */
+  private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<string> {
+    const ip = this.clientAddress.of(req);
+    const who: LoginKeys = { address: ip, user };
+    const logged = { user: user.slice(0, 100), via, ip };
+    const throttled = (): OciError => {
+      log.warn({ ...logged, reason: 'throttled' }, 'failed login');
+      return tooMany(this.throttle.retryAfter(who), 'too many failed logins from this address or for this user');
+    };
+    if (this.throttle.retryAfter(who) > 0) throw throttled();
+    // The guess is counted before bcrypt runs, so parallel guesses cannot all be checked.
+    const gate: HashGate = {
+      admit: () => {
+        const attempt = this.throttle.begin(who);
+        if (attempt === null) throw throttled();
+        return { checked: (result) => (result === 'ok' ? attempt.succeeded() : attempt.failed()), notChecked: () => attempt.cancelled() };
+      },
+    };
+    let checked: Checked;
+    if (this.htpasswd === null) {
+      gate.admit().checked('unknown-user');
+      checked = { result: 'unknown-user', hash: null };
+    } else {
+      try {
+        checked = await this.htpasswd.check(user, password, gate);
+      } catch (err) {
+        if (!(err instanceof HashQueueFullError)) throw err;
+        log.warn({ ...logged, reason: 'busy' }, 'failed login');
+        throw tooMany(err.retryAfterMs, 'too many logins are being checked');
+      }
     }
-    const result: VerifyResult = this.htpasswd ? await this.htpasswd.verify(user, password) : 'unknown-user';
-    if (result === 'ok') {
-      this.throttle.succeeded(ip);
-      return;
-    }
-    this.throttle.failed(ip);
-    log.warn({ user: user.slice(0, 100), reason: result, via, ip }, 'failed login');
+    if (checked.result === 'ok') return checked.hash!;
+    const result = checked.result;
+    log.warn({ ...logged, reason: result }, 'failed login');
     const message = this.htpasswd ? 'invalid username or password' : 'invalid username or password: this registry has no users (auth.htpasswd is not set)';
     if (via === 'token') {
       throw new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': `Basic realm="${this.config.token.service}"` } });
@@ -312,6 +375,12 @@ export class Auth {
       ...(scope ? { detail: scopeDetail(scope) } : {}),
     });
   }
+}
+
+/** 429 TOOMANYREQUESTS with Retry-After (whole seconds, at least 1). */
+function tooMany(waitMs: number, why: string): OciError {
+  const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+  return new OciError('TOOMANYREQUESTS', `${why}; try again in ${seconds}s`, { headers: { 'Retry-After': String(seconds) } });
 }
 
 function publicIdentity(who: Identified): Identity {

@@ -3,9 +3,12 @@
  * read from `auth.token.key` so replicas accept each other's tokens. Only stevedore verifies them.
  *
  * Claims: iss (auth.token.issuer), aud (auth.token.service), sub (user; "" for anonymous), iat, nbf,
- * exp, jti, and Docker's `access: [{ type, name, actions }]` with canonical repository names.
+ * exp, jti, Docker's `access: [{ type, name, actions }]` with canonical repository names, and for
+ * a user `bnd`: a fingerprint of the user's htpasswd entry when the token was issued (an HMAC
+ * under the signing key, so it tells nothing about the hash). A token whose user's entry has
+ * changed since (new password, removed) is refused, not honoured until it expires.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import { ConfigError } from '../../config/config.js';
@@ -21,6 +24,8 @@ export interface TokenClaims {
   subject: string | null;
   access: TokenAccess[];
   expiresAt: number;
+  /** The `bnd` claim (see `binding`); null when the token has none. */
+  binding: string | null;
 }
 
 export interface IssuedToken {
@@ -77,11 +82,17 @@ export class TokenIssuer {
     return key;
   }
 
-  async issue(subject: string | null, access: TokenAccess[]): Promise<IssuedToken> {
+  /** The fingerprint of a user's htpasswd entry a token carries: the same on every replica sharing the key. */
+  binding(user: string, hash: string): string {
+    return createHmac('sha256', this.opts.key).update('stevedore token binding\0').update(user).update('\0').update(hash).digest('base64url').slice(0, 22);
+  }
+
+  /** `binding`: for a user's token, `binding(user, hash)` of the hash the password matched. */
+  async issue(subject: string | null, access: TokenAccess[], binding: string | null = null): Promise<IssuedToken> {
     const nowMs = this.now();
     const iat = Math.floor(nowMs / 1000);
     const expiresIn = Math.floor(this.opts.ttlMs / 1000);
-    const token = await new SignJWT({ access })
+    const token = await new SignJWT({ access, ...(binding !== null ? { bnd: binding } : {}) })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
       .setIssuer(this.opts.issuer)
       .setAudience(this.opts.service)
@@ -106,7 +117,8 @@ export class TokenIssuer {
         requiredClaims: ['exp', 'iat', 'sub'],
       });
       const access = Array.isArray(payload.access) ? (payload.access as unknown[]).filter(isAccess) : [];
-      return { subject: payload.sub ? payload.sub : null, access, expiresAt: (payload.exp ?? 0) * 1000 };
+      const binding = typeof payload.bnd === 'string' ? payload.bnd : null;
+      return { subject: payload.sub ? payload.sub : null, access, expiresAt: (payload.exp ?? 0) * 1000, binding };
     } catch (err) {
       if (err instanceof joseErrors.JWTExpired) throw new TokenError('expired', 'token expired');
       throw new TokenError('invalid', 'invalid token');

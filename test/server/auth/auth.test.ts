@@ -55,6 +55,7 @@ async function harness(t: Test, authConfig: Record<string, unknown> = {}, opts: 
   const log = pino({ level: 'debug' }, sink);
   const now = { t: Date.UTC(2026, 0, 1) };
   const auth = await Auth.create({ config, log, clock: { now: () => now.t }, canonicalName, htpasswdCheckIntervalMs: 0 });
+  t.teardown(() => auth.close());
   const identities: Identity[] = [];
   const server = http.createServer((req, res) => {
     void (async () => {
@@ -194,6 +195,56 @@ t.test('ten failed logins from one address within a minute: 429 with Retry-After
   t.equal((await call(`${h.url}/v2/library/alpine/pull`)).status, 200, 'anonymous requests were never throttled');
 });
 
+t.test('parallel guesses from one address: only the allowance is checked, the rest is 429 at once', async (t) => {
+  const h = await harness(t);
+  const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => call(`${h.url}/token?service=stevedore`, { authorization: basic('alice', `guess-${i}`) })));
+  t.equal(answers.filter((a) => a.status === 401).length, 10, 'ten guesses were checked (and wrong)');
+  t.equal(answers.filter((a) => a.status === 429).length, 20, 'twenty were refused unchecked');
+  t.equal(h.logs.filter((l) => l.msg === 'failed login' && l.reason === 'bad-password').length, 10);
+});
+
+t.test('a successful login does not reset the failures counted against its address', async (t) => {
+  const h = await harness(t);
+  for (let i = 0; i < 9; i++) t.equal((await call(`${h.url}/token?service=stevedore`, { authorization: basic('mallory', `guess-${i}`) })).status, 401);
+  t.equal((await call(`${h.url}/token?service=stevedore`, { authorization: basic('bob') })).status, 200, 'bob logs in from the same address');
+  t.equal((await call(`${h.url}/token?service=stevedore`, { authorization: basic('mallory', 'guess-9') })).status, 401, 'the tenth guess is checked');
+  const blocked = await call(`${h.url}/token?service=stevedore`, { authorization: basic('mallory', 'guess-10') });
+  t.equal(blocked.status, 429, "the eleventh waits: bob's success did not give mallory more guesses");
+});
+
+t.test('one user is throttled across addresses: ten wrong passwords for alice, from ten clients, make alice wait', async (t) => {
+  const h = await harness(t, { trustedProxies: ['127.0.0.1'] });
+  const from = (address: string): Record<string, string> => ({ 'x-forwarded-for': address });
+  for (let i = 0; i < 10; i++) {
+    t.equal((await call(`${h.url}/token?service=stevedore`, { authorization: basic('alice', `guess-${i}`), headers: from(`10.0.0.${i}`) })).status, 401);
+  }
+  const a = await call(`${h.url}/token?service=stevedore`, { authorization: basic('alice'), headers: from('10.0.0.99') });
+  t.equal(a.status, 429, 'alice waits, from any address');
+  t.equal((await call(`${h.url}/token?service=stevedore`, { authorization: basic('bob'), headers: from('10.0.0.99') })).status, 200, 'bob, from that address, does not');
+});
+
+t.test('behind a trusted proxy, each client is throttled by its own address (X-Forwarded-For)', async (t) => {
+  const h = await harness(t, { trustedProxies: ['127.0.0.0/8'] });
+  for (let i = 0; i < 10; i++) {
+    const a = await call(`${h.url}/token?service=stevedore`, { authorization: basic(`nobody-${i}`, 'guess'), headers: { 'x-forwarded-for': '203.0.113.7' } });
+    t.equal(a.status, 401);
+  }
+  const attacker = await call(`${h.url}/token?service=stevedore`, { authorization: basic('alice'), headers: { 'x-forwarded-for': '203.0.113.7' } });
+  t.equal(attacker.status, 429, 'the guessing client waits');
+  t.match(h.logs.at(-1), { msg: 'failed login', reason: 'throttled', ip: '203.0.113.7' });
+  const other = await call(`${h.url}/token?service=stevedore`, { authorization: basic('alice'), headers: { 'x-forwarded-for': '203.0.113.7, 198.51.100.20' } });
+  t.equal(other.status, 200, 'another client behind the same proxy logs in; what it wrote left of its own address is ignored');
+});
+
+t.test('X-Forwarded-For from a peer that is not a trusted proxy is ignored', async (t) => {
+  const h = await harness(t, { trustedProxies: ['10.0.0.0/8'] });
+  for (let i = 0; i < 10; i++) {
+    t.equal((await call(`${h.url}/token?service=stevedore`, { authorization: basic(`nobody-${i}`, 'guess'), headers: { 'x-forwarded-for': `198.51.100.${i}` } })).status, 401);
+  }
+  const a = await call(`${h.url}/token?service=stevedore`, { authorization: basic('nobody-x', 'guess'), headers: { 'x-forwarded-for': '198.51.100.200' } });
+  t.equal(a.status, 429, 'a new X-Forwarded-For does not make a new client');
+});
+
 t.test('bad credentials are refused even where anonymous access would do', async (t) => {
   const h = await harness(t);
   t.equal((await call(`${h.url}/v2/library/alpine/pull`, { authorization: basic('alice', 'nope') })).status, 401);
@@ -329,6 +380,39 @@ t.test('a token of a user removed from htpasswd is refused', async (t) => {
   const a = await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) });
   t.equal(a.status, 401);
   t.equal(message(a), 'user carol no longer exists');
+});
+
+t.test("a user's token stops working once the user's password changes", async (t) => {
+  const h = await harness(t);
+  const tok = await token(h, 'repository:lab/app:pull', basic('carol'));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) })).status, 200);
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(h.htpasswdFile!, HTPASSWD.replace(/^carol:.*$/m, `carol:${bcrypt.hashSync('n3w-password', 4)}`));
+  const a = await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) });
+  t.equal(a.status, 401);
+  t.equal(message(a), 'the htpasswd entry of user carol changed after this token was issued; log in again');
+  t.match(a.challenge, /error="invalid_token"$/);
+  const fresh = await token(h, 'repository:lab/app:pull', basic('carol', 'n3w-password'));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(fresh) })).status, 200, 'a token issued with the new password works');
+});
+
+t.test("a user removed and added again with a new password: the old token stays refused", async (t) => {
+  const h = await harness(t);
+  const tok = await token(h, 'repository:lab/app:pull', basic('carol'));
+  const { writeFile } = await import('node:fs/promises');
+  const others = HTPASSWD.split('\n').filter((l) => !l.startsWith('carol:'));
+  await writeFile(h.htpasswdFile!, others.join('\n'));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) })).status, 401);
+  await writeFile(h.htpasswdFile!, [...others, `carol:${bcrypt.hashSync('someone-else', 4)}`].join('\n'));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) })).status, 401);
+});
+
+t.test("another user's password change leaves a token working", async (t) => {
+  const h = await harness(t);
+  const tok = await token(h, 'repository:lab/app:pull', basic('alice'));
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(h.htpasswdFile!, HTPASSWD.replace(/^bob:.*$/m, `bob:${bcrypt.hashSync('n3w-password', 4)}`));
+  t.equal((await call(`${h.url}/v2/lab/app/pull`, { authorization: bearer(tok) })).status, 200);
 });
 
 t.test('GET /token with a wrong password is 401 and logged without the password', async (t) => {

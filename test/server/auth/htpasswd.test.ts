@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import bcrypt from 'bcryptjs';
 import pino from 'pino';
 import t from 'tap';
+import { BcryptPool } from '../../../lib/server/auth/bcrypt-pool.js';
 import { Htpasswd, parseHtpasswd } from '../../../lib/server/auth/htpasswd.js';
 
 // Cost 4: the cheapest bcrypt, so the tests stay fast. $2y$ (Apache's htpasswd -B) is the same
@@ -149,4 +150,46 @@ t.test('refused lines are logged with their line number, never the hash', async 
   const warn = lines.find((l) => l.level === 40);
   t.match(warn?.msg, /line 1 \(user md5\): MD5/);
   t.notOk(JSON.stringify(lines).includes('0123456789012345678901'));
+});
+
+// ---------------------------------------------------------------- bcrypt rounds and timing
+
+t.test('the same credentials checked in parallel cost one bcrypt round', async (t) => {
+  const pool = new BcryptPool({ threads: 1 });
+  t.teardown(() => pool.close());
+  const dir = t.testdir({ htpasswd: `alice:${hashB('wonderland')}\n` });
+  const h = await Htpasswd.load(path.join(dir, 'htpasswd'), { log: capture().log, pool });
+  t.same(await Promise.all(Array.from({ length: 20 }, () => h.verify('alice', 'a guess'))), Array(20).fill('bad-password'));
+  t.equal(pool.completed, 1);
+});
+
+t.test('a remembered password costs no bcrypt round', async (t) => {
+  const pool = new BcryptPool({ threads: 1 });
+  t.teardown(() => pool.close());
+  const dir = t.testdir({ htpasswd: `alice:${hashB('wonderland')}\n` });
+  const h = await Htpasswd.load(path.join(dir, 'htpasswd'), { log: capture().log, pool });
+  for (let i = 0; i < 5; i++) t.equal(await h.verify('alice', 'wonderland'), 'ok');
+  t.equal(pool.completed, 1);
+});
+
+t.test('an unknown user takes as long to refuse as a known user with a wrong password', async (t) => {
+  // The users' hashes have cost 6; the unknown user must be compared against a hash of that cost too.
+  const dir = t.testdir({ htpasswd: `alice:${bcrypt.hashSync('wonderland', 6)}\nbob:${bcrypt.hashSync('builder', 6)}\n` });
+  const h = await Htpasswd.load(path.join(dir, 'htpasswd'), { log: capture().log });
+  const time = async (user: string): Promise<number> => {
+    const started = performance.now();
+    await h.verify(user, 'a wrong guess');
+    return performance.now() - started;
+  };
+  await time('alice'); // warm-up (starts the hashing worker)
+  const known: number[] = [];
+  const unknown: number[] = [];
+  for (let i = 0; i < 15; i++) {
+    known.push(await time('alice'));
+    unknown.push(await time(`mallory-${i}`));
+  }
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  const ratio = median(unknown) / median(known);
+  t.comment(`median: known user ${median(known).toFixed(1)} ms, unknown user ${median(unknown).toFixed(1)} ms (ratio ${ratio.toFixed(2)})`);
+  t.ok(ratio > 0.5 && ratio < 2, `the same cost, within a factor of 2 (ratio ${ratio.toFixed(2)})`);
 });

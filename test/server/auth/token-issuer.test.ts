@@ -58,6 +58,18 @@ t.test('a token expires after its ttl (fake clock)', async (t) => {
   await rejectsWith(t, i.verify(token), 'expired');
 });
 
+t.test("a user's token carries the binding it was issued with; bindings differ by user, hash and key", async (t) => {
+  const i = issuer();
+  const binding = i.binding('alice', '$2y$10$hash-one');
+  t.equal((await i.verify((await i.issue('alice', ACCESS, binding)).token)).binding, binding);
+  t.equal((await i.verify((await i.issue('alice', ACCESS)).token)).binding, null, 'none given, none carried');
+  t.equal(i.binding('alice', '$2y$10$hash-one'), binding, 'the same entry, the same binding');
+  t.not(i.binding('alice', '$2y$10$hash-two'), binding, 'another hash');
+  t.not(i.binding('bob', '$2y$10$hash-one'), binding, 'another user');
+  t.not(issuer({ key: Buffer.alloc(32, 7) }).binding('alice', '$2y$10$hash-one'), binding, 'another key');
+  t.notMatch(binding, /hash-one/);
+});
+
 t.test('a token issued in the future (beyond the skew tolerance) is refused', async (t) => {
   let now = T0 + 60_000;
   const i = issuer({ now: () => now });
