@@ -15,7 +15,8 @@
  * same from lib/*.ts under the tests' loader and from dist/*.js, and a worker loads nothing but
  * bcryptjs.
  *
- * (The shape is piscina's — `run`, `maxThreads`, `maxQueue` — so this can become a piscina pool.)
+ * (Not piscina: it loads its task from a module file, which lib/ under the tests' TypeScript loader and
+ * dist/ would each need in its own form; a serialized function needs neither.)
  */
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
