@@ -135,3 +135,32 @@ t.test('maxConnections follows the open-file limit, leaving room for files, unle
   t.equal(connectionLimit(500, 1024), 500, 'a configured value wins');
   t.equal(connectionLimit(null, null), 4096, 'no known limit: 4096');
 });
+
+t.test('a token form over 64 KiB is answered 413 without reading the rest, and the connection closes', async (t) => {
+  const sd = await start({});
+  const c = connect(sd.port);
+  // Declares 10 MiB but sends it chunked so the size is only known while reading.
+  c.sock.write(requestHead('POST', '/token', { chunked: true, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } }));
+  const piece = Buffer.alloc(16 * 1024, 'a');
+  const writes = setInterval(() => c.sock.writable && c.sock.write(Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n')])), 20);
+  t.teardown(() => clearInterval(writes));
+  const ms = await Promise.race([c.closed, new Promise<number>((r) => setTimeout(() => r(-1), 8_000))]);
+  clearInterval(writes);
+  t.ok(ms > 0, `the connection was closed (${ms} ms) although the client kept sending`);
+  t.match(c.received(), /^HTTP\/1\.1 413 /, 'after a 413');
+});
+
+t.test('a token form declaring more than 64 KiB is answered 413 before any of it is read', async (t) => {
+  const sd = await start({});
+  const r = await rawRequestNoBody(sd.port, requestHead('POST', '/token', { length: 10 * MiB, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } }));
+  t.match(r, /^HTTP\/1\.1 413 /);
+});
+
+/** Sends a head only and returns what came back before the server closed. */
+async function rawRequestNoBody(port: number, head: Buffer): Promise<string> {
+  const c = connect(port);
+  c.sock.write(head);
+  await Promise.race([c.closed, new Promise((r) => setTimeout(r, 5_000))]);
+  c.sock.destroy();
+  return c.received();
+}
