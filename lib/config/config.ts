@@ -14,6 +14,17 @@ export interface Timeouts {
   idle: number;
 }
 
+/**
+ * One tag TTL tier (cache.tagTTLPolicies): the tags it covers and how long their answer is trusted.
+ * `repository` matches `<upstream>/<name>` with the auth rules' grammar; `tag` is a glob (`*`) or
+ * the keyword `semver`; `ttl` is milliseconds, or `forever` (never revalidated once stored).
+ */
+export interface TagTTLPolicy {
+  repository: string;
+  tag: string;
+  ttl: number | 'forever';
+}
+
 export interface UpstreamConfig {
   /** Registry host name clients use for it: the `ns` value and the path prefix. */
   name: string;
@@ -26,6 +37,8 @@ export interface UpstreamConfig {
   timeouts: Timeouts;
   /** Never contacted: serve what is stored, refuse the rest. */
   offline: boolean;
+  /** cache.tagTTLPolicies: tiers tried before `tagTTL` (lib/cache/tag-policy.ts). */
+  tagTTLPolicies: readonly TagTTLPolicy[];
 }
 
 export interface Config {
@@ -37,7 +50,13 @@ export interface Config {
   /** Client authentication and access rules (lib/server/auth). */
   auth: AuthConfig;
   log: { level: ParsedConfig['log']['level'] };
-  cache: { tagTTL: number; manifestMaxSize: number; finishAbandonedDownloads: boolean; downloadResumes: number };
+  cache: {
+    tagTTL: number;
+    manifestMaxSize: number;
+    finishAbandonedDownloads: boolean;
+    downloadResumes: number;
+    tagTTLPolicies: readonly TagTTLPolicy[];
+  };
   timeouts: Timeouts;
   defaultUpstream: string | null;
   upstreams: ReadonlyMap<string, UpstreamConfig>;
@@ -118,6 +137,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       tagTTL: u.tagTTL ?? parsed.cache.tagTTL,
       timeouts: { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) },
       offline: u.offline ?? parsed.offline,
+      tagTTLPolicies: parsed.cache.tagTTLPolicies,
     });
   }
   const config: Config = {
@@ -140,7 +160,8 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
 
 /**
  * Checks across keys, on the raw document so they are reported together with schema errors:
- * defaultUpstream must name an upstream; username and password go together.
+ * defaultUpstream must name an upstream; username and password go together; repository patterns
+ * that could never match (see patternProblems).
  */
 function crossCheck(doc: unknown): string[] {
   const problems: string[] = [];
@@ -159,6 +180,44 @@ function crossCheck(doc: unknown): string[] {
       if ((username === undefined) !== (password === undefined)) problems.push(`upstreams.${name}: username and password go together`);
     }
   }
+  problems.push(...patternProblems(d, names));
+  return problems;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Repository patterns that are well formed but can never match: tag TTL policies name
+ * `<upstream>/<name>` (as auth rules do). On a `library` upstream (Docker Hub) a one-component
+ * name is `library/<name>`, so `docker.io/alpine` never matches.
+ */
+function patternProblems(d: Record<string, unknown>, names: string[]): string[] {
+  const problems: string[] = [];
+  const ups = isRecord(d.upstreams) ? d.upstreams : undefined;
+  const library = (name: string): boolean => {
+    const u = ups?.[name];
+    return isRecord(u) && typeof u.library === 'boolean' ? u.library : name === 'docker.io';
+  };
+  const oneComponent = (parts: string[]): boolean => parts.length === 1 && parts[0] !== '**';
+  const libraryHint = (upstream: string, parts: string[]): string =>
+    `on ${upstream} a name of one component is library/<name> (library: true), so write ${[...parts.slice(0, -1), 'library', parts.at(-1)].join('/')}`;
+  const cache = isRecord(d.cache) ? d.cache : undefined;
+  const policies = Array.isArray(cache?.tagTTLPolicies) ? (cache.tagTTLPolicies as unknown[]) : [];
+  policies.forEach((p, i) => {
+    if (!isRecord(p) || typeof p.repository !== 'string') return;
+    const [first, ...rest] = p.repository.split('/');
+    const key = `cache.tagTTLPolicies.${i}.repository`;
+    if (first === undefined || first.includes('*')) return;
+    if (!names.includes(first)) {
+      problems.push(
+        `${key}: ${JSON.stringify(p.repository)} names no configured upstream (${names.join(', ') || 'none'}): policies match <upstream>/<name>, e.g. docker.io/library/alpine or **`,
+      );
+    } else if (library(first) && oneComponent(rest)) {
+      problems.push(`${key}: ${JSON.stringify(p.repository)} never matches: ${libraryHint(first, [first, ...rest])}`);
+    }
+  });
   return problems;
 }
 
