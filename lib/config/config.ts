@@ -25,6 +25,12 @@ export interface TagTTLPolicy {
   ttl: number | 'forever';
 }
 
+/** A deny-list entry of an upstream: a repository pattern (a name within the upstream) and why. */
+export interface DenyRule {
+  repository: string;
+  reason: string | null;
+}
+
 export interface UpstreamConfig {
   /** Registry host name clients use for it: the `ns` value and the path prefix. */
   name: string;
@@ -39,6 +45,10 @@ export interface UpstreamConfig {
   offline: boolean;
   /** cache.tagTTLPolicies: tiers tried before `tagTTL` (lib/cache/tag-policy.ts). */
   tagTTLPolicies: readonly TagTTLPolicy[];
+  /** Repository patterns (names within this upstream) that are proxied; null: every repository. */
+  allow: readonly string[] | null;
+  /** Repository patterns refused with 403 DENIED, stored content included (lib/cache/repository-filter.ts). */
+  deny: readonly DenyRule[];
 }
 
 export interface Config {
@@ -138,6 +148,8 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       timeouts: { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) },
       offline: u.offline ?? parsed.offline,
       tagTTLPolicies: parsed.cache.tagTTLPolicies,
+      allow: u.allow ?? null,
+      deny: (u.deny ?? []).map((d) => ({ repository: d.repository, reason: d.reason ?? null })),
     });
   }
   const config: Config = {
@@ -189,9 +201,10 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /**
- * Repository patterns that are well formed but can never match: tag TTL policies name
- * `<upstream>/<name>` (as auth rules do). On a `library` upstream (Docker Hub) a one-component
- * name is `library/<name>`, so `docker.io/alpine` never matches.
+ * Repository patterns that are well formed but can never match, written the other convention's
+ * way: tag TTL policies name `<upstream>/<name>` (as auth rules do), allow and deny lists a name
+ * within their upstream. On a `library` upstream (Docker Hub) a one-component name is
+ * `library/<name>`, so `alpine` (allow, deny) or `docker.io/alpine` (policies) never matches.
  */
 function patternProblems(d: Record<string, unknown>, names: string[]): string[] {
   const problems: string[] = [];
@@ -218,6 +231,25 @@ function patternProblems(d: Record<string, unknown>, names: string[]): string[] 
       problems.push(`${key}: ${JSON.stringify(p.repository)} never matches: ${libraryHint(first, [first, ...rest])}`);
     }
   });
+  for (const [name, u] of Object.entries(ups ?? {})) {
+    if (!isRecord(u)) continue;
+    const lists: Array<[string, unknown[]]> = [
+      ['allow', Array.isArray(u.allow) ? (u.allow as unknown[]) : []],
+      ['deny', Array.isArray(u.deny) ? (u.deny as unknown[]).map((x) => (isRecord(x) ? x.repository : undefined)) : []],
+    ];
+    for (const [list, patterns] of lists) {
+      patterns.forEach((pattern, i) => {
+        if (typeof pattern !== 'string') return;
+        const key = `upstreams.${name}.${list}.${i}${list === 'deny' ? '.repository' : ''}`;
+        const parts = pattern.split('/');
+        if (parts[0] === name && parts.length > 1) {
+          problems.push(`${key}: ${JSON.stringify(pattern)} never matches: ${list} patterns are names within ${name}, so write ${JSON.stringify(parts.slice(1).join('/'))}`);
+        } else if (library(name) && oneComponent(parts)) {
+          problems.push(`${key}: ${JSON.stringify(pattern)} never matches: ${libraryHint(name, parts)}`);
+        }
+      });
+    }
+  }
   return problems;
 }
 

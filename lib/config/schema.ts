@@ -73,6 +73,22 @@ const tagTTLPolicySchema = z
   })
   .strict();
 
+/** A reason given to clients in a DENIED answer: one line of text. */
+const denyReason = z
+  .string()
+  .trim()
+  .min(1, { message: 'a reason is one line of text (leave it out for none)' })
+  .max(500, { message: 'a reason is at most 500 characters' })
+  .refine((v) => ![...v].some((c) => c < ' ' || c === '\u007f'), { message: 'a reason is one line of text, without control characters' });
+
+const denySchema = z
+  .object({
+    /** A repository name within the upstream (`library/*`, `bitnami/**`). */
+    repository: repositoryPattern,
+    reason: denyReason.optional(),
+  })
+  .strict();
+
 const upstreamUrl = z.string().transform((v, ctx) => {
   const u = httpUrl(v, ctx);
   if (!u) return z.NEVER;
@@ -112,6 +128,10 @@ const upstreamSchema = z
     timeouts: timeoutOverridesSchema.optional(),
     /** Overrides the global `offline`. */
     offline: z.boolean().optional(),
+    /** Only repositories matching one of these (names within the upstream) are proxied. Absent: all. */
+    allow: z.array(repositoryPattern).optional(),
+    /** Repositories refused (403 DENIED with the reason), checked before `allow`. */
+    deny: z.array(denySchema).optional(),
   })
   .strict();
 

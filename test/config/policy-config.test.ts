@@ -1,4 +1,4 @@
-// The policy keys: cache.tagTTLPolicies (tag TTL tiers).
+// The policy keys: cache.tagTTLPolicies (tag TTL tiers) and upstreams.<name>.allow / deny.
 // Each bad value is refused with the key path that holds it and a hint at what to write.
 import t from 'tap';
 import { ConfigError, parseConfig } from '../../lib/config/config.js';
@@ -15,6 +15,7 @@ function problems(fn: () => unknown): string[] {
 
 const HUB = { url: 'https://registry-1.docker.io' };
 const policies = (list: unknown[]): unknown => parseConfig({ cache: { tagTTLPolicies: list } });
+const hub = (extra: Record<string, unknown>): unknown => parseConfig({ upstreams: { 'docker.io': { ...HUB, ...extra } } });
 
 // ---------------------------------------------------------------- defaults
 
@@ -22,6 +23,13 @@ t.test('by default there are no tiers: every tag has the upstream tagTTL', async
   const c = parseConfig({});
   t.same(c.cache.tagTTLPolicies, []);
   for (const u of c.upstreams.values()) t.same(u.tagTTLPolicies, [], `${u.name}`);
+});
+
+t.test('by default every repository of every upstream is proxied: no allow list, an empty deny list', async (t) => {
+  for (const u of parseConfig({}).upstreams.values()) {
+    t.equal(u.allow, null, `${u.name} allow`);
+    t.same(u.deny, [], `${u.name} deny`);
+  }
 });
 
 // ---------------------------------------------------------------- cache.tagTTLPolicies
@@ -117,4 +125,67 @@ t.test('every bad policy is reported at once, with the other errors of the docum
   const p = problems(() => parseConfig({ listen: 'x', cache: { tagTTLPolicies: [{ tag: 'a/b', ttl: '1m' }, { tag: 'latest', ttl: 'soon' }] } }));
   t.equal(p.length, 3, p.join('\n'));
   t.match(p, [/^listen: /, /^cache\.tagTTLPolicies\.0\.tag: /, /^cache\.tagTTLPolicies\.1\.ttl: /]);
+});
+
+// ---------------------------------------------------------------- upstreams.<name>.allow / deny
+
+t.test('allow and deny are kept per upstream; a deny without a reason has reason null', async (t) => {
+  const c = parseConfig({
+    upstreams: {
+      'docker.io': { ...HUB, allow: ['library/*', 'bitnami/**'], deny: [{ repository: 'bitnami/redis', reason: 'use library/redis' }, { repository: 'library/busybox' }] },
+      'ghcr.io': { url: 'https://ghcr.io' },
+    },
+  });
+  const d = c.upstreams.get('docker.io')!;
+  t.same(d.allow, ['library/*', 'bitnami/**']);
+  t.same(d.deny, [
+    { repository: 'bitnami/redis', reason: 'use library/redis' },
+    { repository: 'library/busybox', reason: null },
+  ]);
+  t.equal(c.upstreams.get('ghcr.io')!.allow, null, 'another upstream is not restricted');
+});
+
+t.test('an empty allow list is accepted: nothing of that upstream is proxied', async (t) => {
+  t.same(parseConfig({ upstreams: { 'docker.io': { ...HUB, allow: [] } } }).upstreams.get('docker.io')!.allow, []);
+});
+
+t.test('a bad allow pattern is refused under its index', async (t) => {
+  t.match(problems(() => hub({ allow: ['library/*', 'Bad Name'] })), [/^upstreams\.docker\.io\.allow\.1: not a repository pattern: "Bad Name"/]);
+});
+
+t.test('a bad deny pattern is refused under its key', async (t) => {
+  t.match(problems(() => hub({ deny: [{ repository: 'a**/b', reason: 'x' }] })), [/^upstreams\.docker\.io\.deny\.0\.repository: not a repository pattern/]);
+});
+
+t.test('a deny entry needs a repository, and knows no other keys than repository and reason', async (t) => {
+  t.match(problems(() => hub({ deny: [{ reason: 'x' }] })), [/^upstreams\.docker\.io\.deny\.0\.repository: /]);
+  t.match(problems(() => hub({ deny: [{ repository: 'library/x', why: 'x' }] })), [/^upstreams\.docker\.io\.deny\.0: .*"why"/]);
+});
+
+t.test('a deny reason is one line of text', async (t) => {
+  t.match(problems(() => hub({ deny: [{ repository: 'library/x', reason: 'two\nlines' }] })), [/^upstreams\.docker\.io\.deny\.0\.reason: .*one line/]);
+  t.match(problems(() => hub({ deny: [{ repository: 'library/x', reason: '   ' }] })), [/^upstreams\.docker\.io\.deny\.0\.reason: /]);
+  t.match(problems(() => hub({ deny: [{ repository: 'library/x', reason: 'x'.repeat(501) }] })), [/^upstreams\.docker\.io\.deny\.0\.reason: .*500/]);
+});
+
+t.test('allow and deny patterns that start with the upstream name are refused: they are names within it', async (t) => {
+  t.match(problems(() => hub({ allow: ['docker.io/library/*'] })), [/^upstreams\.docker\.io\.allow\.0: "docker\.io\/library\/\*" never matches: .*write "library\/\*"$/]);
+  t.match(problems(() => hub({ deny: [{ repository: 'docker.io/bitnami/**' }] })), [/^upstreams\.docker\.io\.deny\.0\.repository: .*write "bitnami\/\*\*"$/]);
+});
+
+t.test('on Docker Hub a one-component allow or deny pattern is refused with the library/ spelling', async (t) => {
+  t.match(problems(() => hub({ allow: ['alpine'] })), [/^upstreams\.docker\.io\.allow\.0: "alpine" never matches: .*write library\/alpine$/]);
+  t.match(problems(() => hub({ deny: [{ repository: '*' }] })), [/^upstreams\.docker\.io\.deny\.0\.repository: "\*" never matches: .*write library\/\*$/]);
+});
+
+t.test('on an upstream without the library rule a one-component pattern is fine', async (t) => {
+  const c = parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com', allow: ['app'], deny: [{ repository: '*' }] } } });
+  t.same(c.upstreams.get('r.example.com')!.allow, ['app']);
+  t.same(parseConfig({ upstreams: { 'docker.io': { ...HUB, library: false, allow: ['alpine'] } } }).upstreams.get('docker.io')!.allow, ['alpine']);
+});
+
+t.test('allow and deny are read-only once loaded', async (t) => {
+  const u = parseConfig({ upstreams: { 'docker.io': { ...HUB, allow: ['library/*'], deny: [{ repository: 'library/x' }] } } }).upstreams.get('docker.io')!;
+  t.throws(() => (u.allow as string[]).push('evil/**'));
+  t.throws(() => ((u.deny[0] as { reason: string | null }).reason = 'changed'));
 });
