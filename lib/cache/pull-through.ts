@@ -3,7 +3,8 @@
  * comes from the store or the upstream, and whether a stored tag is still trusted, is decided here.
  *
  *   manifest by tag:    fresh link → hit; stale link → HEAD upstream: same digest → revalidated,
- *                       changed → GET (miss); upstream failing → stored answer, marked stale
+ *                       changed → GET (miss); upstream failing → stored answer, marked stale.
+ *                       Fresh for the tag's tier (tag-policy.ts); a `forever` tier never goes stale.
  *   manifest by digest: stored → hit; else GET upstream, verify, store
  *   blob:               stored → hit; else one Download per digest, every client follows it
  */
@@ -20,6 +21,7 @@ import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { Download, type DownloadOptions } from './download.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
+import { tagTTLFor } from './tag-policy.js';
 
 export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale';
 
@@ -173,14 +175,21 @@ export class PullThrough {
       this.metadata.tagCheckedAt(repo.upstream, repo.name, tag),
       this.health?.quotaState(repo.upstream) ?? null,
     ]);
+    const tier = tagTTLFor(t.client.config, t.name, tag);
     // Low quota upstream: trust stored tags longer instead of spending the last pulls.
-    const ttl = t.client.config.tagTTL * (quota?.low ? this.quotaTTLMultiplier : 1);
+    const ttl = tier === 'forever' ? Infinity : tier * (quota?.low ? this.quotaTTLMultiplier : 1);
+    // How long this process reuses its answer before looking again. A `forever` tag is looked up
+    // again in the store (never upstream) after the upstream's tagTTL, so a tag pushed or imported
+    // by another replica or a CLI command on the same store is seen.
+    const memo = tier === 'forever' ? t.client.config.tagTTL : ttl;
     const haveBytes = link ? this.store.blobs.has(parseDigest(link.digest)) : false;
     if (t.client.offline) {
       // Offline by choice: what is stored is the answer; nothing is revalidated.
       if (link && haveBytes) return { answer: { link, how: 'hit' }, ttl: t.client.config.tagTTL };
       throw new OciError('OFFLINE', `the proxy is offline for ${t.client.name} (offline: true) and has no manifest ${t.name}:${tag}`);
     }
+    // Never revalidated once stored: the upstream is not asked, and so cannot fail.
+    if (link && haveBytes && tier === 'forever') return { answer: { link, how: 'hit' }, ttl: memo };
     if (link && haveBytes && checked && checked.digest === link.digest) {
       const age = this.clock.now() - checked.at;
       if (age >= 0 && age < ttl) return { answer: { link, how: 'hit' }, ttl: ttl - age };
@@ -190,14 +199,14 @@ export class PullThrough {
         const head = await t.client.headManifest(t.name, tag);
         if (head.digest === link.digest) {
           await this.metadata.setTagChecked(repo.upstream, repo.name, tag, link.digest, this.clock.now());
-          return { answer: { link, how: 'revalidated' }, ttl };
+          return { answer: { link, how: 'revalidated' }, ttl: memo };
         }
         // Changed upstream (or no digest in the HEAD answer): fetch the new manifest below.
       } catch (err) {
-        if (isTransient(err)) return this.staleTag(t, tag, link, err);
+        if (isTransient(err)) return this.staleTag(t, tag, link, err, memo);
         // A tag pushed here (seeded: pinned) that the upstream does not have is ours to serve.
         if (err instanceof UpstreamError && err.kind === 'not_found' && this.store.blobs.index.isPinned(link.digest)) {
-          return { answer: { link, how: 'hit' }, ttl };
+          return { answer: { link, how: 'hit' }, ttl: memo };
         }
         if (err instanceof UpstreamError) throw err.toOciError('MANIFEST_UNKNOWN');
         throw err;
@@ -207,7 +216,7 @@ export class PullThrough {
     try {
       fetched = await t.client.getManifest(t.name, tag, this.manifestMaxSize);
     } catch (err) {
-      if (link && haveBytes && isTransient(err)) return this.staleTag(t, tag, link, err);
+      if (link && haveBytes && isTransient(err)) return this.staleTag(t, tag, link, err, memo);
       if (err instanceof UpstreamError) throw err.toOciError('MANIFEST_UNKNOWN');
       throw err;
     }
@@ -215,7 +224,7 @@ export class PullThrough {
     const newLink: TagLink = { digest: stored.digest, mediaType: stored.mediaType, size: fetched.bytes.length };
     await this.store.repos.setTag(repo, tag, newLink);
     await this.metadata.setTagChecked(repo.upstream, repo.name, tag, newLink.digest, this.clock.now());
-    return { answer: { link: newLink, how: 'miss' }, ttl };
+    return { answer: { link: newLink, how: 'miss' }, ttl: memo };
   }
 
   /** Forgets the memoized answer for a tag: a push into this upstream's namespace just moved it. */
@@ -223,9 +232,9 @@ export class PullThrough {
     this.tags.delete(`${upstream}/${name}:${tag}`);
   }
 
-  private staleTag(t: Target, tag: string, link: TagLink, err: UpstreamError): { answer: TagAnswer; ttl: number } {
+  private staleTag(t: Target, tag: string, link: TagLink, err: UpstreamError, ttl: number): { answer: TagAnswer; ttl: number } {
     this.log.warn({ upstream: t.client.name, repo: t.name, tag, reason: err.message }, 'upstream failing; serving stored tag');
-    return { answer: { link, how: 'stale', staleReason: err.message }, ttl: Math.min(STALE_RETRY_MS, t.client.config.tagTTL) };
+    return { answer: { link, how: 'stale', staleReason: err.message }, ttl: Math.min(STALE_RETRY_MS, ttl) };
   }
 
   async getManifestByDigest(t: Target, d: Digest): Promise<ManifestAnswer> {

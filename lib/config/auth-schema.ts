@@ -76,7 +76,7 @@ const groupName = z.string().regex(/^[A-Za-z0-9._-]+$/, { message: 'a group name
  * (`docker.io`, `localhost:5000`) are allowed: proxied repositories are named `<upstream>/<name>`.
  */
 const REPO_PATTERN_RE = /^(?:\*\*|[a-z0-9._:*-]+)(?:\/(?:\*\*|[a-z0-9._:*-]+))*$/;
-const repositoryPattern = z.string().superRefine((v, ctx) => {
+export const repositoryPattern = z.string().superRefine((v, ctx) => {
   if (!REPO_PATTERN_RE.test(v) || v.split('/').some((c) => c !== '**' && c.includes('**'))) {
     ctx.addIssue({
       code: 'custom',

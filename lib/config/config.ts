@@ -14,6 +14,23 @@ export interface Timeouts {
   idle: number;
 }
 
+/**
+ * One tag TTL tier (cache.tagTTLPolicies): the tags it covers and how long their answer is trusted.
+ * `repository` matches `<upstream>/<name>` with the auth rules' grammar; `tag` is a glob (`*`) or
+ * the keyword `semver`; `ttl` is milliseconds, or `forever` (never revalidated once stored).
+ */
+export interface TagTTLPolicy {
+  repository: string;
+  tag: string;
+  ttl: number | 'forever';
+}
+
+/** A deny-list entry of an upstream: a repository pattern (a name within the upstream) and why. */
+export interface DenyRule {
+  repository: string;
+  reason: string | null;
+}
+
 export interface UpstreamConfig {
   /** Registry host name clients use for it: the `ns` value and the path prefix. */
   name: string;
@@ -26,6 +43,12 @@ export interface UpstreamConfig {
   timeouts: Timeouts;
   /** Never contacted: serve what is stored, refuse the rest. */
   offline: boolean;
+  /** cache.tagTTLPolicies: tiers tried before `tagTTL` (lib/cache/tag-policy.ts). */
+  tagTTLPolicies: readonly TagTTLPolicy[];
+  /** Repository patterns (names within this upstream) that are proxied; null: every repository. */
+  allow: readonly string[] | null;
+  /** Repository patterns refused with 403 DENIED, stored content included (lib/cache/repository-filter.ts). */
+  deny: readonly DenyRule[];
 }
 
 export interface Config {
@@ -37,7 +60,13 @@ export interface Config {
   /** Client authentication and access rules (lib/server/auth). */
   auth: AuthConfig;
   log: { level: ParsedConfig['log']['level'] };
-  cache: { tagTTL: number; manifestMaxSize: number; finishAbandonedDownloads: boolean; downloadResumes: number };
+  cache: {
+    tagTTL: number;
+    manifestMaxSize: number;
+    finishAbandonedDownloads: boolean;
+    downloadResumes: number;
+    tagTTLPolicies: readonly TagTTLPolicy[];
+  };
   timeouts: Timeouts;
   defaultUpstream: string | null;
   upstreams: ReadonlyMap<string, UpstreamConfig>;
@@ -118,6 +147,9 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       tagTTL: u.tagTTL ?? parsed.cache.tagTTL,
       timeouts: { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) },
       offline: u.offline ?? parsed.offline,
+      tagTTLPolicies: parsed.cache.tagTTLPolicies,
+      allow: u.allow ?? null,
+      deny: (u.deny ?? []).map((d) => ({ repository: d.repository, reason: d.reason ?? null })),
     });
   }
   const config: Config = {
@@ -140,7 +172,8 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
 
 /**
  * Checks across keys, on the raw document so they are reported together with schema errors:
- * defaultUpstream must name an upstream; username and password go together.
+ * defaultUpstream must name an upstream; username and password go together; repository patterns
+ * that could never match (see patternProblems).
  */
 function crossCheck(doc: unknown): string[] {
   const problems: string[] = [];
@@ -157,6 +190,64 @@ function crossCheck(doc: unknown): string[] {
       if (typeof u !== 'object' || u === null) continue;
       const { username, password } = u as Record<string, unknown>;
       if ((username === undefined) !== (password === undefined)) problems.push(`upstreams.${name}: username and password go together`);
+    }
+  }
+  problems.push(...patternProblems(d, names));
+  return problems;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Repository patterns that are well formed but can never match, written the other convention's
+ * way: tag TTL policies name `<upstream>/<name>` (as auth rules do), allow and deny lists a name
+ * within their upstream. On a `library` upstream (Docker Hub) a one-component name is
+ * `library/<name>`, so `alpine` (allow, deny) or `docker.io/alpine` (policies) never matches.
+ */
+function patternProblems(d: Record<string, unknown>, names: string[]): string[] {
+  const problems: string[] = [];
+  const ups = isRecord(d.upstreams) ? d.upstreams : undefined;
+  const library = (name: string): boolean => {
+    const u = ups?.[name];
+    return isRecord(u) && typeof u.library === 'boolean' ? u.library : name === 'docker.io';
+  };
+  const oneComponent = (parts: string[]): boolean => parts.length === 1 && parts[0] !== '**';
+  const libraryHint = (upstream: string, parts: string[]): string =>
+    `on ${upstream} a name of one component is library/<name> (library: true), so write ${[...parts.slice(0, -1), 'library', parts.at(-1)].join('/')}`;
+  const cache = isRecord(d.cache) ? d.cache : undefined;
+  const policies = Array.isArray(cache?.tagTTLPolicies) ? (cache.tagTTLPolicies as unknown[]) : [];
+  policies.forEach((p, i) => {
+    if (!isRecord(p) || typeof p.repository !== 'string') return;
+    const [first, ...rest] = p.repository.split('/');
+    const key = `cache.tagTTLPolicies.${i}.repository`;
+    if (first === undefined || first.includes('*')) return;
+    if (!names.includes(first)) {
+      problems.push(
+        `${key}: ${JSON.stringify(p.repository)} names no configured upstream (${names.join(', ') || 'none'}): policies match <upstream>/<name>, e.g. docker.io/library/alpine or **`,
+      );
+    } else if (library(first) && oneComponent(rest)) {
+      problems.push(`${key}: ${JSON.stringify(p.repository)} never matches: ${libraryHint(first, [first, ...rest])}`);
+    }
+  });
+  for (const [name, u] of Object.entries(ups ?? {})) {
+    if (!isRecord(u)) continue;
+    const lists: Array<[string, unknown[]]> = [
+      ['allow', Array.isArray(u.allow) ? (u.allow as unknown[]) : []],
+      ['deny', Array.isArray(u.deny) ? (u.deny as unknown[]).map((x) => (isRecord(x) ? x.repository : undefined)) : []],
+    ];
+    for (const [list, patterns] of lists) {
+      patterns.forEach((pattern, i) => {
+        if (typeof pattern !== 'string') return;
+        const key = `upstreams.${name}.${list}.${i}${list === 'deny' ? '.repository' : ''}`;
+        const parts = pattern.split('/');
+        if (parts[0] === name && parts.length > 1) {
+          problems.push(`${key}: ${JSON.stringify(pattern)} never matches: ${list} patterns are names within ${name}, so write ${JSON.stringify(parts.slice(1).join('/'))}`);
+        } else if (library(name) && oneComponent(parts)) {
+          problems.push(`${key}: ${JSON.stringify(pattern)} never matches: ${libraryHint(name, parts)}`);
+        }
+      });
     }
   }
   return problems;

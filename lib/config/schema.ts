@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
-import { AUTH_DEFAULTS, authSchema, httpUrl } from './auth-schema.js';
+import { AUTH_DEFAULTS, authSchema, httpUrl, repositoryPattern } from './auth-schema.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -35,6 +35,59 @@ const listen = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const host = (m[1] ?? '').replace(/^\[|\]$/g, '');
   return { host: host === '' ? '0.0.0.0' : host, port };
 });
+
+/** The tag keyword of cache.tagTTLPolicies: v1.2.3, 1.2.3, 1.2.3-rc.1 (three numbers, an optional pre-release). */
+export const SEMVER = 'semver';
+/** The TTL keyword of cache.tagTTLPolicies: a stored answer is never revalidated. */
+export const FOREVER = 'forever';
+
+/** How long a tag's answer is trusted: a duration, or `forever`. */
+const tagTTL = z.union([z.string(), z.number()]).transform((v, ctx): number | typeof FOREVER => {
+  if (v === FOREVER) return FOREVER;
+  const ms = parseDuration(v);
+  if (ms === null) {
+    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (use e.g. 30s, 5m, 1h, 7d, or ${FOREVER}: never revalidated)` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** A tag with `*` standing for any characters (tags have no "/"), or the keyword `semver`. */
+const TAG_GLOB_RE = /^[A-Za-z0-9_*][A-Za-z0-9._*-]{0,127}$/;
+const tagPattern = z.string().superRefine((v, ctx) => {
+  const hint = `a tag where * stands for any characters (e.g. latest, v1.*, *-alpine), or the keyword ${SEMVER}`;
+  if (!TAG_GLOB_RE.test(v)) {
+    ctx.addIssue({ code: 'custom', message: `not a tag pattern: ${JSON.stringify(v)} (${hint})` });
+  } else if (v !== SEMVER && v.toLowerCase() === SEMVER) {
+    // Tags are case-sensitive, so "SemVer" would be a literal tag that almost certainly never exists.
+    ctx.addIssue({ code: 'custom', message: `unknown keyword ${JSON.stringify(v)}: the keyword is ${SEMVER} (lowercase)` });
+  }
+});
+
+const tagTTLPolicySchema = z
+  .object({
+    /** Proxied repositories as `<upstream>/<name>` (auth rules' grammar: `*` one component, `**` any number). */
+    repository: repositoryPattern.default('**'),
+    tag: tagPattern,
+    ttl: tagTTL,
+  })
+  .strict();
+
+/** A reason given to clients in a DENIED answer: one line of text. */
+const denyReason = z
+  .string()
+  .trim()
+  .min(1, { message: 'a reason is one line of text (leave it out for none)' })
+  .max(500, { message: 'a reason is at most 500 characters' })
+  .refine((v) => ![...v].some((c) => c < ' ' || c === '\u007f'), { message: 'a reason is one line of text, without control characters' });
+
+const denySchema = z
+  .object({
+    /** A repository name within the upstream (`library/*`, `bitnami/**`). */
+    repository: repositoryPattern,
+    reason: denyReason.optional(),
+  })
+  .strict();
 
 const upstreamUrl = z.string().transform((v, ctx) => {
   const u = httpUrl(v, ctx);
@@ -75,6 +128,10 @@ const upstreamSchema = z
     timeouts: timeoutOverridesSchema.optional(),
     /** Overrides the global `offline`. */
     offline: z.boolean().optional(),
+    /** Only repositories matching one of these (names within the upstream) are proxied. Absent: all. */
+    allow: z.array(repositoryPattern).optional(),
+    /** Repositories refused (403 DENIED with the reason), checked before `allow`. */
+    deny: z.array(denySchema).optional(),
   })
   .strict();
 
@@ -182,9 +239,11 @@ export const configSchema = z
         finishAbandonedDownloads: z.boolean().default(true),
         /** Times a broken upstream body is resumed with a Range request before the download fails. */
         downloadResumes: z.number().int().min(0).max(100).default(5),
+        /** TTL tiers: the first policy matching a tag decides its TTL; no match: tagTTL (or the upstream's). */
+        tagTTLPolicies: z.array(tagTTLPolicySchema).default([]),
       })
       .strict()
-      .default({ tagTTL: 300_000, manifestMaxSize: 4 * 1024 * 1024, finishAbandonedDownloads: true, downloadResumes: 5 }),
+      .default({ tagTTL: 300_000, manifestMaxSize: 4 * 1024 * 1024, finishAbandonedDownloads: true, downloadResumes: 5, tagTTLPolicies: [] }),
     timeouts: timeoutsSchema.default({ connect: 10_000, firstByte: 60_000, idle: 120_000 }),
     /** Upstream for names with no `ns` and no registry prefix (Docker's registry-mirrors). null: none. */
     defaultUpstream: upstreamName.nullable().default('docker.io'),

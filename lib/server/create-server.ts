@@ -23,6 +23,7 @@ import { hostedRepo } from '../registry/registry.js';
 import type { HostedNames } from '../registry/hosted.js';
 import type { ProxiedReferrers } from '../cache/referrers.js';
 import { fetchAndPin } from '../cache/seed.js';
+import { assertProxied, refusal } from '../cache/repository-filter.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import { actionFor, allowedMethods, type Action } from './actions.js';
 import { resolveTarget } from './target.js';
@@ -333,6 +334,9 @@ async function repoRoute(
     }
   }
   const repo = resolved.repo;
+  // upstreams.<name>.allow / deny: refused (403 DENIED) for every endpoint and action, before the
+  // store or the upstream is asked, so nothing cached under the name is served either.
+  assertProxied(repo.upstream, repo.name);
   const client = deps.upstreams.get(repo.upstream.name)!;
   const target: Target = { client, name: repo.name };
   outcome.upstream = client.name;
@@ -395,7 +399,9 @@ function pushContext(
     resolveFrom(name: string): RepoRef | null {
       try {
         const from = resolveTarget(name, ns, deps.config, deps.hosted);
-        return from.kind === 'hosted' ? hostedRepo(from.name) : { upstream: from.repo.upstream.name, name: from.repo.name };
+        if (from.kind === 'hosted') return hostedRepo(from.name);
+        // A refused repository is no mount source: its stored blobs would be served under another name.
+        return refusal(from.repo.upstream, from.repo.name) ? null : { upstream: from.repo.upstream.name, name: from.repo.name };
       } catch {
         return null;
       }
