@@ -13,7 +13,7 @@
 import type { UpstreamConfig } from '../config/config.js';
 import { OciError } from '../oci/errors.js';
 // See lib/cache/tag-policy.ts: the auth rules' glob, reused.
-import { compilePattern } from '../server/auth/access-rules.js';
+import { compilePattern } from '../oci/repository-pattern.js';
 
 export interface Refusal {
   list: 'deny' | 'allow';

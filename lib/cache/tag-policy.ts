@@ -15,7 +15,7 @@
 import type { TagTTLPolicy, UpstreamConfig } from '../config/config.js';
 // The auth rules' glob, reused so that both read patterns alike (a pure function; it belongs in
 // lib/oci, where both could import it without cache/ reaching into server/).
-import { compilePattern } from '../server/auth/access-rules.js';
+import { compilePattern } from '../oci/repository-pattern.js';
 
 export type TagTTL = number | 'forever';
 
