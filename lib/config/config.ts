@@ -12,6 +12,11 @@ export interface Timeouts {
   connect: number;
   firstByte: number;
   idle: number;
+  /** Window in which an upstream body must deliver `minProgress` bytes, else it is stalled. */
+  stall: number;
+  minProgress: number;
+  /** Overall deadline of an upstream request other than a blob body. */
+  request: number;
 }
 
 export interface UpstreamConfig {
@@ -26,6 +31,8 @@ export interface UpstreamConfig {
   timeouts: Timeouts;
   /** Never contacted: serve what is stored, refuse the rest. */
   offline: boolean;
+  /** Redirects followed: blob GETs only, or every GET and HEAD. */
+  redirects: 'blobs' | 'all';
 }
 
 export interface Config {
@@ -35,13 +42,22 @@ export interface Config {
   /** Client authentication and access rules (lib/server/auth). */
   auth: AuthConfig;
   log: { level: ParsedConfig['log']['level'] };
-  cache: { tagTTL: number; manifestMaxSize: number; finishAbandonedDownloads: boolean; downloadResumes: number };
+  cache: {
+    tagTTL: number;
+    manifestMaxSize: number;
+    finishAbandonedDownloads: boolean;
+    downloadResumes: number;
+    manifestMaxReferences: number;
+    blobMaxSize: number;
+    tagsListMaxTags: number;
+    tagsListMaxBytes: number;
+  };
   timeouts: Timeouts;
   defaultUpstream: string | null;
   upstreams: ReadonlyMap<string, UpstreamConfig>;
   offline: boolean;
   /** Hosted repositories and the push side. */
-  registry: { hosted: readonly string[]; delete: boolean; uploadMaxAge: number };
+  registry: { hosted: readonly string[]; delete: boolean; uploadMaxAge: number; pushUpstreamChecks: number };
   upstreamPolicy: {
     retryAfterDefault: number;
     breakerFailures: number;
@@ -116,6 +132,8 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       tagTTL: u.tagTTL ?? parsed.cache.tagTTL,
       timeouts: { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) },
       offline: u.offline ?? parsed.offline,
+      // registry.k8s.io answers every API request with a redirect to the registry behind it.
+      redirects: u.redirects ?? (name === 'registry.k8s.io' ? 'all' : 'blobs'),
     });
   }
   const config: Config = {

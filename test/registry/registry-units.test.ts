@@ -63,8 +63,8 @@ t.test('registry.uploadMaxAge below a minute is refused with its key path', asyn
   t.equal(parseConfig({ registry: { uploadMaxAge: '2h' } }).registry.uploadMaxAge, 7_200_000);
 });
 
-t.test('registry defaults: nothing hosted, no deletes, uploads swept after 24 h', async (t) => {
-  t.same(parseConfig({}).registry, { hosted: [], delete: false, uploadMaxAge: 86_400_000 });
+t.test('registry defaults: nothing hosted, no deletes, uploads swept after 24 h, at most 64 upstream checks per push', async (t) => {
+  t.same(parseConfig({}).registry, { hosted: [], delete: false, uploadMaxAge: 86_400_000, pushUpstreamChecks: 64 });
 });
 
 // ---------------------------------------------------------------- chunk ranges
