@@ -20,6 +20,7 @@ import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { Download, type DownloadOptions } from './download.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
+import { CACHE_DEFAULTS } from '../config/schema.js';
 
 export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale';
 
@@ -71,6 +72,23 @@ const MANIFEST_MEMO_BYTES = 64 * 1024 * 1024;
  */
 const SHARED_RECENT_BYTES = 2 * 1024 * 1024;
 
+/** What a manifest or a list from an upstream may cost. */
+export interface PullLimits {
+  /** Blobs and child manifests one manifest may name (cache.manifestMaxReferences). */
+  manifestMaxReferences: number;
+  /** No blob download goes past this (cache.blobMaxSize). */
+  blobMaxSize: number;
+  tagsListMaxTags: number;
+  tagsListMaxBytes: number;
+}
+
+export const DEFAULT_PULL_LIMITS: PullLimits = {
+  manifestMaxReferences: CACHE_DEFAULTS.manifestMaxReferences,
+  blobMaxSize: CACHE_DEFAULTS.blobMaxSize,
+  tagsListMaxTags: CACHE_DEFAULTS.tagsListMaxTags,
+  tagsListMaxBytes: CACHE_DEFAULTS.tagsListMaxBytes,
+};
+
 /** Failures that leave stored content servable: the upstream cannot answer now, or must not be asked. */
 function isTransient(err: unknown): err is UpstreamError {
   return (
@@ -93,6 +111,7 @@ export class PullThrough {
   private readonly downloadOptions: Partial<DownloadOptions>;
   private readonly health: UpstreamHealth | null;
   private readonly quotaTTLMultiplier: number;
+  private readonly limits: PullLimits;
 
   constructor(deps: {
     store: Store;
@@ -104,7 +123,9 @@ export class PullThrough {
     health?: UpstreamHealth;
     /** Tag TTLs are multiplied by this while an upstream's quota is low. */
     quotaTTLMultiplier?: number;
+    limits?: Partial<PullLimits>;
   }) {
+    this.limits = { ...DEFAULT_PULL_LIMITS, ...deps.limits };
     this.downloadOptions = deps.download ?? {};
     this.health = deps.health ?? null;
     this.quotaTTLMultiplier = deps.quotaTTLMultiplier ?? 1;
@@ -406,13 +427,16 @@ export class PullThrough {
 
   // ---- tags list -------------------------------------------------------------------------
 
-  /** The complete tags list: from the upstream, else the last complete one stored (stale). */
-  async listTags(t: Target): Promise<{ tags: string[]; cache: CacheResult; staleReason?: string }> {
+  /**
+   * The complete tags list: from the upstream, else the last complete one stored (stale). Fetching
+   * stops when `signal` aborts (the client went away).
+   */
+  async listTags(t: Target, signal?: AbortSignal): Promise<{ tags: string[]; cache: CacheResult; staleReason?: string }> {
     const repo = this.repo(t);
     // Tags pushed here (seeded) are served by getManifestByTag whatever the upstream says: list them too.
     const seeded = await this.seededTags(repo);
     try {
-      const tags = await t.client.listTags(t.name);
+      const tags = await t.client.listTags(t.name, { maxTags: this.limits.tagsListMaxTags, maxBytes: this.limits.tagsListMaxBytes }, signal);
       await this.store.repos.setTagsList(repo, tags, this.clock.now());
       return { tags: [...new Set([...tags, ...seeded])], cache: 'miss' };
     } catch (err) {
