@@ -71,6 +71,8 @@ const MANIFEST_MEMO_BYTES = 64 * 1024 * 1024;
  * (one copy for all of them) instead of each reading the temp file into buffers of its own.
  */
 const SHARED_RECENT_BYTES = 2 * 1024 * 1024;
+/** Descriptor sizes remembered (per repository and digest) from manifests fetched upstream. */
+const DESCRIPTOR_SIZES_MAX = 50_000;
 
 /** What a manifest or a list from an upstream may cost. */
 export interface PullLimits {
@@ -112,6 +114,11 @@ export class PullThrough {
   private readonly health: UpstreamHealth | null;
   private readonly quotaTTLMultiplier: number;
   private readonly limits: PullLimits;
+  /**
+   * Sizes that manifests fetched upstream give for the blobs they name, by `upstream/name@digest`
+   * (a manifest speaks for its own repository only): a download of one is held to that size.
+   */
+  private readonly descriptorSizes = new LRUCache<string, number>({ max: DESCRIPTOR_SIZES_MAX });
 
   constructor(deps: {
     store: Store;
@@ -307,6 +314,7 @@ export class PullThrough {
     const repo = this.repo(t);
     const refs = [...parsed.manifests, ...parsed.blobs].map((x) => x.digest);
     await Promise.all([actual.value, ...refs].map((x) => this.store.repos.link(repo, parseDigest(x))));
+    for (const d of parsed.blobs) if (d.size >= 0) this.descriptorSizes.set(`${repo.upstream}/${repo.name}@${d.digest}`, d.size);
     this.manifests.set(actual.value, { bytes, mediaType: parsed.mediaType });
     return { digest: actual.value, mediaType: parsed.mediaType };
   }
@@ -400,7 +408,11 @@ export class PullThrough {
   }
 
   private startDownload(t: Target, d: Digest): Download {
-    const writer = this.store.blobs.createWriter(d, { keepRecent: SHARED_RECENT_BYTES });
+    const expectedSize = this.descriptorSizes.get(`${t.client.name}/${t.name}@${d.value}`) ?? null;
+    const maxSize = this.limits.blobMaxSize;
+    // The writer refuses past the limit too: a second line behind the download's own check.
+    const writer = this.store.blobs.createWriter(d, { keepRecent: SHARED_RECENT_BYTES, maxSize: expectedSize ?? maxSize });
+    const timeouts = t.client.config.timeouts;
     const dl = new Download(
       d.value,
       writer,
@@ -408,7 +420,13 @@ export class PullThrough {
         open: (start, signal) => t.client.getBlob(t.name, d.value, { start, signal }),
       },
       this.log.child({ upstream: t.client.name, repo: t.name }),
-      this.downloadOptions,
+      {
+        ...this.downloadOptions,
+        maxSize,
+        expectedSize,
+        stall: { windowMs: timeouts.stall, minBytes: timeouts.minProgress },
+        upstream: t.client.name,
+      },
     );
     this.downloads.set(d.value, dl);
     dl.done.then(
