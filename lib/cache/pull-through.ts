@@ -20,6 +20,7 @@ import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { Download, type DownloadOptions } from './download.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
+import { mapLimit } from '../util/map-limit.js';
 import { CACHE_DEFAULTS } from '../config/schema.js';
 
 export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale';
@@ -71,6 +72,8 @@ const MANIFEST_MEMO_BYTES = 64 * 1024 * 1024;
  * (one copy for all of them) instead of each reading the temp file into buffers of its own.
  */
 const SHARED_RECENT_BYTES = 2 * 1024 * 1024;
+/** Files touched at once when a manifest's references are linked: never thousands together (EMFILE). */
+const LINK_CONCURRENCY = 8;
 /** Descriptor sizes remembered (per repository and digest) from manifests fetched upstream. */
 const DESCRIPTOR_SIZES_MAX = 50_000;
 
@@ -310,10 +313,19 @@ export class PullThrough {
     } catch (err) {
       throw new OciError('MANIFEST_INVALID', `upstream ${t.client.name} sent an invalid manifest for ${t.name}: ${(err as Error).message}`, { status: 502 });
     }
+    const descriptors = [...parsed.manifests, ...parsed.blobs];
+    const max = this.limits.manifestMaxReferences;
+    if (descriptors.length > max) {
+      throw new OciError(
+        'MANIFEST_INVALID',
+        `upstream ${t.client.name} sent a manifest for ${t.name} naming ${descriptors.length} blobs and manifests, above the limit of ${max} (cache.manifestMaxReferences)`,
+        { status: 502 },
+      );
+    }
     await this.store.blobs.putSmall(bytes, actual);
     const repo = this.repo(t);
-    const refs = [...parsed.manifests, ...parsed.blobs].map((x) => x.digest);
-    await Promise.all([actual.value, ...refs].map((x) => this.store.repos.link(repo, parseDigest(x))));
+    const refs = [...new Set([actual.value, ...descriptors.map((x) => x.digest)])];
+    await mapLimit(refs, LINK_CONCURRENCY, (x) => this.store.repos.link(repo, parseDigest(x)));
     for (const d of parsed.blobs) if (d.size >= 0) this.descriptorSizes.set(`${repo.upstream}/${repo.name}@${d.digest}`, d.size);
     this.manifests.set(actual.value, { bytes, mediaType: parsed.mediaType });
     return { digest: actual.value, mediaType: parsed.mediaType };

@@ -109,6 +109,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   });
   const registry = new Registry(store, {
     manifestMaxSize: config.cache.manifestMaxSize,
+    manifestMaxReferences: config.cache.manifestMaxReferences,
+    pushUpstreamChecks: config.registry.pushUpstreamChecks,
     uploadMaxAge: config.registry.uploadMaxAge,
     log,
     now: () => clock.now(),
