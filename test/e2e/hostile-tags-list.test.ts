@@ -110,7 +110,7 @@ function peakRssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-t.test('one anonymous request for a hostile tag list leaves the process below 350 MiB peak RSS', async (t) => {
+t.test('one anonymous request for a hostile tag list grows the process\'s peak RSS by less than 128 MiB', async (t) => {
   // 300 pages of 20,000 tags (6 million, ~90 MB of JSON) unless something stops stevedore first.
   const fake = await startFake(t, (_req, res, url) =>
     url.pathname === '/v2/r/tags/list' ? sendPage(res, url, { perPage: 20_000, lastPage: 299 }) : notFound(res),
@@ -122,6 +122,8 @@ t.test('one anonymous request for a hostile tag list leaves the process below 35
   t.comment(`peak RSS ${before.toFixed(0)} MiB at start, ${peak.toFixed(0)} MiB after the request; ${pages(fake)} pages fetched; status ${r.status}`);
   t.equal(r.status, 502, 'refused: above the default cache.tagsListMaxTags');
   t.ok(pages(fake) <= 6, `at most 6 pages fetched (${pages(fake)})`);
-  t.ok(peak < 350, `peak RSS ${peak.toFixed(0)} MiB below 350 MiB`);
+  // Before the caps the same request took the process from ~280 MiB to ~1.8 GiB (and 8.4 GiB with
+  // 1,000 pages); a start-up peak of a few hundred MiB is the TypeScript loader's, not ours.
+  t.ok(peak - before < 128, `peak RSS grew by ${(peak - before).toFixed(0)} MiB, less than 128 MiB`);
   await p.kill('SIGTERM');
 });

@@ -111,3 +111,31 @@ t.test('a blob GET redirected to another origin on loopback is followed when the
   t.equal(cdn.requests.length, 1, 'the CDN was asked once');
   t.equal(cdn.requests[0]?.headers.authorization, undefined, 'without Authorization');
 });
+
+t.test('a blob HEAD answered with a redirect is not followed: the blob counts as present, its size unknown', async (t) => {
+  const img = buildDockerImage('trust/redirect-head', { layers: 1 });
+  const layer = img.layers[0]!;
+  const cdn = await startFake(t, (_req, res) => notFound(res));
+  const up = await startFake(t, (_req, res, url) => {
+    if (url.pathname !== `/v2/r/blobs/${layer.digest}`) return notFound(res);
+    res.writeHead(307, { location: `${cdn.url}/cdn/${layer.digest}`, 'content-length': '0' });
+    res.end();
+  });
+  const sd = await startStevedore(t, { upstreams: { [UP]: { url: up.url } }, defaultUpstream: null });
+  const r = await rawRequest(`${sd.url}/v2/r/blobs/${layer.digest}?ns=${UP}`, { method: 'HEAD' });
+  t.equal(r.status, 200);
+  t.equal(r.headers['content-length'], undefined, 'no Content-Length: the size is not known');
+  t.equal(cdn.requests.length, 0, 'the redirect target was never asked');
+});
+
+t.test('with redirects: all, a manifest request redirected to another origin is followed, without Authorization', async (t) => {
+  const img = buildDockerImage('trust/redirect-all', { layers: 1 });
+  const elsewhere = await startFake(t, (_req, res, url) => (url.pathname === '/v2/r/manifests/v1' ? sendManifest(res, img.manifest) : notFound(res)));
+  const up = await startRedirecting(t, () => elsewhere.url);
+  const sd = await startStevedore(t, { upstreams: { [UP]: { url: up.url, redirects: 'all', ...CREDS } }, defaultUpstream: null });
+  const r = await rawRequest(`${sd.url}/v2/r/manifests/v1?ns=${UP}`);
+  t.equal(r.status, 200);
+  t.ok(r.body.equals(img.manifest.data), 'the manifest bytes');
+  t.equal(elsewhere.requests.length, 1, 'the redirect target was asked once');
+  t.equal(elsewhere.requests[0]?.headers.authorization, undefined, 'without Authorization');
+});
