@@ -139,3 +139,23 @@ t.test('with redirects: all, a manifest request redirected to another origin is 
   t.equal(elsewhere.requests.length, 1, 'the redirect target was asked once');
   t.equal(elsewhere.requests[0]?.headers.authorization, undefined, 'without Authorization');
 });
+
+t.test('a blob GET redirected to a host name resolving to loopback (localhost) is followed when the upstream is on loopback', async (t) => {
+  const img = buildDockerImage('trust/redirect-name', { layers: 1 });
+  const layer = img.layers[0]!;
+  const cdn = await startFake(t, (_req, res, url) => {
+    if (url.pathname !== `/cdn/${layer.digest}`) return notFound(res);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(layer.size) });
+    res.end(layer.data);
+  });
+  const up = await startFake(t, (_req, res, url) => {
+    if (url.pathname !== `/v2/r/blobs/${layer.digest}`) return notFound(res);
+    res.writeHead(307, { location: `http://localhost:${cdn.port}/cdn/${layer.digest}`, 'content-length': '0' });
+    res.end();
+  });
+  const sd = await startStevedore(t, { upstreams: { [UP]: { url: up.url } }, defaultUpstream: null });
+  const r = await rawRequest(`${sd.url}/v2/r/blobs/${layer.digest}?ns=${UP}`);
+  t.equal(r.status, 200);
+  t.ok(r.complete && r.body.equals(layer.data), 'exact bytes, through the checked lookup');
+  t.equal(cdn.requests.length, 1, 'the CDN was asked once');
+});
