@@ -4,9 +4,15 @@
  * upstream speed, a slow client slows nobody, and it finishes into the store even when every
  * client has gone (unless `finishAbandoned` is off).
  *
- * When the upstream connection drops mid-body, the download resumes with `Range: bytes=N-` from
- * the bytes already written, with bounded retries and backoff; clients notice nothing. When it
- * cannot resume, or the bytes do not verify, the temp file is deleted and every follower fails.
+ * When the upstream connection drops mid-body, or stalls (less than `stall.minBytes` in
+ * `stall.windowMs`: silence or a drip alike), the download resumes with `Range: bytes=N-` from the
+ * bytes already written, with bounded retries and backoff; clients notice nothing. When it cannot
+ * resume, or the bytes do not verify, the temp file is deleted and every follower fails.
+ *
+ * The body is held to the size known for the digest: the upstream's Content-Length, the size a
+ * manifest's descriptor gave (`expectedSize`), and `maxSize`. An announced size that disagrees or
+ * is too large is refused before a byte is read; a body that runs past its size is stopped at once
+ * (the connection closed, the chunk never written) and nothing is stored.
  */
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
@@ -14,6 +20,7 @@ import type { Logger } from 'pino';
 import type { BlobWriter, CommitResult } from '../storage/blob-writer.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { discard } from '../upstream/upstream-client.js';
+import { ProgressWatch, type ProgressRule } from '../upstream/progress.js';
 
 export interface DownloadSource {
   /**
@@ -30,9 +37,25 @@ export interface DownloadOptions {
   backoffMs: number;
   /** Keep downloading into the store when every client has gone. */
   finishAbandoned: boolean;
+  /** No download goes past this many bytes (cache.blobMaxSize). */
+  maxSize: number;
+  /** The size a manifest stevedore fetched gives for this digest, when one did. */
+  expectedSize: number | null;
+  /** Minimum progress of the body (timeouts.stall / minProgress); null: only the idle timeout. */
+  stall: ProgressRule | null;
+  /** The upstream's name, for error messages. */
+  upstream: string;
 }
 
-export const DEFAULT_DOWNLOAD_OPTIONS: DownloadOptions = { maxResumes: 5, backoffMs: 100, finishAbandoned: true };
+export const DEFAULT_DOWNLOAD_OPTIONS: DownloadOptions = {
+  maxResumes: 5,
+  backoffMs: 100,
+  finishAbandoned: true,
+  maxSize: Number.MAX_SAFE_INTEGER,
+  expectedSize: null,
+  stall: null,
+  upstream: 'upstream',
+};
 
 /** Failures worth a Range resume: the connection broke or stalled after the answer began. */
 function isResumable(err: unknown): boolean {
@@ -64,8 +87,10 @@ export class Download {
   /** The repository the download was started for (`<upstream>/<name>`): others must be allowed to join. */
   readonly repoKey: string;
   readonly writer: BlobWriter;
-  /** Total size once the upstream said it (Content-Length / Content-Range). */
+  /** Total size once known: the upstream said it (Content-Length / Content-Range), or a manifest did. */
   size: number | null = null;
+  /** Where `size` came from. */
+  private sizeFrom: 'announced' | 'manifest' | null = null;
   /** Resolves when the upstream answered with a body (or rejects with its error). */
   readonly ready: Promise<void>;
   /** Resolves when the blob is verified and in the store. */
@@ -117,22 +142,31 @@ export class Download {
       stuck = from > lastFrom ? 0 : stuck + 1;
       lastFrom = from;
       this.attempts++;
+      let opened = false;
       try {
         const res = await source.open(from, this.abort.signal);
-        if (this.size === null) this.size = res.size;
-        else if (res.size !== null && res.size !== this.size) {
+        const refused = this.refuseSize(res.size);
+        if (refused) {
           discard(res.body);
-          throw new UpstreamError('bad_response', 'upstream', `size of ${this.digest} changed between requests (${this.size} then ${res.size})`);
+          throw refused;
+        }
+        if (this.size === null) {
+          this.size = res.size ?? this.opts.expectedSize;
+          this.sizeFrom = res.size !== null ? 'announced' : this.size !== null ? 'manifest' : null;
+        } else if (res.size !== null && res.size !== this.size) {
+          discard(res.body);
+          throw new UpstreamError('bad_response', this.opts.upstream, `size of ${this.digest} changed between requests (${this.size} then ${res.size})`);
         }
         markReady();
+        opened = true;
         await this.copy(res.body, from - res.start);
         return;
       } catch (err) {
         if (this.abort.signal.aborted) throw this.abort.signal.reason as Error;
         // A transfer that had begun is resumed. A first request fails fast (refused, timed out, an
         // error status is the client's answer), unless its connection was reset: that is the
-        // same fault as a reset mid-body, only earlier.
-        const begun = this.attempts > 1 || this.received > 0 || wasReset(err);
+        // same fault as a reset mid-body, only earlier. A body that broke or stalled had begun.
+        const begun = this.attempts > 1 || opened || this.received > 0 || wasReset(err);
         if (!begun || !isResumable(err) || resumes >= this.opts.maxResumes) throw err;
         resumes++;
         const wait = Math.min(5_000, this.opts.backoffMs * 2 ** stuck);
@@ -142,11 +176,50 @@ export class Download {
     }
   }
 
+  /** Why a body announcing `announced` bytes is not even read, or null when it may be. */
+  private refuseSize(announced: number | null): UpstreamError | null {
+    if (announced === null) return null;
+    const { expectedSize, maxSize, upstream } = this.opts;
+    if (expectedSize !== null && announced !== expectedSize) {
+      return new UpstreamError('bad_response', upstream, `upstream ${upstream} announced ${announced} bytes for blob ${this.digest}, which a manifest gives as ${expectedSize} bytes`);
+    }
+    if (announced > maxSize) {
+      return new UpstreamError('bad_response', upstream, `upstream ${upstream} announced ${announced} bytes for blob ${this.digest}, above the limit of ${maxSize} (cache.blobMaxSize)`);
+    }
+    return null;
+  }
+
+  /** The error for a body that ran past `limit` bytes. */
+  private tooLong(limit: number): UpstreamError {
+    const { upstream } = this.opts;
+    const why =
+      this.sizeFrom === 'manifest'
+        ? `longer than the ${limit} bytes a manifest gives for it`
+        : this.sizeFrom === 'announced'
+          ? `longer than the ${limit} bytes it announced`
+          : `above the limit of ${limit} bytes (cache.blobMaxSize)`;
+    return new UpstreamError('bad_response', upstream, `upstream ${upstream} sent blob ${this.digest} ${why}; download stopped`);
+  }
+
   /** Writes the body into the temp file, first dropping `skip` bytes we already have. */
   private async copy(body: Readable, skip: number): Promise<void> {
     let toSkip = skip;
+    const limit = this.size ?? this.opts.maxSize;
+    const rule = this.opts.stall;
+    const watch = rule
+      ? new ProgressWatch(rule, (bytes) => {
+          const { upstream } = this.opts;
+          const err = new UpstreamError(
+            'timeout',
+            upstream,
+            `upstream ${upstream} stalled on blob ${this.digest}: ${bytes} bytes in ${rule.windowMs} ms, less than timeouts.minProgress (${rule.minBytes}) per timeouts.stall`,
+          );
+          body.destroy(err);
+        })
+      : null;
     try {
       for await (const raw of body as AsyncIterable<Buffer>) {
+        watch?.add(raw.length);
         let chunk = raw;
         if (toSkip > 0) {
           if (chunk.length <= toSkip) {
@@ -156,10 +229,21 @@ export class Download {
           chunk = chunk.subarray(toSkip);
           toSkip = 0;
         }
+        // Past the size known for the digest: it can never verify. Not a byte more is written.
+        if (this.received + chunk.length > limit) throw this.tooLong(limit);
         this.received += chunk.length;
-        if (!this.writer.write(chunk)) await once(this.writer, 'drain', { signal: this.abort.signal });
+        if (!this.writer.write(chunk)) {
+          // Waiting on our own disk is not the upstream stalling.
+          watch?.pause();
+          try {
+            await once(this.writer, 'drain', { signal: this.abort.signal });
+          } finally {
+            watch?.resume();
+          }
+        }
       }
     } finally {
+      watch?.stop();
       discard(body);
     }
     if (this.size !== null && this.received < this.size) {

@@ -22,6 +22,8 @@ import { UpstreamError } from '../upstream/errors.js';
 import { Download, type DownloadOptions } from './download.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { tagTTLFor } from './tag-policy.js';
+import { mapLimit } from '../util/map-limit.js';
+import { CACHE_DEFAULTS } from '../config/schema.js';
 
 export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale';
 
@@ -72,6 +74,27 @@ const MANIFEST_MEMO_BYTES = 64 * 1024 * 1024;
  * (one copy for all of them) instead of each reading the temp file into buffers of its own.
  */
 const SHARED_RECENT_BYTES = 2 * 1024 * 1024;
+/** Files touched at once when a manifest's references are linked: never thousands together (EMFILE). */
+const LINK_CONCURRENCY = 8;
+/** Descriptor sizes remembered (per repository and digest) from manifests fetched upstream. */
+const DESCRIPTOR_SIZES_MAX = 50_000;
+
+/** What a manifest or a list from an upstream may cost. */
+export interface PullLimits {
+  /** Blobs and child manifests one manifest may name (cache.manifestMaxReferences). */
+  manifestMaxReferences: number;
+  /** No blob download goes past this (cache.blobMaxSize). */
+  blobMaxSize: number;
+  tagsListMaxTags: number;
+  tagsListMaxBytes: number;
+}
+
+export const DEFAULT_PULL_LIMITS: PullLimits = {
+  manifestMaxReferences: CACHE_DEFAULTS.manifestMaxReferences,
+  blobMaxSize: CACHE_DEFAULTS.blobMaxSize,
+  tagsListMaxTags: CACHE_DEFAULTS.tagsListMaxTags,
+  tagsListMaxBytes: CACHE_DEFAULTS.tagsListMaxBytes,
+};
 
 /** Failures that leave stored content servable: the upstream cannot answer now, or must not be asked. */
 function isTransient(err: unknown): err is UpstreamError {
@@ -100,6 +123,12 @@ export class PullThrough {
   private readonly downloadOptions: Partial<DownloadOptions>;
   private readonly health: UpstreamHealth | null;
   private readonly quotaTTLMultiplier: number;
+  private readonly limits: PullLimits;
+  /**
+   * Sizes that manifests fetched upstream give for the blobs they name, by `upstream/name@digest`
+   * (a manifest speaks for its own repository only): a download of one is held to that size.
+   */
+  private readonly descriptorSizes = new LRUCache<string, number>({ max: DESCRIPTOR_SIZES_MAX });
 
   constructor(deps: {
     store: Store;
@@ -111,7 +140,9 @@ export class PullThrough {
     health?: UpstreamHealth;
     /** Tag TTLs are multiplied by this while an upstream's quota is low. */
     quotaTTLMultiplier?: number;
+    limits?: Partial<PullLimits>;
   }) {
+    this.limits = { ...DEFAULT_PULL_LIMITS, ...deps.limits };
     this.downloadOptions = deps.download ?? {};
     this.health = deps.health ?? null;
     this.quotaTTLMultiplier = deps.quotaTTLMultiplier ?? 1;
@@ -296,10 +327,20 @@ export class PullThrough {
     } catch (err) {
       throw new OciError('MANIFEST_INVALID', `upstream ${t.client.name} sent an invalid manifest for ${t.name}: ${(err as Error).message}`, { status: 502 });
     }
+    const descriptors = [...parsed.manifests, ...parsed.blobs];
+    const max = this.limits.manifestMaxReferences;
+    if (descriptors.length > max) {
+      throw new OciError(
+        'MANIFEST_INVALID',
+        `upstream ${t.client.name} sent a manifest for ${t.name} naming ${descriptors.length} blobs and manifests, above the limit of ${max} (cache.manifestMaxReferences)`,
+        { status: 502 },
+      );
+    }
     await this.store.blobs.putSmall(bytes, actual);
     const repo = this.repo(t);
-    const refs = [...parsed.manifests, ...parsed.blobs].map((x) => x.digest);
-    await Promise.all([actual.value, ...refs].map((x) => this.store.repos.link(repo, parseDigest(x))));
+    const refs = [...new Set([actual.value, ...descriptors.map((x) => x.digest)])];
+    await mapLimit(refs, LINK_CONCURRENCY, (x) => this.store.repos.link(repo, parseDigest(x)));
+    for (const d of parsed.blobs) if (d.size >= 0) this.descriptorSizes.set(`${repo.upstream}/${repo.name}@${d.digest}`, d.size);
     this.manifests.set(actual.value, { bytes, mediaType: parsed.mediaType });
     return { digest: actual.value, mediaType: parsed.mediaType };
   }
@@ -410,7 +451,11 @@ export class PullThrough {
   }
 
   private startDownload(t: Target, d: Digest): Download {
-    const writer = this.store.blobs.createWriter(d, { keepRecent: SHARED_RECENT_BYTES });
+    const expectedSize = this.descriptorSizes.get(`${t.client.name}/${t.name}@${d.value}`) ?? null;
+    const maxSize = this.limits.blobMaxSize;
+    // The writer refuses past the limit too: a second line behind the download's own check.
+    const writer = this.store.blobs.createWriter(d, { keepRecent: SHARED_RECENT_BYTES, maxSize: expectedSize ?? maxSize });
+    const timeouts = t.client.config.timeouts;
     const dl = new Download(
       d.value,
       repoKey(this.repo(t)),
@@ -419,7 +464,13 @@ export class PullThrough {
         open: (start, signal) => t.client.getBlob(t.name, d.value, { start, signal }),
       },
       this.log.child({ upstream: t.client.name, repo: t.name }),
-      this.downloadOptions,
+      {
+        ...this.downloadOptions,
+        maxSize,
+        expectedSize,
+        stall: { windowMs: timeouts.stall, minBytes: timeouts.minProgress },
+        upstream: t.client.name,
+      },
     );
     this.downloads.set(d.value, dl);
     dl.done.then(
@@ -438,13 +489,16 @@ export class PullThrough {
 
   // ---- tags list -------------------------------------------------------------------------
 
-  /** The complete tags list: from the upstream, else the last complete one stored (stale). */
-  async listTags(t: Target): Promise<{ tags: string[]; cache: CacheResult; staleReason?: string }> {
+  /**
+   * The complete tags list: from the upstream, else the last complete one stored (stale). Fetching
+   * stops when `signal` aborts (the client went away).
+   */
+  async listTags(t: Target, signal?: AbortSignal): Promise<{ tags: string[]; cache: CacheResult; staleReason?: string }> {
     const repo = this.repo(t);
     // Tags pushed here (seeded) are served by getManifestByTag whatever the upstream says: list them too.
     const seeded = await this.seededTags(repo);
     try {
-      const tags = await t.client.listTags(t.name);
+      const tags = await t.client.listTags(t.name, { maxTags: this.limits.tagsListMaxTags, maxBytes: this.limits.tagsListMaxBytes }, signal);
       await this.store.repos.setTagsList(repo, tags, this.clock.now());
       return { tags: [...new Set([...tags, ...seeded])], cache: 'miss' };
     } catch (err) {

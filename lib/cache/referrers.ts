@@ -57,7 +57,7 @@ export class ProxiedReferrers {
   }
 
   private async fromUpstream(t: Target, subject: Digest): Promise<ReferrerDescriptor[]> {
-    const list = await t.client.getReferrers(t.name, subject.value);
+    const list = await t.client.getReferrers(t.name, subject.value, { maxBytes: this.manifestMaxSize });
     if (list !== null) return sanitizeDescriptors(list);
     // No referrers API: the tag schema, where clients keep the list themselves.
     try {

@@ -12,6 +12,11 @@ export interface Timeouts {
   connect: number;
   firstByte: number;
   idle: number;
+  /** Window in which an upstream body must deliver `minProgress` bytes, else it is stalled. */
+  stall: number;
+  minProgress: number;
+  /** Overall deadline of an upstream request other than a blob body. */
+  request: number;
 }
 
 /**
@@ -49,6 +54,8 @@ export interface UpstreamConfig {
   allow: readonly string[] | null;
   /** Repository patterns refused with 403 DENIED, stored content included (lib/cache/repository-filter.ts). */
   deny: readonly DenyRule[];
+  /** Redirects followed: blob GETs only, or every GET and HEAD. */
+  redirects: 'blobs' | 'all';
 }
 
 export interface Config {
@@ -66,6 +73,10 @@ export interface Config {
     finishAbandonedDownloads: boolean;
     downloadResumes: number;
     tagTTLPolicies: readonly TagTTLPolicy[];
+    manifestMaxReferences: number;
+    blobMaxSize: number;
+    tagsListMaxTags: number;
+    tagsListMaxBytes: number;
   };
   timeouts: Timeouts;
   defaultUpstream: string | null;
@@ -150,6 +161,8 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       tagTTLPolicies: parsed.cache.tagTTLPolicies,
       allow: u.allow ?? null,
       deny: (u.deny ?? []).map((d) => ({ repository: d.repository, reason: d.reason ?? null })),
+      // registry.k8s.io answers every API request with a redirect to the registry behind it.
+      redirects: u.redirects ?? (name === 'registry.k8s.io' ? 'all' : 'blobs'),
     });
   }
   const config: Config = {

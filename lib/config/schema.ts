@@ -99,20 +99,48 @@ const upstreamUrl = z.string().transform((v, ctx) => {
   return u.origin;
 });
 
+/** A stall window: at least a second (shorter would cut healthy bodies on a busy machine). */
+const stallWindow = duration.refine((ms) => ms >= 1_000, { message: 'at least 1s' });
+
+export const TIMEOUT_DEFAULTS = {
+  connect: 10_000,
+  firstByte: 60_000,
+  idle: 120_000,
+  stall: 30_000,
+  minProgress: 16 * 1024,
+  request: 120_000,
+};
+
 const timeoutsSchema = z
   .object({
     /** TCP + TLS connect. */
-    connect: duration.default(10_000),
+    connect: duration.default(TIMEOUT_DEFAULTS.connect),
     /** From sending the request to the response headers. */
-    firstByte: duration.default(60_000),
+    firstByte: duration.default(TIMEOUT_DEFAULTS.firstByte),
     /** Longest silence while a body is streaming (a multi-GiB layer on a slow link keeps going). */
-    idle: duration.default(120_000),
+    idle: duration.default(TIMEOUT_DEFAULTS.idle),
+    /**
+     * An upstream body that delivers fewer than `minProgress` bytes within this long is stalled: a
+     * blob download resumes with Range, any other request fails. Catches silence and drips alike.
+     */
+    stall: stallWindow.default(TIMEOUT_DEFAULTS.stall),
+    /** Bytes an upstream body must deliver in every `stall` window. */
+    minProgress: size.default(TIMEOUT_DEFAULTS.minProgress),
+    /** Overall deadline of an upstream request other than a blob body: headers and body, every page. */
+    request: duration.refine((ms) => ms >= 1_000, { message: 'at least 1s' }).default(TIMEOUT_DEFAULTS.request),
   })
   .strict();
 
 /** Per-upstream overrides: no defaults here, a key left out keeps the global value. */
 const timeoutOverridesSchema = z
-  .object({ connect: duration.optional(), firstByte: duration.optional(), idle: duration.optional() })
+  .object({
+    connect: duration.optional(),
+    firstByte: duration.optional(),
+    idle: duration.optional(),
+    stall: stallWindow.optional(),
+    minProgress: size.optional(),
+    request: duration.refine((ms) => ms >= 1_000, { message: 'at least 1s' }).optional(),
+  })
   .strict();
 
 // username/password pairing is checked in parseConfig, so it is reported alongside other errors.
@@ -132,6 +160,12 @@ const upstreamSchema = z
     allow: z.array(repositoryPattern).optional(),
     /** Repositories refused (403 DENIED with the reason), checked before `allow`. */
     deny: z.array(denySchema).optional(),
+    /**
+     * Which upstream redirects are followed: `blobs` (blob GETs only, e.g. Docker Hub's CDN) or
+     * `all` (every GET and HEAD, for registries that redirect their whole API). Default: `all` for
+     * registry.k8s.io only.
+     */
+    redirects: z.enum(['blobs', 'all']).optional(),
   })
   .strict();
 
@@ -161,14 +195,27 @@ export const DEFAULT_UPSTREAMS: Record<string, { url: string }> = {
 
 const GiB = 1024 ** 3;
 
-const REGISTRY_DEFAULTS = {
-  hosted: [],
+export const CACHE_DEFAULTS = {
+  tagTTL: 300_000,
+  manifestMaxSize: 4 * 1024 * 1024,
+  finishAbandonedDownloads: true,
+  downloadResumes: 5,
+  tagTTLPolicies: [],
+  manifestMaxReferences: 10_000,
+  blobMaxSize: 32 * GiB,
+  tagsListMaxTags: 100_000,
+  tagsListMaxBytes: 16 * 1024 * 1024,
+};
+
+export const REGISTRY_DEFAULTS = {
+  hosted: [] as string[],
   delete: false,
   uploadMaxAge: 86_400_000,
   uploadMaxSize: 16 * GiB,
   maxUploadSessions: 1000,
   maxUploadSessionsPerUser: 100,
   uploadQuotaPerUser: 64 * GiB,
+  pushUpstreamChecks: 64,
 };
 
 const SERVER_DEFAULTS = {
@@ -232,19 +279,27 @@ export const configSchema = z
     cache: z
       .object({
         /** How long a tag → digest answer is trusted before it is revalidated upstream with a HEAD. */
-        tagTTL: duration.default(300_000),
+        tagTTL: duration.default(CACHE_DEFAULTS.tagTTL),
         /** Manifests larger than this are refused (they are read into memory to be parsed). */
-        manifestMaxSize: size.default(4 * 1024 * 1024),
+        manifestMaxSize: size.default(CACHE_DEFAULTS.manifestMaxSize),
         /** Keep downloading a blob into the store when every client asking for it has gone. */
         finishAbandonedDownloads: z.boolean().default(true),
         /** Times a broken upstream body is resumed with a Range request before the download fails. */
         downloadResumes: z.number().int().min(0).max(100).default(5),
         /** TTL tiers: the first policy matching a tag decides its TTL; no match: tagTTL (or the upstream's). */
         tagTTLPolicies: z.array(tagTTLPolicySchema).default([]),
+        /** Blobs and child manifests one manifest may name, pulled or pushed (more: MANIFEST_INVALID). */
+        manifestMaxReferences: z.number().int().min(1).default(CACHE_DEFAULTS.manifestMaxReferences),
+        /** No upstream blob download goes past this many bytes (when its size is not known otherwise). */
+        blobMaxSize: size.refine((n) => n >= 1, { message: 'at least 1 byte' }).default(CACHE_DEFAULTS.blobMaxSize),
+        /** An upstream tag list (all its pages) with more tags than this is refused. */
+        tagsListMaxTags: z.number().int().min(1).default(CACHE_DEFAULTS.tagsListMaxTags),
+        /** An upstream tag list (all its pages) larger than this is refused. */
+        tagsListMaxBytes: size.refine((n) => n >= 1024, { message: 'at least 1KiB' }).default(CACHE_DEFAULTS.tagsListMaxBytes),
       })
       .strict()
-      .default({ tagTTL: 300_000, manifestMaxSize: 4 * 1024 * 1024, finishAbandonedDownloads: true, downloadResumes: 5, tagTTLPolicies: [] }),
-    timeouts: timeoutsSchema.default({ connect: 10_000, firstByte: 60_000, idle: 120_000 }),
+      .default(CACHE_DEFAULTS),
+    timeouts: timeoutsSchema.default(TIMEOUT_DEFAULTS),
     /** Upstream for names with no `ns` and no registry prefix (Docker's registry-mirrors). null: none. */
     defaultUpstream: upstreamName.nullable().default('docker.io'),
     upstreams: z.record(upstreamName, upstreamSchema).default(DEFAULT_UPSTREAMS as never),
@@ -253,9 +308,9 @@ export const configSchema = z
     registry: z
       .object({
         /** Repository names hosted here (glob patterns: `*` one name component, `**` any). Never proxied. */
-        hosted: z.array(hostedPattern).default([]),
+        hosted: z.array(hostedPattern).default(REGISTRY_DEFAULTS.hosted),
         /** Allow DELETE of manifests, tags and blobs (hosted and seeded repositories). */
-        delete: z.boolean().default(false),
+        delete: z.boolean().default(REGISTRY_DEFAULTS.delete),
         /** Upload sessions idle this long are removed (swept periodically and at start-up). */
         uploadMaxAge: duration.refine((ms) => ms >= 60_000, { message: 'at least 1m: shorter would cut off uploads in progress' }).default(86_400_000),
         /** One upload (one blob) at most this large (413 past it). */
@@ -266,6 +321,12 @@ export const configSchema = z
         maxUploadSessionsPerUser: z.number().int().min(1).default(100),
         /** Bytes one user's (or `anonymous`'s) open upload sessions may hold (413 past it). */
         uploadQuotaPerUser: size.default(64 * GiB),
+        /**
+         * A manifest pushed into an upstream's namespace may name content the client did not push
+         * because the upstream has it: at most this many such items are checked with the upstream
+         * per push (more: MANIFEST_BLOB_UNKNOWN, nothing asked). 0: never ask.
+         */
+        pushUpstreamChecks: z.number().int().min(0).max(10_000).default(REGISTRY_DEFAULTS.pushUpstreamChecks),
       })
       .strict()
       .default(REGISTRY_DEFAULTS),

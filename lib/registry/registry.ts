@@ -6,8 +6,10 @@
  *
  *   uploads    POST → session; PATCH chunks in order; PUT ?digest= verifies and commits (pinned)
  *   mounts     a blob this registry has in `from` is linked into the target: no byte is copied
- *   manifests  PUT validates (parseable, known type, Content-Type agrees, size, every blob and
- *              child manifest present in the repository) then stores the exact bytes, pinned
+ *   manifests  PUT validates (parseable, known type, Content-Type agrees, size, number of
+ *              references, every blob and child manifest present in the repository, or, for a
+ *              seeded namespace, at most `pushUpstreamChecks` of them confirmed by the upstream,
+ *              a few at a time) then stores the exact bytes, pinned
  *   deletes    links and tags go; content no repository links any more is unpinned, so the
  *              LRU bound or `stevedore gc` reclaims it (other repositories may share the bytes)
  *
@@ -25,6 +27,8 @@ import type { Store } from '../storage/store.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import type { StoredBlob } from '../storage/blob-store.js';
 import { ANONYMOUS_OWNER, UploadStore, type UploadLimits } from '../storage/upload-store.js';
+import { mapLimit } from '../util/map-limit.js';
+import { CACHE_DEFAULTS, REGISTRY_DEFAULTS } from '../config/schema.js';
 
 /** Manifest media types a push may use. Schema 1 is long deprecated and refused. */
 export const PUSHABLE_MANIFEST_TYPES: ReadonlySet<string> = new Set([
@@ -34,9 +38,18 @@ export const PUSHABLE_MANIFEST_TYPES: ReadonlySet<string> = new Set([
   MediaType.DockerManifestList,
 ]);
 
+/** Store operations (link checks, pin files) a manifest PUT runs at once: never thousands (EMFILE). */
+const STORE_CONCURRENCY = 8;
+/** Upstream checks a manifest PUT into a seeded namespace runs at once. */
+const UPSTREAM_CHECK_CONCURRENCY = 4;
+
 export interface RegistryOptions {
   /** Manifests larger than this are refused with 413. */
   manifestMaxSize: number;
+  /** Blobs and child manifests a pushed manifest may name (cache.manifestMaxReferences). Default 10,000. */
+  manifestMaxReferences?: number;
+  /** At most this many upstream checks (`isKnown`) per manifest PUT (registry.pushUpstreamChecks). Default 64. */
+  pushUpstreamChecks?: number;
   /** Upload sessions idle this long are swept. */
   uploadMaxAge: number;
   /** What uploads may hold (sizes, sessions, per-user quota). */
@@ -233,29 +246,49 @@ export class Registry {
       throw new OciError('DIGEST_INVALID', `manifest content is ${digest.value}, not ${ref.digest.value}`);
     }
     const parsed = validateManifest(bytes, contentType);
+    const maxRefs = this.opts.manifestMaxReferences ?? CACHE_DEFAULTS.manifestMaxReferences;
+    const named = parsed.manifests.length + parsed.blobs.length;
+    if (named > maxRefs) {
+      throw new OciError('MANIFEST_INVALID', `manifest names ${named} blobs and manifests, above the limit of ${maxRefs} (cache.manifestMaxReferences)`);
+    }
     const missing: string[] = [];
     const fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> = [];
-    const present: Digest[] = [];
-    const refs = [...parsed.manifests.map((d) => ({ d, isManifest: true })), ...parsed.blobs.map((d) => ({ d, isManifest: false }))];
-    for (const { d, isManifest } of refs) {
-      const dd = parseDigest(d.digest);
-      if ((await this.store.repos.hasLink(repo, dd)) && this.store.blobs.has(dd)) {
-        present.push(dd);
-        continue;
+    // Each digest once, whatever the manifest repeats.
+    const refs = new Map<string, { digest: Digest; isManifest: boolean }>();
+    for (const d of parsed.manifests) if (!refs.has(d.digest)) refs.set(d.digest, { digest: parseDigest(d.digest), isManifest: true });
+    for (const d of parsed.blobs) if (!refs.has(d.digest)) refs.set(d.digest, { digest: parseDigest(d.digest), isManifest: false });
+    const all = [...refs.values()];
+    const here = await mapLimit(all, STORE_CONCURRENCY, async ({ digest }) => (await this.store.repos.hasLink(repo, digest)) && this.store.blobs.has(digest));
+    const present = all.filter((_, i) => here[i]).map((r) => r.digest);
+    const absent = all.filter((_, i) => !here[i]);
+    if (absent.length && opts.isKnown) {
+      // Content the client skipped because the upstream has it (a seeded namespace): asked of the
+      // upstream, but a bounded number of times per push, a few at a time.
+      const allowed = this.opts.pushUpstreamChecks ?? REGISTRY_DEFAULTS.pushUpstreamChecks;
+      if (absent.length > allowed) {
+        throw new OciError(
+          'MANIFEST_BLOB_UNKNOWN',
+          `manifest references ${absent.length} blob(s) or manifest(s) not pushed to ${repo.name}, more than the ${allowed} the upstream is asked about per push (registry.pushUpstreamChecks): push them first`,
+          { detail: { unknown: absent.length, missing: absent.slice(0, 100).map((r) => r.digest.value) } },
+        );
       }
-      if (opts.isKnown && (await opts.isKnown(dd, isManifest))) fromElsewhere.push({ digest: dd, isManifest });
-      else missing.push(d.digest);
+      const isKnown = opts.isKnown;
+      const known = await mapLimit(absent, UPSTREAM_CHECK_CONCURRENCY, (r) => isKnown(r.digest, r.isManifest));
+      absent.forEach((r, i) => (known[i] ? fromElsewhere.push(r) : missing.push(r.digest.value)));
+    } else {
+      missing.push(...absent.map((r) => r.digest.value));
     }
     // Everything a pushed manifest names is pinned with it (content pulled into a seeded namespace
-    // too), once the manifest is valid. Checked again and pinned in one synchronous step (pin()
-    // updates the index before it awaits): no eviction can come in between.
+    // too), once the manifest is valid. Checked again and pinned in the index in one synchronous
+    // step: no eviction can come in between. The pin files are then written a few at a time.
     for (const dd of present) if (!this.store.blobs.has(dd)) missing.push(dd.value);
     if (missing.length) {
       throw new OciError('MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} blob(s) or manifest(s) not pushed to ${repo.name}: ${missing.slice(0, 5).join(', ')}`, {
         detail: { missing: missing.slice(0, 100) },
       });
     }
-    await Promise.all(present.map((dd) => this.store.blobs.pin(dd)));
+    for (const dd of present) this.store.blobs.index.pin(dd.value);
+    await mapLimit(present, STORE_CONCURRENCY, (dd) => this.store.blobs.pin(dd));
     await this.store.blobs.putSmall(bytes, digest, { pinned: true });
     for (const x of fromElsewhere) await this.store.repos.link(repo, x.digest);
     await this.store.repos.link(repo, digest);

@@ -104,10 +104,13 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     download: { finishAbandoned: config.cache.finishAbandonedDownloads, maxResumes: config.cache.downloadResumes },
     health,
     quotaTTLMultiplier: p.quotaTTLMultiplier,
+    limits: config.cache,
     clock,
   });
   const registry = new Registry(store, {
     manifestMaxSize: config.cache.manifestMaxSize,
+    manifestMaxReferences: config.cache.manifestMaxReferences,
+    pushUpstreamChecks: config.registry.pushUpstreamChecks,
     uploadMaxAge: config.registry.uploadMaxAge,
     uploadLimits: {
       maxSize: config.registry.uploadMaxSize,
@@ -155,7 +158,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       await Promise.race([Promise.all([closed, pull.drain()]), timer]);
       server.closeAllConnections();
+      // Upstream work still running past the grace period (a stalled download, a tag list) is
+      // aborted, and the downloads it cut are let settle (their temp files removed).
       await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
+      await Promise.race([pull.drain(), new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref())]);
       await metadata.close().catch(() => undefined);
       await auth.close();
       await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));

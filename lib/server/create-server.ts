@@ -27,6 +27,7 @@ import { assertProxied, refusal } from '../cache/repository-filter.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import { actionFor, allowedMethods, type Action } from './actions.js';
 import { resolveTarget } from './target.js';
+import { clientGone } from './client-gone.js';
 import { TOKEN_PATH, type Auth, type AuthContext } from './auth/auth.js';
 import { authorizeRoute, canonicalRepository } from './auth/authorize-route.js';
 import { loggedPath } from './log-path.js';
@@ -533,7 +534,7 @@ async function serveTags(
     if (!/^\d{1,9}$/.test(nText)) throw new OciError('PAGINATION_NUMBER_INVALID', `invalid n=${JSON.stringify(nText.slice(0, 50))}`);
     n = Number(nText);
   }
-  const list = await deps.pull.listTags(target);
+  const list = await deps.pull.listTags(target, clientGone(res));
   outcome.cache = list.cache;
   if (list.staleReason) headers.Warning = STALE_WARNING;
   let tags = [...new Set(list.tags)].sort();

@@ -93,11 +93,37 @@ function errCode(err: unknown): string | undefined {
   return errCode(e.cause);
 }
 
-/** Maps a thrown transport error (undici or node) to an UpstreamError. */
-export function mapTransportError(err: unknown, upstream: string, what: string): UpstreamError | Error {
-  if (err instanceof UpstreamError) return err;
+function forbiddenReason(err: unknown): string {
+  for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
+    if ((e as { code?: unknown }).code === 'ERR_FORBIDDEN_ADDRESS') return (e as Error).message;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return 'address not allowed';
+}
+
+/** An UpstreamError anywhere in the cause chain (a deadline or a stall, as undici reports it). */
+function upstreamErrorIn(err: unknown): UpstreamError | null {
+  for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
+    if (e instanceof UpstreamError) return e;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return null;
+}
+
+/**
+ * Maps a thrown transport error (undici or node) to an UpstreamError. `redirectedTo`: the host of
+ * a redirect being followed, when the request was one.
+ */
+export function mapTransportError(err: unknown, upstream: string, what: string, redirectedTo?: string): UpstreamError | Error {
+  const ours = upstreamErrorIn(err);
+  if (ours) return ours;
   if (err instanceof Error && err.name === 'AbortError') return err;
   const code = errCode(err);
+  if (code === 'ERR_FORBIDDEN_ADDRESS') {
+    // An origin the upstream named (a redirect, a token realm) that stevedore does not connect to.
+    const where = redirectedTo ? `redirected ${what} to ${redirectedTo}` : `named an origin for ${what}`;
+    return new UpstreamError('bad_response', upstream, `upstream ${upstream} ${where}, not followed: ${forbiddenReason(err)}`, { cause: err });
+  }
   if (code && TIMEOUT_CODES.has(code)) {
     return new UpstreamError('timeout', upstream, `upstream ${upstream} timed out (${code}) on ${what}`, { cause: err });
   }

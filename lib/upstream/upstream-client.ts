@@ -1,9 +1,21 @@
 /**
  * One upstream registry, spoken to with undici (one Agent, so one keep-alive pool per origin).
- * Handles the token dance driven by `WWW-Authenticate`, Basic credentials, redirects (never carrying
- * `Authorization` to another origin), timeouts, and maps every failure to an UpstreamError.
+ * Handles the token dance driven by `WWW-Authenticate`, Basic credentials, redirects, timeouts, and
+ * maps every failure to an UpstreamError.
+ *
+ * What a hostile or broken upstream can cost is bounded here:
+ *   - every request other than a blob body has an overall deadline (timeouts.request), and every
+ *     body a minimum progress (timeouts.stall / minProgress; blob bodies are watched by the
+ *     download, which resumes them);
+ *   - a tag list is capped in tags and bytes over all its pages, and stops when its caller's
+ *     signal aborts (the client left) or the client is closed (shutdown);
+ *   - redirects are followed for blob GETs only (or every GET/HEAD with `redirects: all`), to
+ *     http(s), never to link-local or multicast addresses, to loopback/private ones only when the
+ *     upstream is on one (outbound-policy.ts), and never with `Authorization` to another origin;
+ *   - the configured credentials go to a token realm only over https or on the upstream's origin.
  */
 import { Agent, type Dispatcher } from 'undici';
+import { setMaxListeners } from 'node:events';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
@@ -13,9 +25,17 @@ import { MANIFEST_ACCEPT, normalizeContentType } from '../oci/media-types.js';
 import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
 import { mapTransportError, UpstreamError } from './errors.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
+import { LinkedSignal } from './linked-signal.js';
+import { ProgressWatch } from './progress.js';
+import { checkAddressLiteral, guardedLookup, isLocalHost, mayReceiveCredentials } from './outbound-policy.js';
 
 const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const ERROR_BODY_LIMIT = 64 * 1024;
+/** Pages of a paginated list (tags, referrers) followed at most, whatever their size. */
+const MAX_PAGES = 1000;
+/** How long whether the upstream is on a loopback/private address is trusted before resolving again. */
+const LOCALITY_TTL_MS = 60_000;
 /** Docker's token spec: a token without expires_in lasts 60 s. Refresh a little early. */
 const DEFAULT_TOKEN_SECONDS = 60;
 const TOKEN_MARGIN_MS = 5_000;
@@ -30,6 +50,14 @@ interface RequestOptions {
   signal?: AbortSignal;
   /** What is asked for, in words, for error messages. */
   what: string;
+  /** Follow redirects (blob GETs; every request of an upstream with `redirects: all`). */
+  follow?: boolean;
+}
+
+/** Limits of a tag list, over all its pages. */
+export interface TagsListLimits {
+  maxTags: number;
+  maxBytes: number;
 }
 
 export interface UpstreamResponse {
@@ -65,16 +93,31 @@ export function discard(body: Readable): void {
   body.destroy();
 }
 
-async function readLimited(body: Readable, limit: number): Promise<Buffer | null> {
+/**
+ * Reads a small body (an error document, a manifest, a tags page) into memory, up to `limit`
+ * bytes (null past it). With `watch`, a body making less progress than the rule is destroyed with
+ * the error `watch.stalled` makes.
+ */
+async function readLimited(
+  body: Readable,
+  limit: number,
+  watch?: { rule: { windowMs: number; minBytes: number }; stalled: (bytes: number) => Error },
+): Promise<Buffer | null> {
   const chunks: Buffer[] = [];
   let n = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    n += chunk.length;
-    if (n > limit) {
-      discard(body);
-      return null;
+  const progress = watch ? new ProgressWatch(watch.rule, (bytes) => body.destroy(watch.stalled(bytes))) : null;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      progress?.add(chunk.length);
+      n += chunk.length;
+      if (n > limit) {
+        discard(body);
+        return null;
+      }
+      chunks.push(chunk);
     }
-    chunks.push(chunk);
+  } finally {
+    progress?.stop();
   }
   return Buffer.concat(chunks);
 }
@@ -82,7 +125,18 @@ async function readLimited(body: Readable, limit: number): Promise<Buffer | null
 export class UpstreamClient {
   readonly config: UpstreamConfig;
   readonly name: string;
+  /** Connections to the upstream's own origin. */
   private readonly agent: Agent;
+  /** Connections to origins the upstream named (redirect targets, token realms): addresses checked. */
+  private readonly outbound: Agent;
+  private readonly origin: string;
+  /** Aborted by close(): every operation in flight stops. */
+  private readonly closing = new AbortController();
+  /** Whether the upstream is on a loopback/private address (then origins it names may be too). */
+  private local = false;
+  private localCheckedAt = -Infinity;
+  private localCheck: Promise<void> | null = null;
+  private warnedRealm = false;
   private readonly log: Logger;
   /** Bearer tokens per scope; fetch() makes concurrent requests for one scope share one token request. */
   private readonly tokens: LRUCache<string, string, Challenge>;
@@ -101,13 +155,17 @@ export class UpstreamClient {
     this.health = health;
     this.offline = config.offline;
     this.log = log.child({ upstream: config.name });
-    this.agent = new Agent({
-      connect: { timeout: config.timeouts.connect },
+    // Every operation in flight listens on it (removed when it ends): no listener limit applies.
+    setMaxListeners(0, this.closing.signal);
+    this.origin = new URL(config.url).origin;
+    const agentOptions = {
       headersTimeout: config.timeouts.firstByte,
       bodyTimeout: config.timeouts.idle,
       keepAliveTimeout: 30_000,
       connections: 64,
-    });
+    };
+    this.agent = new Agent({ ...agentOptions, connect: { timeout: config.timeouts.connect } });
+    this.outbound = new Agent({ ...agentOptions, connect: { timeout: config.timeouts.connect, lookup: guardedLookup(() => this.local) } });
     this.tokens = new LRUCache<string, string, Challenge>({
       max: 1000,
       ttlAutopurge: false,
@@ -119,8 +177,72 @@ export class UpstreamClient {
     });
   }
 
+  /**
+   * Aborts every operation in flight (tag lists, manifests, blob downloads, token requests) and
+   * closes the connections. Used at shutdown, once the grace period for answers in flight is over.
+   */
   async close(): Promise<void> {
-    await this.agent.close();
+    this.closing.abort(new DOMException(`stevedore is shutting down; upstream ${this.name} is no longer asked`, 'AbortError'));
+    const agents = [this.agent, this.outbound];
+    const closed = Promise.all(agents.map((a) => a.close().catch(() => undefined)));
+    const late = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 1_000).unref())]);
+    if (late) await Promise.all(agents.map((a) => a.destroy().catch(() => undefined)));
+  }
+
+  /**
+   * Runs one operation other than a blob body under a signal that follows the caller's, the
+   * client's closing, and the overall deadline (timeouts.request). When the signal aborted, its
+   * reason is what is thrown (the deadline's UPSTREAM_TIMEOUT, or the caller's abort).
+   */
+  private async withDeadline<T>(what: string, signal: AbortSignal | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const op = new LinkedSignal([signal, this.closing.signal], { ms: this.config.timeouts.request, reason: () => this.deadlineError(what) });
+    try {
+      return await fn(op.signal);
+    } catch (err) {
+      if (op.signal.aborted) throw op.signal.reason;
+      throw err;
+    } finally {
+      op.dispose();
+    }
+  }
+
+  private deadlineError(what: string): UpstreamError {
+    return new UpstreamError('timeout', this.name, `upstream ${this.name} did not complete ${what} within ${formatMs(this.config.timeouts.request)} (timeouts.request)`);
+  }
+
+  /** The stall rule of bodies other than blobs, with the error a stalled one is destroyed with. */
+  private bodyWatch(what: string): { rule: { windowMs: number; minBytes: number }; stalled: (bytes: number) => Error } {
+    const t = this.config.timeouts;
+    return {
+      rule: { windowMs: t.stall, minBytes: t.minProgress },
+      stalled: (bytes) =>
+        new UpstreamError('timeout', this.name, `upstream ${this.name} stalled on ${what}: ${bytes} bytes in ${formatMs(t.stall)}, less than timeouts.minProgress (${t.minProgress}) per timeouts.stall`),
+    };
+  }
+
+  /** Finds out (again, once a minute) whether the upstream itself is on a loopback/private address. */
+  private async checkLocality(): Promise<void> {
+    if (Date.now() - this.localCheckedAt < LOCALITY_TTL_MS) return;
+    this.localCheck ??= isLocalHost(new URL(this.config.url).hostname).then((local) => {
+      this.local = local;
+      this.localCheckedAt = Date.now();
+      this.localCheck = null;
+    });
+    await this.localCheck;
+  }
+
+  /**
+   * One HTTP request, on the upstream's own connections or, for another origin (one the upstream
+   * named), on connections whose addresses are checked first (outbound-policy.ts).
+   */
+  private async dispatch(url: URL, opts: { method: 'GET' | 'HEAD'; headers: Headers; signal: AbortSignal | null }): Promise<Dispatcher.ResponseData> {
+    let agent = this.agent;
+    if (url.origin !== this.origin) {
+      await this.checkLocality();
+      checkAddressLiteral(url.hostname, this.local);
+      agent = this.outbound;
+    }
+    return agent.request({ origin: url.origin, path: url.pathname + url.search, method: opts.method, headers: opts.headers, signal: opts.signal });
   }
 
   private basicAuth(): string | null {
@@ -129,6 +251,11 @@ export class UpstreamClient {
   }
 
   private async fetchToken(challenge: Challenge, scope: string): Promise<{ token: string; ttlMs: number }> {
+    // Not tied to one caller: a token serves every request of its scope. Shutdown and the deadline stop it.
+    return this.withDeadline('a token request', undefined, (signal) => this.requestToken(challenge, scope, signal));
+  }
+
+  private async requestToken(challenge: Challenge, scope: string, signal: AbortSignal): Promise<{ token: string; ttlMs: number }> {
     const realm = challenge.params.realm;
     if (!realm) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a Bearer challenge without realm`);
     let url: URL;
@@ -142,16 +269,25 @@ export class UpstreamClient {
     }
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     if (scope) url.searchParams.set('scope', scope);
-    const headers: Headers = { accept: 'application/json' };
-    const basic = this.basicAuth();
+    const headers: Headers = { accept: 'application/json', 'user-agent': 'stevedore' };
+    let basic = this.basicAuth();
+    if (basic && !mayReceiveCredentials(url, this.origin)) {
+      // Plain http to an origin the upstream named: the password would cross the network in the clear.
+      basic = null;
+      if (!this.warnedRealm) {
+        this.warnedRealm = true;
+        this.log.warn({ realm: url.origin }, 'the token realm is neither https nor the upstream\'s own origin: asking it anonymously, without the configured credentials');
+      }
+    }
     if (basic) headers.authorization = basic;
     let res: Dispatcher.ResponseData;
+    let body: Buffer | null;
     try {
-      res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', headers });
+      res = await this.dispatch(url, { method: 'GET', headers, signal });
+      body = await readLimited(res.body, ERROR_BODY_LIMIT, this.bodyWatch('a token request'));
     } catch (err) {
       throw mapTransportError(err, this.name, 'token request');
     }
-    const body = await readLimited(res.body, ERROR_BODY_LIMIT);
     if (res.statusCode === 401 || res.statusCode === 403) {
       throw new UpstreamError('denied', this.name, `upstream ${this.name} token service refused ${basic ? 'the configured credentials' : 'anonymous access'} for ${scope || 'its API'}`, {
         status: res.statusCode,
@@ -261,29 +397,23 @@ export class UpstreamClient {
   }
 
   private async send(
-    opts: { method: 'GET' | 'HEAD'; path: string; headers?: Headers; signal?: AbortSignal; what: string },
+    opts: { method: 'GET' | 'HEAD'; path: string; headers?: Headers; signal?: AbortSignal; what: string; follow?: boolean },
     auth: string | null,
   ): Promise<UpstreamResponse> {
     let url = new URL(opts.path, this.config.url);
-    const origin = new URL(this.config.url).origin;
     for (let hop = 0; ; hop++) {
       const headers: Headers = { 'user-agent': 'stevedore', ...opts.headers };
       // Authorization goes only to the upstream's own origin, never along a redirect to a CDN.
-      if (auth && url.origin === origin) headers.authorization = auth;
+      if (auth && url.origin === this.origin) headers.authorization = auth;
       let res: Dispatcher.ResponseData;
       try {
-        res = await this.agent.request({
-          origin: url.origin,
-          path: url.pathname + url.search,
-          method: opts.method,
-          headers,
-          signal: opts.signal ?? null,
-        });
+        res = await this.dispatch(url, { method: opts.method, headers, signal: opts.signal ?? null });
       } catch (err) {
-        throw mapTransportError(err, this.name, opts.what);
+        throw mapTransportError(err, this.name, opts.what, hop > 0 ? url.host : undefined);
       }
       const location = header(res.headers, 'location');
-      if ([301, 302, 303, 307, 308].includes(res.statusCode) && location) {
+      // Not followed: the caller maps the 3xx like any other answer it cannot use.
+      if (REDIRECT_STATUSES.has(res.statusCode) && location && opts.follow) {
         res.body.resume();
         if (hop >= MAX_REDIRECTS) {
           throw new UpstreamError('bad_response', this.name, `upstream ${this.name} redirected more than ${MAX_REDIRECTS} times on ${opts.what}`);
@@ -339,78 +469,95 @@ export class UpstreamClient {
     return `repository:${name}:pull`;
   }
 
+  /** Whether redirects are followed on requests other than blob GETs. */
+  private get followAll(): boolean {
+    return this.config.redirects === 'all';
+  }
+
   /** A manifest request, always with every manifest media type in Accept (see MANIFEST_ACCEPT). */
-  private manifestRequest(method: 'GET' | 'HEAD', name: string, ref: string, what: string, signal?: AbortSignal): Promise<UpstreamResponse> {
+  private manifestRequest(method: 'GET' | 'HEAD', name: string, ref: string, what: string, signal: AbortSignal): Promise<UpstreamResponse> {
     return this.request({
       method,
       path: `/v2/${name}/manifests/${ref}`,
       scope: UpstreamClient.scope(name),
       headers: { accept: MANIFEST_ACCEPT },
       what,
-      ...(signal ? { signal } : {}),
+      signal,
+      follow: this.followAll,
     });
   }
 
   async headManifest(name: string, ref: string, signal?: AbortSignal): Promise<ManifestHead> {
     const what = `manifest ${name}:${ref}`;
-    const res = await this.manifestRequest('HEAD', name, ref, what, signal);
-    if (res.status !== 200) {
-      // A HEAD answer has no body; map the status alone.
+    return this.withDeadline(what, signal, async (op) => {
+      const res = await this.manifestRequest('HEAD', name, ref, what, op);
+      if (res.status !== 200) {
+        // A HEAD answer has no body; map the status alone.
+        res.body.resume();
+        return this.fail({ ...res, body: emptyBody(res.body) }, what);
+      }
       res.body.resume();
-      return this.fail({ ...res, body: emptyBody(res.body) }, what);
-    }
-    res.body.resume();
-    const len = header(res.headers, 'content-length');
-    return {
-      digest: header(res.headers, 'docker-content-digest') ?? null,
-      mediaType: normalizeContentType(header(res.headers, 'content-type') ?? ''),
-      size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null,
-    };
+      const len = header(res.headers, 'content-length');
+      return {
+        digest: header(res.headers, 'docker-content-digest') ?? null,
+        mediaType: normalizeContentType(header(res.headers, 'content-type') ?? ''),
+        size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null,
+      };
+    });
   }
 
   async getManifest(name: string, ref: string, maxSize: number, signal?: AbortSignal): Promise<FetchedManifest> {
     const what = `manifest ${name}:${ref}`;
-    const res = await this.manifestRequest('GET', name, ref, what, signal);
-    if (res.status !== 200) return this.fail(res, what);
-    const len = header(res.headers, 'content-length');
-    if (len !== undefined && Number(len) > maxSize) {
-      discard(res.body);
-      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest of ${len} bytes for ${name}:${ref}, above the limit of ${maxSize} (cache.manifestMaxSize)`, {
-        upstreamCode: 'MANIFEST_INVALID',
-      });
-    }
-    let bytes: Buffer | null;
-    try {
-      bytes = await readLimited(res.body, maxSize);
-    } catch (err) {
-      throw mapTransportError(err, this.name, what);
-    }
-    if (!bytes) {
-      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest above the limit of ${maxSize} bytes for ${name}:${ref} (cache.manifestMaxSize)`, {
-        upstreamCode: 'MANIFEST_INVALID',
-      });
-    }
-    return {
-      bytes,
-      mediaType: normalizeContentType(header(res.headers, 'content-type') ?? ''),
-      digest: header(res.headers, 'docker-content-digest') ?? null,
-    };
+    return this.withDeadline(what, signal, async (op) => {
+      const res = await this.manifestRequest('GET', name, ref, what, op);
+      if (res.status !== 200) return this.fail(res, what);
+      const len = header(res.headers, 'content-length');
+      if (len !== undefined && Number(len) > maxSize) {
+        discard(res.body);
+        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest of ${len} bytes for ${name}:${ref}, above the limit of ${maxSize} (cache.manifestMaxSize)`, {
+          upstreamCode: 'MANIFEST_INVALID',
+        });
+      }
+      let bytes: Buffer | null;
+      try {
+        bytes = await readLimited(res.body, maxSize, this.bodyWatch(what));
+      } catch (err) {
+        throw mapTransportError(err, this.name, what);
+      }
+      if (!bytes) {
+        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest above the limit of ${maxSize} bytes for ${name}:${ref} (cache.manifestMaxSize)`, {
+          upstreamCode: 'MANIFEST_INVALID',
+        });
+      }
+      return {
+        bytes,
+        mediaType: normalizeContentType(header(res.headers, 'content-type') ?? ''),
+        digest: header(res.headers, 'docker-content-digest') ?? null,
+      };
+    });
   }
 
-  /** Size of a blob upstream (HEAD, follows redirects). */
+  /**
+   * Size of a blob upstream (HEAD). A redirect answer (to a CDN, not followed unless `redirects:
+   * all`) says the upstream has the blob: its size is then unknown.
+   */
   async headBlob(name: string, digest: string, signal?: AbortSignal): Promise<{ size: number | null }> {
     const what = `blob ${name}@${digest}`;
-    const res = await this.request({
-      method: 'HEAD',
-      path: `/v2/${name}/blobs/${digest}`,
-      scope: UpstreamClient.scope(name),
-      what,
-      ...(signal ? { signal } : {}),
+    return this.withDeadline(what, signal, async (op) => {
+      const res = await this.request({
+        method: 'HEAD',
+        path: `/v2/${name}/blobs/${digest}`,
+        scope: UpstreamClient.scope(name),
+        what,
+        signal: op,
+        follow: this.followAll,
+      });
+      res.body.resume();
+      if (REDIRECT_STATUSES.has(res.status) && header(res.headers, 'location')) return { size: null };
+      if (res.status !== 200) return this.fail({ ...res, body: emptyBody(res.body) }, what);
+      const len = header(res.headers, 'content-length');
+      return { size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null };
     });
-    res.body.resume();
-    if (res.status !== 200) return this.fail({ ...res, body: emptyBody(res.body) }, what);
-    const len = header(res.headers, 'content-length');
-    return { size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null };
   }
 
   /**
@@ -425,15 +572,28 @@ export class UpstreamClient {
     const what = `blob ${name}@${digest}`;
     const headers: Headers = {};
     if (opts.start) headers.range = `bytes=${opts.start}-`;
-    const res = await this.request({
-      method: 'GET',
-      path: `/v2/${name}/blobs/${digest}`,
-      scope: UpstreamClient.scope(name),
-      headers,
-      what,
-      ...(opts.signal ? { signal: opts.signal } : {}),
-    });
+    // The deadline covers the answer's head; the body has none (a 10 GiB layer on a slow link is
+    // fine): its progress is watched by the download. The caller's signal and shutdown still end it.
+    const op = new LinkedSignal([opts.signal, this.closing.signal], { ms: this.config.timeouts.request, reason: () => this.deadlineError(what) });
+    let res: UpstreamResponse;
+    try {
+      res = await this.request({
+        method: 'GET',
+        path: `/v2/${name}/blobs/${digest}`,
+        scope: UpstreamClient.scope(name),
+        headers,
+        what,
+        signal: op.signal,
+        follow: true,
+      });
+    } catch (err) {
+      op.dispose();
+      throw op.signal.aborted ? op.signal.reason : err;
+    }
+    res.body.once('close', () => op.dispose());
+    // An error answer's body is read under the deadline still; a blob's body is not.
     if (res.status !== 200 && res.status !== 206) return this.fail(res, what);
+    op.endDeadline();
     const len = header(res.headers, 'content-length');
     const length = len !== undefined && /^\d+$/.test(len) ? Number(len) : null;
     if (res.status === 206) {
@@ -454,71 +614,96 @@ export class UpstreamClient {
    * `manifests` of the index the upstream answers with. Null when the upstream answers 404 (a
    * registry without the API; the caller falls back to the referrers tag schema).
    */
-  async getReferrers(name: string, digest: string, signal?: AbortSignal): Promise<unknown[] | null> {
+  async getReferrers(name: string, digest: string, opts: { maxBytes: number; signal?: AbortSignal }): Promise<unknown[] | null> {
     const what = `referrers of ${name}@${digest}`;
-    const manifests: unknown[] = [];
-    let path: string | null = `/v2/${name}/referrers/${digest}`;
-    for (let page = 0; path && page < 100; page++) {
-      const res: UpstreamResponse = await this.request({
-        method: 'GET',
-        path,
-        scope: UpstreamClient.scope(name),
-        headers: { accept: MediaTypeOciIndex },
-        what,
-        ...(signal ? { signal } : {}),
-      });
-      if (res.status === 404 && page === 0) {
-        discard(res.body);
-        return null;
+    return this.withDeadline(what, opts.signal, async (signal) => {
+      const manifests: unknown[] = [];
+      let read = 0;
+      let path: string | null = `/v2/${name}/referrers/${digest}`;
+      for (let page = 0; path && page < 100; page++) {
+        const res: UpstreamResponse = await this.request({
+          method: 'GET',
+          path,
+          scope: UpstreamClient.scope(name),
+          headers: { accept: MediaTypeOciIndex },
+          what,
+          signal,
+          follow: this.followAll,
+        });
+        if (res.status === 404 && page === 0) {
+          discard(res.body);
+          return null;
+        }
+        if (res.status !== 200) return this.fail(res, what);
+        let body: Buffer | null;
+        try {
+          body = await readLimited(res.body, opts.maxBytes - read, this.bodyWatch(what));
+        } catch (err) {
+          throw mapTransportError(err, this.name, what);
+        }
+        if (!body) {
+          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent referrers of ${name}@${digest} above ${opts.maxBytes} bytes in all (cache.manifestMaxSize)`);
+        }
+        read += body.length;
+        let doc: { manifests?: unknown };
+        try {
+          doc = JSON.parse(body.toString('utf8')) as { manifests?: unknown };
+        } catch {
+          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid referrers index for ${name}@${digest}`);
+        }
+        if (Array.isArray(doc.manifests)) manifests.push(...(doc.manifests as unknown[]));
+        path = nextLink(header(res.headers, 'link'), this.config.url);
       }
-      if (res.status !== 200) return this.fail(res, what);
-      let body: Buffer | null;
-      try {
-        body = await readLimited(res.body, 4 * 1024 * 1024);
-      } catch (err) {
-        throw mapTransportError(err, this.name, what);
-      }
-      let doc: { manifests?: unknown };
-      try {
-        doc = JSON.parse(body?.toString('utf8') ?? '') as { manifests?: unknown };
-      } catch {
-        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid referrers index for ${name}@${digest}`);
-      }
-      if (Array.isArray(doc.manifests)) manifests.push(...(doc.manifests as unknown[]));
-      path = nextLink(header(res.headers, 'link'), this.config.url);
-    }
-    return manifests;
+      return manifests;
+    });
   }
 
-  /** The complete tags list, following `Link: <...>; rel="next"` pages. */
-  async listTags(name: string, signal?: AbortSignal): Promise<string[]> {
+  /**
+   * The complete tags list, following `Link: <...>; rel="next"` pages, within `limits` over all
+   * pages together (past them: an error naming the setting, and no further page is asked for).
+   * Stops when `signal` aborts (the client left), at shutdown, and at the deadline.
+   */
+  async listTags(name: string, limits: TagsListLimits, signal?: AbortSignal): Promise<string[]> {
     const what = `tags of ${name}`;
-    const tags: string[] = [];
-    let path: string | null = `/v2/${name}/tags/list`;
-    for (let page = 0; path && page < 1000; page++) {
-      const res: UpstreamResponse = await this.request({ method: 'GET', path, scope: UpstreamClient.scope(name), what, ...(signal ? { signal } : {}) });
-      if (res.status !== 200) return this.fail(res, what);
-      let body: Buffer | null;
-      try {
-        body = await readLimited(res.body, 16 * 1024 * 1024);
-      } catch (err) {
-        throw mapTransportError(err, this.name, what);
+    return this.withDeadline(what, signal, async (op) => {
+      const tags: string[] = [];
+      let read = 0;
+      let path: string | null = `/v2/${name}/tags/list`;
+      for (let page = 0; path && page < MAX_PAGES; page++) {
+        const res: UpstreamResponse = await this.request({ method: 'GET', path, scope: UpstreamClient.scope(name), what, signal: op, follow: this.followAll });
+        if (res.status !== 200) return this.fail(res, what);
+        let body: Buffer | null;
+        try {
+          body = await readLimited(res.body, limits.maxBytes - read, this.bodyWatch(what));
+        } catch (err) {
+          throw mapTransportError(err, this.name, what);
+        }
+        if (!body) {
+          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a tags list for ${name} above ${limits.maxBytes} bytes (cache.tagsListMaxBytes)`);
+        }
+        read += body.length;
+        let doc: { tags?: unknown };
+        try {
+          doc = JSON.parse(body.toString('utf8')) as { tags?: unknown };
+        } catch {
+          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
+        }
+        if (doc.tags !== null && doc.tags !== undefined) {
+          if (!Array.isArray(doc.tags)) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
+          for (const t of doc.tags) if (typeof t === 'string') tags.push(t);
+          if (tags.length > limits.maxTags) {
+            throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a tags list for ${name} of more than ${limits.maxTags} tags (cache.tagsListMaxTags)`);
+          }
+        }
+        path = nextLink(header(res.headers, 'link'), this.config.url);
       }
-      if (!body) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a tags list above 16 MiB for ${name}`);
-      let doc: { tags?: unknown };
-      try {
-        doc = JSON.parse(body.toString('utf8')) as { tags?: unknown };
-      } catch {
-        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
-      }
-      if (doc.tags !== null && doc.tags !== undefined) {
-        if (!Array.isArray(doc.tags)) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
-        for (const t of doc.tags) if (typeof t === 'string') tags.push(t);
-      }
-      path = nextLink(header(res.headers, 'link'), this.config.url);
-    }
-    return tags;
+      return tags;
+    });
   }
+}
+
+function formatMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
 }
 
 const MediaTypeOciIndex = 'application/vnd.oci.image.index.v1+json';

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { parse as parseYaml } from 'yaml';
 import { ConfigError, loadConfig, parseConfig, type Config } from '../../lib/config/config.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../config/stevedore.yaml', import.meta.url));
@@ -17,6 +18,9 @@ function problems(fn: () => unknown): string[] {
   throw new Error('expected a ConfigError, nothing was thrown');
 }
 
+/** The built-in upstream timeouts. */
+const TIMEOUTS = { connect: 10_000, firstByte: 60_000, idle: 120_000, stall: 30_000, minProgress: 16 * 1024, request: 120_000 };
+
 const ONE_UPSTREAM = { defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com' } } };
 const url = (u: string): Config => parseConfig({ defaultUpstream: null, upstreams: { 'r.example.com': { url: u } } });
 
@@ -24,6 +28,25 @@ const url = (u: string): Config => parseConfig({ defaultUpstream: null, upstream
 
 t.test('config/stevedore.yaml documents exactly the embedded defaults', async (t) => {
   t.same(loadConfig({ file: EXAMPLE, env: {} }), parseConfig({}));
+});
+
+/** Key paths of every setting in an object of settings (not into lists and the upstream map). */
+function keyPaths(o: object, prefix = ''): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(o)) {
+    const p = `${prefix}${k}`;
+    out.push(p);
+    if (typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Map) && k !== 'groups') out.push(...keyPaths(v as object, `${p}.`));
+  }
+  return out;
+}
+
+t.test('config/stevedore.yaml writes out every setting, each with its default', async (t) => {
+  const example = parseYaml(readFileSync(EXAMPLE, 'utf8')) as object;
+  const written = new Set(keyPaths(example));
+  // listen is written as HOST:PORT; upstreams are a list of examples.
+  const missing = keyPaths(parseConfig({})).filter((p) => !written.has(p) && !p.startsWith('upstreams.') && !p.startsWith('listen.'));
+  t.same(missing, [], 'no setting of the embedded defaults is left out of the example file');
 });
 
 t.test('the example file, with its commented credentials enabled, loads them from the environment', async (t) => {
@@ -54,7 +77,12 @@ t.test('the defaults are the documented values', async (t) => {
   t.equal(c.cache.manifestMaxSize, 4 * 1024 * 1024);
   t.equal(c.cache.finishAbandonedDownloads, true);
   t.equal(c.cache.downloadResumes, 5);
-  t.same(c.timeouts, { connect: 10_000, firstByte: 60_000, idle: 120_000 });
+  t.equal(c.cache.manifestMaxReferences, 10_000);
+  t.equal(c.cache.blobMaxSize, 32 * 1024 ** 3);
+  t.equal(c.cache.tagsListMaxTags, 100_000);
+  t.equal(c.cache.tagsListMaxBytes, 16 * 1024 * 1024);
+  t.same(c.timeouts, TIMEOUTS);
+  t.equal(c.registry.pushUpstreamChecks, 64);
   t.equal(c.defaultUpstream, 'docker.io');
 });
 
@@ -76,7 +104,7 @@ t.test('each default upstream inherits the global tagTTL and timeouts and has no
     t.equal(u.name, name);
     t.equal(u.credentials, null, `${name} credentials`);
     t.equal(u.tagTTL, 300_000, `${name} tagTTL`);
-    t.same(u.timeouts, { connect: 10_000, firstByte: 60_000, idle: 120_000 }, `${name} timeouts`);
+    t.same(u.timeouts, TIMEOUTS, `${name} timeouts`);
   }
 });
 
@@ -123,7 +151,7 @@ t.test('durations and sizes are written as human strings', async (t) => {
   const c = parseConfig({ cache: { tagTTL: '1h', manifestMaxSize: '8MiB' }, timeouts: { connect: '250ms', firstByte: '2m', idle: '1d' } });
   t.equal(c.cache.tagTTL, 3_600_000);
   t.equal(c.cache.manifestMaxSize, 8 * 1024 * 1024);
-  t.same(c.timeouts, { connect: 250, firstByte: 120_000, idle: 86_400_000 });
+  t.same(c.timeouts, { ...TIMEOUTS, connect: 250, firstByte: 120_000, idle: 86_400_000 });
 });
 
 t.test('a numeric duration is seconds and a numeric size is bytes', async (t) => {
@@ -482,7 +510,7 @@ t.test('an upstream tagTTL overrides cache.tagTTL for that upstream only', async
 
 t.test('global timeouts apply to every upstream', async (t) => {
   const c = parseConfig({ timeouts: { connect: '1s' } });
-  for (const [name, u] of c.upstreams) t.same(u.timeouts, { connect: 1000, firstByte: 60_000, idle: 120_000 }, name);
+  for (const [name, u] of c.upstreams) t.same(u.timeouts, { ...TIMEOUTS, connect: 1000 }, name);
 });
 
 const TIMEOUTS_DOC = {
@@ -505,8 +533,8 @@ t.test('timeouts a per-upstream block leaves out keep the global values, not the
 
 t.test('per-upstream timeouts change neither the other upstreams nor the global timeouts', async (t) => {
   const c = parseConfig(TIMEOUTS_DOC);
-  t.same(c.upstreams.get('ghcr.io')!.timeouts, { connect: 2000, firstByte: 30_000, idle: 120_000 });
-  t.same(c.timeouts, { connect: 2000, firstByte: 30_000, idle: 120_000 });
+  t.same(c.upstreams.get('ghcr.io')!.timeouts, { ...TIMEOUTS, connect: 2000, firstByte: 30_000 });
+  t.same(c.timeouts, { ...TIMEOUTS, connect: 2000, firstByte: 30_000 });
 });
 
 t.test('a bad per-upstream timeout is reported with its full key path', async (t) => {
@@ -520,6 +548,77 @@ t.test('an unknown per-upstream timeout key is refused', async (t) => {
   t.match(
     problems(() => parseConfig({ ...ONE_UPSTREAM, upstreams: { 'r.example.com': { url: 'https://r.example.com', timeouts: { read: '1s' } } } })),
     [/^upstreams\.r\.example\.com\.timeouts: .*"read"/],
+  );
+});
+
+// ---------------------------------------------------------------- what upstreams and pushes may cost
+
+t.test('cache.blobMaxSize and cache.tagsListMaxBytes are sizes', async (t) => {
+  const c = parseConfig({ cache: { blobMaxSize: '1GiB', tagsListMaxBytes: '2MiB' } });
+  t.equal(c.cache.blobMaxSize, 1024 ** 3);
+  t.equal(c.cache.tagsListMaxBytes, 2 * 1024 * 1024);
+});
+
+t.test('a bad cache.blobMaxSize or cache.tagsListMaxBytes is reported under its key', async (t) => {
+  t.match(problems(() => parseConfig({ cache: { blobMaxSize: 'huge', tagsListMaxBytes: '100' } })), [/^cache\.blobMaxSize: not a size/, /^cache\.tagsListMaxBytes: at least 1KiB/]);
+});
+
+t.test('cache.manifestMaxReferences and cache.tagsListMaxTags are whole numbers of at least 1', async (t) => {
+  const c = parseConfig({ cache: { manifestMaxReferences: 500, tagsListMaxTags: 20_000 } });
+  t.equal(c.cache.manifestMaxReferences, 500);
+  t.equal(c.cache.tagsListMaxTags, 20_000);
+  for (const bad of [0, 1.5, '10', -1]) {
+    t.match(problems(() => parseConfig({ cache: { manifestMaxReferences: bad } })), [/^cache\.manifestMaxReferences: /], `manifestMaxReferences ${JSON.stringify(bad)}`);
+    t.match(problems(() => parseConfig({ cache: { tagsListMaxTags: bad } })), [/^cache\.tagsListMaxTags: /], `tagsListMaxTags ${JSON.stringify(bad)}`);
+  }
+});
+
+t.test('by default an upstream body is stalled after 30 s without 16 KiB of progress, well before the idle timeout', async (t) => {
+  const c = parseConfig({});
+  t.ok(c.timeouts.stall <= 30_000, 'a stall is noticed within 30 s');
+  t.ok(c.timeouts.stall < c.timeouts.idle, 'sooner than the idle timeout');
+  t.equal(c.timeouts.minProgress, 16 * 1024);
+});
+
+t.test('timeouts.stall, minProgress and request are set globally and per upstream', async (t) => {
+  const c = parseConfig({
+    timeouts: { stall: '10s', minProgress: '1KiB', request: '5m' },
+    upstreams: { 'docker.io': { url: 'https://registry-1.docker.io', timeouts: { stall: '1m', request: '30s' } }, 'ghcr.io': { url: 'https://ghcr.io' } },
+  });
+  t.same(c.upstreams.get('docker.io')!.timeouts, { ...TIMEOUTS, stall: 60_000, minProgress: 1024, request: 30_000 });
+  t.same(c.upstreams.get('ghcr.io')!.timeouts, { ...TIMEOUTS, stall: 10_000, minProgress: 1024, request: 300_000 });
+});
+
+t.test('timeouts.stall and timeouts.request shorter than 1s are refused under their keys', async (t) => {
+  t.match(problems(() => parseConfig({ timeouts: { stall: '500ms', request: '10ms' } })), [/^timeouts\.stall: at least 1s/, /^timeouts\.request: at least 1s/]);
+  t.match(
+    problems(() => parseConfig({ ...ONE_UPSTREAM, upstreams: { 'r.example.com': { url: 'https://r.example.com', timeouts: { stall: '0s' } } } })),
+    [/^upstreams\.r\.example\.com\.timeouts\.stall: at least 1s/],
+  );
+});
+
+t.test('registry.pushUpstreamChecks accepts whole numbers from 0 to 10000', async (t) => {
+  t.equal(parseConfig({ registry: { pushUpstreamChecks: 0 } }).registry.pushUpstreamChecks, 0);
+  t.equal(parseConfig({ registry: { pushUpstreamChecks: 10_000 } }).registry.pushUpstreamChecks, 10_000);
+  for (const bad of [-1, 2.5, 10_001, 'many']) {
+    t.match(problems(() => parseConfig({ registry: { pushUpstreamChecks: bad } })), [/^registry\.pushUpstreamChecks: /], JSON.stringify(bad));
+  }
+});
+
+t.test('redirects are followed for blobs only, except on registry.k8s.io, whose whole API redirects', async (t) => {
+  const c = parseConfig({});
+  for (const [name, u] of c.upstreams) t.equal(u.redirects, name === 'registry.k8s.io' ? 'all' : 'blobs', name);
+});
+
+t.test('an upstream may set redirects to blobs or all, and nothing else', async (t) => {
+  const c = parseConfig({
+    upstreams: { 'docker.io': { url: 'https://registry-1.docker.io', redirects: 'all' }, 'registry.k8s.io': { url: 'https://registry.k8s.io', redirects: 'blobs' } },
+  });
+  t.equal(c.upstreams.get('docker.io')!.redirects, 'all');
+  t.equal(c.upstreams.get('registry.k8s.io')!.redirects, 'blobs');
+  t.match(
+    problems(() => parseConfig({ ...ONE_UPSTREAM, upstreams: { 'r.example.com': { url: 'https://r.example.com', redirects: 'none' } } })),
+    [/^upstreams\.r\.example\.com\.redirects: /],
   );
 });
 

@@ -1,7 +1,9 @@
 // stevedore as a client of a registry behind Docker Hub style Bearer token auth: a real CNCF
 // distribution with `auth.token`, and a token server from the fixtures that signs RS256 JWTs.
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
 import { BASIC_USER, startRegistry } from '../fixtures/registry.js';
 import { readDirImage, skopeoCopy } from '../fixtures/skopeo.js';
@@ -49,6 +51,43 @@ t.test('anonymous token flow', async (t) => {
   });
 });
 
+/**
+ * The registry and its token server behind one origin (`/token` goes to the token server, the
+ * challenge's realm is rewritten to it), as a registry serving its own token endpoint over plain
+ * http is: the configured credentials go to a token realm only over https or on the upstream's
+ * own origin (test/e2e/upstream-trust.test.ts has the refusal).
+ */
+async function startSameOriginFront(t: Test, registryUrl: string, tokenUrl: string): Promise<string> {
+  let self = '';
+  const sockets = new Set<Socket>();
+  const server = http.createServer((req, res) => {
+    const target = new URL(req.url?.startsWith('/token') ? tokenUrl : registryUrl);
+    const forward = http.request(
+      { host: target.hostname, port: target.port, path: req.url, method: req.method, headers: { ...req.headers, host: target.host } },
+      (up) => {
+        const headers = { ...up.headers };
+        const challenge = headers['www-authenticate'];
+        if (typeof challenge === 'string') headers['www-authenticate'] = challenge.replace(/realm="[^"]*"/, `realm="${self}/token"`);
+        res.writeHead(up.statusCode ?? 502, headers);
+        up.pipe(res);
+      },
+    );
+    forward.on('error', () => res.destroy());
+    req.pipe(forward);
+  });
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  self = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  t.teardown(() => new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    for (const s of sockets) s.destroy();
+  }));
+  return self;
+}
+
 t.test('configured credentials', async (t) => {
   const tokens = await startTokenServer({ users: { robot: 's3cret' } });
   t.teardown(() => tokens.stop());
@@ -56,10 +95,11 @@ t.test('configured credentials', async (t) => {
   t.teardown(() => reg.stop());
   const img = buildDockerImage('token-auth/creds', { layers: 1 });
   await pushImage(reg.url, 'team/private', 'v1', img, { token: tokens, credentials: { username: 'robot', password: 's3cret' } });
+  const front = await startSameOriginFront(t, reg.url, tokens.url);
 
   await t.test('the token request authenticates with the configured username and password', async (t) => {
     const sd = await startStevedore(t, {
-      upstreams: { 'docker.io': { url: reg.url, username: 'robot', password: 's3cret' } },
+      upstreams: { 'docker.io': { url: front, username: 'robot', password: 's3cret' } },
     });
     tokens.resetCounts();
     const res = await fetch(`${sd.url}/v2/docker.io/team/private/manifests/v1`);
@@ -72,7 +112,7 @@ t.test('configured credentials', async (t) => {
 
   await t.test('wrong credentials give a clear OCI error and store nothing', async (t) => {
     const sd = await startStevedore(t, {
-      upstreams: { 'docker.io': { url: reg.url, username: 'robot', password: 'wrong' } },
+      upstreams: { 'docker.io': { url: front, username: 'robot', password: 'wrong' } },
     });
     const res = await fetch(`${sd.url}/v2/docker.io/team/private/manifests/v1`);
     const body = (await res.json()) as { errors: Array<{ code: string; message: string }> };

@@ -63,7 +63,7 @@ t.test('registry.uploadMaxAge below a minute is refused with its key path', asyn
   t.equal(parseConfig({ registry: { uploadMaxAge: '2h' } }).registry.uploadMaxAge, 7_200_000);
 });
 
-t.test('registry defaults: nothing hosted, no deletes, uploads swept after 24 h, bounded uploads', async (t) => {
+t.test('registry defaults: nothing hosted, no deletes, uploads swept after 24 h, bounded uploads, at most 64 upstream checks per push', async (t) => {
   t.same(parseConfig({}).registry, {
     hosted: [],
     delete: false,
@@ -72,6 +72,7 @@ t.test('registry defaults: nothing hosted, no deletes, uploads swept after 24 h,
     maxUploadSessions: 1000,
     maxUploadSessionsPerUser: 100,
     uploadQuotaPerUser: 64 * 1024 ** 3,
+    pushUpstreamChecks: 64,
   });
 });
 
