@@ -2,83 +2,15 @@
 // here (node:http on 127.0.0.1:0): wrong bytes, truncated bodies, lying digests, oversized
 // manifests, redirects to a CDN behind Bearer auth, error statuses, a closed port, slow bodies
 // many clients wait for at once, and Range requests.
-import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { ServerResponse } from 'node:http';
 import t from 'tap';
 import { buildDockerImage, makeBlob, pseudoRandom, sha256, type Blob } from '../fixtures/images.js';
 import { ociErrors, rawRequest, type RawResponse } from '../fixtures/http-client.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
 import { freePort, waitFor, type Teardownable } from '../fixtures/util.js';
+import { sendJson, sendManifest, sleep, startFake, type FakeHandler } from '../fixtures/fake-upstream.js';
 
 const UP = 'fault.test';
-
-// ---------------------------------------------------------------------------------------------
-// The programmable upstream
-
-interface Rec {
-  method: string;
-  path: string;
-  headers: IncomingHttpHeaders;
-}
-
-interface Fake {
-  url: string;
-  port: number;
-  requests: Rec[];
-  /** Requests with this method ('*' = any) whose path (with query) matches. */
-  count(method: string, pattern: RegExp): number;
-}
-
-type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
-
-async function startFake(t: Teardownable, handler: Handler): Promise<Fake> {
-  const requests: Rec[] = [];
-  const sockets = new Set<Socket>();
-  const server = http.createServer((req, res) => {
-    requests.push({ method: req.method ?? 'GET', path: req.url ?? '/', headers: req.headers });
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    Promise.resolve(handler(req, res, url)).catch((err: Error) => res.destroy(err));
-  });
-  server.keepAliveTimeout = 500;
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      }),
-  );
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    requests,
-    count: (method, pattern) =>
-      requests.filter((r) => (method === '*' || r.method === method) && pattern.test(r.path)).length,
-  };
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function sendJson(res: ServerResponse, status: number, doc: unknown, headers: Record<string, string> = {}): void {
-  const body = Buffer.from(JSON.stringify(doc));
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(body.length), ...headers });
-  res.end(body);
-}
-
-function sendManifest(res: ServerResponse, m: Blob, headers: Record<string, string> = {}): void {
-  res.writeHead(200, {
-    'content-type': m.mediaType,
-    'content-length': String(m.size),
-    'docker-content-digest': m.digest,
-    ...headers,
-  });
-  res.end(m.data);
-}
 
 /** Sends `data` in `parts` writes, `delayMs` apart, after the head (Content-Length = declared). */
 async function sendSlowly(
@@ -513,7 +445,7 @@ t.test('upstream errors become OCI errors', async (t) => {
 t.test('coalescing', async (t) => {
   const data = pseudoRandom('faults/coalesce', 256 * 1024);
   const digest = sha256(data);
-  const slowBlob: Handler = async (_req, res, url) => {
+  const slowBlob: FakeHandler = async (_req, res, url) => {
     if (url.pathname !== `/v2/r/blobs/${digest}`) return sendJson(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'unknown' }] });
     await sendSlowly(res, data, { parts: 8, delayMs: 40 });
   };
@@ -558,7 +490,7 @@ t.test('Range requests', async (t) => {
   const data = pseudoRandom('faults/range', 200 * 1024);
   const digest = sha256(data);
   const SIZE = data.length;
-  const handler: Handler = async (_req, res, url) => {
+  const handler: FakeHandler = async (_req, res, url) => {
     if (url.pathname !== `/v2/r/blobs/${digest}`) return sendJson(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'unknown' }] });
     await sendSlowly(res, data, { parts: 5, delayMs: 40 });
   };
