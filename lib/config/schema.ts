@@ -246,7 +246,7 @@ export const configSchema = z
         headersTimeout: duration.default(20_000),
         /** An idle keep-alive connection is closed after this. */
         keepAliveTimeout: duration.default(65_000),
-        /** A connection on which nothing moves either way for this long is closed (a client that stopped reading). */
+        /** While a blob is sent, a connection on which nothing moves either way for this long is closed (a client that stopped reading). */
         idleTimeout: duration.default(300_000),
         /**
          * A request body (upload, manifest, token form) that delivers less than requestBodyMinBytes in

@@ -168,7 +168,7 @@ async function handle(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMes
   const outcome: Outcome = {};
   const unwatch = guard.watchBody(req, () => (outcome.slowBody = true));
   try {
-    await answer(deps, req, res, outcome, log, started, head);
+    await answer(deps, guard, req, res, outcome, log, started, head);
   } catch (err) {
     // The last resort (README, "When something fails unexpectedly"): a defect escaped the handlers
     // above. This request fails, logged with its id and counted; every other request goes on.
@@ -194,6 +194,7 @@ async function handle(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMes
 
 async function answer(
   deps: ServerDeps,
+  guard: ConnectionGuard,
   req: IncomingMessage,
   res: ServerResponse,
   outcome: Outcome,
@@ -202,7 +203,7 @@ async function answer(
   head: boolean,
 ): Promise<void> {
   try {
-    await route(deps, req, res, outcome, log);
+    await route(deps, guard, req, res, outcome, log);
   } catch (err) {
     if (outcome.slowBody) {
       // Cut by the connection guard: the body came too slowly (server.requestBodyTimeout).
@@ -252,7 +253,7 @@ function parseUrl(req: IncomingMessage): { pathname: string; query: URLSearchPar
   };
 }
 
-async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse, outcome: Outcome, log: Logger): Promise<void> {
+async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMessage, res: ServerResponse, outcome: Outcome, log: Logger): Promise<void> {
   const { pathname, query } = parseUrl(req);
   // ---- auth (lib/server/auth): stevedore's own token endpoint.
   const authContext: AuthContext = {
@@ -274,6 +275,8 @@ async function route(deps: ServerDeps, req: IncomingMessage, res: ServerResponse
   const r = matchRoute(pathname);
   if (!r) throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)}`);
   outcome.route = r.kind;
+  // A blob's body outlasts the socket's buffers: a client that stops reading it is cut (server.idleTimeout).
+  if (r.kind === 'blob' && req.method === 'GET') guard.armIdle(res);
   const head = req.method === 'HEAD';
   // The one place a request's action is decided: an access-rule check plugs in here.
   const action = actionFor(r, req.method);
