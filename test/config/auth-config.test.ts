@@ -1,14 +1,9 @@
 import t from 'tap';
-import { ConfigError, parseConfig } from '../../lib/config/config.js';
+import { problems } from '../fixtures/config-problems.js';
+import { parseConfig } from '../../lib/config/config.js';
 
-function problems(auth: unknown): string[] {
-  try {
-    parseConfig({ auth });
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('expected a ConfigError, nothing was thrown');
+function authProblems(auth: unknown): string[] {
+  return problems(() => parseConfig({ auth }));
 }
 
 t.test('auth defaults: no users, anonymous pull, tokens for 5 minutes, every user may pull', async (t) => {
@@ -42,7 +37,7 @@ t.test('trustedProxies takes addresses and CIDR ranges, IPv4 and IPv6', async (t
 });
 
 t.test('a trustedProxies entry that is not an address or range is reported at its key path', async (t) => {
-  t.same(problems({ trustedProxies: ['10.0.0.0/8', 'proxy.example.com', '10.0.0.0/33', 'fd00::/129', '10.0.0.1/'] }), [
+  t.same(authProblems({ trustedProxies: ['10.0.0.0/8', 'proxy.example.com', '10.0.0.0/33', 'fd00::/129', '10.0.0.1/'] }), [
     'auth.trustedProxies.1: not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)',
     'auth.trustedProxies.2: not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)',
     'auth.trustedProxies.3: not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)',
@@ -70,13 +65,13 @@ t.test('a full auth section is read', async (t) => {
 });
 
 t.test('an undefined group in a rule is reported at its key path', async (t) => {
-  t.same(problems({ groups: { ci: ['x'] }, rules: [{ repository: '**', groups: ['ci', 'ops'], actions: ['pull'] }] }), [
+  t.same(authProblems({ groups: { ci: ['x'] }, rules: [{ repository: '**', groups: ['ci', 'ops'], actions: ['pull'] }] }), [
     'auth.rules.0.groups.1: group "ops" is not defined in auth.groups (ci)',
   ]);
 });
 
 t.test('bad patterns, actions and rules naming nobody are each reported', async (t) => {
-  const p = problems({
+  const p = authProblems({
     rules: [
       { repository: 'Lab/App', users: ['*'], actions: ['pull'] },
       { repository: 'lab/***', users: ['*'], actions: ['pull'] },
@@ -97,7 +92,7 @@ t.test('bad patterns, actions and rules naming nobody are each reported', async 
     /^auth\.rules\.7: .*verbs/,
   ]);
   t.equal(p.length, 6, 'the refinement (4) waits until the shapes are right');
-  const q = problems({ rules: [{ repository: 'lab/*', actions: ['pull'] }] });
+  const q = authProblems({ rules: [{ repository: 'lab/*', actions: ['pull'] }] });
   t.same(q, ['auth.rules.0: a rule names at least one user or group (`*`: every user, `anonymous`: no credentials)']);
 });
 
@@ -107,20 +102,20 @@ t.test('anonymous clients may be granted push explicitly (an open registry)', as
 });
 
 t.test('token: ttl bounds, realm must be an http(s) URL, service free of quotes', async (t) => {
-  t.match(problems({ token: { ttl: '30s' } }), [/^auth\.token\.ttl: must be between 1m and 24h/]);
-  t.match(problems({ token: { ttl: '2d' } }), [/^auth\.token\.ttl: must be between 1m and 24h/]);
-  t.match(problems({ token: { ttl: 'soon' } }), [/^auth\.token\.ttl: not a duration/]);
-  t.match(problems({ token: { realm: 'ftp://x/token' } }), [/^auth\.token\.realm: must be http/]);
-  t.match(problems({ token: { realm: 'token' } }), [/^auth\.token\.realm: not a URL/]);
-  t.match(problems({ token: { realm: 'https://u:p@x/token' } }), [/^auth\.token\.realm: must be a plain URL/]);
-  t.match(problems({ token: { service: 'my "registry"' } }), [/^auth\.token\.service: printable ASCII/]);
-  t.match(problems({ token: { secret: 'x' } }), [/^auth\.token: .*secret/]);
+  t.match(authProblems({ token: { ttl: '30s' } }), [/^auth\.token\.ttl: must be between 1m and 24h/]);
+  t.match(authProblems({ token: { ttl: '2d' } }), [/^auth\.token\.ttl: must be between 1m and 24h/]);
+  t.match(authProblems({ token: { ttl: 'soon' } }), [/^auth\.token\.ttl: not a duration/]);
+  t.match(authProblems({ token: { realm: 'ftp://x/token' } }), [/^auth\.token\.realm: must be http/]);
+  t.match(authProblems({ token: { realm: 'token' } }), [/^auth\.token\.realm: not a URL/]);
+  t.match(authProblems({ token: { realm: 'https://u:p@x/token' } }), [/^auth\.token\.realm: must be a plain URL/]);
+  t.match(authProblems({ token: { service: 'my "registry"' } }), [/^auth\.token\.service: printable ASCII/]);
+  t.match(authProblems({ token: { secret: 'x' } }), [/^auth\.token: .*secret/]);
 });
 
 t.test('groups: user names without ":" and no special names as members', async (t) => {
-  t.match(problems({ groups: { ci: ['a:b'] } }), [/^auth\.groups\.ci\.0: a user name/]);
-  t.match(problems({ groups: { ci: ['*'] } }), [/^auth\.groups\.ci\.0: "\*" is not a user name/]);
-  t.match(problems({ groups: { 'bad group': ['a'] } }), [/^auth\.groups\.bad group: a group name/]);
-  t.match(problems({ htpasswd: '' }), [/^auth\.htpasswd: /]);
-  t.match(problems({ anonymousPull: 'yes' }), [/^auth\.anonymousPull: /]);
+  t.match(authProblems({ groups: { ci: ['a:b'] } }), [/^auth\.groups\.ci\.0: a user name/]);
+  t.match(authProblems({ groups: { ci: ['*'] } }), [/^auth\.groups\.ci\.0: "\*" is not a user name/]);
+  t.match(authProblems({ groups: { 'bad group': ['a'] } }), [/^auth\.groups\.bad group: a group name/]);
+  t.match(authProblems({ htpasswd: '' }), [/^auth\.htpasswd: /]);
+  t.match(authProblems({ anonymousPull: 'yes' }), [/^auth\.anonymousPull: /]);
 });

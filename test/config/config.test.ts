@@ -2,21 +2,11 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { problems } from '../fixtures/config-problems.js';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, loadConfig, parseConfig, type Config } from '../../lib/config/config.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../config/stevedore.yaml', import.meta.url));
-
-/** The problems a ConfigError reports, or a test failure if nothing (or something else) is thrown. */
-function problems(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('expected a ConfigError, nothing was thrown');
-}
 
 /** The built-in upstream timeouts. */
 const TIMEOUTS = { connect: 10_000, firstByte: 60_000, idle: 120_000, stall: 30_000, minProgress: 16 * 1024, request: 120_000 };

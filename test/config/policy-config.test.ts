@@ -1,17 +1,8 @@
 // The policy keys: cache.tagTTLPolicies (tag TTL tiers) and upstreams.<name>.allow / deny.
 // Each bad value is refused with the key path that holds it and a hint at what to write.
 import t from 'tap';
-import { ConfigError, parseConfig } from '../../lib/config/config.js';
-
-function problems(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('expected a ConfigError, nothing was thrown');
-}
+import { problems } from '../fixtures/config-problems.js';
+import { parseConfig } from '../../lib/config/config.js';
 
 const HUB = { url: 'https://registry-1.docker.io' };
 const policies = (list: unknown[]): unknown => parseConfig({ cache: { tagTTLPolicies: list } });
