@@ -97,6 +97,8 @@ export class Download {
   readonly done: Promise<CommitResult>;
   /** Upstream requests made (1 + resumes). */
   attempts = 0;
+  /** Bytes that were already in the (shared) temp file when this download began. */
+  resumedFrom = 0;
   /** Bytes handed to the writer (some may still be in its buffer): where a resume starts. */
   private received = 0;
   private followers = 0;
@@ -118,6 +120,11 @@ export class Download {
     });
     this.done = (async () => {
       try {
+        // A shared temp file taken over from another replica: its bytes were re-hashed, the
+        // upstream is asked for the rest (Range).
+        this.received = await writer.resumedFrom;
+        this.resumedFrom = this.received;
+        if (this.received > 0) log.info({ digest, from: this.received }, 'taking over a download another replica left; resuming with Range');
         await this.run(source, log, markReady);
         return await writer.commit(this.size ?? undefined);
       } catch (err) {
@@ -252,6 +259,12 @@ export class Download {
       err.code = 'ERR_STREAM_PREMATURE_CLOSE';
       throw err;
     }
+  }
+
+  /** Stops the download (its followers fail); `keepFile`: the temp file is not ours to delete. */
+  cancel(reason: Error, opts: { keepFile?: boolean } = {}): void {
+    if (opts.keepFile) this.writer.keepFileOnAbort = true;
+    this.abort.abort(reason);
   }
 
   /** Bytes [start, end] of the blob as they arrive. */

@@ -19,7 +19,10 @@ import type { RepoRef, TagLink } from '../storage/repo-store.js';
 import type { Metadata } from '../metadata/metadata.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { UpstreamError } from '../upstream/errors.js';
+import { PassThrough } from 'node:stream';
 import { Download, type DownloadOptions } from './download.js';
+import type { Coordinator, Lease } from '../cluster/coordinator.js';
+import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type PublishedDownload } from './cluster-download.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { tagTTLFor } from './tag-policy.js';
 import { mapLimit } from '../util/map-limit.js';
@@ -109,6 +112,19 @@ function repoKey(r: RepoRef): string {
   return `${r.upstream}/${r.name}`;
 }
 
+/** Cluster mode: replicas on one shared store coordinate downloads through leases. */
+export interface ClusterDownloads {
+  coordinator: Coordinator;
+  /** This replica's name, in lease records and logs. */
+  replicaId: string;
+  /** A download's lease expires this long after its holder last renewed it (then it is taken over). */
+  leaseTtlMs: number;
+  /** How often a download held elsewhere is looked at (file size, lease). */
+  pollMs: number;
+  /** Counts takeovers and remote follows (metrics). */
+  onEvent?(what: 'takeover' | 'remote_follow' | 'alone'): void;
+}
+
 export class PullThrough {
   private readonly store: Store;
   private readonly metadata: Metadata;
@@ -129,6 +145,15 @@ export class PullThrough {
    * (a manifest speaks for its own repository only): a download of one is held to that size.
    */
   private readonly descriptorSizes = new LRUCache<string, number>({ max: DESCRIPTOR_SIZES_MAX });
+  private readonly cluster: ClusterDownloads | null;
+  /** Downloads other replicas hold that clients of this one follow, by digest. */
+  private readonly remotes = new Map<string, RemoteBlob>();
+  /** A miss being resolved in cluster mode (lease asked for), shared by concurrent requests. */
+  private readonly resolving = new Map<string, Promise<Download | RemoteBlob | 'stored'>>();
+  /** Cluster downloads this replica holds the lease of. */
+  private readonly held = new Map<Download, Promise<void>>();
+  /** Downloads given up for another replica to continue (shutdown): their failure is no failure. */
+  private readonly handedOver = new Set<Download>();
 
   constructor(deps: {
     store: Store;
@@ -141,7 +166,9 @@ export class PullThrough {
     /** Tag TTLs are multiplied by this while an upstream's quota is low. */
     quotaTTLMultiplier?: number;
     limits?: Partial<PullLimits>;
+    cluster?: ClusterDownloads | null;
   }) {
+    this.cluster = deps.cluster?.coordinator.shared ? deps.cluster : null;
     this.limits = { ...DEFAULT_PULL_LIMITS, ...deps.limits };
     this.downloadOptions = deps.download ?? {};
     this.health = deps.health ?? null;
@@ -392,7 +419,137 @@ export class PullThrough {
       await this.authorizeJoin(t, d, finished);
       return this.follow(finished, t);
     }
-    return this.follow(this.startDownload(t, d), t);
+    if (!this.cluster) return this.follow(this.startDownload(t, d), t);
+    const source = await this.clusterSource(t, d);
+    if (source === 'stored') return this.getBlob(t, d);
+    if (source instanceof Download) {
+      await this.authorizeJoin(t, d, source);
+      return this.follow(source, t);
+    }
+    return this.followRemote(source, t, d);
+  }
+
+  // ---- cluster mode ----------------------------------------------------------------------
+
+  /**
+   * A miss in cluster mode: this replica downloads (it got the digest's lease), or follows the
+   * replica that holds it. Redis unreachable: this replica downloads alone (per-replica coalescing).
+   */
+  private clusterSource(t: Target, d: Digest): Promise<Download | RemoteBlob | 'stored'> {
+    const pending = this.resolving.get(d.value);
+    if (pending) return pending;
+    const p = (async (): Promise<Download | RemoteBlob | 'stored'> => {
+      const c = this.cluster!;
+      const remote = this.remotes.get(d.value);
+      if (remote) return remote;
+      let lease: Lease | null | 'unavailable' = 'unavailable';
+      if (c.coordinator.available()) {
+        try {
+          lease = await c.coordinator.acquire(blobLeaseKey(d), c.leaseTtlMs, this.published(t, null, false));
+        } catch {
+          lease = 'unavailable';
+        }
+      }
+      if (lease === 'unavailable') {
+        c.onEvent?.('alone');
+        return this.startDownload(t, d);
+      }
+      if (lease) {
+        // Stored meanwhile: the holder before us finished between our look and our lease.
+        if (await this.store.blobs.adopt(d)) {
+          await lease.release();
+          return 'stored';
+        }
+        return this.startDownload(t, d, lease);
+      }
+      c.onEvent?.('remote_follow');
+      return this.remoteFor(t, d);
+    })();
+    this.resolving.set(d.value, p);
+    const forget = (): void => {
+      if (this.resolving.get(d.value) === p) this.resolving.delete(d.value);
+    };
+    p.then(forget, forget);
+    return p;
+  }
+
+  private published(t: Target, size: number | null, ready: boolean): string {
+    const pub: PublishedDownload = { owner: this.cluster!.replicaId, repoKey: repoKey(this.repo(t)), size, ready };
+    return JSON.stringify(pub);
+  }
+
+  private remoteFor(t: Target, d: Digest): RemoteBlob {
+    const existing = this.remotes.get(d.value);
+    if (existing) return existing;
+    const c = this.cluster!;
+    const remote: RemoteBlob = new RemoteBlob(d, {
+      store: this.store,
+      coordinator: c.coordinator,
+      log: this.log,
+      pollMs: c.pollMs,
+      leaseTtlMs: c.leaseTtlMs,
+      takeOver: async () => {
+        if (this.inFlight(d)) return null;
+        const lease = await c.coordinator.acquire(blobLeaseKey(d), c.leaseTtlMs, this.published(t, remote.size, false)).catch(() => null);
+        if (!lease) return null;
+        if (await this.store.blobs.adopt(d)) {
+          await lease.release();
+          return null;
+        }
+        c.onEvent?.('takeover');
+        this.log.warn({ digest: d.value, previousHolder: remote.owner || 'unknown', upstream: t.client.name, repo: t.name }, 'the replica downloading this blob is gone; taking its download over');
+        this.startDownload(t, d, lease);
+        return lease.token;
+      },
+      onDone: () => {
+        if (this.remotes.get(d.value) === remote) this.remotes.delete(d.value);
+      },
+    });
+    this.remotes.set(d.value, remote);
+    return remote;
+  }
+
+  /** Answers from a download another replica holds (or this one took over) through the shared file. */
+  private async followRemote(remote: RemoteBlob, t: Target, d: Digest): Promise<BlobAnswer> {
+    const release = remote.use();
+    try {
+      await remote.ready;
+    } catch (err) {
+      release();
+      if (err instanceof UpstreamError) throw err.toOciError('BLOB_UNKNOWN');
+      // Stored after all (the RemoteBlob saw the file land): served like any stored blob.
+      if (this.store.blobs.has(d) || (await this.store.blobs.adopt(d))) return this.getBlob(t, d);
+      throw err;
+    }
+    if (remote.state === 'committed') {
+      release();
+      await this.store.blobs.adopt(d);
+      return this.getBlob(t, d);
+    }
+    try {
+      if (remote.repoKey !== repoKey(this.repo(t))) await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
+    } catch (err) {
+      release();
+      throw err;
+    }
+    const sendTo = async (dest: Writable, r?: { start: number; end: number }): Promise<void> => {
+      try {
+        await remote.sendTo(dest, r?.start, r?.end);
+      } finally {
+        release();
+      }
+    };
+    return {
+      size: remote.size,
+      cache: 'miss',
+      sendTo,
+      open: (r) => {
+        const out = new PassThrough();
+        sendTo(out, r).catch((err: unknown) => out.destroy(err as Error));
+        return out;
+      },
+      release: async () => release(),
+    };
   }
 
   /** Size and whether it is stored, without downloading (HEAD). */
@@ -450,11 +607,12 @@ export class PullThrough {
     }
   }
 
-  private startDownload(t: Target, d: Digest): Download {
+  private startDownload(t: Target, d: Digest, lease?: Lease): Download {
     const expectedSize = this.descriptorSizes.get(`${t.client.name}/${t.name}@${d.value}`) ?? null;
     const maxSize = this.limits.blobMaxSize;
     // The writer refuses past the limit too: a second line behind the download's own check.
-    const writer = this.store.blobs.createWriter(d, { keepRecent: SHARED_RECENT_BYTES, maxSize: expectedSize ?? maxSize });
+    // Holding a cluster lease: the shared temp file, which other replicas follow and may take over.
+    const writer = this.store.blobs.createWriter(d, { keepRecent: SHARED_RECENT_BYTES, maxSize: expectedSize ?? maxSize, shared: lease !== undefined });
     const timeouts = t.client.config.timeouts;
     const dl = new Download(
       d.value,
@@ -473,6 +631,7 @@ export class PullThrough {
       },
     );
     this.downloads.set(d.value, dl);
+    if (lease) this.holdLease(lease, dl, t, d);
     dl.done.then(
       async () => {
         await this.store.repos.link(this.repo(t), d).catch((err: unknown) => this.log.warn({ err }, 'linking blob failed'));
@@ -485,6 +644,43 @@ export class PullThrough {
       },
     );
     return dl;
+  }
+
+  /**
+   * The holder's side of a cluster download: publishes the size once the upstream answered, stops
+   * (leaving the file to whoever took over) if the lease is lost, says why it failed, and releases
+   * the lease once the blob is stored or failed.
+   */
+  private holdLease(lease: Lease, dl: Download, t: Target, d: Digest): void {
+    this.log.info({ digest: d.value, replica: this.cluster?.replicaId, upstream: t.client.name, repo: t.name }, 'downloading a blob for the cluster (holding its lease)');
+    const onLost = (): void => {
+      this.log.warn({ digest: d.value, reason: (lease.lost.reason as Error | undefined)?.message }, 'lost the lease of a download; another replica continues it');
+      dl.cancel(new OciError('BLOB_UNKNOWN', `the download of ${d.value} was taken over by another replica`, { status: 503 }), { keepFile: true });
+    };
+    lease.lost.addEventListener('abort', onLost, { once: true });
+    dl.ready.then(
+      () => lease.publish(this.published(t, dl.size, true)).catch(() => false),
+      () => undefined,
+    );
+    const settled = dl.done.then(
+      async () => {
+        lease.lost.removeEventListener('abort', onLost);
+        this.held.delete(dl);
+        await lease.release();
+      },
+      async (err: unknown) => {
+        lease.lost.removeEventListener('abort', onLost);
+        this.held.delete(dl);
+        // Handed over: no failure note, so the first replica to look takes it over at once.
+        if (!lease.lost.aborted && !this.handedOver.delete(dl)) {
+          const oci = err instanceof UpstreamError ? err.toOciError('BLOB_UNKNOWN') : err instanceof OciError ? err : new OciError('BLOB_UNKNOWN', `the download of ${d.value} failed: ${(err as Error).message}`, { status: 502 });
+          const note: FailureNote = { token: lease.token, code: oci.code, message: oci.message, status: oci.status };
+          await this.cluster?.coordinator.setNote(blobFailureKey(d), JSON.stringify(note), FAILURE_NOTE_TTL_MS).catch(() => undefined);
+        }
+        await lease.release();
+      },
+    );
+    this.held.set(dl, settled);
   }
 
   // ---- tags list -------------------------------------------------------------------------
@@ -519,6 +715,23 @@ export class PullThrough {
       if (link && this.store.blobs.index.isPinned(link.digest)) out.push(tag);
     }
     return out;
+  }
+
+  /**
+   * Shutting down in cluster mode: the downloads this replica still holds are stopped with their
+   * bytes left in the shared file and their leases released, so another replica resumes each one
+   * (with Range) at once instead of failing its clients. Resolves when they have settled.
+   */
+  async handOver(): Promise<number> {
+    const held = [...this.held];
+    for (const [dl] of held) {
+      this.handedOver.add(dl);
+      dl.cancel(new OciError('BLOB_UNKNOWN', `this replica is shutting down; another continues the download of ${dl.digest}`, { status: 503 }), { keepFile: true });
+    }
+    // Settled: each lease released (after the file was left as it is).
+    await Promise.allSettled(held.map(([, settled]) => settled));
+    if (held.length) this.log.info({ downloads: held.length }, 'shutting down: downloads in progress handed over to the other replicas');
+    return held.length;
   }
 
   /** Waits for downloads in progress (graceful shutdown). */

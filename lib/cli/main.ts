@@ -43,7 +43,7 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'draining');
-      app.close(graceMs).then(
+      app.close(graceMs ?? config.server.shutdownGrace).then(
         () => process.exit(code),
         (err: unknown) => {
           log.error({ err }, 'shutdown failed');

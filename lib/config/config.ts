@@ -64,6 +64,8 @@ export interface Config {
   server: ParsedConfig['server'];
   storage: { path: string; maxSize: number | null };
   metadata: { redis: string | null };
+  /** Cluster mode tuning (on when metadata.redis is set). */
+  cluster: ParsedConfig['cluster'];
   /** Client authentication and access rules (lib/server/auth). */
   auth: AuthConfig;
   log: { level: ParsedConfig['log']['level'] };
@@ -170,6 +172,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     server: parsed.server,
     storage: parsed.storage,
     metadata: parsed.metadata,
+    cluster: parsed.cluster,
     auth: { ...parsed.auth, rules: parsed.auth.rules ?? defaultAuthRules(parsed.registry.hosted) },
     log: parsed.log,
     cache: parsed.cache,

@@ -195,6 +195,14 @@ export const DEFAULT_UPSTREAMS: Record<string, { url: string }> = {
 
 const GiB = 1024 ** 3;
 
+export const CLUSTER_DEFAULTS = {
+  leaseTTL: 10_000,
+  pollInterval: 100,
+  recencyFlush: 5_000,
+  evictionInterval: 10_000,
+  replicaId: null as string | null,
+};
+
 export const CACHE_DEFAULTS = {
   tagTTL: 300_000,
   manifestMaxSize: 4 * 1024 * 1024,
@@ -226,6 +234,7 @@ const SERVER_DEFAULTS = {
   requestBodyMinBytes: 16 * 1024,
   maxConnections: null,
   maxConnectionsPerAddress: 256,
+  shutdownGrace: 10_000,
 };
 
 export const configSchema = z
@@ -258,6 +267,11 @@ export const configSchema = z
         maxConnections: z.number().int().min(1).nullable().default(null),
         /** Open connections from one client address at most. */
         maxConnectionsPerAddress: z.number().int().min(1).default(256),
+        /**
+         * On SIGTERM, answers and downloads in progress get this long to finish; then connections are
+         * cut and (cluster mode) downloads still running are handed to another replica.
+         */
+        shutdownGrace: duration.default(10_000),
       })
       .strict()
       .default(SERVER_DEFAULTS),
@@ -268,6 +282,25 @@ export const configSchema = z
       })
       .strict()
       .default({ redis: null }),
+    /**
+     * Cluster mode: on whenever metadata.redis is set. Replicas whose storage.path is the same
+     * directory (a ReadWriteMany volume) coordinate through Redis; these only tune it.
+     */
+    cluster: z
+      .object({
+        /** A download's lease lapses this long after its replica last renewed it; another replica then takes it over. */
+        leaseTTL: duration.refine((ms) => ms >= 1_000, { message: 'at least 1s' }).default(CLUSTER_DEFAULTS.leaseTTL),
+        /** How often a download another replica holds is looked at (its file's size, its lease). */
+        pollInterval: duration.refine((ms) => ms >= 10 && ms <= 5_000, { message: 'between 10ms and 5s' }).default(CLUSTER_DEFAULTS.pollInterval),
+        /** How often each replica sends what it served (recency, for eviction) to Redis, batched. */
+        recencyFlush: duration.refine((ms) => ms >= 100, { message: 'at least 100ms' }).default(CLUSTER_DEFAULTS.recencyFlush),
+        /** How often the replica holding the eviction lease checks the store against storage.maxSize. */
+        evictionInterval: duration.refine((ms) => ms >= 100, { message: 'at least 100ms' }).default(CLUSTER_DEFAULTS.evictionInterval),
+        /** This replica's name in leases and logs. null: host name and process id (a pod's name in Kubernetes). */
+        replicaId: z.string().min(1).max(200).nullable().default(null),
+      })
+      .strict()
+      .default(CLUSTER_DEFAULTS),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

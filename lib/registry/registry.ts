@@ -26,7 +26,7 @@ import { HOSTED_NAMESPACE } from '../storage/paths.js';
 import type { Store } from '../storage/store.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import type { StoredBlob } from '../storage/blob-store.js';
-import { ANONYMOUS_OWNER, UploadStore, type UploadLimits } from '../storage/upload-store.js';
+import { ANONYMOUS_OWNER, UploadStore, type SessionLocks, type UploadLimits } from '../storage/upload-store.js';
 import { mapLimit } from '../util/map-limit.js';
 import { CACHE_DEFAULTS, REGISTRY_DEFAULTS } from '../config/schema.js';
 
@@ -56,6 +56,8 @@ export interface RegistryOptions {
   uploadLimits?: Partial<UploadLimits>;
   log: Logger;
   now?: () => number;
+  /** Cluster mode: upload sessions locked across replicas. */
+  sessionLocks?: SessionLocks | null;
 }
 
 export interface StoredManifest {
@@ -102,7 +104,11 @@ export class Registry {
   constructor(store: Store, opts: RegistryOptions) {
     this.store = store;
     this.opts = opts;
-    this.uploads = new UploadStore(store.blobs, { ...(opts.now ? { now: opts.now } : {}), ...(opts.uploadLimits ? { limits: opts.uploadLimits } : {}) });
+    this.uploads = new UploadStore(store.blobs, {
+      ...(opts.now ? { now: opts.now } : {}),
+      ...(opts.uploadLimits ? { limits: opts.uploadLimits } : {}),
+      locks: opts.sessionLocks ?? null,
+    });
   }
 
   /** Creates the upload space, sweeps abandoned sessions, and keeps sweeping periodically. */

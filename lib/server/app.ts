@@ -18,8 +18,15 @@ import { canonicalRepository } from './auth/authorize-route.js';
 import { Registry } from '../registry/registry.js';
 import { HostedNames } from '../registry/hosted.js';
 import { ProxiedReferrers } from '../cache/referrers.js';
+import { hostname } from 'node:os';
+import { RedisLink, redactUrl } from '../cluster/redis-link.js';
+import { RedisCoordinator, type Coordinator } from '../cluster/coordinator.js';
+import { SharedIndex } from '../cluster/shared-index.js';
+import { ClusterSessionLocks } from '../cluster/session-locks.js';
 
 const SNAPSHOT_INTERVAL_MS = 5 * 60_000;
+/** Cluster mode: temp files untouched this long are another replica's leftovers (swept at start-up). */
+const SHARED_TEMP_MAX_AGE_MS = 3_600_000;
 
 export interface App {
   server: http.Server;
@@ -31,6 +38,8 @@ export interface App {
   upstreams: ReadonlyMap<string, UpstreamClient>;
   log: Logger;
   metrics: Metrics;
+  /** Cluster mode (metadata.redis set): the coordination this replica takes part in; null alone. */
+  cluster: { link: RedisLink; coordinator: Coordinator; index: SharedIndex; replicaId: string; storeId: string } | null;
   /** Listens; resolves with the bound address. */
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
@@ -77,12 +86,33 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     }
   };
   const auth = await Auth.create({ config: config.auth, log, clock, canonicalName });
-  const store = new Store(config.storage.path, { maxSize: config.storage.maxSize, log });
-  const recovered = await store.init({ sweep: opts.sweepTemp !== false });
+  const clustered = config.metadata.redis !== null;
+  // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
+  // each replica's partial index.
+  const store = new Store(config.storage.path, { maxSize: clustered ? null : config.storage.maxSize, log });
+  const recovered = await store.init({ sweep: opts.sweepTemp !== false, ...(clustered ? { sweepOlderThanMs: SHARED_TEMP_MAX_AGE_MS } : {}) });
   if (recovered.sweptTempFiles) log.info({ sweptTempFiles: recovered.sweptTempFiles }, 'removed temp files of interrupted downloads');
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
-  const metadata = await Metadata.create(config.metadata);
+  let cluster: App['cluster'] = null;
+  if (config.metadata.redis !== null) {
+    const link = await RedisLink.open(config.metadata.redis, log);
+    const storeId = await store.blobs.storeId();
+    const prefix = `stevedore:${storeId}:`;
+    const coordinator = new RedisCoordinator(link, prefix);
+    const replicaId = config.cluster.replicaId ?? `${hostname()}-${process.pid}`;
+    const index = new SharedIndex(link, coordinator, prefix, store.blobs, log, {
+      maxSize: config.storage.maxSize,
+      recencyFlushMs: config.cluster.recencyFlush,
+      evictionIntervalMs: config.cluster.evictionInterval,
+      leaseTtlMs: config.cluster.leaseTTL,
+    });
+    store.blobs.observer = index;
+    index.start();
+    cluster = { link, coordinator, index, replicaId, storeId };
+    log.info({ redis: redactUrl(config.metadata.redis), storeId, replicaId, redisUp: link.up }, 'cluster mode: coordinating with the replicas on this store through Redis');
+  }
+  const metadata = await Metadata.create({ link: cluster?.link ?? null });
   const p = config.upstreamPolicy;
   const health = new UpstreamHealth(
     metadata,
@@ -106,6 +136,15 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     quotaTTLMultiplier: p.quotaTTLMultiplier,
     limits: config.cache,
     clock,
+    cluster: cluster
+      ? {
+          coordinator: cluster.coordinator,
+          replicaId: cluster.replicaId,
+          leaseTtlMs: config.cluster.leaseTTL,
+          pollMs: config.cluster.pollInterval,
+          onEvent: (what) => metrics.clusterEvent(what),
+        }
+      : null,
   });
   const registry = new Registry(store, {
     manifestMaxSize: config.cache.manifestMaxSize,
@@ -120,6 +159,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     },
     log,
     now: () => clock.now(),
+    sessionLocks: cluster ? new ClusterSessionLocks(cluster.coordinator, { leaseTtlMs: config.cluster.leaseTTL, waitMs: 30_000, pollMs: 50 }) : null,
   });
   await registry.start();
   const referrers = new ProxiedReferrers({ store, log, clock, manifestMaxSize: config.cache.manifestMaxSize });
@@ -129,7 +169,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   }, SNAPSHOT_INTERVAL_MS);
   snapshotTimer.unref();
   let ready = true;
-  const metrics = new Metrics({ store: store.blobs, pull, upstreams });
+  const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster });
   const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, isReady: () => ready });
   return {
     server,
@@ -140,6 +180,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     upstreams,
     log,
     metrics,
+    cluster,
     listen(port = config.listen.port, host = config.listen.host) {
       return new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -158,11 +199,17 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       await Promise.race([Promise.all([closed, pull.drain()]), timer]);
       server.closeAllConnections();
+      // Cluster mode: what this replica still downloads is left for another to resume.
+      await pull.handOver();
       // Upstream work still running past the grace period (a stalled download, a tag list) is
       // aborted, and the downloads it cut are let settle (their temp files removed).
       await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
       await Promise.race([pull.drain(), new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref())]);
       await metadata.close().catch(() => undefined);
+      if (cluster) {
+        await cluster.index.stop().catch(() => undefined);
+        await cluster.link.close();
+      }
       await auth.close();
       await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
     },

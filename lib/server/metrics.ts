@@ -10,6 +10,11 @@ import { sendBufferStats } from '../storage/file-sender.js';
 import type { PullThrough } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import type { RefusalReason } from './connection-guard.js';
+import type { RedisLink } from '../cluster/redis-link.js';
+import type { SharedIndex } from '../cluster/shared-index.js';
+
+export const CLUSTER_EVENTS = ['remote_follow', 'takeover', 'alone'] as const;
+export type ClusterEvent = (typeof CLUSTER_EVENTS)[number];
 
 export const INTERNAL_ERROR_KINDS = ['request', 'unhandled_rejection', 'uncaught_exception'] as const;
 export type InternalErrorKind = (typeof INTERNAL_ERROR_KINDS)[number];
@@ -23,8 +28,14 @@ export class Metrics {
   /** Requests being handled now (a handler that never ends would show here). */
   private readonly inFlight: Gauge;
   private readonly refused: Counter<'reason'>;
+  private readonly cluster: Counter<'event'> | null = null;
 
-  constructor(deps: { store: BlobStore; pull: PullThrough; upstreams: ReadonlyMap<string, UpstreamClient> }) {
+  constructor(deps: {
+    store: BlobStore;
+    pull: PullThrough;
+    upstreams: ReadonlyMap<string, UpstreamClient>;
+    cluster?: { link: RedisLink; index: SharedIndex } | null;
+  }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'stevedore_' });
     this.requests = new Counter({
@@ -114,6 +125,40 @@ export class Metrics {
         this.set({ state: 'pooled' }, s.pooled);
       },
     });
+    const cluster = deps.cluster;
+    if (cluster) {
+      this.cluster = new Counter({
+        name: 'stevedore_cluster_downloads_total',
+        help: 'Cluster mode: blob misses followed from another replica (remote_follow), downloads taken over from a replica that died (takeover), downloads started without coordination because Redis was unreachable (alone)',
+        labelNames: ['event'],
+        registers,
+      });
+      for (const event of CLUSTER_EVENTS) this.cluster.inc({ event }, 0);
+      new Gauge({
+        name: 'stevedore_redis_up',
+        help: 'Cluster mode: 1 while Redis answers, 0 while this replica serves without it',
+        registers,
+        collect() {
+          this.set(cluster.link.up ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'stevedore_cluster_store_bytes',
+        help: 'Cluster mode: bytes of cached (evictable) content in the shared store, as the cluster records them',
+        registers,
+        async collect() {
+          if (cluster.link.up) this.set(await cluster.index.total().catch(() => 0));
+        },
+      });
+      new Gauge({
+        name: 'stevedore_cluster_evictions_total',
+        help: 'Cluster mode: files this replica evicted for the cluster (while it held the eviction lease)',
+        registers,
+        collect() {
+          this.set(cluster.index.evictions);
+        },
+      });
+    }
     new Gauge({
       name: 'stevedore_upstream_requests_total',
       help: 'Requests sent to each upstream, by method and status (0: no answer)',
@@ -128,6 +173,10 @@ export class Metrics {
         }
       },
     });
+  }
+
+  clusterEvent(event: ClusterEvent): void {
+    this.cluster?.inc({ event });
   }
 
   connectionRefused(reason: RefusalReason): void {

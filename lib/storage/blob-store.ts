@@ -7,7 +7,7 @@ import { createReadStream, promises as fsp, statSync, unlinkSync } from 'node:fs
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { sendFileRange } from './file-sender.js';
+import { sendFileRange, type Follow } from './file-sender.js';
 import type { Logger } from 'pino';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { BlobWriter } from './blob-writer.js';
@@ -30,6 +30,21 @@ export interface StoredBlob {
   close(): Promise<void>;
 }
 
+/**
+ * Told what happens to stored content, for an index shared by several processes (cluster mode:
+ * lib/cluster/shared-index.ts). Every call is synchronous and cheap: it only records.
+ */
+export interface StoreObserver {
+  /** Served (a hit): its recency. */
+  used(digest: string): void;
+  /** Committed into the store. */
+  committed(digest: string, size: number, pinned: boolean): void;
+  /** Pinned (no longer evictable), or unpinned (evictable again). */
+  pinChanged(digest: string, pinned: boolean, size: number | null): void;
+  /** Deleted (gc, DELETE). */
+  removed(digest: string): void;
+}
+
 export interface BlobStoreOptions {
   /** Bytes of cached (unpinned) content; null: unbounded. */
   maxSize: number | null;
@@ -42,6 +57,10 @@ export class BlobStore {
   readonly index: BlobIndex;
   private readonly log: Logger | undefined;
   private readonly now: () => number;
+  /** Set in cluster mode. */
+  observer: StoreObserver | null = null;
+  /** Open reads by digest: content being served now (a shared index protects it from eviction). */
+  private readonly reading = new Map<string, number>();
 
   constructor(root: string, opts: BlobStoreOptions = { maxSize: null }) {
     this.paths = new StorePaths(root);
@@ -55,12 +74,15 @@ export class BlobStore {
    * `sweep: false` leaves temp files alone: for a CLI command working beside a running server,
    * whose downloads in progress those files are.
    */
-  async init(opts: { sweep?: boolean } = {}): Promise<{ sweptTempFiles: number; blobs: number; bytes: number; ms: number }> {
+  async init(opts: { sweep?: boolean; sweepOlderThanMs?: number } = {}): Promise<{ sweptTempFiles: number; blobs: number; bytes: number; ms: number }> {
     const started = performance.now();
     await fsp.mkdir(this.paths.blobs, { recursive: true });
     await fsp.mkdir(this.paths.repositories, { recursive: true });
     let swept = 0;
-    if (opts.sweep !== false) {
+    if (opts.sweep !== false && opts.sweepOlderThanMs !== undefined) {
+      // Shared with other replicas: only what nobody has written to for a while is left over.
+      swept = await this.sweepTemp(opts.sweepOlderThanMs);
+    } else if (opts.sweep !== false) {
       try {
         swept = (await fsp.readdir(this.paths.tmp)).length;
       } catch {
@@ -71,6 +93,53 @@ export class BlobStore {
     await fsp.mkdir(this.paths.tmp, { recursive: true });
     const { blobs, bytes } = await this.rebuildIndex();
     return { sweptTempFiles: swept, blobs, bytes, ms: Math.round(performance.now() - started) };
+  }
+
+  /**
+   * Deletes temp files (shared downloads included) untouched for `olderThanMs`: left by a process
+   * that died, and taken over by nobody since. Returns how many.
+   */
+  async sweepTemp(olderThanMs: number): Promise<number> {
+    const cutoff = this.now() - olderThanMs;
+    let swept = 0;
+    for (const dir of [this.paths.tmp, this.paths.sharedParts]) {
+      for (const name of await readdirOrEmpty(dir)) {
+        const file = path.join(dir, name);
+        const st = await fsp.stat(file).catch(() => null);
+        if (!st?.isFile() || st.mtimeMs > cutoff) continue;
+        await fsp.rm(file, { force: true });
+        swept++;
+      }
+    }
+    return swept;
+  }
+
+  /** Sizes of a shared download's temp file and of the stored file (null: absent), in one look. */
+  async probeShared(d: Digest): Promise<{ part: number | null; final: number | null }> {
+    const part = await fsp.stat(this.paths.sharedPart(d)).catch(() => null);
+    if (part) return { part: part.size, final: null };
+    const final = await fsp.stat(this.paths.blob(d)).catch(() => null);
+    return { part: null, final: final?.size ?? null };
+  }
+
+  /**
+   * Sends bytes [start, end] of a download another replica writes into the shared temp file, as
+   * `follow` says they become available; the descriptor survives the rename into the store.
+   */
+  async sendShared(d: Digest, dest: Writable, start: number, end: number, follow: Follow): Promise<void> {
+    let fh: fsp.FileHandle | null = null;
+    for (let attempt = 0; attempt < 3 && !fh; attempt++) {
+      for (const p of [this.paths.sharedPart(d), this.paths.blob(d)]) {
+        fh = await fsp.open(p, 'r').catch(() => null);
+        if (fh) break;
+      }
+    }
+    if (!fh) throw new Error(`the shared download of ${d.value} vanished`);
+    try {
+      await sendFileRange(fh, dest, start, end, follow);
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
   }
 
   /**
@@ -164,6 +233,7 @@ export class BlobStore {
     const e = this.index.use(d.value);
     if (!e) return null;
     this.maybeTouch(d, e);
+    this.observer?.used(d.value);
     return { size: e.size };
   }
 
@@ -222,35 +292,58 @@ export class BlobStore {
       throw err;
     }
     this.maybeTouch(d, e);
+    this.observer?.used(d.value);
     let used = false;
+    const digest = d.value;
+    this.reading.set(digest, (this.reading.get(digest) ?? 0) + 1);
+    let done = false;
+    const finished = (): void => {
+      if (done) return;
+      done = true;
+      const n = (this.reading.get(digest) ?? 1) - 1;
+      if (n <= 0) this.reading.delete(digest);
+      else this.reading.set(digest, n);
+    };
     return {
       size: e.size,
       stream: (range) => {
         used = true;
-        return createReadStream('', {
+        const rs = createReadStream('', {
           fd: fh,
           highWaterMark: READ_HIGH_WATER_MARK,
           autoClose: true,
           ...(range ? { start: range.start, end: range.end } : { start: 0 }),
         });
+        rs.once('close', finished);
+        return rs;
       },
       sendTo: async (dest, range) => {
         used = true;
         try {
           await sendFileRange(fh, dest, range?.start ?? 0, range?.end ?? e.size - 1);
         } finally {
+          finished();
           await fh.close().catch(() => undefined);
         }
       },
       close: async () => {
-        if (!used) await fh.close();
+        if (!used) {
+          finished();
+          await fh.close();
+        }
       },
     };
+  }
+
+  /** Digests being read right now (open files). */
+  readingNow(): IterableIterator<string> {
+    return this.reading.keys();
   }
 
   /** Small content (manifests) read whole. */
   async readSmall(d: Digest): Promise<Buffer | null> {
     if (!this.index.has(d.value)) return null;
+    this.observer?.used(d.value);
     try {
       return await fsp.readFile(this.paths.blob(d));
     } catch (err) {
@@ -263,15 +356,21 @@ export class BlobStore {
   }
 
   /** A writer into a new temp file; `expected` null means "whatever digest the bytes have" (manifests by tag). */
-  createWriter(expected: Digest | null, opts: { maxSize?: number; pinned?: boolean; keepRecent?: number } = {}): BlobWriter {
-    const tmpPath = path.join(this.paths.tmp, `${randomBytes(12).toString('hex')}.part`);
+  createWriter(expected: Digest | null, opts: { maxSize?: number; pinned?: boolean; keepRecent?: number; shared?: boolean } = {}): BlobWriter {
+    // A shared download (cluster mode) has one temp file per digest, resumed by whoever takes it over.
+    const shared = opts.shared === true && expected !== null;
+    const tmpPath = shared ? this.paths.sharedPart(expected) : path.join(this.paths.tmp, `${randomBytes(12).toString('hex')}.part`);
     return new BlobWriter({
       tmpPath,
       expected,
+      resume: shared,
       ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
       ...(opts.keepRecent !== undefined ? { keepRecent: opts.keepRecent } : {}),
       resolveFinal: (d) => this.paths.blob(d),
-      onCommitted: (d, size) => this.index.add(d.value, size, this.now(), opts.pinned === true),
+      onCommitted: (d, size) => {
+        this.index.add(d.value, size, this.now(), opts.pinned === true);
+        this.observer?.committed(d.value, size, opts.pinned === true);
+      },
     });
   }
 
@@ -294,6 +393,7 @@ export class BlobStore {
   async pin(d: Digest): Promise<void> {
     // The index first, before anything is awaited: an eviction in between would lose the content.
     this.index.pin(d.value);
+    this.observer?.pinChanged(d.value, true, this.index.peek(d.value));
     await this.writePinFile(d);
   }
 
@@ -313,6 +413,7 @@ export class BlobStore {
     if (this.index.has(d.value)) {
       // Pinned before anything else is awaited: an eviction in between would lose the content.
       this.index.pin(d.value);
+      this.observer?.pinChanged(d.value, true, size);
       await fsp.rm(file, { force: true });
       return;
     }
@@ -320,6 +421,8 @@ export class BlobStore {
     await fsp.mkdir(path.dirname(final), { recursive: true });
     await fsp.rename(file, final);
     this.index.add(d.value, size, this.now(), true);
+    // Cached by another replica before (this one's index did not know it): no longer evictable.
+    this.observer?.pinChanged(d.value, true, size);
   }
 
   /**
@@ -332,12 +435,83 @@ export class BlobStore {
     if (size === null || !this.index.isPinned(d.value)) return;
     this.index.remove(d.value);
     this.index.add(d.value, size, this.now());
+    this.observer?.pinChanged(d.value, false, size);
   }
 
   async delete(d: Digest): Promise<void> {
     this.index.remove(d.value);
+    this.observer?.removed(d.value);
     await fsp.rm(this.paths.blob(d), { force: true });
     await fsp.rm(this.paths.pin(d), { force: true });
+  }
+
+  /**
+   * Evicts content chosen by the cluster's eviction (one replica decides for all): the file is
+   * deleted unless it is pinned. Returns whether it was deleted.
+   */
+  async evictChosen(d: Digest): Promise<boolean> {
+    if (this.index.isPinned(d.value)) return false;
+    try {
+      await fsp.access(this.paths.pin(d));
+      return false;
+    } catch {
+      // not pinned
+    }
+    const size = this.index.peek(d.value);
+    this.index.remove(d.value);
+    this.index.evictions++;
+    this.evict(d.value, { size: size ?? 0, touchedAt: 0 });
+    return true;
+  }
+
+  /** Whether the content is pinned on disk (a pin file exists), whatever this process's index knows. */
+  async pinnedOnDisk(d: Digest): Promise<boolean> {
+    return fsp.access(this.paths.pin(d)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** Every stored file (digest, size, mtime, pinned), listing the directories: slow, for reconciliation. */
+  async *listStored(): AsyncGenerator<{ digest: string; size: number; mtime: number; pinned: boolean }> {
+    for (const alg of await readdirOrEmpty(this.paths.blobs)) {
+      const algDir = path.join(this.paths.blobs, alg);
+      for (const p of await readdirOrEmpty(algDir)) {
+        const dir = path.join(algDir, p);
+        for (const hex of await readdirOrEmpty(dir)) {
+          const d = tryParseDigest(`${alg}:${hex}`);
+          if (!d || !hex.startsWith(p)) continue;
+          const st = await fsp.stat(path.join(dir, hex)).catch(() => null);
+          if (!st?.isFile()) continue;
+          yield { digest: d.value, size: st.size, mtime: st.mtimeMs, pinned: await this.pinnedOnDisk(d) };
+        }
+      }
+    }
+  }
+
+  /**
+   * The store's identity (a random id in `<root>/store.id`, created by the first process): replicas
+   * on the same directory share it, so they coordinate; replicas on different stores never do.
+   */
+  async storeId(): Promise<string> {
+    const file = path.join(this.paths.root, 'store.id');
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const existing = await fsp.readFile(file, 'utf8').catch(() => null);
+      if (existing && /^[0-9a-f]{32}$/.test(existing.trim())) return existing.trim();
+      const id = randomBytes(16).toString('hex');
+      const tmp = path.join(this.paths.tmp, `store-id-${randomBytes(6).toString('hex')}`);
+      await fsp.writeFile(tmp, id);
+      try {
+        // link() fails if the file exists: the first replica's id wins, atomically.
+        await fsp.link(tmp, file);
+        return id;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      } finally {
+        await fsp.rm(tmp, { force: true });
+      }
+    }
+    throw new Error(`cannot read or create ${file}`);
   }
 
   private evict(digest: string, entry: IndexEntry): void {

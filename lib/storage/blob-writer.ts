@@ -30,6 +30,14 @@ export class BlobWriter extends Writable {
   failure: Error | null = null;
   /** Where the content lives once committed. */
   finalPath: string | null = null;
+  /**
+   * Leave the temp file in place on abort: it is a shared download another process takes over
+   * (cluster mode), not ours to delete.
+   */
+  keepFileOnAbort = false;
+  /** Bytes already in the temp file when it was opened to resume (re-hashed), else 0. */
+  readonly resumedFrom: Promise<number>;
+  private markResumed!: (n: number) => void;
   readonly events = new EventEmitter();
   private fh: fsp.FileHandle | null = null;
   /** Settles once the temp file exists (or could not be created): followers may arrive before. */
@@ -41,6 +49,8 @@ export class BlobWriter extends Writable {
   private readonly onCommitted: (d: Digest, size: number) => void;
   /** Bytes of the most recent chunks kept in memory for followers (0: none). */
   private readonly keepRecent: number;
+  /** Open an existing temp file and continue it (its bytes re-hashed) instead of creating a new one. */
+  private readonly resume: boolean;
   /** The most recent chunks, in file order: followers at the edge send these instead of reading the file. */
   private recent: Array<{ start: number; buf: Buffer }> = [];
   private recentBytes = 0;
@@ -59,6 +69,11 @@ export class BlobWriter extends Writable {
      * sources that never reuse a chunk's memory once written (a network body).
      */
     keepRecent?: number;
+    /**
+     * The temp file may exist already (a download another process began and left): its bytes are
+     * read and hashed again and writing continues after them; `resumedFrom` says how many.
+     */
+    resume?: boolean;
   }) {
     // autoDestroy off: finishing is not committing; commit() or abort() decides the file's fate.
     super({ highWaterMark: 1024 * 1024, autoDestroy: false });
@@ -70,7 +85,11 @@ export class BlobWriter extends Writable {
     this.resolveFinal = opts.resolveFinal;
     this.onCommitted = opts.onCommitted ?? (() => undefined);
     this.keepRecent = opts.keepRecent ?? 0;
+    this.resume = opts.resume === true;
     this.events.setMaxListeners(0);
+    this.resumedFrom = new Promise<number>((resolve) => {
+      this.markResumed = resolve;
+    });
     this.created = new Promise<void>((resolve, reject) => {
       this.markCreated = (err) => (err ? reject(err) : resolve());
     });
@@ -78,17 +97,49 @@ export class BlobWriter extends Writable {
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
-    fsp.open(this.tmpPath, 'wx').then(
+    this.openTemp().then(
       (fh) => {
         this.fh = fh;
+        this.markResumed(this.written);
         this.markCreated();
         callback();
       },
       (err: Error) => {
+        this.markResumed(0);
         this.markCreated(err);
         callback(err);
       },
     );
+  }
+
+  private async openTemp(): Promise<fsp.FileHandle> {
+    if (!this.resume) return fsp.open(this.tmpPath, 'wx');
+    await fsp.mkdir(path.dirname(this.tmpPath), { recursive: true });
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(this.tmpPath, 'r+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      return fsp.open(this.tmpPath, 'wx');
+    }
+    try {
+      // What is already there is trusted no more than the network: hashed again, byte by byte.
+      const { size } = await fh.stat();
+      const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(1, size)));
+      let pos = 0;
+      while (pos < size) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
+        if (bytesRead === 0) break;
+        this.hash.update(buf.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+      if (pos > this.maxSize) throw new OciError('SIZE_INVALID', `content exceeds the limit of ${this.maxSize} bytes`);
+      this.written = pos;
+      return fh;
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -217,7 +268,7 @@ export class BlobWriter extends Writable {
     // The temp file may still be on its way: removed before it exists, it would be left behind.
     await this.created.catch(() => undefined);
     await this.closeFile();
-    await fsp.rm(this.tmpPath, { force: true });
+    if (!this.keepFileOnAbort) await fsp.rm(this.tmpPath, { force: true });
     this.wakeFollowers(reason);
     this.events.emit('failed', reason);
   }

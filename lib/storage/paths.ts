@@ -14,6 +14,10 @@
  *       sha256/<hex>               empty: this content is pinned (hosted or seeded), never evicted
  *     tmp/
  *       <random>.part             downloads and small writes in progress; swept at start-up
+ *                                  (in cluster mode only those untouched for an hour: the others
+ *                                  may be another replica's)
+ *       shared/<alg>-<hex>.part    cluster mode: the download of one digest, followed by every
+ *                                  replica's clients and resumed by whichever replica takes over
  *     uploads/
  *       <uuid>/                    one push upload session (survives restarts; swept after
  *         info.json                  registry.uploadMaxAge without activity)
@@ -53,6 +57,8 @@ export class StorePaths {
   /** Sizes and recency of every stored file, for a fast start (a hint: directory listings are the truth). */
   readonly indexSnapshot: string;
   readonly uploads: string;
+  /** Shared downloads of a cluster (sharedPart). */
+  readonly sharedParts: string;
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -62,6 +68,15 @@ export class StorePaths {
     this.pins = path.join(this.root, 'pins');
     this.indexSnapshot = path.join(this.root, 'index.snapshot');
     this.uploads = path.join(this.root, 'uploads');
+    this.sharedParts = path.join(this.tmp, 'shared');
+  }
+
+  /**
+   * The temp file of a download shared by the replicas of a cluster: one name per digest, so that
+   * a replica taking over a dead one's download finds (and resumes) its bytes.
+   */
+  sharedPart(d: Digest): string {
+    return path.join(this.sharedParts, `${d.algorithm}-${d.hex}.part`);
   }
 
   /** An upload session's directory; `uuid` must have been validated (UPLOAD_ID_RE). */

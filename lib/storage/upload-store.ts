@@ -45,6 +45,17 @@ export interface UploadLimits {
   quotaPerOwner: number;
 }
 
+/**
+ * A lock on a session shared by every process serving the store (cluster mode: a Redis lease), so
+ * that two requests of one upload landing on different replicas never write at once.
+ */
+export interface SessionLocks {
+  /** Waits for and takes the session's lock; resolves with its release. */
+  acquire(uuid: string): Promise<() => Promise<void>>;
+  /** Whether any process holds the session's lock now (the sweep leaves such sessions alone). */
+  held(uuid: string): Promise<boolean>;
+}
+
 const NO_LIMITS: UploadLimits = { maxSize: Infinity, maxSessions: Infinity, maxSessionsPerOwner: Infinity, quotaPerOwner: Infinity };
 
 interface HashState {
@@ -64,8 +75,11 @@ export class UploadStore {
   /** Open sessions: who owns each and the bytes it holds (rebuilt from the disk at init). */
   private readonly open = new Map<string, { owner: string; bytes: number }>();
 
-  constructor(blobs: BlobStore, opts: { now?: () => number; limits?: Partial<UploadLimits> } = {}) {
+  private readonly sessionLocks: SessionLocks | null;
+
+  constructor(blobs: BlobStore, opts: { now?: () => number; limits?: Partial<UploadLimits>; locks?: SessionLocks | null } = {}) {
     this.blobs = blobs;
+    this.sessionLocks = opts.locks ?? null;
     this.now = opts.now ?? Date.now;
     this.limits = { ...NO_LIMITS, ...opts.limits };
   }
@@ -166,7 +180,19 @@ export class UploadStore {
   /** Runs `fn` alone for this session. */
   async exclusive<T>(uuid: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.locks.get(uuid) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
+    const shared = this.sessionLocks;
+    const alone = shared
+      ? async (): Promise<T> => {
+          // In this process first (the chain), then across processes.
+          const release = await shared.acquire(uuid);
+          try {
+            return await fn();
+          } finally {
+            await release();
+          }
+        }
+      : fn;
+    const run = prev.then(alone, alone);
     const settled = run.catch(() => undefined);
     this.locks.set(uuid, settled);
     void settled.then(() => {
@@ -308,6 +334,7 @@ export class UploadStore {
         continue;
       }
       if (this.locks.has(uuid)) continue; // busy right now: not abandoned
+      if (this.sessionLocks && (await this.sessionLocks.held(uuid).catch(() => false))) continue; // busy on another replica
       let last: number;
       try {
         last = (await fsp.stat(path.join(dir, 'info.json'))).mtimeMs;

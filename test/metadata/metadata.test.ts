@@ -1,6 +1,8 @@
 // One contract suite for the metadata store, run against every backend: in-memory keyv and a real
 // Redis (so replicas sharing it agree on tag freshness, cool-downs, breakers and quotas).
 import t, { type Test } from 'tap';
+import pino from 'pino';
+import { RedisLink } from '../../lib/cluster/redis-link.js';
 import { Metadata } from '../../lib/metadata/metadata.js';
 import { UpstreamHealth } from '../../lib/metadata/upstream-health.js';
 import { startRedis } from '../fixtures/redis.js';
@@ -75,7 +77,7 @@ function contract(name: string, make: (t: Test) => Promise<{ a: Metadata; b: Met
 
 contract('in-memory metadata', async (t) => {
   // In-memory keyv is per process: both "replicas" share one instance.
-  const m = await Metadata.create({ redis: null });
+  const m = await Metadata.create({ link: null });
   t.teardown(() => m.close());
   return { a: m, b: m };
 });
@@ -86,11 +88,15 @@ let redisUrl: Promise<string> | null = null;
 contract('redis metadata', async (t) => {
   redisUrl ??= startRedis(root).then((r) => r.url);
   const url = await redisUrl;
-  const a = await Metadata.create({ redis: url });
-  const b = await Metadata.create({ redis: url });
+  const la = await RedisLink.open(url, pino({ level: 'silent' }));
+  const lb = await RedisLink.open(url, pino({ level: 'silent' }));
+  const a = await Metadata.create({ link: la });
+  const b = await Metadata.create({ link: lb });
   t.teardown(async () => {
     await a.close();
     await b.close();
+    await la.close();
+    await lb.close();
   });
   await a.clearForTests();
   return { a, b };
