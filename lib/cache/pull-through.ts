@@ -240,7 +240,7 @@ export class PullThrough {
     // again in the store (never upstream) after the upstream's tagTTL, so a tag pushed or imported
     // by another replica or a CLI command on the same store is seen.
     const memo = tier === 'forever' ? t.client.config.tagTTL : ttl;
-    const haveBytes = link ? this.store.blobs.has(parseDigest(link.digest)) : false;
+    const haveBytes = link ? await this.store.blobs.present(parseDigest(link.digest)) : false;
     if (t.client.offline) {
       // Offline by choice: what is stored is the answer; nothing is revalidated.
       if (link && haveBytes) return { answer: { link, how: 'hit' }, ttl: t.client.config.tagTTL };
@@ -315,7 +315,6 @@ export class PullThrough {
   private async readStoredManifest(d: Digest): Promise<{ bytes: Buffer; mediaType: string } | null> {
     const memo = this.manifests.get(d.value);
     if (memo) return memo;
-    if (!this.store.blobs.has(d)) await this.store.blobs.adopt(d);
     const bytes = await this.store.blobs.readSmall(d);
     if (!bytes) return null;
     let mediaType: string;
@@ -406,7 +405,7 @@ export class PullThrough {
       await this.authorizeJoin(t, d, joined);
       return this.follow(joined, t);
     }
-    if (this.store.blobs.has(d) || (await this.store.blobs.adopt(d))) {
+    if (await this.store.blobs.present(d)) {
       await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
       const stored = await this.store.blobs.open(d);
       if (stored) {
@@ -518,7 +517,7 @@ export class PullThrough {
       release();
       if (err instanceof UpstreamError) throw err.toOciError('BLOB_UNKNOWN');
       // Stored after all (the RemoteBlob saw the file land): served like any stored blob.
-      if (this.store.blobs.has(d) || (await this.store.blobs.adopt(d))) return this.getBlob(t, d);
+      if (await this.store.blobs.present(d)) return this.getBlob(t, d);
       throw err;
     }
     if (remote.state === 'committed') {
@@ -560,7 +559,7 @@ export class PullThrough {
       await this.awaitReady(dl, t);
       return { size: dl.size, cache: 'miss' };
     }
-    const info = this.store.blobs.stat(d);
+    const info = await this.store.blobs.statPresent(d);
     if (info) {
       await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
       return { size: info.size, cache: 'hit' };

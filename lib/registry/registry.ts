@@ -165,7 +165,7 @@ export class Registry {
   async mount(repo: RepoRef, digest: Digest, from: RepoRef): Promise<boolean> {
     if (!(await this.store.repos.hasLink(from, digest))) return false;
     // Pinned at once if it is stored: from here on no eviction can take it.
-    if (!this.store.blobs.has(digest)) return false;
+    if (!(await this.store.blobs.present(digest))) return false;
     await this.store.blobs.pin(digest);
     await this.store.repos.link(repo, digest);
     return true;
@@ -264,7 +264,7 @@ export class Registry {
     for (const d of parsed.manifests) if (!refs.has(d.digest)) refs.set(d.digest, { digest: parseDigest(d.digest), isManifest: true });
     for (const d of parsed.blobs) if (!refs.has(d.digest)) refs.set(d.digest, { digest: parseDigest(d.digest), isManifest: false });
     const all = [...refs.values()];
-    const here = await mapLimit(all, STORE_CONCURRENCY, async ({ digest }) => (await this.store.repos.hasLink(repo, digest)) && this.store.blobs.has(digest));
+    const here = await mapLimit(all, STORE_CONCURRENCY, async ({ digest }) => (await this.store.repos.hasLink(repo, digest)) && (await this.store.blobs.present(digest)));
     const present = all.filter((_, i) => here[i]).map((r) => r.digest);
     const absent = all.filter((_, i) => !here[i]);
     if (absent.length && opts.isKnown) {
@@ -287,7 +287,7 @@ export class Registry {
     // Everything a pushed manifest names is pinned with it (content pulled into a seeded namespace
     // too), once the manifest is valid. Checked again and pinned in the index in one synchronous
     // step: no eviction can come in between. The pin files are then written a few at a time.
-    for (const dd of present) if (!this.store.blobs.has(dd)) missing.push(dd.value);
+    for (const dd of present) if (!(await this.store.blobs.present(dd))) missing.push(dd.value);
     if (missing.length) {
       throw new OciError('MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} blob(s) or manifest(s) not pushed to ${repo.name}: ${missing.slice(0, 5).join(', ')}`, {
         detail: { missing: missing.slice(0, 100) },
@@ -368,7 +368,7 @@ export class Registry {
   }
 
   async statBlob(repo: RepoRef, d: Digest): Promise<{ size: number }> {
-    const st = (await this.store.repos.hasLink(repo, d)) ? this.store.blobs.stat(d) : null;
+    const st = (await this.store.repos.hasLink(repo, d)) ? await this.store.blobs.statPresent(d) : null;
     if (!st) throw new OciError('BLOB_UNKNOWN', `blob ${repo.name}@${d.value} unknown`);
     return st;
   }

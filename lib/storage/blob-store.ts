@@ -260,9 +260,23 @@ export class BlobStore {
     }
   }
 
-  /** Whether the content is stored, without refreshing recency. */
+  /** Whether the content is stored, without refreshing recency, by this process's index alone. */
   has(d: Digest): boolean {
     return this.index.has(d.value);
+  }
+
+  /**
+   * Whether the content is stored, asking the disk when the index does not know it: another process
+   * on the same store (a replica, a CLI command) may have put it there.
+   */
+  async present(d: Digest): Promise<boolean> {
+    return this.index.has(d.value) || this.adopt(d);
+  }
+
+  /** stat(), after asking the disk when the index does not know the content (present()). */
+  async statPresent(d: Digest): Promise<{ size: number } | null> {
+    if (!(await this.present(d))) return null;
+    return this.stat(d);
   }
 
   private maybeTouch(d: Digest, e: IndexEntry): void {
@@ -278,6 +292,7 @@ export class BlobStore {
    * file vanished, in which case the index forgets it).
    */
   async open(d: Digest): Promise<StoredBlob | null> {
+    if (!this.index.has(d.value)) await this.adopt(d);
     const e = this.index.use(d.value);
     if (!e) return null;
     let fh: fsp.FileHandle;
@@ -342,7 +357,7 @@ export class BlobStore {
 
   /** Small content (manifests) read whole. */
   async readSmall(d: Digest): Promise<Buffer | null> {
-    if (!this.index.has(d.value)) return null;
+    if (!(await this.present(d))) return null;
     this.observer?.used(d.value);
     try {
       return await fsp.readFile(this.paths.blob(d));

@@ -13,6 +13,7 @@ import { startCluster, type Cluster } from '../fixtures/cluster.js';
 import { call, openUpload } from '../fixtures/oci-push.js';
 import type { StevedoreProcess } from '../fixtures/stevedore-process.js';
 import { waitFor } from '../fixtures/util.js';
+import { OPEN_AUTH } from '../fixtures/stevedore.js';
 
 const MiB = 1024 * 1024;
 
@@ -153,7 +154,7 @@ t.test('a replica shut down mid-blob hands its download over: no failure, one Ra
 t.test('a chunked push whose POST, PATCHes and PUT land on different replicas reads back from every replica', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
-  const c = await startCluster(t, { replicas: 3, upstreamUrl: reg.url, config: { registry: { hosted: ['lab/**'] } } });
+  const c = await startCluster(t, { replicas: 3, upstreamUrl: reg.url, config: { registry: { hosted: ['lab/**'] }, auth: OPEN_AUTH } });
   const [a, b, d] = c.replicas as [StevedoreProcess, StevedoreProcess, StevedoreProcess];
   const data = pseudoRandom('cluster-push', 3 * MiB + 17);
   const blob = makeBlob(data, 'application/octet-stream');
@@ -183,7 +184,7 @@ t.test('a chunked push whose POST, PATCHes and PUT land on different replicas re
 t.test('two chunks of one upload sent to two replicas at once: one is appended, the other refused or appended after it, never interleaved', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
-  const c = await startCluster(t, { replicas: 2, upstreamUrl: reg.url, config: { registry: { hosted: ['lab/**'] } } });
+  const c = await startCluster(t, { replicas: 2, upstreamUrl: reg.url, config: { registry: { hosted: ['lab/**'] }, auth: OPEN_AUTH } });
   const [a, b] = c.replicas as [StevedoreProcess, StevedoreProcess];
   const s = await openUpload(a.url, 'lab/app');
   const chunk = pseudoRandom('cluster-race', 4 * MiB);
