@@ -412,12 +412,14 @@ export class PullThrough {
         return { size: stored.size, cache: 'hit', open: (r) => stored.stream(r), sendTo: (dest, r) => stored.sendTo(dest, r), release: () => stored.close() };
       }
     }
-    // Joined even when it just finished: it was not stored yet when we looked.
+    // Joined even when it just finished: it was not stored yet when we looked. Unless it has been
+    // evicted since (a small store): then it is fetched again.
     const finished = this.downloads.get(d.value);
-    if (finished) {
+    if (finished && (finished.writer.state !== 'committed' || (await this.store.blobs.present(d)))) {
       await this.authorizeJoin(t, d, finished);
       return this.follow(finished, t);
     }
+    if (finished && this.downloads.get(d.value) === finished) this.downloads.delete(d.value);
     if (!this.cluster) return this.follow(this.startDownload(t, d), t);
     const source = await this.clusterSource(t, d);
     if (source === 'stored') return this.getBlob(t, d);

@@ -53,6 +53,8 @@ export class SharedIndex implements StoreObserver {
   private lastReconcile = 0;
   private busy = false;
   private readonly now: () => number;
+  /** Warned that the store stays above its bound (once until it is not). */
+  private overWarned = false;
   /** Files this replica evicted (metrics). */
   evictions = 0;
 
@@ -201,7 +203,7 @@ export class SharedIndex implements StoreObserver {
         const forgotSize = await c.eval(FORGET, { keys: [this.key('size'), this.key('total'), this.key('used')], arguments: [digest] });
         if (!d || forgotSize === null) continue; // not counted (pinned, or a stray recency entry)
         const size = Number(forgotSize);
-        if (await this.store.evictChosen(d)) {
+        if (await this.store.evictChosen(d, size)) {
           total -= size;
           evicted++;
           this.evictions++;
@@ -212,9 +214,11 @@ export class SharedIndex implements StoreObserver {
       }
       if (skippedRecent) break;
     }
-    if (skippedRecent && total > maxSize) {
+    const stuck = skippedRecent && total > maxSize;
+    if (stuck && !this.overWarned) {
       this.log.warn({ total, maxSize }, 'the store is above storage.maxSize, but everything left was served in the last seconds: evicting again later');
     }
+    this.overWarned = stuck;
     await c.zRemRangeByScore(this.key('evicted'), '-inf', this.now() - EVICTED_KEEP_MS);
     return evicted;
   }

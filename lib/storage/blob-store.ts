@@ -464,7 +464,7 @@ export class BlobStore {
    * Evicts content chosen by the cluster's eviction (one replica decides for all): the file is
    * deleted unless it is pinned. Returns whether it was deleted.
    */
-  async evictChosen(d: Digest): Promise<boolean> {
+  async evictChosen(d: Digest, size: number): Promise<boolean> {
     if (this.index.isPinned(d.value)) return false;
     try {
       await fsp.access(this.paths.pin(d));
@@ -472,10 +472,9 @@ export class BlobStore {
     } catch {
       // not pinned
     }
-    const size = this.index.peek(d.value);
     this.index.remove(d.value);
     this.index.evictions++;
-    this.evict(d.value, { size: size ?? 0, touchedAt: 0 });
+    this.evict(d.value, { size, touchedAt: 0 });
     return true;
   }
 

@@ -247,6 +247,8 @@ t.test('eviction with 3 replicas keeps the store under its bound, one replica ev
   });
   for (const [i, b] of blobs.entries()) {
     t.equal((await fetchAndHash(blobUrl(c.replicas[i % 3]!, b.digest))).digest, b.digest);
+    // Recency is batched per flush (200 ms): pulls a flush apart have a well-defined order.
+    await new Promise((r) => setTimeout(r, 300));
   }
   const storeBytes = async (): Promise<number> => {
     let total = 0;
