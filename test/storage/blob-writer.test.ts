@@ -152,3 +152,47 @@ t.test('a writer aborted before its temp file exists leaves no temp file behind'
   await new Promise((r) => setTimeout(r, 100));
   t.same(await fsp.readdir(dir), [], 'nothing in the directory');
 });
+
+// Cluster takeover: a replica resumes the shared temp file another one left.
+async function resumingWriter(t: Test, data: Buffer, prefix: Buffer): Promise<{ w: BlobWriter; final: string }> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-resume-'));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const tmpPath = path.join(dir, 'shared', 'blob.part');
+  await fsp.mkdir(path.dirname(tmpPath), { recursive: true });
+  await fsp.writeFile(tmpPath, prefix);
+  const final = path.join(dir, 'blob');
+  return { w: new BlobWriter({ tmpPath, expected: digestOf(data), resolveFinal: () => final, resume: true }), final };
+}
+
+t.test('resuming a temp file re-hashes its bytes and continues after them', async (t) => {
+  const data = randomBytes(3 * 1024 * 1024 + 5);
+  const cut = 1024 * 1024 + 7;
+  const { w, final } = await resumingWriter(t, data, data.subarray(0, cut));
+  t.equal(await w.resumedFrom, cut, 'it starts where the file ends');
+  w.end(data.subarray(cut));
+  const res = await w.commit(data.length);
+  t.equal(res.digest, digestOf(data).value);
+  t.ok((await fsp.readFile(final)).equals(data), 'the stored file is the whole blob');
+});
+
+t.test('a resumed temp file whose bytes are wrong never verifies: nothing is stored', async (t) => {
+  const data = randomBytes(2 * 1024 * 1024);
+  const cut = 512 * 1024;
+  const bad = Buffer.from(data.subarray(0, cut));
+  bad[100] = bad[100]! ^ 0xff;
+  const { w, final } = await resumingWriter(t, data, bad);
+  t.equal(await w.resumedFrom, cut);
+  w.end(data.subarray(cut));
+  await t.rejects(w.commit(data.length), { code: 'DIGEST_INVALID' });
+  t.equal(fs.existsSync(final), false, 'not stored');
+  t.equal(fs.existsSync(w.tmpPath), false, 'and the bad temp file is gone');
+});
+
+t.test('a writer that lost its lease leaves the shared temp file for its successor', async (t) => {
+  const data = randomBytes(1024 * 1024);
+  const { w } = await resumingWriter(t, data, data.subarray(0, 1000));
+  await w.resumedFrom;
+  w.keepFileOnAbort = true;
+  await w.abort(new Error('lease lost'));
+  t.equal((await fsp.stat(w.tmpPath)).size, 1000, 'the bytes are still there for the replica that took over');
+});
