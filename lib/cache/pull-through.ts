@@ -123,6 +123,8 @@ export interface ClusterDownloads {
   pollMs: number;
   /** Counts takeovers and remote follows (metrics). */
   onEvent?(what: 'takeover' | 'remote_follow' | 'alone'): void;
+  /** A push moved a tag of an upstream's namespace here: the other replicas forget their answer. */
+  onTagMoved?(upstream: string, name: string, tag: string): void;
 }
 
 export class PullThrough {
@@ -226,7 +228,7 @@ export class PullThrough {
     return result;
   }
 
-  private async resolveTag(t: Target, tag: string): Promise<{ answer: TagAnswer; ttl: number }> {
+  private async resolveTag(t: Target, tag: string, waited = false): Promise<{ answer: TagAnswer; ttl: number }> {
     const repo = this.repo(t);
     const [link, checked, quota] = await Promise.all([
       this.store.repos.getTag(repo, tag),
@@ -252,6 +254,46 @@ export class PullThrough {
       const age = this.clock.now() - checked.at;
       if (age >= 0 && age < ttl) return { answer: { link, how: 'hit' }, ttl: ttl - age };
     }
+    // Cluster mode: one replica at a time asks the upstream about a tag; the others wait for it
+    // and then find its answer in the shared state (one HEAD or GET per tag for the cluster).
+    if (this.cluster && !waited) {
+      const turn = await this.clusterTurn(`tag:${repo.upstream}/${repo.name}:${tag}`);
+      if (turn === 'waited') return this.resolveTag(t, tag, true);
+      try {
+        return await this.askUpstreamForTag(t, tag, link, haveBytes, memo);
+      } finally {
+        await turn?.release();
+      }
+    }
+    return this.askUpstreamForTag(t, tag, link, haveBytes, memo);
+  }
+
+  /**
+   * Cluster mode: this replica's turn to do `key`'s upstream work (a lease, held until released),
+   * or 'waited' once another replica that had it is done (then its result is in the shared state),
+   * or null when Redis cannot say (this replica goes ahead alone).
+   */
+  private async clusterTurn(key: string): Promise<Lease | 'waited' | null> {
+    const c = this.cluster!;
+    if (!c.coordinator.available()) return null;
+    try {
+      const lease = await c.coordinator.acquire(key, c.leaseTtlMs);
+      if (lease) return lease;
+      // Bounded: a holder that takes longer than this (a stalled upstream) is not waited for.
+      const deadline = Date.now() + 2 * c.leaseTtlMs;
+      while (Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, c.pollMs));
+        if ((await c.coordinator.read(key)) === null) break;
+      }
+      return 'waited';
+    } catch {
+      return null;
+    }
+  }
+
+  /** The upstream part of resolveTag: revalidate a stored tag with HEAD, or fetch its manifest. */
+  private async askUpstreamForTag(t: Target, tag: string, link: TagLink | null, haveBytes: boolean, memo: number): Promise<{ answer: TagAnswer; ttl: number }> {
+    const repo = this.repo(t);
     if (link && haveBytes) {
       try {
         const head = await t.client.headManifest(t.name, tag);
@@ -285,9 +327,13 @@ export class PullThrough {
     return { answer: { link: newLink, how: 'miss' }, ttl: memo };
   }
 
-  /** Forgets the memoized answer for a tag: a push into this upstream's namespace just moved it. */
-  forgetTag(upstream: string, name: string, tag: string): void {
+  /**
+   * Forgets the memoized answer for a tag: a push into this upstream's namespace just moved it. In
+   * cluster mode the other replicas are told too (`onTagMoved`), unless this came from them.
+   */
+  forgetTag(upstream: string, name: string, tag: string, opts: { fromPeer?: boolean } = {}): void {
     this.tags.delete(`${upstream}/${name}:${tag}`);
+    if (!opts.fromPeer) this.cluster?.onTagMoved?.(upstream, name, tag);
   }
 
   private staleTag(t: Target, tag: string, link: TagLink, err: UpstreamError, ttl: number): { answer: TagAnswer; ttl: number } {
@@ -295,11 +341,21 @@ export class PullThrough {
     return { answer: { link, how: 'stale', staleReason: err.message }, ttl: Math.min(STALE_RETRY_MS, ttl) };
   }
 
-  async getManifestByDigest(t: Target, d: Digest): Promise<ManifestAnswer> {
+  async getManifestByDigest(t: Target, d: Digest, waited = false): Promise<ManifestAnswer> {
     const stored = await this.readStoredManifest(d);
     if (stored) {
       await this.authorizeStored(t, d, 'MANIFEST_UNKNOWN');
       return { digest: d.value, mediaType: stored.mediaType, size: stored.bytes.length, bytes: stored.bytes, cache: 'hit' };
+    }
+    if (this.cluster && !waited) {
+      // One replica fetches it; the others then read what it stored.
+      const turn = await this.clusterTurn(`manifest:${d.value}`);
+      if (turn === 'waited') return this.getManifestByDigest(t, d, true);
+      try {
+        return await this.getManifestByDigest(t, d, true);
+      } finally {
+        await turn?.release();
+      }
     }
     let fetched;
     try {

@@ -94,6 +94,9 @@ export async function runDu(config: Config, opts: { json?: boolean }, out: NodeJ
   );
 }
 
+/** Content younger than this is never collected: a server may be about to link it. */
+const GC_MIN_AGE_MS = 10 * 60_000;
+
 /**
  * Content no repository links to (left by deleted manifests and tags, or by a crash between
  * storing and linking) and upload sessions older than `registry.uploadMaxAge`. Dry run unless
@@ -126,6 +129,10 @@ export async function collectGarbage(store: Store, opts: { apply: boolean }): Pr
         const digest = `${alg}:${hex}`;
         const d = tryParseDigest(digest);
         if (!d || linked.has(digest) || store.blobs.index.isPinned(digest)) continue;
+        // Stored in the last minutes by a running server (or a replica): its repository link may
+        // not be written yet. Left for the next gc.
+        const st = await fsp.stat(path.join(store.blobs.paths.blobs, alg, prefix, hex)).catch(() => null);
+        if (!st || st.mtimeMs > Date.now() - GC_MIN_AGE_MS) continue;
         unreferenced.push(digest);
         bytes += store.blobs.index.peek(digest) ?? 0;
         if (opts.apply) await store.blobs.delete(d);

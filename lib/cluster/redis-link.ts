@@ -16,6 +16,7 @@ export class RedisLink {
   private closed = false;
   private downSince: number | null = null;
   private readonly listeners = new Set<(up: boolean) => void>();
+  private readonly subscribers: RedisClient[] = [];
 
   private constructor(
     url: string,
@@ -75,8 +76,46 @@ export class RedisLink {
     for (const fn of this.listeners) fn(up);
   }
 
+  /**
+   * Delivers every message published on `channel` (by any replica) to `fn`, through a second
+   * connection (a subscribing connection can send nothing else); it resubscribes by itself after
+   * Redis comes back. Best effort: a message published while a replica is cut off is lost to it.
+   */
+  async subscribe(channel: string, fn: (message: string) => void): Promise<void> {
+    const sub = this.client.duplicate();
+    sub.on('error', () => undefined); // reported once by the main connection
+    this.subscribers.push(sub);
+    try {
+      await sub.connect();
+      await sub.subscribe(channel, (message: string) => fn(message));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, channel }, 'could not subscribe to a Redis channel; retrying when Redis answers');
+      this.onChange((up) => {
+        if (up && sub.isReady) void sub.subscribe(channel, (message: string) => fn(message)).catch(() => undefined);
+      });
+    }
+  }
+
+  /** Publishes to every replica's subscription; false when Redis is unreachable. */
+  async publish(channel: string, message: string): Promise<boolean> {
+    if (!this.up) return false;
+    try {
+      await this.client.publish(channel, message);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    for (const sub of this.subscribers) {
+      try {
+        if (sub.isOpen) await sub.quit();
+      } catch {
+        sub.destroy();
+      }
+    }
     try {
       if (this.client.isOpen) await this.client.quit();
     } catch {

@@ -39,7 +39,7 @@ export interface App {
   log: Logger;
   metrics: Metrics;
   /** Cluster mode (metadata.redis set): the coordination this replica takes part in; null alone. */
-  cluster: { link: RedisLink; coordinator: Coordinator; index: SharedIndex; replicaId: string; storeId: string } | null;
+  cluster: { link: RedisLink; coordinator: Coordinator; index: SharedIndex; replicaId: string; storeId: string; prefix: string } | null;
   /** Listens; resolves with the bound address. */
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
@@ -109,7 +109,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     });
     store.blobs.observer = index;
     index.start();
-    cluster = { link, coordinator, index, replicaId, storeId };
+    cluster = { link, coordinator, index, replicaId, storeId, prefix };
     log.info({ redis: redactUrl(config.metadata.redis), storeId, replicaId, redisUp: link.up }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
   const metadata = await Metadata.create({ link: cluster?.link ?? null });
@@ -143,9 +143,20 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
           leaseTtlMs: config.cluster.leaseTTL,
           pollMs: config.cluster.pollInterval,
           onEvent: (what) => metrics.clusterEvent(what),
+          onTagMoved: (upstream, name, tag) => void cluster!.link.publish(`${cluster!.prefix}tags`, JSON.stringify({ upstream, name, tag })),
         }
       : null,
   });
+  if (cluster) {
+    await cluster.link.subscribe(`${cluster.prefix}tags`, (message) => {
+      try {
+        const m = JSON.parse(message) as { upstream?: unknown; name?: unknown; tag?: unknown };
+        if (typeof m.upstream === 'string' && typeof m.name === 'string' && typeof m.tag === 'string') pull.forgetTag(m.upstream, m.name, m.tag, { fromPeer: true });
+      } catch {
+        // not ours
+      }
+    });
+  }
   const registry = new Registry(store, {
     manifestMaxSize: config.cache.manifestMaxSize,
     manifestMaxReferences: config.cache.manifestMaxReferences,
