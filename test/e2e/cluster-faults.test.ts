@@ -1,0 +1,92 @@
+// Cluster mode when the upstream lies or refuses: the replica holding a download fails it, and the
+// clients following it from other replicas fail too (never a complete body of unverified bytes,
+// never a hang), with the holder's reason when they had not been answered yet.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { blobUrl, fetchAndHash, MiB, startCluster, storedPath } from '../fixtures/cluster.js';
+import { notFound, sendJson, sleep, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
+import { pseudoRandom, makeBlob } from '../fixtures/images.js';
+import { waitFor } from '../fixtures/util.js';
+import { hangUp, requestHead } from '../fixtures/hangup.js';
+
+const blob = makeBlob(pseudoRandom('cluster-faults', 4 * MiB), 'application/octet-stream');
+
+t.test('wrong bytes from the upstream: no client of any replica gets a complete body, nothing is stored', async (t) => {
+  const wrong = pseudoRandom('not-the-blob', blob.size);
+  const fake = await startFake(t, async (req, res, url) => {
+    if (url.pathname === '/v2/') return sendJson(res, 200, {});
+    if (!url.pathname.endsWith(`/blobs/${blob.digest}`)) return notFound(res);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(wrong.length) });
+    // About 1.5 s: clients of the other replica join while it runs.
+    for (let i = 0; i < wrong.length; i += 256 * 1024) {
+      if (!(await writeAndWait(res, wrong.subarray(i, i + 256 * 1024)))) return;
+      await sleep(100);
+    }
+    res.end();
+  });
+  const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
+  const first = fetchAndHash(blobUrl(c.replicas[0]!, blob.digest));
+  await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
+  const others = await Promise.all([1, 2, 3].map(() => fetchAndHash(blobUrl(c.replicas[1]!, blob.digest))));
+  const all = [await first, ...others];
+  t.same(
+    all.filter((r) => r.status === 200 && r.bytes === blob.size),
+    [],
+    'no client received a complete body: the last byte is held back until the digest matches',
+  );
+  t.equal(fake.count('GET', /\/blobs\//), 1, 'one upstream download for both replicas');
+  t.equal(await fsp.stat(storedPath(c, blob.digest)).catch(() => null), null, 'nothing stored');
+  const parts = await fsp.readdir(path.join(c.storeDir, 'tmp', 'shared')).catch(() => []);
+  t.same(parts, [], 'and the shared temp file is gone');
+});
+
+t.test('the upstream does not have it: clients of the other replica get BLOB_UNKNOWN from the holder, not a download of their own', async (t) => {
+  const fake = await startFake(t, async (req, res, url) => {
+    if (url.pathname === '/v2/') return sendJson(res, 200, {});
+    await sleep(800); // the other replica's clients arrive while the holder waits for this answer
+    notFound(res);
+  });
+  const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
+  const first = fetchAndHash(blobUrl(c.replicas[0]!, blob.digest));
+  await waitFor('the request to reach the upstream', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
+  const others = await Promise.all([1, 2].map(() => fetch(blobUrl(c.replicas[1]!, blob.digest))));
+  t.equal((await first).status, 404);
+  for (const r of others) {
+    t.equal(r.status, 404, 'the follower answers 404');
+    t.match(await r.json(), { errors: [{ code: 'BLOB_UNKNOWN' }] });
+  }
+  t.equal(fake.count('GET', /\/blobs\//), 1, 'the upstream was asked once');
+});
+
+t.test('clients of a following replica hang up at every stage: it keeps serving, the download completes for the rest', async (t) => {
+  const good = makeBlob(pseudoRandom('cluster-hangups', 8 * MiB), 'application/octet-stream');
+  const fake = await startFake(t, async (req, res, url) => {
+    if (url.pathname === '/v2/') return sendJson(res, 200, {});
+    if (!url.pathname.endsWith(`/blobs/${good.digest}`)) return notFound(res);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(good.size) });
+    for (let i = 0; i < good.size; i += 512 * 1024) {
+      if (!(await writeAndWait(res, good.data.subarray(i, i + 512 * 1024)))) return;
+      await sleep(100);
+    }
+    res.end();
+  });
+  const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
+  const first = fetchAndHash(blobUrl(c.replicas[0]!, good.digest));
+  await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
+  const follower = c.replicas[1]!;
+  const port = Number(new URL(follower.url).port);
+  const p = `/v2/library/big/blobs/${good.digest}?ns=docker.io`;
+  const cuts = await Promise.all([
+    hangUp(port, [requestHead('GET', p)], { afterReceived: 0 }), // as the answer begins
+    hangUp(port, [requestHead('GET', p)], { afterReceived: 64 * 1024 }), // mid-body
+    hangUp(port, [requestHead('GET', p)], { afterReceived: 1024 * 1024, reset: false }), // mid-body, FIN
+    hangUp(port, [requestHead('GET', p).subarray(0, 20)], { afterSent: 20 }), // mid-request
+  ]);
+  t.equal(cuts.length, 4);
+  const late = await fetchAndHash(blobUrl(follower, good.digest));
+  t.equal(late.digest, good.digest, 'a client after the hang-ups gets the whole blob from the following replica');
+  t.equal((await first).digest, good.digest);
+  t.equal(fake.count('GET', /\/blobs\//), 1, 'still one upstream download');
+  t.same(follower.defects, [], 'no unhandled rejection or uncaught exception in the following replica');
+});
