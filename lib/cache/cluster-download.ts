@@ -18,6 +18,7 @@ import type { Digest } from '../oci/digest.js';
 import { OciError, type OciErrorCode } from '../oci/errors.js';
 import type { Store } from '../storage/store.js';
 import type { Coordinator } from '../cluster/coordinator.js';
+import { NextEvent } from '../util/next-event.js';
 
 /** What a download's holder publishes in its lease record. */
 export interface PublishedDownload {
@@ -86,7 +87,7 @@ export class RemoteBlob {
   private takeovers = 0;
   /** When the file last grew (or the lease was last seen): a holder Redis cannot vouch for is given up after a while. */
   private lastSign = Date.now();
-  private next: { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } | null = null;
+  private readonly next = new NextEvent();
 
   constructor(
     readonly digest: Digest,
@@ -240,25 +241,11 @@ export class RemoteBlob {
   private nextEvent(): Promise<void> {
     if (this.state === 'failed') return Promise.reject(this.failure ?? new Error('download failed on another replica'));
     if (this.state === 'committed') return Promise.resolve();
-    if (!this.next) {
-      let resolve!: () => void;
-      let reject!: (err: Error) => void;
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      promise.catch(() => undefined);
-      this.next = { promise, resolve, reject };
-    }
-    return this.next.promise;
+    return this.next.wait();
   }
 
   private wake(err?: Error): void {
-    const next = this.next;
-    this.next = null;
-    if (!next) return;
-    if (err) next.reject(err);
-    else next.resolve();
+    this.next.fire(err);
   }
 }
 

@@ -128,7 +128,10 @@ export class BlobStore {
    */
   async sendShared(d: Digest, dest: Writable, start: number, end: number, follow: Follow): Promise<void> {
     let fh: fsp.FileHandle | null = null;
-    for (let attempt = 0; attempt < 3 && !fh; attempt++) {
+    // The holder creates its temp file before it asks the upstream, but on a network volume the
+    // file may show up a moment after the size it published: a short wait, not a failure.
+    for (let attempt = 0; attempt < 40 && !fh; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 50));
       for (const p of [this.paths.sharedPart(d), this.paths.blob(d)]) {
         fh = await fsp.open(p, 'r').catch(() => null);
         if (fh) break;

@@ -11,6 +11,7 @@ import { sendFileRange } from './file-sender.js';
 import path from 'node:path';
 import { OciError } from '../oci/errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
+import { NextEvent } from '../util/next-event.js';
 
 export type WriterState = 'writing' | 'committed' | 'failed';
 
@@ -55,7 +56,7 @@ export class BlobWriter extends Writable {
   private recent: Array<{ start: number; buf: Buffer }> = [];
   private recentBytes = 0;
   /** What followers waiting for more bytes wait on (nextEvent). */
-  private next: { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } | null = null;
+  private readonly next = new NextEvent();
 
   constructor(opts: {
     tmpPath: string;
@@ -318,25 +319,11 @@ export class BlobWriter extends Writable {
   private nextEvent(): Promise<void> {
     if (this.state === 'failed') return Promise.reject(this.failure ?? new Error('download failed'));
     if (this.state === 'committed') return Promise.resolve();
-    if (!this.next) {
-      let resolve!: () => void;
-      let reject!: (err: Error) => void;
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      promise.catch(() => undefined);
-      this.next = { promise, resolve, reject };
-    }
-    return this.next.promise;
+    return this.next.wait();
   }
 
   private wakeFollowers(err?: Error): void {
-    const next = this.next;
-    this.next = null;
-    if (!next) return;
-    if (err) next.reject(err);
-    else next.resolve();
+    this.next.fire(err);
   }
 
   /** Opens the file once (tmp, or final once committed); the descriptor survives the rename. */
