@@ -90,3 +90,35 @@ t.test('clients of a following replica hang up at every stage: it keeps serving,
   t.equal(fake.count('GET', /\/blobs\//), 1, 'still one upstream download');
   t.same(follower.defects, [], 'no unhandled rejection or uncaught exception in the following replica');
 });
+
+t.test("a download one replica holds for one repository is not served by another replica under a name the upstream does not confirm", async (t) => {
+  const secret = makeBlob(pseudoRandom('cluster-rule9', 4 * MiB), 'application/octet-stream');
+  const fake = await startFake(t, async (req, res, url) => {
+    if (url.pathname === '/v2/') return sendJson(res, 200, {});
+    // Only library/private has it; library/other does not.
+    if (url.pathname !== `/v2/library/private/blobs/${secret.digest}`) return notFound(res);
+    if (req.method === 'HEAD') {
+      res.writeHead(200, { 'content-length': String(secret.size) });
+      res.end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(secret.size) });
+    for (let i = 0; i < secret.size; i += 512 * 1024) {
+      if (!(await writeAndWait(res, secret.data.subarray(i, i + 512 * 1024)))) return;
+      await sleep(100);
+    }
+    res.end();
+  });
+  const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
+  const owner = fetchAndHash(blobUrl(c.replicas[0]!, secret.digest, 'library/private'));
+  await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
+  const other = await fetch(blobUrl(c.replicas[1]!, secret.digest, 'library/other'));
+  t.equal(other.status, 404, 'another name is refused while the download runs on the other replica');
+  await other.arrayBuffer();
+  t.equal((await owner).digest, secret.digest);
+  const after = await fetch(blobUrl(c.replicas[1]!, secret.digest, 'library/other'));
+  t.equal(after.status, 404, 'and once it is stored');
+  await after.arrayBuffer();
+  const same = await fetchAndHash(blobUrl(c.replicas[1]!, secret.digest, 'library/private'));
+  t.equal(same.digest, secret.digest, 'the repository that has it is served by every replica');
+});
