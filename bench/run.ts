@@ -11,7 +11,7 @@
  * sockets resetting at a random byte, on warm and on cold blobs). After every scenario each contender
  * is checked: one that died or logged a defect fails the benchmark (exit 1), never a missing number.
  *
- *   npm run bench          full run (~16 min), writes bench/RESULTS.md
+ *   npm run bench          full run (~20 min), writes bench/RESULTS.md
  *   npm run bench:quick    seconds, tiny sizes, one run; writes to a temp file
  *
  * Options (after `--`): --quick, --out FILE (Markdown), --json FILE (raw figures),
