@@ -4,11 +4,14 @@
  * or wrk. Runs are interleaved (each run rotates which contender goes first), after one discarded
  * warm-up run per contender.
  *
+ * Scenario 9 pulls the image of scenario 5 through three stevedore replicas in cluster mode (one
+ * store, one redis-server), beside three independent distribution proxies.
+ *
  * Scenario 8 hits every warm contender with clients that hang up mid-body (wrk ending its runs, raw
  * sockets resetting at a random byte, on warm and on cold blobs). After every scenario each contender
  * is checked: one that died or logged a defect fails the benchmark (exit 1), never a missing number.
  *
- *   npm run bench          full run (~16 min), writes bench/RESULTS.md
+ *   npm run bench          full run (~20 min), writes bench/RESULTS.md
  *   npm run bench:quick    seconds, tiny sizes, one run; writes to a temp file
  *
  * Options (after `--`): --quick, --out FILE (Markdown), --json FILE (raw figures),
@@ -39,7 +42,10 @@ import {
   ServerFailure,
   startDistribution,
   startNginx,
+  startRedis,
   startStevedore,
+  stopEach,
+  type RedisServer,
   type Server,
   type StevedoreBuild,
   type StevedoreServer,
@@ -54,7 +60,7 @@ const REPO_BLOBS = 'bench/blobs';
 const REPO_APP = 'bench/app';
 const REPO_PULL = 'bench/pull';
 const REPO_HANGUP = 'bench/hangup';
-const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8'] as const;
+const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9'] as const;
 type ScenarioId = (typeof ALL)[number];
 
 function log(msg: string): void {
@@ -511,6 +517,110 @@ async function scenario8(ctx: Ctx): Promise<void> {
   ctx.results.s8 = out;
 }
 
+// ---- scenario 9: cluster mode, replicas on one store, many clients on a cold image ------------
+
+async function scenario9(ctx: Ctx): Promise<void> {
+  const { replicas, clients, runs, peerRuns } = ctx.p.cluster;
+  const { layerConcurrency, linkRate } = ctx.p.pull;
+  const img = ctx.pullImg;
+  log(
+    `s9: cold pull of a ${img.totalBytes}-byte image (${img.layers.length} layers) by ${clients} clients spread over ${replicas} stevedore replicas ` +
+      `(one store, one redis-server) and over ${replicas} distribution proxies; upstream link paced to ${linkRate} B/s`,
+  );
+  const out: NonNullable<Results['s9']> = { imageBytes: img.totalBytes, linkRate, clients, replicas, modes: {} };
+  const pull = async (origins: string[], n: number, pids: number[]): Promise<{ repeated: string[]; wallS: number; upstreamBytes: number; upstreamRequests: number; rss: number[] }> => {
+    ctx.upstream.resetCounts();
+    ctx.upstream.setRate(linkRate);
+    try {
+      const r = await check('s9 pull', ctx.client.pull({ origin: origins[0]!, origins, repo: REPO_PULL, tag: 'v1', clients: n, layerConcurrency, accept: MANIFEST_ACCEPT }));
+      if (r.bytes !== img.totalBytes * n) throw new Error(`s9: clients got ${r.bytes} bytes, expected ${img.totalBytes * n}`);
+      // Fresh processes: VmHWM is the peak since start.
+      const rss = pids.map((pid) => memStatus(pid)?.hwm ?? NaN);
+      // What the upstream was asked more than once (the point of the cluster is that nothing is), for the log.
+      const seen = new Map<string, number>();
+      for (const q of ctx.upstream.records()) seen.set(`${q.method} ${q.path}`, (seen.get(`${q.method} ${q.path}`) ?? 0) + 1);
+      const repeated = [...seen].filter(([, k]) => k > 1).map(([what, k]) => `${what} ×${k}`);
+      return { repeated, wallS: r.wallMs / 1000, upstreamBytes: ctx.upstream.bytes(), upstreamRequests: ctx.upstream.records().length, rss };
+    } finally {
+      ctx.upstream.setRate(null);
+    }
+  };
+  for (let run = 0; run < runs; run++) {
+    const modes = run < peerRuns ? ['direct', 'stevedore', 'distribution'] : ['direct', 'stevedore'];
+    for (const mode of rotate(modes, run)) {
+      let r;
+      let warmWallS: number | null = null;
+      if (mode === 'direct') {
+        r = await pull([ctx.upstream.url], 1, []);
+      } else if (mode === 'stevedore') {
+        const storage = await tmpDir(undefined, 'stevedore-bench-cluster-');
+        let redis: RedisServer | null = null;
+        const started: StevedoreServer[] = [];
+        try {
+          redis = await startRedis();
+          // One after the other: the first creates the store the others join (as test/fixtures/cluster.ts).
+          for (let i = 0; i < replicas; i++) {
+            started.push(
+              await startStevedore({
+                build: ctx.build,
+                storage,
+                upstreamUrl: ctx.upstream.url,
+                nodeArgs: ctx.nodeArgs,
+                name: `stevedore replica-${i + 1}`,
+                config: { metadata: { redis: redis.redisUrl }, cluster: { replicaId: `replica-${i + 1}` } },
+              }),
+            );
+          }
+          r = await pull(
+            started.map((s) => s.url),
+            clients,
+            started.map((s) => s.pid),
+          );
+          // The control: the same pull again, everything now in the store (link unpaced, nothing
+          // asked of it but what the replicas revalidate): what delivering ${clients} copies costs this box.
+          const again = await check(
+            's9 warm re-pull',
+            ctx.client.pull({ origin: started[0]!.url, origins: started.map((s) => s.url), repo: REPO_PULL, tag: 'v1', clients, layerConcurrency, accept: MANIFEST_ACCEPT }),
+          );
+          if (again.bytes !== img.totalBytes * clients) throw new Error(`s9 warm re-pull: clients got ${again.bytes} bytes, expected ${img.totalBytes * clients}`);
+          warmWallS = again.wallMs / 1000;
+        } finally {
+          // Replicas first (a shutdown hands over through Redis), then Redis. stop() throws if a
+          // process died or logged a defect: that failure wins over a failed pull.
+          await stopEach([...started, ...(redis ? [redis] : [])]).finally(() => removeDir(storage));
+        }
+      } else {
+        const started: Server[] = [];
+        try {
+          for (let i = 0; i < replicas; i++) started.push(await startDistribution(ctx.upstream.url, `distribution ${i + 1}`));
+          r = await pull(
+            started.map((s) => s.url),
+            clients,
+            started.map((s) => s.pid),
+          );
+        } finally {
+          await stopEach(started);
+        }
+      }
+      log(
+        `s9 run ${run + 1} ${mode}: ${r.wallS.toFixed(2)} s${warmWallS === null ? '' : ` (warm re-pull ${warmWallS.toFixed(2)} s)`}, upstream ${r.upstreamBytes} bytes (${(r.upstreamBytes / img.totalBytes).toFixed(4)}× the image) in ${r.upstreamRequests} requests` +
+          (r.rss.length ? `, peak RSS ${r.rss.map((x) => (x / MiB).toFixed(1)).join(' / ')} MiB` : '') +
+          (mode === 'stevedore' && r.repeated.length ? `; asked of the upstream more than once: ${r.repeated.join(', ')}` : ''),
+      );
+      const o = (out.modes[mode] ??= { wallS: [], warmWallS: [], upstreamBytes: [], upstreamRequests: [], rss: [], rssEach: [] });
+      o.wallS.push(r.wallS);
+      if (warmWallS !== null) o.warmWallS.push(warmWallS);
+      o.upstreamBytes.push(r.upstreamBytes);
+      o.upstreamRequests.push(r.upstreamRequests);
+      if (r.rss.length) {
+        o.rss.push(Math.max(...r.rss));
+        o.rssEach.push(r.rss);
+      }
+    }
+  }
+  ctx.results.s9 = out;
+}
+
 /**
  * Runs one scenario, then checks every warm contender: one that died or logged a defect fails the
  * benchmark, naming the scenario (also when the scenario failed some other way because of it).
@@ -612,6 +722,7 @@ async function main(): Promise<void> {
       s6: () => scenario6(ctx),
       s7: () => scenario7(ctx),
       s8: () => scenario8(ctx),
+      s9: () => scenario9(ctx),
     };
     for (const id of ALL) if (only.has(id)) await runScenario(ctx, id, scenarios[id]);
     const failed = await stopAll();

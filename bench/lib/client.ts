@@ -8,7 +8,8 @@
  *          per-request latency (request sent → last byte) and aggregate throughput.
  *   pull:  `clients` concurrent image pulls: manifest by tag, then config and layers with
  *          `layerConcurrency` in flight per client (containerd's default is 3); each body's length
- *          is checked against the manifest.
+ *          is checked against the manifest. With `origins`, client i pulls from origins[i mod n]
+ *          (scenario 9: clients spread round-robin over replicas), all starting together.
  */
 import { Agent } from 'undici';
 import { RawConnection } from './raw-http.js';
@@ -34,6 +35,8 @@ export interface FetchResult {
 export interface PullJob {
   kind: 'pull';
   origin: string;
+  /** Several servers: client i pulls from origins[i % origins.length] (`origin` is then unused). */
+  origins?: string[];
   repo: string;
   tag: string;
   clients: number;
@@ -161,14 +164,14 @@ interface Descriptor {
   size: number;
 }
 
-async function pullOnce(agent: Agent, job: PullJob): Promise<{ bytes: number; ms: number }> {
+async function pullOnce(agent: Agent, job: PullJob, origin: string): Promise<{ bytes: number; ms: number }> {
   const t0 = performance.now();
-  const m = await get(agent, job.origin, `/v2/${job.repo}/manifests/${job.tag}`, { accept: job.accept }, true);
+  const m = await get(agent, origin, `/v2/${job.repo}/manifests/${job.tag}`, { accept: job.accept }, true);
   if (m.status !== 200) throw new Error(`manifest ${job.repo}:${job.tag}: ${m.status} ${m.body?.toString().slice(0, 200)}`);
   const manifest = JSON.parse(m.body!.toString()) as { config: Descriptor; layers: Descriptor[] };
   let bytes = m.bytes;
   await pool([manifest.config, ...manifest.layers], job.layerConcurrency, async (d) => {
-    const g = await get(agent, job.origin, `/v2/${job.repo}/blobs/${d.digest}`, {}, false);
+    const g = await get(agent, origin, `/v2/${job.repo}/blobs/${d.digest}`, {}, false);
     if (g.status !== 200 || g.bytes !== d.size) throw new Error(`blob ${d.digest}: status ${g.status}, ${g.bytes} of ${d.size} bytes`);
     bytes += g.bytes;
   });
@@ -181,9 +184,9 @@ async function runPull(job: PullJob): Promise<PullResult> {
   const t0 = performance.now();
   try {
     await Promise.all(
-      Array.from({ length: job.clients }, async () => {
+      Array.from({ length: job.clients }, async (_, i) => {
         try {
-          const r = await pullOnce(agent, job);
+          const r = await pullOnce(agent, job, job.origins?.length ? job.origins[i % job.origins.length]! : job.origin);
           res.bytes += r.bytes;
           res.clientMs.push(r.ms);
         } catch (err) {

@@ -20,6 +20,14 @@ export interface Params {
   wrk: { connections: number; threads: number; durationS: number; warmupS: number };
   /** Scenario 5: cold pull of an image; the upstream link is paced to `linkRate` bytes/s. */
   pull: { layers: number[]; clients: number; layerConcurrency: number; linkRate: number };
+  /**
+   * Scenario 9, cluster mode: `replicas` stevedore processes on one store and one redis-server,
+   * `clients` pulling the scenario-5 image (same link rate), spread round-robin over the replicas;
+   * the peer is `replicas` independent distribution proxies. `runs` runs of the direct pull and of
+   * the cluster, `peerRuns` of the distributions (each of them fetches the image once per client:
+   * ~`clients`× the image over the paced link, minutes in full mode). `--runs` does not apply.
+   */
+  cluster: { replicas: number; clients: number; runs: number; peerRuns: number };
   /** Scenario 6, separate measurement: clients streaming one cold blob of `size` through stevedore (link unpaced). */
   coldBlob: { size: number; clients: number; runs: number };
   /** Scenario 7: start-up with this many stored blobs. */
@@ -58,6 +66,7 @@ export function params(mode: 'full' | 'quick'): Params {
       wrk: { connections: 8, threads: 1, durationS: 1, warmupS: 0 },
       pull: { layers: [256 * KiB, 512 * KiB, 1 * MiB], clients: 4, layerConcurrency: 3, linkRate: 64 * MiB },
       coldBlob: { size: 4 * MiB, clients: 4, runs: 1 },
+      cluster: { replicas: 3, clients: 60, runs: 1, peerRuns: 1 },
       startup: { blobs: 1000, runs: 1 },
       hangup: { runs: 1, wrkRuns: 2, wrkDurationS: 1, connections: 64, threads: 2, rounds: 2, clients: 64, warmSize: 4 * MiB, coldSize: 1 * MiB, coldLinkRate: 32 * MiB, settleMs: 1000 },
     };
@@ -71,6 +80,7 @@ export function params(mode: 'full' | 'quick'): Params {
     wrk: { connections: 64, threads: 2, durationS: 4, warmupS: 1 },
     pull: { layers: [8 * MiB, 24 * MiB, 40 * MiB, 56 * MiB, 72 * MiB], clients: 20, layerConcurrency: 3, linkRate: 64 * MiB },
     coldBlob: { size: 1 * GiB, clients: 20, runs: 2 },
+    cluster: { replicas: 3, clients: 60, runs: 3, peerRuns: 1 },
     startup: { blobs: 100_000, runs: 5 },
     hangup: { runs: 1, wrkRuns: 20, wrkDurationS: 2, connections: 64, threads: 2, rounds: 10, clients: 64, warmSize: 4 * MiB, coldSize: 8 * MiB, coldLinkRate: 64 * MiB, settleMs: 1000 },
   };

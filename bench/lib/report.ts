@@ -23,6 +23,18 @@ export interface Results {
     modes: Record<string, { wallS: Series; upstreamBytes: Series; upstreamRequests: Series; rss: Series }>;
   };
   s6?: { size: number; clients: number; rss: Series; wallS: Series; upstreamBytes: Series };
+  /**
+   * Cluster mode: modes direct (one client), stevedore (replicas on one store and Redis), distribution
+   * (as many independent proxies). rss: per run the largest peak of the processes; rssEach: every one's.
+   * warmWallS (stevedore): the same pull again right after, everything in the store.
+   */
+  s9?: {
+    imageBytes: number;
+    linkRate: number;
+    clients: number;
+    replicas: number;
+    modes: Record<string, { wallS: Series; warmWallS: Series; upstreamBytes: Series; upstreamRequests: Series; rss: Series; rssEach: Series[] }>;
+  };
   s7?: { blobs: number; startupMs: Series; indexMs: Series; rss: Series };
   /** Clients that hang up: blob sizes, then per contender one entry per run (rps: one per wrk run). */
   s8?: {
@@ -106,6 +118,7 @@ export async function collectMeta(_p: Params, elapsedS: number, noise: Noise, gi
       'docker-registry': await version('docker-registry', ['--version'], /(\d+\.\d+\.\d+\S*)/),
       nginx: await version('nginx', ['-v'], /nginx\/(\S+)/),
       wrk: await version('wrk', ['-v'], /wrk\s+\S*?(\d+\.\d+\.\d+)/),
+      'redis-server': await version('redis-server', ['--version'], /v=(\S+)/),
       undici: undici.version,
     },
   };
@@ -143,6 +156,13 @@ function ratio(a: number, b: number): string {
 
 function sum(values: Series): number {
   return values.reduce((a, b) => a + b, 0);
+}
+
+/** Each run's bytes as a multiple of `base`: "1.00×", or "min – max×" when runs differ. */
+function multiple(values: Series, base: number, digits = 2): string {
+  const s = summarize(values.map((b) => b / base));
+  if (s.n === 0) return 'n/a';
+  return (s.max === s.min ? num(s.min, digits) : `${num(s.min, digits)} – ${num(s.max, digits)}`) + '×';
 }
 
 function table(head: string[], rows: string[][]): string {
@@ -200,6 +220,28 @@ function targets(r: Results, p: Params): Target[] {
     const dw = med(direct?.wallS);
     out.push({ target: `5. cold pull by ${r.s5.clients} clients: wall time ≤ 1.2× one direct pull`, measured: ratio(w, dw), met: Number.isFinite(w) && Number.isFinite(dw) ? w <= 1.2 * dw : null });
   }
+  if (r.s9) {
+    const sd = r.s9.modes.stevedore;
+    const direct = r.s9.modes.direct;
+    const ratios = (sd?.upstreamBytes ?? []).map((b) => b / r.s9!.imageBytes);
+    const label = `9. cluster, ${r.s9.clients} clients over ${r.s9.replicas} replicas`;
+    out.push({
+      target: `${label}: upstream bytes exactly 1.00× the image`,
+      measured: ratios.length
+        ? `${[...new Set(ratios.map((x) => num(x, 4)))].join(', ')}× (every run)` +
+          (ratios.some((x) => x !== 1) ? `; extra bytes per run: ${(sd?.upstreamBytes ?? []).map((b) => (b - r.s9!.imageBytes).toLocaleString('en-US')).join(', ')}` : '')
+        : 'n/a',
+      met: ratios.length ? ratios.every((x) => x === 1) : null,
+    });
+    const w = med(sd?.wallS);
+    const dw = med(direct?.wallS);
+    const ww = med(sd?.warmWallS);
+    out.push({
+      target: `${label}: wall time ≤ 1.2× one direct pull`,
+      measured: ratio(w, dw) + (Number.isFinite(ww) ? ` (the same pull warm: ${ratio(ww, dw)})` : ''),
+      met: Number.isFinite(w) && Number.isFinite(dw) ? w <= 1.2 * dw : null,
+    });
+  }
   const rssTarget = (label: string, values: Series | undefined): void => {
     if (!values || values.length === 0) return;
     const peak = Math.max(...values);
@@ -209,6 +251,7 @@ function targets(r: Results, p: Params): Target[] {
   rssTarget(`scenario 5 (cold pull, ${p.pull.clients} clients)`, r.s5?.modes.stevedore?.rss);
   if (r.s6) rssTarget(`${r.s6.clients} clients on one cold ${num(r.s6.size / MiB, 0)} MiB blob`, r.s6.rss);
   rssTarget('scenario 7 (start-up with the stored blobs)', r.s7?.rss);
+  if (r.s9) rssTarget(`scenario 9 (cluster, ${r.s9.clients} clients; largest of ${r.s9.replicas} replicas)`, r.s9.modes.stevedore?.rss);
   if (r.s7) {
     const m = med(r.s7.startupMs);
     out.push({ target: `7. start-up with ${r.s7.blobs.toLocaleString('en-US')} stored blobs ≤ 2 s`, measured: `${num(m, 0)} ms (median)`, met: m <= 2000 });
@@ -258,7 +301,7 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
   L.push(
     `**Machine**: ${m.nproc} CPUs (${m.cpu}), ${num(m.memGiB, 1)} GiB RAM, Linux ${m.kernel}. ` +
       '**The load generators share these cores with the servers**: one client process (a raw HTTP client and undici in scenarios 1 and 2, ' +
-      `undici in 5 and 6) or wrk with ${p.wrk.threads} thread(s) (3 and 4), plus the upstream registry and its counting link in the orchestrator. Every figure is for the whole box, ` +
+      `undici in 5, 6 and 9) or wrk with ${p.wrk.threads} thread(s) (3 and 4), plus the upstream registry and its counting link in the orchestrator. Every figure is for the whole box, ` +
       'not for a server alone; a server that uses more cores (nginx, Go) takes them from the client.',
     '',
   );
@@ -274,8 +317,9 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
   L.push(
     '**Setup** (all on 127.0.0.1, each a separate process):',
     '- *upstream*: Debian `docker-registry` (CNCF distribution, filesystem storage, access log off) seeded through its API, behind a node "link" proxy that counts every response byte; ' +
-      `the link is paced to ${num(p.pull.linkRate / MiB, 0)} MiB/s shared by all streams during scenario 5 only (a WAN link to a remote registry).`,
-    '- *stevedore*: compiled with `tsc` (no TypeScript loader), one process, embedded defaults plus one upstream; logs at `info` (a JSON line per request) to a file.',
+      `the link is paced to ${num(p.pull.linkRate / MiB, 0)} MiB/s shared by all streams during scenarios 5 and 9 only (a WAN link to a remote registry).`,
+    '- *stevedore*: compiled with `tsc` (no TypeScript loader), one process, embedded defaults plus one upstream; logs at `info` (a JSON line per request) to a file. ' +
+      'Scenario 9: three such processes on one store directory with `metadata.redis` set (cluster mode, `cluster.*` defaults, a distinct `cluster.replicaId` each) and one Debian `redis-server` (no persistence).',
     '- *distribution*: `docker-registry` with Debian\'s default config plus `proxy.remoteurl` and its own storage; logs at `info` (access log on) to a file; a Go process using every core.',
     '- *nginx*: `sendfile on`, `tcp_nopush on`, `worker_processes auto`, access log off, serving stevedore\'s store files (`/v2/<name>/blobs/<digest>` → `blobs/sha256/<xx>/<hex>`): the limit for a warm blob.',
     '- *clients*: a separate node process: undici\'s dispatcher, or a minimal raw HTTP/1.1 client (`bench/lib/raw-http.ts`), bodies counted (not hashed, ' +
@@ -367,9 +411,7 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
           mmm(o.wallS),
           ratio(med(o.wallS), direct),
           mmm(o.upstreamBytes, MiB, 1),
-          (summarize(o.upstreamBytes.map((b) => b / s5.imageBytes)).max === summarize(o.upstreamBytes.map((b) => b / s5.imageBytes)).min
-            ? num(o.upstreamBytes[0]! / s5.imageBytes, 2)
-            : `${num(summarize(o.upstreamBytes.map((b) => b / s5.imageBytes)).min, 2)} – ${num(summarize(o.upstreamBytes.map((b) => b / s5.imageBytes)).max, 2)}`) + '×',
+          multiple(o.upstreamBytes, s5.imageBytes),
           mmm(o.upstreamRequests, 1, 0),
           o.rss.length ? mmm(o.rss, MiB, 1) : '–',
         ];
@@ -387,11 +429,20 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
     if (r.s2) for (const n of contenders(r.s2)) rows.push([`2. warm blobs, ${p.s2.clients} clients`, n === 'nginx' ? 'nginx (workers, summed)' : n, mmm(r.s2[n]!.rss, MiB, 1), num(Math.max(...r.s2[n]!.rss) / MiB, 1)]);
     if (r.s5) for (const n of ['stevedore', 'distribution']) if (r.s5.modes[n]) rows.push([`5. cold pull, ${r.s5.clients} clients`, n, mmm(r.s5.modes[n]!.rss, MiB, 1), num(Math.max(...r.s5.modes[n]!.rss) / MiB, 1)]);
     if (r.s6) rows.push([`${r.s6.clients} clients streaming one cold ${num(r.s6.size / MiB, 0)} MiB blob`, 'stevedore', mmm(r.s6.rss, MiB, 1), num(Math.max(...r.s6.rss) / MiB, 1)]);
+    if (r.s9) {
+      for (const [n, label] of [
+        ['stevedore', 'stevedore (largest replica)'],
+        ['distribution', 'distribution (largest of them)'],
+      ] as const) {
+        const o = r.s9.modes[n];
+        if (o?.rss.length) rows.push([`9. cluster, ${r.s9.clients} clients over ${r.s9.replicas} processes`, label, mmm(o.rss, MiB, 1), num(Math.max(...o.rss) / MiB, 1)]);
+      }
+    }
     if (r.s7) rows.push([`7. start-up with ${r.s7.blobs.toLocaleString('en-US')} blobs`, 'stevedore', mmm(r.s7.rss, MiB, 1), num(Math.max(...r.s7.rss) / MiB, 1)]);
     if (rows.length) {
       L.push(table(['during', 'process', 'peak RSS MiB', 'max of runs'], rows), '');
       L.push(
-        'Peak RSS is VmHWM from /proc/<pid>/status, reset before each run by writing 5 to /proc/<pid>/clear_refs (a fresh process in 5 and 6), backed by sampling VmRSS every 50 ms.',
+        'Peak RSS is VmHWM from /proc/<pid>/status, reset before each run by writing 5 to /proc/<pid>/clear_refs (a fresh process in 5, 6 and 9), backed by sampling VmRSS every 50 ms.',
         '',
       );
       if (r.s6) {
@@ -453,6 +504,51 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
         `the upstream just before, the link paced to ${num(h.coldLinkRate / MiB, 0)} MiB/s so that the clients leave while the proxy downloads it. After ${num(h.settleMs / 1000, 1)} s ` +
         'of quiet: descriptors and RSS again (first run\'s before → last run\'s after; nginx: its workers, summed), then the process must be alive, have logged no ' +
         'defect (else the benchmark fails) and answer (`GET /v2/` 200; nginx: `GET /` below 500). "cold blob stored": stevedore\'s store holds the cold blob afterwards, digest verified.',
+      '',
+    );
+  }
+  if (r.s9) {
+    const s9 = r.s9;
+    const c = p.cluster;
+    L.push(
+      `## 9. Cluster: ${s9.replicas} replicas, ${s9.clients} clients on a cold image (${num(s9.imageBytes / MiB, 1)} MiB: the image of scenario 5; ` +
+        `upstream link ${num(s9.linkRate / MiB, 0)} MiB/s)`,
+      '',
+    );
+    const direct = med(s9.modes.direct?.wallS);
+    const label: Record<string, string> = {
+      direct: 'one client, directly from the upstream',
+      stevedore: `${s9.clients} clients over ${s9.replicas} stevedore replicas (one store, one Redis)`,
+      distribution: `${s9.clients} clients over ${s9.replicas} distribution proxies (a store each)`,
+    };
+    const rows = ['direct', 'stevedore', 'distribution']
+      .filter((k) => k in s9.modes)
+      .map((k) => {
+        const o = s9.modes[k]!;
+        return [
+          label[k]!,
+          String(o.wallS.length),
+          mmm(o.wallS),
+          ratio(med(o.wallS), direct),
+          o.warmWallS.length ? `${mmm(o.warmWallS)} (${ratio(med(o.warmWallS), direct)})` : '–',
+          mmm(o.upstreamBytes, MiB, 1),
+          // Four digits: the target is exactly 1, and a few extra manifest fetches are ~0.001×.
+          multiple(o.upstreamBytes, s9.imageBytes, 4),
+          mmm(o.upstreamRequests, 1, 0),
+          o.rss.length ? mmm(o.rss, MiB, 1) : '–',
+          o.rssEach.length ? o.rssEach.map((each) => each.map((x) => num(x / MiB, 0)).join(' / ')).join('; ') : '–',
+        ];
+      });
+    L.push(table(['pull', 'runs', 'wall s', '× direct', 'warm re-pull s (× direct)', 'upstream MiB', 'upstream bytes / image', 'upstream requests', 'peak RSS MiB (largest process)', 'peak RSS MiB of each, per run'], rows), '');
+    L.push(
+      `Fresh processes and empty stores for every run (stevedore: a new shared store directory and a new redis-server too). All ${s9.clients} clients start together, ` +
+        `client i on server i mod ${s9.replicas} (${s9.clients / s9.replicas} each); each GETs the manifest by tag, then config and layers, ${p.pull.layerConcurrency} at a time, bodies counted and checked against the manifest. ` +
+        `The stevedore replicas run with the \`cluster.*\` defaults; one upstream fetch per digest across them is the point (a lease per digest in Redis, the other replicas' clients read the growing shared temp file). ` +
+        `Each distribution proxy has its own storage and fetches what its own clients ask for. ` +
+        `The distributions run ${c.peerRuns} time(s) (they move many times the image over the paced link), the direct pull and the cluster ${c.runs} time(s); ` +
+        'peak RSS is VmHWM of each fresh process after the pull. ' +
+        `"warm re-pull": right after each cluster run, the same ${s9.clients} clients pull again from the same replicas, everything now in the store: ` +
+        'what handing out that many copies costs this machine (clients and servers share its cores), the floor under the cold wall time whatever the upstream does.',
       '',
     );
   }

@@ -8,6 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, promises as fsp } from 'node:fs';
+import { createConnection } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -208,6 +209,10 @@ export interface StevedoreOptions {
   /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir', dir]. */
   nodeArgs?: string[];
   logLevel?: string;
+  /** Merged into the configuration (scenario 9: `metadata` and `cluster`). */
+  config?: Record<string, unknown>;
+  /** Its name in reports and failures (default "stevedore"; scenario 9: one per replica). */
+  name?: string;
 }
 
 export const UPSTREAM_NAME = 'upstream.bench';
@@ -238,8 +243,10 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
       log: { level: opts.logLevel ?? 'info' },
       upstreams: { [UPSTREAM_NAME]: { url: opts.upstreamUrl } },
       defaultUpstream: UPSTREAM_NAME,
+      ...opts.config,
     }),
   );
+  const name = opts.name ?? 'stevedore';
   const fd = openSync(logFile, 'a');
   const spawnedAt = Date.now();
   const child: ChildProcess = spawnTracked(process.execPath, [...(opts.nodeArgs ?? []), opts.build.main, 'serve', '--config', configFile], {
@@ -256,7 +263,7 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
     await stopProcess(child, 'SIGTERM', 15_000);
     // Read before the log goes: a defect during the shutdown counts too.
     const defects = await scanner.scan();
-    const f = failure('stevedore', before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
+    const f = failure(name, before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
     await removeDir(dir);
     if (f) throw f;
   };
@@ -278,7 +285,7 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
     throw err;
   }
   return {
-    name: 'stevedore',
+    name,
     url: `http://${String(listening!.listen)}`,
     pid: child.pid!,
     pids: () => [child.pid!],
@@ -292,6 +299,84 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
     indexedBlobs: Number(index?.blobs ?? NaN),
     stop,
   };
+}
+
+// ---- redis (scenario 9: stevedore's cluster mode) --------------------------------------------
+
+export interface RedisServer extends Server {
+  /** redis://127.0.0.1:PORT, for `metadata.redis`. */
+  redisUrl: string;
+}
+
+function redisPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection({ host: '127.0.0.1', port });
+    s.once('error', () => resolve(false));
+    s.once('connect', () => s.write('PING\r\n'));
+    s.once('data', (d) => {
+      s.destroy();
+      resolve(d.toString().startsWith('+PONG'));
+    });
+  });
+}
+
+/**
+ * Debian's `redis-server` on 127.0.0.1 and a free port, no persistence (as test/fixtures/redis.ts
+ * starts it), logging to a file. A crash report in its log is a defect.
+ */
+export async function startRedis(): Promise<RedisServer> {
+  const bin = which('redis-server');
+  const dir = await tmpDir(undefined, 'stevedore-bench-redis-');
+  const logFile = path.join(dir, 'redis.log');
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const child = spawnTracked(
+      bin,
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--daemonize', 'no', '--dir', dir, '--logfile', logFile],
+      { stdio: 'ignore', env: cleanEnv() },
+      { dieWithParent: true },
+    );
+    const exited = new Promise<'exited'>((r) => child.once('exit', () => r('exited')));
+    const ready = waitFor('redis-server to answer PING', () => redisPing(port), 10_000).then(() => 'ready' as const);
+    if ((await Promise.race([ready, exited])) === 'exited') {
+      const log = await fsp.readFile(logFile, 'utf8').catch(() => '');
+      if (attempt < 3 && /Address already in use/i.test(log)) continue;
+      throw new Error(`redis-server exited at start-up (code ${child.exitCode}):\n${log}`);
+    }
+    const scanner = new LogScanner(logFile, (line) => (/REDIS BUG REPORT|Guru Meditation|crashed by signal/.test(line) ? line.slice(0, 500) : null));
+    return {
+      name: 'redis',
+      url: `http://127.0.0.1:${port}`,
+      redisUrl: `redis://127.0.0.1:${port}`,
+      pid: child.pid!,
+      pids: () => [child.pid!],
+      exited: () => exitOf(child),
+      defects: () => scanner.scan(),
+      logTail: () => tailOf(logFile),
+      async stop() {
+        const before = exitOf(child);
+        await stopProcess(child, 'SIGTERM', 5000);
+        const defects = await scanner.scan();
+        const f = failure('redis', before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
+        await removeDir(dir);
+        if (f) throw f;
+      },
+    };
+  }
+}
+
+/**
+ * Stops every one of `servers` (in order), and then throws the first ServerFailure among them
+ * (one that died or reported a defect), else the first other error.
+ */
+export async function stopEach(servers: Server[]): Promise<void> {
+  let failed: unknown = null;
+  for (const s of servers) {
+    await s.stop().catch((err: unknown) => {
+      if (failed === null || (err instanceof ServerFailure && !(failed instanceof ServerFailure))) failed = err;
+    });
+  }
+  if (failed !== null) throw failed;
 }
 
 // ---- distribution (proxy mode) -----------------------------------------------------------
@@ -326,13 +411,14 @@ function distributionConfig(port: number, storage: string, remote: string): stri
   ].join('\n');
 }
 
-export async function startDistribution(upstreamUrl: string): Promise<Server> {
+/** `name`: in reports and failures (scenario 9 starts three). */
+export async function startDistribution(upstreamUrl: string, name = 'distribution'): Promise<Server> {
   const dir = await tmpDir(undefined, 'stevedore-bench-dist-');
   const { child, port, logFile } = await startDockerRegistry(dir, 'distribution', (p) => distributionConfig(p, path.join(dir, 'data'), upstreamUrl));
   // A Go panic: one that kills the process, or one net/http recovered in a handler.
   const scanner = new LogScanner(logFile, (line) => (/^panic: |http: panic serving/.test(line) ? line.slice(0, 500) : null));
   return {
-    name: 'distribution',
+    name,
     url: `http://127.0.0.1:${port}`,
     pid: child.pid!,
     pids: () => [child.pid!],
@@ -343,7 +429,7 @@ export async function startDistribution(upstreamUrl: string): Promise<Server> {
       const before = exitOf(child);
       await stopProcess(child, 'SIGTERM', 5000);
       const defects = await scanner.scan();
-      const f = failure('distribution', before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
+      const f = failure(name, before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
       await removeDir(dir);
       if (f) throw f;
     },

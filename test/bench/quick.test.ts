@@ -54,9 +54,12 @@ t.test('the quick benchmark completes and reports numbers for every scenario', a
     t.ok(Array.isArray(survived) && survived.length > 0 && survived.every((x) => typeof x === 'boolean'), `s8.${name}.survived says yes or no`);
   }
   t.same(s8?.stevedore?.survived, [true], 'stevedore survived the clients that hang up');
+  const s9 = (results.s9 as { modes?: Record<string, unknown> } | undefined)?.modes;
+  seriesPresent(t, s9?.direct, 's9.direct', ['wallS', 'upstreamBytes', 'upstreamRequests']);
+  for (const name of ['stevedore', 'distribution']) seriesPresent(t, s9?.[name], `s9.${name}`, ['wallS', 'upstreamBytes', 'upstreamRequests', 'rss']);
 
   const report = await fsp.readFile(md, 'utf8');
-  for (const heading of ['## Targets', '## 1. ', '## 2. ', '## 3. ', '## 4. ', '## 5. ', '## 6. ', '## 7. ', '## 8. ']) {
+  for (const heading of ['## Targets', '## 1. ', '## 2. ', '## 3. ', '## 4. ', '## 5. ', '## 6. ', '## 7. ', '## 8. ', '## 9. ']) {
     t.ok(report.includes(heading), `the report has "${heading}"`);
   }
   t.notMatch(report, /\bn\/a\b|NaN/, 'no figure in the report is missing');
