@@ -122,3 +122,29 @@ t.test("a download one replica holds for one repository is not served by another
   const same = await fetchAndHash(blobUrl(c.replicas[1]!, secret.digest, 'library/private'));
   t.equal(same.digest, secret.digest, 'the repository that has it is served by every replica');
 });
+
+t.test('a Range request on a replica following another one\'s download gets exactly those bytes', async (t) => {
+  const big = makeBlob(pseudoRandom('cluster-range', 8 * MiB), 'application/octet-stream');
+  const fake = await startFake(t, async (req, res, url) => {
+    if (url.pathname === '/v2/') return sendJson(res, 200, {});
+    if (!url.pathname.endsWith(`/blobs/${big.digest}`)) return notFound(res);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(big.size) });
+    for (let i = 0; i < big.size; i += 512 * 1024) {
+      if (!(await writeAndWait(res, big.data.subarray(i, i + 512 * 1024)))) return;
+      await sleep(100);
+    }
+    res.end();
+  });
+  const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
+  const first = fetchAndHash(blobUrl(c.replicas[0]!, big.digest));
+  await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
+  const start = 5 * MiB + 3;
+  const end = 6 * MiB + 100;
+  const res = await fetch(blobUrl(c.replicas[1]!, big.digest), { headers: { range: `bytes=${start}-${end}` } });
+  t.equal(res.status, 206);
+  t.equal(res.headers.get('content-range'), `bytes ${start}-${end}/${big.size}`);
+  const body = Buffer.from(await res.arrayBuffer());
+  t.ok(body.equals(big.data.subarray(start, end + 1)), 'the bytes of the range, from the growing shared file');
+  t.equal((await first).digest, big.digest);
+  t.equal(fake.count('GET', /\/blobs\//), 1, 'one upstream download');
+});
