@@ -6,6 +6,8 @@ import { makeBlob, pseudoRandom, pushBlob } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { blobGets, blobUrl, fetchAndHash, MiB, startCluster, storedPath } from '../fixtures/cluster.js';
 import { waitFor } from '../fixtures/util.js';
+import { pushBlobWhole } from '../fixtures/oci-push.js';
+import { OPEN_AUTH } from '../fixtures/stevedore.js';
 
 t.test('redis-server killed: every replica keeps serving and pulling; restarted: one fetch per digest again', async (t) => {
   const stored = makeBlob(pseudoRandom('cluster-redis-a', 2 * MiB), 'application/octet-stream');
@@ -14,7 +16,7 @@ t.test('redis-server killed: every replica keeps serving and pulling; restarted:
   const reg = await startRegistry({ bytesPerSecond: 8 * MiB });
   t.teardown(() => reg.stop());
   for (const b of [stored, later, cold]) await pushBlob(reg.directUrl, 'library/big', b);
-  const c = await startCluster(t, { replicas: 3, upstreamUrl: reg.url });
+  const c = await startCluster(t, { replicas: 3, upstreamUrl: reg.url, config: { registry: { hosted: ['lab/**'] }, auth: OPEN_AUTH } });
   t.equal((await fetchAndHash(blobUrl(c.replicas[0]!, stored.digest))).digest, stored.digest);
 
   await c.redis.stop({ hard: true });
@@ -30,6 +32,12 @@ t.test('redis-server killed: every replica keeps serving and pulling; restarted:
   t.equal(alone.digest, later.digest, 'a replica still pulls a cold blob without Redis');
   const metrics = await (await fetch(`${c.replicas[1]!.url}/metrics`)).text();
   t.match(metrics, /stevedore_cluster_downloads_total\{event="alone"\} 1/, 'counted as a download without coordination');
+  const pushed = makeBlob(pseudoRandom('cluster-redis-push', MiB + 5), 'application/octet-stream');
+  const push = await pushBlobWhole(c.replicas[2]!.url, 'lab/app', pushed.data, pushed.digest);
+  t.equal(push.status, 201, 'a push is taken without Redis');
+  for (const [i, r] of c.replicas.entries()) {
+    t.equal((await fetchAndHash(`${r.url}/v2/lab/app/blobs/${pushed.digest}`)).digest, pushed.digest, `replica ${i} serves the pushed blob without Redis`);
+  }
   t.ok(c.replicas.every((r) => r.logs.filter((l) => String(l.msg).startsWith('Redis is unreachable')).length === 1), 'each replica logged the outage once');
 
   await c.redis.restart();
