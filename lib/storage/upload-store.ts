@@ -56,6 +56,9 @@ export interface SessionLocks {
   held(uuid: string): Promise<boolean>;
 }
 
+/** Cluster mode: how long the count of open sessions read from the shared disk is trusted. */
+const SHARED_COUNT_MS = 2_000;
+
 const NO_LIMITS: UploadLimits = { maxSize: Infinity, maxSessions: Infinity, maxSessionsPerOwner: Infinity, quotaPerOwner: Infinity };
 
 interface HashState {
@@ -74,6 +77,9 @@ export class UploadStore {
   private readonly limits: UploadLimits;
   /** Open sessions: who owns each and the bytes it holds (rebuilt from the disk at init). */
   private readonly open = new Map<string, { owner: string; bytes: number }>();
+  /** Sessions this process is creating (not on disk yet): kept when the table is read from disk again. */
+  private readonly creating = new Set<string>();
+  private countedAt = 0;
 
   private readonly sessionLocks: SessionLocks | null;
 
@@ -92,14 +98,38 @@ export class UploadStore {
   async init(): Promise<void> {
     await fsp.mkdir(this.blobs.paths.uploads, { recursive: true });
     // Sessions survive restarts: count what they hold again.
-    for (const uuid of await fsp.readdir(this.blobs.paths.uploads)) {
+    await this.countFromDisk();
+  }
+
+  /** Rebuilds the open-session table from the disk (keeping sessions this process is creating now). */
+  private async countFromDisk(): Promise<void> {
+    const found = new Map<string, { owner: string; bytes: number }>();
+    for (const uuid of await fsp.readdir(this.blobs.paths.uploads).catch(() => [] as string[])) {
       if (!UPLOAD_ID_RE.test(uuid)) continue;
       const dir = this.blobs.paths.upload(uuid);
       const doc = await fsp.readFile(path.join(dir, 'info.json'), 'utf8').then((t) => JSON.parse(t) as { owner?: unknown }, () => null);
       if (!doc) continue;
       const bytes = (await fsp.stat(path.join(dir, 'data')).catch(() => null))?.size ?? 0;
-      this.open.set(uuid, { owner: typeof doc.owner === 'string' ? doc.owner : ANONYMOUS_OWNER, bytes });
+      found.set(uuid, { owner: typeof doc.owner === 'string' ? doc.owner : ANONYMOUS_OWNER, bytes });
     }
+    for (const uuid of this.creating) {
+      const mine = this.open.get(uuid);
+      if (mine && !found.has(uuid)) found.set(uuid, mine);
+    }
+    this.open.clear();
+    for (const [uuid, v] of found) this.open.set(uuid, v);
+    this.countedAt = this.now();
+  }
+
+  /**
+   * Shared store (cluster mode): other replicas open, fill and close sessions too, so the limits are
+   * checked against the disk: read again for every new session, and for chunks at most every
+   * SHARED_COUNT_MS (at once for a session this process has not seen).
+   */
+  private async recount(force = false): Promise<void> {
+    if (!this.sessionLocks) return;
+    if (!force && this.now() - this.countedAt < SHARED_COUNT_MS) return;
+    await this.countFromDisk();
   }
 
   /** Open sessions, in all and of one owner, and the bytes that owner's hold. */
@@ -119,6 +149,8 @@ export class UploadStore {
    * the registry or the owner has as many open sessions as allowed.
    */
   async create(repo: RepoRef, owner: string = ANONYMOUS_OWNER): Promise<UploadInfo> {
+    // Opening a session is rare (one per blob pushed): the count is read from the disk each time.
+    await this.recount(true);
     const u = this.usage(owner);
     if (u.sessions >= this.limits.maxSessions) {
       throw new OciError('TOOMANYREQUESTS', `too many uploads in progress on this registry (registry.maxUploadSessions: ${this.limits.maxSessions}); finish or cancel some, or wait for idle ones to expire`, {
@@ -133,6 +165,7 @@ export class UploadStore {
     const uuid = randomUUID();
     // Counted before anything is awaited: concurrent creations see each other.
     this.open.set(uuid, { owner, bytes: 0 });
+    this.creating.add(uuid);
     const dir = this.dir(uuid);
     const info: UploadInfo = { uuid, repo, startedAt: this.now() };
     try {
@@ -146,6 +179,8 @@ export class UploadStore {
       this.open.delete(uuid);
       await fsp.rm(dir, { recursive: true, force: true });
       throw err;
+    } finally {
+      this.creating.delete(uuid);
     }
     await touch(path.join(dir, 'info.json'), info.startedAt);
     this.hashes.set(uuid, { algorithm: 'sha256', hash: createHash('sha256'), offset: 0 });
@@ -211,7 +246,12 @@ export class UploadStore {
     const state = await this.hashState(uuid, file, size, 'sha256');
     const hash = state.hash.copy();
     let received = 0;
+    // Opened on another replica (cluster mode): its owner and bytes are read from the disk.
+    if (!this.open.has(uuid)) await this.recount(true);
+    else await this.recount();
     const session = this.open.get(uuid);
+    // Its size on disk now (another replica may have appended since this one last looked).
+    if (session) session.bytes = size;
     const owner = session?.owner ?? ANONYMOUS_OWNER;
     // What this chunk may add: the blob's size limit, and what is left of the owner's quota.
     const room = Math.min(this.limits.maxSize - size, this.limits.quotaPerOwner - this.usage(owner).ownerBytes);

@@ -97,3 +97,28 @@ t.test('a tag pushed into an upstream namespace on one replica is served at once
   await waitFor('replica b to forget its answer', async () => (await get(b)) === second.manifest.digest, 3_000);
   t.pass('replica b serves it too, long before its remembered answer would have expired');
 });
+
+t.test('upload limits hold for the cluster, not per replica', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const c = await startCluster(t, {
+    replicas: 3,
+    upstreamUrl: reg.url,
+    config: { registry: { hosted: ['lab/**'], maxUploadSessions: 2, uploadQuotaPerUser: '1MiB' }, auth: OPEN_AUTH },
+  });
+  const [a, b, d] = c.replicas as [StevedoreProcess, StevedoreProcess, StevedoreProcess];
+  const s1 = await openUpload(a.url, 'lab/app');
+  await openUpload(b.url, 'lab/app');
+  const third = await call(d.url, 'POST', '/v2/lab/app/blobs/uploads/', { headers: { 'content-length': '0' } });
+  t.equal(third.status, 429, 'a third session on a third replica is refused: two are open in the cluster');
+  const part = pseudoRandom('cluster-quota', 600 * 1024);
+  const patch = (r: StevedoreProcess, location: string, offset: number): ReturnType<typeof call> =>
+    call(r.url, 'PATCH', location, {
+      body: part,
+      headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${offset + part.length - 1}`, 'content-length': String(part.length) },
+    });
+  const first = await patch(b, s1.location, 0);
+  t.equal(first.status, 202, '600 KiB on another replica than the one that opened the session');
+  const second = await patch(d, String(first.headers.location), part.length);
+  t.equal(second.status, 413, 'the next 600 KiB, on a third replica, would pass the 1 MiB quota: refused');
+});
