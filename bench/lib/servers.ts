@@ -8,12 +8,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, promises as fsp } from 'node:fs';
-import { createConnection } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFECT_EVENTS } from '../../lib/server/last-resort.js';
 import { freePort, removeDir, spawnTracked, stopProcess, tmpDir, waitFor, which } from '../../test/fixtures/util.js';
+import { ping as redisPing } from '../../test/fixtures/redis.js';
 import { childPids } from './proc.js';
 import { probe, startDockerRegistry } from './upstream.js';
 
@@ -308,17 +308,6 @@ export interface RedisServer extends Server {
   redisUrl: string;
 }
 
-function redisPing(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ host: '127.0.0.1', port });
-    s.once('error', () => resolve(false));
-    s.once('connect', () => s.write('PING\r\n'));
-    s.once('data', (d) => {
-      s.destroy();
-      resolve(d.toString().startsWith('+PONG'));
-    });
-  });
-}
 
 /**
  * Debian's `redis-server` on 127.0.0.1 and a free port, no persistence (as test/fixtures/redis.ts
@@ -344,24 +333,7 @@ export async function startRedis(): Promise<RedisServer> {
       throw new Error(`redis-server exited at start-up (code ${child.exitCode}):\n${log}`);
     }
     const scanner = new LogScanner(logFile, (line) => (/REDIS BUG REPORT|Guru Meditation|crashed by signal/.test(line) ? line.slice(0, 500) : null));
-    return {
-      name: 'redis',
-      url: `http://127.0.0.1:${port}`,
-      redisUrl: `redis://127.0.0.1:${port}`,
-      pid: child.pid!,
-      pids: () => [child.pid!],
-      exited: () => exitOf(child),
-      defects: () => scanner.scan(),
-      logTail: () => tailOf(logFile),
-      async stop() {
-        const before = exitOf(child);
-        await stopProcess(child, 'SIGTERM', 5000);
-        const defects = await scanner.scan();
-        const f = failure('redis', before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
-        await removeDir(dir);
-        if (f) throw f;
-      },
-    };
+    return { ...processServer('redis', child, port, dir, logFile, scanner), redisUrl: `redis://127.0.0.1:${port}` };
   }
 }
 
@@ -411,12 +383,8 @@ function distributionConfig(port: number, storage: string, remote: string): stri
   ].join('\n');
 }
 
-/** `name`: in reports and failures (scenario 9 starts three). */
-export async function startDistribution(upstreamUrl: string, name = 'distribution'): Promise<Server> {
-  const dir = await tmpDir(undefined, 'stevedore-bench-dist-');
-  const { child, port, logFile } = await startDockerRegistry(dir, 'distribution', (p) => distributionConfig(p, path.join(dir, 'data'), upstreamUrl));
-  // A Go panic: one that kills the process, or one net/http recovered in a handler.
-  const scanner = new LogScanner(logFile, (line) => (/^panic: |http: panic serving/.test(line) ? line.slice(0, 500) : null));
+/** A server that is one process logging to `logFile` in `dir`: stopping it checks it and removes `dir`. */
+function processServer(name: string, child: ChildProcess, port: number, dir: string, logFile: string, scanner: LogScanner): Server {
   return {
     name,
     url: `http://127.0.0.1:${port}`,
@@ -434,6 +402,15 @@ export async function startDistribution(upstreamUrl: string, name = 'distributio
       if (f) throw f;
     },
   };
+}
+
+/** `name`: in reports and failures (scenario 9 starts three). */
+export async function startDistribution(upstreamUrl: string, name = 'distribution'): Promise<Server> {
+  const dir = await tmpDir(undefined, 'stevedore-bench-dist-');
+  const { child, port, logFile } = await startDockerRegistry(dir, 'distribution', (p) => distributionConfig(p, path.join(dir, 'data'), upstreamUrl));
+  // A Go panic: one that kills the process, or one net/http recovered in a handler.
+  const scanner = new LogScanner(logFile, (line) => (/^panic: |http: panic serving/.test(line) ? line.slice(0, 500) : null));
+  return processServer(name, child, port, dir, logFile, scanner);
 }
 
 // ---- nginx -------------------------------------------------------------------------------

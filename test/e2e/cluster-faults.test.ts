@@ -3,28 +3,43 @@
 // never a hang), with the holder's reason when they had not been answered yet.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { blobUrl, fetchAndHash, MiB, startCluster, storedPath } from '../fixtures/cluster.js';
-import { notFound, sendJson, sleep, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
+import { notFound, sendJson, sleep, startFake, writeAndWait, type Fake } from '../fixtures/fake-upstream.js';
 import { pseudoRandom, makeBlob } from '../fixtures/images.js';
 import { waitFor } from '../fixtures/util.js';
 import { hangUp, requestHead } from '../fixtures/hangup.js';
 
 const blob = makeBlob(pseudoRandom('cluster-faults', 4 * MiB), 'application/octet-stream');
 
-t.test('wrong bytes from the upstream: no client of any replica gets a complete body, nothing is stored', async (t) => {
-  const wrong = pseudoRandom('not-the-blob', blob.size);
-  const fake = await startFake(t, async (req, res, url) => {
+/**
+ * An upstream that sends `body` as blob `digest` (of any repository, or only of `repo`) in pieces
+ * of `piece` bytes every 100 ms, so that clients of other replicas join while it runs; anything
+ * else is 404.
+ */
+function slowUpstream(t: Test, digest: string, body: Buffer, opts: { repo?: string; piece?: number } = {}): Promise<Fake> {
+  const piece = opts.piece ?? 512 * 1024;
+  return startFake(t, async (req, res, url) => {
     if (url.pathname === '/v2/') return sendJson(res, 200, {});
-    if (!url.pathname.endsWith(`/blobs/${blob.digest}`)) return notFound(res);
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(wrong.length) });
-    // About 1.5 s: clients of the other replica join while it runs.
-    for (let i = 0; i < wrong.length; i += 256 * 1024) {
-      if (!(await writeAndWait(res, wrong.subarray(i, i + 256 * 1024)))) return;
+    const mine = opts.repo ? url.pathname === `/v2/${opts.repo}/blobs/${digest}` : url.pathname.endsWith(`/blobs/${digest}`);
+    if (!mine) return notFound(res);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(body.length) });
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    for (let i = 0; i < body.length; i += piece) {
+      if (!(await writeAndWait(res, body.subarray(i, i + piece)))) return;
       await sleep(100);
     }
     res.end();
   });
+}
+
+t.test('wrong bytes from the upstream: no client of any replica gets a complete body, nothing is stored', async (t) => {
+  const wrong = pseudoRandom('not-the-blob', blob.size);
+  // About 1.5 s: clients of the other replica join while it runs.
+  const fake = await slowUpstream(t, blob.digest, wrong, { piece: 256 * 1024 });
   const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
   const first = fetchAndHash(blobUrl(c.replicas[0]!, blob.digest));
   await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
@@ -61,16 +76,7 @@ t.test('the upstream does not have it: clients of the other replica get BLOB_UNK
 
 t.test('clients of a following replica hang up at every stage: it keeps serving, the download completes for the rest', async (t) => {
   const good = makeBlob(pseudoRandom('cluster-hangups', 8 * MiB), 'application/octet-stream');
-  const fake = await startFake(t, async (req, res, url) => {
-    if (url.pathname === '/v2/') return sendJson(res, 200, {});
-    if (!url.pathname.endsWith(`/blobs/${good.digest}`)) return notFound(res);
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(good.size) });
-    for (let i = 0; i < good.size; i += 512 * 1024) {
-      if (!(await writeAndWait(res, good.data.subarray(i, i + 512 * 1024)))) return;
-      await sleep(100);
-    }
-    res.end();
-  });
+  const fake = await slowUpstream(t, good.digest, good.data);
   const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
   const first = fetchAndHash(blobUrl(c.replicas[0]!, good.digest));
   await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
@@ -93,22 +99,8 @@ t.test('clients of a following replica hang up at every stage: it keeps serving,
 
 t.test("a download one replica holds for one repository is not served by another replica under a name the upstream does not confirm", async (t) => {
   const secret = makeBlob(pseudoRandom('cluster-rule9', 4 * MiB), 'application/octet-stream');
-  const fake = await startFake(t, async (req, res, url) => {
-    if (url.pathname === '/v2/') return sendJson(res, 200, {});
-    // Only library/private has it; library/other does not.
-    if (url.pathname !== `/v2/library/private/blobs/${secret.digest}`) return notFound(res);
-    if (req.method === 'HEAD') {
-      res.writeHead(200, { 'content-length': String(secret.size) });
-      res.end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(secret.size) });
-    for (let i = 0; i < secret.size; i += 512 * 1024) {
-      if (!(await writeAndWait(res, secret.data.subarray(i, i + 512 * 1024)))) return;
-      await sleep(100);
-    }
-    res.end();
-  });
+  // Only library/private has it; library/other does not.
+  const fake = await slowUpstream(t, secret.digest, secret.data, { repo: 'library/private' });
   const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
   const owner = fetchAndHash(blobUrl(c.replicas[0]!, secret.digest, 'library/private'));
   await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
@@ -125,16 +117,7 @@ t.test("a download one replica holds for one repository is not served by another
 
 t.test('a Range request on a replica following another one\'s download gets exactly those bytes', async (t) => {
   const big = makeBlob(pseudoRandom('cluster-range', 8 * MiB), 'application/octet-stream');
-  const fake = await startFake(t, async (req, res, url) => {
-    if (url.pathname === '/v2/') return sendJson(res, 200, {});
-    if (!url.pathname.endsWith(`/blobs/${big.digest}`)) return notFound(res);
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(big.size) });
-    for (let i = 0; i < big.size; i += 512 * 1024) {
-      if (!(await writeAndWait(res, big.data.subarray(i, i + 512 * 1024)))) return;
-      await sleep(100);
-    }
-    res.end();
-  });
+  const fake = await slowUpstream(t, big.digest, big.data);
   const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url });
   const first = fetchAndHash(blobUrl(c.replicas[0]!, big.digest));
   await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
