@@ -81,19 +81,18 @@ export class RedisLink {
    * connection (a subscribing connection can send nothing else); it resubscribes by itself after
    * Redis comes back. Best effort: a message published while a replica is cut off is lost to it.
    */
-  async subscribe(channel: string, fn: (message: string) => void): Promise<void> {
+  subscribe(channel: string, fn: (message: string) => void): void {
     const sub = this.client.duplicate();
     sub.on('error', () => undefined); // reported once by the main connection
     this.subscribers.push(sub);
-    try {
-      await sub.connect();
-      await sub.subscribe(channel, (message: string) => fn(message));
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message, channel }, 'could not subscribe to a Redis channel; retrying when Redis answers');
-      this.onChange((up) => {
-        if (up && sub.isReady) void sub.subscribe(channel, (message: string) => fn(message)).catch(() => undefined);
+    // Not awaited: with Redis down at start-up, connecting waits for it (the client retries), and
+    // start-up must not. Once connected, the client resubscribes by itself after every reconnect.
+    sub
+      .connect()
+      .then(() => sub.subscribe(channel, (message: string) => fn(message)))
+      .catch((err: unknown) => {
+        if (!this.closed) this.log.warn({ err: (err as Error).message, channel }, 'could not subscribe to a Redis channel: tags pushed on other replicas are seen here only after their tag TTL');
       });
-    }
   }
 
   /** Publishes to every replica's subscription; false when Redis is unreachable. */

@@ -148,7 +148,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       : null,
   });
   if (cluster) {
-    await cluster.link.subscribe(`${cluster.prefix}tags`, (message) => {
+    cluster.link.subscribe(`${cluster.prefix}tags`, (message) => {
       try {
         const m = JSON.parse(message) as { upstream?: unknown; name?: unknown; tag?: unknown };
         if (typeof m.upstream === 'string' && typeof m.name === 'string' && typeof m.tag === 'string') pull.forgetTag(m.upstream, m.name, m.tag, { fromPeer: true });

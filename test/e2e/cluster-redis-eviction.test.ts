@@ -84,3 +84,26 @@ t.test('eviction with 3 replicas keeps the store under its bound, one replica ev
   t.equal(again.digest, blobs[0]!.digest, 'an evicted blob is fetched again on demand');
 });
 
+
+t.test('a replica started while Redis is down serves at once, and joins the cluster when Redis comes up', async (t) => {
+  const stored = makeBlob(pseudoRandom('cluster-late-a', MiB), 'application/octet-stream');
+  const cold = makeBlob(pseudoRandom('cluster-late-b', 8 * MiB), 'application/octet-stream');
+  const reg = await startRegistry({ bytesPerSecond: 8 * MiB });
+  t.teardown(() => reg.stop());
+  for (const b of [stored, cold]) await pushBlob(reg.directUrl, 'library/big', b);
+  const c = await startCluster(t, { replicas: 1, upstreamUrl: reg.url });
+  t.equal((await fetchAndHash(blobUrl(c.replicas[0]!, stored.digest))).digest, stored.digest);
+  await c.redis.stop({ hard: true });
+  const late = await c.add();
+  t.equal((await fetchAndHash(blobUrl(late, stored.digest))).digest, stored.digest, 'the new replica serves what the store holds');
+  t.match(await (await fetch(`${late.url}/metrics`)).text(), /^stevedore_redis_up 0$/m);
+  await c.redis.restart();
+  await waitFor('both replicas to reach Redis', async () => {
+    const texts = await Promise.all(c.replicas.map(async (r) => (await fetch(`${r.url}/metrics`)).text()));
+    return texts.every((x) => /^stevedore_redis_up 1$/m.test(x));
+  }, 15_000);
+  reg.resetCounts();
+  const results = await Promise.all(Array.from({ length: 4 }, (_, i) => fetchAndHash(blobUrl(c.replicas[i % 2]!, cold.digest))));
+  t.ok(results.every((r) => r.digest === cold.digest));
+  t.equal(blobGets(reg, cold.digest).length, 1, 'one upstream GET across both: the late replica coordinates');
+});
