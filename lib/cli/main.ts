@@ -130,6 +130,17 @@ withConfigOptions(program.command('gc').description('delete content no repositor
   },
 );
 
+withConfigOptions(
+  program.command('doctor').description('check the configuration, the store, Redis and every upstream; say what to fix').option('--json', 'machine-readable'),
+).action(async (opts: ConfigFlags & { json?: boolean }) => {
+  try {
+    const { runDoctor } = await import('./doctor.js');
+    process.exit(await runDoctor(opts));
+  } catch (err) {
+    fail(err);
+  }
+});
+
 program
   .command('containerd-config')
   .description('write containerd hosts.toml files that mirror registries through stevedore')

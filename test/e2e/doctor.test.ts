@@ -1,0 +1,155 @@
+// `stevedore doctor`: one line per check, exit 1 on any failure, --json for scripts. Every server
+// is on 127.0.0.1: the configs name only the upstreams given (never the embedded defaults).
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { stringify } from 'yaml';
+import { stevedoreCli } from '../fixtures/cli.js';
+import { BASIC_USER, startRegistry } from '../fixtures/registry.js';
+import { startTokenServer } from '../fixtures/token-server.js';
+import { tmpDir } from '../fixtures/util.js';
+
+interface Row {
+  check: string;
+  target: string;
+  ok: boolean;
+  detail: string;
+  fix: string | null;
+}
+
+async function writeConfig(t: Test, doc: Record<string, unknown>, storage?: string): Promise<string> {
+  const dir = await tmpDir(t);
+  const file = path.join(dir, 'stevedore.yaml');
+  await writeFile(file, stringify({ storage: { path: storage ?? path.join(dir, 'store') }, defaultUpstream: null, ...doc }));
+  return file;
+}
+
+function lines(out: string): string[] {
+  return out.split('\n').filter(Boolean);
+}
+
+t.test('a plain registry: every check ok, exit 0; --json has the same checks', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const file = await writeConfig(t, { upstreams: { 'docker.io': { url: reg.url } } });
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  const ls = lines(r.stdout);
+  t.match(ls[0], /^ok {4}config /);
+  t.ok(ls.some((l) => /^ok {4}store .*writable/.test(l)), 'store writable');
+  t.ok(ls.some((l) => /^info {2}store .*unbounded/.test(l)), 'no maxSize: unbounded');
+  t.ok(ls.some((l) => /^ok {4}upstream docker\.io: TCP connect to 127\.0\.0\.1:\d+/.test(l)), 'tcp');
+  t.ok(ls.some((l) => /^ok {4}upstream docker\.io: \/v2\/ answers 200/.test(l)), '/v2/ 200');
+  t.notOk(ls.some((l) => /^FAIL/.test(l)));
+  t.notOk(ls.some((l) => /DNS/.test(l)), 'no DNS check for an IP literal');
+
+  const j = await stevedoreCli(['doctor', '--config', file, '--json']);
+  t.equal(j.code, 0, j.stderr);
+  const rows = JSON.parse(j.stdout) as Row[];
+  t.equal(rows.length, ls.length, 'one row per line');
+  t.same(
+    rows.map((x) => x.check),
+    ls.map((l) => l.slice(6).split(' ')[0]),
+  );
+  for (const row of rows) {
+    t.equal(typeof row.ok, 'boolean');
+    t.equal(typeof row.detail, 'string');
+    t.ok(row.fix === null || typeof row.fix === 'string');
+    t.equal(typeof row.target, 'string');
+  }
+  t.ok(rows.every((x) => x.ok));
+});
+
+t.test('basic auth: right credentials ok, wrong ones FAIL, the password is never printed', async (t) => {
+  const reg = await startRegistry({ basicAuth: true });
+  t.teardown(() => reg.stop());
+  const good = await writeConfig(t, { upstreams: { 'reg.test': { url: reg.url, username: BASIC_USER.username, password: BASIC_USER.password } } });
+  const r = await stevedoreCli(['doctor', '--config', good]);
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /^ok {4}upstream reg\.test: \/v2\/ answers 401 with a Basic challenge/m);
+  t.match(r.stdout, /^ok {4}upstream reg\.test: the configured credentials are accepted/m);
+  t.notMatch(r.stdout + r.stderr, BASIC_USER.password);
+
+  const wrongPassword = 'not-the-password-42';
+  const bad = await writeConfig(t, { upstreams: { 'reg.test': { url: reg.url, username: BASIC_USER.username, password: wrongPassword } } });
+  for (const args of [[], ['--json']]) {
+    const b = await stevedoreCli(['doctor', '--config', bad, ...args]);
+    t.equal(b.code, 1, b.stdout + b.stderr);
+    t.notMatch(b.stdout + b.stderr, wrongPassword, 'the password is never printed');
+    t.notMatch(b.stdout + b.stderr, Buffer.from(`${BASIC_USER.username}:${wrongPassword}`).toString('base64'), 'nor its Basic encoding');
+    if (args.length) {
+      const rows = JSON.parse(b.stdout) as Row[];
+      t.ok(rows.some((x) => !x.ok && x.check === 'upstream' && /refused/.test(x.detail) && x.fix !== null));
+    } else {
+      t.match(b.stdout, /^FAIL {2}upstream reg\.test: the configured credentials are refused: \/v2\/ answers 401 — check upstreams\.reg\.test\.username/m);
+    }
+  }
+});
+
+t.test('an upstream at a closed port: TCP FAIL, exit 1', async (t) => {
+  const file = await writeConfig(t, { upstreams: { 'closed.test': { url: 'http://127.0.0.1:1' } } });
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  t.match(r.stdout, /^FAIL {2}upstream closed\.test: TCP connect to 127\.0\.0\.1:1 failed: .*ECONNREFUSED/m);
+  t.notMatch(r.stdout, /\/v2\//, 'stops at the first failure of an upstream');
+});
+
+t.test('an offline upstream is skipped', async (t) => {
+  const file = await writeConfig(t, { upstreams: { 'closed.test': { url: 'http://127.0.0.1:1', offline: true } } });
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /^skip {2}upstream closed\.test: offline/m);
+});
+
+t.test('a token-auth registry: Bearer challenge and a token', async (t) => {
+  const tokens = await startTokenServer();
+  t.teardown(() => tokens.stop());
+  const reg = await startRegistry({ token: tokens });
+  t.teardown(() => reg.stop());
+  const file = await writeConfig(t, { upstreams: { 'docker.io': { url: reg.url } } });
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /^ok {4}upstream docker\.io: \/v2\/ answers 401 with a Bearer challenge \(realm http:\/\/127\.0\.0\.1:\d+\/token\)/m);
+  t.match(r.stdout, /^ok {4}upstream docker\.io: token issued anonymously for repository:library\/alpine:pull/m);
+  t.ok(tokens.requests.some((q) => q.scope === 'repository:library/alpine:pull' && q.service === tokens.service && q.user === null));
+  t.notMatch(r.stdout, /eyJ/, 'no token printed');
+});
+
+t.test('a storage path that is not writable: store FAIL', async (t) => {
+  const dir = await tmpDir(t);
+  const regular = path.join(dir, 'a-file');
+  await writeFile(regular, 'x');
+  const file = await writeConfig(t, { upstreams: { 'closed.test': { url: 'http://127.0.0.1:1', offline: true } } }, path.join(regular, 'store'));
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  t.match(r.stdout, /^FAIL {2}store .*a-file\/store: cannot create .*ENOTDIR.* — /m);
+});
+
+t.test('storage.maxSize larger than the disk: store FAIL', async (t) => {
+  const file = await writeConfig(t, { storage: undefined, upstreams: { 'closed.test': { url: 'http://127.0.0.1:1', offline: true } } });
+  const dir = path.dirname(file);
+  await writeFile(file, stringify({ storage: { path: path.join(dir, 'store'), maxSize: '4000TiB' }, defaultUpstream: null, upstreams: { 'closed.test': { url: 'http://127.0.0.1:1', offline: true } } }));
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  t.match(r.stdout, /^FAIL {2}store .*storage\.maxSize .* is more than free space/m);
+});
+
+t.test('an invalid config: one config FAIL, exit 1, nothing else checked', async (t) => {
+  const dir = await tmpDir(t);
+  const file = path.join(dir, 'bad.yaml');
+  await writeFile(file, 'upstreams:\n  docker.io:\n    url: 42\nlisten: [\n');
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  const ls = lines(r.stdout);
+  t.equal(ls.length, 1, r.stdout);
+  t.match(ls[0], /^FAIL {2}config .*bad\.yaml: invalid configuration: not valid YAML/);
+
+  await writeFile(file, 'upstreams:\n  docker.io:\n    url: 42\n');
+  const j = await stevedoreCli(['doctor', '--config', file, '--json']);
+  t.equal(j.code, 1);
+  const rows = JSON.parse(j.stdout) as Row[];
+  t.equal(rows.length, 1);
+  t.equal(rows[0]!.check, 'config');
+  t.equal(rows[0]!.ok, false);
+  t.match(rows[0]!.detail, /upstreams\.docker\.io\.url/);
+});
