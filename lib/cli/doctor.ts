@@ -165,15 +165,45 @@ export async function checkRedis(config: Config): Promise<CheckResult[]> {
   });
   const log = pino({ level: 'warn' }, sink);
   let link: RedisLink | null = null;
+  // RedisLink.open waits on an unref'd timer and the client retries on unref'd sockets: without a
+  // reference of our own, Node would exit in the middle of the check.
+  const keepAlive = setInterval(() => undefined, 1_000);
   try {
     link = await RedisLink.open(url, log, 3_000);
-    if (!link.up) return [result('fail', 'redis', target, `unreachable${lastError ? `: ${lastError}` : ' within 3 s'}`, 'start Redis or fix metadata.redis (host, port, password)')];
+    if (!link.up) {
+      if (!lastError) lastError = await redisCause(url);
+      return [result('fail', 'redis', target, `unreachable: ${lastError}`, 'start Redis or fix metadata.redis (host, port, password)')];
+    }
     const pong = await link.client.ping();
     return [result('ok', 'redis', target, `answers PING (${pong})`)];
   } catch (err) {
     return [result('fail', 'redis', target, `PING failed: ${errText(err)}`, 'check metadata.redis and the Redis server')];
   } finally {
-    await link?.close();
+    if (link) {
+      // quit() waits for a connection that is not there: a Redis that is down is dropped at once.
+      if (link.up) await Promise.race([link.close(), new Promise((r) => setTimeout(r, 2_000).unref())]);
+      else {
+        try {
+          link.client.destroy();
+        } catch {
+          // already closed
+        }
+      }
+    }
+    clearInterval(keepAlive);
+  }
+}
+
+/** Why a Redis did not answer, when its client said nothing useful: what a TCP connect says. */
+async function redisCause(url: string): Promise<string> {
+  try {
+    const u = new URL(url);
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    const port = Number(u.port || 6379);
+    await tcpConnect(host, port);
+    return `TCP connect to ${host}:${port} works, but Redis did not become ready within 3 s (password, TLS or protocol?)`;
+  } catch (err) {
+    return `no answer within 3 s (${errText(err)})`;
   }
 }
 

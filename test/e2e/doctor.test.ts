@@ -7,7 +7,9 @@ import { stringify } from 'yaml';
 import { stevedoreCli } from '../fixtures/cli.js';
 import { BASIC_USER, startRegistry } from '../fixtures/registry.js';
 import { startTokenServer } from '../fixtures/token-server.js';
-import { tmpDir } from '../fixtures/util.js';
+import { freePort, tmpDir } from '../fixtures/util.js';
+import { startRedis } from '../fixtures/redis.js';
+import { startFake } from '../fixtures/fake-upstream.js';
 
 interface Row {
   check: string;
@@ -152,4 +154,31 @@ t.test('an invalid config: one config FAIL, exit 1, nothing else checked', async
   t.equal(rows[0]!.check, 'config');
   t.equal(rows[0]!.ok, false);
   t.match(rows[0]!.detail, /upstreams\.docker\.io\.url/);
+});
+
+t.test('redis: a running one answers PING, an unreachable one FAILs', async (t) => {
+  const redis = await startRedis(t);
+  const file = await writeConfig(t, { metadata: { redis: redis.url }, upstreams: { 'closed.test': { url: 'http://127.0.0.1:1', offline: true } } });
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /^ok {4}redis redis:\/\/127\.0\.0\.1:\d+.*: answers PING \(PONG\)/m);
+
+  const port = await freePort();
+  const down = await writeConfig(t, { metadata: { redis: `redis://:hunter2pw@127.0.0.1:${port}` }, upstreams: { 'closed.test': { url: 'http://127.0.0.1:1', offline: true } } });
+  const d = await stevedoreCli(['doctor', '--config', down]);
+  t.equal(d.code, 1, d.stdout + d.stderr);
+  t.match(d.stdout, /^FAIL {2}redis redis:\/\/.*127\.0\.0\.1:\d+.*: unreachable: no answer within 3 s \(.*ECONNREFUSED.*\) — start Redis/m);
+  t.notMatch(d.stdout + d.stderr, 'hunter2pw', 'the Redis password is never printed');
+});
+
+t.test('a 401 without WWW-Authenticate: FAIL', async (t) => {
+  const fake = await startFake(t, (_req, res) => {
+    res.writeHead(401, { 'ratelimit-limit': '100;w=21600', 'ratelimit-remaining': '76;w=21600' });
+    res.end();
+  });
+  const file = await writeConfig(t, { upstreams: { 'fake.test': { url: fake.url } } });
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  t.match(r.stdout, /^info {2}upstream fake\.test: \/v2\/ rate limit: 76;w=21600 remaining of 100;w=21600/m);
+  t.match(r.stdout, /^FAIL {2}upstream fake\.test: \/v2\/ answers 401 without a usable WWW-Authenticate \(missing\)/m);
 });
