@@ -610,6 +610,25 @@ export class UpstreamClient {
   }
 
   /**
+   * One page of a paged JSON answer (tags list, referrers), read within `budget` bytes: past it
+   * `tooLarge`, unparseable `invalid`, both as bad_response errors. Returns the document and its size.
+   */
+  private async readJsonPage<T>(res: UpstreamResponse, budget: number, what: string, tooLarge: string, invalid: string): Promise<{ doc: T; bytes: number }> {
+    let body: Buffer | null;
+    try {
+      body = await readLimited(res.body, budget, this.bodyWatch(what));
+    } catch (err) {
+      throw mapTransportError(err, this.name, what);
+    }
+    if (!body) throw new UpstreamError('bad_response', this.name, tooLarge);
+    try {
+      return { doc: JSON.parse(body.toString('utf8')) as T, bytes: body.length };
+    } catch {
+      throw new UpstreamError('bad_response', this.name, invalid);
+    }
+  }
+
+  /**
    * The referrers of `digest` (distribution-spec 1.1 referrers API), every page followed: the
    * `manifests` of the index the upstream answers with. Null when the upstream answers 404 (a
    * registry without the API; the caller falls back to the referrers tag schema).
@@ -635,22 +654,15 @@ export class UpstreamClient {
           return null;
         }
         if (res.status !== 200) return this.fail(res, what);
-        let body: Buffer | null;
-        try {
-          body = await readLimited(res.body, opts.maxBytes - read, this.bodyWatch(what));
-        } catch (err) {
-          throw mapTransportError(err, this.name, what);
-        }
-        if (!body) {
-          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent referrers of ${name}@${digest} above ${opts.maxBytes} bytes in all (cache.manifestMaxSize)`);
-        }
-        read += body.length;
-        let doc: { manifests?: unknown };
-        try {
-          doc = JSON.parse(body.toString('utf8')) as { manifests?: unknown };
-        } catch {
-          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid referrers index for ${name}@${digest}`);
-        }
+        const got = await this.readJsonPage<{ manifests?: unknown }>(
+          res,
+          opts.maxBytes - read,
+          what,
+          `upstream ${this.name} sent referrers of ${name}@${digest} above ${opts.maxBytes} bytes in all (cache.manifestMaxSize)`,
+          `upstream ${this.name} sent an invalid referrers index for ${name}@${digest}`,
+        );
+        read += got.bytes;
+        const doc = got.doc;
         if (Array.isArray(doc.manifests)) manifests.push(...(doc.manifests as unknown[]));
         path = nextLink(header(res.headers, 'link'), this.config.url);
       }
@@ -672,22 +684,15 @@ export class UpstreamClient {
       for (let page = 0; path && page < MAX_PAGES; page++) {
         const res: UpstreamResponse = await this.request({ method: 'GET', path, scope: UpstreamClient.scope(name), what, signal: op, follow: this.followAll });
         if (res.status !== 200) return this.fail(res, what);
-        let body: Buffer | null;
-        try {
-          body = await readLimited(res.body, limits.maxBytes - read, this.bodyWatch(what));
-        } catch (err) {
-          throw mapTransportError(err, this.name, what);
-        }
-        if (!body) {
-          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a tags list for ${name} above ${limits.maxBytes} bytes (cache.tagsListMaxBytes)`);
-        }
-        read += body.length;
-        let doc: { tags?: unknown };
-        try {
-          doc = JSON.parse(body.toString('utf8')) as { tags?: unknown };
-        } catch {
-          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
-        }
+        const got = await this.readJsonPage<{ tags?: unknown }>(
+          res,
+          limits.maxBytes - read,
+          what,
+          `upstream ${this.name} sent a tags list for ${name} above ${limits.maxBytes} bytes (cache.tagsListMaxBytes)`,
+          `upstream ${this.name} sent an invalid tags list for ${name}`,
+        );
+        read += got.bytes;
+        const doc = got.doc;
         if (doc.tags !== null && doc.tags !== undefined) {
           if (!Array.isArray(doc.tags)) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
           for (const t of doc.tags) if (typeof t === 'string') tags.push(t);
