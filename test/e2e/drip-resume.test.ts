@@ -5,7 +5,7 @@
 // 1-byte-every-5-s drip on a fake clock, and test/e2e/stall-resume.test.ts runs the default live.
 import t from 'tap';
 import { rawRequest } from '../fixtures/http-client.js';
-import { notFound, sleep, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
+import { notFound, sendFrom, sleep, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
 import { pseudoRandom, sha256 } from '../fixtures/images.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 
@@ -33,13 +33,7 @@ t.test('a blob body dripping 1 byte every 500 ms, never silent for the 2 s idle 
       return;
     }
     resumedAt = Date.now();
-    const from = Number(m[1]);
-    res.writeHead(206, {
-      'content-type': 'application/octet-stream',
-      'content-length': String(data.length - from),
-      'content-range': `bytes ${from}-${data.length - 1}/${data.length}`,
-    });
-    res.end(data.subarray(from));
+    sendFrom(res, data, Number(m[1]));
   });
   const sd = await startStevedore(t, {
     upstreams: { [UP]: { url: fake.url } },

@@ -3,7 +3,7 @@
 // up after 60 s without progress), and the download resumes with Range: the client gets every byte.
 import t from 'tap';
 import { rawRequest } from '../fixtures/http-client.js';
-import { notFound, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
+import { notFound, sendFrom, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
 import { pseudoRandom, sha256 } from '../fixtures/images.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 
@@ -25,13 +25,7 @@ t.test('with the default timeouts, a blob body that stalls mid-way is resumed wi
       return;
     }
     resumedAt = Date.now();
-    const from = Number(m[1]);
-    res.writeHead(206, {
-      'content-type': 'application/octet-stream',
-      'content-length': String(data.length - from),
-      'content-range': `bytes ${from}-${data.length - 1}/${data.length}`,
-    });
-    res.end(data.subarray(from));
+    sendFrom(res, data, Number(m[1]));
   });
   const sd = await startStevedore(t, { upstreams: { [UP]: { url: fake.url } }, defaultUpstream: null });
   t.equal(sd.config.timeouts.idle, 120_000, 'the idle timeout is the default 120 s');

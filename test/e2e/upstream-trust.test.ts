@@ -1,10 +1,10 @@
 // What stevedore sends where on an upstream's say-so: the configured upstream credentials go only
 // to a token realm on https or on the upstream's own origin, and redirects are followed only for
 // blob GETs (Docker Hub's CDN). Everything here runs on 127.0.0.1.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { ociErrors, rawRequest } from '../fixtures/http-client.js';
 import { notFound, sendJson, sendManifest, startFake, type Fake } from '../fixtures/fake-upstream.js';
-import { buildDockerImage } from '../fixtures/images.js';
+import { buildDockerImage, type Blob } from '../fixtures/images.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 
 const UP = 'trust.test';
@@ -29,6 +29,21 @@ async function startBearerUpstream(t: Parameters<typeof startFake>[0], realm: ()
     if (url.pathname === `/v2/${repo}/manifests/v1`) return sendManifest(res, img.manifest);
     notFound(res, 'MANIFEST_UNKNOWN');
   });
+}
+
+/** A CDN serving `layer` at /cdn/<digest>, and an upstream whose blob GET redirects (307) to `location(cdn)`. */
+async function cdnBehindRedirect(t: Test, layer: Blob, location: (cdn: Fake) => string): Promise<{ cdn: Fake; up: Fake }> {
+  const cdn = await startFake(t, (_req, res, url) => {
+    if (url.pathname !== `/cdn/${layer.digest}`) return notFound(res);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(layer.size) });
+    res.end(layer.data);
+  });
+  const up = await startFake(t, (_req, res, url) => {
+    if (url.pathname !== `/v2/r/blobs/${layer.digest}`) return notFound(res);
+    res.writeHead(307, { location: location(cdn), 'content-length': '0' });
+    res.end();
+  });
+  return { cdn, up };
 }
 
 t.test('the upstream credentials are not sent to a plain-http token realm on another origin: the token is fetched anonymously, with one warning', async (t) => {
@@ -94,16 +109,7 @@ t.test('a tag list request redirected elsewhere is not followed: 502, and the ta
 t.test('a blob GET redirected to another origin on loopback is followed when the upstream is on loopback too, without Authorization', async (t) => {
   const img = buildDockerImage('trust/redirect-blob', { layers: 1 });
   const layer = img.layers[0]!;
-  const cdn = await startFake(t, (_req, res, url) => {
-    if (url.pathname !== `/cdn/${layer.digest}`) return notFound(res);
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(layer.size) });
-    res.end(layer.data);
-  });
-  const up = await startFake(t, (_req, res, url) => {
-    if (url.pathname !== `/v2/r/blobs/${layer.digest}`) return notFound(res);
-    res.writeHead(307, { location: `${cdn.url}/cdn/${layer.digest}`, 'content-length': '0' });
-    res.end();
-  });
+  const { cdn, up } = await cdnBehindRedirect(t, layer, (c) => `${c.url}/cdn/${layer.digest}`);
   const sd = await startStevedore(t, { upstreams: { [UP]: { url: up.url, ...CREDS } }, defaultUpstream: null });
   const r = await rawRequest(`${sd.url}/v2/r/blobs/${layer.digest}?ns=${UP}`);
   t.equal(r.status, 200);
@@ -143,16 +149,7 @@ t.test('with redirects: all, a manifest request redirected to another origin is 
 t.test('a blob GET redirected to a host name resolving to loopback (localhost) is followed when the upstream is on loopback', async (t) => {
   const img = buildDockerImage('trust/redirect-name', { layers: 1 });
   const layer = img.layers[0]!;
-  const cdn = await startFake(t, (_req, res, url) => {
-    if (url.pathname !== `/cdn/${layer.digest}`) return notFound(res);
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(layer.size) });
-    res.end(layer.data);
-  });
-  const up = await startFake(t, (_req, res, url) => {
-    if (url.pathname !== `/v2/r/blobs/${layer.digest}`) return notFound(res);
-    res.writeHead(307, { location: `http://localhost:${cdn.port}/cdn/${layer.digest}`, 'content-length': '0' });
-    res.end();
-  });
+  const { cdn, up } = await cdnBehindRedirect(t, layer, (c) => `http://localhost:${c.port}/cdn/${layer.digest}`);
   const sd = await startStevedore(t, { upstreams: { [UP]: { url: up.url } }, defaultUpstream: null });
   const r = await rawRequest(`${sd.url}/v2/r/blobs/${layer.digest}?ns=${UP}`);
   t.equal(r.status, 200);
