@@ -2,33 +2,13 @@
 // cache.tagTTL, then revalidated with one HEAD (no GET when unchanged), refetched when it moved
 // upstream, and served stale (Warning: 110) when the upstream is gone.
 import t from 'tap';
-import { buildDockerImage, MANIFEST_ACCEPT, pushImage, type BuiltImage } from '../fixtures/images.js';
-import { ociErrors, rawRequest, type RawResponse } from '../fixtures/http-client.js';
-import { startRegistry, type Registry } from '../fixtures/registry.js';
-import { FakeClock, startStevedore, type Stevedore } from '../fixtures/stevedore.js';
+import { buildDockerImage, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
+import { ociErrors, rawRequest } from '../fixtures/http-client.js';
+import { startRegistry } from '../fixtures/registry.js';
+import { FakeClock, startStevedore } from '../fixtures/stevedore.js';
+import { getTag, assertServes, manifestRequests } from '../fixtures/tags.js';
 
 const TTL_MS = 5 * 60_000;
-
-function getTag(sd: Stevedore, repo: string, tag: string): Promise<RawResponse> {
-  return rawRequest(`${sd.url}/v2/docker.io/${repo}/manifests/${tag}`, { headers: { accept: MANIFEST_ACCEPT } });
-}
-
-type Tap = Pick<typeof t, 'equal' | 'ok'>;
-
-function assertServes(tt: Tap, r: RawResponse, img: BuiltImage, cache: string): void {
-  tt.equal(r.status, 200, 'status 200');
-  tt.equal(r.headers['docker-content-digest'], img.manifest.digest, 'Docker-Content-Digest');
-  tt.ok(r.body.equals(img.manifest.data), 'the manifest bytes');
-  tt.equal(r.headers['x-cache'], cache, `X-Cache: ${cache}`);
-}
-
-function manifestRequests(reg: Registry, repo: string): { head: number; get: number; all: number } {
-  return {
-    head: reg.count('HEAD', new RegExp(`^/v2/${repo}/manifests/`)),
-    get: reg.count('GET', new RegExp(`^/v2/${repo}/manifests/`)),
-    all: reg.requests.length,
-  };
-}
 
 t.test('tag revalidation with a fake clock', async (t) => {
   const reg = await startRegistry();

@@ -3,10 +3,11 @@
 // tagTTL (5 minutes). Upstream requests are counted by the registry's counting proxy.
 import path from 'node:path';
 import t from 'tap';
-import { buildDockerImage, MANIFEST_ACCEPT, pushImage, type BuiltImage } from '../fixtures/images.js';
+import { buildDockerImage, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
 import { ociErrors, rawRequest, type RawResponse } from '../fixtures/http-client.js';
 import { startRegistry, type Registry } from '../fixtures/registry.js';
-import { FakeClock, startStevedore, type Stevedore } from '../fixtures/stevedore.js';
+import { FakeClock, startStevedore } from '../fixtures/stevedore.js';
+import { getTag, assertServes } from '../fixtures/tags.js';
 import { tmpDir } from '../fixtures/util.js';
 
 const SEC = 1_000;
@@ -17,19 +18,6 @@ const STALE = '110 - "Response is Stale"';
 
 /** The tiers of the task: latest 1 minute, semver forever, the rest cache.tagTTL. */
 const TIERS = { tagTTL: '5m', tagTTLPolicies: [{ tag: 'latest', ttl: '1m' }, { tag: 'semver', ttl: 'forever' }] };
-
-function getTag(sd: Stevedore, repo: string, ref: string): Promise<RawResponse> {
-  return rawRequest(`${sd.url}/v2/docker.io/${repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
-}
-
-type Tap = Pick<typeof t, 'equal' | 'ok'>;
-
-function assertServes(tt: Tap, r: RawResponse, img: BuiltImage, cache: string): void {
-  tt.equal(r.status, 200, 'status 200');
-  tt.equal(r.headers['docker-content-digest'], img.manifest.digest, 'Docker-Content-Digest');
-  tt.ok(r.body.equals(img.manifest.data), 'the manifest bytes');
-  tt.equal(r.headers['x-cache'], cache, `X-Cache: ${cache}`);
-}
 
 /** Upstream manifest requests for one tag of team/app since the last reset. */
 function asked(reg: Registry, tag: string): { head: number; get: number } {
