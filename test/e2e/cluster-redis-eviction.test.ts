@@ -6,8 +6,17 @@ import { makeBlob, pseudoRandom, pushBlob } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { blobGets, blobUrl, fetchAndHash, MiB, startCluster, storedPath } from '../fixtures/cluster.js';
 import { waitFor } from '../fixtures/util.js';
+import type { StevedoreProcess } from '../fixtures/stevedore-process.js';
 import { pushBlobWhole } from '../fixtures/oci-push.js';
 import { OPEN_AUTH } from '../fixtures/stevedore.js';
+
+/** Waits until every replica's /metrics says `stevedore_redis_up <up>`. */
+async function waitRedisUp(replicas: StevedoreProcess[], up: 0 | 1, what: string): Promise<void> {
+  await waitFor(what, async () => {
+    const texts = await Promise.all(replicas.map(async (r) => (await fetch(`${r.url}/metrics`)).text()));
+    return texts.every((x) => new RegExp(`^stevedore_redis_up ${up}$`, 'm').test(x));
+  }, 15_000);
+}
 
 t.test('redis-server killed: every replica keeps serving and pulling; restarted: one fetch per digest again', async (t) => {
   const stored = makeBlob(pseudoRandom('cluster-redis-a', 2 * MiB), 'application/octet-stream');
@@ -20,10 +29,7 @@ t.test('redis-server killed: every replica keeps serving and pulling; restarted:
   t.equal((await fetchAndHash(blobUrl(c.replicas[0]!, stored.digest))).digest, stored.digest);
 
   await c.redis.stop({ hard: true });
-  await waitFor('every replica to notice', async () => {
-    const texts = await Promise.all(c.replicas.map(async (r) => (await fetch(`${r.url}/metrics`)).text()));
-    return texts.every((x) => /^stevedore_redis_up 0$/m.test(x));
-  }, 15_000);
+  await waitRedisUp(c.replicas, 0, 'every replica to notice');
   for (const [i, r] of c.replicas.entries()) {
     const got = await fetchAndHash(blobUrl(r, stored.digest));
     t.equal(got.digest, stored.digest, `replica ${i} serves what is stored without Redis`);
@@ -41,10 +47,7 @@ t.test('redis-server killed: every replica keeps serving and pulling; restarted:
   t.ok(c.replicas.every((r) => r.logs.filter((l) => String(l.msg).startsWith('Redis is unreachable')).length === 1), 'each replica logged the outage once');
 
   await c.redis.restart();
-  await waitFor('every replica to reconnect', async () => {
-    const texts = await Promise.all(c.replicas.map(async (r) => (await fetch(`${r.url}/metrics`)).text()));
-    return texts.every((x) => /^stevedore_redis_up 1$/m.test(x));
-  }, 15_000);
+  await waitRedisUp(c.replicas, 1, 'every replica to reconnect');
   reg.resetCounts();
   const results = await Promise.all(Array.from({ length: 6 }, (_, i) => fetchAndHash(blobUrl(c.replicas[i % 3]!, cold.digest))));
   t.ok(results.every((r) => r.digest === cold.digest), 'every client got the cold blob');
@@ -98,10 +101,7 @@ t.test('a replica started while Redis is down serves at once, and joins the clus
   t.equal((await fetchAndHash(blobUrl(late, stored.digest))).digest, stored.digest, 'the new replica serves what the store holds');
   t.match(await (await fetch(`${late.url}/metrics`)).text(), /^stevedore_redis_up 0$/m);
   await c.redis.restart();
-  await waitFor('both replicas to reach Redis', async () => {
-    const texts = await Promise.all(c.replicas.map(async (r) => (await fetch(`${r.url}/metrics`)).text()));
-    return texts.every((x) => /^stevedore_redis_up 1$/m.test(x));
-  }, 15_000);
+  await waitRedisUp(c.replicas, 1, 'both replicas to reach Redis');
   reg.resetCounts();
   const results = await Promise.all(Array.from({ length: 4 }, (_, i) => fetchAndHash(blobUrl(c.replicas[i % 2]!, cold.digest))));
   t.ok(results.every((r) => r.digest === cold.digest));
