@@ -97,8 +97,6 @@ export class Download {
   readonly done: Promise<CommitResult>;
   /** Upstream requests made (1 + resumes). */
   attempts = 0;
-  /** Bytes that were already in the (shared) temp file when this download began. */
-  resumedFrom = 0;
   /** Bytes handed to the writer (some may still be in its buffer): where a resume starts. */
   private received = 0;
   private followers = 0;
@@ -123,7 +121,6 @@ export class Download {
         // A shared temp file taken over from another replica: its bytes were re-hashed, the
         // upstream is asked for the rest (Range).
         this.received = await writer.resumedFrom;
-        this.resumedFrom = this.received;
         if (this.received > 0) log.info({ digest, from: this.received }, 'taking over a download another replica left; resuming with Range');
         await this.run(source, log, markReady);
         return await writer.commit(this.size ?? undefined);

@@ -16,9 +16,10 @@ export class Metadata {
   private readonly local: Keyv;
   private readonly link: RedisLink | null;
 
-  constructor(kv: Keyv, link: RedisLink | null = null, local?: Keyv) {
+  /** `kv` is the Redis-backed store when `link` is given (memory then only backs it up), else the memory one. */
+  constructor(kv: Keyv, link: RedisLink | null = null) {
     this.shared = link ? kv : null;
-    this.local = link ? (local ?? new Keyv({ namespace: 'stevedore' })) : kv;
+    this.local = link ? new Keyv({ namespace: 'stevedore' }) : kv;
     this.link = link;
   }
 
