@@ -204,7 +204,7 @@ export class PullThrough {
   async getManifestByTag(t: Target, tag: string): Promise<ManifestAnswer> {
     const key = `${t.client.name}/${t.name}:${tag}`;
     const status: LRUCache.Status<string, TagAnswer> = {};
-    const answer = await this.tags.fetch(key, { context: { target: t, tag }, status });
+    const answer = await this.fetchTag(key, t, tag, status);
     if (!answer) throw new OciError('MANIFEST_UNKNOWN', `manifest ${t.name}:${tag} unknown`);
     // A memoized stale answer stays stale; otherwise a memory hit is a hit.
     const how = answer.how === 'stale' ? 'stale' : status.fetch === 'hit' ? 'hit' : answer.how;
@@ -212,7 +212,7 @@ export class PullThrough {
     if (!stored) {
       // The bytes went missing under a cached link (deleted by hand, or evicted): forget and retry once.
       this.tags.delete(key);
-      const again = await this.tags.fetch(key, { context: { target: t, tag } });
+      const again = await this.fetchTag(key, t, tag);
       const bytes = again && (await this.readStoredManifest(parseDigest(again.link.digest)));
       if (!again || !bytes) throw new OciError('MANIFEST_UNKNOWN', `manifest ${t.name}:${tag} unknown`);
       return { digest: again.link.digest, mediaType: bytes.mediaType, size: bytes.bytes.length, bytes: bytes.bytes, cache: again.how };
@@ -226,6 +226,21 @@ export class PullThrough {
     };
     if (answer.how === 'stale' && answer.staleReason) result.staleReason = answer.staleReason;
     return result;
+  }
+
+  /**
+   * The memoized answer for a tag. A tag forgotten while it is being resolved (a push moved it, here
+   * or on another replica) aborts that resolution (lru-cache rejects it with "deleted"): its answer
+   * may predate the move, so the tag is resolved again rather than failing the request.
+   */
+  private async fetchTag(key: string, t: Target, tag: string, status?: LRUCache.Status<string, TagAnswer>): Promise<TagAnswer | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.tags.fetch(key, { context: { target: t, tag }, ...(status ? { status } : {}) });
+      } catch (err) {
+        if (attempt >= 3 || !(err instanceof Error) || err.message !== 'deleted') throw err;
+      }
+    }
   }
 
   private async resolveTag(t: Target, tag: string, waited = false): Promise<{ answer: TagAnswer; ttl: number }> {

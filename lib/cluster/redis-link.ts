@@ -81,18 +81,20 @@ export class RedisLink {
    * connection (a subscribing connection can send nothing else); it resubscribes by itself after
    * Redis comes back. Best effort: a message published while a replica is cut off is lost to it.
    */
-  subscribe(channel: string, fn: (message: string) => void): void {
+  subscribe(channel: string, fn: (message: string) => void, waitMs = 3_000): Promise<void> {
     const sub = this.client.duplicate();
     sub.on('error', () => undefined); // reported once by the main connection
     this.subscribers.push(sub);
-    // Not awaited: with Redis down at start-up, connecting waits for it (the client retries), and
-    // start-up must not. Once connected, the client resubscribes by itself after every reconnect.
-    sub
+    // With Redis down at start-up, connecting waits for it (the client retries): start-up waits
+    // at most `waitMs`, and the subscription completes in the background when Redis answers.
+    // Once connected, the client resubscribes by itself after every reconnect.
+    const subscribed = sub
       .connect()
       .then(() => sub.subscribe(channel, (message: string) => fn(message)))
       .catch((err: unknown) => {
         if (!this.closed) this.log.warn({ err: (err as Error).message, channel }, 'could not subscribe to a Redis channel: tags pushed on other replicas are seen here only after their tag TTL');
       });
+    return Promise.race([subscribed, new Promise<void>((resolve) => setTimeout(resolve, waitMs).unref())]);
   }
 
   /** Publishes to every replica's subscription; false when Redis is unreachable. */
