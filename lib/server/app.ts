@@ -143,14 +143,16 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
           leaseTtlMs: config.cluster.leaseTTL,
           pollMs: config.cluster.pollInterval,
           onEvent: (what) => metrics.clusterEvent(what),
-          onTagMoved: (upstream, name, tag) => void cluster!.link.publish(`${cluster!.prefix}tags`, JSON.stringify({ upstream, name, tag })),
+          onTagMoved: (upstream, name, tag) => void cluster!.link.publish(`${cluster!.prefix}tags`, JSON.stringify({ from: cluster!.replicaId, upstream, name, tag })),
         }
       : null,
   });
   if (cluster) {
-    cluster.link.subscribe(`${cluster.prefix}tags`, (message) => {
+    await cluster.link.subscribe(`${cluster.prefix}tags`, (message) => {
       try {
-        const m = JSON.parse(message) as { upstream?: unknown; name?: unknown; tag?: unknown };
+        const m = JSON.parse(message) as { from?: unknown; upstream?: unknown; name?: unknown; tag?: unknown };
+        // Its own message: this replica already forgot the tag.
+        if (m.from === cluster!.replicaId) return;
         if (typeof m.upstream === 'string' && typeof m.name === 'string' && typeof m.tag === 'string') pull.forgetTag(m.upstream, m.name, m.tag, { fromPeer: true });
       } catch {
         // not ours
