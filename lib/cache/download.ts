@@ -22,13 +22,37 @@ import { UpstreamError } from '../upstream/errors.js';
 import { discard } from '../upstream/upstream-client.js';
 import { ProgressWatch, type ProgressRule } from '../upstream/progress.js';
 
+export interface OpenedBody {
+  size: number | null;
+  start: number;
+  body: Readable;
+  /**
+   * From a source trusted by digest only (a peer): nothing reaches the followers before the whole
+   * blob verified, and bytes that do not verify are fetched again from the trusted sources.
+   */
+  untrusted?: boolean;
+  /** This source's minimum progress, when it differs from the download's. */
+  stall?: ProgressRule | null;
+}
+
 export interface DownloadSource {
   /**
    * Opens the upstream body from byte `start` on. `start` in the answer is where the body really
    * begins (0 when the upstream ignored the Range); `size` is the blob's total size if known.
    */
-  open(start: number, signal: AbortSignal): Promise<{ size: number | null; start: number; body: Readable }>;
+  open(start: number, signal: AbortSignal): Promise<OpenedBody>;
+  /**
+   * The body last opened failed (broke, stalled, announced a wrong size, ran too long): true when
+   * the source moved on to another (a failed peer is left for the next source), so the download
+   * opens again at once from where it is; false: the download's own resume rules apply.
+   */
+  failed?(err: unknown): boolean;
+  /** Untrusted bytes did not verify: the download starts over from the trusted sources only. */
+  distrust?(): void;
 }
+
+/** Source switches (failed peers) one download makes at most, beside its resumes. */
+const MAX_SWITCHES = 8;
 
 export interface DownloadOptions {
   /** Resume attempts after the first request. */
@@ -100,6 +124,8 @@ export class Download {
   /** Bytes handed to the writer (some may still be in its buffer): where a resume starts. */
   private received = 0;
   private followers = 0;
+  /** Bytes from a peer are in the file: verified before anything is released. */
+  private untrusted = false;
   private readonly abort = new AbortController();
   private readonly opts: DownloadOptions;
 
@@ -123,6 +149,7 @@ export class Download {
         this.received = await writer.resumedFrom;
         if (this.received > 0) log.info({ digest, from: this.received }, 'taking over a download another replica left; resuming with Range');
         await this.run(source, log, markReady);
+        if (this.untrusted && (await this.rewound(source, log))) await this.run(source, log, markReady);
         return await writer.commit(this.size ?? undefined);
       } catch (err) {
         failReady(err);
@@ -136,8 +163,26 @@ export class Download {
     this.done.catch(() => undefined);
   }
 
+  /**
+   * Bytes from a peer (trusted by digest only) are all in: when they do not verify, the file is
+   * rewound (followers saw none of it) and the peers distrusted, so the blob is fetched again from
+   * the trusted sources. True when it was rewound.
+   */
+  private async rewound(source: DownloadSource, log: Logger): Promise<boolean> {
+    this.untrusted = false;
+    await this.writer.flushed();
+    const got = this.writer.digestSoFar();
+    if (got === this.digest && (this.size === null || this.writer.written === this.size)) return false;
+    log.warn({ digest: this.digest, got, bytes: this.writer.written }, 'bytes from a peer did not verify; fetching the blob again from the next source');
+    source.distrust?.();
+    await this.writer.rewind();
+    this.received = 0;
+    return true;
+  }
+
   private async run(source: DownloadSource, log: Logger, markReady: () => void): Promise<void> {
     let resumes = 0;
+    let switches = 0;
     // Backoff grows while resumes make no progress, and starts over once bytes flow again.
     let stuck = 0;
     let lastFrom = -1;
@@ -149,6 +194,10 @@ export class Download {
       let opened = false;
       try {
         const res = await source.open(from, this.abort.signal);
+        if (res.untrusted) {
+          this.untrusted = true;
+          this.writer.withhold = true;
+        }
         const refused = this.refuseSize(res.size);
         if (refused) {
           discard(res.body);
@@ -163,10 +212,16 @@ export class Download {
         }
         markReady();
         opened = true;
-        await this.copy(res.body, from - res.start);
+        await this.copy(res.body, from - res.start, res.stall === undefined ? this.opts.stall : res.stall);
         return;
       } catch (err) {
         if (this.abort.signal.aborted) throw this.abort.signal.reason as Error;
+        // A peer that failed: the next source continues from here (with Range), at once.
+        if (switches < MAX_SWITCHES && source.failed?.(err)) {
+          switches++;
+          log.info({ digest: this.digest, received: this.received, reason: (err as Error).message }, 'a peer failed mid-transfer; continuing from the next source');
+          continue;
+        }
         // A transfer that had begun is resumed. A first request fails fast (refused, timed out, an
         // error status is the client's answer), unless its connection was reset: that is the
         // same fault as a reset mid-body, only earlier. A body that broke or stalled had begun.
@@ -206,10 +261,9 @@ export class Download {
   }
 
   /** Writes the body into the temp file, first dropping `skip` bytes we already have. */
-  private async copy(body: Readable, skip: number): Promise<void> {
+  private async copy(body: Readable, skip: number, rule: ProgressRule | null): Promise<void> {
     let toSkip = skip;
     const limit = this.size ?? this.opts.maxSize;
-    const rule = this.opts.stall;
     const watch = rule
       ? new ProgressWatch(rule, (bytes) => {
           const { upstream } = this.opts;

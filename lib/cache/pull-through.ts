@@ -17,7 +17,7 @@ import { parseManifest } from '../oci/media-types.js';
 import type { Store } from '../storage/store.js';
 import type { RepoRef, TagLink } from '../storage/repo-store.js';
 import type { Metadata } from '../metadata/metadata.js';
-import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { UpstreamClient } from '../upstream/sources.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { PassThrough } from 'node:stream';
 import { Download, type DownloadOptions } from './download.js';
@@ -313,12 +313,15 @@ export class PullThrough {
       try {
         const head = await t.client.headManifest(t.name, tag);
         if (head.digest === link.digest) {
+          // Confirmed only by a cache that could not confirm it itself (another stevedore serving
+          // stale): stale here too, and asked again soon, as if the upstream had failed.
+          if (head.stale) return this.staleTag(t, tag, link, head.stale, memo);
           await this.metadata.setTagChecked(repo.upstream, repo.name, tag, link.digest, this.clock.now());
           return { answer: { link, how: 'revalidated' }, ttl: memo };
         }
         // Changed upstream (or no digest in the HEAD answer): fetch the new manifest below.
       } catch (err) {
-        if (isTransient(err)) return this.staleTag(t, tag, link, err, memo);
+        if (isTransient(err)) return this.staleTag(t, tag, link, err.message, memo);
         // A tag pushed here (seeded: pinned) that the upstream does not have is ours to serve.
         if (err instanceof UpstreamError && err.kind === 'not_found' && this.store.blobs.index.isPinned(link.digest)) {
           return { answer: { link, how: 'hit' }, ttl: memo };
@@ -331,13 +334,15 @@ export class PullThrough {
     try {
       fetched = await t.client.getManifest(t.name, tag, this.manifestMaxSize);
     } catch (err) {
-      if (link && haveBytes && isTransient(err)) return this.staleTag(t, tag, link, err, memo);
+      if (link && haveBytes && isTransient(err)) return this.staleTag(t, tag, link, err.message, memo);
       if (err instanceof UpstreamError) throw err.toOciError('MANIFEST_UNKNOWN');
       throw err;
     }
     const stored = await this.storeManifest(t, fetched.bytes, fetched.mediaType, null, fetched.digest);
     const newLink: TagLink = { digest: stored.digest, mediaType: stored.mediaType, size: fetched.bytes.length };
     await this.store.repos.setTag(repo, tag, newLink);
+    // The answer of a cache serving stale: stored, passed on as stale, and asked for again soon.
+    if (fetched.stale) return this.staleTag(t, tag, newLink, fetched.stale, memo);
     await this.metadata.setTagChecked(repo.upstream, repo.name, tag, newLink.digest, this.clock.now());
     return { answer: { link: newLink, how: 'miss' }, ttl: memo };
   }
@@ -351,9 +356,9 @@ export class PullThrough {
     if (!opts.fromPeer) this.cluster?.onTagMoved?.(upstream, name, tag);
   }
 
-  private staleTag(t: Target, tag: string, link: TagLink, err: UpstreamError, ttl: number): { answer: TagAnswer; ttl: number } {
-    this.log.warn({ upstream: t.client.name, repo: t.name, tag, reason: err.message }, 'upstream failing; serving stored tag');
-    return { answer: { link, how: 'stale', staleReason: err.message }, ttl: Math.min(STALE_RETRY_MS, ttl) };
+  private staleTag(t: Target, tag: string, link: TagLink, reason: string, ttl: number): { answer: TagAnswer; ttl: number } {
+    this.log.warn({ upstream: t.client.name, repo: t.name, tag, reason }, 'upstream failing; serving stored tag');
+    return { answer: { link, how: 'stale', staleReason: reason }, ttl: Math.min(STALE_RETRY_MS, ttl) };
   }
 
   async getManifestByDigest(t: Target, d: Digest, waited = false): Promise<ManifestAnswer> {
@@ -646,6 +651,37 @@ export class PullThrough {
     }
   }
 
+  /** Whether this process is downloading `digest` now (node mode keeps its peers' fetching lease meanwhile). */
+  isDownloading(digest: string): boolean {
+    return this.downloads.get(digest)?.writer.state === 'writing';
+  }
+
+  /**
+   * A blob as a peer asks for it (node mode): stored here, or being downloaded here, whatever the
+   * repository (peers trust digests, and check names themselves); never fetched for the peer.
+   * Null when neither.
+   */
+  async peerBlob(d: Digest): Promise<BlobAnswer | null> {
+    const dl = this.inFlight(d);
+    if (dl && !dl.writer.withhold) {
+      try {
+        await dl.ready;
+      } catch {
+        return null;
+      }
+      return {
+        size: dl.size,
+        cache: 'miss',
+        open: (r) => dl.createReader(r?.start, r?.end),
+        sendTo: (dest, r) => dl.sendTo(dest, r?.start, r?.end),
+        release: async () => undefined,
+      };
+    }
+    const stored = await this.store.blobs.open(d);
+    if (!stored) return null;
+    return { size: stored.size, cache: 'hit', open: (r) => stored.stream(r), sendTo: (dest, r) => stored.sendTo(dest, r), release: () => stored.close() };
+  }
+
   /** Upstream blob downloads writing now (metrics). */
   downloadsInFlight(): number {
     let n = 0;
@@ -690,9 +726,9 @@ export class PullThrough {
       d.value,
       repoKey(this.repo(t)),
       writer,
-      {
-        open: (start, signal) => t.client.getBlob(t.name, d.value, { start, signal }),
-      },
+      // Peers (node mode) only for a blob this repository links: a manifest from a trusted source
+      // named it (DESIGN.md rule 9; a peer is trusted by digest, not by name).
+      t.client.blobSource(t.name, d.value, { peersAllowed: () => this.store.repos.hasLink(this.repo(t), d) }),
       this.log.child({ upstream: t.client.name, repo: t.name }),
       {
         ...this.downloadOptions,

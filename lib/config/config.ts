@@ -36,11 +36,33 @@ export interface DenyRule {
   reason: string | null;
 }
 
+/** How a source is asked for a repository of its upstream (see the schema's namespaceMode). */
+export type NamespaceMode = 'none' | 'ns' | 'path';
+
+/** One place an upstream's content is fetched from (upstreams.*.sources, node.central). */
+export interface SourceConfig {
+  /** Its name in logs, metrics and health records. */
+  name: string;
+  url: string;
+  namespace: NamespaceMode;
+  credentials: { username: string; password: string } | null;
+  timeouts: Timeouts;
+  redirects: 'blobs' | 'all';
+}
+
+/** A source entry: the other node instances (node.peers), or one by URL. */
+export type SourceEntry = { kind: 'peers' } | ({ kind: 'url' } & SourceConfig);
+
 export interface UpstreamConfig {
   /** Registry host name clients use for it: the `ns` value and the path prefix. */
   name: string;
-  /** Origin of its API, e.g. https://registry-1.docker.io. */
+  /**
+   * Origin of its API, e.g. https://registry-1.docker.io: the last source by URL (with several
+   * sources, the registry itself, whose quota and health are the upstream's).
+   */
   url: string;
+  /** Where its content is fetched, in order (one entry, `url`, unless configured otherwise). */
+  sources: readonly SourceEntry[];
   credentials: { username: string; password: string } | null;
   /** Docker Hub rule: single-segment names become `library/<name>`. */
   library: boolean;
@@ -64,6 +86,12 @@ export interface Config {
   server: ParsedConfig['server'];
   storage: { path: string; maxSize: number | null };
   metadata: { redis: string | null };
+  /** Node mode: the central stevedore and the peers (lib/cluster/peers.ts). */
+  node: {
+    central: ParsedConfig['node']['central'];
+    /** Timeouts resolved: the peers' own over the global ones. */
+    peers: (Omit<NonNullable<ParsedConfig['node']['peers']>, 'timeouts'> & { timeouts: Timeouts }) | null;
+  };
   /** Cluster mode tuning (on when metadata.redis is set). */
   cluster: ParsedConfig['cluster'];
   /** Client authentication and access rules (lib/server/auth). */
@@ -152,19 +180,25 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
   const parsed = result.data;
   const upstreams = new Map<string, UpstreamConfig>();
   for (const [name, u] of Object.entries(parsed.upstreams)) {
+    const timeouts = { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) };
+    const credentials = u.username !== undefined && u.password !== undefined ? { username: u.username, password: u.password } : null;
+    // registry.k8s.io answers every API request with a redirect to the registry behind it.
+    const redirects = u.redirects ?? (name === 'registry.k8s.io' ? 'all' : 'blobs');
+    const sources = resolveSources(u, parsed, { timeouts, credentials, redirects });
+    const origin = [...sources].reverse().find((x): x is Extract<SourceEntry, { kind: 'url' }> => x.kind === 'url');
     upstreams.set(name, {
       name,
-      url: u.url,
-      credentials: u.username !== undefined && u.password !== undefined ? { username: u.username, password: u.password } : null,
+      url: origin!.url,
+      sources,
+      credentials,
       library: u.library ?? name === 'docker.io',
       tagTTL: u.tagTTL ?? parsed.cache.tagTTL,
-      timeouts: { ...parsed.timeouts, ...stripUndefined(u.timeouts ?? {}) },
+      timeouts,
       offline: u.offline ?? parsed.offline,
       tagTTLPolicies: parsed.cache.tagTTLPolicies,
       allow: u.allow ?? null,
       deny: (u.deny ?? []).map((d) => ({ repository: d.repository, reason: d.reason ?? null })),
-      // registry.k8s.io answers every API request with a redirect to the registry behind it.
-      redirects: u.redirects ?? (name === 'registry.k8s.io' ? 'all' : 'blobs'),
+      redirects,
     });
   }
   const config: Config = {
@@ -172,6 +206,10 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     server: parsed.server,
     storage: parsed.storage,
     metadata: parsed.metadata,
+    node: {
+      central: parsed.node.central,
+      peers: parsed.node.peers ? { ...parsed.node.peers, timeouts: { ...parsed.timeouts, ...stripUndefined(parsed.node.peers.timeouts) } } : null,
+    },
     cluster: parsed.cluster,
     auth: { ...parsed.auth, rules: parsed.auth.rules ?? defaultAuthRules(parsed.registry.hosted) },
     log: parsed.log,
@@ -184,6 +222,57 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     registry: parsed.registry,
   };
   return deepFreeze(config);
+}
+
+/**
+ * An upstream's sources, in order. Configured: as written (a source's name defaults to its host,
+ * its timeouts to the upstream's). Else its url alone, or with node.central: peers (when node.peers
+ * is set), the central stevedore (asked with ?ns=), then its url. A url-less upstream was refused
+ * by crossCheck.
+ */
+function resolveSources(
+  u: ParsedConfig['upstreams'][string],
+  parsed: ParsedConfig,
+  own: { timeouts: Timeouts; credentials: SourceConfig['credentials']; redirects: 'blobs' | 'all' },
+): SourceEntry[] {
+  const fromUrl = (url: string, extra: Partial<SourceConfig> = {}): SourceEntry => ({
+    kind: 'url',
+    name: new URL(url).host,
+    url,
+    namespace: 'none',
+    credentials: own.credentials,
+    timeouts: own.timeouts,
+    redirects: own.redirects,
+    ...extra,
+  });
+  if (u.sources) {
+    return u.sources.map((s): SourceEntry => {
+      if (s === 'peers') return { kind: 'peers' };
+      return fromUrl(s.url, {
+        ...(s.name ? { name: s.name } : {}),
+        namespace: s.namespace ?? 'none',
+        credentials: s.username !== undefined && s.password !== undefined ? { username: s.username, password: s.password } : null,
+        timeouts: { ...own.timeouts, ...stripUndefined(s.timeouts ?? {}) },
+        redirects: s.redirects ?? own.redirects,
+      });
+    });
+  }
+  const out: SourceEntry[] = [];
+  const central = parsed.node.central;
+  if (central) {
+    if (parsed.node.peers) out.push({ kind: 'peers' });
+    out.push(
+      fromUrl(central.url, {
+        name: 'central',
+        namespace: 'ns',
+        credentials: central.username !== undefined && central.password !== undefined ? { username: central.username, password: central.password } : null,
+        timeouts: { ...own.timeouts, ...stripUndefined(central.timeouts ?? {}) },
+        redirects: 'blobs',
+      }),
+    );
+  }
+  out.push(fromUrl(u.url!));
+  return out;
 }
 
 /**
@@ -204,8 +293,45 @@ function crossCheck(doc: unknown): string[] {
   if (typeof ups === 'object' && ups !== null) {
     for (const [name, u] of Object.entries(ups)) {
       if (typeof u !== 'object' || u === null) continue;
-      const { username, password } = u as Record<string, unknown>;
+      const { username, password, url, sources } = u as Record<string, unknown>;
       if ((username === undefined) !== (password === undefined)) problems.push(`upstreams.${name}: username and password go together`);
+      if (url === undefined && sources === undefined) problems.push(`upstreams.${name}.url: required (or sources, listing where its content comes from)`);
+      if (url !== undefined && sources !== undefined) problems.push(`upstreams.${name}: give url or sources, not both (list the registry's own url last in sources)`);
+      if (Array.isArray(sources)) {
+        const urls = sources.filter(isRecord);
+        if (urls.length === 0) problems.push(`upstreams.${name}.sources: at least one source must be a url (peers alone cannot resolve tags)`);
+        if (sources.filter((x) => x === 'peers').length > 1) problems.push(`upstreams.${name}.sources: peers is listed more than once`);
+        if (sources.includes('peers') && !(isRecord(d.node) && isRecord(d.node.peers))) {
+          problems.push(`upstreams.${name}.sources: peers needs node.peers (advertise, token) to be configured`);
+        }
+        const seen = new Set<string>();
+        sources.forEach((x, i) => {
+          if (!isRecord(x)) return;
+          if ((x.username === undefined) !== (x.password === undefined)) problems.push(`upstreams.${name}.sources.${i}: username and password go together`);
+          let sourceName = typeof x.name === 'string' ? x.name : '';
+          if (!sourceName && typeof x.url === 'string') {
+            try {
+              sourceName = new URL(x.url).host;
+            } catch {
+              // reported by the schema
+            }
+          }
+          if (sourceName && seen.has(sourceName)) problems.push(`upstreams.${name}.sources.${i}: two sources are named ${sourceName}; give each a distinct name`);
+          seen.add(sourceName);
+        });
+      }
+    }
+  }
+  const node = isRecord(d.node) ? d.node : undefined;
+  if (node) {
+    const central = isRecord(node.central) ? node.central : undefined;
+    if (central && (central.username === undefined) !== (central.password === undefined)) problems.push('node.central: username and password go together');
+    if (isRecord(node.peers)) {
+      const meta = isRecord(d.metadata) ? d.metadata : undefined;
+      if (!meta || typeof meta.redis !== 'string') problems.push('node.peers: needs metadata.redis (Redis is where node instances find which peer holds a blob)');
+      if (!central && !(isRecord(ups) && Object.values(ups).some((u) => isRecord(u) && Array.isArray(u.sources) && u.sources.includes('peers')))) {
+        problems.push('node.peers: no upstream asks the peers: set node.central (peers then come first) or list peers in an upstream\'s sources');
+      }
     }
   }
   problems.push(...patternProblems(d, names));

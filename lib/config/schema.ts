@@ -143,10 +143,46 @@ const timeoutOverridesSchema = z
   })
   .strict();
 
+/**
+ * How a source is asked for a repository of the upstream it serves: `none` as the upstream itself
+ * (`/v2/<name>/...`: a public mirror such as mirror.gcr.io), `ns` with containerd's `?ns=<upstream>`
+ * (another stevedore), `path` with the upstream as a path prefix (`/v2/<upstream>/<name>/...`).
+ */
+const namespaceMode = z.enum(['none', 'ns', 'path']);
+
+/** One source of an upstream: where its content may be fetched, asked in order (see upstreams.*.sources). */
+const sourceSchema = z
+  .object({
+    /** Its name in logs, metrics and health records. Default: the URL's host. */
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/, { message: 'letters, digits, . _ : - (a host name will do)' })
+      .optional(),
+    url: upstreamUrl,
+    namespace: namespaceMode.optional(),
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    /** Overrides the upstream's timeouts for this source (a nearby cache: a short connect timeout). */
+    timeouts: timeoutOverridesSchema.optional(),
+    redirects: z.enum(['blobs', 'all']).optional(),
+  })
+  .strict();
+
+/** `peers` (the other node instances, node.peers) or a source by URL. */
+const sourceEntry = z.union([z.literal('peers'), sourceSchema]);
+
 // username/password pairing is checked in parseConfig, so it is reported alongside other errors.
 const upstreamSchema = z
   .object({
-    url: upstreamUrl,
+    /** The upstream's own API. Required unless `sources` lists where its content comes from. */
+    url: upstreamUrl.optional(),
+    /**
+     * Where this upstream's content is fetched, in order: each source is asked until one answers;
+     * a failing one is skipped until its circuit breaker lets a request through again. Entries:
+     * `peers` (node mode: other nodes holding a blob) or `{ url, namespace, username, password,
+     * timeouts }`. Absent: the upstream's `url` alone (with node.central: peers, central, url).
+     */
+    sources: z.array(sourceEntry).min(1).max(10).optional(),
     username: z.string().min(1).optional(),
     password: z.string().min(1).optional(),
     /** Docker Hub rule: single-segment names become `library/<name>`. Default: true for docker.io only. */
@@ -201,6 +237,12 @@ export const CLUSTER_DEFAULTS = {
   recencyFlush: 5_000,
   evictionInterval: 10_000,
   replicaId: null as string | null,
+};
+
+export const PEER_DEFAULTS = {
+  ttl: 600_000,
+  badFor: 60_000,
+  timeouts: { connect: 1_000, firstByte: 5_000, stall: 5_000 },
 };
 
 export const CACHE_DEFAULTS = {
@@ -286,6 +328,53 @@ export const configSchema = z
      * Cluster mode: on whenever metadata.redis is set. Replicas whose storage.path is the same
      * directory (a ReadWriteMany volume) coordinate through Redis; these only tune it.
      */
+    /**
+     * Node mode: a stevedore on every node (a DaemonSet) in front of the central one. `central` is
+     * asked after the peers and before each upstream's own url; `peers` shares blobs between nodes.
+     */
+    node: z
+      .object({
+        /** The central stevedore (asked with `?ns=`): every upstream without `sources` then goes peers → central → its url. */
+        central: z
+          .object({
+            url: upstreamUrl,
+            username: z.string().min(1).optional(),
+            password: z.string().min(1).optional(),
+            timeouts: timeoutOverridesSchema.optional(),
+          })
+          .strict()
+          .nullable()
+          .default(null),
+        /** Blobs fetched from other node instances that hold them (Redis is the directory: metadata.redis). */
+        peers: z
+          .object({
+            /** This instance's URL as the other nodes reach it, e.g. http://${NODE_IP}:5001. */
+            advertise: z.string().transform((v, ctx) => {
+              const u = httpUrl(v, ctx);
+              if (!u) return z.NEVER;
+              if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) {
+                ctx.addIssue({ code: 'custom', message: 'must be an origin only (scheme://host[:port])' });
+                return z.NEVER;
+              }
+              return u.origin;
+            }),
+            /** Shared by the node instances: a peer serves blobs only to requests carrying it. */
+            token: z.string().min(16, { message: 'at least 16 characters (a random secret shared by the node instances)' }),
+            /** Instances with the same group (and Redis) are peers of each other. */
+            group: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { message: 'letters, digits, . _ - (at most 64)' }).default('default'),
+            /** How long an announcement that this instance holds a blob lasts; renewed while it does. */
+            ttl: duration.refine((ms) => ms >= 10_000, { message: 'at least 10s' }).default(PEER_DEFAULTS.ttl),
+            /** A peer found failing (gone, stalled, wrong bytes) is not asked again for this long. */
+            badFor: duration.default(PEER_DEFAULTS.badFor),
+            /** Timeouts of transfers from peers (short: a peer is on the same network). */
+            timeouts: timeoutOverridesSchema.default(PEER_DEFAULTS.timeouts),
+          })
+          .strict()
+          .nullable()
+          .default(null),
+      })
+      .strict()
+      .default({ central: null, peers: null }),
     cluster: z
       .object({
         /** A download's lease lapses this long after its replica last renewed it; another replica then takes it over. */

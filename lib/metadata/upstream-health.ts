@@ -72,18 +72,30 @@ export class UpstreamHealth {
     return Math.ceil(ms / 1000);
   }
 
-  async failed(upstream: string): Promise<void> {
+  /**
+   * Counts a failure. Returns how long the breaker is now open (ms) when this failure opened it,
+   * else 0. `threshold` overrides breakerFailures (a source with another behind it: 1).
+   */
+  async failed(upstream: string, threshold = this.policy.breakerFailures): Promise<number> {
     const key = `breaker:${upstream}`;
+    const now = this.now();
     const b = (await this.metadata.getRecord<Breaker>(key)) ?? { failures: 0, openUntil: 0 };
     const failures = b.failures + 1;
-    const openUntil = failures >= this.policy.breakerFailures ? this.now() + this.policy.breakerOpenMs : b.openUntil;
+    const opens = failures >= threshold && b.openUntil <= now;
+    const openUntil = opens ? now + this.policy.breakerOpenMs : b.openUntil;
     await this.metadata.setRecord<Breaker>(key, { failures, openUntil });
+    return opens ? this.policy.breakerOpenMs : 0;
   }
 
-  async succeeded(upstream: string): Promise<void> {
+  /** Closes the breaker; true when it had counted failures (the upstream answers again). */
+  async succeeded(upstream: string): Promise<boolean> {
     const key = `breaker:${upstream}`;
     const b = await this.metadata.getRecord<Breaker>(key);
-    if (b && b.failures > 0) await this.metadata.deleteRecord(key);
+    if (b && b.failures > 0) {
+      await this.metadata.deleteRecord(key);
+      return true;
+    }
+    return false;
   }
 
   /** Records `ratelimit-remaining`; it is forgotten when its window (`w=` seconds, else 1 h) has passed. */

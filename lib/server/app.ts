@@ -8,7 +8,7 @@ import pino, { type Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { Store } from '../storage/store.js';
 import { Metadata } from '../metadata/metadata.js';
-import { UpstreamClient } from '../upstream/upstream-client.js';
+import { UpstreamClient } from '../upstream/sources.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
 import { UpstreamHealth } from '../metadata/upstream-health.js';
 import { createServer } from './create-server.js';
@@ -23,6 +23,7 @@ import { RedisLink, redactUrl } from '../cluster/redis-link.js';
 import { RedisCoordinator, type Coordinator } from '../cluster/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
+import { Peers } from '../cluster/peers.js';
 
 const SNAPSHOT_INTERVAL_MS = 5 * 60_000;
 /** Cluster mode: temp files untouched this long are another replica's leftovers (swept at start-up). */
@@ -40,6 +41,8 @@ export interface App {
   metrics: Metrics;
   /** Cluster mode (metadata.redis set): the coordination this replica takes part in; null alone. */
   cluster: { link: RedisLink; coordinator: Coordinator; index: SharedIndex; replicaId: string; storeId: string; prefix: string } | null;
+  /** Node mode with peers (node.peers): the directory and transfers between node instances; else null. */
+  peers: Peers | null;
   /** Listens; resolves with the bound address. */
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
@@ -86,7 +89,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     }
   };
   const auth = await Auth.create({ config: config.auth, log, clock, canonicalName });
-  const clustered = config.metadata.redis !== null;
+  // Node mode: Redis is the peers' directory, and each node's store is its own (never shared by
+  // replicas), so the store is not coordinated as a cluster's.
+  const nodePeers = config.node.peers;
+  const clustered = config.metadata.redis !== null && nodePeers === null;
   // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
   // each replica's partial index.
   const store = new Store(config.storage.path, { maxSize: clustered ? null : config.storage.maxSize, log });
@@ -95,7 +101,12 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
   let cluster: App['cluster'] = null;
-  if (config.metadata.redis !== null) {
+  let link: RedisLink | null = null;
+  if (config.metadata.redis !== null && !clustered) {
+    link = await RedisLink.open(config.metadata.redis, log);
+    log.info({ redis: redactUrl(config.metadata.redis), group: nodePeers?.group, advertise: nodePeers?.advertise, redisUp: link.up }, 'node mode: finding peers through Redis');
+  }
+  if (config.metadata.redis !== null && clustered) {
     const link = await RedisLink.open(config.metadata.redis, log);
     const storeId = await store.blobs.storeId();
     const prefix = `stevedore:${storeId}:`;
@@ -112,7 +123,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     cluster = { link, coordinator, index, replicaId, storeId, prefix };
     log.info({ redis: redactUrl(config.metadata.redis), storeId, replicaId, redisUp: link.up }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
-  const metadata = await Metadata.create({ link: cluster?.link ?? null });
+  const metadata = await Metadata.create({ link: cluster?.link ?? link });
   const p = config.upstreamPolicy;
   const health = new UpstreamHealth(
     metadata,
@@ -126,6 +137,27 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   );
   const upstreams = new Map<string, UpstreamClient>();
   for (const u of config.upstreams.values()) upstreams.set(u.name, new UpstreamClient(u, log, health));
+  let peers: Peers | null = null;
+  if (nodePeers && link) {
+    peers = new Peers(
+      link,
+      {
+        self: nodePeers.advertise,
+        token: nodePeers.token,
+        group: nodePeers.group,
+        ttlMs: nodePeers.ttl,
+        badForMs: nodePeers.badFor,
+        timeouts: nodePeers.timeouts,
+        downloading: (digest) => pull.isDownloading(digest),
+        stored: () => storedDigests(store),
+      },
+      log.child({ peers: nodePeers.group }),
+    );
+    store.blobs.observer = peers;
+    for (const u of upstreams.values()) u.usePeers(peers);
+    // What this node already holds (from before a restart) is findable at once.
+    await peers.announce([...storedDigests(store)]).catch((err: unknown) => log.warn({ err }, 'could not announce stored blobs to the peers'));
+  }
   const pull = new PullThrough({
     store,
     metadata,
@@ -182,8 +214,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   }, SNAPSHOT_INTERVAL_MS);
   snapshotTimer.unref();
   let ready = true;
-  const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster });
-  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, isReady: () => ready });
+  const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers });
+  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, isReady: () => ready });
   return {
     server,
     store,
@@ -194,6 +226,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     log,
     metrics,
     cluster,
+    peers,
     listen(port = config.listen.port, host = config.listen.host) {
       return new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -223,8 +256,16 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
         await cluster.index.stop().catch(() => undefined);
         await cluster.link.close();
       }
+      await peers?.close().catch(() => undefined);
+      await link?.close();
       await auth.close();
       await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
     },
   };
 }
+
+/** The digests in the store's index (what a node instance holds and announces). */
+function* storedDigests(store: Store): Generator<string> {
+  for (const e of store.blobs.index.entries()) yield e.digest;
+}
+

@@ -11,7 +11,8 @@ import { parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { parseReadReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
-import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { UpstreamClient } from '../upstream/sources.js';
+import { PEER_BLOB_PATH, type Peers } from '../cluster/peers.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import { ConnectionGuard } from './connection-guard.js';
 import { ANONYMOUS_OWNER } from '../storage/upload-store.js';
@@ -61,6 +62,8 @@ export interface ServerDeps {
   isReady: () => boolean;
   /** Prometheus metrics at /metrics; absent: no /metrics. */
   metrics?: Metrics;
+  /** Node mode: the peers, served on PEER_BLOB_PATH; absent or null: no peer endpoint. */
+  peers?: Peers | null;
 }
 
 /** What the access log line says about one request, filled in as it is handled. */
@@ -271,6 +274,11 @@ async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMess
     outcome.route = 'metrics';
     await deps.auth.authorizeMetrics(req, authContext);
     return deps.metrics.send(res, req.method === 'HEAD');
+  }
+  if (pathname.startsWith(PEER_BLOB_PATH) && deps.peers) {
+    outcome.route = 'peer_blob';
+    guard.armIdle(res);
+    return servePeerBlob(deps.pull, deps.peers, pathname.slice(PEER_BLOB_PATH.length), req, res, outcome);
   }
   const r = matchRoute(pathname);
   if (!r) throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)}`);
@@ -517,6 +525,36 @@ async function serveBlob(
   const blob = await deps.pull.getBlob(target, digest);
   outcome.cache = blob.cache;
   headers['X-Cache'] = blob.cache;
+  await sendBlob(res, req.headers.range, headers, blob, outcome);
+}
+
+/**
+ * A blob for another node instance (node mode): only with the peers' shared token, only what is
+ * stored or being downloaded here (never fetched for a peer), by digest alone — the asking peer
+ * checks the repository and verifies the bytes.
+ */
+async function servePeerBlob(pull: PullThrough, peers: Peers, digestText: string, req: IncomingMessage, res: ServerResponse, outcome: Outcome): Promise<void> {
+  if (req.method !== 'GET' && req.method !== 'HEAD') throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`, { headers: { Allow: 'GET, HEAD' } });
+  if (!peers.authorized(req.headers.authorization)) throw new OciError('UNAUTHORIZED', 'the peer endpoint needs the node instances\' shared token (node.peers.token)');
+  const digest = parseDigest(digestText);
+  checkRangeSyntax(req.headers.range);
+  const blob = await pull.peerBlob(digest);
+  if (!blob) throw new OciError('BLOB_UNKNOWN', `${digest.value} is not held here`);
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/octet-stream',
+    'Docker-Content-Digest': digest.value,
+    'Accept-Ranges': 'bytes',
+    'X-Cache': blob.cache,
+  };
+  outcome.cache = blob.cache;
+  if (req.method === 'HEAD') {
+    await blob.release();
+    if (blob.size !== null) headers['Content-Length'] = String(blob.size);
+    res.writeHead(200, headers);
+    res.end();
+    return;
+  }
+  peers.served();
   await sendBlob(res, req.headers.range, headers, blob, outcome);
 }
 

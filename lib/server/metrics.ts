@@ -8,10 +8,13 @@ import type { ServerResponse } from 'node:http';
 import type { BlobStore } from '../storage/blob-store.js';
 import { sendBufferStats } from '../storage/file-sender.js';
 import type { PullThrough } from '../cache/pull-through.js';
-import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { UpstreamClient } from '../upstream/sources.js';
 import type { RefusalReason } from './connection-guard.js';
 import type { RedisLink } from '../cluster/redis-link.js';
 import type { SharedIndex } from '../cluster/shared-index.js';
+import type { Peers, PeerEvent } from '../cluster/peers.js';
+
+const PEER_EVENTS: readonly PeerEvent[] = ['fetched', 'not_found', 'failed', 'marked_bad', 'served'];
 
 export const CLUSTER_EVENTS = ['remote_follow', 'takeover', 'alone'] as const;
 export type ClusterEvent = (typeof CLUSTER_EVENTS)[number];
@@ -35,6 +38,7 @@ export class Metrics {
     pull: PullThrough;
     upstreams: ReadonlyMap<string, UpstreamClient>;
     cluster?: { link: RedisLink; index: SharedIndex } | null;
+    peers?: Peers | null;
   }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'stevedore_' });
@@ -159,6 +163,34 @@ export class Metrics {
         },
       });
     }
+    const peers = deps.peers;
+    if (peers) {
+      new Gauge({
+        name: 'stevedore_peer_transfers_total',
+        help: 'Node mode: blob transfers between node instances: fetched from a peer, not_found at the peer asked, failed (gone, refused, bad answer), marked_bad (a peer failed a transfer: gone, stalled, wrong bytes), served to a peer',
+        labelNames: ['event'],
+        registers,
+        collect() {
+          for (const event of PEER_EVENTS) this.set({ event }, peers.counts.get(event) ?? 0);
+        },
+      });
+    }
+    new Gauge({
+      name: 'stevedore_source_requests_total',
+      help: 'Requests sent to each source of each upstream (upstreams.*.sources; the registry itself when there is one source), by method and status (0: no answer)',
+      labelNames: ['upstream', 'source', 'method', 'status'],
+      registers,
+      collect() {
+        for (const client of deps.upstreams.values()) {
+          for (const source of client.sources) {
+            for (const [key, n] of source.requestCounts) {
+              const [method, status] = key.split(' ') as [string, string];
+              this.set({ upstream: client.name, source: source.sourceName, method, status }, n);
+            }
+          }
+        }
+      },
+    });
     new Gauge({
       name: 'stevedore_upstream_requests_total',
       help: 'Requests sent to each upstream, by method and status (0: no answer)',

@@ -43,6 +43,8 @@ export interface StoreObserver {
   pinChanged(digest: string, pinned: boolean, size: number | null): void;
   /** Deleted (gc, DELETE). */
   removed(digest: string): void;
+  /** Evicted by this process's own index (storage.maxSize, not cluster mode). */
+  evicted?(digest: string): void;
 }
 
 export interface BlobStoreOptions {
@@ -535,6 +537,7 @@ export class BlobStore {
     const d = tryParseDigest(digest);
     if (!d) return;
     this.log?.info({ digest, size: entry.size }, 'evicted least recently served content');
+    this.observer?.evicted?.(digest);
     // Synchronous on purpose: a later re-download of the same digest must never be unlinked by a
     // deletion still in flight. Readers holding the file open keep reading.
     try {

@@ -36,6 +36,11 @@ export class BlobWriter extends Writable {
    * (cluster mode), not ours to delete.
    */
   keepFileOnAbort = false;
+  /**
+   * Nothing is released to followers before the blob verified (not only its last byte): set while
+   * bytes come from a source trusted by digest only (a peer), whose prefix may still be rewound.
+   */
+  withhold = false;
   /** Bytes already in the temp file when it was opened to resume (re-hashed), else 0. */
   readonly resumedFrom: Promise<number>;
   private markResumed!: (n: number) => void;
@@ -44,7 +49,7 @@ export class BlobWriter extends Writable {
   /** Settles once the temp file exists (or could not be created): followers may arrive before. */
   private readonly created: Promise<void>;
   private markCreated!: (err?: Error) => void;
-  private readonly hash: Hash;
+  private hash: Hash;
   private readonly algorithm: DigestAlgorithm;
   private readonly resolveFinal: (d: Digest) => string;
   private readonly onCommitted: (d: Digest, size: number) => void;
@@ -221,6 +226,41 @@ export class BlobWriter extends Writable {
     this.recentBytes = 0;
   }
 
+  /** Resolves once every chunk handed to write() is in the file (and hashed). */
+  async flushed(): Promise<void> {
+    while (this.writableLength > 0 && this.state === 'writing') {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.events.off('progress', done);
+          this.events.off('failed', done);
+          setImmediate(resolve);
+        };
+        this.events.on('progress', done);
+        this.events.on('failed', done);
+      });
+    }
+  }
+
+  /** The digest of the bytes written so far (call after flushed()). */
+  digestSoFar(): string {
+    return `${this.algorithm}:${this.hash.copy().digest('hex')}`;
+  }
+
+  /**
+   * Drops every byte written (the file truncated, the hash started over) so the blob is written
+   * again from byte 0: bytes from a source trusted by digest only did not verify. Followers have
+   * seen none of them (`withhold`).
+   */
+  async rewind(): Promise<void> {
+    if (!this.withhold) throw new Error('rewind: bytes may already have been sent to followers');
+    await this.flushed();
+    if (this.state !== 'writing') throw this.failure ?? new Error('blob writer is not writing');
+    await this.fh!.truncate(0);
+    this.hash = createHash(this.algorithm);
+    this.written = 0;
+    this.forgetRecent();
+  }
+
   /**
    * Verifies and moves the finished file into the store. Call after the source ended and this
    * stream finished. Throws (and deletes the temp file) when the digest or size does not match.
@@ -301,7 +341,7 @@ export class BlobWriter extends Writable {
       await sendFileRange(fh, dest, start, end ?? Infinity, {
         available: () => {
           if (this.state === 'failed') throw this.failure ?? new Error('download failed');
-          return this.state === 'committed' ? this.written : this.written - 1;
+          return this.state === 'committed' ? this.written : this.withhold ? 0 : this.written - 1;
         },
         complete: () => this.state === 'committed',
         waitForMore: () => this.nextEvent(),
@@ -397,7 +437,8 @@ class GrowingFileReader extends Readable {
       }
       // The last byte written is held back until the blob verifies: a client that received every
       // byte of Content-Length would take the transfer for complete, even if the digest fails.
-      const available = w.state === 'committed' ? w.written : w.written - 1;
+      // Nothing at all while it withholds (bytes from a peer, verified only at the end).
+      const available = w.state === 'committed' ? w.written : w.withhold ? 0 : w.written - 1;
       const limit = this.end === undefined ? available : Math.min(available, this.end + 1);
       if (this.end !== undefined && this.pos > this.end) {
         this.push(null);

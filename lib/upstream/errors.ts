@@ -114,7 +114,7 @@ function upstreamErrorIn(err: unknown): UpstreamError | null {
  * Maps a thrown transport error (undici or node) to an UpstreamError. `redirectedTo`: the host of
  * a redirect being followed, when the request was one.
  */
-export function mapTransportError(err: unknown, upstream: string, what: string, redirectedTo?: string): UpstreamError | Error {
+export function mapTransportError(err: unknown, upstream: string, what: string, redirectedTo?: string, label = `upstream ${upstream}`): UpstreamError | Error {
   const ours = upstreamErrorIn(err);
   if (ours) return ours;
   if (err instanceof Error && err.name === 'AbortError') return err;
@@ -122,15 +122,15 @@ export function mapTransportError(err: unknown, upstream: string, what: string, 
   if (code === 'ERR_FORBIDDEN_ADDRESS') {
     // An origin the upstream named (a redirect, a token realm) that stevedore does not connect to.
     const where = redirectedTo ? `redirected ${what} to ${redirectedTo}` : `named an origin for ${what}`;
-    return new UpstreamError('bad_response', upstream, `upstream ${upstream} ${where}, not followed: ${forbiddenReason(err)}`, { cause: err });
+    return new UpstreamError('bad_response', upstream, `${label} ${where}, not followed: ${forbiddenReason(err)}`, { cause: err });
   }
   if (code && TIMEOUT_CODES.has(code)) {
-    return new UpstreamError('timeout', upstream, `upstream ${upstream} timed out (${code}) on ${what}`, { cause: err });
+    return new UpstreamError('timeout', upstream, `${label} timed out (${code}) on ${what}`, { cause: err });
   }
   if (code && UNAVAILABLE_CODES.has(code)) {
-    return new UpstreamError('unavailable', upstream, `upstream ${upstream} unreachable (${code}) on ${what}`, { cause: err });
+    return new UpstreamError('unavailable', upstream, `${label} unreachable (${code}) on ${what}`, { cause: err });
   }
-  return new UpstreamError('unavailable', upstream, `upstream ${upstream} failed on ${what}: ${err instanceof Error ? err.message : String(err)}`, {
+  return new UpstreamError('unavailable', upstream, `${label} failed on ${what}: ${err instanceof Error ? err.message : String(err)}`, {
     cause: err,
   });
 }

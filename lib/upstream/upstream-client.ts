@@ -19,7 +19,7 @@ import { setMaxListeners } from 'node:events';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import type { UpstreamConfig } from '../config/config.js';
+import type { NamespaceMode, SourceConfig } from '../config/config.js';
 import { OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, normalizeContentType } from '../oci/media-types.js';
 import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
@@ -70,6 +70,8 @@ export interface ManifestHead {
   digest: string | null;
   mediaType: string;
   size: number | null;
+  /** The source answered from a stale cache (`Warning: 110`, another stevedore): its text. */
+  stale?: string;
 }
 
 export interface FetchedManifest {
@@ -77,6 +79,8 @@ export interface FetchedManifest {
   mediaType: string;
   /** Docker-Content-Digest as the upstream sent it, if it did. */
   digest: string | null;
+  /** The source answered from a stale cache (`Warning: 110`, another stevedore): its text. */
+  stale?: string;
 }
 
 function header(h: UpstreamResponse['headers'], name: string): string | undefined {
@@ -122,9 +126,38 @@ async function readLimited(
   return Buffer.concat(chunks);
 }
 
-export class UpstreamClient {
-  readonly config: UpstreamConfig;
+/** What one source client is: which upstream it serves, where, and how its health is kept. */
+export interface SourceClientOptions {
+  /** The upstream (registry host name) this source serves: errors carry it. */
+  upstream: string;
+  source: SourceConfig;
+  /** Offline mode: never contacted. */
+  offline: boolean;
+  /** Its key in the health records: the upstream's name for the registry itself, else `<upstream>@<source>`. */
+  healthKey: string;
+  /**
+   * A source with another behind it: one failure opens its breaker (the next source answers
+   * meanwhile), instead of upstreamPolicy.breakerFailures.
+   */
+  fastFail: boolean;
+  /** How it is named in messages: `upstream docker.io`, `source central of docker.io`. */
+  label: string;
+}
+
+/**
+ * One source of an upstream (its registry, a mirror, a central stevedore), spoken to over HTTP.
+ * UpstreamClient (sources.ts) asks its sources in order.
+ */
+export class SourceClient {
+  readonly config: SourceConfig;
+  /** The upstream's name (errors carry it). */
   readonly name: string;
+  /** The source's name (logs, metrics). */
+  readonly sourceName: string;
+  readonly label: string;
+  readonly healthKey: string;
+  private readonly fastFail: boolean;
+  private readonly namespace: NamespaceMode;
   /** Connections to the upstream's own origin. */
   private readonly agent: Agent;
   /** Connections to origins the upstream named (redirect targets, token realms): addresses checked. */
@@ -149,12 +182,18 @@ export class UpstreamClient {
   /** Requests sent, by `METHOD STATUS` (status 0: no answer) — for metrics. */
   readonly requestCounts = new Map<string, number>();
 
-  constructor(config: UpstreamConfig, log: Logger, health: UpstreamHealth | null = null) {
+  constructor(opts: SourceClientOptions, log: Logger, health: UpstreamHealth | null = null) {
+    const config = opts.source;
     this.config = config;
-    this.name = config.name;
+    this.name = opts.upstream;
+    this.sourceName = config.name;
+    this.label = opts.label;
+    this.healthKey = opts.healthKey;
+    this.fastFail = opts.fastFail;
+    this.namespace = config.namespace;
     this.health = health;
-    this.offline = config.offline;
-    this.log = log.child({ upstream: config.name });
+    this.offline = opts.offline;
+    this.log = opts.healthKey === opts.upstream ? log.child({ upstream: opts.upstream }) : log.child({ upstream: opts.upstream, source: config.name });
     // Every operation in flight listens on it (removed when it ends): no listener limit applies.
     setMaxListeners(0, this.closing.signal);
     this.origin = new URL(config.url).origin;
@@ -182,7 +221,7 @@ export class UpstreamClient {
    * closes the connections. Used at shutdown, once the grace period for answers in flight is over.
    */
   async close(): Promise<void> {
-    this.closing.abort(new DOMException(`stevedore is shutting down; upstream ${this.name} is no longer asked`, 'AbortError'));
+    this.closing.abort(new DOMException(`stevedore is shutting down; ${this.label} is no longer asked`, 'AbortError'));
     const agents = [this.agent, this.outbound];
     const closed = Promise.all(agents.map((a) => a.close().catch(() => undefined)));
     const late = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 1_000).unref())]);
@@ -207,7 +246,7 @@ export class UpstreamClient {
   }
 
   private deadlineError(what: string): UpstreamError {
-    return new UpstreamError('timeout', this.name, `upstream ${this.name} did not complete ${what} within ${formatMs(this.config.timeouts.request)} (timeouts.request)`);
+    return new UpstreamError('timeout', this.name, `${this.label} did not complete ${what} within ${formatMs(this.config.timeouts.request)} (timeouts.request)`);
   }
 
   /** The stall rule of bodies other than blobs, with the error a stalled one is destroyed with. */
@@ -216,7 +255,7 @@ export class UpstreamClient {
     return {
       rule: { windowMs: t.stall, minBytes: t.minProgress },
       stalled: (bytes) =>
-        new UpstreamError('timeout', this.name, `upstream ${this.name} stalled on ${what}: ${bytes} bytes in ${formatMs(t.stall)}, less than timeouts.minProgress (${t.minProgress}) per timeouts.stall`),
+        new UpstreamError('timeout', this.name, `${this.label} stalled on ${what}: ${bytes} bytes in ${formatMs(t.stall)}, less than timeouts.minProgress (${t.minProgress}) per timeouts.stall`),
     };
   }
 
@@ -257,15 +296,15 @@ export class UpstreamClient {
 
   private async requestToken(challenge: Challenge, scope: string, signal: AbortSignal): Promise<{ token: string; ttlMs: number }> {
     const realm = challenge.params.realm;
-    if (!realm) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a Bearer challenge without realm`);
+    if (!realm) throw new UpstreamError('bad_response', this.name, `${this.label} sent a Bearer challenge without realm`);
     let url: URL;
     try {
       url = new URL(realm);
     } catch {
-      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid token realm`);
+      throw new UpstreamError('bad_response', this.name, `${this.label} sent an invalid token realm`);
     }
     if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a token realm that is not http(s)`);
+      throw new UpstreamError('bad_response', this.name, `${this.label} sent a token realm that is not http(s)`);
     }
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     if (scope) url.searchParams.set('scope', scope);
@@ -286,18 +325,18 @@ export class UpstreamClient {
       res = await this.dispatch(url, { method: 'GET', headers, signal });
       body = await readLimited(res.body, ERROR_BODY_LIMIT, this.bodyWatch('a token request'));
     } catch (err) {
-      throw mapTransportError(err, this.name, 'token request');
+      throw mapTransportError(err, this.name, 'token request', undefined, this.label);
     }
     if (res.statusCode === 401 || res.statusCode === 403) {
-      throw new UpstreamError('denied', this.name, `upstream ${this.name} token service refused ${basic ? 'the configured credentials' : 'anonymous access'} for ${scope || 'its API'}`, {
+      throw new UpstreamError('denied', this.name, `${this.label} token service refused ${basic ? 'the configured credentials' : 'anonymous access'} for ${scope || 'its API'}`, {
         status: res.statusCode,
       });
     }
     if (res.statusCode === 429) {
-      throw new UpstreamError('rate_limited', this.name, `upstream ${this.name} token service is rate-limiting`, { status: 429 });
+      throw new UpstreamError('rate_limited', this.name, `${this.label} token service is rate-limiting`, { status: 429 });
     }
     if (res.statusCode !== 200 || !body) {
-      throw new UpstreamError(res.statusCode >= 500 ? 'unavailable' : 'bad_response', this.name, `upstream ${this.name} token service answered ${res.statusCode}`, {
+      throw new UpstreamError(res.statusCode >= 500 ? 'unavailable' : 'bad_response', this.name, `${this.label} token service answered ${res.statusCode}`, {
         status: res.statusCode,
       });
     }
@@ -305,10 +344,10 @@ export class UpstreamClient {
     try {
       doc = JSON.parse(body.toString('utf8')) as typeof doc;
     } catch {
-      throw new UpstreamError('bad_response', this.name, `upstream ${this.name} token service sent invalid JSON`);
+      throw new UpstreamError('bad_response', this.name, `${this.label} token service sent invalid JSON`);
     }
     const token = typeof doc.token === 'string' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : null;
-    if (!token) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} token service sent no token`);
+    if (!token) throw new UpstreamError('bad_response', this.name, `${this.label} token service sent no token`);
     const seconds = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : DEFAULT_TOKEN_SECONDS;
     return { token, ttlMs: seconds * 1000 };
   }
@@ -332,9 +371,9 @@ export class UpstreamClient {
       throw new UpstreamError('offline', this.name, `the proxy is offline for ${this.name} (offline: true) and does not have ${opts.what}`);
     }
     if (this.health) {
-      const gate = await this.health.gate(this.name);
+      const gate = await this.health.gate(this.healthKey);
       if (!gate.open) {
-        throw new UpstreamError(gate.kind, this.name, `upstream ${this.name} not contacted for ${opts.what}: ${gate.reason}, retry in ${gate.retryAfterSec} s`, {
+        throw new UpstreamError(gate.kind, this.name, `${this.label} not contacted for ${opts.what}: ${gate.reason}, retry in ${gate.retryAfterSec} s`, {
           retryAfter: gate.retryAfterSec,
         });
       }
@@ -344,7 +383,7 @@ export class UpstreamClient {
       res = await this.authenticated(opts);
     } catch (err) {
       this.count(opts.method, 0);
-      if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.health?.failed(this.name);
+      if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.failed(err.message);
       throw err;
     }
     this.count(opts.method, res.status);
@@ -363,16 +402,44 @@ export class UpstreamClient {
     const remaining = parseQuota(header(res.headers, 'ratelimit-remaining'));
     if (remaining) {
       const limit = parseQuota(header(res.headers, 'ratelimit-limit'));
-      await this.health.quota(this.name, remaining.value, limit?.value ?? null, remaining.window ?? limit?.window ?? null);
+      await this.health.quota(this.healthKey, remaining.value, limit?.value ?? null, remaining.window ?? limit?.window ?? null);
     }
     if (res.status === 429) {
-      const secs = await this.health.rateLimited(this.name, parseRetryAfter(header(res.headers, 'retry-after')));
+      const secs = await this.health.rateLimited(this.healthKey, parseRetryAfter(header(res.headers, 'retry-after')));
       this.log.warn({ retryAfterSec: secs }, 'upstream rate-limited us; cooling down');
     } else if (res.status >= 500) {
-      await this.health.failed(this.name);
-    } else {
-      await this.health.succeeded(this.name);
+      await this.failed(`answered ${res.status}`);
+    } else if (await this.health.succeeded(this.healthKey)) {
+      this.log.info(`${this.label} answers again`);
     }
+  }
+
+  /**
+   * Records a failure; says so in the log once, when it opens the breaker (then this source is
+   * skipped until the breaker lets a request through), not once per request.
+   */
+  private async failed(cause: string): Promise<void> {
+    if (!this.health) return;
+    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined);
+    if (opened) this.log.warn({ cause, skippedForSec: Math.ceil(opened / 1000) }, `${this.label} is failing; not asked until its circuit breaker lets a request through`);
+  }
+
+  /** `/v2/<name>/<rest>` as this source is asked for the upstream's repository `name`. */
+  private apiPath(name: string, rest: string): string {
+    if (this.namespace === 'path') return `/v2/${this.name}/${name}/${rest}`;
+    if (this.namespace === 'ns') return `/v2/${name}/${rest}?ns=${encodeURIComponent(this.name)}`;
+    return `/v2/${name}/${rest}`;
+  }
+
+  /** The token scope for `name`: a stevedore names proxied repositories `<upstream>/<name>`. */
+  private scope(name: string): string {
+    return `repository:${this.namespace === 'none' ? name : `${this.name}/${name}`}:pull`;
+  }
+
+  /** A next-page path keeps the namespace (a stevedore's Link may leave `ns` out). */
+  private withNamespace(next: string | null): string | null {
+    if (!next || this.namespace !== 'ns' || /[?&]ns=/.test(next)) return next;
+    return `${next}${next.includes('?') ? '&' : '?'}ns=${encodeURIComponent(this.name)}`;
   }
 
   private async authenticated(opts: RequestOptions): Promise<UpstreamResponse> {
@@ -389,7 +456,7 @@ export class UpstreamClient {
         this.basicChallenged = true;
         auth = this.basicAuth();
       } else {
-        throw new UpstreamError('denied', this.name, `upstream ${this.name} requires authentication for ${opts.what}${this.config.credentials ? '' : ' (no credentials configured)'}`, {
+        throw new UpstreamError('denied', this.name, `${this.label} requires authentication for ${opts.what}${this.config.credentials ? '' : ' (no credentials configured)'}`, {
           status: 401,
         });
       }
@@ -409,18 +476,18 @@ export class UpstreamClient {
       try {
         res = await this.dispatch(url, { method: opts.method, headers, signal: opts.signal ?? null });
       } catch (err) {
-        throw mapTransportError(err, this.name, opts.what, hop > 0 ? url.host : undefined);
+        throw mapTransportError(err, this.name, opts.what, hop > 0 ? url.host : undefined, this.label);
       }
       const location = header(res.headers, 'location');
       // Not followed: the caller maps the 3xx like any other answer it cannot use.
       if (REDIRECT_STATUSES.has(res.statusCode) && location && opts.follow) {
         res.body.resume();
         if (hop >= MAX_REDIRECTS) {
-          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} redirected more than ${MAX_REDIRECTS} times on ${opts.what}`);
+          throw new UpstreamError('bad_response', this.name, `${this.label} redirected more than ${MAX_REDIRECTS} times on ${opts.what}`);
         }
         const next = new URL(location, url);
         if (next.protocol !== 'https:' && next.protocol !== 'http:') {
-          throw new UpstreamError('bad_response', this.name, `upstream ${this.name} redirected to a non-http URL on ${opts.what}`);
+          throw new UpstreamError('bad_response', this.name, `${this.label} redirected to a non-http URL on ${opts.what}`);
         }
         url = next;
         continue;
@@ -446,27 +513,23 @@ export class UpstreamClient {
     }
     const suffix = upstreamMessage ? `: ${upstreamMessage}` : '';
     const s = res.status;
-    if (s === 404) throw new UpstreamError('not_found', this.name, `${what} not found at upstream ${this.name}${suffix}`, { status: s, ...(upstreamCode ? { upstreamCode } : {}) });
+    if (s === 404) throw new UpstreamError('not_found', this.name, `${what} not found at ${this.label}${suffix}`, { status: s, ...(upstreamCode ? { upstreamCode } : {}) });
     if (s === 401 || s === 403) {
-      throw new UpstreamError('denied', this.name, `upstream ${this.name} denied access to ${what} (it does not exist or needs credentials)`, { status: s });
+      throw new UpstreamError('denied', this.name, `${this.label} denied access to ${what} (it does not exist or needs credentials)`, { status: s });
     }
     if (s === 429) {
       const ra = header(res.headers, 'retry-after');
       const retryAfter = parseRetryAfter(ra);
-      throw new UpstreamError('rate_limited', this.name, `upstream ${this.name} is rate-limiting (429) on ${what}`, {
+      throw new UpstreamError('rate_limited', this.name, `${this.label} is rate-limiting (429) on ${what}`, {
         status: s,
         ...(retryAfter !== undefined ? { retryAfter } : {}),
       });
     }
-    if (s >= 500) throw new UpstreamError('unavailable', this.name, `upstream ${this.name} answered ${s} on ${what}`, { status: s });
-    throw new UpstreamError('bad_response', this.name, `upstream ${this.name} answered ${s} on ${what}${suffix}`, {
+    if (s >= 500) throw new UpstreamError('unavailable', this.name, `${this.label} answered ${s} on ${what}`, { status: s });
+    throw new UpstreamError('bad_response', this.name, `${this.label} answered ${s} on ${what}${suffix}`, {
       status: s,
       ...(upstreamCode ? { upstreamCode } : {}),
     });
-  }
-
-  private static scope(name: string): string {
-    return `repository:${name}:pull`;
   }
 
   /** Whether redirects are followed on requests other than blob GETs. */
@@ -478,8 +541,8 @@ export class UpstreamClient {
   private manifestRequest(method: 'GET' | 'HEAD', name: string, ref: string, what: string, signal: AbortSignal): Promise<UpstreamResponse> {
     return this.request({
       method,
-      path: `/v2/${name}/manifests/${ref}`,
-      scope: UpstreamClient.scope(name),
+      path: this.apiPath(name, `manifests/${ref}`),
+      scope: this.scope(name),
       headers: { accept: MANIFEST_ACCEPT },
       what,
       signal,
@@ -498,10 +561,12 @@ export class UpstreamClient {
       }
       res.body.resume();
       const len = header(res.headers, 'content-length');
+      const stale = staleWarning(res.headers);
       return {
         digest: header(res.headers, 'docker-content-digest') ?? null,
         mediaType: normalizeContentType(header(res.headers, 'content-type') ?? ''),
         size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null,
+        ...(stale ? { stale: `${this.label}: ${stale}` } : {}),
       };
     });
   }
@@ -514,7 +579,7 @@ export class UpstreamClient {
       const len = header(res.headers, 'content-length');
       if (len !== undefined && Number(len) > maxSize) {
         discard(res.body);
-        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest of ${len} bytes for ${name}:${ref}, above the limit of ${maxSize} (cache.manifestMaxSize)`, {
+        throw new UpstreamError('bad_response', this.name, `${this.label} sent a manifest of ${len} bytes for ${name}:${ref}, above the limit of ${maxSize} (cache.manifestMaxSize)`, {
           upstreamCode: 'MANIFEST_INVALID',
         });
       }
@@ -522,17 +587,19 @@ export class UpstreamClient {
       try {
         bytes = await readLimited(res.body, maxSize, this.bodyWatch(what));
       } catch (err) {
-        throw mapTransportError(err, this.name, what);
+        throw mapTransportError(err, this.name, what, undefined, this.label);
       }
       if (!bytes) {
-        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a manifest above the limit of ${maxSize} bytes for ${name}:${ref} (cache.manifestMaxSize)`, {
+        throw new UpstreamError('bad_response', this.name, `${this.label} sent a manifest above the limit of ${maxSize} bytes for ${name}:${ref} (cache.manifestMaxSize)`, {
           upstreamCode: 'MANIFEST_INVALID',
         });
       }
+      const stale = staleWarning(res.headers);
       return {
         bytes,
         mediaType: normalizeContentType(header(res.headers, 'content-type') ?? ''),
         digest: header(res.headers, 'docker-content-digest') ?? null,
+        ...(stale ? { stale: `${this.label}: ${stale}` } : {}),
       };
     });
   }
@@ -546,8 +613,8 @@ export class UpstreamClient {
     return this.withDeadline(what, signal, async (op) => {
       const res = await this.request({
         method: 'HEAD',
-        path: `/v2/${name}/blobs/${digest}`,
-        scope: UpstreamClient.scope(name),
+        path: this.apiPath(name, `blobs/${digest}`),
+        scope: this.scope(name),
         what,
         signal: op,
         follow: this.followAll,
@@ -579,8 +646,8 @@ export class UpstreamClient {
     try {
       res = await this.request({
         method: 'GET',
-        path: `/v2/${name}/blobs/${digest}`,
-        scope: UpstreamClient.scope(name),
+        path: this.apiPath(name, `blobs/${digest}`),
+        scope: this.scope(name),
         headers,
         what,
         signal: op.signal,
@@ -601,7 +668,7 @@ export class UpstreamClient {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
       if (!m || Number(m[1]) !== (opts.start ?? 0)) {
         discard(res.body);
-        throw new UpstreamError('bad_response', this.name, `upstream ${this.name} answered a range request for ${what} with an unusable Content-Range`);
+        throw new UpstreamError('bad_response', this.name, `${this.label} answered a range request for ${what} with an unusable Content-Range`);
       }
       return { size: m[3] === '*' ? null : Number(m[3]), start: Number(m[1]), body: res.body };
     }
@@ -618,7 +685,7 @@ export class UpstreamClient {
     try {
       body = await readLimited(res.body, budget, this.bodyWatch(what));
     } catch (err) {
-      throw mapTransportError(err, this.name, what);
+      throw mapTransportError(err, this.name, what, undefined, this.label);
     }
     if (!body) throw new UpstreamError('bad_response', this.name, tooLarge);
     try {
@@ -638,12 +705,12 @@ export class UpstreamClient {
     return this.withDeadline(what, opts.signal, async (signal) => {
       const manifests: unknown[] = [];
       let read = 0;
-      let path: string | null = `/v2/${name}/referrers/${digest}`;
+      let path: string | null = this.apiPath(name, `referrers/${digest}`);
       for (let page = 0; path && page < 100; page++) {
         const res: UpstreamResponse = await this.request({
           method: 'GET',
           path,
-          scope: UpstreamClient.scope(name),
+          scope: this.scope(name),
           headers: { accept: MediaTypeOciIndex },
           what,
           signal,
@@ -658,13 +725,13 @@ export class UpstreamClient {
           res,
           opts.maxBytes - read,
           what,
-          `upstream ${this.name} sent referrers of ${name}@${digest} above ${opts.maxBytes} bytes in all (cache.manifestMaxSize)`,
-          `upstream ${this.name} sent an invalid referrers index for ${name}@${digest}`,
+          `${this.label} sent referrers of ${name}@${digest} above ${opts.maxBytes} bytes in all (cache.manifestMaxSize)`,
+          `${this.label} sent an invalid referrers index for ${name}@${digest}`,
         );
         read += got.bytes;
         const doc = got.doc;
         if (Array.isArray(doc.manifests)) manifests.push(...(doc.manifests as unknown[]));
-        path = nextLink(header(res.headers, 'link'), this.config.url);
+        path = this.withNamespace(nextLink(header(res.headers, 'link'), this.config.url));
       }
       return manifests;
     });
@@ -680,31 +747,45 @@ export class UpstreamClient {
     return this.withDeadline(what, signal, async (op) => {
       const tags: string[] = [];
       let read = 0;
-      let path: string | null = `/v2/${name}/tags/list`;
+      let path: string | null = this.apiPath(name, 'tags/list');
       for (let page = 0; path && page < MAX_PAGES; page++) {
-        const res: UpstreamResponse = await this.request({ method: 'GET', path, scope: UpstreamClient.scope(name), what, signal: op, follow: this.followAll });
+        const res: UpstreamResponse = await this.request({ method: 'GET', path, scope: this.scope(name), what, signal: op, follow: this.followAll });
         if (res.status !== 200) return this.fail(res, what);
         const got = await this.readJsonPage<{ tags?: unknown }>(
           res,
           limits.maxBytes - read,
           what,
-          `upstream ${this.name} sent a tags list for ${name} above ${limits.maxBytes} bytes (cache.tagsListMaxBytes)`,
-          `upstream ${this.name} sent an invalid tags list for ${name}`,
+          `${this.label} sent a tags list for ${name} above ${limits.maxBytes} bytes (cache.tagsListMaxBytes)`,
+          `${this.label} sent an invalid tags list for ${name}`,
         );
         read += got.bytes;
         const doc = got.doc;
         if (doc.tags !== null && doc.tags !== undefined) {
-          if (!Array.isArray(doc.tags)) throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent an invalid tags list for ${name}`);
+          if (!Array.isArray(doc.tags)) throw new UpstreamError('bad_response', this.name, `${this.label} sent an invalid tags list for ${name}`);
           for (const t of doc.tags) if (typeof t === 'string') tags.push(t);
           if (tags.length > limits.maxTags) {
-            throw new UpstreamError('bad_response', this.name, `upstream ${this.name} sent a tags list for ${name} of more than ${limits.maxTags} tags (cache.tagsListMaxTags)`);
+            throw new UpstreamError('bad_response', this.name, `${this.label} sent a tags list for ${name} of more than ${limits.maxTags} tags (cache.tagsListMaxTags)`);
           }
         }
-        path = nextLink(header(res.headers, 'link'), this.config.url);
+        path = this.withNamespace(nextLink(header(res.headers, 'link'), this.config.url));
       }
       return tags;
     });
   }
+}
+
+/**
+ * The text of a `Warning: 110 <agent> "<text>"` (RFC 7234: response is stale), as another
+ * stevedore marks an answer it served from its store while its upstream failed; else null.
+ */
+export function staleWarning(h: UpstreamResponse['headers']): string | null {
+  const raw = h.warning;
+  for (const w of Array.isArray(raw) ? raw : raw ? [raw] : []) {
+    const m = /^\s*110\s+\S+\s+"((?:[^"\\]|\\.)*)"/.exec(w);
+    if (m) return m[1]!.slice(0, 300);
+    if (/^\s*110\b/.test(w)) return 'response is stale';
+  }
+  return null;
 }
 
 function formatMs(ms: number): string {

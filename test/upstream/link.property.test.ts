@@ -10,7 +10,7 @@ import pino from 'pino';
 import t from 'tap';
 import { parseConfig } from '../../lib/config/config.js';
 import { UpstreamError } from '../../lib/upstream/errors.js';
-import { UpstreamClient } from '../../lib/upstream/upstream-client.js';
+import { UpstreamClient } from '../../lib/upstream/sources.js';
 import { charsFrom, holdsAsync } from '../fixtures/property.js';
 
 /** What the fake upstream answers: the first page with `link` (if any), any other path as a last page. */

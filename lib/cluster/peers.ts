@@ -1,0 +1,320 @@
+/**
+ * Node mode's peers: the stevedore instances on the other nodes, as a source of blobs.
+ *
+ * Redis is the directory (no DHT, no gossip):
+ *   - `<prefix>has:<digest>`: a sorted set of the instances that hold the blob, scored by when the
+ *     announcement expires. An instance announces what it stores when it stores it and again every
+ *     ttl/3 while it holds it, and withdraws it when it evicts or deletes it; an instance that died
+ *     drops out when its announcements expire.
+ *   - `<prefix>fetching:<digest>`: a lease held by the one instance fetching the blob from the
+ *     sources by URL (the central cache, the registry). The others stream it from that instance
+ *     while it downloads: a rollout costs the central cache about one copy of each layer, not one
+ *     per node.
+ *
+ * A peer is trusted by digest only. Its bytes are verified before a client sees any of them
+ * (download.ts, `untrusted`); a peer that is gone, stalls, or sends bytes that do not verify is
+ * marked bad here (not asked for `badFor`) and the download continues from the next peer or
+ * source, with Range. Peers serve each other on an endpoint of their own, only to requests that
+ * carry the shared token, and only what they hold (never fetching for a peer).
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { Agent, type Dispatcher } from 'undici';
+import type { Logger } from 'pino';
+import type { RedisLink } from './redis-link.js';
+import { RedisCoordinator, type Lease } from './coordinator.js';
+import type { PeerSource } from '../upstream/sources.js';
+import type { StoreObserver } from '../storage/blob-store.js';
+import type { ProgressRule } from '../upstream/progress.js';
+import type { Timeouts } from '../config/config.js';
+import { discard } from '../upstream/upstream-client.js';
+
+/** The path peers fetch blobs on: `/_stevedore/peer/v1/blobs/<digest>`. */
+export const PEER_BLOB_PATH = '/_stevedore/peer/v1/blobs/';
+/** The fetching lease lapses this long after its holder last renewed it. */
+const FETCH_LEASE_MS = 10_000;
+/** Announcements sent to Redis in one round trip at most. */
+const ANNOUNCE_BATCH = 500;
+
+export interface PeersOptions {
+  /** This instance's URL as the others reach it. */
+  self: string;
+  token: string;
+  group: string;
+  ttlMs: number;
+  badForMs: number;
+  timeouts: Timeouts;
+  /** Whether this instance is downloading the digest now (its fetching lease is kept while it is). */
+  downloading(digest: string): boolean;
+  /** Every digest this instance stores (re-announced every ttl/3). */
+  stored(): Iterable<string>;
+  now?: () => number;
+}
+
+export type PeerEvent = 'fetched' | 'not_found' | 'failed' | 'marked_bad' | 'served';
+
+export class Peers implements PeerSource, StoreObserver {
+  private readonly prefix: string;
+  private readonly leases: RedisCoordinator;
+  private readonly agent: Agent;
+  /** Peers found failing, until when they are not asked. */
+  private readonly bad = new Map<string, number>();
+  /** Fetching leases this instance holds, by digest. */
+  private readonly fetching = new Map<string, Lease>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly token: Buffer;
+  private readonly now: () => number;
+  private refreshing = false;
+  /** Counted for metrics. */
+  readonly counts = new Map<PeerEvent, number>();
+  readonly stall: ProgressRule;
+
+  constructor(
+    private readonly link: RedisLink,
+    private readonly opts: PeersOptions,
+    private readonly log: Logger,
+  ) {
+    this.prefix = `stevedore:peers:${opts.group}:`;
+    this.leases = new RedisCoordinator(link, this.prefix);
+    this.token = Buffer.from(opts.token);
+    this.now = opts.now ?? (() => Date.now());
+    const t = opts.timeouts;
+    this.stall = { windowMs: t.stall, minBytes: t.minProgress };
+    this.agent = new Agent({ connect: { timeout: t.connect }, headersTimeout: t.firstByte, bodyTimeout: t.idle, keepAliveTimeout: 30_000, connections: 32 });
+    this.timer = setInterval(() => void this.tick(), Math.max(1_000, Math.floor(opts.ttlMs / 3)));
+    this.timer.unref();
+  }
+
+  private count(e: PeerEvent): void {
+    this.counts.set(e, (this.counts.get(e) ?? 0) + 1);
+  }
+
+  private hasKey(digest: string): string {
+    return `${this.prefix}has:${digest}`;
+  }
+
+  /** Whether a request carries the shared token (`Authorization: Bearer <token>`), compared in constant time. */
+  authorized(header: string | undefined): boolean {
+    const m = /^Bearer (.+)$/.exec(header ?? '');
+    if (!m) return false;
+    const given = Buffer.from(m[1]!);
+    return given.length === this.token.length && timingSafeEqual(given, this.token);
+  }
+
+  served(): void {
+    this.count('served');
+  }
+
+  // ---- the directory ---------------------------------------------------------------------
+
+  /** This instance holds `digest` now (stored it): the others may fetch it here. */
+  async announce(digests: string[]): Promise<void> {
+    if (!this.link.up || digests.length === 0) return;
+    const until = this.now() + this.opts.ttlMs;
+    for (let i = 0; i < digests.length; i += ANNOUNCE_BATCH) {
+      const m = this.link.client.multi();
+      for (const d of digests.slice(i, i + ANNOUNCE_BATCH)) {
+        m.zAdd(this.hasKey(d), { score: until, value: this.opts.self });
+        m.pExpire(this.hasKey(d), this.opts.ttlMs * 2);
+      }
+      await m.exec();
+    }
+  }
+
+  /** This instance no longer holds `digest` (evicted, deleted). */
+  async withdraw(digest: string): Promise<void> {
+    if (!this.link.up) return;
+    await this.link.client.zRem(this.hasKey(digest), this.opts.self);
+  }
+
+  /** Stored a blob: announced, and the fetching lease (if ours) given up. */
+  committed(digest: string): void {
+    this.announce([digest])
+      .then(() => this.releaseFetch(digest))
+      .catch((err: unknown) => this.log.warn({ err, digest }, 'could not announce a stored blob to the peers'));
+  }
+
+  used(): void {
+    // recency is local (each node evicts its own store)
+  }
+
+  pinChanged(): void {
+    // pinned or not, it is held
+  }
+
+  evicted(digest: string): void {
+    this.removed(digest);
+  }
+
+  removed(digest: string): void {
+    this.withdraw(digest).catch((err: unknown) => this.log.warn({ err, digest }, 'could not withdraw a blob from the peers directory'));
+  }
+
+  /** Peers that hold `digest` (announcement not expired), not this one. */
+  async holders(digest: string): Promise<string[]> {
+    const now = this.now();
+    const members = await this.link.client.zRangeByScore(this.hasKey(digest), now, '+inf');
+    return members.map(String).filter((p) => p !== this.opts.self && isOrigin(p));
+  }
+
+  private async tick(): Promise<void> {
+    // Fetching leases of downloads that ended without storing (failed): given up.
+    for (const digest of [...this.fetching.keys()]) if (!this.opts.downloading(digest)) await this.releaseFetch(digest);
+    if (this.refreshing || !this.link.up) return;
+    this.refreshing = true;
+    try {
+      await this.announce([...this.opts.stored()]);
+    } catch (err) {
+      this.log.warn({ err }, 'could not renew the announcements of stored blobs');
+    } finally {
+      this.refreshing = false;
+    }
+  }
+
+  private async releaseFetch(digest: string): Promise<void> {
+    const lease = this.fetching.get(digest);
+    if (!lease) return;
+    this.fetching.delete(digest);
+    await lease.release();
+  }
+
+  // ---- fetching from peers ---------------------------------------------------------------
+
+  isBad(peer: string): boolean {
+    const until = this.bad.get(peer);
+    if (until === undefined) return false;
+    if (until > this.now()) return true;
+    this.bad.delete(peer);
+    return false;
+  }
+
+  markBad(peer: string, why: string): void {
+    if (peer === this.opts.self) return;
+    const wasBad = this.isBad(peer);
+    this.bad.set(peer, this.now() + this.opts.badForMs);
+    this.count('marked_bad');
+    if (!wasBad) this.log.warn({ peer, reason: why, badForSec: Math.round(this.opts.badForMs / 1000) }, 'peer failed a transfer; not asked again for a while');
+  }
+
+  /**
+   * Opens `digest` at a peer: one that stores it, else the one fetching it now (streamed as it
+   * arrives there). With neither, this instance takes the fetching lease (the others will stream
+   * from it) and returns null: the caller goes on to the central cache / registry.
+   */
+  async open(
+    digest: string,
+    start: number,
+    signal: AbortSignal,
+    exclude: ReadonlySet<string>,
+  ): Promise<{ peer: string; size: number | null; start: number; body: Readable; stall: ProgressRule } | null> {
+    if (!this.link.up) return null;
+    let candidates: string[];
+    try {
+      candidates = shuffle((await this.holders(digest)).filter((p) => !exclude.has(p) && !this.isBad(p)));
+    } catch {
+      return null;
+    }
+    for (const peer of candidates) {
+      const got = await this.request(peer, digest, start, signal);
+      if (got) return got;
+    }
+    // Nobody holds it: the one fetching it, or this instance becomes that one.
+    if (this.fetching.has(digest)) return null;
+    let lease: Lease | null;
+    try {
+      lease = await this.leases.acquire(`fetching:${digest}`, FETCH_LEASE_MS, this.opts.self);
+    } catch {
+      return null;
+    }
+    if (lease) {
+      this.fetching.set(digest, lease);
+      return null;
+    }
+    const holder = await this.leases.read(`fetching:${digest}`).catch(() => null);
+    const peer = holder?.value ?? '';
+    if (!isOrigin(peer) || peer === this.opts.self || exclude.has(peer) || this.isBad(peer)) return null;
+    return this.request(peer, digest, start, signal);
+  }
+
+  /** One GET to a peer; null (and the peer marked bad unless it merely lacks the blob) when it does not serve. */
+  private async request(
+    peer: string,
+    digest: string,
+    start: number,
+    signal: AbortSignal,
+  ): Promise<{ peer: string; size: number | null; start: number; body: Readable; stall: ProgressRule } | null> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.opts.token}`, 'user-agent': 'stevedore-peer' };
+    if (start > 0) headers.range = `bytes=${start}-`;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.agent.request({ origin: peer, path: `${PEER_BLOB_PATH}${digest}`, method: 'GET', headers, signal });
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      this.count('failed');
+      this.markBad(peer, (err as Error).message);
+      return null;
+    }
+    const status = res.statusCode;
+    if (status === 404) {
+      discard(res.body);
+      this.count('not_found');
+      return null;
+    }
+    const len = header(res.headers, 'content-length');
+    if (status === 200) {
+      this.count('fetched');
+      return { peer, size: len !== undefined && /^\d+$/.test(len) ? Number(len) : null, start: 0, body: res.body, stall: this.stall };
+    }
+    const m = status === 206 ? /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header(res.headers, 'content-range') ?? '') : null;
+    if (m && Number(m[1]) === start) {
+      this.count('fetched');
+      return { peer, size: Number(m[3]), start, body: res.body, stall: this.stall };
+    }
+    discard(res.body);
+    this.count('failed');
+    this.markBad(peer, `answered ${status}${status === 206 ? ' with an unusable Content-Range' : ''}`);
+    return null;
+  }
+
+  /** Stops renewing, withdraws what this instance announced (so no peer tries it), gives up fetching leases. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    if (this.link.up) {
+      const all = [...this.opts.stored()];
+      try {
+        for (let i = 0; i < all.length; i += ANNOUNCE_BATCH) {
+          const m = this.link.client.multi();
+          for (const d of all.slice(i, i + ANNOUNCE_BATCH)) m.zRem(this.hasKey(d), this.opts.self);
+          await m.exec();
+        }
+      } catch (err) {
+        this.log.warn({ err }, 'could not withdraw the announcements of stored blobs (they expire)');
+      }
+    }
+    await Promise.all([...this.fetching.keys()].map((d) => this.releaseFetch(d).catch(() => undefined)));
+    await this.agent.close().catch(() => undefined);
+  }
+}
+
+function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** A peer's address as announced: an http(s) origin and nothing else (Redis content is checked too). */
+function isOrigin(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === s;
+  } catch {
+    return false;
+  }
+}
+
+function shuffle<T>(xs: T[]): T[] {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [xs[i], xs[j]] = [xs[j]!, xs[i]!];
+  }
+  return xs;
+}

@@ -1,0 +1,33 @@
+// Node-local tier (issue 14): node instances in front of a central stevedore in front of a real
+// registry, peers found through a real redis-server. Every process on 127.0.0.1.
+import t from 'tap';
+import { buildDockerImage, pushImage } from '../fixtures/images.js';
+import { blobRequests, metric, peerServed, pullImage, startTiers } from '../fixtures/node-tier.js';
+import { waitFor } from '../fixtures/util.js';
+
+t.test('a pull through a node fetches once at each tier; a second node gets every blob from the first (0 blob requests at central and registry)', async (t) => {
+  const tier = await startTiers(t, { nodes: 2 });
+  const img = buildDockerImage('node-tier-two', { layers: 3, layerSize: 512 * 1024 });
+  await pushImage(tier.registry.directUrl, 'library/app', 'v1', img);
+  tier.registry.resetCounts();
+  const [a, b] = tier.nodes as [typeof tier.nodes[0], typeof tier.nodes[0]];
+
+  const first = await pullImage(a.url, 'library/app', 'v1');
+  for (const [d, got] of first.blobs) t.equal(got, d, `node A served ${d} intact`);
+  const blobDigests = [img.config.digest, ...img.layers.map((l) => l.digest)];
+  for (const d of blobDigests) {
+    t.equal(tier.registry.count('GET', new RegExp(`/blobs/${d}`)), 1, `the registry sent ${d} once`);
+    t.equal(blobRequests(tier.central).filter((l) => String(l.path).includes(d)).length, 1, `central served ${d} once`);
+  }
+  // Announced: node A holds every blob.
+  await waitFor('node A announces its blobs', async () => (await metric(a, 'stevedore_peer_transfers_total', { event: 'served' })) >= 0 && a.logs.length > 0);
+
+  tier.registry.resetCounts();
+  const centralBefore = blobRequests(tier.central).length;
+  const second = await pullImage(b.url, 'library/app', 'v1');
+  for (const [d, got] of second.blobs) t.equal(got, d, `node B served ${d} intact`);
+  t.equal(blobRequests(tier.central).length - centralBefore, 0, 'central served no blob for the second node');
+  t.equal(tier.registry.count('GET', /\/blobs\//), 0, 'the registry sent no blob for the second node');
+  t.equal(peerServed(a).length, blobDigests.length, 'node A served each blob to node B');
+  t.equal(await metric(b, 'stevedore_peer_transfers_total', { event: 'fetched' }), blobDigests.length, 'node B fetched each blob from a peer');
+});
