@@ -18,6 +18,16 @@ t.test('containerd hosts.toml examples are exactly what containerd-config writes
   }
 });
 
+t.test('the node-local tier hosts.toml examples name the node-local stevedore first, the central one second', async (t) => {
+  for (const reg of REGISTRIES) {
+    t.equal(
+      read(`config/containerd/node/certs.d/${reg}/hosts.toml`),
+      renderHostsToml(reg, ['http://127.0.0.1:5001', 'http://stevedore.example:5000']),
+      reg,
+    );
+  }
+});
+
 t.test('the Docker daemon.json mirrors Docker Hub through stevedore', async (t) => {
   const doc = JSON.parse(read('config/docker/daemon.json')) as { 'registry-mirrors': string[]; 'insecure-registries': string[] };
   t.same(doc['registry-mirrors'], ['http://stevedore.example:5000']);
