@@ -144,11 +144,16 @@ withConfigOptions(
 program
   .command('containerd-config')
   .description('write containerd hosts.toml files that mirror registries through stevedore')
-  .requiredOption('-m, --mirror <url>', 'stevedore as nodes reach it, e.g. http://stevedore.example:5000')
+  .requiredOption(
+    '-m, --mirror <url>',
+    'stevedore as nodes reach it, e.g. http://stevedore.example:5000; repeat it to list several, tried in the order given ' +
+      '(node-local tier: --mirror http://127.0.0.1:5001 --mirror http://CENTRAL:5000)',
+    (url: string, previous: string[] | undefined) => [...(previous ?? []), url],
+  )
   .option('-r, --registries <list>', 'registries to mirror', 'docker.io,ghcr.io,quay.io,registry.k8s.io,gcr.io,mcr.microsoft.com,public.ecr.aws')
   .option('-d, --dir <dir>', 'containerd config_path', '/etc/containerd/certs.d')
   .option('--skip-verify', 'skip TLS verification of an https mirror')
-  .action(async (opts: { mirror: string; registries: string; dir: string; skipVerify?: boolean }) => {
+  .action(async (opts: { mirror: string[]; registries: string; dir: string; skipVerify?: boolean }) => {
     try {
       const { writeHostsTomls } = await import('./containerd-config.js');
       const files = await writeHostsTomls(

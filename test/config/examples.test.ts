@@ -7,6 +7,7 @@ import t from 'tap';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { renderHostsToml } from '../../lib/cli/containerd-config.js';
 import { parseConfig } from '../../lib/config/config.js';
+import { parseSize } from '../../lib/config/units.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const read = (p: string): string => readFileSync(path.join(ROOT, p), 'utf8');
@@ -15,6 +16,16 @@ const REGISTRIES = ['docker.io', 'ghcr.io', 'quay.io', 'registry.k8s.io'];
 t.test('containerd hosts.toml examples are exactly what containerd-config writes', async (t) => {
   for (const reg of REGISTRIES) {
     t.equal(read(`config/containerd/certs.d/${reg}/hosts.toml`), renderHostsToml(reg, 'http://stevedore.example:5000'), reg);
+  }
+});
+
+t.test('the node-local tier hosts.toml examples name the node-local stevedore first, the central one second', async (t) => {
+  for (const reg of REGISTRIES) {
+    t.equal(
+      read(`config/containerd/node/certs.d/${reg}/hosts.toml`),
+      renderHostsToml(reg, ['http://127.0.0.1:5001', 'http://stevedore.example:5000']),
+      reg,
+    );
   }
 });
 
@@ -205,4 +216,130 @@ t.test('the Kubernetes cluster-mode manifests: replicas on a shared volume, one 
   t.ok(r.readinessProbe?.exec ?? r.readinessProbe?.tcpSocket, 'a readiness probe');
   t.ok(r.resources, 'resources');
   t.equal((redis.template.spec.securityContext as { runAsNonRoot?: boolean }).runAsNonRoot, true, 'Redis runs as non-root');
+});
+
+interface Container {
+  name: string;
+  args?: string[];
+  env?: Array<{ name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string }; secretKeyRef?: { name: string; key: string } } }>;
+  ports?: Array<{ name: string; containerPort: number; hostPort?: number }>;
+  readinessProbe?: { httpGet: { path: string; port: string | number } };
+  livenessProbe?: { httpGet: { path: string; port: string | number } };
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+  securityContext?: { readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean };
+  volumeMounts?: Array<{ name: string; mountPath: string }>;
+}
+interface NodePodSpec {
+  hostNetwork?: boolean;
+  dnsPolicy?: string;
+  tolerations?: unknown[];
+  restartPolicy?: string;
+  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number };
+  initContainers?: Container[];
+  containers: Container[];
+  volumes?: Array<{ name: string; emptyDir?: { sizeLimit?: string }; configMap?: { name: string }; hostPath?: unknown }>;
+}
+interface DaemonSetSpec {
+  selector: { matchLabels: Record<string, string> };
+  template: { metadata: { labels: Record<string, string> }; spec: NodePodSpec };
+}
+/** The keys of the node's stevedore.yaml this test reads, before parsing (`node:` is not in Config yet). */
+interface NodeYaml {
+  listen: string;
+  storage: { path: string; maxSize: string };
+  metadata: { redis: string };
+  node: { central: { url: string }; peers: { advertise: string; token: string } };
+}
+
+t.test('the Kubernetes node-local tier: a stevedore on every node, containerd pointed at it first and at the central one second', async (t) => {
+  const parsed = parseAllDocuments(read('config/kubernetes/node.yaml'));
+  for (const d of parsed) t.same(d.errors, [], 'every document parses');
+  const docs = parsed.map((d) => d.toJS() as ClusterDoc);
+  t.same(docs.map((d) => d.kind), ['ConfigMap', 'DaemonSet', 'ConfigMap', 'DaemonSet']);
+  for (const d of docs) {
+    t.ok(d.apiVersion && d.kind && d.metadata?.name, `${d.kind} ${d.metadata?.name}: apiVersion, kind, metadata.name`);
+    t.equal(d.metadata.namespace, 'stevedore', `${d.kind} ${d.metadata.name} is in the stevedore namespace`);
+  }
+  const named = (kind: string, name: string, from: ClusterDoc[] = docs): ClusterDoc => {
+    const doc = from.find((d) => d.kind === kind && d.metadata.name === name);
+    if (!doc) throw new Error(`no ${kind} ${name}`);
+    return doc;
+  };
+  // What it sits in front of: the central stevedore's Service and Redis (cluster.yaml; the
+  // single-instance stevedore.yaml has the same Service).
+  const cluster = parseAllDocuments(read('config/kubernetes/cluster.yaml')).map((d) => d.toJS() as ClusterDoc);
+  const centralSvc = named('Service', 'stevedore', cluster);
+  const central = centralSvc.spec as { selector: Record<string, string>; clusterIP: string; ports: Array<{ port: number }> };
+  const redisSvc = named('Service', 'stevedore-redis', cluster);
+
+  const ds = named('DaemonSet', 'stevedore-node').spec as unknown as DaemonSetSpec;
+  const pod = ds.template.spec;
+  const podLabels = ds.template.metadata.labels;
+  const c = pod.containers[0]!;
+  const env = (name: string): NonNullable<Container['env']>[number] | undefined => c.env?.find((e) => e.name === name);
+
+  // The embedded configuration, as the container sees it: its literal env values, NODE_IP and the token.
+  const cm = named('ConfigMap', 'stevedore-node-config');
+  const yamlText = cm.data!['stevedore.yaml']!;
+  const raw = parseYaml(yamlText) as NodeYaml;
+  const containerEnv = Object.fromEntries((c.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value]));
+  t.doesNotThrow(
+    () => parseConfig(parseYaml(yamlText), { env: { ...containerEnv, NODE_IP: '192.0.2.7', STEVEDORE_PEER_TOKEN: 'a-token' } }),
+    'the embedded stevedore.yaml is a valid configuration, node: keys included',
+  );
+
+  // Listening: the same port in the config, the env override the image needs, and the pod.
+  const port = Number(raw.listen.split(':').pop());
+  t.equal(port, 5001);
+  t.equal(env('STEVEDORE_LISTEN')?.value, raw.listen, "the image's STEVEDORE_LISTEN (which wins over listen) is set to listen");
+  t.same(c.ports, [{ name: 'http', containerPort: port, hostPort: port }], 'the port, declared as a hostPort');
+  t.equal(pod.hostNetwork, true, "hostNetwork: 127.0.0.1:5001 in the node's network namespace is this pod");
+  t.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet', 'cluster DNS (for the central Service and Redis) despite hostNetwork');
+
+  // node: the central Service, this node's address for its peers, the token from the Secret.
+  const centralUrl = new URL(raw.node.central.url);
+  t.equal(centralUrl.hostname, `${centralSvc.metadata.name}.${centralSvc.metadata.namespace}.svc`, 'node.central.url names the central Service');
+  t.equal(Number(centralUrl.port || 80), central.ports[0]!.port, "on the central Service's port");
+  t.equal(raw.node.peers.advertise, `http://\${NODE_IP}:${port}`, 'peers reach this stevedore on the node address and its port');
+  t.same(env('NODE_IP')?.valueFrom, { fieldRef: { fieldPath: 'status.hostIP' } }, 'NODE_IP from the downward API');
+  t.equal(raw.node.peers.token, '${STEVEDORE_PEER_TOKEN}');
+  const token = env('STEVEDORE_PEER_TOKEN');
+  t.notOk(token?.value, 'the peer token is not written in the manifest');
+  t.ok(token?.valueFrom?.secretKeyRef?.name && token.valueFrom.secretKeyRef.key, 'the peer token comes from a Secret');
+  const redisUrl = new URL(raw.metadata.redis);
+  t.equal(redisUrl.hostname.split('.')[0], redisSvc.metadata.name, 'metadata.redis names the Redis Service');
+
+  // The store: a small emptyDir, storage.maxSize below its sizeLimit.
+  t.equal(c.volumeMounts?.find((v) => v.name === 'data')?.mountPath, raw.storage.path, 'the store is on the data volume');
+  const sizeLimit = pod.volumes?.find((v) => v.name === 'data')?.emptyDir?.sizeLimit;
+  t.ok(sizeLimit, 'the data volume is an emptyDir with a sizeLimit');
+  t.ok(parseSize(raw.storage.maxSize)! < parseSize(sizeLimit ?? '0')!, `storage.maxSize ${raw.storage.maxSize} is below the sizeLimit ${sizeLimit}`);
+  const configMount = c.volumeMounts?.find((v) => v.name === 'config')?.mountPath;
+  t.same(c.args, ['serve', '--config', `${configMount}/stevedore.yaml`], 'the --config file is on the config mount');
+  t.equal(pod.volumes?.find((v) => v.name === 'config')?.configMap?.name, cm.metadata.name);
+
+  // The pod: probes, resources, non-root, read-only root, selected by its DaemonSet and not by the central Service.
+  t.same(c.readinessProbe?.httpGet, { path: '/readyz', port: 'http' });
+  t.same(c.livenessProbe?.httpGet, { path: '/healthz', port: 'http' });
+  t.ok(c.resources?.requests?.cpu && c.resources.requests.memory && c.resources.limits?.memory, 'cpu and memory requests, a memory limit');
+  t.equal(pod.securityContext?.runAsNonRoot, true, 'runs as non-root');
+  t.equal(c.securityContext?.readOnlyRootFilesystem, true, 'read-only root filesystem');
+  t.equal(c.securityContext?.allowPrivilegeEscalation, false);
+  t.equal(pod.restartPolicy, 'Always', 'the pod is restarted when stevedore exits after an uncaught exception');
+  t.ok(selects(ds.selector.matchLabels, podLabels), "the DaemonSet's selector matches its pods");
+  t.notOk(selects(central.selector, podLabels), 'the central Service does not send traffic to the node-local pods');
+
+  // The installer: containerd-hosts-daemonset.yaml with this node's stevedore first, the central Service second.
+  const hosts = named('ConfigMap', 'containerd-hosts-node').data!;
+  const mirrors = [`http://127.0.0.1:${port}`, `http://${central.clusterIP}:${central.ports[0]!.port}`];
+  t.same(Object.keys(hosts).sort(), REGISTRIES.map((r) => `${r.replace(/\./g, '_')}.toml`).sort());
+  for (const reg of REGISTRIES) t.equal(hosts[`${reg.replace(/\./g, '_')}.toml`], renderHostsToml(reg, mirrors), `${reg}: what containerd-config writes for ${mirrors.join(', ')}`);
+  const installer = named('DaemonSet', 'containerd-hosts-node').spec as unknown as DaemonSetSpec;
+  const single = parseAllDocuments(read('config/kubernetes/containerd-hosts-daemonset.yaml')).map((d) => d.toJS() as ClusterDoc);
+  const singlePod = (named('DaemonSet', 'containerd-hosts', single).spec as unknown as DaemonSetSpec).template.spec;
+  t.ok(selects(installer.selector.matchLabels, installer.template.metadata.labels), "the installer's selector matches its pods");
+  t.same(installer.template.spec.initContainers, singlePod.initContainers, 'the same install step as containerd-hosts-daemonset.yaml');
+  t.same(installer.template.spec.volumes?.find((v) => v.name === 'certs-d'), singlePod.volumes?.find((v) => v.name === 'certs-d'), "into the node's /etc/containerd/certs.d");
+  t.equal(installer.template.spec.volumes?.find((v) => v.name === 'hosts')?.configMap?.name, 'containerd-hosts-node', 'from the two-host files');
+  t.same(installer.template.spec.tolerations, pod.tolerations, 'on the same nodes as the node-local stevedore');
 });

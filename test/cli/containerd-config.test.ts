@@ -1,0 +1,104 @@
+// `stevedore containerd-config`: the hosts.toml it renders for one mirror (unchanged) and for
+// several (a node-local stevedore first, the central one second: containerd tries them in file
+// order), how each --mirror is checked, and the command itself with --mirror repeated.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { mirrorOrigins, renderHostsToml, writeHostsTomls } from '../../lib/cli/containerd-config.js';
+import { stevedoreCli } from '../fixtures/cli.js';
+import { tmpDir } from '../fixtures/util.js';
+
+const NODE = 'http://127.0.0.1:5001';
+const CENTRAL = 'http://stevedore.stevedore.svc:5000';
+
+t.test('one mirror renders the same file as before --mirror could be repeated', async (t) => {
+  const expected = [
+    '# containerd hosts.toml for docker.io: pull through stevedore, fall back to the registry.',
+    '# Written by `stevedore containerd-config`.',
+    'server = "https://registry-1.docker.io"',
+    '',
+    '[host."http://stevedore.example:5000"]',
+    '  capabilities = ["pull", "resolve"]',
+    '',
+  ].join('\n');
+  t.equal(renderHostsToml('docker.io', 'http://stevedore.example:5000'), expected);
+  t.equal(renderHostsToml('docker.io', ['http://stevedore.example:5000']), expected, 'a list of one is the same file');
+});
+
+t.test('two mirrors render two host sections, node-local first, both pull and resolve, server still the registry', async (t) => {
+  t.equal(
+    renderHostsToml('docker.io', [NODE, CENTRAL]),
+    [
+      '# containerd hosts.toml for docker.io: pull through stevedore (each host below in turn), fall back to the registry.',
+      '# Written by `stevedore containerd-config`.',
+      'server = "https://registry-1.docker.io"',
+      '',
+      '[host."http://127.0.0.1:5001"]',
+      '  capabilities = ["pull", "resolve"]',
+      '',
+      '[host."http://stevedore.stevedore.svc:5000"]',
+      '  capabilities = ["pull", "resolve"]',
+      '',
+    ].join('\n'),
+  );
+  t.match(renderHostsToml('ghcr.io', [NODE, CENTRAL]), /^server = "https:\/\/ghcr\.io"$/m, 'another registry falls back to itself');
+});
+
+t.test('the host sections keep the order the mirrors were given in', async (t) => {
+  const hosts = (toml: string): string[] => [...toml.matchAll(/^\[host\."([^"]+)"\]$/gm)].map((m) => m[1]!);
+  t.same(hosts(renderHostsToml('docker.io', [NODE, CENTRAL])), [NODE, CENTRAL]);
+  t.same(hosts(renderHostsToml('docker.io', [CENTRAL, NODE])), [CENTRAL, NODE]);
+});
+
+t.test('skip_verify is written under every host', async (t) => {
+  const toml = renderHostsToml('docker.io', ['https://node.example:5001', 'https://central.example:5000'], { skipVerify: true });
+  t.equal(toml.match(/^ {2}skip_verify = true$/gm)?.length, 2);
+  t.match(toml, /\[host\."https:\/\/node\.example:5001"\]\n {2}capabilities = \["pull", "resolve"\]\n {2}skip_verify = true\n\n\[host\./);
+});
+
+t.test('each mirror is reduced to its origin, order kept', async (t) => {
+  t.same(mirrorOrigins(['http://127.0.0.1:5001/', 'HTTP://Stevedore.Stevedore.svc:5000']), [NODE, CENTRAL]);
+});
+
+t.test('a bad second mirror is refused with a message naming it and its place', async (t) => {
+  t.throws(() => mirrorOrigins([NODE, 'ftp://central:5000']), { message: '--mirror must be http(s)://HOST[:PORT] with no path, got ftp://central:5000 (--mirror 2 of 2)' });
+  t.throws(() => mirrorOrigins([NODE, 'http://central:5000/v2']), { message: /got http:\/\/central:5000\/v2 \(--mirror 2 of 2\)$/ }, 'a path');
+  t.throws(() => mirrorOrigins([NODE, 'http://central:5000/?x=1']), { message: /\(--mirror 2 of 2\)$/ }, 'a query');
+  t.throws(() => mirrorOrigins([NODE, 'central:5000']), { message: /got central:5000 \(--mirror 2 of 2\)$/ }, 'no scheme');
+  t.throws(() => mirrorOrigins([NODE, 'not a url']), { message: /^--mirror must be http\(s\):\/\/HOST\[:PORT\] with no path, got not a url/ }, 'not a URL at all');
+});
+
+t.test('a single bad mirror gets the message it always got', async (t) => {
+  t.throws(() => mirrorOrigins(['ftp://x']), { message: '--mirror must be http(s)://HOST[:PORT] with no path, got ftp://x' });
+});
+
+t.test('the same mirror twice is refused (it would define one TOML table twice)', async (t) => {
+  t.throws(() => mirrorOrigins([NODE, 'http://127.0.0.1:5001/']), { message: '--mirror http://127.0.0.1:5001 is given twice (--mirror 2 of 2)' });
+});
+
+t.test('no mirror at all is refused', async (t) => {
+  t.throws(() => mirrorOrigins([]), { message: 'at least one --mirror is needed' });
+});
+
+t.test('writeHostsTomls writes nothing when the second mirror is bad', async (t) => {
+  const dir = await tmpDir(t);
+  await t.rejects(writeHostsTomls(dir, ['docker.io', 'ghcr.io'], [NODE, 'ftp://central']), { message: /\(--mirror 2 of 2\)$/ });
+  t.same(await fsp.readdir(dir), [], 'no file, no directory');
+});
+
+t.test('containerd-config --mirror twice writes both hosts, in order, for every registry', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli(['containerd-config', '--mirror', NODE, '--mirror', CENTRAL, '--registries', 'docker.io,quay.io', '--dir', dir]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, `wrote ${path.join(dir, 'docker.io', 'hosts.toml')}\nwrote ${path.join(dir, 'quay.io', 'hosts.toml')}\n`);
+  t.equal(await fsp.readFile(path.join(dir, 'docker.io', 'hosts.toml'), 'utf8'), renderHostsToml('docker.io', [NODE, CENTRAL]));
+  t.equal(await fsp.readFile(path.join(dir, 'quay.io', 'hosts.toml'), 'utf8'), renderHostsToml('quay.io', [NODE, CENTRAL]));
+});
+
+t.test('containerd-config with a bad second --mirror exits 1, says which, and writes nothing', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli(['containerd-config', '--mirror', NODE, '--mirror', 'stevedore.stevedore.svc:5000', '--dir', dir]);
+  t.equal(r.code, 1);
+  t.equal(r.stderr, 'stevedore: --mirror must be http(s)://HOST[:PORT] with no path, got stevedore.stevedore.svc:5000 (--mirror 2 of 2)\n');
+  t.same(await fsp.readdir(dir), []);
+});
