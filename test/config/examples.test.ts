@@ -284,7 +284,7 @@ t.test('the Kubernetes node-local tier: a stevedore on every node, containerd po
   const raw = parseYaml(yamlText) as NodeYaml;
   const containerEnv = Object.fromEntries((c.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value]));
   t.doesNotThrow(
-    () => parseConfig(parseYaml(yamlText), { env: { ...containerEnv, NODE_IP: '192.0.2.7', STEVEDORE_PEER_TOKEN: 'a-token' } }),
+    () => parseConfig(parseYaml(yamlText), { env: { ...containerEnv, NODE_IP: '192.0.2.7', STEVEDORE_PEER_TOKEN: 'a-token-of-32-characters-000000' } }),
     'the embedded stevedore.yaml is a valid configuration, node: keys included',
   );
 
