@@ -4,6 +4,8 @@ import t from 'tap';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
 import { blobRequests, holders, metric, peerServed, pullImage, startTiers } from '../fixtures/node-tier.js';
 import { waitFor } from '../fixtures/util.js';
+import { startRegistry } from '../fixtures/registry.js';
+import { MiB } from '../fixtures/cluster.js';
 
 t.test('a pull through a node fetches once at each tier; a second node gets every blob from the first (0 blob requests at central and registry)', async (t) => {
   const tier = await startTiers(t, { nodes: 2 });
@@ -31,4 +33,23 @@ t.test('a pull through a node fetches once at each tier; a second node gets ever
   t.equal(tier.registry.count('GET', /\/blobs\//), 0, 'the registry sent no blob for the second node');
   t.equal(peerServed(a).length, blobDigests.length, 'node A served each blob to node B');
   t.equal(await metric(b, 'stevedore_peer_transfers_total', { event: 'fetched' }), blobDigests.length, 'node B fetched each blob from a peer');
+});
+
+t.test('nodes pulling the same image at the same moment: central serves each blob once, the others stream it from the node fetching it', async (t) => {
+  // A slow registry link, so that the three downloads overlap.
+  const registry = await startRegistry({ bytesPerSecond: 4 * MiB });
+  t.teardown(() => registry.stop());
+  const tier = await startTiers(t, { nodes: 3, registry });
+  const img = buildDockerImage('node-tier-rollout', { layers: 2, layerSize: 4 * MiB });
+  await pushImage(registry.directUrl, 'library/app', 'v1', img);
+  registry.resetCounts();
+  const pulls = await Promise.all(tier.nodes.map((n) => pullImage(n.url, 'library/app', 'v1')));
+  for (const [i, p] of pulls.entries()) for (const [d, got] of p.blobs) t.equal(got, d, `node ${i} served ${d} intact`);
+  for (const l of img.layers) {
+    const atCentral = blobRequests(tier.central).filter((r) => String(r.path).includes(l.digest));
+    t.equal(atCentral.length, 1, `central served layer ${l.digest} once for the three nodes`);
+    t.equal(registry.count('GET', new RegExp(`/blobs/${l.digest}`)), 1, 'the registry sent it once');
+  }
+  const servedToPeers = tier.nodes.reduce((n, p) => n + peerServed(p).filter((r) => img.layers.some((l) => String(r.path).includes(l.digest))).length, 0);
+  t.equal(servedToPeers, 2 * img.layers.length, 'each layer went node to node to the two other nodes');
 });
