@@ -157,6 +157,8 @@ export class SourceClient {
   readonly label: string;
   readonly healthKey: string;
   private readonly fastFail: boolean;
+  /** Until when the breaker's opening was last logged (said once per opening). */
+  private saidOpenUntil = 0;
   private readonly namespace: NamespaceMode;
   /** Connections to the upstream's own origin. */
   private readonly agent: Agent;
@@ -421,7 +423,11 @@ export class SourceClient {
   private async failed(cause: string): Promise<void> {
     if (!this.health) return;
     const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined);
-    if (opened) this.log.warn({ cause, skippedForSec: Math.ceil(opened / 1000) }, `${this.label} is failing; not asked until its circuit breaker lets a request through`);
+    // Requests that failed together may each see themselves open it: said once.
+    if (opened && Date.now() >= this.saidOpenUntil) {
+      this.saidOpenUntil = Date.now() + opened;
+      this.log.warn({ cause, skippedForSec: Math.ceil(opened / 1000) }, `${this.label} is failing; not asked until its circuit breaker lets a request through`);
+    }
   }
 
   /** `/v2/<name>/<rest>` as this source is asked for the upstream's repository `name`. */
