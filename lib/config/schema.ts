@@ -168,8 +168,18 @@ const sourceSchema = z
   })
   .strict();
 
-/** `peers` (the other node instances, node.peers) or a source by URL. */
-const sourceEntry = z.union([z.literal('peers'), sourceSchema]);
+/** `peers` (the other node instances, node.peers) or a source by URL (its own errors, under its key). */
+const sourceEntry = z.unknown().transform((v, ctx): 'peers' | z.output<typeof sourceSchema> => {
+  if (v === 'peers') return 'peers';
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    ctx.addIssue({ code: 'custom', message: 'a source is `peers` or { url, namespace, username, password, timeouts, name }' });
+    return z.NEVER;
+  }
+  const r = sourceSchema.safeParse(v);
+  if (r.success) return r.data;
+  for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path });
+  return z.NEVER;
+});
 
 // username/password pairing is checked in parseConfig, so it is reported alongside other errors.
 const upstreamSchema = z
