@@ -279,9 +279,8 @@ function basicAuth(u: UpstreamConfig): string | null {
 }
 
 /** One upstream: DNS, TCP, TLS, /v2/, and its authentication. */
-export async function checkUpstream(u: UpstreamConfig, secrets: Set<string>): Promise<CheckResult[]> {
+export async function checkUpstream(u: UpstreamConfig, secrets: Set<string>, target = u.name): Promise<CheckResult[]> {
   const check = 'upstream';
-  const target = u.name;
   const out: CheckResult[] = [];
   if (u.offline) return [result('skip', check, target, 'offline: true, never contacted')];
   let url: URL;
@@ -448,7 +447,11 @@ export async function runChecks(flags: ConfigFlags): Promise<{ results: CheckRes
   const secrets = new Set<string>();
   const { config, results } = checkConfig(flags);
   if (!config) return { results, secrets };
-  for (const u of config.upstreams.values()) if (u.credentials) secrets.add(u.credentials.password);
+  for (const u of config.upstreams.values()) {
+    if (u.credentials) secrets.add(u.credentials.password);
+    for (const src of u.sources) if (src.kind === 'url' && src.credentials) secrets.add(src.credentials.password);
+  }
+  if (config.node.peers) secrets.add(config.node.peers.token);
   if (config.metadata.redis) {
     try {
       const p = new URL(config.metadata.redis).password;
@@ -459,7 +462,15 @@ export async function runChecks(flags: ConfigFlags): Promise<{ results: CheckRes
   }
   results.push(...(await checkStore(config)));
   results.push(...(await checkRedis(config)));
-  for (const u of config.upstreams.values()) results.push(...(await checkUpstream(u, secrets)));
+  for (const u of config.upstreams.values()) {
+    const urls = u.sources.filter((src) => src.kind === 'url');
+    if (urls.length <= 1) {
+      results.push(...(await checkUpstream(u, secrets)));
+      continue;
+    }
+    // Several sources: each is checked as the upstream would be asked through it.
+    for (const src of urls) results.push(...(await checkUpstream({ ...u, url: src.url, credentials: src.credentials }, secrets, `${u.name} (source ${src.name})`)));
+  }
   return { results, secrets };
 }
 

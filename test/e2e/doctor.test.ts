@@ -182,3 +182,15 @@ t.test('a 401 without WWW-Authenticate: FAIL', async (t) => {
   t.match(r.stdout, /^info {2}upstream fake\.test: \/v2\/ rate limit: 76;w=21600 remaining of 100;w=21600/m);
   t.match(r.stdout, /^FAIL {2}upstream fake\.test: \/v2\/ answers 401 without a usable WWW-Authenticate \(missing\)/m);
 });
+
+t.test('an upstream with several sources: each source checked under its name; a dead one FAILs, exit 1', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const file = await writeConfig(t, {
+    upstreams: { 'docker.io': { sources: [{ url: 'http://127.0.0.1:1', name: 'central', namespace: 'ns' }, { url: reg.url }] } },
+  });
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  t.match(r.stdout, /^FAIL {2}upstream docker\.io \(source central\): TCP connect to 127\.0\.0\.1:1 failed/m);
+  t.match(r.stdout, new RegExp(`^ok {4}upstream docker\\.io \\(source ${reg.host.replace(/\./g, '\\.')}\\): `, 'm'));
+});
