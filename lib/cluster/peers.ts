@@ -62,6 +62,7 @@ export class Peers implements PeerSource, StoreObserver {
   /** Fetching leases this instance holds, by digest. */
   private readonly fetching = new Map<string, Lease>();
   private readonly timer: NodeJS.Timeout;
+  private readonly leaseTimer: NodeJS.Timeout;
   private readonly token: Buffer;
   private readonly now: () => number;
   private refreshing = false;
@@ -81,8 +82,12 @@ export class Peers implements PeerSource, StoreObserver {
     const t = opts.timeouts;
     this.stall = { windowMs: t.stall, minBytes: t.minProgress };
     this.agent = new Agent({ connect: { timeout: t.connect }, headersTimeout: t.firstByte, bodyTimeout: t.idle, keepAliveTimeout: 30_000, connections: 32 });
-    this.timer = setInterval(() => void this.tick(), Math.max(1_000, Math.floor(opts.ttlMs / 3)));
+    this.timer = setInterval(() => void this.renewAnnouncements(), Math.max(1_000, Math.floor(opts.ttlMs / 3)));
     this.timer.unref();
+    // A fetching lease is given up as soon as its download ended without storing (it failed):
+    // nobody waits on a node that has nothing to stream.
+    this.leaseTimer = setInterval(() => void this.dropIdleLeases(), 1_000);
+    this.leaseTimer.unref();
   }
 
   private count(e: PeerEvent): void {
@@ -157,9 +162,11 @@ export class Peers implements PeerSource, StoreObserver {
     return members.map(String).filter((p) => p !== this.opts.self && isOrigin(p));
   }
 
-  private async tick(): Promise<void> {
-    // Fetching leases of downloads that ended without storing (failed): given up.
-    for (const digest of [...this.fetching.keys()]) if (!this.opts.downloading(digest)) await this.releaseFetch(digest);
+  private async dropIdleLeases(): Promise<void> {
+    for (const digest of [...this.fetching.keys()]) if (!this.opts.downloading(digest)) await this.releaseFetch(digest).catch(() => undefined);
+  }
+
+  private async renewAnnouncements(): Promise<void> {
     if (this.refreshing || !this.link.up) return;
     this.refreshing = true;
     try {
@@ -208,32 +215,56 @@ export class Peers implements PeerSource, StoreObserver {
     exclude: ReadonlySet<string>,
   ): Promise<{ peer: string; size: number | null; start: number; body: Readable; stall: ProgressRule } | null> {
     if (!this.link.up) return null;
+    // The directory changes under us (a fetching node finishes, stores, gives its lease up between
+    // two of these calls): looked at again a few times rather than going to central needlessly.
+    for (let round = 0; round < 3; round++) {
+      const fromHolder = await this.fromHolders(digest, start, signal, exclude);
+      if (fromHolder !== 'none') return fromHolder;
+      if (this.fetching.has(digest)) return null;
+      let lease: Lease | null;
+      try {
+        lease = await this.leases.acquire(`fetching:${digest}`, FETCH_LEASE_MS, this.opts.self);
+      } catch {
+        return null;
+      }
+      if (lease) {
+        // Stored by another node just before we took the lease: fetched from it after all.
+        const late = await this.fromHolders(digest, start, signal, exclude);
+        if (late === 'none') {
+          this.fetching.set(digest, lease);
+          return null;
+        }
+        await lease.release();
+        return late;
+      }
+      const holder = await this.leases.read(`fetching:${digest}`).catch(() => null);
+      // Released between our attempt and our look: the fetching node is done (look for holders again).
+      if (!holder) continue;
+      const peer = holder.value;
+      if (!isOrigin(peer) || peer === this.opts.self || exclude.has(peer) || this.isBad(peer)) return null;
+      return this.request(peer, digest, start, signal);
+    }
+    return null;
+  }
+
+  /** A transfer from a peer that holds `digest`, or 'none' when no holder (left) serves it. */
+  private async fromHolders(
+    digest: string,
+    start: number,
+    signal: AbortSignal,
+    exclude: ReadonlySet<string>,
+  ): Promise<{ peer: string; size: number | null; start: number; body: Readable; stall: ProgressRule } | 'none'> {
     let candidates: string[];
     try {
       candidates = shuffle((await this.holders(digest)).filter((p) => !exclude.has(p) && !this.isBad(p)));
     } catch {
-      return null;
+      return 'none';
     }
     for (const peer of candidates) {
       const got = await this.request(peer, digest, start, signal);
       if (got) return got;
     }
-    // Nobody holds it: the one fetching it, or this instance becomes that one.
-    if (this.fetching.has(digest)) return null;
-    let lease: Lease | null;
-    try {
-      lease = await this.leases.acquire(`fetching:${digest}`, FETCH_LEASE_MS, this.opts.self);
-    } catch {
-      return null;
-    }
-    if (lease) {
-      this.fetching.set(digest, lease);
-      return null;
-    }
-    const holder = await this.leases.read(`fetching:${digest}`).catch(() => null);
-    const peer = holder?.value ?? '';
-    if (!isOrigin(peer) || peer === this.opts.self || exclude.has(peer) || this.isBad(peer)) return null;
-    return this.request(peer, digest, start, signal);
+    return 'none';
   }
 
   /** One GET to a peer; null (and the peer marked bad unless it merely lacks the blob) when it does not serve. */
@@ -279,6 +310,7 @@ export class Peers implements PeerSource, StoreObserver {
   /** Stops renewing, withdraws what this instance announced (so no peer tries it), gives up fetching leases. */
   async close(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.leaseTimer);
     if (this.link.up) {
       const all = [...this.opts.stored()];
       try {

@@ -128,10 +128,6 @@ export class UpstreamClient {
     return this.first((s) => s.headBlob(name, digest, signal));
   }
 
-  getBlob(name: string, digest: string, opts: { start?: number; signal?: AbortSignal } = {}): Promise<{ size: number | null; start: number; body: Readable }> {
-    return this.first((s) => s.getBlob(name, digest, opts));
-  }
-
   listTags(name: string, limits: TagsListLimits, signal?: AbortSignal): Promise<string[]> {
     return this.first((s) => s.listTags(name, limits, signal));
   }

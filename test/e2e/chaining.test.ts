@@ -10,7 +10,7 @@ import { request } from 'undici';
 import { buildDockerImage, MANIFEST_ACCEPT, pushImage, sha256 } from '../fixtures/images.js';
 import { startRegistry, type Registry } from '../fixtures/registry.js';
 import { spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
-import { blobRequests, pullImage } from '../fixtures/node-tier.js';
+import { blobRequests, blobRequestsAtLeast, logged, pullImage } from '../fixtures/node-tier.js';
 import { tmpDir, waitFor } from '../fixtures/util.js';
 
 async function registryWith(t: Parameters<typeof spawnStevedore>[0], repo: string, seed: string): Promise<{ registry: Registry; img: ReturnType<typeof buildDockerImage> }> {
@@ -68,10 +68,9 @@ t.test("the central stevedore's token flow: the node logs in with the source's c
   const n = await node(t, registry, { url: c.url, name: 'central', namespace: 'ns', username: 'node', password: 'node-password' });
   const pulled = await pullImage(n.url, 'library/app', 'v1');
   for (const [d, got] of pulled.blobs) t.equal(got, d, `${d} intact`);
-  const asked = c.logs.filter((l) => l.msg === 'request' && String(l.path).startsWith('/v2/'));
-  t.ok(asked.some((l) => l.status === 401), 'central challenged the node');
-  t.ok(c.logs.some((l) => l.msg === 'request' && String(l.path).startsWith('/token') && l.status === 200 && l.user === 'node'), 'the node fetched a token as its user');
-  t.equal(blobRequests(c).filter((l) => l.status === 200).length, 3, 'central served every blob to the node, authenticated');
+  t.ok((await logged(c, (l) => l.msg === 'request' && String(l.path).startsWith('/v2/') && l.status === 401, 1)).length > 0, 'central challenged the node');
+  t.ok((await logged(c, (l) => l.msg === 'request' && String(l.path).startsWith('/token') && l.status === 200 && l.user === 'node', 1)).length > 0, 'the node fetched a token as its user');
+  t.equal((await blobRequestsAtLeast(c, 3)).filter((l) => l.status === 200).length, 3, 'central served every blob to the node, authenticated');
   t.equal(registry.count('GET', /\/blobs\//), 3, 'the registry only by central');
 
   // Without credentials the central source refuses, and the registry (the next source) answers.
@@ -94,7 +93,7 @@ t.test('HEAD on a cold blob through the node: size and digest from the central o
   t.equal(res.headers['docker-content-digest'], layer.digest);
   t.equal(registry.count('GET', /\/blobs\//), 0, 'no blob downloaded from the registry');
   t.equal(blobRequests(c, 'GET').length, 0, 'no blob downloaded from central');
-  t.equal(blobRequests(c, 'HEAD').length, 1, 'central was asked with one HEAD');
+  t.equal((await blobRequestsAtLeast(c, 1, 'HEAD')).length, 1, 'central was asked with one HEAD');
 });
 
 t.test('Range on a cold blob through the node: the asked bytes, from a download that fills both caches', async (t) => {
@@ -117,7 +116,7 @@ t.test('Range on a cold blob through the node: the asked bytes, from a download 
   t.equal(sha256(Buffer.from(await whole.body.arrayBuffer())), layer.digest);
   t.equal(whole.headers['x-cache'], 'hit');
   t.equal(registry.count('GET', new RegExp(`/blobs/${layer.digest}`)), 1);
-  t.equal(blobRequests(c, 'GET').length, 1);
+  t.equal((await blobRequestsAtLeast(c, 1)).length, 1);
 });
 
 t.test("a stale answer from the central one stays stale at the node: Warning: 110 reaches the node's clients", async (t) => {

@@ -4,7 +4,7 @@
 // shutdown and on eviction. Real processes: registry, central stevedore, node instances, Redis.
 import t from 'tap';
 import { buildDockerImage, pushImage, sha256 } from '../fixtures/images.js';
-import { blobRequests, holders, PEER_TOKEN, pullImage, startTiers } from '../fixtures/node-tier.js';
+import { blobRequests, blobRequestsAtLeast, holders, PEER_TOKEN, pullImage, startTiers } from '../fixtures/node-tier.js';
 import { ociErrors, rawRequest } from '../fixtures/http-client.js';
 import { hangUp, requestHead } from '../fixtures/hangup.js';
 import { waitFor } from '../fixtures/util.js';
@@ -92,5 +92,5 @@ t.test('with Redis down a node instance pulls through the central one, without p
   await tier.redis.stop();
   const pulled = await pullImage(tier.nodes[0]!.url, 'library/app', 'v1');
   for (const [d, got] of pulled.blobs) t.equal(got, d, `${d} intact`);
-  t.equal(blobRequests(tier.central).length, 3, 'every blob from central');
+  t.equal((await blobRequestsAtLeast(tier.central, 3)).length, 3, 'every blob from central');
 });

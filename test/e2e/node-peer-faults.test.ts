@@ -6,7 +6,7 @@ import t from 'tap';
 import type { ServerResponse } from 'node:http';
 import { request } from 'undici';
 import { buildDockerImage, MANIFEST_ACCEPT, pushImage, type BuiltImage } from '../fixtures/images.js';
-import { announce, blobRequests, metric, startTiers, type Tiers } from '../fixtures/node-tier.js';
+import { announce, blobRequestsFor, logged, metric, startTiers, type Tiers } from '../fixtures/node-tier.js';
 import { startFake, type Fake } from '../fixtures/fake-upstream.js';
 import { fetchAndHash, MiB } from '../fixtures/cluster.js';
 
@@ -41,12 +41,12 @@ async function pullLayer(tier: Tiers, repo: string, img: BuiltImage): Promise<Aw
   return fetchAndHash(`${node.url}/v2/${repo}/blobs/${img.layers[0]!.digest}?ns=docker.io`);
 }
 
-function centralAnswers(tier: Tiers, digest: string): number[] {
-  return blobRequests(tier.central).filter((l) => String(l.path).includes(digest)).map((l) => Number(l.status));
+async function centralAnswers(tier: Tiers, digest: string): Promise<number[]> {
+  return (await blobRequestsFor(tier.central, digest, 1)).map((l) => Number(l.status));
 }
 
-function markedBad(tier: Tiers, peer: string): boolean {
-  return tier.nodes[0]!.logs.some((l) => l.msg === 'peer failed a transfer; not asked again for a while' && l.peer === peer);
+async function markedBad(tier: Tiers, peer: string): Promise<boolean> {
+  return (await logged(tier.nodes[0]!, (l) => l.msg === 'peer failed a transfer; not asked again for a while' && l.peer === peer, 1)).length > 0;
 }
 
 t.test('faulty peers', async (t) => {
@@ -63,8 +63,8 @@ t.test('faulty peers', async (t) => {
     const got = await pullLayer(tier, 'library/peer-dies', img);
     t.equal(got.digest, d, 'the client received the layer intact');
     t.equal(peer.count('GET', /\/_stevedore\/peer\//), 1, 'the peer was asked once');
-    t.ok(markedBad(tier, peer.url), 'the peer is marked bad in the log');
-    t.same(centralAnswers(tier, d), [206], 'central was asked once, for the missing part (206)');
+    t.ok(await markedBad(tier, peer.url), 'the peer is marked bad in the log');
+    t.same(await centralAnswers(tier, d), [206], 'central was asked once, for the missing part (206)');
     t.ok(tier.registry.count('GET', new RegExp(`/blobs/${d}`)) <= 1, 'the registry sent the layer at most once (to central)');
   });
 
@@ -81,8 +81,8 @@ t.test('faulty peers', async (t) => {
     t.equal(got.status, 200);
     t.equal(got.digest, d, 'the client received the layer intact, none of the wrong bytes');
     t.equal(got.bytes, img.layers[0]!.size, 'and exactly its bytes');
-    t.ok(markedBad(tier, peer.url), 'the peer is marked bad in the log');
-    t.same(centralAnswers(tier, d), [200], 'central sent the whole layer once');
+    t.ok(await markedBad(tier, peer.url), 'the peer is marked bad in the log');
+    t.same(await centralAnswers(tier, d), [200], 'central sent the whole layer once');
   });
 
   await t.test('a stalled peer: the client gets the right bytes, central is asked for the rest with Range', async (t) => {
@@ -97,8 +97,8 @@ t.test('faulty peers', async (t) => {
     const got = await pullLayer(tier, 'library/peer-stalls', img);
     t.equal(got.digest, d, 'the client received the layer intact');
     t.ok(Date.now() - started < 15_000, 'within the stall window and a transfer, not a long timeout');
-    t.ok(markedBad(tier, peer.url), 'the peer is marked bad in the log');
-    t.same(centralAnswers(tier, d), [206], 'central was asked once, for the missing part (206)');
+    t.ok(await markedBad(tier, peer.url), 'the peer is marked bad in the log');
+    t.same(await centralAnswers(tier, d), [206], 'central was asked once, for the missing part (206)');
   });
 
   await t.test('a peer marked bad is not asked again while it is', async (t) => {

@@ -2,7 +2,7 @@
 // registry, peers found through a real redis-server. Every process on 127.0.0.1.
 import t from 'tap';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
-import { blobRequests, holders, metric, peerServed, pullImage, startTiers } from '../fixtures/node-tier.js';
+import { blobRequests, blobRequestsFor, holders, logged, metric, peerServed, pullImage, startTiers } from '../fixtures/node-tier.js';
 import { waitFor } from '../fixtures/util.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { MiB } from '../fixtures/cluster.js';
@@ -19,7 +19,7 @@ t.test('a pull through a node fetches once at each tier; a second node gets ever
   const blobDigests = [img.config.digest, ...img.layers.map((l) => l.digest)];
   for (const d of blobDigests) {
     t.equal(tier.registry.count('GET', new RegExp(`/blobs/${d}`)), 1, `the registry sent ${d} once`);
-    t.equal(blobRequests(tier.central).filter((l) => String(l.path).includes(d)).length, 1, `central served ${d} once`);
+    t.equal((await blobRequestsFor(tier.central, d, 1)).length, 1, `central served ${d} once`);
   }
   for (const d of blobDigests) {
     await waitFor(`node A announces ${d}`, async () => (await holders(tier.redis.url, d)).includes(a.url));
@@ -31,7 +31,7 @@ t.test('a pull through a node fetches once at each tier; a second node gets ever
   for (const [d, got] of second.blobs) t.equal(got, d, `node B served ${d} intact`);
   t.equal(blobRequests(tier.central).length - centralBefore, 0, 'central served no blob for the second node');
   t.equal(tier.registry.count('GET', /\/blobs\//), 0, 'the registry sent no blob for the second node');
-  t.equal(peerServed(a).length, blobDigests.length, 'node A served each blob to node B');
+  t.equal((await logged(a, (l) => l.msg === 'request' && String(l.path).startsWith('/_stevedore/peer/'), blobDigests.length)).length, blobDigests.length, 'node A served each blob to node B');
   t.equal(await metric(b, 'stevedore_peer_transfers_total', { event: 'fetched' }), blobDigests.length, 'node B fetched each blob from a peer');
 });
 
@@ -46,10 +46,11 @@ t.test('nodes pulling the same image at the same moment: central serves each blo
   const pulls = await Promise.all(tier.nodes.map((n) => pullImage(n.url, 'library/app', 'v1')));
   for (const [i, p] of pulls.entries()) for (const [d, got] of p.blobs) t.equal(got, d, `node ${i} served ${d} intact`);
   for (const l of img.layers) {
-    const atCentral = blobRequests(tier.central).filter((r) => String(r.path).includes(l.digest));
+    const atCentral = await blobRequestsFor(tier.central, l.digest, 1);
     t.equal(atCentral.length, 1, `central served layer ${l.digest} once for the three nodes`);
     t.equal(registry.count('GET', new RegExp(`/blobs/${l.digest}`)), 1, 'the registry sent it once');
   }
+  await waitFor('the transfers between nodes are logged', async () => tier.nodes.reduce((n, p) => n + peerServed(p).length, 0) >= 2 * img.layers.length);
   const servedToPeers = tier.nodes.reduce((n, p) => n + peerServed(p).filter((r) => img.layers.some((l) => String(r.path).includes(l.digest))).length, 0);
   t.equal(servedToPeers, 2 * img.layers.length, 'each layer went node to node to the two other nodes');
 });
