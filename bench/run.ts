@@ -7,6 +7,10 @@
  * Scenario 9 pulls the image of scenario 5 through three stevedore replicas in cluster mode (one
  * store, one redis-server), beside three independent distribution proxies.
  *
+ * Scenario 10 rolls an image out to five node instances (node mode) at once, in front of one cold
+ * central stevedore: with peers (one redis-server) and without; it measures what the central cache
+ * serves, on the wire, as a multiple of the image. One more client on one node hangs up mid-body.
+ *
  * Scenario 8 hits every warm contender with clients that hang up mid-body (wrk ending its runs, raw
  * sockets resetting at a random byte, on warm and on cold blobs). After every scenario each contender
  * is checked: one that died or logged a defect fails the benchmark (exit 1), never a missing number.
@@ -17,7 +21,8 @@
  * Options (after `--`): --quick, --out FILE (Markdown), --json FILE (raw figures),
  * --only s1,s3,... (a subset of the scenarios), --runs N, --cpu-prof DIR (stevedore runs with
  * node --cpu-prof, one .cpuprofile per process written to DIR when it stops), --node-arg ARG
- * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs).
+ * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs),
+ * --rollout-mib N (scenario 10's image size, e.g. 20 for a short check; default 200, 8 with --quick).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
@@ -27,14 +32,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { hangUp, requestHead } from '../test/fixtures/hangup.js';
-import { removeDir, tmpDir, waitFor } from '../test/fixtures/util.js';
+import { freePort, removeDir, tmpDir, waitFor } from '../test/fixtures/util.js';
 import { LoadClient } from './lib/client-api.js';
-import { buildImage, contentBlob, MANIFEST_ACCEPT, MediaType } from './lib/data.js';
-import { params as paramsFor, type Params } from './lib/params.js';
+import { buildImage, contentBlob, MANIFEST_ACCEPT, MediaType, type ImageSpec } from './lib/data.js';
+import { startMeter, type Meter } from './lib/meter.js';
+import { MiB, params as paramsFor, rolloutLayers, type Params } from './lib/params.js';
 import { cpuTicks, loadAvg, memStatus, openFds, PeakRss } from './lib/proc.js';
 import { pushGenerated, pushImage } from './lib/registry-api.js';
 import { collectMeta, gitVersion, renderReport, type Results } from './lib/report.js';
 import {
+  accessLog,
   assertAlive,
   buildStevedore,
   failureOf,
@@ -60,7 +67,8 @@ const REPO_BLOBS = 'bench/blobs';
 const REPO_APP = 'bench/app';
 const REPO_PULL = 'bench/pull';
 const REPO_HANGUP = 'bench/hangup';
-const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9'] as const;
+const REPO_ROLLOUT = 'bench/rollout';
+const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9', 's10'] as const;
 type ScenarioId = (typeof ALL)[number];
 
 function log(msg: string): void {
@@ -355,8 +363,6 @@ async function scenario7(ctx: Ctx): Promise<void> {
 
 // ---- scenario 8: clients that hang up --------------------------------------------------------
 
-const MiB = 1024 * 1024;
-
 function fdsOf(s: Server): number {
   return s.pids().reduce((n, pid) => n + (openFds(pid) ?? 0), 0);
 }
@@ -621,6 +627,223 @@ async function scenario9(ctx: Ctx): Promise<void> {
   ctx.results.s9 = out;
 }
 
+// ---- scenario 10: a rollout through the node-local tier ----------------------------------------
+
+/** The node instances' shared secret (node.peers.token). */
+const PEER_TOKEN = 'stevedore-bench-peer-token-0123456789';
+const PEER_PATH = '/_stevedore/peer/';
+
+type RolloutMode = 'peers' | 'central';
+
+interface RolloutRun {
+  wallS: number;
+  /** Seconds until each node's client had the whole image, by node. */
+  nodeS: number[];
+  /** What the central cache sent the nodes through the meter (heads included). */
+  centralBytes: number;
+  /** Its access log: requests answered, blobs asked more often than the mode needs, answers cut short. */
+  centralRequests: number;
+  centralRepeated: string[];
+  /** Where the logs of the central one and the nodes were copied when a blob was asked of it too often. */
+  keptLogs: string | null;
+  centralAborted: number;
+  /** The nodes' access logs: blob transfers they served each other, and their bytes. */
+  peerTransfers: number;
+  peerBytes: number;
+  upstreamBytes: number;
+  upstreamRequests: number;
+  rssCentral: number;
+  rssNodes: number[];
+  hangup: { node: number; at: number; size: number; cut: boolean; problem: string | null };
+}
+
+/**
+ * A client that pulls like the others (manifest by tag first, so the node knows the repository
+ * links the layer), then GETs `layer` and resets the connection at byte `at` of the answer.
+ */
+async function hangUpMidLayer(node: Server, layer: ImageSpec['layers'][number], at: number): Promise<{ cut: boolean }> {
+  // reset: a connection of its own, closed after the answer (nothing left open for the node's shutdown).
+  const m = await request(`${node.url}/v2/${REPO_ROLLOUT}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT }, reset: true, headersTimeout: 120_000, bodyTimeout: 120_000 });
+  await m.body.dump();
+  if (m.statusCode !== 200) throw new Error(`s10: the client that hangs up got ${m.statusCode} for the manifest from ${node.name}`);
+  const got = await hangUp(Number(new URL(node.url).port), [requestHead('GET', blobPath(REPO_ROLLOUT, layer.digest))], { afterReceived: at, reset: true, timeoutMs: 120_000 });
+  return { cut: !got.serverClosed && got.received >= at };
+}
+
+/** One rollout: fresh central (cold), Redis (with peers) and nodes; every node's client starts at once. */
+async function rolloutOnce(ctx: Ctx, img: ImageSpec, mode: RolloutMode, run: number, rand: () => number): Promise<RolloutRun> {
+  const { nodes } = ctx.p.rollout;
+  const { layerConcurrency, linkRate } = ctx.p.pull;
+  const dirs: string[] = [];
+  const fresh = async (prefix: string): Promise<string> => {
+    const d = await tmpDir(undefined, prefix);
+    dirs.push(d);
+    return d;
+  };
+  let redis: RedisServer | null = null;
+  let central: StevedoreServer | null = null;
+  let meter: Meter | null = null;
+  const started: StevedoreServer[] = [];
+  try {
+    if (mode === 'peers') redis = await startRedis();
+    central = await startStevedore({ build: ctx.build, storage: await fresh('stevedore-bench-central-'), upstreamUrl: ctx.upstream.url, nodeArgs: ctx.nodeArgs, name: 'stevedore central' });
+    meter = await startMeter(central.url);
+    // One after the other, each with a store of its own; the peers are advertised on a fixed port.
+    for (let i = 0; i < nodes; i++) {
+      const port = await freePort();
+      started.push(
+        await startStevedore({
+          build: ctx.build,
+          storage: await fresh('stevedore-bench-node-'),
+          // The registry (through the link) stays the last source, as in a real node config.
+          upstreamUrl: ctx.upstream.url,
+          nodeArgs: ctx.nodeArgs,
+          name: `stevedore node-${i + 1}`,
+          config: {
+            listen: `127.0.0.1:${port}`,
+            ...(redis ? { metadata: { redis: redis.redisUrl } } : {}),
+            node: { central: { url: meter.url }, ...(redis ? { peers: { advertise: `http://127.0.0.1:${port}`, token: PEER_TOKEN } } : {}) },
+          },
+        }),
+      );
+    }
+    const origins = started.map((s) => s.url);
+    const victim = run % nodes;
+    const layer = img.layers.reduce((a, b) => (b.size > a.size ? b : a));
+    const at = 1 + Math.floor(rand() * layer.size);
+    ctx.upstream.resetCounts();
+    meter.resetCounts();
+    ctx.upstream.setRate(linkRate);
+    let r;
+    let hung;
+    try {
+      [r, hung] = await Promise.all([
+        check(
+          `s10 pull (${mode})`,
+          ctx.client.pull({ origin: origins[0]!, origins, repo: REPO_ROLLOUT, tag: 'v1', clients: nodes, layerConcurrency, accept: MANIFEST_ACCEPT, verify: true, manifestDigest: img.manifestDigest }),
+        ),
+        hangUpMidLayer(started[victim]!, layer, at),
+      ]);
+    } finally {
+      ctx.upstream.setRate(null);
+    }
+    if (r.bytes !== img.totalBytes * nodes) throw new Error(`s10 (${mode}): clients got ${r.bytes} bytes, expected ${img.totalBytes * nodes}`);
+    // Fresh processes: VmHWM is the peak since start.
+    const rssCentral = memStatus(central.pid)?.hwm ?? NaN;
+    const rssNodes = started.map((s) => memStatus(s.pid)?.hwm ?? NaN);
+    const nodeS = origins.map((o) => {
+      const k = r.clientOrigins.indexOf(o);
+      return k < 0 ? NaN : r.clientMs[k]! / 1000;
+    });
+    // Whatever the nodes still do after their clients left (the layer whose client hung up) counts too.
+    await sleep(ctx.p.hangup.settleMs);
+    const problem = await answerProblem(started[victim]!);
+    const lines = await accessLog(central);
+    const seen = new Map<string, number>();
+    for (const l of lines) {
+      const what = `${l.method} ${l.path.replace(/\?.*$/, '')}`;
+      seen.set(what, (seen.get(what) ?? 0) + 1);
+    }
+    let peerTransfers = 0;
+    let peerBytes = 0;
+    for (const s of started) {
+      for (const l of await accessLog(s)) {
+        if (!l.path.startsWith(PEER_PATH) || l.method !== 'GET') continue;
+        peerTransfers++;
+        peerBytes += l.bytes;
+      }
+    }
+    // Blobs asked of it more often than the mode needs: once with peers, once per node without.
+    const centralRepeated = [...seen]
+      .filter(([what, k]) => what.includes('/blobs/') && k > (mode === 'peers' ? 1 : nodes))
+      .map(([what, k]) => `${what.replace(/^(GET|HEAD) \/v2\/.*\/blobs\/sha256:(\w{12})\w*$/, '$1 $2…')} ×${k}`);
+    let keptLogs: string | null = null;
+    if (centralRepeated.length) {
+      // The evidence, before the processes and their logs go (a directory of its own, not removed).
+      keptLogs = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-bench-s10-logs-'));
+      for (const s of [central, ...started]) await fsp.copyFile(s.logFile, path.join(keptLogs, `${s.name.replace(/^stevedore /, '')}.log`));
+    }
+    return {
+      wallS: r.wallMs / 1000,
+      nodeS,
+      centralBytes: meter.bytes(),
+      centralRequests: lines.length,
+      centralRepeated,
+      keptLogs,
+      centralAborted: lines.filter((l) => l.aborted).length,
+      peerTransfers,
+      peerBytes,
+      upstreamBytes: ctx.upstream.bytes(),
+      upstreamRequests: ctx.upstream.records().length,
+      rssCentral,
+      rssNodes,
+      hangup: { node: victim, at, size: layer.size, cut: hung.cut, problem },
+    };
+  } finally {
+    // Nodes first (with peers they withdraw their announcements through Redis), then the central
+    // one, then Redis. stop() throws if a process died or logged a defect: that failure wins.
+    await stopEach([...started, ...(central ? [central] : []), ...(redis ? [redis] : [])]).finally(async () => {
+      await meter?.stop();
+      for (const d of dirs) await removeDir(d);
+    });
+  }
+}
+
+async function scenario10(ctx: Ctx): Promise<void> {
+  const { nodes, runs, imageBytes, layers } = ctx.p.rollout;
+  const { linkRate } = ctx.p.pull;
+  const img = buildImage('rollout', rolloutLayers(imageBytes, layers));
+  await pushImage(ctx.upstream.directUrl, REPO_ROLLOUT, 'v1', img);
+  const seed = Number(process.env.HANGUP_SEED ?? Date.now() % 1_000_000);
+  const rand = prng(seed);
+  log(
+    `s10: rollout of a ${img.totalBytes}-byte image (${img.layers.length} layers) to ${nodes} node instances at once, each pulled by one client, ` +
+      `through one cold central stevedore; with peers (one redis-server) and without; upstream link paced to ${linkRate} B/s; ` +
+      `one more client per run hangs up mid-layer on one node (HANGUP_SEED=${seed})`,
+  );
+  const out: NonNullable<Results['s10']> = { imageBytes: img.totalBytes, layers: img.layers.length, nodes, linkRate, modes: {} };
+  for (let run = 0; run < runs; run++) {
+    for (const mode of rotate(['peers', 'central'] as const, run)) {
+      const r = await rolloutOnce(ctx, img, mode, run, rand);
+      const h = r.hangup;
+      log(
+        `s10 run ${run + 1} ${mode === 'peers' ? 'with peers' : 'without peers'}: the last node had the image after ${r.wallS.toFixed(2)} s ` +
+          `(each: ${r.nodeS.map((x) => x.toFixed(2)).join(' / ')} s); central served ${r.centralBytes.toLocaleString('en-US')} bytes = ${(r.centralBytes / img.totalBytes).toFixed(4)}× the image ` +
+          `in ${r.centralRequests} requests${r.centralAborted ? ` (${r.centralAborted} cut short)` : ''}` +
+          (r.centralRepeated.length ? `, blobs asked ${mode === 'peers' ? 'more than once' : 'more than once per node'}: ${r.centralRepeated.join(', ')} (logs kept in ${r.keptLogs})` : '') +
+          `; nodes served each other ${(r.peerBytes / MiB).toFixed(1)} MiB in ${r.peerTransfers} transfers; upstream ${(r.upstreamBytes / img.totalBytes).toFixed(4)}× in ${r.upstreamRequests} requests; ` +
+          `peak RSS central ${(r.rssCentral / MiB).toFixed(1)} MiB, nodes ${r.rssNodes.map((x) => (x / MiB).toFixed(1)).join(' / ')} MiB; ` +
+          `a client on node-${h.node + 1} hung up at byte ${h.at} of ${h.size} (${h.cut ? 'cut there' : 'not cut there'}), the node ${h.problem === null ? 'answers' : h.problem}`,
+      );
+      const o = (out.modes[mode] ??= {
+        wallS: [],
+        nodeS: [],
+        centralBytes: [],
+        centralRequests: [],
+        peerBytes: [],
+        upstreamBytes: [],
+        rssCentral: [],
+        rssNode: [],
+        rssEach: [],
+        hangupCut: [],
+        hangupAnswered: [],
+      });
+      o.wallS.push(r.wallS);
+      o.nodeS.push(r.nodeS);
+      o.centralBytes.push(r.centralBytes);
+      o.centralRequests.push(r.centralRequests);
+      o.peerBytes.push(r.peerBytes);
+      o.upstreamBytes.push(r.upstreamBytes);
+      o.rssCentral.push(r.rssCentral);
+      o.rssNode.push(Math.max(...r.rssNodes));
+      o.rssEach.push(r.rssNodes);
+      o.hangupCut.push(h.cut);
+      o.hangupAnswered.push(h.problem === null);
+    }
+  }
+  ctx.results.s10 = out;
+}
+
 /**
  * Runs one scenario, then checks every warm contender: one that died or logged a defect fails the
  * benchmark, naming the scenario (also when the scenario failed some other way because of it).
@@ -655,10 +878,16 @@ async function main(): Promise<void> {
       runs: { type: 'string' },
       'cpu-prof': { type: 'string' },
       'node-arg': { type: 'string', multiple: true },
+      'rollout-mib': { type: 'string' },
     },
   });
   const p = paramsFor(values.quick ? 'quick' : 'full');
   if (values.runs) p.runs = Number(values.runs);
+  if (values['rollout-mib'] !== undefined) {
+    const mib = Number(values['rollout-mib']);
+    if (!(mib > 0)) throw new Error(`--rollout-mib: a size in MiB above 0, not ${values['rollout-mib']}`);
+    p.rollout.imageBytes = Math.round(mib * MiB);
+  }
   const only = new Set<ScenarioId>(values.only ? (values.only.split(',').map((s) => s.trim()) as ScenarioId[]) : ALL);
   for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s} (use ${ALL.join(',')})`);
   const out = path.resolve(values.out ?? (values.quick ? path.join(os.tmpdir(), `stevedore-bench-quick-${process.pid}.md`) : path.join(ROOT, 'bench', 'RESULTS.md')));
@@ -723,6 +952,7 @@ async function main(): Promise<void> {
       s7: () => scenario7(ctx),
       s8: () => scenario8(ctx),
       s9: () => scenario9(ctx),
+      s10: () => scenario10(ctx),
     };
     for (const id of ALL) if (only.has(id)) await runScenario(ctx, id, scenarios[id]);
     const failed = await stopAll();

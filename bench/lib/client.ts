@@ -9,8 +9,11 @@
  *   pull:  `clients` concurrent image pulls: manifest by tag, then config and layers with
  *          `layerConcurrency` in flight per client (containerd's default is 3); each body's length
  *          is checked against the manifest. With `origins`, client i pulls from origins[i mod n]
- *          (scenario 9: clients spread round-robin over replicas), all starting together.
+ *          (scenario 9: clients spread round-robin over replicas), all starting together. With
+ *          `verify` (scenario 10), every blob is hashed as it arrives and checked against its
+ *          digest, and the manifest against `manifestDigest`.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { Agent } from 'undici';
 import { RawConnection } from './raw-http.js';
 
@@ -42,12 +45,18 @@ export interface PullJob {
   clients: number;
   layerConcurrency: number;
   accept: string;
+  /** Hash every blob (sha256) and fail the pull when one does not match its digest. */
+  verify?: boolean;
+  /** With `verify`: the digest the manifest fetched by tag must have. */
+  manifestDigest?: string;
 }
 
 export interface PullResult {
   wallMs: number;
   bytes: number;
   clientMs: number[];
+  /** The server each entry of clientMs pulled from. */
+  clientOrigins: string[];
   failed: number;
   errors: string[];
 }
@@ -61,7 +70,7 @@ interface Got {
   body: Buffer | null;
 }
 
-function get(agent: Agent, origin: string, path: string, headers: Record<string, string>, keepBody: boolean): Promise<Got> {
+function get(agent: Agent, origin: string, path: string, headers: Record<string, string>, keepBody: boolean, hash?: Hash): Promise<Got> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     let status = 0;
@@ -77,6 +86,7 @@ function get(agent: Agent, origin: string, path: string, headers: Record<string,
         onResponseData(_c, chunk) {
           bytes += chunk.length;
           chunks?.push(chunk);
+          hash?.update(chunk);
         },
         onResponseEnd() {
           resolve({ status, bytes, ms: performance.now() - t0, body: chunks ? Buffer.concat(chunks) : null });
@@ -168,11 +178,20 @@ async function pullOnce(agent: Agent, job: PullJob, origin: string): Promise<{ b
   const t0 = performance.now();
   const m = await get(agent, origin, `/v2/${job.repo}/manifests/${job.tag}`, { accept: job.accept }, true);
   if (m.status !== 200) throw new Error(`manifest ${job.repo}:${job.tag}: ${m.status} ${m.body?.toString().slice(0, 200)}`);
+  if (job.verify && job.manifestDigest !== undefined) {
+    const got = `sha256:${createHash('sha256').update(m.body!).digest('hex')}`;
+    if (got !== job.manifestDigest) throw new Error(`manifest ${job.repo}:${job.tag} from ${origin}: digest ${got}, expected ${job.manifestDigest}`);
+  }
   const manifest = JSON.parse(m.body!.toString()) as { config: Descriptor; layers: Descriptor[] };
   let bytes = m.bytes;
   await pool([manifest.config, ...manifest.layers], job.layerConcurrency, async (d) => {
-    const g = await get(agent, origin, `/v2/${job.repo}/blobs/${d.digest}`, {}, false);
+    const hash = job.verify ? createHash('sha256') : undefined;
+    const g = await get(agent, origin, `/v2/${job.repo}/blobs/${d.digest}`, {}, false, hash);
     if (g.status !== 200 || g.bytes !== d.size) throw new Error(`blob ${d.digest}: status ${g.status}, ${g.bytes} of ${d.size} bytes`);
+    if (hash) {
+      const got = `sha256:${hash.digest('hex')}`;
+      if (got !== d.digest) throw new Error(`blob ${d.digest} from ${origin}: the bytes hash to ${got}`);
+    }
     bytes += g.bytes;
   });
   return { bytes, ms: performance.now() - t0 };
@@ -180,15 +199,17 @@ async function pullOnce(agent: Agent, job: PullJob, origin: string): Promise<{ b
 
 async function runPull(job: PullJob): Promise<PullResult> {
   const agent = newAgent(job.clients * job.layerConcurrency + 1);
-  const res: PullResult = { wallMs: 0, bytes: 0, clientMs: [], failed: 0, errors: [] };
+  const res: PullResult = { wallMs: 0, bytes: 0, clientMs: [], clientOrigins: [], failed: 0, errors: [] };
   const t0 = performance.now();
   try {
     await Promise.all(
       Array.from({ length: job.clients }, async (_, i) => {
+        const origin = job.origins?.length ? job.origins[i % job.origins.length]! : job.origin;
         try {
-          const r = await pullOnce(agent, job, job.origins?.length ? job.origins[i % job.origins.length]! : job.origin);
+          const r = await pullOnce(agent, job, origin);
           res.bytes += r.bytes;
           res.clientMs.push(r.ms);
+          res.clientOrigins.push(origin);
         } catch (err) {
           res.failed++;
           if (res.errors.length < 5) res.errors.push((err as Error).message);

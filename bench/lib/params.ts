@@ -28,6 +28,14 @@ export interface Params {
    * ~`clients`× the image over the paced link, minutes in full mode). `--runs` does not apply.
    */
   cluster: { replicas: number; clients: number; runs: number; peerRuns: number };
+  /**
+   * Scenario 10, a rollout through the node-local tier: `nodes` node instances (node mode) in front
+   * of one central stevedore, each pulled by one client at the same moment, an image of
+   * `imageBytes` in `layers` layers (rolloutLayers), the central cache cold and the upstream link
+   * paced to scenario 5's rate; once with peers (Redis) and once without. `runs` runs of each mode
+   * (`--runs` does not apply; `--rollout-mib` sets `imageBytes`).
+   */
+  rollout: { nodes: number; imageBytes: number; layers: number; runs: number };
   /** Scenario 6, separate measurement: clients streaming one cold blob of `size` through stevedore (link unpaced). */
   coldBlob: { size: number; clients: number; runs: number };
   /** Scenario 7: start-up with this many stored blobs. */
@@ -67,6 +75,7 @@ export function params(mode: 'full' | 'quick'): Params {
       pull: { layers: [256 * KiB, 512 * KiB, 1 * MiB], clients: 4, layerConcurrency: 3, linkRate: 64 * MiB },
       coldBlob: { size: 4 * MiB, clients: 4, runs: 1 },
       cluster: { replicas: 3, clients: 60, runs: 1, peerRuns: 1 },
+      rollout: { nodes: 5, imageBytes: 8 * MiB, layers: 6, runs: 1 },
       startup: { blobs: 1000, runs: 1 },
       hangup: { runs: 1, wrkRuns: 2, wrkDurationS: 1, connections: 64, threads: 2, rounds: 2, clients: 64, warmSize: 4 * MiB, coldSize: 1 * MiB, coldLinkRate: 32 * MiB, settleMs: 1000 },
     };
@@ -81,7 +90,20 @@ export function params(mode: 'full' | 'quick'): Params {
     pull: { layers: [8 * MiB, 24 * MiB, 40 * MiB, 56 * MiB, 72 * MiB], clients: 20, layerConcurrency: 3, linkRate: 64 * MiB },
     coldBlob: { size: 1 * GiB, clients: 20, runs: 2 },
     cluster: { replicas: 3, clients: 60, runs: 3, peerRuns: 1 },
+    rollout: { nodes: 5, imageBytes: 200 * MiB, layers: 6, runs: 3 },
     startup: { blobs: 100_000, runs: 5 },
     hangup: { runs: 1, wrkRuns: 20, wrkDurationS: 2, connections: 64, threads: 2, rounds: 10, clients: 64, warmSize: 4 * MiB, coldSize: 8 * MiB, coldLinkRate: 64 * MiB, settleMs: 1000 },
   };
+}
+
+/**
+ * Scenario 10's layer sizes: `total` bytes (less the manifest and config, a few hundred bytes) in
+ * `n` layers growing in steps (1 : 2 : … : n of the total, as real images have a small base and
+ * bigger application layers), every one at least 1 byte.
+ */
+export function rolloutLayers(total: number, n: number): number[] {
+  const weight = (n * (n + 1)) / 2;
+  const sizes = Array.from({ length: n }, (_, i) => Math.max(1, Math.floor((total * (i + 1)) / weight)));
+  const rest = total - sizes.reduce((a, b) => a + b, 0);
+  return sizes.map((x, i) => (i === n - 1 ? x + Math.max(0, rest) : x));
 }

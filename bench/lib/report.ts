@@ -35,6 +35,36 @@ export interface Results {
     replicas: number;
     modes: Record<string, { wallS: Series; warmWallS: Series; upstreamBytes: Series; upstreamRequests: Series; rss: Series; rssEach: Series[] }>;
   };
+  /**
+   * Rollout through the node-local tier: modes peers (node instances share blobs, Redis) and central
+   * (each node straight to the central cache), one entry per run. centralBytes: what the central
+   * cache sent the nodes, on the wire (heads included); peerBytes: what the nodes served each other
+   * (their access logs); upstreamBytes: the registry's link; nodeS: per run, each node's seconds;
+   * rssNode: per run the busiest node's peak, rssEach: every node's; hangupCut / hangupAnswered:
+   * the extra client was cut at its byte, and its node answered afterwards.
+   */
+  s10?: {
+    imageBytes: number;
+    layers: number;
+    nodes: number;
+    linkRate: number;
+    modes: Record<
+      string,
+      {
+        wallS: Series;
+        nodeS: Series[];
+        centralBytes: Series;
+        centralRequests: Series;
+        peerBytes: Series;
+        upstreamBytes: Series;
+        rssCentral: Series;
+        rssNode: Series;
+        rssEach: Series[];
+        hangupCut: boolean[];
+        hangupAnswered: boolean[];
+      }
+    >;
+  };
   s7?: { blobs: number; startupMs: Series; indexMs: Series; rss: Series };
   /** Clients that hang up: blob sizes, then per contender one entry per run (rps: one per wrk run). */
   s8?: {
@@ -249,6 +279,33 @@ function targets(r: Results, p: Params): Target[] {
       met: Number.isFinite(w) && Number.isFinite(ww) ? w <= 1.2 * ww : null,
     });
   }
+  if (r.s10) {
+    const s10 = r.s10;
+    const label = `10. rollout to ${s10.nodes} nodes at once`;
+    const times = (bytes: Series | undefined): number[] => (bytes ?? []).map((b) => b / s10.imageBytes);
+    const every = (xs: number[]): string => (xs.length ? `${[...new Set(xs.map((x) => num(x, 4)))].join(', ')}× (${xs.length === 1 ? 'one run' : 'every run'})` : 'n/a');
+    const withPeers = times(s10.modes.peers?.centralBytes);
+    out.push({
+      target: `${label}, with peers: the central cache serves ≤ 1.5× the image`,
+      measured: every(withPeers),
+      met: withPeers.length ? withPeers.every((x) => x <= 1.5) : null,
+    });
+    // The baseline: one copy per node, no more (and no less: the nodes have nowhere else to get it).
+    const without = times(s10.modes.central?.centralBytes);
+    out.push({
+      target: `${label}, without peers: the central cache serves ${s10.nodes}× the image (one copy per node, ±1 %)`,
+      measured: every(without),
+      met: without.length ? without.every((x) => Math.abs(x - s10.nodes) <= 0.01 * s10.nodes) : null,
+    });
+    const answered = Object.values(s10.modes).flatMap((o) => o.hangupAnswered);
+    if (answered.length) {
+      out.push({
+        target: `${label}: the node whose extra client hung up mid-layer still answers`,
+        measured: `${answered.filter(Boolean).length} of ${answered.length} run(s)`,
+        met: answered.every(Boolean),
+      });
+    }
+  }
   const rssTarget = (label: string, values: Series | undefined): void => {
     if (!values || values.length === 0) return;
     const peak = Math.max(...values);
@@ -259,6 +316,11 @@ function targets(r: Results, p: Params): Target[] {
   if (r.s6) rssTarget(`${r.s6.clients} clients on one cold ${num(r.s6.size / MiB, 0)} MiB blob`, r.s6.rss);
   rssTarget('scenario 7 (start-up with the stored blobs)', r.s7?.rss);
   if (r.s9) rssTarget(`scenario 9 (cluster, ${r.s9.clients} clients; largest of ${r.s9.replicas} replicas)`, r.s9.modes.stevedore?.rss);
+  if (r.s10) {
+    const modes = Object.values(r.s10.modes);
+    rssTarget(`scenario 10 (rollout; busiest of ${r.s10.nodes} nodes, both modes)`, modes.flatMap((o) => o.rssNode));
+    rssTarget('scenario 10 (rollout; the central cache, both modes)', modes.flatMap((o) => o.rssCentral));
+  }
   if (r.s7) {
     const m = med(r.s7.startupMs);
     out.push({ target: `7. start-up with ${r.s7.blobs.toLocaleString('en-US')} stored blobs ≤ 2 s`, measured: `${num(m, 0)} ms (median)`, met: m <= 2000 });
@@ -308,7 +370,7 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
   L.push(
     `**Machine**: ${m.nproc} CPUs (${m.cpu}), ${num(m.memGiB, 1)} GiB RAM, Linux ${m.kernel}. ` +
       '**The load generators share these cores with the servers**: one client process (a raw HTTP client and undici in scenarios 1 and 2, ' +
-      `undici in 5, 6 and 9) or wrk with ${p.wrk.threads} thread(s) (3 and 4), plus the upstream registry and its counting link in the orchestrator. Every figure is for the whole box, ` +
+      `undici in 5, 6, 9 and 10) or wrk with ${p.wrk.threads} thread(s) (3 and 4), plus the upstream registry and its counting link in the orchestrator. Every figure is for the whole box, ` +
       'not for a server alone; a server that uses more cores (nginx, Go) takes them from the client.',
     '',
   );
@@ -324,9 +386,10 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
   L.push(
     '**Setup** (all on 127.0.0.1, each a separate process):',
     '- *upstream*: Debian `docker-registry` (CNCF distribution, filesystem storage, access log off) seeded through its API, behind a node "link" proxy that counts every response byte; ' +
-      `the link is paced to ${num(p.pull.linkRate / MiB, 0)} MiB/s shared by all streams during scenarios 5 and 9 only (a WAN link to a remote registry).`,
+      `the link is paced to ${num(p.pull.linkRate / MiB, 0)} MiB/s shared by all streams during scenarios 5, 9 and 10 only (a WAN link to a remote registry).`,
     '- *stevedore*: compiled with `tsc` (no TypeScript loader), one process, embedded defaults plus one upstream; logs at `info` (a JSON line per request) to a file. ' +
-      'Scenario 9: three such processes on one store directory with `metadata.redis` set (cluster mode, `cluster.*` defaults, a distinct `cluster.replicaId` each) and one Debian `redis-server` (no persistence).',
+      'Scenario 9: three such processes on one store directory with `metadata.redis` set (cluster mode, `cluster.*` defaults, a distinct `cluster.replicaId` each) and one Debian `redis-server` (no persistence). ' +
+      `Scenario 10: one central process and ${p.rollout.nodes} node instances (node mode), each with its own store, with and without peers (Redis); a TCP meter in front of the central one.`,
     '- *distribution*: `docker-registry` with Debian\'s default config plus `proxy.remoteurl` and its own storage; logs at `info` (access log on) to a file; a Go process using every core.',
     '- *nginx*: `sendfile on`, `tcp_nopush on`, `worker_processes auto`, access log off, serving stevedore\'s store files (`/v2/<name>/blobs/<digest>` → `blobs/sha256/<xx>/<hex>`): the limit for a warm blob.',
     '- *clients*: a separate node process: undici\'s dispatcher, or a minimal raw HTTP/1.1 client (`bench/lib/raw-http.ts`), bodies counted (not hashed, ' +
@@ -445,11 +508,22 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
         if (o?.rss.length) rows.push([`9. cluster, ${r.s9.clients} clients over ${r.s9.replicas} processes`, label, mmm(o.rss, MiB, 1), num(Math.max(...o.rss) / MiB, 1)]);
       }
     }
+    if (r.s10) {
+      for (const [k, label] of [
+        ['peers', 'with peers'],
+        ['central', 'without peers'],
+      ] as const) {
+        const o = r.s10.modes[k];
+        if (!o) continue;
+        rows.push([`10. rollout to ${r.s10.nodes} nodes, ${label}`, 'stevedore (busiest node)', mmm(o.rssNode, MiB, 1), num(Math.max(...o.rssNode) / MiB, 1)]);
+        rows.push([`10. rollout to ${r.s10.nodes} nodes, ${label}`, 'stevedore (central)', mmm(o.rssCentral, MiB, 1), num(Math.max(...o.rssCentral) / MiB, 1)]);
+      }
+    }
     if (r.s7) rows.push([`7. start-up with ${r.s7.blobs.toLocaleString('en-US')} blobs`, 'stevedore', mmm(r.s7.rss, MiB, 1), num(Math.max(...r.s7.rss) / MiB, 1)]);
     if (rows.length) {
       L.push(table(['during', 'process', 'peak RSS MiB', 'max of runs'], rows), '');
       L.push(
-        'Peak RSS is VmHWM from /proc/<pid>/status, reset before each run by writing 5 to /proc/<pid>/clear_refs (a fresh process in 5, 6 and 9), backed by sampling VmRSS every 50 ms.',
+        'Peak RSS is VmHWM from /proc/<pid>/status, reset before each run by writing 5 to /proc/<pid>/clear_refs (a fresh process in 5, 6, 9 and 10), backed by sampling VmRSS every 50 ms.',
         '',
       );
       if (r.s6) {
@@ -556,6 +630,73 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
         'peak RSS is VmHWM of each fresh process after the pull. ' +
         `"warm re-pull": right after each cluster run, the same ${s9.clients} clients pull again from the same replicas, everything now in the store: ` +
         'what handing out that many copies costs this machine (clients and servers share its cores), the floor under the cold wall time whatever the upstream does.',
+      '',
+    );
+  }
+  if (r.s10) {
+    const s10 = r.s10;
+    L.push(
+      `## 10. Rollout: ${s10.nodes} node instances pull one image at the same moment (${num(s10.imageBytes / MiB, 1)} MiB: manifest, config, ${s10.layers} layers; ` +
+        `one cold central stevedore; upstream link ${num(s10.linkRate / MiB, 0)} MiB/s)`,
+      '',
+    );
+    const label: Record<string, string> = {
+      peers: `with peers: ${s10.nodes} nodes → each other / central (one Redis)`,
+      central: `without peers: ${s10.nodes} nodes → central`,
+    };
+    const rows = ['peers', 'central']
+      .filter((k) => k in s10.modes)
+      .map((k) => {
+        const o = s10.modes[k]!;
+        const cut = o.hangupCut.filter(Boolean).length;
+        const answered = o.hangupAnswered.filter(Boolean).length;
+        return [
+          label[k]!,
+          String(o.wallS.length),
+          mmm(o.wallS),
+          mmm(o.centralBytes, MiB, 1),
+          // Four digits: the heads of a few dozen answers are ~0.0001× of the image.
+          multiple(o.centralBytes, s10.imageBytes, 4),
+          mmm(o.centralRequests, 1, 0),
+          mmm(o.peerBytes, MiB, 1),
+          multiple(o.upstreamBytes, s10.imageBytes, 4),
+          mmm(o.rssNode, MiB, 1),
+          mmm(o.rssCentral, MiB, 1),
+          `${cut} of ${o.hangupCut.length} / ${answered} of ${o.hangupAnswered.length}`,
+        ];
+      });
+    L.push(
+      table(
+        [
+          'rollout',
+          'runs',
+          'wall s (last node has the image)',
+          'central served MiB',
+          'central bytes / image',
+          'central requests',
+          'nodes served each other MiB',
+          'upstream bytes / image',
+          'peak RSS MiB, busiest node',
+          'peak RSS MiB, central',
+          'client that hung up: cut mid-layer / node answers after',
+        ],
+        rows,
+      ),
+      '',
+    );
+    const wp = med(s10.modes.peers?.wallS);
+    const wc = med(s10.modes.central?.wallS);
+    L.push(
+      `Fresh processes and empty stores for every run and mode: one central stevedore (cold: it fetches the image from the upstream during the rollout, over the paced link), ` +
+        `${s10.nodes} node instances (node mode, \`node.central\` → the central one, the upstream itself last; with peers also \`node.peers\` and \`metadata.redis\`, the \`node.peers.*\` defaults) ` +
+        `and, with peers, one redis-server. The nodes start one after the other; then one client per node, all at once, GETs the manifest by tag and config and layers ` +
+        `${p.pull.layerConcurrency} at a time, hashing every blob against its digest. Wall time: from the start until the last client has the whole image ` +
+        `(with peers ÷ without: ${ratio(wp, wc)}). "central served": every byte the central stevedore sent the nodes, counted on the wire by a TCP meter in front of it (bench/lib/meter.ts: ` +
+        `HTTP heads included, a transfer cut short counts what it sent), as a multiple of the image; "central requests": its access log; "nodes served each other": ` +
+        `the nodes' access logs for \`/_stevedore/peer/\` (answers cut short count 0 there). In every run one more client, on node (run mod ${s10.nodes}) + 1, ` +
+        `GETs the manifest, then the largest layer, and resets the connection (TCP RST) at a random byte of it (\`HANGUP_SEED\` repeats the cut points); ` +
+        'that node must answer `GET /v2/` afterwards, and every process (nodes, central, Redis) must not die or log a defect, else the benchmark fails. ' +
+        'Peak RSS is VmHWM of each fresh process after the rollout.',
       '',
     );
   }

@@ -231,6 +231,24 @@ async function readLines(file: string): Promise<Array<Record<string, unknown>>> 
   return out;
 }
 
+/** One line of stevedore's access log (a 'request' line: lib/server/create-server.ts). */
+export interface AccessLine {
+  method: string;
+  /** As logged: with its query (`?ns=`). */
+  path: string;
+  status: number;
+  /** The answer's body bytes; 0 for an answer cut short (`aborted`). */
+  bytes: number;
+  aborted: boolean;
+}
+
+/** The access log of a running stevedore, as written so far. */
+export async function accessLog(s: StevedoreServer): Promise<AccessLine[]> {
+  return (await readLines(s.logFile))
+    .filter((l) => l.msg === 'request')
+    .map((l) => ({ method: String(l.method), path: String(l.path), status: Number(l.status), bytes: Number(l.bytes ?? 0), aborted: l.aborted === true }));
+}
+
 export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreServer> {
   const dir = await tmpDir(undefined, 'stevedore-bench-sd-');
   const configFile = path.join(dir, 'stevedore.yaml');

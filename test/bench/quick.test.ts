@@ -31,7 +31,7 @@ t.test('the quick benchmark completes and reports numbers for every scenario', a
   // Coverage and tap's loaders are for this test process, not for the benchmark's servers.
   delete env.NODE_V8_COVERAGE;
   delete env.NODE_OPTIONS;
-  const r = await run(which('npm'), ['run', '--silent', 'bench:quick', '--', '--out', md, '--json', json], { cwd: ROOT, env, timeoutMs: 120_000 });
+  const r = await run(which('npm'), ['run', '--silent', 'bench:quick', '--', '--out', md, '--json', json], { cwd: ROOT, env, timeoutMs: 180_000 });
   t.equal(r.code, 0, `npm run bench:quick exits 0\n${r.stderr.slice(-4000)}`);
   if (r.code !== 0) return;
 
@@ -57,9 +57,14 @@ t.test('the quick benchmark completes and reports numbers for every scenario', a
   const s9 = (results.s9 as { modes?: Record<string, unknown> } | undefined)?.modes;
   seriesPresent(t, s9?.direct, 's9.direct', ['wallS', 'upstreamBytes', 'upstreamRequests']);
   for (const name of ['stevedore', 'distribution']) seriesPresent(t, s9?.[name], `s9.${name}`, ['wallS', 'upstreamBytes', 'upstreamRequests', 'rss']);
+  const s10 = (results.s10 as { modes?: Record<string, unknown> } | undefined)?.modes;
+  for (const name of ['peers', 'central']) {
+    seriesPresent(t, s10?.[name], `s10.${name}`, ['wallS', 'centralBytes', 'centralRequests', 'peerBytes', 'upstreamBytes', 'rssCentral', 'rssNode']);
+    t.same((s10?.[name] as { hangupAnswered?: unknown } | undefined)?.hangupAnswered, [true], `s10.${name}: the node whose client hung up still answers`);
+  }
 
   const report = await fsp.readFile(md, 'utf8');
-  for (const heading of ['## Targets', '## 1. ', '## 2. ', '## 3. ', '## 4. ', '## 5. ', '## 6. ', '## 7. ', '## 8. ', '## 9. ']) {
+  for (const heading of ['## Targets', '## 1. ', '## 2. ', '## 3. ', '## 4. ', '## 5. ', '## 6. ', '## 7. ', '## 8. ', '## 9. ', '## 10. ']) {
     t.ok(report.includes(heading), `the report has "${heading}"`);
   }
   t.notMatch(report, /\bn\/a\b|NaN/, 'no figure in the report is missing');
