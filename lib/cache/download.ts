@@ -126,6 +126,8 @@ export class Download {
   private followers = 0;
   /** Bytes from a peer are in the file: verified before anything is released. */
   private untrusted = false;
+  /** `size` is what a peer announced (no manifest gave it): a trusted source may correct it. */
+  private sizeUntrusted = false;
   private readonly abort = new AbortController();
   private readonly opts: DownloadOptions;
 
@@ -177,6 +179,11 @@ export class Download {
     source.distrust?.();
     await this.writer.rewind();
     this.received = 0;
+    if (this.sizeUntrusted) {
+      this.size = this.opts.expectedSize;
+      this.sizeFrom = this.size !== null ? 'manifest' : null;
+      this.sizeUntrusted = false;
+    }
     return true;
   }
 
@@ -206,6 +213,11 @@ export class Download {
         if (this.size === null) {
           this.size = res.size ?? this.opts.expectedSize;
           this.sizeFrom = res.size !== null ? 'announced' : this.size !== null ? 'manifest' : null;
+          this.sizeUntrusted = res.size !== null && res.untrusted === true;
+        } else if (res.size !== null && res.size !== this.size && this.sizeUntrusted && !res.untrusted && this.received <= res.size) {
+          // A peer announced it: a trusted source's size wins (the bytes are verified at the end anyway).
+          this.size = res.size;
+          this.sizeUntrusted = false;
         } else if (res.size !== null && res.size !== this.size) {
           discard(res.body);
           throw new UpstreamError('bad_response', this.opts.upstream, `size of ${this.digest} changed between requests (${this.size} then ${res.size})`);
