@@ -27,7 +27,7 @@ async function writer(t: { teardown(fn: () => unknown): void }): Promise<BlobWri
 /** A body of `data` from `start`, cut after `cutAfter` bytes (an error) when given. */
 function body(data: Buffer, start: number, cutAfter?: number): Readable {
   const part = data.subarray(start, cutAfter === undefined ? undefined : start + cutAfter);
-  const chunks = [];
+  const chunks: Buffer[] = [];
   for (let i = 0; i < part.length; i += 16_384) chunks.push(part.subarray(i, i + 16_384));
   let i = 0;
   return new Readable({

@@ -1,7 +1,9 @@
 // Node-local tier (issue 14): node instances in front of a central stevedore in front of a real
 // registry, peers found through a real redis-server. Every process on 127.0.0.1.
 import t from 'tap';
-import { buildDockerImage, pushImage } from '../fixtures/images.js';
+import { buildDockerImage, MANIFEST_ACCEPT, pushImage, sha256 } from '../fixtures/images.js';
+import { request } from 'undici';
+import { hangUp, requestHead } from '../fixtures/hangup.js';
 import { blobRequests, blobRequestsFor, holders, logged, metric, peerServed, pullImage, startTiers } from '../fixtures/node-tier.js';
 import { waitFor } from '../fixtures/util.js';
 import { startRegistry } from '../fixtures/registry.js';
@@ -53,4 +55,29 @@ t.test('nodes pulling the same image at the same moment: central serves each blo
   await waitFor('the transfers between nodes are logged', async () => tier.nodes.reduce((n, p) => n + peerServed(p).length, 0) >= 2 * img.layers.length);
   const servedToPeers = tier.nodes.reduce((n, p) => n + peerServed(p).filter((r) => img.layers.some((l) => String(r.path).includes(l.digest))).length, 0);
   t.equal(servedToPeers, 2 * img.layers.length, 'each layer went node to node to the two other nodes');
+});
+
+t.test('a client that hangs up while its node fetches the blob from a peer: the node finishes the transfer and serves the blob from its store after', async (t) => {
+  const tier = await startTiers(t, { nodes: 2 });
+  const img = buildDockerImage('node-tier-hangup', { layers: 1, layerSize: 8 * MiB });
+  await pushImage(tier.registry.directUrl, 'library/app', 'v1', img);
+  const [a, b] = tier.nodes as [(typeof tier.nodes)[0], (typeof tier.nodes)[0]];
+  await pullImage(a.url, 'library/app', 'v1');
+  const layer = img.layers[0]!;
+  await waitFor('node A announces the layer', async () => (await holders(tier.redis.url, layer.digest)).includes(a.url));
+  // Node B links the layer (its manifest), then its client hangs up mid-body.
+  const m = await request(`${b.url}/v2/library/app/manifests/v1?ns=docker.io`, { headers: { accept: MANIFEST_ACCEPT } });
+  await m.body.text();
+  const port = Number(new URL(b.url).port);
+  const cut = await hangUp(port, [requestHead('GET', `/v2/library/app/blobs/${layer.digest}?ns=docker.io`)], { afterReceived: 0 });
+  t.ok(cut.firstLine.startsWith('HTTP/1.1 200'), `the answer had begun: ${cut.firstLine}`);
+  await waitFor('node B stores the layer', async () => {
+    const h = await request(`${b.url}/v2/library/app/blobs/${layer.digest}?ns=docker.io`, { method: 'HEAD' });
+    await h.body.text();
+    return h.headers['x-cache'] === 'hit';
+  });
+  const again = await request(`${b.url}/v2/library/app/blobs/${layer.digest}?ns=docker.io`);
+  t.equal(sha256(Buffer.from(await again.body.arrayBuffer())), layer.digest, 'served intact from its store');
+  t.equal((await logged(a, (l) => l.msg === 'request' && String(l.path).startsWith('/_stevedore/peer/'), 1)).length, 1, 'node A sent it once');
+  t.equal((await blobRequestsFor(tier.central, layer.digest, 1)).length, 1, 'central sent it once (to node A)');
 });
