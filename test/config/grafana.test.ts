@@ -1,5 +1,5 @@
 // config/grafana/stevedore.json queries only what stevedore really exports: every metric a panel
-// or variable names is in the /metrics of a real stevedore in cluster mode (so the cluster metrics
+// or variable names is in the /metrics of a real stevedore in cluster mode and of one in node mode (so the cluster metrics
 // are there too), and every label a query groups or selects by is one that metric carries.
 // Renaming a metric in lib/server/metrics.ts without the dashboard (or the reverse) fails here.
 import { readFileSync } from 'node:fs';
@@ -153,7 +153,13 @@ t.test('every metric and label the dashboard queries is exported by a real steve
   await (await fetch(`${sd.url}/v2/library/x/blobs/sha256:${'a'.repeat(64)}?ns=docker.io`)).arrayBuffer();
   const res = await fetch(`${sd.url}/metrics`);
   t.equal(res.status, 200, '/metrics is open to anonymous clients');
-  const expo = parseExposition(await res.text());
+  // And a node instance (node mode with peers), for the node tier's metrics.
+  const node = await startStevedore(t, {
+    upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } },
+    config: { metadata: { redis: redis.url }, node: { central: { url: 'http://127.0.0.1:1' }, peers: { advertise: 'http://127.0.0.1:1', token: 'grafana-test-peer-token-000000' } } },
+  });
+  const expo = parseExposition(`${await res.text()}\n${await (await fetch(`${node.url}/metrics`)).text()}`);
+  t.ok(expo.types.has('stevedore_peer_transfers_total'), 'node mode is on');
   t.ok(expo.types.has('stevedore_redis_up'), 'cluster mode is on');
   const declared = declaredLabels();
   t.ok(declared.get('stevedore_http_requests_total')?.has('route'), 'labelNames read from lib/server/metrics.ts');
@@ -202,6 +208,8 @@ t.test('every metric and label the dashboard queries is exported by a real steve
     'stevedore_cluster_downloads_total',
     'stevedore_cluster_store_bytes',
     'stevedore_cluster_evictions_total',
+    'stevedore_source_requests_total',
+    'stevedore_peer_transfers_total',
   ]) {
     t.ok(used.has(name), `the dashboard shows ${name}`);
   }
