@@ -107,6 +107,17 @@ function isTransient(err: unknown): err is UpstreamError {
   );
 }
 
+/** The answer of a client following a download in progress (it has answered: its size is known if the upstream said). */
+function followAnswer(dl: Download): BlobAnswer {
+  return {
+    size: dl.size,
+    cache: 'miss',
+    open: (r) => dl.createReader(r?.start, r?.end),
+    sendTo: (dest, r) => dl.sendTo(dest, r?.start, r?.end),
+    release: async () => undefined,
+  };
+}
+
 /** The repository a download was started for, as a map key. */
 function repoKey(r: RepoRef): string {
   return `${r.upstream}/${r.name}`;
@@ -669,13 +680,7 @@ export class PullThrough {
       } catch {
         return null;
       }
-      return {
-        size: dl.size,
-        cache: 'miss',
-        open: (r) => dl.createReader(r?.start, r?.end),
-        sendTo: (dest, r) => dl.sendTo(dest, r?.start, r?.end),
-        release: async () => undefined,
-      };
+      return followAnswer(dl);
     }
     const stored = await this.store.blobs.open(d);
     if (!stored) return null;
@@ -697,13 +702,7 @@ export class PullThrough {
 
   private async follow(dl: Download, t: Target): Promise<BlobAnswer> {
     await this.awaitReady(dl, t);
-    return {
-      size: dl.size,
-      cache: 'miss',
-      open: (r) => dl.createReader(r?.start, r?.end),
-      sendTo: (dest, r) => dl.sendTo(dest, r?.start, r?.end),
-      release: async () => undefined,
-    };
+    return followAnswer(dl);
   }
 
   private async awaitReady(dl: Download, _t: Target): Promise<void> {

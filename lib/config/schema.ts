@@ -89,15 +89,20 @@ const denySchema = z
   })
   .strict();
 
-const upstreamUrl = z.string().transform((v, ctx) => {
-  const u = httpUrl(v, ctx);
-  if (!u) return z.NEVER;
-  if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) {
-    ctx.addIssue({ code: 'custom', message: 'must be an origin only (scheme://host[:port]); credentials go in username/password' });
-    return z.NEVER;
-  }
-  return u.origin;
-});
+/** An http(s) origin and nothing more (no path, query or credentials), as written: `message` says why not. */
+function originUrl(message: string): z.ZodType<string, string> {
+  return z.string().transform((v, ctx) => {
+    const u = httpUrl(v, ctx);
+    if (!u) return z.NEVER;
+    if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) {
+      ctx.addIssue({ code: 'custom', message });
+      return z.NEVER;
+    }
+    return u.origin;
+  });
+}
+
+const upstreamUrl = originUrl('must be an origin only (scheme://host[:port]); credentials go in username/password');
 
 /** A stall window: at least a second (shorter would cut healthy bodies on a busy machine). */
 const stallWindow = duration.refine((ms) => ms >= 1_000, { message: 'at least 1s' });
@@ -359,15 +364,7 @@ export const configSchema = z
         peers: z
           .object({
             /** This instance's URL as the other nodes reach it, e.g. http://${NODE_IP}:5001. */
-            advertise: z.string().transform((v, ctx) => {
-              const u = httpUrl(v, ctx);
-              if (!u) return z.NEVER;
-              if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) {
-                ctx.addIssue({ code: 'custom', message: 'must be an origin only (scheme://host[:port])' });
-                return z.NEVER;
-              }
-              return u.origin;
-            }),
+            advertise: originUrl('must be an origin only (scheme://host[:port])'),
             /** Shared by the node instances: a peer serves blobs only to requests carrying it. */
             token: z.string().min(16, { message: 'at least 16 characters (a random secret shared by the node instances)' }),
             /** Instances with the same group (and Redis) are peers of each other. */
