@@ -38,12 +38,13 @@ t.test('containerd pulls through the node-local stevedore first, and through the
     defaultUpstream: 'docker.io',
     upstreams: { 'docker.io': { url: reg.url } },
   });
-  // The node's stevedore: its docker.io upstream is the central stevedore (whose default upstream
-  // is docker.io, so names without ns resolve there).
+  // The node's stevedore: docker.io's sources are the central stevedore, then the registry. It asks
+  // the central one with the path prefix (/v2/docker.io/<name>), so its requests there are told
+  // apart from containerd's (which carry ?ns=docker.io).
   const node = await spawnStevedore(t, {
     storage: { path: path.join(work, 'node') },
     defaultUpstream: 'docker.io',
-    upstreams: { 'docker.io': { url: central.url } },
+    upstreams: { 'docker.io': { sources: [{ url: central.url, name: 'central', namespace: 'path' }, { url: reg.url }] } },
   });
   const ctrd = await ctrdP;
   const hostsDir = path.join(work, 'certs.d');
@@ -63,7 +64,7 @@ t.test('containerd pulls through the node-local stevedore first, and through the
     for (const b of blobsOf(app)) {
       const lines = served(node, 'GET', blobPath('library/app', b.digest));
       t.same(lines.map((l) => l.status), [200], `the node-local stevedore served ${b.digest.slice(0, 19)} once`);
-      t.equal(served(central, 'GET', blobPath('library/app', b.digest)).length, 1, `the central stevedore served it once, to the node-local one`);
+      t.equal(served(central, 'GET', blobPath('docker.io/library/app', b.digest)).length, 1, `the central stevedore served it once, to the node-local one`);
       t.equal(reg.count('GET', blobPath('library/app', b.digest)), 1, 'the registry served it once, to the central one');
     }
     t.notOk(
