@@ -297,6 +297,9 @@ function crossCheck(doc: unknown): string[] {
       if ((username === undefined) !== (password === undefined)) problems.push(`upstreams.${name}: username and password go together`);
       if (url === undefined && sources === undefined) problems.push(`upstreams.${name}.url: required (or sources, listing where its content comes from)`);
       if (url !== undefined && sources !== undefined) problems.push(`upstreams.${name}: give url or sources, not both (list the registry's own url last in sources)`);
+      if (sources !== undefined && (username !== undefined || password !== undefined)) {
+        problems.push(`upstreams.${name}: with sources, credentials go on the source they are for (upstreams.${name}.sources.N.username / password)`);
+      }
       if (Array.isArray(sources)) {
         const urls = sources.filter(isRecord);
         if (urls.length === 0) problems.push(`upstreams.${name}.sources: at least one source must be a url (peers alone cannot resolve tags)`);

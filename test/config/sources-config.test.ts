@@ -73,6 +73,11 @@ const refused: Array<[string, Record<string, unknown>, RegExp]> = [
     { defaultUpstream: null, upstreams: { 'r.example.com': { url: 'https://r.example.com', sources: [{ url: 'https://r.example.com' }] } } },
     /^upstreams\.r\.example\.com: give url or sources, not both/,
   ],
+  [
+    'credentials on an upstream with sources',
+    { defaultUpstream: null, upstreams: { 'r.example.com': { username: 'u', password: 'p', sources: [{ url: 'https://r.example.com' }] } } },
+    /^upstreams\.r\.example\.com: with sources, credentials go on the source/,
+  ],
   ['an empty sources list', { defaultUpstream: null, upstreams: { 'r.example.com': { sources: [] } } }, /^upstreams\.r\.example\.com\.sources: /],
   ['sources of peers alone', { defaultUpstream: null, metadata: { redis: REDIS }, node: { peers: PEERS }, upstreams: { 'r.example.com': { sources: ['peers'] } } }, /sources: at least one source must be a url/],
   ['peers without node.peers', { defaultUpstream: null, upstreams: { 'r.example.com': { sources: ['peers', { url: 'https://r.example.com' }] } } }, /peers needs node\.peers/],
