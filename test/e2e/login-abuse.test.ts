@@ -97,9 +97,10 @@ async function allLogged(p: StevedoreProcess, count: number): Promise<void> {
 /**
  * The bound on the slowest /healthz. The slowest probe is the one that arrives with the burst and
  * waits while the process reads and answers 300 requests (~1 ms of CPU each: up to ~1 s on a busy
- * 2-core machine); bcrypt on the event loop made it 17 s.
+ * 2-core machine, 3 s seen while other test suites shared it); bcrypt on the event loop made it
+ * 17 s. The bound tells those apart, not a good machine from a loaded one.
  */
-const HEALTHZ_BOUND_MS = 2000;
+const HEALTHZ_BOUND_MS = 6000;
 
 const countStatus = (answers: RawResponse[], status: number): number => answers.filter((a) => a.status === status).length;
 const errorCode = (a: RawResponse): unknown => (JSON.parse(a.body.toString()) as { errors?: Array<{ code: string }> }).errors?.[0]?.code;
