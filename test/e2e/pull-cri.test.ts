@@ -6,6 +6,11 @@
 // `server` is a closed loopback port, so a pull that succeeds was served by stevedore and nothing
 // leaves 127.0.0.1.
 //
+// `_default/hosts.toml` (what `containerd-config --containerd-version 2` adds) is read for a registry
+// with no directory of its own; it has no `server`, so containerd falls back to the image's own
+// registry. To keep that fallback on this machine too, those registries are named after closed
+// loopback ports (127.0.0.1:1, 127.0.0.1:2), and stevedore has an upstream for the first only.
+//
 // HTTPS: `writeCriHostsToml(..., { ca })` writes `ca = "FILE"` under the host; a test with stevedore
 // on TLS behind a generated CA goes here once that fixture exists.
 import path from 'node:path';
@@ -22,6 +27,14 @@ function served(p: StevedoreProcess, method: string, urlPath: string): Array<Rec
   return p.logs.filter((l) => l.msg === 'request' && l.method === method && String(l.path).split('?')[0] === urlPath);
 }
 
+/** The `ns` query parameter of a logged request path. */
+const nsOf = (line: Record<string, unknown> | undefined): string | null => new URLSearchParams(String(line?.path).split('?')[1] ?? '').get('ns');
+
+/** A registry with no hosts.toml directory of its own, that stevedore has an upstream for; nothing listens on it. */
+const OTHER = '127.0.0.1:1';
+/** A registry with no directory of its own that stevedore has no upstream for; nothing listens on it. */
+const UNKNOWN = '127.0.0.1:2';
+
 // What the kubelet puts in a PullImage for a pod's container.
 const SANDBOX = {
   metadata: { name: 'app-7d4b9c-xk2p', uid: '5f0c1f8e-0000-4000-8000-000000000001', namespace: 'default', attempt: 0 },
@@ -29,23 +42,25 @@ const SANDBOX = {
   annotations: { 'kubernetes.io/config.source': 'api' },
 };
 
-t.test('the CRI plugin (the kubelet path) pulls docker.io images through stevedore', async (t) => {
+t.test('the CRI plugin (the kubelet path) pulls images through stevedore', async (t) => {
   const ctrdP = startContainerd({ cri: true });
   t.teardown(async () => (await ctrdP.catch(() => null))?.stop());
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
   const app = buildDockerImage('pull-cri/app', { layers: 2 });
+  const tool = buildDockerImage('pull-cri/tool', { layers: 1 });
   await pushImage(reg.directUrl, 'library/app', 'v1', app);
+  await pushImage(reg.directUrl, 'team/tool', 'v1', tool);
 
   const work = await tmpDir(t, 'stevedore-cri-');
   const sd = await spawnStevedore(t, {
     storage: { path: path.join(work, 'store') },
     defaultUpstream: 'docker.io',
-    upstreams: { 'docker.io': { url: reg.url } },
+    upstreams: { 'docker.io': { url: reg.url }, [OTHER]: { url: reg.url } },
   });
   const ctrd = await ctrdP;
-  const files = await ctrd.writeCriHostsToml(['docker.io'], sd.url);
-  t.same(files, [path.join(ctrd.criHostsDir!, 'docker.io', 'hosts.toml')]);
+  const files = await ctrd.writeCriHostsToml(['docker.io'], sd.url, { includeDefault: true });
+  t.same(files, [path.join(ctrd.criHostsDir!, 'docker.io', 'hosts.toml'), path.join(ctrd.criHostsDir!, '_default', 'hosts.toml')]);
   const cri = criImageClient(ctrd.address);
   t.teardown(() => cri.close());
 
@@ -109,5 +124,34 @@ t.test('the CRI plugin (the kubelet path) pulls docker.io images through stevedo
     t.ok(tagLines.length >= 1, 'stevedore was asked for the tag');
     t.ok(tagLines.every((l) => l.status === 404), 'and answered 404');
     t.match(tagLines[0]?.path, /[?&]ns=docker\.io(&|$)/);
+  });
+
+  await t.test('a registry with no directory of its own is pulled through stevedore by _default/hosts.toml', async (t) => {
+    const ref = `${OTHER}/team/tool:v1`;
+    const pulled = await cri.pullImage(ref, { sandboxConfig: SANDBOX });
+    t.equal(pulled.image_ref, tool.config.digest);
+    t.same((await cri.imageStatus(ref)).image?.repo_digests, [`${OTHER}/team/tool@${tool.manifest.digest}`], 'repo digest is the upstream manifest digest');
+    const tagHead = served(sd, 'HEAD', '/v2/team/tool/manifests/v1');
+    t.same(tagHead.map((l) => l.status), [200], 'stevedore resolved the tag');
+    t.equal(nsOf(tagHead[0]), OTHER, `asked with ns=${OTHER}`);
+    for (const b of [tool.config, ...tool.layers]) {
+      const lines = served(sd, 'GET', `/v2/team/tool/blobs/${b.digest}`);
+      t.same(lines.map((l) => l.status), [200], `stevedore served ${b.digest.slice(0, 19)}`);
+      t.equal(nsOf(lines[0]), OTHER);
+    }
+  });
+
+  await t.test('a registry stevedore has no upstream for: _default sends it to stevedore, which answers 404, then containerd tries the registry', async (t) => {
+    const ref = `${UNKNOWN}/team/tool:v1`;
+    const err = await cri.pullImage(ref, { sandboxConfig: SANDBOX }).then(
+      () => null,
+      (e: unknown) => e as { details?: string },
+    );
+    t.ok(err, 'PullImage failed');
+    // (containerd speaks plain http to a loopback registry of its own accord.)
+    t.match(err?.details, `http://${UNKNOWN}/v2/team/tool/manifests/v1`, `the last host tried is the registry itself: ${err?.details}`);
+    const asked = sd.logs.filter((l) => l.msg === 'request' && nsOf(l) === UNKNOWN);
+    t.ok(asked.length >= 1, 'stevedore was asked first');
+    t.ok(asked.every((l) => l.status === 404), 'and answered 404 (no upstream of that name: it never connects to a host a client names)');
   });
 });
