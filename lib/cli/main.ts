@@ -153,16 +153,23 @@ program
   .option('-r, --registries <list>', 'registries to mirror', 'docker.io,ghcr.io,quay.io,registry.k8s.io,gcr.io,mcr.microsoft.com,public.ecr.aws')
   .option('-d, --dir <dir>', 'containerd config_path', '/etc/containerd/certs.d')
   .option('--skip-verify', 'skip TLS verification of an https mirror')
-  .action(async (opts: { mirror: string[]; registries: string; dir: string; skipVerify?: boolean }) => {
+  .option('--ca <file>', 'CA certificate (absolute path on the node) that signed an https mirror\'s certificate; not with --skip-verify')
+  .option(
+    '--containerd-version <major>',
+    'containerd major on the nodes: 1 (1.6 / 1.7) or 2 (2.x, also writes _default/hosts.toml); given, the config.toml lines to add are printed too',
+  )
+  .action(async (opts: { mirror: string[]; registries: string; dir: string; skipVerify?: boolean; ca?: string; containerdVersion?: string }) => {
     try {
-      const { writeHostsTomls } = await import('./containerd-config.js');
-      const files = await writeHostsTomls(
-        opts.dir,
-        opts.registries.split(',').map((r) => r.trim()).filter(Boolean),
-        opts.mirror,
-        opts.skipVerify ? { skipVerify: true } : {},
-      );
+      const { configTomlSnippet, parseContainerdVersion, writeHostsTomls } = await import('./containerd-config.js');
+      const version = opts.containerdVersion === undefined ? 1 : parseContainerdVersion(opts.containerdVersion);
+      const files = await writeHostsTomls(opts.dir, opts.registries.split(',').map((r) => r.trim()).filter(Boolean), opts.mirror, {
+        ...(opts.skipVerify ? { skipVerify: true } : {}),
+        ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+        ...(version === 2 ? { includeDefault: true } : {}),
+      });
       for (const f of files) process.stdout.write(`wrote ${f}\n`);
+      // Without --containerd-version the output is what it always was: the files written.
+      if (opts.containerdVersion !== undefined) process.stdout.write(`\n${configTomlSnippet(version, opts.dir)}`);
     } catch (err) {
       fail(err);
     }

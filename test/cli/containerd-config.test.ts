@@ -1,10 +1,18 @@
 // `stevedore containerd-config`: the hosts.toml it renders for one mirror (unchanged) and for
 // several (a node-local stevedore first, the central one second: containerd tries them in file
-// order), how each --mirror is checked, and the command itself with --mirror repeated.
+// order), how each --mirror is checked, and the command itself with --mirror repeated; `--ca`, and
+// `--containerd-version 1|2` (the config.toml lines printed, and containerd 2.x's `_default`).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { mirrorOrigins, renderHostsToml, writeHostsTomls } from '../../lib/cli/containerd-config.js';
+import {
+  configTomlSnippet,
+  mirrorOrigins,
+  parseContainerdVersion,
+  renderDefaultHostsToml,
+  renderHostsToml,
+  writeHostsTomls,
+} from '../../lib/cli/containerd-config.js';
 import { stevedoreCli } from '../fixtures/cli.js';
 import { tmpDir } from '../fixtures/util.js';
 
@@ -100,5 +108,169 @@ t.test('containerd-config with a bad second --mirror exits 1, says which, and wr
   const r = await stevedoreCli(['containerd-config', '--mirror', NODE, '--mirror', 'stevedore.stevedore.svc:5000', '--dir', dir]);
   t.equal(r.code, 1);
   t.equal(r.stderr, 'stevedore: --mirror must be http(s)://HOST[:PORT] with no path, got stevedore.stevedore.svc:5000 (--mirror 2 of 2)\n');
+  t.same(await fsp.readdir(dir), []);
+});
+
+const CA = '/etc/containerd/certs.d/stevedore-ca.pem';
+
+t.test('--ca writes ca under every host, after capabilities, and no skip_verify', async (t) => {
+  t.equal(
+    renderHostsToml('docker.io', ['https://node.example:5001', 'https://central.example:5000'], { ca: CA }),
+    [
+      '# containerd hosts.toml for docker.io: pull through stevedore (each host below in turn), fall back to the registry.',
+      '# Written by `stevedore containerd-config`.',
+      'server = "https://registry-1.docker.io"',
+      '',
+      '[host."https://node.example:5001"]',
+      '  capabilities = ["pull", "resolve"]',
+      '  ca = "/etc/containerd/certs.d/stevedore-ca.pem"',
+      '',
+      '[host."https://central.example:5000"]',
+      '  capabilities = ["pull", "resolve"]',
+      '  ca = "/etc/containerd/certs.d/stevedore-ca.pem"',
+      '',
+    ].join('\n'),
+  );
+});
+
+t.test('a CA path is written as a TOML string, quotes and backslashes escaped', async (t) => {
+  t.match(renderHostsToml('docker.io', 'https://m:5000', { ca: '/etc/my "ca"\\x.pem' }), /^ {2}ca = "\/etc\/my \\"ca\\"\\\\x\.pem"$/m);
+});
+
+t.test('--ca together with skip_verify is refused', async (t) => {
+  t.throws(() => renderHostsToml('docker.io', 'https://m:5000', { ca: CA, skipVerify: true }), {
+    message: '--ca and --skip-verify exclude each other: with a CA the mirror is verified',
+  });
+});
+
+t.test('a relative --ca is refused (containerd would read it relative to each hosts.toml)', async (t) => {
+  t.throws(() => renderHostsToml('docker.io', 'https://m:5000', { ca: 'ca.pem' }), { message: '--ca must be an absolute path (as containerd on the node reads it), got ca.pem' });
+});
+
+t.test('_default/hosts.toml names every mirror and no server', async (t) => {
+  t.equal(
+    renderDefaultHostsToml([NODE, CENTRAL]),
+    [
+      '# containerd hosts.toml for every registry without a directory of its own: pull through stevedore,',
+      "# then from the registry itself (no `server`: containerd falls back to the image's registry).",
+      '# Written by `stevedore containerd-config`.',
+      '',
+      '[host."http://127.0.0.1:5001"]',
+      '  capabilities = ["pull", "resolve"]',
+      '',
+      '[host."http://stevedore.stevedore.svc:5000"]',
+      '  capabilities = ["pull", "resolve"]',
+      '',
+    ].join('\n'),
+  );
+  t.match(renderDefaultHostsToml('https://m:5000', { ca: CA }), /\[host\."https:\/\/m:5000"\]\n {2}capabilities = \["pull", "resolve"\]\n {2}ca = "\/etc\/containerd\/certs\.d\/stevedore-ca\.pem"\n$/);
+});
+
+t.test('the config.toml lines for containerd 1.x and 2.x', async (t) => {
+  t.equal(
+    configTomlSnippet(1, '/etc/containerd/certs.d'),
+    [
+      '# Add to /etc/containerd/config.toml (containerd 1.6 / 1.7, a config with `version = 2`), then restart containerd:',
+      '[plugins."io.containerd.grpc.v1.cri".registry]',
+      '  config_path = "/etc/containerd/certs.d"',
+      '',
+    ].join('\n'),
+  );
+  t.equal(
+    configTomlSnippet(2, '/etc/containerd/certs.d'),
+    [
+      '# Add to /etc/containerd/config.toml (containerd 2.x, a config with `version = 3`), then restart containerd.',
+      '# One directory only: containerd 2.1+ pulls through its transfer service, which does not split a',
+      '# "dir1:dir2" list.',
+      '[plugins."io.containerd.cri.v1.images".registry]',
+      '  config_path = "/etc/containerd/certs.d"',
+      '',
+    ].join('\n'),
+  );
+});
+
+t.test('--containerd-version accepts 1 and 2 only', async (t) => {
+  t.equal(parseContainerdVersion('1'), 1);
+  t.equal(parseContainerdVersion('2'), 2);
+  for (const bad of ['3', '1.7', 'v2', '']) {
+    t.throws(() => parseContainerdVersion(bad), { message: `--containerd-version must be 1 (containerd 1.6 / 1.7) or 2 (containerd 2.x), got ${bad}` });
+  }
+});
+
+t.test('containerd-config without --containerd-version prints only the files written, as before', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli(['containerd-config', '--mirror', CENTRAL, '--registries', 'docker.io', '--dir', dir]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, `wrote ${path.join(dir, 'docker.io', 'hosts.toml')}\n`);
+  t.same(await fsp.readdir(dir), ['docker.io'], 'no _default');
+  t.equal(await fsp.readFile(path.join(dir, 'docker.io', 'hosts.toml'), 'utf8'), renderHostsToml('docker.io', CENTRAL));
+});
+
+t.test('containerd-config --containerd-version 1 writes the same files and prints the 1.x config.toml lines', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli(['containerd-config', '--mirror', CENTRAL, '--registries', 'docker.io,quay.io', '--dir', dir, '--containerd-version', '1']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(
+    r.stdout,
+    [
+      `wrote ${path.join(dir, 'docker.io', 'hosts.toml')}`,
+      `wrote ${path.join(dir, 'quay.io', 'hosts.toml')}`,
+      '',
+      '# Add to /etc/containerd/config.toml (containerd 1.6 / 1.7, a config with `version = 2`), then restart containerd:',
+      '[plugins."io.containerd.grpc.v1.cri".registry]',
+      `  config_path = ${JSON.stringify(dir)}`,
+      '',
+    ].join('\n'),
+  );
+  t.same((await fsp.readdir(dir)).sort(), ['docker.io', 'quay.io'], 'no _default');
+});
+
+t.test('containerd-config --containerd-version 2 --ca writes _default too and prints the 2.x config.toml lines', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli([
+    'containerd-config',
+    '--mirror',
+    'https://stevedore.example:5000',
+    '--registries',
+    'docker.io',
+    '--dir',
+    dir,
+    '--ca',
+    CA,
+    '--containerd-version',
+    '2',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(
+    r.stdout,
+    [
+      `wrote ${path.join(dir, 'docker.io', 'hosts.toml')}`,
+      `wrote ${path.join(dir, '_default', 'hosts.toml')}`,
+      '',
+      '# Add to /etc/containerd/config.toml (containerd 2.x, a config with `version = 3`), then restart containerd.',
+      '# One directory only: containerd 2.1+ pulls through its transfer service, which does not split a',
+      '# "dir1:dir2" list.',
+      '[plugins."io.containerd.cri.v1.images".registry]',
+      `  config_path = ${JSON.stringify(dir)}`,
+      '',
+    ].join('\n'),
+  );
+  t.equal(await fsp.readFile(path.join(dir, 'docker.io', 'hosts.toml'), 'utf8'), renderHostsToml('docker.io', 'https://stevedore.example:5000', { ca: CA }));
+  t.equal(await fsp.readFile(path.join(dir, '_default', 'hosts.toml'), 'utf8'), renderDefaultHostsToml('https://stevedore.example:5000', { ca: CA }));
+});
+
+t.test('containerd-config --ca with --skip-verify exits 1 and writes nothing', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli(['containerd-config', '--mirror', 'https://m:5000', '--dir', dir, '--ca', CA, '--skip-verify']);
+  t.equal(r.code, 1);
+  t.equal(r.stderr, 'stevedore: --ca and --skip-verify exclude each other: with a CA the mirror is verified\n');
+  t.same(await fsp.readdir(dir), []);
+});
+
+t.test('containerd-config --containerd-version 3 exits 1 and writes nothing', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli(['containerd-config', '--mirror', CENTRAL, '--dir', dir, '--containerd-version', '3']);
+  t.equal(r.code, 1);
+  t.equal(r.stderr, 'stevedore: --containerd-version must be 1 (containerd 1.6 / 1.7) or 2 (containerd 2.x), got 3\n');
   t.same(await fsp.readdir(dir), []);
 });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
-import { renderHostsToml } from '../../lib/cli/containerd-config.js';
+import { configTomlSnippet, renderDefaultHostsToml, renderHostsToml } from '../../lib/cli/containerd-config.js';
 import { parseConfig } from '../../lib/config/config.js';
 import { parseSize } from '../../lib/config/units.js';
 
@@ -27,6 +27,12 @@ t.test('the node-local tier hosts.toml examples name the node-local stevedore fi
       reg,
     );
   }
+});
+
+t.test('the containerd config.toml lines and containerd 2.x _default/hosts.toml are what containerd-config prints and writes', async (t) => {
+  t.equal(read('config/containerd/config.toml'), configTomlSnippet(1, '/etc/containerd/certs.d'), '1.6 / 1.7');
+  t.equal(read('config/containerd/containerd2/config.toml'), configTomlSnippet(2, '/etc/containerd/certs.d'), '2.x');
+  t.equal(read('config/containerd/containerd2/certs.d/_default/hosts.toml'), renderDefaultHostsToml('http://stevedore.example:5000'), '_default');
 });
 
 t.test('the Docker daemon.json mirrors Docker Hub through stevedore', async (t) => {
