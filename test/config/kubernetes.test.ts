@@ -151,6 +151,12 @@ function imageEnv(): Record<string, string> {
   return env;
 }
 
+/** The image's stevedore user (Dockerfile groupadd / useradd). */
+const IMAGE_USER = {
+  uid: Number(/useradd [^\n]*--uid (\d+)/.exec(read('Dockerfile'))?.[1]),
+  gid: Number(/groupadd [^\n]*--gid (\d+)/.exec(read('Dockerfile'))?.[1]),
+};
+
 /** Largest peak RSS (MiB) among bench/RESULTS.md's "peak RSS" targets whose label matches. */
 function benchPeak(label: RegExp): number {
   const peaks = [...read('bench/RESULTS.md').matchAll(/^\| 6\. stevedore peak RSS[^|]*?: ([^|]+) \| ([\d.]+) MiB/gm)]
@@ -268,6 +274,8 @@ t.test("every stevedore container: probes on /healthz and /readyz, its ConfigMap
     t.same(c.readinessProbe?.httpGet, { path: '/readyz', port: 'http' }, `${what}: readiness on /readyz`);
     t.same(c.livenessProbe?.httpGet, { path: '/healthz', port: 'http' }, `${what}: liveness on /healthz`);
     t.equal(spec.template.spec.restartPolicy, 'Always', `${what}: restarted when stevedore exits after an uncaught exception`);
+    const podSc = spec.template.spec.securityContext;
+    t.same([podSc?.runAsUser, podSc?.runAsGroup, podSc?.fsGroup], [IMAGE_USER.uid, IMAGE_USER.gid, IMAGE_USER.gid], `${what}: the image's stevedore user, its group owning the volumes`);
 
     // As the container sees it: the image's env (STEVEDORE_LISTEN, STEVEDORE_STORAGE_PATH win
     // over the file) and its own. And the file alone says the same (it does not mislead).
