@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian 12 machine: the real upstream registry
 # (CNCF distribution), the real clients (skopeo, containerd's ctr), redis-server, nginx and wrk
-# for benchmarks, and the npm dependencies. Run as root (or with sudo available).
+# for benchmarks, kubectl (kubernetes-client) to render the Kubernetes manifests, and the npm
+# dependencies. Run as root (or with sudo available).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,9 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Debian's kubernetes-client (kubectl 1.20, kustomize v2.0.3) unless a kubectl is there already:
+# dpkg refuses to overwrite another package's /usr/bin/kubectl (a newer kubectl, say).
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -26,7 +30,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$had_policy" -eq 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl script; do
+for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl script kubectl; do
   command -v "$tool" >/dev/null || { echo "install-test-deps: $tool is still missing" >&2; exit 1; }
 done
 

@@ -1,0 +1,497 @@
+// The Kubernetes manifests (config/kubernetes/: a kustomize base and overlays) as a cluster gets
+// them: each overlay rendered by the real `kubectl kustomize` (Debian's kubernetes-client, from
+// `npm run test:setup`; a missing kubectl fails this test), every object validated against the
+// Kubernetes schemas (kubernetes-models), then what the README promises about them checked on the
+// rendered objects: non-root, read-only root filesystems, probes, resources sized from
+// bench/RESULTS.md, the PodDisruptionBudget, the TLS Secret, and a stevedore.yaml in every
+// ConfigMap that stevedore itself accepts.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { renderHostsToml } from '../../lib/cli/containerd-config.js';
+import { parseConfig } from '../../lib/config/config.js';
+import { configSchema } from '../../lib/config/schema.js';
+import { parseSize } from '../../lib/config/units.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const read = (p: string): string => readFileSync(path.join(ROOT, p), 'utf8');
+const KUBECTL = process.env.KUBECTL ?? 'kubectl';
+const OVERLAYS = ['single', 'cluster', 'node', 'containerd-hosts'] as const;
+type Overlay = (typeof OVERLAYS)[number];
+const REGISTRIES = ['docker.io', 'ghcr.io', 'quay.io', 'registry.k8s.io'];
+const hostsKey = (reg: string): string => `${reg.replace(/\./g, '_')}.toml`;
+
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { fieldRef?: { fieldPath: string }; secretKeyRef?: { name: string; key: string } };
+}
+interface Probe {
+  httpGet?: { path: string; port: string | number; scheme?: string };
+  exec?: unknown;
+  tcpSocket?: unknown;
+}
+interface SecurityContext {
+  runAsNonRoot?: boolean;
+  runAsUser?: number;
+  runAsGroup?: number;
+  fsGroup?: number;
+  readOnlyRootFilesystem?: boolean;
+  allowPrivilegeEscalation?: boolean;
+  privileged?: boolean;
+  capabilities?: { drop?: string[]; add?: string[] };
+  seccompProfile?: { type: string };
+}
+interface Container {
+  name: string;
+  image: string;
+  args?: string[];
+  env?: EnvVar[];
+  ports?: Array<{ name?: string; containerPort: number; hostPort?: number }>;
+  readinessProbe?: Probe;
+  livenessProbe?: Probe;
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+  securityContext?: SecurityContext;
+  volumeMounts?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
+}
+interface Volume {
+  name: string;
+  configMap?: { name: string };
+  secret?: { secretName: string; optional?: boolean };
+  persistentVolumeClaim?: { claimName: string };
+  emptyDir?: { sizeLimit?: string };
+  hostPath?: { path: string; type?: string };
+}
+interface PodSpec {
+  hostNetwork?: boolean;
+  dnsPolicy?: string;
+  automountServiceAccountToken?: boolean;
+  tolerations?: unknown[];
+  restartPolicy?: string;
+  terminationGracePeriodSeconds?: number;
+  securityContext?: SecurityContext;
+  affinity?: {
+    podAntiAffinity?: {
+      preferredDuringSchedulingIgnoredDuringExecution?: Array<{ podAffinityTerm: { topologyKey: string; labelSelector: { matchLabels: Record<string, string> } } }>;
+    };
+  };
+  initContainers?: Container[];
+  containers: Container[];
+  volumes?: Volume[];
+}
+interface WorkloadSpec {
+  replicas?: number;
+  selector: { matchLabels: Record<string, string> };
+  strategy?: { type: string; rollingUpdate?: { maxUnavailable?: number | string; maxSurge?: number | string } };
+  template: { metadata: { labels: Record<string, string> }; spec: PodSpec };
+  volumeClaimTemplates?: Array<{ metadata: { name: string }; spec: { accessModes: string[]; resources: { requests: { storage: string } } } }>;
+}
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  data?: Record<string, string>;
+  spec?: unknown;
+}
+interface ServiceSpec {
+  selector: Record<string, string>;
+  clusterIP?: string;
+  ports: Array<{ name?: string; port: number; targetPort?: string | number }>;
+}
+
+/** `kubectl kustomize config/kubernetes/overlays/NAME`, parsed; fails on any warning but the one kubectl 1.27+ gives for `bases:`. */
+function render(overlay: Overlay): K8sObject[] {
+  const dir = path.join(ROOT, 'config/kubernetes/overlays', overlay);
+  const r = spawnSync(KUBECTL, ['kustomize', dir], { encoding: 'utf8' });
+  if (r.error) throw new Error(`${KUBECTL} kustomize: ${r.error.message} (npm run test:setup installs Debian's kubernetes-client)`);
+  if (r.status !== 0) throw new Error(`${KUBECTL} kustomize ${dir} exited ${r.status}: ${r.stderr}`);
+  const unexpected = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith("# Warning: 'bases' is deprecated."));
+  if (unexpected.length > 0) throw new Error(`${KUBECTL} kustomize ${dir} warned:\n${unexpected.join('\n')}`);
+  return parseAllDocuments(r.stdout).map((d) => {
+    if (d.errors.length > 0) throw new Error(`${overlay}: ${d.errors.map((e) => e.message).join('; ')}`);
+    return d.toJS() as K8sObject;
+  });
+}
+
+const rendered = new Map<Overlay, K8sObject[]>(OVERLAYS.map((o) => [o, render(o)]));
+const objects = (overlay: Overlay): K8sObject[] => rendered.get(overlay)!;
+const find = (overlay: Overlay, kind: string, name: string): K8sObject => {
+  const o = objects(overlay).find((d) => d.kind === kind && d.metadata.name === name);
+  if (!o) throw new Error(`${overlay}: no ${kind} ${name}`);
+  return o;
+};
+const workload = (overlay: Overlay, kind: string, name: string): WorkloadSpec => find(overlay, kind, name).spec as WorkloadSpec;
+const WORKLOADS = new Set(['Deployment', 'StatefulSet', 'DaemonSet']);
+const workloads = (overlay: Overlay): Array<{ obj: K8sObject; spec: WorkloadSpec }> =>
+  objects(overlay).filter((o) => WORKLOADS.has(o.kind)).map((obj) => ({ obj, spec: obj.spec as WorkloadSpec }));
+
+/** A selector matches a pod when every one of its labels is on the pod. */
+const selects = (selector: Record<string, string>, labels: Record<string, string>): boolean =>
+  Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels[k] === v);
+
+/** A Kubernetes memory quantity in bytes (the binary suffixes used here). */
+function quantity(q: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(q);
+  if (!m) throw new Error(`not a quantity this test reads: ${q}`);
+  return Number(m[1]) * { '': 1, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30 }[m[2] ?? '']!;
+}
+
+/** The image's environment (Dockerfile ENV): what the container starts with before its own env. */
+function imageEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const m of read('Dockerfile').matchAll(/^ENV\s+((?:.*\\\n)*.*)$/gm)) {
+    for (const pair of m[1]!.replace(/\\\n/g, ' ').trim().split(/\s+/)) {
+      const [k, v] = pair.split('=');
+      env[k!] = v!;
+    }
+  }
+  return env;
+}
+
+/** The image's stevedore user (Dockerfile groupadd / useradd). */
+const IMAGE_USER = {
+  uid: Number(/useradd [^\n]*--uid (\d+)/.exec(read('Dockerfile'))?.[1]),
+  gid: Number(/groupadd [^\n]*--gid (\d+)/.exec(read('Dockerfile'))?.[1]),
+};
+
+/** Largest peak RSS (MiB) among bench/RESULTS.md's "peak RSS" targets whose label matches. */
+function benchPeak(label: RegExp): number {
+  const peaks = [...read('bench/RESULTS.md').matchAll(/^\| 6\. stevedore peak RSS[^|]*?: ([^|]+) \| ([\d.]+) MiB/gm)]
+    .filter((m) => label.test(m[1]!))
+    .map((m) => Number(m[2]));
+  if (peaks.length === 0) throw new Error(`bench/RESULTS.md: no peak RSS target matching ${label}`);
+  return Math.max(...peaks);
+}
+
+/** Validates one rendered object with the kubernetes-models class for its apiVersion and kind. */
+async function validate(o: K8sObject): Promise<void> {
+  const mod = (await import(`kubernetes-models/${o.apiVersion}/${o.kind}`)) as Record<string, new (data: unknown) => { validate(): void }>;
+  const Model = mod[o.kind];
+  if (!Model) throw new Error(`kubernetes-models has no ${o.apiVersion} ${o.kind}`);
+  new Model(o).validate();
+}
+
+t.test('every overlay renders with kubectl kustomize, and every object validates against the Kubernetes schemas', async (t) => {
+  for (const overlay of OVERLAYS) {
+    t.ok(objects(overlay).length > 0, `${overlay}: objects rendered`);
+    for (const o of objects(overlay)) {
+      const what = `${overlay}: ${o.apiVersion} ${o.kind} ${o.metadata.name}`;
+      await t.resolves(validate(o), `${what} is valid`);
+      t.equal(o.metadata.labels?.['app.kubernetes.io/part-of'], 'stevedore', `${what} is labelled part-of stevedore`);
+      if (o.kind !== 'Namespace') t.equal(o.metadata.namespace, 'stevedore', `${what} is in the stevedore namespace`);
+    }
+  }
+});
+
+t.test('the schemas catch a broken object (the validator is not a no-op)', async (t) => {
+  const sts = structuredClone(find('single', 'StatefulSet', 'stevedore'));
+  (sts.spec as WorkloadSpec).template.spec.containers[0]!.ports![0]!.containerPort = 'http' as unknown as number;
+  await t.rejects(validate(sts), /containerPort/);
+});
+
+t.test('every pod: non-root, read-only root filesystem, no capabilities, RuntimeDefault seccomp, requests and limits', async (t) => {
+  for (const overlay of OVERLAYS) {
+    for (const { obj, spec } of workloads(overlay)) {
+      const pod = spec.template.spec;
+      t.ok(selects(spec.selector.matchLabels, spec.template.metadata.labels), `${overlay} ${obj.kind} ${obj.metadata.name}: its selector matches its pods`);
+      t.equal(pod.automountServiceAccountToken, false, `${overlay} ${obj.kind} ${obj.metadata.name}: no Kubernetes API token`);
+      t.equal(pod.securityContext?.seccompProfile?.type, 'RuntimeDefault', `${overlay} ${obj.kind} ${obj.metadata.name}: seccomp RuntimeDefault`);
+      for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+        const what = `${overlay} ${obj.metadata.name}/${c.name}`;
+        const sc = c.securityContext ?? {};
+        // The one exception: the installer's init container writes the node's root-owned
+        // /etc/containerd/certs.d, as root without any capability.
+        const installsOnHost = obj.metadata.name === 'containerd-hosts' && c.name === 'install';
+        if (installsOnHost) {
+          t.equal(sc.runAsUser, 0, `${what}: root, for the node's /etc/containerd/certs.d`);
+        } else {
+          t.equal(sc.runAsNonRoot ?? pod.securityContext?.runAsNonRoot, true, `${what}: runs as non-root`);
+          t.ok((sc.runAsUser ?? pod.securityContext?.runAsUser ?? 0) > 0, `${what}: with a non-zero uid`);
+        }
+        t.equal(sc.readOnlyRootFilesystem, true, `${what}: read-only root filesystem`);
+        t.equal(sc.allowPrivilegeEscalation, false, `${what}: no privilege escalation`);
+        t.notOk(sc.privileged, `${what}: not privileged`);
+        t.same(sc.capabilities, { drop: ['ALL'] }, `${what}: every capability dropped, none added`);
+        const res = c.resources;
+        t.ok(res?.requests?.cpu && res.requests.memory, `${what}: cpu and memory requests`);
+        t.ok(res?.limits?.memory && quantity(res.limits.memory) > quantity(res.requests!.memory!), `${what}: a memory limit above the request`);
+      }
+    }
+  }
+});
+
+t.test('single and cluster pods meet the Pod Security "restricted" level (node mode needs "privileged")', async (t) => {
+  for (const overlay of ['single', 'cluster'] as const) {
+    for (const { obj, spec } of workloads(overlay)) {
+      const pod = spec.template.spec;
+      t.notOk(pod.hostNetwork, `${overlay} ${obj.metadata.name}: no hostNetwork`);
+      t.notOk(pod.volumes?.some((v) => v.hostPath), `${overlay} ${obj.metadata.name}: no hostPath`);
+      t.notOk(pod.containers.some((c) => c.ports?.some((p) => p.hostPort)), `${overlay} ${obj.metadata.name}: no hostPort`);
+    }
+  }
+});
+
+interface StevedorePod {
+  overlay: Overlay;
+  obj: K8sObject;
+  spec: WorkloadSpec;
+  c: Container;
+  configMap: K8sObject;
+  /** The embedded stevedore.yaml as written. */
+  yamlText: string;
+  /** The environment the container starts with: the image's, its own literal values, then stand-ins for NODE_IP and the Secret's token. */
+  env: Record<string, string>;
+}
+/** Every stevedore container (image stevedore) of every overlay, with its ConfigMap. */
+const stevedorePods = (): StevedorePod[] =>
+  OVERLAYS.flatMap((overlay) =>
+    workloads(overlay).flatMap(({ obj, spec }) =>
+      spec.template.spec.containers
+        .filter((c) => c.name === 'stevedore')
+        .map((c) => {
+          const cmName = spec.template.spec.volumes?.find((v) => v.name === 'config')?.configMap?.name;
+          const configMap = objects(overlay).find((o) => o.kind === 'ConfigMap' && o.metadata.name === cmName);
+          if (!configMap) throw new Error(`${overlay} ${obj.metadata.name}: its config volume names no rendered ConfigMap (${cmName})`);
+          const own = Object.fromEntries((c.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
+          const env = { ...imageEnv(), ...own, NODE_IP: '192.0.2.7', STEVEDORE_PEER_TOKEN: 'a-token-of-32-characters-000000' };
+          return { overlay, obj, spec, c, configMap, yamlText: configMap.data!['stevedore.yaml']!, env };
+        }),
+    ),
+  );
+
+t.test("every stevedore container: probes on /healthz and /readyz, its ConfigMap's stevedore.yaml valid and in force", async (t) => {
+  const pods = stevedorePods();
+  t.same(
+    pods.map((p) => `${p.overlay} ${p.obj.kind} ${p.obj.metadata.name}`),
+    ['single StatefulSet stevedore', 'cluster Deployment stevedore', 'node Deployment stevedore', 'node DaemonSet stevedore-node'],
+  );
+  for (const { overlay, obj, spec, c, configMap, yamlText, env } of pods) {
+    const what = `${overlay} ${obj.kind} ${obj.metadata.name}`;
+    t.match(c.image, /^registry\.example\/stevedore:/, `${what}: the image set in the overlay's images:`);
+    t.same(c.readinessProbe?.httpGet, { path: '/readyz', port: 'http' }, `${what}: readiness on /readyz`);
+    t.same(c.livenessProbe?.httpGet, { path: '/healthz', port: 'http' }, `${what}: liveness on /healthz`);
+    t.equal(spec.template.spec.restartPolicy, 'Always', `${what}: restarted when stevedore exits after an uncaught exception`);
+    const podSc = spec.template.spec.securityContext;
+    t.same([podSc?.runAsUser, podSc?.runAsGroup, podSc?.fsGroup], [IMAGE_USER.uid, IMAGE_USER.gid, IMAGE_USER.gid], `${what}: the image's stevedore user, its group owning the volumes`);
+
+    // As the container sees it: the image's env (STEVEDORE_LISTEN, STEVEDORE_STORAGE_PATH win
+    // over the file) and its own. And the file alone says the same (it does not mislead).
+    const config = parseConfig(parseYaml(yamlText), { env });
+    const fileAlone = parseConfig(parseYaml(yamlText), { env: { NODE_IP: env.NODE_IP!, STEVEDORE_PEER_TOKEN: env.STEVEDORE_PEER_TOKEN! } });
+    t.same([fileAlone.listen, fileAlone.storage.path], [config.listen, config.storage.path], `${what}: listen and storage.path in the file are the ones in force`);
+    const http = c.ports?.find((p) => p.name === 'http');
+    t.equal(config.listen.port, http?.containerPort, `${what}: stevedore listens on the port named http`);
+    t.equal(c.volumeMounts?.find((v) => v.name === 'data')?.mountPath, config.storage.path, `${what}: the store is on the data volume`);
+    const configMount = c.volumeMounts?.find((v) => v.name === 'config');
+    t.same(c.args, ['serve', '--config', `${configMount?.mountPath}/stevedore.yaml`], `${what}: --config is the ConfigMap's file`);
+    t.equal(configMount?.readOnly, true, `${what}: the configuration is mounted read-only`);
+    t.match(configMap.metadata.name, /-[a-z0-9]{10}$/, `${what}: the ConfigMap's name carries its hash (a changed configuration rolls the pods)`);
+  }
+});
+
+t.test('memory requests cover the peak RSS bench/RESULTS.md measured, limits leave room above it', async (t) => {
+  const peaks: Record<string, number> = {
+    'single StatefulSet stevedore': benchPeak(/scenario 2 |scenario 5 |cold 1,024 MiB blob|scenario 7 /),
+    'cluster Deployment stevedore': benchPeak(/scenario 9 /),
+    'node DaemonSet stevedore-node': benchPeak(/scenario 10 \(rollout; busiest/),
+  };
+  for (const { overlay, obj, c } of stevedorePods()) {
+    const what = `${overlay} ${obj.kind} ${obj.metadata.name}`;
+    const peak = peaks[what] ?? peaks[`cluster ${obj.kind} ${obj.metadata.name}`]!;
+    const request = quantity(c.resources!.requests!.memory!);
+    const limit = quantity(c.resources!.limits!.memory!);
+    t.ok(request >= peak * 2 ** 20, `${what}: request ${c.resources!.requests!.memory} ≥ measured peak ${peak} MiB`);
+    t.ok(limit >= 1.5 * peak * 2 ** 20, `${what}: limit ${c.resources!.limits!.memory} ≥ 1.5 × measured peak`);
+  }
+});
+
+t.test('the central stevedore: the Service at 10.96.0.50:5000, the TLS Secret mounted when it exists', async (t) => {
+  for (const overlay of ['single', 'cluster', 'node'] as const) {
+    const svc = find(overlay, 'Service', 'stevedore').spec as ServiceSpec;
+    t.equal(svc.clusterIP, '10.96.0.50', `${overlay}: the ClusterIP the installer points containerd at`);
+    t.same(svc.ports.map((p) => [p.port, p.targetPort]), [[5000, 'http']], `${overlay}: port 5000 to the pods' http port`);
+    const central = workloads(overlay).filter(({ spec }) => selects(svc.selector, spec.template.metadata.labels));
+    t.same(central.map(({ obj }) => obj.metadata.name), ['stevedore'], `${overlay}: the Service selects the central stevedore's pods only`);
+  }
+  const tlsSchema = 'tls' in configSchema.shape;
+  for (const { overlay, obj, spec, c, yamlText, env } of stevedorePods().filter((p) => p.obj.metadata.name === 'stevedore')) {
+    const what = `${overlay} ${obj.kind} ${obj.metadata.name}`;
+    const vol = spec.template.spec.volumes?.find((v) => v.secret?.secretName === 'stevedore-tls');
+    t.same(vol?.secret && { optional: vol.secret.optional }, { optional: true }, `${what}: the Secret stevedore-tls, optional (plain HTTP without it)`);
+    const mount = c.volumeMounts?.find((m) => m.name === vol?.name);
+    t.equal(mount?.readOnly, true, `${what}: mounted read-only`);
+    // The commented tls: block, uncommented, names the Secret's files where they are mounted.
+    const block = /^# tls:\n(?:# {2}.*\n)+/m.exec(yamlText)?.[0];
+    t.ok(block, `${what}: stevedore.yaml has a commented tls: block`);
+    const uncommented = (block ?? '').replace(/^# /gm, '').replace(/^#/gm, '');
+    t.same(parseYaml(uncommented), { tls: { cert: `${mount?.mountPath}/tls.crt`, key: `${mount?.mountPath}/tls.key` } }, `${what}: tls.cert and tls.key are the Secret's files`);
+    if (tlsSchema) {
+      t.doesNotThrow(() => parseConfig(parseYaml(yamlText.replace(block ?? '', uncommented)), { env }), `${what}: stevedore accepts the uncommented tls: block`);
+    } else {
+      t.comment(`${what}: the configuration has no tls key yet; the uncommented block is checked once it does`);
+    }
+  }
+});
+
+t.test('single: one StatefulSet with its own persistent volume', async (t) => {
+  t.same(objects('single').map((o) => o.kind).sort(), ['ConfigMap', 'Namespace', 'Service', 'StatefulSet']);
+  const sts = workload('single', 'StatefulSet', 'stevedore');
+  t.equal(sts.replicas, 1);
+  const claim = sts.volumeClaimTemplates?.find((v) => v.metadata.name === 'data');
+  t.same(claim?.spec.accessModes, ['ReadWriteOnce']);
+  const config = parseConfig(parseYaml(find('single', 'ConfigMap', sts.template.spec.volumes!.find((v) => v.name === 'config')!.configMap!.name).data!['stevedore.yaml']!), { env: {} });
+  t.ok(config.storage.maxSize! < quantity(claim!.spec.resources.requests.storage), 'storage.maxSize is below the volume size');
+  t.equal(config.metadata.redis, null, 'no Redis: a single instance');
+});
+
+t.test('cluster: 3 replicas on a ReadWriteMany volume, a PodDisruptionBudget, spread over nodes, one Redis', async (t) => {
+  const unhashed = (o: K8sObject): string => `${o.kind} ${o.kind === 'ConfigMap' ? o.metadata.name.replace(/-[a-z0-9]{10}$/, '') : o.metadata.name}`;
+  t.same(
+    objects('cluster').map(unhashed).sort(),
+    ['ConfigMap stevedore-config', 'Deployment stevedore', 'Deployment stevedore-redis', 'Namespace stevedore', 'PersistentVolumeClaim stevedore-store', 'PodDisruptionBudget stevedore', 'Service stevedore', 'Service stevedore-redis'],
+  );
+  const dep = workload('cluster', 'Deployment', 'stevedore');
+  const pod = dep.template.spec;
+  const podLabels = dep.template.metadata.labels;
+  const configMap = find('cluster', 'ConfigMap', pod.volumes!.find((v) => v.name === 'config')!.configMap!.name);
+  const config = parseConfig(parseYaml(configMap.data!['stevedore.yaml']!), { env: {} });
+  const redisSvc = find('cluster', 'Service', 'stevedore-redis');
+  const redisSvcSpec = redisSvc.spec as ServiceSpec;
+
+  // Cluster mode: Redis at the Redis Service, eviction bounded.
+  t.ok(config.storage.maxSize, 'storage.maxSize is set (one replica evicts for all)');
+  const redisUrl = new URL(config.metadata.redis!);
+  t.equal(redisUrl.protocol, 'redis:');
+  t.equal(redisUrl.hostname.split('.')[0], redisSvc.metadata.name, 'metadata.redis names the Redis Service');
+  t.equal(Number(redisUrl.port || 6379), redisSvcSpec.ports[0]!.port, "on the Redis Service's port");
+
+  // The shared store.
+  const pvc = find('cluster', 'PersistentVolumeClaim', 'stevedore-store');
+  t.same((pvc.spec as { accessModes: string[] }).accessModes, ['ReadWriteMany'], 'every replica mounts the same volume');
+  t.equal(pod.volumes?.find((v) => v.name === 'data')?.persistentVolumeClaim?.claimName, pvc.metadata.name, 'the data volume is the ReadWriteMany claim');
+
+  // The replicas.
+  t.equal(dep.replicas, 3);
+  t.ok((pod.terminationGracePeriodSeconds ?? 30) >= 30, 'time to drain and hand downloads over');
+  t.equal(dep.strategy?.type, 'RollingUpdate');
+  t.equal(Number(dep.strategy?.rollingUpdate?.maxUnavailable), 0, 'a rollout keeps every ready replica until its successor is ready');
+  const anti = pod.affinity?.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution ?? [];
+  t.ok(
+    anti.some((a) => a.podAffinityTerm.topologyKey === 'kubernetes.io/hostname' && selects(a.podAffinityTerm.labelSelector.matchLabels, podLabels)),
+    'replicas are spread over nodes',
+  );
+  t.same(pod.securityContext, workload('single', 'StatefulSet', 'stevedore').template.spec.securityContext, "the single instance's pod securityContext");
+
+  // Disruptions take one replica at a time.
+  const pdb = find('cluster', 'PodDisruptionBudget', 'stevedore');
+  t.equal(pdb.apiVersion, 'policy/v1');
+  const pdbSpec = pdb.spec as { selector: { matchLabels: Record<string, string> }; minAvailable?: number; maxUnavailable?: number };
+  t.ok(selects(pdbSpec.selector.matchLabels, podLabels), "the PDB selects the Deployment's pods");
+  t.equal(pdbSpec.maxUnavailable, 1, 'the PDB lets one replica go at a time');
+
+  // Redis: one instance, coordination state only, not behind the stevedore Service.
+  const redis = workload('cluster', 'Deployment', 'stevedore-redis');
+  t.equal(redis.replicas, 1);
+  t.equal(redis.strategy?.type, 'Recreate', 'never two Redis instances behind the Service');
+  t.ok(selects(redisSvcSpec.selector, redis.template.metadata.labels), 'the Redis Service selects the Redis pod');
+  t.notOk(selects(redisSvcSpec.selector, podLabels), "and not stevedore's pods");
+  t.notOk(selects((find('cluster', 'Service', 'stevedore').spec as ServiceSpec).selector, redis.template.metadata.labels), 'the stevedore Service does not select Redis');
+  const r = redis.template.spec.containers[0]!;
+  t.match(r.image, /^redis:7/);
+  t.same(r.args, ['redis-server', '--save', '', '--appendonly', 'no'], 'persistence off');
+  t.ok(r.readinessProbe?.exec ?? r.readinessProbe?.tcpSocket, 'a readiness probe');
+});
+
+/** The keys of the node's stevedore.yaml this test reads, before parsing. */
+interface NodeYaml {
+  listen: string;
+  storage: { path: string; maxSize: string };
+  metadata: { redis: string };
+  node: { central: { url: string }; peers: { advertise: string; token: string } };
+}
+
+t.test('node: the cluster overlay plus a stevedore on every node, and containerd pointed at it first and at the central one second', async (t) => {
+  // Everything of the cluster overlay, unchanged; the installer's files differ (two hosts).
+  const key = (o: K8sObject): string => `${o.kind} ${o.metadata.name}`;
+  const nodeObjects = new Map(objects('node').map((o) => [key(o), o]));
+  for (const o of objects('cluster')) t.same(nodeObjects.get(key(o)), o, `node includes the cluster's ${key(o)}`);
+  const installerDs = objects('containerd-hosts').find((o) => o.kind === 'DaemonSet')!;
+  t.ok(nodeObjects.has(key(installerDs)), 'node includes the installer DaemonSet');
+
+  const ds = workload('node', 'DaemonSet', 'stevedore-node');
+  const pod = ds.template.spec;
+  const c = pod.containers[0]!;
+  const env = (name: string): EnvVar | undefined => c.env?.find((e) => e.name === name);
+  const yamlText = find('node', 'ConfigMap', pod.volumes!.find((v) => v.name === 'config')!.configMap!.name).data!['stevedore.yaml']!;
+  const raw = parseYaml(yamlText) as NodeYaml;
+  const centralSvc = find('node', 'Service', 'stevedore');
+  const central = centralSvc.spec as ServiceSpec;
+
+  // Listening on 5001 in the node's network namespace.
+  const port = Number(raw.listen.split(':').pop());
+  t.equal(port, 5001);
+  t.equal(env('STEVEDORE_LISTEN')?.value, raw.listen, "the image's STEVEDORE_LISTEN (which wins over listen) is set to listen");
+  t.same(c.ports, [{ name: 'http', containerPort: port, hostPort: port }], 'the port, declared as a hostPort');
+  t.equal(pod.hostNetwork, true, "hostNetwork: 127.0.0.1:5001 in the node's network namespace is this pod");
+  t.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet', 'cluster DNS (for the central Service and Redis) despite hostNetwork');
+
+  // node: the central Service, this node's address for its peers, the token from the Secret.
+  const centralUrl = new URL(raw.node.central.url);
+  t.equal(centralUrl.hostname, `${centralSvc.metadata.name}.${centralSvc.metadata.namespace}.svc`, 'node.central.url names the central Service');
+  t.equal(Number(centralUrl.port || 80), central.ports[0]!.port, "on the central Service's port");
+  t.equal(raw.node.peers.advertise, `http://\${NODE_IP}:${port}`, 'peers reach this stevedore on the node address and its port');
+  t.same(env('NODE_IP')?.valueFrom, { fieldRef: { fieldPath: 'status.hostIP' } }, 'NODE_IP from the downward API');
+  t.equal(raw.node.peers.token, '${STEVEDORE_PEER_TOKEN}');
+  const token = env('STEVEDORE_PEER_TOKEN');
+  t.notOk(token?.value, 'the peer token is not written in the manifest');
+  t.same(token?.valueFrom?.secretKeyRef, { name: 'stevedore-peer-token', key: 'token' }, 'the peer token comes from the Secret stevedore-peer-token');
+  t.equal(new URL(raw.metadata.redis).hostname.split('.')[0], 'stevedore-redis', 'metadata.redis names the Redis Service');
+  t.ok(nodeObjects.has('Service stevedore-redis'), 'which the overlay includes');
+
+  // The store: a small emptyDir, storage.maxSize below its sizeLimit.
+  const sizeLimit = pod.volumes?.find((v) => v.name === 'data')?.emptyDir?.sizeLimit;
+  t.ok(sizeLimit, 'the data volume is an emptyDir with a sizeLimit');
+  t.ok(parseSize(raw.storage.maxSize)! < quantity(sizeLimit ?? '0'), `storage.maxSize ${raw.storage.maxSize} is below the sizeLimit ${sizeLimit}`);
+  t.notOk(selects(central.selector, ds.template.metadata.labels), 'the central Service does not send traffic to the node-local pods');
+
+  // The installer: the containerd-hosts overlay's DaemonSet, its files naming this node's stevedore first.
+  const installer = workload('node', 'DaemonSet', 'containerd-hosts');
+  const hosts = find('node', 'ConfigMap', installer.template.spec.volumes!.find((v) => v.name === 'hosts')!.configMap!.name).data!;
+  const mirrors = [`http://127.0.0.1:${port}`, `http://${central.clusterIP}:${central.ports[0]!.port}`];
+  t.same(Object.keys(hosts).sort(), REGISTRIES.map(hostsKey).sort());
+  for (const reg of REGISTRIES) t.equal(hosts[hostsKey(reg)], renderHostsToml(reg, mirrors), `${reg}: what containerd-config writes for ${mirrors.join(', ')}`);
+  t.equal(objects('node').filter((o) => o.kind === 'ConfigMap' && o.data?.[hostsKey('docker.io')]).length, 1, 'one set of hosts.toml files (the one-host set is replaced)');
+  t.same(installer.template.spec.tolerations, pod.tolerations, 'on the same nodes as the node-local stevedore');
+  const plain = installerDs.spec as WorkloadSpec;
+  const withoutHosts = (s: WorkloadSpec): unknown => ({ ...s.template.spec, volumes: s.template.spec.volumes?.filter((v) => v.name !== 'hosts') });
+  t.same(withoutHosts(installer), withoutHosts(plain), 'the same installer as overlays/containerd-hosts apart from its files');
+});
+
+t.test('containerd-hosts: the installer alone, writing what containerd-config writes for the Service address', async (t) => {
+  t.same(objects('containerd-hosts').map((o) => o.kind).sort(), ['ConfigMap', 'DaemonSet'], 'no Namespace or Service: deleting it removes only the installer');
+  const svc = find('single', 'Service', 'stevedore').spec as ServiceSpec;
+  const ds = workload('containerd-hosts', 'DaemonSet', 'containerd-hosts');
+  const hosts = find('containerd-hosts', 'ConfigMap', ds.template.spec.volumes!.find((v) => v.name === 'hosts')!.configMap!.name).data!;
+  t.same(Object.keys(hosts).sort(), REGISTRIES.map(hostsKey).sort());
+  for (const reg of REGISTRIES) t.equal(hosts[hostsKey(reg)], renderHostsToml(reg, `http://${svc.clusterIP}:${svc.ports[0]!.port}`), reg);
+  const pod = ds.template.spec;
+  t.same(pod.volumes?.find((v) => v.name === 'certs-d')?.hostPath, { path: '/etc/containerd/certs.d', type: 'DirectoryOrCreate' }, "into the node's /etc/containerd/certs.d");
+  t.same(pod.tolerations, [{ operator: 'Exists' }], 'on every node');
+  const install = pod.initContainers?.find((c) => c.name === 'install');
+  t.same(install?.volumeMounts?.map((m) => m.mountPath).sort(), ['/certs.d', '/hosts']);
+});
+
+t.test('the README applies each overlay and shows the files the tests use', async (t) => {
+  const readme = read('README.md');
+  for (const overlay of OVERLAYS) t.match(readme, new RegExp(`^kubectl apply -k config/kubernetes/overlays/${overlay}$`, 'm'), `README applies overlays/${overlay}`);
+  for (const m of readme.matchAll(/config\/kubernetes\/[\w./-]*[\w/]/g)) t.ok(existsSync(path.join(ROOT, m[0])), `${m[0]} (named in the README) exists`);
+  t.notMatch(readme, /kubectl apply -f config\/kubernetes/, 'no single-file manifests any more');
+  // The node instance's configuration the README shows is the node overlay's.
+  const shown = /A node instance's configuration[^\n]*\n\n```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+  t.ok(shown, "the README shows a node instance's configuration");
+  const file = read('config/kubernetes/overlays/node/stevedore.yaml');
+  t.same(parseYaml(shown ?? ''), parseYaml(file), 'the same keys and values as overlays/node/stevedore.yaml');
+});
