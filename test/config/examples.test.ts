@@ -5,10 +5,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { parse as parseYaml } from 'yaml';
 import { configTomlSnippet, renderDefaultHostsToml, renderHostsToml } from '../../lib/cli/containerd-config.js';
-import { parseConfig } from '../../lib/config/config.js';
-import { parseSize } from '../../lib/config/units.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const read = (p: string): string => readFileSync(path.join(ROOT, p), 'utf8');
