@@ -84,6 +84,8 @@ export interface Config {
   listen: { host: string; port: number };
   /** Client connection limits (lib/server/connection-guard.ts). */
   server: ParsedConfig['server'];
+  /** HTTPS: the certificate and key files (PEM) and how often they are re-read; null: plain HTTP. */
+  tls: { cert: string; key: string; reloadInterval: number } | null;
   storage: { path: string; maxSize: number | null };
   metadata: { redis: string | null };
   /** Node mode: the central stevedore and the peers (lib/cluster/peers.ts). */
@@ -204,6 +206,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
   const config: Config = {
     listen: parsed.listen,
     server: parsed.server,
+    tls: parsed.tls,
     storage: parsed.storage,
     metadata: parsed.metadata,
     node: {

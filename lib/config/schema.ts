@@ -283,6 +283,9 @@ export const REGISTRY_DEFAULTS = {
   pushUpstreamChecks: 64,
 };
 
+/** tls.reloadInterval: how often the certificate and key files are read again. */
+export const TLS_RELOAD_DEFAULT = 5_000;
+
 const SERVER_DEFAULTS = {
   headersTimeout: 20_000,
   keepAliveTimeout: 65_000,
@@ -332,6 +335,23 @@ export const configSchema = z
       })
       .strict()
       .default(SERVER_DEFAULTS),
+    /**
+     * HTTPS served natively: PEM certificate (chain) and key files, re-read every reloadInterval
+     * and swapped in for new connections when they change (lib/server/tls-certificate.ts).
+     * null: plain HTTP.
+     */
+    tls: z
+      .object({
+        /** PEM certificate file: the server's certificate first, then any intermediates. */
+        cert: z.string().min(1),
+        /** PEM private key file of that certificate (unencrypted). */
+        key: z.string().min(1),
+        /** How often both files are read again; changed contents are loaded for new connections. */
+        reloadInterval: duration.refine((ms) => ms >= 1_000 && ms <= 3_600_000, { message: 'between 1s and 1h' }).default(TLS_RELOAD_DEFAULT),
+      })
+      .strict()
+      .nullable()
+      .default(null),
     metadata: z
       .object({
         /** redis://host:port/db — shared metadata for several replicas. Unset: in-memory. */

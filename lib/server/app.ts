@@ -3,9 +3,10 @@
  * Used by `stevedore serve` and by the tests (which listen on port 0).
  */
 import type http from 'node:http';
+import type https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
-import type { Config } from '../config/config.js';
+import { ConfigError, type Config } from '../config/config.js';
 import { Store } from '../storage/store.js';
 import { Metadata } from '../metadata/metadata.js';
 import { UpstreamClient } from '../upstream/sources.js';
@@ -24,6 +25,7 @@ import { RedisCoordinator, type Coordinator } from '../cluster/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { Peers } from '../cluster/peers.js';
+import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
 
 const SNAPSHOT_INTERVAL_MS = 5 * 60_000;
 /** Cluster mode: temp files untouched this long are another replica's leftovers (swept at start-up). */
@@ -43,6 +45,10 @@ export interface App {
   cluster: { link: RedisLink; coordinator: Coordinator; index: SharedIndex; replicaId: string; storeId: string; prefix: string } | null;
   /** Node mode with peers (node.peers): the directory and transfers between node instances; else null. */
   peers: Peers | null;
+  /** `https` when config `tls` is set (the server is then an https.Server), else `http`. */
+  scheme: 'http' | 'https';
+  /** HTTPS: the certificate served and its reloading; null over plain HTTP. */
+  tls: CertificateReloader | null;
   /** Listens; resolves with the bound address. */
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
@@ -89,6 +95,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     }
   };
   const auth = await Auth.create({ config: config.auth, log, clock, canonicalName });
+  const tlsPair = config.tls ? await loadTls(config.tls, log) : null;
   // Node mode: Redis is the peers' directory, and each node's store is its own (never shared by
   // replicas), so the store is not coordinated as a cluster's.
   const nodePeers = config.node.peers;
@@ -215,8 +222,15 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   snapshotTimer.unref();
   let ready = true;
   const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers });
-  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, isReady: () => ready });
+  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, isReady: () => ready, tls: tlsPair });
+  let tls: CertificateReloader | null = null;
+  if (config.tls && tlsPair) {
+    tls = new CertificateReloader(server as https.Server, config.tls, tlsPair, log, config.tls.reloadInterval);
+    tls.start();
+  }
   return {
+    scheme: tls ? 'https' : 'http',
+    tls,
     server,
     store,
     metadata,
@@ -239,6 +253,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     async close(graceMs = 10_000) {
       ready = false;
       clearInterval(snapshotTimer);
+      tls?.stop();
       registry.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
@@ -262,6 +277,20 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
     },
   };
+}
+
+/** The certificate and key of config `tls`, checked; a bad file stops start-up (exit 2, naming its key). */
+async function loadTls(files: NonNullable<Config['tls']>, log: Logger): Promise<TlsPair> {
+  try {
+    const pair = await readTlsPair(files);
+    log.info({ tls: pair.info, reloadInterval: files.reloadInterval }, 'TLS certificate loaded');
+    warnIfOutOfDate(pair, log);
+    return pair;
+  } catch (err) {
+    const errors = err instanceof AggregateError ? (err.errors as Error[]) : [err as Error];
+    if (errors.every((e) => e instanceof TlsFileError)) throw new ConfigError(errors.map((e) => e.message), 'tls files');
+    throw err;
+  }
 }
 
 /** The digests in the store's index (what a node instance holds and announces). */

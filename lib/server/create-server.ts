@@ -1,8 +1,10 @@
 /**
  * The HTTP edge: request → route → domain call → response. `createServer(deps)` returns an
- * http.Server that is not listening; `main` (lib/cli) decides where it listens.
+ * http.Server (an https.Server when `deps.tls` is given) that is not listening; `main` (lib/cli)
+ * decides where it listens.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -64,6 +66,8 @@ export interface ServerDeps {
   metrics?: Metrics;
   /** Node mode: the peers, served on PEER_BLOB_PATH; absent or null: no peer endpoint. */
   peers?: Peers | null;
+  /** HTTPS with this certificate and key (PEM); absent or null: plain HTTP. */
+  tls?: { cert: Buffer; key: Buffer } | null;
 }
 
 /** What the access log line says about one request, filled in as it is handled. */
@@ -93,12 +97,14 @@ export function createServer(deps: ServerDeps): http.Server {
   const guard = new ConnectionGuard(deps.config.server, deps.log, (reason) => deps.metrics?.connectionRefused(reason));
   // Node checks head timeouts on this interval (30 s by default): often enough for the one configured.
   const connectionsCheckingInterval = Math.min(30_000, Math.max(250, Math.floor(deps.config.server.headersTimeout / 4)));
-  const server = http.createServer({ connectionsCheckingInterval }, (req, res) => {
-    // handle() never rejects: its last resort catches everything (and `void` marks that on purpose).
-    void handle(deps, guard, req, res);
-  });
+  // handle() never rejects: its last resort catches everything (and `void` marks that on purpose).
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => void handle(deps, guard, req, res);
+  const server: http.Server = deps.tls
+    ? https.createServer({ connectionsCheckingInterval, cert: deps.tls.cert, key: deps.tls.key }, onRequest)
+    : http.createServer({ connectionsCheckingInterval }, onRequest);
   guard.install(server);
-  server.on('connection', (socket: Socket) => socket.once('close', () => endQueuedAnswers(socket)));
+  // Requests ride on the TLS socket over HTTPS ('connection' gives the TCP one under it).
+  server.on(deps.tls ? 'secureConnection' : 'connection', (socket: Socket) => socket.once('close', () => endQueuedAnswers(socket)));
   return server;
 }
 
