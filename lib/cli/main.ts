@@ -27,9 +27,13 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       process.exit(2);
     });
     const addr = await app.listen();
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     log.info(
       {
         listen: `${addr.address}:${addr.port}`,
+        // How clients reach it (the scheme follows config `tls`); test fixtures read it.
+        url: `${app.scheme}://${host}:${addr.port}`,
+        ...(app.tls ? { tls: { subjectAltName: app.tls.info.subjectAltName, validTo: app.tls.info.validTo, fingerprint256: app.tls.info.fingerprint256 } } : {}),
         storage: app.store.blobs.paths.root,
         metadata: config.metadata.redis ? 'redis' : 'memory',
         upstreams: [...config.upstreams.keys()],
@@ -170,6 +174,29 @@ program
       for (const f of files) process.stdout.write(`wrote ${f}\n`);
       // Without --containerd-version the output is what it always was: the files written.
       if (opts.containerdVersion !== undefined) process.stdout.write(`\n${configTomlSnippet(version, opts.dir)}`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+const tlsCommand = program.command('tls').description('TLS helpers for serving HTTPS (config `tls`)');
+tlsCommand
+  .command('init')
+  .description('create a small CA (ca.crt, ca.key) and a server certificate it signs (tls.crt, tls.key)')
+  .requiredOption(
+    '-n, --name <name>',
+    'a DNS name or IP address clients reach stevedore by (a subjectAltName); repeat it for several, the first is the CN',
+    (name: string, previous: string[] | undefined) => [...(previous ?? []), name],
+  )
+  .option('-o, --out <dir>', 'directory to write the four files into', '.')
+  .option('--days <n>', 'validity of the server certificate in days (the CA: 10 years)', '365')
+  .option('--force', 'overwrite existing files')
+  .action(async (opts: { name: string[]; out: string; days: string; force?: boolean }) => {
+    try {
+      const { nextSteps, tlsInit } = await import('./tls-init.js');
+      const days = /^\d+$/.test(opts.days) ? Number(opts.days) : NaN;
+      const result = await tlsInit({ names: opts.name, out: opts.out, days, force: opts.force === true });
+      process.stdout.write(nextSteps(result, opts.name[0]!));
     } catch (err) {
       fail(err);
     }

@@ -1,0 +1,167 @@
+/**
+ * `stevedore tls init`: a small CA and a server certificate it signs, for serving HTTPS where no
+ * other CA is at hand (a lab, an air-gapped site). Certificates are built with @peculiar/x509 on
+ * Node's WebCrypto (ECDSA P-256, SHA-256), never by hand.
+ *
+ *   <out>/ca.crt    the CA certificate: what every client is given to trust   (0644)
+ *   <out>/ca.key    the CA's key: signs certificates, keep it off the server   (0600)
+ *   <out>/tls.crt   the server certificate, subjectAltNames = the --name values (0644)
+ *   <out>/tls.key   the server's key                                            (0600)
+ *
+ * Existing files are never overwritten without `force`; without it, nothing is written if any
+ * of the four exists.
+ */
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import { randomBytes, webcrypto } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+
+const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+/** The CA outlives the server certificates it signs: clients keep trusting it across rotations. */
+const CA_DAYS = 3650;
+const DAY_MS = 86_400_000;
+/** A DNS name, a wildcard (`*.example.com`) allowed as its first label. */
+const DNS_NAME_RE = /^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+export interface TlsInitOptions {
+  /** DNS names and IP addresses the server is reached by (the first is the certificate's CN). */
+  names: string[];
+  /** Directory written (created if absent). */
+  out: string;
+  /** Validity of the server certificate, in days. */
+  days: number;
+  /** Overwrite existing files. */
+  force?: boolean;
+  now?: Date;
+}
+
+export interface TlsInitResult {
+  files: { caCert: string; caKey: string; cert: string; key: string };
+  subjectAltNames: string[];
+  notAfter: Date;
+}
+
+/** The subjectAltName entries for `names`: IP addresses as such, the rest as DNS names; throws on a bad one. */
+export function subjectAltNames(names: readonly string[]): x509.JsonGeneralName[] {
+  if (names.length === 0) throw new Error('at least one --name is needed (a DNS name or IP address clients use)');
+  const seen = new Set<string>();
+  return names.map((raw) => {
+    const name = raw.replace(/^\[|\]$/g, '');
+    if (seen.has(name.toLowerCase())) throw new Error(`--name ${raw} is given twice`);
+    seen.add(name.toLowerCase());
+    if (net.isIP(name)) return { type: 'ip', value: name };
+    if (name.length > 253 || !DNS_NAME_RE.test(name)) throw new Error(`--name ${raw} is neither a DNS name nor an IP address`);
+    return { type: 'dns', value: name.toLowerCase() };
+  });
+}
+
+/** A random positive serial number (16 bytes, as RFC 5280 wants at most 20). */
+function serialNumber(): string {
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x7f) | 0x01;
+  return b.toString('hex');
+}
+
+async function exportKey(key: webcrypto.CryptoKey): Promise<string> {
+  return x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
+}
+
+export async function tlsInit(opts: TlsInitOptions): Promise<TlsInitResult> {
+  const sans = subjectAltNames(opts.names);
+  if (!Number.isInteger(opts.days) || opts.days < 1 || opts.days > CA_DAYS) throw new Error(`--days must be a whole number of days from 1 to ${CA_DAYS}, got ${opts.days}`);
+  const out = path.resolve(opts.out);
+  const files = {
+    caCert: path.join(out, 'ca.crt'),
+    caKey: path.join(out, 'ca.key'),
+    cert: path.join(out, 'tls.crt'),
+    key: path.join(out, 'tls.key'),
+  };
+  if (!opts.force) {
+    const existing: string[] = [];
+    for (const f of Object.values(files)) {
+      if (await fsp.lstat(f).then(() => true, () => false)) existing.push(f);
+    }
+    if (existing.length) throw new Error(`refusing to overwrite ${existing.join(', ')} (give --force to replace them)`);
+  }
+
+  const now = opts.now ?? new Date();
+  // A minute back: a client whose clock is slightly behind still accepts a certificate made now.
+  const notBefore = new Date(now.getTime() - 60_000);
+  const caKeys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name: `CN=stevedore CA ${now.toISOString().slice(0, 10)} ${randomBytes(4).toString('hex')}`,
+    notBefore,
+    notAfter: new Date(now.getTime() + CA_DAYS * DAY_MS),
+    keys: caKeys,
+    signingAlgorithm: ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
+    ],
+  });
+  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
+  const notAfter = new Date(now.getTime() + opts.days * DAY_MS);
+  const cn = sans[0]!.value.replace(/[,=+<>#;"\\]/g, '');
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialNumber(),
+    subject: `CN=${cn}`,
+    issuer: ca.subject,
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey: caKeys.privateKey,
+    signingAlgorithm: ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension(sans, false),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(ca),
+    ],
+  });
+
+  await fsp.mkdir(out, { recursive: true });
+  const flag = opts.force ? 'w' : 'wx';
+  const write = async (file: string, text: string, mode: number): Promise<void> => {
+    await fsp.writeFile(file, text, { flag, mode });
+    // The mode given applies only to a new file: one overwritten with --force keeps its own.
+    await fsp.chmod(file, mode);
+  };
+  // Keys first: were a write to fail, no certificate points at a key that is not there.
+  await write(files.caKey, await exportKey(caKeys.privateKey), 0o600);
+  await write(files.key, await exportKey(keys.privateKey), 0o600);
+  await write(files.caCert, ca.toString('pem') + '\n', 0o644);
+  await write(files.cert, cert.toString('pem') + '\n', 0o644);
+  return { files, subjectAltNames: sans.map((s) => `${s.type === 'ip' ? 'IP' : 'DNS'}:${s.value}`), notAfter };
+}
+
+/** What `stevedore tls init` prints once the files are written: the config, and where clients want ca.crt. */
+export function nextSteps(r: TlsInitResult, firstName: string): string {
+  const host = net.isIPv6(firstName.replace(/^\[|\]$/g, '')) ? `[${firstName.replace(/^\[|\]$/g, '')}]` : firstName;
+  const hp = `${host}:5000`;
+  return [
+    `wrote ${r.files.caCert}   the CA: give it to every client`,
+    `wrote ${r.files.caKey}   the CA's key (0600): keep it off the server and secret; it signs certificates`,
+    `wrote ${r.files.cert}  the server certificate for ${r.subjectAltNames.join(', ')}, valid until ${r.notAfter.toISOString()}`,
+    `wrote ${r.files.key}  its key (0600)`,
+    '',
+    'Next, in stevedore.yaml:',
+    '  tls:',
+    `    cert: ${r.files.cert}`,
+    `    key: ${r.files.key}`,
+    '',
+    `Then each client trusts ca.crt for stevedore's HOST:PORT (here ${hp}; use the port stevedore listens on):`,
+    `  Docker:         /etc/docker/certs.d/${hp}/ca.crt`,
+    `  podman, CRI-O:  /etc/containers/certs.d/${hp}/ca.crt   (skopeo: --src-cert-dir DIR holding ca.crt)`,
+    `  containerd:     in each hosts.toml, under [host."https://${hp}"]:  ca = "/etc/containerd/certs.d/stevedore-ca.crt"`,
+    `  k3s:            /etc/rancher/k3s/registries.yaml:  configs: { "${hp}": { tls: { ca_file: /etc/rancher/k3s/stevedore-ca.crt } } }`,
+    '',
+  ].join('\n');
+}
