@@ -1,0 +1,72 @@
+// `stevedore tls init`: a CA and a server certificate for the names given, run as a user would.
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { stevedoreCli } from '../fixtures/cli.js';
+import { tmpDir } from '../fixtures/util.js';
+
+const FILES = ['ca.crt', 'ca.key', 'tls.crt', 'tls.key'];
+
+t.test('tls init writes a CA and a server certificate whose subjectAltNames are the names given', async (t) => {
+  const out = path.join(await tmpDir(t, 'stevedore-tls-init-'), 'tls');
+  const r = await stevedoreCli(['tls', 'init', '--name', 'stevedore.example', '--name', '10.0.0.5', '--name', '127.0.0.1', '--out', out, '--days', '30']);
+  t.equal(r.code, 0, r.stderr);
+  const cert = new X509Certificate(readFileSync(path.join(out, 'tls.crt')));
+  t.equal(cert.subjectAltName, 'DNS:stevedore.example, IP Address:10.0.0.5, IP Address:127.0.0.1');
+  t.equal(cert.subject, 'CN=stevedore.example', 'the first name is the CN');
+  t.equal(cert.ca, false, 'the server certificate is no CA');
+  const days = (Date.parse(cert.validTo) - Date.now()) / 86_400_000;
+  t.ok(days > 29 && days <= 30, `valid for --days 30 (${days.toFixed(2)} days left)`);
+  t.match(r.stdout, /tls:\n\s+cert: .*tls\.crt\n\s+key: .*tls\.key/, 'it prints the config lines');
+  t.match(r.stdout, /\/etc\/docker\/certs\.d\/stevedore\.example:5000\/ca\.crt/, 'and where Docker wants ca.crt');
+  t.match(r.stdout, /\/etc\/containers\/certs\.d\/stevedore\.example:5000\/ca\.crt/, 'and where podman and CRI-O want it');
+  t.match(r.stdout, /ca = "/, 'and the containerd hosts.toml line');
+  t.match(r.stdout, /ca_file/, 'and the k3s registries.yaml key');
+});
+
+t.test('the server certificate chains to the CA written beside it, and to no other', async (t) => {
+  const dir = await tmpDir(t, 'stevedore-tls-init-');
+  for (const d of ['a', 'b']) {
+    const r = await stevedoreCli(['tls', 'init', '--name', 'registry.lab', '--out', path.join(dir, d)]);
+    t.equal(r.code, 0, r.stderr);
+  }
+  const ca = new X509Certificate(readFileSync(path.join(dir, 'a', 'ca.crt')));
+  const cert = new X509Certificate(readFileSync(path.join(dir, 'a', 'tls.crt')));
+  const otherCa = new X509Certificate(readFileSync(path.join(dir, 'b', 'ca.crt')));
+  t.equal(ca.ca, true, 'ca.crt is a CA certificate');
+  t.ok(cert.checkIssued(ca), 'tls.crt names ca.crt as its issuer');
+  t.ok(cert.verify(ca.publicKey), "tls.crt is signed with ca.crt's key");
+  t.notOk(cert.verify(otherCa.publicKey), 'another init made another CA');
+  t.not(cert.serialNumber, new X509Certificate(readFileSync(path.join(dir, 'b', 'tls.crt'))).serialNumber, 'serial numbers differ');
+});
+
+t.test('the keys are readable by their owner only, the certificates by everyone', async (t) => {
+  const out = await tmpDir(t, 'stevedore-tls-init-');
+  const r = await stevedoreCli(['tls', 'init', '--name', '127.0.0.1', '--out', out]);
+  t.equal(r.code, 0, r.stderr);
+  const mode = (f: string): string => (statSync(path.join(out, f)).mode & 0o777).toString(8);
+  t.same(FILES.map(mode), ['644', '600', '644', '600']);
+});
+
+t.test('tls init refuses to overwrite existing files, and replaces them with --force', async (t) => {
+  const out = await tmpDir(t, 'stevedore-tls-init-');
+  writeFileSync(path.join(out, 'tls.key'), 'precious\n', { mode: 0o644 });
+  const refused = await stevedoreCli(['tls', 'init', '--name', '127.0.0.1', '--out', out]);
+  t.equal(refused.code, 1);
+  t.match(refused.stderr, /refusing to overwrite .*tls\.key.*--force/);
+  t.equal(readFileSync(path.join(out, 'tls.key'), 'utf8'), 'precious\n', 'the file is untouched');
+  for (const f of ['ca.crt', 'ca.key', 'tls.crt']) t.throws(() => statSync(path.join(out, f)), `${f} was not written either`);
+
+  const forced = await stevedoreCli(['tls', 'init', '--name', '127.0.0.1', '--out', out, '--force']);
+  t.equal(forced.code, 0, forced.stderr);
+  t.match(readFileSync(path.join(out, 'tls.key'), 'utf8'), /BEGIN PRIVATE KEY/);
+  t.equal((statSync(path.join(out, 'tls.key')).mode & 0o777).toString(8), '600', 'an overwritten key gets 0600 too');
+});
+
+t.test('a name that is neither a DNS name nor an IP address is refused', async (t) => {
+  const out = await tmpDir(t, 'stevedore-tls-init-');
+  const r = await stevedoreCli(['tls', 'init', '--name', 'not a host!', '--out', out]);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /--name not a host! is neither a DNS name nor an IP address/);
+});
