@@ -2,7 +2,9 @@
 // code for 127.0.0.1), each trusting the generated CA the way it is configured in production,
 // never with verification turned off.
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
+import bcrypt from 'bcryptjs';
 import t from 'tap';
 import { startContainerd, SAFE_FALLBACK_SERVER } from '../fixtures/containerd.js';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
@@ -71,4 +73,34 @@ t.test('pulls over HTTPS', async (t) => {
     t.equal(await pm.imageDigest('docker.io/library/app:1.0'), img.manifest.digest);
     t.ok(sd.requestLogs().some((l) => String(l.path) === '/v2/docker.io/library/app/manifests/1.0'), 'podman asked the mirror, not the registry');
   });
+});
+
+t.test('over HTTPS the token realm is https, and skopeo logs in through it', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildDockerImage('pull-https/private', { layers: 1 });
+  await pushImage(reg.directUrl, 'library/private', '1.0', img);
+  const certs = await makeCertificates(t);
+  const dir = await tmpDir(t, 'stevedore-https-auth-');
+  const htpasswd = path.join(dir, 'htpasswd');
+  writeFileSync(htpasswd, `reader:${bcrypt.hashSync('Re4der-pass', 5)}\n`);
+  const sd = await startStevedore(t, {
+    upstreams: { 'docker.io': { url: reg.url } },
+    config: { tls: { cert: certs.cert, key: certs.key }, auth: { htpasswd, anonymousPull: false } },
+  });
+  const trusted = await tmpDir(t, 'stevedore-certs-');
+  copyFileSync(certs.caCert, path.join(trusted, 'ca.crt'));
+
+  const challenge = await new Promise<string | undefined>((resolve, reject) => {
+    https.get(`${sd.url}/v2/`, { ca: certs.caPem, agent: false }, (res) => {
+      res.resume();
+      resolve(res.headers['www-authenticate']);
+    }).once('error', reject);
+  });
+  t.equal(challenge, `Bearer realm="https://${sd.host}/token",service="stevedore"`, 'the realm built from the request has the https scheme');
+  const out = await tmpDir(t, 'stevedore-skopeo-out-');
+  const r = await skopeoCopy(`docker://${sd.host}/library/private:1.0`, `dir:${out}`, { srcCertDir: trusted, creds: 'reader:Re4der-pass' });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(readDirImage(out).manifest.toString(), img.manifest.data.toString());
+  t.ok(sd.requestLogs().some((l) => String(l.path).startsWith('/token') && l.status === 200), 'skopeo got its token from the https realm');
 });
