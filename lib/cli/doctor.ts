@@ -20,6 +20,7 @@ import { StorePaths } from '../storage/paths.js';
 import { mayReceiveCredentials } from '../upstream/outbound-policy.js';
 import { parseWwwAuthenticate, type Challenge } from '../upstream/www-authenticate.js';
 import type { ConfigFlags } from './common.js';
+import { readTlsPair, type TlsPair } from '../server/tls-certificate.js';
 
 export type Level = 'ok' | 'warn' | 'info' | 'skip' | 'fail';
 
@@ -442,6 +443,30 @@ async function checkToken(agent: Agent, u: UpstreamConfig, base: string, challen
   return out;
 }
 
+/** Days left under which a certificate's expiry is a warning. */
+const TLS_WARN_DAYS = 14;
+
+/** The certificate and key of config `tls`: readable, PEM, a pair, in date. Nothing when `tls` is not set. */
+export async function checkTls(config: Config, now = Date.now()): Promise<CheckResult[]> {
+  if (!config.tls) return [];
+  const target = config.tls.cert;
+  let pair: TlsPair;
+  try {
+    pair = await readTlsPair(config.tls);
+  } catch (err) {
+    const errors = err instanceof AggregateError ? (err.errors as Error[]) : [err as Error];
+    return errors.map((e) => result('fail', 'tls', target, e.message, 'fix the file (stevedore tls init makes a CA and a certificate), or set tls: null for plain HTTP'));
+  }
+  const { subject, subjectAltName, validFrom, validTo } = pair.info;
+  const daysLeft = Math.floor((Date.parse(validTo) - now) / 86_400_000);
+  const what = `certificate for ${subject} (${subjectAltName ?? 'no subjectAltName'}), valid until ${validTo}`;
+  if (Date.parse(validTo) < now) return [result('fail', 'tls', target, `${what}: expired`, 'renew the certificate: clients refuse it')];
+  if (Date.parse(validFrom) > now) return [result('fail', 'tls', target, `${what}: not valid before ${validFrom}`, "check this machine's clock, or the certificate's dates")];
+  if (!subjectAltName) return [result('warn', 'tls', target, what, 'clients match names against subjectAltName only: add the names and addresses they use')];
+  if (daysLeft < TLS_WARN_DAYS) return [result('warn', 'tls', target, `${what} (${daysLeft} days)`, 'the certificate expires soon: renew it (stevedore reloads the files without a restart)')];
+  return [result('ok', 'tls', target, `${what} (${daysLeft} days); the key matches`)];
+}
+
 /** Every check, in order; stops after a bad configuration. */
 export async function runChecks(flags: ConfigFlags): Promise<{ results: CheckResult[]; secrets: Set<string> }> {
   const secrets = new Set<string>();
@@ -460,6 +485,7 @@ export async function runChecks(flags: ConfigFlags): Promise<{ results: CheckRes
       // unparsable: redactUrl hides it
     }
   }
+  results.push(...(await checkTls(config)));
   results.push(...(await checkStore(config)));
   results.push(...(await checkRedis(config)));
   for (const u of config.upstreams.values()) {

@@ -10,6 +10,7 @@ import { startTokenServer } from '../fixtures/token-server.js';
 import { freePort, tmpDir } from '../fixtures/util.js';
 import { startRedis } from '../fixtures/redis.js';
 import { startFake } from '../fixtures/fake-upstream.js';
+import { makeCertificates } from '../fixtures/tls.js';
 
 interface Row {
   check: string;
@@ -193,4 +194,17 @@ t.test('an upstream with several sources: each source checked under its name; a 
   t.equal(r.code, 1, r.stdout + r.stderr);
   t.match(r.stdout, /^FAIL {2}upstream docker\.io \(source central\): TCP connect to 127\.0\.0\.1:1 failed/m);
   t.match(r.stdout, new RegExp(`^ok {4}upstream docker\\.io \\(source ${reg.host.replace(/\./g, '\\.')}\\): `, 'm'));
+});
+
+t.test('tls: a good pair is ok with its names and expiry; a key of another certificate FAILs naming tls.key', async (t) => {
+  const certs = await makeCertificates(t, ['stevedore.example', '127.0.0.1']);
+  const good = await writeConfig(t, { upstreams: { 'r.test': { url: 'http://127.0.0.1:9', offline: true } }, tls: { cert: certs.cert, key: certs.key } });
+  const ok = await stevedoreCli(['doctor', '--config', good]);
+  t.equal(ok.code, 0, ok.stdout + ok.stderr);
+  t.match(ok.stdout, /^ok {4}tls .*tls\.crt: certificate for CN=stevedore\.example \(DNS:stevedore\.example, IP Address:127\.0\.0\.1\), valid until \S+ \(29 days\); the key matches$/m);
+
+  const bad = await writeConfig(t, { upstreams: { 'r.test': { url: 'http://127.0.0.1:9', offline: true } }, tls: { cert: certs.cert, key: certs.caKey } });
+  const r = await stevedoreCli(['doctor', '--config', bad]);
+  t.equal(r.code, 1);
+  t.match(r.stdout, /^FAIL {2}tls .*: tls\.key: .*ca\.key does not match the certificate in tls\.cert/m);
 });
