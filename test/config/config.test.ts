@@ -732,3 +732,17 @@ t.test('YAML listen written as a bare port number is accepted', async (t) => {
   const dir = t.testdir({ 'c.yaml': 'listen: 8080\n' });
   t.same(loadConfig({ file: path.join(dir, 'c.yaml'), env: {} }).listen, { host: '0.0.0.0', port: 8080 });
 });
+
+// ---------------------------------------------------------------- tls
+
+t.test('tls is off by default, and given cert and key it reloads every 5s unless told otherwise', async (t) => {
+  t.equal(parseConfig({}).tls, null);
+  t.same(parseConfig({ tls: { cert: '/tls/tls.crt', key: '/tls/tls.key' } }).tls, { cert: '/tls/tls.crt', key: '/tls/tls.key', reloadInterval: 5_000 });
+  t.equal(parseConfig({ tls: { cert: 'c', key: 'k', reloadInterval: '30s' } }).tls?.reloadInterval, 30_000);
+});
+
+t.test('tls without its key, or with a reload interval under a second, is refused naming the key', async (t) => {
+  t.match(problems(() => parseConfig({ tls: { cert: '/tls/tls.crt' } })), [/^tls\.key: /]);
+  t.match(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', reloadInterval: '100ms' } })), [/^tls\.reloadInterval: between 1s and 1h/]);
+  t.match(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', ca: 'x' } })), [/^tls: /]);
+});
