@@ -161,6 +161,7 @@ export function nextSteps(r: TlsInitResult, firstName: string): string {
     `  Docker:         /etc/docker/certs.d/${hp}/ca.crt`,
     `  podman, CRI-O:  /etc/containers/certs.d/${hp}/ca.crt   (skopeo: --src-cert-dir DIR holding ca.crt)`,
     `  containerd:     in each hosts.toml, under [host."https://${hp}"]:  ca = "/etc/containerd/certs.d/stevedore-ca.crt"`,
+    `                  (stevedore containerd-config --mirror https://${hp} --ca /etc/containerd/certs.d/stevedore-ca.crt writes them)`,
     `  k3s:            /etc/rancher/k3s/registries.yaml:  configs: { "${hp}": { tls: { ca_file: /etc/rancher/k3s/stevedore-ca.crt } } }`,
     '',
   ].join('\n');
