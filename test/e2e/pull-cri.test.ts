@@ -13,14 +13,17 @@
 //
 // HTTPS: `writeCriHostsToml(..., { ca })` writes `ca = "FILE"` under the host; a test with stevedore
 // on TLS behind a generated CA goes here once that fixture exists.
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
-import { startContainerd } from '../fixtures/containerd.js';
+import { SAFE_FALLBACK_SERVER, startContainerd } from '../fixtures/containerd.js';
+import { writeHostsTomls } from '../../lib/cli/containerd-config.js';
 import { criImageClient } from '../fixtures/cri-client.js';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
 import { tmpDir } from '../fixtures/util.js';
+import { makeCertificates } from '../fixtures/tls.js';
 
 /** stevedore's access-log lines for `method` on `urlPath` (query ignored). */
 function served(p: StevedoreProcess, method: string, urlPath: string): Array<Record<string, unknown>> {
@@ -176,4 +179,50 @@ t.test('the CRI plugin (the kubelet path) pulls images through stevedore', async
     t.ok(asked.length >= 1, 'stevedore was asked first');
     t.ok(asked.every((l) => l.status === 404), 'and answered 404 (no upstream of that name: it never connects to a host a client names)');
   });
+});
+
+t.test('the CRI plugin pulls through stevedore over HTTPS trusting only the CA from `stevedore tls init`; without it the pull is refused', async (t) => {
+  const ctrdP = startContainerd({ cri: true });
+  t.teardown(async () => (await ctrdP.catch(() => null))?.stop());
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const app = buildDockerImage('pull-cri-https/app', { layers: 2 });
+  const other = buildDockerImage('pull-cri-https/other', { layers: 1 });
+  await pushImage(reg.directUrl, 'library/app', 'v1', app);
+  await pushImage(reg.directUrl, 'library/other', 'v1', other);
+  const certs = await makeCertificates(t);
+  const work = await tmpDir(t, 'stevedore-cri-https-');
+  const sd = await spawnStevedore(t, {
+    storage: { path: path.join(work, 'store') },
+    upstreams: { 'docker.io': { url: reg.url } },
+    tls: { cert: certs.cert, key: certs.key },
+  });
+  t.match(sd.url, /^https:\/\//, 'stevedore serves https');
+  const ctrd = await ctrdP;
+  const cri = criImageClient(ctrd.address);
+  t.teardown(() => cri.close());
+
+  // hosts.toml with `ca` (what `containerd-config --ca` writes), no skip_verify.
+  const files = await ctrd.writeCriHostsToml(['docker.io'], sd.url, { ca: certs.caCert });
+  const toml = await readFile(files[0]!, 'utf8');
+  t.match(toml, `ca = ${JSON.stringify(certs.caCert)}`, 'the hosts.toml names the CA');
+  t.notMatch(toml, /skip_verify/, 'and never skips verification');
+  const pulled = await cri.pullImage('docker.io/library/app:v1', { sandboxConfig: SANDBOX });
+  t.equal(pulled.image_ref, app.config.digest);
+  t.same((await cri.imageStatus('docker.io/library/app:v1')).image?.repo_digests, [`docker.io/library/app@${app.manifest.digest}`], 'ImageStatus shows the upstream digest');
+  await settled(sd);
+  for (const b of [app.config, ...app.layers]) t.same(served(sd, 'GET', `/v2/library/app/blobs/${b.digest}`).map((l) => l.status), [200], `stevedore served ${b.digest.slice(0, 19)} over https`);
+
+  // The same mirror without the CA: the TLS handshake fails, nothing is pulled.
+  await writeHostsTomls(ctrd.criHostsDir!, ['docker.io'], [sd.url], { server: SAFE_FALLBACK_SERVER });
+  t.notMatch(await readFile(path.join(ctrd.criHostsDir!, 'docker.io', 'hosts.toml'), 'utf8'), /ca =|skip_verify/, 'a hosts.toml with neither ca nor skip_verify');
+  const before = sd.logs.filter((l) => l.msg === 'request').length;
+  const err = await cri.pullImage('docker.io/library/other:v1', { sandboxConfig: SANDBOX, timeoutMs: 60_000 }).then(
+    () => null,
+    (e: unknown) => e as { details?: string },
+  );
+  t.ok(err, 'PullImage failed');
+  t.same((await cri.imageStatus('docker.io/library/other:v1')).image, null, 'nothing on the node');
+  await settled(sd);
+  t.equal(sd.logs.filter((l) => l.msg === 'request').length, before, 'no request reached stevedore');
 });
