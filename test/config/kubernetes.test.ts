@@ -19,7 +19,7 @@ import { parseSize } from '../../lib/config/units.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const read = (p: string): string => readFileSync(path.join(ROOT, p), 'utf8');
 const KUBECTL = process.env.KUBECTL ?? 'kubectl';
-const OVERLAYS = ['single', 'cluster', 'node', 'containerd-hosts'] as const;
+const OVERLAYS = ['single', 'single-tls', 'cluster', 'node', 'containerd-hosts'] as const;
 type Overlay = (typeof OVERLAYS)[number];
 const REGISTRIES = ['docker.io', 'ghcr.io', 'quay.io', 'registry.k8s.io'];
 const hostsKey = (reg: string): string => `${reg.replace(/\./g, '_')}.toml`;
@@ -102,13 +102,17 @@ interface ServiceSpec {
   ports: Array<{ name?: string; port: number; targetPort?: string | number }>;
 }
 
-/** `kubectl kustomize config/kubernetes/overlays/NAME`, parsed; fails on any warning but the one kubectl 1.27+ gives for `bases:`. */
+/**
+ * `kubectl kustomize config/kubernetes/overlays/NAME`, parsed; fails on any warning but those kubectl
+ * 1.27+ gives for `bases:` and `patchesStrategicMerge:` (the fields Debian's kubectl 1.20, kustomize
+ * v2.0.3, understands; their successors it does not).
+ */
 function render(overlay: Overlay): K8sObject[] {
   const dir = path.join(ROOT, 'config/kubernetes/overlays', overlay);
   const r = spawnSync(KUBECTL, ['kustomize', dir], { encoding: 'utf8' });
   if (r.error) throw new Error(`${KUBECTL} kustomize: ${r.error.message} (npm run test:setup installs Debian's kubernetes-client)`);
   if (r.status !== 0) throw new Error(`${KUBECTL} kustomize ${dir} exited ${r.status}: ${r.stderr}`);
-  const unexpected = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith("# Warning: 'bases' is deprecated."));
+  const unexpected = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith("# Warning: 'bases' is deprecated.") && !l.startsWith("# Warning: 'patchesStrategicMerge' is deprecated."));
   if (unexpected.length > 0) throw new Error(`${KUBECTL} kustomize ${dir} warned:\n${unexpected.join('\n')}`);
   return parseAllDocuments(r.stdout).map((d) => {
     if (d.errors.length > 0) throw new Error(`${overlay}: ${d.errors.map((e) => e.message).join('; ')}`);
@@ -266,13 +270,15 @@ t.test("every stevedore container: probes on /healthz and /readyz, its ConfigMap
   const pods = stevedorePods();
   t.same(
     pods.map((p) => `${p.overlay} ${p.obj.kind} ${p.obj.metadata.name}`),
-    ['single StatefulSet stevedore', 'cluster Deployment stevedore', 'node Deployment stevedore', 'node DaemonSet stevedore-node'],
+    ['single StatefulSet stevedore', 'single-tls StatefulSet stevedore', 'cluster Deployment stevedore', 'node Deployment stevedore', 'node DaemonSet stevedore-node'],
   );
   for (const { overlay, obj, spec, c, configMap, yamlText, env } of pods) {
     const what = `${overlay} ${obj.kind} ${obj.metadata.name}`;
     t.match(c.image, /^registry\.example\/stevedore:/, `${what}: the image set in the overlay's images:`);
-    t.same(c.readinessProbe?.httpGet, { path: '/readyz', port: 'http' }, `${what}: readiness on /readyz`);
-    t.same(c.livenessProbe?.httpGet, { path: '/healthz', port: 'http' }, `${what}: liveness on /healthz`);
+    // The probes speak what stevedore serves: HTTPS when its stevedore.yaml sets tls.
+    const scheme = parseYaml(yamlText)?.tls ? { scheme: 'HTTPS' } : {};
+    t.same(c.readinessProbe?.httpGet, { path: '/readyz', port: 'http', ...scheme }, `${what}: readiness on /readyz`);
+    t.same(c.livenessProbe?.httpGet, { path: '/healthz', port: 'http', ...scheme }, `${what}: liveness on /healthz`);
     t.equal(spec.template.spec.restartPolicy, 'Always', `${what}: restarted when stevedore exits after an uncaught exception`);
     const podSc = spec.template.spec.securityContext;
     t.same([podSc?.runAsUser, podSc?.runAsGroup, podSc?.fsGroup], [IMAGE_USER.uid, IMAGE_USER.gid, IMAGE_USER.gid], `${what}: the image's stevedore user, its group owning the volumes`);
@@ -295,6 +301,7 @@ t.test("every stevedore container: probes on /healthz and /readyz, its ConfigMap
 t.test('memory requests cover the peak RSS bench/RESULTS.md measured, limits leave room above it', async (t) => {
   const peaks: Record<string, number> = {
     'single StatefulSet stevedore': benchPeak(/scenario 2 |scenario 5 |cold 1,024 MiB blob|scenario 7 /),
+    'single-tls StatefulSet stevedore': benchPeak(/scenario 2 |scenario 5 |cold 1,024 MiB blob|scenario 7 /),
     'cluster Deployment stevedore': benchPeak(/scenario 9 /),
     'node DaemonSet stevedore-node': benchPeak(/scenario 10 \(rollout; busiest/),
   };
@@ -317,7 +324,7 @@ t.test('the central stevedore: the Service at 10.96.0.50:5000, the TLS Secret mo
     t.same(central.map(({ obj }) => obj.metadata.name), ['stevedore'], `${overlay}: the Service selects the central stevedore's pods only`);
   }
   const tlsSchema = 'tls' in configSchema.shape;
-  for (const { overlay, obj, spec, c, yamlText, env } of stevedorePods().filter((p) => p.obj.metadata.name === 'stevedore')) {
+  for (const { overlay, obj, spec, c, yamlText, env } of stevedorePods().filter((p) => p.obj.metadata.name === 'stevedore' && p.overlay !== 'single-tls')) {
     const what = `${overlay} ${obj.kind} ${obj.metadata.name}`;
     const vol = spec.template.spec.volumes?.find((v) => v.secret?.secretName === 'stevedore-tls');
     t.same(vol?.secret && { optional: vol.secret.optional }, { optional: true }, `${what}: the Secret stevedore-tls, optional (plain HTTP without it)`);
@@ -334,6 +341,22 @@ t.test('the central stevedore: the Service at 10.96.0.50:5000, the TLS Secret mo
       t.comment(`${what}: the configuration has no tls key yet; the uncommented block is checked once it does`);
     }
   }
+});
+
+t.test('single-tls: the single instance serving HTTPS with the Secret stevedore-tls, required, probes over HTTPS', async (t) => {
+  const pod = stevedorePods().find((p) => p.overlay === 'single-tls')!;
+  const config = parseConfig(parseYaml(pod.yamlText), { env: pod.env });
+  const vol = pod.spec.template.spec.volumes?.find((v) => v.secret?.secretName === 'stevedore-tls');
+  t.same(vol?.secret && { optional: vol.secret.optional }, { optional: false }, 'the Secret is required (the pod waits for it)');
+  const mount = pod.c.volumeMounts?.find((m) => m.name === vol?.name);
+  t.equal(mount?.readOnly, true, 'mounted read-only');
+  t.same(config.tls && { cert: config.tls.cert, key: config.tls.key }, { cert: `${mount?.mountPath}/tls.crt`, key: `${mount?.mountPath}/tls.key` }, 'stevedore serves the Secret\'s certificate and key');
+  t.equal(pod.c.readinessProbe?.httpGet?.scheme, 'HTTPS');
+  t.equal(pod.c.livenessProbe?.httpGet?.scheme, 'HTTPS');
+  // Otherwise the single overlay: same objects, same Service.
+  t.same(objects('single-tls').map((o) => o.kind).sort(), objects('single').map((o) => o.kind).sort());
+  const plain = parseConfig(parseYaml(stevedorePods().find((p) => p.overlay === 'single')!.yamlText), { env: pod.env });
+  t.same({ ...config, tls: null }, { ...plain, tls: null }, 'the same configuration as single, apart from tls');
 });
 
 t.test('single: one StatefulSet with its own persistent volume', async (t) => {
