@@ -175,6 +175,7 @@ t.test('the CRI plugin (the kubelet path) pulls images through stevedore', async
     t.ok(err, 'PullImage failed');
     // (containerd speaks plain http to a loopback registry of its own accord.)
     t.match(err?.details, `http://${UNKNOWN}/v2/team/tool/manifests/v1`, `the last host tried is the registry itself: ${err?.details}`);
+    await settled(sd);
     const asked = sd.logs.filter((l) => l.msg === 'request' && nsOf(l) === UNKNOWN);
     t.ok(asked.length >= 1, 'stevedore was asked first');
     t.ok(asked.every((l) => l.status === 404), 'and answered 404 (no upstream of that name: it never connects to a host a client names)');
