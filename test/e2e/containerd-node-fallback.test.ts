@@ -11,7 +11,7 @@ import { writeHostsTomls } from '../../lib/cli/containerd-config.js';
 import { SAFE_FALLBACK_SERVER, startContainerd } from '../fixtures/containerd.js';
 import { buildDockerImage, pushImage, type BuiltImage } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
-import { spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
+import { logsSettled, spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
 import { tmpDir } from '../fixtures/util.js';
 
 /** Access-log lines of `p` after the first `from` log lines, for `method` on `path` (query ignored). */
@@ -57,6 +57,7 @@ t.test('containerd pulls through the node-local stevedore first, and through the
     const r = await ctrd.pull('docker.io/library/app:v1', { hostsDir });
     t.equal(r.code, 0, r.stderr);
     t.equal(await ctrd.imageDigest('docker.io/library/app:v1'), app.manifest.digest, 'containerd has the upstream manifest');
+    await Promise.all([logsSettled(node), logsSettled(central)]);
     const tagHead = served(node, 'HEAD', '/v2/library/app/manifests/v1');
     t.equal(tagHead.length, 1, 'the node-local stevedore resolved the tag');
     t.equal(tagHead[0]?.status, 200);
@@ -92,6 +93,7 @@ t.test('containerd pulls through the node-local stevedore first, and through the
     t.equal(r.code, 0, r.stderr);
     t.match(r.stderr, refusedFirst('/v2/library/app/manifests/v1'), "ctr tried the node-local address first, found it refusing connections, went on");
     t.equal(await ctrd.imageDigest('docker.io/library/app:v1'), app.manifest.digest, 'the same image digest');
+    await logsSettled(central);
     const tagHead = served(central, 'HEAD', '/v2/library/app/manifests/v1', from);
     t.equal(tagHead.length, 1, 'the central stevedore resolved the tag');
     t.match(tagHead[0]?.path, /[?&]ns=docker\.io/, 'asked by containerd itself (ns=docker.io)');
@@ -109,6 +111,7 @@ t.test('containerd pulls through the node-local stevedore first, and through the
     t.equal(r.code, 0, r.stderr);
     t.match(r.stderr, refusedFirst('/v2/library/other/manifests/v1'), 'ctr tried the node-local address first');
     t.equal(await ctrd.imageDigest('docker.io/library/other:v1'), other.manifest.digest, 'containerd has the upstream manifest');
+    await logsSettled(central);
     for (const b of blobsOf(other)) {
       const lines = served(central, 'GET', blobPath('library/other', b.digest), from);
       t.same(lines.map((l) => [l.status, l.cache]), [[200, 'miss']], `the central stevedore fetched ${b.digest.slice(0, 19)} for containerd`);

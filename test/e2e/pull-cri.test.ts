@@ -21,31 +21,13 @@ import { writeHostsTomls } from '../../lib/cli/containerd-config.js';
 import { criImageClient } from '../fixtures/cri-client.js';
 import { buildDockerImage, pushImage } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
-import { spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
+import { logsSettled, spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
 import { tmpDir } from '../fixtures/util.js';
 import { makeCertificates } from '../fixtures/tls.js';
 
 /** stevedore's access-log lines for `method` on `urlPath` (query ignored). */
 function served(p: StevedoreProcess, method: string, urlPath: string): Array<Record<string, unknown>> {
   return p.logs.filter((l) => l.msg === 'request' && l.method === method && String(l.path).split('?')[0] === urlPath);
-}
-
-/**
- * Waits until stevedore's log has been quiet for 300 ms (at most 5 s): a request's access-log line
- * is written after its answer and reaches the test through a pipe, so right after a pull the last
- * lines may still be on their way.
- */
-async function settled(p: StevedoreProcess): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  let seen = p.logs.length;
-  let quietSince = Date.now();
-  while (Date.now() < deadline && Date.now() - quietSince < 300) {
-    await new Promise((r) => setTimeout(r, 50));
-    if (p.logs.length !== seen) {
-      seen = p.logs.length;
-      quietSince = Date.now();
-    }
-  }
 }
 
 /** The `ns` query parameter of a logged request path. */
@@ -100,7 +82,7 @@ t.test('the CRI plugin (the kubelet path) pulls images through stevedore', async
     const listed = (await cri.listImages()).images.find((i) => i.id === app.config.digest);
     t.ok(listed, 'ListImages lists it');
 
-    await settled(sd);
+    await logsSettled(sd);
     const tagHead = served(sd, 'HEAD', '/v2/library/app/manifests/v1');
     t.same(tagHead.map((l) => l.status), [200], 'stevedore resolved the tag once');
     t.match(tagHead[0]?.path, /[?&]ns=docker\.io(&|$)/);
@@ -125,7 +107,7 @@ t.test('the CRI plugin (the kubelet path) pulls images through stevedore', async
     const pulled = await cri.pullImage('docker.io/library/app:v1', { sandboxConfig: SANDBOX });
     t.equal(pulled.image_ref, app.config.digest);
     t.same((await cri.imageStatus('docker.io/library/app:v1')).image?.repo_digests, [`docker.io/library/app@${app.manifest.digest}`]);
-    await settled(sd);
+    await logsSettled(sd);
     for (const b of [app.config, ...app.layers]) {
       const lines = served(sd, 'GET', `/v2/library/app/blobs/${b.digest}`);
       t.same(lines.map((l) => [l.status, l.cache]), [[200, 'miss'], [200, 'hit']], `containerd fetched ${b.digest.slice(0, 19)} again, from stevedore's store`);
@@ -143,7 +125,7 @@ t.test('the CRI plugin (the kubelet path) pulls images through stevedore', async
     t.ok(err, 'PullImage failed');
     t.match(err?.details, /docker\.io\/library\/absent:v1/, `containerd names the image: ${err?.details}`);
     t.same((await cri.imageStatus('docker.io/library/absent:v1')).image, null, 'nothing on the node');
-    await settled(sd);
+    await logsSettled(sd);
     const tagLines = served(sd, 'HEAD', '/v2/library/absent/manifests/v1');
     t.ok(tagLines.length >= 1, 'stevedore was asked for the tag');
     t.ok(tagLines.every((l) => l.status === 404), 'and answered 404');
@@ -155,7 +137,7 @@ t.test('the CRI plugin (the kubelet path) pulls images through stevedore', async
     const pulled = await cri.pullImage(ref, { sandboxConfig: SANDBOX });
     t.equal(pulled.image_ref, tool.config.digest);
     t.same((await cri.imageStatus(ref)).image?.repo_digests, [`${OTHER}/team/tool@${tool.manifest.digest}`], 'repo digest is the upstream manifest digest');
-    await settled(sd);
+    await logsSettled(sd);
     const tagHead = served(sd, 'HEAD', '/v2/team/tool/manifests/v1');
     t.same(tagHead.map((l) => l.status), [200], 'stevedore resolved the tag');
     t.equal(nsOf(tagHead[0]), OTHER, `asked with ns=${OTHER}`);
@@ -175,7 +157,7 @@ t.test('the CRI plugin (the kubelet path) pulls images through stevedore', async
     t.ok(err, 'PullImage failed');
     // (containerd speaks plain http to a loopback registry of its own accord.)
     t.match(err?.details, `http://${UNKNOWN}/v2/team/tool/manifests/v1`, `the last host tried is the registry itself: ${err?.details}`);
-    await settled(sd);
+    await logsSettled(sd);
     const asked = sd.logs.filter((l) => l.msg === 'request' && nsOf(l) === UNKNOWN);
     t.ok(asked.length >= 1, 'stevedore was asked first');
     t.ok(asked.every((l) => l.status === 404), 'and answered 404 (no upstream of that name: it never connects to a host a client names)');
@@ -211,7 +193,7 @@ t.test('the CRI plugin pulls through stevedore over HTTPS trusting only the CA f
   const pulled = await cri.pullImage('docker.io/library/app:v1', { sandboxConfig: SANDBOX });
   t.equal(pulled.image_ref, app.config.digest);
   t.same((await cri.imageStatus('docker.io/library/app:v1')).image?.repo_digests, [`docker.io/library/app@${app.manifest.digest}`], 'ImageStatus shows the upstream digest');
-  await settled(sd);
+  await logsSettled(sd);
   for (const b of [app.config, ...app.layers]) t.same(served(sd, 'GET', `/v2/library/app/blobs/${b.digest}`).map((l) => l.status), [200], `stevedore served ${b.digest.slice(0, 19)} over https`);
 
   // The same mirror without the CA: the TLS handshake fails, nothing is pulled.
@@ -224,6 +206,6 @@ t.test('the CRI plugin pulls through stevedore over HTTPS trusting only the CA f
   );
   t.ok(err, 'PullImage failed');
   t.same((await cri.imageStatus('docker.io/library/other:v1')).image, null, 'nothing on the node');
-  await settled(sd);
+  await logsSettled(sd);
   t.equal(sd.logs.filter((l) => l.msg === 'request').length, before, 'no request reached stevedore');
 });
