@@ -2,7 +2,7 @@
 /** The `stevedore` command. */
 import { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
-import { buildApp, createLogger } from '../server/app.js';
+import { buildApp, createLogger, logDestination } from '../server/app.js';
 import { installLastResort } from '../server/last-resort.js';
 import { configOrExit, fail, withConfigOptions, type ConfigFlags } from './common.js';
 // The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
@@ -19,7 +19,7 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
   .option('-l, --listen <addr>', 'listen address, HOST:PORT or :PORT (overrides the config)')
   .action(async (opts: ConfigFlags) => {
     const config = configOrExit(opts);
-    const log = createLogger(config.log.level);
+    const log = createLogger(config.log.level, logDestination(config.log.format));
     // Files the configuration names (htpasswd, token key) are read here: a bad one exits 2 too.
     const app = await buildApp(config, { log }).catch((err: unknown) => {
       if (!(err instanceof ConfigError)) throw err;

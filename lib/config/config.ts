@@ -98,7 +98,7 @@ export interface Config {
   cluster: ParsedConfig['cluster'];
   /** Client authentication and access rules (lib/server/auth). */
   auth: AuthConfig;
-  log: { level: ParsedConfig['log']['level'] };
+  log: ParsedConfig['log'];
   cache: {
     tagTTL: number;
     manifestMaxSize: number;
@@ -443,7 +443,7 @@ function expandEnv(v: unknown, env: NodeJS.ProcessEnv, path: string[], problems:
   return v;
 }
 
-/** STEVEDORE_LISTEN, STEVEDORE_STORAGE_PATH, STEVEDORE_LOG_LEVEL, STEVEDORE_REDIS_URL win over the file. */
+/** STEVEDORE_LISTEN, STEVEDORE_STORAGE_PATH, STEVEDORE_LOG_LEVEL, STEVEDORE_LOG_FORMAT, STEVEDORE_REDIS_URL win over the file. */
 function applyEnvOverrides(doc: unknown, env: NodeJS.ProcessEnv): unknown {
   const out: Record<string, unknown> = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? { ...doc } : {};
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
@@ -458,6 +458,7 @@ function applyEnvOverrides(doc: unknown, env: NodeJS.ProcessEnv): unknown {
   if (env.STEVEDORE_LISTEN) out.listen = env.STEVEDORE_LISTEN;
   if (env.STEVEDORE_STORAGE_PATH) section('storage').path = env.STEVEDORE_STORAGE_PATH;
   if (env.STEVEDORE_LOG_LEVEL) section('log').level = env.STEVEDORE_LOG_LEVEL;
+  if (env.STEVEDORE_LOG_FORMAT) section('log').format = env.STEVEDORE_LOG_FORMAT;
   if (env.STEVEDORE_REDIS_URL) section('metadata').redis = env.STEVEDORE_REDIS_URL;
   return out;
 }

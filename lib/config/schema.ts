@@ -420,9 +420,14 @@ export const configSchema = z
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /**
+         * `json`: one JSON line per event (what log shippers read); `pretty`: one readable line per
+         * event; `auto`: pretty when stdout is a terminal, JSON otherwise.
+         */
+        format: z.enum(['auto', 'json', 'pretty']).default('auto'),
       })
       .strict()
-      .default({ level: 'info' }),
+      .default({ level: 'info', format: 'auto' }),
     /** Client authentication (htpasswd, Docker token flow) and access rules. */
     auth: authSchema.default(AUTH_DEFAULTS),
     cache: z

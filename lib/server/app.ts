@@ -6,6 +6,7 @@ import type http from 'node:http';
 import type https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
 import { ConfigError, type Config } from '../config/config.js';
 import { Store } from '../storage/store.js';
 import { Metadata } from '../metadata/metadata.js';
@@ -53,6 +54,16 @@ export interface App {
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
   close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Where `serve` writes its log: JSON lines on stdout, or (`log.format` pretty, or auto on a
+ * terminal) one readable line per event through pino-pretty, in this thread (synchronous: nothing
+ * is lost when the process exits).
+ */
+export function logDestination(format: Config['log']['format'], isTTY = process.stdout.isTTY === true): pino.DestinationStream | undefined {
+  if (format === 'json' || (format === 'auto' && !isTTY)) return undefined;
+  return pretty({ colorize: isTTY, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
 }
 
 export function createLogger(level: Config['log']['level'], destination?: pino.DestinationStream): Logger {

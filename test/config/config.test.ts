@@ -67,7 +67,7 @@ t.test('the defaults are the documented values', async (t) => {
   t.equal(c.storage.maxSize, null);
   t.same(c.metadata, { redis: null });
   t.same(c.cluster, { leaseTTL: 10_000, pollInterval: 100, recencyFlush: 5_000, evictionInterval: 10_000, replicaId: null });
-  t.same(c.log, { level: 'info' });
+  t.same(c.log, { level: 'info', format: 'auto' });
   t.equal(c.cache.tagTTL, 300_000);
   t.equal(c.cache.manifestMaxSize, 4 * 1024 * 1024);
   t.equal(c.cache.finishAbandonedDownloads, true);
