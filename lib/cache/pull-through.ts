@@ -15,6 +15,7 @@ import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { parseManifest } from '../oci/media-types.js';
 import type { Store } from '../storage/store.js';
+import type { StoredBlob } from '../storage/blob-store.js';
 import type { RepoRef, TagLink } from '../storage/repo-store.js';
 import type { Metadata } from '../metadata/metadata.js';
 import type { UpstreamClient } from '../upstream/sources.js';
@@ -105,6 +106,11 @@ function isTransient(err: unknown): err is UpstreamError {
     err instanceof UpstreamError &&
     (err.kind === 'unavailable' || err.kind === 'timeout' || err.kind === 'rate_limited' || err.kind === 'offline')
   );
+}
+
+/** The answer for a blob in the store (a hit). */
+function storedAnswer(stored: StoredBlob): BlobAnswer {
+  return { size: stored.size, cache: 'hit', open: (r) => stored.stream(r), sendTo: (dest, r) => stored.sendTo(dest, r), release: () => stored.close() };
 }
 
 /** The answer of a client following a download in progress (it has answered: its size is known if the upstream said). */
@@ -496,7 +502,7 @@ export class PullThrough {
       await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
       const stored = await this.store.blobs.open(d);
       if (stored) {
-        return { size: stored.size, cache: 'hit', open: (r) => stored.stream(r), sendTo: (dest, r) => stored.sendTo(dest, r), release: () => stored.close() };
+        return storedAnswer(stored);
       }
     }
     // Joined even when it just finished: it was not stored yet when we looked. Unless it has been
@@ -684,7 +690,7 @@ export class PullThrough {
     }
     const stored = await this.store.blobs.open(d);
     if (!stored) return null;
-    return { size: stored.size, cache: 'hit', open: (r) => stored.stream(r), sendTo: (dest, r) => stored.sendTo(dest, r), release: () => stored.close() };
+    return storedAnswer(stored);
   }
 
   /** Upstream blob downloads writing now (metrics). */

@@ -18,16 +18,15 @@
  * carry the shared token, and only what they hold (never fetching for a peer).
  */
 import { timingSafeEqual } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { RedisLink } from './redis-link.js';
 import { RedisCoordinator, type Lease } from './coordinator.js';
-import type { PeerSource } from '../upstream/sources.js';
+import type { PeerBody, PeerSource } from '../upstream/sources.js';
 import type { StoreObserver } from '../storage/blob-store.js';
 import type { ProgressRule } from '../upstream/progress.js';
 import type { Timeouts } from '../config/config.js';
-import { discard } from '../upstream/upstream-client.js';
+import { discard, header } from '../upstream/upstream-client.js';
 
 /** The path peers fetch blobs on: `/_stevedore/peer/v1/blobs/<digest>`. */
 export const PEER_BLOB_PATH = '/_stevedore/peer/v1/blobs/';
@@ -213,7 +212,7 @@ export class Peers implements PeerSource, StoreObserver {
     start: number,
     signal: AbortSignal,
     exclude: ReadonlySet<string>,
-  ): Promise<{ peer: string; size: number | null; start: number; body: Readable; stall: ProgressRule } | null> {
+  ): Promise<PeerBody | null> {
     if (!this.link.up) return null;
     // The directory changes under us (a fetching node finishes, stores, gives its lease up between
     // two of these calls): looked at again a few times rather than going to central needlessly.
@@ -253,7 +252,7 @@ export class Peers implements PeerSource, StoreObserver {
     start: number,
     signal: AbortSignal,
     exclude: ReadonlySet<string>,
-  ): Promise<{ peer: string; size: number | null; start: number; body: Readable; stall: ProgressRule } | 'none'> {
+  ): Promise<PeerBody | 'none'> {
     let candidates: string[];
     try {
       candidates = shuffle((await this.holders(digest)).filter((p) => !exclude.has(p) && !this.isBad(p)));
@@ -273,7 +272,7 @@ export class Peers implements PeerSource, StoreObserver {
     digest: string,
     start: number,
     signal: AbortSignal,
-  ): Promise<{ peer: string; size: number | null; start: number; body: Readable; stall: ProgressRule } | null> {
+  ): Promise<PeerBody | null> {
     const headers: Record<string, string> = { authorization: `Bearer ${this.opts.token}`, 'user-agent': 'stevedore-peer' };
     if (start > 0) headers.range = `bytes=${start}-`;
     let res: Dispatcher.ResponseData;
@@ -326,11 +325,6 @@ export class Peers implements PeerSource, StoreObserver {
     await Promise.all([...this.fetching.keys()].map((d) => this.releaseFetch(d).catch(() => undefined)));
     await this.agent.close().catch(() => undefined);
   }
-}
-
-function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  const v = h[name];
-  return Array.isArray(v) ? v[0] : v;
 }
 
 /** A peer's address as announced: an http(s) origin and nothing else (Redis content is checked too). */

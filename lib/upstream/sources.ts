@@ -16,12 +16,21 @@
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { SourceConfig, UpstreamConfig } from '../config/config.js';
+import type { UpstreamConfig } from '../config/config.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import type { DownloadSource, OpenedBody } from '../cache/download.js';
 import type { ProgressRule } from './progress.js';
 import { UpstreamError } from './errors.js';
 import { SourceClient, type FetchedManifest, type ManifestHead, type TagsListLimits } from './upstream-client.js';
+
+/** A blob's body from a peer, from byte `start`, with the peers' minimum progress. */
+export interface PeerBody {
+  peer: string;
+  size: number | null;
+  start: number;
+  body: Readable;
+  stall: ProgressRule;
+}
 
 /** The other node instances, as a source of blobs (implemented in lib/cluster/peers.ts). */
 export interface PeerSource {
@@ -34,7 +43,7 @@ export interface PeerSource {
     start: number,
     signal: AbortSignal,
     exclude: ReadonlySet<string>,
-  ): Promise<{ peer: string; size: number | null; start: number; body: Readable; stall: ProgressRule } | null>;
+  ): Promise<PeerBody | null>;
   /** A peer that failed a transfer (gone, stalled, wrong bytes): not asked again for a while. */
   markBad(peer: string, why: string): void;
 }
@@ -65,7 +74,7 @@ export class UpstreamClient {
     this.peersAt = peersIndex < 0 ? null : config.sources.slice(0, peersIndex).filter((s) => s.kind === 'url').length;
     this.sources = urls.map((s, i) => {
       const last = i === urls.length - 1;
-      const source: SourceConfig = { name: s.name, url: s.url, namespace: s.namespace, credentials: s.credentials, timeouts: s.timeouts, redirects: s.redirects };
+      const { kind: _kind, ...source } = s;
       return new SourceClient(
         {
           upstream: config.name,

@@ -83,7 +83,8 @@ export interface FetchedManifest {
   stale?: string;
 }
 
-function header(h: UpstreamResponse['headers'], name: string): string | undefined {
+/** The first value of a response header. */
+export function header(h: UpstreamResponse['headers'], name: string): string | undefined {
   const v = h[name];
   return Array.isArray(v) ? v[0] : v;
 }
