@@ -19,6 +19,7 @@ RUN groupadd --system --gid 10001 stevedore \
  && chown stevedore:stevedore /var/lib/stevedore
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+COPY assets ./assets
 COPY package.json ./
 COPY config/stevedore.yaml /etc/stevedore/stevedore.yaml
 USER stevedore

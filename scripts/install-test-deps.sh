@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian 12 machine: the real upstream registry
 # (CNCF distribution), the real clients (skopeo, containerd's ctr), redis-server, nginx and wrk
-# for benchmarks, kubectl (kubernetes-client) to render the Kubernetes manifests, and the npm
+# for benchmarks, kubectl (kubernetes-client) to render the Kubernetes manifests, chromium (the
+# dashboard's tests drive it headless with playwright-core), and the npm
 # dependencies. Run as root (or with sudo available).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(docker-registry skopeo containerd podman uidmap fuse-overlayfs redis-server nginx wrk openssl ca-certificates)
+pkgs=(docker-registry skopeo containerd podman uidmap fuse-overlayfs redis-server nginx wrk openssl ca-certificates chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,7 +31,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$had_policy" -eq 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl script kubectl; do
+for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl script kubectl chromium; do
   command -v "$tool" >/dev/null || { echo "install-test-deps: $tool is still missing" >&2; exit 1; }
 done
 

@@ -121,6 +121,8 @@ export class Download {
   readonly done: Promise<CommitResult>;
   /** Upstream requests made (1 + resumes). */
   attempts = 0;
+  /** When it started (epoch ms). */
+  readonly startedAt = Date.now();
   /** Bytes handed to the writer (some may still be in its buffer): where a resume starts. */
   private received = 0;
   private followers = 0;
@@ -322,6 +324,11 @@ export class Download {
       err.code = 'ERR_STREAM_PREMATURE_CLOSE';
       throw err;
     }
+  }
+
+  /** Clients reading this download now. */
+  get followerCount(): number {
+    return this.followers;
   }
 
   /** Stops the download (its followers fail); `keepFile`: the temp file is not ours to delete. */

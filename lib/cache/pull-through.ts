@@ -29,6 +29,18 @@ import { tagTTLFor } from './tag-policy.js';
 import { mapLimit } from '../util/map-limit.js';
 import { CACHE_DEFAULTS } from '../config/schema.js';
 
+/** One download in flight, as the dashboard shows it. */
+export interface DownloadState {
+  digest: string;
+  /** `<upstream>/<name>`: the repository it was started for. */
+  repository: string;
+  written: number;
+  size: number | null;
+  followers: number;
+  attempts: number;
+  startedAt: number;
+}
+
 export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale';
 
 export interface Clock {
@@ -151,6 +163,8 @@ export class PullThrough {
   private readonly clock: Clock;
   private readonly manifestMaxSize: number;
   private readonly downloads = new Map<string, Download>();
+  /** Blob bytes each upstream's downloads wrote (its sources and peers included), since start. */
+  readonly fetchedBytes = new Map<string, number>();
   private readonly tags: LRUCache<string, TagAnswer, { target: Target; tag: string }>;
   /** Manifest bytes and media type by digest: the hot path serves them without touching the disk. */
   private readonly manifests: LRUCache<string, { bytes: Buffer; mediaType: string }>;
@@ -693,6 +707,16 @@ export class PullThrough {
     return storedAnswer(stored);
   }
 
+  /** What each download writing now has done: the dashboard's "downloads in flight". */
+  downloadsSnapshot(): DownloadState[] {
+    const out: DownloadState[] = [];
+    for (const dl of this.downloads.values()) {
+      if (dl.writer.state !== 'writing') continue;
+      out.push({ digest: dl.digest, repository: dl.repoKey, written: dl.writer.written, size: dl.size, followers: dl.followerCount, attempts: dl.attempts, startedAt: dl.startedAt });
+    }
+    return out;
+  }
+
   /** Upstream blob downloads writing now (metrics). */
   downloadsInFlight(): number {
     let n = 0;
@@ -745,6 +769,10 @@ export class PullThrough {
     );
     this.downloads.set(d.value, dl);
     if (lease) this.holdLease(lease, dl, t, d);
+    const counted = (): void => {
+      this.fetchedBytes.set(t.client.name, (this.fetchedBytes.get(t.client.name) ?? 0) + dl.writer.written);
+    };
+    dl.done.then(counted, counted);
     dl.done.then(
       async () => {
         await this.store.repos.link(this.repo(t), d).catch((err: unknown) => this.log.warn({ err }, 'linking blob failed'));

@@ -99,6 +99,8 @@ export interface Config {
   /** Client authentication and access rules (lib/server/auth). */
   auth: AuthConfig;
   log: ParsedConfig['log'];
+  /** The dashboard at `/` (lib/server/dashboard). */
+  dashboard: ParsedConfig['dashboard'];
   cache: {
     tagTTL: number;
     manifestMaxSize: number;
@@ -216,6 +218,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     cluster: parsed.cluster,
     auth: { ...parsed.auth, rules: parsed.auth.rules ?? defaultAuthRules(parsed.registry.hosted) },
     log: parsed.log,
+    dashboard: parsed.dashboard,
     cache: parsed.cache,
     timeouts: parsed.timeouts,
     defaultUpstream: parsed.defaultUpstream,

@@ -430,6 +430,13 @@ export const configSchema = z
       .default({ level: 'info', format: 'auto' }),
     /** Client authentication (htpasswd, Docker token flow) and access rules. */
     auth: authSchema.default(AUTH_DEFAULTS),
+    /** The dashboard at `/` (same access rules as /metrics); off: `/` answers 404. */
+    dashboard: z
+      .object({
+        enabled: z.boolean().default(true),
+      })
+      .strict()
+      .default({ enabled: true }),
     cache: z
       .object({
         /** How long a tag → digest answer is trusted before it is revalidated upstream with a HEAD. */

@@ -23,6 +23,15 @@ export type Gate =
   | { open: true }
   | { open: false; kind: 'rate_limited' | 'unavailable'; retryAfterSec: number; reason: string };
 
+export interface HealthSnapshot {
+  /** A 429's cool-down in force: no request before `until` (epoch ms). */
+  coolDown: { until: number; reason: string } | null;
+  /** Consecutive failures counted, and until when the breaker is open (null: closed). */
+  breaker: { failures: number; openUntil: number | null };
+  /** The last `ratelimit-remaining` reported (Docker Hub), null when none was. */
+  quota: { remaining: number; limit: number | null; low: boolean } | null;
+}
+
 interface CoolDown {
   until: number;
   reason: string;
@@ -101,6 +110,21 @@ export class UpstreamHealth {
   /** Records `ratelimit-remaining`; it is forgotten when its window (`w=` seconds, else 1 h) has passed. */
   async quota(upstream: string, remaining: number, limit: number | null, windowSec: number | null): Promise<void> {
     await this.metadata.setRecord<Quota>(`quota:${upstream}`, { remaining, limit, at: this.now() }, (windowSec ?? 3600) * 1000);
+  }
+
+  /** Everything recorded about one upstream (or source), for the dashboard. */
+  async snapshot(upstream: string): Promise<HealthSnapshot> {
+    const now = this.now();
+    const [cool, breaker, quota] = await Promise.all([
+      this.metadata.getRecord<CoolDown>(`cooldown:${upstream}`),
+      this.metadata.getRecord<Breaker>(`breaker:${upstream}`),
+      this.quotaState(upstream),
+    ]);
+    return {
+      coolDown: cool && cool.until > now ? { until: cool.until, reason: cool.reason } : null,
+      breaker: breaker ? { failures: breaker.failures, openUntil: breaker.openUntil > now ? breaker.openUntil : null } : { failures: 0, openUntil: null },
+      quota,
+    };
   }
 
   /** The last reported quota, and whether it is at or below the watermark. */

@@ -26,6 +26,8 @@ import { RedisCoordinator, type Coordinator } from '../cluster/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { Peers } from '../cluster/peers.js';
+import { Dashboard } from './dashboard/dashboard.js';
+import { readFile } from 'node:fs/promises';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
 
 const SNAPSHOT_INTERVAL_MS = 5 * 60_000;
@@ -233,7 +235,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   snapshotTimer.unref();
   let ready = true;
   const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers });
-  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, isReady: () => ready, tls: tlsPair });
+  const dashboard = config.dashboard.enabled
+    ? await Dashboard.create({ config, store: store.blobs, pull, upstreams, health, cluster, peers, version: await packageVersion(), now: () => clock.now() })
+    : null;
+  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, dashboard, isReady: () => ready, tls: tlsPair });
   let tls: CertificateReloader | null = null;
   if (config.tls && tlsPair) {
     tls = new CertificateReloader(server as https.Server, config.tls, tlsPair, log, config.tls.reloadInterval);
@@ -302,6 +307,12 @@ async function loadTls(files: NonNullable<Config['tls']>, log: Logger): Promise<
     if (errors.every((e) => e instanceof TlsFileError)) throw new ConfigError(errors.map((e) => e.message), 'tls files');
     throw err;
   }
+}
+
+/** stevedore's version, from its package.json (beside lib/ and dist/). */
+async function packageVersion(): Promise<string> {
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
 }
 
 /** The digests in the store's index (what a node instance holds and announces). */

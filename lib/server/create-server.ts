@@ -34,6 +34,7 @@ import { clientGone } from './client-gone.js';
 import { TOKEN_PATH, type Auth, type AuthContext } from './auth/auth.js';
 import { authorizeRoute, canonicalRepository } from './auth/authorize-route.js';
 import { loggedPath } from './log-path.js';
+import type { Dashboard } from './dashboard/dashboard.js';
 import {
   handleBlobDelete,
   handleManifestDelete,
@@ -68,6 +69,8 @@ export interface ServerDeps {
   peers?: Peers | null;
   /** HTTPS with this certificate and key (PEM); absent or null: plain HTTP. */
   tls?: { cert: Buffer; key: Buffer } | null;
+  /** The dashboard at `/` (config dashboard.enabled); absent or null: none. */
+  dashboard?: Dashboard | null;
 }
 
 /** What the access log line says about one request, filled in as it is handled. */
@@ -86,6 +89,8 @@ interface Outcome {
   route?: string;
   /** The connection guard cut the request: its body came too slowly. */
   slowBody?: boolean;
+  /** The canonical repository the request named (when its name resolved), for the dashboard. */
+  repository?: string;
 }
 
 const STALE_WARNING = '110 - "Response is Stale"';
@@ -251,6 +256,17 @@ async function answer(
   if (res.statusCode >= 500 || outcome.aborted) log.warn(line, 'request');
   else log.info(line, 'request');
   deps.metrics?.observe(outcome.route ?? 'other', req.method ?? 'GET', res.statusCode, outcome.cache, outcome.bytes ?? 0, ms / 1000);
+  deps.dashboard?.activity.record({
+    method: req.method ?? 'GET',
+    path: line.path ?? '',
+    route: outcome.route ?? 'other',
+    status: res.statusCode,
+    cache: outcome.cache,
+    bytes: outcome.bytes ?? 0,
+    repository: outcome.repository ?? null,
+    error: outcome.error,
+    credentials: req.headers.authorization !== undefined,
+  });
 }
 
 function parseUrl(req: IncomingMessage): { pathname: string; query: URLSearchParams } {
@@ -281,6 +297,10 @@ async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMess
     await deps.auth.authorizeMetrics(req, authContext);
     return deps.metrics.send(res, req.method === 'HEAD');
   }
+  if (deps.dashboard?.handles(pathname)) {
+    outcome.route = 'dashboard';
+    return deps.dashboard.serve(deps.auth, pathname, req, res, authContext);
+  }
   if (pathname.startsWith(PEER_BLOB_PATH) && deps.peers) {
     outcome.route = 'peer_blob';
     guard.armIdle(res);
@@ -299,6 +319,13 @@ async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMess
   }
   // ---- auth (lib/server/auth): who is asking, and may they take this action here (401 / 403).
   const canonical = (name: string, ns: string | null): string => canonicalRepository(name, ns, deps.config, deps.hosted);
+  if ('name' in r) {
+    try {
+      outcome.repository = canonical(r.name, query.get('ns'));
+    } catch {
+      // A name that does not resolve: authorizeRoute answers it.
+    }
+  }
   const who = await authorizeRoute(deps.auth, canonical, r, action, req, query, authContext);
   switch (r.kind) {
     case 'healthz':

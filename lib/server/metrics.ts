@@ -119,6 +119,15 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'stevedore_upstream_blob_bytes_total',
+      help: 'Blob bytes downloaded into the store for each upstream (from its sources and, in node mode, peers), counted when each download ends',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        for (const name of deps.upstreams.keys()) this.set({ upstream: name }, deps.pull.fetchedBytes.get(name) ?? 0);
+      },
+    });
+    new Gauge({
       name: 'stevedore_send_buffer_bytes',
       help: 'Memory of the buffers blob answers are sent through: in_use by transfers, pooled for reuse (released after 10 s unused)',
       labelNames: ['state'],

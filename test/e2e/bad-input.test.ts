@@ -87,7 +87,8 @@ t.test('bad input never reaches the upstream or the store', async (t) => {
     { what: 'a reference followed by "/"', path: `${m('library/alpine')}/`, status: 404, code: 'NOT_FOUND' },
     { what: 'an unknown /v2 endpoint', path: '/v2/library/alpine/whatever/v1', status: 404, code: 'NOT_FOUND' },
     { what: 'a v1 endpoint', path: '/v1/search?q=alpine', status: 404, code: 'NOT_FOUND' },
-    { what: 'the root', path: '/', status: 404, code: 'NOT_FOUND' },
+    { what: 'a POST to the dashboard', method: 'POST', path: '/', status: 405, code: 'UNSUPPORTED' },
+    { what: 'a path under /ui that is no file', path: '/ui/index.html', status: 404, code: 'NOT_FOUND' },
   ];
 
   async function storedContent(): Promise<string[]> {

@@ -17,6 +17,7 @@
  *              queue: full → 429 (bcrypt-pool.ts). Unknown users cost a bcrypt round too.
  *   catalog:   only the repositories the user may pull.
  *   /metrics:  anyone while `anonymousPull` is on; else a user (Basic or a user's token).
+ *   dashboard: as /metrics, with a Basic challenge (browsers ask for a user and password).
  *   /v2/:      200 when anonymous clients may do all there is to do (no users, anonymous pull);
  *              else 401 with the challenge, which is what makes docker/podman/skopeo send credentials.
  *
@@ -195,6 +196,26 @@ export class Auth {
     if (this.config.anonymousPull || who.user !== null) return publicIdentity(who);
     if (this.htpasswd !== null) throw this.unauthorized(req, 'authentication required to read metrics (auth.anonymousPull is false)', undefined);
     throw new OciError('DENIED', 'metrics need a user when auth.anonymousPull is false, and this registry has none (auth.htpasswd is not set)');
+  }
+
+  /**
+   * The dashboard (`/`, `/ui/...`): who may look is who may read /metrics, but the challenge is
+   * Basic, the one a browser answers by asking for a user and password (the same htpasswd users).
+   * A viewer's repository names are filtered by `mayPull` (lib/server/dashboard).
+   */
+  async authorizeDashboard(req: IncomingMessage, ctx: AuthContext = {}): Promise<Identity> {
+    const basic = (message: string): OciError =>
+      new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': 'Basic realm="stevedore", charset="UTF-8"' } });
+    let who: Identified;
+    try {
+      who = await this.identify(req, undefined, ctx);
+    } catch (err) {
+      if (err instanceof OciError && err.status === 401) throw basic(err.message);
+      throw err;
+    }
+    if (this.config.anonymousPull || who.user !== null) return publicIdentity(who);
+    if (this.htpasswd !== null) throw basic('authentication required to see the dashboard (auth.anonymousPull is false)');
+    throw new OciError('DENIED', 'the dashboard needs a user when auth.anonymousPull is false, and this registry has none (auth.htpasswd is not set)');
   }
 
   /** `GET|POST /token`: writes the answer. */

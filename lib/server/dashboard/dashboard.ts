@@ -1,0 +1,210 @@
+/**
+ * The dashboard at `/`: one HTML page, a script and a style sheet (assets/dashboard, plain files
+ * a browser runs as they are: no build step), and `/ui/api/state`, the JSON the page polls every
+ * two seconds.
+ *
+ * The state is built per viewer: who may look is who may read /metrics (Auth.authorizeDashboard),
+ * and no repository a viewer may not pull is named: top lists, downloads and errors are filtered
+ * by the access rules. Upstream names and health are configuration, shown to every viewer.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Config } from '../../config/config.js';
+import type { PullThrough, DownloadState } from '../../cache/pull-through.js';
+import type { UpstreamClient } from '../../upstream/sources.js';
+import type { HealthSnapshot, UpstreamHealth } from '../../metadata/upstream-health.js';
+import type { BlobStore } from '../../storage/blob-store.js';
+import type { Peers, PeerEvent } from '../../cluster/peers.js';
+import type { RedisLink } from '../../cluster/redis-link.js';
+import type { SharedIndex } from '../../cluster/shared-index.js';
+import { OciError } from '../../oci/errors.js';
+import type { Auth, AuthContext } from '../auth/auth.js';
+import { sendJson } from '../respond.js';
+import { Activity, type Bucket, type RecentError, type RepositoryActivity } from './activity.js';
+
+export const DASHBOARD_STATE_PATH = '/ui/api/state';
+const TOP = 10;
+
+interface Asset {
+  body: Buffer;
+  type: string;
+  etag: string;
+}
+
+/** The page's files, by the path they are served at. */
+const ASSETS: Record<string, { file: string; type: string }> = {
+  '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/ui/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/ui/app.css': { file: 'app.css', type: 'text/css; charset=utf-8' },
+};
+
+/** Headers of every dashboard answer: the page runs only its own script and talks only to this server. */
+const PAGE_HEADERS = {
+  'Content-Security-Policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+  'X-Frame-Options': 'DENY',
+};
+
+export interface DashboardDeps {
+  config: Config;
+  store: BlobStore;
+  pull: PullThrough;
+  upstreams: ReadonlyMap<string, UpstreamClient>;
+  health: UpstreamHealth;
+  cluster: { link: RedisLink; index: SharedIndex; replicaId: string; storeId: string } | null;
+  peers: Peers | null;
+  version: string;
+  now: () => number;
+}
+
+export interface DashboardState {
+  now: number;
+  startedAt: number;
+  version: string;
+  viewer: string | null;
+  mode: 'single' | 'cluster' | 'node';
+  store: {
+    cachedBytes: number;
+    pinnedBytes: number;
+    cachedCount: number;
+    pinnedCount: number;
+    maxSize: number | null;
+    evictions: number;
+    /** Cluster mode: cached bytes of the shared store as the cluster records them. */
+    clusterBytes: number | null;
+  };
+  hour: {
+    buckets: Bucket[];
+    /** Answers from the store / answers with a cache result; null before any. */
+    hitRatio: number | null;
+    storeBytes: number;
+    upstreamBytes: number;
+    requests: number;
+    errors: number;
+  };
+  upstreams: Array<{
+    name: string;
+    offline: boolean;
+    sources: Array<{ name: string; url: string; state: 'ok' | 'offline' | 'cooling down' | 'breaker open'; health: HealthSnapshot }>;
+  }>;
+  downloads: DownloadState[];
+  topByPulls: RepositoryActivity[];
+  topByBytes: RepositoryActivity[];
+  errors: RecentError[];
+  cluster: { replicaId: string; storeId: string; redisUp: boolean } | null;
+  peers: { group: string; self: string; transfers: Partial<Record<PeerEvent, number>> } | null;
+}
+
+export class Dashboard {
+  readonly activity: Activity;
+  private readonly startedAt: number;
+
+  private constructor(
+    private readonly deps: DashboardDeps,
+    private readonly assets: Map<string, Asset>,
+  ) {
+    this.startedAt = deps.now();
+    this.activity = new Activity(deps.now, () => {
+      let n = 0;
+      for (const bytes of deps.pull.fetchedBytes.values()) n += bytes;
+      return n;
+    });
+  }
+
+  /** Reads the page's files (assets/dashboard, beside lib/ and dist/). */
+  static async create(deps: DashboardDeps): Promise<Dashboard> {
+    const dir = new URL('../../../assets/dashboard/', import.meta.url);
+    const assets = new Map<string, Asset>();
+    for (const [path, { file, type }] of Object.entries(ASSETS)) {
+      const body = await readFile(new URL(file, dir));
+      assets.set(path, { body, type, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"` });
+    }
+    return new Dashboard(deps, assets);
+  }
+
+  /** Whether `pathname` is one of the dashboard's. */
+  handles(pathname: string): boolean {
+    return pathname === '/' || pathname === '/ui' || pathname.startsWith('/ui/');
+  }
+
+  async serve(auth: Auth, pathname: string, req: IncomingMessage, res: ServerResponse, ctx: AuthContext): Promise<void> {
+    const head = req.method === 'HEAD';
+    if (req.method !== 'GET' && !head) {
+      throw new OciError('UNSUPPORTED', `${req.method} is not supported on the dashboard`, { headers: { Allow: 'GET, HEAD' } });
+    }
+    if (pathname === '/ui' || pathname === '/ui/') {
+      res.writeHead(308, { ...PAGE_HEADERS, Location: '/', 'Content-Length': '0' });
+      res.end();
+      return;
+    }
+    const asset = this.assets.get(pathname);
+    if (!asset && pathname !== DASHBOARD_STATE_PATH) throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)}`);
+    const who = await auth.authorizeDashboard(req, ctx);
+    if (!asset) {
+      const state = await this.state(who.user, (repository) => auth.mayPull(who.user, repository));
+      return sendJson(res, 200, state, { ...PAGE_HEADERS, 'Cache-Control': 'no-store' }, head);
+    }
+    const headers = { ...PAGE_HEADERS, 'Content-Type': asset.type, ETag: asset.etag, 'Cache-Control': 'no-cache' };
+    if (req.headers['if-none-match'] === asset.etag) {
+      res.writeHead(304, headers);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { ...headers, 'Content-Length': String(asset.body.length) });
+    res.end(head ? undefined : asset.body);
+  }
+
+  /** What `viewer` (null: anonymous) sees; `visible` says which repositories it may be shown. */
+  async state(viewer: string | null, visible: (repository: string) => boolean): Promise<DashboardState> {
+    const { config, store, pull, cluster, peers } = this.deps;
+    const buckets = this.activity.history();
+    const sum = (k: keyof Bucket): number => buckets.reduce((n, b) => n + b[k], 0);
+    const answered = sum('fromStore') + sum('fetched');
+    const s = store.index.stats();
+    return {
+      now: this.deps.now(),
+      startedAt: this.startedAt,
+      version: this.deps.version,
+      viewer,
+      mode: cluster ? 'cluster' : config.node.central ? 'node' : 'single',
+      store: {
+        ...s,
+        maxSize: config.storage.maxSize,
+        evictions: store.index.evictions,
+        clusterBytes: cluster && cluster.link.up ? await cluster.index.total().catch(() => null) : null,
+      },
+      hour: {
+        buckets,
+        hitRatio: answered === 0 ? null : sum('fromStore') / answered,
+        storeBytes: sum('storeBytes'),
+        upstreamBytes: sum('upstreamBytes'),
+        requests: sum('requests'),
+        errors: sum('errors'),
+      },
+      upstreams: await this.upstreamStates(),
+      downloads: pull.downloadsSnapshot().filter((d) => visible(d.repository)),
+      topByPulls: this.activity.topRepositories('pulls', TOP, visible),
+      topByBytes: this.activity.topRepositories('bytes', TOP, visible),
+      errors: this.activity.recentErrors(visible),
+      cluster: cluster ? { replicaId: cluster.replicaId, storeId: cluster.storeId, redisUp: cluster.link.up } : null,
+      peers: peers && config.node.peers ? { group: config.node.peers.group, self: config.node.peers.advertise, transfers: Object.fromEntries(peers.counts) } : null,
+    };
+  }
+
+  private async upstreamStates(): Promise<DashboardState['upstreams']> {
+    const out: DashboardState['upstreams'] = [];
+    for (const u of this.deps.upstreams.values()) {
+      const sources = await Promise.all(
+        u.sources.map(async (s) => {
+          const health = await this.deps.health.snapshot(s.healthKey);
+          const state = u.offline ? 'offline' : health.coolDown ? 'cooling down' : health.breaker.openUntil !== null ? 'breaker open' : 'ok';
+          return { name: s.sourceName, url: s.config.url, state, health } as const;
+        }),
+      );
+      out.push({ name: u.name, offline: u.offline, sources });
+    }
+    return out;
+  }
+}
