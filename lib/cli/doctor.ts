@@ -280,7 +280,13 @@ function basicAuth(u: UpstreamConfig): string | null {
 }
 
 /** One upstream: DNS, TCP, TLS, /v2/, and its authentication. */
-export async function checkUpstream(u: UpstreamConfig, secrets: Set<string>, target = u.name): Promise<CheckResult[]> {
+export async function checkUpstream(
+  u: UpstreamConfig,
+  secrets: Set<string>,
+  target = u.name,
+  /** The resolver (a test gives one that fails without asking a DNS server). */
+  lookup: (host: string, opts: { all: true }) => Promise<Array<{ address: string }>> = (host, opts) => dns.promises.lookup(host, opts),
+): Promise<CheckResult[]> {
   const check = 'upstream';
   const out: CheckResult[] = [];
   if (u.offline) return [result('skip', check, target, 'offline: true, never contacted')];
@@ -295,7 +301,7 @@ export async function checkUpstream(u: UpstreamConfig, secrets: Set<string>, tar
   const port = Number(url.port || (https ? 443 : 80));
   if (!net.isIP(host)) {
     try {
-      const addrs = await dns.promises.lookup(host, { all: true });
+      const addrs = await lookup(host, { all: true });
       out.push(result('ok', check, target, `DNS: ${host} resolves to ${addrs.map((a) => a.address).join(', ')}`));
     } catch (err) {
       out.push(result('fail', check, target, `DNS: cannot resolve ${host}: ${errText(err)}`, 'check the resolver (/etc/resolv.conf) and the host name in the url'));

@@ -208,3 +208,55 @@ t.test('tls: a good pair is ok with its names and expiry; a key of another certi
   t.equal(r.code, 1);
   t.match(r.stdout, /^FAIL {2}tls .*: tls\.key: .*ca\.key does not match the certificate in tls\.cert/m);
 });
+
+t.test('DNS: a host name that resolves is checked and named with its addresses', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const url = reg.url.replace('127.0.0.1', 'localhost');
+  const file = await writeConfig(t, { upstreams: { 'r.test': { url } } });
+  const r = await stevedoreCli(['doctor', '--config', file]);
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /^ok {4}upstream r\.test: DNS: localhost resolves to [^\n]*127\.0\.0\.1/m);
+  t.match(r.stdout, /^ok {4}upstream r\.test: \/v2\/ answers 200/m);
+});
+
+t.test('DNS: a name that does not resolve FAILs with the resolver as the fix, and nothing further is tried', async (t) => {
+  const { checkUpstream } = await import('../../lib/cli/doctor.js');
+  const { parseConfig } = await import('../../lib/config/config.js');
+  const config = parseConfig({ defaultUpstream: null, upstreams: { 'r.test': { url: 'https://registry.example.test' } } });
+  const asked: string[] = [];
+  const results = await checkUpstream(config.upstreams.get('r.test')!, new Set(), 'r.test', async (host) => {
+    asked.push(host);
+    throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
+  });
+  t.same(asked, ['registry.example.test']);
+  t.equal(results.length, 1, 'no TCP, TLS or HTTP check after it');
+  t.equal(results[0]!.level, 'fail');
+  t.match(results[0]!.detail, /^DNS: cannot resolve registry\.example\.test: .*ENOTFOUND/);
+  t.match(results[0]!.fix, /resolv\.conf/);
+});
+
+t.test('TLS: an HTTPS upstream with a certificate from a CA the process trusts is ok; untrusted or for another name FAILs', async (t) => {
+  const certs = await makeCertificates(t, ['127.0.0.1']);
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  // An HTTPS registry: a stevedore serving TLS in front of the real one.
+  const { startStevedore } = await import('../fixtures/stevedore.js');
+  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, config: { tls: { cert: certs.cert, key: certs.key } } });
+  t.match(sd.url, /^https:/);
+
+  const trusted = await writeConfig(t, { upstreams: { 'r.test': { url: sd.url } } });
+  const ok = await stevedoreCli(['doctor', '--config', trusted], { env: { NODE_EXTRA_CA_CERTS: certs.caCert } });
+  t.equal(ok.code, 0, ok.stdout + ok.stderr);
+  t.match(ok.stdout, /^ok {4}upstream r\.test: TLS TLSv1\.[23]: certificate for [^\n]*127\.0\.0\.1[^\n]*, valid until [^\n]+ \(29 days\)$/m);
+
+  const untrusted = await stevedoreCli(['doctor', '--config', trusted], { env: { NODE_EXTRA_CA_CERTS: '' } });
+  t.equal(untrusted.code, 1);
+  t.match(untrusted.stdout, /^FAIL {2}upstream r\.test: TLS handshake with 127\.0\.0\.1:\d+ failed: [^\n]*(self[- ]signed|unable to verify|issuer)/m);
+  t.match(untrusted.stdout, /NODE_EXTRA_CA_CERTS/, 'the fix names how to trust a private CA');
+
+  const otherName = await writeConfig(t, { upstreams: { 'r.test': { url: sd.url.replace('127.0.0.1', 'localhost') } } });
+  const wrong = await stevedoreCli(['doctor', '--config', otherName], { env: { NODE_EXTRA_CA_CERTS: certs.caCert } });
+  t.equal(wrong.code, 1);
+  t.match(wrong.stdout, /^FAIL {2}upstream r\.test: TLS handshake with localhost:\d+ failed: [^\n]*(altnames|does not match)/m);
+});
