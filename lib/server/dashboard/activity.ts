@@ -64,6 +64,7 @@ export interface AnsweredRequest {
 }
 
 const FROM_STORE = new Set(['hit', 'revalidated', 'stale']);
+const NOT_COUNTED = new Set(['dashboard', 'metrics', 'healthz', 'readyz']);
 
 export class Activity {
   private readonly buckets: Bucket[] = [];
@@ -82,7 +83,8 @@ export class Activity {
 
   record(r: AnsweredRequest): void {
     const b = this.current();
-    b.requests++;
+    // Registry traffic only: not the dashboard's own polling, scrapes or probes.
+    if (!NOT_COUNTED.has(r.route)) b.requests++;
     if (r.cache !== undefined) {
       if (FROM_STORE.has(r.cache)) {
         b.fromStore++;
@@ -102,7 +104,8 @@ export class Activity {
       this.errors.push({
         at: this.now(),
         method: r.method,
-        path: r.path,
+        // Without its query: a token request's scope may name a repository the viewer may not see.
+        path: r.path.split('?')[0]!,
         status: r.status,
         code: r.error?.code ?? String(r.status),
         message: r.error?.message ?? '',
