@@ -2,12 +2,13 @@
 # Installs what the test suite needs on a fresh Debian 12 machine: the real upstream registry
 # (CNCF distribution), the real clients (skopeo, containerd's ctr), redis-server, nginx and wrk
 # for benchmarks, kubectl (kubernetes-client) to render the Kubernetes manifests, chromium (the
-# dashboard's tests drive it headless with playwright-core), and the npm
+# dashboard's tests drive it headless with playwright-core), Ceph's monitor, OSD and RADOS
+# Gateway (a real S3 server for the S3 backend's tests), and the npm
 # dependencies. Run as root (or with sudo available).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(docker-registry skopeo containerd podman uidmap fuse-overlayfs redis-server nginx wrk openssl ca-certificates chromium)
+pkgs=(docker-registry skopeo containerd podman uidmap fuse-overlayfs redis-server nginx wrk openssl ca-certificates chromium ceph-mon ceph-osd radosgw ceph-common)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,7 +32,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$had_policy" -eq 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl script kubectl chromium; do
+for tool in docker-registry skopeo ctr containerd podman redis-server nginx openssl script kubectl chromium ceph-mon ceph-osd radosgw radosgw-admin monmaptool; do
   command -v "$tool" >/dev/null || { echo "install-test-deps: $tool is still missing" >&2; exit 1; }
 done
 
