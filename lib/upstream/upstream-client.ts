@@ -23,7 +23,7 @@ import type { NamespaceMode, SourceConfig } from '../config/config.js';
 import { OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, normalizeContentType } from '../oci/media-types.js';
 import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
-import { mapTransportError, UpstreamError } from './errors.js';
+import { mapTransportError, offlineMessage, UpstreamError } from './errors.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { LinkedSignal } from './linked-signal.js';
 import { ProgressWatch } from './progress.js';
@@ -371,7 +371,7 @@ export class SourceClient {
    */
   async request(opts: RequestOptions): Promise<UpstreamResponse> {
     if (this.offline) {
-      throw new UpstreamError('offline', this.name, `the proxy is offline for ${this.name} (offline: true) and does not have ${opts.what}`);
+      throw new UpstreamError('offline', this.name, offlineMessage(this.name, opts.what));
     }
     if (this.health) {
       const gate = await this.health.gate(this.healthKey);
