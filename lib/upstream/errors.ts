@@ -65,6 +65,9 @@ export class UpstreamError extends Error {
         if (this.status === undefined && this.upstreamCode === 'MANIFEST_INVALID') {
           return new OciError('MANIFEST_INVALID', this.message, { status: 502 });
         }
+        // Also a blob over cache.blobMaxSize. No status would let skopeo or podman show why: for a
+        // blob GET, containers/image prints only the code and Go's standard text for it, reading
+        // neither the body nor the reason phrase. containerd prints both.
         return new OciError('UPSTREAM_UNAVAILABLE', this.message);
     }
   }
