@@ -411,7 +411,7 @@ export class SourceClient {
       const secs = await this.health.rateLimited(this.healthKey, parseRetryAfter(header(res.headers, 'retry-after')));
       this.log.warn({ retryAfterSec: secs }, 'upstream rate-limited us; cooling down');
     } else if (res.status >= 500) {
-      await this.failed(`answered ${res.status}`);
+      await this.failed(`${this.label} answered ${res.status}`);
     } else if (await this.health.succeeded(this.healthKey)) {
       this.log.info(`${this.label} answers again`);
     }
@@ -423,7 +423,7 @@ export class SourceClient {
    */
   private async failed(cause: string): Promise<void> {
     if (!this.health) return;
-    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined);
+    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined, cause);
     // Requests that failed together may each see themselves open it: said once.
     if (opened && Date.now() >= this.saidOpenUntil) {
       this.saidOpenUntil = Date.now() + opened;
