@@ -19,7 +19,7 @@ import type { StoredBlob } from '../storage/blob-store.js';
 import type { RepoRef, TagLink } from '../storage/repo-store.js';
 import type { Metadata } from '../metadata/metadata.js';
 import type { UpstreamClient } from '../upstream/sources.js';
-import { UpstreamError } from '../upstream/errors.js';
+import { offlineMessage, UpstreamError } from '../upstream/errors.js';
 import { PassThrough } from 'node:stream';
 import { Download, type DownloadOptions } from './download.js';
 import type { Coordinator, Lease } from '../cluster/coordinator.js';
@@ -292,7 +292,7 @@ export class PullThrough {
     if (t.client.offline) {
       // Offline by choice: what is stored is the answer; nothing is revalidated.
       if (link && haveBytes) return { answer: { link, how: 'hit' }, ttl: t.client.config.tagTTL };
-      throw new OciError('OFFLINE', `the proxy is offline for ${t.client.name} (offline: true) and has no manifest ${t.name}:${tag}`);
+      throw new OciError('OFFLINE', offlineMessage(t.client.name, `manifest ${t.name}:${tag}`));
     }
     // Never revalidated once stored: the upstream is not asked, and so cannot fail.
     if (link && haveBytes && tier === 'forever') return { answer: { link, how: 'hit' }, ttl: memo };

@@ -39,7 +39,12 @@ interface CoolDown {
 interface Breaker {
   failures: number;
   openUntil: number;
+  /** Why the last of them failed: an open circuit's answer says it, as the person needs the cause, not only the count. */
+  last?: string;
 }
+
+/** Longest failure cause kept in a breaker record. */
+const CAUSE_MAX = 200;
 interface Quota {
   remaining: number;
   limit: number | null;
@@ -68,7 +73,7 @@ export class UpstreamHealth {
         open: false,
         kind: 'unavailable',
         retryAfterSec: Math.ceil((breaker.openUntil - now) / 1000),
-        reason: `circuit open after ${breaker.failures} consecutive failures`,
+        reason: `circuit open after ${breaker.failures} consecutive failures${breaker.last ? ` (the last: ${breaker.last})` : ''}`,
       };
     }
     return { open: true };
@@ -83,16 +88,18 @@ export class UpstreamHealth {
 
   /**
    * Counts a failure. Returns how long the breaker is now open (ms) when this failure opened it,
-   * else 0. `threshold` overrides breakerFailures (a source with another behind it: 1).
+   * else 0. `threshold` overrides breakerFailures (a source with another behind it: 1). `cause`:
+   * why it failed, kept as the breaker's last cause.
    */
-  async failed(upstream: string, threshold = this.policy.breakerFailures): Promise<number> {
+  async failed(upstream: string, threshold = this.policy.breakerFailures, cause?: string): Promise<number> {
     const key = `breaker:${upstream}`;
     const now = this.now();
     const b = (await this.metadata.getRecord<Breaker>(key)) ?? { failures: 0, openUntil: 0 };
     const failures = b.failures + 1;
     const opens = failures >= threshold && b.openUntil <= now;
     const openUntil = opens ? now + this.policy.breakerOpenMs : b.openUntil;
-    await this.metadata.setRecord<Breaker>(key, { failures, openUntil });
+    const last = cause !== undefined ? cause.slice(0, CAUSE_MAX) : b.last;
+    await this.metadata.setRecord<Breaker>(key, { failures, openUntil, ...(last !== undefined ? { last } : {}) });
     return opens ? this.policy.breakerOpenMs : 0;
   }
 

@@ -22,6 +22,12 @@ export const OCI_ERRORS = {
   RANGE_INVALID: { status: 416, message: 'requested range not satisfiable' },
   PAGINATION_NUMBER_INVALID: { status: 400, message: 'invalid number of results requested' },
   NOT_FOUND: { status: 404, message: 'no such endpoint' },
+  // The three below stay 5xx although skopeo, podman and Docker print no 5xx body: the message
+  // reaches them in the status line instead (server/respond.ts, reasonPhrase). A 404 would say
+  // "this content does not exist", which a downstream stevedore or cache would take as an answer;
+  // a 4xx would not make containerd fall back any better (it goes on to its next host on any
+  // status ≥ 400) nor Docker (on any error from a mirror). README, "What clients print for
+  // stevedore's errors", has what each client shows, as tested in test/e2e/client-errors.test.ts.
   UPSTREAM_UNAVAILABLE: { status: 502, message: 'upstream registry unavailable' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'upstream registry timed out' },
   OFFLINE: { status: 503, message: 'the proxy is offline and does not have this content' },

@@ -1,5 +1,5 @@
 /** Writing answers: the one place OCI error JSON is produced, and stream piping that never fakes success. */
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { OciError } from '../oci/errors.js';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' } as const;
@@ -9,9 +9,30 @@ export function toOciError(err: unknown): OciError {
   return new OciError('UNKNOWN', 'internal error', { cause: err });
 }
 
+/** Longest reason phrase sent: a status line stays one short line in any client's message. */
+const REASON_MAX = 400;
+
 /**
- * Sends `{"errors":[...]}` with the error's status. Once headers are out an error body would look
- * like part of the content: the response is destroyed instead, so the client sees a failed transfer.
+ * The status line's reason phrase for an error answer: the standard phrase, then the message
+ * (`503 Service Unavailable - the proxy is offline for ...`). The body's `message` reaches only
+ * some people: an answer to HEAD has no body (containerd resolves every tag with HEAD), and
+ * containers/image (skopeo, podman, CRI-O) and Docker print, for a 5xx, only "received unexpected
+ * HTTP status: " and the status line. All of them print the status line as received, so the
+ * reason goes there too; the status code, the body and the headers stay what the spec asks,
+ * and a client that ignores the phrase (as RFC 9110 allows) loses nothing. Printable ASCII only
+ * (Node refuses anything else in a status line), cut at REASON_MAX.
+ */
+export function reasonPhrase(err: OciError): string {
+  const standard = STATUS_CODES[err.status] ?? 'Error';
+  const message = err.message.replace(/[^\x20-\x7e]+/g, ' ').trim();
+  const phrase = message ? `${standard} - ${message}` : standard;
+  return phrase.length > REASON_MAX ? `${phrase.slice(0, REASON_MAX - 3)}...` : phrase;
+}
+
+/**
+ * Sends `{"errors":[...]}` with the error's status, and its message in the reason phrase (see
+ * reasonPhrase). Once headers are out an error body would look like part of the content: the
+ * response is destroyed instead, so the client sees a failed transfer.
  */
 export function sendError(res: ServerResponse, err: OciError, head = false): void {
   if (res.headersSent) {
@@ -19,7 +40,7 @@ export function sendError(res: ServerResponse, err: OciError, head = false): voi
     return;
   }
   const body = Buffer.from(JSON.stringify(err.toJSON()));
-  res.writeHead(err.status, {
+  res.writeHead(err.status, reasonPhrase(err), {
     ...API_VERSION_HEADER,
     ...err.headers,
     'Content-Type': 'application/json; charset=utf-8',

@@ -65,6 +65,9 @@ export class UpstreamError extends Error {
         if (this.status === undefined && this.upstreamCode === 'MANIFEST_INVALID') {
           return new OciError('MANIFEST_INVALID', this.message, { status: 502 });
         }
+        // Also a blob over cache.blobMaxSize. No status would let skopeo or podman show why: for a
+        // blob GET, containers/image prints only the code and Go's standard text for it, reading
+        // neither the body nor the reason phrase. containerd prints both.
         return new OciError('UPSTREAM_UNAVAILABLE', this.message);
     }
   }
@@ -83,7 +86,20 @@ const UNAVAILABLE_CODES = new Set([
   'UND_ERR_CLOSED',
   'UND_ERR_DESTROYED',
 ]);
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+/** undici's timeout codes, each with the upstream timeout setting that decides it. */
+const TIMEOUT_KEYS: Record<string, string> = {
+  UND_ERR_CONNECT_TIMEOUT: 'timeouts.connect',
+  UND_ERR_HEADERS_TIMEOUT: 'timeouts.firstByte',
+  UND_ERR_BODY_TIMEOUT: 'timeouts.idle',
+};
+
+/**
+ * What an OFFLINE answer says: what is missing, why (the setting), and the ways out, since the
+ * person reading it is the one who has to act (README, "What clients print for stevedore's errors").
+ */
+export function offlineMessage(upstream: string, what: string): string {
+  return `the proxy is offline for ${upstream} (offline: true) and has no ${what} stored; import it (stevedore import) or push it under ${upstream}/, or set offline: false`;
+}
 
 function errCode(err: unknown): string | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
@@ -124,8 +140,8 @@ export function mapTransportError(err: unknown, upstream: string, what: string, 
     const where = redirectedTo ? `redirected ${what} to ${redirectedTo}` : `named an origin for ${what}`;
     return new UpstreamError('bad_response', upstream, `${label} ${where}, not followed: ${forbiddenReason(err)}`, { cause: err });
   }
-  if (code && TIMEOUT_CODES.has(code)) {
-    return new UpstreamError('timeout', upstream, `${label} timed out (${code}) on ${what}`, { cause: err });
+  if (code && code in TIMEOUT_KEYS) {
+    return new UpstreamError('timeout', upstream, `${label} timed out (${code}, ${TIMEOUT_KEYS[code]}) on ${what}`, { cause: err });
   }
   if (code && UNAVAILABLE_CODES.has(code)) {
     return new UpstreamError('unavailable', upstream, `${label} unreachable (${code}) on ${what}`, { cause: err });

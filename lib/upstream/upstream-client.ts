@@ -23,7 +23,7 @@ import type { NamespaceMode, SourceConfig } from '../config/config.js';
 import { OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, normalizeContentType } from '../oci/media-types.js';
 import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
-import { mapTransportError, UpstreamError } from './errors.js';
+import { mapTransportError, offlineMessage, UpstreamError } from './errors.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { LinkedSignal } from './linked-signal.js';
 import { ProgressWatch } from './progress.js';
@@ -371,7 +371,7 @@ export class SourceClient {
    */
   async request(opts: RequestOptions): Promise<UpstreamResponse> {
     if (this.offline) {
-      throw new UpstreamError('offline', this.name, `the proxy is offline for ${this.name} (offline: true) and does not have ${opts.what}`);
+      throw new UpstreamError('offline', this.name, offlineMessage(this.name, opts.what));
     }
     if (this.health) {
       const gate = await this.health.gate(this.healthKey);
@@ -411,7 +411,7 @@ export class SourceClient {
       const secs = await this.health.rateLimited(this.healthKey, parseRetryAfter(header(res.headers, 'retry-after')));
       this.log.warn({ retryAfterSec: secs }, 'upstream rate-limited us; cooling down');
     } else if (res.status >= 500) {
-      await this.failed(`answered ${res.status}`);
+      await this.failed(`${this.label} answered ${res.status}`);
     } else if (await this.health.succeeded(this.healthKey)) {
       this.log.info(`${this.label} answers again`);
     }
@@ -423,7 +423,7 @@ export class SourceClient {
    */
   private async failed(cause: string): Promise<void> {
     if (!this.health) return;
-    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined);
+    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined, cause);
     // Requests that failed together may each see themselves open it: said once.
     if (opened && Date.now() >= this.saidOpenUntil) {
       this.saidOpenUntil = Date.now() + opened;

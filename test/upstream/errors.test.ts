@@ -1,6 +1,6 @@
 // Upstream failures are mapped once: undici/node error codes to kinds, kinds to OCI errors.
 import t from 'tap';
-import { mapTransportError, UpstreamError } from '../../lib/upstream/errors.js';
+import { mapTransportError, offlineMessage, UpstreamError } from '../../lib/upstream/errors.js';
 
 function withCode(code: string): Error {
   return Object.assign(new Error(code), { code });
@@ -22,6 +22,20 @@ t.test('connect, first-byte and idle timeouts are "timeout" and become 504', asy
     t.ok(e instanceof UpstreamError && e.kind === 'timeout', code);
     t.equal((e as UpstreamError).toOciError('BLOB_UNKNOWN').code, 'UPSTREAM_TIMEOUT');
   }
+});
+
+t.test('a timeout names the setting that decided it', async (t) => {
+  const keys = { UND_ERR_CONNECT_TIMEOUT: 'timeouts.connect', UND_ERR_HEADERS_TIMEOUT: 'timeouts.firstByte', UND_ERR_BODY_TIMEOUT: 'timeouts.idle' };
+  for (const [code, key] of Object.entries(keys)) {
+    t.equal(mapTransportError(withCode(code), 'ghcr.io', 'manifest x:1').message, `upstream ghcr.io timed out (${code}, ${key}) on manifest x:1`);
+  }
+});
+
+t.test('the OFFLINE message says what is missing, which setting, and how to get the content', async (t) => {
+  t.equal(
+    offlineMessage('docker.io', 'manifest library/app:1.0'),
+    'the proxy is offline for docker.io (offline: true) and has no manifest library/app:1.0 stored; import it (stevedore import) or push it under docker.io/, or set offline: false',
+  );
 });
 
 t.test('a code nested in a cause or an AggregateError is found', async (t) => {
