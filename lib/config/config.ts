@@ -127,6 +127,8 @@ export interface Config {
     blobMaxSize: number;
     tagsListMaxTags: number;
     tagsListMaxBytes: number;
+    /** Hot tags revalidated in the background before their TTL ends (lib/cache/refresh-ahead.ts). */
+    refreshAhead: { enabled: boolean; before: number; minRequests: number; perUpstream: number };
   };
   timeouts: Timeouts;
   defaultUpstream: string | null;
