@@ -531,17 +531,21 @@ export class SourceClient {
    */
   private async authenticated(opts: RequestOptions): Promise<UpstreamResponse> {
     let auth = await this.authorization(opts.scope);
+    // Whether a credential source was asked anew for this request (once at most).
+    let renewed = false;
     for (let attempt = 0; ; attempt++) {
       const res = await this.send(opts, auth.header);
-      if (res.status !== 401 || attempt > 0) return res;
+      if (res.status !== 401) return res;
+      // Answered once already; again only when Basic credentials from a source were refused and not yet renewed.
+      if (attempt > 0 && (renewed || !auth.basic || !this.credentialProvider)) return res;
       const challenge = parseWwwAuthenticate(header(res.headers, 'www-authenticate'));
       res.body.resume();
-      if (challenge?.scheme === 'bearer') {
+      if (challenge?.scheme === 'bearer' && attempt === 0) {
         this.bearerChallenge = challenge;
         auth = await this.authorization(opts.scope, true);
       } else if (challenge?.scheme === 'basic' && this.hasCredentials) {
         this.basicChallenged = true;
-        this.refused(auth.basic);
+        if (this.refused(auth.basic)) renewed = true;
         const cred = await this.credential();
         if (cred?.kind !== 'basic') {
           throw new UpstreamError('denied', this.name, `${this.label} asks for Basic authentication, but its credential source gives a token`, { status: 401 });
