@@ -503,7 +503,8 @@ export async function checkCredentials(
     };
   } catch (err) {
     const cause = err instanceof CredentialError ? err.message : errText(err);
-    return { results: [result('fail', 'credentials', target, `${provider.description} failed: ${cause}`, `${CREDENTIAL_FIX[spec.type]} (${key})`)], credentials: null };
+    // The cause names its source (the file, the helper, ECR, the metadata server, the exchange).
+    return { results: [result('fail', 'credentials', target, cause, `${CREDENTIAL_FIX[spec.type]} (${key})`)], credentials: null };
   }
 }
 

@@ -249,7 +249,7 @@ t.test('credential helper', async (t) => {
     t.equal(r.status, 502);
     t.match(ociErrors(r)?.[0]?.message ?? '', /cannot get credentials for upstream docker\.io: docker-credential-stevedorebroken get exited with 1: credentials not found in native keychain/);
     await logsSettled(p);
-  const warned = p.logs.find((l) => l.msg === 'cannot get credentials for upstream docker.io');
+    const warned = p.logs.find((l) => l.msg === 'cannot get credentials for upstream docker.io');
     t.equal(warned?.upstream, 'docker.io', 'logged, naming the upstream');
   });
 
