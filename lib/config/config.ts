@@ -329,7 +329,8 @@ function credentialProblems(key: string, x: Record<string, unknown>): string[] {
   const problems: string[] = [];
   const { username, password, passwordFile, credentials } = x;
   if (password !== undefined && passwordFile !== undefined) problems.push(`${key}: give password or passwordFile, not both`);
-  else if ((username === undefined) !== (password === undefined && passwordFile === undefined)) problems.push(`${key}: username and password (or passwordFile) go together`);
+  else if (passwordFile !== undefined && username === undefined) problems.push(`${key}: username and passwordFile go together`);
+  else if (passwordFile === undefined && (username === undefined) !== (password === undefined)) problems.push(`${key}: username and password go together`);
   if (credentials !== undefined && (username !== undefined || password !== undefined || passwordFile !== undefined)) {
     problems.push(`${key}: give credentials or username/password, not both`);
   }
