@@ -57,6 +57,8 @@ export const HELPER_CACHE_MS = 5 * 60_000;
 const FILE_CACHE_MS = 60_000;
 /** ACR refresh tokens last 3 h; when the exchange does not say, renew after this. */
 const ACR_REFRESH_DEFAULT_MS = 60 * 60_000;
+/** After a failed fetch, requests meanwhile get its error instead of asking the failing source again. */
+export const FAILURE_BACKOFF_MS = 5_000;
 const HTTP_TIMEOUT_MS = 10_000;
 const HELPER_TIMEOUT_MS = 30_000;
 const MAX_ANSWER_BYTES = 64 * 1024;
@@ -81,6 +83,7 @@ abstract class CachedProvider implements CredentialProvider {
   fetches = 0;
   private current: Issued | null = null;
   private inflight: Promise<Issued> | null = null;
+  private failure: { error: unknown; until: number } | null = null;
 
   constructor(protected readonly now: () => number = Date.now) {}
 
@@ -90,6 +93,10 @@ abstract class CachedProvider implements CredentialProvider {
     const c = this.current;
     const now = this.now();
     if (c && now < c.renewAt && now < c.expiresAt) return c.credential;
+    if (!this.inflight && this.failure && now < this.failure.until) {
+      if (c && now < c.expiresAt) return c.credential;
+      throw this.failure.error;
+    }
     if (!this.inflight) {
       this.fetches++;
       this.inflight = this.fetch().finally(() => {
@@ -98,8 +105,11 @@ abstract class CachedProvider implements CredentialProvider {
       this.inflight.then(
         (issued) => {
           this.current = issued;
+          this.failure = null;
         },
-        () => undefined,
+        (error: unknown) => {
+          this.failure = { error, until: this.now() + FAILURE_BACKOFF_MS };
+        },
       );
     }
     try {
