@@ -53,6 +53,32 @@ async function ecrSetup(t: Test, lifeMs: number): Promise<{ reg: AuthRegistry; e
   return { reg, ecr, p };
 }
 
+t.test('ECR: an image is pulled from a real registry (distribution, htpasswd user AWS) with the password GetAuthorizationToken gives', async (t) => {
+  const password = 'ecr-password-accepted-by-htpasswd';
+  const ecr = await startEcr(t, { lifeMs: 12 * 3_600_000, password });
+  const reg = await startRegistry({ users: [{ username: 'AWS', password }] });
+  t.teardown(() => reg.stop());
+  const img = buildDockerImage('credentials/ecr-real', { layers: 2 });
+  await pushImageWithBasic(reg.directUrl, 'team/app', 'v1', `Basic ${Buffer.from(`AWS:${password}`).toString('base64')}`, img);
+  const p = await spawnStevedore(
+    t,
+    { defaultUpstream: null, storage: { path: path.join(await tmpDir(t), 'store') }, upstreams: { 'docker.io': { url: reg.url, credentials: { type: 'ecr', region: 'us-east-1', endpoint: ecr.url } } } },
+    { env: AWS_ENV },
+  );
+  const m = await rawRequest(`${p.url}/v2/docker.io/team/app/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+  t.equal(m.status, 200);
+  t.ok(m.body.equals(img.manifest.data), 'the manifest bytes');
+  for (const b of [img.config, ...img.layers]) {
+    const r = await rawRequest(`${p.url}/v2/docker.io/team/app/blobs/${b.digest}`);
+    t.equal(r.status, 200);
+    t.ok(r.body.equals(b.data), `blob ${b.digest.slice(0, 19)}: the bytes`);
+  }
+  t.equal(ecr.calls(), 1, 'one GetAuthorizationToken for the whole pull');
+  const authed = reg.requests.filter((q) => q.status === 200);
+  t.ok(authed.length >= 4 && authed.every((q) => q.headers.authorization === `Basic ${Buffer.from(`AWS:${password}`).toString('base64')}`), 'every answered request carried AWS:<password>');
+  await assertNoSecrets(t, p, [password, AWS_KEY.secret]);
+});
+
 t.test('ECR: the token from GetAuthorizationToken is renewed before it expires, so pulls keep working across its expiry without a 401', async (t) => {
   const { reg, ecr, p } = await ecrSetup(t, 4_000);
   t.equal((await pull(p)).status, 200, 'first pull');
