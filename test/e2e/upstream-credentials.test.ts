@@ -77,6 +77,49 @@ t.test('ECR: an image is pulled from a real registry (distribution, htpasswd use
   const authed = reg.requests.filter((q) => q.status === 200);
   t.ok(authed.length >= 4 && authed.every((q) => q.headers.authorization === `Basic ${Buffer.from(`AWS:${password}`).toString('base64')}`), 'every answered request carried AWS:<password>');
   await assertNoSecrets(t, p, [password, AWS_KEY.secret]);
+  const metrics = await rawRequest(`${p.url}/metrics`);
+  t.equal(metrics.status, 200);
+  t.notOk([password, AWS_KEY.secret].some((x) => metrics.body.toString().includes(x)), 'no secret in /metrics');
+});
+
+t.test('each source has its own credentials: a mirror with a GCP access token, then the registry with a password file', async (t) => {
+  const md = await startGcpMetadata(t, { lifeMs: 3_600_000 });
+  const mirror = await startAuthRegistry(t, { mode: 'bearer', accepts: (u, pw) => u === 'oauth2accesstoken' && md.issued.valid(pw) });
+  const reg = await startRegistry({ basicAuth: true });
+  t.teardown(() => reg.stop());
+  const auth = `Basic ${Buffer.from(`${BASIC_USER.username}:${BASIC_USER.password}`).toString('base64')}`;
+  const other = buildDockerImage('credentials/sources-other', { layers: 1 });
+  await pushImageWithBasic(reg.directUrl, 'team/other', 'v1', auth, other);
+  const file = path.join(await tmpDir(t), 'password');
+  await writeFile(file, BASIC_USER.password);
+  const p = await spawnStevedore(t, {
+    defaultUpstream: null,
+    storage: { path: path.join(await tmpDir(t), 'store') },
+    upstreams: {
+      'docker.io': {
+        sources: [
+          { url: mirror.url, name: 'mirror', credentials: { type: 'gcp', metadataUrl: md.url } },
+          { url: reg.url, username: BASIC_USER.username, passwordFile: file },
+        ],
+      },
+    },
+  });
+  const fromMirror = await pull(p);
+  t.equal(fromMirror.status, 200);
+  t.equal(fromMirror.headers['docker-content-digest'], mirror.image.manifest.digest, 'team/app comes from the mirror');
+  const fromRegistry = await rawRequest(`${p.url}/v2/docker.io/team/other/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+  t.equal(fromRegistry.status, 200);
+  t.equal(fromRegistry.headers['docker-content-digest'], other.manifest.digest, 'team/other (not on the mirror) comes from the registry');
+  t.equal(md.calls(), 1, 'the mirror\'s access token came from the metadata server');
+  t.ok(
+    reg.requests.filter((q) => q.status === 200).every((q) => q.headers.authorization === auth),
+    'the registry was sent the password from the file, and only that',
+  );
+  t.notOk(
+    reg.requests.some((q) => String(q.headers.authorization ?? '').startsWith('Bearer')),
+    'the mirror\'s tokens never went to the registry',
+  );
+  await assertNoSecrets(t, p, [BASIC_USER.password, ...md.issued.all, ...mirror.registryTokens.all]);
 });
 
 t.test('ECR: the token from GetAuthorizationToken is renewed before it expires, so pulls keep working across its expiry without a 401', async (t) => {
