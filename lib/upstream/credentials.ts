@@ -39,6 +39,8 @@ export interface CredentialProvider {
   invalidate(used: Credential): void;
   /** Times a credential was fetched (the helper run, the cloud asked, the file read): metrics and tests. */
   readonly fetches: number;
+  /** Of those, the ones that failed. */
+  readonly failures: number;
 }
 
 /** A credential source that failed; its message names the source and the cause, never a secret. */
@@ -81,6 +83,7 @@ function renewTime(now: number, expiresAt: number): number {
 abstract class CachedProvider implements CredentialProvider {
   abstract readonly description: string;
   fetches = 0;
+  failures = 0;
   private current: Issued | null = null;
   private inflight: Promise<Issued> | null = null;
   private failure: { error: unknown; until: number } | null = null;
@@ -108,6 +111,7 @@ abstract class CachedProvider implements CredentialProvider {
           this.failure = null;
         },
         (error: unknown) => {
+          this.failures++;
           this.failure = { error, until: this.now() + FAILURE_BACKOFF_MS };
         },
       );

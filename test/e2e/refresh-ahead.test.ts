@@ -8,6 +8,7 @@ import { startRegistry } from '../fixtures/registry.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 import { getTag, assertServes } from '../fixtures/tags.js';
 import { sleep } from '../fixtures/fake-upstream.js';
+import { rawRequest } from '../fixtures/http-client.js';
 
 const HEAD_DELAY_MS = 2_000;
 // The revalidation starts once less than half the TTL is left (refreshAhead.before is capped
@@ -62,6 +63,8 @@ t.test('a hot tag is revalidated ahead: 1000 requests over three TTLs never wait
   t.ok(Math.abs(heads - periods) <= 1, `one HEAD per TTL: ${heads} HEADs over ${periods.toFixed(2)} TTLs`);
   t.equal(reg.count('GET', /\/manifests\//), 0, 'no manifest GET: the tag did not move');
   t.equal(sd.app.pull.refreshAhead?.started, heads, 'every HEAD was a background revalidation');
+  const metrics = await rawRequest(`${sd.url}/metrics`);
+  t.match(metrics.body.toString(), new RegExp(`^stevedore_tag_refreshes_ahead_total ${heads}$`, 'm'), 'counted in /metrics');
 });
 
 t.test('a tag asked for less than minRequests times is not revalidated ahead: it expires, and its next client waits on the HEAD', async (t) => {

@@ -80,6 +80,7 @@ t.test('ECR: an image is pulled from a real registry (distribution, htpasswd use
   const metrics = await rawRequest(`${p.url}/metrics`);
   t.equal(metrics.status, 200);
   t.notOk([password, AWS_KEY.secret].some((x) => metrics.body.toString().includes(x)), 'no secret in /metrics');
+  t.match(metrics.body.toString(), /^stevedore_source_credential_fetches_total\{upstream="docker\.io",source="127\.0\.0\.1:\d+",type="ecr",result="ok"\} 1$/m, 'the fetch is counted');
 });
 
 t.test('each source has its own credentials: a mirror with a GCP access token, then the registry with a password file', async (t) => {
