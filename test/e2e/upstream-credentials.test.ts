@@ -256,6 +256,22 @@ t.test('ACR: a refresh token revoked early: the refusal at /oauth2/token trigger
   t.equal(reg.count('POST', /^\/oauth2\/token/), 3, 'access tokens: the first, the refused one, the one with the new refresh token');
 });
 
+t.test('ACR through a credential helper answering an identity token (Username <token>): it is the refresh token, no exchange', async (t) => {
+  const reg = await startAuthRegistry(t, { mode: 'acr', accepts: () => false });
+  const { secret: refreshToken } = reg.refreshTokens.issue('helper-refresh-', 3_600_000);
+  const h = await writeHelper(t, 'stevedoreacr', [JSON.stringify({ ServerURL: new URL(reg.url).host, Username: '<token>', Secret: refreshToken })]);
+  const p = await spawnStevedore(
+    t,
+    { defaultUpstream: null, storage: { path: path.join(await tmpDir(t), 'store') }, upstreams: { 'docker.io': { url: reg.url, credentials: { type: 'helper', helper: 'stevedoreacr' } } } },
+    { env: { PATH: `${h.dir}:${process.env.PATH ?? '/usr/bin:/bin'}` } },
+  );
+  t.equal((await pull(p)).status, 200);
+  t.equal(reg.count('POST', /^\/oauth2\/token/), 1, 'an access token for the refresh token');
+  t.equal(reg.count('POST', /^\/oauth2\/exchange/), 0, 'no exchange');
+  t.equal((await h.calls()).length, 1);
+  await assertNoSecrets(t, p, [refreshToken, ...reg.registryTokens.all]);
+});
+
 /** A docker-credential-<name> script that appends what it was asked (stdin) to `<dir>/calls`, and answers `answers[n]` on its n-th run (the last one after). */
 async function writeHelper(t: Test, name: string, answers: string[], exit = 0): Promise<{ dir: string; calls: () => Promise<string[]> }> {
   const dir = await tmpDir(t);

@@ -96,6 +96,21 @@ t.test('a service-account key file that is not JSON is refused, naming the file 
   t.notMatch(err.message, /secret/);
 });
 
+t.test('a GCP access token file is sent as Basic oauth2accesstoken; a key file as _json_key with its JSON', async (t) => {
+  const token = await passwordFile(t, 'ya29.from-a-file\n');
+  t.same(await credentialProvider({ type: 'gcp', keyFile: null, tokenFile: token, metadataUrl: 'http://127.0.0.1:1' }, 'https://gcr.io').get(), {
+    kind: 'basic',
+    username: 'oauth2accesstoken',
+    password: 'ya29.from-a-file',
+  });
+  const key = await passwordFile(t, '{"type":"service_account"}');
+  t.same(await credentialProvider({ type: 'gcp', keyFile: key, tokenFile: null, metadataUrl: 'http://127.0.0.1:1' }, 'https://gcr.io').get(), {
+    kind: 'basic',
+    username: '_json_key',
+    password: '{"type":"service_account"}',
+  });
+});
+
 t.test('the account and region of an ECR registry host', async (t) => {
   t.same(parseEcrHost('123456789012.dkr.ecr.eu-west-1.amazonaws.com'), { registryId: '123456789012', region: 'eu-west-1' });
   t.same(parseEcrHost('123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com'), { registryId: '123456789012', region: 'us-gov-west-1' });
