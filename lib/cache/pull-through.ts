@@ -414,6 +414,11 @@ export class PullThrough {
     const lease = this.cluster ? await this.clusterTurn(`tag:${repo.upstream}/${repo.name}:${tag}`) : null;
     if (this.cluster && lease === 'waited') return;
     try {
+      // Another replica (or a request on this one) checked it recently: not due yet, whatever this
+      // replica's memoized answer says.
+      const checked = await this.metadata.tagCheckedAt(repo.upstream, repo.name, tag);
+      const window = Math.min(this.refreshAhead!.options.before, tier / 2);
+      if (checked && checked.digest === link.digest && this.clock.now() - checked.at < tier - window) return;
       await this.askUpstreamForTag(t, tag, link, true, tier);
     } finally {
       if (lease && lease !== 'waited') await lease.release();

@@ -8,6 +8,8 @@ import { startRegistry } from '../fixtures/registry.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 import { getTag, assertServes } from '../fixtures/tags.js';
 import { sleep } from '../fixtures/fake-upstream.js';
+import { startCluster } from '../fixtures/cluster.js';
+import { MANIFEST_ACCEPT } from '../fixtures/images.js';
 import { rawRequest } from '../fixtures/http-client.js';
 
 const HEAD_DELAY_MS = 2_000;
@@ -117,4 +119,45 @@ t.test('no refresh-ahead while the upstream cools down after a 429: the hot tag 
   t.equal(after.headers['x-cache'], 'stale', 'past its TTL the tag is served stale, not revalidated');
   t.equal(reg.requests.length, 0, 'the upstream was asked nothing during the cool-down');
   t.equal(sd.app.pull.refreshAhead?.started ?? 0, 1, 'the due revalidation was started, and stopped at the cool-down');
+});
+
+t.test('cluster mode: two replicas share a hot tag\'s refresh-ahead: no client waits, about one HEAD per TTL for the cluster', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildDockerImage('refresh-ahead/cluster', { layers: 1 });
+  await pushImage(reg.url, 'team/shared', 'latest', img);
+  const c = await startCluster(t, {
+    replicas: 2,
+    upstreamUrl: reg.url,
+    config: { defaultUpstream: null, cache: { tagTTL: `${TTL_MS / 1000}s`, refreshAhead: { before: '3s', minRequests: 3 } } },
+  });
+  const get = (i: number): Promise<{ status: number; digest: unknown; ms: number }> => {
+    const t0 = performance.now();
+    return rawRequest(`${c.replicas[i % 2]!.url}/v2/docker.io/team/shared/manifests/latest`, { headers: { accept: MANIFEST_ACCEPT } }).then((r) => ({
+      status: r.status,
+      digest: r.headers['docker-content-digest'],
+      ms: performance.now() - t0,
+    }));
+  };
+  for (let i = 0; i < 2; i++) t.equal((await get(i)).status, 200, `replica ${i} has the tag`);
+  reg.resetCounts();
+  reg.setFault({ kind: 'delay', method: 'HEAD', ms: HEAD_DELAY_MS });
+  const n = 400;
+  const span = TTLS * TTL_MS;
+  const started = performance.now();
+  const answers = await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      await sleep((i * span) / n);
+      return get(i);
+    }),
+  );
+  const elapsed = performance.now() - started;
+  const sorted = answers.map((a) => a.ms).sort((a, b) => a - b);
+  t.comment(`${n} requests over 2 replicas in ${Math.round(elapsed)} ms: p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${sorted.at(-1)!.toFixed(1)} ms`);
+  t.ok(answers.every((a) => a.status === 200 && a.digest === img.manifest.digest), 'every answer is the tag\'s manifest');
+  t.ok(sorted.at(-1)! < 1_500, `no request waited on the upstream's 2 s HEAD (slowest: ${sorted.at(-1)!.toFixed(0)} ms)`);
+  const heads = reg.count('HEAD', /\/manifests\/latest/);
+  const periods = elapsed / TTL_MS;
+  t.comment(`upstream HEADs: ${heads} in ${periods.toFixed(2)} TTL periods, for 2 replicas`);
+  t.ok(Math.abs(heads - periods) <= 1, `one HEAD per TTL for the cluster: ${heads} HEADs over ${periods.toFixed(2)} TTLs`);
 });
