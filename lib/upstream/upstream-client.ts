@@ -12,7 +12,9 @@
  *   - redirects are followed for blob GETs only (or every GET/HEAD with `redirects: all`), to
  *     http(s), never to link-local or multicast addresses, to loopback/private ones only when the
  *     upstream is on one (outbound-policy.ts), and never with `Authorization` to another origin;
- *   - the configured credentials go to a token realm only over https or on the upstream's origin.
+ *   - the configured credentials go to a token realm only over https or on the upstream's origin;
+ *     credentials from a file, a helper or a cloud (credentials.ts) follow the same rule, and a
+ *     401 with them asks their source anew once per request (never a loop of refreshes).
  */
 import { Agent, type Dispatcher } from 'undici';
 import { setMaxListeners } from 'node:events';
