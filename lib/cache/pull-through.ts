@@ -5,6 +5,8 @@
  *   manifest by tag:    fresh link → hit; stale link → HEAD upstream: same digest → revalidated,
  *                       changed → GET (miss); upstream failing → stored answer, marked stale.
  *                       Fresh for the tag's tier (tag-policy.ts); a `forever` tier never goes stale.
+ *                       A hot tag is revalidated in the background before its TTL ends
+ *                       (refresh-ahead.ts), so its clients never wait on that HEAD.
  *   manifest by digest: stored → hit; else GET upstream, verify, store
  *   blob:               stored → hit; else one Download per digest, every client follows it
  */
@@ -26,6 +28,7 @@ import type { Coordinator, Lease } from '../cluster/coordinator.js';
 import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type PublishedDownload } from './cluster-download.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { tagTTLFor } from './tag-policy.js';
+import { RefreshAhead, type RefreshAheadOptions } from './refresh-ahead.js';
 import { mapLimit } from '../util/map-limit.js';
 import { CACHE_DEFAULTS } from '../config/schema.js';
 
@@ -187,6 +190,10 @@ export class PullThrough {
   private readonly held = new Map<Download, Promise<void>>();
   /** Downloads given up for another replica to continue (shutdown): their failure is no failure. */
   private readonly handedOver = new Set<Download>();
+  /** Hot tags revalidated before their TTL ends (cache.refreshAhead); null: off. */
+  readonly refreshAhead: RefreshAhead | null;
+  /** Background revalidations in flight, by tag key: a request finding the answer expired waits for it instead of asking again. */
+  private readonly refreshing = new Map<string, Promise<void>>();
 
   constructor(deps: {
     store: Store;
@@ -200,7 +207,9 @@ export class PullThrough {
     quotaTTLMultiplier?: number;
     limits?: Partial<PullLimits>;
     cluster?: ClusterDownloads | null;
+    refreshAhead?: RefreshAheadOptions | null;
   }) {
+    this.refreshAhead = deps.refreshAhead?.enabled ? new RefreshAhead(deps.refreshAhead) : null;
     this.cluster = deps.cluster?.coordinator.shared ? deps.cluster : null;
     this.limits = { ...DEFAULT_PULL_LIMITS, ...deps.limits };
     this.downloadOptions = deps.download ?? {};
@@ -214,7 +223,10 @@ export class PullThrough {
     this.tags = new LRUCache({
       max: 10_000,
       perf: this.clock,
-      fetchMethod: async (_key, _stale, { options, context }) => {
+      fetchMethod: async (key, _stale, { options, context }) => {
+        // A background revalidation of this tag still running: its outcome is this answer's.
+        const pending = this.refreshing.get(key);
+        if (pending) await pending;
         const { answer, ttl } = await this.resolveTag(context.target, context.tag);
         options.ttl = Math.max(1, ttl);
         return answer;
@@ -239,6 +251,9 @@ export class PullThrough {
     if (!answer) throw new OciError('MANIFEST_UNKNOWN', `manifest ${t.name}:${tag} unknown`);
     // A memoized stale answer stays stale; otherwise a memory hit is a hit.
     const how = answer.how === 'stale' ? 'stale' : status.fetch === 'hit' ? 'hit' : answer.how;
+    if (how === 'hit' && this.refreshAhead && status.fetch === 'hit' && status.start !== undefined && status.ttl !== undefined && status.remainingTTL !== undefined) {
+      if (this.refreshAhead.note(key, status.start, status.ttl, status.remainingTTL)) this.startRefresh(key, t, tag);
+    }
     const stored = await this.readStoredManifest(parseDigest(answer.link.digest));
     if (!stored) {
       // The bytes went missing under a cached link (deleted by hand, or evicted): forget and retry once.
@@ -376,6 +391,52 @@ export class PullThrough {
     if (fetched.stale) return this.staleTag(t, tag, newLink, fetched.stale, memo);
     await this.metadata.setTagChecked(repo.upstream, repo.name, tag, newLink.digest, this.clock.now());
     return { answer: { link: newLink, how: 'miss' }, ttl: memo };
+  }
+
+  /**
+   * Refresh-ahead: revalidates a hot tag in the background (one HEAD; a GET when it moved), so that
+   * when its memoized answer expires the tag's record is already fresh. Like any revalidation it
+   * respects the upstream's state: nothing is asked during a cool-down (429), while the breaker is
+   * open, or while the quota is low (then the TTL is stretched instead, see resolveTag); in cluster
+   * mode only the replica that gets the tag's lease asks.
+   */
+  private startRefresh(key: string, t: Target, tag: string): void {
+    const refresh = this.refreshAhead!;
+    refresh.run(key, t.client.name, async () => {
+      const p = this.refreshTag(t, tag).catch((err: unknown) => {
+        this.log.debug({ upstream: t.client.name, repo: t.name, tag, err }, 'refresh-ahead of a tag failed; it is revalidated when it expires');
+      });
+      this.refreshing.set(key, p);
+      try {
+        await p;
+      } finally {
+        if (this.refreshing.get(key) === p) this.refreshing.delete(key);
+      }
+    });
+  }
+
+  private async refreshTag(t: Target, tag: string): Promise<void> {
+    const repo = this.repo(t);
+    const tier = tagTTLFor(t.client.config, t.name, tag);
+    if (tier === 'forever' || t.client.offline) return;
+    if (this.health) {
+      const [gate, quota] = await Promise.all([this.health.gate(repo.upstream), this.health.quotaState(repo.upstream)]);
+      if (!gate.open || quota?.low) return;
+    }
+    const link = await this.store.repos.getTag(repo, tag);
+    if (!link || !(await this.store.blobs.present(parseDigest(link.digest)))) return;
+    const lease = this.cluster ? await this.clusterTurn(`tag:${repo.upstream}/${repo.name}:${tag}`) : null;
+    if (this.cluster && lease === 'waited') return;
+    try {
+      // Another replica (or a request on this one) checked it recently: not due yet, whatever this
+      // replica's memoized answer says.
+      const checked = await this.metadata.tagCheckedAt(repo.upstream, repo.name, tag);
+      const window = Math.min(this.refreshAhead!.options.before, tier / 2);
+      if (checked && checked.digest === link.digest && this.clock.now() - checked.at < tier - window) return;
+      await this.askUpstreamForTag(t, tag, link, true, tier);
+    } finally {
+      if (lease && lease !== 'waited') await lease.release();
+    }
   }
 
   /**

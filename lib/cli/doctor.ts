@@ -18,6 +18,8 @@ import { formatBytes } from '../config/units.js';
 import { RedisLink, redactUrl } from '../cluster/redis-link.js';
 import { StorePaths } from '../storage/paths.js';
 import { mayReceiveCredentials } from '../upstream/outbound-policy.js';
+import { credentialProvider, CredentialError } from '../upstream/credentials.js';
+import type { CredentialSource } from '../config/config.js';
 import { parseWwwAuthenticate, type Challenge } from '../upstream/www-authenticate.js';
 import type { ConfigFlags } from './common.js';
 import { readTlsPair, type TlsPair } from '../server/tls-certificate.js';
@@ -473,6 +475,45 @@ export async function checkTls(config: Config, now = Date.now()): Promise<CheckR
   return [result('ok', 'tls', target, `${what} (${daysLeft} days); the key matches`)];
 }
 
+/** What each credential source is called in a fix. */
+const CREDENTIAL_FIX: Record<CredentialSource['type'], string> = {
+  basic: 'check that the password file exists, is readable by stevedore and is not empty',
+  helper: 'check that the helper is on PATH and answers `docker-credential-<name> get` for this registry',
+  ecr: 'check the AWS credentials (env, web identity, instance profile), the region and the endpoint',
+  gcp: 'check the key or token file, or that the metadata server answers (workload identity on GKE)',
+  acr: 'check the AAD access token (its file, or value) and that the registry accepts it at /oauth2/exchange',
+};
+
+/** ACR's identity tokens go to its token service as Basic with this user (as Docker sends them). */
+const IDENTITY_TOKEN_USER = '00000000-0000-0000-0000-000000000000';
+
+/**
+ * A credential source (file, helper, cloud): asked once. Its failure is a FAIL naming the upstream
+ * and the cause; what it gives is added to the secrets (never printed) and used by the checks after.
+ */
+export async function checkCredentials(
+  spec: CredentialSource,
+  url: string,
+  target: string,
+  key: string,
+  secrets: Set<string>,
+): Promise<{ results: CheckResult[]; credentials: { username: string; password: string } | null }> {
+  const provider = credentialProvider(spec, url);
+  try {
+    const c = await provider.get();
+    const password = c.kind === 'basic' ? c.password : c.refreshToken;
+    secrets.add(password);
+    return {
+      results: [result('ok', 'credentials', target, `${provider.description} gives credentials${c.kind === 'basic' ? ` for user ${c.username}` : ' (an identity token)'}`)],
+      credentials: c.kind === 'basic' ? { username: c.username, password: c.password } : { username: IDENTITY_TOKEN_USER, password },
+    };
+  } catch (err) {
+    const cause = err instanceof CredentialError ? err.message : errText(err);
+    // The cause names its source (the file, the helper, ECR, the metadata server, the exchange).
+    return { results: [result('fail', 'credentials', target, cause, `${CREDENTIAL_FIX[spec.type]} (${key})`)], credentials: null };
+  }
+}
+
 /** Every check, in order; stops after a bad configuration. */
 export async function runChecks(flags: ConfigFlags): Promise<{ results: CheckResult[]; secrets: Set<string> }> {
   const secrets = new Set<string>();
@@ -480,7 +521,11 @@ export async function runChecks(flags: ConfigFlags): Promise<{ results: CheckRes
   if (!config) return { results, secrets };
   for (const u of config.upstreams.values()) {
     if (u.credentials) secrets.add(u.credentials.password);
-    for (const src of u.sources) if (src.kind === 'url' && src.credentials) secrets.add(src.credentials.password);
+    for (const src of u.sources) {
+      if (src.kind !== 'url') continue;
+      if (src.credentials) secrets.add(src.credentials.password);
+      if (src.credentialSource?.type === 'acr' && src.credentialSource.token) secrets.add(src.credentialSource.token);
+    }
   }
   if (config.node.peers) secrets.add(config.node.peers.token);
   if (config.metadata.redis) {
@@ -496,12 +541,19 @@ export async function runChecks(flags: ConfigFlags): Promise<{ results: CheckRes
   results.push(...(await checkRedis(config)));
   for (const u of config.upstreams.values()) {
     const urls = u.sources.filter((src) => src.kind === 'url');
-    if (urls.length <= 1) {
-      results.push(...(await checkUpstream(u, secrets)));
-      continue;
-    }
     // Several sources: each is checked as the upstream would be asked through it.
-    for (const src of urls) results.push(...(await checkUpstream({ ...u, url: src.url, credentials: src.credentials }, secrets, `${u.name} (source ${src.name})`)));
+    for (const src of urls) {
+      const target = urls.length <= 1 ? u.name : `${u.name} (source ${src.name})`;
+      let credentials = src.credentials;
+      if (src.credentialSource && !u.offline) {
+        const key = urls.length <= 1 ? `upstreams.${u.name}` : `upstreams.${u.name}.sources.${u.sources.indexOf(src)}`;
+        const got = await checkCredentials(src.credentialSource, src.url, target, key, secrets);
+        results.push(...got.results);
+        if (!got.credentials) continue;
+        credentials = got.credentials;
+      }
+      results.push(...(await checkUpstream({ ...u, url: src.url, credentials }, secrets, target)));
+    }
   }
   return { results, secrets };
 }

@@ -39,6 +39,20 @@ export interface DenyRule {
 /** How a source is asked for a repository of its upstream (see the schema's namespaceMode). */
 export type NamespaceMode = 'none' | 'ns' | 'path';
 
+/** The metadata server of Google Cloud (upstreams.*.credentials.metadataUrl overrides it). */
+export const GCP_METADATA_URL = 'http://metadata.google.internal';
+
+/**
+ * Credentials that are not a plain username/password in the configuration: read from a file, or
+ * issued by a credential helper or a cloud (lib/upstream/credentials.ts).
+ */
+export type CredentialSource =
+  | { type: 'basic'; username: string; passwordFile: string }
+  | { type: 'helper'; helper: string; serverURL: string | null; cacheFor: number | null }
+  | { type: 'ecr'; region: string | null; registryId: string | null; endpoint: string | null }
+  | { type: 'gcp'; keyFile: string | null; tokenFile: string | null; metadataUrl: string }
+  | { type: 'acr'; tokenFile: string | null; token: string | null; tenant: string | null };
+
 /** One place an upstream's content is fetched from (upstreams.*.sources, node.central). */
 export interface SourceConfig {
   /** Its name in logs, metrics and health records. */
@@ -46,6 +60,8 @@ export interface SourceConfig {
   url: string;
   namespace: NamespaceMode;
   credentials: { username: string; password: string } | null;
+  /** Credentials from a file, a helper or a cloud (instead of `credentials`); null: none. */
+  credentialSource: CredentialSource | null;
   timeouts: Timeouts;
   redirects: 'blobs' | 'all';
 }
@@ -64,6 +80,8 @@ export interface UpstreamConfig {
   /** Where its content is fetched, in order (one entry, `url`, unless configured otherwise). */
   sources: readonly SourceEntry[];
   credentials: { username: string; password: string } | null;
+  /** Credentials from a file, a helper or a cloud (instead of `credentials`); null: none. */
+  credentialSource: CredentialSource | null;
   /** Docker Hub rule: single-segment names become `library/<name>`. */
   library: boolean;
   tagTTL: number;
@@ -111,6 +129,8 @@ export interface Config {
     blobMaxSize: number;
     tagsListMaxTags: number;
     tagsListMaxBytes: number;
+    /** Hot tags revalidated in the background before their TTL ends (lib/cache/refresh-ahead.ts). */
+    refreshAhead: { enabled: boolean; before: number; minRequests: number; perUpstream: number };
   };
   timeouts: Timeouts;
   defaultUpstream: string | null;
@@ -188,13 +208,15 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     const credentials = u.username !== undefined && u.password !== undefined ? { username: u.username, password: u.password } : null;
     // registry.k8s.io answers every API request with a redirect to the registry behind it.
     const redirects = u.redirects ?? (name === 'registry.k8s.io' ? 'all' : 'blobs');
-    const sources = resolveSources(u, parsed, { timeouts, credentials, redirects });
+    const credentialSource = resolveCredentialSource(u);
+    const sources = resolveSources(u, parsed, { timeouts, credentials, credentialSource, redirects });
     const origin = [...sources].reverse().find((x): x is Extract<SourceEntry, { kind: 'url' }> => x.kind === 'url');
     upstreams.set(name, {
       name,
       url: origin!.url,
       sources,
       credentials,
+      credentialSource,
       library: u.library ?? name === 'docker.io',
       tagTTL: u.tagTTL ?? parsed.cache.tagTTL,
       timeouts,
@@ -239,7 +261,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
 function resolveSources(
   u: ParsedConfig['upstreams'][string],
   parsed: ParsedConfig,
-  own: { timeouts: Timeouts; credentials: SourceConfig['credentials']; redirects: 'blobs' | 'all' },
+  own: { timeouts: Timeouts; credentials: SourceConfig['credentials']; credentialSource: CredentialSource | null; redirects: 'blobs' | 'all' },
 ): SourceEntry[] {
   const fromUrl = (url: string, extra: Partial<SourceConfig> = {}): SourceEntry => ({
     kind: 'url',
@@ -247,6 +269,7 @@ function resolveSources(
     url,
     namespace: 'none',
     credentials: own.credentials,
+    credentialSource: own.credentialSource,
     timeouts: own.timeouts,
     redirects: own.redirects,
     ...extra,
@@ -258,6 +281,7 @@ function resolveSources(
         ...(s.name ? { name: s.name } : {}),
         namespace: s.namespace ?? 'none',
         credentials: s.username !== undefined && s.password !== undefined ? { username: s.username, password: s.password } : null,
+        credentialSource: resolveCredentialSource(s),
         timeouts: { ...own.timeouts, ...stripUndefined(s.timeouts ?? {}) },
         redirects: s.redirects ?? own.redirects,
       });
@@ -272,6 +296,7 @@ function resolveSources(
         name: 'central',
         namespace: 'ns',
         credentials: central.username !== undefined && central.password !== undefined ? { username: central.username, password: central.password } : null,
+        credentialSource: null,
         timeouts: { ...own.timeouts, ...stripUndefined(central.timeouts ?? {}) },
         redirects: 'blobs',
       }),
@@ -279,6 +304,48 @@ function resolveSources(
   }
   out.push(fromUrl(u.url!));
   return out;
+}
+
+/** An upstream's or a source's credentials other than a plain username/password in the file. */
+function resolveCredentialSource(u: {
+  username?: string | undefined;
+  passwordFile?: string | undefined;
+  credentials?: ParsedConfig['upstreams'][string]['credentials'];
+}): CredentialSource | null {
+  if (u.username !== undefined && u.passwordFile !== undefined) return { type: 'basic', username: u.username, passwordFile: u.passwordFile };
+  const c = u.credentials;
+  if (!c) return null;
+  switch (c.type) {
+    case 'helper':
+      return { type: 'helper', helper: c.helper, serverURL: c.serverURL ?? null, cacheFor: c.cacheFor ?? null };
+    case 'ecr':
+      return { type: 'ecr', region: c.region ?? null, registryId: c.registryId ?? null, endpoint: c.endpoint ?? null };
+    case 'gcp':
+      return { type: 'gcp', keyFile: c.keyFile ?? null, tokenFile: c.tokenFile ?? null, metadataUrl: c.metadataUrl ?? GCP_METADATA_URL };
+    case 'acr':
+      return { type: 'acr', tokenFile: c.tokenFile ?? null, token: c.token ?? null, tenant: c.tenant ?? null };
+  }
+}
+
+/** Credential keys that do not go together, on one upstream or source (`key` is its path). */
+function credentialProblems(key: string, x: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const { username, password, passwordFile, credentials } = x;
+  if (password !== undefined && passwordFile !== undefined) problems.push(`${key}: give password or passwordFile, not both`);
+  else if (passwordFile !== undefined && username === undefined) problems.push(`${key}: username and passwordFile go together`);
+  else if (passwordFile === undefined && (username === undefined) !== (password === undefined)) problems.push(`${key}: username and password go together`);
+  if (credentials !== undefined && (username !== undefined || password !== undefined || passwordFile !== undefined)) {
+    problems.push(`${key}: give credentials or username/password, not both`);
+  }
+  if (isRecord(credentials)) {
+    if (credentials.type === 'gcp' && credentials.keyFile !== undefined && credentials.tokenFile !== undefined) {
+      problems.push(`${key}.credentials: give keyFile or tokenFile (or neither: the metadata server), not both`);
+    }
+    if (credentials.type === 'acr' && (credentials.tokenFile === undefined) === (credentials.token === undefined)) {
+      problems.push(`${key}.credentials: an acr credential needs an AAD access token: tokenFile or token (one of them)`);
+    }
+  }
+  return problems;
 }
 
 /**
@@ -299,11 +366,11 @@ function crossCheck(doc: unknown): string[] {
   if (typeof ups === 'object' && ups !== null) {
     for (const [name, u] of Object.entries(ups)) {
       if (typeof u !== 'object' || u === null) continue;
-      const { username, password, url, sources } = u as Record<string, unknown>;
-      if ((username === undefined) !== (password === undefined)) problems.push(`upstreams.${name}: username and password go together`);
+      const { username, password, passwordFile, credentials, url, sources } = u as Record<string, unknown>;
+      problems.push(...credentialProblems(`upstreams.${name}`, u as Record<string, unknown>));
       if (url === undefined && sources === undefined) problems.push(`upstreams.${name}.url: required (or sources, listing where its content comes from)`);
       if (url !== undefined && sources !== undefined) problems.push(`upstreams.${name}: give url or sources, not both (list the registry's own url last in sources)`);
-      if (sources !== undefined && (username !== undefined || password !== undefined)) {
+      if (sources !== undefined && (username !== undefined || password !== undefined || passwordFile !== undefined || credentials !== undefined)) {
         problems.push(`upstreams.${name}: with sources, credentials go on the source they are for (upstreams.${name}.sources.N.username / password)`);
       }
       if (Array.isArray(sources)) {
@@ -316,7 +383,7 @@ function crossCheck(doc: unknown): string[] {
         const seen = new Set<string>();
         sources.forEach((x, i) => {
           if (!isRecord(x)) return;
-          if ((x.username === undefined) !== (x.password === undefined)) problems.push(`upstreams.${name}.sources.${i}: username and password go together`);
+          problems.push(...credentialProblems(`upstreams.${name}.sources.${i}`, x));
           let sourceName = typeof x.name === 'string' ? x.name : '';
           if (!sourceName && typeof x.url === 'string') {
             try {

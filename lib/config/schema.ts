@@ -155,6 +155,66 @@ const timeoutOverridesSchema = z
  */
 const namespaceMode = z.enum(['none', 'ns', 'path']);
 
+/** A file path (credentials read at use, so a rotated Kubernetes Secret is picked up). */
+const filePath = z.string().min(1);
+
+/**
+ * Where an upstream's (or a source's) credentials come from when they are not a plain
+ * username/password (lib/upstream/credentials.ts):
+ *   helper  a Docker credential helper: `docker-credential-<helper> get`, the registry host on stdin
+ *   ecr     Amazon ECR: GetAuthorizationToken with the AWS default credential chain
+ *   gcp     Google (GCR / Artifact Registry): a service-account key file (`_json_key`), or an access
+ *           token from a file or the metadata server (`oauth2accesstoken`)
+ *   acr     Azure Container Registry: an AAD access token (file or value) exchanged for a refresh
+ *           token at the registry, then for access tokens per scope
+ */
+const credentialSourceSchema = z.discriminatedUnion('type', [
+  z
+    .object({
+      type: z.literal('helper'),
+      /** `ecr-login` runs docker-credential-ecr-login (found on PATH). */
+      helper: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, { message: 'a helper name such as ecr-login, gcr, acr-env, pass (docker-credential-<name> on PATH)' }),
+      /** What the helper is asked for. Default: the source's host (as Docker asks). */
+      serverURL: z.string().min(1).optional(),
+      /** How long its answer is reused (helpers say nothing about expiry); a 401 asks again at once. */
+      cacheFor: duration.refine((ms) => ms >= 1_000, { message: 'at least 1s' }).optional(),
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal('ecr'),
+      /** AWS region of the registry. Default: from the registry host (<account>.dkr.ecr.<region>.amazonaws.com), else AWS_REGION. */
+      region: z.string().regex(/^[a-z0-9-]{1,32}$/, { message: 'an AWS region such as eu-west-1' }).optional(),
+      /** The AWS account id owning the registry. Default: from the registry host, else the caller's. */
+      registryId: z.string().regex(/^\d{12}$/, { message: 'a 12-digit AWS account id' }).optional(),
+      /** The ECR API endpoint (a VPC endpoint, or a test double). Default: the SDK's for the region. */
+      endpoint: z.string().url().optional(),
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal('gcp'),
+      /** A service-account key file (JSON): Basic `_json_key` with the file's content. */
+      keyFile: filePath.optional(),
+      /** A file holding an OAuth2 access token (rotated by something else): Basic `oauth2accesstoken`. */
+      tokenFile: filePath.optional(),
+      /** The metadata server, asked when neither file is given. */
+      metadataUrl: originUrl('must be an origin only (scheme://host[:port])').optional(),
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal('acr'),
+      /** A file holding an AAD access token (rotated by something else). */
+      tokenFile: filePath.optional(),
+      /** An AAD access token itself, e.g. ${AZURE_ACCESS_TOKEN}. */
+      token: z.string().min(1).optional(),
+      /** AAD tenant, sent to /oauth2/exchange. */
+      tenant: z.string().min(1).optional(),
+    })
+    .strict(),
+]);
+
 /** One source of an upstream: where its content may be fetched, asked in order (see upstreams.*.sources). */
 const sourceSchema = z
   .object({
@@ -167,6 +227,10 @@ const sourceSchema = z
     namespace: namespaceMode.optional(),
     username: z.string().min(1).optional(),
     password: z.string().min(1).optional(),
+    /** The password read from this file (at use: a rotated secret is picked up), instead of `password`. */
+    passwordFile: filePath.optional(),
+    /** Credentials a cloud issues (helper, ecr, gcp, acr), instead of username/password. */
+    credentials: credentialSourceSchema.optional(),
     /** Overrides the upstream's timeouts for this source (a nearby cache: a short connect timeout). */
     timeouts: timeoutOverridesSchema.optional(),
     redirects: z.enum(['blobs', 'all']).optional(),
@@ -200,6 +264,10 @@ const upstreamSchema = z
     sources: z.array(sourceEntry).min(1).max(10).optional(),
     username: z.string().min(1).optional(),
     password: z.string().min(1).optional(),
+    /** The password read from this file (at use: a rotated secret is picked up), instead of `password`. */
+    passwordFile: filePath.optional(),
+    /** Credentials a cloud issues (helper, ecr, gcp, acr), instead of username/password. */
+    credentials: credentialSourceSchema.optional(),
     /** Docker Hub rule: single-segment names become `library/<name>`. Default: true for docker.io only. */
     library: z.boolean().optional(),
     /** Overrides cache.tagTTL for this upstream. */
@@ -270,6 +338,7 @@ export const CACHE_DEFAULTS = {
   blobMaxSize: 32 * GiB,
   tagsListMaxTags: 100_000,
   tagsListMaxBytes: 16 * 1024 * 1024,
+  refreshAhead: { enabled: true, before: 30_000, minRequests: 10, perUpstream: 16 },
 };
 
 export const REGISTRY_DEFAULTS = {
@@ -457,6 +526,23 @@ export const configSchema = z
         tagsListMaxTags: z.number().int().min(1).default(CACHE_DEFAULTS.tagsListMaxTags),
         /** An upstream tag list (all its pages) larger than this is refused. */
         tagsListMaxBytes: size.refine((n) => n >= 1024, { message: 'at least 1KiB' }).default(CACHE_DEFAULTS.tagsListMaxBytes),
+        /**
+         * Hot tags are revalidated in the background shortly before their TTL ends, so their clients
+         * never wait on the upstream (lib/cache/refresh-ahead.ts). Skipped while the upstream cools
+         * down, its breaker is open or its quota is low.
+         */
+        refreshAhead: z
+          .object({
+            enabled: z.boolean().default(CACHE_DEFAULTS.refreshAhead.enabled),
+            /** How long before the TTL ends the revalidation starts (at most half the tag's TTL). */
+            before: duration.refine((ms) => ms >= 100, { message: 'at least 100ms' }).default(CACHE_DEFAULTS.refreshAhead.before),
+            /** Requests for a tag since it was last revalidated that make it hot. */
+            minRequests: z.number().int().min(1).default(CACHE_DEFAULTS.refreshAhead.minRequests),
+            /** Background revalidations running at once per upstream at most (more hot tags: revalidated on expiry, as others). */
+            perUpstream: z.number().int().min(1).max(1000).default(CACHE_DEFAULTS.refreshAhead.perUpstream),
+          })
+          .strict()
+          .default(CACHE_DEFAULTS.refreshAhead),
       })
       .strict()
       .default(CACHE_DEFAULTS),

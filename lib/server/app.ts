@@ -187,6 +187,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     health,
     quotaTTLMultiplier: p.quotaTTLMultiplier,
     limits: config.cache,
+    refreshAhead: config.cache.refreshAhead,
     clock,
     cluster: cluster
       ? {

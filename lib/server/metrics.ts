@@ -201,6 +201,31 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'stevedore_source_credential_fetches_total',
+      help: 'Credentials fetched for each source with a credential source (upstreams.*.credentials, passwordFile): the helper run, the cloud asked, the file read; result ok or failed',
+      labelNames: ['upstream', 'source', 'type', 'result'],
+      registers,
+      collect() {
+        for (const client of deps.upstreams.values()) {
+          for (const source of client.sources) {
+            const p = source.credentialProvider;
+            const type = source.config.credentialSource?.type;
+            if (!p || !type) continue;
+            this.set({ upstream: client.name, source: source.sourceName, type, result: 'ok' }, p.fetches - p.failures);
+            this.set({ upstream: client.name, source: source.sourceName, type, result: 'failed' }, p.failures);
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: 'stevedore_tag_refreshes_ahead_total',
+      help: 'Hot tags revalidated in the background before their TTL ended (cache.refreshAhead); skipped when the upstream cools down, its breaker is open or its quota is low',
+      registers,
+      collect() {
+        this.set(deps.pull.refreshAhead?.started ?? 0);
+      },
+    });
+    new Gauge({
       name: 'stevedore_upstream_requests_total',
       help: 'Requests sent to each upstream, by method and status (0: no answer)',
       labelNames: ['upstream', 'method', 'status'],

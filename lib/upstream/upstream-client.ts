@@ -12,7 +12,9 @@
  *   - redirects are followed for blob GETs only (or every GET/HEAD with `redirects: all`), to
  *     http(s), never to link-local or multicast addresses, to loopback/private ones only when the
  *     upstream is on one (outbound-policy.ts), and never with `Authorization` to another origin;
- *   - the configured credentials go to a token realm only over https or on the upstream's origin.
+ *   - the configured credentials go to a token realm only over https or on the upstream's origin;
+ *     credentials from a file, a helper or a cloud (credentials.ts) follow the same rule, and a
+ *     401 with them asks their source anew once per request (never a loop of refreshes).
  */
 import { Agent, type Dispatcher } from 'undici';
 import { setMaxListeners } from 'node:events';
@@ -28,6 +30,7 @@ import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { LinkedSignal } from './linked-signal.js';
 import { ProgressWatch } from './progress.js';
 import { checkAddressLiteral, guardedLookup, isLocalHost, mayReceiveCredentials } from './outbound-policy.js';
+import { credentialProvider, CredentialError, type Credential, type CredentialProvider } from './credentials.js';
 
 const MAX_REDIRECTS = 5;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -173,6 +176,10 @@ export class SourceClient {
   private localCheckedAt = -Infinity;
   private localCheck: Promise<void> | null = null;
   private warnedRealm = false;
+  /** Credentials from a file, a helper or a cloud (credentialSource); null: static or none. */
+  readonly credentialProvider: CredentialProvider | null;
+  /** Whether the last attempt to get credentials failed (said once per failing streak). */
+  private credentialsFailing = false;
   private readonly log: Logger;
   /** Bearer tokens per scope; fetch() makes concurrent requests for one scope share one token request. */
   private readonly tokens: LRUCache<string, string, Challenge>;
@@ -200,6 +207,7 @@ export class SourceClient {
     // Every operation in flight listens on it (removed when it ends): no listener limit applies.
     setMaxListeners(0, this.closing.signal);
     this.origin = new URL(config.url).origin;
+    this.credentialProvider = config.credentialSource ? credentialProvider(config.credentialSource, this.origin) : null;
     const agentOptions = {
       headersTimeout: config.timeouts.firstByte,
       bodyTimeout: config.timeouts.idle,
@@ -277,24 +285,79 @@ export class SourceClient {
    * One HTTP request, on the upstream's own connections or, for another origin (one the upstream
    * named), on connections whose addresses are checked first (outbound-policy.ts).
    */
-  private async dispatch(url: URL, opts: { method: 'GET' | 'HEAD'; headers: Headers; signal: AbortSignal | null }): Promise<Dispatcher.ResponseData> {
+  private async dispatch(url: URL, opts: { method: 'GET' | 'HEAD' | 'POST'; headers: Headers; body?: string; signal: AbortSignal | null }): Promise<Dispatcher.ResponseData> {
     let agent = this.agent;
     if (url.origin !== this.origin) {
       await this.checkLocality();
       checkAddressLiteral(url.hostname, this.local);
       agent = this.outbound;
     }
-    return agent.request({ origin: url.origin, path: url.pathname + url.search, method: opts.method, headers: opts.headers, signal: opts.signal });
+    return agent.request({
+      origin: url.origin,
+      path: url.pathname + url.search,
+      method: opts.method,
+      headers: opts.headers,
+      ...(opts.body !== undefined ? { body: opts.body } : {}),
+      signal: opts.signal,
+    });
   }
 
-  private basicAuth(): string | null {
+  /** Whether credentials are configured (static, or a credential source). */
+  get hasCredentials(): boolean {
+    return this.config.credentials !== null || this.credentialProvider !== null;
+  }
+
+  /**
+   * The credential to present: the configured username/password, or what the credential source
+   * gives now (cached by it, renewed before it expires). A failing source is an `unavailable`
+   * error naming the upstream and the cause (never a secret), said once in the log per streak.
+   */
+  private async credential(): Promise<Credential | null> {
     const c = this.config.credentials;
-    return c ? `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}` : null;
+    if (c) return { kind: 'basic', username: c.username, password: c.password };
+    const p = this.credentialProvider;
+    if (!p) return null;
+    try {
+      const got = await p.get();
+      if (this.credentialsFailing) {
+        this.credentialsFailing = false;
+        this.log.info(`credentials for ${this.label} are available again (${p.description})`);
+      }
+      return got;
+    } catch (err) {
+      const cause = err instanceof CredentialError ? err.message : `${p.description} failed`;
+      if (!this.credentialsFailing) {
+        this.credentialsFailing = true;
+        this.log.warn({ cause, credentials: p.description }, `cannot get credentials for ${this.label}`);
+      }
+      throw new UpstreamError('unavailable', this.name, `cannot get credentials for ${this.label}: ${cause}`);
+    }
+  }
+
+  /** The registry refused `used` (a 401 with it): a credential source fetches anew on the next use. */
+  private refused(used: Credential | null): boolean {
+    if (!used || !this.credentialProvider) return false;
+    this.credentialProvider.invalidate(used);
+    return true;
+  }
+
+  private static basicHeader(c: Credential | null): string | null {
+    return c?.kind === 'basic' ? `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}` : null;
   }
 
   private async fetchToken(challenge: Challenge, scope: string): Promise<{ token: string; ttlMs: number }> {
     // Not tied to one caller: a token serves every request of its scope. Shutdown and the deadline stop it.
-    return this.withDeadline('a token request', undefined, (signal) => this.requestToken(challenge, scope, signal));
+    return this.withDeadline('a token request', undefined, async (signal) => {
+      try {
+        return await this.requestToken(challenge, scope, signal);
+      } catch (err) {
+        // The token service refused what a credential source gave (expired, revoked): fetched anew, asked once more.
+        if (err instanceof RefusedCredential && this.refused(err.used)) return this.requestToken(challenge, scope, signal).catch((e: unknown) => {
+          throw e instanceof RefusedCredential ? e.error : e;
+        });
+        throw err instanceof RefusedCredential ? err.error : err;
+      }
+    });
   }
 
   private async requestToken(challenge: Challenge, scope: string, signal: AbortSignal): Promise<{ token: string; ttlMs: number }> {
@@ -312,28 +375,38 @@ export class SourceClient {
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     if (scope) url.searchParams.set('scope', scope);
     const headers: Headers = { accept: 'application/json', 'user-agent': 'stevedore' };
-    let basic = this.basicAuth();
-    if (basic && !mayReceiveCredentials(url, this.origin)) {
+    let cred = this.hasCredentials ? await this.credential() : null;
+    if (cred && !mayReceiveCredentials(url, this.origin)) {
       // Plain http to an origin the upstream named: the password would cross the network in the clear.
-      basic = null;
+      cred = null;
       if (!this.warnedRealm) {
         this.warnedRealm = true;
         this.log.warn({ realm: url.origin }, 'the token realm is neither https nor the upstream\'s own origin: asking it anonymously, without the configured credentials');
       }
     }
-    if (basic) headers.authorization = basic;
     let res: Dispatcher.ResponseData;
     let body: Buffer | null;
     try {
-      res = await this.dispatch(url, { method: 'GET', headers, signal });
+      if (cred?.kind === 'refresh_token') {
+        // An identity token (ACR's refresh token): OAuth2 refresh_token grant, POSTed to the realm.
+        const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: cred.refreshToken });
+        if (challenge.params.service) form.set('service', challenge.params.service);
+        if (scope) form.set('scope', scope);
+        url.search = '';
+        res = await this.dispatch(url, { method: 'POST', headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), signal });
+      } else {
+        const basic = SourceClient.basicHeader(cred);
+        res = await this.dispatch(url, { method: 'GET', headers: basic ? { ...headers, authorization: basic } : headers, signal });
+      }
       body = await readLimited(res.body, ERROR_BODY_LIMIT, this.bodyWatch('a token request'));
     } catch (err) {
       throw mapTransportError(err, this.name, 'token request', undefined, this.label);
     }
     if (res.statusCode === 401 || res.statusCode === 403) {
-      throw new UpstreamError('denied', this.name, `${this.label} token service refused ${basic ? 'the configured credentials' : 'anonymous access'} for ${scope || 'its API'}`, {
+      const error = new UpstreamError('denied', this.name, `${this.label} token service refused ${cred ? 'the configured credentials' : 'anonymous access'} for ${scope || 'its API'}`, {
         status: res.statusCode,
       });
+      throw cred ? new RefusedCredential(cred, error) : error;
     }
     if (res.statusCode === 429) {
       throw new UpstreamError('rate_limited', this.name, `${this.label} token service is rate-limiting`, { status: 429 });
@@ -355,13 +428,17 @@ export class SourceClient {
     return { token, ttlMs: seconds * 1000 };
   }
 
-  private async authorization(scope: string, forceRefresh = false): Promise<string | null> {
+  /** The Authorization for a request of `scope`, and the credential it was made with (Basic). */
+  private async authorization(scope: string, forceRefresh = false): Promise<{ header: string | null; basic: Credential | null }> {
     if (this.bearerChallenge) {
       const token = await this.tokens.fetch(scope, { context: this.bearerChallenge, forceRefresh });
-      return token ? `Bearer ${token}` : null;
+      return { header: token ? `Bearer ${token}` : null, basic: null };
     }
-    if (this.basicChallenged) return this.basicAuth();
-    return null;
+    if (this.basicChallenged) {
+      const cred = await this.credential();
+      return { header: SourceClient.basicHeader(cred), basic: cred };
+    }
+    return { header: null, basic: null };
   }
 
   /**
@@ -449,21 +526,35 @@ export class SourceClient {
     return `${next}${next.includes('?') ? '&' : '?'}ns=${encodeURIComponent(this.name)}`;
   }
 
+  /**
+   * Sends a request with the Authorization the upstream asked for. A 401 is answered once: with a
+   * token for the challenge (fetched anew), or with Basic credentials; when the Basic credentials
+   * sent were a credential source's, the source is asked anew first (they expired or were revoked).
+   */
   private async authenticated(opts: RequestOptions): Promise<UpstreamResponse> {
     let auth = await this.authorization(opts.scope);
+    // Whether a credential source was asked anew for this request (once at most).
+    let renewed = false;
     for (let attempt = 0; ; attempt++) {
-      const res = await this.send(opts, auth);
-      if (res.status !== 401 || attempt > 0) return res;
+      const res = await this.send(opts, auth.header);
+      if (res.status !== 401) return res;
+      // Answered once already; again only when Basic credentials from a source were refused and not yet renewed.
+      if (attempt > 0 && (renewed || !auth.basic || !this.credentialProvider)) return res;
       const challenge = parseWwwAuthenticate(header(res.headers, 'www-authenticate'));
       res.body.resume();
-      if (challenge?.scheme === 'bearer') {
+      if (challenge?.scheme === 'bearer' && attempt === 0) {
         this.bearerChallenge = challenge;
         auth = await this.authorization(opts.scope, true);
-      } else if (challenge?.scheme === 'basic' && this.basicAuth()) {
+      } else if (challenge?.scheme === 'basic' && this.hasCredentials) {
         this.basicChallenged = true;
-        auth = this.basicAuth();
+        if (this.refused(auth.basic)) renewed = true;
+        const cred = await this.credential();
+        if (cred?.kind !== 'basic') {
+          throw new UpstreamError('denied', this.name, `${this.label} asks for Basic authentication, but its credential source gives a token`, { status: 401 });
+        }
+        auth = { header: SourceClient.basicHeader(cred), basic: cred };
       } else {
-        throw new UpstreamError('denied', this.name, `${this.label} requires authentication for ${opts.what}${this.config.credentials ? '' : ' (no credentials configured)'}`, {
+        throw new UpstreamError('denied', this.name, `${this.label} requires authentication for ${opts.what}${this.hasCredentials ? '' : ' (no credentials configured)'}`, {
           status: 401,
         });
       }
@@ -778,6 +869,13 @@ export class SourceClient {
       }
       return tags;
     });
+  }
+}
+
+/** A token service refused the credential a source gave: asked once more with a fresh one. */
+class RefusedCredential extends Error {
+  constructor(readonly used: Credential, readonly error: UpstreamError) {
+    super(error.message);
   }
 }
 

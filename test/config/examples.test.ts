@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { parse as parseYaml } from 'yaml';
+import { parseConfig } from '../../lib/config/config.js';
 import { configTomlSnippet, renderDefaultHostsToml, renderHostsToml } from '../../lib/cli/containerd-config.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -55,4 +56,32 @@ t.test('the podman registries.conf mirrors each registry under its own path pref
 
 t.test('the README runs the container image with a restart policy', async (t) => {
   t.match(read('README.md'), /docker run -d --restart unless-stopped /);
+});
+
+/** The first ```yaml block after `heading` in the README. */
+function readmeYaml(heading: string): unknown {
+  const text = read('README.md');
+  const at = text.indexOf(`\n${heading}\n`);
+  const m = /```yaml\n([\s\S]*?)```/.exec(text.slice(at));
+  if (at < 0 || !m) throw new Error(`no yaml block under ${heading}`);
+  return parseYaml(m[1]!);
+}
+
+t.test('the README\'s upstream credentials example is a valid configuration, one upstream per kind', async (t) => {
+  const doc = readmeYaml('### Upstream credentials') as Record<string, unknown>;
+  const c = parseConfig({ ...doc, defaultUpstream: null }, { env: { GHCR_PAT: 'ghp_x' } });
+  const kinds = [...c.upstreams.values()].map((u) => [u.name, u.credentialSource?.type ?? (u.credentials ? 'password' : null)]);
+  t.same(kinds, [
+    ['registry.example.com', 'basic'],
+    ['123456789012.dkr.ecr.eu-west-1.amazonaws.com', 'ecr'],
+    ['europe-docker.pkg.dev', 'gcp'],
+    ['myregistry.azurecr.io', 'acr'],
+    ['ghcr.io', 'password'],
+    ['quay.io', 'helper'],
+  ]);
+});
+
+t.test('the README\'s refresh-ahead example is the defaults', async (t) => {
+  const doc = readmeYaml('### Refresh-ahead for hot tags');
+  t.same(parseConfig(doc).cache.refreshAhead, parseConfig({}).cache.refreshAhead);
 });

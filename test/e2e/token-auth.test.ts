@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { buildDockerImage, pushImage } from '../fixtures/images.js';
+import { buildDockerImage, pushImage, pushImageWithBasic } from '../fixtures/images.js';
 import { BASIC_USER, startRegistry } from '../fixtures/registry.js';
 import { readDirImage, skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore } from '../fixtures/stevedore.js';
@@ -132,7 +132,7 @@ t.test('Basic auth upstream (distribution with htpasswd)', async (t) => {
   t.equal(ping.status, 401, 'the registry challenges');
   t.match(ping.headers.get('www-authenticate') ?? '', /^Basic /);
   const img = buildDockerImage('token-auth/basic', { layers: 1 });
-  await pushImageWithBasic(reg.directUrl, auth, img);
+  await pushImageWithBasic(reg.directUrl, 'library/basic', 'v1', auth, img);
 
   await t.test('configured credentials are sent as Basic after the challenge', async (t) => {
     const sd = await startStevedore(t, {
@@ -157,27 +157,3 @@ t.test('Basic auth upstream (distribution with htpasswd)', async (t) => {
     t.match(body.errors[0]?.message, /requires authentication.*no credentials configured/);
   });
 });
-
-/** Pushes with Basic credentials (the fixture's pushImage speaks the token flow only). */
-async function pushImageWithBasic(base: string, auth: string, img: ReturnType<typeof buildDockerImage>): Promise<void> {
-  for (const b of [img.config, ...img.layers]) {
-    const post = await fetch(`${base}/v2/library/basic/blobs/uploads/`, { method: 'POST', headers: { authorization: auth } });
-    await post.arrayBuffer();
-    const location = new URL(post.headers.get('location') ?? '', base);
-    location.searchParams.set('digest', b.digest);
-    const put = await fetch(location, {
-      method: 'PUT',
-      headers: { authorization: auth, 'content-type': 'application/octet-stream' },
-      body: b.data,
-    });
-    await put.arrayBuffer();
-    if (put.status !== 201) throw new Error(`push blob: ${put.status}`);
-  }
-  const put = await fetch(`${base}/v2/library/basic/manifests/v1`, {
-    method: 'PUT',
-    headers: { authorization: auth, 'content-type': img.manifest.mediaType },
-    body: img.manifest.data,
-  });
-  await put.arrayBuffer();
-  if (put.status !== 201) throw new Error(`push manifest: ${put.status}`);
-}
