@@ -169,26 +169,32 @@ export interface StevedoreBuild {
   warnings: string;
 }
 
-/** Compiles lib/ into a temp dir (with a package.json for ESM and a node_modules link). */
+/**
+ * Compiles lib/ into <temp dir>/dist, laid out as the project is (dist/ beside package.json, a
+ * node_modules link and the dashboard's assets/), so that what the server finds next to its code
+ * is there.
+ */
 export async function buildStevedore(): Promise<StevedoreBuild> {
   const dir = await tmpDir(undefined, 'stevedore-bench-build-');
+  const outDir = path.join(dir, 'dist');
   const tsc = path.join(ROOT, 'node_modules', '.bin', 'tsc');
   const out = await new Promise<{ code: number; text: string }>((resolve, reject) => {
-    const child = spawn(tsc, ['-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', dir, '--sourceMap', 'false'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(tsc, ['-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', outDir, '--sourceMap', 'false'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let text = '';
     child.stdout.on('data', (c: Buffer) => (text += c.toString()));
     child.stderr.on('data', (c: Buffer) => (text += c.toString()));
     child.once('error', reject);
     child.once('close', (code) => resolve({ code: code ?? 1, text }));
   });
-  const main = path.join(dir, 'cli', 'main.js');
+  const main = path.join(outDir, 'cli', 'main.js');
   try {
     await fsp.access(main);
   } catch {
     throw new Error(`tsc did not produce ${main} (exit ${out.code}):\n${out.text}`);
   }
-  await fsp.writeFile(path.join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+  await fsp.copyFile(path.join(ROOT, 'package.json'), path.join(dir, 'package.json'));
   await fsp.symlink(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
+  await fsp.symlink(path.join(ROOT, 'assets'), path.join(dir, 'assets'), 'dir');
   return { main, dir, warnings: out.code === 0 ? '' : out.text };
 }
 

@@ -51,7 +51,7 @@ export type CredentialSource =
   | { type: 'helper'; helper: string; serverURL: string | null; cacheFor: number | null }
   | { type: 'ecr'; region: string | null; registryId: string | null; endpoint: string | null }
   | { type: 'gcp'; keyFile: string | null; tokenFile: string | null; metadataUrl: string }
-  | { type: 'acr'; tokenFile: string | null; token: string | null; tenant: string | null };
+  | { type: 'acr'; tokenFile: string | null; token: string | null; tenant: string | null; authorityHost: string | null };
 
 /** One place an upstream's content is fetched from (upstreams.*.sources, node.central). */
 export interface SourceConfig {
@@ -323,7 +323,7 @@ function resolveCredentialSource(u: {
     case 'gcp':
       return { type: 'gcp', keyFile: c.keyFile ?? null, tokenFile: c.tokenFile ?? null, metadataUrl: c.metadataUrl ?? GCP_METADATA_URL };
     case 'acr':
-      return { type: 'acr', tokenFile: c.tokenFile ?? null, token: c.token ?? null, tenant: c.tenant ?? null };
+      return { type: 'acr', tokenFile: c.tokenFile ?? null, token: c.token ?? null, tenant: c.tenant ?? null, authorityHost: c.authorityHost ?? null };
   }
 }
 
@@ -341,8 +341,8 @@ function credentialProblems(key: string, x: Record<string, unknown>): string[] {
     if (credentials.type === 'gcp' && credentials.keyFile !== undefined && credentials.tokenFile !== undefined) {
       problems.push(`${key}.credentials: give keyFile or tokenFile (or neither: the metadata server), not both`);
     }
-    if (credentials.type === 'acr' && (credentials.tokenFile === undefined) === (credentials.token === undefined)) {
-      problems.push(`${key}.credentials: an acr credential needs an AAD access token: tokenFile or token (one of them)`);
+    if (credentials.type === 'acr' && credentials.tokenFile !== undefined && credentials.token !== undefined) {
+      problems.push(`${key}.credentials: give tokenFile or token (or neither: AAD from the environment), not both`);
     }
   }
   return problems;

@@ -165,8 +165,9 @@ const filePath = z.string().min(1);
  *   ecr     Amazon ECR: GetAuthorizationToken with the AWS default credential chain
  *   gcp     Google (GCR / Artifact Registry): a service-account key file (`_json_key`), or an access
  *           token from a file or the metadata server (`oauth2accesstoken`)
- *   acr     Azure Container Registry: an AAD access token (file or value) exchanged for a refresh
- *           token at the registry, then for access tokens per scope
+ *   acr     Azure Container Registry: an AAD access token (a file, a value, or asked of AAD with the
+ *           environment's workload identity or client secret) exchanged for a refresh token at the
+ *           registry, then for access tokens per scope
  */
 const credentialSourceSchema = z.discriminatedUnion('type', [
   z
@@ -209,8 +210,15 @@ const credentialSourceSchema = z.discriminatedUnion('type', [
       tokenFile: filePath.optional(),
       /** An AAD access token itself, e.g. ${AZURE_ACCESS_TOKEN}. */
       token: z.string().min(1).optional(),
-      /** AAD tenant, sent to /oauth2/exchange. */
+      /** AAD tenant, sent to /oauth2/exchange. Default: AZURE_TENANT_ID when the AAD token comes from the environment. */
       tenant: z.string().min(1).optional(),
+      /**
+       * Neither tokenFile nor token: the AAD token is asked of AAD with the environment's identity
+       * (workload identity: AZURE_FEDERATED_TOKEN_FILE; or AZURE_CLIENT_SECRET; with AZURE_CLIENT_ID
+       * and AZURE_TENANT_ID), at this authority. Default: AZURE_AUTHORITY_HOST, else
+       * https://login.microsoftonline.com.
+       */
+      authorityHost: originUrl('must be an origin only (scheme://host[:port])').optional(),
     })
     .strict(),
 ]);

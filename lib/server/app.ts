@@ -236,9 +236,15 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   snapshotTimer.unref();
   let ready = true;
   const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers });
-  const dashboard = config.dashboard.enabled
-    ? await Dashboard.create({ config, store: store.blobs, pull, upstreams, health, cluster, peers, version: await packageVersion(), now: () => clock.now() })
-    : null;
+  let dashboard: Dashboard | null = null;
+  if (config.dashboard.enabled) {
+    try {
+      dashboard = await Dashboard.create({ config, store: store.blobs, pull, upstreams, health, cluster, peers, version: await packageVersion(), now: () => clock.now() });
+    } catch (err) {
+      // A packaging mistake (assets/ not shipped beside dist/): the registry serves on without its page.
+      log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
+    }
+  }
   const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, dashboard, isReady: () => ready, tls: tlsPair });
   let tls: CertificateReloader | null = null;
   if (config.tls && tlsPair) {
@@ -312,8 +318,12 @@ async function loadTls(files: NonNullable<Config['tls']>, log: Logger): Promise<
 
 /** stevedore's version, from its package.json (beside lib/ and dist/). */
 async function packageVersion(): Promise<string> {
-  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  try {
+    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
 
 /** The digests in the store's index (what a node instance holds and announces). */

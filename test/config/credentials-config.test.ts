@@ -27,7 +27,7 @@ t.test('each kind of credentials resolves with its defaults', async (t) => {
   t.same(upstream({ credentials: { type: 'gcp' } }).credentialSource, { type: 'gcp', keyFile: null, tokenFile: null, metadataUrl: GCP_METADATA_URL }, 'the metadata server by default');
   t.equal(GCP_METADATA_URL, 'http://metadata.google.internal');
   t.same(upstream({ credentials: { type: 'gcp', keyFile: '/k.json' } }).credentialSource, { type: 'gcp', keyFile: '/k.json', tokenFile: null, metadataUrl: GCP_METADATA_URL });
-  t.same(upstream({ credentials: { type: 'acr', tokenFile: '/t' } }).credentialSource, { type: 'acr', tokenFile: '/t', token: null, tenant: null });
+  t.same(upstream({ credentials: { type: 'acr', tokenFile: '/t' } }).credentialSource, { type: 'acr', tokenFile: '/t', token: null, tenant: null, authorityHost: null });
 });
 
 t.test('${VAR} gives an ACR token from the environment', async (t) => {
@@ -59,7 +59,7 @@ t.test('mistakes are reported under their key, all at once', async (t) => {
         b: { url: URL_, passwordFile: '/pw' },
         c: { url: URL_, username: 'u', password: 'p', credentials: { type: 'ecr' } },
         d: { url: URL_, credentials: { type: 'gcp', keyFile: '/k', tokenFile: '/t' } },
-        e: { url: URL_, credentials: { type: 'acr' } },
+        e: { url: URL_, credentials: { type: 'acr', token: 't', tokenFile: '/t' } },
         f: { url: URL_, credentials: { type: 'vault' } },
         g: { url: URL_, credentials: { type: 'ecr', registryId: 'me' } },
         h: { sources: [{ url: URL_ }], credentials: { type: 'ecr' } },
@@ -72,7 +72,7 @@ t.test('mistakes are reported under their key, all at once', async (t) => {
   t.ok(p.includes('upstreams.b: username and passwordFile go together'));
   t.ok(p.includes('upstreams.c: give credentials or username/password, not both'));
   t.ok(p.includes('upstreams.d.credentials: give keyFile or tokenFile (or neither: the metadata server), not both'));
-  t.ok(p.includes('upstreams.e.credentials: an acr credential needs an AAD access token: tokenFile or token (one of them)'));
+  t.ok(p.includes('upstreams.e.credentials: give tokenFile or token (or neither: AAD from the environment), not both'));
   t.ok(p.some((x) => x.startsWith('upstreams.f.credentials.type:')), 'an unknown type');
   t.ok(p.includes('upstreams.g.credentials.registryId: a 12-digit AWS account id'));
   t.ok(p.some((x) => x.startsWith('upstreams.h: with sources, credentials go on the source they are for')));

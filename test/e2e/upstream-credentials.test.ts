@@ -10,7 +10,7 @@ import { MANIFEST_ACCEPT, buildDockerImage, pushImageWithBasic } from '../fixtur
 import { rawRequest, ociErrors, type RawResponse } from '../fixtures/http-client.js';
 import { BASIC_USER, startRegistry } from '../fixtures/registry.js';
 import { logsSettled, spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
-import { AWS_KEY, startAuthRegistry, startEcr, startGcpMetadata, type AuthRegistry } from '../fixtures/credential-fakes.js';
+import { AWS_KEY, startAad, startAuthRegistry, startEcr, startGcpMetadata, type AuthRegistry } from '../fixtures/credential-fakes.js';
 import { sleep } from '../fixtures/fake-upstream.js';
 import { tmpDir } from '../fixtures/util.js';
 
@@ -254,6 +254,49 @@ t.test('ACR: a refresh token revoked early: the refusal at /oauth2/token trigger
   t.equal((await pull(p)).status, 200, 'the pull after the revocation succeeds');
   t.equal(reg.count('POST', /^\/oauth2\/exchange/), 2, 'exactly one more exchange');
   t.equal(reg.count('POST', /^\/oauth2\/token/), 3, 'access tokens: the first, the refused one, the one with the new refresh token');
+});
+
+t.test('ACR with workload identity: the federated token is traded at AAD for an access token, which the registry exchanges; renewed across the AAD token\'s expiry', async (t) => {
+  const federated = 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6cmVnaXN0cnk6c3RldmVkb3JlIn0.k8s-sa-token';
+  const dir = await tmpDir(t);
+  const tokenFile = path.join(dir, 'azure-identity-token');
+  await writeFile(tokenFile, federated);
+  const aad = await startAad(t, { tenant: 'tenant-1', clientId: 'client-1', lifeMs: 4_000, federatedToken: federated });
+  const reg = await startAuthRegistry(t, { mode: 'acr', tokenLifeMs: 1_000, accepts: (u, tok) => u === 'aad' && aad.issued.valid(tok) });
+  const p = await spawnStevedore(
+    t,
+    { defaultUpstream: null, storage: { path: path.join(dir, 'store') }, upstreams: { 'docker.io': { url: reg.url, credentials: { type: 'acr', authorityHost: aad.url } } } },
+    { env: { AZURE_TENANT_ID: 'tenant-1', AZURE_CLIENT_ID: 'client-1', AZURE_FEDERATED_TOKEN_FILE: tokenFile, AZURE_CLIENT_SECRET: undefined, AZURE_AUTHORITY_HOST: undefined } },
+  );
+  t.equal((await pull(p)).status, 200, 'first pull');
+  t.equal(aad.calls(), 1, 'one AAD token');
+  t.equal(reg.count('POST', /^\/oauth2\/exchange/), 1, 'one exchange');
+  await sleep(4_500);
+  t.equal((await pull(p)).status, 200, 'a pull after the AAD token expired');
+  t.equal(aad.calls(), 2, 'AAD asked again, once');
+  t.equal(reg.count('POST', /^\/oauth2\/exchange/), 2, 'exchanged again with the new AAD token');
+  t.equal(reg.refusals(), 1, 'refused: only the first, unauthenticated request');
+  await assertNoSecrets(t, p, [federated, ...aad.issued.all, ...reg.refreshTokens.all, ...reg.registryTokens.all]);
+});
+
+t.test('ACR with a client secret from the environment; a wrong secret is a 502 naming AAD and the upstream, without the secret', async (t) => {
+  const dir = await tmpDir(t);
+  const aad = await startAad(t, { tenant: 'tenant-2', clientId: 'client-2', lifeMs: 3_600_000, clientSecret: 'right-client-secret' });
+  const reg = await startAuthRegistry(t, { mode: 'acr', accepts: (u, tok) => u === 'aad' && aad.issued.valid(tok) });
+  const config = { defaultUpstream: null, storage: { path: path.join(dir, 'store') }, upstreams: { 'docker.io': { url: reg.url, credentials: { type: 'acr', authorityHost: aad.url } } } };
+  const env = { AZURE_TENANT_ID: 'tenant-2', AZURE_CLIENT_ID: 'client-2', AZURE_FEDERATED_TOKEN_FILE: undefined, AZURE_AUTHORITY_HOST: undefined };
+  const good = await spawnStevedore(t, config, { env: { ...env, AZURE_CLIENT_SECRET: 'right-client-secret' } });
+  t.equal((await pull(good)).status, 200);
+  t.equal(aad.calls(), 1);
+
+  const bad = await spawnStevedore(t, { ...config, storage: { path: path.join(dir, 'store2') } }, { env: { ...env, AZURE_CLIENT_SECRET: 'wrong-client-secret' } });
+  const r = await pull(bad);
+  t.equal(r.status, 502);
+  const e = ociErrors(r)?.[0];
+  t.match(e?.message, /docker\.io/, 'names the upstream');
+  t.match(e?.message, /AAD \(http:\/\/127\.0\.0\.1:\d+, tenant tenant-2, client client-2\) answered 401/, 'names AAD and what it said');
+  await assertNoSecrets(t, bad, ['wrong-client-secret', 'right-client-secret']);
+  t.notMatch(r.body.toString(), /client-secret/);
 });
 
 t.test('ACR through a credential helper answering an identity token (Username <token>): it is the refresh token, no exchange', async (t) => {
