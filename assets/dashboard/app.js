@@ -136,6 +136,8 @@ function render(st) {
     cell(tr, src.health.coolDown ? 'until ' + clock(src.health.coolDown.until) + ' (' + src.health.coolDown.reason + ')' : '–');
     const q = src.health.quota;
     cell(tr, q ? q.remaining + (q.limit !== null ? ' of ' + q.limit : '') + (q.low ? ' (low: tags revalidated less often)' : '') : 'not reported', q && q.low ? 'warn' : '');
+    const c = src.credentials;
+    cell(tr, c ? (c.lastError ? 'failing: ' + c.lastError : c.source + ' · fetched ' + c.fetches + '×') : '–', c && c.lastError ? 'bad' : '');
   });
 
   fillTable('downloads', st.downloads, 'none right now', (d, tr) => {

@@ -43,6 +43,8 @@ export interface CredentialProvider {
   readonly fetches: number;
   /** Of those, the ones that failed. */
   readonly failures: number;
+  /** The last fetch's failure (names the source and the cause, never a secret); null once one succeeds. */
+  readonly lastError: string | null;
 }
 
 /** A credential source that failed; its message names the source and the cause, never a secret. */
@@ -86,6 +88,7 @@ abstract class CachedProvider implements CredentialProvider {
   abstract readonly description: string;
   fetches = 0;
   failures = 0;
+  lastError: string | null = null;
   private current: Issued | null = null;
   private inflight: Promise<Issued> | null = null;
   private failure: { error: unknown; until: number } | null = null;
@@ -111,9 +114,11 @@ abstract class CachedProvider implements CredentialProvider {
         (issued) => {
           this.current = issued;
           this.failure = null;
+          this.lastError = null;
         },
         (error: unknown) => {
           this.failures++;
+          this.lastError = error instanceof CredentialError ? error.message : 'the credential source failed';
           this.failure = { error, until: this.now() + FAILURE_BACKOFF_MS };
         },
       );

@@ -382,6 +382,23 @@ t.test('credential helper', async (t) => {
     t.equal(warned?.upstream, 'docker.io', 'logged, naming the upstream');
   });
 
+  await t.test("the dashboard shows each source's credentials: the helper, how often it ran, and why it fails", async (t) => {
+    const good = await writeHelper(t, 'stevedoreshown', [JSON.stringify({ ServerURL: reg.host, Username: BASIC_USER.username, Secret: BASIC_USER.password })]);
+    const ok = await start(t, 'stevedoreshown', good.dir);
+    t.equal((await pull(ok)).status, 200);
+    const st = (await (await fetch(`${ok.url}/ui/api/state`)).json()) as { upstreams: Array<{ sources: Array<{ credentials: unknown }> }> };
+    t.same(st.upstreams[0]!.sources[0]!.credentials, { type: 'helper', source: 'credential helper docker-credential-stevedoreshown', fetches: 1, failures: 0, lastError: null });
+    t.notMatch(JSON.stringify(st), BASIC_USER.password, 'no secret in the state');
+
+    const broken = await writeHelper(t, 'stevedorebroken2', ['no such login'], 1);
+    const bad = await start(t, 'stevedorebroken2', broken.dir);
+    t.equal((await pull(bad)).status, 502);
+    const st2 = (await (await fetch(`${bad.url}/ui/api/state`)).json()) as { upstreams: Array<{ sources: Array<{ credentials: { failures: number; lastError: string } }> }> };
+    const c = st2.upstreams[0]!.sources[0]!.credentials;
+    t.equal(c.failures, 1);
+    t.equal(c.lastError, 'docker-credential-stevedorebroken2 get exited with 1: no such login');
+  });
+
   await t.test('passwordFile: the password read from a file, accepted by the registry', async (t) => {
     const file = path.join(await tmpDir(t), 'password');
     await writeFile(file, `${BASIC_USER.password}\n`);

@@ -87,7 +87,14 @@ export interface DashboardState {
   upstreams: Array<{
     name: string;
     offline: boolean;
-    sources: Array<{ name: string; url: string; state: 'ok' | 'offline' | 'cooling down' | 'breaker open'; health: HealthSnapshot }>;
+    sources: Array<{
+      name: string;
+      url: string;
+      state: 'ok' | 'offline' | 'cooling down' | 'breaker open';
+      health: HealthSnapshot;
+      /** Where its credentials come from (upstreams.*.credentials, passwordFile), and how fetching them goes; null: none or static. */
+      credentials: { type: string; source: string; fetches: number; failures: number; lastError: string | null } | null;
+    }>;
   }>;
   downloads: DownloadState[];
   topByPulls: RepositoryActivity[];
@@ -200,7 +207,9 @@ export class Dashboard {
         u.sources.map(async (s) => {
           const health = await this.deps.health.snapshot(s.healthKey);
           const state = u.offline ? 'offline' : health.coolDown ? 'cooling down' : health.breaker.openUntil !== null ? 'breaker open' : 'ok';
-          return { name: s.sourceName, url: s.config.url, state, health } as const;
+          const p = s.credentialProvider;
+          const credentials = p ? { type: s.config.credentialSource?.type ?? 'basic', source: p.description, fetches: p.fetches, failures: p.failures, lastError: p.lastError } : null;
+          return { name: s.sourceName, url: s.config.url, state, health, credentials } as const;
         }),
       );
       out.push({ name: u.name, offline: u.offline, sources });
