@@ -318,14 +318,18 @@ async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMess
     throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`, { headers: { Allow: allowedMethods(r) } });
   }
   // ---- auth (lib/server/auth): who is asking, and may they take this action here (401 / 403).
-  const canonical = (name: string, ns: string | null): string => canonicalRepository(name, ns, deps.config, deps.hosted);
+  // The request's own repository is resolved once: for the dashboard's record here, for the access
+  // rules in authorizeRoute (which resolves other names itself, a mount's source).
+  const ownNs = query.get('ns');
   if ('name' in r) {
     try {
-      outcome.repository = canonical(r.name, query.get('ns'));
+      outcome.repository = canonicalRepository(r.name, ownNs, deps.config, deps.hosted);
     } catch {
       // A name that does not resolve: authorizeRoute answers it.
     }
   }
+  const canonical = (name: string, ns: string | null): string =>
+    outcome.repository !== undefined && 'name' in r && name === r.name && ns === ownNs ? outcome.repository : canonicalRepository(name, ns, deps.config, deps.hosted);
   const who = await authorizeRoute(deps.auth, canonical, r, action, req, query, authContext);
   switch (r.kind) {
     case 'healthz':
