@@ -58,7 +58,7 @@ export class CredentialError extends Error {
 /** Renewed this long before expiry at most (a quarter of the lifetime for short-lived ones). */
 const RENEW_BEFORE_MS = 5 * 60_000;
 /** A helper's answer is reused this long unless the source says otherwise (cacheFor). */
-export const HELPER_CACHE_MS = 5 * 60_000;
+const HELPER_CACHE_MS = 5 * 60_000;
 /** A password or token file is read again after this (sooner after a refusal). */
 const FILE_CACHE_MS = 60_000;
 /** ACR refresh tokens last 3 h; when the exchange does not say, renew after this. */
@@ -340,7 +340,7 @@ const AAD_DEFAULT_AUTHORITY = 'https://login.microsoftonline.com';
  * federated token (AZURE_FEDERATED_TOKEN_FILE, re-read each time: the kubelet rotates it) or by a
  * client secret (AZURE_CLIENT_SECRET).
  */
-export async function aadTokenFromEnvironment(authorityHost: string | null, env: NodeJS.ProcessEnv = process.env): Promise<{ token: string; tenant: string; expiresAt: number | null }> {
+async function aadTokenFromEnvironment(authorityHost: string | null, env: NodeJS.ProcessEnv = process.env): Promise<{ token: string; tenant: string; expiresAt: number | null }> {
   const tenant = env.AZURE_TENANT_ID;
   const clientId = env.AZURE_CLIENT_ID;
   if (!tenant || !clientId || (!env.AZURE_FEDERATED_TOKEN_FILE && !env.AZURE_CLIENT_SECRET)) {

@@ -23,7 +23,7 @@ import type { Auth, AuthContext } from '../auth/auth.js';
 import { sendJson } from '../respond.js';
 import { Activity, type Bucket, type RecentError, type RepositoryActivity } from './activity.js';
 
-export const DASHBOARD_STATE_PATH = '/ui/api/state';
+const DASHBOARD_STATE_PATH = '/ui/api/state';
 const TOP = 10;
 
 interface Asset {
