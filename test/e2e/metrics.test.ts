@@ -60,7 +60,15 @@ t.test('a cold, a warm and a coalesced pull move the counters by what each cost'
   await pushImage(reg.directUrl, 'library/cold', 'v1', cold);
   await pushImage(reg.directUrl, 'library/together', 'v1', together);
   const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } } });
-  const scrape = async (): Promise<string> => (await fetch(`${sd.url}/metrics`)).text();
+  // A client has its last byte a moment before the server counts that request: scrape once
+  // nothing but the scrape itself is in flight (every earlier request counted).
+  const scrape = async (): Promise<string> => {
+    for (let i = 0; ; i++) {
+      const text = await (await fetch(`${sd.url}/metrics`)).text();
+      if (metric(text, 'stevedore_http_requests_in_flight') === 1 || i === 100) return text;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
   const pull = async (name: string, img: typeof cold): Promise<void> => {
     const m = await fetch(`${sd.url}/v2/library/${name}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
     t.equal(m.status, 200);
