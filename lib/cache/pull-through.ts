@@ -75,6 +75,8 @@ export interface BlobAnswer {
   sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
   /** Frees what the answer holds when open() will not be called (an error before streaming). */
   release(): Promise<void>;
+  /** Stored content the client may fetch from elsewhere (StoredBlob.redirect): answer 307 to it. */
+  redirect?(): Promise<string>;
 }
 
 interface TagAnswer {
@@ -125,7 +127,14 @@ function isTransient(err: unknown): err is UpstreamError {
 
 /** The answer for a blob in the store (a hit). */
 function storedAnswer(stored: StoredBlob): BlobAnswer {
-  return { size: stored.size, cache: 'hit', open: (r) => stored.stream(r), sendTo: (dest, r) => stored.sendTo(dest, r), release: () => stored.close() };
+  return {
+    size: stored.size,
+    cache: 'hit',
+    open: (r) => stored.stream(r),
+    sendTo: (dest, r) => stored.sendTo(dest, r),
+    release: () => stored.close(),
+    ...(stored.redirect ? { redirect: () => stored.redirect!() } : {}),
+  };
 }
 
 /** The answer of a client following a download in progress (it has answered: its size is known if the upstream said). */
@@ -839,6 +848,7 @@ export class PullThrough {
         await this.store.repos.link(this.repo(t), d).catch((err: unknown) => this.log.warn({ err }, 'linking blob failed'));
         setTimeout(() => {
           if (this.downloads.get(d.value) === dl) this.downloads.delete(d.value);
+          dl.writer.release();
         }, FINISHED_DOWNLOAD_LINGER_MS).unref();
       },
       () => {

@@ -1,7 +1,8 @@
 /**
  * Answering a blob GET, for proxied and hosted repositories alike: the Range header (one range →
  * 206 with Content-Range; several → the whole body, as RFC 9110 allows; unsatisfiable or
- * malformed → 416 OCI error), then the body through the pooled sender.
+ * malformed → 416 OCI error), then the body through the pooled sender; or, for stored content
+ * on the S3 backend with `redirect`, a 307 to a presigned URL of the object.
  */
 import type { ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
@@ -20,6 +21,8 @@ export interface SendableBlob {
   sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
   /** Frees the blob when it will not be sent. */
   release(): Promise<void>;
+  /** Where the client may fetch the bytes itself (storage.s3.redirect): answered with 307. */
+  redirect?(): Promise<string>;
 }
 
 export interface BlobOutcome {
@@ -42,6 +45,14 @@ export async function sendBlob(
   blob: SendableBlob,
   outcome: BlobOutcome,
 ): Promise<void> {
+  if (blob.redirect) {
+    // The client sends its Range (if any) to the object store itself.
+    const location = await blob.redirect();
+    res.writeHead(307, { ...headers, Location: location, 'Content-Length': '0' });
+    res.end();
+    outcome.bytes = 0;
+    return;
+  }
   let range: { start: number; end: number } | undefined;
   if (rangeHeader !== undefined && blob.size !== null) {
     // A suffix longer than the blob means the whole blob (RFC 9110 §14.1.2); range-parser 1.3

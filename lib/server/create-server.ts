@@ -592,7 +592,8 @@ async function servePeerBlob(pull: PullThrough, peers: Peers, digestText: string
     return;
   }
   peers.served();
-  await sendBlob(res, req.headers.range, headers, blob, outcome);
+  // A peer is sent the bytes, never a redirect (it fetches with the shared token, not a URL).
+  await sendBlob(res, req.headers.range, headers, { size: blob.size, sendTo: (dest, r) => blob.sendTo(dest, r), release: () => blob.release() }, outcome);
 }
 
 async function serveTags(

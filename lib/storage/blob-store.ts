@@ -29,6 +29,11 @@ export interface StoredBlob {
   sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
   /** Closes the file when the caller decides not to stream after all. */
   close(): Promise<void>;
+  /**
+   * A URL the client may fetch the bytes from itself (the S3 backend with `redirect`: a presigned
+   * URL of the object); absent when the bytes are served here.
+   */
+  redirect?(): Promise<string>;
 }
 
 /**

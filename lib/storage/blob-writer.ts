@@ -320,6 +320,14 @@ export class BlobWriter extends Writable {
     return { digest: actual.value, size: this.written, path: finalPath };
   }
 
+  /**
+   * Says no new follower will come (its download is forgotten): a backend that keeps the temp file
+   * after the commit for followers (S3) may delete it now.
+   */
+  release(): void {
+    this.events.emit('released');
+  }
+
   /** Stops writing, deletes the temp file and fails every follower. Safe to call more than once. */
   async abort(reason: Error): Promise<void> {
     if (this.state !== 'writing') return;

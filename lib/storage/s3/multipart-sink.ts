@@ -10,7 +10,7 @@
  * flight) once `partSize` bytes are there, one at a time, so the object is complete moments after
  * the last byte arrived rather than after a second full upload.
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, promises as fsp, type ReadStream } from 'node:fs';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -34,6 +34,8 @@ export interface SinkHooks {
   settled(uploadId: string): void;
   /** Resolves once no deletion of `key` (an eviction) is still in flight. */
   deletionDone(key: string): Promise<void>;
+  /** The object exists now: another process's unfinished upload of the same key is an orphan. */
+  completed(key: string): void;
 }
 
 export class MultipartSink {
@@ -110,16 +112,11 @@ export class MultipartSink {
     const uploadId = await this.upload();
     let last: unknown;
     for (let attempt = 1; attempt <= PART_ATTEMPTS; attempt++) {
+      let body: ReadStream | null = null;
       try {
+        body = await this.readRange(start, end);
         const r = await this.s3.send(
-          new UploadPartCommand({
-            Bucket: this.settings.bucket,
-            Key: this.key,
-            UploadId: uploadId,
-            PartNumber: partNumber,
-            Body: createReadStream(this.writer.tmpPath, { start, end: end - 1 }),
-            ContentLength: end - start,
-          }),
+          new UploadPartCommand({ Bucket: this.settings.bucket, Key: this.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: end - start }),
         );
         if (!r.ETag) throw new Error(`S3 answered part ${partNumber} without an ETag`);
         return r.ETag;
@@ -127,9 +124,23 @@ export class MultipartSink {
         last = err;
         if (this.writer.state === 'failed') break;
         await new Promise((r) => setTimeout(r, 200 * attempt));
+      } finally {
+        body?.destroy();
       }
     }
     throw new Error(`uploading part ${partNumber} of ${this.key} failed: ${describeS3Error(last)}`);
+  }
+
+  /**
+   * Bytes [start, end) of the temp file as a stream. The file is opened first: if the blob failed
+   * meanwhile (its file deleted), that is a rejection here, never an 'error' event on a stream
+   * nobody listens to yet.
+   */
+  private async readRange(start: number, end: number): Promise<ReadStream> {
+    const fh = await fsp.open(this.writer.tmpPath, 'r');
+    const stream = createReadStream('', { fd: fh, start, end: end - 1, autoClose: true });
+    stream.on('error', () => undefined); // reported to the SDK, which reads it
+    return stream;
   }
 
   /**
@@ -141,17 +152,23 @@ export class MultipartSink {
     const deletion = this.hooks.deletionDone(this.key);
     if (this.uploadId === null && size <= this.settings.partSize) {
       await deletion;
-      await this.s3.send(
-        new PutObjectCommand({
-          Bucket: this.settings.bucket,
-          Key: this.key,
-          Body: size === 0 ? Buffer.alloc(0) : createReadStream(this.writer.tmpPath, { start: 0, end: size - 1 }),
-          ContentLength: size,
-          ContentType: 'application/octet-stream',
-          ...sseParams(this.settings),
-        }),
-      );
+      const body = size === 0 ? null : await this.readRange(0, size);
+      try {
+        await this.s3.send(
+          new PutObjectCommand({
+            Bucket: this.settings.bucket,
+            Key: this.key,
+            Body: body ?? Buffer.alloc(0),
+            ContentLength: size,
+            ContentType: 'application/octet-stream',
+            ...sseParams(this.settings),
+          }),
+        );
+      } finally {
+        body?.destroy();
+      }
       this.detach();
+      this.hooks.completed(this.key);
       return;
     }
     // Everything not sent yet (also what a peer's withheld bytes left for the end).
@@ -179,6 +196,7 @@ export class MultipartSink {
     );
     this.hooks.settled(uploadId);
     this.detach();
+    this.hooks.completed(this.key);
   }
 
   /** The blob failed (or its publication did): the upload is aborted, no object appears. */

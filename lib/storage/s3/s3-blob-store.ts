@@ -24,7 +24,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { randomBytes } from 'node:crypto';
 import {
@@ -43,13 +44,14 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { tryParseDigest, type Digest } from '../../oci/digest.js';
 import { BlobStore, type BackendInfo, type BlobStoreOptions, type StoredBlob } from '../blob-store.js';
 import { BlobWriter } from '../blob-writer.js';
+import { DestinationClosedError } from '../file-sender.js';
 import type { IndexEntry } from '../blob-index.js';
 import { recordKeys } from '../paths.js';
 import { MultipartSink } from './multipart-sink.js';
 import { S3Records, sseParams } from './s3-records.js';
 import { createS3Client, describeS3Error, isNotFound, type S3Settings } from './s3-client.js';
 
-/** A committed download's temp file stays this long for followers that joined just before the commit. */
+/** A committed download's temp file stays at most this long (it is deleted once its download is released). */
 const SPOOL_LINGER_MS = 30_000;
 /** Unfinished multipart uploads older than this are aborted whoever started them. */
 const ORPHAN_MAX_AGE_MS = 24 * 3_600_000;
@@ -277,19 +279,22 @@ export class S3BlobStore extends BlobStore {
     const e = this.index.use(d.value);
     if (!e) return null;
     // The GET is sent now: its answer says the object exists before the client is answered.
-    let first: GetObjectCommandOutput;
-    try {
-      first = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: this.blobKey(d) }));
-    } catch (err) {
-      if (isNotFound(err)) {
-        this.index.remove(d.value);
-        this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
-        return null;
+    // With redirects the client fetches it from S3 itself: no GET here unless asked to stream.
+    let first: GetObjectCommandOutput | null = null;
+    if (!this.settings.redirect) {
+      try {
+        first = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: this.blobKey(d) }));
+      } catch (err) {
+        if (isNotFound(err)) {
+          this.index.remove(d.value);
+          this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
+          return null;
+        }
+        throw err;
       }
-      throw err;
     }
     this.observer?.used(d.value);
-    const size = first.ContentLength ?? e.size;
+    const size = first?.ContentLength ?? e.size;
     const digest = d.value;
     this.reading.set(digest, (this.reading.get(digest) ?? 0) + 1);
     let done = false;
@@ -300,7 +305,7 @@ export class S3BlobStore extends BlobStore {
       if (n <= 0) this.reading.delete(digest);
       else this.reading.set(digest, n);
     };
-    let firstBody: Readable | null = first.Body as Readable;
+    let firstBody: Readable | null = (first?.Body as Readable | undefined) ?? null;
     const body = async (range?: { start: number; end: number }): Promise<Readable> => {
       const whole = !range || (range.start === 0 && range.end >= size - 1);
       const b = firstBody;
@@ -323,7 +328,7 @@ export class S3BlobStore extends BlobStore {
       },
       sendTo: async (dest, range) => {
         try {
-          await pipeline(await body(range), dest);
+          await pump(await body(range), dest);
         } finally {
           finished();
         }
@@ -333,6 +338,14 @@ export class S3BlobStore extends BlobStore {
         firstBody = null;
         finished();
       },
+      ...(this.settings.redirect
+        ? {
+            redirect: async () => {
+              finished();
+              return this.presignedUrl(d);
+            },
+          }
+        : {}),
     };
   }
 
@@ -375,7 +388,10 @@ export class S3BlobStore extends BlobStore {
       onCommitted: (d, size) => {
         this.index.add(d.value, size, this.now(), opts.pinned === true);
         this.observer?.committed(d.value, size, opts.pinned === true);
-        this.dropSpoolLater(tmpPath);
+        // A download's temp file serves followers that join until it is released (then they read
+        // the object); anything else has no followers.
+        if (opts.keepRecent === undefined) void fsp.rm(tmpPath, { force: true });
+        else this.dropSpoolLater(tmpPath, writer);
       },
     });
     if (expected) sink = this.sinkFor(expected, writer);
@@ -394,19 +410,32 @@ export class S3BlobStore extends BlobStore {
         deletionDone: async (key) => {
           await this.deleting.get(key)?.catch(() => undefined);
         },
+        // A replica that held this digest's lease and died left its upload: the object is
+        // complete now (the same bytes, by digest), so that upload can only be an orphan.
+        completed: () => {
+          this.abortOthersOf(d).catch((err: unknown) => this.log?.warn({ digest: d.value, err: describeS3Error(err) }, 'could not look for orphaned uploads of a stored blob'));
+        },
       },
       this.log,
     );
   }
 
-  /** The temp file of a committed blob: kept a little for followers that joined just before the commit. */
-  private dropSpoolLater(file: string): void {
-    const t = setTimeout(() => {
+  /**
+   * The temp file of a committed download: deleted when the download is released (no follower
+   * will join any more), or after SPOOL_LINGER_MS at the latest. Followers reading it keep their
+   * descriptor.
+   */
+  private dropSpoolLater(file: string, writer: BlobWriter): void {
+    const drop = (): void => {
+      clearTimeout(t);
       this.spoolTimers.delete(t);
+      writer.events.off('released', drop);
       void fsp.rm(file, { force: true });
-    }, SPOOL_LINGER_MS);
+    };
+    const t = setTimeout(drop, SPOOL_LINGER_MS);
     t.unref();
     this.spoolTimers.add(t);
+    writer.events.once('released', drop);
   }
 
   override async commitVerifiedFile(file: string, d: Digest, size: number): Promise<void> {
@@ -422,14 +451,21 @@ export class S3BlobStore extends BlobStore {
     await this.deleting.get(key)?.catch(() => undefined);
     // A verified file: lib-storage's Upload sends it in parts (or one PUT when small) and aborts
     // what it started if a part fails.
+    const fh = await fsp.open(file, 'r');
+    const body = createReadStream('', { fd: fh, autoClose: true });
+    body.on('error', () => undefined); // reported to lib-storage, which reads it
     const upload = new Upload({
       client: this.s3,
-      params: { Bucket: this.settings.bucket, Key: key, Body: createReadStream(file), ContentLength: size, ContentType: 'application/octet-stream', ...sseParams(this.settings) },
+      params: { Bucket: this.settings.bucket, Key: key, Body: body, ContentLength: size, ContentType: 'application/octet-stream', ...sseParams(this.settings) },
       partSize: this.settings.partSize,
       queueSize: 2,
       leavePartsOnError: false,
     });
-    await upload.done();
+    try {
+      await upload.done();
+    } finally {
+      body.destroy();
+    }
     await fsp.rm(file, { force: true });
     this.index.add(d.value, size, this.now(), true);
     this.observer?.pinChanged(d.value, true, size);
@@ -494,5 +530,31 @@ export class S3BlobStore extends BlobStore {
 
   override async sweepTemp(): Promise<number> {
     return 0; // the local directory is swept whole at start
+  }
+}
+
+/**
+ * Pipes an object's body to an HTTP answer and ends it. Also stops when the client's connection
+ * closes while the answer still waits its turn (a pipelined request): Node gives such a response
+ * the connection only after the previous one, so it never sees the close, and destroying it
+ * emits nothing; a plain pipeline would wait for ever, holding an S3 connection.
+ */
+async function pump(body: Readable, dest: Writable): Promise<void> {
+  const socket = (dest as Partial<ServerResponse>).req?.socket;
+  let gone: (() => void) | null = null;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      gone = (): void => {
+        if (dest.writableFinished) return;
+        body.destroy();
+        dest.destroy();
+        reject(new DestinationClosedError());
+      };
+      pipeline(body, dest).then(resolve, reject);
+      if (socket?.destroyed) gone();
+      else socket?.once('close', gone);
+    });
+  } finally {
+    if (gone) socket?.off('close', gone);
   }
 }

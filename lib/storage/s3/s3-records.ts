@@ -28,7 +28,7 @@ export class S3Records implements Records {
   }
 
   async write(key: string, data: string | Buffer): Promise<void> {
-    await this.s3.send(new PutObjectCommand({ Bucket: this.settings.bucket, Key: this.key(key), Body: data, ...sseParams(this.settings) }));
+    await this.s3.send(new PutObjectCommand({ Bucket: this.settings.bucket, Key: this.key(key), Body: data, ContentLength: Buffer.byteLength(data), ...sseParams(this.settings) }));
   }
 
   async remove(key: string): Promise<boolean> {
