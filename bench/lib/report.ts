@@ -569,6 +569,18 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
       }
     }
     if (r.s7) rows.push([`7. start-up with ${r.s7.blobs.toLocaleString('en-US')} blobs`, 'stevedore', mmm(r.s7.rss, MiB, 1), num(Math.max(...r.s7.rss) / MiB, 1)]);
+    if (r.s11) {
+      const s11 = r.s11;
+      for (const [rec, label] of [
+        [s11.single, `11. S3 backend: one client, a warm ${num(s11.bigBlob / MiB, 0)} MiB blob`],
+        [s11.many, `11. S3 backend: ${s11.clients} clients, warm ${num(s11.smallSize / MiB, 2)} MiB blobs`],
+      ] as const) {
+        for (const n of ['stevedore-s3', 'stevedore-fs', 'distribution-s3']) {
+          const o = rec[n];
+          if (o?.rss.length) rows.push([label, n, mmm(o.rss, MiB, 1), num(Math.max(...o.rss) / MiB, 1)]);
+        }
+      }
+    }
     if (rows.length) {
       L.push(table(['during', 'process', 'peak RSS MiB', 'max of runs'], rows), '');
       L.push(
