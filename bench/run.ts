@@ -901,6 +901,15 @@ async function blobsInBucket(s3: S3Client, bucket: string, blobs: Array<{ digest
   return { objects: listed.length, bytes: listed.reduce((n, o) => n + o.size, 0), example: listed.find((o) => o.key.includes(hex))?.key ?? '' };
 }
 
+/** Bytes of the files under `dir` (stevedore-s3's local working space). */
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) n += (await fsp.stat(path.join(e.parentPath, e.name)).catch(() => null))?.size ?? 0;
+  }
+  return n;
+}
+
 /** Null when `s` serves `urlPath` whole (`size` bytes, 200) within 30 s, else what happened. */
 async function servesWhole(s: Server, urlPath: string, size: number): Promise<string | null> {
   try {
@@ -952,9 +961,11 @@ async function scenario11(ctx: Ctx, withS3Backend: boolean): Promise<void> {
     const fs = await startStevedore({ build: ctx.build, storage: fsStore, upstreamUrl: ctx.upstream.url, nodeArgs: ctx.nodeArgs, name: S3_NAMES.fs });
     started.push(fs);
     let sds3: StevedoreServer | null = null;
+    let work: string | null = null;
     if (withS3Backend) {
-      const work = await tmpDir(undefined, 'stevedore-bench-s11-work-');
-      teardowns.push(() => removeDir(work));
+      work = await tmpDir(undefined, 'stevedore-bench-s11-work-');
+      const w = work;
+      teardowns.push(() => removeDir(w));
       sds3 = await startStevedore({
         build: ctx.build,
         storage: work,
@@ -1003,6 +1014,9 @@ async function scenario11(ctx: Ctx, withS3Backend: boolean): Promise<void> {
       buckets[name] = { bucket, objects: b.objects, bytes: b.bytes, example: b.example };
       log(`s11: bucket ${bucket} (${name}) holds every blob: ${b.objects} objects, ${(b.bytes / MiB).toFixed(1)} MiB; the big blob is ${b.example}`);
     }
+    // With backend s3, storage.path is working space only: what stays there after the warm-up.
+    const workBytes = work === null ? null : await dirBytes(work);
+    if (workBytes !== null) log(`s11: ${S3_NAMES.s3}'s local working space holds ${workBytes} bytes after the warm-up`);
     const nginx = await startNginx(fsStore, []);
     started.push(nginx);
     await check('s11 nginx serves the filesystem store', ctx.client.fetch({ origin: nginx.url, paths: allPaths, concurrency: 4 }));
@@ -1023,6 +1037,7 @@ async function scenario11(ctx: Ctx, withS3Backend: boolean): Promise<void> {
       clients: q.clients,
       s3Backend: withS3Backend,
       buckets,
+      workBytes,
       single: {},
       many: {},
       hangup: null,
