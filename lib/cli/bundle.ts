@@ -2,15 +2,9 @@
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import type { Config } from '../config/config.js';
 import { formatImageRef, type ImageRef } from '../oci/image-ref.js';
-import { Store } from '../storage/store.js';
+import { openStoreForCommand as openStore } from '../storage/open-store.js';
 import { exportBundle, importBundle, resolveStored } from '../storage/oci-bundle.js';
 import { formatBytes } from '../config/units.js';
-
-async function openStore(config: Config): Promise<Store> {
-  const store = new Store(config.storage.path, { maxSize: config.storage.maxSize });
-  await store.init({ sweep: false });
-  return store;
-}
 
 export async function runExport(config: Config, images: ImageRef[], output: string, out: NodeJS.WritableStream = process.stderr): Promise<void> {
   const store = await openStore(config);

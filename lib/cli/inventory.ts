@@ -1,18 +1,11 @@
 /** `stevedore ls`, `du` and `gc`: what the store holds, and reclaiming what nothing references. */
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
 import type { Config } from '../config/config.js';
 import { parseDigest, tryParseDigest } from '../oci/digest.js';
 import { INDEX_MEDIA_TYPES, parseManifest } from '../oci/media-types.js';
-import { Store } from '../storage/store.js';
+import { openStoreForCommand as openStore } from '../storage/open-store.js';
+import type { Store } from '../storage/store.js';
 import { UploadStore } from '../storage/upload-store.js';
-import { formatBytes } from '../config/units.js';
-
-async function openStore(config: Config): Promise<Store> {
-  const store = new Store(config.storage.path, { maxSize: config.storage.maxSize });
-  await store.init({ sweep: false });
-  return store;
-}
+import { formatBytes, parseDuration } from '../config/units.js';
 
 export interface RepoRow {
   repository: string;
@@ -56,12 +49,7 @@ export async function listImages(store: Store): Promise<RepoRow[]> {
     for (const tag of (await store.repos.listStoredTags(repo)).sort()) {
       const link = await store.repos.getTag(repo, tag);
       if (!link) continue;
-      let lastPulled: Date | null = null;
-      try {
-        lastPulled = (await fsp.stat(store.blobs.paths.blob(parseDigest(link.digest)))).mtime;
-      } catch {
-        // manifest evicted
-      }
+      const lastPulled = await store.blobs.lastUsed(parseDigest(link.digest));
       rows.push({ repository: display, tag, digest: link.digest, size: await sizeUnder(store, link.digest), lastPulled });
     }
   }
@@ -94,7 +82,7 @@ export async function runDu(config: Config, opts: { json?: boolean }, out: NodeJ
   );
 }
 
-/** Content younger than this is never collected: a server may be about to link it. */
+/** Content younger than this is never collected by default: a server may be about to link it. */
 const GC_MIN_AGE_MS = 10 * 60_000;
 
 /**
@@ -102,50 +90,31 @@ const GC_MIN_AGE_MS = 10 * 60_000;
  * storing and linking) and upload sessions older than `registry.uploadMaxAge`. Dry run unless
  * `apply`: prints what would be freed.
  */
-export async function collectGarbage(store: Store, opts: { apply: boolean }): Promise<{ blobs: string[]; bytes: number }> {
+export async function collectGarbage(store: Store, opts: { apply: boolean; minAgeMs?: number }): Promise<{ blobs: string[]; bytes: number }> {
+  const minAge = opts.minAgeMs ?? GC_MIN_AGE_MS;
   const linked = new Set<string>();
-  const walk = async (dir: string): Promise<void> => {
-    let entries;
-    try {
-      entries = await fsp.readdir(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory() && e.name === '_links') {
-        for (const alg of await fsp.readdir(p)) for (const hex of await fsp.readdir(path.join(p, alg))) linked.add(`${alg}:${hex}`);
-      } else if (e.isDirectory() && !e.name.startsWith('_')) {
-        await walk(p);
-      }
-    }
-  };
-  await walk(store.blobs.paths.repositories);
+  for (const repo of await store.repos.listRepositories()) for (const d of await store.repos.listLinks(repo)) linked.add(d);
   const unreferenced: string[] = [];
   let bytes = 0;
-  for (const alg of await fsp.readdir(store.blobs.paths.blobs).catch(() => [] as string[])) {
-    for (const prefix of await fsp.readdir(path.join(store.blobs.paths.blobs, alg)).catch(() => [] as string[])) {
-      for (const hex of await fsp.readdir(path.join(store.blobs.paths.blobs, alg, prefix)).catch(() => [] as string[])) {
-        const digest = `${alg}:${hex}`;
-        const d = tryParseDigest(digest);
-        if (!d || linked.has(digest) || store.blobs.index.isPinned(digest)) continue;
-        // Stored in the last minutes by a running server (or a replica): its repository link may
-        // not be written yet. Left for the next gc.
-        const st = await fsp.stat(path.join(store.blobs.paths.blobs, alg, prefix, hex)).catch(() => null);
-        if (!st || st.mtimeMs > Date.now() - GC_MIN_AGE_MS) continue;
-        unreferenced.push(digest);
-        bytes += store.blobs.index.peek(digest) ?? 0;
-        if (opts.apply) await store.blobs.delete(d);
-      }
-    }
+  for await (const o of store.blobs.listStored()) {
+    const d = tryParseDigest(o.digest);
+    if (!d || linked.has(o.digest) || o.pinned || store.blobs.index.isPinned(o.digest)) continue;
+    // Stored in the last minutes by a running server (or a replica): its repository link may
+    // not be written yet. Left for the next gc.
+    if (o.mtime > Date.now() - minAge) continue;
+    unreferenced.push(o.digest);
+    bytes += o.size;
+    if (opts.apply) await store.blobs.delete(d);
   }
   return { blobs: unreferenced, bytes };
 }
 
-export async function runGc(config: Config, opts: { delete?: boolean }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+export async function runGc(config: Config, opts: { delete?: boolean; minAge?: string }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+  const minAgeMs = opts.minAge === undefined ? GC_MIN_AGE_MS : parseDuration(opts.minAge);
+  if (minAgeMs === null) throw new Error(`--min-age: not a duration: ${opts.minAge}`);
   const store = await openStore(config);
   const apply = opts.delete === true;
-  const r = await collectGarbage(store, { apply });
+  const r = await collectGarbage(store, { apply, minAgeMs });
   for (const d of r.blobs) out.write(`${apply ? 'deleted' : 'would delete'} ${d}\n`);
   // Upload sessions idle past registry.uploadMaxAge (a running server sweeps them too).
   const uploads = new UploadStore(store.blobs);

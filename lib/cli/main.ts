@@ -34,7 +34,7 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
         // How clients reach it (the scheme follows config `tls`); test fixtures read it.
         url: `${app.scheme}://${host}:${addr.port}`,
         ...(app.tls ? { tls: { subjectAltName: app.tls.info.subjectAltName, validTo: app.tls.info.validTo, fingerprint256: app.tls.info.fingerprint256 } } : {}),
-        storage: app.store.blobs.paths.root,
+        storage: app.store.blobs.info().location,
         metadata: config.metadata.redis ? 'redis' : 'memory',
         upstreams: [...config.upstreams.keys()],
         defaultUpstream: config.defaultUpstream,
@@ -128,8 +128,14 @@ withConfigOptions(program.command('du').description('disk used by cached and pin
   },
 );
 
-withConfigOptions(program.command('gc').description('delete content no repository references (dry run unless --delete)').option('--delete', 'really delete')).action(
-  async (opts: ConfigFlags & { delete?: boolean }) => {
+withConfigOptions(
+  program
+    .command('gc')
+    .description('delete content no repository references (dry run unless --delete)')
+    .option('--delete', 'really delete')
+    .option('--min-age <duration>', 'leave content stored more recently than this (a running server may be about to link it)', '10m'),
+).action(
+  async (opts: ConfigFlags & { delete?: boolean; minAge?: string }) => {
     await import('./inventory.js').then(({ runGc }) => runGc(configOrExit(opts), opts)).catch(fail);
   },
 );

@@ -104,7 +104,7 @@ export interface Config {
   server: ParsedConfig['server'];
   /** HTTPS: the certificate and key files (PEM) and how often they are re-read; null: plain HTTP. */
   tls: { cert: string; key: string; reloadInterval: number } | null;
-  storage: { path: string; maxSize: number | null };
+  storage: ParsedConfig['storage'];
   metadata: { redis: string | null };
   /** Node mode: the central stevedore and the peers (lib/cluster/peers.ts). */
   node: {

@@ -104,6 +104,50 @@ function originUrl(message: string): z.ZodType<string, string> {
 
 const upstreamUrl = originUrl('must be an origin only (scheme://host[:port]); credentials go in username/password');
 
+/** storage.s3: the bucket of the S3 backend (lib/storage/s3/). */
+const s3Schema = z
+  .object({
+    /** An existing bucket (stevedore does not create it). */
+    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { message: 'a bucket name: 3-63 of a-z 0-9 . -' }),
+    /** Keys go under this (`stevedore/`); '' or ending in '/'. */
+    prefix: z
+      .string()
+      .regex(/^(?:[A-Za-z0-9._-]+\/)*$/, { message: "'' or path components of A-Z a-z 0-9 . _ - each ending in /" })
+      .default(''),
+    /** S3-compatible servers (RGW, MinIO, R2); unset: AWS's endpoint for the region. */
+    endpoint: z
+      .string()
+      .transform((v, ctx) => httpUrl(v, ctx)?.origin ?? z.NEVER)
+      .nullable()
+      .default(null),
+    region: z.string().min(1).default('us-east-1'),
+    /** http://endpoint/bucket/key rather than http://bucket.endpoint/key (most S3-compatible servers need it). */
+    forcePathStyle: z.boolean().default(false),
+    /** Static credentials (use ${VAR}); unset: the files below, else the AWS default chain (env, shared file, IRSA, instance profile). */
+    accessKeyId: z.string().min(1).nullable().default(null),
+    secretAccessKey: z.string().min(1).nullable().default(null),
+    /** Files holding them (a mounted Secret), re-read about every minute. */
+    accessKeyIdFile: z.string().min(1).nullable().default(null),
+    secretAccessKeyFile: z.string().min(1).nullable().default(null),
+    /** Server-side encryption asked for every object: AES256 (SSE-S3) or aws:kms (SSE-KMS, with sseKmsKeyId). */
+    sse: z.enum(['AES256', 'aws:kms']).nullable().default(null),
+    sseKmsKeyId: z.string().min(1).nullable().default(null),
+    /** Blob GETs answered with 307 to a presigned URL of the object, for clients that follow redirects (as distribution's `redirect`). */
+    redirect: z.boolean().default(false),
+    /** How long a presigned URL is valid. */
+    redirectTTL: duration.refine((ms) => ms >= 10_000 && ms <= 7 * 86_400_000, { message: 'between 10s and 7d' }).default(20 * 60_000),
+    /** Bytes per part of a multipart upload: at least 5MiB (S3's minimum), at most 5GiB. */
+    partSize: size.refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, { message: 'between 5MiB and 5GiB' }).default(16 * 1024 * 1024),
+    /** How often the index is reconciled with a listing of the bucket (listing is slow and paid). */
+    reconcileInterval: duration.refine((ms) => ms >= 60_000, { message: 'at least 1m' }).default(3_600_000),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if ((v.accessKeyId === null) !== (v.secretAccessKey === null)) ctx.addIssue({ code: 'custom', path: ['secretAccessKey'], message: 'accessKeyId and secretAccessKey go together' });
+    if ((v.accessKeyIdFile === null) !== (v.secretAccessKeyFile === null)) ctx.addIssue({ code: 'custom', path: ['secretAccessKeyFile'], message: 'accessKeyIdFile and secretAccessKeyFile go together' });
+    if (v.sseKmsKeyId !== null && v.sse !== 'aws:kms') ctx.addIssue({ code: 'custom', path: ['sseKmsKeyId'], message: 'only with sse: aws:kms' });
+  });
+
 /** A stall window: at least a second (shorter would cut healthy bodies on a busy machine). */
 const stallWindow = duration.refine((ms) => ms >= 1_000, { message: 'at least 1s' });
 
@@ -379,12 +423,20 @@ export const configSchema = z
     listen: listen.default({ host: '0.0.0.0', port: 5000 }),
     storage: z
       .object({
+        /** The store (filesystem backend); with `backend: s3`, only local working space (downloads being written, push sessions, the index snapshot). */
         path: z.string().min(1).default('./data'),
         /** Bytes of cached content kept; least recently served content is evicted past it. null: unbounded. */
         maxSize: size.nullable().default(null),
+        /** Where blobs, manifests and the repositories' records live: files under `path`, or objects in an S3 bucket (`s3`). */
+        backend: z.enum(['filesystem', 's3']).default('filesystem'),
+        /** The bucket (backend: s3): S3, Ceph RGW, MinIO, R2, GCS's S3 API. */
+        s3: s3Schema.nullable().default(null),
       })
       .strict()
-      .default({ path: './data', maxSize: null }),
+      .superRefine((v, ctx) => {
+        if (v.backend === 's3' && v.s3 === null) ctx.addIssue({ code: 'custom', path: ['s3'], message: 'backend s3 needs storage.s3 (at least its bucket)' });
+      })
+      .default({ path: './data', maxSize: null, backend: 'filesystem', s3: null }),
     /** Limits on client connections: what a slow, trickling or greedy client may hold. */
     server: z
       .object({

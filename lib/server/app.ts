@@ -8,7 +8,8 @@ import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { ConfigError, type Config } from '../config/config.js';
-import { Store } from '../storage/store.js';
+import type { Store } from '../storage/store.js';
+import { openStore } from '../storage/open-store.js';
 import { Metadata } from '../metadata/metadata.js';
 import { UpstreamClient } from '../upstream/sources.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
@@ -115,7 +116,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   const clustered = config.metadata.redis !== null && nodePeers === null;
   // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
   // each replica's partial index.
-  const store = new Store(config.storage.path, { maxSize: clustered ? null : config.storage.maxSize, log });
+  const store = openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
   const recovered = await store.init({ sweep: opts.sweepTemp !== false, ...(clustered ? { sweepOlderThanMs: SHARED_TEMP_MAX_AGE_MS } : {}) });
   if (recovered.sweptTempFiles) log.info({ sweptTempFiles: recovered.sweptTempFiles }, 'removed temp files of interrupted downloads');
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
@@ -298,6 +299,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       await link?.close();
       await auth.close();
       await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
+      await store.blobs.close().catch((err: unknown) => log.warn({ err }, 'closing the store failed'));
     },
   };
 }

@@ -12,7 +12,8 @@ import type { Logger } from 'pino';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { BlobWriter } from './blob-writer.js';
 import { BlobIndex, type IndexEntry } from './blob-index.js';
-import { StorePaths } from './paths.js';
+import { StorePaths, recordKeys } from './paths.js';
+import { FileRecords, type Records } from './records.js';
 
 /** Large reads keep syscalls per GiB low on warm hits. */
 const READ_HIGH_WATER_MARK = 512 * 1024;
@@ -52,24 +53,43 @@ export interface BlobStoreOptions {
   maxSize: number | null;
   log?: Logger;
   now?: () => number;
+  /** Where pins and the repositories' records live; default: files under the root. */
+  records?: Records;
+}
+
+/** What a store's backend says about itself (metrics, the dashboard, `stevedore du`). */
+export interface BackendInfo {
+  kind: 'filesystem' | 's3';
+  /** The directory, or `s3://bucket/prefix`. */
+  location: string;
 }
 
 export class BlobStore {
   readonly paths: StorePaths;
   readonly index: BlobIndex;
-  private readonly log: Logger | undefined;
-  private readonly now: () => number;
+  /** Pins (and, through Store, the repositories' records): files under the root. */
+  readonly records: Records;
+  protected readonly log: Logger | undefined;
+  protected readonly now: () => number;
   /** Set in cluster mode. */
   observer: StoreObserver | null = null;
   /** Open reads by digest: content being served now (a shared index protects it from eviction). */
-  private readonly reading = new Map<string, number>();
+  protected readonly reading = new Map<string, number>();
 
   constructor(root: string, opts: BlobStoreOptions = { maxSize: null }) {
     this.paths = new StorePaths(root);
     this.log = opts.log;
     this.now = opts.now ?? Date.now;
     this.index = new BlobIndex({ maxSize: opts.maxSize, onEvict: (digest, entry) => this.evict(digest, entry) });
+    this.records = opts.records ?? new FileRecords(this.paths.root, this.paths.tmp);
   }
+
+  info(): BackendInfo {
+    return { kind: 'filesystem', location: this.paths.root };
+  }
+
+  /** Stops background work (the S3 backend's reconciliation); the filesystem backend has none. */
+  async close(): Promise<void> {}
 
   /**
    * Creates the layout, deletes temp files left by an interrupted run, and rebuilds the index.
@@ -154,10 +174,7 @@ export class BlobStore {
    * about a file that still exists; it only knows less about recency.
    */
   private async rebuildIndex(): Promise<{ blobs: number; bytes: number }> {
-    const pinned = new Set<string>();
-    for (const alg of await readdirOrEmpty(this.paths.pins)) {
-      for (const hex of await readdirOrEmpty(path.join(this.paths.pins, alg))) pinned.add(`${alg}:${hex}`);
-    }
+    const pinned = await this.listPins();
     const known = await this.readSnapshot();
     const existing = new Set<string>();
     const found: Array<{ digest: string; size: number; mtime: number }> = [];
@@ -194,7 +211,7 @@ export class BlobStore {
   }
 
   /** digest → size and recency, in the snapshot's order (least recently used first). */
-  private async readSnapshot(): Promise<Map<string, { size: number; mtime: number }>> {
+  protected async readSnapshot(): Promise<Map<string, { size: number; mtime: number }>> {
     const known = new Map<string, { size: number; mtime: number }>();
     let text: string;
     try {
@@ -251,13 +268,7 @@ export class BlobStore {
     try {
       const st = await fsp.stat(this.paths.blob(d));
       if (!st.isFile()) return false;
-      let pinned = false;
-      try {
-        await fsp.access(this.paths.pin(d));
-        pinned = true;
-      } catch {
-        // not pinned
-      }
+      const pinned = await this.pinnedOnDisk(d);
       this.index.add(d.value, st.size, st.mtimeMs, pinned);
       return this.index.has(d.value);
     } catch {
@@ -284,7 +295,7 @@ export class BlobStore {
     return this.stat(d);
   }
 
-  private maybeTouch(d: Digest, e: IndexEntry): void {
+  protected maybeTouch(d: Digest, e: IndexEntry): void {
     const now = this.now();
     if (now - e.touchedAt < TOUCH_INTERVAL_MS) return;
     e.touchedAt = now;
@@ -417,10 +428,17 @@ export class BlobStore {
     await this.writePinFile(d);
   }
 
-  private async writePinFile(d: Digest): Promise<void> {
-    const file = this.paths.pin(d);
-    await fsp.mkdir(path.dirname(file), { recursive: true });
-    await fsp.writeFile(file, '');
+  protected async writePinFile(d: Digest): Promise<void> {
+    await this.records.write(recordKeys.pin(d), '');
+  }
+
+  /** Every pinned digest, from the pin records. */
+  protected async listPins(): Promise<Set<string>> {
+    const pinned = new Set<string>();
+    for (const alg of await this.records.list(recordKeys.pins)) {
+      for (const hex of await this.records.list(`${recordKeys.pins}/${alg}`)) pinned.add(`${alg}:${hex}`);
+    }
+    return pinned;
   }
 
   /**
@@ -450,7 +468,7 @@ export class BlobStore {
    * least-recently-used policy, or `stevedore gc`, may then remove it.
    */
   async unpin(d: Digest): Promise<void> {
-    await fsp.rm(this.paths.pin(d), { force: true });
+    await this.records.remove(recordKeys.pin(d));
     const size = this.index.peek(d.value);
     if (size === null || !this.index.isPinned(d.value)) return;
     this.index.remove(d.value);
@@ -461,8 +479,13 @@ export class BlobStore {
   async delete(d: Digest): Promise<void> {
     this.index.remove(d.value);
     this.observer?.removed(d.value);
+    await this.removeContent(d);
+    await this.records.remove(recordKeys.pin(d));
+  }
+
+  /** Deletes the content's bytes (not its pin). */
+  protected async removeContent(d: Digest): Promise<void> {
     await fsp.rm(this.paths.blob(d), { force: true });
-    await fsp.rm(this.paths.pin(d), { force: true });
   }
 
   /**
@@ -471,12 +494,7 @@ export class BlobStore {
    */
   async evictChosen(d: Digest, size: number): Promise<boolean> {
     if (this.index.isPinned(d.value)) return false;
-    try {
-      await fsp.access(this.paths.pin(d));
-      return false;
-    } catch {
-      // not pinned
-    }
+    if (await this.pinnedOnDisk(d)) return false;
     this.index.remove(d.value);
     this.index.evictions++;
     this.evict(d.value, { size, touchedAt: 0 });
@@ -485,10 +503,13 @@ export class BlobStore {
 
   /** Whether the content is pinned on disk (a pin file exists), whatever this process's index knows. */
   async pinnedOnDisk(d: Digest): Promise<boolean> {
-    return fsp.access(this.paths.pin(d)).then(
-      () => true,
-      () => false,
-    );
+    return this.records.exists(recordKeys.pin(d));
+  }
+
+  /** When the content was last served (as far as recency was recorded), or stored; null when not stored. */
+  async lastUsed(d: Digest): Promise<Date | null> {
+    const st = await fsp.stat(this.paths.blob(d)).catch(() => null);
+    return st ? st.mtime : null;
   }
 
   /** Every stored file (digest, size, mtime, pinned), listing the directories: slow, for reconciliation. */
@@ -533,7 +554,7 @@ export class BlobStore {
     throw new Error(`cannot read or create ${file}`);
   }
 
-  private evict(digest: string, entry: IndexEntry): void {
+  protected evict(digest: string, entry: IndexEntry): void {
     const d = tryParseDigest(digest);
     if (!d) return;
     this.log?.info({ digest, size: entry.size }, 'evicted least recently served content');

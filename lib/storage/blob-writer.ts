@@ -52,6 +52,8 @@ export class BlobWriter extends Writable {
   private hash: Hash;
   private readonly algorithm: DigestAlgorithm;
   private readonly resolveFinal: (d: Digest) => string;
+  /** Puts verified content in place instead of a rename (the S3 backend); the temp file stays the followers' file. */
+  private readonly publish: ((d: Digest, size: number) => Promise<void>) | null;
   private readonly onCommitted: (d: Digest, size: number) => void;
   /** Bytes of the most recent chunks kept in memory for followers (0: none). */
   private readonly keepRecent: number;
@@ -80,6 +82,12 @@ export class BlobWriter extends Writable {
      * read and hashed again and writing continues after them; `resumedFrom` says how many.
      */
     resume?: boolean;
+    /**
+     * Called with the verified digest instead of renaming the temp file into place: the S3
+     * backend completes its multipart upload. The temp file is left where it is (and stays
+     * `finalPath` for followers); a rejection fails the blob like a digest mismatch.
+     */
+    publish?: (d: Digest, size: number) => Promise<void>;
   }) {
     // autoDestroy off: finishing is not committing; commit() or abort() decides the file's fate.
     super({ highWaterMark: 1024 * 1024, autoDestroy: false });
@@ -89,6 +97,7 @@ export class BlobWriter extends Writable {
     this.algorithm = opts.expected?.algorithm ?? 'sha256';
     this.hash = createHash(this.algorithm);
     this.resolveFinal = opts.resolveFinal;
+    this.publish = opts.publish ?? null;
     this.onCommitted = opts.onCommitted ?? (() => undefined);
     this.keepRecent = opts.keepRecent ?? 0;
     this.resume = opts.resume === true;
@@ -259,6 +268,7 @@ export class BlobWriter extends Writable {
     this.hash = createHash(this.algorithm);
     this.written = 0;
     this.forgetRecent();
+    this.events.emit('rewound');
   }
 
   /**
@@ -288,9 +298,20 @@ export class BlobWriter extends Writable {
       throw err;
     }
     await this.closeFile();
-    const finalPath = this.resolveFinal(actual);
-    await fsp.mkdir(path.dirname(finalPath), { recursive: true });
-    await fsp.rename(this.tmpPath, finalPath);
+    let finalPath: string;
+    if (this.publish) {
+      try {
+        await this.publish(actual, this.written);
+      } catch (err) {
+        await this.abort(err as Error);
+        throw err;
+      }
+      finalPath = this.tmpPath;
+    } else {
+      finalPath = this.resolveFinal(actual);
+      await fsp.mkdir(path.dirname(finalPath), { recursive: true });
+      await fsp.rename(this.tmpPath, finalPath);
+    }
     this.finalPath = finalPath;
     this.state = 'committed';
     this.onCommitted(actual, this.written);

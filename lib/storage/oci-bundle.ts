@@ -10,7 +10,7 @@
  * Import is all or nothing: every entry is verified against its digest into a staging directory,
  * every image must be complete, and only then is anything moved into the store (pinned).
  */
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -115,7 +115,9 @@ export async function exportBundle(store: Store, images: BundleImage[], out: Wri
     const digest = parseDigest(d);
     const { algorithm, hex } = digest;
     const stream = pack.entry({ name: `blobs/${algorithm}/${hex}`, size, mtime: new Date(0), mode: 0o644 });
-    await pipeline(createReadStream(store.blobs.paths.blob(digest)), stream);
+    const stored = await store.blobs.open(digest);
+    if (!stored) throw new Error(`${d} vanished from the store while it was exported`);
+    await pipeline(stored.stream(), stream);
     bytes += size;
   }
   pack.finalize();

@@ -84,16 +84,6 @@ export class StorePaths {
     return path.join(this.uploads, uuid);
   }
 
-  /** Pushed referrers of `subject` in a repository: one empty file per referrer. */
-  referrers(upstream: string, name: string, subject: Digest): string {
-    return path.join(this.repo(upstream, name), '_referrers', subject.algorithm, subject.hex);
-  }
-
-  /** The upstream's cached referrers answer for `subject`. */
-  referrersCache(upstream: string, name: string, subject: Digest): string {
-    return `${this.referrers(upstream, name, subject)}.json`;
-  }
-
   pin(d: Digest): string {
     return path.join(this.pins, d.algorithm, d.hex);
   }
@@ -101,20 +91,42 @@ export class StorePaths {
   blob(d: Digest): string {
     return path.join(this.blobs, d.algorithm, d.hex.slice(0, 2), d.hex);
   }
-
-  repo(upstream: string, name: string): string {
-    return path.join(this.repositories, upstream, ...name.split('/'));
-  }
-
-  tag(upstream: string, name: string, tag: string): string {
-    return path.join(this.repo(upstream, name), '_tags', tag);
-  }
-
-  link(upstream: string, name: string, d: Digest): string {
-    return path.join(this.repo(upstream, name), '_links', d.algorithm, d.hex);
-  }
-
-  tagsList(upstream: string, name: string): string {
-    return path.join(this.repo(upstream, name), '_tagslist.json');
-  }
 }
+
+/**
+ * The same layout as keys relative to the store's root (or the bucket's prefix): what records.ts
+ * reads and writes, on either backend.
+ */
+export const recordKeys = {
+  repositories: 'repositories',
+  repo(r: { upstream: string; name: string }): string {
+    return `repositories/${r.upstream}/${r.name}`;
+  },
+  tag(r: { upstream: string; name: string }, tag: string): string {
+    return `${recordKeys.repo(r)}/_tags/${tag}`;
+  },
+  link(r: { upstream: string; name: string }, d: Digest): string {
+    return `${recordKeys.repo(r)}/_links/${d.algorithm}/${d.hex}`;
+  },
+  tagsList(r: { upstream: string; name: string }): string {
+    return `${recordKeys.repo(r)}/_tagslist.json`;
+  },
+  referrers(r: { upstream: string; name: string }, subject: Digest): string {
+    return `${recordKeys.repo(r)}/_referrers/${subject.algorithm}/${subject.hex}`;
+  },
+  referrersCache(r: { upstream: string; name: string }, subject: Digest): string {
+    return `${recordKeys.referrers(r, subject)}.json`;
+  },
+  pins: 'pins',
+  pin(d: Digest): string {
+    return `pins/${d.algorithm}/${d.hex}`;
+  },
+  /**
+   * The S3 backend's blob objects, named as the files are: the bucket's layout is the directory's,
+   * so a filesystem store copied into a bucket (`aws s3 sync`, leaving out tmp/ and uploads/) is
+   * an S3 store.
+   */
+  blob(d: Digest): string {
+    return `blobs/${d.algorithm}/${d.hex.slice(0, 2)}/${d.hex}`;
+  },
+};

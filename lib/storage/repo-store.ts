@@ -1,13 +1,12 @@
 /**
- * Per-repository records on disk: tag → digest links, which digests a repository has, and the last
- * complete tags list. Written atomically (temp file + rename) so a crash never leaves half a record.
+ * Per-repository records: tag → digest links, which digests a repository has, and the last
+ * complete tags list (layout: paths.ts). Each is written whole (records.ts: a temp file and a
+ * rename, or one PUT of an object), so a crash never leaves half a record.
  */
-import { promises as fsp } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.js';
-import type { StorePaths } from './paths.js';
+import { readJsonRecord, type Records } from './records.js';
+import { recordKeys as k } from './paths.js';
 
 export interface TagLink {
   digest: string;
@@ -20,36 +19,14 @@ export interface RepoRef {
   name: string;
 }
 
-async function writeAtomic(paths: StorePaths, file: string, data: string): Promise<void> {
-  await fsp.mkdir(path.dirname(file), { recursive: true });
-  const tmp = path.join(paths.tmp, `${randomBytes(12).toString('hex')}.rec`);
-  await fsp.writeFile(tmp, data);
-  await fsp.rename(tmp, file);
-}
-
-async function readJson<T>(file: string): Promise<T | null> {
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    return null; // a torn record is treated as absent; it is rewritten on the next fetch
-  }
-}
-
 export class RepoStore {
   /** Links known to exist: a hit on the hot path costs no syscall. unlink() forgets them. */
   private readonly knownLinks = new LRUCache<string, true>({ max: 200_000 });
 
-  constructor(private readonly paths: StorePaths) {}
+  constructor(private readonly records: Records) {}
 
   async getTag(repo: RepoRef, tag: string): Promise<TagLink | null> {
-    const link = await readJson<TagLink>(this.paths.tag(repo.upstream, repo.name, tag));
+    const link = await readJsonRecord<TagLink>(this.records, k.tag(repo, tag));
     if (!link || typeof link.digest !== 'string' || typeof link.mediaType !== 'string' || typeof link.size !== 'number') {
       return null;
     }
@@ -57,55 +34,57 @@ export class RepoStore {
   }
 
   async setTag(repo: RepoRef, tag: string, link: TagLink): Promise<void> {
-    await writeAtomic(this.paths, this.paths.tag(repo.upstream, repo.name, tag), JSON.stringify(link));
+    await this.records.write(k.tag(repo, tag), JSON.stringify(link));
   }
 
   async hasLink(repo: RepoRef, d: Digest): Promise<boolean> {
     const key = `${repo.upstream}/${repo.name}@${d.value}`;
     if (this.knownLinks.get(key)) return true;
-    try {
-      await fsp.access(this.paths.link(repo.upstream, repo.name, d));
-      this.knownLinks.set(key, true);
-      return true;
-    } catch {
-      return false;
-    }
+    if (!(await this.records.exists(k.link(repo, d)))) return false;
+    this.knownLinks.set(key, true);
+    return true;
   }
 
   async link(repo: RepoRef, d: Digest): Promise<void> {
     const key = `${repo.upstream}/${repo.name}@${d.value}`;
     if (this.knownLinks.get(key)) return;
-    const file = this.paths.link(repo.upstream, repo.name, d);
-    await fsp.mkdir(path.dirname(file), { recursive: true });
-    await fsp.writeFile(file, '');
+    await this.records.write(k.link(repo, d), '');
     this.knownLinks.set(key, true);
   }
 
   async getTagsList(repo: RepoRef): Promise<{ tags: string[]; fetchedAt: number } | null> {
-    const rec = await readJson<{ tags: string[]; fetchedAt: number }>(this.paths.tagsList(repo.upstream, repo.name));
+    const rec = await readJsonRecord<{ tags: string[]; fetchedAt: number }>(this.records, k.tagsList(repo));
     if (!rec || !Array.isArray(rec.tags)) return null;
     return rec;
   }
 
   async setTagsList(repo: RepoRef, tags: string[], fetchedAt: number): Promise<void> {
-    await writeAtomic(this.paths, this.paths.tagsList(repo.upstream, repo.name), JSON.stringify({ tags, fetchedAt }));
+    await this.records.write(k.tagsList(repo), JSON.stringify({ tags, fetchedAt }));
   }
 
   // ---- hosted and seeded repositories (pushes) ---------------------------------------------
 
   /** Tags stored for a repository (pushed, or cached from pulls), unsorted. */
   async listStoredTags(repo: RepoRef): Promise<string[]> {
-    return readdirOrEmpty(path.join(this.paths.repo(repo.upstream, repo.name), '_tags'));
+    return this.records.list(`${k.repo(repo)}/_tags`);
   }
 
   async deleteTag(repo: RepoRef, tag: string): Promise<boolean> {
-    return removeFile(this.paths.tag(repo.upstream, repo.name, tag));
+    return this.records.remove(k.tag(repo, tag));
   }
 
   /** Forgets that the repository has this digest (the bytes stay: other repositories may share them). */
   async unlink(repo: RepoRef, d: Digest): Promise<boolean> {
     this.knownLinks.delete(`${repo.upstream}/${repo.name}@${d.value}`);
-    return removeFile(this.paths.link(repo.upstream, repo.name, d));
+    return this.records.remove(k.link(repo, d));
+  }
+
+  /** Every digest this repository links (blobs and manifests). */
+  async listLinks(repo: RepoRef): Promise<string[]> {
+    const dir = `${k.repo(repo)}/_links`;
+    const out: string[] = [];
+    for (const alg of await this.records.list(dir)) for (const hex of await this.records.list(`${dir}/${alg}`)) out.push(`${alg}:${hex}`);
+    return out;
   }
 
   /** Whether any repository (hosted, cached or seeded) still links this digest. */
@@ -116,40 +95,37 @@ export class RepoStore {
 
   /** Whether anything was ever stored for this repository (a tag or a link). */
   async exists(repo: RepoRef): Promise<boolean> {
-    const dir = this.paths.repo(repo.upstream, repo.name);
-    return (await readdirOrEmpty(dir)).some((e) => e === '_tags' || e === '_links');
+    return (await this.records.list(k.repo(repo))).some((e) => e === '_tags' || e === '_links');
   }
 
   /** Records that manifest `referrer` names `subject` as its subject. */
   async addReferrer(repo: RepoRef, subject: Digest, referrer: Digest): Promise<void> {
-    const file = path.join(this.paths.referrers(repo.upstream, repo.name, subject), referrer.algorithm, referrer.hex);
-    await fsp.mkdir(path.dirname(file), { recursive: true });
-    await fsp.writeFile(file, '');
+    await this.records.write(`${k.referrers(repo, subject)}/${referrer.algorithm}/${referrer.hex}`, '');
   }
 
   async removeReferrer(repo: RepoRef, subject: Digest, referrer: Digest): Promise<void> {
-    await removeFile(path.join(this.paths.referrers(repo.upstream, repo.name, subject), referrer.algorithm, referrer.hex));
+    await this.records.remove(`${k.referrers(repo, subject)}/${referrer.algorithm}/${referrer.hex}`);
   }
 
   /** Digests of the manifests pushed into this repository with `subject` as their subject. */
   async listReferrers(repo: RepoRef, subject: Digest): Promise<string[]> {
-    const dir = this.paths.referrers(repo.upstream, repo.name, subject);
+    const dir = k.referrers(repo, subject);
     const out: string[] = [];
-    for (const alg of await readdirOrEmpty(dir)) {
-      for (const hex of await readdirOrEmpty(path.join(dir, alg))) out.push(`${alg}:${hex}`);
+    for (const alg of await this.records.list(dir)) {
+      for (const hex of await this.records.list(`${dir}/${alg}`)) out.push(`${alg}:${hex}`);
     }
     return out;
   }
 
   /** The upstream's last referrers answer for `subject`: the descriptors of its index. */
   async getCachedReferrers(repo: RepoRef, subject: Digest): Promise<{ manifests: unknown[]; fetchedAt: number } | null> {
-    const rec = await readJson<{ manifests: unknown[]; fetchedAt: number }>(this.paths.referrersCache(repo.upstream, repo.name, subject));
+    const rec = await readJsonRecord<{ manifests: unknown[]; fetchedAt: number }>(this.records, k.referrersCache(repo, subject));
     if (!rec || !Array.isArray(rec.manifests)) return null;
     return rec;
   }
 
   async setCachedReferrers(repo: RepoRef, subject: Digest, manifests: unknown[], fetchedAt: number): Promise<void> {
-    await writeAtomic(this.paths, this.paths.referrersCache(repo.upstream, repo.name, subject), JSON.stringify({ manifests, fetchedAt }));
+    await this.records.write(k.referrersCache(repo, subject), JSON.stringify({ manifests, fetchedAt }));
   }
 
   /**
@@ -159,29 +135,11 @@ export class RepoStore {
   async listRepositories(): Promise<RepoRef[]> {
     const out: RepoRef[] = [];
     const walk = async (upstream: string, parts: string[]): Promise<void> => {
-      const entries = await readdirOrEmpty(path.join(this.paths.repositories, upstream, ...parts));
+      const entries = await this.records.list([k.repositories, upstream, ...parts].join('/'));
       if (parts.length > 0 && entries.some((e) => e === '_tags' || e === '_links')) out.push({ upstream, name: parts.join('/') });
       for (const e of entries) if (!e.startsWith('_')) await walk(upstream, [...parts, e]);
     };
-    for (const upstream of await readdirOrEmpty(this.paths.repositories)) await walk(upstream, []);
+    for (const upstream of await this.records.list(k.repositories)) await walk(upstream, []);
     return out;
-  }
-}
-
-async function readdirOrEmpty(dir: string): Promise<string[]> {
-  try {
-    return await fsp.readdir(dir);
-  } catch {
-    return [];
-  }
-}
-
-async function removeFile(file: string): Promise<boolean> {
-  try {
-    await fsp.unlink(file);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
   }
 }

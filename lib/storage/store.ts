@@ -1,4 +1,4 @@
-/** The store: content-addressed files plus per-repository records, under one root. */
+/** The store: content-addressed blobs plus per-repository records (on disk, or in an S3 bucket: open-store.ts). */
 import { BlobStore, type BlobStoreOptions } from './blob-store.js';
 import { RepoStore } from './repo-store.js';
 
@@ -6,9 +6,9 @@ export class Store {
   readonly blobs: BlobStore;
   readonly repos: RepoStore;
 
-  constructor(root: string, opts: BlobStoreOptions = { maxSize: null }) {
-    this.blobs = new BlobStore(root, opts);
-    this.repos = new RepoStore(this.blobs.paths);
+  constructor(root: string | BlobStore, opts: BlobStoreOptions = { maxSize: null }) {
+    this.blobs = typeof root === 'string' ? new BlobStore(root, opts) : root;
+    this.repos = new RepoStore(this.blobs.records);
   }
 
   async init(opts: { sweep?: boolean } = {}): ReturnType<BlobStore['init']> {

@@ -12,6 +12,7 @@ import { buildDockerImage, buildOciIndex, pushImage } from '../fixtures/images.j
 import { startRegistry } from '../fixtures/registry.js';
 import { readDirImage, skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore } from '../fixtures/stevedore.js';
+import { ageBlob, plantBlob, storeFilesUnder } from '../fixtures/oci-push.js';
 import { run, tmpDir, which } from '../fixtures/util.js';
 import { fileURLToPath } from 'node:url';
 
@@ -62,7 +63,7 @@ t.test('air-gapped lab', async (t) => {
     for (const img of [...multi.images, app]) {
       for (const b of [img.config, ...img.layers]) t.equal(reg.count('GET', new RegExp(`/blobs/${b.digest}$`)), 1, `fetched ${b.digest.slice(0, 19)} once`);
     }
-    const pins = await filesUnder(path.join(connected, 'pins'));
+    const pins = await storeFilesUnder(connected, 'pins');
     t.equal(pins.length, TOTAL_OBJECTS, 'every manifest and blob pinned');
   });
 
@@ -175,8 +176,8 @@ t.test('air-gapped lab', async (t) => {
     const r = await stevedoreCli(['import', '--config', path.join(work, 'lab.yaml'), tampered]);
     t.equal(r.code, 1, 'refused');
     t.match(r.stderr, /does not match its digest/);
-    t.same(await filesUnder(path.join(lab, 'blobs')), [], 'no blob stored');
-    t.same(await filesUnder(path.join(lab, 'repositories')), [], 'no tag stored');
+    t.same(await storeFilesUnder(lab, 'blobs'), [], 'no blob stored');
+    t.same(await storeFilesUnder(lab, 'repositories'), [], 'no tag stored');
     t.same(await filesUnder(path.join(lab, 'tmp')), [], 'no staging left');
   });
 
@@ -215,21 +216,19 @@ t.test('air-gapped lab', async (t) => {
     const orphan = Buffer.from('orphan blob');
     const { createHash } = await import('node:crypto');
     const hex = createHash('sha256').update(orphan).digest('hex');
-    await fsp.mkdir(path.join(lab, 'blobs', 'sha256', hex.slice(0, 2)), { recursive: true });
-    await fsp.writeFile(path.join(lab, 'blobs', 'sha256', hex.slice(0, 2), hex), orphan);
+    await plantBlob(lab, orphan, hex);
     // Just stored, it may be a running server's (its link not written yet): gc leaves it alone.
     const fresh = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml')]);
     t.match(fresh.stdout, /would free 0B: 0 unreferenced blobs/, 'content stored in the last 10 minutes is never collected');
-    const hourAgo = new Date(Date.now() - 3_600_000);
-    await fsp.utimes(path.join(lab, 'blobs', 'sha256', hex.slice(0, 2), hex), hourAgo, hourAgo);
-    const dry = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml')]);
+    const aged = await ageBlob(lab, hex, 3_600_000);
+    const dry = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml'), ...aged]);
     t.equal(dry.code, 0, dry.stderr);
     t.match(dry.stdout, new RegExp(`would delete sha256:${hex}`));
     t.match(dry.stdout, /would free 11B: 1 unreferenced blobs, 0 expired uploads \(dry run/);
-    const real = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml'), '--delete']);
+    const real = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml'), '--delete', ...aged]);
     t.match(real.stdout, /freed 11B: 1 unreferenced blobs/);
-    t.notOk((await filesUnder(path.join(lab, 'blobs'))).includes(hex), 'orphan gone');
-    t.equal((await filesUnder(path.join(lab, 'blobs'))).length, TOTAL_OBJECTS, 'everything referenced kept');
+    t.notOk((await storeFilesUnder(lab, 'blobs')).includes(hex), 'orphan gone');
+    t.equal((await storeFilesUnder(lab, 'blobs')).length, TOTAL_OBJECTS, 'everything referenced kept');
   });
 
   await t.test('gc lists upload sessions idle past registry.uploadMaxAge, and deletes them with --delete', async (t) => {
