@@ -1038,6 +1038,7 @@ async function scenario11(ctx: Ctx, withS3Backend: boolean): Promise<void> {
       s3Backend: withS3Backend,
       buckets,
       workBytes,
+      workBytesEnd: null,
       single: {},
       many: {},
       hangup: null,
@@ -1123,6 +1124,10 @@ async function scenario11(ctx: Ctx, withS3Backend: boolean): Promise<void> {
       );
     }
     await aliveAll();
+    if (work !== null) {
+      out.workBytesEnd = await dirBytes(work);
+      log(`s11: ${S3_NAMES.s3}'s local working space holds ${out.workBytesEnd} bytes at the end`);
+    }
     ctx.results.s11 = out;
   } finally {
     // stop() throws if a process died or logged a defect: that failure wins over anything else.

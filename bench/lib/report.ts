@@ -83,6 +83,8 @@ export interface Results {
     buckets: Record<string, { bucket: string; objects: number; bytes: number; example: string }>;
     /** Bytes of files in stevedore-s3's `storage.path` (working space only) after the warm-up; null: not run. */
     workBytes: number | null;
+    /** The same at the end of the scenario (stevedore-s3 keeps a committed blob's spool file 30 s for followers). */
+    workBytesEnd: number | null;
     single: Record<string, { mibps: Series; rss: Series }>;
     many: Record<string, { rps: Series; mibps: Series; p50: Series; p99: Series; rss: Series }>;
     hangup: {
@@ -825,7 +827,7 @@ function renderS11(L: string[], s11: NonNullable<Results['s11']>): void {
       'so that it streams blobs itself as stevedore does, instead of answering 307 to a pre-signed URL; *nginx*: sendfile from stevedore-fs\'s store files (the limit, not S3). ' +
       'Warm: every blob was pulled once through each proxy first, and, for the S3 contenders, ListObjectsV2 showed every blob as an object of its bucket (key naming the digest, of its size)' +
       (buckets.length ? ` — ${buckets.map(([n, o]) => `${n}: ${o.objects} objects, ${num(o.bytes / MiB, 1)} MiB in \`${o.bucket}\`, e.g. \`${o.example}\``).join('; ')}` : '') +
-      (s11.workBytes === null ? '' : `; stevedore-s3's local \`storage.path\` (working space) then held ${num(s11.workBytes / MiB, 1)} MiB of files`) +
+      (s11.workBytes === null ? '' : `; stevedore-s3's local \`storage.path\` (working space) then held ${num(s11.workBytes / MiB, 1)} MiB of files (the spool files of the blobs just committed, kept 30 s for followers; it reads blobs from the bucket), ${s11.workBytesEnd === null ? 'n/a' : num(s11.workBytesEnd / MiB, 1)} MiB at the end of the scenario`) +
       `. Raw HTTP client, one connection per concurrent request; (a): ${s11.bigRepeat} GET(s) in a row per run, throughput is bytes over the time from the first request to the last byte; ` +
       `(b): ${s11.smallGets} GETs per run, shuffled, latency request sent → last body byte. Peak RSS: VmHWM reset before each run, sampled every 50 ms. ` +
       'One warm-up run per contender, then interleaved runs (each run rotates which goes first). The gateway, its OSD and the clients share the machine\'s cores with the proxy measured.',
