@@ -22,7 +22,12 @@
  * --only s1,s3,... (a subset of the scenarios), --runs N, --cpu-prof DIR (stevedore runs with
  * node --cpu-prof, one .cpuprofile per process written to DIR when it stops), --node-arg ARG
  * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs),
- * --rollout-mib N (scenario 10's image size, e.g. 20 for a short check; default 200, 8 with --quick).
+ * --rollout-mib N (scenario 10's image size, e.g. 20 for a short check; default 200, 8 with --quick),
+ * --s11-no-s3-backend (scenario 11 without stevedore's S3 backend, for a build that has none).
+ *
+ * Scenario 11 (the S3 backend; not in the default run: --only s11) starts one Ceph RADOS gateway
+ * and compares stevedore on the filesystem, stevedore on S3, distribution on its s3 driver (and
+ * nginx) on one warm big blob and on many warm small ones; then clients hang up on stevedore-s3.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
@@ -30,7 +35,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { request } from 'undici';
+import { startRgw, type Rgw } from '../test/fixtures/ceph.js';
 import { hangUp, requestHead } from '../test/fixtures/hangup.js';
 import { freePort, removeDir, tmpDir, waitFor } from '../test/fixtures/util.js';
 import { LoadClient } from './lib/client-api.js';
@@ -68,8 +75,14 @@ const REPO_APP = 'bench/app';
 const REPO_PULL = 'bench/pull';
 const REPO_HANGUP = 'bench/hangup';
 const REPO_ROLLOUT = 'bench/rollout';
-const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9', 's10'] as const;
+const REPO_S3 = 'bench/s3';
+const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9', 's10', 's11'] as const;
 type ScenarioId = (typeof ALL)[number];
+/**
+ * What a run without --only runs: not scenario 11 (the S3 backend), which needs Ceph (ceph-mon,
+ * ceph-osd, radosgw) and a few GiB of RAM for its in-memory OSD: run it with --only s11.
+ */
+const DEFAULT: readonly ScenarioId[] = ALL.filter((s) => s !== 's11');
 
 function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -844,6 +857,289 @@ async function scenario10(ctx: Ctx): Promise<void> {
   ctx.results.s10 = out;
 }
 
+// ---- scenario 11: the S3 backend, one RADOS gateway ----------------------------------------
+
+const S3_BUCKET_STEVEDORE = 'stevedore-bench';
+const S3_BUCKET_DISTRIBUTION = 'distribution-bench';
+const S3_NAMES = { fs: 'stevedore-fs', s3: 'stevedore-s3', dist: 'distribution-s3', nginx: 'nginx' } as const;
+
+/** Every key of `bucket` with its size (ListObjectsV2, page after page). */
+async function listBucket(s3: S3Client, bucket: string): Promise<Array<{ key: string; size: number }>> {
+  const out: Array<{ key: string; size: number }> = [];
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) out.push({ key: o.Key ?? '', size: o.Size ?? 0 });
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return out;
+}
+
+/**
+ * Waits until every one of `blobs` is an object of `bucket` (a key naming its hex digest, of its
+ * size): what "warm" means for a proxy on S3. Returns the bucket's objects and bytes then.
+ */
+async function blobsInBucket(s3: S3Client, bucket: string, blobs: Array<{ digest: string; size: number }>, who: string): Promise<{ objects: number; bytes: number; example: string }> {
+  let missing: string[] = [];
+  let listed: Array<{ key: string; size: number }> = [];
+  const found = (): boolean => {
+    missing = blobs.filter((b) => !listed.some((o) => o.key.includes(b.digest.slice('sha256:'.length)) && o.size === b.size)).map((b) => b.digest);
+    return missing.length === 0;
+  };
+  try {
+    await waitFor(`${who}'s blobs in bucket ${bucket}`, async () => {
+      listed = await listBucket(s3, bucket);
+      return found();
+    }, 60_000, 250);
+  } catch {
+    throw new Error(
+      `s11: after the warm-up, ${missing.length} of ${blobs.length} blob(s) fetched through ${who} are not objects of bucket ${bucket} ` +
+        `(e.g. ${missing[0]}); the bucket has ${listed.length} object(s)${listed.length ? `, e.g. ${listed.slice(0, 3).map((o) => o.key).join(', ')}` : ''}`,
+    );
+  }
+  const hex = blobs[0]!.digest.slice('sha256:'.length);
+  return { objects: listed.length, bytes: listed.reduce((n, o) => n + o.size, 0), example: listed.find((o) => o.key.includes(hex))?.key ?? '' };
+}
+
+/** Bytes of the files under `dir` (stevedore-s3's local working space). */
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) n += (await fsp.stat(path.join(e.parentPath, e.name)).catch(() => null))?.size ?? 0;
+  }
+  return n;
+}
+
+/** Null when `s` serves `urlPath` whole (`size` bytes, 200) within 30 s, else what happened. */
+async function servesWhole(s: Server, urlPath: string, size: number): Promise<string | null> {
+  try {
+    const res = await request(`${s.url}${urlPath}`, { reset: true, headersTimeout: 30_000, bodyTimeout: 30_000 });
+    let n = 0;
+    for await (const c of res.body as AsyncIterable<Buffer>) n += c.length;
+    return res.statusCode === 200 && n === size ? null : `GET ${urlPath} answered ${res.statusCode} with ${n} of ${size} bytes`;
+  } catch (err) {
+    return `GET ${urlPath} failed: ${(err as Error).message}`;
+  }
+}
+
+async function scenario11(ctx: Ctx, withS3Backend: boolean): Promise<void> {
+  const q = ctx.p.s3;
+  const big = contentBlob('s11/big', q.bigBlob);
+  const small = Array.from({ length: q.smallBlobs }, (_, i) => contentBlob(`s11/small/${i}`, q.smallSize));
+  await pushGenerated(ctx.upstream.directUrl, REPO_S3, big);
+  for (const b of small) await pushGenerated(ctx.upstream.directUrl, REPO_S3, b);
+  const bigPath = blobPath(REPO_S3, big.digest);
+  const smallPaths = small.map((b) => blobPath(REPO_S3, b.digest));
+  const seed = Number(process.env.HANGUP_SEED ?? Date.now() % 1_000_000);
+  const rand = prng(seed);
+  log(
+    `s11: the S3 backend, one Ceph RADOS gateway on 127.0.0.1: (a) one client on a warm ${big.size}-byte blob, ${q.bigRepeat} GET(s) per run; ` +
+      `(b) ${q.clients} clients on ${small.length} warm ${q.smallSize}-byte blobs (${small.length * q.smallRepeat} GETs per run); ` +
+      `then ${q.hangupRounds} round(s) of ${q.hangupClients} clients resetting the big blob on stevedore-s3 (HANGUP_SEED=${seed})` +
+      (withS3Backend ? '' : '; WITHOUT stevedore-s3 (--s11-no-s3-backend)'),
+  );
+  const teardowns: Array<() => unknown> = [];
+  const started: Server[] = [];
+  let s3: S3Client | null = null;
+  let rgw: Rgw | null = null;
+  try {
+    const t0 = performance.now();
+    rgw = await startRgw({ teardown: (fn) => void teardowns.push(fn) });
+    log(`s11: RADOS gateway up at ${rgw.endpoint} after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const gateway = rgw.gateway;
+    const gatewayDied = (): string | null => (gateway.exitCode !== null ? `exit code ${gateway.exitCode}` : gateway.signalCode !== null ? `signal ${gateway.signalCode}` : null);
+    s3 = new S3Client({
+      endpoint: rgw.endpoint,
+      region: rgw.region,
+      forcePathStyle: true,
+      credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+    });
+    for (const b of [S3_BUCKET_STEVEDORE, S3_BUCKET_DISTRIBUTION]) await s3.send(new CreateBucketCommand({ Bucket: b }));
+
+    const fsStore = await tmpDir(undefined, 'stevedore-bench-s11-fs-');
+    teardowns.push(() => removeDir(fsStore));
+    const fs = await startStevedore({ build: ctx.build, storage: fsStore, upstreamUrl: ctx.upstream.url, nodeArgs: ctx.nodeArgs, name: S3_NAMES.fs });
+    started.push(fs);
+    let sds3: StevedoreServer | null = null;
+    let work: string | null = null;
+    if (withS3Backend) {
+      work = await tmpDir(undefined, 'stevedore-bench-s11-work-');
+      const w = work;
+      teardowns.push(() => removeDir(w));
+      sds3 = await startStevedore({
+        build: ctx.build,
+        storage: work,
+        upstreamUrl: ctx.upstream.url,
+        nodeArgs: ctx.nodeArgs,
+        name: S3_NAMES.s3,
+        config: {
+          storage: {
+            path: work,
+            maxSize: null,
+            backend: 's3',
+            s3: {
+              bucket: S3_BUCKET_STEVEDORE,
+              prefix: '',
+              endpoint: rgw.endpoint,
+              region: rgw.region,
+              forcePathStyle: true,
+              accessKeyId: rgw.accessKeyId,
+              secretAccessKey: rgw.secretAccessKey,
+            },
+          },
+        },
+      });
+      started.push(sds3);
+    }
+    const dist = await startDistribution(ctx.upstream.url, S3_NAMES.dist, {
+      endpoint: rgw.endpoint,
+      region: rgw.region,
+      bucket: S3_BUCKET_DISTRIBUTION,
+      accessKeyId: rgw.accessKeyId,
+      secretAccessKey: rgw.secretAccessKey,
+      rootDirectory: '/distribution',
+    });
+    started.push(dist);
+    const proxies = started.slice();
+    const allPaths = [bigPath, ...smallPaths];
+    for (const s of proxies) {
+      log(`s11: filling ${s.name} (cold pulls through it)`);
+      await check(`s11 fill ${s.name}`, ctx.client.fetch({ origin: s.url, paths: allPaths, concurrency: 4 }));
+    }
+    // Warm on S3 means the blobs are objects in the bucket, not only in a process's local space.
+    const buckets: NonNullable<Results['s11']>['buckets'] = {};
+    const blobs = [big, ...small];
+    for (const [name, bucket] of [...(sds3 ? [[S3_NAMES.s3, S3_BUCKET_STEVEDORE] as const] : []), [S3_NAMES.dist, S3_BUCKET_DISTRIBUTION] as const]) {
+      const b = await blobsInBucket(s3, bucket, blobs, name);
+      buckets[name] = { bucket, objects: b.objects, bytes: b.bytes, example: b.example };
+      log(`s11: bucket ${bucket} (${name}) holds every blob: ${b.objects} objects, ${(b.bytes / MiB).toFixed(1)} MiB; the big blob is ${b.example}`);
+    }
+    // With backend s3, storage.path is working space only: what stays there after the warm-up.
+    const workBytes = work === null ? null : await dirBytes(work);
+    if (workBytes !== null) log(`s11: ${S3_NAMES.s3}'s local working space holds ${workBytes} bytes after the warm-up`);
+    const nginx = await startNginx(fsStore, []);
+    started.push(nginx);
+    await check('s11 nginx serves the filesystem store', ctx.client.fetch({ origin: nginx.url, paths: allPaths, concurrency: 4 }));
+    const byName = new Map(started.map((s) => [s.name, s]));
+    const aliveAll = async (): Promise<void> => {
+      for (const s of started) await assertAlive(s);
+      const g = gatewayDied();
+      if (g) throw new ServerFailure('radosgw', `exited by itself (${g})`, '(its log is in the Ceph fixture\'s temp directory)');
+    };
+
+    // (a) one client, the warm big blob.
+    const out: NonNullable<Results['s11']> = {
+      bigBlob: big.size,
+      bigRepeat: q.bigRepeat,
+      smallSize: q.smallSize,
+      smallBlobs: small.length,
+      smallGets: small.length * q.smallRepeat,
+      clients: q.clients,
+      s3Backend: withS3Backend,
+      buckets,
+      workBytes,
+      workBytesEnd: null,
+      single: {},
+      many: {},
+      hangup: null,
+    };
+    await sideBySide(
+      ctx,
+      started.map((s) => s.name),
+      async (name) => {
+        const s = byName.get(name)!;
+        const peak = new PeakRss(() => s.pids());
+        const r = await check(`s11 (a) ${name}`, ctx.client.fetch({ origin: s.url, paths: Array.from({ length: q.bigRepeat }, () => bigPath), concurrency: 1, engine: 'raw' }));
+        const rss = peak.stop();
+        if (r.bytes !== big.size * q.bigRepeat) throw new Error(`s11 (a) ${name}: ${r.bytes} of ${big.size * q.bigRepeat} bytes`);
+        return { mibps: r.bytes / MiB / (r.wallMs / 1000), rss };
+      },
+      (name, r) => {
+        const o = (out.single[name] ??= { mibps: [], rss: [] });
+        o.mibps.push(r.mibps);
+        o.rss.push(r.rss);
+      },
+      true,
+      q.runs,
+    );
+    log(`s11 (a): ${Object.entries(out.single).map(([n, o]) => `${n} ${median(o.mibps).toFixed(0)} MiB/s (peak RSS ${(Math.max(...o.rss) / MiB).toFixed(1)} MiB)`).join(', ')}`);
+    await aliveAll();
+
+    // (b) many clients, the warm small blobs.
+    const many = smallPaths.flatMap((p) => Array.from({ length: q.smallRepeat }, () => p));
+    await sideBySide(
+      ctx,
+      started.map((s) => s.name),
+      async (name, run) => {
+        const s = byName.get(name)!;
+        const paths = shuffled(many, 1100 + Math.max(0, run));
+        const peak = new PeakRss(() => s.pids());
+        const r = await check(`s11 (b) ${name}`, ctx.client.fetch({ origin: s.url, paths, concurrency: q.clients, engine: 'raw' }));
+        const rss = peak.stop();
+        if (r.bytes !== q.smallSize * paths.length) throw new Error(`s11 (b) ${name}: ${r.bytes} of ${q.smallSize * paths.length} bytes`);
+        const wallS = r.wallMs / 1000;
+        return { rps: paths.length / wallS, mibps: r.bytes / MiB / wallS, p50: percentile(r.latMs, 50), p99: percentile(r.latMs, 99), rss };
+      },
+      (name, r) => {
+        const o = (out.many[name] ??= { rps: [], mibps: [], p50: [], p99: [], rss: [] });
+        o.rps.push(r.rps);
+        o.mibps.push(r.mibps);
+        o.p50.push(r.p50);
+        o.p99.push(r.p99);
+        o.rss.push(r.rss);
+      },
+      true,
+      q.runs,
+    );
+    log(`s11 (b): ${Object.entries(out.many).map(([n, o]) => `${n} ${median(o.rps).toFixed(0)} req/s, p99 ${median(o.p99).toFixed(1)} ms`).join(', ')}`);
+    await aliveAll();
+
+    // Clients that hang up on stevedore-s3 mid-blob: it must survive and serve afterwards.
+    if (sds3) {
+      await sleep(q.settleMs);
+      const fdsBefore = fdsOf(sds3);
+      const rssBefore = rssOf(sds3);
+      const peak = new PeakRss(() => sds3.pids());
+      let hung = 0;
+      let cut = 0;
+      for (let i = 0; i < q.hangupRounds && sds3.exited() === null; i++) {
+        const r = await hangupRound(sds3, bigPath, big.size, q.hangupClients, rand);
+        hung += r.clients;
+        cut += r.cut;
+      }
+      const peakRss = peak.stop();
+      await sleep(q.settleMs);
+      // A process that died or logged a defect fails the benchmark here.
+      await assertAlive(sds3);
+      const problem = await answerProblem(sds3);
+      // Every S3 stream the clients left must have been given back: the blobs still come whole.
+      const servesAfter = problem === null ? ((await servesWhole(sds3, smallPaths[0]!, q.smallSize)) ?? (await servesWhole(sds3, bigPath, big.size))) : null;
+      const fdsAfter = fdsOf(sds3);
+      const rssAfter = rssOf(sds3);
+      out.hangup = { clients: hung, cut, answered: problem === null, problem, servesAfter: servesAfter === null && problem === null, servesProblem: servesAfter, fdsBefore, fdsAfter, rssBefore, rssAfter, peakRss };
+      log(
+        `s11 hang-ups on ${S3_NAMES.s3}: ${hung} clients reset the ${big.size}-byte blob (${cut} at their byte); ` +
+          `${problem === null ? 'it answers' : `it is alive but ${problem}`}${servesAfter ? `; but ${servesAfter}` : problem === null ? ', and serves the blobs whole' : ''}; ` +
+          `fds ${fdsBefore} → ${fdsAfter}, RSS ${(rssBefore / MiB).toFixed(1)} → ${(rssAfter / MiB).toFixed(1)} MiB (peak ${(peakRss / MiB).toFixed(1)} MiB)`,
+      );
+    }
+    await aliveAll();
+    if (work !== null) {
+      out.workBytesEnd = await dirBytes(work);
+      log(`s11: ${S3_NAMES.s3}'s local working space holds ${out.workBytesEnd} bytes at the end`);
+    }
+    ctx.results.s11 = out;
+  } finally {
+    // stop() throws if a process died or logged a defect: that failure wins over anything else.
+    try {
+      await stopEach(started.reverse());
+    } finally {
+      s3?.destroy();
+      for (const fn of teardowns.reverse()) await Promise.resolve(fn()).catch((err: unknown) => log(`s11 cleanup: ${String(err)}`));
+    }
+  }
+}
+
 /**
  * Runs one scenario, then checks every warm contender: one that died or logged a defect fails the
  * benchmark, naming the scenario (also when the scenario failed some other way because of it).
@@ -879,6 +1175,7 @@ async function main(): Promise<void> {
       'cpu-prof': { type: 'string' },
       'node-arg': { type: 'string', multiple: true },
       'rollout-mib': { type: 'string' },
+      's11-no-s3-backend': { type: 'boolean', default: false },
     },
   });
   const p = paramsFor(values.quick ? 'quick' : 'full');
@@ -888,7 +1185,7 @@ async function main(): Promise<void> {
     if (!(mib > 0)) throw new Error(`--rollout-mib: a size in MiB above 0, not ${values['rollout-mib']}`);
     p.rollout.imageBytes = Math.round(mib * MiB);
   }
-  const only = new Set<ScenarioId>(values.only ? (values.only.split(',').map((s) => s.trim()) as ScenarioId[]) : ALL);
+  const only = new Set<ScenarioId>(values.only ? (values.only.split(',').map((s) => s.trim()) as ScenarioId[]) : DEFAULT);
   for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s} (use ${ALL.join(',')})`);
   const out = path.resolve(values.out ?? (values.quick ? path.join(os.tmpdir(), `stevedore-bench-quick-${process.pid}.md`) : path.join(ROOT, 'bench', 'RESULTS.md')));
   const nodeArgs: string[] = [...(values['node-arg'] ?? [])];
@@ -953,6 +1250,7 @@ async function main(): Promise<void> {
       s8: () => scenario8(ctx),
       s9: () => scenario9(ctx),
       s10: () => scenario10(ctx),
+      s11: () => scenario11(ctx, !values['s11-no-s3-backend']),
     };
     for (const id of ALL) if (only.has(id)) await runScenario(ctx, id, scenarios[id]);
     const failed = await stopAll();

@@ -61,6 +61,27 @@ export interface Params {
     coldLinkRate: number;
     settleMs: number;
   };
+  /**
+   * Scenario 11, the S3 backend: one Ceph RADOS Gateway (S3), stevedore with the filesystem backend,
+   * stevedore with the S3 backend, distribution with its s3 driver (and nginx for part a). Part a:
+   * one client GETs a warm blob of `bigBlob`, `bigRepeat` times in a row per run; part b: `clients`
+   * concurrent clients on `smallBlobs` warm blobs of `smallSize`, each requested `smallRepeat`
+   * times per run. Runs: `runs` (after one warm-up run; `--runs` sets it too). Then `hangupRounds`
+   * round(s) of `hangupClients` clients resetting the big blob at a random byte on stevedore-s3,
+   * `settleMs` of quiet before it is looked at again.
+   */
+  s3: {
+    runs: number;
+    bigBlob: number;
+    bigRepeat: number;
+    smallSize: number;
+    smallBlobs: number;
+    smallRepeat: number;
+    clients: number;
+    hangupRounds: number;
+    hangupClients: number;
+    settleMs: number;
+  };
 }
 
 export function params(mode: 'full' | 'quick'): Params {
@@ -78,6 +99,7 @@ export function params(mode: 'full' | 'quick'): Params {
       rollout: { nodes: 5, imageBytes: 8 * MiB, layers: 6, runs: 1 },
       startup: { blobs: 1000, runs: 1 },
       hangup: { runs: 1, wrkRuns: 2, wrkDurationS: 1, connections: 64, threads: 2, rounds: 2, clients: 64, warmSize: 4 * MiB, coldSize: 1 * MiB, coldLinkRate: 32 * MiB, settleMs: 1000 },
+      s3: { runs: 1, bigBlob: 8 * MiB, bigRepeat: 1, smallSize: 64 * KiB, smallBlobs: 16, smallRepeat: 2, clients: 16, hangupRounds: 1, hangupClients: 64, settleMs: 1000 },
     };
   }
   return {
@@ -93,6 +115,7 @@ export function params(mode: 'full' | 'quick'): Params {
     rollout: { nodes: 5, imageBytes: 200 * MiB, layers: 6, runs: 3 },
     startup: { blobs: 100_000, runs: 5 },
     hangup: { runs: 1, wrkRuns: 20, wrkDurationS: 2, connections: 64, threads: 2, rounds: 10, clients: 64, warmSize: 4 * MiB, coldSize: 8 * MiB, coldLinkRate: 64 * MiB, settleMs: 1000 },
+    s3: { runs: 5, bigBlob: 200 * MiB, bigRepeat: 2, smallSize: 1 * MiB, smallBlobs: 64, smallRepeat: 4, clients: 64, hangupRounds: 1, hangupClients: 64, settleMs: 1000 },
   };
 }
 

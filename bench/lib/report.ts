@@ -66,6 +66,43 @@ export interface Results {
     >;
   };
   s7?: { blobs: number; startupMs: Series; indexMs: Series; rss: Series };
+  /**
+   * The S3 backend (one RADOS gateway): contenders stevedore-fs, stevedore-s3 (unless s3Backend is
+   * false), distribution-s3, nginx. single: part a (one client, the big blob; rss: peak per run);
+   * many: part b (`clients` concurrent, the small blobs). buckets: what each S3 contender's bucket
+   * held after the warm-up. hangup: clients resetting the big blob on stevedore-s3.
+   */
+  s11?: {
+    bigBlob: number;
+    bigRepeat: number;
+    smallSize: number;
+    smallBlobs: number;
+    smallGets: number;
+    clients: number;
+    s3Backend: boolean;
+    buckets: Record<string, { bucket: string; objects: number; bytes: number; example: string }>;
+    /** Bytes of files in stevedore-s3's `storage.path` (working space only) after the warm-up; null: not run. */
+    workBytes: number | null;
+    /** The same at the end of the scenario (stevedore-s3 keeps a committed blob's spool file 30 s for followers). */
+    workBytesEnd: number | null;
+    single: Record<string, { mibps: Series; rss: Series }>;
+    many: Record<string, { rps: Series; mibps: Series; p50: Series; p99: Series; rss: Series }>;
+    hangup: {
+      clients: number;
+      cut: number;
+      /** GET /v2/ answered 200 afterwards. */
+      answered: boolean;
+      problem: string | null;
+      /** A small and the big blob came whole afterwards (nothing left stuck on S3 streams the clients abandoned). */
+      servesAfter: boolean;
+      servesProblem: string | null;
+      fdsBefore: number;
+      fdsAfter: number;
+      rssBefore: number;
+      rssAfter: number;
+      peakRss: number;
+    } | null;
+  };
   /** Clients that hang up: blob sizes, then per contender one entry per run (rps: one per wrk run). */
   s8?: {
     wrkBlob: number;
@@ -321,6 +358,22 @@ function targets(r: Results, p: Params): Target[] {
     rssTarget(`scenario 10 (rollout; busiest of ${r.s10.nodes} nodes, both modes)`, modes.flatMap((o) => o.rssNode));
     rssTarget('scenario 10 (rollout; the central cache, both modes)', modes.flatMap((o) => o.rssCentral));
   }
+  if (r.s11) {
+    const s11 = r.s11;
+    rssTarget(`scenario 11 (S3 backend: one client on a warm ${num(s11.bigBlob / MiB, 0)} MiB blob)`, s11.single['stevedore-s3']?.rss);
+    rssTarget(`scenario 11 (S3 backend: ${s11.clients} clients on warm ${num(s11.smallSize / MiB, 2)} MiB blobs)`, s11.many['stevedore-s3']?.rss);
+    const h = s11.hangup;
+    if (h) {
+      out.push({
+        target: `11. stevedore-s3 survives ${h.clients} clients resetting the warm ${num(s11.bigBlob / MiB, 0)} MiB blob, then serves blobs whole`,
+        measured: h.answered && h.servesAfter ? 'survived, answering, blobs whole' : `alive, but ${h.problem ?? h.servesProblem ?? '?'}`,
+        met: h.answered && h.servesAfter,
+      });
+      out.push({ target: '11. stevedore-s3 open fds back within +16 of before the hang-ups', measured: `${h.fdsBefore} → ${h.fdsAfter}`, met: h.fdsAfter - h.fdsBefore <= 16 });
+    } else if (!s11.s3Backend) {
+      out.push({ target: '11. stevedore-s3 (the S3 backend): every figure', measured: 'not run (--s11-no-s3-backend)', met: null });
+    }
+  }
   if (r.s7) {
     const m = med(r.s7.startupMs);
     out.push({ target: `7. start-up with ${r.s7.blobs.toLocaleString('en-US')} stored blobs ≤ 2 s`, measured: `${num(m, 0)} ms (median)`, met: m <= 2000 });
@@ -520,6 +573,18 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
       }
     }
     if (r.s7) rows.push([`7. start-up with ${r.s7.blobs.toLocaleString('en-US')} blobs`, 'stevedore', mmm(r.s7.rss, MiB, 1), num(Math.max(...r.s7.rss) / MiB, 1)]);
+    if (r.s11) {
+      const s11 = r.s11;
+      for (const [rec, label] of [
+        [s11.single, `11. S3 backend: one client, a warm ${num(s11.bigBlob / MiB, 0)} MiB blob`],
+        [s11.many, `11. S3 backend: ${s11.clients} clients, warm ${num(s11.smallSize / MiB, 2)} MiB blobs`],
+      ] as const) {
+        for (const n of ['stevedore-s3', 'stevedore-fs', 'distribution-s3']) {
+          const o = rec[n];
+          if (o?.rss.length) rows.push([label, n, mmm(o.rss, MiB, 1), num(Math.max(...o.rss) / MiB, 1)]);
+        }
+      }
+    }
     if (rows.length) {
       L.push(table(['during', 'process', 'peak RSS MiB', 'max of runs'], rows), '');
       L.push(
@@ -700,5 +765,72 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
       '',
     );
   }
+  if (r.s11) renderS11(L, r.s11);
   return L.join('\n');
+}
+
+function renderS11(L: string[], s11: NonNullable<Results['s11']>): void {
+  const order = ['stevedore-s3', 'stevedore-fs', 'distribution-s3', 'nginx'];
+  const names = (rec: Record<string, unknown>): string[] => order.filter((k) => k in rec);
+  const sd = 'stevedore-s3';
+  const over = (rec: Record<string, { [k: string]: Series }>, key: string, name: string, invert = false): string => {
+    if (name === sd || !rec[sd]) return '';
+    const a = med(rec[sd][key]);
+    const b = med(rec[name]![key]);
+    return invert ? ratio(b, a) : ratio(a, b);
+  };
+  L.push(
+    `## 11. The S3 backend: one Ceph RADOS gateway on 127.0.0.1 ((a) a warm ${num(s11.bigBlob / MiB, 0)} MiB blob, one client; ` +
+      `(b) ${s11.smallBlobs} warm ${num(s11.smallSize / MiB, 2)} MiB blobs, ${s11.clients} concurrent clients)`,
+    '',
+  );
+  if (!s11.s3Backend) L.push('**stevedore-s3 was not run** (`--s11-no-s3-backend`): the figures below have no S3 backend of stevedore in them.', '');
+  L.push(
+    table(
+      ['(a) one client', 'MiB/s', 'stevedore-s3 / this', 'peak RSS MiB'],
+      names(s11.single).map((n) => [n, mmm(s11.single[n]!.mibps), over(s11.single, 'mibps', n), mmm(s11.single[n]!.rss, MiB, 1)]),
+    ),
+    '',
+  );
+  L.push(
+    table(
+      [`(b) ${s11.clients} clients`, 'req/s', 'MiB/s', 'p50 ms', 'p99 ms', 'req/s stevedore-s3 / this', 'p99 this / stevedore-s3', 'peak RSS MiB'],
+      names(s11.many).map((n) => {
+        const o = s11.many[n]!;
+        return [n, mmm(o.rps), mmm(o.mibps), mmm(o.p50), mmm(o.p99), over(s11.many, 'rps', n), over(s11.many, 'p99', n, true), mmm(o.rss, MiB, 1)];
+      }),
+    ),
+    '',
+  );
+  const a = (n: string): number => med(s11.single[n]?.mibps);
+  const b = (n: string): number => med(s11.many[n]?.rps);
+  L.push(
+    `**Ratios** (medians of one run of the benchmark): stevedore-s3 / stevedore-fs ${ratio(a(sd), a('stevedore-fs'))} (a), ${ratio(b(sd), b('stevedore-fs'))} (b); ` +
+      `stevedore-s3 / distribution-s3 ${ratio(a(sd), a('distribution-s3'))} (a), ${ratio(b(sd), b('distribution-s3'))} (b); stevedore-s3 / nginx ${ratio(a(sd), a('nginx'))} (a).`,
+    '',
+  );
+  const h = s11.hangup;
+  if (h) {
+    L.push(
+      `**Hang-ups on stevedore-s3**: ${h.clients} raw clients at once GET the warm ${num(s11.bigBlob / MiB, 0)} MiB blob and reset the connection (TCP RST) at a random byte ` +
+        `(${h.cut} cut at their byte; \`HANGUP_SEED\` repeats the cut points). Afterwards: ${h.answered ? '`GET /v2/` 200' : `**${h.problem}**`}; ` +
+        `${h.servesAfter ? 'a small blob and the big blob served whole' : `**${h.servesProblem ?? 'not checked'}**`}; open fds ${h.fdsBefore} → ${h.fdsAfter}, ` +
+        `RSS ${num(h.rssBefore / MiB, 1)} → ${num(h.rssAfter / MiB, 1)} MiB (peak ${num(h.peakRss / MiB, 1)} MiB during the round).`,
+      '',
+    );
+  }
+  const buckets = Object.entries(s11.buckets);
+  L.push(
+    'Setup: one RADOS gateway (test/fixtures/ceph.ts: a monitor, one OSD on memstore, radosgw with beast), a bucket per S3 contender. ' +
+      '*stevedore-fs*: the default filesystem backend; *stevedore-s3*: `storage.backend: s3` on its bucket (`forcePathStyle`, static keys; `storage.path` only its local working space); ' +
+      '*distribution-s3*: `docker-registry` in proxy mode with its `s3` driver (`regionendpoint` → path-style addressing, `v4auth`, `secure: false`) and `redirect.disable: true`, ' +
+      'so that it streams blobs itself as stevedore does, instead of answering 307 to a pre-signed URL; *nginx*: sendfile from stevedore-fs\'s store files (the limit, not S3). ' +
+      'Warm: every blob was pulled once through each proxy first, and, for the S3 contenders, ListObjectsV2 showed every blob as an object of its bucket (key naming the digest, of its size)' +
+      (buckets.length ? ` — ${buckets.map(([n, o]) => `${n}: ${o.objects} objects, ${num(o.bytes / MiB, 1)} MiB in \`${o.bucket}\`, e.g. \`${o.example}\``).join('; ')}` : '') +
+      (s11.workBytes === null ? '' : `; stevedore-s3's local \`storage.path\` (working space) then held ${num(s11.workBytes / MiB, 1)} MiB of files (the spool files of the blobs just committed, kept 30 s for followers; it reads blobs from the bucket), ${s11.workBytesEnd === null ? 'n/a' : num(s11.workBytesEnd / MiB, 1)} MiB at the end of the scenario`) +
+      `. Raw HTTP client, one connection per concurrent request; (a): ${s11.bigRepeat} GET(s) in a row per run, throughput is bytes over the time from the first request to the last byte; ` +
+      `(b): ${s11.smallGets} GETs per run, shuffled, latency request sent → last body byte. Peak RSS: VmHWM reset before each run, sampled every 50 ms. ` +
+      'One warm-up run per contender, then interleaved runs (each run rotates which goes first). The gateway, its OSD and the clients share the machine\'s cores with the proxy measured.',
+    '',
+  );
 }

@@ -377,7 +377,41 @@ export async function stopEach(servers: Server[]): Promise<void> {
 
 // ---- distribution (proxy mode) -----------------------------------------------------------
 
-function distributionConfig(port: number, storage: string, remote: string): string {
+/**
+ * Distribution's s3 storage driver (2.8: `storage.s3`), for an S3 server on 127.0.0.1 (scenario 11).
+ * With `regionendpoint` set, the 2.8 driver addresses the bucket path-style by itself (it has no
+ * `forcepathstyle` option).
+ */
+export interface DistributionS3 {
+  endpoint: string;
+  region: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  rootDirectory: string;
+}
+
+function distributionStorage(storage: string, s3: DistributionS3 | undefined): string[] {
+  if (!s3) return ['  filesystem:', `    rootdirectory: ${JSON.stringify(storage)}`];
+  const q = JSON.stringify;
+  return [
+    '  s3:',
+    `    region: ${q(s3.region)}`,
+    `    regionendpoint: ${q(s3.endpoint)}`,
+    `    bucket: ${q(s3.bucket)}`,
+    `    accesskey: ${q(s3.accessKeyId)}`,
+    `    secretkey: ${q(s3.secretAccessKey)}`,
+    `    secure: ${s3.endpoint.startsWith('https:') ? 'true' : 'false'}`,
+    '    v4auth: true',
+    `    rootdirectory: ${q(s3.rootDirectory)}`,
+    // Else a blob GET answers 307 to a pre-signed URL of the S3 server: here it streams the blob
+    // itself, as stevedore does (the clients measure the proxy, not the S3 server).
+    '  redirect:',
+    '    disable: true',
+  ];
+}
+
+function distributionConfig(port: number, storage: string, remote: string, s3?: DistributionS3): string {
   // Debian's /etc/docker/registry/config.yml, on loopback, without htpasswd, plus `proxy`.
   return [
     'version: 0.1',
@@ -387,8 +421,7 @@ function distributionConfig(port: number, storage: string, remote: string): stri
     'storage:',
     '  cache:',
     '    blobdescriptor: inmemory',
-    '  filesystem:',
-    `    rootdirectory: ${JSON.stringify(storage)}`,
+    ...distributionStorage(storage, s3),
     '  delete:',
     '    enabled: true',
     'http:',
@@ -428,10 +461,10 @@ function processServer(name: string, child: ChildProcess, port: number, dir: str
   };
 }
 
-/** `name`: in reports and failures (scenario 9 starts three). */
-export async function startDistribution(upstreamUrl: string, name = 'distribution'): Promise<Server> {
+/** `name`: in reports and failures (scenario 9 starts three). `s3`: its s3 storage driver instead of the filesystem (scenario 11). */
+export async function startDistribution(upstreamUrl: string, name = 'distribution', s3?: DistributionS3): Promise<Server> {
   const dir = await tmpDir(undefined, 'stevedore-bench-dist-');
-  const { child, port, logFile } = await startDockerRegistry(dir, 'distribution', (p) => distributionConfig(p, path.join(dir, 'data'), upstreamUrl));
+  const { child, port, logFile } = await startDockerRegistry(dir, 'distribution', (p) => distributionConfig(p, path.join(dir, 'data'), upstreamUrl, s3));
   // A Go panic: one that kills the process, or one net/http recovered in a handler.
   const scanner = new LogScanner(logFile, (line) => (/^panic: |http: panic serving/.test(line) ? line.slice(0, 500) : null));
   return processServer(name, child, port, dir, logFile, scanner);
