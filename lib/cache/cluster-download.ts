@@ -19,6 +19,7 @@ import { OciError, type OciErrorCode } from '../oci/errors.js';
 import type { Store } from '../storage/store.js';
 import type { Coordinator } from '../cluster/coordinator.js';
 import { NextEvent } from '../util/next-event.js';
+import { endAnswer } from '../util/pump.js';
 
 /** What a download's holder publishes in its lease record. */
 export interface PublishedDownload {
@@ -30,6 +31,8 @@ export interface PublishedDownload {
   size: number | null;
   /** The upstream answered with a body: clients may be answered. */
   ready: boolean;
+  /** The holder's URL, where the others stream it from when replicas share no disk (the S3 backend). */
+  url?: string;
 }
 
 /** Why a held download failed, left for the other replicas' clients for a few seconds. */
@@ -63,6 +66,11 @@ export interface RemoteBlobDeps {
   takeOver(): Promise<string | null>;
   /** Called once the RemoteBlob is finished with (committed, failed, or no one follows it). */
   onDone(): void;
+  /**
+   * Replicas that share no disk (the S3 backend): streams bytes [start, end] from the holder at
+   * `url` instead of following the shared temp file.
+   */
+  streamFrom?(url: string, d: Digest, dest: Writable, start: number, end: number, onBytes: (n: number) => void): Promise<void>;
 }
 
 /** Most takeovers one RemoteBlob attempts before it fails its clients (a download that keeps dying). */
@@ -73,6 +81,8 @@ export class RemoteBlob {
   size: number | null = null;
   repoKey = '';
   owner = '';
+  /** The holder's URL (published when replicas share no disk). */
+  url = '';
   /** Bytes in the shared file at the last look. */
   written = 0;
   failure: Error | null = null;
@@ -121,6 +131,10 @@ export class RemoteBlob {
    * caller holds a `use()` for as long as it sends.
    */
   async sendTo(dest: Writable, start = 0, end = Infinity): Promise<void> {
+    if (this.deps.streamFrom) {
+      await this.streamFromHolder(this.deps.streamFrom, dest, start, end);
+      return;
+    }
     await this.deps.store.blobs.sendShared(this.digest, dest, start, end, {
       available: () => {
         if (this.state === 'failed') throw this.failure ?? new Error('download failed on another replica');
@@ -129,6 +143,52 @@ export class RemoteBlob {
       complete: () => this.state === 'committed',
       waitForMore: () => this.nextEvent(),
     });
+  }
+
+  /**
+   * Replicas that share no disk: bytes from the holder's peer endpoint. When the holder stops
+   * (it died, or lost its lease), the client stays: once another replica (perhaps this one) holds
+   * the download, or the object is stored, it goes on from the byte it reached. A blob is the same
+   * bytes whoever fetches it, and every holder verifies it before its last byte.
+   */
+  private async streamFromHolder(
+    streamFrom: NonNullable<RemoteBlobDeps['streamFrom']>,
+    dest: Writable,
+    start: number,
+    end: number,
+  ): Promise<void> {
+    let pos = start;
+    const last = (): number => (end === Infinity && this.size !== null ? this.size - 1 : end);
+    for (let attempt = 0; ; attempt++) {
+      if (pos > last()) break;
+      const url = this.url;
+      try {
+        if (this.state === 'committed') {
+          const stored = await this.deps.store.blobs.open(this.digest);
+          if (!stored) throw new Error(`${this.digest.value} was stored, then vanished`);
+          await stored.sendTo(dest, { start: pos, end: Math.min(last(), stored.size - 1) });
+          return;
+        }
+        if (!url) throw new OciError('BLOB_UNKNOWN', `the replica downloading ${this.digest.value} published no address (cluster.advertise)`, { status: 503 });
+        await streamFrom(url, this.digest, dest, pos, end, (n) => {
+          pos += n;
+        });
+        break;
+      } catch (err) {
+        if (dest.destroyed || this.state === 'failed' || attempt >= MAX_TAKEOVERS + 1) throw this.failure ?? err;
+        this.deps.log.warn({ digest: this.digest.value, holder: url, at: pos, err: (err as Error).message }, 'the replica holding a download stopped sending it; going on from another');
+        await this.holderChanged(url);
+      }
+    }
+    await endAnswer(dest);
+  }
+
+  /** Resolves when the download has another holder (a new URL), is stored, failed, or after a while. */
+  private async holderChanged(url: string): Promise<void> {
+    const until = Date.now() + 3 * this.deps.leaseTtlMs + 5_000;
+    while (this.url === url && this.state !== 'committed' && this.state !== 'failed' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, this.deps.pollMs));
+    }
   }
 
   private schedule(ms: number): void {
@@ -181,6 +241,7 @@ export class RemoteBlob {
       if (pub) {
         this.repoKey = pub.repoKey;
         this.owner = pub.owner;
+        if (pub.url) this.url = pub.url;
         if (pub.size !== null) this.size = pub.size;
         if (pub.ready && this.state === 'waiting') {
           this.state = 'writing';
@@ -258,6 +319,7 @@ export function parsePublished(value: string): PublishedDownload | null {
       repoKey: v.repoKey,
       size: typeof v.size === 'number' && Number.isSafeInteger(v.size) && v.size >= 0 ? v.size : null,
       ready: v.ready === true,
+      ...(typeof v.url === 'string' && /^https?:\/\/[^/]+$/.test(v.url) ? { url: v.url } : {}),
     };
   } catch {
     return null;

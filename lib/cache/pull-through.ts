@@ -166,6 +166,11 @@ export interface ClusterDownloads {
   onEvent?(what: 'takeover' | 'remote_follow' | 'alone'): void;
   /** A push moved a tag of an upstream's namespace here: the other replicas forget their answer. */
   onTagMoved?(upstream: string, name: string, tag: string): void;
+  /**
+   * Replicas that share no disk (the S3 backend): this replica's URL, published in its leases, and
+   * how the clients of others stream a download from the replica holding it (holder-stream.ts).
+   */
+  holders?: { self: string; streamFrom(url: string, d: Digest, dest: Writable, start: number, end: number, onBytes: (n: number) => void): Promise<void> };
 }
 
 export class PullThrough {
@@ -652,7 +657,8 @@ export class PullThrough {
   }
 
   private published(t: Target, size: number | null, ready: boolean): string {
-    const pub: PublishedDownload = { owner: this.cluster!.replicaId, repoKey: repoKey(this.repo(t)), size, ready };
+    const c = this.cluster!;
+    const pub: PublishedDownload = { owner: c.replicaId, repoKey: repoKey(this.repo(t)), size, ready, ...(c.holders ? { url: c.holders.self } : {}) };
     return JSON.stringify(pub);
   }
 
@@ -666,6 +672,7 @@ export class PullThrough {
       log: this.log,
       pollMs: c.pollMs,
       leaseTtlMs: c.leaseTtlMs,
+      ...(c.holders ? { streamFrom: c.holders.streamFrom.bind(c.holders) } : {}),
       takeOver: async () => {
         if (this.inFlight(d)) return null;
         const lease = await c.coordinator.acquire(blobLeaseKey(d), c.leaseTtlMs, this.published(t, remote.size, false)).catch(() => null);

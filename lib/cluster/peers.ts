@@ -24,6 +24,7 @@ import type { RedisLink } from './redis-link.js';
 import { RedisCoordinator, type Lease } from './coordinator.js';
 import type { PeerBody, PeerSource } from '../upstream/sources.js';
 import type { StoreObserver } from '../storage/blob-store.js';
+import type { PeerEndpoint } from './holder-stream.js';
 import type { ProgressRule } from '../upstream/progress.js';
 import type { Timeouts } from '../config/config.js';
 import { discard, header } from '../upstream/upstream-client.js';
@@ -52,7 +53,8 @@ export interface PeersOptions {
 
 export type PeerEvent = 'fetched' | 'not_found' | 'failed' | 'marked_bad' | 'served';
 
-export class Peers implements PeerSource, StoreObserver {
+export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
+  readonly tokenSetting = 'node.peers.token';
   private readonly prefix: string;
   private readonly leases: RedisCoordinator;
   private readonly agent: Agent;

@@ -372,6 +372,8 @@ export const CLUSTER_DEFAULTS = {
   recencyFlush: 5_000,
   evictionInterval: 10_000,
   replicaId: null as string | null,
+  advertise: null as string | null,
+  token: null as string | null,
 };
 
 export const PEER_DEFAULTS = {
@@ -543,6 +545,14 @@ export const configSchema = z
         evictionInterval: duration.refine((ms) => ms >= 100, { message: 'at least 100ms' }).default(CLUSTER_DEFAULTS.evictionInterval),
         /** This replica's name in leases and logs. null: host name and process id (a pod's name in Kubernetes). */
         replicaId: z.string().min(1).max(200).nullable().default(null),
+        /**
+         * The S3 backend: this replica's URL as the other replicas reach it (e.g. http://${POD_IP}:5000).
+         * Replicas share no disk there, so the clients of the others stream a download in progress
+         * from the replica holding it.
+         */
+        advertise: originUrl('must be an origin only (scheme://host[:port])').nullable().default(null),
+        /** The S3 backend: shared by the replicas; the holder of a download serves it only to requests carrying it. */
+        token: z.string().min(16, { message: 'at least 16 characters (a random secret shared by the replicas)' }).nullable().default(null),
       })
       .strict()
       .default(CLUSTER_DEFAULTS),

@@ -10,6 +10,8 @@ import pretty from 'pino-pretty';
 import { ConfigError, type Config } from '../config/config.js';
 import type { Store } from '../storage/store.js';
 import { openStore } from '../storage/open-store.js';
+import { S3BlobStore } from '../storage/s3/s3-blob-store.js';
+import { ClusterPeers } from '../cluster/holder-stream.js';
 import { Metadata } from '../metadata/metadata.js';
 import { UpstreamClient } from '../upstream/sources.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
@@ -114,6 +116,14 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   // replicas), so the store is not coordinated as a cluster's.
   const nodePeers = config.node.peers;
   const clustered = config.metadata.redis !== null && nodePeers === null;
+  // Replicas on a bucket share no disk: a download in progress is streamed from its holder.
+  const holdersStream = clustered && config.storage.backend === 's3';
+  if (holdersStream && (config.cluster.advertise === null || config.cluster.token === null)) {
+    throw new ConfigError(
+      ['cluster mode on the S3 backend needs cluster.advertise (this replica\'s URL, e.g. http://${POD_IP}:5000) and cluster.token (a secret shared by the replicas): replicas share no disk, so the clients of one stream a download in progress from the replica holding it'],
+      'configuration',
+    );
+  }
   // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
   // each replica's partial index.
   const store = openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
@@ -141,6 +151,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     });
     store.blobs.observer = index;
     index.start();
+    if (store.blobs instanceof S3BlobStore) {
+      // Orphan sweeps leave alone the uploads of digests a replica holds the lease of.
+      store.blobs.downloadingElsewhere = async (digest) => (await coordinator.read(`blob:${digest}`)) !== null;
+    }
     cluster = { link, coordinator, index, replicaId, storeId, prefix };
     log.info({ redis: redactUrl(config.metadata.redis), storeId, replicaId, redisUp: link.up }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
@@ -179,6 +193,9 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     // What this node already holds (from before a restart) is findable at once.
     await peers.announce([...storedDigests(store)]).catch((err: unknown) => log.warn({ err }, 'could not announce stored blobs to the peers'));
   }
+  const clusterPeers = holdersStream
+    ? new ClusterPeers(config.cluster.token!, config.cluster.advertise!, { connectTimeoutMs: config.timeouts.connect, idleTimeoutMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) })
+    : null;
   const pull = new PullThrough({
     store,
     metadata,
@@ -198,6 +215,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
           pollMs: config.cluster.pollInterval,
           onEvent: (what) => metrics.clusterEvent(what),
           onTagMoved: (upstream, name, tag) => void cluster!.link.publish(`${cluster!.prefix}tags`, JSON.stringify({ from: cluster!.replicaId, upstream, name, tag })),
+          ...(clusterPeers ? { holders: clusterPeers } : {}),
         }
       : null,
   });
@@ -246,7 +264,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
     }
   }
-  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, dashboard, isReady: () => ready, tls: tlsPair });
+  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, clusterPeers, dashboard, isReady: () => ready, tls: tlsPair });
   let tls: CertificateReloader | null = null;
   if (config.tls && tlsPair) {
     tls = new CertificateReloader(server as https.Server, config.tls, tlsPair, log, config.tls.reloadInterval);
@@ -296,6 +314,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
         await cluster.link.close();
       }
       await peers?.close().catch(() => undefined);
+      await clusterPeers?.close();
       await link?.close();
       await auth.close();
       await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));

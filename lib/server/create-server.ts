@@ -15,6 +15,7 @@ import { parseReadReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
 import type { UpstreamClient } from '../upstream/sources.js';
 import { PEER_BLOB_PATH, type Peers } from '../cluster/peers.js';
+import type { PeerEndpoint } from '../cluster/holder-stream.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import { ConnectionGuard } from './connection-guard.js';
 import { ANONYMOUS_OWNER } from '../storage/upload-store.js';
@@ -67,6 +68,8 @@ export interface ServerDeps {
   metrics?: Metrics;
   /** Node mode: the peers, served on PEER_BLOB_PATH; absent or null: no peer endpoint. */
   peers?: Peers | null;
+  /** Cluster mode on the S3 backend: the other replicas, served on PEER_BLOB_PATH (holder-stream.ts). */
+  clusterPeers?: PeerEndpoint | null;
   /** HTTPS with this certificate and key (PEM); absent or null: plain HTTP. */
   tls?: { cert: Buffer; key: Buffer } | null;
   /** The dashboard at `/` (config dashboard.enabled); absent or null: none. */
@@ -301,10 +304,11 @@ async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMess
     outcome.route = 'dashboard';
     return deps.dashboard.serve(deps.auth, pathname, req, res, authContext);
   }
-  if (pathname.startsWith(PEER_BLOB_PATH) && deps.peers) {
+  const peerEndpoint = deps.peers ?? deps.clusterPeers;
+  if (pathname.startsWith(PEER_BLOB_PATH) && peerEndpoint) {
     outcome.route = 'peer_blob';
     guard.armIdle(res);
-    return servePeerBlob(deps.pull, deps.peers, pathname.slice(PEER_BLOB_PATH.length), req, res, outcome);
+    return servePeerBlob(deps.pull, peerEndpoint, pathname.slice(PEER_BLOB_PATH.length), req, res, outcome);
   }
   const r = matchRoute(pathname);
   if (!r) throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)}`);
@@ -570,9 +574,9 @@ async function serveBlob(
  * stored or being downloaded here (never fetched for a peer), by digest alone — the asking peer
  * checks the repository and verifies the bytes.
  */
-async function servePeerBlob(pull: PullThrough, peers: Peers, digestText: string, req: IncomingMessage, res: ServerResponse, outcome: Outcome): Promise<void> {
+async function servePeerBlob(pull: PullThrough, peers: PeerEndpoint, digestText: string, req: IncomingMessage, res: ServerResponse, outcome: Outcome): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`, { headers: { Allow: 'GET, HEAD' } });
-  if (!peers.authorized(req.headers.authorization)) throw new OciError('UNAUTHORIZED', 'the peer endpoint needs the node instances\' shared token (node.peers.token)');
+  if (!peers.authorized(req.headers.authorization)) throw new OciError('UNAUTHORIZED', `the peer endpoint needs the shared token (${peers.tokenSetting})`);
   const digest = parseDigest(digestText);
   checkRangeSyntax(req.headers.range);
   const blob = await pull.peerBlob(digest);

@@ -24,8 +24,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { ServerResponse } from 'node:http';
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { randomBytes } from 'node:crypto';
 import {
@@ -44,7 +43,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { tryParseDigest, type Digest } from '../../oci/digest.js';
 import { BlobStore, type BackendInfo, type BlobStoreOptions, type StoredBlob } from '../blob-store.js';
 import { BlobWriter } from '../blob-writer.js';
-import { DestinationClosedError } from '../file-sender.js';
+import { pump } from '../../util/pump.js';
 import type { IndexEntry } from '../blob-index.js';
 import { recordKeys } from '../paths.js';
 import { MultipartSink } from './multipart-sink.js';
@@ -530,31 +529,5 @@ export class S3BlobStore extends BlobStore {
 
   override async sweepTemp(): Promise<number> {
     return 0; // the local directory is swept whole at start
-  }
-}
-
-/**
- * Pipes an object's body to an HTTP answer and ends it. Also stops when the client's connection
- * closes while the answer still waits its turn (a pipelined request): Node gives such a response
- * the connection only after the previous one, so it never sees the close, and destroying it
- * emits nothing; a plain pipeline would wait for ever, holding an S3 connection.
- */
-async function pump(body: Readable, dest: Writable): Promise<void> {
-  const socket = (dest as Partial<ServerResponse>).req?.socket;
-  let gone: (() => void) | null = null;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      gone = (): void => {
-        if (dest.writableFinished) return;
-        body.destroy();
-        dest.destroy();
-        reject(new DestinationClosedError());
-      };
-      pipeline(body, dest).then(resolve, reject);
-      if (socket?.destroyed) gone();
-      else socket?.once('close', gone);
-    });
-  } finally {
-    if (gone) socket?.off('close', gone);
   }
 }
