@@ -14,6 +14,7 @@ import { BlobWriter } from './blob-writer.js';
 import { BlobIndex, type IndexEntry } from './blob-index.js';
 import { StorePaths, recordKeys } from './paths.js';
 import { FileRecords, type Records } from './records.js';
+import { FileSessionFiles, type SessionFiles } from './session-files.js';
 
 /** Large reads keep syscalls per GiB low on warm hits. */
 const READ_HIGH_WATER_MARK = 512 * 1024;
@@ -87,6 +88,11 @@ export class BlobStore {
     this.now = opts.now ?? Date.now;
     this.index = new BlobIndex({ maxSize: opts.maxSize, onEvict: (digest, entry) => this.evict(digest, entry) });
     this.records = opts.records ?? new FileRecords(this.paths.root, this.paths.tmp);
+  }
+
+  /** Where push sessions keep their bytes (upload-store.ts). */
+  sessionFiles(): SessionFiles {
+    return new FileSessionFiles(this);
   }
 
   info(): BackendInfo {

@@ -1,24 +1,24 @@
 /**
- * Upload scratch space: one directory per push session under `uploads/` (see paths.ts). Bytes are
- * streamed to `data` at the session's offset, never buffered; a chunk that fails part-way is cut
- * back off, so a session only ever holds whole chunks. Finishing verifies the digest and renames
- * `data` into blobs/ (one rename: a crash leaves either a session or a verified blob, never half
- * of one in blobs/).
+ * Push sessions: their limits, locks and digests. Their bytes live where the store's backend keeps
+ * them (session-files.ts): one directory per session under `uploads/` (the filesystem backend),
+ * or objects in the bucket (the S3 backend, so that any replica continues a session). Bytes are
+ * streamed, never buffered; a chunk that fails part-way leaves no trace, so a session only ever
+ * holds whole chunks. Finishing verifies the digest and puts the bytes in the store (a rename, or
+ * a multipart upload completed only once the bytes hashed right): a crash leaves either a
+ * session or a verified blob, never half of one.
  *
  * Digest state: each session keeps an incremental hash in memory (`Hash.copy()` lets the closing
- * PUT check the digest without finishing it), so a PUT costs no re-read of a multi-GiB file. The
- * hash is only a cache of the file: after a restart, or if it disagrees with the file's size, the
- * file is hashed again from disk. Sessions therefore survive restarts, cost O(1) memory each, and
- * the file stays the single source of truth.
+ * PUT check the digest without finishing it), so a PUT costs no re-read of a multi-GiB upload. The
+ * hash is only a cache of the bytes: after a restart, on another replica, or if it disagrees with
+ * the session's size, the bytes are hashed again. Sessions therefore survive restarts, cost O(1)
+ * memory each, and the stored bytes stay the single source of truth.
  */
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { finished, Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import path from 'node:path';
 import { OciError } from '../oci/errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import type { BlobStore } from './blob-store.js';
+import type { SessionFiles } from './session-files.js';
 import type { RepoRef } from './repo-store.js';
 
 /** The owner of sessions opened without credentials (an open registry). */
@@ -69,7 +69,7 @@ interface HashState {
 }
 
 export class UploadStore {
-  private readonly blobs: BlobStore;
+  private readonly files: SessionFiles;
   private readonly hashes = new Map<string, HashState>();
   /** One operation at a time per session (chunks are appended in order). */
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -84,19 +84,19 @@ export class UploadStore {
   private readonly sessionLocks: SessionLocks | null;
 
   constructor(blobs: BlobStore, opts: { now?: () => number; limits?: Partial<UploadLimits>; locks?: SessionLocks | null } = {}) {
-    this.blobs = blobs;
+    this.files = blobs.sessionFiles();
     this.sessionLocks = opts.locks ?? null;
     this.now = opts.now ?? Date.now;
     this.limits = { ...NO_LIMITS, ...opts.limits };
   }
 
-  private dir(uuid: string): string {
+  private check(uuid: string): string {
     if (!UPLOAD_ID_RE.test(uuid)) throw new OciError('BLOB_UPLOAD_UNKNOWN', 'unknown upload session');
-    return this.blobs.paths.upload(uuid);
+    return uuid;
   }
 
   async init(): Promise<void> {
-    await fsp.mkdir(this.blobs.paths.uploads, { recursive: true });
+    await this.files.init();
     // Sessions survive restarts: count what they hold again.
     await this.countFromDisk();
   }
@@ -104,12 +104,8 @@ export class UploadStore {
   /** Rebuilds the open-session table from the disk (keeping sessions this process is creating now). */
   private async countFromDisk(): Promise<void> {
     const found = new Map<string, { owner: string; bytes: number }>();
-    for (const uuid of await fsp.readdir(this.blobs.paths.uploads).catch(() => [] as string[])) {
-      if (!UPLOAD_ID_RE.test(uuid)) continue;
-      const dir = this.blobs.paths.upload(uuid);
-      const doc = await fsp.readFile(path.join(dir, 'info.json'), 'utf8').then((t) => JSON.parse(t) as { owner?: unknown }, () => null);
-      if (!doc) continue;
-      const bytes = (await fsp.stat(path.join(dir, 'data')).catch(() => null))?.size ?? 0;
+    for (const { uuid, doc, bytes } of await this.files.list()) {
+      if (!UPLOAD_ID_RE.test(uuid) || !doc) continue;
       found.set(uuid, { owner: typeof doc.owner === 'string' ? doc.owner : ANONYMOUS_OWNER, bytes });
     }
     for (const uuid of this.creating) {
@@ -166,45 +162,24 @@ export class UploadStore {
     // Counted before anything is awaited: concurrent creations see each other.
     this.open.set(uuid, { owner, bytes: 0 });
     this.creating.add(uuid);
-    const dir = this.dir(uuid);
     const info: UploadInfo = { uuid, repo, startedAt: this.now() };
     try {
-      await fsp.mkdir(dir, { recursive: true });
-      await fsp.writeFile(path.join(dir, 'data'), '');
-      // info.json last: a session without it is incomplete and is swept like an abandoned one.
-      const tmp = path.join(dir, 'info.json.tmp');
-      await fsp.writeFile(tmp, JSON.stringify({ namespace: repo.upstream, name: repo.name, startedAt: info.startedAt, owner }));
-      await fsp.rename(tmp, path.join(dir, 'info.json'));
+      await this.files.create(uuid, { namespace: repo.upstream, name: repo.name, startedAt: info.startedAt, owner }, info.startedAt);
     } catch (err) {
       this.open.delete(uuid);
-      await fsp.rm(dir, { recursive: true, force: true });
       throw err;
     } finally {
       this.creating.delete(uuid);
     }
-    await touch(path.join(dir, 'info.json'), info.startedAt);
     this.hashes.set(uuid, { algorithm: 'sha256', hash: createHash('sha256'), offset: 0 });
     return info;
   }
 
   /** The session, if it exists and belongs to `repo`; else BLOB_UPLOAD_UNKNOWN. Returns its size. */
   async get(uuid: string, repo: RepoRef): Promise<{ info: UploadInfo; size: number }> {
-    const dir = this.dir(uuid);
-    let raw: string;
-    let size: number;
-    try {
-      raw = await fsp.readFile(path.join(dir, 'info.json'), 'utf8');
-      size = (await fsp.stat(path.join(dir, 'data'))).size;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new OciError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} unknown`);
-      throw err;
-    }
-    let doc: { namespace?: unknown; name?: unknown; startedAt?: unknown };
-    try {
-      doc = JSON.parse(raw) as typeof doc;
-    } catch {
-      throw new OciError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} unknown`);
-    }
+    const found = await this.files.read(this.check(uuid));
+    if (!found?.doc) throw new OciError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} unknown`);
+    const { doc, size } = found;
     // Another repository's session is unknown here: its id is no key to someone else's upload.
     if (doc.namespace !== repo.upstream || doc.name !== repo.name) {
       throw new OciError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} unknown to this repository`);
@@ -242,8 +217,8 @@ export class UploadStore {
    * Returns the new size.
    */
   async append(uuid: string, size: number, body: Readable, expectedLength: number | null): Promise<number> {
-    const file = path.join(this.dir(uuid), 'data');
-    const state = await this.hashState(uuid, file, size, 'sha256');
+    this.check(uuid);
+    const state = await this.hashState(uuid, size, 'sha256');
     const hash = state.hash.copy();
     let received = 0;
     // Opened on another replica (cluster mode): its owner and bytes are read from the disk.
@@ -289,7 +264,7 @@ export class UploadStore {
     });
     try {
       try {
-        await pipeline(meter, createWriteStream(file, { flags: 'r+', start: size }));
+        await this.files.append(uuid, size, meter);
       } finally {
         stopWatching();
         body.unpipe(meter);
@@ -298,7 +273,6 @@ export class UploadStore {
         throw new OciError('SIZE_INVALID', `received ${received} bytes, declared ${expectedLength}`);
       }
     } catch (err) {
-      await fsp.truncate(file, size).catch(() => undefined);
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') {
         // The request body broke off (client gone): the client's failure, not ours; the chunk is dropped.
@@ -308,7 +282,7 @@ export class UploadStore {
     }
     this.hashes.set(uuid, { algorithm: 'sha256', hash, offset: size + received });
     if (session) session.bytes = size + received;
-    await touch(path.join(this.dir(uuid), 'info.json'), this.now());
+    await this.files.touch(uuid, this.now());
     return size + received;
   }
 
@@ -317,41 +291,30 @@ export class UploadStore {
    * mismatch the session is deleted (nothing stored) and DIGEST_INVALID thrown.
    */
   async finish(uuid: string, size: number, digest: Digest): Promise<void> {
-    const file = path.join(this.dir(uuid), 'data');
-    const state = await this.hashState(uuid, file, size, digest.algorithm);
+    this.check(uuid);
+    const state = await this.hashState(uuid, size, digest.algorithm);
     const actual = state.hash.copy().digest('hex');
     if (actual !== digest.hex) {
       await this.delete(uuid);
       throw new OciError('DIGEST_INVALID', `uploaded content is ${digest.algorithm}:${actual}, not ${digest.value}`);
     }
-    await this.blobs.commitVerifiedFile(file, digest, size);
+    await this.files.commit(uuid, size, digest);
     await this.delete(uuid);
   }
 
   async delete(uuid: string): Promise<void> {
     this.hashes.delete(uuid);
     this.open.delete(uuid);
-    await fsp.rm(this.dir(uuid), { recursive: true, force: true });
+    await this.files.remove(uuid);
   }
 
   /** Sessions idle longer than `maxAgeMs` and the bytes they hold, without removing them (gc's dry run). */
   async listExpired(maxAgeMs: number): Promise<Array<{ uuid: string; bytes: number }>> {
-    const out: Array<{ uuid: string; bytes: number }> = [];
-    let entries: string[];
-    try {
-      entries = await fsp.readdir(this.blobs.paths.uploads);
-    } catch {
-      return out;
-    }
     const cutoff = this.now() - maxAgeMs;
-    for (const uuid of entries) {
-      if (!UPLOAD_ID_RE.test(uuid) || this.locks.has(uuid)) continue;
-      const dir = path.join(this.blobs.paths.uploads, uuid);
-      const info = await fsp.stat(path.join(dir, 'info.json')).catch(() => null);
-      const last = info?.mtimeMs ?? (await fsp.stat(dir).catch(() => null))?.mtimeMs ?? 0;
-      if (last > cutoff) continue;
-      const data = await fsp.stat(path.join(dir, 'data')).catch(() => null);
-      out.push({ uuid, bytes: data?.size ?? 0 });
+    const out: Array<{ uuid: string; bytes: number }> = [];
+    for (const e of await this.files.list()) {
+      if (!UPLOAD_ID_RE.test(e.uuid) || this.locks.has(e.uuid) || e.lastActive > cutoff) continue;
+      out.push({ uuid: e.uuid, bytes: e.bytes });
     }
     return out;
   }
@@ -359,54 +322,32 @@ export class UploadStore {
   /** Removes sessions idle longer than `maxAgeMs` (last write or creation). Returns how many. */
   async sweep(maxAgeMs: number): Promise<number> {
     let removed = 0;
-    let entries: string[];
-    try {
-      entries = await fsp.readdir(this.blobs.paths.uploads);
-    } catch {
-      return 0;
-    }
     const cutoff = this.now() - maxAgeMs;
-    for (const uuid of entries) {
-      const dir = path.join(this.blobs.paths.uploads, uuid);
-      if (!UPLOAD_ID_RE.test(uuid)) {
-        await fsp.rm(dir, { recursive: true, force: true });
+    for (const e of await this.files.list()) {
+      if (!UPLOAD_ID_RE.test(e.uuid)) {
+        await this.files.remove(e.uuid);
         removed++;
         continue;
       }
-      if (this.locks.has(uuid)) continue; // busy right now: not abandoned
-      if (this.sessionLocks && (await this.sessionLocks.held(uuid).catch(() => false))) continue; // busy on another replica
-      let last: number;
-      try {
-        last = (await fsp.stat(path.join(dir, 'info.json'))).mtimeMs;
-      } catch {
-        // No info.json: creation was interrupted. Old enough (by the directory's time)? Remove.
-        last = (await fsp.stat(dir).catch(() => null))?.mtimeMs ?? 0;
-      }
-      if (last <= cutoff) {
-        await this.delete(uuid);
+      if (this.locks.has(e.uuid)) continue; // busy right now: not abandoned
+      if (this.sessionLocks && (await this.sessionLocks.held(e.uuid).catch(() => false))) continue; // busy on another replica
+      // No info (creation was interrupted) counts from its last trace too.
+      if (e.lastActive <= cutoff) {
+        await this.delete(e.uuid);
         removed++;
       }
     }
     return removed;
   }
 
-  /** The session's hash, re-hashed from the file when memory does not hold it at this offset. */
-  private async hashState(uuid: string, file: string, size: number, algorithm: DigestAlgorithm): Promise<HashState> {
+  /** The session's hash, hashed again from its bytes when memory does not hold it at this offset. */
+  private async hashState(uuid: string, size: number, algorithm: DigestAlgorithm): Promise<HashState> {
     const cached = this.hashes.get(uuid);
     if (cached && cached.offset === size && cached.algorithm === algorithm) return cached;
     const hash = createHash(algorithm);
-    if (size > 0) {
-      for await (const c of createReadStream(file, { start: 0, end: size - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-        hash.update(c);
-      }
-    }
+    for await (const c of this.files.bytes(uuid, size)) hash.update(c);
     const state = { algorithm, hash, offset: size };
     if (algorithm === 'sha256') this.hashes.set(uuid, state);
     return state;
   }
-}
-
-async function touch(file: string, now: number): Promise<void> {
-  const t = new Date(now);
-  await fsp.utimes(file, t, t).catch(() => undefined);
 }

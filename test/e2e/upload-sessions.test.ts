@@ -1,12 +1,11 @@
 // Upload sessions over time: abandoned ones are swept after registry.uploadMaxAge (periodically and
 // at start-up), active ones are kept, and a session survives a restart (its digest state is
 // rebuilt from the bytes on disk). A kill -9 mid-upload leaves nothing under blobs/.
-import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { sha256 } from '../fixtures/images.js';
 import { rawRequest } from '../fixtures/http-client.js';
-import { call, openUpload, storeState, withParam } from '../fixtures/oci-push.js';
+import { ageSession, call, openUpload, storeState, withParam } from '../fixtures/oci-push.js';
 import { FakeClock, OPEN_AUTH, startStevedore } from '../fixtures/stevedore.js';
 import { spawnStevedore } from '../fixtures/stevedore-process.js';
 import { tmpDir } from '../fixtures/util.js';
@@ -62,8 +61,7 @@ t.test('start-up sweeps sessions abandoned before the restart', async (t) => {
   const old = await openUpload(first.url, 'lab/app');
   const fresh = await openUpload(first.url, 'lab/app');
   await first.stop();
-  const longAgo = new Date(Date.now() - 48 * 3_600_000);
-  await fsp.utimes(path.join(storagePath, 'uploads', old.uuid, 'info.json'), longAgo, longAgo);
+  await ageSession(storagePath, old.uuid, 48 * 3_600_000);
   const second = await startStevedore(t, { upstreams: UPSTREAMS, config: CONFIG, storagePath });
   t.same((await storeState(storagePath)).uploads.map((f) => f.split('/')[0]).filter((v, i, a) => a.indexOf(v) === i), [fresh.uuid], 'only the fresh session is left');
   t.equal((await call(second.url, 'GET', old.location)).status, 404);

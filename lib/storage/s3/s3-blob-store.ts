@@ -47,6 +47,8 @@ import { pump } from '../../util/pump.js';
 import type { IndexEntry } from '../blob-index.js';
 import { recordKeys } from '../paths.js';
 import { MultipartSink } from './multipart-sink.js';
+import { S3SessionFiles } from './s3-session-files.js';
+import type { SessionFiles } from '../session-files.js';
 import { S3Records, sseParams } from './s3-records.js';
 import { createS3Client, describeS3Error, isNotFound, type S3Settings } from './s3-client.js';
 
@@ -55,6 +57,8 @@ const SPOOL_LINGER_MS = 30_000;
 /** Unfinished multipart uploads older than this are aborted whoever started them. */
 const ORPHAN_MAX_AGE_MS = 24 * 3_600_000;
 const ORPHAN_SWEEP_INTERVAL_MS = 3_600_000;
+/** Parts of a pushed blob's upload: S3's minimum (the part is held in memory while it is sent). */
+const PUSH_PART_MIN = 5 * 1024 * 1024;
 
 export interface S3BlobStoreOptions extends BlobStoreOptions {
   /** How often the index is reconciled with a listing of the bucket. */
@@ -438,26 +442,42 @@ export class S3BlobStore extends BlobStore {
   }
 
   override async commitVerifiedFile(file: string, d: Digest, size: number): Promise<void> {
+    await this.commitVerified(
+      async () => {
+        const fh = await fsp.open(file, 'r');
+        return createReadStream('', { fd: fh, autoClose: true });
+      },
+      d,
+      size,
+    );
+    await fsp.rm(file, { force: true });
+  }
+
+  /**
+   * Puts verified bytes (a push) into the bucket as pinned content: the pin first, then the
+   * object, sent in parts by lib-storage's Upload, which completes it only once the body ended
+   * without error (a body that fails its own check at the end aborts it) and aborts what it
+   * started otherwise. Already stored: only pinned.
+   */
+  async commitVerified(open: () => Promise<Readable>, d: Digest, size: number): Promise<void> {
     await this.writePinFile(d);
     if (this.index.has(d.value) || (await this.objectSize(d)) === size) {
       if (!this.index.has(d.value)) this.index.add(d.value, size, this.now(), true);
       this.index.pin(d.value);
       this.observer?.pinChanged(d.value, true, size);
-      await fsp.rm(file, { force: true });
       return;
     }
     const key = this.blobKey(d);
     await this.deleting.get(key)?.catch(() => undefined);
-    // A verified file: lib-storage's Upload sends it in parts (or one PUT when small) and aborts
-    // what it started if a part fails.
-    const fh = await fsp.open(file, 'r');
-    const body = createReadStream('', { fd: fh, autoClose: true });
+    const body = await open();
     body.on('error', () => undefined); // reported to lib-storage, which reads it
     const upload = new Upload({
       client: this.s3,
       params: { Bucket: this.settings.bucket, Key: key, Body: body, ContentLength: size, ContentType: 'application/octet-stream', ...sseParams(this.settings) },
-      partSize: this.settings.partSize,
-      queueSize: 2,
+      // lib-storage holds each part in memory while it is sent: small parts, one at a time, keep a
+      // push's memory flat whatever its size (S3 allows 10,000 parts).
+      partSize: Math.max(PUSH_PART_MIN, Math.ceil(size / 9_000)),
+      queueSize: 1,
       leavePartsOnError: false,
     });
     try {
@@ -465,9 +485,12 @@ export class S3BlobStore extends BlobStore {
     } finally {
       body.destroy();
     }
-    await fsp.rm(file, { force: true });
     this.index.add(d.value, size, this.now(), true);
     this.observer?.pinChanged(d.value, true, size);
+  }
+
+  override sessionFiles(): SessionFiles {
+    return new S3SessionFiles(this, this.objects);
   }
 
   protected override async removeContent(d: Digest): Promise<void> {

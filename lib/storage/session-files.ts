@@ -1,0 +1,137 @@
+/**
+ * Where push sessions keep their bytes (upload-store.ts decides everything else: limits, locks,
+ * hashing). On the filesystem backend, one directory per session under `uploads/`: `info.json`
+ * and `data`, appended at the session's offset. On the S3 backend, objects in the bucket, so that
+ * any replica can continue a session another opened (s3/s3-session-files.ts).
+ */
+import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Digest } from '../oci/digest.js';
+import type { BlobStore } from './blob-store.js';
+
+/** What a session records about itself (info.json). */
+export interface SessionDoc {
+  namespace?: unknown;
+  name?: unknown;
+  startedAt?: unknown;
+  owner?: unknown;
+}
+
+export interface SessionEntry {
+  uuid: string;
+  /** null: creation was interrupted (no info yet). */
+  doc: SessionDoc | null;
+  bytes: number;
+  /** Last write (or creation), ms since epoch. */
+  lastActive: number;
+}
+
+export interface SessionFiles {
+  init(): Promise<void>;
+  /** Every session directory, including ones whose id is not ours (`uuid` unchecked: the caller removes those). */
+  list(): Promise<SessionEntry[]>;
+  create(uuid: string, doc: SessionDoc, now: number): Promise<void>;
+  /** The session's info and size; null when it does not exist. `doc` null: unreadable info. */
+  read(uuid: string): Promise<{ doc: SessionDoc | null; size: number } | null>;
+  /** Appends `source` at `offset`, all or nothing: when it fails, the session is left at `offset`. */
+  append(uuid: string, offset: number, source: Readable): Promise<void>;
+  /** Records activity (a chunk arrived). */
+  touch(uuid: string, now: number): Promise<void>;
+  /** Bytes [0, size) of the session, to hash them again. */
+  bytes(uuid: string, size: number): AsyncIterable<Buffer>;
+  /** Moves the session's verified bytes into the store as pinned content. */
+  commit(uuid: string, size: number, digest: Digest): Promise<void>;
+  remove(uuid: string): Promise<void>;
+}
+
+/** Sessions as directories under `<root>/uploads/` (they survive restarts). */
+export class FileSessionFiles implements SessionFiles {
+  constructor(private readonly blobs: BlobStore) {}
+
+  private dir(uuid: string): string {
+    return this.blobs.paths.upload(uuid);
+  }
+
+  async init(): Promise<void> {
+    await fsp.mkdir(this.blobs.paths.uploads, { recursive: true });
+  }
+
+  async list(): Promise<SessionEntry[]> {
+    const out: SessionEntry[] = [];
+    for (const uuid of await fsp.readdir(this.blobs.paths.uploads).catch(() => [] as string[])) {
+      const dir = this.dir(uuid);
+      const doc = await fsp.readFile(path.join(dir, 'info.json'), 'utf8').then((t) => JSON.parse(t) as SessionDoc, () => null);
+      const info = await fsp.stat(path.join(dir, 'info.json')).catch(() => null);
+      const lastActive = info?.mtimeMs ?? (await fsp.stat(dir).catch(() => null))?.mtimeMs ?? 0;
+      const bytes = (await fsp.stat(path.join(dir, 'data')).catch(() => null))?.size ?? 0;
+      out.push({ uuid, doc, bytes, lastActive });
+    }
+    return out;
+  }
+
+  async create(uuid: string, doc: SessionDoc, now: number): Promise<void> {
+    const dir = this.dir(uuid);
+    try {
+      await fsp.mkdir(dir, { recursive: true });
+      await fsp.writeFile(path.join(dir, 'data'), '');
+      // info.json last: a session without it is incomplete and is swept like an abandoned one.
+      const tmp = path.join(dir, 'info.json.tmp');
+      await fsp.writeFile(tmp, JSON.stringify(doc));
+      await fsp.rename(tmp, path.join(dir, 'info.json'));
+    } catch (err) {
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    await this.touch(uuid, now);
+  }
+
+  async read(uuid: string): Promise<{ doc: SessionDoc | null; size: number } | null> {
+    const dir = this.dir(uuid);
+    let raw: string;
+    let size: number;
+    try {
+      raw = await fsp.readFile(path.join(dir, 'info.json'), 'utf8');
+      size = (await fsp.stat(path.join(dir, 'data'))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    try {
+      return { doc: JSON.parse(raw) as SessionDoc, size };
+    } catch {
+      return { doc: null, size };
+    }
+  }
+
+  async append(uuid: string, offset: number, source: Readable): Promise<void> {
+    const file = path.join(this.dir(uuid), 'data');
+    try {
+      await pipeline(source, createWriteStream(file, { flags: 'r+', start: offset }));
+    } catch (err) {
+      // The chunk is cut back off: a session only ever holds whole chunks.
+      await fsp.truncate(file, offset).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async touch(uuid: string, now: number): Promise<void> {
+    const t = new Date(now);
+    await fsp.utimes(path.join(this.dir(uuid), 'info.json'), t, t).catch(() => undefined);
+  }
+
+  bytes(uuid: string, size: number): AsyncIterable<Buffer> {
+    if (size === 0) return (async function* () {})();
+    return createReadStream(path.join(this.dir(uuid), 'data'), { start: 0, end: size - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>;
+  }
+
+  async commit(uuid: string, size: number, digest: Digest): Promise<void> {
+    // One rename: a crash leaves either a session or a verified blob, never half of one.
+    await this.blobs.commitVerifiedFile(path.join(this.dir(uuid), 'data'), digest, size);
+  }
+
+  async remove(uuid: string): Promise<void> {
+    await fsp.rm(this.dir(uuid), { recursive: true, force: true });
+  }
+}
