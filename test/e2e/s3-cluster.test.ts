@@ -10,6 +10,7 @@ import { startRedis } from '../fixtures/redis.js';
 import { bucketKeys, objectSha256, pendingUploads, s3Storage, type S3TestSettings } from '../fixtures/s3.js';
 import { spawnStevedore, type FailableTest, type StevedoreProcess } from '../fixtures/stevedore-process.js';
 import { freePort, tmpDir, waitFor } from '../fixtures/util.js';
+import { rawRequest } from '../fixtures/http-client.js';
 
 const TOKEN = 'replicas-shared-secret-0123456789';
 
@@ -31,6 +32,8 @@ async function startS3Cluster(t: FailableTest, upstreamUrl: string, cluster: Rec
         // Each replica its own local directory: only the bucket is shared.
         storage: { path: await tmpDir(t, `stevedore-s3-replica-${i}-`), backend: 's3', s3: { ...s3, partSize: '8MiB' } },
         metadata: { redis: redis.url },
+        registry: { hosted: ['lab/**'] },
+        auth: { rules: [{ repository: '**', users: ['anonymous', '*'], actions: ['pull', 'push', 'delete'] }] },
         cluster: { leaseTTL: '2s', pollInterval: '50ms', replicaId: `replica-${i}`, advertise: `http://127.0.0.1:${port}`, token: TOKEN, ...cluster },
       }),
     );
@@ -102,6 +105,31 @@ t.test('the holder killed -9 mid-blob: the clients of the others go on from anot
   t.same(await pendingUploads(c.s3), [], "the dead holder's unfinished upload was aborted: none is left");
   t.equal(`sha256:${await objectSha256(c.s3, blobKey(blob.digest))}`, blob.digest, 'the object verifies');
   for (const r of others) t.same(r.defects, [], `${r.url}: no defect`);
+});
+
+t.test('a push whose requests land on three replicas in turn completes: its session lives in the bucket', async (t) => {
+  const c = await startS3Cluster(t, 'http://127.0.0.1:1', {});
+  const data = pseudoRandom('s3-cluster-push', 3 * MiB + 123);
+  const digest = makeBlob(data, 'application/octet-stream').digest;
+  const [a, b, d] = c.replicas as [StevedoreProcess, StevedoreProcess, StevedoreProcess];
+  const t0 = Date.now();
+  const open = await rawRequest(`${a.url}/v2/lab/app/blobs/uploads/`, { method: 'POST', headers: { 'content-length': '0' } });
+  t.equal(open.status, 202, open.body.toString());
+  const location = String(open.headers.location);
+  const first = await rawRequest(`${b.url}${location}`, { method: 'PATCH', body: data.subarray(0, MiB), headers: { 'content-range': `0-${MiB - 1}`, 'content-type': 'application/octet-stream' } });
+  t.equal(first.status, 202, `the first chunk, on another replica: ${first.body.toString()}`);
+  const second = await rawRequest(`${d.url}${location}`, { method: 'PATCH', body: data.subarray(MiB), headers: { 'content-range': `${MiB}-${data.length - 1}`, 'content-type': 'application/octet-stream' } });
+  t.equal(second.status, 202, `the second, on the third: ${second.body.toString()}`);
+  t.equal(second.headers.range, `0-${data.length - 1}`);
+  const put = await rawRequest(`${a.url}${location}${location.includes('?') ? '&' : '?'}digest=${digest}`, { method: 'PUT', headers: { 'content-length': '0' } });
+  t.equal(put.status, 201, `closed on the first: ${put.body.toString()}`);
+  t.comment(`push took ${Date.now() - t0} ms`);
+  const got = await rawRequest(`${b.url}/v2/lab/app/blobs/${digest}`);
+  t.equal(got.status, 200);
+  t.ok(got.body.equals(data), 'every replica serves the pushed blob');
+  t.ok((await bucketKeys(c.s3)).includes(blobKey(digest)), 'stored in the bucket');
+  t.same((await bucketKeys(c.s3)).filter((k) => k.startsWith('uploads/')), [], 'the session is gone');
+  t.same(await pendingUploads(c.s3), [], 'no unfinished multipart upload');
 });
 
 t.test('cluster mode on the S3 backend without cluster.advertise and cluster.token does not start', async (t) => {
