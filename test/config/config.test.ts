@@ -50,6 +50,18 @@ t.test('the example file, with its commented credentials enabled, loads them fro
   t.same(config.upstreams.get('docker.io')!.credentials, { username: 'me', password: 'dckr_pat_x' });
 });
 
+t.test("the example file's commented storage.s3 block, enabled, is the S3 backend with every default", async (t) => {
+  const original = readFileSync(EXAMPLE, 'utf8');
+  const block = /^ {2}# {3}s3:\n(?: {2}# {5}.*\n)+/m.exec(original)?.[0];
+  t.ok(block, 'the example has a commented s3: block under storage');
+  const text = original.replace(block ?? '', (block ?? '').replace(/^ {2}# {3}/gm, '  ')).replace(/^ {2}s3: null\n/m, '').replace(/^ {2}backend: filesystem$/m, '  backend: s3');
+  const dir = t.testdir({ 'stevedore.yaml': text });
+  const config = loadConfig({ file: path.join(dir, 'stevedore.yaml'), env: { AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret' } });
+  t.equal(config.storage.backend, 's3');
+  const defaults = parseConfig({ storage: { backend: 's3', s3: { bucket: config.storage.s3!.bucket } } }).storage.s3;
+  t.same(config.storage.s3, { ...defaults, accessKeyId: 'AKIAEXAMPLE', secretAccessKey: 'secret' }, 'the written values are the defaults, with the keys from the environment');
+});
+
 t.test('the defaults are the documented values', async (t) => {
   const c = parseConfig({});
   t.same(c.listen, { host: '0.0.0.0', port: 5000 });
@@ -66,7 +78,7 @@ t.test('the defaults are the documented values', async (t) => {
   t.equal(c.storage.path, './data');
   t.equal(c.storage.maxSize, null);
   t.same(c.metadata, { redis: null });
-  t.same(c.cluster, { leaseTTL: 10_000, pollInterval: 100, recencyFlush: 5_000, evictionInterval: 10_000, replicaId: null });
+  t.same(c.cluster, { leaseTTL: 10_000, pollInterval: 100, recencyFlush: 5_000, evictionInterval: 10_000, replicaId: null, advertise: null, token: null });
   t.same(c.log, { level: 'info', format: 'auto' });
   t.equal(c.cache.tagTTL, 300_000);
   t.equal(c.cache.manifestMaxSize, 4 * 1024 * 1024);

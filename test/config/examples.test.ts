@@ -85,3 +85,21 @@ t.test('the README\'s refresh-ahead example is the defaults', async (t) => {
   const doc = readmeYaml('### Refresh-ahead for hot tags');
   t.same(parseConfig(doc).cache.refreshAhead, parseConfig({}).cache.refreshAhead);
 });
+
+t.test("the README's S3 example is a valid configuration, and its table lists every storage.s3 key with its default", async (t) => {
+  const heading = '### Storing in S3 (or Ceph RGW, MinIO, R2)';
+  const c = parseConfig(readmeYaml(heading));
+  t.equal(c.storage.backend, 's3');
+  t.equal(c.storage.s3?.bucket, 'stevedore-cache');
+  // The table's rows: | `key`, `key` | default | what |
+  const text = read('README.md');
+  const section = text.slice(text.indexOf(`\n${heading}\n`), text.indexOf('\n### ', text.indexOf(`\n${heading}\n`) + 1));
+  const rows = new Map<string, string>();
+  for (const m of section.matchAll(/^\| ((?:`\w+`(?:, )?)+) \| ([^|]+) \|/gm)) for (const k of m[1]!.matchAll(/`(\w+)`/g)) rows.set(k[1]!, m[2]!.trim());
+  const defaults = parseConfig({ storage: { backend: 's3', s3: { bucket: 'b-b' } } }).storage.s3!;
+  t.same([...rows.keys()].sort(), Object.keys(defaults).sort(), 'one row for every key of storage.s3');
+  // Defaults written as values are the schema's (sizes and durations as configured).
+  const written: Record<string, unknown> = { prefix: '', region: 'us-east-1', forcePathStyle: false, redirect: false, redirectTTL: 20 * 60_000, partSize: 16 * 1024 * 1024, reconcileInterval: 3_600_000 };
+  for (const [k, v] of Object.entries(written)) t.same(defaults[k as keyof typeof defaults], v, `storage.s3.${k} defaults to ${rows.get(k)}`);
+  t.same([rows.get('prefix'), rows.get('region'), rows.get('forcePathStyle'), rows.get('redirect'), rows.get('redirectTTL'), rows.get('partSize'), rows.get('reconcileInterval')], ['`""`', '`us-east-1`', '`false`', '`false`', '`20m`', '`16MiB`', '`1h`']);
+});

@@ -19,10 +19,19 @@ import { parseSize } from '../../lib/config/units.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const read = (p: string): string => readFileSync(path.join(ROOT, p), 'utf8');
 const KUBECTL = process.env.KUBECTL ?? 'kubectl';
-const OVERLAYS = ['single', 'single-tls', 'cluster', 'node', 'containerd-hosts'] as const;
+const OVERLAYS = ['single', 'single-tls', 'cluster', 'cluster-s3', 'node', 'containerd-hosts'] as const;
 type Overlay = (typeof OVERLAYS)[number];
 const REGISTRIES = ['docker.io', 'ghcr.io', 'quay.io', 'registry.k8s.io'];
 const hostsKey = (reg: string): string => `${reg.replace(/\./g, '_')}.toml`;
+/** Stand-ins for what the pods get from the downward API and from Secrets (the manifests hold no secret). */
+const STAND_INS = {
+  NODE_IP: '192.0.2.7',
+  POD_IP: '192.0.2.8',
+  STEVEDORE_PEER_TOKEN: 'a-token-of-32-characters-000000',
+  STEVEDORE_CLUSTER_TOKEN: 'a-token-of-32-characters-111111',
+  AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE',
+  AWS_SECRET_ACCESS_KEY: 'a-secret-key-example',
+};
 
 interface EnvVar {
   name: string;
@@ -227,8 +236,8 @@ t.test('every pod: non-root, read-only root filesystem, no capabilities, Runtime
   }
 });
 
-t.test('single and cluster pods meet the Pod Security "restricted" level (node mode needs "privileged")', async (t) => {
-  for (const overlay of ['single', 'cluster'] as const) {
+t.test('single, cluster and cluster-s3 pods meet the Pod Security "restricted" level (node mode needs "privileged")', async (t) => {
+  for (const overlay of ['single', 'cluster', 'cluster-s3'] as const) {
     for (const { obj, spec } of workloads(overlay)) {
       const pod = spec.template.spec;
       t.notOk(pod.hostNetwork, `${overlay} ${obj.metadata.name}: no hostNetwork`);
@@ -246,7 +255,7 @@ interface StevedorePod {
   configMap: K8sObject;
   /** The embedded stevedore.yaml as written. */
   yamlText: string;
-  /** The environment the container starts with: the image's, its own literal values, then stand-ins for NODE_IP and the Secret's token. */
+  /** The environment the container starts with: the image's, its own literal values, then STAND_INS. */
   env: Record<string, string>;
 }
 /** Every stevedore container (image stevedore) of every overlay, with its ConfigMap. */
@@ -260,7 +269,7 @@ const stevedorePods = (): StevedorePod[] =>
           const configMap = objects(overlay).find((o) => o.kind === 'ConfigMap' && o.metadata.name === cmName);
           if (!configMap) throw new Error(`${overlay} ${obj.metadata.name}: its config volume names no rendered ConfigMap (${cmName})`);
           const own = Object.fromEntries((c.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
-          const env = { ...imageEnv(), ...own, NODE_IP: '192.0.2.7', STEVEDORE_PEER_TOKEN: 'a-token-of-32-characters-000000' };
+          const env = { ...imageEnv(), ...own, ...STAND_INS };
           return { overlay, obj, spec, c, configMap, yamlText: configMap.data!['stevedore.yaml']!, env };
         }),
     ),
@@ -270,7 +279,7 @@ t.test("every stevedore container: probes on /healthz and /readyz, its ConfigMap
   const pods = stevedorePods();
   t.same(
     pods.map((p) => `${p.overlay} ${p.obj.kind} ${p.obj.metadata.name}`),
-    ['single StatefulSet stevedore', 'single-tls StatefulSet stevedore', 'cluster Deployment stevedore', 'node Deployment stevedore', 'node DaemonSet stevedore-node'],
+    ['single StatefulSet stevedore', 'single-tls StatefulSet stevedore', 'cluster Deployment stevedore', 'cluster-s3 Deployment stevedore', 'node Deployment stevedore', 'node DaemonSet stevedore-node'],
   );
   for (const { overlay, obj, spec, c, configMap, yamlText, env } of pods) {
     const what = `${overlay} ${obj.kind} ${obj.metadata.name}`;
@@ -286,7 +295,7 @@ t.test("every stevedore container: probes on /healthz and /readyz, its ConfigMap
     // As the container sees it: the image's env (STEVEDORE_LISTEN, STEVEDORE_STORAGE_PATH win
     // over the file) and its own. And the file alone says the same (it does not mislead).
     const config = parseConfig(parseYaml(yamlText), { env });
-    const fileAlone = parseConfig(parseYaml(yamlText), { env: { NODE_IP: env.NODE_IP!, STEVEDORE_PEER_TOKEN: env.STEVEDORE_PEER_TOKEN! } });
+    const fileAlone = parseConfig(parseYaml(yamlText), { env: STAND_INS });
     t.same([fileAlone.listen, fileAlone.storage.path], [config.listen, config.storage.path], `${what}: listen and storage.path in the file are the ones in force`);
     const http = c.ports?.find((p) => p.name === 'http');
     t.equal(config.listen.port, http?.containerPort, `${what}: stevedore listens on the port named http`);
@@ -303,6 +312,7 @@ t.test('memory requests cover the peak RSS bench/RESULTS.md measured, limits lea
     'single StatefulSet stevedore': benchPeak(/scenario 2 |scenario 5 |cold 1,024 MiB blob|scenario 7 /),
     'single-tls StatefulSet stevedore': benchPeak(/scenario 2 |scenario 5 |cold 1,024 MiB blob|scenario 7 /),
     'cluster Deployment stevedore': benchPeak(/scenario 9 /),
+    'cluster-s3 Deployment stevedore': benchPeak(/scenario 9 |scenario 11 /),
     'node DaemonSet stevedore-node': benchPeak(/scenario 10 \(rollout; busiest/),
   };
   for (const { overlay, obj, c } of stevedorePods()) {
@@ -316,7 +326,7 @@ t.test('memory requests cover the peak RSS bench/RESULTS.md measured, limits lea
 });
 
 t.test('the central stevedore: the Service at 10.96.0.50:5000, the TLS Secret mounted when it exists', async (t) => {
-  for (const overlay of ['single', 'cluster', 'node'] as const) {
+  for (const overlay of ['single', 'cluster', 'cluster-s3', 'node'] as const) {
     const svc = find(overlay, 'Service', 'stevedore').spec as ServiceSpec;
     t.equal(svc.clusterIP, '10.96.0.50', `${overlay}: the ClusterIP the installer points containerd at`);
     t.same(svc.ports.map((p) => [p.port, p.targetPort]), [[5000, 'http']], `${overlay}: port 5000 to the pods' http port`);
@@ -426,6 +436,72 @@ t.test('cluster: 3 replicas on a ReadWriteMany volume, a PodDisruptionBudget, sp
   t.match(r.image, /^redis:7/);
   t.same(r.args, ['redis-server', '--save', '', '--appendonly', 'no'], 'persistence off');
   t.ok(r.readinessProbe?.exec ?? r.readinessProbe?.tcpSocket, 'a readiness probe');
+});
+
+/** The keys of cluster-s3's stevedore.yaml this test reads, before parsing. */
+interface ClusterS3Yaml {
+  storage: { s3: { accessKeyId?: string; secretAccessKey?: string } };
+  cluster: { advertise: string; token: string };
+}
+
+t.test('cluster-s3: 3 replicas sharing a bucket, each with an emptyDir of working space, streaming from the holder of a download', async (t) => {
+  const unhashed = (o: K8sObject): string => `${o.kind} ${o.kind === 'ConfigMap' ? o.metadata.name.replace(/-[a-z0-9]{10}$/, '') : o.metadata.name}`;
+  t.same(
+    objects('cluster-s3').map(unhashed).sort(),
+    ['ConfigMap stevedore-config', 'Deployment stevedore', 'Deployment stevedore-redis', 'Namespace stevedore', 'PodDisruptionBudget stevedore', 'Service stevedore', 'Service stevedore-redis'],
+    "the cluster overlay's objects without the ReadWriteMany claim",
+  );
+  const pod = stevedorePods().find((p) => p.overlay === 'cluster-s3')!;
+  const spec = pod.spec.template.spec;
+  const env = (name: string): EnvVar | undefined => pod.c.env?.find((e) => e.name === name);
+  const raw = parseYaml(pod.yamlText) as ClusterS3Yaml;
+  const config = parseConfig(parseYaml(pod.yamlText), { env: pod.env });
+
+  // The store is the bucket; storage.path is an emptyDir of working space.
+  t.equal(config.storage.backend, 's3');
+  t.ok(config.storage.s3?.bucket, 'storage.s3.bucket is set');
+  t.ok(config.storage.maxSize, 'storage.maxSize is set (one replica evicts for the whole bucket)');
+  const data = spec.volumes?.find((v) => v.name === 'data');
+  t.ok(data?.emptyDir?.sizeLimit, 'the data volume (storage.path) is an emptyDir with a sizeLimit');
+  t.notOk(spec.volumes?.some((v) => v.persistentVolumeClaim), 'no claim: replicas share the bucket, not a disk');
+
+  // Cluster mode on S3: this replica's URL and the shared token, which start-up requires.
+  t.equal(new URL(config.metadata.redis!).hostname.split('.')[0], 'stevedore-redis', 'metadata.redis names the Redis Service');
+  t.equal(raw.cluster.advertise, `http://\${POD_IP}:${config.listen.port}`, 'the others reach this replica on its pod IP and the port it listens on');
+  t.same(env('POD_IP')?.valueFrom, { fieldRef: { fieldPath: 'status.podIP' } }, 'POD_IP from the downward API');
+  t.equal(config.cluster.advertise, `http://${STAND_INS.POD_IP}:${config.listen.port}`, 'cluster.advertise as stevedore reads it');
+  t.equal(raw.cluster.token, '${STEVEDORE_CLUSTER_TOKEN}');
+  t.notOk(env('STEVEDORE_CLUSTER_TOKEN')?.value, 'the cluster token is not written in the manifest');
+  t.same(env('STEVEDORE_CLUSTER_TOKEN')?.valueFrom?.secretKeyRef, { name: 'stevedore-cluster-token', key: 'token' }, 'the cluster token comes from the Secret stevedore-cluster-token');
+  t.equal(config.cluster.token, STAND_INS.STEVEDORE_CLUSTER_TOKEN);
+
+  // The bucket's credentials: from the Secret stevedore-s3 through the environment.
+  t.same([raw.storage.s3.accessKeyId, raw.storage.s3.secretAccessKey], ['${AWS_ACCESS_KEY_ID}', '${AWS_SECRET_ACCESS_KEY}']);
+  for (const [name, key] of [['AWS_ACCESS_KEY_ID', 'accessKeyId'], ['AWS_SECRET_ACCESS_KEY', 'secretAccessKey']] as const) {
+    t.notOk(env(name)?.value, `${name} is not written in the manifest`);
+    t.same(env(name)?.valueFrom?.secretKeyRef, { name: 'stevedore-s3', key }, `${name} comes from the Secret stevedore-s3`);
+  }
+  t.same([config.storage.s3?.accessKeyId, config.storage.s3?.secretAccessKey], [STAND_INS.AWS_ACCESS_KEY_ID, STAND_INS.AWS_SECRET_ACCESS_KEY]);
+
+  // Otherwise the cluster overlay: the same configuration apart from the store and the two keys ...
+  const clusterPod = stevedorePods().find((p) => p.overlay === 'cluster')!;
+  const clusterConfig = parseConfig(parseYaml(clusterPod.yamlText), { env: clusterPod.env });
+  const common = (c: typeof config): unknown => ({ ...c, storage: null, cluster: { ...c.cluster, advertise: null, token: null } });
+  t.same(common(config), common(clusterConfig), "the cluster overlay's configuration apart from storage and cluster.advertise / token");
+  // ... the same pods apart from the environment and the data volume (and the volume ownership change policy, for a claim) ...
+  const podOf = (dep: WorkloadSpec): unknown => {
+    const p = structuredClone(dep.template.spec) as PodSpec & { securityContext?: Record<string, unknown> };
+    for (const c of p.containers) delete c.env;
+    // The data volume differs, and the ConfigMap's hash (its stevedore.yaml does).
+    p.volumes = p.volumes?.filter((v) => v.name !== 'data').map((v) => (v.configMap ? { ...v, configMap: { ...v.configMap, name: v.configMap.name.replace(/-[a-z0-9]{10}$/, '') } } : v));
+    if (p.securityContext) delete p.securityContext.fsGroupChangePolicy;
+    return { ...dep, template: { ...dep.template, spec: p } };
+  };
+  t.same(podOf(workload('cluster-s3', 'Deployment', 'stevedore')), podOf(workload('cluster', 'Deployment', 'stevedore')), "the cluster overlay's Deployment apart from env and the data volume");
+  // ... and the same Redis, PodDisruptionBudget and Services.
+  for (const [kind, name] of [['Deployment', 'stevedore-redis'], ['Service', 'stevedore-redis'], ['PodDisruptionBudget', 'stevedore'], ['Service', 'stevedore']] as const) {
+    t.same(find('cluster-s3', kind, name), find('cluster', kind, name), `the cluster overlay's ${kind} ${name}`);
+  }
 });
 
 /** The keys of the node's stevedore.yaml this test reads, before parsing. */
