@@ -11,6 +11,11 @@
  * When the lease disappears without a stored file or a failure note, its holder died: this
  * replica takes the lease over and resumes the download from the bytes on disk (re-hashed), so
  * its clients and every other replica's carry on.
+ *
+ * Replicas that share no disk (the S3 backend) follow no file: the holder publishes its URL
+ * (cluster.advertise) in the lease record and the clients of the others stream from its peer
+ * endpoint (lib/cluster/holder-stream.ts). When the holder dies, the taker starts the download
+ * afresh (its own temp file) and those clients go on from the byte they reached, from it.
  */
 import type { Logger } from 'pino';
 import type { Writable } from 'node:stream';

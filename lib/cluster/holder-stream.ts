@@ -23,6 +23,14 @@ export interface PeerEndpoint {
   readonly tokenSetting: string;
 }
 
+/** Whether an Authorization header carries `Bearer <token>` (compared in constant time). */
+export function bearerMatches(header: string | undefined, token: Buffer): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? '');
+  if (!m) return false;
+  const given = Buffer.from(m[1]!);
+  return given.length === token.length && timingSafeEqual(given, token);
+}
+
 export class ClusterPeers implements PeerEndpoint {
   readonly tokenSetting = 'cluster.token';
   private readonly token: Buffer;
@@ -42,10 +50,7 @@ export class ClusterPeers implements PeerEndpoint {
   }
 
   authorized(header: string | undefined): boolean {
-    const m = /^Bearer (.+)$/.exec(header ?? '');
-    if (!m) return false;
-    const given = Buffer.from(m[1]!);
-    return given.length === this.token.length && timingSafeEqual(given, this.token);
+    return bearerMatches(header, this.token);
   }
 
   served(): void {

@@ -17,14 +17,13 @@
  * source, with Range. Peers serve each other on an endpoint of their own, only to requests that
  * carry the shared token, and only what they hold (never fetching for a peer).
  */
-import { timingSafeEqual } from 'node:crypto';
 import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { RedisLink } from './redis-link.js';
 import { RedisCoordinator, type Lease } from './coordinator.js';
 import type { PeerBody, PeerSource } from '../upstream/sources.js';
 import type { StoreObserver } from '../storage/blob-store.js';
-import type { PeerEndpoint } from './holder-stream.js';
+import { bearerMatches, type PeerEndpoint } from './holder-stream.js';
 import type { ProgressRule } from '../upstream/progress.js';
 import type { Timeouts } from '../config/config.js';
 import { discard, header } from '../upstream/upstream-client.js';
@@ -101,10 +100,7 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
 
   /** Whether a request carries the shared token (`Authorization: Bearer <token>`), compared in constant time. */
   authorized(header: string | undefined): boolean {
-    const m = /^Bearer (.+)$/.exec(header ?? '');
-    if (!m) return false;
-    const given = Buffer.from(m[1]!);
-    return given.length === this.token.length && timingSafeEqual(given, this.token);
+    return bearerMatches(header, this.token);
   }
 
   served(): void {

@@ -425,7 +425,7 @@ export const configSchema = z
     listen: listen.default({ host: '0.0.0.0', port: 5000 }),
     storage: z
       .object({
-        /** The store (filesystem backend); with `backend: s3`, only local working space (downloads being written, push sessions, the index snapshot). */
+        /** The store (filesystem backend); with `backend: s3`, only local working space (downloads being written, push chunks being received, the index snapshot). */
         path: z.string().min(1).default('./data'),
         /** Bytes of cached content kept; least recently served content is evicted past it. null: unbounded. */
         maxSize: size.nullable().default(null),

@@ -336,16 +336,7 @@ export class BlobStore {
     this.maybeTouch(d, e);
     this.observer?.used(d.value);
     let used = false;
-    const digest = d.value;
-    this.reading.set(digest, (this.reading.get(digest) ?? 0) + 1);
-    let done = false;
-    const finished = (): void => {
-      if (done) return;
-      done = true;
-      const n = (this.reading.get(digest) ?? 1) - 1;
-      if (n <= 0) this.reading.delete(digest);
-      else this.reading.set(digest, n);
-    };
+    const finished = this.startReading(d.value);
     return {
       size: e.size,
       stream: (range) => {
@@ -374,6 +365,19 @@ export class BlobStore {
           await fh.close();
         }
       },
+    };
+  }
+
+  /** Counts a read of `digest` as in progress; the function returned ends it (once, however often called). */
+  protected startReading(digest: string): () => void {
+    this.reading.set(digest, (this.reading.get(digest) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.reading.get(digest) ?? 1) - 1;
+      if (n <= 0) this.reading.delete(digest);
+      else this.reading.set(digest, n);
     };
   }
 

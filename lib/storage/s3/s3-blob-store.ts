@@ -1,16 +1,18 @@
 /**
- * The S3 backend: verified content as objects `<prefix>blobs/<alg>/<hex>` in a bucket (S3, Ceph
- * RGW, MinIO, R2, GCS's S3 API), pins and the repositories' records as small objects beside them
- * (paths.ts `recordKeys`). The local directory (`storage.path`) keeps only working space: the temp
- * files of downloads and pushes being written (which their clients follow while the bytes arrive),
- * push sessions, and the index snapshot.
+ * The S3 backend: verified content as objects `<prefix>blobs/<alg>/<ab>/<hex>` in a bucket (S3,
+ * Ceph RGW, MinIO, R2, GCS's S3 API; the filesystem store's layout), pins and the repositories'
+ * records as small objects beside them (paths.ts `recordKeys`). The local directory
+ * (`storage.path`) keeps only working space: the temp files of downloads being written (which
+ * their clients follow while the bytes arrive), push chunks being received, and the index
+ * snapshot.
  *
  * Writes (multipart-sink.ts): a download streams into a multipart upload on the final key while it
  * is hashed; CompleteMultipartUpload only after the digest verified, AbortMultipartUpload
  * otherwise. So the bucket never holds an unverified object under a digest's name, and no copy
  * or rename is needed (S3 has none that is cheap). Uploads a crash left unfinished are invisible
- * and aborted at start (all of them, or in cluster mode those older than the sweep age) and hourly
- * (older than a day, or older than the sweep age when no replica downloads that digest).
+ * and aborted: at start (all of them; in cluster mode those older than an hour), hourly (those
+ * older than a day), and, for one digest, as soon as its object is complete (a taken-over
+ * download's). Push sessions live in the bucket too (s3-session-files.ts).
  *
  * The index: listing a bucket is slow and paid, so the in-memory index (blob-index.ts) is the
  * truth for hits, loaded from the local snapshot or, without one, from one listing at start; a
@@ -298,16 +300,7 @@ export class S3BlobStore extends BlobStore {
     }
     this.observer?.used(d.value);
     const size = first?.ContentLength ?? e.size;
-    const digest = d.value;
-    this.reading.set(digest, (this.reading.get(digest) ?? 0) + 1);
-    let done = false;
-    const finished = (): void => {
-      if (done) return;
-      done = true;
-      const n = (this.reading.get(digest) ?? 1) - 1;
-      if (n <= 0) this.reading.delete(digest);
-      else this.reading.set(digest, n);
-    };
+    const finished = this.startReading(d.value);
     let firstBody: Readable | null = (first?.Body as Readable | undefined) ?? null;
     const body = async (range?: { start: number; end: number }): Promise<Readable> => {
       const whole = !range || (range.start === 0 && range.end >= size - 1);

@@ -7,8 +7,9 @@
  *                                             server's clock): idle sessions are swept by it
  *   <prefix>uploads/<uuid>/<offset, 16 digits> one object per chunk received, in order
  *
- * A chunk is received into a local temp file first and PUT whole once it is complete, so a chunk
- * that breaks off leaves nothing in the bucket. The session's size is the chunks' contiguous
+ * A chunk is received into a local temp file first and PUT once it is complete (in pieces of at
+ * most 1 GiB), so a chunk that breaks off leaves nothing in the bucket; the local directory needs
+ * room for the largest chunk a client sends (often the whole blob). The session's size is the chunks' contiguous
  * length. Finishing streams the chunks, in order, into a multipart upload on the blob's final key
  * while hashing them once more: the upload is completed only if they hash to the digest (else
  * lib-storage aborts it), then the session's objects are deleted.
@@ -27,6 +28,8 @@ import { sseParams, type S3Records } from './s3-records.js';
 import { isNotFound } from './s3-client.js';
 
 const OFFSET_DIGITS = 16;
+/** Bytes per chunk object at most: S3 takes at most 5 GiB in one PUT. */
+const MAX_PIECE = 1024 * 1024 * 1024;
 
 interface Chunk {
   offset: number;
@@ -154,16 +157,20 @@ export class S3SessionFiles implements SessionFiles {
     try {
       await pipeline(source, createWriteStream(file, { flags: 'wx' }));
       const { size } = await fsp.stat(file);
-      if (size === 0) return;
-      const fh = await fsp.open(file, 'r');
-      const body = createReadStream('', { fd: fh, autoClose: true });
-      body.on('error', () => undefined); // reported to the SDK, which reads it
-      try {
-        await this.store.s3.send(
-          new PutObjectCommand({ Bucket: this.bucket, Key: `${this.prefix(uuid)}${String(offset).padStart(OFFSET_DIGITS, '0')}`, Body: body, ContentLength: size, ...sseParams(this.store.settings) }),
-        );
-      } finally {
-        body.destroy();
+      // One object per piece of at most MAX_PIECE (S3 takes at most 5 GiB in one PUT); a chunk
+      // counts only once all its pieces are there (the session's size is the contiguous length).
+      for (let at = 0; at < size; at += MAX_PIECE) {
+        const len = Math.min(MAX_PIECE, size - at);
+        const fh = await fsp.open(file, 'r');
+        const body = createReadStream('', { fd: fh, start: at, end: at + len - 1, autoClose: true });
+        body.on('error', () => undefined); // reported to the SDK, which reads it
+        try {
+          await this.store.s3.send(
+            new PutObjectCommand({ Bucket: this.bucket, Key: `${this.prefix(uuid)}${String(offset + at).padStart(OFFSET_DIGITS, '0')}`, Body: body, ContentLength: len, ...sseParams(this.store.settings) }),
+          );
+        } finally {
+          body.destroy();
+        }
       }
     } finally {
       await fsp.rm(file, { force: true });
