@@ -4,7 +4,10 @@
 // redirect, eviction, and a restart on an empty local directory.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { RGW_TEST_KMS_KEY } from '../fixtures/ceph.js';
+import { parseDigest } from '../../lib/oci/digest.js';
+import type { S3BlobStore } from '../../lib/storage/s3/s3-blob-store.js';
 import t from 'tap';
 import { buildDockerImage, pseudoRandom, pushImage, sha256 } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
@@ -213,4 +216,44 @@ t.test('a bucket that does not exist stops start-up with a message naming it', a
 
 t.test('backend s3 without storage.s3 is a configuration error', async (t) => {
   await t.rejects(startStevedore(t, { upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, config: { storage: { backend: 's3' } } }), /storage\.s3/);
+});
+
+t.test('the background reconciliation learns objects stored by someone else and forgets objects deleted behind its back', async (t) => {
+  const s3 = await s3Storage();
+  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, config: { storage: { backend: 's3', s3 } } });
+  const store = sd.app.store.blobs as S3BlobStore;
+  const added = pseudoRandom('s3-backend/reconcile/added', 4096);
+  const addedDigest = parseDigest(sha256(added));
+  await s3Client(s3).send(new PutObjectCommand({ Bucket: s3.bucket, Key: blobKey(addedDigest.value), Body: added, ContentLength: added.length }));
+  t.notOk(store.has(addedDigest), 'not in the index before a listing');
+  const reconciled = store.reconciliations;
+  await store.reconcile();
+  t.equal(store.reconciliations, reconciled + 1);
+  t.ok(store.has(addedDigest), 'learnt from the listing');
+  t.equal(store.index.peek(addedDigest.value), added.length, 'with its size');
+
+  await s3Client(s3).send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: blobKey(addedDigest.value) }));
+  await store.reconcile();
+  t.notOk(store.has(addedDigest), 'forgotten once its object is gone');
+});
+
+t.test('storage.s3.sse aws:kms: every object is written encrypted with the key, and served decrypted', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildDockerImage('s3-backend/sse', { layers: 1, layerSize: 7 * MiB });
+  await pushImage(reg.url, 'library/app', 'v1', img);
+  const s3 = await s3Storage();
+  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, config: { storage: { backend: 's3', s3: { ...s3, partSize: '5MiB', sse: 'aws:kms', sseKmsKeyId: RGW_TEST_KMS_KEY } } } });
+  const dir = path.join(await tmpDir(t), 'img');
+  const r = await skopeoCopy(`docker://${sd.host}/docker.io/library/app:v1`, `dir:${dir}`);
+  t.equal(r.code, 0, r.stderr);
+  await sd.app.pull.drain();
+  for (const key of [blobKey(img.layers[0]!.digest), blobKey(img.manifest.digest), 'repositories/docker.io/library/app/_tags/v1']) {
+    const head = await s3Client(s3).send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key }));
+    t.equal(head.ServerSideEncryption, 'aws:kms', `${key}: encrypted`);
+    t.equal(head.SSEKMSKeyId, RGW_TEST_KMS_KEY, 'with the configured key');
+  }
+  const warm = path.join(await tmpDir(t), 'img');
+  t.equal((await skopeoCopy(`docker://${sd.host}/docker.io/library/app:v1`, `dir:${warm}`)).code, 0);
+  t.ok(readDirImage(warm).blobs.get(img.layers[0]!.digest)?.equals(img.layers[0]!.data), 'a warm pull gets the plain bytes');
 });
