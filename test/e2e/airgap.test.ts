@@ -12,7 +12,7 @@ import { buildDockerImage, buildOciIndex, pushImage } from '../fixtures/images.j
 import { startRegistry } from '../fixtures/registry.js';
 import { readDirImage, skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore } from '../fixtures/stevedore.js';
-import { ageBlob, plantBlob, storeFilesUnder } from '../fixtures/oci-push.js';
+import { ageBlob, plantBlob, plantSession, sessionIds, storeFilesUnder } from '../fixtures/oci-push.js';
 import { run, tmpDir, which } from '../fixtures/util.js';
 import { fileURLToPath } from 'node:url';
 
@@ -233,18 +233,13 @@ t.test('air-gapped lab', async (t) => {
 
   await t.test('gc lists upload sessions idle past registry.uploadMaxAge, and deletes them with --delete', async (t) => {
     const uuid = '0123abcd-0000-4000-8000-000000000001';
-    const dir = path.join(lab, 'uploads', uuid);
-    await fsp.mkdir(dir, { recursive: true });
-    await fsp.writeFile(path.join(dir, 'data'), Buffer.alloc(2048));
-    await fsp.writeFile(path.join(dir, 'info.json'), JSON.stringify({ namespace: '_hosted', name: 'x', startedAt: 0 }));
-    const old = Date.now() / 1000 - 2 * 86_400;
-    await fsp.utimes(path.join(dir, 'info.json'), old, old);
+    await plantSession(lab, uuid, 2048, 2 * 86_400_000);
     const dry = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml')]);
     t.match(dry.stdout, new RegExp(`would delete upload ${uuid} \\(2\\.0KiB\\)`));
-    t.ok(await fsp.stat(dir).then(() => true, () => false), 'dry run deletes nothing');
+    t.same(await sessionIds(lab), [uuid], 'dry run deletes nothing');
     const real = await stevedoreCli(['gc', '--config', path.join(work, 'lab.yaml'), '--delete']);
     t.match(real.stdout, /freed 2\.0KiB: 0 unreferenced blobs, 1 expired uploads/);
-    t.notOk(await fsp.stat(dir).then(() => true, () => false), 'the session is gone');
+    t.same(await sessionIds(lab), [], 'the session is gone');
   });
 });
 

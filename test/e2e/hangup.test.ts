@@ -15,7 +15,7 @@ import { request } from 'undici';
 import { memStatus } from '../../bench/lib/proc.js';
 import { chunk, hangUp, requestHead } from '../fixtures/hangup.js';
 import { makeBlob, pushBlob, type Blob } from '../fixtures/images.js';
-import { openUpload, pushBlobWhole, storeListing, storedSha256, withParam } from '../fixtures/oci-push.js';
+import { filesOnceTempGone, openUpload, pushBlobWhole, storeListing, storedSha256, withParam } from '../fixtures/oci-push.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { OPEN_AUTH, startStevedore } from '../fixtures/stevedore.js';
 import { spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
@@ -194,13 +194,7 @@ t.test('64 clients at a time hanging up at every stage leave the process alive, 
   t.equal(await metric(proc, 'stevedore_send_buffer_bytes', '{state="in_use"}'), 0, 'every send buffer went back');
 
   for (const s of await Promise.all(stayers)) t.equal(s.got, s.want, 'a client that stayed got every byte right');
-  // The S3 backend keeps a finished download's temp file until the download is released (a few
-  // seconds): waited for.
-  let files = await storeListing(storage);
-  for (let i = 0; i < 200 && files.some((f) => f.startsWith('tmp/')); i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    files = await storeListing(storage);
-  }
+  const files = await filesOnceTempGone(() => storeListing(storage));
   t.same(files.filter((f) => f.startsWith('tmp/')), [], 'no temp file left');
   const blobs = files.filter((f) => f.startsWith('blobs/'));
   let verified = 0;

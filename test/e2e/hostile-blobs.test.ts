@@ -8,6 +8,7 @@ import path from 'node:path';
 import t from 'tap';
 import { ociErrors, rawRequest, type RawResponse } from '../fixtures/http-client.js';
 import { notFound, sendManifest, sleep, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
+import { filesOnceTempGone } from '../fixtures/oci-push.js';
 import { buildDockerImage, pseudoRandom, sha256 } from '../fixtures/images.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
 import type { Teardownable } from '../fixtures/util.js';
@@ -63,7 +64,8 @@ function describe(r: RawResponse | Error): string {
 
 async function storedAndTemp(sd: Stevedore): Promise<string[]> {
   await sd.app.pull.drain();
-  return (await sd.storeFiles()).filter((f) => f.startsWith('blobs/') || f.startsWith('tmp/'));
+  const files = await filesOnceTempGone(() => sd.storeFiles());
+  return files.filter((f) => f.startsWith('blobs/') || f.startsWith('tmp/'));
 }
 
 t.test('a chunked blob body longer than the size its manifest gave stops at that size, and nothing is stored', async (t) => {

@@ -5,6 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import t from 'tap';
+import { filesOnceTempGone } from '../fixtures/oci-push.js';
 import { request } from 'undici';
 import { startStevedore } from '../fixtures/stevedore.js';
 
@@ -112,13 +113,7 @@ t.test('connection resets at 10 different offsets are resumed with Range and cli
     t.ok(s > 0 && s <= offsets[i]!, `resume ${i + 1} asks for bytes=${s}- (reset at ${offsets[i]})`);
     if (i > 0) t.ok(s >= starts[i - 1]!, 'never goes back');
   });
-  // The S3 backend keeps a download's temp file for late followers until the download is
-  // released (a few seconds after it finished): waited for, then gone too.
-  let files = await sd.storeFiles();
-  for (let i = 0; i < 200 && files.some((f) => f.startsWith('tmp/')); i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    files = await sd.storeFiles();
-  }
+  const files = await filesOnceTempGone(() => sd.storeFiles());
   t.ok(files.includes(`blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}`), `stored (${files.join(', ')})`);
   t.notOk(files.some((f) => f.startsWith('tmp/')), 'no temp file left');
 });
