@@ -28,6 +28,12 @@ export class BlobWriter extends Writable {
   /** Bytes in the temp file, readable by followers. */
   written = 0;
   state: WriterState = 'writing';
+  /**
+   * Every byte is in and the digest matched: followers get the last byte now, while the content
+   * is still being put in place (a rename; on S3 the last parts and the completion, which take a
+   * moment a client need not wait for: the bytes it holds are verified either way).
+   */
+  verified = false;
   failure: Error | null = null;
   /** Where the content lives once committed. */
   finalPath: string | null = null;
@@ -235,6 +241,16 @@ export class BlobWriter extends Writable {
     this.recentBytes = 0;
   }
 
+  /**
+   * Bytes followers may have: all once verified; until then all but the last written (a client
+   * that received every byte of Content-Length would take the transfer for complete, even if the
+   * digest fails), and none while withholding (bytes from a peer, verified only at the end).
+   */
+  releasedBytes(): number {
+    if (this.state === 'committed' || this.verified) return this.written;
+    return this.withhold ? 0 : this.written - 1;
+  }
+
   /** Resolves once every chunk handed to write() is in the file (and hashed). */
   async flushed(): Promise<void> {
     while (this.writableLength > 0 && this.state === 'writing') {
@@ -297,6 +313,9 @@ export class BlobWriter extends Writable {
       await this.abort(err);
       throw err;
     }
+    this.verified = true;
+    this.wakeFollowers();
+    this.events.emit('verified');
     await this.closeFile();
     let finalPath: string;
     if (this.publish) {
@@ -370,9 +389,9 @@ export class BlobWriter extends Writable {
       await sendFileRange(fh, dest, start, end ?? Infinity, {
         available: () => {
           if (this.state === 'failed') throw this.failure ?? new Error('download failed');
-          return this.state === 'committed' ? this.written : this.withhold ? 0 : this.written - 1;
+          return this.releasedBytes();
         },
-        complete: () => this.state === 'committed',
+        complete: () => this.state === 'committed' || this.verified,
         waitForMore: () => this.nextEvent(),
         inMemory: (pos, limit, max) => this.recentRange(pos, limit, max),
       });
@@ -387,7 +406,7 @@ export class BlobWriter extends Writable {
    */
   private nextEvent(): Promise<void> {
     if (this.state === 'failed') return Promise.reject(this.failure ?? new Error('download failed'));
-    if (this.state === 'committed') return Promise.resolve();
+    if (this.state === 'committed' || this.verified) return Promise.resolve();
     return this.next.wait();
   }
 
@@ -440,6 +459,7 @@ class GrowingFileReader extends Readable {
     this.pos = start;
     this.end = end;
     writer.events.on('progress', this.wake);
+    writer.events.on('verified', this.wake);
     writer.events.on('committed', this.wake);
     writer.events.on('failed', this.wake);
   }
@@ -464,10 +484,7 @@ class GrowingFileReader extends Readable {
         this.destroy(w.failure ?? new Error('download failed'));
         return;
       }
-      // The last byte written is held back until the blob verifies: a client that received every
-      // byte of Content-Length would take the transfer for complete, even if the digest fails.
-      // Nothing at all while it withholds (bytes from a peer, verified only at the end).
-      const available = w.state === 'committed' ? w.written : w.withhold ? 0 : w.written - 1;
+      const available = w.releasedBytes();
       const limit = this.end === undefined ? available : Math.min(available, this.end + 1);
       if (this.end !== undefined && this.pos > this.end) {
         this.push(null);
@@ -482,7 +499,7 @@ class GrowingFileReader extends Readable {
         this.push(bytesRead === len ? buf : buf.subarray(0, bytesRead));
         return;
       }
-      if (w.state === 'committed') {
+      if (w.state === 'committed' || w.verified) {
         this.push(null);
         return;
       }
@@ -494,6 +511,7 @@ class GrowingFileReader extends Readable {
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.writer.events.off('progress', this.wake);
+    this.writer.events.off('verified', this.wake);
     this.writer.events.off('committed', this.wake);
     this.writer.events.off('failed', this.wake);
     this.wake();
