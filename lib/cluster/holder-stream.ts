@@ -4,7 +4,7 @@
  * (cluster.advertise) in the lease record; every other replica's clients stream the blob from it,
  * on the peer endpoint (PEER_BLOB_PATH) with the replicas' shared token (cluster.token), while it
  * downloads. The holder sends what its own clients get: the bytes as they arrive, the last one only
- * once the blob verified and its object is complete (rule 2 of DESIGN.md). Once the object exists,
+ * once the blob verified (rule 2 of DESIGN.md). Once the object exists,
  * everyone reads it from the bucket.
  */
 import { timingSafeEqual } from 'node:crypto';

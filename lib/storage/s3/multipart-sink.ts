@@ -2,7 +2,8 @@
  * A download or push on its way into the bucket: the bytes a BlobWriter puts in its local temp
  * file are sent on as the parts of one multipart upload on the blob's **final** key, while the
  * writer hashes them. S3 shows an object only once CompleteMultipartUpload is sent, and that is
- * sent only after the writer verified the digest (BlobWriter's `publish`); a blob that fails is
+ * sent only after the writer verified the digest (BlobWriter's `publish`; its followers get the
+ * last byte at that moment, without waiting for the completion); a blob that fails is
  * aborted, so nothing unverified ever becomes an object. An upload left by a crash is invisible
  * too, and aborted later (S3BlobStore.abortOrphans).
  *
