@@ -29,9 +29,11 @@ export class BlobWriter extends Writable {
   written = 0;
   state: WriterState = 'writing';
   /**
-   * Every byte is in and the digest matched: followers get the last byte now, while the content
-   * is still being put in place (a rename; on S3 the last parts and the completion, which take a
-   * moment a client need not wait for: the bytes it holds are verified either way).
+   * Every byte is in and the digest matched. With a `publish` hook (S3), followers get the last
+   * byte at this moment, while the content is still being put in place (the last parts and the
+   * completion take a moment a client need not wait for: the bytes it holds are verified either
+   * way). On disk, where putting it in place is one rename, they get it once it is committed, so
+   * that a client that has a whole blob finds it in the store.
    */
   verified = false;
   failure: Error | null = null;
@@ -247,8 +249,13 @@ export class BlobWriter extends Writable {
    * digest fails), and none while withholding (bytes from a peer, verified only at the end).
    */
   releasedBytes(): number {
-    if (this.state === 'committed' || this.verified) return this.written;
+    if (this.state === 'committed' || this.releasedAll()) return this.written;
     return this.withhold ? 0 : this.written - 1;
+  }
+
+  /** Verified, and released early: followers may have every byte (see `verified`). */
+  releasedAll(): boolean {
+    return this.verified && this.publish !== null;
   }
 
   /** Resolves once every chunk handed to write() is in the file (and hashed). */
@@ -391,7 +398,7 @@ export class BlobWriter extends Writable {
           if (this.state === 'failed') throw this.failure ?? new Error('download failed');
           return this.releasedBytes();
         },
-        complete: () => this.state === 'committed' || this.verified,
+        complete: () => this.state === 'committed' || this.releasedAll(),
         waitForMore: () => this.nextEvent(),
         inMemory: (pos, limit, max) => this.recentRange(pos, limit, max),
       });
@@ -406,7 +413,7 @@ export class BlobWriter extends Writable {
    */
   private nextEvent(): Promise<void> {
     if (this.state === 'failed') return Promise.reject(this.failure ?? new Error('download failed'));
-    if (this.state === 'committed' || this.verified) return Promise.resolve();
+    if (this.state === 'committed' || this.releasedAll()) return Promise.resolve();
     return this.next.wait();
   }
 
@@ -499,7 +506,7 @@ class GrowingFileReader extends Readable {
         this.push(bytesRead === len ? buf : buf.subarray(0, bytesRead));
         return;
       }
-      if (w.state === 'committed' || w.verified) {
+      if (w.state === 'committed' || w.releasedAll()) {
         this.push(null);
         return;
       }

@@ -89,7 +89,7 @@ t.test('a slow client does not slow a fast one on the same cold blob', async (t)
   // The slow client leaving cancels nothing: the blob is stored.
   slowAbort.abort();
   await slow;
-  // The last byte goes out once the digest verified, a moment before the content is in place.
+  // On S3 the last byte goes out once the digest verified, a moment before the object is complete.
   await sd.app.pull.drain();
   const head = await fetch(url, { method: 'HEAD' });
   t.equal(head.headers.get('x-cache'), 'hit', 'stored');
