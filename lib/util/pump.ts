@@ -1,33 +1,18 @@
 /** Piping a body to an HTTP answer, stopping when the client is gone whatever state the answer is in. */
 import type { ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { DestinationClosedError } from '../storage/file-sender.js';
 
 /**
- * Pipes a body (an S3 object, a stream from another replica) to an HTTP answer and ends it. Also stops when the client's connection
- * closes while the answer still waits its turn (a pipelined request): Node gives such a response
- * the connection only after the previous one, so it never sees the close, and destroying it
- * emits nothing; a plain pipeline would wait for ever, holding an S3 connection.
+ * Pipes a body (an S3 object, a stream from another replica) to an HTTP answer and ends it. Also
+ * stops when the client's connection closes while the answer still waits its turn (a pipelined
+ * request): Node gives such a response the connection only after the previous one, so it never
+ * sees the close, and destroying it emits nothing; a plain pipeline would wait for ever, holding
+ * an S3 connection. When the body fails, `dest` is left to the caller (respond.ts destroys it).
  */
 export async function pump(body: Readable, dest: Writable): Promise<void> {
-  const socket = (dest as Partial<ServerResponse>).req?.socket;
-  let gone: (() => void) | null = null;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      gone = (): void => {
-        if (dest.writableFinished) return;
-        body.destroy();
-        dest.destroy();
-        reject(new DestinationClosedError());
-      };
-      pipeline(body, dest).then(resolve, reject);
-      if (socket?.destroyed) gone();
-      else socket?.once('close', gone);
-    });
-  } finally {
-    if (gone) socket?.off('close', gone);
-  }
+  await relay(body, dest, () => undefined);
+  await endAnswer(dest);
 }
 
 /**

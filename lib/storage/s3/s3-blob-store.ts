@@ -83,6 +83,8 @@ export class S3BlobStore extends BlobStore {
   /** Tells whether a digest is being downloaded by some replica (cluster mode: its lease). */
   downloadingElsewhere: ((digest: string) => Promise<boolean>) | null = null;
   private reconciling: Promise<void> | null = null;
+  /** The snapshot's recency, read once for `lastUsed` (a command's `ls` asks it for every tag). */
+  private snapshotRecency: Promise<Map<string, { size: number; mtime: number }>> | null = null;
   /** Reconciliations finished (tests, metrics). */
   reconciliations = 0;
 
@@ -251,7 +253,8 @@ export class S3BlobStore extends BlobStore {
 
   /** The recency the index snapshot recorded (written by the server), else when the object was stored. */
   override async lastUsed(d: Digest): Promise<Date | null> {
-    const known = (await this.readSnapshot()).get(d.value);
+    this.snapshotRecency ??= this.readSnapshot();
+    const known = (await this.snapshotRecency).get(d.value);
     try {
       const h = await this.s3.send(new HeadObjectCommand({ Bucket: this.settings.bucket, Key: this.blobKey(d) }));
       const stored = h.LastModified?.getTime() ?? 0;
