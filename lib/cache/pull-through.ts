@@ -560,7 +560,7 @@ export class PullThrough {
   /**
    * Content held here (stored, or being downloaded) that this repository does not link: served
    * under this name only once the upstream confirms that the repository has it (HEAD, no quota),
-   * and linked then (DESIGN.md rule 9). A digest is no key: content pushed to a private hosted
+   * and linked then (docs/ARCHITECTURE.md rule 9). A digest is no key: content pushed to a private hosted
    * repository, or fetched for another repository with the upstream's credentials, never leaks
    * into a name that does not hold it. When the upstream cannot answer (rate-limited, breaker
    * open, unreachable, offline) the content is unknown here, as if it were not stored: a failed
@@ -865,7 +865,7 @@ export class PullThrough {
       repoKey(this.repo(t)),
       writer,
       // Peers (node mode) only for a blob this repository links: a manifest from a trusted source
-      // named it (DESIGN.md rule 9; a peer is trusted by digest, not by name).
+      // named it (docs/ARCHITECTURE.md rule 9; a peer is trusted by digest, not by name).
       t.client.blobSource(t.name, d.value, { peersAllowed: () => this.store.repos.hasLink(this.repo(t), d) }),
       this.log.child({ upstream: t.client.name, repo: t.name }),
       {
