@@ -50,6 +50,8 @@ export interface AuthOptions {
    * null when it names nothing this registry serves.
    */
   canonicalName: (name: string) => string | null;
+  /** The configured upstreams' names: the default push grants never reach names under them (access-rules.ts). */
+  upstreams: readonly string[];
   /** htpasswd change checks; default 1000 ms. */
   htpasswdCheckIntervalMs?: number;
   /** The bcrypt worker pool's size and queue (defaults in bcrypt-pool.ts). */
@@ -106,7 +108,7 @@ export class Auth {
         : await Htpasswd.load(config.htpasswd, { log, now, pool, ...(opts.htpasswdCheckIntervalMs !== undefined ? { checkIntervalMs: opts.htpasswdCheckIntervalMs } : {}) });
     const key = await TokenIssuer.loadKey(config.token.key);
     const tokens = new TokenIssuer({ issuer: config.token.issuer, service: config.token.service, ttlMs: config.token.ttl, key, now });
-    const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull });
+    const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull, upstreams: opts.upstreams });
     if (htpasswd === null) log.info('auth: no htpasswd file, so no users: only what the rules grant to anonymous clients is allowed');
     return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }), new ClientAddress(config.trustedProxies), pool);
   }

@@ -54,7 +54,7 @@ async function harness(t: Test, authConfig: Record<string, unknown> = {}, opts: 
   });
   const log = pino({ level: 'debug' }, sink);
   const now = { t: Date.UTC(2026, 0, 1) };
-  const auth = await Auth.create({ config, log, clock: { now: () => now.t }, canonicalName, htpasswdCheckIntervalMs: 0 });
+  const auth = await Auth.create({ config, log, clock: { now: () => now.t }, canonicalName, upstreams: ['docker.io'], htpasswdCheckIntervalMs: 0 });
   t.teardown(() => auth.close());
   const identities: Identity[] = [];
   const server = http.createServer((req, res) => {
