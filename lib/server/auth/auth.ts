@@ -11,10 +11,13 @@
  *   token:     GET /token?service=&scope=... (Basic or anonymous), POST /token (OAuth2 password
  *              form, containerd). Grants what was asked ∩ what the rules allow. A user's token is
  *              bound to the user's htpasswd entry: once it changes (or goes), the token is refused.
- *   guessing:  each password check is counted first, per client address (behind `trustedProxies`,
- *              the X-Forwarded-For client) and per user: 10 within a minute, then 429 until the
- *              minute is over (login-throttle.ts). bcrypt runs in worker threads with a bounded
- *              queue: full → 429 (bcrypt-pool.ts). Unknown users cost a bcrypt round too.
+ *   guessing:  each password check is counted first (login-throttle.ts), per (user, client address)
+ *              and per address (behind `trustedProxies`, the X-Forwarded-For client; IPv6 per /64):
+ *              10 for one user from one address, or 30 from one address, within a minute, then 429
+ *              until the minute is over; per user from all addresses, past 10 each login is
+ *              delayed (1 s per failure from the tenth on, at most 5 s), never refused. bcrypt runs in worker
+ *              threads with a bounded queue: full → 429 (bcrypt-pool.ts). Unknown users cost a
+ *              bcrypt round too.
  *   catalog:   only the repositories the user may pull.
  *   /metrics:  anyone while `anonymousPull` is on; else a user (Basic or a user's token).
  *   dashboard: as /metrics, with a Basic challenge (browsers ask for a user and password).
@@ -24,6 +27,7 @@
  * Everything refused is an OciError; the edge answers it like any other.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ACTIONS, type Action, type AuthConfig } from '../../config/auth-schema.js';
@@ -348,8 +352,9 @@ export class Auth {
 
   /**
    * Resolves with the hash the password matched. Throws 401 on a wrong password or an unknown user
-   * (logging the failure without the password); 429 when the client's address or the user is over
+   * (logging the failure without the password); 429 when the (user, address) or the address is over
    * the throttle's allowance, or when the bcrypt queue is full (the password is then not checked).
+   * Past the per-user ceiling the check is delayed first.
    */
   private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<string> {
     const ip = this.clientAddress.of(req);
@@ -357,9 +362,16 @@ export class Auth {
     const logged = { user: user.slice(0, 100), via, ip };
     const throttled = (): OciError => {
       log.warn({ ...logged, reason: 'throttled' }, 'failed login');
-      return tooMany(this.throttle.retryAfter(who), 'too many failed logins from this address or for this user');
+      return tooMany(this.throttle.retryAfter(who), 'too many failed logins from this address');
     };
     if (this.throttle.retryAfter(who) > 0) throw throttled();
+    // Many failures for this user from everywhere: slowed, never refused (nobody can lock anyone out).
+    const delayMs = this.throttle.delay(who);
+    if (delayMs > 0) {
+      log.warn({ ...logged, delayMs }, 'login slowed');
+      await sleep(delayMs);
+      if (this.throttle.retryAfter(who) > 0) throw throttled();
+    }
     // The guess is counted before bcrypt runs, so parallel guesses cannot all be checked.
     const gate: HashGate = {
       admit: () => {
