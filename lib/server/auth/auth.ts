@@ -42,6 +42,11 @@ import { LoginThrottle, type LoginKeys } from './login-throttle.js';
 import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
 
 export const TOKEN_PATH = '/token';
+/**
+ * The dashboard's Basic realm: its own, so that the credentials a browser keeps for it are never
+ * the ones it would answer the token endpoint's Basic challenge (realm `auth.token.service`) with.
+ */
+export const DASHBOARD_REALM = 'stevedore dashboard';
 const TOKEN_BODY_MAX = 64 * 1024;
 
 export interface AuthOptions {
@@ -130,11 +135,18 @@ export class Auth {
   /** The token endpoint URL: configured, or `<scheme>://<Host>/token` from the request. */
   realm(req: IncomingMessage): string {
     if (this.config.token.realm !== null) return this.config.token.realm;
-    const fwd = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]!.trim().toLowerCase();
-    const proto = fwd === 'https' || fwd === 'http' ? fwd : (req.socket as TLSSocket).encrypted ? 'https' : 'http';
-    const host = req.headers.host;
-    const safeHost = host !== undefined && /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host) ? host : 'localhost';
-    return `${proto}://${safeHost}${TOKEN_PATH}`;
+    return `${requestOrigin(req)}${TOKEN_PATH}`;
+  }
+
+  /**
+   * The origins this server is reached at, as a browser writes them in `Origin`: the request's own
+   * (`<scheme>://<Host>`), and the configured token realm's. A write from any other is a browser's
+   * for another site (cross-site.ts).
+   */
+  ownOrigins(req: IncomingMessage): string[] {
+    const own = [new URL(requestOrigin(req)).origin];
+    if (this.config.token.realm !== null) own.push(new URL(this.config.token.realm).origin);
+    return own;
   }
 
   /** `GET /v2/`: 200 when no login is needed or the credentials are good; else 401 with the challenge. */
@@ -206,12 +218,15 @@ export class Auth {
 
   /**
    * The dashboard (`/`, `/ui/...`): who may look is who may read /metrics, but the challenge is
-   * Basic, the one a browser answers by asking for a user and password (the same htpasswd users).
+   * Basic, the one a browser answers by asking for a user and password (the same htpasswd users),
+   * in a realm of its own (DASHBOARD_REALM). The browser then sends those credentials with every
+   * request to this origin, also ones another site makes it send: writes that look like that are
+   * refused at the edge (cross-site.ts).
    * A viewer's repository names are filtered by `mayPull` (lib/server/dashboard).
    */
   async authorizeDashboard(req: IncomingMessage, ctx: AuthContext = {}): Promise<Identity> {
     const basic = (message: string): OciError =>
-      new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': 'Basic realm="stevedore", charset="UTF-8"' } });
+      new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': `Basic realm="${DASHBOARD_REALM}", charset="UTF-8"` } });
     let who: Identified;
     try {
       who = await this.identify(req, undefined, ctx);
@@ -410,6 +425,15 @@ export class Auth {
       ...(scope ? { detail: scopeDetail(scope) } : {}),
     });
   }
+}
+
+/** `<scheme>://<Host>` of a request: X-Forwarded-Proto or the socket for the scheme; a Host that is no host name is `localhost`. */
+function requestOrigin(req: IncomingMessage): string {
+  const fwd = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]!.trim().toLowerCase();
+  const proto = fwd === 'https' || fwd === 'http' ? fwd : (req.socket as TLSSocket).encrypted ? 'https' : 'http';
+  const host = req.headers.host;
+  const safeHost = host !== undefined && /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host) ? host : 'localhost';
+  return `${proto}://${safeHost}`;
 }
 
 /** 429 TOOMANYREQUESTS with Retry-After (whole seconds, at least 1). */
