@@ -14,10 +14,10 @@
  *   guessing:  each password check is counted first (login-throttle.ts), per (user, client address)
  *              and per address (behind `trustedProxies`, the X-Forwarded-For client; IPv6 per /64):
  *              10 for one user from one address, or 30 from one address, within a minute, then 429
- *              until the minute is over; per user from all addresses, past 10 each login is
- *              delayed (1 s per failure from the tenth on, at most 5 s), never refused. bcrypt runs in worker
- *              threads with a bounded queue: full → 429 (bcrypt-pool.ts). Unknown users cost a
- *              bcrypt round too.
+ *              until the minute is over; per user from all addresses, from 10 on each login is
+ *              delayed (1 s per failure from the tenth on, at most 5 s), never refused. bcrypt
+ *              runs in worker threads with a bounded queue: full → 429 (bcrypt-pool.ts). Unknown
+ *              users cost a bcrypt round too.
  *   catalog:   only the repositories the user may pull.
  *   /metrics:  anyone while `anonymousPull` is on; else a user (Basic or a user's token).
  *   dashboard: as /metrics, with a Basic challenge (browsers ask for a user and password).

@@ -6,9 +6,9 @@
  *                    (429 TOOMANYREQUESTS with Retry-After) without spending a bcrypt round
  *   address          `maxFailuresPerAddress` (30), whatever users it tries: past it, every login
  *                    from the address is refused (one client trying many accounts)
- *   user             `userCeiling` (10), from all addresses together: past it, the user's logins
- *                    are slowed, never refused: each waits `delayStepMs` per failure over the
- *                    ceiling, at most `maxDelayMs`, before its password is checked (`delay`)
+ *   user             `userCeiling` (10), from all addresses together: from it on, the user's
+ *                    logins are slowed, never refused: each waits `delayStepMs` per failure from
+ *                    the ceiling on, at most `maxDelayMs`, before its password is checked (`delay`)
  *
  * So eleven wrong passwords for alice from one address refuse alice at that address only; from
  * another address she logs in, a little slower (a per-user block would let anyone lock out anyone).
