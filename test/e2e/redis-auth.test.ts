@@ -10,10 +10,11 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import { blobGets, blobUrl, fetchAndHash, MiB, startCluster, upstreamWith, type Cluster } from '../fixtures/cluster.js';
 import { stevedoreCli } from '../fixtures/cli.js';
-import { makeBlob, pseudoRandom, pushBlob, type Blob } from '../fixtures/images.js';
+import { buildDockerImage, makeBlob, pseudoRandom, pushBlob, pushImage, type Blob } from '../fixtures/images.js';
 import { startRedis } from '../fixtures/redis.js';
 import type { Registry } from '../fixtures/registry.js';
 import { makeCertificates } from '../fixtures/tls.js';
+import { blobRequests, holders, pullImage, startTiers } from '../fixtures/node-tier.js';
 import { run, tmpDir, waitFor, which } from '../fixtures/util.js';
 
 const secret = (label: string): string => `${label}-${randomBytes(12).toString('hex')}`;
@@ -101,6 +102,28 @@ t.test('TLS only (rediss://, a private CA in metadata.tls.ca) with an ACL user i
   coordinated(t, c);
   await pullsTogether(t, c, reg, blob);
   noSecretLogged(t, c, pw);
+});
+
+t.test('node mode with an ACL user (default user off): nodes find each other through Redis, the second gets every blob from the first', async (t) => {
+  const pw = secret('node');
+  const tier = await startTiers(t, {
+    nodes: 2,
+    redis: { users: [{ name: 'stevedore', password: pw }], defaultOff: true },
+    metadata: { username: 'stevedore', password: pw },
+  });
+  const img = buildDockerImage('redis-auth-node', { layers: 2, layerSize: 256 * 1024 });
+  await pushImage(tier.registry.directUrl, 'library/app', 'v1', img);
+  const [a, b] = tier.nodes as [(typeof tier.nodes)[0], (typeof tier.nodes)[0]];
+  const first = await pullImage(a.url, 'library/app', 'v1');
+  for (const [d, got] of first.blobs) t.equal(got, d, `node A served ${d} intact`);
+  const digests = [img.config.digest, ...img.layers.map((l) => l.digest)];
+  for (const d of digests) await waitFor(`node A announces ${d}`, async () => (await holders(tier.redis.urlWith('stevedore', pw), d)).includes(a.url));
+  const centralBefore = blobRequests(tier.central).length;
+  const second = await pullImage(b.url, 'library/app', 'v1');
+  for (const [d, got] of second.blobs) t.equal(got, d, `node B served ${d} intact`);
+  t.equal(blobRequests(tier.central).length - centralBefore, 0, 'central served no blob for the second node: it had them from its peer');
+  const text = [a, b].map((n) => JSON.stringify(n.logs)).join('\n');
+  t.notOk(text.includes(pw), 'the Redis password is in no log line');
 });
 
 // ---- refusals: `serve` exits 2 with the key to fix, and never prints the password ----------------
