@@ -79,7 +79,8 @@ const TLS_TRUST = new Set([
 export function explainRedisError(err: unknown, settings: RedisSettings | string): string | null {
   const s = asSettings(settings);
   const e = err as { message?: string; code?: string } | null;
-  const msg = String(e?.message ?? err);
+  // OpenSSL's messages run over several lines: the first says it.
+  const msg = String(e?.message ?? err).split('\n')[0]!.trim();
   const code = e?.code ?? '';
   const user = s.username ?? (safeUrl(s.url)?.username ? decodeURIComponent(safeUrl(s.url)!.username) : 'default');
   const pw = passwordKey(s);
@@ -101,8 +102,8 @@ export function explainRedisError(err: unknown, settings: RedisSettings | string
   if (/wrong version number|packet length too long|ERR_SSL_WRONG_VERSION_NUMBER/i.test(`${code} ${msg}`)) {
     return 'Redis does not speak TLS on this port: use redis:// in metadata.redis, or the port of its tls-port';
   }
-  if (/certificate required|alert number 116|tlsv13 alert certificate required|handshake failure/i.test(msg)) {
-    return `Redis asks for a client certificate (${msg}): set metadata.tls.cert and metadata.tls.key`;
+  if (/certificate required|alert number 116/i.test(msg)) {
+    return 'Redis asks for a client certificate (TLS alert "certificate required"): set metadata.tls.cert and metadata.tls.key';
   }
   return null;
 }

@@ -126,6 +126,34 @@ t.test('node mode with an ACL user (default user off): nodes find each other thr
   t.notOk(text.includes(pw), 'the Redis password is in no log line');
 });
 
+/** A client certificate for `name`, signed by the test CA (openssl), with the clientAuth purpose. */
+async function clientCertificate(t: Test, caCert: string, caKey: string, name: string): Promise<{ cert: string; key: string }> {
+  const dir = await tmpDir(t);
+  const [key, csr, cert, ext] = ['client.key', 'client.csr', 'client.crt', 'ext.cnf'].map((f) => path.join(dir, f)) as [string, string, string, string];
+  await writeFile(ext, 'extendedKeyUsage=clientAuth\n');
+  const openssl = which('openssl');
+  await run(openssl, ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-subj', `/CN=${name}`, '-out', csr]);
+  await run(openssl, ['x509', '-req', '-in', csr, '-CA', caCert, '-CAkey', caKey, '-CAcreateserial', '-days', '1', '-extfile', ext, '-out', cert]);
+  return { cert, key };
+}
+
+t.test('mutual TLS: a Redis that verifies clients takes the replicas with metadata.tls.cert and key', async (t) => {
+  const certs = await makeCertificates(t);
+  const client = await clientCertificate(t, certs.caCert, certs.caKey, 'stevedore');
+  const pw = secret('mtls');
+  const blob = cold('redis-auth-mtls');
+  const reg = await upstreamWith(t, blob, 4 * MiB);
+  const c = await startCluster(t, {
+    replicas: 2,
+    upstreamUrl: reg.url,
+    redis: { tls: { cert: certs.cert, key: certs.key, ca: certs.caCert, authClients: 'yes' }, password: pw },
+    metadata: { password: pw, tls: { ca: certs.caCert, cert: client.cert, key: client.key } },
+  });
+  coordinated(t, c);
+  await pullsTogether(t, c, reg, blob);
+  noSecretLogged(t, c, pw);
+});
+
 // ---- refusals: `serve` exits 2 with the key to fix, and never prints the password ----------------
 
 async function serveConfig(t: Test, metadata: Record<string, unknown>): Promise<string> {
@@ -169,12 +197,17 @@ t.test('an ACL user with a wrong password, and no password at all: serve refuses
   t.match(none.stderr, /metadata\.redis .*: Redis requires a password and none is configured \(NOAUTH\): set metadata\.password, metadata\.passwordFile/);
 });
 
-t.test('rediss:// to a Redis whose CA is not given: serve refuses to start, naming metadata.tls.ca', async (t) => {
+t.test('rediss:// to a Redis whose CA is not given, or that wants a client certificate: serve refuses to start, naming the key', async (t) => {
   const certs = await makeCertificates(t);
   const redis = await startRedis(t, { tls: { cert: certs.cert, key: certs.key, ca: certs.caCert } });
   const r = await stevedoreCli(['serve', '--config', await serveConfig(t, { redis: redis.url })], { timeoutMs: 30_000 });
   t.equal(r.code, 2, r.stdout + r.stderr);
   t.match(r.stderr, /metadata\.redis \(rediss:\/\/127\.0\.0\.1:\d+\/?\): Redis's TLS certificate is not trusted \(.*\): set metadata\.tls\.ca to the CA that signed it/);
+
+  const mtls = await startRedis(t, { tls: { cert: certs.cert, key: certs.key, ca: certs.caCert, authClients: 'yes' } });
+  const noCert = await stevedoreCli(['serve', '--config', await serveConfig(t, { redis: mtls.url, tls: { ca: certs.caCert } })], { timeoutMs: 30_000 });
+  t.equal(noCert.code, 2, noCert.stdout + noCert.stderr);
+  t.match(noCert.stderr, /Redis asks for a client certificate \(.*\): set metadata\.tls\.cert and metadata\.tls\.key/, 'a Redis that verifies clients, and no client certificate');
 
   const missing = await stevedoreCli(['serve', '--config', await serveConfig(t, { redis: redis.url, tls: { ca: path.join(certs.dir, 'nope.crt') } })], { timeoutMs: 30_000 });
   t.equal(missing.code, 2, missing.stdout + missing.stderr);
