@@ -192,6 +192,10 @@ t.test('an ACL user with a wrong password, and no password at all: serve refuses
   t.match(r.stderr, /Redis refused the credentials of user "stevedore" \(WRONGPASS\): check metadata\.username and metadata\.passwordFile/);
   t.notOk((r.stdout + r.stderr).includes(wrong), 'the password of the file is not printed');
 
+  const unreadable = await stevedoreCli(['serve', '--config', await serveConfig(t, { redis: redis.url, username: 'stevedore', passwordFile: path.join(dir, 'nope') })], { timeoutMs: 30_000 });
+  t.equal(unreadable.code, 2, unreadable.stdout + unreadable.stderr);
+  t.match(unreadable.stderr, /metadata\.passwordFile: cannot read .*nope: ENOENT/, 'an unreadable password file, named');
+
   const none = await stevedoreCli(['serve', '--config', await serveConfig(t, { redis: redis.url })], { timeoutMs: 30_000 });
   t.equal(none.code, 2, none.stdout + none.stderr);
   t.match(none.stderr, /metadata\.redis .*: Redis requires a password and none is configured \(NOAUTH\): set metadata\.password, metadata\.passwordFile/);
