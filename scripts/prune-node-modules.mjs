@@ -29,4 +29,4 @@ function prune(dir) {
 const root = process.argv[2];
 if (!root) throw new Error('usage: prune-node-modules.mjs DIR');
 prune(root);
-process.stdout.write(`prune-node-modules: ${removed} files removed from ${root}` + '\n');
+process.stdout.write(`prune-node-modules: ${removed} files removed from ${root}\n`);
