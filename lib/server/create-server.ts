@@ -34,6 +34,7 @@ import { resolveTarget } from './target.js';
 import { clientGone } from './client-gone.js';
 import { TOKEN_PATH, type Auth, type AuthContext } from './auth/auth.js';
 import { authorizeRoute, canonicalRepository } from './auth/authorize-route.js';
+import { crossSiteRefusal, guardedWrite } from './auth/cross-site.js';
 import { loggedPath } from './log-path.js';
 import type { Dashboard } from './dashboard/dashboard.js';
 import {
@@ -290,6 +291,15 @@ async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMess
       if (who.user !== null) outcome.user = who.user;
     },
   };
+  // A browser's write for another site (cross-site.ts): refused before any password is checked.
+  const guarded = guardedWrite(req.method, pathname, TOKEN_PATH);
+  if (guarded) {
+    const refused = crossSiteRefusal(req, deps.auth.ownOrigins(req), guarded);
+    if (refused) {
+      log.warn({ method: req.method, path: loggedPath(req.url), ...refused.signs }, 'cross-site write refused');
+      throw new OciError('DENIED', refused.why);
+    }
+  }
   if (pathname === TOKEN_PATH) {
     outcome.route = 'token';
     await deps.auth.handleToken(req, res, query, authContext);
@@ -570,13 +580,15 @@ async function serveBlob(
 }
 
 /**
- * A blob for another node instance (node mode): only with the peers' shared token, only what is
+ * A blob for another node instance (node mode) or replica (cluster mode on S3): only to a request
+ * signed with the shared secret for this instance (cluster/peer-auth.ts), only what is
  * stored or being downloaded here (never fetched for a peer), by digest alone — the asking peer
  * checks the repository and verifies the bytes.
  */
 async function servePeerBlob(pull: PullThrough, peers: PeerEndpoint, digestText: string, req: IncomingMessage, res: ServerResponse, outcome: Outcome): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`, { headers: { Allow: 'GET, HEAD' } });
-  if (!peers.authorized(req.headers.authorization)) throw new OciError('UNAUTHORIZED', `the peer endpoint needs the shared token (${peers.tokenSetting})`);
+  const refused = peers.refusal(req.method, `${PEER_BLOB_PATH}${digestText}`, req.headers.authorization);
+  if (refused !== null) throw new OciError('UNAUTHORIZED', `the peer endpoint: ${refused}`);
   const digest = parseDigest(digestText);
   checkRangeSyntax(req.headers.range);
   const blob = await pull.peerBlob(digest);
