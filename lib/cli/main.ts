@@ -39,6 +39,8 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
         upstreams: [...config.upstreams.keys()],
         defaultUpstream: config.defaultUpstream,
         offline: config.offline,
+        // The runtime it runs on (Node.js 24 LTS is the supported one; CI checks it here).
+        node: process.version,
       },
       'stevedore listening',
     );

@@ -213,6 +213,10 @@ export class SourceClient {
       bodyTimeout: config.timeouts.idle,
       keepAliveTimeout: 30_000,
       connections: 64,
+      // HTTP/1.1 only (undici 8 would take HTTP/2 from any TLS upstream that offers it): one
+      // download a connection, so a slow blob never shares a TCP window with another, and the
+      // stall detection and Range resumes work as built and measured.
+      allowH2: false,
     };
     this.agent = new Agent({ ...agentOptions, connect: { timeout: config.timeouts.connect } });
     this.outbound = new Agent({ ...agentOptions, connect: { timeout: config.timeouts.connect, lookup: guardedLookup(() => this.local) } });

@@ -165,11 +165,12 @@ function imageEnv(): Record<string, string> {
   return env;
 }
 
-/** The image's stevedore user (Dockerfile groupadd / useradd). */
-const IMAGE_USER = {
-  uid: Number(/useradd [^\n]*--uid (\d+)/.exec(read('Dockerfile'))?.[1]),
-  gid: Number(/groupadd [^\n]*--gid (\d+)/.exec(read('Dockerfile'))?.[1]),
-};
+/** The image's stevedore user (Dockerfile `USER uid:gid`). */
+const IMAGE_USER = (() => {
+  const m = /^USER (\d+):(\d+)$/m.exec(read('Dockerfile'));
+  if (!m) throw new Error('Dockerfile: no USER uid:gid');
+  return { uid: Number(m[1]), gid: Number(m[2]) };
+})();
 
 /** Largest peak RSS (MiB) among bench/RESULTS.md's "peak RSS" targets whose label matches. */
 function benchPeak(label: RegExp): number {
@@ -284,7 +285,7 @@ t.test("every stevedore container: probes on /healthz and /readyz, its ConfigMap
   );
   for (const { overlay, obj, spec, c, configMap, yamlText, env } of pods) {
     const what = `${overlay} ${obj.kind} ${obj.metadata.name}`;
-    t.match(c.image, /^registry\.example\/stevedore:/, `${what}: the image set in the overlay's images:`);
+    t.match(c.image, /^registry\.example\/stevedore@sha256:[0-9a-f]{64}$/, `${what}: the image set in the overlay's images:, by digest`);
     // The probes speak what stevedore serves: HTTPS when its stevedore.yaml sets tls.
     const scheme = parseYaml(yamlText)?.tls ? { scheme: 'HTTPS' } : {};
     t.same(c.readinessProbe?.httpGet, { path: '/readyz', port: 'http', ...scheme }, `${what}: readiness on /readyz`);
