@@ -21,12 +21,18 @@ export class UpstreamError extends Error {
   readonly upstreamCode: OciErrorCode | undefined;
   /** Seconds, from Retry-After on a 429. */
   readonly retryAfter: number | undefined;
+  /**
+   * The failure's class, without what was asked or who asked it (`unreachable (ECONNREFUSED)`,
+   * `answered 503`): what a circuit breaker keeps as its cause, since its answer goes to every
+   * client of the upstream, not only to the one whose request failed.
+   */
+  readonly failure: string;
 
   constructor(
     kind: UpstreamErrorKind,
     upstream: string,
     message: string,
-    opts: { status?: number; upstreamCode?: OciErrorCode; retryAfter?: number; cause?: unknown } = {},
+    opts: { status?: number; upstreamCode?: OciErrorCode; retryAfter?: number; cause?: unknown; failure?: string } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'UpstreamError';
@@ -35,6 +41,7 @@ export class UpstreamError extends Error {
     this.status = opts.status;
     this.upstreamCode = opts.upstreamCode;
     this.retryAfter = opts.retryAfter;
+    this.failure = opts.failure ?? (opts.status !== undefined ? `answered ${opts.status}` : KIND_FAILURE[kind]);
   }
 
   /** The error a client of the proxy gets. `notFound` names the right *_UNKNOWN code for the request. */
@@ -72,6 +79,17 @@ export class UpstreamError extends Error {
     }
   }
 }
+
+/** A failure's class when nothing more precise was given. */
+const KIND_FAILURE: Record<UpstreamErrorKind, string> = {
+  not_found: 'did not have it',
+  denied: 'denied access',
+  rate_limited: 'is rate-limiting',
+  unavailable: 'is unavailable',
+  timeout: 'timed out',
+  offline: 'is offline',
+  bad_response: 'gave an unusable answer',
+};
 
 const UNAVAILABLE_CODES = new Set([
   'ECONNREFUSED',
@@ -141,12 +159,15 @@ export function mapTransportError(err: unknown, upstream: string, what: string, 
     return new UpstreamError('bad_response', upstream, `${label} ${where}, not followed: ${forbiddenReason(err)}`, { cause: err });
   }
   if (code && code in TIMEOUT_KEYS) {
-    return new UpstreamError('timeout', upstream, `${label} timed out (${code}, ${TIMEOUT_KEYS[code]}) on ${what}`, { cause: err });
+    const failure = `timed out (${code}, ${TIMEOUT_KEYS[code]})`;
+    return new UpstreamError('timeout', upstream, `${label} ${failure} on ${what}`, { cause: err, failure });
   }
   if (code && UNAVAILABLE_CODES.has(code)) {
-    return new UpstreamError('unavailable', upstream, `${label} unreachable (${code}) on ${what}`, { cause: err });
+    const failure = `unreachable (${code})`;
+    return new UpstreamError('unavailable', upstream, `${label} ${failure} on ${what}`, { cause: err, failure });
   }
   return new UpstreamError('unavailable', upstream, `${label} failed on ${what}: ${err instanceof Error ? err.message : String(err)}`, {
     cause: err,
+    failure: `failed (${code ?? (err instanceof Error ? err.name : 'error')})`,
   });
 }

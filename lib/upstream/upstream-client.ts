@@ -257,7 +257,8 @@ export class SourceClient {
   }
 
   private deadlineError(what: string): UpstreamError {
-    return new UpstreamError('timeout', this.name, `${this.label} did not complete ${what} within ${formatMs(this.config.timeouts.request)} (timeouts.request)`);
+    const within = `within ${formatMs(this.config.timeouts.request)} (timeouts.request)`;
+    return new UpstreamError('timeout', this.name, `${this.label} did not complete ${what} ${within}`, { failure: `did not complete a request ${within}` });
   }
 
   /** The stall rule of bodies other than blobs, with the error a stalled one is destroyed with. */
@@ -266,7 +267,9 @@ export class SourceClient {
     return {
       rule: { windowMs: t.stall, minBytes: t.minProgress },
       stalled: (bytes) =>
-        new UpstreamError('timeout', this.name, `${this.label} stalled on ${what}: ${bytes} bytes in ${formatMs(t.stall)}, less than timeouts.minProgress (${t.minProgress}) per timeouts.stall`),
+        new UpstreamError('timeout', this.name, `${this.label} stalled on ${what}: ${bytes} bytes in ${formatMs(t.stall)}, less than timeouts.minProgress (${t.minProgress}) per timeouts.stall`, {
+          failure: 'stalled (timeouts.stall)',
+        }),
     };
   }
 
@@ -463,7 +466,7 @@ export class SourceClient {
       res = await this.authenticated(opts);
     } catch (err) {
       this.count(opts.method, 0);
-      if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.failed(err.message);
+      if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.failed(`${this.label} ${err.failure}`, err.message);
       throw err;
     }
     this.count(opts.method, res.status);
@@ -488,7 +491,8 @@ export class SourceClient {
       const secs = await this.health.rateLimited(this.healthKey, parseRetryAfter(header(res.headers, 'retry-after')));
       this.log.warn({ retryAfterSec: secs }, 'upstream rate-limited us; cooling down');
     } else if (res.status >= 500) {
-      await this.failed(`${this.label} answered ${res.status}`);
+      const cause = `${this.label} answered ${res.status}`;
+      await this.failed(cause, cause);
     } else if (await this.health.succeeded(this.healthKey)) {
       this.log.info(`${this.label} answers again`);
     }
@@ -496,15 +500,17 @@ export class SourceClient {
 
   /**
    * Records a failure; says so in the log once, when it opens the breaker (then this source is
-   * skipped until the breaker lets a request through), not once per request.
+   * skipped until the breaker lets a request through), not once per request. `failure`: its
+   * class, which the breaker keeps and every client of the upstream is then told; `detail`: the
+   * whole message (what was asked), for the log only.
    */
-  private async failed(cause: string): Promise<void> {
+  private async failed(failure: string, detail: string): Promise<void> {
     if (!this.health) return;
-    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined, cause);
+    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined, failure);
     // Requests that failed together may each see themselves open it: said once.
     if (opened && Date.now() >= this.saidOpenUntil) {
       this.saidOpenUntil = Date.now() + opened;
-      this.log.warn({ cause, skippedForSec: Math.ceil(opened / 1000) }, `${this.label} is failing; not asked until its circuit breaker lets a request through`);
+      this.log.warn({ cause: detail, skippedForSec: Math.ceil(opened / 1000) }, `${this.label} is failing; not asked until its circuit breaker lets a request through`);
     }
   }
 
