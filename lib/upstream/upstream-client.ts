@@ -313,7 +313,8 @@ export class SourceClient {
   /**
    * The credential to present: the configured username/password, or what the credential source
    * gives now (cached by it, renewed before it expires). A failing source is an `unavailable`
-   * error naming the upstream and the cause (never a secret), said once in the log per streak.
+   * error naming the upstream; its cause (never a secret, but a helper's output, file paths, role
+   * ARNs, tenant ids: the operator's business) is said in the log only, once per streak.
    */
   private async credential(): Promise<Credential | null> {
     const c = this.config.credentials;
@@ -333,7 +334,9 @@ export class SourceClient {
         this.credentialsFailing = true;
         this.log.warn({ cause, credentials: p.description }, `cannot get credentials for ${this.label}`);
       }
-      throw new UpstreamError('unavailable', this.name, `cannot get credentials for ${this.label}: ${cause}`);
+      throw new UpstreamError('unavailable', this.name, `cannot get credentials for ${this.label} (its credential source failed; the cause is in stevedore's log)`, {
+        failure: 'had no credentials (its credential source failed)',
+      });
     }
   }
 
