@@ -48,7 +48,10 @@ export class UpstreamError extends Error {
   toOciError(notFound: OciErrorCode): OciError {
     switch (this.kind) {
       case 'not_found':
-        return new OciError(this.upstreamCode && this.upstreamCode.endsWith('_UNKNOWN') ? this.upstreamCode : notFound, this.message);
+        // The request's own code, not the one in the upstream's body: a HEAD's answer has none, and
+        // a HEAD (a stored digest this repository does not link) and a GET (a digest stored nowhere)
+        // must get the same answer (DESIGN.md rule 9).
+        return new OciError(notFound, this.message);
       case 'denied':
         // Docker Hub answers 401 for repositories that do not exist; containerd treats 404 as "try the next host".
         return new OciError('NAME_UNKNOWN', this.message);
