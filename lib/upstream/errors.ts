@@ -19,6 +19,11 @@ export class UpstreamError extends Error {
   readonly status: number | undefined;
   /** The OCI code the upstream answered with, if it was one of the spec's. */
   readonly upstreamCode: OciErrorCode | undefined;
+  /**
+   * The upstream's own error text (its body's `message`): never part of `message`, which may go
+   * to a status line; an answer's body quotes it, marked as the upstream's words.
+   */
+  readonly upstreamMessage: string | undefined;
   /** Seconds, from Retry-After on a 429. */
   readonly retryAfter: number | undefined;
   /**
@@ -32,7 +37,7 @@ export class UpstreamError extends Error {
     kind: UpstreamErrorKind,
     upstream: string,
     message: string,
-    opts: { status?: number; upstreamCode?: OciErrorCode; retryAfter?: number; cause?: unknown; failure?: string } = {},
+    opts: { status?: number; upstreamCode?: OciErrorCode; upstreamMessage?: string; retryAfter?: number; cause?: unknown; failure?: string } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'UpstreamError';
@@ -40,6 +45,7 @@ export class UpstreamError extends Error {
     this.upstream = upstream;
     this.status = opts.status;
     this.upstreamCode = opts.upstreamCode;
+    this.upstreamMessage = opts.upstreamMessage;
     this.retryAfter = opts.retryAfter;
     this.failure = opts.failure ?? (opts.status !== undefined ? `answered ${opts.status}` : KIND_FAILURE[kind]);
   }
@@ -69,7 +75,7 @@ export class UpstreamError extends Error {
         return new OciError('OFFLINE', this.message);
       case 'bad_response':
         if (this.status === 400 && this.upstreamCode && OCI_ERRORS[this.upstreamCode].status === 400) {
-          return new OciError(this.upstreamCode, this.message);
+          return this.quoting(this.upstreamCode);
         }
         // Content we refused (e.g. an oversized manifest): the code says what, 502 says whose fault.
         if (this.status === undefined && this.upstreamCode === 'MANIFEST_INVALID') {
@@ -78,8 +84,18 @@ export class UpstreamError extends Error {
         // Also a blob over cache.blobMaxSize. No status would let skopeo or podman show why: for a
         // blob GET, containers/image prints only the code and Go's standard text for it, reading
         // neither the body nor the reason phrase. containerd prints both.
-        return new OciError('UPSTREAM_UNAVAILABLE', this.message);
+        return this.quoting('UPSTREAM_UNAVAILABLE');
     }
+  }
+
+  /**
+   * An answer whose body quotes the upstream's own text, marked as its words, while the status
+   * line says only ours (which names its status and code): an upstream's text in a status line
+   * would read as stevedore's own (`... - Your account is suspended, verify it at ...`).
+   */
+  private quoting(code: OciErrorCode): OciError {
+    if (!this.upstreamMessage) return new OciError(code, this.message);
+    return new OciError(code, `${this.message}; the upstream's message: ${JSON.stringify(this.upstreamMessage)}`, { reason: this.message });
   }
 }
 

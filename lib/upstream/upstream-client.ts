@@ -618,7 +618,6 @@ export class SourceClient {
         // not JSON: ignore the body, the status says enough
       }
     }
-    const suffix = upstreamMessage ? `: ${upstreamMessage}` : '';
     const s = res.status;
     // Said the same whether the upstream answered a GET (with a body) or a HEAD (without): a digest
     // stored here that the repository does not link is checked with a HEAD, one stored nowhere is
@@ -636,9 +635,11 @@ export class SourceClient {
       });
     }
     if (s >= 500) throw new UpstreamError('unavailable', this.name, `${this.label} answered ${s} on ${what}`, { status: s });
-    throw new UpstreamError('bad_response', this.name, `${this.label} answered ${s} on ${what}${suffix}`, {
+    // Its code, not its text: the message may reach a status line (see UpstreamError.upstreamMessage).
+    throw new UpstreamError('bad_response', this.name, `${this.label} answered ${s} on ${what}${upstreamCode ? ` (${upstreamCode})` : ''}`, {
       status: s,
       ...(upstreamCode ? { upstreamCode } : {}),
+      ...(upstreamMessage ? { upstreamMessage } : {}),
     });
   }
 

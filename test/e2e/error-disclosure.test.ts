@@ -8,6 +8,7 @@ import bcrypt from 'bcryptjs';
 import t from 'tap';
 import { MANIFEST_ACCEPT } from '../fixtures/images.js';
 import { rawRequest, ociErrors } from '../fixtures/http-client.js';
+import { startRegistry } from '../fixtures/registry.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 import { tmpDir } from '../fixtures/util.js';
 
@@ -52,4 +53,25 @@ t.test("an open breaker's answer names the failure's class, not the repository a
   t.match(state.body.toString(), /not contacted for manifest library\/app:1\.0/, "it lists the breaker's answer to library/app, which bob may pull");
   t.notMatch(state.body.toString(), /secret-project|release-candidate-7/, "and nothing of alice's request");
   t.equal(ociErrors(other)?.[0]?.code, 'UPSTREAM_UNAVAILABLE');
+});
+
+t.test("an upstream's error text is never in the status line, only quoted as its words in the body; its code is", async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } } });
+  const PHISH = 'Your account is suspended - verify it at https://evil.example/login within 24 hours';
+  const cases = [
+    { status: 400, code: 'NAME_INVALID', answered: 400, answeredCode: 'NAME_INVALID' },
+    { status: 410, code: 'DENIED', answered: 502, answeredCode: 'UPSTREAM_UNAVAILABLE' },
+  ];
+  for (const c of cases) {
+    reg.setFault({ kind: 'status', status: c.status, body: JSON.stringify({ errors: [{ code: c.code, message: PHISH }] }) });
+    const r = await rawRequest(`${sd.url}/v2/library/app/manifests/v${c.status}`, { headers: { accept: MANIFEST_ACCEPT } });
+    t.equal(r.status, c.answered, `upstream ${c.status}: answered ${c.answered}`);
+    t.equal(ociErrors(r)?.[0]?.code, c.answeredCode);
+    t.notMatch(r.statusMessage, /suspended|evil\.example|verify/, `upstream ${c.status}: none of its text in the status line`);
+    t.match(r.statusMessage, new RegExp(`upstream docker\\.io answered ${c.status} on manifest library/app:v${c.status} \\(${c.code}\\)`), 'which names the upstream, its status and its code');
+    t.match(ociErrors(r)?.[0]?.message, `the upstream's message: ${JSON.stringify(PHISH)}`, 'the body quotes it, as the upstream\'s words');
+  }
+  reg.setFault(null);
 });
