@@ -22,6 +22,7 @@ import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.j
 import { INDEX_MEDIA_TYPES, MediaType, parseManifest, type Descriptor } from '../oci/media-types.js';
 import { BlobWriter } from './blob-writer.js';
 import type { Store } from './store.js';
+import { DIR_MODE } from './modes.js';
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
 const MAX_INDEX_JSON = 4 * 1024 * 1024;
@@ -131,7 +132,7 @@ export async function exportBundle(store: Store, images: BundleImage[], out: Wri
  */
 export async function importBundle(store: Store, input: Readable): Promise<{ images: BundleImage[]; blobs: number; bytes: number }> {
   const staging = path.join(store.blobs.paths.tmp, `import-${randomBytes(8).toString('hex')}`);
-  await fsp.mkdir(staging, { recursive: true });
+  await fsp.mkdir(staging, { recursive: true, mode: DIR_MODE });
   try {
     const staged = new Map<string, { file: string; size: number }>();
     let indexJson: Buffer | null = null;
