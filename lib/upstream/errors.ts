@@ -56,7 +56,7 @@ export class UpstreamError extends Error {
       case 'not_found':
         // The request's own code, not the one in the upstream's body: a HEAD's answer has none, and
         // a HEAD (a stored digest this repository does not link) and a GET (a digest stored nowhere)
-        // must get the same answer (DESIGN.md rule 9).
+        // must get the same answer (docs/ARCHITECTURE.md rule 9).
         return new OciError(notFound, this.message);
       case 'denied':
         // Docker Hub answers 401 for repositories that do not exist; containerd treats 404 as "try the next host".

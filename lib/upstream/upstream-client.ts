@@ -621,7 +621,7 @@ export class SourceClient {
     const s = res.status;
     // Said the same whether the upstream answered a GET (with a body) or a HEAD (without): a digest
     // stored here that the repository does not link is checked with a HEAD, one stored nowhere is
-    // fetched with a GET, and the two answers must not tell them apart (DESIGN.md rule 9).
+    // fetched with a GET, and the two answers must not tell them apart (docs/ARCHITECTURE.md rule 9).
     if (s === 404) throw new UpstreamError('not_found', this.name, `${what} not found at ${this.label}`, { status: s, ...(upstreamCode ? { upstreamCode } : {}) });
     if (s === 401 || s === 403) {
       throw new UpstreamError('denied', this.name, `${this.label} denied access to ${what} (it does not exist or needs credentials)`, { status: s });
