@@ -24,6 +24,7 @@ import type { CredentialSource } from '../config/config.js';
 import { parseWwwAuthenticate, type Challenge } from '../upstream/www-authenticate.js';
 import type { ConfigFlags } from './common.js';
 import { readTlsPair, type TlsPair } from '../server/tls-certificate.js';
+import { DIR_MODE, FILE_MODE } from '../storage/modes.js';
 
 export type Level = 'ok' | 'warn' | 'info' | 'skip' | 'fail';
 
@@ -102,14 +103,14 @@ export async function checkStore(config: Config, now = Date.now()): Promise<Chec
   const target = paths.root;
   const out: CheckResult[] = [];
   try {
-    await fsp.mkdir(paths.tmp, { recursive: true });
+    await fsp.mkdir(paths.tmp, { recursive: true, mode: DIR_MODE });
   } catch (err) {
     out.push(result('fail', 'store', target, `cannot create ${paths.tmp}: ${errText(err)}`, 'create the directory, or point storage.path (or --storage) at a directory this user can write'));
     return out;
   }
   const probe = path.join(paths.tmp, `doctor-${randomBytes(6).toString('hex')}`);
   try {
-    await fsp.writeFile(probe, 'stevedore doctor\n');
+    await fsp.writeFile(probe, 'stevedore doctor\n', { mode: FILE_MODE });
     await fsp.rm(probe, { force: true });
     out.push(result('ok', 'store', target, 'exists and is writable'));
   } catch (err) {

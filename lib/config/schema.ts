@@ -154,8 +154,14 @@ const s3Schema = z
     sseKmsKeyId: z.string().min(1).nullable().default(null),
     /** Blob GETs answered with 307 to a presigned URL of the object, for clients that follow redirects (as distribution's `redirect`). */
     redirect: z.boolean().default(false),
-    /** How long a presigned URL is valid. */
-    redirectTTL: duration.refine((ms) => ms >= 10_000 && ms <= 7 * 86_400_000, { message: 'between 10s and 7d' }).default(20 * 60_000),
+    /**
+     * How long a presigned URL is valid: an hour at most. Whoever holds the URL reads the blob,
+     * with no check of who they are, until it expires (a log line, a proxy's cache, a client's
+     * debug output all keep it).
+     */
+    redirectTTL: duration
+      .refine((ms) => ms >= 10_000 && ms <= 3_600_000, { message: 'between 10s and 1h (whoever holds a presigned URL reads the blob until it expires)' })
+      .default(20 * 60_000),
     /** Bytes per part of a multipart upload: at least 5MiB (S3's minimum), at most 5GiB. */
     partSize: size.refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, { message: 'between 5MiB and 5GiB' }).default(16 * 1024 * 1024),
     /** How often the index is reconciled with a listing of the bucket (listing is slow and paid). */

@@ -197,6 +197,13 @@ t.test('a bad storage.maxSize is reported under its key', async (t) => {
   t.match(problems(() => parseConfig({ storage: { maxSize: 'lots' } })), [/^storage\.maxSize: not a size/]);
 });
 
+t.test('a presigned redirect lives an hour at most: a longer storage.s3.redirectTTL is refused, naming the key', async (t) => {
+  const s3 = (redirectTTL: string): unknown => ({ storage: { backend: 's3', s3: { bucket: 'stevedore-blobs', redirect: true, redirectTTL } } });
+  t.match(problems(() => parseConfig(s3('7d'))), [/^storage\.s3\.redirectTTL: between 10s and 1h/]);
+  t.match(problems(() => parseConfig(s3('61m'))), [/^storage\.s3\.redirectTTL: /]);
+  t.equal(parseConfig(s3('1h')).storage.s3?.redirectTTL, 3_600_000, 'an hour is allowed');
+});
+
 t.test('cache.finishAbandonedDownloads can be switched off', async (t) => {
   t.equal(parseConfig({ cache: { finishAbandonedDownloads: false } }).cache.finishAbandonedDownloads, false);
 });
