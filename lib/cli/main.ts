@@ -44,6 +44,11 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       },
       'stevedore listening',
     );
+    const peerAddr = app.peerAddress();
+    if (peerAddr) {
+      const peerHost = peerAddr.family === 'IPv6' ? `[${peerAddr.address}]` : peerAddr.address;
+      log.info({ listen: `${peerAddr.address}:${peerAddr.port}`, url: `${app.scheme}://${peerHost}:${peerAddr.port}` }, 'peer endpoint listening (peerListen)');
+    }
     let stopping = false;
     const stop = (signal: string, code: number, graceMs?: number): void => {
       if (stopping) return;

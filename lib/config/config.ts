@@ -100,6 +100,8 @@ export interface UpstreamConfig {
 
 export interface Config {
   listen: { host: string; port: number };
+  /** The peer endpoint's own listener (other node instances, replicas on S3); null: on `listen`. */
+  peerListen: { host: string; port: number } | null;
   /** Client connection limits (lib/server/connection-guard.ts). */
   server: ParsedConfig['server'];
   /** HTTPS: the certificate and key files (PEM) and how often they are re-read; null: plain HTTP. */
@@ -230,6 +232,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
   }
   const config: Config = {
     listen: parsed.listen,
+    peerListen: parsed.peerListen,
     server: parsed.server,
     tls: parsed.tls,
     storage: parsed.storage,

@@ -450,6 +450,11 @@ const SERVER_DEFAULTS = {
 export const configSchema = z
   .object({
     listen: listen.default({ host: '0.0.0.0', port: 5000 }),
+    /**
+     * A listener of its own for the peer endpoint (other node instances, other replicas on S3),
+     * so a NetworkPolicy can keep everyone else off it. null: the peer endpoint is on `listen`.
+     */
+    peerListen: listen.nullable().default(null),
     storage: z
       .object({
         /** The store (filesystem backend); with `backend: s3`, only local working space (downloads being written, push chunks being received, the index snapshot). */

@@ -57,8 +57,10 @@ export interface App {
   scheme: 'http' | 'https';
   /** HTTPS: the certificate served and its reloading; null over plain HTTP. */
   tls: CertificateReloader | null;
-  /** Listens; resolves with the bound address. */
+  /** Listens (and on config peerListen, when set); resolves with the main bound address. */
   listen(port?: number, host?: string): Promise<AddressInfo>;
+  /** Where the peer endpoint listens on its own (config peerListen), once listening; else null. */
+  peerAddress(): AddressInfo | null;
   /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
   close(graceMs?: number): Promise<void>;
 }
@@ -125,6 +127,9 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       ['cluster mode on the S3 backend needs cluster.advertise (this replica\'s URL, e.g. http://${POD_IP}:5000) and cluster.token (a secret shared by the replicas): replicas share no disk, so the clients of one stream a download in progress from the replica holding it'],
       'configuration',
     );
+  }
+  if (config.peerListen !== null && nodePeers === null && !holdersStream) {
+    throw new ConfigError(['peerListen: there is no peer endpoint to serve (it needs node.peers, or cluster mode on the S3 backend)'], 'configuration');
   }
   // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
   // each replica's partial index.
@@ -275,12 +280,29 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
     }
   }
-  const server = createServer({ config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, clusterPeers, dashboard, isReady: () => ready, tls: tlsPair });
+  const serverDeps = { config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, clusterPeers, dashboard, isReady: () => ready, tls: tlsPair };
+  // config peerListen: the peer endpoint on a listener of its own, and only there.
+  const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, peerRoute: 'only' }) : null;
+  const server = createServer({ ...serverDeps, peerRoute: peerServer ? 'elsewhere' : 'here' });
   let tls: CertificateReloader | null = null;
+  let peerTls: CertificateReloader | null = null;
   if (config.tls && tlsPair) {
     tls = new CertificateReloader(server as https.Server, config.tls, tlsPair, log, config.tls.reloadInterval);
     tls.start();
+    if (peerServer) {
+      peerTls = new CertificateReloader(peerServer as https.Server, config.tls, tlsPair, log, config.tls.reloadInterval);
+      peerTls.start();
+    }
   }
+  const listenOn = (srv: http.Server, port: number, host: string): Promise<AddressInfo> =>
+    new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, host, () => {
+        srv.off('error', reject);
+        resolve(srv.address() as AddressInfo);
+      });
+    });
+  let peerAddress: AddressInfo | null = null;
   return {
     scheme: tls ? 'https' : 'http',
     tls,
@@ -294,25 +316,25 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     metrics,
     cluster,
     peers,
-    listen(port = config.listen.port, host = config.listen.host) {
-      return new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve(server.address() as AddressInfo);
-        });
-      });
+    async listen(port = config.listen.port, host = config.listen.host) {
+      const addr = await listenOn(server, port, host);
+      if (peerServer && config.peerListen) peerAddress = await listenOn(peerServer, config.peerListen.port, config.peerListen.host);
+      return addr;
     },
+    peerAddress: () => peerAddress,
     async close(graceMs = 10_000) {
       ready = false;
       clearInterval(snapshotTimer);
       tls?.stop();
+      peerTls?.stop();
       registry.stop();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = Promise.all([server, ...(peerServer ? [peerServer] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
       server.closeIdleConnections();
+      peerServer?.closeIdleConnections();
       const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       await Promise.race([Promise.all([closed, pull.drain()]), timer]);
       server.closeAllConnections();
+      peerServer?.closeAllConnections();
       // Cluster mode: what this replica still downloads is left for another to resume.
       await pull.handOver();
       // Upstream work still running past the grace period (a stalled download, a tag list) is

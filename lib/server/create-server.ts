@@ -71,6 +71,12 @@ export interface ServerDeps {
   peers?: Peers | null;
   /** Cluster mode on the S3 backend: the other replicas, served on PEER_BLOB_PATH (holder-stream.ts). */
   clusterPeers?: PeerEndpoint | null;
+  /**
+   * Where the peer endpoint is served: on this listener with everything else ('here', the
+   * default), on a listener of its own (config peerListen: 'elsewhere' on the main one, 'only' on
+   * that one, which answers nothing else).
+   */
+  peerRoute?: 'here' | 'elsewhere' | 'only';
   /** HTTPS with this certificate and key (PEM); absent or null: plain HTTP. */
   tls?: { cert: Buffer; key: Buffer } | null;
   /** The dashboard at `/` (config dashboard.enabled); absent or null: none. */
@@ -284,6 +290,9 @@ function parseUrl(req: IncomingMessage): { pathname: string; query: URLSearchPar
 
 async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMessage, res: ServerResponse, outcome: Outcome, log: Logger): Promise<void> {
   const { pathname, query } = parseUrl(req);
+  if (deps.peerRoute === 'only' && !pathname.startsWith(PEER_BLOB_PATH)) {
+    throw new OciError('NOT_FOUND', `no endpoint at ${pathname.slice(0, 200)} (this listener, peerListen, serves the peer endpoint only)`);
+  }
   // ---- auth (lib/server/auth): stevedore's own token endpoint.
   const authContext: AuthContext = {
     log,
@@ -314,7 +323,7 @@ async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMess
     outcome.route = 'dashboard';
     return deps.dashboard.serve(deps.auth, pathname, req, res, authContext);
   }
-  const peerEndpoint = deps.peers ?? deps.clusterPeers;
+  const peerEndpoint = deps.peerRoute === 'elsewhere' ? null : (deps.peers ?? deps.clusterPeers);
   if (pathname.startsWith(PEER_BLOB_PATH) && peerEndpoint) {
     outcome.route = 'peer_blob';
     guard.armIdle(res);

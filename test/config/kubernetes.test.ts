@@ -523,8 +523,8 @@ t.test('cluster-s3: 3 replicas sharing a bucket, each with an emptyDir of workin
   const unhashed = (o: K8sObject): string => `${o.kind} ${o.kind === 'ConfigMap' ? o.metadata.name.replace(/-[a-z0-9]{10}$/, '') : o.metadata.name}`;
   t.same(
     objects('cluster-s3').map(unhashed).sort(),
-    ['ConfigMap stevedore-config', 'Deployment stevedore', 'Deployment stevedore-redis', 'Namespace stevedore', 'NetworkPolicy stevedore-redis', 'PodDisruptionBudget stevedore', 'Service stevedore', 'Service stevedore-redis'],
-    "the cluster overlay's objects without the ReadWriteMany claim",
+    ['ConfigMap stevedore-config', 'Deployment stevedore', 'Deployment stevedore-redis', 'Namespace stevedore', 'NetworkPolicy stevedore-peer', 'NetworkPolicy stevedore-redis', 'PodDisruptionBudget stevedore', 'Service stevedore', 'Service stevedore-redis'],
+    "the cluster overlay's objects without the ReadWriteMany claim, with the peer port's NetworkPolicy",
   );
   const pod = stevedorePods().find((p) => p.overlay === 'cluster-s3')!;
   const spec = pod.spec.template.spec;
@@ -542,9 +542,28 @@ t.test('cluster-s3: 3 replicas sharing a bucket, each with an emptyDir of workin
 
   // Cluster mode on S3: this replica's URL and the shared token, which start-up requires.
   t.equal(new URL(config.metadata.redis!).hostname.split('.')[0], 'stevedore-redis', 'metadata.redis names the Redis Service');
-  t.equal(raw.cluster.advertise, `http://\${POD_IP}:${config.listen.port}`, 'the others reach this replica on its pod IP and the port it listens on');
+  t.ok(config.peerListen && config.peerListen.port !== config.listen.port, 'the peer endpoint has a port of its own (peerListen)');
+  t.equal(raw.cluster.advertise, `http://\${POD_IP}:${config.peerListen!.port}`, 'the others reach this replica on its pod IP and its peer port');
   t.same(env('POD_IP')?.valueFrom, { fieldRef: { fieldPath: 'status.podIP' } }, 'POD_IP from the downward API');
-  t.equal(config.cluster.advertise, `http://${STAND_INS.POD_IP}:${config.listen.port}`, 'cluster.advertise as stevedore reads it');
+  t.equal(config.cluster.advertise, `http://${STAND_INS.POD_IP}:${config.peerListen!.port}`, 'cluster.advertise as stevedore reads it');
+  const ports = pod.c.ports ?? [];
+  t.same(ports.find((x) => x.name === 'peer')?.containerPort, config.peerListen!.port, 'the container declares the peer port');
+
+  // Only stevedore's pods reach the peer port; every client reaches the registry port.
+  const peerPolicy = find('cluster-s3', 'NetworkPolicy', 'stevedore-peer')!.spec as NetworkPolicySpec;
+  t.ok(selects(peerPolicy.podSelector.matchLabels, pod.spec.template.metadata.labels), 'the policy selects the replicas');
+  t.ok(peerPolicy.policyTypes?.includes('Ingress'), 'it governs ingress');
+  const rulesFor = (port: string): NonNullable<NetworkPolicySpec['ingress']> => (peerPolicy.ingress ?? []).filter((r) => r.ports?.some((x) => x.port === port));
+  t.ok(rulesFor('peer').length >= 1, 'a rule admits the peer port');
+  for (const r of rulesFor('peer')) {
+    t.ok(r.from && r.from.length > 0, 'the peer port: only from named sources');
+    for (const from of r.from ?? []) {
+      t.notOk(from.namespaceSelector ?? from.ipBlock, 'the peer port: no other namespace, no address range');
+      t.ok(from.podSelector && selects(from.podSelector.matchLabels, pod.spec.template.metadata.labels), "the peer port: stevedore's pods");
+      t.notOk(from.podSelector && selects(from.podSelector.matchLabels, workload('cluster-s3', 'Deployment', 'stevedore-redis').template.metadata.labels), 'the peer port: not the Redis pod');
+    }
+  }
+  t.ok(rulesFor('http').some((r) => !r.from), 'the registry port stays open to every client');
   t.equal(raw.cluster.token, '${STEVEDORE_CLUSTER_TOKEN}');
   t.notOk(env('STEVEDORE_CLUSTER_TOKEN')?.value, 'the cluster token is not written in the manifest');
   t.same(env('STEVEDORE_CLUSTER_TOKEN')?.valueFrom?.secretKeyRef, { name: 'stevedore-cluster-token', key: 'token' }, 'the cluster token comes from the Secret stevedore-cluster-token');
@@ -561,12 +580,15 @@ t.test('cluster-s3: 3 replicas sharing a bucket, each with an emptyDir of workin
   // Otherwise the cluster overlay: the same configuration apart from the store and the two keys ...
   const clusterPod = stevedorePods().find((p) => p.overlay === 'cluster')!;
   const clusterConfig = parseConfig(parseYaml(clusterPod.yamlText), { env: clusterPod.env });
-  const common = (c: typeof config): unknown => ({ ...c, storage: null, cluster: { ...c.cluster, advertise: null, token: null } });
-  t.same(common(config), common(clusterConfig), "the cluster overlay's configuration apart from storage and cluster.advertise / token");
+  const common = (c: typeof config): unknown => ({ ...c, storage: null, peerListen: null, cluster: { ...c.cluster, advertise: null, token: null } });
+  t.same(common(config), common(clusterConfig), "the cluster overlay's configuration apart from storage, peerListen and cluster.advertise / token");
   // ... the same pods apart from the environment and the data volume (and the volume ownership change policy, for a claim) ...
   const podOf = (dep: WorkloadSpec): unknown => {
     const p = structuredClone(dep.template.spec) as PodSpec & { securityContext?: Record<string, unknown> };
-    for (const c of p.containers) delete c.env;
+    for (const c of p.containers) {
+      delete c.env;
+      c.ports = c.ports?.filter((x) => x.name !== 'peer');
+    }
     // The data volume differs, and the ConfigMap's hash (its stevedore.yaml does).
     p.volumes = p.volumes?.filter((v) => v.name !== 'data').map((v) => (v.configMap ? { ...v, configMap: { ...v.configMap, name: v.configMap.name.replace(/-[a-z0-9]{10}$/, '') } } : v));
     if (p.securityContext) delete p.securityContext.fsGroupChangePolicy;
