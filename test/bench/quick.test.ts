@@ -31,7 +31,7 @@ t.test('the quick benchmark completes and reports numbers for every scenario', a
   // Coverage and tap's loaders are for this test process, not for the benchmark's servers.
   delete env.NODE_V8_COVERAGE;
   delete env.NODE_OPTIONS;
-  const r = await run(which('npm'), ['run', '--silent', 'bench:quick', '--', '--out', md, '--json', json], { cwd: ROOT, env, timeoutMs: 180_000 });
+  const r = await run(which('npm'), ['run', '--silent', 'bench:quick', '--', '--out', md, '--json', json], { cwd: ROOT, env, timeoutMs: 270_000 });
   t.equal(r.code, 0, `npm run bench:quick exits 0\n${r.stderr.slice(-4000)}`);
   if (r.code !== 0) return;
 
