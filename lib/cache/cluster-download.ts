@@ -5,8 +5,8 @@
  * `sharedPart`) and publishes, in the lease's record, the repository it fetched for and the size
  * once the upstream answered. Every other replica keeps one RemoteBlob per digest for all its
  * clients: it polls the file's size (no fs.watch: it does not work on NFS) and the lease, and its
- * clients read the growing file at their own pace, the last byte held back until the verified file
- * is in the store (rule 2 of DESIGN.md: a client never mistakes unverified bytes for a blob).
+ * clients read the growing file at their own pace, the last byte of each answer held back until
+ * the verified file is in the store (docs/ARCHITECTURE.md, rule 2).
  *
  * When the lease disappears without a stored file or a failure note, its holder died: this
  * replica takes the lease over and resumes the download from the bytes on disk (re-hashed), so
@@ -16,15 +16,23 @@
  * (cluster.advertise) in the lease record and the clients of the others stream from its peer
  * endpoint (lib/cluster/holder-stream.ts). When the holder dies, the taker starts the download
  * afresh (its own temp file) and those clients go on from the byte they reached, from it.
+ *
+ * The lease record comes from Redis, and Redis is not trusted (rule 10): its size is checked
+ * against the bytes before a client's last byte, its repository never stands in for this
+ * replica's own authorization (pull-through.ts), a holder that shows no progress for too long is
+ * given up (the replica downloads alone), and bytes streamed from a holder are hashed here
+ * (VerifiedWindow): a client's last byte goes out only once they matched the digest.
  */
+import { createHash, type Hash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Writable } from 'node:stream';
-import type { Digest } from '../oci/digest.js';
-import { OciError, type OciErrorCode } from '../oci/errors.js';
+import type { Readable, Writable } from 'node:stream';
+import type { Digest, DigestAlgorithm } from '../oci/digest.js';
+import { OciError, OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
 import type { Store } from '../storage/store.js';
 import type { Coordinator } from '../cluster/coordinator.js';
 import { NextEvent } from '../util/next-event.js';
 import { endAnswer } from '../util/pump.js';
+import { DestinationClosedError } from '../storage/file-sender.js';
 
 /** What a download's holder publishes in its lease record. */
 export interface PublishedDownload {
@@ -72,17 +80,50 @@ export interface RemoteBlobDeps {
   /** Called once the RemoteBlob is finished with (committed, failed, or no one follows it). */
   onDone(): void;
   /**
-   * Replicas that share no disk (the S3 backend): streams bytes [start, end] from the holder at
-   * `url` instead of following the shared temp file.
+   * A holder that shows no sign of progress (no size published, its file not growing) for this
+   * long while its lease stands is given up on: `state` becomes 'abandoned' and the replica
+   * downloads alone. Redis can hold a lease nobody works on.
    */
-  streamFrom?(url: string, d: Digest, dest: Writable, start: number, end: number, onBytes: (n: number) => void): Promise<void>;
+  noProgressMs: number;
+  /**
+   * When each lease (digest and token) last showed progress, shared by the RemoteBlobs of this
+   * process: a lease nobody works on is given up even when every client left and came back (each
+   * time a new RemoteBlob).
+   */
+  progress: { get(key: string): LeaseProgress | undefined; set(key: string, value: LeaseProgress): unknown };
+  /**
+   * Replicas that share no disk (the S3 backend): the holders' peer endpoints, which clients
+   * stream from instead of following the shared temp file.
+   */
+  holders?: HolderSource;
+}
+
+/** When a lease last showed progress, and what its record said then. */
+export interface LeaseProgress {
+  at: number;
+  seen: string;
+}
+
+/** The peer endpoints of the replicas holding downloads (lib/cluster/holder-stream.ts). */
+export interface HolderSource {
+  /** The blob from byte `start` to its end, from the replica at `url`. */
+  open(url: string, d: Digest, start: number): Promise<Readable>;
+  /** Whether `url` may be asked (inside the allowed networks, not marked bad). */
+  usable(url: string): boolean;
+  markBad(url: string, why: string): void;
+}
+
+/** Bytes from another replica that did not hash to their digest: the client is cut, never retried. */
+export class UnverifiedBytesError extends Error {
+  readonly code = 'ERR_UNVERIFIED_BYTES';
 }
 
 /** Most takeovers one RemoteBlob attempts before it fails its clients (a download that keeps dying). */
 const MAX_TAKEOVERS = 3;
 
 export class RemoteBlob {
-  state: 'waiting' | 'writing' | 'committed' | 'failed' = 'waiting';
+  /** 'abandoned': the holder showed no progress for too long (see noProgressMs); the replica downloads alone. */
+  state: 'waiting' | 'writing' | 'committed' | 'failed' | 'abandoned' = 'waiting';
   size: number | null = null;
   repoKey = '';
   owner = '';
@@ -102,6 +143,8 @@ export class RemoteBlob {
   private takeovers = 0;
   /** When the file last grew (or the lease was last seen): a holder Redis cannot vouch for is given up after a while. */
   private lastSign = Date.now();
+  /** When the holder last showed progress (published its size, its file grew). */
+  private lastProgress = Date.now();
   private readonly next = new NextEvent();
 
   constructor(
@@ -132,18 +175,27 @@ export class RemoteBlob {
   }
 
   /**
-   * Sends bytes [start, end] (inclusive) to `dest` as they reach the shared file, and ends it. The
-   * caller holds a `use()` for as long as it sends.
+   * Sends bytes [start, end] (inclusive) to `dest` as they reach the shared file, and ends it.
+   * `promised` is the size the answer's headers gave (from the lease record): the last byte goes
+   * out only once the stored blob has that size, else the client is cut. The caller holds a
+   * `use()` for as long as it sends.
    */
-  async sendTo(dest: Writable, start = 0, end = Infinity): Promise<void> {
-    if (this.deps.streamFrom) {
-      await this.streamFromHolder(this.deps.streamFrom, dest, start, end);
+  async sendTo(dest: Writable, start = 0, end = Infinity, promised: number | null = this.size): Promise<void> {
+    if (this.deps.holders) {
+      await this.streamFromHolder(this.deps.holders, dest, start, end, promised);
       return;
     }
+    // The answer's last byte: the end of its range, or of the blob the headers announced.
+    const last = end !== Infinity ? end : promised !== null ? promised - 1 : Infinity;
     await this.deps.store.blobs.sendShared(this.digest, dest, start, end, {
       available: () => {
-        if (this.state === 'failed') throw this.failure ?? new Error('download failed on another replica');
-        return this.state === 'committed' ? this.written : Math.max(0, this.written - 1);
+        if (this.state === 'failed' || this.state === 'abandoned') throw this.failure ?? new Error('download failed on another replica');
+        if (this.state !== 'committed') return Math.max(0, Math.min(this.written - 1, last));
+        // Stored (verified by the replica that stored it): its size must be the one announced.
+        if (promised !== null && this.written !== promised) {
+          throw new Error(`${this.digest.value} was announced (in Redis) as ${promised} bytes but is ${this.written}: the answer is cut`);
+        }
+        return this.written;
       },
       complete: () => this.state === 'committed',
       waitForMore: () => this.nextEvent(),
@@ -151,37 +203,48 @@ export class RemoteBlob {
   }
 
   /**
-   * Replicas that share no disk: bytes from the holder's peer endpoint. When the holder stops
-   * (it died, or lost its lease), the client stays: once another replica (perhaps this one) holds
-   * the download, or the object is stored, it goes on from the byte it reached. A blob is the same
-   * bytes whoever fetches it, and every holder verifies it before its last byte.
+   * Replicas that share no disk: bytes from the holder's peer endpoint, hashed here from byte 0
+   * (rule 10: another process is trusted for nothing but bytes that verify). The client's window
+   * is sent as it arrives, but for its last byte, which goes out once the whole blob matched its
+   * digest; a mismatch cuts the client and marks the holder bad. When the holder stops (it died,
+   * or lost its lease), the client stays: once another replica (perhaps this one) holds the
+   * download, or the object is stored, it goes on from the byte it reached.
    */
-  private async streamFromHolder(
-    streamFrom: NonNullable<RemoteBlobDeps['streamFrom']>,
-    dest: Writable,
-    start: number,
-    end: number,
-  ): Promise<void> {
-    let pos = start;
-    const last = (): number => (end === Infinity && this.size !== null ? this.size - 1 : end);
+  private async streamFromHolder(holders: HolderSource, dest: Writable, start: number, end: number, promised: number | null): Promise<void> {
+    const last = end !== Infinity ? end : promised !== null ? promised - 1 : Infinity;
+    const w = new VerifiedWindow(this.digest.algorithm, start, last);
     for (let attempt = 0; ; attempt++) {
-      if (pos > last()) break;
       const url = this.url;
       try {
         if (this.state === 'committed') {
+          // In the bucket: stored only once verified by the replica that wrote it.
           const stored = await this.deps.store.blobs.open(this.digest);
           if (!stored) throw new Error(`${this.digest.value} was stored, then vanished`);
-          await stored.sendTo(dest, { start: pos, end: Math.min(last(), stored.size - 1) });
+          const to = last === Infinity ? stored.size - 1 : last;
+          if ((promised !== null && stored.size !== promised) || to > stored.size - 1) {
+            await stored.close();
+            throw new UnverifiedBytesError(`${this.digest.value} was announced (in Redis) as ${promised} bytes but is ${stored.size}: the answer is cut`);
+          }
+          await stored.sendTo(dest, { start: w.unsent, end: to });
           return;
         }
         if (!url) throw new OciError('BLOB_UNKNOWN', `the replica downloading ${this.digest.value} published no address (cluster.advertise)`, { status: 503 });
-        await streamFrom(url, this.digest, dest, pos, end, (n) => {
-          pos += n;
-        });
+        const body = await holders.open(url, this.digest, w.hashed);
+        await w.feed(body, dest);
+        const got = w.digest();
+        if (got !== this.digest.value) {
+          holders.markBad(url, `sent ${w.hashed} bytes hashing to ${got}, not ${this.digest.value}`);
+          throw new UnverifiedBytesError(`the bytes of ${this.digest.value} from ${url} do not verify: the answer is cut`);
+        }
+        if ((promised !== null && w.hashed !== promised) || (last !== Infinity && last > w.hashed - 1)) {
+          throw new UnverifiedBytesError(`${this.digest.value} was announced (in Redis) as ${promised} bytes but is ${w.hashed}: the answer is cut`);
+        }
+        await w.finish(dest);
         break;
       } catch (err) {
+        if (err instanceof UnverifiedBytesError || err instanceof DestinationClosedError) throw err;
         if (dest.destroyed || this.state === 'failed' || attempt >= MAX_TAKEOVERS + 1) throw this.failure ?? err;
-        this.deps.log.warn({ digest: this.digest.value, holder: url, at: pos, err: (err as Error).message }, 'the replica holding a download stopped sending it; going on from another');
+        this.deps.log.warn({ digest: this.digest.value, holder: url, at: w.hashed, err: (err as Error).message }, 'the replica holding a download stopped sending it; going on from another');
         await this.holderChanged(url);
       }
     }
@@ -191,13 +254,17 @@ export class RemoteBlob {
   /** Resolves when the download has another holder (a new URL), is stored, failed, or after a while. */
   private async holderChanged(url: string): Promise<void> {
     const until = Date.now() + 3 * this.deps.leaseTtlMs + 5_000;
-    while (this.url === url && this.state !== 'committed' && this.state !== 'failed' && Date.now() < until) {
+    while (this.url === url && this.state !== 'committed' && this.state !== 'failed' && this.state !== 'abandoned' && Date.now() < until) {
       await new Promise((r) => setTimeout(r, this.deps.pollMs));
     }
   }
 
+  private get settled(): boolean {
+    return this.state === 'committed' || this.state === 'failed' || this.state === 'abandoned';
+  }
+
   private schedule(ms: number): void {
-    if (this.timer || this.state === 'committed' || this.state === 'failed') return;
+    if (this.timer || this.settled) return;
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.tick();
@@ -215,7 +282,7 @@ export class RemoteBlob {
     } finally {
       this.ticking = false;
     }
-    if (this.state !== 'committed' && this.state !== 'failed') this.schedule(this.deps.pollMs);
+    if (!this.settled) this.schedule(this.deps.pollMs);
   }
 
   private async look(): Promise<void> {
@@ -232,6 +299,7 @@ export class RemoteBlob {
       this.written = probe.part;
       grew = true;
       this.lastSign = Date.now();
+      this.lastProgress = Date.now();
     }
     let rec;
     try {
@@ -242,7 +310,21 @@ export class RemoteBlob {
     if (rec) {
       this.lastSign = Date.now();
       this.token = rec.token;
+      // Progress: the shared file grew, or the record changed (the holder published its size, that
+      // it is ready, its address), since this lease was last looked at by any RemoteBlob here.
       const pub = parsePublished(rec.value);
+      const key = `${this.digest.value} ${rec.token}`;
+      const seen = `${rec.value.length} ${pub?.ready} ${pub?.size} ${pub?.url}`;
+      const last = this.deps.progress.get(key);
+      if (grew || !last || last.seen !== seen) this.deps.progress.set(key, { at: Date.now(), seen });
+      this.lastProgress = this.deps.progress.get(key)!.at;
+      // Replicas that stream from the holder see no file grow: its stream shows progress to its
+      // clients. A shared file that stops growing, or a holder that never answers, is given up.
+      const idleFor = Date.now() - this.lastProgress;
+      if ((this.state === 'waiting' || !this.deps.holders) && idleFor > this.deps.noProgressMs) {
+        this.abandon(pub ? `the replica holding it (${pub.owner.slice(0, 100)}) showed no progress for ${Math.round(idleFor / 1000)} s` : 'its lease record in Redis is not one a replica writes');
+        return;
+      }
       if (pub) {
         this.repoKey = pub.repoKey;
         this.owner = pub.owner;
@@ -275,6 +357,16 @@ export class RemoteBlob {
     if (grew) this.wake();
   }
 
+  /** The lease stands but nobody works on it (as far as this replica can tell): download alone. */
+  private abandon(why: string): void {
+    this.deps.log.warn({ digest: this.digest.value, reason: why }, 'not following the download another replica holds; downloading it here');
+    this.state = 'abandoned';
+    this.failure = new OciError('BLOB_UNKNOWN', `the download of ${this.digest.value} on another replica made no progress`, { status: 503 });
+    this.failReady(this.failure);
+    this.wake(this.failure);
+    this.finish();
+  }
+
   private commit(): void {
     this.state = 'committed';
     this.markReady();
@@ -293,7 +385,7 @@ export class RemoteBlob {
   private finish(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    if (this.state !== 'committed' && this.state !== 'failed') {
+    if (!this.settled) {
       // Abandoned by its clients: anyone still waiting (none) is released; a new request starts afresh.
       this.state = 'failed';
       this.failure = new Error('no client follows this download here any more');
@@ -305,7 +397,7 @@ export class RemoteBlob {
 
   /** One promise per look for every follower: resolves on progress or commit, rejects on failure. */
   private nextEvent(): Promise<void> {
-    if (this.state === 'failed') return Promise.reject(this.failure ?? new Error('download failed on another replica'));
+    if (this.state === 'failed' || this.state === 'abandoned') return Promise.reject(this.failure ?? new Error('download failed on another replica'));
     if (this.state === 'committed') return Promise.resolve();
     return this.next.wait();
   }
@@ -335,8 +427,101 @@ function parseFailure(value: string): FailureNote | null {
   try {
     const v = JSON.parse(value) as Partial<FailureNote>;
     if (typeof v.token !== 'string' || typeof v.code !== 'string' || typeof v.message !== 'string' || typeof v.status !== 'number') return null;
-    return v as FailureNote;
+    // From Redis: only an error a replica could have written (a known code, an error status, a
+    // short printable message) reaches a client.
+    if (!Object.hasOwn(OCI_ERRORS, v.code) || !Number.isInteger(v.status) || v.status < 400 || v.status > 599) return null;
+    return { token: v.token, code: v.code as OciErrorCode, status: v.status, message: v.message.replace(/[^\x20-\x7e]/g, ' ').slice(0, 300) };
   } catch {
     return null;
   }
+}
+
+/**
+ * The bytes of a blob from another replica, hashed as they pass, and the client's window
+ * [start, last] of them forwarded: every byte but the window's last goes out as it arrives; that
+ * one waits in `held` until the whole blob matched its digest (finish).
+ */
+export class VerifiedWindow {
+  /** Bytes of the blob hashed so far: where the next transfer starts. */
+  hashed = 0;
+  /** The next byte of the window not sent yet (the held one included). */
+  unsent: number;
+  private held: Buffer | null = null;
+  private readonly hash: Hash;
+
+  constructor(
+    private readonly algorithm: DigestAlgorithm,
+    start: number,
+    private readonly last: number,
+  ) {
+    this.hash = createHash(algorithm);
+    this.unsent = start;
+  }
+
+  /** Writes `body` (the blob from byte `hashed` on) through the hash into `dest`, which stays open. */
+  async feed(body: Readable, dest: Writable): Promise<void> {
+    const gone = (): void => {
+      body.destroy(new DestinationClosedError());
+    };
+    const socket = (dest as Writable & { req?: { socket?: NodeJS.EventEmitter & { destroyed?: boolean } } }).req?.socket;
+    if (dest.destroyed || socket?.destroyed) {
+      body.destroy();
+      throw new DestinationClosedError();
+    }
+    dest.once('close', gone);
+    socket?.once('close', gone);
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        const at = this.hashed;
+        this.hash.update(chunk);
+        this.hashed += chunk.length;
+        // The part of this chunk inside the window, from the first byte not sent.
+        const from = Math.max(this.unsent + (this.held ? 1 : 0), at);
+        const to = Math.min(this.last, this.hashed - 1);
+        if (from > to) continue;
+        const part = chunk.subarray(from - at, to - at + 1);
+        const out: Buffer[] = [];
+        if (this.held) out.push(this.held);
+        if (part.length > 1) out.push(part.subarray(0, part.length - 1));
+        this.held = Buffer.from(part.subarray(part.length - 1));
+        for (const b of out) {
+          this.unsent += b.length;
+          if (!dest.write(b)) await drained(dest);
+        }
+      }
+    } finally {
+      dest.off('close', gone);
+      socket?.off('close', gone);
+    }
+    if (dest.destroyed) throw new DestinationClosedError();
+  }
+
+  digest(): string {
+    return `${this.algorithm}:${this.hash.copy().digest('hex')}`;
+  }
+
+  /** The whole blob verified: the held byte goes out. */
+  async finish(dest: Writable): Promise<void> {
+    if (!this.held) return;
+    const b = this.held;
+    this.held = null;
+    this.unsent += 1;
+    if (!dest.write(b)) await drained(dest);
+  }
+}
+
+/** Resolves when `dest` drained; rejects when it closed first. */
+function drained(dest: Writable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const done = (err?: Error): void => {
+      dest.off('drain', onDrain);
+      dest.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(new DestinationClosedError());
+    dest.once('drain', onDrain);
+    dest.once('close', onClose);
+  });
 }

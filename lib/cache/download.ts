@@ -1,6 +1,6 @@
 /**
  * One upstream download of one digest into the store. Every client asking for that digest while
- * it runs reads the growing temp file at its own pace (rule 3 of DESIGN.md): the download runs at
+ * it runs reads the growing temp file at its own pace (rule 3 of docs/ARCHITECTURE.md): the download runs at
  * upstream speed, a slow client slows nobody, and it finishes into the store even when every
  * client has gone (unless `finishAbandoned` is off).
  *

@@ -25,7 +25,7 @@ import { offlineMessage, UpstreamError } from '../upstream/errors.js';
 import { PassThrough } from 'node:stream';
 import { Download, type DownloadOptions } from './download.js';
 import type { Coordinator, Lease } from '../cluster/coordinator.js';
-import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type PublishedDownload } from './cluster-download.js';
+import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type HolderSource, type LeaseProgress, type PublishedDownload } from './cluster-download.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { tagTTLFor } from './tag-policy.js';
 import { RefreshAhead, type RefreshAheadOptions } from './refresh-ahead.js';
@@ -162,6 +162,8 @@ export interface ClusterDownloads {
   leaseTtlMs: number;
   /** How often a download held elsewhere is looked at (file size, lease). */
   pollMs: number;
+  /** A holder showing no progress this long is given up on; this replica then downloads alone. */
+  noProgressMs: number;
   /** Counts takeovers and remote follows (metrics). */
   onEvent?(what: 'takeover' | 'remote_follow' | 'alone'): void;
   /** A push moved a tag of an upstream's namespace here: the other replicas forget their answer. */
@@ -170,7 +172,7 @@ export interface ClusterDownloads {
    * Replicas that share no disk (the S3 backend): this replica's URL, published in its leases, and
    * how the clients of others stream a download from the replica holding it (holder-stream.ts).
    */
-  holders?: { self: string; streamFrom(url: string, d: Digest, dest: Writable, start: number, end: number, onBytes: (n: number) => void): Promise<void> };
+  holders?: HolderSource & { readonly self: string };
 }
 
 export class PullThrough {
@@ -198,6 +200,8 @@ export class PullThrough {
   private readonly cluster: ClusterDownloads | null;
   /** Downloads other replicas hold that clients of this one follow, by digest. */
   private readonly remotes = new Map<string, RemoteBlob>();
+  /** When each lease of another replica last showed progress (cluster-download.ts). */
+  private readonly leaseProgress = new LRUCache<string, LeaseProgress>({ max: 10_000 });
   /** A miss being resolved in cluster mode (lease asked for), shared by concurrent requests. */
   private readonly resolving = new Map<string, Promise<Download | RemoteBlob | 'stored'>>();
   /** Cluster downloads this replica holds the lease of. */
@@ -556,7 +560,7 @@ export class PullThrough {
   /**
    * Content held here (stored, or being downloaded) that this repository does not link: served
    * under this name only once the upstream confirms that the repository has it (HEAD, no quota),
-   * and linked then (DESIGN.md rule 9). A digest is no key: content pushed to a private hosted
+   * and linked then (docs/ARCHITECTURE.md rule 9). A digest is no key: content pushed to a private hosted
    * repository, or fetched for another repository with the upstream's credentials, never leaks
    * into a name that does not hold it. When the upstream cannot answer (rate-limited, breaker
    * open, unreachable, offline) the content is unknown here, as if it were not stored: a failed
@@ -672,7 +676,9 @@ export class PullThrough {
       log: this.log,
       pollMs: c.pollMs,
       leaseTtlMs: c.leaseTtlMs,
-      ...(c.holders ? { streamFrom: c.holders.streamFrom.bind(c.holders) } : {}),
+      noProgressMs: c.noProgressMs,
+      progress: this.leaseProgress,
+      ...(c.holders ? { holders: c.holders } : {}),
       takeOver: async () => {
         if (this.inFlight(d)) return null;
         const lease = await c.coordinator.acquire(blobLeaseKey(d), c.leaseTtlMs, this.published(t, remote.size, false)).catch(() => null);
@@ -704,6 +710,8 @@ export class PullThrough {
       if (err instanceof UpstreamError) throw err.toOciError('BLOB_UNKNOWN');
       // Stored after all (the RemoteBlob saw the file land): served like any stored blob.
       if (await this.store.blobs.present(d)) return this.getBlob(t, d);
+      // Its lease stands but nobody works on it (Redis says so, Redis is not trusted): alone.
+      if (remote.state === 'abandoned') return this.downloadAlone(t, d);
       throw err;
     }
     if (remote.state === 'committed') {
@@ -711,21 +719,34 @@ export class PullThrough {
       await this.store.blobs.adopt(d);
       return this.getBlob(t, d);
     }
+    if (remote.state === 'abandoned') {
+      release();
+      return this.downloadAlone(t, d);
+    }
+    // A holder address outside cluster.allowedNetworks, or one that sent bytes that did not verify.
+    const holders = this.cluster?.holders;
+    if (holders && remote.url && !holders.usable(remote.url)) {
+      release();
+      return this.downloadAlone(t, d);
+    }
     try {
-      if (remote.repoKey !== repoKey(this.repo(t))) await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
+      // The repository in the lease record comes from Redis: never taken for this one's authorization.
+      await this.authorizeStored(t, d, 'BLOB_UNKNOWN');
     } catch (err) {
       release();
       throw err;
     }
+    // What the headers will say (from the lease record): checked against the bytes before the last one.
+    const promised = remote.size;
     const sendTo = async (dest: Writable, r?: { start: number; end: number }): Promise<void> => {
       try {
-        await remote.sendTo(dest, r?.start, r?.end);
+        await remote.sendTo(dest, r?.start, r?.end, promised);
       } finally {
         release();
       }
     };
     return {
-      size: remote.size,
+      size: promised,
       cache: 'miss',
       sendTo,
       open: (r) => {
@@ -735,6 +756,17 @@ export class PullThrough {
       },
       release: async () => release(),
     };
+  }
+
+  /** The download another replica holds cannot be followed: this replica downloads the blob itself (no lease). */
+  private async downloadAlone(t: Target, d: Digest): Promise<BlobAnswer> {
+    this.cluster?.onEvent?.('alone');
+    const running = this.inFlight(d);
+    if (running) {
+      await this.authorizeJoin(t, d, running);
+      return this.follow(running, t);
+    }
+    return this.follow(this.startDownload(t, d), t);
   }
 
   /** Size and whether it is stored, without downloading (HEAD). */
@@ -833,7 +865,7 @@ export class PullThrough {
       repoKey(this.repo(t)),
       writer,
       // Peers (node mode) only for a blob this repository links: a manifest from a trusted source
-      // named it (DESIGN.md rule 9; a peer is trusted by digest, not by name).
+      // named it (docs/ARCHITECTURE.md rule 9; a peer is trusted by digest, not by name).
       t.client.blobSource(t.name, d.value, { peersAllowed: () => this.store.repos.hasLink(this.repo(t), d) }),
       this.log.child({ upstream: t.client.name, repo: t.name }),
       {

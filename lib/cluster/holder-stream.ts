@@ -2,78 +2,103 @@
  * Cluster mode on the S3 backend: replicas share a bucket, not a disk, so a download in progress
  * is not a file the others can follow. The replica holding a digest's lease publishes its URL
  * (cluster.advertise) in the lease record; every other replica's clients stream the blob from it,
- * on the peer endpoint (PEER_BLOB_PATH) with the replicas' shared token (cluster.token), while it
- * downloads. The holder sends what its own clients get: the bytes as they arrive, the last one only
- * once the blob verified (rule 2 of DESIGN.md). Once the object exists,
- * everyone reads it from the bucket.
+ * on the peer endpoint (PEER_BLOB_PATH), while it downloads. Once the object exists, everyone
+ * reads it from the bucket.
+ *
+ * The URL comes from Redis, which is not trusted (docs/ARCHITECTURE.md, rule 10):
+ *   - it is asked only inside `cluster.allowedNetworks` (peer-networks.ts);
+ *   - requests are signed per request (peer-auth.ts): `cluster.token` never goes on the wire;
+ *   - the bytes it sends are hashed by the follower from byte 0, and a client's last byte waits
+ *     until that hash matches the digest (cache/cluster-download.ts, VerifiedWindow); a holder
+ *     whose bytes do not verify is marked bad and not asked again for a while.
  */
-import { timingSafeEqual } from 'node:crypto';
-import type { Writable } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
+import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import { PEER_BLOB_PATH } from './peers.js';
-import { relay } from '../util/pump.js';
+import type { PeerRequestAuth } from './peer-auth.js';
+import type { PeerNetworks } from './peer-networks.js';
 
 /** Who may fetch from this process's peer endpoint, and what it counts. */
 export interface PeerEndpoint {
-  authorized(header: string | undefined): boolean;
+  /** Why a request (method, path, Authorization) is refused, or null when it is allowed. */
+  refusal(method: string, path: string, authorization: string | undefined): string | null;
   served(): void;
-  /** The setting holding the token (for the 401's message). */
-  readonly tokenSetting: string;
 }
 
-/** Whether an Authorization header carries `Bearer <token>` (compared in constant time). */
-export function bearerMatches(header: string | undefined, token: Buffer): boolean {
-  const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  const given = Buffer.from(m[1]!);
-  return given.length === token.length && timingSafeEqual(given, token);
-}
+/** How long a holder whose bytes did not verify (or that failed) is not asked. */
+const BAD_FOR_MS = 60_000;
 
 export class ClusterPeers implements PeerEndpoint {
-  readonly tokenSetting = 'cluster.token';
-  private readonly token: Buffer;
   private readonly agent: Agent;
+  private readonly bad = new Map<string, number>();
   /** Blob answers sent to other replicas, and streams taken from them (metrics). */
   servedCount = 0;
   streamed = 0;
 
   constructor(
-    token: string,
-    /** This replica's URL as the others reach it. */
-    readonly self: string,
+    private readonly auth: PeerRequestAuth,
+    private readonly networks: PeerNetworks,
     opts: { connectTimeoutMs: number; idleTimeoutMs: number },
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
   ) {
-    this.token = Buffer.from(token);
-    this.agent = new Agent({ connect: { timeout: opts.connectTimeoutMs }, bodyTimeout: opts.idleTimeoutMs, headersTimeout: opts.idleTimeoutMs });
+    this.agent = new Agent({
+      connect: { timeout: opts.connectTimeoutMs, lookup: networks.lookup },
+      bodyTimeout: opts.idleTimeoutMs,
+      headersTimeout: opts.idleTimeoutMs,
+    });
   }
 
-  authorized(header: string | undefined): boolean {
-    return bearerMatches(header, this.token);
+  /** This replica's URL as the others reach it. */
+  get self(): string {
+    return this.auth.origin;
+  }
+
+  refusal(method: string, path: string, authorization: string | undefined): string | null {
+    return this.auth.check(method, path, authorization);
   }
 
   served(): void {
     this.servedCount++;
   }
 
+  /** Whether `url` may be asked for a download now: inside the allowed networks, not marked bad. */
+  usable(url: string): boolean {
+    const until = this.bad.get(url);
+    if (until !== undefined) {
+      if (until > this.now()) return false;
+      this.bad.delete(url);
+    }
+    return this.networks.allowsUrl(url);
+  }
+
+  markBad(url: string, why: string): void {
+    const wasBad = (this.bad.get(url) ?? 0) > this.now();
+    if (this.bad.size > 10_000) this.bad.clear();
+    this.bad.set(url, this.now() + BAD_FOR_MS);
+    if (!wasBad) this.log.warn({ holder: url.slice(0, 200), reason: why, badForSec: BAD_FOR_MS / 1000 }, 'a replica holding a download failed or sent bytes that do not verify; not asked again for a while');
+  }
+
   /**
-   * Writes bytes [start, end] (inclusive; Infinity: to the end) of the blob the replica at `url`
-   * is downloading into `dest`, without ending it; `onBytes` counts them. Rejects if that replica
-   * does not answer with them, or stops (then `dest` is left as it is, for the caller to go on).
+   * The blob the replica at `url` is downloading, from byte `start` to its end. Rejects when that
+   * replica may not be asked or does not answer with exactly those bytes.
    */
-  async streamFrom(url: string, d: Digest, dest: Writable, start: number, end: number, onBytes: (n: number) => void): Promise<void> {
-    const whole = start === 0 && end === Infinity;
-    const res = await request(`${url}${PEER_BLOB_PATH}${d.value}`, {
+  async open(url: string, d: Digest, start: number): Promise<Readable> {
+    if (!this.usable(url)) throw new Error(`the replica address ${url.slice(0, 200)} is not asked (outside ${this.networks.setting}, or failed lately)`);
+    const target = `${url}${PEER_BLOB_PATH}${d.value}`;
+    const res = await request(target, {
       dispatcher: this.agent,
-      headers: { authorization: `Bearer ${this.token.toString()}`, ...(whole ? {} : { range: `bytes=${start}-${end === Infinity ? '' : end}` }) },
+      headers: { authorization: this.auth.sign('GET', target), 'user-agent': 'stevedore-replica', ...(start > 0 ? { range: `bytes=${start}-` } : {}) },
     });
-    if (res.statusCode !== (whole ? 200 : 206)) {
+    const range = /^bytes (\d+)-\d+\/\d+$/.exec(String(res.headers['content-range'] ?? ''));
+    if (start === 0 ? res.statusCode !== 200 : res.statusCode !== 206 || Number(range?.[1]) !== start) {
       res.body.destroy();
-      throw new Error(`the replica downloading ${d.value} (${url}) answered ${res.statusCode}`);
+      throw new Error(`the replica downloading ${d.value} (${url}) answered ${res.statusCode}${start > 0 ? ` to a Range from ${start}` : ''}`);
     }
     this.streamed++;
-    await relay(res.body as Readable, dest, onBytes);
+    return res.body as Readable;
   }
 
   async close(): Promise<void> {

@@ -14,8 +14,10 @@
  * A peer is trusted by digest only. Its bytes are verified before a client sees any of them
  * (download.ts, `untrusted`); a peer that is gone, stalls, or sends bytes that do not verify is
  * marked bad here (not asked for `badFor`) and the download continues from the next peer or
- * source, with Range. Peers serve each other on an endpoint of their own, only to requests that
- * carry the shared token, and only what they hold (never fetching for a peer).
+ * source, with Range. Peers serve each other on an endpoint of their own, only to requests signed
+ * with the shared secret (peer-auth.ts: the secret itself never goes on the wire, since the
+ * addresses come from Redis), only on addresses inside `node.peers.allowedNetworks`
+ * (peer-networks.ts), and only what they hold (never fetching for a peer).
  */
 import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
@@ -23,7 +25,9 @@ import type { RedisLink } from './redis-link.js';
 import { RedisCoordinator, type Lease } from './coordinator.js';
 import type { PeerBody, PeerSource } from '../upstream/sources.js';
 import type { StoreObserver } from '../storage/blob-store.js';
-import { bearerMatches, type PeerEndpoint } from './holder-stream.js';
+import type { PeerEndpoint } from './holder-stream.js';
+import type { PeerRequestAuth } from './peer-auth.js';
+import type { PeerNetworks } from './peer-networks.js';
 import type { ProgressRule } from '../upstream/progress.js';
 import type { Timeouts } from '../config/config.js';
 import { discard, header } from '../upstream/upstream-client.js';
@@ -38,7 +42,10 @@ const ANNOUNCE_BATCH = 500;
 export interface PeersOptions {
   /** This instance's URL as the others reach it. */
   self: string;
-  token: string;
+  /** Signs this instance's requests and checks the others' (node.peers.token). */
+  auth: PeerRequestAuth;
+  /** Where peers may be (node.peers.allowedNetworks). */
+  networks: PeerNetworks;
   group: string;
   ttlMs: number;
   badForMs: number;
@@ -53,7 +60,6 @@ export interface PeersOptions {
 export type PeerEvent = 'fetched' | 'not_found' | 'failed' | 'marked_bad' | 'served';
 
 export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
-  readonly tokenSetting = 'node.peers.token';
   private readonly prefix: string;
   private readonly leases: RedisCoordinator;
   private readonly agent: Agent;
@@ -63,7 +69,6 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
   private readonly fetching = new Map<string, Lease>();
   private readonly timer: NodeJS.Timeout;
   private readonly leaseTimer: NodeJS.Timeout;
-  private readonly token: Buffer;
   private readonly now: () => number;
   private refreshing = false;
   /** Counted for metrics. */
@@ -77,11 +82,10 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
   ) {
     this.prefix = `stevedore:peers:${opts.group}:`;
     this.leases = new RedisCoordinator(link, this.prefix);
-    this.token = Buffer.from(opts.token);
     this.now = opts.now ?? (() => Date.now());
     const t = opts.timeouts;
     this.stall = { windowMs: t.stall, minBytes: t.minProgress };
-    this.agent = new Agent({ connect: { timeout: t.connect }, headersTimeout: t.firstByte, bodyTimeout: t.idle, keepAliveTimeout: 30_000, connections: 32 });
+    this.agent = new Agent({ connect: { timeout: t.connect, lookup: opts.networks.lookup }, headersTimeout: t.firstByte, bodyTimeout: t.idle, keepAliveTimeout: 30_000, connections: 32 });
     this.timer = setInterval(() => void this.renewAnnouncements(), Math.max(1_000, Math.floor(opts.ttlMs / 3)));
     this.timer.unref();
     // A fetching lease is given up as soon as its download ended without storing (it failed):
@@ -98,9 +102,9 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
     return `${this.prefix}has:${digest}`;
   }
 
-  /** Whether a request carries the shared token (`Authorization: Bearer <token>`), compared in constant time. */
-  authorized(header: string | undefined): boolean {
-    return bearerMatches(header, this.token);
+  /** Why a request to the peer endpoint is refused (not signed with node.peers.token for this instance), or null. */
+  refusal(method: string, path: string, authorization: string | undefined): string | null {
+    return this.opts.auth.check(method, path, authorization);
   }
 
   served(): void {
@@ -156,7 +160,7 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
   async holders(digest: string): Promise<string[]> {
     const now = this.now();
     const members = await this.link.client.zRangeByScore(this.hasKey(digest), now, '+inf');
-    return members.map(String).filter((p) => p !== this.opts.self && isOrigin(p));
+    return members.map(String).filter((p) => p !== this.opts.self && this.opts.networks.allowsUrl(p));
   }
 
   private async dropIdleLeases(): Promise<void> {
@@ -238,7 +242,7 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
       // Released between our attempt and our look: the fetching node is done (look for holders again).
       if (!holder) continue;
       const peer = holder.value;
-      if (!isOrigin(peer) || peer === this.opts.self || exclude.has(peer) || this.isBad(peer)) return null;
+      if (peer === this.opts.self || exclude.has(peer) || this.isBad(peer) || !this.opts.networks.allowsUrl(peer)) return null;
       return this.request(peer, digest, start, signal);
     }
     return null;
@@ -271,11 +275,12 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
     start: number,
     signal: AbortSignal,
   ): Promise<PeerBody | null> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.opts.token}`, 'user-agent': 'stevedore-peer' };
+    const path = `${PEER_BLOB_PATH}${digest}`;
+    const headers: Record<string, string> = { authorization: this.opts.auth.sign('GET', `${peer}${path}`), 'user-agent': 'stevedore-peer' };
     if (start > 0) headers.range = `bytes=${start}-`;
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.agent.request({ origin: peer, path: `${PEER_BLOB_PATH}${digest}`, method: 'GET', headers, signal });
+      res = await this.agent.request({ origin: peer, path, method: 'GET', headers, signal });
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       this.count('failed');
@@ -322,16 +327,6 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
     }
     await Promise.all([...this.fetching.keys()].map((d) => this.releaseFetch(d).catch(() => undefined)));
     await this.agent.close().catch(() => undefined);
-  }
-}
-
-/** A peer's address as announced: an http(s) origin and nothing else (Redis content is checked too). */
-function isOrigin(s: string): boolean {
-  try {
-    const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === s;
-  } catch {
-    return false;
   }
 }
 

@@ -3,7 +3,7 @@
  * the same defaults for users; test/config keeps the two in step.
  */
 import { z } from 'zod';
-import { parseDuration, parseSize } from './units.js';
+import { parseCidr, parseDuration, parseSize } from './units.js';
 import { AUTH_DEFAULTS, authSchema, httpUrl, repositoryPattern } from './auth-schema.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -90,6 +90,12 @@ const denySchema = z
   .strict();
 
 /** An http(s) origin and nothing more (no path, query or credentials), as written: `message` says why not. */
+/** Private and loopback networks, where a cluster's pods and nodes live (never link-local: metadata services). */
+export const DEFAULT_PEER_NETWORKS: readonly string[] = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '127.0.0.0/8', '::1/128', 'fc00::/7'];
+
+/** CIDR blocks, e.g. ["10.0.0.0/8", "fd00::/8"]. */
+const cidrList = z.array(z.string().refine((c) => parseCidr(c) !== null, { message: 'a CIDR block, e.g. 10.0.0.0/8 or fd00::/8' })).min(1);
+
 function originUrl(message: string): z.ZodType<string, string> {
   return z.string().transform((v, ctx) => {
     const u = httpUrl(v, ctx);
@@ -374,6 +380,7 @@ export const CLUSTER_DEFAULTS = {
   replicaId: null as string | null,
   advertise: null as string | null,
   token: null as string | null,
+  allowedNetworks: [...DEFAULT_PEER_NETWORKS],
 };
 
 export const PEER_DEFAULTS = {
@@ -516,8 +523,10 @@ export const configSchema = z
           .object({
             /** This instance's URL as the other nodes reach it, e.g. http://${NODE_IP}:5001. */
             advertise: originUrl('must be an origin only (scheme://host[:port])'),
-            /** Shared by the node instances: a peer serves blobs only to requests carrying it. */
+            /** Shared by the node instances: a peer serves blobs only to requests signed with it (it never goes on the wire). */
             token: z.string().min(16, { message: 'at least 16 characters (a random secret shared by the node instances)' }),
+            /** Networks (CIDR) other instances may be reached on: an address from Redis outside them is never connected to. */
+            allowedNetworks: cidrList.default([...DEFAULT_PEER_NETWORKS]),
             /** Instances with the same group (and Redis) are peers of each other. */
             group: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { message: 'letters, digits, . _ - (at most 64)' }).default('default'),
             /** How long an announcement that this instance holds a blob lasts; renewed while it does. */
@@ -551,8 +560,10 @@ export const configSchema = z
          * from the replica holding it.
          */
         advertise: originUrl('must be an origin only (scheme://host[:port])').nullable().default(null),
-        /** The S3 backend: shared by the replicas; the holder of a download serves it only to requests carrying it. */
+        /** The S3 backend: shared by the replicas; the holder of a download serves it only to requests signed with it (it never goes on the wire). */
         token: z.string().min(16, { message: 'at least 16 characters (a random secret shared by the replicas)' }).nullable().default(null),
+        /** The S3 backend: networks (CIDR) replicas may be reached on; a holder address from Redis outside them is never connected to. */
+        allowedNetworks: cidrList.default([...DEFAULT_PEER_NETWORKS]),
       })
       .strict()
       .default(CLUSTER_DEFAULTS),

@@ -30,6 +30,7 @@ const SIZE_UNITS: Record<string, number> = {
 };
 
 /** Milliseconds, or null when the text is not a duration. A bare number is seconds. */
+import { isIP } from 'node:net';
 export function parseDuration(input: string | number): number | null {
   if (typeof input === 'number') {
     // Whole milliseconds within safe integers, as for text: `ttl: 1e20` is refused like "100000000000000000000".
@@ -75,4 +76,14 @@ export function formatBytes(n: number): string {
     i++;
   }
   return `${i === 0 ? v : v.toFixed(1)}${units[i]}`;
+}
+
+/** Parses `a.b.c.d/n` or `v6::/n` (a CIDR block); null when it is not one. */
+export function parseCidr(text: string): { address: string; prefix: number; type: 'ipv4' | 'ipv6' } | null {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(text.trim());
+  if (!m) return null;
+  const family = isIP(m[1]!);
+  const prefix = Number(m[2]);
+  if (family === 0 || prefix > (family === 4 ? 32 : 128)) return null;
+  return { address: m[1]!, prefix, type: family === 4 ? 'ipv4' : 'ipv6' };
 }

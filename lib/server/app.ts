@@ -29,6 +29,8 @@ import { RedisCoordinator, type Coordinator } from '../cluster/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { Peers } from '../cluster/peers.js';
+import { PeerRequestAuth } from '../cluster/peer-auth.js';
+import { PeerNetworks } from '../cluster/peer-networks.js';
 import { Dashboard } from './dashboard/dashboard.js';
 import { readFile } from 'node:fs/promises';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
@@ -178,7 +180,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       link,
       {
         self: nodePeers.advertise,
-        token: nodePeers.token,
+        auth: new PeerRequestAuth(nodePeers.token, nodePeers.advertise, 'node.peers.token'),
+        networks: new PeerNetworks(nodePeers.allowedNetworks, 'node.peers.allowedNetworks', log),
         group: nodePeers.group,
         ttlMs: nodePeers.ttl,
         badForMs: nodePeers.badFor,
@@ -194,7 +197,12 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     await peers.announce([...storedDigests(store)]).catch((err: unknown) => log.warn({ err }, 'could not announce stored blobs to the peers'));
   }
   const clusterPeers = holdersStream
-    ? new ClusterPeers(config.cluster.token!, config.cluster.advertise!, { connectTimeoutMs: config.timeouts.connect, idleTimeoutMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) })
+    ? new ClusterPeers(
+        new PeerRequestAuth(config.cluster.token!, config.cluster.advertise!, 'cluster.token'),
+        new PeerNetworks(config.cluster.allowedNetworks, 'cluster.allowedNetworks', log),
+        { connectTimeoutMs: config.timeouts.connect, idleTimeoutMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) },
+        log,
+      )
     : null;
   const pull = new PullThrough({
     store,
@@ -213,6 +221,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
           replicaId: cluster.replicaId,
           leaseTtlMs: config.cluster.leaseTTL,
           pollMs: config.cluster.pollInterval,
+          // Longer than a holder may legitimately wait for the upstream's first byte or a resume.
+          noProgressMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) + 2 * config.cluster.leaseTTL,
           onEvent: (what) => metrics.clusterEvent(what),
           onTagMoved: (upstream, name, tag) => void cluster!.link.publish(`${cluster!.prefix}tags`, JSON.stringify({ from: cluster!.replicaId, upstream, name, tag })),
           ...(clusterPeers ? { holders: clusterPeers } : {}),

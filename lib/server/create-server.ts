@@ -570,13 +570,15 @@ async function serveBlob(
 }
 
 /**
- * A blob for another node instance (node mode): only with the peers' shared token, only what is
+ * A blob for another node instance (node mode) or replica (cluster mode on S3): only to a request
+ * signed with the shared secret for this instance (cluster/peer-auth.ts), only what is
  * stored or being downloaded here (never fetched for a peer), by digest alone — the asking peer
  * checks the repository and verifies the bytes.
  */
 async function servePeerBlob(pull: PullThrough, peers: PeerEndpoint, digestText: string, req: IncomingMessage, res: ServerResponse, outcome: Outcome): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') throw new OciError('UNSUPPORTED', `${req.method} is not supported on this endpoint`, { headers: { Allow: 'GET, HEAD' } });
-  if (!peers.authorized(req.headers.authorization)) throw new OciError('UNAUTHORIZED', `the peer endpoint needs the shared token (${peers.tokenSetting})`);
+  const refused = peers.refusal(req.method, `${PEER_BLOB_PATH}${digestText}`, req.headers.authorization);
+  if (refused !== null) throw new OciError('UNAUTHORIZED', `the peer endpoint: ${refused}`);
   const digest = parseDigest(digestText);
   checkRangeSyntax(req.headers.range);
   const blob = await pull.peerBlob(digest);

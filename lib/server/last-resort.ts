@@ -12,7 +12,7 @@
  *   stops taking requests, lets the transfers in flight finish (a short grace) and exits 1 for its
  *   supervisor to restart it. Such a throw may have left shared state (the store's index, a
  *   download, a session lock) half-updated; a restart rebuilds that state from the disk, which is
- *   crash-safe by construction (DESIGN.md rule 6), and is the one state known to be right.
+ *   crash-safe by construction (docs/ARCHITECTURE.md rule 6), and is the one state known to be right.
  *
  * Each is a bug: `stevedore_internal_errors_total{kind}` above 0 is worth an alert, and the test
  * suite fails on any of them in a process it starts.

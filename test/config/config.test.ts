@@ -78,7 +78,16 @@ t.test('the defaults are the documented values', async (t) => {
   t.equal(c.storage.path, './data');
   t.equal(c.storage.maxSize, null);
   t.same(c.metadata, { redis: null });
-  t.same(c.cluster, { leaseTTL: 10_000, pollInterval: 100, recencyFlush: 5_000, evictionInterval: 10_000, replicaId: null, advertise: null, token: null });
+  t.same(c.cluster, {
+    leaseTTL: 10_000,
+    pollInterval: 100,
+    recencyFlush: 5_000,
+    evictionInterval: 10_000,
+    replicaId: null,
+    advertise: null,
+    token: null,
+    allowedNetworks: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '127.0.0.0/8', '::1/128', 'fc00::/7'],
+  });
   t.same(c.log, { level: 'info', format: 'auto' });
   t.equal(c.cache.tagTTL, 300_000);
   t.equal(c.cache.manifestMaxSize, 4 * 1024 * 1024);
@@ -757,4 +766,11 @@ t.test('tls without its key, or with a reload interval under a second, is refuse
   t.match(problems(() => parseConfig({ tls: { cert: '/tls/tls.crt' } })), [/^tls\.key: /]);
   t.match(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', reloadInterval: '100ms' } })), [/^tls\.reloadInterval: between 1s and 1h/]);
   t.match(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', ca: 'x' } })), [/^tls: /]);
+});
+
+t.test('cluster.allowedNetworks and node.peers.allowedNetworks take CIDR blocks only, naming the key', async (t) => {
+  for (const bad of [['10.0.0.1'], ['10.0.0.0/40'], ['not-a-network/8'], []]) {
+    t.throws(() => parseConfig({ cluster: { allowedNetworks: bad } }), /cluster\.allowedNetworks/, JSON.stringify(bad));
+  }
+  t.same(parseConfig({ cluster: { allowedNetworks: ['10.244.0.0/16', 'fd00::/8'] } }).cluster.allowedNetworks, ['10.244.0.0/16', 'fd00::/8']);
 });

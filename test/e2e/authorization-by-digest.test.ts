@@ -1,4 +1,4 @@
-// A repository serves only what it links (DESIGN.md rule 9; security review, issue 12, finding 1).
+// A repository serves only what it links (docs/ARCHITECTURE.md rule 9; security review, issue 12, finding 1).
 // Alice pushes a blob to the hosted, private `lab/secret`. Anyone asking for that digest under a
 // proxied name gets it only if the upstream confirms that repository has it: never because the
 // upstream is rate-limited, its breaker is open, it is unreachable, or the proxy is offline. A

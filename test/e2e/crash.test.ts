@@ -1,4 +1,4 @@
-// Crash safety (rule 6 of DESIGN.md): kill -9 during concurrent cold pulls leaves a store in which
+// Crash safety (rule 6 of docs/ARCHITECTURE.md): kill -9 during concurrent cold pulls leaves a store in which
 // every file verifies; a restart sweeps the temp files and the same pulls then succeed.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';

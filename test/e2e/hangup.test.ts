@@ -1,4 +1,4 @@
-// No client behaviour takes the process down (DESIGN.md rule 8, issue 11). A real stevedore
+// No client behaviour takes the process down (docs/ARCHITECTURE.md rule 8, issue 11). A real stevedore
 // process, in front of a real registry behind a paced link, is hit by rounds of 64 concurrent
 // clients that hang up at random points of every stage: before their request is whole, on HEAD,
 // once the answer's head arrives, mid-body of a stored blob (proxied and hosted), inside a Range

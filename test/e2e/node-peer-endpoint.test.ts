@@ -1,17 +1,16 @@
-// The endpoint node instances fetch blobs from each other on (issue 14): only with the shared
-// token, only what the instance holds (never fetched for a peer), bad input refused with OCI
+// The endpoint node instances fetch blobs from each other on (issue 14): only to requests signed
+// with the shared secret for this instance, this digest and a short time (issue 25), only what the instance holds (never fetched for a peer), bad input refused with OCI
 // errors, peers that hang up at any point survived; and the directory kept true: withdrawn on
 // shutdown and on eviction. Real processes: registry, central stevedore, node instances, Redis.
 import t from 'tap';
 import { buildDockerImage, pushImage, sha256 } from '../fixtures/images.js';
-import { blobRequests, blobRequestsAtLeast, holders, PEER_TOKEN, pullImage, startTiers } from '../fixtures/node-tier.js';
+import { blobRequests, blobRequestsAtLeast, holders, PEER_TOKEN, peerSignature, pullImage, startTiers } from '../fixtures/node-tier.js';
 import { ociErrors, rawRequest } from '../fixtures/http-client.js';
 import { hangUp, requestHead } from '../fixtures/hangup.js';
 import { waitFor } from '../fixtures/util.js';
 import { MiB } from '../fixtures/cluster.js';
 
 const peerPath = (digest: string): string => `/_stevedore/peer/v1/blobs/${digest}`;
-const auth = { authorization: `Bearer ${PEER_TOKEN}` };
 
 t.test('the peer endpoint', async (t) => {
   const tier = await startTiers(t, { nodes: 1 });
@@ -20,9 +19,10 @@ t.test('the peer endpoint', async (t) => {
   await pushImage(tier.registry.directUrl, 'library/app', 'v1', img);
   await pullImage(node.url, 'library/app', 'v1');
   const layer = img.layers[0]!;
+  const auth = peerSignature(node.url, layer.digest);
   await waitFor('the node announces the layer', async () => (await holders(tier.redis.url, layer.digest)).includes(node.url));
 
-  await t.test('serves a held blob by digest to a request with the token, with Range', async (t) => {
+  await t.test('serves a held blob by digest to a request signed for it, with Range', async (t) => {
     const whole = await rawRequest(`${node.url}${peerPath(layer.digest)}`, { headers: auth });
     t.equal(whole.status, 200);
     t.equal(sha256(whole.body), layer.digest);
@@ -32,15 +32,19 @@ t.test('the peer endpoint', async (t) => {
   });
 
   const refusals: Array<[string, Parameters<typeof rawRequest>[1], string, number, string]> = [
-    ['no token', {}, layer.digest, 401, 'UNAUTHORIZED'],
-    ['a wrong token of the same length', { headers: { authorization: `Bearer ${'x'.repeat(PEER_TOKEN.length)}` } }, layer.digest, 401, 'UNAUTHORIZED'],
-    ['a wrong token of another length', { headers: { authorization: 'Bearer short' } }, layer.digest, 401, 'UNAUTHORIZED'],
+    ['no signature', {}, layer.digest, 401, 'UNAUTHORIZED'],
+    ['the shared token itself as a Bearer token (what fake peers used to collect)', { headers: { authorization: `Bearer ${PEER_TOKEN}` } }, layer.digest, 401, 'UNAUTHORIZED'],
     ['Basic credentials', { headers: { authorization: `Basic ${Buffer.from(`x:${PEER_TOKEN}`).toString('base64')}` } }, layer.digest, 401, 'UNAUTHORIZED'],
-    ['a malformed digest', { headers: auth }, 'sha256:xyz', 400, 'DIGEST_INVALID'],
-    ['a digest it does not hold', { headers: auth }, `sha256:${'0'.repeat(64)}`, 404, 'BLOB_UNKNOWN'],
+    ['a signature made with another secret', { headers: peerSignature(node.url, layer.digest, { token: 'another-secret-0123456789' }) }, layer.digest, 401, 'UNAUTHORIZED'],
+    ['a signature for another address (collected by a fake peer)', { headers: peerSignature('http://127.0.0.1:9', layer.digest) }, layer.digest, 401, 'UNAUTHORIZED'],
+    ['a signature for another digest', { headers: peerSignature(node.url, `sha256:${'1'.repeat(64)}`) }, layer.digest, 401, 'UNAUTHORIZED'],
+    ['an expired signature', { headers: peerSignature(node.url, layer.digest, { now: () => Date.now() - 5 * 60_000 }) }, layer.digest, 401, 'UNAUTHORIZED'],
+    ['a signature that lives for hours', { headers: peerSignature(node.url, layer.digest, { now: () => Date.now() + 5 * 3_600_000 }) }, layer.digest, 401, 'UNAUTHORIZED'],
+    ['a malformed digest', { headers: peerSignature(node.url, 'sha256:xyz') }, 'sha256:xyz', 400, 'DIGEST_INVALID'],
+    ['a digest it does not hold', { headers: peerSignature(node.url, `sha256:${'0'.repeat(64)}`) }, `sha256:${'0'.repeat(64)}`, 404, 'BLOB_UNKNOWN'],
     ['a malformed Range', { headers: { ...auth, range: 'bytes=x-' } }, layer.digest, 416, 'RANGE_INVALID'],
     ['an unsatisfiable Range', { headers: { ...auth, range: `bytes=${10 * MiB}-` } }, layer.digest, 416, 'RANGE_INVALID'],
-    ['a POST', { method: 'POST', headers: auth }, layer.digest, 405, 'UNSUPPORTED'],
+    ['a POST', { method: 'POST', headers: peerSignature(node.url, layer.digest, { method: 'POST' }) }, layer.digest, 405, 'UNSUPPORTED'],
   ];
   for (const [what, opts, digest, status, code] of refusals) {
     await t.test(`refuses ${what}: ${status} ${code}`, async (t) => {
