@@ -23,11 +23,17 @@
  * node --cpu-prof, one .cpuprofile per process written to DIR when it stops), --node-arg ARG
  * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs),
  * --rollout-mib N (scenario 10's image size, e.g. 20 for a short check; default 200, 8 with --quick),
- * --s11-no-s3-backend (scenario 11 without stevedore's S3 backend, for a build that has none).
+ * --s11-no-s3-backend (scenario 11 without stevedore's S3 backend, for a build that has none),
+ * --baseline DIR (scenario 12 also against stevedore built from the checkout DIR, side by side),
+ * --s12-runs N (scenario 12's measured runs of each build, default 3), --s12-size SIZE (its blob, e.g. 32MiB).
  *
  * Scenario 11 (the S3 backend; not in the default run: --only s11) starts one Ceph RADOS gateway
  * and compares stevedore on the filesystem, stevedore on S3, distribution on its s3 driver (and
  * nginx) on one warm big blob and on many warm small ones; then clients hang up on stevedore-s3.
+ *
+ * Scenario 12 (cluster mode on the S3 backend; not in the default run: --only s12): three replicas
+ * on one bucket of a RADOS gateway and one redis-server, 30 clients on one cold blob; with
+ * --baseline DIR, the same against another build, interleaved: what followers verifying costs.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
