@@ -484,10 +484,15 @@ export class VerifiedWindow {
         if (this.held) out.push(this.held);
         if (part.length > 1) out.push(part.subarray(0, part.length - 1));
         this.held = Buffer.from(part.subarray(part.length - 1));
+        // One writev for the held byte and the rest.
+        let ok = true;
+        dest.cork();
         for (const b of out) {
           this.unsent += b.length;
-          if (!dest.write(b)) await drained(dest);
+          ok = dest.write(b);
         }
+        dest.uncork();
+        if (!ok) await drained(dest);
       }
     } finally {
       dest.off('close', gone);

@@ -101,12 +101,13 @@ const ruleSchema = z
  * The rules when `auth.rules` is not given: every user may pull everything; pushes and deletes go
  * only where the configuration hosts repositories (`registry.hosted`). Seeding an upstream's
  * namespace (`docker.io/...`) needs a rule that says so: otherwise any user could plant a tag that
- * everyone is served as stale while the upstream is rate-limited.
+ * everyone is served as stale while the upstream is rate-limited. These grants are `hostedOnly`:
+ * they never apply to a proxied repository (`<upstream>/<name>`), whatever the patterns match.
  */
 export function defaultAuthRules(hosted: readonly string[]): AccessRule[] {
   return [
     { repository: '**', users: [ANY_USER], groups: [], actions: ['pull'] },
-    ...hosted.map((p): AccessRule => ({ repository: p, users: [ANY_USER], groups: [], actions: ['pull', 'push', 'delete'] })),
+    ...hosted.map((p): AccessRule => ({ repository: p, users: [ANY_USER], groups: [], actions: ['pull', 'push', 'delete'], hostedOnly: true })),
   ];
 }
 
@@ -196,6 +197,10 @@ export const AUTH_DEFAULTS = {
   groups: {},
 };
 
-export type AccessRule = z.output<typeof ruleSchema>;
+/**
+ * A rule as the code sees it. `hostedOnly` (set only by defaultAuthRules, never written in a
+ * configuration: the schema is strict) limits the rule to hosted repositories.
+ */
+export type AccessRule = z.output<typeof ruleSchema> & { hostedOnly?: true };
 /** The auth section as the rest of the code sees it: the rules always filled in. */
 export type AuthConfig = Omit<z.output<typeof authSchema>, 'rules'> & { rules: AccessRule[] };

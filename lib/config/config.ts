@@ -411,6 +411,32 @@ function crossCheck(doc: unknown): string[] {
     }
   }
   problems.push(...patternProblems(d, names));
+  problems.push(...hostedProblems(d, names));
+  return problems;
+}
+
+/**
+ * `registry.hosted` patterns that can match a name under a configured upstream (`<upstream>/...`,
+ * the path prefix podman and CRI-O send): such a name would be hosted instead of proxied, so a push
+ * there would be served to that upstream's pulls (tag poisoning). A pattern can reach one when its
+ * first component is `**` (any number of components, the upstream's among them), or `*` or the
+ * upstream's name with more components after it.
+ */
+function hostedProblems(d: Record<string, unknown>, upstreams: string[]): string[] {
+  const registry = isRecord(d.registry) ? d.registry : undefined;
+  const hosted = Array.isArray(registry?.hosted) ? (registry.hosted as unknown[]) : [];
+  const problems: string[] = [];
+  hosted.forEach((pattern, i) => {
+    if (typeof pattern !== 'string') return;
+    const parts = pattern.split('/');
+    const reached = upstreams.filter((u) => parts[0] === '**' || (parts.length > 1 && (parts[0] === '*' || parts[0] === u)));
+    if (reached.length === 0) return;
+    problems.push(
+      `registry.hosted.${i}: ${JSON.stringify(pattern)} can match ${reached[0]}/... (names of the upstream${reached.length > 1 ? 's' : ''} ${reached.join(', ')}): ` +
+        'a hosted name there would shadow the upstream and a push would be served to its pulls; ' +
+        `host under a first component of your own (e.g. lab/**), and seed an upstream with a rule granting push on ${reached[0]}/**`,
+    );
+  });
   return problems;
 }
 

@@ -112,7 +112,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       return null;
     }
   };
-  const auth = await Auth.create({ config: config.auth, log, clock, canonicalName });
+  const auth = await Auth.create({ config: config.auth, log, clock, canonicalName, upstreams: [...config.upstreams.keys()] });
   const tlsPair = config.tls ? await loadTls(config.tls, log) : null;
   // Node mode: Redis is the peers' directory, and each node's store is its own (never shared by
   // replicas), so the store is not coordinated as a cluster's.

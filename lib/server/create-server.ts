@@ -34,6 +34,7 @@ import { resolveTarget } from './target.js';
 import { clientGone } from './client-gone.js';
 import { TOKEN_PATH, type Auth, type AuthContext } from './auth/auth.js';
 import { authorizeRoute, canonicalRepository } from './auth/authorize-route.js';
+import { crossSiteRefusal, guardedWrite } from './auth/cross-site.js';
 import { loggedPath } from './log-path.js';
 import type { Dashboard } from './dashboard/dashboard.js';
 import {
@@ -290,6 +291,15 @@ async function route(deps: ServerDeps, guard: ConnectionGuard, req: IncomingMess
       if (who.user !== null) outcome.user = who.user;
     },
   };
+  // A browser's write for another site (cross-site.ts): refused before any password is checked.
+  const guarded = guardedWrite(req.method, pathname, TOKEN_PATH);
+  if (guarded) {
+    const refused = crossSiteRefusal(req, deps.auth.ownOrigins(req), guarded);
+    if (refused) {
+      log.warn({ method: req.method, path: loggedPath(req.url), ...refused.signs }, 'cross-site write refused');
+      throw new OciError('DENIED', refused.why);
+    }
+  }
   if (pathname === TOKEN_PATH) {
     outcome.route = 'token';
     await deps.auth.handleToken(req, res, query, authContext);

@@ -21,9 +21,22 @@ t.test('by default users push and delete only where repositories are hosted, nev
   const auth = parseConfig({ registry: { hosted: ['lab/**', 'team/*'] } }).auth;
   t.same(auth.rules, [
     { repository: '**', users: ['*'], groups: [], actions: ['pull'] },
-    { repository: 'lab/**', users: ['*'], groups: [], actions: ['pull', 'push', 'delete'] },
-    { repository: 'team/*', users: ['*'], groups: [], actions: ['pull', 'push', 'delete'] },
+    { repository: 'lab/**', users: ['*'], groups: [], actions: ['pull', 'push', 'delete'], hostedOnly: true },
+    { repository: 'team/*', users: ['*'], groups: [], actions: ['pull', 'push', 'delete'], hostedOnly: true },
   ]);
+});
+
+t.test('a hosted pattern that can match a configured upstream\'s namespace is refused, naming the key and the upstream', async (t) => {
+  const upstreams = { 'docker.io': { url: 'http://127.0.0.1:1' }, 'ghcr.io': { url: 'http://127.0.0.1:2' } };
+  const found = problems(() => parseConfig({ upstreams, registry: { hosted: ['lab/**', '**', 'docker.io/**', '*/app', 'ghcr.io/org/*', '**/x'] } }));
+  t.same(
+    found.filter((p) => p.startsWith('registry.hosted')).map((p) => p.split(':')[0]),
+    ['registry.hosted.1', 'registry.hosted.2', 'registry.hosted.3', 'registry.hosted.4', 'registry.hosted.5'],
+    'every pattern that can reach <upstream>/... is reported, lab/** is not',
+  );
+  t.match(found.find((p) => p.startsWith('registry.hosted.1'))!, /"\*\*" can match docker\.io\/\.\.\. .*docker\.io/);
+  t.match(found.find((p) => p.startsWith('registry.hosted.4'))!, /ghcr\.io/);
+  t.doesNotThrow(() => parseConfig({ upstreams, defaultUpstream: 'docker.io', registry: { hosted: ['lab/**', 'team/*', '*', 'docker.io'] } }), 'names of one component, and lab/**, are not an upstream namespace');
 });
 
 t.test('rules given replace the default ones entirely', async (t) => {

@@ -198,7 +198,7 @@ t.test('what skopeo, podman and ctr print for each error stevedore answers', asy
       ctr: /403 Forbidden - user bob may not pull on auth\.test\/library\/app/,
     },
     {
-      // stevedore's own limit: 10 failed logins a minute per address and per user, then 429 with
+      // stevedore's own limit: 10 failed logins a minute for one user from one address, then 429 with
       // Retry-After. (Last: from here on 127.0.0.1 may not log in to this stevedore for a minute.)
       error: 'TOOMANYREQUESTS (failed logins)',
       noReasonInContainersImage: true,
@@ -219,7 +219,7 @@ t.test('what skopeo, podman and ctr print for each error stevedore answers', asy
       skopeoInspect: /too many requests to registry/,
       skopeoCopy: /too many requests to registry/,
       podman: /too many requests to registry/,
-      ctr: /429 Too Many Requests - too many failed logins from this address or for this user; try again in \d+s/,
+      ctr: /429 Too Many Requests - too many failed logins from this address; try again in \d+s/,
     },
   ];
 

@@ -8,7 +8,7 @@ import type { DashboardState } from '../../lib/server/dashboard/dashboard.js';
 import { launchChromium, openPage, screenshot } from '../fixtures/browser.js';
 import { sendJson, sendManifest, sleep, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
 import { rawRequest } from '../fixtures/http-client.js';
-import { buildDockerImage, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
+import { buildDockerImage, makeBlob, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore } from '../fixtures/stevedore.js';
@@ -201,11 +201,11 @@ t.test('without anonymous pull: a Basic challenge for browsers, and each user se
   for (const p of ['/', '/ui/api/state', '/ui/app.js']) {
     const r = await rawRequest(`${sd.url}${p}`);
     t.equal(r.status, 401, `${p} without credentials`);
-    t.equal(r.headers['www-authenticate'], 'Basic realm="stevedore", charset="UTF-8"', 'a challenge a browser answers');
+    t.equal(r.headers['www-authenticate'], 'Basic realm="stevedore dashboard", charset="UTF-8"', 'a challenge a browser answers, in a realm of its own');
   }
   const wrong = await rawRequest(`${sd.url}/`, { headers: { authorization: basic('alice', 'nope') } });
   t.equal(wrong.status, 401, 'a wrong password');
-  t.equal(wrong.headers['www-authenticate'], 'Basic realm="stevedore", charset="UTF-8"');
+  t.equal(wrong.headers['www-authenticate'], 'Basic realm="stevedore dashboard", charset="UTF-8"');
 
   for (const name of ['open', 'secret']) {
     const r = await fetch(`${sd.url}/v2/library/${name}/manifests/v1`, { headers: { authorization: basic('admin'), accept: MANIFEST_ACCEPT } });
@@ -294,4 +294,66 @@ t.test('dashboard.enabled: false: / is no endpoint', async (t) => {
     t.equal(r.status, 404, p);
     t.equal(JSON.parse(r.body.toString()).errors[0].code, 'NOT_FOUND');
   }
+});
+
+// Security review 2 (issue 25, item 6): a browser logged in to the dashboard sends alice's Basic
+// credentials with a form another site makes it submit. The form mounted alice's private blob into
+// lab/pub (201), where bob read it. Now stevedore refuses the write (cross-site.ts).
+t.test("in Chromium logged in to the dashboard as alice, a page on another site submitting a mount form is refused: bob reads nothing", async (t) => {
+  const dir = await tmpDir(t);
+  const htpasswd = path.join(dir, 'htpasswd');
+  await writeFile(htpasswd, `alice:${bcrypt.hashSync(USERS.alice, 4)}\nbob:${bcrypt.hashSync('b0b-pw', 4)}\n`);
+  const sd = await startStevedore(t, {
+    upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } },
+    config: {
+      offline: true,
+      registry: { hosted: ['lab/**', 'priv/**'] },
+      auth: {
+        htpasswd,
+        anonymousPull: false,
+        rules: [
+          { repository: '**', users: ['alice'], actions: ['pull', 'push'] },
+          { repository: 'lab/**', users: ['bob'], actions: ['pull'] },
+        ],
+      },
+    },
+  });
+  const secret = makeBlob(Buffer.from(`alice's private bytes ${Date.now()}`), 'application/octet-stream');
+  const pushed = await rawRequest(`${sd.url}/v2/priv/secret/blobs/uploads/?digest=${secret.digest}`, {
+    method: 'POST',
+    headers: { authorization: basic('alice'), 'content-type': 'application/octet-stream' },
+    body: secret.data,
+  });
+  t.equal(pushed.status, 201, 'alice pushed a private blob');
+  // The other site: localhost is another site than 127.0.0.1 (a form from another port of
+  // 127.0.0.1 is same-site, refused alike; cross-site-writes.test.ts).
+  const target = `${sd.url}/v2/lab/pub/blobs/uploads/?mount=${secret.digest}&from=priv/secret`;
+  const evil = await startFake(t, (_req, res) => {
+    const html = `<!doctype html><form id=f method=POST enctype=text/plain action="${target}"><input name=x value=y></form><script>document.getElementById('f').submit()</script>`;
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': String(Buffer.byteLength(html)) });
+    res.end(html);
+  });
+  const browser = await launchChromium(t);
+  const context = await browser.newContext({ httpCredentials: { username: 'alice', password: USERS.alice } });
+  t.teardown(() => context.close());
+  const page = await context.newPage();
+  await page.goto(`${sd.url}/`);
+  await page.waitForSelector('body[data-ready="1"]', { timeout: 10_000 });
+  t.ok(sd.logs.some((l) => l.msg === 'request' && l.path === '/ui/api/state' && l.user === 'alice' && l.status === 200), 'alice is logged in to the dashboard');
+
+  const answered = page.waitForResponse((r) => r.url().startsWith(`${sd.url}/v2/lab/pub/blobs/uploads/`), { timeout: 10_000 });
+  await page.goto(`http://localhost:${evil.port}/`);
+  const answer = await answered;
+  const line = sd.logs.find((l) => l.msg === 'request' && l.method === 'POST' && String(l.path).startsWith('/v2/lab/pub/blobs/uploads/'));
+  t.comment(`the form's POST: ${answer.status()} ${JSON.stringify(line)}`);
+  t.equal(answer.status(), 403, 'the form POST is refused');
+  t.match(await answer.text(), /"code":"DENIED"/);
+  t.match(
+    sd.logs.find((l) => l.msg === 'cross-site write refused'),
+    { origin: `http://localhost:${evil.port}`, secFetchSite: 'cross-site', contentType: 'text/plain' },
+    "the refusal is logged with the browser's Origin, Sec-Fetch-Site and the form's type",
+  );
+  const read = await rawRequest(`${sd.url}/v2/lab/pub/blobs/${secret.digest}`, { headers: { authorization: `Basic ${Buffer.from('bob:b0b-pw').toString('base64')}` } });
+  t.equal(read.status, 404, 'bob cannot read the private blob from lab/pub');
+  t.notOk(read.body.includes(secret.data), 'no private byte reached bob');
 });

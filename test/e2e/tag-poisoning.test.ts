@@ -8,6 +8,7 @@ import t from 'tap';
 import { rawRequest, ociErrors } from '../fixtures/http-client.js';
 import { makeBlob } from '../fixtures/images.js';
 import { startStevedore } from '../fixtures/stevedore.js';
+import { stevedoreCli } from '../fixtures/cli.js';
 import { tmpDir } from '../fixtures/util.js';
 
 const MALLORY = `Basic ${Buffer.from('mallory:M4llory-pw').toString('base64')}`;
@@ -38,4 +39,24 @@ t.test('under the default rules a user pushes into hosted repositories but not i
     t.equal(ociErrors(r)?.[0]?.code, 'DENIED');
   }
   t.notOk((await sd.storeFiles()).some((f) => f.startsWith('repositories/docker.io')), 'nothing was written under the docker.io namespace');
+});
+
+// Security review 2 (issue 25, item 4): `registry.hosted: ["**"]` made every name hosted, so a push to
+// /v2/docker.io/pub/app was served to path-prefix (podman, CRI-O) pulls, and the default grant of push
+// on `**` let a user seed `?ns=docker.io` while the upstream was down (served stale to containerd).
+t.test('stevedore serve refuses a hosted pattern that can match an upstream namespace, naming the key (exit 2)', async (t) => {
+  const dir = await tmpDir(t);
+  for (const [hosted, key] of [
+    [['**'], 'registry.hosted.0'],
+    [['lab/**', 'docker.io/**'], 'registry.hosted.1'],
+  ] as const) {
+    const file = path.join(dir, 'stevedore.yaml');
+    await writeFile(
+      file,
+      JSON.stringify({ listen: '127.0.0.1:0', storage: { path: path.join(dir, 'data') }, upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, registry: { hosted } }),
+    );
+    const r = await stevedoreCli(['serve', '--config', file], { timeoutMs: 30_000 });
+    t.equal(r.code, 2, `hosted ${JSON.stringify(hosted)}: exit 2 (${r.stderr.slice(0, 300)})`);
+    t.match(r.stderr, new RegExp(`${key.replace(/\./g, '\\.')}: .*docker\\.io`), 'the message names the key and the upstream');
+  }
 });

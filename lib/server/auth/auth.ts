@@ -11,10 +11,13 @@
  *   token:     GET /token?service=&scope=... (Basic or anonymous), POST /token (OAuth2 password
  *              form, containerd). Grants what was asked ∩ what the rules allow. A user's token is
  *              bound to the user's htpasswd entry: once it changes (or goes), the token is refused.
- *   guessing:  each password check is counted first, per client address (behind `trustedProxies`,
- *              the X-Forwarded-For client) and per user: 10 within a minute, then 429 until the
- *              minute is over (login-throttle.ts). bcrypt runs in worker threads with a bounded
- *              queue: full → 429 (bcrypt-pool.ts). Unknown users cost a bcrypt round too.
+ *   guessing:  each password check is counted first (login-throttle.ts), per (user, client address)
+ *              and per address (behind `trustedProxies`, the X-Forwarded-For client; IPv6 per /64):
+ *              10 for one user from one address, or 30 from one address, within a minute, then 429
+ *              until the minute is over; per user from all addresses, from 10 on each login is
+ *              delayed (1 s per failure from the tenth on, at most 5 s), never refused. bcrypt
+ *              runs in worker threads with a bounded queue: full → 429 (bcrypt-pool.ts). Unknown
+ *              users cost a bcrypt round too.
  *   catalog:   only the repositories the user may pull.
  *   /metrics:  anyone while `anonymousPull` is on; else a user (Basic or a user's token).
  *   dashboard: as /metrics, with a Basic challenge (browsers ask for a user and password).
@@ -24,6 +27,7 @@
  * Everything refused is an OciError; the edge answers it like any other.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ACTIONS, type Action, type AuthConfig } from '../../config/auth-schema.js';
@@ -38,6 +42,11 @@ import { LoginThrottle, type LoginKeys } from './login-throttle.js';
 import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
 
 export const TOKEN_PATH = '/token';
+/**
+ * The dashboard's Basic realm: its own, so that the credentials a browser keeps for it are never
+ * the ones it would answer the token endpoint's Basic challenge (realm `auth.token.service`) with.
+ */
+export const DASHBOARD_REALM = 'stevedore dashboard';
 const TOKEN_BODY_MAX = 64 * 1024;
 
 export interface AuthOptions {
@@ -50,6 +59,8 @@ export interface AuthOptions {
    * null when it names nothing this registry serves.
    */
   canonicalName: (name: string) => string | null;
+  /** The configured upstreams' names: the default push grants never reach names under them (access-rules.ts). */
+  upstreams: readonly string[];
   /** htpasswd change checks; default 1000 ms. */
   htpasswdCheckIntervalMs?: number;
   /** The bcrypt worker pool's size and queue (defaults in bcrypt-pool.ts). */
@@ -106,7 +117,7 @@ export class Auth {
         : await Htpasswd.load(config.htpasswd, { log, now, pool, ...(opts.htpasswdCheckIntervalMs !== undefined ? { checkIntervalMs: opts.htpasswdCheckIntervalMs } : {}) });
     const key = await TokenIssuer.loadKey(config.token.key);
     const tokens = new TokenIssuer({ issuer: config.token.issuer, service: config.token.service, ttlMs: config.token.ttl, key, now });
-    const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull });
+    const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull, upstreams: opts.upstreams });
     if (htpasswd === null) log.info('auth: no htpasswd file, so no users: only what the rules grant to anonymous clients is allowed');
     return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }), new ClientAddress(config.trustedProxies), pool);
   }
@@ -124,11 +135,18 @@ export class Auth {
   /** The token endpoint URL: configured, or `<scheme>://<Host>/token` from the request. */
   realm(req: IncomingMessage): string {
     if (this.config.token.realm !== null) return this.config.token.realm;
-    const fwd = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]!.trim().toLowerCase();
-    const proto = fwd === 'https' || fwd === 'http' ? fwd : (req.socket as TLSSocket).encrypted ? 'https' : 'http';
-    const host = req.headers.host;
-    const safeHost = host !== undefined && /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host) ? host : 'localhost';
-    return `${proto}://${safeHost}${TOKEN_PATH}`;
+    return `${requestOrigin(req)}${TOKEN_PATH}`;
+  }
+
+  /**
+   * The origins this server is reached at, as a browser writes them in `Origin`: the request's own
+   * (`<scheme>://<Host>`), and the configured token realm's. A write from any other is a browser's
+   * for another site (cross-site.ts).
+   */
+  ownOrigins(req: IncomingMessage): string[] {
+    const own = [new URL(requestOrigin(req)).origin];
+    if (this.config.token.realm !== null) own.push(new URL(this.config.token.realm).origin);
+    return own;
   }
 
   /** `GET /v2/`: 200 when no login is needed or the credentials are good; else 401 with the challenge. */
@@ -200,12 +218,15 @@ export class Auth {
 
   /**
    * The dashboard (`/`, `/ui/...`): who may look is who may read /metrics, but the challenge is
-   * Basic, the one a browser answers by asking for a user and password (the same htpasswd users).
+   * Basic, the one a browser answers by asking for a user and password (the same htpasswd users),
+   * in a realm of its own (DASHBOARD_REALM). The browser then sends those credentials with every
+   * request to this origin, also ones another site makes it send: writes that look like that are
+   * refused at the edge (cross-site.ts).
    * A viewer's repository names are filtered by `mayPull` (lib/server/dashboard).
    */
   async authorizeDashboard(req: IncomingMessage, ctx: AuthContext = {}): Promise<Identity> {
     const basic = (message: string): OciError =>
-      new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': 'Basic realm="stevedore", charset="UTF-8"' } });
+      new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': `Basic realm="${DASHBOARD_REALM}", charset="UTF-8"` } });
     let who: Identified;
     try {
       who = await this.identify(req, undefined, ctx);
@@ -346,8 +367,9 @@ export class Auth {
 
   /**
    * Resolves with the hash the password matched. Throws 401 on a wrong password or an unknown user
-   * (logging the failure without the password); 429 when the client's address or the user is over
+   * (logging the failure without the password); 429 when the (user, address) or the address is over
    * the throttle's allowance, or when the bcrypt queue is full (the password is then not checked).
+   * Past the per-user ceiling the check is delayed first.
    */
   private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<string> {
     const ip = this.clientAddress.of(req);
@@ -355,9 +377,16 @@ export class Auth {
     const logged = { user: user.slice(0, 100), via, ip };
     const throttled = (): OciError => {
       log.warn({ ...logged, reason: 'throttled' }, 'failed login');
-      return tooMany(this.throttle.retryAfter(who), 'too many failed logins from this address or for this user');
+      return tooMany(this.throttle.retryAfter(who), 'too many failed logins from this address');
     };
     if (this.throttle.retryAfter(who) > 0) throw throttled();
+    // Many failures for this user from everywhere: slowed, never refused (nobody can lock anyone out).
+    const delayMs = this.throttle.delay(who);
+    if (delayMs > 0) {
+      log.warn({ ...logged, delayMs }, 'login slowed');
+      await sleep(delayMs);
+      if (this.throttle.retryAfter(who) > 0) throw throttled();
+    }
     // The guess is counted before bcrypt runs, so parallel guesses cannot all be checked.
     const gate: HashGate = {
       admit: () => {
@@ -396,6 +425,15 @@ export class Auth {
       ...(scope ? { detail: scopeDetail(scope) } : {}),
     });
   }
+}
+
+/** `<scheme>://<Host>` of a request: X-Forwarded-Proto or the socket for the scheme; a Host that is no host name is `localhost`. */
+function requestOrigin(req: IncomingMessage): string {
+  const fwd = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]!.trim().toLowerCase();
+  const proto = fwd === 'https' || fwd === 'http' ? fwd : (req.socket as TLSSocket).encrypted ? 'https' : 'http';
+  const host = req.headers.host;
+  const safeHost = host !== undefined && /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host) ? host : 'localhost';
+  return `${proto}://${safeHost}`;
 }
 
 /** 429 TOOMANYREQUESTS with Retry-After (whole seconds, at least 1). */

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { parseConfig } from '../../../lib/config/config.js';
+import { defaultAuthRules } from '../../../lib/config/auth-schema.js';
 import { AccessRules, compilePattern } from '../../../lib/server/auth/access-rules.js';
 
 // ---------------------------------------------------------------- patterns
@@ -33,7 +34,7 @@ t.test('a dot in a pattern is a literal dot', async (t) => {
 
 const rulesFrom = (auth: Record<string, unknown>, hosted: string[] = ['lab/**']): AccessRules => {
   const c = parseConfig({ auth, registry: { hosted } }).auth;
-  return new AccessRules({ rules: c.rules, groups: c.groups, anonymousPull: c.anonymousPull });
+  return new AccessRules({ rules: c.rules, groups: c.groups, anonymousPull: c.anonymousPull, upstreams: ['docker.io'] });
 };
 const set = (s: Set<string>): string[] => [...s].sort();
 
@@ -44,6 +45,21 @@ t.test('defaults: anonymous pulls anything, every user may pull anything, and pu
   t.same(set(r.allowed('alice', 'lab/app')), ['delete', 'pull', 'push']);
   t.same(set(r.allowed('alice', 'docker.io/library/alpine')), ['pull'], 'no user may seed an upstream namespace by default');
   t.ok(r.anonymousPullsEverything());
+});
+
+t.test('the default push grant applies only to hosted names: a proxied <upstream>/<name> gets pull, whatever the hosted patterns', async (t) => {
+  // A hosted pattern of ** is refused at start-up (config.ts); the grant holds without that check too.
+  const r = new AccessRules({ rules: defaultAuthRules(['**']), groups: {}, anonymousPull: true, upstreams: ['docker.io', 'ghcr.io'] });
+  t.same(set(r.allowed('bob', 'docker.io/library/alpine')), ['pull'], 'no push under docker.io/');
+  t.same(set(r.allowed('bob', 'ghcr.io/org/app')), ['pull'], 'nor under ghcr.io/');
+  t.same(set(r.allowed('bob', 'lab/app')), ['delete', 'pull', 'push'], 'hosted names keep the grant');
+  const explicit = new AccessRules({
+    rules: [{ repository: 'docker.io/**', users: ['seeder'], groups: [], actions: ['pull', 'push'] }],
+    groups: {},
+    anonymousPull: false,
+    upstreams: ['docker.io'],
+  });
+  t.same(set(explicit.allowed('seeder', 'docker.io/library/alpine')), ['pull', 'push'], 'a rule that names the upstream still seeds it');
 });
 
 t.test('anonymousPull false: anonymous clients get nothing unless a rule names them', async (t) => {
