@@ -137,7 +137,7 @@ function render(st) {
     const q = src.health.quota;
     cell(tr, q ? q.remaining + (q.limit !== null ? ' of ' + q.limit : '') + (q.low ? ' (low: tags revalidated less often)' : '') : 'not reported', q && q.low ? 'warn' : '');
     const c = src.credentials;
-    cell(tr, c ? (c.lastError ? 'failing: ' + c.lastError : c.source + ' · fetched ' + c.fetches + '×') : '–', c && c.lastError ? 'bad' : '');
+    cell(tr, c ? (c.lastError ? c.source + ': ' + c.lastError : c.source + ' · fetched ' + c.fetches + '×') : '–', c && c.lastError ? 'bad' : '');
   });
 
   fillTable('downloads', st.downloads, 'none right now', (d, tr) => {

@@ -925,7 +925,8 @@ export class PullThrough {
         // Handed over: no failure note, so the first replica to look takes it over at once.
         if (!lease.lost.aborted && !this.handedOver.delete(dl)) {
           const oci = err instanceof UpstreamError ? err.toOciError('BLOB_UNKNOWN') : err instanceof OciError ? err : new OciError('BLOB_UNKNOWN', `the download of ${d.value} failed: ${(err as Error).message}`, { status: 502 });
-          const note: FailureNote = { token: lease.token, code: oci.code, message: oci.message, status: oci.status };
+          // Its reason, not its message: followers on other replicas put it in their status line (an upstream's quoted words stay here).
+          const note: FailureNote = { token: lease.token, code: oci.code, message: oci.reason, status: oci.status };
           await this.cluster?.coordinator.setNote(blobFailureKey(d), JSON.stringify(note), FAILURE_NOTE_TTL_MS).catch(() => undefined);
         }
         await lease.release();

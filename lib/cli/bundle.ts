@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import type { Config } from '../config/config.js';
 import { formatImageRef, type ImageRef } from '../oci/image-ref.js';
 import { openStoreForCommand as openStore } from '../storage/open-store.js';
-import { exportBundle, importBundle, resolveStored } from '../storage/oci-bundle.js';
+import { DEFAULT_MAX_BUNDLE_ENTRIES, exportBundle, importBundle, resolveStored } from '../storage/oci-bundle.js';
 import { formatBytes } from '../config/units.js';
 
 export async function runExport(config: Config, images: ImageRef[], output: string, out: NodeJS.WritableStream = process.stderr): Promise<void> {
@@ -21,9 +21,12 @@ export async function runExport(config: Config, images: ImageRef[], output: stri
   }
 }
 
-export async function runImport(config: Config, input: string, out: NodeJS.WritableStream = process.stderr): Promise<void> {
+export async function runImport(config: Config, input: string, out: NodeJS.WritableStream = process.stderr, opts: { maxEntries?: number } = {}): Promise<void> {
   const store = await openStore(config);
-  const r = await importBundle(store, input === '-' ? process.stdin : createReadStream(input));
+  const r = await importBundle(store, input === '-' ? process.stdin : createReadStream(input), {
+    maxEntries: opts.maxEntries ?? DEFAULT_MAX_BUNDLE_ENTRIES,
+    maxSize: config.storage.maxSize,
+  });
   for (const img of r.images) {
     const configured = config.upstreams.has(img.ref.registry);
     out.write(`imported ${formatImageRef(img.ref)} (${img.digest})${configured ? '' : ` — note: upstream ${img.ref.registry} is not configured, so nothing will pull it`}\n`);

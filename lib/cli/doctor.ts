@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import dns from 'node:dns';
 import fsp from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -15,7 +16,7 @@ import pino from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ConfigError, loadConfig, type Config, type UpstreamConfig } from '../config/config.js';
 import { formatBytes } from '../config/units.js';
-import { RedisLink, redactUrl } from '../cluster/redis-link.js';
+import { explainRedisError, hasPassword, RedisLink, redactUrl, redisSettings } from '../cluster/redis-link.js';
 import { StorePaths } from '../storage/paths.js';
 import { mayReceiveCredentials } from '../upstream/outbound-policy.js';
 import { credentialProvider, CredentialError } from '../upstream/credentials.js';
@@ -23,6 +24,7 @@ import type { CredentialSource } from '../config/config.js';
 import { parseWwwAuthenticate, type Challenge } from '../upstream/www-authenticate.js';
 import type { ConfigFlags } from './common.js';
 import { readTlsPair, type TlsPair } from '../server/tls-certificate.js';
+import { DIR_MODE, FILE_MODE } from '../storage/modes.js';
 
 export type Level = 'ok' | 'warn' | 'info' | 'skip' | 'fail';
 
@@ -101,14 +103,14 @@ export async function checkStore(config: Config, now = Date.now()): Promise<Chec
   const target = paths.root;
   const out: CheckResult[] = [];
   try {
-    await fsp.mkdir(paths.tmp, { recursive: true });
+    await fsp.mkdir(paths.tmp, { recursive: true, mode: DIR_MODE });
   } catch (err) {
     out.push(result('fail', 'store', target, `cannot create ${paths.tmp}: ${errText(err)}`, 'create the directory, or point storage.path (or --storage) at a directory this user can write'));
     return out;
   }
   const probe = path.join(paths.tmp, `doctor-${randomBytes(6).toString('hex')}`);
   try {
-    await fsp.writeFile(probe, 'stevedore doctor\n');
+    await fsp.writeFile(probe, 'stevedore doctor\n', { mode: FILE_MODE });
     await fsp.rm(probe, { force: true });
     out.push(result('ok', 'store', target, 'exists and is writable'));
   } catch (err) {
@@ -149,11 +151,15 @@ export async function checkStore(config: Config, now = Date.now()): Promise<Chec
   return out;
 }
 
-/** Connects to metadata.redis and sends a PING. */
+/**
+ * Connects to metadata.redis as `serve` would (its user, password and TLS) and sends a PING; then
+ * says whether Redis also answers a connection without a password (anyone who reaches it could
+ * rewrite stevedore's leases and records), and whether the link crosses a network in clear text.
+ */
 export async function checkRedis(config: Config): Promise<CheckResult[]> {
-  const url = config.metadata.redis;
-  if (!url) return [];
-  const target = redactUrl(url);
+  const settings = redisSettings(config.metadata);
+  if (!settings) return [];
+  const target = redactUrl(settings.url);
   let lastError = '';
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -172,15 +178,39 @@ export async function checkRedis(config: Config): Promise<CheckResult[]> {
   // reference of our own, Node would exit in the middle of the check.
   const keepAlive = setInterval(() => undefined, 1_000);
   try {
-    link = await RedisLink.open(url, log, 3_000);
+    try {
+      link = await RedisLink.open(settings, log, 3_000);
+    } catch (err) {
+      // Credentials or a certificate refused, or a file the settings name unreadable.
+      const problems = err instanceof ConfigError ? err.problems.join('; ') : errText(err);
+      return [result('fail', 'redis', target, problems.replace(/^metadata\.redis \([^)]*\): /, ''), 'fix the key named (SECURITY.md, "Redis")')];
+    }
     if (!link.up) {
-      if (!lastError) lastError = await redisCause(url);
+      if (!lastError) lastError = await redisCause(settings.url);
       return [result('fail', 'redis', target, `unreachable: ${lastError}`, 'start Redis or fix metadata.redis (host, port, password)')];
     }
     const pong = await link.client.ping();
-    return [result('ok', 'redis', target, `answers PING (${pong})`)];
+    const out = [result('ok', 'redis', target, `answers PING (${pong})${hasPassword(settings) ? `, authenticated (${settings.username ?? (new URL(settings.url).username || 'default')} user)` : ''}`)];
+    if (await answersWithoutPassword(link)) {
+      out.push(
+        result(
+          'warn',
+          'redis',
+          target,
+          hasPassword(settings)
+            ? 'Redis also answers without a password: anyone who reaches it can rewrite leases and records, and make replicas fetch from where it says'
+            : 'no password: Redis answers anyone who reaches it, who can then rewrite leases and records, and make replicas fetch from where it says',
+          'give Redis a password (requirepass, or an ACL user with the default user off) and stevedore metadata.password or metadata.passwordFile (SECURITY.md, "Redis")',
+        ),
+      );
+    }
+    const u = new URL(settings.url);
+    if (u.protocol === 'redis:' && !isLoopback(u.hostname)) {
+      out.push(result('warn', 'redis', target, 'plain redis:// to another host: the password and every record cross the network unencrypted', 'use rediss:// (Redis\'s tls-port) with metadata.tls.ca, or keep Redis reachable by stevedore alone (NetworkPolicy)'));
+    }
+    return out;
   } catch (err) {
-    return [result('fail', 'redis', target, `PING failed: ${errText(err)}`, 'check metadata.redis and the Redis server')];
+    return [result('fail', 'redis', target, `PING failed: ${explainRedisError(err, settings) ?? errText(err)}`, 'check metadata.redis and the Redis server')];
   } finally {
     if (link) {
       // quit() waits for a connection that is not there: a Redis that is down is dropped at once.
@@ -195,6 +225,32 @@ export async function checkRedis(config: Config): Promise<CheckResult[]> {
     }
     clearInterval(keepAlive);
   }
+}
+
+/** Whether a connection to the same Redis (same TLS) without any credentials gets PONG. */
+async function answersWithoutPassword(link: RedisLink): Promise<boolean> {
+  const probe = link.client.duplicate({ credentialsProvider: undefined });
+  probe.on('error', () => undefined);
+  try {
+    const pong = await Promise.race([
+      probe.connect().then(() => probe.ping()),
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), 3_000).unref()),
+    ]);
+    return pong === 'PONG';
+  } catch {
+    return false; // NOAUTH: a password is required
+  } finally {
+    try {
+      probe.destroy();
+    } catch {
+      // not open
+    }
+  }
+}
+
+function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\./.test(h);
 }
 
 /** Why a Redis did not answer, when its client said nothing useful: what a TCP connect says. */
@@ -534,6 +590,15 @@ export async function runChecks(flags: ConfigFlags): Promise<{ results: CheckRes
       if (p) secrets.add(decodeURIComponent(p));
     } catch {
       // unparsable: redactUrl hides it
+    }
+    if (config.metadata.password) secrets.add(config.metadata.password);
+    if (config.metadata.passwordFile) {
+      try {
+        const p = readFileSync(config.metadata.passwordFile, 'utf8').replace(/[\r\n]+$/, '');
+        if (p) secrets.add(p);
+      } catch {
+        // unreadable: the Redis check says so
+      }
     }
   }
   results.push(...(await checkTls(config)));

@@ -39,6 +39,8 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
         upstreams: [...config.upstreams.keys()],
         defaultUpstream: config.defaultUpstream,
         offline: config.offline,
+        // The runtime it runs on (Node.js 24 LTS is the supported one; CI checks it here).
+        node: process.version,
       },
       'stevedore listening',
     );
@@ -105,12 +107,17 @@ withConfigOptions(
 });
 
 withConfigOptions(
-  program.command('import').description('load an OCI image layout archive into the store (verified, pinned)').argument('<bundle>', 'archive path, or - for stdin'),
-).action(async (bundle: string, opts: ConfigFlags) => {
+  program
+    .command('import')
+    .description('load an OCI image layout archive into the store (verified, pinned)')
+    .argument('<bundle>', 'archive path, or - for stdin')
+    .option('--max-entries <n>', 'refuse a bundle with more entries than this', '100000'),
+).action(async (bundle: string, opts: ConfigFlags & { maxEntries: string }) => {
   const config = configOrExit(opts);
   try {
+    if (!/^[1-9]\d*$/.test(opts.maxEntries)) throw new Error(`--max-entries must be a whole number above 0, got ${opts.maxEntries}`);
     const { runImport } = await import('./bundle.js');
-    await runImport(config, bundle);
+    await runImport(config, bundle, process.stderr, { maxEntries: Number(opts.maxEntries) });
   } catch (err) {
     fail(err);
   }

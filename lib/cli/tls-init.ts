@@ -9,7 +9,8 @@
  *   <out>/tls.key   the server's key                                            (0600)
  *
  * Existing files are never overwritten without `force`; without it, nothing is written if any
- * of the four exists.
+ * of the four exists. With it, each is replaced by rename (a symlink at a name is replaced, never
+ * written through).
  */
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -128,11 +129,30 @@ export async function tlsInit(opts: TlsInitOptions): Promise<TlsInitResult> {
   });
 
   await fsp.mkdir(out, { recursive: true });
-  const flag = opts.force ? 'w' : 'wx';
+  /**
+   * Each file is created anew with O_EXCL (`wx`, which also refuses a symlink at the name) and its
+   * mode set on the open descriptor before a byte is written: a key is never readable by others,
+   * not even for a moment. Without `force` that is the file itself (an existing one is refused);
+   * with it, a temporary file beside it, then renamed over the old name: a symlink there is
+   * replaced, never followed, and an old file's looser mode is not inherited.
+   */
   const write = async (file: string, text: string, mode: number): Promise<void> => {
-    await fsp.writeFile(file, text, { flag, mode });
-    // The mode given applies only to a new file: one overwritten with --force keeps its own.
-    await fsp.chmod(file, mode);
+    const target = opts.force ? path.join(out, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`) : file;
+    const fh = await fsp.open(target, 'wx', mode);
+    try {
+      try {
+        // The mode given to open() is narrowed by the umask; a certificate still wants 0644.
+        await fh.chmod(mode);
+        await fh.writeFile(text);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      if (target !== file) await fsp.rename(target, file);
+    } catch (err) {
+      if (target !== file) await fsp.rm(target, { force: true });
+      throw err;
+    }
   };
   // Keys first: were a write to fail, no certificate points at a key that is not there.
   await write(files.caKey, await exportKey(caKeys.privateKey), 0o600);

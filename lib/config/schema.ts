@@ -36,6 +36,20 @@ const listen = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return { host: host === '' ? '0.0.0.0' : host, port };
 });
 
+/** A Redis URL: redis:// (plain) or rediss:// (TLS), with a host. */
+const redisUrl = z.string().superRefine((v, ctx) => {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'not a URL (use redis://host:6379/0, or rediss:// for TLS)' });
+    return;
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') ctx.addIssue({ code: 'custom', message: `must be redis:// or rediss:// (TLS), got ${u.protocol}//` });
+  else if (!u.hostname) ctx.addIssue({ code: 'custom', message: 'names no host (use redis://host:6379/0)' });
+  else if (u.pathname.length > 1 && !/^\/\d+$/.test(u.pathname)) ctx.addIssue({ code: 'custom', message: 'the path is a database number (redis://host:6379/0)' });
+});
+
 /** The tag keyword of cache.tagTTLPolicies: v1.2.3, 1.2.3, 1.2.3-rc.1 (three numbers, an optional pre-release). */
 export const SEMVER = 'semver';
 /** The TTL keyword of cache.tagTTLPolicies: a stored answer is never revalidated. */
@@ -140,8 +154,14 @@ const s3Schema = z
     sseKmsKeyId: z.string().min(1).nullable().default(null),
     /** Blob GETs answered with 307 to a presigned URL of the object, for clients that follow redirects (as distribution's `redirect`). */
     redirect: z.boolean().default(false),
-    /** How long a presigned URL is valid. */
-    redirectTTL: duration.refine((ms) => ms >= 10_000 && ms <= 7 * 86_400_000, { message: 'between 10s and 7d' }).default(20 * 60_000),
+    /**
+     * How long a presigned URL is valid: an hour at most. Whoever holds the URL reads the blob,
+     * with no check of who they are, until it expires (a log line, a proxy's cache, a client's
+     * debug output all keep it).
+     */
+    redirectTTL: duration
+      .refine((ms) => ms >= 10_000 && ms <= 3_600_000, { message: 'between 10s and 1h (whoever holds a presigned URL reads the blob until it expires)' })
+      .default(20 * 60_000),
     /** Bytes per part of a multipart upload: at least 5MiB (S3's minimum), at most 5GiB. */
     partSize: size.refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, { message: 'between 5MiB and 5GiB' }).default(16 * 1024 * 1024),
     /** How often the index is reconciled with a listing of the bucket (listing is slow and paid). */
@@ -492,11 +512,52 @@ export const configSchema = z
       .default(null),
     metadata: z
       .object({
-        /** redis://host:port/db — shared metadata for several replicas. Unset: in-memory. */
-        redis: z.string().url().nullable().default(null),
+        /**
+         * redis://host:port/db, or rediss:// (TLS) — shared metadata for several replicas. May carry
+         * an ACL user and password (rediss://user:pass@host:6379/0). Unset: in-memory.
+         */
+        redis: redisUrl.nullable().default(null),
+        /** The Redis ACL user (null: the URL's, else Redis's `default` user). */
+        username: z.string().min(1).nullable().default(null),
+        /** The Redis password (or `${VAR}`); null: the URL's, or passwordFile's, or none. */
+        password: z.string().min(1).nullable().default(null),
+        /** A file holding the Redis password (a mounted Secret), read again at every (re)connection. */
+        passwordFile: z.string().min(1).nullable().default(null),
+        /** TLS to Redis (a rediss:// URL): a private CA, a client certificate (mutual TLS). null: the system's CAs. */
+        tls: z
+          .object({
+            /** PEM file of the CA(s) that signed Redis's certificate; null: the system's CAs. */
+            ca: z.string().min(1).nullable().default(null),
+            /** PEM client certificate and its key, for a Redis that verifies clients (tls-auth-clients yes). */
+            cert: z.string().min(1).nullable().default(null),
+            key: z.string().min(1).nullable().default(null),
+            /** The name Redis's certificate is checked against; null: the URL's host. */
+            serverName: z.string().min(1).nullable().default(null),
+          })
+          .strict()
+          .nullable()
+          .default(null),
       })
       .strict()
-      .default({ redis: null }),
+      .superRefine((m, ctx) => {
+        const issue = (path: string, message: string): void => ctx.addIssue({ code: 'custom', path: [path], message });
+        if (m.redis === null) {
+          for (const k of ['username', 'password', 'passwordFile', 'tls'] as const) if (m[k] !== null) issue(k, 'needs metadata.redis (the Redis these are for)');
+          return;
+        }
+        let u: URL;
+        try {
+          u = new URL(m.redis);
+        } catch {
+          return; // reported by redisUrl
+        }
+        if (m.password !== null && m.passwordFile !== null) issue('passwordFile', 'give metadata.password or metadata.passwordFile, not both');
+        if (u.password && (m.password !== null || m.passwordFile !== null)) issue(m.password !== null ? 'password' : 'passwordFile', 'metadata.redis already carries a password: give it in one place');
+        if (u.username && m.username !== null) issue('username', 'metadata.redis already carries a user name: give it in one place');
+        if (m.tls !== null && u.protocol !== 'rediss:') issue('tls', 'TLS settings need a rediss:// URL in metadata.redis');
+        if (m.tls !== null && (m.tls.cert === null) !== (m.tls.key === null)) issue('tls', 'cert and key go together (a client certificate and its key)');
+      })
+      .default({ redis: null, username: null, password: null, passwordFile: null, tls: null }),
     /**
      * Cluster mode: on whenever metadata.redis is set. Replicas whose storage.path is the same
      * directory (a ReadWriteMany volume) coordinate through Redis; these only tune it.

@@ -39,7 +39,12 @@ interface CoolDown {
 interface Breaker {
   failures: number;
   openUntil: number;
-  /** Why the last of them failed: an open circuit's answer says it, as the person needs the cause, not only the count. */
+  /**
+   * Why the last of them failed, by class (`upstream docker.io unreachable (ECONNREFUSED)`): an
+   * open circuit's answer says it, as the person needs the cause, not only the count. That answer
+   * goes to every client of the upstream, so the cause names no repository or reference: those
+   * were another client's request (the log has them).
+   */
   last?: string;
 }
 
@@ -89,7 +94,8 @@ export class UpstreamHealth {
   /**
    * Counts a failure. Returns how long the breaker is now open (ms) when this failure opened it,
    * else 0. `threshold` overrides breakerFailures (a source with another behind it: 1). `cause`:
-   * why it failed, kept as the breaker's last cause.
+   * the failure's class (no repository, reference or upstream text: see Breaker.last), kept as
+   * the breaker's last cause.
    */
   async failed(upstream: string, threshold = this.policy.breakerFailures, cause?: string): Promise<number> {
     const key = `breaker:${upstream}`;

@@ -42,11 +42,17 @@ export class OciError extends Error {
   readonly detail: unknown;
   /** Extra response headers, e.g. Retry-After on TOOMANYREQUESTS. */
   readonly headers: Record<string, string>;
+  /**
+   * What the status line may say: the message, unless the message quotes another party's words
+   * (an upstream's error text), which stay in the body, marked as theirs, and out of the status
+   * line that every client prints as stevedore's.
+   */
+  readonly reason: string;
 
   constructor(
     code: OciErrorCode,
     message?: string,
-    opts: { detail?: unknown; status?: number; headers?: Record<string, string>; cause?: unknown } = {},
+    opts: { detail?: unknown; status?: number; headers?: Record<string, string>; cause?: unknown; reason?: string } = {},
   ) {
     super(message ?? OCI_ERRORS[code].message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'OciError';
@@ -54,6 +60,7 @@ export class OciError extends Error {
     this.status = opts.status ?? OCI_ERRORS[code].status;
     this.detail = opts.detail;
     this.headers = opts.headers ?? {};
+    this.reason = opts.reason ?? this.message;
   }
 
   toJSON(): { errors: Array<{ code: string; message: string; detail?: unknown }> } {

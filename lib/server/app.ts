@@ -24,7 +24,7 @@ import { Registry } from '../registry/registry.js';
 import { HostedNames } from '../registry/hosted.js';
 import { ProxiedReferrers } from '../cache/referrers.js';
 import { hostname } from 'node:os';
-import { RedisLink, redactUrl } from '../cluster/redis-link.js';
+import { RedisLink, redactUrl, redisSettings } from '../cluster/redis-link.js';
 import { RedisCoordinator, type Coordinator } from '../cluster/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
@@ -135,12 +135,13 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
   let cluster: App['cluster'] = null;
   let link: RedisLink | null = null;
-  if (config.metadata.redis !== null && !clustered) {
-    link = await RedisLink.open(config.metadata.redis, log);
-    log.info({ redis: redactUrl(config.metadata.redis), group: nodePeers?.group, advertise: nodePeers?.advertise, redisUp: link.up }, 'node mode: finding peers through Redis');
+  const redis = redisSettings(config.metadata);
+  if (redis !== null && !clustered) {
+    link = await RedisLink.open(redis, log);
+    log.info({ redis: redactUrl(redis.url), group: nodePeers?.group, advertise: nodePeers?.advertise, redisUp: link.up }, 'node mode: finding peers through Redis');
   }
-  if (config.metadata.redis !== null && clustered) {
-    const link = await RedisLink.open(config.metadata.redis, log);
+  if (redis !== null && clustered) {
+    const link = await RedisLink.open(redis, log);
     const storeId = await store.blobs.storeId();
     const prefix = `stevedore:${storeId}:`;
     const coordinator = new RedisCoordinator(link, prefix);
@@ -158,7 +159,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       store.blobs.downloadingElsewhere = async (digest) => (await coordinator.read(`blob:${digest}`)) !== null;
     }
     cluster = { link, coordinator, index, replicaId, storeId, prefix };
-    log.info({ redis: redactUrl(config.metadata.redis), storeId, replicaId, redisUp: link.up }, 'cluster mode: coordinating with the replicas on this store through Redis');
+    log.info({ redis: redactUrl(redis.url), storeId, replicaId, redisUp: link.up }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
   const metadata = await Metadata.create({ link: cluster?.link ?? link });
   const p = config.upstreamPolicy;

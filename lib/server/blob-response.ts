@@ -46,9 +46,10 @@ export async function sendBlob(
   outcome: BlobOutcome,
 ): Promise<void> {
   if (blob.redirect) {
-    // The client sends its Range (if any) to the object store itself.
+    // The client sends its Range (if any) to the object store itself. The URL is a credential
+    // for the blob until it expires: no cache along the way may keep it (or hand it to others).
     const location = await blob.redirect();
-    res.writeHead(307, { ...headers, Location: location, 'Content-Length': '0' });
+    res.writeHead(307, { ...headers, Location: location, 'Cache-Control': 'no-store', 'Content-Length': '0' });
     res.end();
     outcome.bytes = 0;
     return;

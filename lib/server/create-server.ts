@@ -424,7 +424,7 @@ async function repoRoute(
         // A push client asks with HEAD whether to upload; with the upstream out of reach the answer
         // is "not here", so seeding works air-gapped. GETs keep the upstream's failure.
         if (head && resolved.explicit && err instanceof OciError && UNANSWERED.has(err.code)) {
-          throw new OciError('BLOB_UNKNOWN', `blob not stored here, and ${err.message}`);
+          throw new OciError('BLOB_UNKNOWN', `blob not stored here, and ${err.reason}`);
         }
         throw err;
       }

@@ -14,7 +14,8 @@ const REASON_MAX = 400;
 
 /**
  * The status line's reason phrase for an error answer: the standard phrase, then the message
- * (`503 Service Unavailable - the proxy is offline for ...`). The body's `message` reaches only
+ * (`503 Service Unavailable - the proxy is offline for ...`), or its `reason` when the message
+ * quotes an upstream's words (those are not stevedore's, and stay in the body). The body's `message` reaches only
  * some people: an answer to HEAD has no body (containerd resolves every tag with HEAD), and
  * containers/image (skopeo, podman, CRI-O) and Docker print, for a 5xx, only "received unexpected
  * HTTP status: " and the status line. All of them print the status line as received, so the
@@ -24,7 +25,7 @@ const REASON_MAX = 400;
  */
 export function reasonPhrase(err: OciError): string {
   const standard = STATUS_CODES[err.status] ?? 'Error';
-  const message = err.message.replace(/[^\x20-\x7e]+/g, ' ').trim();
+  const message = err.reason.replace(/[^\x20-\x7e]+/g, ' ').trim();
   const phrase = message ? `${standard} - ${message}` : standard;
   return phrase.length > REASON_MAX ? `${phrase.slice(0, REASON_MAX - 3)}...` : phrase;
 }

@@ -15,6 +15,7 @@ import { BlobIndex, type IndexEntry } from './blob-index.js';
 import { StorePaths, recordKeys } from './paths.js';
 import { FileRecords, type Records } from './records.js';
 import { FileSessionFiles, type SessionFiles } from './session-files.js';
+import { DIR_MODE, FILE_MODE } from './modes.js';
 
 /** Large reads keep syscalls per GiB low on warm hits. */
 const READ_HIGH_WATER_MARK = 512 * 1024;
@@ -109,8 +110,8 @@ export class BlobStore {
    */
   async init(opts: { sweep?: boolean; sweepOlderThanMs?: number } = {}): Promise<{ sweptTempFiles: number; blobs: number; bytes: number; ms: number }> {
     const started = performance.now();
-    await fsp.mkdir(this.paths.blobs, { recursive: true });
-    await fsp.mkdir(this.paths.repositories, { recursive: true });
+    await fsp.mkdir(this.paths.blobs, { recursive: true, mode: DIR_MODE });
+    await fsp.mkdir(this.paths.repositories, { recursive: true, mode: DIR_MODE });
     let swept = 0;
     if (opts.sweep !== false && opts.sweepOlderThanMs !== undefined) {
       // Shared with other replicas: only what nobody has written to for a while is left over.
@@ -123,7 +124,7 @@ export class BlobStore {
       }
       await fsp.rm(this.paths.tmp, { recursive: true, force: true });
     }
-    await fsp.mkdir(this.paths.tmp, { recursive: true });
+    await fsp.mkdir(this.paths.tmp, { recursive: true, mode: DIR_MODE });
     const { blobs, bytes } = await this.rebuildIndex();
     return { sweptTempFiles: swept, blobs, bytes, ms: Math.round(performance.now() - started) };
   }
@@ -256,7 +257,7 @@ export class BlobStore {
     const parts: string[] = [SNAPSHOT_HEADER];
     for (const { digest, size, touchedAt } of this.index.entries()) parts.push(`${digest} ${size} ${Math.round(touchedAt)}`);
     const tmp = path.join(this.paths.tmp, `index-${randomBytes(6).toString('hex')}.snapshot`);
-    await fsp.writeFile(tmp, `${parts.join('\n')}\n`);
+    await fsp.writeFile(tmp, `${parts.join('\n')}\n`, { mode: FILE_MODE });
     await fsp.rename(tmp, this.paths.indexSnapshot);
   }
 
@@ -471,7 +472,7 @@ export class BlobStore {
       return;
     }
     const final = this.paths.blob(d);
-    await fsp.mkdir(path.dirname(final), { recursive: true });
+    await fsp.mkdir(path.dirname(final), { recursive: true, mode: DIR_MODE });
     await fsp.rename(file, final);
     this.index.add(d.value, size, this.now(), true);
     // Cached by another replica before (this one's index did not know it): no longer evictable.
@@ -555,7 +556,7 @@ export class BlobStore {
       if (existing && /^[0-9a-f]{32}$/.test(existing.trim())) return existing.trim();
       const id = randomBytes(16).toString('hex');
       const tmp = path.join(this.paths.tmp, `store-id-${randomBytes(6).toString('hex')}`);
-      await fsp.writeFile(tmp, id);
+      await fsp.writeFile(tmp, id, { mode: FILE_MODE });
       try {
         // link() fails if the file exists: the first replica's id wins, atomically.
         await fsp.link(tmp, file);

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { OciError } from '../oci/errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import { NextEvent } from '../util/next-event.js';
+import { DIR_MODE, FILE_MODE } from './modes.js';
 
 export type WriterState = 'writing' | 'committed' | 'failed';
 
@@ -136,14 +137,14 @@ export class BlobWriter extends Writable {
   }
 
   private async openTemp(): Promise<fsp.FileHandle> {
-    if (!this.resume) return fsp.open(this.tmpPath, 'wx');
-    await fsp.mkdir(path.dirname(this.tmpPath), { recursive: true });
+    if (!this.resume) return fsp.open(this.tmpPath, 'wx', FILE_MODE);
+    await fsp.mkdir(path.dirname(this.tmpPath), { recursive: true, mode: DIR_MODE });
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(this.tmpPath, 'r+');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      return fsp.open(this.tmpPath, 'wx');
+      return fsp.open(this.tmpPath, 'wx', FILE_MODE);
     }
     try {
       // What is already there is trusted no more than the network: hashed again, byte by byte.
@@ -335,7 +336,7 @@ export class BlobWriter extends Writable {
       finalPath = this.tmpPath;
     } else {
       finalPath = this.resolveFinal(actual);
-      await fsp.mkdir(path.dirname(finalPath), { recursive: true });
+      await fsp.mkdir(path.dirname(finalPath), { recursive: true, mode: DIR_MODE });
       await fsp.rename(this.tmpPath, finalPath);
     }
     this.finalPath = finalPath;

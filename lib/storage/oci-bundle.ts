@@ -8,7 +8,11 @@
  *   blobs/sha256/<hex>               every manifest, config and layer
  *
  * Import is all or nothing: every entry is verified against its digest into a staging directory,
- * every image must be complete, and only then is anything moved into the store (pinned).
+ * every image must be complete, and only then is anything moved into the store (pinned). A bundle
+ * that cannot fit is refused from the entry headers, before that entry's bytes are written: more
+ * entries than `maxEntries`, blobs beyond the free disk space under the staging directory, or
+ * new blobs that would take the pinned content past storage.maxSize (imported content is pinned:
+ * eviction does not make room for it).
  */
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -20,11 +24,24 @@ import { parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.js';
 import { INDEX_MEDIA_TYPES, MediaType, parseManifest, type Descriptor } from '../oci/media-types.js';
+import { formatBytes } from '../config/units.js';
 import { BlobWriter } from './blob-writer.js';
 import type { Store } from './store.js';
+import { DIR_MODE } from './modes.js';
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
 const MAX_INDEX_JSON = 4 * 1024 * 1024;
+/** Entries a bundle may have unless told otherwise (`stevedore import --max-entries`). */
+export const DEFAULT_MAX_BUNDLE_ENTRIES = 100_000;
+/** Disk space an import leaves free at least: 5% of the filesystem, at most this. */
+const DISK_RESERVE_MAX = 64 * 1024 * 1024;
+
+export interface ImportLimits {
+  /** Entries (files and directories) a bundle may have. */
+  maxEntries: number;
+  /** storage.maxSize: what is pinned plus the bundle's new blobs may not exceed it; null: unbounded. */
+  maxSize: number | null;
+}
 
 export interface BundleImage {
   ref: ImageRef;
@@ -129,20 +146,52 @@ export async function exportBundle(store: Store, images: BundleImage[], out: Wri
  * Reads an OCI layout archive into the store: all verified, all complete, or nothing. Returns the
  * images it brought (each tagged in its registry's namespace, pinned).
  */
-export async function importBundle(store: Store, input: Readable): Promise<{ images: BundleImage[]; blobs: number; bytes: number }> {
+export async function importBundle(
+  store: Store,
+  input: Readable,
+  limits: ImportLimits = { maxEntries: DEFAULT_MAX_BUNDLE_ENTRIES, maxSize: null },
+): Promise<{ images: BundleImage[]; blobs: number; bytes: number }> {
   const staging = path.join(store.blobs.paths.tmp, `import-${randomBytes(8).toString('hex')}`);
-  await fsp.mkdir(staging, { recursive: true });
+  await fsp.mkdir(staging, { recursive: true, mode: DIR_MODE });
   try {
+    // What the bundle may take: the disk under the staging directory (every blob is staged there
+    // first), and storage.maxSize for what is new to the store (pinned, so never evicted).
+    const fs = await fsp.statfs(staging);
+    const free = fs.bavail * fs.bsize;
+    const reserve = Math.min(DISK_RESERVE_MAX, Math.floor(fs.blocks * fs.bsize * 0.05));
+    const pinned = store.blobs.index.stats().pinnedBytes;
+    let entries = 0;
+    let stagedBytes = 0;
+    let newBytes = 0;
+    /** Why the entry about to be written cannot be, or null. */
+    const overLimit = (digest: Digest | null, size: number): string | null => {
+      if (++entries > limits.maxEntries) return `the bundle has more than ${limits.maxEntries} entries (--max-entries); nothing was imported`;
+      if (!digest) return null;
+      stagedBytes += size;
+      if (stagedBytes > free - reserve) {
+        return `the bundle does not fit in the free disk space: its blobs need more than ${formatBytes(stagedBytes)}, and ${store.blobs.paths.tmp} has ${formatBytes(free)} free (${formatBytes(reserve)} of it kept in reserve); nothing was imported`;
+      }
+      if (!store.blobs.has(digest)) newBytes += size;
+      if (limits.maxSize !== null && pinned + newBytes > limits.maxSize) {
+        return `the bundle does not fit in storage.maxSize (${formatBytes(limits.maxSize)}): ${formatBytes(pinned)} is pinned already and its new blobs bring more than ${formatBytes(newBytes)}; imported content is pinned, so eviction makes no room for it; nothing was imported`;
+      }
+      return null;
+    };
     const staged = new Map<string, { file: string; size: number }>();
     let indexJson: Buffer | null = null;
     let layout: Buffer | null = null;
     const extract = tar.extract();
     extract.on('entry', (header, stream, next) => {
       const fail = (err: Error): void => {
+        // The entry's stream is destroyed with the extractor: its error is this one, already handled.
+        stream.on('error', () => undefined);
         stream.resume();
         extract.destroy(err);
       };
       const name = header.name.replace(/^\.\//, '');
+      const blobName = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(name);
+      const over = overLimit(header.type === 'file' && blobName ? tryParseDigest(`${blobName[1]}:${blobName[2]}`) : null, header.size ?? 0);
+      if (over) return fail(new OciError('SIZE_INVALID', over));
       if (header.type === 'directory') {
         stream.resume();
         stream.once('end', next);
@@ -165,8 +214,7 @@ export async function importBundle(store: Store, input: Readable): Promise<{ ima
         });
         return;
       }
-      const m = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(name);
-      const digest = m ? tryParseDigest(`${m[1]}:${m[2]}`) : null;
+      const digest = blobName ? tryParseDigest(`${blobName[1]}:${blobName[2]}`) : null;
       if (!digest) return fail(new OciError('BLOB_UPLOAD_INVALID', `unexpected bundle entry ${JSON.stringify(name.slice(0, 200))}`));
       const file = path.join(staging, `${digest.algorithm}-${digest.hex}`);
       const writer = new BlobWriter({ tmpPath: `${file}.part`, expected: digest, resolveFinal: () => file });

@@ -7,6 +7,7 @@
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { DIR_MODE, FILE_MODE } from './modes.js';
 
 export interface Records {
   /** The record's bytes; null when absent. */
@@ -42,14 +43,14 @@ export class FileRecords implements Records {
 
   async write(key: string, data: string | Buffer): Promise<void> {
     const file = this.file(key);
-    await fsp.mkdir(path.dirname(file), { recursive: true });
+    await fsp.mkdir(path.dirname(file), { recursive: true, mode: DIR_MODE });
     if (data.length === 0) {
       // An empty marker (a link, a pin) cannot be torn: no temp file needed.
-      await fsp.writeFile(file, '');
+      await fsp.writeFile(file, '', { mode: FILE_MODE });
       return;
     }
     const tmp = path.join(this.tmp, `${randomBytes(12).toString('hex')}.rec`);
-    await fsp.writeFile(tmp, data);
+    await fsp.writeFile(tmp, data, { mode: FILE_MODE });
     await fsp.rename(tmp, file);
   }
 

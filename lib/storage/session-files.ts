@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Digest } from '../oci/digest.js';
 import type { BlobStore } from './blob-store.js';
+import { DIR_MODE, FILE_MODE } from './modes.js';
 
 /** What a session records about itself (info.json). */
 export interface SessionDoc {
@@ -55,7 +56,7 @@ export class FileSessionFiles implements SessionFiles {
   }
 
   async init(): Promise<void> {
-    await fsp.mkdir(this.blobs.paths.uploads, { recursive: true });
+    await fsp.mkdir(this.blobs.paths.uploads, { recursive: true, mode: DIR_MODE });
   }
 
   async list(): Promise<SessionEntry[]> {
@@ -74,11 +75,11 @@ export class FileSessionFiles implements SessionFiles {
   async create(uuid: string, doc: SessionDoc, now: number): Promise<void> {
     const dir = this.dir(uuid);
     try {
-      await fsp.mkdir(dir, { recursive: true });
-      await fsp.writeFile(path.join(dir, 'data'), '');
+      await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });
+      await fsp.writeFile(path.join(dir, 'data'), '', { mode: FILE_MODE });
       // info.json last: a session without it is incomplete and is swept like an abandoned one.
       const tmp = path.join(dir, 'info.json.tmp');
-      await fsp.writeFile(tmp, JSON.stringify(doc));
+      await fsp.writeFile(tmp, JSON.stringify(doc), { mode: FILE_MODE });
       await fsp.rename(tmp, path.join(dir, 'info.json'));
     } catch (err) {
       await fsp.rm(dir, { recursive: true, force: true });

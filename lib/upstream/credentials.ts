@@ -20,7 +20,10 @@
  *                         asks /oauth2/token (grant_type=refresh_token) for each scope
  *
  * A secret never appears in an error message or a log line: failures say which source failed and
- * why (exit code, HTTP status, the provider's error name), never what it returned.
+ * why (exit code, HTTP status, the provider's error name), never what it returned. Those details
+ * (a helper's output, file paths, role ARNs, tenant and client ids) are for the operator: they go
+ * to the log and to `stevedore doctor`, never to a registry client or the dashboard, which say
+ * only that the source failed (`kind` names it there).
  */
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -33,8 +36,13 @@ export type Credential =
   | { kind: 'refresh_token'; refreshToken: string };
 
 export interface CredentialProvider {
-  /** What it is, in messages: `credential helper docker-credential-ecr-login`, `ECR GetAuthorizationToken`. */
+  /** What it is, in the log and `doctor`: `credential helper docker-credential-ecr-login`, `password file /run/secrets/pw`. */
   readonly description: string;
+  /**
+   * What kind of source it is, for anyone who may see the dashboard: no path, URL or identity
+   * (`password file`, `credential helper docker-credential-ecr-login`, `GCP metadata server`).
+   */
+  readonly kind: string;
   /** The credential to use now: cached, or fetched (one fetch at a time, shared). Throws CredentialError. */
   get(): Promise<Credential>;
   /** The upstream refused `used`: the next get() fetches anew, unless that already happened. */
@@ -43,8 +51,8 @@ export interface CredentialProvider {
   readonly fetches: number;
   /** Of those, the ones that failed. */
   readonly failures: number;
-  /** The last fetch's failure (names the source and the cause, never a secret); null once one succeeds. */
-  readonly lastError: string | null;
+  /** Whether the last fetch failed (its cause: in the log); false once one succeeds. */
+  readonly failing: boolean;
 }
 
 /** A credential source that failed; its message names the source and the cause, never a secret. */
@@ -86,9 +94,10 @@ function renewTime(now: number, expiresAt: number): number {
 /** The cache every provider shares: one fetch at a time; renewed early; dropped on a refusal. */
 abstract class CachedProvider implements CredentialProvider {
   abstract readonly description: string;
+  abstract readonly kind: string;
   fetches = 0;
   failures = 0;
-  lastError: string | null = null;
+  failing = false;
   private current: Issued | null = null;
   private inflight: Promise<Issued> | null = null;
   private failure: { error: unknown; until: number } | null = null;
@@ -114,11 +123,11 @@ abstract class CachedProvider implements CredentialProvider {
         (issued) => {
           this.current = issued;
           this.failure = null;
-          this.lastError = null;
+          this.failing = false;
         },
         (error: unknown) => {
           this.failures++;
-          this.lastError = error instanceof CredentialError ? error.message : 'the credential source failed';
+          this.failing = true;
           this.failure = { error, until: this.now() + FAILURE_BACKOFF_MS };
         },
       );
@@ -159,6 +168,7 @@ async function readSecretFile(file: string, what: string): Promise<string> {
 /** upstreams.*.passwordFile: the password from a file. */
 class PasswordFileProvider extends CachedProvider {
   readonly description: string;
+  readonly kind = 'password file';
   constructor(private readonly username: string, private readonly file: string, now?: () => number) {
     super(now);
     this.description = `password file ${file}`;
@@ -172,11 +182,13 @@ class PasswordFileProvider extends CachedProvider {
 /** Runs a Docker credential helper (`docker-credential-<name> get`) as Docker does. */
 class HelperProvider extends CachedProvider {
   readonly description: string;
+  readonly kind: string;
   private readonly program: string;
   constructor(helper: string, private readonly serverURL: string, private readonly cacheMs: number, now?: () => number) {
     super(now);
     this.program = `docker-credential-${helper}`;
     this.description = `credential helper ${this.program}`;
+    this.kind = this.description;
   }
   protected async fetch(): Promise<Issued> {
     const out = await new Promise<string>((resolve, reject) => {
@@ -218,6 +230,7 @@ export function parseEcrHost(host: string): { registryId: string; region: string
 /** Amazon ECR: GetAuthorizationToken through the AWS SDK v3. */
 class EcrProvider extends CachedProvider {
   readonly description = 'ECR GetAuthorizationToken';
+  readonly kind = this.description;
   private readonly region: string | null;
   private readonly registryId: string | null;
   constructor(private readonly spec: Extract<CredentialSource, { type: 'ecr' }>, host: string, now?: () => number) {
@@ -288,9 +301,11 @@ async function postOrGet(url: string, opts: { method: 'GET' | 'POST'; headers: R
 /** Google: a service-account key (`_json_key`), or an access token (`oauth2accesstoken`) from a file or the metadata server. */
 class GcpProvider extends CachedProvider {
   readonly description: string;
+  readonly kind: string;
   constructor(private readonly spec: Extract<CredentialSource, { type: 'gcp' }>, now?: () => number) {
     super(now);
     this.description = spec.keyFile ? `service-account key file ${spec.keyFile}` : spec.tokenFile ? `access token file ${spec.tokenFile}` : `GCP metadata server ${spec.metadataUrl}`;
+    this.kind = spec.keyFile ? 'GCP service-account key file' : spec.tokenFile ? 'GCP access token file' : 'GCP metadata server';
   }
   protected async fetch(): Promise<Issued> {
     const now = this.now();
@@ -369,9 +384,11 @@ async function aadTokenFromEnvironment(authorityHost: string | null, env: NodeJS
 /** Azure: an AAD access token exchanged at the registry for a refresh token (POST /oauth2/exchange). */
 class AcrProvider extends CachedProvider {
   readonly description: string;
+  readonly kind: string;
   constructor(private readonly spec: Extract<CredentialSource, { type: 'acr' }>, private readonly registryUrl: string, now?: () => number) {
     super(now);
     this.description = spec.tokenFile || spec.token ? 'ACR token exchange' : 'ACR token exchange (AAD token from the environment)';
+    this.kind = this.description;
   }
   protected async fetch(): Promise<Issued> {
     let aad: string;

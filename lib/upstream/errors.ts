@@ -19,14 +19,25 @@ export class UpstreamError extends Error {
   readonly status: number | undefined;
   /** The OCI code the upstream answered with, if it was one of the spec's. */
   readonly upstreamCode: OciErrorCode | undefined;
+  /**
+   * The upstream's own error text (its body's `message`): never part of `message`, which may go
+   * to a status line; an answer's body quotes it, marked as the upstream's words.
+   */
+  readonly upstreamMessage: string | undefined;
   /** Seconds, from Retry-After on a 429. */
   readonly retryAfter: number | undefined;
+  /**
+   * The failure's class, without what was asked or who asked it (`unreachable (ECONNREFUSED)`,
+   * `answered 503`): what a circuit breaker keeps as its cause, since its answer goes to every
+   * client of the upstream, not only to the one whose request failed.
+   */
+  readonly failure: string;
 
   constructor(
     kind: UpstreamErrorKind,
     upstream: string,
     message: string,
-    opts: { status?: number; upstreamCode?: OciErrorCode; retryAfter?: number; cause?: unknown } = {},
+    opts: { status?: number; upstreamCode?: OciErrorCode; upstreamMessage?: string; retryAfter?: number; cause?: unknown; failure?: string } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'UpstreamError';
@@ -34,14 +45,19 @@ export class UpstreamError extends Error {
     this.upstream = upstream;
     this.status = opts.status;
     this.upstreamCode = opts.upstreamCode;
+    this.upstreamMessage = opts.upstreamMessage;
     this.retryAfter = opts.retryAfter;
+    this.failure = opts.failure ?? (opts.status !== undefined ? `answered ${opts.status}` : KIND_FAILURE[kind]);
   }
 
   /** The error a client of the proxy gets. `notFound` names the right *_UNKNOWN code for the request. */
   toOciError(notFound: OciErrorCode): OciError {
     switch (this.kind) {
       case 'not_found':
-        return new OciError(this.upstreamCode && this.upstreamCode.endsWith('_UNKNOWN') ? this.upstreamCode : notFound, this.message);
+        // The request's own code, not the one in the upstream's body: a HEAD's answer has none, and
+        // a HEAD (a stored digest this repository does not link) and a GET (a digest stored nowhere)
+        // must get the same answer (docs/ARCHITECTURE.md rule 9).
+        return new OciError(notFound, this.message);
       case 'denied':
         // Docker Hub answers 401 for repositories that do not exist; containerd treats 404 as "try the next host".
         return new OciError('NAME_UNKNOWN', this.message);
@@ -59,7 +75,7 @@ export class UpstreamError extends Error {
         return new OciError('OFFLINE', this.message);
       case 'bad_response':
         if (this.status === 400 && this.upstreamCode && OCI_ERRORS[this.upstreamCode].status === 400) {
-          return new OciError(this.upstreamCode, this.message);
+          return this.quoting(this.upstreamCode);
         }
         // Content we refused (e.g. an oversized manifest): the code says what, 502 says whose fault.
         if (this.status === undefined && this.upstreamCode === 'MANIFEST_INVALID') {
@@ -68,10 +84,31 @@ export class UpstreamError extends Error {
         // Also a blob over cache.blobMaxSize. No status would let skopeo or podman show why: for a
         // blob GET, containers/image prints only the code and Go's standard text for it, reading
         // neither the body nor the reason phrase. containerd prints both.
-        return new OciError('UPSTREAM_UNAVAILABLE', this.message);
+        return this.quoting('UPSTREAM_UNAVAILABLE');
     }
   }
+
+  /**
+   * An answer whose body quotes the upstream's own text, marked as its words, while the status
+   * line says only ours (which names its status and code): an upstream's text in a status line
+   * would read as stevedore's own (`... - Your account is suspended, verify it at ...`).
+   */
+  private quoting(code: OciErrorCode): OciError {
+    if (!this.upstreamMessage) return new OciError(code, this.message);
+    return new OciError(code, `${this.message}; the upstream's message: ${JSON.stringify(this.upstreamMessage)}`, { reason: this.message });
+  }
 }
+
+/** A failure's class when nothing more precise was given. */
+const KIND_FAILURE: Record<UpstreamErrorKind, string> = {
+  not_found: 'did not have it',
+  denied: 'denied access',
+  rate_limited: 'is rate-limiting',
+  unavailable: 'is unavailable',
+  timeout: 'timed out',
+  offline: 'is offline',
+  bad_response: 'gave an unusable answer',
+};
 
 const UNAVAILABLE_CODES = new Set([
   'ECONNREFUSED',
@@ -141,12 +178,15 @@ export function mapTransportError(err: unknown, upstream: string, what: string, 
     return new UpstreamError('bad_response', upstream, `${label} ${where}, not followed: ${forbiddenReason(err)}`, { cause: err });
   }
   if (code && code in TIMEOUT_KEYS) {
-    return new UpstreamError('timeout', upstream, `${label} timed out (${code}, ${TIMEOUT_KEYS[code]}) on ${what}`, { cause: err });
+    const failure = `timed out (${code}, ${TIMEOUT_KEYS[code]})`;
+    return new UpstreamError('timeout', upstream, `${label} ${failure} on ${what}`, { cause: err, failure });
   }
   if (code && UNAVAILABLE_CODES.has(code)) {
-    return new UpstreamError('unavailable', upstream, `${label} unreachable (${code}) on ${what}`, { cause: err });
+    const failure = `unreachable (${code})`;
+    return new UpstreamError('unavailable', upstream, `${label} ${failure} on ${what}`, { cause: err, failure });
   }
   return new UpstreamError('unavailable', upstream, `${label} failed on ${what}: ${err instanceof Error ? err.message : String(err)}`, {
     cause: err,
+    failure: `failed (${code ?? (err instanceof Error ? err.name : 'error')})`,
   });
 }

@@ -213,6 +213,10 @@ export class SourceClient {
       bodyTimeout: config.timeouts.idle,
       keepAliveTimeout: 30_000,
       connections: 64,
+      // HTTP/1.1 only (undici 8 would take HTTP/2 from any TLS upstream that offers it): one
+      // download a connection, so a slow blob never shares a TCP window with another, and the
+      // stall detection and Range resumes work as built and measured.
+      allowH2: false,
     };
     this.agent = new Agent({ ...agentOptions, connect: { timeout: config.timeouts.connect } });
     this.outbound = new Agent({ ...agentOptions, connect: { timeout: config.timeouts.connect, lookup: guardedLookup(() => this.local) } });
@@ -257,7 +261,8 @@ export class SourceClient {
   }
 
   private deadlineError(what: string): UpstreamError {
-    return new UpstreamError('timeout', this.name, `${this.label} did not complete ${what} within ${formatMs(this.config.timeouts.request)} (timeouts.request)`);
+    const within = `within ${formatMs(this.config.timeouts.request)} (timeouts.request)`;
+    return new UpstreamError('timeout', this.name, `${this.label} did not complete ${what} ${within}`, { failure: `did not complete a request ${within}` });
   }
 
   /** The stall rule of bodies other than blobs, with the error a stalled one is destroyed with. */
@@ -266,7 +271,9 @@ export class SourceClient {
     return {
       rule: { windowMs: t.stall, minBytes: t.minProgress },
       stalled: (bytes) =>
-        new UpstreamError('timeout', this.name, `${this.label} stalled on ${what}: ${bytes} bytes in ${formatMs(t.stall)}, less than timeouts.minProgress (${t.minProgress}) per timeouts.stall`),
+        new UpstreamError('timeout', this.name, `${this.label} stalled on ${what}: ${bytes} bytes in ${formatMs(t.stall)}, less than timeouts.minProgress (${t.minProgress}) per timeouts.stall`, {
+          failure: 'stalled (timeouts.stall)',
+        }),
     };
   }
 
@@ -310,7 +317,8 @@ export class SourceClient {
   /**
    * The credential to present: the configured username/password, or what the credential source
    * gives now (cached by it, renewed before it expires). A failing source is an `unavailable`
-   * error naming the upstream and the cause (never a secret), said once in the log per streak.
+   * error naming the upstream; its cause (never a secret, but a helper's output, file paths, role
+   * ARNs, tenant ids: the operator's business) is said in the log only, once per streak.
    */
   private async credential(): Promise<Credential | null> {
     const c = this.config.credentials;
@@ -330,7 +338,9 @@ export class SourceClient {
         this.credentialsFailing = true;
         this.log.warn({ cause, credentials: p.description }, `cannot get credentials for ${this.label}`);
       }
-      throw new UpstreamError('unavailable', this.name, `cannot get credentials for ${this.label}: ${cause}`);
+      throw new UpstreamError('unavailable', this.name, `cannot get credentials for ${this.label} (its credential source failed; the cause is in stevedore's log)`, {
+        failure: 'had no credentials (its credential source failed)',
+      });
     }
   }
 
@@ -463,7 +473,7 @@ export class SourceClient {
       res = await this.authenticated(opts);
     } catch (err) {
       this.count(opts.method, 0);
-      if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.failed(err.message);
+      if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.failed(`${this.label} ${err.failure}`, err.message);
       throw err;
     }
     this.count(opts.method, res.status);
@@ -488,7 +498,8 @@ export class SourceClient {
       const secs = await this.health.rateLimited(this.healthKey, parseRetryAfter(header(res.headers, 'retry-after')));
       this.log.warn({ retryAfterSec: secs }, 'upstream rate-limited us; cooling down');
     } else if (res.status >= 500) {
-      await this.failed(`${this.label} answered ${res.status}`);
+      const cause = `${this.label} answered ${res.status}`;
+      await this.failed(cause, cause);
     } else if (await this.health.succeeded(this.healthKey)) {
       this.log.info(`${this.label} answers again`);
     }
@@ -496,15 +507,17 @@ export class SourceClient {
 
   /**
    * Records a failure; says so in the log once, when it opens the breaker (then this source is
-   * skipped until the breaker lets a request through), not once per request.
+   * skipped until the breaker lets a request through), not once per request. `failure`: its
+   * class, which the breaker keeps and every client of the upstream is then told; `detail`: the
+   * whole message (what was asked), for the log only.
    */
-  private async failed(cause: string): Promise<void> {
+  private async failed(failure: string, detail: string): Promise<void> {
     if (!this.health) return;
-    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined, cause);
+    const opened = await this.health.failed(this.healthKey, this.fastFail ? 1 : undefined, failure);
     // Requests that failed together may each see themselves open it: said once.
     if (opened && Date.now() >= this.saidOpenUntil) {
       this.saidOpenUntil = Date.now() + opened;
-      this.log.warn({ cause, skippedForSec: Math.ceil(opened / 1000) }, `${this.label} is failing; not asked until its circuit breaker lets a request through`);
+      this.log.warn({ cause: detail, skippedForSec: Math.ceil(opened / 1000) }, `${this.label} is failing; not asked until its circuit breaker lets a request through`);
     }
   }
 
@@ -609,9 +622,11 @@ export class SourceClient {
         // not JSON: ignore the body, the status says enough
       }
     }
-    const suffix = upstreamMessage ? `: ${upstreamMessage}` : '';
     const s = res.status;
-    if (s === 404) throw new UpstreamError('not_found', this.name, `${what} not found at ${this.label}${suffix}`, { status: s, ...(upstreamCode ? { upstreamCode } : {}) });
+    // Said the same whether the upstream answered a GET (with a body) or a HEAD (without): a digest
+    // stored here that the repository does not link is checked with a HEAD, one stored nowhere is
+    // fetched with a GET, and the two answers must not tell them apart (docs/ARCHITECTURE.md rule 9).
+    if (s === 404) throw new UpstreamError('not_found', this.name, `${what} not found at ${this.label}`, { status: s, ...(upstreamCode ? { upstreamCode } : {}) });
     if (s === 401 || s === 403) {
       throw new UpstreamError('denied', this.name, `${this.label} denied access to ${what} (it does not exist or needs credentials)`, { status: s });
     }
@@ -624,9 +639,11 @@ export class SourceClient {
       });
     }
     if (s >= 500) throw new UpstreamError('unavailable', this.name, `${this.label} answered ${s} on ${what}`, { status: s });
-    throw new UpstreamError('bad_response', this.name, `${this.label} answered ${s} on ${what}${suffix}`, {
+    // Its code, not its text: the message may reach a status line (see UpstreamError.upstreamMessage).
+    throw new UpstreamError('bad_response', this.name, `${this.label} answered ${s} on ${what}${upstreamCode ? ` (${upstreamCode})` : ''}`, {
       status: s,
       ...(upstreamCode ? { upstreamCode } : {}),
+      ...(upstreamMessage ? { upstreamMessage } : {}),
     });
   }
 

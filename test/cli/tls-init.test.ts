@@ -1,6 +1,6 @@
 // `stevedore tls init`: a CA and a server certificate for the names given, run as a user would.
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { stevedoreCli } from '../fixtures/cli.js';
@@ -62,6 +62,30 @@ t.test('tls init refuses to overwrite existing files, and replaces them with --f
   t.equal(forced.code, 0, forced.stderr);
   t.match(readFileSync(path.join(out, 'tls.key'), 'utf8'), /BEGIN PRIVATE KEY/);
   t.equal((statSync(path.join(out, 'tls.key')).mode & 0o777).toString(8), '600', 'an overwritten key gets 0600 too');
+});
+
+t.test('--force replaces a symlink at a key with a new file: the file it pointed at is untouched, and no key is ever readable by others', async (t) => {
+  const dir = await tmpDir(t, 'stevedore-tls-init-');
+  const out = path.join(dir, 'tls');
+  const victim = path.join(dir, 'victim');
+  writeFileSync(victim, 'precious\n', { mode: 0o644 });
+  const first = await stevedoreCli(['tls', 'init', '--name', '127.0.0.1', '--out', out]);
+  t.equal(first.code, 0, first.stderr);
+  // Someone who may write in the directory points ca.key elsewhere, and loosens tls.key.
+  rmSync(path.join(out, 'ca.key'));
+  symlinkSync(victim, path.join(out, 'ca.key'));
+  chmodSync(path.join(out, 'tls.key'), 0o644);
+
+  const forced = await stevedoreCli(['tls', 'init', '--name', '127.0.0.1', '--out', out, '--force']);
+  t.equal(forced.code, 0, forced.stderr);
+  t.equal(readFileSync(victim, 'utf8'), 'precious\n', 'the file the symlink pointed at is untouched');
+  t.equal((statSync(victim).mode & 0o777).toString(8), '644', 'and keeps its mode');
+  const caKey = lstatSync(path.join(out, 'ca.key'));
+  t.ok(caKey.isFile() && !caKey.isSymbolicLink(), 'ca.key is a file of its own now');
+  t.equal((caKey.mode & 0o777).toString(8), '600', 'readable by its owner only');
+  t.match(readFileSync(path.join(out, 'ca.key'), 'utf8'), /BEGIN PRIVATE KEY/);
+  t.equal((lstatSync(path.join(out, 'tls.key')).mode & 0o777).toString(8), '600', 'the loosened key was replaced by a 0600 one');
+  t.same(readdirSync(out).sort(), [...FILES].sort(), 'no temporary file is left');
 });
 
 t.test('a name that is neither a DNS name nor an IP address is refused', async (t) => {

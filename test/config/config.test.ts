@@ -77,7 +77,7 @@ t.test('the defaults are the documented values', async (t) => {
   });
   t.equal(c.storage.path, './data');
   t.equal(c.storage.maxSize, null);
-  t.same(c.metadata, { redis: null });
+  t.same(c.metadata, { redis: null, username: null, password: null, passwordFile: null, tls: null });
   t.same(c.cluster, {
     leaseTTL: 10_000,
     pollInterval: 100,
@@ -197,6 +197,13 @@ t.test('a bad storage.maxSize is reported under its key', async (t) => {
   t.match(problems(() => parseConfig({ storage: { maxSize: 'lots' } })), [/^storage\.maxSize: not a size/]);
 });
 
+t.test('a presigned redirect lives an hour at most: a longer storage.s3.redirectTTL is refused, naming the key', async (t) => {
+  const s3 = (redirectTTL: string): unknown => ({ storage: { backend: 's3', s3: { bucket: 'stevedore-blobs', redirect: true, redirectTTL } } });
+  t.match(problems(() => parseConfig(s3('7d'))), [/^storage\.s3\.redirectTTL: between 10s and 1h/]);
+  t.match(problems(() => parseConfig(s3('61m'))), [/^storage\.s3\.redirectTTL: /]);
+  t.equal(parseConfig(s3('1h')).storage.s3?.redirectTTL, 3_600_000, 'an hour is allowed');
+});
+
 t.test('cache.finishAbandonedDownloads can be switched off', async (t) => {
   t.equal(parseConfig({ cache: { finishAbandonedDownloads: false } }).cache.finishAbandonedDownloads, false);
 });
@@ -218,6 +225,36 @@ t.test('a redis URL is kept as written', async (t) => {
 
 t.test('a redis value that is not a URL is refused', async (t) => {
   t.match(problems(() => parseConfig({ metadata: { redis: 'localhost' } })), [/^metadata\.redis: /]);
+});
+
+t.test('rediss:// with a user, password file and CA is read as written', async (t) => {
+  const c = parseConfig({ metadata: { redis: 'rediss://r.example:6380/2', username: 'stevedore', passwordFile: '/run/pw', tls: { ca: '/run/ca.crt' } } });
+  t.same(c.metadata, { redis: 'rediss://r.example:6380/2', username: 'stevedore', password: null, passwordFile: '/run/pw', tls: { ca: '/run/ca.crt', cert: null, key: null, serverName: null } });
+});
+
+t.test('metadata.password from ${VAR}', async (t) => {
+  t.equal(parseConfig({ metadata: { redis: 'redis://r:6379', password: '${REDIS_PASSWORD}' } }, { env: { REDIS_PASSWORD: 'pw-from-env' } }).metadata.password, 'pw-from-env');
+});
+
+const redisProblems: Array<[string, Record<string, unknown>, RegExp]> = [
+  ['a scheme other than redis or rediss', { redis: 'http://r:6379' }, /^metadata\.redis: must be redis:\/\/ or rediss:\/\/ \(TLS\), got http:\/\//],
+  ['a path that is not a database number', { redis: 'redis://r:6379/x' }, /^metadata\.redis: the path is a database number/],
+  ['credentials without a Redis', { password: 'pw' }, /^metadata\.password: needs metadata\.redis/],
+  ['password and passwordFile', { redis: 'redis://r', password: 'pw', passwordFile: '/f' }, /^metadata\.passwordFile: give metadata\.password or metadata\.passwordFile, not both/],
+  ['a password in the URL and in a key', { redis: 'redis://:pw@r', password: 'pw2' }, /^metadata\.password: metadata\.redis already carries a password/],
+  ['a user in the URL and in a key', { redis: 'redis://u:pw@r', username: 'v' }, /^metadata\.username: metadata\.redis already carries a user name/],
+  ['TLS settings on redis://', { redis: 'redis://r', tls: { ca: '/ca' } }, /^metadata\.tls: TLS settings need a rediss:\/\/ URL/],
+  ['a client certificate without its key', { redis: 'rediss://r', tls: { cert: '/c' } }, /^metadata\.tls: cert and key go together/],
+];
+for (const [what, metadata, re] of redisProblems) {
+  t.test(`metadata: ${what} is refused, naming the key`, async (t) => {
+    t.match(problems(() => parseConfig({ metadata })), [re]);
+  });
+}
+
+t.test('a refused Redis URL is not quoted (it may carry a password)', async (t) => {
+  const p = problems(() => parseConfig({ metadata: { redis: 'ftp://u:hunter2pw@r' } }));
+  t.notOk(p.join('\n').includes('hunter2pw'));
 });
 
 t.test('every log level pino knows is accepted', async (t) => {

@@ -31,6 +31,7 @@ const STAND_INS = {
   STEVEDORE_CLUSTER_TOKEN: 'a-token-of-32-characters-111111',
   AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE',
   AWS_SECRET_ACCESS_KEY: 'a-secret-key-example',
+  STEVEDORE_REDIS_PASSWORD: 'a-redis-password-of-the-secret',
 };
 
 interface EnvVar {
@@ -164,11 +165,12 @@ function imageEnv(): Record<string, string> {
   return env;
 }
 
-/** The image's stevedore user (Dockerfile groupadd / useradd). */
-const IMAGE_USER = {
-  uid: Number(/useradd [^\n]*--uid (\d+)/.exec(read('Dockerfile'))?.[1]),
-  gid: Number(/groupadd [^\n]*--gid (\d+)/.exec(read('Dockerfile'))?.[1]),
-};
+/** The image's stevedore user (Dockerfile `USER uid:gid`). */
+const IMAGE_USER = (() => {
+  const m = /^USER (\d+):(\d+)$/m.exec(read('Dockerfile'));
+  if (!m) throw new Error('Dockerfile: no USER uid:gid');
+  return { uid: Number(m[1]), gid: Number(m[2]) };
+})();
 
 /** Largest peak RSS (MiB) among bench/RESULTS.md's "peak RSS" targets whose label matches. */
 function benchPeak(label: RegExp): number {
@@ -283,7 +285,7 @@ t.test("every stevedore container: probes on /healthz and /readyz, its ConfigMap
   );
   for (const { overlay, obj, spec, c, configMap, yamlText, env } of pods) {
     const what = `${overlay} ${obj.kind} ${obj.metadata.name}`;
-    t.match(c.image, /^registry\.example\/stevedore:/, `${what}: the image set in the overlay's images:`);
+    t.match(c.image, /^registry\.example\/stevedore@sha256:[0-9a-f]{64}$/, `${what}: the image set in the overlay's images:, by digest`);
     // The probes speak what stevedore serves: HTTPS when its stevedore.yaml sets tls.
     const scheme = parseYaml(yamlText)?.tls ? { scheme: 'HTTPS' } : {};
     t.same(c.readinessProbe?.httpGet, { path: '/readyz', port: 'http', ...scheme }, `${what}: readiness on /readyz`);
@@ -384,13 +386,13 @@ t.test('cluster: 3 replicas on a ReadWriteMany volume, a PodDisruptionBudget, sp
   const unhashed = (o: K8sObject): string => `${o.kind} ${o.kind === 'ConfigMap' ? o.metadata.name.replace(/-[a-z0-9]{10}$/, '') : o.metadata.name}`;
   t.same(
     objects('cluster').map(unhashed).sort(),
-    ['ConfigMap stevedore-config', 'Deployment stevedore', 'Deployment stevedore-redis', 'Namespace stevedore', 'PersistentVolumeClaim stevedore-store', 'PodDisruptionBudget stevedore', 'Service stevedore', 'Service stevedore-redis'],
+    ['ConfigMap stevedore-config', 'Deployment stevedore', 'Deployment stevedore-redis', 'Namespace stevedore', 'NetworkPolicy stevedore-redis', 'PersistentVolumeClaim stevedore-store', 'PodDisruptionBudget stevedore', 'Service stevedore', 'Service stevedore-redis'],
   );
   const dep = workload('cluster', 'Deployment', 'stevedore');
   const pod = dep.template.spec;
   const podLabels = dep.template.metadata.labels;
   const configMap = find('cluster', 'ConfigMap', pod.volumes!.find((v) => v.name === 'config')!.configMap!.name);
-  const config = parseConfig(parseYaml(configMap.data!['stevedore.yaml']!), { env: {} });
+  const config = parseConfig(parseYaml(configMap.data!['stevedore.yaml']!), { env: STAND_INS });
   const redisSvc = find('cluster', 'Service', 'stevedore-redis');
   const redisSvcSpec = redisSvc.spec as ServiceSpec;
 
@@ -434,8 +436,81 @@ t.test('cluster: 3 replicas on a ReadWriteMany volume, a PodDisruptionBudget, sp
   t.notOk(selects((find('cluster', 'Service', 'stevedore').spec as ServiceSpec).selector, redis.template.metadata.labels), 'the stevedore Service does not select Redis');
   const r = redis.template.spec.containers[0]!;
   t.match(r.image, /^redis:7/);
-  t.same(r.args, ['redis-server', '--save', '', '--appendonly', 'no'], 'persistence off');
+  t.same(r.args?.slice(0, 5), ['redis-server', '--save', '', '--appendonly', 'no'], 'persistence off');
   t.ok(r.readinessProbe?.exec ?? r.readinessProbe?.tcpSocket, 'a readiness probe');
+});
+
+interface NetworkPolicySpec {
+  podSelector: { matchLabels: Record<string, string> };
+  policyTypes?: string[];
+  ingress?: Array<{
+    from?: Array<{ podSelector?: { matchLabels: Record<string, string> }; namespaceSelector?: unknown; ipBlock?: { cidr: string; except?: string[] } }>;
+    ports?: Array<{ protocol?: string; port?: string | number }>;
+  }>;
+}
+
+/** Whether an IPv4 address is inside a CIDR. */
+function inCidr(ip: string, cidr: string): boolean {
+  const [net, bits] = cidr.split('/');
+  const n = (a: string): number => a.split('.').reduce((acc, x) => acc * 256 + Number(x), 0);
+  const mask = 2 ** 32 - 2 ** (32 - Number(bits));
+  return (n(ip) & mask) >>> 0 === (n(net!) & mask) >>> 0;
+}
+
+t.test('Redis requires the password of the Secret stevedore-redis, which every stevedore on it reads; only stevedore pods (and, node mode, the nodes) reach it', async (t) => {
+  for (const overlay of ['cluster', 'cluster-s3', 'node'] as const) {
+    const redis = workload(overlay, 'Deployment', 'stevedore-redis');
+    const r = redis.template.spec.containers[0]!;
+    const env = (c: Container, name: string): EnvVar | undefined => c.env?.find((e) => e.name === name);
+    const fromSecret = { name: 'stevedore-redis', key: 'password' };
+    // Redis: requirepass from the Secret, through the environment ($(VAR) expanded by the kubelet).
+    t.same(r.args?.slice(-2), ['--requirepass', '$(REDIS_PASSWORD)'], `${overlay}: Redis requires a password`);
+    t.same(env(r, 'REDIS_PASSWORD')?.valueFrom?.secretKeyRef, fromSecret, `${overlay}: Redis's password comes from the Secret stevedore-redis`);
+    t.same(env(r, 'REDISCLI_AUTH')?.valueFrom?.secretKeyRef, fromSecret, `${overlay}: the readiness probe's redis-cli authenticates with it`);
+    t.notOk(r.env?.some((e) => e.value !== undefined), `${overlay}: no password written in the manifest`);
+
+    // Every stevedore that uses Redis: the same Secret, in force in its configuration.
+    const users = stevedorePods().filter((p) => p.overlay === overlay && parseConfig(parseYaml(p.yamlText), { env: p.env }).metadata.redis !== null);
+    t.ok(users.length >= 1, `${overlay}: stevedore pods use Redis`);
+    for (const p of users) {
+      const what = `${overlay} ${p.obj.kind} ${p.obj.metadata.name}`;
+      const config = parseConfig(parseYaml(p.yamlText), { env: p.env });
+      t.equal((parseYaml(p.yamlText) as { metadata: { password?: string } }).metadata.password, '${STEVEDORE_REDIS_PASSWORD}', `${what}: metadata.password from the environment`);
+      t.same(env(p.c, 'STEVEDORE_REDIS_PASSWORD')?.valueFrom?.secretKeyRef, fromSecret, `${what}: STEVEDORE_REDIS_PASSWORD from the Secret stevedore-redis`);
+      t.equal(config.metadata.password, STAND_INS.STEVEDORE_REDIS_PASSWORD, `${what}: the password stevedore sends is the Secret's`);
+    }
+
+    // NetworkPolicies selecting the Redis pod: Ingress only from stevedore's pods (or node addresses), on Redis's port.
+    const policies = objects(overlay).filter((o) => o.kind === 'NetworkPolicy').map((o) => ({ name: o.metadata.name, spec: o.spec as NetworkPolicySpec }));
+    const onRedis = policies.filter((p) => selects(p.spec.podSelector.matchLabels, redis.template.metadata.labels));
+    t.ok(onRedis.length >= 1, `${overlay}: a NetworkPolicy selects the Redis pod`);
+    const redisPort = r.ports!.find((x) => x.name === 'redis')!;
+    const central = workload(overlay, 'Deployment', 'stevedore').template.metadata.labels;
+    const others = workloads(overlay).filter(({ obj }) => obj.metadata.name !== 'stevedore' && !obj.metadata.name.startsWith('stevedore-node'));
+    const nodeDs = overlay === 'node' ? workload('node', 'DaemonSet', 'stevedore-node') : null;
+    let centralAllowed = false;
+    let nodesAllowed = false;
+    for (const p of onRedis) {
+      t.ok(p.spec.policyTypes?.includes('Ingress'), `${overlay} ${p.name}: governs ingress`);
+      for (const rule of p.spec.ingress ?? []) {
+        t.ok(rule.from && rule.from.length > 0, `${overlay} ${p.name}: every rule names its sources (none is open to all)`);
+        t.ok(rule.ports?.length && rule.ports.every((x) => x.port === 'redis' || x.port === redisPort.containerPort), `${overlay} ${p.name}: on Redis's port only`);
+        for (const from of rule.from ?? []) {
+          t.notOk(from.namespaceSelector, `${overlay} ${p.name}: no other namespace`);
+          if (from.podSelector) {
+            t.ok(selects(from.podSelector.matchLabels, central), `${overlay} ${p.name}: the pods let in are stevedore's`);
+            for (const { obj, spec } of others) t.notOk(selects(from.podSelector.matchLabels, spec.template.metadata.labels), `${overlay} ${p.name}: not ${obj.metadata.name}'s pods`);
+            centralAllowed = true;
+          } else {
+            t.ok(from.ipBlock && nodeDs?.template.spec.hostNetwork, `${overlay} ${p.name}: addresses only for stevedores in the host network`);
+            if (from.ipBlock && inCidr(STAND_INS.NODE_IP, from.ipBlock.cidr)) nodesAllowed = true;
+          }
+        }
+      }
+    }
+    t.ok(centralAllowed, `${overlay}: the central stevedore's pods reach Redis`);
+    if (nodeDs) t.ok(nodesAllowed, `${overlay}: the node-local stevedores (host network, NODE_IP ${STAND_INS.NODE_IP}) reach Redis`);
+  }
 });
 
 /** The keys of cluster-s3's stevedore.yaml this test reads, before parsing. */
@@ -448,7 +523,7 @@ t.test('cluster-s3: 3 replicas sharing a bucket, each with an emptyDir of workin
   const unhashed = (o: K8sObject): string => `${o.kind} ${o.kind === 'ConfigMap' ? o.metadata.name.replace(/-[a-z0-9]{10}$/, '') : o.metadata.name}`;
   t.same(
     objects('cluster-s3').map(unhashed).sort(),
-    ['ConfigMap stevedore-config', 'Deployment stevedore', 'Deployment stevedore-redis', 'Namespace stevedore', 'PodDisruptionBudget stevedore', 'Service stevedore', 'Service stevedore-redis'],
+    ['ConfigMap stevedore-config', 'Deployment stevedore', 'Deployment stevedore-redis', 'Namespace stevedore', 'NetworkPolicy stevedore-redis', 'PodDisruptionBudget stevedore', 'Service stevedore', 'Service stevedore-redis'],
     "the cluster overlay's objects without the ReadWriteMany claim",
   );
   const pod = stevedorePods().find((p) => p.overlay === 'cluster-s3')!;
@@ -499,7 +574,7 @@ t.test('cluster-s3: 3 replicas sharing a bucket, each with an emptyDir of workin
   };
   t.same(podOf(workload('cluster-s3', 'Deployment', 'stevedore')), podOf(workload('cluster', 'Deployment', 'stevedore')), "the cluster overlay's Deployment apart from env and the data volume");
   // ... and the same Redis, PodDisruptionBudget and Services.
-  for (const [kind, name] of [['Deployment', 'stevedore-redis'], ['Service', 'stevedore-redis'], ['PodDisruptionBudget', 'stevedore'], ['Service', 'stevedore']] as const) {
+  for (const [kind, name] of [['Deployment', 'stevedore-redis'], ['Service', 'stevedore-redis'], ['NetworkPolicy', 'stevedore-redis'], ['PodDisruptionBudget', 'stevedore'], ['Service', 'stevedore']] as const) {
     t.same(find('cluster-s3', kind, name), find('cluster', kind, name), `the cluster overlay's ${kind} ${name}`);
   }
 });

@@ -155,3 +155,25 @@ t.test('a download started for one repository is not joined by another the upstr
   const after = await rawRequest(`${sd.url}/v2/library/whatever/blobs/${priv.digest}`);
   t.equal(after.status, 404, 'and once stored, still unknown under the other name');
 });
+
+t.test('through a pullable proxied name, a stored digest it does not link and a digest stored nowhere get the same answer', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const sd = await setup({ 'docker.io': { url: reg.url } });
+  const unknown = makeBlob(randomBytes(64 * 1024), 'application/octet-stream').digest;
+  /** What a client can compare: status line, headers (but the date and request id), body; the digest asked for made neutral. */
+  const seen = (r: RawResponse, digest: string): unknown => {
+    const { date: _date, 'x-request-id': _id, ...headers } = r.headers;
+    const neutral = (s: string): string => s.split(digest).join('<digest>');
+    return { status: `${r.status} ${neutral(r.statusMessage)}`, headers: JSON.parse(neutral(JSON.stringify(headers))) as unknown, body: neutral(r.body.toString()) };
+  };
+  for (const method of ['GET', 'HEAD']) {
+    for (const kind of ['blobs', 'manifests']) {
+      const ask = (d: string): Promise<RawResponse> => rawRequest(`${sd.url}/v2/library/whatever/${kind}/${d}`, { method, headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+      const stored = await ask(secret.digest);
+      const nowhere = await ask(unknown);
+      t.equal(stored.status, 404, `${method} ${kind}: the stored digest is unknown here`);
+      t.same(seen(stored, secret.digest), seen(nowhere, unknown), `${method} ${kind}: the same status, headers and body as a digest stored nowhere`);
+    }
+  }
+});

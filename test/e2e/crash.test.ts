@@ -21,7 +21,7 @@ async function hashFile(file: string): Promise<string> {
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) out.push(path.join(e.parentPath ?? e.path, e.name));
+    if (e.isFile()) out.push(path.join(e.parentPath, e.name));
   }
   return out;
 }

@@ -206,6 +206,22 @@ t.test('storage.s3.redirect: a stored blob is answered with 307 to a presigned U
   t.ok(sd.requestLogs().some((l) => l.status === 307), 'answered by redirect');
 });
 
+t.test('storage.s3.redirect: the 307 is never cached (Cache-Control: no-store), and its URL expires after redirectTTL', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildDockerImage('s3-backend/redirect-no-store', { layers: 1 });
+  await pushImage(reg.url, 'library/app', 'v1', img);
+  const s3 = await s3Storage();
+  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, config: { storage: { backend: 's3', s3: { ...s3, redirect: true, redirectTTL: '15m' } } } });
+  const layer = img.layers[0]!;
+  t.equal((await rawRequest(`${sd.url}/v2/docker.io/library/app/blobs/${layer.digest}`)).status, 200, 'a cold pull streams');
+  await sd.app.pull.drain();
+  const res = await rawRequest(`${sd.url}/v2/docker.io/library/app/blobs/${layer.digest}`);
+  t.equal(res.status, 307);
+  t.equal(res.headers['cache-control'], 'no-store', 'no cache keeps the presigned URL');
+  t.match(String(res.headers.location), /[?&]X-Amz-Expires=900(&|$)/, 'the URL lives redirectTTL');
+});
+
 t.test('a bucket that does not exist stops start-up with a message naming it', async (t) => {
   const s3 = await s3Storage();
   await t.rejects(

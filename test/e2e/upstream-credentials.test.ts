@@ -152,7 +152,15 @@ t.test('ECR: a token revoked before its expiry: the 401 triggers exactly one Get
   await assertNoSecrets(t, p, [...ecr.issued.all, AWS_KEY.secret]);
 });
 
-t.test('ECR: a failing GetAuthorizationToken is a 502 naming the upstream and the cause, logged without a secret', async (t) => {
+/** What a client of stevedore can read of an answer: its status line and its body. */
+function shown(r: RawResponse): string {
+  return `${r.status} ${r.statusMessage}\n${r.body.toString()}`;
+}
+
+/** The answer to a client when a credential source fails: which upstream, and that its source failed; nothing of why. */
+const GENERIC_FAILURE = /cannot get credentials for upstream docker\.io \(its credential source failed; the cause is in stevedore's log\)/;
+
+t.test('ECR: a failing GetAuthorizationToken is a 502 naming the upstream, its cause only in the log, without a secret', async (t) => {
   const ecr = await startEcr(t, { lifeMs: 60_000 });
   const reg = await startAuthRegistry(t, { mode: 'basic', accepts: () => false });
   const p = await spawnStevedore(
@@ -162,7 +170,9 @@ t.test('ECR: a failing GetAuthorizationToken is a 502 naming the upstream and th
   );
   const r = await pull(p);
   t.equal(r.status, 502);
-  t.match(ociErrors(r)?.[0]?.message ?? '', /cannot get credentials for upstream docker\.io: ECR GetAuthorizationToken failed \(HTTP 400\): UnrecognizedClientException/);
+  t.match(ociErrors(r)?.[0]?.message ?? '', GENERIC_FAILURE);
+  t.match(r.statusMessage, GENERIC_FAILURE, 'the status line says the same');
+  t.notMatch(shown(r), /UnrecognizedClientException|GetAuthorizationToken|HTTP 400/, "the client is not told the provider's answer");
   await logsSettled(p);
   const warned = p.logs.find((l) => l.msg === 'cannot get credentials for upstream docker.io');
   t.ok(warned, 'logged');
@@ -279,7 +289,7 @@ t.test('ACR with workload identity: the federated token is traded at AAD for an 
   await assertNoSecrets(t, p, [federated, ...aad.issued.all, ...reg.refreshTokens.all, ...reg.registryTokens.all]);
 });
 
-t.test('ACR with a client secret from the environment; a wrong secret is a 502 naming AAD and the upstream, without the secret', async (t) => {
+t.test('ACR with a client secret from the environment; a wrong secret is a 502 naming the upstream; AAD, the tenant and the client only in the log; no secret anywhere', async (t) => {
   const dir = await tmpDir(t);
   const aad = await startAad(t, { tenant: 'tenant-2', clientId: 'client-2', lifeMs: 3_600_000, clientSecret: 'right-client-secret' });
   const reg = await startAuthRegistry(t, { mode: 'acr', accepts: (u, tok) => u === 'aad' && aad.issued.valid(tok) });
@@ -293,8 +303,11 @@ t.test('ACR with a client secret from the environment; a wrong secret is a 502 n
   const r = await pull(bad);
   t.equal(r.status, 502);
   const e = ociErrors(r)?.[0];
-  t.match(e?.message, /docker\.io/, 'names the upstream');
-  t.match(e?.message, /AAD \(http:\/\/127\.0\.0\.1:\d+, tenant tenant-2, client client-2\) answered 401/, 'names AAD and what it said');
+  t.match(e?.message, GENERIC_FAILURE, 'names the upstream');
+  t.notMatch(shown(r), /tenant-2|client-2|AAD|127\.0\.0\.1/, 'not the tenant, the client id or the authority');
+  await logsSettled(bad);
+  const warned = bad.logs.find((l) => l.msg === 'cannot get credentials for upstream docker.io');
+  t.match(String(warned?.cause), /AAD \(http:\/\/127\.0\.0\.1:\d+, tenant tenant-2, client client-2\) answered 401/, 'the log names AAD and what it said');
   await assertNoSecrets(t, bad, ['wrong-client-secret', 'right-client-secret']);
   t.notMatch(r.body.toString(), /client-secret/);
 });
@@ -371,18 +384,20 @@ t.test('credential helper', async (t) => {
     await assertNoSecrets(t, p, [BASIC_USER.password, 'an-old-password']);
   });
 
-  await t.test('a failing helper: 502 naming the upstream and the helper\'s message, in the answer and the log', async (t) => {
+  await t.test("a failing helper: 502 naming the upstream; the helper's message only in the log", async (t) => {
     const h = await writeHelper(t, 'stevedorebroken', ['credentials not found in native keychain'], 1);
     const p = await start(t, 'stevedorebroken', h.dir);
     const r = await pull(p);
     t.equal(r.status, 502);
-    t.match(ociErrors(r)?.[0]?.message ?? '', /cannot get credentials for upstream docker\.io: docker-credential-stevedorebroken get exited with 1: credentials not found in native keychain/);
+    t.match(ociErrors(r)?.[0]?.message ?? '', GENERIC_FAILURE);
+    t.notMatch(shown(r), /native keychain|exited with/, "the helper's output does not reach the client");
     await logsSettled(p);
     const warned = p.logs.find((l) => l.msg === 'cannot get credentials for upstream docker.io');
     t.equal(warned?.upstream, 'docker.io', 'logged, naming the upstream');
+    t.match(String(warned?.cause), /docker-credential-stevedorebroken get exited with 1: credentials not found in native keychain/, "and the helper's message");
   });
 
-  await t.test("the dashboard shows each source's credentials: the helper, how often it ran, and why it fails", async (t) => {
+  await t.test("the dashboard shows each source's credentials: the helper, how often it ran, and that it fails (why: in the log)", async (t) => {
     const good = await writeHelper(t, 'stevedoreshown', [JSON.stringify({ ServerURL: reg.host, Username: BASIC_USER.username, Secret: BASIC_USER.password })]);
     const ok = await start(t, 'stevedoreshown', good.dir);
     t.equal((await pull(ok)).status, 200);
@@ -396,7 +411,28 @@ t.test('credential helper', async (t) => {
     const st2 = (await (await fetch(`${bad.url}/ui/api/state`)).json()) as { upstreams: Array<{ sources: Array<{ credentials: { failures: number; lastError: string } }> }> };
     const c = st2.upstreams[0]!.sources[0]!.credentials;
     t.equal(c.failures, 1);
-    t.equal(c.lastError, 'docker-credential-stevedorebroken2 get exited with 1: no such login');
+    t.equal(c.lastError, "the credential source failed; the cause is in stevedore's log");
+    t.notMatch(JSON.stringify(st2), /no such login/, "the helper's output is not on the dashboard");
+  });
+
+  await t.test('a password file that cannot be read: neither clients nor the dashboard learn its path; the log does', async (t) => {
+    const file = path.join(await tmpDir(t), 'secret-dir', 'registry-password');
+    const p = await spawnStevedore(t, {
+      defaultUpstream: null,
+      storage: { path: path.join(await tmpDir(t), 'store') },
+      upstreams: { 'docker.io': { url: reg.url, username: BASIC_USER.username, passwordFile: file } },
+    });
+    const r = await pull(p);
+    t.equal(r.status, 502);
+    t.match(ociErrors(r)?.[0]?.message ?? '', GENERIC_FAILURE);
+    t.notMatch(shown(r), /secret-dir|registry-password|ENOENT/, 'the answer does not name the file');
+    const state = await (await fetch(`${p.url}/ui/api/state`)).text();
+    t.notMatch(state, /secret-dir|registry-password|ENOENT/, 'nor does the dashboard');
+    const c = (JSON.parse(state) as { upstreams: Array<{ sources: Array<{ credentials: Record<string, unknown> }> }> }).upstreams[0]!.sources[0]!.credentials;
+    t.same(c, { type: 'basic', source: 'password file', fetches: 1, failures: 1, lastError: "the credential source failed; the cause is in stevedore's log" }, 'which says what kind of source fails');
+    await logsSettled(p);
+    const warned = p.logs.find((l) => l.msg === 'cannot get credentials for upstream docker.io');
+    t.match(String(warned?.cause), `cannot read the password file ${file} (ENOENT)`, 'the log names the file and why');
   });
 
   await t.test('passwordFile: the password read from a file, accepted by the registry', async (t) => {

@@ -66,3 +66,10 @@ t.test('a HEAD gets the status and the phrase, no body', async (t) => {
   t.equal(a.headers['www-authenticate'], 'Bearer realm="http://x/token",service="stevedore"');
   t.equal(a.body, '');
 });
+
+t.test("a message that quotes an upstream's words puts only its reason in the status line; the body keeps the quote", async (t) => {
+  const quoted = 'upstream docker.io answered 400 on manifest x:1 (NAME_INVALID); the upstream\'s message: "verify your account at https://evil.example"';
+  const a = await answerTo(t, new OciError('NAME_INVALID', quoted, { reason: 'upstream docker.io answered 400 on manifest x:1 (NAME_INVALID)' }));
+  t.equal(a.statusMessage, 'Bad Request - upstream docker.io answered 400 on manifest x:1 (NAME_INVALID)');
+  t.same(JSON.parse(a.body), { errors: [{ code: 'NAME_INVALID', message: quoted }] });
+});

@@ -33,6 +33,23 @@ const kinds: Array<[string, ReturnType<typeof classifyAddress>]> = [
   ['224.0.0.1', 'unusable'],
   ['255.255.255.255', 'unusable'],
   ['ff02::1', 'unusable'],
+  // Cloud metadata services outside 169.254/16: AWS's IPv6 IMDS, Alibaba's.
+  ['fd00:ec2::254', 'metadata'],
+  ['[fd00:ec2::254]', 'metadata'],
+  ['100.100.100.200', 'metadata'],
+  ['::ffff:100.100.100.200', 'metadata'],
+  // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4 address they embed: classified by it.
+  ['64:ff9b::a9fe:a9fe', 'link-local'],
+  ['64:ff9b::169.254.169.254', 'link-local'],
+  ['64:ff9b::6464:64c8', 'metadata'],
+  ['64:ff9b::7f00:1', 'loopback'],
+  ['64:ff9b::a00:1', 'private'],
+  ['64:ff9b::e000:1', 'unusable'],
+  ['64:ff9b::808:808', 'public'],
+  ['2002:a9fe:a9fe::1', 'link-local'],
+  ['2002:7f00:1::', 'loopback'],
+  ['2002:c0a8:101:1::1', 'private'],
+  ['2002:808:808::1', 'public'],
   ['172.32.0.1', 'public'],
   ['8.8.8.8', 'public'],
   ['2606:4700::1111', 'public'],
@@ -43,9 +60,10 @@ for (const [ip, kind] of kinds) {
   });
 }
 
-t.test('link-local (metadata) and multicast addresses are never connected to, whatever the upstream', async (t) => {
+t.test('link-local, metadata and multicast addresses are never connected to, whatever the upstream', async (t) => {
   for (const local of [false, true]) {
     t.notOk(mayConnect('link-local', local), `link-local, upstream local: ${local}`);
+    t.notOk(mayConnect('metadata', local), `metadata, upstream local: ${local}`);
     t.notOk(mayConnect('unusable', local), `multicast, upstream local: ${local}`);
   }
 });
@@ -62,6 +80,12 @@ t.test('loopback and private addresses only when the upstream itself is on one; 
 t.test('an address literal redirect target is checked before connecting; names are left to the lookup', async (t) => {
   t.throws(() => checkAddressLiteral('169.254.169.254', true), { code: 'ERR_FORBIDDEN_ADDRESS', message: /link-local/ });
   t.throws(() => checkAddressLiteral('[fe80::1]', true), { code: 'ERR_FORBIDDEN_ADDRESS' });
+  // Metadata services outside link-local, and link-local through NAT64 / 6to4: refused even for a lab upstream.
+  t.throws(() => checkAddressLiteral('[fd00:ec2::254]', true), { code: 'ERR_FORBIDDEN_ADDRESS', message: /metadata/ });
+  t.throws(() => checkAddressLiteral('100.100.100.200', true), { code: 'ERR_FORBIDDEN_ADDRESS', message: /metadata/ });
+  t.throws(() => checkAddressLiteral('[64:ff9b::a9fe:a9fe]', true), { code: 'ERR_FORBIDDEN_ADDRESS', message: /link-local/ });
+  t.throws(() => checkAddressLiteral('[2002:a9fe:a9fe::1]', true), { code: 'ERR_FORBIDDEN_ADDRESS', message: /link-local/ });
+  t.throws(() => checkAddressLiteral('[64:ff9b::a00:8]', false), { code: 'ERR_FORBIDDEN_ADDRESS', message: /private/ });
   t.throws(() => checkAddressLiteral('10.0.0.8', false), { code: 'ERR_FORBIDDEN_ADDRESS', message: /private/ });
   t.doesNotThrow(() => checkAddressLiteral('10.0.0.8', true));
   t.doesNotThrow(() => checkAddressLiteral('203.0.113.9', false));

@@ -25,6 +25,8 @@ import { Activity, type Bucket, type RecentError, type RepositoryActivity } from
 
 const DASHBOARD_STATE_PATH = '/ui/api/state';
 const TOP = 10;
+/** What the dashboard says of a failing credential source: the cause is the operator's, in the log. */
+const CREDENTIALS_FAILED = "the credential source failed; the cause is in stevedore's log";
 
 interface Asset {
   body: Buffer;
@@ -92,7 +94,11 @@ export interface DashboardState {
       url: string;
       state: 'ok' | 'offline' | 'cooling down' | 'breaker open';
       health: HealthSnapshot;
-      /** Where its credentials come from (upstreams.*.credentials, passwordFile), and how fetching them goes; null: none or static. */
+      /**
+       * Where its credentials come from (upstreams.*.credentials, passwordFile: the kind, no path or
+       * identity), and how fetching them goes; lastError only says that the last fetch failed (the
+       * cause is in the log: a helper's output, paths, ARNs are not for every viewer). null: none or static.
+       */
       credentials: { type: string; source: string; fetches: number; failures: number; lastError: string | null } | null;
     }>;
   }>;
@@ -208,7 +214,9 @@ export class Dashboard {
           const health = await this.deps.health.snapshot(s.healthKey);
           const state = u.offline ? 'offline' : health.coolDown ? 'cooling down' : health.breaker.openUntil !== null ? 'breaker open' : 'ok';
           const p = s.credentialProvider;
-          const credentials = p ? { type: s.config.credentialSource?.type ?? 'basic', source: p.description, fetches: p.fetches, failures: p.failures, lastError: p.lastError } : null;
+          const credentials = p
+            ? { type: s.config.credentialSource?.type ?? 'basic', source: p.kind, fetches: p.fetches, failures: p.failures, lastError: p.failing ? CREDENTIALS_FAILED : null }
+            : null;
           return { name: s.sourceName, url: s.config.url, state, health, credentials } as const;
         }),
       );

@@ -53,6 +53,7 @@ import { S3SessionFiles } from './s3-session-files.js';
 import type { SessionFiles } from '../session-files.js';
 import { S3Records, sseParams } from './s3-records.js';
 import { createS3Client, describeS3Error, isNotFound, type S3Settings } from './s3-client.js';
+import { DIR_MODE } from '../modes.js';
 
 /** A committed download's temp file stays at most this long (it is deleted once its download is released). */
 const SPOOL_LINGER_MS = 30_000;
@@ -113,7 +114,7 @@ export class S3BlobStore extends BlobStore {
     } catch (err) {
       throw new Error(`storage.s3: cannot use bucket "${this.settings.bucket}"${this.settings.endpoint ? ` at ${this.settings.endpoint}` : ''}: ${describeS3Error(err)}`);
     }
-    await fsp.mkdir(this.paths.root, { recursive: true });
+    await fsp.mkdir(this.paths.root, { recursive: true, mode: DIR_MODE });
     let swept = 0;
     if (opts.sweep !== false) {
       // The local directory is this process's alone (the bucket is what replicas share).
@@ -121,8 +122,8 @@ export class S3BlobStore extends BlobStore {
       await fsp.rm(this.paths.tmp, { recursive: true, force: true });
       swept += await this.abortOrphans(opts.sweepOlderThanMs ?? 0);
     }
-    await fsp.mkdir(this.paths.tmp, { recursive: true });
-    await fsp.mkdir(this.paths.uploads, { recursive: true });
+    await fsp.mkdir(this.paths.tmp, { recursive: true, mode: DIR_MODE });
+    await fsp.mkdir(this.paths.uploads, { recursive: true, mode: DIR_MODE });
     const { blobs, bytes } = await this.loadIndex();
     if (opts.sweep !== false) {
       const reconcile = setInterval(() => void this.reconcile(), this.reconcileIntervalMs);

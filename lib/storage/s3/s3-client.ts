@@ -39,9 +39,6 @@ export interface S3Settings {
 const MAX_SOCKETS = 512;
 
 export function createS3Client(s: S3Settings): S3Client {
-  // The pin to the SDK's last Node-20 releases is deliberate (package.json): its notice that later
-  // releases need Node 22 is for whoever upgrades, not for every start-up's log.
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const config: S3ClientConfig = {
     region: s.region,
     forcePathStyle: s.forcePathStyle,

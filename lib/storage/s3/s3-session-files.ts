@@ -26,6 +26,7 @@ import type { SessionDoc, SessionEntry, SessionFiles } from '../session-files.js
 import type { S3BlobStore } from './s3-blob-store.js';
 import { sseParams, type S3Records } from './s3-records.js';
 import { isNotFound } from './s3-client.js';
+import { DIR_MODE, FILE_MODE } from '../modes.js';
 
 const OFFSET_DIGITS = 16;
 /** Bytes per chunk object at most: S3 takes at most 5 GiB in one PUT. */
@@ -52,7 +53,7 @@ export class S3SessionFiles implements SessionFiles {
   }
 
   async init(): Promise<void> {
-    await fsp.mkdir(this.store.paths.tmp, { recursive: true });
+    await fsp.mkdir(this.store.paths.tmp, { recursive: true, mode: DIR_MODE });
   }
 
   /** Every object under uploads/ (or one session's), listed. */
@@ -155,7 +156,7 @@ export class S3SessionFiles implements SessionFiles {
     // Received whole first: a chunk that breaks off never reaches the bucket.
     const file = path.join(this.store.paths.tmp, `chunk-${randomBytes(8).toString('hex')}`);
     try {
-      await pipeline(source, createWriteStream(file, { flags: 'wx' }));
+      await pipeline(source, createWriteStream(file, { flags: 'wx', mode: FILE_MODE }));
       const { size } = await fsp.stat(file);
       // One object per piece of at most MAX_PIECE (S3 takes at most 5 GiB in one PUT); a chunk
       // counts only once all its pieces are there (the session's size is the contiguous length).
