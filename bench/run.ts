@@ -23,11 +23,17 @@
  * node --cpu-prof, one .cpuprofile per process written to DIR when it stops), --node-arg ARG
  * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs),
  * --rollout-mib N (scenario 10's image size, e.g. 20 for a short check; default 200, 8 with --quick),
- * --s11-no-s3-backend (scenario 11 without stevedore's S3 backend, for a build that has none).
+ * --s11-no-s3-backend (scenario 11 without stevedore's S3 backend, for a build that has none),
+ * --baseline DIR (scenario 12 also against stevedore built from the checkout DIR, side by side),
+ * --s12-runs N (scenario 12's measured runs of each build, default 3), --s12-size SIZE (its blob, e.g. 32MiB).
  *
  * Scenario 11 (the S3 backend; not in the default run: --only s11) starts one Ceph RADOS gateway
  * and compares stevedore on the filesystem, stevedore on S3, distribution on its s3 driver (and
  * nginx) on one warm big blob and on many warm small ones; then clients hang up on stevedore-s3.
+ *
+ * Scenario 12 (cluster mode on the S3 backend; not in the default run: --only s12): three replicas
+ * on one bucket of a RADOS gateway and one redis-server, 30 clients on one cold blob; with
+ * --baseline DIR, the same against another build, interleaved: what followers verifying costs.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
@@ -35,7 +41,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  CreateBucketCommand,
+  DeleteBucketCommand,
+  DeleteObjectsCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { request } from 'undici';
 import { startRgw, type Rgw } from '../test/fixtures/ceph.js';
 import { hangUp, requestHead } from '../test/fixtures/hangup.js';
@@ -44,7 +59,7 @@ import { LoadClient } from './lib/client-api.js';
 import { buildImage, contentBlob, MANIFEST_ACCEPT, MediaType, type ImageSpec } from './lib/data.js';
 import { startMeter, type Meter } from './lib/meter.js';
 import { MiB, params as paramsFor, rolloutLayers, type Params } from './lib/params.js';
-import { cpuTicks, loadAvg, memStatus, openFds, PeakRss } from './lib/proc.js';
+import { cpuSeconds, cpuTicks, loadAvg, memStatus, openFds, PeakRss } from './lib/proc.js';
 import { pushGenerated, pushImage } from './lib/registry-api.js';
 import { collectMeta, gitVersion, renderReport, type Results } from './lib/report.js';
 import {
@@ -66,6 +81,7 @@ import {
 } from './lib/servers.js';
 import { median, percentile, prng, rotate, shuffled } from './lib/stats.js';
 import { fillStore } from './lib/store-fill.js';
+import { parseSize } from '../lib/config/units.js';
 import { startUpstream, type Upstream } from './lib/upstream.js';
 import { runWrk, writeWrkScript } from './lib/wrk.js';
 
@@ -76,13 +92,15 @@ const REPO_PULL = 'bench/pull';
 const REPO_HANGUP = 'bench/hangup';
 const REPO_ROLLOUT = 'bench/rollout';
 const REPO_S3 = 'bench/s3';
-const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9', 's10', 's11'] as const;
+const ALL = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9', 's10', 's11', 's12'] as const;
 type ScenarioId = (typeof ALL)[number];
 /**
- * What a run without --only runs: not scenario 11 (the S3 backend), which needs Ceph (ceph-mon,
- * ceph-osd, radosgw) and a few GiB of RAM for its in-memory OSD: run it with --only s11.
+ * What a run without --only runs: not scenarios 11 and 12 (the S3 backend), which need Ceph
+ * (ceph-mon, ceph-osd, radosgw) and a few GiB of RAM for its in-memory OSD: run them with --only.
  */
-const DEFAULT: readonly ScenarioId[] = ALL.filter((s) => s !== 's11');
+const DEFAULT: readonly ScenarioId[] = ALL.filter((s) => s !== 's11' && s !== 's12');
+/** The scenarios that use the content every run pushes to the upstream first (the others bring their own, or none). */
+const SEEDED: readonly ScenarioId[] = ['s1', 's2', 's3', 's4', 's5', 's6', 's8', 's9'];
 
 function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -102,6 +120,8 @@ interface Ctx {
   upstream: Upstream;
   client: LoadClient;
   build: StevedoreBuild;
+  /** The commit `build` is made from (gitVersion). */
+  git: string;
   nodeArgs: string[];
   results: Results;
   big: ReturnType<typeof contentBlob>;
@@ -1140,6 +1160,262 @@ async function scenario11(ctx: Ctx, withS3Backend: boolean): Promise<void> {
   }
 }
 
+// ---- scenario 12: cluster mode on the S3 backend, before and after (followers verifying) ------
+
+const REPO_S12 = 'bench/s12';
+/** The replicas' shared secret (cluster.token). */
+const S12_TOKEN = 'stevedore-bench-replicas-token-0123456789';
+/** The line a replica logs when it takes a blob's lease and downloads it for the cluster (pull-through.ts). */
+const HOLDING = 'downloading a blob for the cluster (holding its lease)';
+
+/** A build of stevedore scenario 12 runs: this checkout ('current') or `--baseline DIR` ('baseline'). */
+interface S12Build {
+  key: 'baseline' | 'current';
+  build: StevedoreBuild;
+  git: string;
+  dir: string;
+}
+
+interface S12Run {
+  /** Clients started → the last client had its last byte. */
+  wallS: number;
+  /** The upstream GET: request in → last byte out of the link. */
+  downloadS: number;
+  /** Relative to the end of the upstream download (negative: before it ended), s. */
+  followerTtfb: number[];
+  followerDone: number[];
+  holderDone: number[];
+  /** The followers' first byte from their request, s. */
+  followerTtfbAbs: number[];
+  upstreamGets: number;
+  upstreamBytes: number;
+  /** Replicas that logged holding the blob's lease (2: a takeover). */
+  holders: number;
+  /** Per replica, holder first: its id, peak RSS (VmHWM, fresh process), CPU-seconds from the clients' start until the object was in the bucket. */
+  replicas: Array<{ id: string; holder: boolean; rss: number; cpuS: number }>;
+  /** The blob was an object of the bucket (key naming its digest, of its size) within 60 s of the last client. */
+  stored: boolean;
+}
+
+const sLast = (xs: number[]): number => Math.max(...xs);
+
+/** Every object and unfinished multipart upload of `bucket` removed, then the bucket (the OSD keeps objects in RAM). */
+async function emptyAndDeleteBucket(s3: S3Client, bucket: string): Promise<void> {
+  for (;;) {
+    const keys = (await listBucket(s3, bucket)).map((o) => ({ Key: o.key }));
+    if (keys.length === 0) break;
+    for (let i = 0; i < keys.length; i += 1000) await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000), Quiet: true } }));
+  }
+  const ups = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+  for (const u of ups.Uploads ?? []) await s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+  await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
+
+async function s12Once(ctx: Ctx, b: S12Build, rgw: Rgw, s3: S3Client, blob: ReturnType<typeof contentBlob>, bucket: string): Promise<S12Run> {
+  const q = ctx.p.s12;
+  const dirs: string[] = [];
+  let redis: RedisServer | null = null;
+  const started: StevedoreServer[] = [];
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  try {
+    redis = await startRedis();
+    for (let i = 0; i < q.replicas; i++) {
+      const work = await tmpDir(undefined, 'stevedore-bench-s12-work-');
+      dirs.push(work);
+      const port = await freePort();
+      started.push(
+        await startStevedore({
+          build: b.build,
+          storage: work,
+          upstreamUrl: ctx.upstream.url,
+          nodeArgs: ctx.nodeArgs,
+          name: `stevedore ${b.key} replica-${i + 1}`,
+          // Keys both builds know (the baseline has no cluster.allowedNetworks: its default covers 127.0.0.0/8 in the new one).
+          config: {
+            listen: `127.0.0.1:${port}`,
+            storage: {
+              path: work,
+              maxSize: null,
+              backend: 's3',
+              s3: { bucket, prefix: '', endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+            },
+            metadata: { redis: redis.redisUrl },
+            cluster: { replicaId: `replica-${i + 1}`, advertise: `http://127.0.0.1:${port}`, token: S12_TOKEN },
+          },
+        }),
+      );
+    }
+    const origins = started.map((s) => s.url);
+    const cpu0 = started.map((s) => cpuSeconds(s.pid) ?? NaN);
+    ctx.upstream.resetCounts();
+    ctx.upstream.setRate(q.linkRate);
+    let r;
+    try {
+      r = await ctx.client.spread({ origins, path: blobPath(REPO_S12, blob.digest), clients: q.clients });
+    } finally {
+      ctx.upstream.setRate(null);
+    }
+    const wrong = r.clients.filter((c) => c.status !== 200 || c.bytes !== blob.size || c.digest !== blob.digest);
+    if (wrong.length) {
+      throw new Error(
+        `s12 (${b.key}): ${wrong.length} of ${q.clients} client(s) did not get the blob right, e.g. ` +
+          wrong
+            .slice(0, 3)
+            .map((c) => `${c.origin}: status ${c.status}, ${c.bytes} of ${blob.size} bytes, ${c.digest === blob.digest ? 'digest right so far' : `digest ${c.digest.slice(0, 19)}…`}${c.error ? `, ${c.error}` : ''}`)
+            .join('; '),
+      );
+    }
+    const last = sLast(r.clients.map((c) => c.endAt));
+    const gets = ctx.upstream.records().filter((x) => x.method === 'GET' && x.path.includes(blob.digest));
+    const upstreamBytes = ctx.upstream.bytes();
+    // The download whose end the followers are measured against: the (first) GET that delivered the whole blob.
+    const download = gets.find((x) => x.finishedAt !== null && x.bytes === blob.size);
+    if (!download || download.finishedAt === null) throw new Error(`s12 (${b.key}): no upstream GET delivered the whole blob (${gets.length} GET(s): ${gets.map((x) => `${x.status} ${x.bytes} bytes`).join(', ')})`);
+    const end = download.finishedAt;
+    const holding: number[] = [];
+    for (let i = 0; i < started.length; i++) {
+      const text = await fsp.readFile(started[i]!.logFile, 'utf8').catch(() => '');
+      if (text.includes(HOLDING)) holding.push(i);
+    }
+    if (holding.length === 0) throw new Error(`s12 (${b.key}): no replica logged "${HOLDING}"`);
+    const holder = origins[holding[0]!]!;
+    const followers = r.clients.filter((c) => c.origin !== holder);
+    const mine = r.clients.filter((c) => c.origin === holder);
+    // The object in the bucket: the holder's work is done (the CPU figures include its last parts and the completion).
+    const key = `blobs/sha256/${blob.digest.slice(7, 9)}/${blob.digest.slice(7)}`;
+    const stored = await waitFor(
+      'the blob in the bucket',
+      async () => {
+        const h = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch(() => null);
+        return h?.ContentLength === blob.size;
+      },
+      60_000,
+      100,
+    ).then(
+      () => true,
+      () => false,
+    );
+    const cpu1 = started.map((s) => cpuSeconds(s.pid) ?? NaN);
+    const rss = started.map((s) => memStatus(s.pid)?.hwm ?? NaN);
+    const order = [holding[0]!, ...started.map((_, i) => i).filter((i) => i !== holding[0])];
+    const toS = (ms: number): number => ms / 1000;
+    return {
+      wallS: toS(last - r.startAt),
+      downloadS: toS(end - download.startedAt),
+      followerTtfb: followers.map((c) => toS(c.firstByteAt - end)),
+      followerDone: followers.map((c) => toS(c.endAt - end)),
+      holderDone: mine.map((c) => toS(c.endAt - end)),
+      followerTtfbAbs: followers.map((c) => toS(c.firstByteAt - c.startAt)),
+      upstreamGets: gets.length,
+      upstreamBytes,
+      holders: holding.length,
+      replicas: order.map((i) => ({ id: `replica-${i + 1}`, holder: i === holding[0], rss: rss[i]!, cpuS: cpu1[i]! - cpu0[i]! })),
+      stored,
+    };
+  } finally {
+    // Replicas first, then Redis. stop() throws if a process died or logged a defect: that failure wins.
+    await stopEach([...started, ...(redis ? [redis] : [])]).finally(async () => {
+      for (const d of dirs) await removeDir(d);
+      await emptyAndDeleteBucket(s3, bucket).catch((err: unknown) => log(`s12: could not remove bucket ${bucket}: ${String(err)}`));
+    });
+  }
+}
+
+async function scenario12(ctx: Ctx, baselineDir: string | null): Promise<void> {
+  const q = ctx.p.s12;
+  const blob = contentBlob('s12/blob', q.blobBytes);
+  await pushGenerated(ctx.upstream.directUrl, REPO_S12, blob);
+  const builds: S12Build[] = [];
+  if (baselineDir !== null) {
+    const dir = path.resolve(baselineDir);
+    for (const need of ['lib', 'node_modules', 'tsconfig.build.json']) {
+      await fsp.access(path.join(dir, need)).catch(() => {
+        throw new Error(`--baseline ${dir}: no ${need} there (a checkout of stevedore with npm ci run in it)`);
+      });
+    }
+    const git = await gitVersion(dir);
+    log(`s12: building the baseline from ${dir} (git ${git})`);
+    const build = await buildStevedore(dir);
+    ctx.cleanups.push(() => removeDir(build.dir));
+    if (build.warnings) log(`s12: tsc reported problems in the baseline but emitted JavaScript:\n${build.warnings}`);
+    builds.push({ key: 'baseline', build, git, dir });
+  }
+  builds.push({ key: 'current', build: ctx.build, git: ctx.git, dir: ROOT });
+  log(
+    `s12: cluster mode on the S3 backend: ${q.replicas} replicas on one bucket of one RADOS gateway and one redis-server, ${q.clients} clients at once on one cold ${blob.size}-byte blob, ` +
+      `upstream link paced to ${q.linkRate} B/s; ${builds.map((b) => `${b.key} (git ${b.git})`).join(' and ')}, one warm-up run of each, then ${q.runs} interleaved run(s) of each`,
+  );
+  const teardowns: Array<() => unknown> = [];
+  let s3: S3Client | null = null;
+  const out: NonNullable<Results['s12']> = { blobBytes: blob.size, clients: q.clients, replicas: q.replicas, linkRate: q.linkRate, runs: q.runs, builds: {} };
+  try {
+    const t0 = performance.now();
+    const rgw = await startRgw({ teardown: (fn) => void teardowns.push(fn) });
+    log(`s12: RADOS gateway up at ${rgw.endpoint} after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const gateway = rgw.gateway;
+    s3 = new S3Client({ endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey } });
+    let n = 0;
+    for (let run = -1; run < q.runs; run++) {
+      for (const b of rotate(builds, Math.max(0, run))) {
+        const r = await s12Once(ctx, b, rgw, s3, blob, `stevedore-s12-${++n}`);
+        if (gateway.exitCode !== null || gateway.signalCode !== null) throw new ServerFailure('radosgw', `exited by itself (${gateway.exitCode ?? gateway.signalCode})`, "(its log is in the Ceph fixture's temp directory)");
+        const f = (xs: number[]): string => `${median(xs).toFixed(2)}/${sLast(xs).toFixed(2)}`;
+        log(
+          `s12 ${run < 0 ? 'warm-up' : `run ${run + 1}`} ${b.key}: all ${q.clients} clients done after ${r.wallS.toFixed(2)} s (upstream download ${r.downloadS.toFixed(2)} s, ${r.upstreamGets} GET(s), ${r.upstreamBytes} bytes); ` +
+            `followers relative to the download's end: first byte ${f(r.followerTtfb)} s, done ${f(r.followerDone)} s (median/max); the holder's clients done ${f(r.holderDone)} s; ` +
+            `${r.replicas.map((x) => `${x.id}${x.holder ? ' (holder)' : ''} ${(x.rss / MiB).toFixed(1)} MiB, ${x.cpuS.toFixed(2)} CPU-s`).join('; ')}` +
+            (r.holders > 1 ? `; ${r.holders} replicas held the lease in turn` : '') +
+            (r.stored ? '' : '; THE BLOB WAS NOT AN OBJECT OF THE BUCKET 60 s after the last client'),
+        );
+        if (run < 0) continue;
+        const o = (out.builds[b.key] ??= {
+          git: b.git,
+          dir: b.dir,
+          wallS: [],
+          downloadS: [],
+          followerTtfbMed: [],
+          followerTtfbMax: [],
+          followerTtfbAbsMed: [],
+          followerDoneMed: [],
+          followerDoneMax: [],
+          holderDoneMed: [],
+          upstreamGets: [],
+          holders: [],
+          rssHolder: [],
+          rssFollower: [],
+          cpuHolder: [],
+          cpuFollower: [],
+          cpuTotal: [],
+          replicas: [],
+          stored: [],
+        });
+        const followers = r.replicas.filter((x) => !x.holder);
+        o.wallS.push(r.wallS);
+        o.downloadS.push(r.downloadS);
+        o.followerTtfbMed.push(median(r.followerTtfb));
+        o.followerTtfbMax.push(sLast(r.followerTtfb));
+        o.followerTtfbAbsMed.push(median(r.followerTtfbAbs));
+        o.followerDoneMed.push(median(r.followerDone));
+        o.followerDoneMax.push(sLast(r.followerDone));
+        o.holderDoneMed.push(median(r.holderDone));
+        o.upstreamGets.push(r.upstreamGets);
+        o.holders.push(r.holders);
+        o.rssHolder.push(r.replicas[0]!.rss);
+        o.rssFollower.push(sLast(followers.map((x) => x.rss)));
+        o.cpuHolder.push(r.replicas[0]!.cpuS);
+        o.cpuFollower.push(median(followers.map((x) => x.cpuS)));
+        o.cpuTotal.push(r.replicas.reduce((a, x) => a + x.cpuS, 0));
+        o.replicas.push(r.replicas);
+        o.stored.push(r.stored);
+      }
+    }
+    ctx.results.s12 = out;
+  } finally {
+    s3?.destroy();
+    for (const fn of teardowns.reverse()) await Promise.resolve(fn()).catch((err: unknown) => log(`s12 cleanup: ${String(err)}`));
+  }
+}
+
 /**
  * Runs one scenario, then checks every warm contender: one that died or logged a defect fails the
  * benchmark, naming the scenario (also when the scenario failed some other way because of it).
@@ -1176,6 +1452,9 @@ async function main(): Promise<void> {
       'node-arg': { type: 'string', multiple: true },
       'rollout-mib': { type: 'string' },
       's11-no-s3-backend': { type: 'boolean', default: false },
+      baseline: { type: 'string' },
+      's12-runs': { type: 'string' },
+      's12-size': { type: 'string' },
     },
   });
   const p = paramsFor(values.quick ? 'quick' : 'full');
@@ -1184,6 +1463,16 @@ async function main(): Promise<void> {
     const mib = Number(values['rollout-mib']);
     if (!(mib > 0)) throw new Error(`--rollout-mib: a size in MiB above 0, not ${values['rollout-mib']}`);
     p.rollout.imageBytes = Math.round(mib * MiB);
+  }
+  if (values['s12-runs'] !== undefined) {
+    const n = Number(values['s12-runs']);
+    if (!(Number.isInteger(n) && n >= 1)) throw new Error(`--s12-runs: a whole number ≥ 1, not ${values['s12-runs']}`);
+    p.s12.runs = n;
+  }
+  if (values['s12-size'] !== undefined) {
+    const n = parseSize(values['s12-size']);
+    if (n === null || n < 1) throw new Error(`--s12-size: a size such as 32MiB, not ${values['s12-size']}`);
+    p.s12.blobBytes = n;
   }
   const only = new Set<ScenarioId>(values.only ? (values.only.split(',').map((s) => s.trim()) as ScenarioId[]) : DEFAULT);
   for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s} (use ${ALL.join(',')})`);
@@ -1228,13 +1517,15 @@ async function main(): Promise<void> {
     const s2blobs = p.s2.sizes.map((size, i) => contentBlob(`s2/${i}`, size));
     const app = buildImage('app', [2 * 1024, 4 * 1024, 8 * 1024]);
     const pullImg = buildImage('pull', p.pull.layers);
-    await pushGenerated(upstream.directUrl, REPO_BIG, big);
-    for (const b of s2blobs) await pushGenerated(upstream.directUrl, REPO_BLOBS, b);
-    await pushImage(upstream.directUrl, REPO_APP, 'v1', app);
-    await pushImage(upstream.directUrl, REPO_PULL, 'v1', pullImg);
+    if (SEEDED.some((id) => only.has(id))) {
+      await pushGenerated(upstream.directUrl, REPO_BIG, big);
+      for (const b of s2blobs) await pushGenerated(upstream.directUrl, REPO_BLOBS, b);
+      await pushImage(upstream.directUrl, REPO_APP, 'v1', app);
+      await pushImage(upstream.directUrl, REPO_PULL, 'v1', pullImg);
+    }
 
     const results: Results = {};
-    const ctx: Ctx = { p, upstream, client, build, nodeArgs, results, big, s2blobs, app, pullImg, cleanups };
+    const ctx: Ctx = { p, upstream, client, build, git, nodeArgs, results, big, s2blobs, app, pullImg, cleanups };
     const scenarios: Record<ScenarioId, () => Promise<void>> = {
       s1: () => scenario1(ctx),
       s2: () => scenario2(ctx),
@@ -1251,6 +1542,7 @@ async function main(): Promise<void> {
       s9: () => scenario9(ctx),
       s10: () => scenario10(ctx),
       s11: () => scenario11(ctx, !values['s11-no-s3-backend']),
+      s12: () => scenario12(ctx, values.baseline ?? null),
     };
     for (const id of ALL) if (only.has(id)) await runScenario(ctx, id, scenarios[id]);
     const failed = await stopAll();

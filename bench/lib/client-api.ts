@@ -2,7 +2,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FetchJob, FetchResult, Job, PullJob, PullResult } from './client.js';
+import type { FetchJob, FetchResult, Job, PullJob, PullResult, SpreadJob, SpreadResult } from './client.js';
 import { ROOT, cleanEnv } from './servers.js';
 
 const CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'client.ts');
@@ -65,6 +65,10 @@ export class LoadClient {
 
   pull(job: Omit<PullJob, 'kind'>): Promise<PullResult> {
     return this.run({ kind: 'pull', ...job }) as Promise<PullResult>;
+  }
+
+  spread(job: Omit<SpreadJob, 'kind'>): Promise<SpreadResult> {
+    return this.run({ kind: 'spread', ...job }) as Promise<SpreadResult>;
   }
 
   async stop(): Promise<void> {

@@ -12,6 +12,11 @@
  *          (scenario 9: clients spread round-robin over replicas), all starting together. With
  *          `verify` (scenario 10), every blob is hashed as it arrives and checked against its
  *          digest, and the manifest against `manifestDigest`.
+ *   spread: `clients` concurrent GETs of one path at the same moment, client i on origins[i mod n]
+ *          (scenario 12: one cold blob through cluster replicas), each body hashed as it arrives;
+ *          per client the status, bytes, digest and when it started, got its first body byte and
+ *          its last (epoch ms, `performance.timeOrigin + performance.now()`, comparable with the
+ *          orchestrator's upstream link records).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { Agent } from 'undici';
@@ -61,7 +66,37 @@ export interface PullResult {
   errors: string[];
 }
 
-export type Job = FetchJob | PullJob;
+export interface SpreadJob {
+  kind: 'spread';
+  origins: string[];
+  path: string;
+  clients: number;
+}
+
+export interface SpreadClient {
+  origin: string;
+  status: number;
+  bytes: number;
+  /** sha256:… of the body received (whole or not). */
+  digest: string;
+  startAt: number;
+  /** 0: no body byte. */
+  firstByteAt: number;
+  endAt: number;
+  error?: string;
+}
+
+export interface SpreadResult {
+  startAt: number;
+  clients: SpreadClient[];
+}
+
+export type Job = FetchJob | PullJob | SpreadJob;
+
+/** Epoch ms, sub-millisecond (as bench/lib/upstream.ts `now`). */
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
 
 interface Got {
   status: number;
@@ -223,8 +258,54 @@ async function runPull(job: PullJob): Promise<PullResult> {
   return res;
 }
 
-export function runJob(job: Job): Promise<FetchResult | PullResult> {
-  return job.kind === 'fetch' ? runFetch(job) : runPull(job);
+function spreadOne(agent: Agent, origin: string, path: string): Promise<SpreadClient> {
+  return new Promise((resolve) => {
+    const hash = createHash('sha256');
+    const got: SpreadClient = { origin, status: 0, bytes: 0, digest: '', startAt: now(), firstByteAt: 0, endAt: 0 };
+    const done = (error?: Error): void => {
+      if (got.endAt !== 0) return;
+      got.endAt = now();
+      got.digest = `sha256:${hash.digest('hex')}`;
+      if (error) got.error = error.message;
+      resolve(got);
+    };
+    agent.dispatch(
+      { origin, path, method: 'GET', headers: {}, headersTimeout: 300_000, bodyTimeout: 300_000 },
+      {
+        onRequestStart() {},
+        onResponseStart(_c, s) {
+          got.status = s;
+        },
+        onResponseData(_c, chunk) {
+          if (got.bytes === 0) got.firstByteAt = now();
+          got.bytes += chunk.length;
+          hash.update(chunk);
+        },
+        onResponseEnd() {
+          done();
+        },
+        onResponseError(_c, err) {
+          done(err);
+        },
+      },
+    );
+  });
+}
+
+async function runSpread(job: SpreadJob): Promise<SpreadResult> {
+  // One connection per client (the Agent's limit is per origin).
+  const agent = newAgent(job.clients);
+  try {
+    const startAt = now();
+    const clients = await Promise.all(Array.from({ length: job.clients }, (_, i) => spreadOne(agent, job.origins[i % job.origins.length]!, job.path)));
+    return { startAt, clients };
+  } finally {
+    await agent.close();
+  }
+}
+
+export function runJob(job: Job): Promise<FetchResult | PullResult | SpreadResult> {
+  return job.kind === 'fetch' ? runFetch(job) : job.kind === 'pull' ? runPull(job) : runSpread(job);
 }
 
 if (process.send) {

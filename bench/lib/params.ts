@@ -82,6 +82,14 @@ export interface Params {
     hangupClients: number;
     settleMs: number;
   };
+  /**
+   * Scenario 12, cluster mode on the S3 backend (one RADOS gateway, one redis-server): `replicas`
+   * stevedore processes on one bucket, each with its own local directory, `clients` spread over
+   * them GET one cold blob of `blobBytes` at the same moment, the upstream link paced to `linkRate`.
+   * `runs` measured runs of each build (after one discarded warm-up run of each; `--s12-runs` sets
+   * it, `--s12-size` the blob; `--runs` does not apply).
+   */
+  s12: { replicas: number; clients: number; blobBytes: number; linkRate: number; runs: number };
 }
 
 export function params(mode: 'full' | 'quick'): Params {
@@ -100,6 +108,7 @@ export function params(mode: 'full' | 'quick'): Params {
       startup: { blobs: 1000, runs: 1 },
       hangup: { runs: 1, wrkRuns: 2, wrkDurationS: 1, connections: 64, threads: 2, rounds: 2, clients: 64, warmSize: 4 * MiB, coldSize: 1 * MiB, coldLinkRate: 32 * MiB, settleMs: 1000 },
       s3: { runs: 1, bigBlob: 8 * MiB, bigRepeat: 1, smallSize: 64 * KiB, smallBlobs: 16, smallRepeat: 2, clients: 16, hangupRounds: 1, hangupClients: 64, settleMs: 1000 },
+      s12: { replicas: 3, clients: 30, blobBytes: 8 * MiB, linkRate: 100 * MiB, runs: 1 },
     };
   }
   return {
@@ -116,6 +125,7 @@ export function params(mode: 'full' | 'quick'): Params {
     startup: { blobs: 100_000, runs: 5 },
     hangup: { runs: 1, wrkRuns: 20, wrkDurationS: 2, connections: 64, threads: 2, rounds: 10, clients: 64, warmSize: 4 * MiB, coldSize: 8 * MiB, coldLinkRate: 64 * MiB, settleMs: 1000 },
     s3: { runs: 5, bigBlob: 200 * MiB, bigRepeat: 2, smallSize: 1 * MiB, smallBlobs: 64, smallRepeat: 4, clients: 64, hangupRounds: 1, hangupClients: 64, settleMs: 1000 },
+    s12: { replicas: 3, clients: 30, blobBytes: 200 * MiB, linkRate: 100 * MiB, runs: 3 },
   };
 }
 

@@ -127,3 +127,15 @@ export function loadAvg(): string {
     return 'unknown';
   }
 }
+
+/** CPU-seconds a process has used so far (utime + stime of /proc/<pid>/stat); null when it is gone. */
+export function cpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    // After the comm field: utime is [11], stime [12], in USER_HZ ticks (100 on Linux).
+    return ((fields[11] ?? 0) + (fields[12] ?? 0)) / 100;
+  } catch {
+    return null;
+  }
+}

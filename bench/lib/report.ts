@@ -103,6 +103,45 @@ export interface Results {
       peakRss: number;
     } | null;
   };
+  /**
+   * Cluster mode on the S3 backend (one RADOS gateway, one Redis), one cold blob: per build
+   * ('baseline': `--baseline DIR`; 'current': this checkout) one entry per measured run. Seconds;
+   * follower* and holderDone* relative to the end of the upstream download (negative: before it
+   * ended), followerTtfbAbs* from the client's request; *Med / *Max: median / max over the run's
+   * clients. rss… and cpu…: the holder, and the followers (RSS: the larger; CPU: the median of them);
+   * replicas: every replica, holder first. stored: the blob was an object of the bucket afterwards.
+   */
+  s12?: {
+    blobBytes: number;
+    clients: number;
+    replicas: number;
+    linkRate: number;
+    runs: number;
+    builds: Record<
+      string,
+      {
+        git: string;
+        dir: string;
+        wallS: Series;
+        downloadS: Series;
+        followerTtfbMed: Series;
+        followerTtfbMax: Series;
+        followerTtfbAbsMed: Series;
+        followerDoneMed: Series;
+        followerDoneMax: Series;
+        holderDoneMed: Series;
+        upstreamGets: Series;
+        holders: Series;
+        rssHolder: Series;
+        rssFollower: Series;
+        cpuHolder: Series;
+        cpuFollower: Series;
+        cpuTotal: Series;
+        replicas: Array<Array<{ id: string; holder: boolean; rss: number; cpuS: number }>>;
+        stored: boolean[];
+      }
+    >;
+  };
   /** Clients that hang up: blob sizes, then per contender one entry per run (rps: one per wrk run). */
   s8?: {
     wrkBlob: number;
@@ -158,12 +197,12 @@ async function version(cmd: string, args: string[], re: RegExp): Promise<string>
   }
 }
 
-/** The commit lib/ is built from, and whether lib/ had changes on top: taken when the build is made. */
-export async function gitVersion(): Promise<string> {
+/** The commit lib/ is built from (of `root`, default this checkout), and whether lib/ had changes on top: taken when the build is made. */
+export async function gitVersion(root = ROOT): Promise<string> {
   let git = 'unknown';
   try {
-    const head = (await exec('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT })).stdout.trim();
-    const dirty = (await exec('git', ['status', '--porcelain', '--', 'lib'], { cwd: ROOT })).stdout.trim() !== '';
+    const head = (await exec('git', ['rev-parse', '--short', 'HEAD'], { cwd: root })).stdout.trim();
+    const dirty = (await exec('git', ['status', '--porcelain', '--', 'lib'], { cwd: root })).stdout.trim() !== '';
     git = `${head}${dirty ? ' with uncommitted changes in lib/' : ''}`;
   } catch {
     // not a git checkout
@@ -372,6 +411,20 @@ function targets(r: Results, p: Params): Target[] {
       out.push({ target: '11. stevedore-s3 open fds back within +16 of before the hang-ups', measured: `${h.fdsBefore} → ${h.fdsAfter}`, met: h.fdsAfter - h.fdsBefore <= 16 });
     } else if (!s11.s3Backend) {
       out.push({ target: '11. stevedore-s3 (the S3 backend): every figure', measured: 'not run (--s11-no-s3-backend)', met: null });
+    }
+  }
+  if (r.s12) {
+    const s12 = r.s12;
+    const label = `12. S3 cluster, ${s12.clients} clients over ${s12.replicas} replicas on a cold ${num(s12.blobBytes / MiB, 0)} MiB blob`;
+    for (const [key, o] of Object.entries(s12.builds)) {
+      const who = `${S12_LABEL[key] ?? key} (git ${o.git})`;
+      out.push({
+        target: `${label}, ${who}: one upstream GET per run`,
+        measured: `${o.upstreamGets.join(', ')} (${o.upstreamGets.length === 1 ? 'one run' : 'each run'})`,
+        met: o.upstreamGets.length ? o.upstreamGets.every((x) => x === 1) : null,
+      });
+      out.push({ target: `${label}, ${who}: the blob is an object of the bucket afterwards`, measured: `${o.stored.filter(Boolean).length} of ${o.stored.length} run(s)`, met: o.stored.every(Boolean) });
+      rssTarget(`scenario 12 (S3 cluster, ${who}; largest of ${s12.replicas} replicas)`, o.rssHolder.map((x, i) => Math.max(x, o.rssFollower[i]!)));
     }
   }
   if (r.s7) {
@@ -585,10 +638,18 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
         }
       }
     }
+    if (r.s12) {
+      const s12 = r.s12;
+      for (const [key, o] of Object.entries(s12.builds)) {
+        const label = `12. S3 cluster, ${s12.clients} clients on a cold ${num(s12.blobBytes / MiB, 0)} MiB blob, ${S12_LABEL[key] ?? key}`;
+        if (o.rssHolder.length) rows.push([label, 'stevedore (the holder)', mmm(o.rssHolder, MiB, 1), num(Math.max(...o.rssHolder) / MiB, 1)]);
+        if (o.rssFollower.length) rows.push([label, 'stevedore (the larger follower)', mmm(o.rssFollower, MiB, 1), num(Math.max(...o.rssFollower) / MiB, 1)]);
+      }
+    }
     if (rows.length) {
       L.push(table(['during', 'process', 'peak RSS MiB', 'max of runs'], rows), '');
       L.push(
-        'Peak RSS is VmHWM from /proc/<pid>/status, reset before each run by writing 5 to /proc/<pid>/clear_refs (a fresh process in 5, 6, 9 and 10), backed by sampling VmRSS every 50 ms.',
+        'Peak RSS is VmHWM from /proc/<pid>/status, reset before each run by writing 5 to /proc/<pid>/clear_refs (a fresh process in 5, 6, 9, 10 and 12), backed by sampling VmRSS every 50 ms.',
         '',
       );
       if (r.s6) {
@@ -766,7 +827,93 @@ export function renderReport(meta: Meta, p: Params, r: Results): string {
     );
   }
   if (r.s11) renderS11(L, r.s11);
+  if (r.s12) renderS12(L, r.s12);
   return L.join('\n');
+}
+
+const S12_LABEL: Record<string, string> = { baseline: 'before (--baseline)', current: 'after (this checkout)' };
+
+/** after / before, when both are finite and of one sign (a ratio of a negative and a positive time says nothing). */
+function s12Ratio(after: number, before: number): string {
+  if (!Number.isFinite(after) || !Number.isFinite(before) || before === 0 || Math.sign(after) !== Math.sign(before)) return '–';
+  return `${num(after / before, 2)}×`;
+}
+
+function signed(x: number, digits: number): string {
+  return Number.isFinite(x) ? `${x > 0 ? '+' : ''}${num(x, digits)}` : 'n/a';
+}
+
+function renderS12(L: string[], s12: NonNullable<Results['s12']>): void {
+  const keys = ['baseline', 'current'].filter((k) => k in s12.builds);
+  const both = keys.length === 2;
+  const b = s12.builds.baseline;
+  const a = s12.builds.current;
+  L.push(
+    `## 12. Cluster on the S3 backend: ${s12.clients} clients over ${s12.replicas} replicas on a cold ${num(s12.blobBytes / MiB, 0)} MiB blob ` +
+      `(one RADOS gateway, one Redis; upstream link ${num(s12.linkRate / MiB, 0)} MiB/s)` +
+      (both ? ', before and after' : ''),
+    '',
+  );
+  L.push(keys.map((k) => `- *${S12_LABEL[k]}*: git ${s12.builds[k]!.git}, from \`${s12.builds[k]!.dir}\``).join('\n'), '');
+  type Key = Exclude<keyof NonNullable<Results['s12']>['builds'][string], 'git' | 'dir' | 'replicas' | 'stored'>;
+  const rows: Array<[string, Key, number, number]> = [
+    // label, series, scale, digits
+    ['wall s: clients start → every client has the whole blob', 'wallS', 1, 2],
+    ['upstream download s (request → last byte out of the link)', 'downloadS', 1, 2],
+    ["followers' first byte, median over clients, s after the download's end", 'followerTtfbMed', 1, 2],
+    ["followers' first byte, max over clients, s after the download's end", 'followerTtfbMax', 1, 2],
+    ["followers' first byte, median over clients, s after their request", 'followerTtfbAbsMed', 1, 2],
+    ["followers done, median over clients, s after the download's end", 'followerDoneMed', 1, 2],
+    ["followers done, max over clients, s after the download's end", 'followerDoneMax', 1, 2],
+    ["holder's clients done, median, s after the download's end", 'holderDoneMed', 1, 2],
+    ['upstream GETs', 'upstreamGets', 1, 0],
+    ['peak RSS MiB, the holder', 'rssHolder', MiB, 1],
+    ['peak RSS MiB, the larger follower', 'rssFollower', MiB, 1],
+    ['CPU s, the holder', 'cpuHolder', 1, 2],
+    ['CPU s, a follower (median of the two)', 'cpuFollower', 1, 2],
+    ['CPU s, the three replicas', 'cpuTotal', 1, 2],
+  ];
+  const cell = (o: NonNullable<typeof a> | undefined, k: Key, scale: number, digits: number): string => {
+    const xs = o?.[k] ?? [];
+    const sm = summarize(xs.map((v) => v / scale));
+    if (sm.n === 0) return 'n/a';
+    return sm.n === 1 ? num(sm.median, digits) : `${num(sm.median, digits)} (${num(sm.min, digits)} – ${num(sm.max, digits)})`;
+  };
+  const head = both ? ['measure (median of runs; min – max)', S12_LABEL.baseline!, S12_LABEL.current!, 'after / before', 'after − before'] : ['measure (median of runs; min – max)', S12_LABEL[keys[0]!]!];
+  L.push(
+    table(
+      head,
+      rows.map(([label, k, scale, digits]) => {
+        if (!both) return [label, cell(s12.builds[keys[0]!], k, scale, digits)];
+        const mb = med(b![k]) / scale;
+        const ma = med(a![k]) / scale;
+        return [label, cell(b, k, scale, digits), cell(a, k, scale, digits), s12Ratio(ma, mb), signed(ma - mb, digits)];
+      }),
+    ),
+    '',
+  );
+  const perReplica = keys
+    .map((k) => {
+      const o = s12.builds[k]!;
+      return `${S12_LABEL[k]}: ${o.replicas.map((run, i) => `run ${i + 1}: ${run.map((x) => `${x.id}${x.holder ? ' (holder)' : ''} ${num(x.rss / MiB, 1)} MiB, ${num(x.cpuS, 2)} CPU-s`).join(', ')}`).join('; ')}`;
+    })
+    .join('. ');
+  L.push(`Each replica's peak RSS and CPU-seconds, per run — ${perReplica}.`, '');
+  const takeovers = keys.filter((k) => s12.builds[k]!.holders.some((x) => x > 1));
+  if (takeovers.length) L.push(`**A lease changed hands** (two replicas logged holding the blob) in a run of ${takeovers.map((k) => S12_LABEL[k]).join(' and ')}.`, '');
+  L.push(
+    'Setup: one RADOS gateway (test/fixtures/ceph.ts, one OSD on memstore), a fresh bucket, a fresh `redis-server` and three fresh stevedore processes for every run, ' +
+      'each with `storage.backend: s3` on the bucket, its own empty local `storage.path`, `metadata.redis`, and `cluster.replicaId`, `cluster.advertise` (its own URL) and `cluster.token` ' +
+      '(as test/e2e/s3-cluster.test.ts; other `cluster.*` and `storage.s3.*` at their defaults), in front of the upstream registry through the link, paced during the run. ' +
+      `All ${s12.clients} clients (undici, one connection each, in the client process) GET the blob at the same moment, client i on replica i mod ${s12.replicas}; every body is hashed as it arrives ` +
+      'and must be 200, whole and of the blob\'s digest (else the benchmark fails). The holder is the replica that logged holding the blob\'s lease; the followers are the clients of the other two ' +
+      '(they stream from the holder while it downloads). Times relative to the end of the upstream download (the link handed its last byte to the socket; negative: before) compare clocks of ' +
+      'the client process and the orchestrator (both `performance.timeOrigin + performance.now()`). CPU: utime + stime of each replica (/proc/<pid>/stat) from the clients\' start until the blob is an ' +
+      'object of the bucket (the holder\'s last parts and the completion included); peak RSS: VmHWM of each fresh process. ' +
+      `One discarded warm-up run of each build, then ${s12.runs} run(s) of each, interleaved (each run rotates which build goes first).` +
+      (both ? ' after / before: the ratio of the medians ("–" when the two have different signs); after − before: their difference.' : ''),
+    '',
+  );
 }
 
 function renderS11(L: string[], s11: NonNullable<Results['s11']>): void {

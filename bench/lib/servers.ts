@@ -172,14 +172,15 @@ export interface StevedoreBuild {
 /**
  * Compiles lib/ into <temp dir>/dist, laid out as the project is (dist/ beside package.json, a
  * node_modules link and the dashboard's assets/), so that what the server finds next to its code
- * is there.
+ * is there. `root`: the checkout to build (default this one; scenario 12's `--baseline DIR`
+ * builds another, with its own tsc, tsconfig.build.json and node_modules).
  */
-export async function buildStevedore(): Promise<StevedoreBuild> {
+export async function buildStevedore(root = ROOT): Promise<StevedoreBuild> {
   const dir = await tmpDir(undefined, 'stevedore-bench-build-');
   const outDir = path.join(dir, 'dist');
-  const tsc = path.join(ROOT, 'node_modules', '.bin', 'tsc');
+  const tsc = path.join(root, 'node_modules', '.bin', 'tsc');
   const out = await new Promise<{ code: number; text: string }>((resolve, reject) => {
-    const child = spawn(tsc, ['-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', outDir, '--sourceMap', 'false'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(tsc, ['-p', path.join(root, 'tsconfig.build.json'), '--outDir', outDir, '--sourceMap', 'false'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let text = '';
     child.stdout.on('data', (c: Buffer) => (text += c.toString()));
     child.stderr.on('data', (c: Buffer) => (text += c.toString()));
@@ -192,9 +193,9 @@ export async function buildStevedore(): Promise<StevedoreBuild> {
   } catch {
     throw new Error(`tsc did not produce ${main} (exit ${out.code}):\n${out.text}`);
   }
-  await fsp.copyFile(path.join(ROOT, 'package.json'), path.join(dir, 'package.json'));
-  await fsp.symlink(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
-  await fsp.symlink(path.join(ROOT, 'assets'), path.join(dir, 'assets'), 'dir');
+  await fsp.copyFile(path.join(root, 'package.json'), path.join(dir, 'package.json'));
+  await fsp.symlink(path.join(root, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
+  await fsp.symlink(path.join(root, 'assets'), path.join(dir, 'assets'), 'dir');
   return { main, dir, warnings: out.code === 0 ? '' : out.text };
 }
 

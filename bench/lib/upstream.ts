@@ -21,6 +21,14 @@ export interface LinkRecord {
   status: number;
   /** Response body bytes sent to the client. */
   bytes: number;
+  /** When the request arrived, and when the last byte of the answer was handed to the socket (null: not yet, or cut short); epoch ms (`now()`). */
+  startedAt: number;
+  finishedAt: number | null;
+}
+
+/** Epoch milliseconds with sub-millisecond resolution, comparable across this machine's processes (bench/lib/client.ts uses the same). */
+export function now(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 export interface Upstream {
@@ -128,7 +136,7 @@ export async function startUpstream(): Promise<Upstream> {
   const sockets = new Set<Socket>();
 
   const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
-    const rec: LinkRecord = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, bytes: 0 };
+    const rec: LinkRecord = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, bytes: 0, startedAt: now(), finishedAt: null };
     records.push(rec);
     const list = records;
     const headers: OutgoingHttpHeaders = {};
@@ -164,7 +172,9 @@ export async function startUpstream(): Promise<Upstream> {
           pump().then(() => cb(), cb);
         },
       });
-      pipeline(upRes, meter, res).catch(() => {
+      pipeline(upRes, meter, res).then(() => {
+        rec.finishedAt = now();
+      }, () => {
         if (!res.destroyed) res.destroy();
       });
     });
