@@ -9,6 +9,9 @@ import { makeBlob, pseudoRandom } from '../fixtures/images.js';
 import { blobGets, blobUrl, fetchAndHash, holderOf, MiB, sha256File, startCluster, storedPath, upstreamWith } from '../fixtures/cluster.js';
 import { waitFor } from '../fixtures/util.js';
 
+// Several multi-replica runs of large blobs: more than tap's default 300 s per file on a busy 2-core machine.
+t.setTimeout(10 * 60_000);
+
 t.test('30 clients spread over 3 replicas on one cold 200 MiB blob: every body right, exactly one upstream GET', async (t) => {
   const blob = makeBlob(pseudoRandom('cluster-200', 200 * MiB), 'application/octet-stream');
   // ~2 s on the wire: every client arrives while the download runs.

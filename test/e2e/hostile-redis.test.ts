@@ -17,6 +17,9 @@ import { ociErrors, rawRequest } from '../fixtures/http-client.js';
 import { holders, PEER_TOKEN, pullImage, startTiers } from '../fixtures/node-tier.js';
 import { buildDockerImage, pushBlob, pushImage } from '../fixtures/images.js';
 
+// Several multi-replica runs of large blobs: more than tap's default 300 s per file on a busy 2-core machine.
+t.setTimeout(10 * 60_000);
+
 const CLUSTER_TOKEN = 'replicas-shared-secret-0123456789';
 
 /** A fake stevedore at an address Redis names: answers every request with 176 × "A", records what it was sent. */

@@ -12,6 +12,9 @@ import { spawnStevedore, type FailableTest, type StevedoreProcess } from '../fix
 import { freePort, tmpDir, waitFor } from '../fixtures/util.js';
 import { rawRequest } from '../fixtures/http-client.js';
 
+// Several multi-replica runs of large blobs: more than tap's default 300 s per file on a busy 2-core machine.
+t.setTimeout(10 * 60_000);
+
 const TOKEN = 'replicas-shared-secret-0123456789';
 
 interface S3Cluster {
