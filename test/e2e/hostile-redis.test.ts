@@ -94,6 +94,16 @@ t.test('cluster mode on a shared disk', async (t) => {
   const redis = await redisClient(t, c.redis.url);
   const prefix = storePrefix(c.replicas[0]!);
   const fake = await fakeHolder(t);
+  /** Once the real holder published that it is ready, rewrites fields of its record (its token kept, so it goes on renewing). */
+  const overwriteRecord = async (key: string, fields: Record<string, unknown>): Promise<void> => {
+    let raw: string | null = null;
+    await waitFor('the holder to publish its size', async () => {
+      raw = await redis.get(key);
+      return raw !== null && raw.includes('"ready":true');
+    }, 20_000);
+    const sep = raw!.indexOf(' ');
+    await redis.set(key, `${raw!.slice(0, sep)} ${JSON.stringify({ ...(JSON.parse(raw!.slice(sep + 1)) as object), ...fields })}`, { expiration: 'KEEPTTL' });
+  };
 
   await t.test('a lease nobody works on (a fake holder, a wrong size): clients are cut or refused, then the replica downloads alone', async (t) => {
     await redis.set(`${prefix}blob:${blob.digest}`, `x ${JSON.stringify({ owner: 'e', repoKey: 'docker.io/library/big', size: 176, ready: true, url: fake.url })}`, { expiration: { type: 'PX', value: 120_000 } });
@@ -107,14 +117,7 @@ t.test('cluster mode on a shared disk', async (t) => {
     await pushBlobTo(reg, other);
     // The download starts on replica 0 (it takes the lease), slowly.
     const first = fetchAndHash(blobUrl(c.replicas[0]!, other.digest));
-    const key = `${prefix}blob:${other.digest}`;
-    let raw: string | null = null;
-    await waitFor('the holder to publish its size', async () => {
-      raw = await redis.get(key);
-      return raw !== null && raw.includes('"ready":true');
-    }, 20_000);
-    const [token, json] = [raw!.slice(0, raw!.indexOf(' ')), raw!.slice(raw!.indexOf(' ') + 1)];
-    await redis.set(key, `${token} ${JSON.stringify({ ...JSON.parse(json) as object, size: 1000 })}`, { expiration: 'KEEPTTL' });
+    await overwriteRecord(`${prefix}blob:${other.digest}`, { size: 1000 });
     const followers = await Promise.all(Array.from({ length: 4 }, () => fetchAndHash(blobUrl(c.replicas[1]!, other.digest))));
     t.same(followers.map((r) => judged(r, other)).filter((j) => j === 'WRONG'), [], 'no follower got a complete answer with the announced 1000 bytes');
     t.equal(judged(await first, other), 'right', "the holder's own client got the blob");
@@ -125,14 +128,7 @@ t.test('cluster mode on a shared disk', async (t) => {
     const secret = makeBlob(pseudoRandom('hostile-redis-disk-repo', 4 * MiB), 'application/octet-stream');
     await pushBlobTo(reg, secret);
     const first = fetchAndHash(blobUrl(c.replicas[0]!, secret.digest));
-    const key = `${prefix}blob:${secret.digest}`;
-    let raw: string | null = null;
-    await waitFor('the holder to publish its size', async () => {
-      raw = await redis.get(key);
-      return raw !== null && raw.includes('"ready":true');
-    }, 20_000);
-    const [token, json] = [raw!.slice(0, raw!.indexOf(' ')), raw!.slice(raw!.indexOf(' ') + 1)];
-    await redis.set(key, `${token} ${JSON.stringify({ ...JSON.parse(json) as object, repoKey: 'docker.io/library/elsewhere' })}`, { expiration: 'KEEPTTL' });
+    await overwriteRecord(`${prefix}blob:${secret.digest}`, { repoKey: 'docker.io/library/elsewhere' });
     // library/elsewhere does not hold this blob upstream: Redis saying otherwise opens nothing.
     const r = await rawRequest(blobUrl(c.replicas[1]!, secret.digest, 'library/elsewhere'));
     t.equal(r.status, 404, 'refused through the repository the record named');
