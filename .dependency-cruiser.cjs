@@ -1,0 +1,40 @@
+/**
+ * The layers of lib/ (docs/ARCHITECTURE.md, section 2) as rules: `npm run check` fails on an import
+ * cycle, or on an import from a folder into one above it in LAYERS (higher = knows more). A folder
+ * may import itself and anything below it; `server/` and `cli/` sit on top.
+ */
+const LAYERS = ['oci', 'config', 'util', 'storage', 'cluster', 'metadata', 'upstream', 'cache', 'registry', 'server', 'cli'];
+
+const layerRules = LAYERS.slice(0, -1).map((layer, i) => ({
+  name: `layer-${layer}`,
+  comment: `lib/${layer}/ may import only ${LAYERS.slice(0, i).join(', ') || 'nothing else in lib/'} (docs/ARCHITECTURE.md, section 2)`,
+  severity: 'error',
+  from: { path: `^lib/${layer}/` },
+  to: { path: `^lib/(${LAYERS.slice(i + 1).join('|')})/` },
+}));
+
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      comment: 'an import cycle: two modules that cannot be understood (or loaded) one without the other',
+      severity: 'error',
+      from: { path: '^lib/' },
+      to: { circular: true },
+    },
+    ...layerRules,
+    {
+      name: 'lib-not-tests',
+      comment: 'lib/ never imports test/ or bench/',
+      severity: 'error',
+      from: { path: '^lib/' },
+      to: { path: '^(test|bench)/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    tsConfig: { fileName: 'tsconfig.json' },
+    tsPreCompilationDeps: true,
+    enhancedResolveOptions: { extensions: ['.ts', '.js'] },
+  },
+};
