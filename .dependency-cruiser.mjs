@@ -13,7 +13,7 @@ const layerRules = LAYERS.slice(0, -1).map((layer, i) => ({
   to: { path: `^lib/(${LAYERS.slice(i + 1).join('|')})/` },
 }));
 
-module.exports = {
+export default {
   forbidden: [
     {
       name: 'no-circular',
