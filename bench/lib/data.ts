@@ -4,6 +4,7 @@
  * hashed in one pass and streamed to the registry in a second without holding it in memory.
  */
 import { createCipheriv, createHash } from 'node:crypto';
+import { MANIFEST_ACCEPT, MediaType } from '../../test/fixtures/images.js';
 
 const CHUNK = 4 * 1024 * 1024;
 const ZEROS = Buffer.alloc(CHUNK);
@@ -41,19 +42,8 @@ export function contentBlob(seed: string, size: number, mediaType = 'application
   return { seed, size, digest: `sha256:${h.digest('hex')}`, mediaType };
 }
 
-export const MediaType = {
-  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
-  dockerConfig: 'application/vnd.docker.container.image.v1+json',
-  dockerLayer: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
-} as const;
-
-/** Every manifest media type a pull accepts (distribution rewrites to schema 1 without them). */
-export const MANIFEST_ACCEPT = [
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.oci.image.index.v1+json',
-].join(', ');
+/** The media types and the Accept header of every manifest type a pull accepts (distribution rewrites to schema 1 without them): the test fixture's. */
+export { MANIFEST_ACCEPT, MediaType };
 
 export interface ImageSpec {
   /** Exact manifest JSON bytes. */

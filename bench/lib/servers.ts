@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFECT_EVENTS } from '../../lib/server/last-resort.js';
+import { startRedis as startTestRedis, type RedisServer as TestRedis } from '../../test/fixtures/redis.js';
 import { freePort, removeDir, spawnTracked, stopProcess, tmpDir, waitFor, which } from '../../test/fixtures/util.js';
-import { ping as redisPing } from '../../test/fixtures/redis.js';
 import { childPids } from './proc.js';
 import { probe, startDockerRegistry } from './upstream.js';
 
@@ -335,30 +335,33 @@ export interface RedisServer extends Server {
 
 
 /**
- * Debian's `redis-server` on 127.0.0.1 and a free port, no persistence (as test/fixtures/redis.ts
- * starts it), logging to a file. A crash report in its log is a defect.
+ * Debian's `redis-server` on 127.0.0.1 and a free port, no persistence, logging to a file: the
+ * test fixture (test/fixtures/redis.ts). A crash report in its log is a defect.
  */
 export async function startRedis(): Promise<RedisServer> {
-  const bin = which('redis-server');
   const dir = await tmpDir(undefined, 'stevedore-bench-redis-');
   const logFile = path.join(dir, 'redis.log');
   for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
-    const child = spawnTracked(
-      bin,
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--daemonize', 'no', '--dir', dir, '--logfile', logFile],
-      { stdio: 'ignore', env: cleanEnv() },
-      { dieWithParent: true },
-    );
-    const exited = new Promise<'exited'>((r) => child.once('exit', () => r('exited')));
-    const ready = waitFor('redis-server to answer PING', () => redisPing(port), 10_000).then(() => 'ready' as const);
-    if ((await Promise.race([ready, exited])) === 'exited') {
+    let redis: TestRedis;
+    try {
+      // Stopped by this server's stop(), not by a test's teardown.
+      redis = await startTestRedis({ teardown: () => undefined }, { logFile });
+    } catch (err) {
       const log = await fsp.readFile(logFile, 'utf8').catch(() => '');
       if (attempt < 3 && /Address already in use/i.test(log)) continue;
-      throw new Error(`redis-server exited at start-up (code ${child.exitCode}):\n${log}`);
+      await removeDir(dir);
+      throw new Error(`redis-server did not start: ${(err as Error).message}\n${log}`);
+    }
+    const child = redis.child();
+    if (exitOf(child) !== null) {
+      // Another process had taken the port (and answered PING): another one.
+      if (attempt < 3) continue;
+      await removeDir(dir);
+      throw new Error(`redis-server exited at start-up (${exitOf(child)}):\n${await fsp.readFile(logFile, 'utf8').catch(() => '')}`);
     }
     const scanner = new LogScanner(logFile, (line) => (/REDIS BUG REPORT|Guru Meditation|crashed by signal/.test(line) ? line.slice(0, 500) : null));
-    return { ...processServer('redis', child, port, dir, logFile, scanner), redisUrl: `redis://127.0.0.1:${port}` };
+    const server = processServer('redis', child, redis.port, dir, logFile, scanner, () => redis.stop());
+    return { ...server, redisUrl: redis.url };
   }
 }
 
@@ -441,8 +444,11 @@ function distributionConfig(port: number, storage: string, remote: string, s3?: 
   ].join('\n');
 }
 
-/** A server that is one process logging to `logFile` in `dir`: stopping it checks it and removes `dir`. */
-function processServer(name: string, child: ChildProcess, port: number, dir: string, logFile: string, scanner: LogScanner): Server {
+/**
+ * A server that is one process logging to `logFile` in `dir`: stopping it (SIGTERM, or `halt`)
+ * checks it and removes `dir`.
+ */
+function processServer(name: string, child: ChildProcess, port: number, dir: string, logFile: string, scanner: LogScanner, halt?: () => Promise<void>): Server {
   return {
     name,
     url: `http://127.0.0.1:${port}`,
@@ -453,7 +459,7 @@ function processServer(name: string, child: ChildProcess, port: number, dir: str
     logTail: () => tailOf(logFile),
     async stop() {
       const before = exitOf(child);
-      await stopProcess(child, 'SIGTERM', 5000);
+      await (halt ? halt() : stopProcess(child, 'SIGTERM', 5000));
       const defects = await scanner.scan();
       const f = failure(name, before, defects, before === null && defects.length === 0 ? '' : await tailOf(logFile));
       await removeDir(dir);

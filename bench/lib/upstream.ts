@@ -6,14 +6,13 @@
  *   proxies ─► link (counts, paces) ─► docker-registry        seeding goes to `directUrl`
  */
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
 import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { freePort, removeDir, spawnTracked, stopProcess, tmpDir, waitFor, which } from '../../test/fixtures/util.js';
+import { spawnDockerRegistry } from '../../test/fixtures/registry.js';
+import { removeDir, stopProcess, tmpDir } from '../../test/fixtures/util.js';
 
 export interface LinkRecord {
   method: string;
@@ -99,30 +98,18 @@ export async function probe(url: string, ok: (status: number) => boolean = (s) =
   }
 }
 
-/** Starts `docker-registry serve` with `config` (a function of the port), retrying a lost port race. */
+/**
+ * Starts `docker-registry serve` with `config` (a function of the port) in `dir`, through the test
+ * fixture (test/fixtures/registry.ts: a free port, retried when lost, until it answers /v2/).
+ */
 export async function startDockerRegistry(
   dir: string,
   name: string,
   config: (port: number) => string,
 ): Promise<{ child: ChildProcess; port: number; logFile: string }> {
-  const bin = which('docker-registry');
-  const configPath = path.join(dir, `${name}.yml`);
   const logFile = path.join(dir, `${name}.log`);
-  for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
-    await writeFile(configPath, config(port));
-    const fd = openSync(logFile, 'a');
-    const child = spawnTracked(bin, ['serve', configPath], { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir } }, { dieWithParent: true });
-    closeSync(fd);
-    const exited = new Promise<'exited'>((r) => child.once('exit', () => r('exited')));
-    const ready = waitFor(`${name} to answer /v2/`, () => probe(`http://127.0.0.1:${port}/v2/`), 20_000).then(() => 'ready' as const);
-    if ((await Promise.race([ready, exited])) === 'exited') {
-      const log = await readFile(logFile, 'utf8').catch(() => '');
-      if (attempt < 3 && /address already in use/.test(log)) continue;
-      throw new Error(`${name} exited at start-up (code ${child.exitCode}):\n${log}`);
-    }
-    return { child, port, logFile };
-  }
+  const { child, port } = await spawnDockerRegistry({ configPath: path.join(dir, `${name}.yml`), logFile, home: dir, config, name, timeoutMs: 20_000 });
+  return { child, port, logFile };
 }
 
 export async function startUpstream(): Promise<Upstream> {
