@@ -1,25 +1,9 @@
-/**
- * Small records by key: tags, links, pins, referrers, tags lists. Keys are relative paths with `/`
- * (`repositories/docker.io/library/alpine/_tags/latest`), every component validated against the
- * OCI grammar before it gets here (paths.ts). Two homes: files under the store's root (the
- * filesystem backend) and objects under the bucket's prefix (the S3 backend).
- */
+/** Records (records.ts) as files under the store's root: the filesystem backend's. */
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { DIR_MODE, FILE_MODE } from './modes.js';
-
-export interface Records {
-  /** The record's bytes; null when absent. */
-  read(key: string): Promise<Buffer | null>;
-  /** Writes the whole record at once: a reader sees the old bytes or the new, never half. */
-  write(key: string, data: string | Buffer): Promise<void>;
-  /** Deletes it; whether it existed. */
-  remove(key: string): Promise<boolean>;
-  exists(key: string): Promise<boolean>;
-  /** The names one level under `dir` (records and "directories" alike), unsorted. */
-  list(dir: string): Promise<string[]>;
-}
+import { DIR_MODE, FILE_MODE } from '../modes.js';
+import type { Records } from '../records.js';
 
 /** Records as files under `root`; writes go through a temp file in `tmp` and a rename. */
 export class FileRecords implements Records {
@@ -77,16 +61,5 @@ export class FileRecords implements Records {
     } catch {
       return [];
     }
-  }
-}
-
-/** A record's JSON, or null when absent or torn (it is rewritten on the next fetch). */
-export async function readJsonRecord<T>(records: Records, key: string): Promise<T | null> {
-  const buf = await records.read(key);
-  if (!buf) return null;
-  try {
-    return JSON.parse(buf.toString('utf8')) as T;
-  } catch {
-    return null;
   }
 }

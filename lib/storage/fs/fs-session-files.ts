@@ -1,67 +1,32 @@
 /**
- * Where push sessions keep their bytes (upload-store.ts decides everything else: limits, locks,
- * hashing). On the filesystem backend, one directory per session under `uploads/`: `info.json`
- * and `data`, appended at the session's offset. On the S3 backend, objects in the bucket, so that
- * any replica can continue a session another opened (s3/s3-session-files.ts).
+ * Push sessions' bytes on the filesystem backend (session-files.ts): one directory per session
+ * under `<root>/uploads/`, `info.json` and `data`, appended at the session's offset. Sessions
+ * survive restarts; finishing one is one rename of `data` into blobs/.
  */
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Digest } from '../oci/digest.js';
-import type { BlobStore } from './blob-store.js';
-import { DIR_MODE, FILE_MODE } from './modes.js';
-
-/** What a session records about itself (info.json). */
-export interface SessionDoc {
-  namespace?: unknown;
-  name?: unknown;
-  startedAt?: unknown;
-  owner?: unknown;
-}
-
-export interface SessionEntry {
-  uuid: string;
-  /** null: creation was interrupted (no info yet). */
-  doc: SessionDoc | null;
-  bytes: number;
-  /** Last write (or creation), ms since epoch. */
-  lastActive: number;
-}
-
-export interface SessionFiles {
-  init(): Promise<void>;
-  /** Every session directory, including ones whose id is not ours (`uuid` unchecked: the caller removes those). */
-  list(): Promise<SessionEntry[]>;
-  create(uuid: string, doc: SessionDoc, now: number): Promise<void>;
-  /** The session's info and size; null when it does not exist. `doc` null: unreadable info. */
-  read(uuid: string): Promise<{ doc: SessionDoc | null; size: number } | null>;
-  /** Appends `source` at `offset`, all or nothing: when it fails, the session is left at `offset`. */
-  append(uuid: string, offset: number, source: Readable): Promise<void>;
-  /** Records activity (a chunk arrived). */
-  touch(uuid: string, now: number): Promise<void>;
-  /** Bytes [0, size) of the session, to hash them again. */
-  bytes(uuid: string, size: number): AsyncIterable<Buffer>;
-  /** Moves the session's verified bytes into the store as pinned content. */
-  commit(uuid: string, size: number, digest: Digest): Promise<void>;
-  remove(uuid: string): Promise<void>;
-}
+import type { Digest } from '../../oci/digest.js';
+import type { StorePaths } from '../paths.js';
+import type { SessionDoc, SessionEntry, SessionFiles } from '../session-files.js';
+import { DIR_MODE, FILE_MODE } from '../modes.js';
 
 /** Sessions as directories under `<root>/uploads/` (they survive restarts). */
-export class FileSessionFiles implements SessionFiles {
-  constructor(private readonly blobs: BlobStore) {}
+export class FsSessionFiles implements SessionFiles {
+  constructor(private readonly paths: StorePaths) {}
 
   private dir(uuid: string): string {
-    return this.blobs.paths.upload(uuid);
+    return this.paths.upload(uuid);
   }
 
   async init(): Promise<void> {
-    await fsp.mkdir(this.blobs.paths.uploads, { recursive: true, mode: DIR_MODE });
+    await fsp.mkdir(this.paths.uploads, { recursive: true, mode: DIR_MODE });
   }
 
   async list(): Promise<SessionEntry[]> {
     const out: SessionEntry[] = [];
-    for (const uuid of await fsp.readdir(this.blobs.paths.uploads).catch(() => [] as string[])) {
+    for (const uuid of await fsp.readdir(this.paths.uploads).catch(() => [] as string[])) {
       const dir = this.dir(uuid);
       const doc = await fsp.readFile(path.join(dir, 'info.json'), 'utf8').then((t) => JSON.parse(t) as SessionDoc, () => null);
       const info = await fsp.stat(path.join(dir, 'info.json')).catch(() => null);
@@ -127,9 +92,11 @@ export class FileSessionFiles implements SessionFiles {
     return createReadStream(path.join(this.dir(uuid), 'data'), { start: 0, end: size - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>;
   }
 
-  async commit(uuid: string, size: number, digest: Digest): Promise<void> {
+  async publish(uuid: string, _size: number, digest: Digest): Promise<void> {
     // One rename: a crash leaves either a session or a verified blob, never half of one.
-    await this.blobs.commitVerifiedFile(path.join(this.dir(uuid), 'data'), digest, size);
+    const final = this.paths.blob(digest);
+    await fsp.mkdir(path.dirname(final), { recursive: true, mode: DIR_MODE });
+    await fsp.rename(path.join(this.dir(uuid), 'data'), final);
   }
 
   async remove(uuid: string): Promise<void> {
