@@ -31,6 +31,9 @@ import { tagTTLFor } from './tag-policy.js';
 import { RefreshAhead, type RefreshAheadOptions } from './refresh-ahead.js';
 import { mapLimit } from '../util/map-limit.js';
 import { CACHE_DEFAULTS } from '../config/schema.js';
+// TODO(issue 27, merge): storage errors (a writer's digest mismatch) become the failure note's code here; the
+// edge mapping belongs below lib/server once upstream errors map there too.
+import { isMappedError, toOciError } from '../server/respond.js';
 
 /** One download in flight, as the dashboard shows it. */
 export interface DownloadState {
@@ -387,7 +390,7 @@ export class PullThrough {
       } catch (err) {
         if (isTransient(err)) return this.staleTag(t, tag, link, err.message, memo);
         // A tag pushed here (seeded: pinned) that the upstream does not have is ours to serve.
-        if (err instanceof UpstreamError && err.kind === 'not_found' && this.store.blobs.index.isPinned(link.digest)) {
+        if (err instanceof UpstreamError && err.kind === 'not_found' && this.store.blobs.isPinned(link.digest)) {
           return { answer: { link, how: 'hit' }, ttl: memo };
         }
         if (err instanceof UpstreamError) throw err.toOciError('MANIFEST_UNKNOWN');
@@ -924,7 +927,7 @@ export class PullThrough {
         this.held.delete(dl);
         // Handed over: no failure note, so the first replica to look takes it over at once.
         if (!lease.lost.aborted && !this.handedOver.delete(dl)) {
-          const oci = err instanceof UpstreamError ? err.toOciError('BLOB_UNKNOWN') : err instanceof OciError ? err : new OciError('BLOB_UNKNOWN', `the download of ${d.value} failed: ${(err as Error).message}`, { status: 502 });
+          const oci = err instanceof UpstreamError ? err.toOciError('BLOB_UNKNOWN') : isMappedError(err) ? toOciError(err) : new OciError('BLOB_UNKNOWN', `the download of ${d.value} failed: ${(err as Error).message}`, { status: 502 });
           // Its reason, not its message: followers on other replicas put it in their status line (an upstream's quoted words stay here).
           const note: FailureNote = { token: lease.token, code: oci.code, message: oci.reason, status: oci.status };
           await this.cluster?.coordinator.setNote(blobFailureKey(d), JSON.stringify(note), FAILURE_NOTE_TTL_MS).catch(() => undefined);
@@ -964,7 +967,7 @@ export class PullThrough {
     const out: string[] = [];
     for (const tag of await this.store.repos.listStoredTags(repo)) {
       const link = await this.store.repos.getTag(repo, tag).catch(() => null);
-      if (link && this.store.blobs.index.isPinned(link.digest)) out.push(tag);
+      if (link && this.store.blobs.isPinned(link.digest)) out.push(tag);
     }
     return out;
   }

@@ -20,7 +20,7 @@ export async function fetchAndPin(
   for (const { digest, isManifest } of items) {
     try {
       // Evicted between arriving and being pinned (a tiny storage.maxSize)? Fetch it again.
-      for (let attempt = 0; attempt < 3 && !store.blobs.index.isPinned(digest.value); attempt++) {
+      for (let attempt = 0; attempt < 3 && !store.blobs.isPinned(digest.value); attempt++) {
         if (isManifest) {
           await pull.getManifestByDigest(t, digest);
         } else {

@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import type { Config } from '../config/config.js';
 import { formatImageRef, type ImageRef } from '../oci/image-ref.js';
 import { openStoreForCommand as openStore } from '../storage/open-store.js';
-import { DEFAULT_MAX_BUNDLE_ENTRIES, exportBundle, importBundle, resolveStored } from '../storage/oci-bundle.js';
+import { DEFAULT_MAX_BUNDLE_ENTRIES, exportBundle, importBundle, resolveStored } from '../registry/oci-bundle.js';
 import { formatBytes } from '../config/units.js';
 
 export async function runExport(config: Config, images: ImageRef[], output: string, out: NodeJS.WritableStream = process.stderr): Promise<void> {

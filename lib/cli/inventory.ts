@@ -36,7 +36,7 @@ async function sizeUnder(store: Store, digest: string, seen = new Set<string>())
     for (const b of parsed.blobs) {
       if (seen.has(b.digest)) continue;
       seen.add(b.digest);
-      total += store.blobs.index.peek(b.digest) ?? 0;
+      total += store.blobs.sizeOf(b.digest) ?? 0;
     }
   }
   return total;
@@ -69,7 +69,7 @@ export async function runLs(config: Config, opts: { json?: boolean }, out: NodeJ
 
 export async function runDu(config: Config, opts: { json?: boolean }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
   const store = await openStore(config);
-  const s = store.blobs.index.stats();
+  const s = store.blobs.stats();
   const doc = { ...s, totalBytes: s.cachedBytes + s.pinnedBytes, maxSize: config.storage.maxSize };
   if (opts.json) {
     out.write(`${JSON.stringify(doc)}\n`);
@@ -98,7 +98,7 @@ export async function collectGarbage(store: Store, opts: { apply: boolean; minAg
   let bytes = 0;
   for await (const o of store.blobs.listStored()) {
     const d = tryParseDigest(o.digest);
-    if (!d || linked.has(o.digest) || o.pinned || store.blobs.index.isPinned(o.digest)) continue;
+    if (!d || linked.has(o.digest) || o.pinned || store.blobs.isPinned(o.digest)) continue;
     // Stored in the last minutes by a running server (or a replica): its repository link may
     // not be written yet. Left for the next gc.
     if (o.mtime > Date.now() - minAge) continue;

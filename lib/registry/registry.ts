@@ -293,7 +293,7 @@ export class Registry {
         detail: { missing: missing.slice(0, 100) },
       });
     }
-    for (const dd of present) this.store.blobs.index.pin(dd.value);
+    for (const dd of present) this.store.blobs.pinIndexed(dd.value);
     await mapLimit(present, STORE_CONCURRENCY, (dd) => this.store.blobs.pin(dd));
     await this.store.blobs.putSmall(bytes, digest, { pinned: true });
     for (const x of fromElsewhere) await this.store.repos.link(repo, x.digest);
@@ -376,7 +376,7 @@ export class Registry {
   /** Whether this repository has the blob (pushed, mounted, or pulled into it). */
   async hasBlob(repo: RepoRef, d: Digest): Promise<{ size: number } | null> {
     if (!(await this.store.repos.hasLink(repo, d))) return null;
-    const size = this.store.blobs.index.peek(d.value);
+    const size = this.store.blobs.sizeOf(d.value);
     return size === null ? null : { size };
   }
 

@@ -10,7 +10,6 @@ import pretty from 'pino-pretty';
 import { ConfigError, type Config } from '../config/config.js';
 import type { Store } from '../storage/store.js';
 import { openStore } from '../storage/open-store.js';
-import { S3BlobStore } from '../storage/s3/s3-blob-store.js';
 import { ClusterPeers } from '../cluster/holder-stream.js';
 import { Metadata } from '../metadata/metadata.js';
 import { UpstreamClient } from '../upstream/sources.js';
@@ -120,23 +119,26 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   // replicas), so the store is not coordinated as a cluster's.
   const nodePeers = config.node.peers;
   const clustered = config.metadata.redis !== null && nodePeers === null;
-  // Replicas on a bucket share no disk: a download in progress is streamed from its holder.
-  const holdersStream = clustered && config.storage.backend === 's3';
+  // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
+  // each replica's partial index.
+  const store = openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
+  // Replicas whose backend shares no temp files (a bucket) share no disk: a download in progress
+  // is streamed from its holder.
+  const holdersStream = clustered && !store.blobs.sharesDownloads;
   if (holdersStream && (config.cluster.advertise === null || config.cluster.token === null)) {
+    await store.blobs.close().catch(() => undefined);
     throw new ConfigError(
       ['cluster mode on the S3 backend needs cluster.advertise (this replica\'s URL, e.g. http://${POD_IP}:5000) and cluster.token (a secret shared by the replicas): replicas share no disk, so the clients of one stream a download in progress from the replica holding it'],
       'configuration',
     );
   }
   if (config.peerListen !== null && nodePeers === null && !holdersStream) {
+    await store.blobs.close().catch(() => undefined);
     throw new ConfigError(['peerListen: there is no peer endpoint to serve (it needs node.peers, or cluster mode on the S3 backend)'], 'configuration');
   }
-  // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
-  // each replica's partial index.
-  const store = openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
   const recovered = await store.init({ sweep: opts.sweepTemp !== false, ...(clustered ? { sweepOlderThanMs: SHARED_TEMP_MAX_AGE_MS } : {}) });
   if (recovered.sweptTempFiles) log.info({ sweptTempFiles: recovered.sweptTempFiles }, 'removed temp files of interrupted downloads');
-  log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.index.stats() }, 'store index rebuilt');
+  log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
   let cluster: App['cluster'] = null;
   let link: RedisLink | null = null;
@@ -159,10 +161,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     });
     store.blobs.observer = index;
     index.start();
-    if (store.blobs instanceof S3BlobStore) {
-      // Orphan sweeps leave alone the uploads of digests a replica holds the lease of.
-      store.blobs.downloadingElsewhere = async (digest) => (await coordinator.read(`blob:${digest}`)) !== null;
-    }
+    // A backend may ask whether a replica holds a digest's lease (S3: orphan sweeps leave those uploads alone).
+    store.blobs.coordinate({ downloadingElsewhere: async (digest) => (await coordinator.read(`blob:${digest}`)) !== null });
     cluster = { link, coordinator, index, replicaId, storeId, prefix };
     log.info({ redis: redactUrl(redis.url), storeId, replicaId, redisUp: link.up }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
@@ -382,6 +382,6 @@ async function packageVersion(): Promise<string> {
 
 /** The digests in the store's index (what a node instance holds and announces). */
 function* storedDigests(store: Store): Generator<string> {
-  for (const e of store.blobs.index.entries()) yield e.digest;
+  yield* store.blobs.digests();
 }
 

@@ -21,7 +21,7 @@ import { ConnectionGuard } from './connection-guard.js';
 import { ANONYMOUS_OWNER } from '../storage/upload-store.js';
 import type { Metrics } from './metrics.js';
 import { checkRangeSyntax, sendBlob } from './blob-response.js';
-import { API_VERSION_HEADER, sendError, sendJson, sendManifest, toOciError } from './respond.js';
+import { API_VERSION_HEADER, isMappedError, sendError, sendJson, sendManifest, toOciError } from './respond.js';
 import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
 import type { HostedNames } from '../registry/hosted.js';
@@ -243,7 +243,7 @@ async function answer(
     } else {
       const oci = toOciError(err);
       // Causes of server-side failures go to the log with their stack; client errors as code + message.
-      if (!(err instanceof OciError) || oci.status >= 500) outcome.err = err;
+      if (!isMappedError(err) || oci.status >= 500) outcome.err = err;
       outcome.error = { code: oci.code, message: oci.message };
       sendError(res, oci, head);
     }

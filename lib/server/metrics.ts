@@ -86,7 +86,7 @@ export class Metrics {
       labelNames: ['kind'],
       registers,
       collect() {
-        const s = deps.store.index.stats();
+        const s = deps.store.stats();
         this.set({ kind: 'cached' }, s.cachedBytes);
         this.set({ kind: 'pinned' }, s.pinnedBytes);
       },
@@ -97,7 +97,7 @@ export class Metrics {
       labelNames: ['kind'],
       registers,
       collect() {
-        const s = deps.store.index.stats();
+        const s = deps.store.stats();
         this.set({ kind: 'cached' }, s.cachedCount);
         this.set({ kind: 'pinned' }, s.pinnedCount);
       },
@@ -107,7 +107,7 @@ export class Metrics {
       help: 'Blobs evicted to stay under storage.maxSize since start',
       registers,
       collect() {
-        this.set(deps.store.index.evictions);
+        this.set(deps.store.evictions);
       },
     });
     new Gauge({

@@ -1,42 +1,35 @@
 /**
- * Content-addressed files: read, write-verify-commit, the size-bounded LRU index over them, pins,
- * and start-up recovery (temp files swept, index rebuilt from directory listings and stat alone:
- * no file is read).
+ * Content-addressed blobs above a storage backend (backend.ts): the size-bounded LRU index over
+ * them and its snapshot, pins, start-up recovery, eviction, and the API the rest of `lib/` uses.
+ * Backend-neutral: the bytes are the backend's (a directory, a bucket, memory), the index and its
+ * policies are here, and only the BlobBackend interface is used to reach the bytes.
+ *
+ * Start-up: a backend whose listing is cheap (`reconcileIntervalMs` null, the filesystem) is
+ * listed before serving: the listing is the truth about what exists, the snapshot gives sizes and
+ * recency of what it knows (no file read). One whose listing is slow or paid (S3) starts from the
+ * snapshot (or, without one, from one listing) and is reconciled with a listing in the background.
+ * A miss asks the backend once before anyone goes upstream: another process may have stored it.
  */
-import { createReadStream, promises as fsp, statSync, unlinkSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
-import { sendFileRange, type Follow } from './file-sender.js';
+import { promises as fsp } from 'node:fs';
+import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
-import { BlobWriter } from './blob-writer.js';
+import type { BlobWriter } from './blob-writer.js';
 import { BlobIndex, type IndexEntry } from './blob-index.js';
-import { StorePaths, recordKeys } from './paths.js';
-import { FileRecords, type Records } from './records.js';
-import { FileSessionFiles, type SessionFiles } from './session-files.js';
-import { DIR_MODE, FILE_MODE } from './modes.js';
+import { recordKeys } from './paths.js';
+import type { Records } from './records.js';
+import type { SessionFiles } from './session-files.js';
+import type { Follow } from './file-sender.js';
+import type { BackendCoordination, BackendInfo, BlobBackend, BlobBody } from './backend.js';
 
-/** Large reads keep syscalls per GiB low on warm hits. */
-const READ_HIGH_WATER_MARK = 512 * 1024;
-/** Recency is written to the file's mtime at most this often, so a restart keeps the LRU order. */
+export type { BackendInfo } from './backend.js';
+
+/** Recency is written to the stored bytes (with `touch`) at most this often, so a restart keeps the LRU order. */
 const TOUCH_INTERVAL_MS = 3_600_000;
 const SNAPSHOT_HEADER = 'stevedore-index 1';
 
-export interface StoredBlob {
-  size: number;
-  /** Streams bytes [start, end] (inclusive) or all; the file is already open, so eviction cannot cut it. */
-  stream(range?: { start: number; end: number }): Readable;
-  /** Sends bytes [start, end] (inclusive) or all to `dest` and ends it; the fast path for HTTP answers. Closes the file. */
-  sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
-  /** Closes the file when the caller decides not to stream after all. */
-  close(): Promise<void>;
-  /**
-   * A URL the client may fetch the bytes from itself (the S3 backend with `redirect`: a presigned
-   * URL of the object); absent when the bytes are served here.
-   */
-  redirect?(): Promise<string>;
-}
+/** Stored content opened for reading: the backend's body (an open file, an object's GET…). */
+export type StoredBlob = BlobBody;
 
 /**
  * Told what happens to stored content, for an index shared by several processes (cluster mode:
@@ -60,48 +53,76 @@ export interface BlobStoreOptions {
   maxSize: number | null;
   log?: Logger;
   now?: () => number;
-  /** Where pins and the repositories' records live; default: files under the root. */
-  records?: Records;
 }
 
-/** What a store's backend says about itself (metrics, the dashboard, `stevedore du`). */
-export interface BackendInfo {
-  kind: 'filesystem' | 's3';
-  /** The directory, or `s3://bucket/prefix`. */
-  location: string;
+export interface IndexStats {
+  cachedBytes: number;
+  cachedCount: number;
+  pinnedBytes: number;
+  pinnedCount: number;
 }
 
 export class BlobStore {
-  readonly paths: StorePaths;
+  readonly backend: BlobBackend;
+  /** The index: callers outside lib/storage use the methods below (isPinned, sizeOf, stats, digests…). */
   readonly index: BlobIndex;
-  /** Pins (and, through Store, the repositories' records): files under the root. */
+  /** Pins (and, through Store, the repositories' records). */
   readonly records: Records;
-  protected readonly log: Logger | undefined;
-  protected readonly now: () => number;
+  private readonly log: Logger | undefined;
+  private readonly now: () => number;
   /** Set in cluster mode. */
   observer: StoreObserver | null = null;
   /** Open reads by digest: content being served now (a shared index protects it from eviction). */
-  protected readonly reading = new Map<string, number>();
+  private readonly reading = new Map<string, number>();
+  private reconciling: Promise<void> | null = null;
+  private reconcileTimer: NodeJS.Timeout | null = null;
+  /** The snapshot's recency, read once for `lastUsed` (a command's `ls` asks it for every tag). */
+  private snapshotRecency: Promise<Map<string, { size: number; mtime: number }>> | null = null;
+  /** Reconciliations finished (tests, metrics). */
+  reconciliations = 0;
 
-  constructor(root: string, opts: BlobStoreOptions = { maxSize: null }) {
-    this.paths = new StorePaths(root);
+  constructor(backend: BlobBackend, opts: BlobStoreOptions = { maxSize: null }) {
+    this.backend = backend;
     this.log = opts.log;
     this.now = opts.now ?? Date.now;
+    this.records = backend.records;
     this.index = new BlobIndex({ maxSize: opts.maxSize, onEvict: (digest, entry) => this.evict(digest, entry) });
-    this.records = opts.records ?? new FileRecords(this.paths.root, this.paths.tmp);
   }
 
   /** Where push sessions keep their bytes (upload-store.ts). */
   sessionFiles(): SessionFiles {
-    return new FileSessionFiles(this);
+    return this.backend.sessions;
   }
 
   info(): BackendInfo {
-    return { kind: 'filesystem', location: this.paths.root };
+    return this.backend.info();
   }
 
-  /** Stops background work (the S3 backend's reconciliation); the filesystem backend has none. */
-  async close(): Promise<void> {}
+  /**
+   * Whether the replicas of a cluster share this backend's temp files (a shared volume), so that a
+   * download in progress is followed from any replica; else it is streamed from its holder.
+   */
+  get sharesDownloads(): boolean {
+    return this.backend.shared !== null;
+  }
+
+  /** A local directory for work in progress (bundle imports stage their blobs there). */
+  get tmpDir(): string {
+    return this.backend.tmpDir;
+  }
+
+  /** Hooks the backend may use in cluster mode (S3: its orphan sweeps leave leased downloads alone). */
+  coordinate(c: BackendCoordination): void {
+    this.backend.coordinate(c);
+  }
+
+  /** Stops background work (reconciliation, the backend's own). */
+  async close(): Promise<void> {
+    if (this.reconcileTimer) clearInterval(this.reconcileTimer);
+    this.reconcileTimer = null;
+    await this.reconciling?.catch(() => undefined);
+    await this.backend.close();
+  }
 
   /**
    * Creates the layout, deletes temp files left by an interrupted run, and rebuilds the index.
@@ -110,22 +131,12 @@ export class BlobStore {
    */
   async init(opts: { sweep?: boolean; sweepOlderThanMs?: number } = {}): Promise<{ sweptTempFiles: number; blobs: number; bytes: number; ms: number }> {
     const started = performance.now();
-    await fsp.mkdir(this.paths.blobs, { recursive: true, mode: DIR_MODE });
-    await fsp.mkdir(this.paths.repositories, { recursive: true, mode: DIR_MODE });
-    let swept = 0;
-    if (opts.sweep !== false && opts.sweepOlderThanMs !== undefined) {
-      // Shared with other replicas: only what nobody has written to for a while is left over.
-      swept = await this.sweepTemp(opts.sweepOlderThanMs);
-    } else if (opts.sweep !== false) {
-      try {
-        swept = (await fsp.readdir(this.paths.tmp)).length;
-      } catch {
-        // no tmp dir yet
-      }
-      await fsp.rm(this.paths.tmp, { recursive: true, force: true });
+    const { swept } = await this.backend.open(opts);
+    const { blobs, bytes } = this.backend.reconcileIntervalMs === null ? await this.rebuildIndex() : await this.loadIndex();
+    if (opts.sweep !== false && this.backend.reconcileIntervalMs !== null) {
+      this.reconcileTimer = setInterval(() => void this.reconcile(), this.backend.reconcileIntervalMs);
+      this.reconcileTimer.unref();
     }
-    await fsp.mkdir(this.paths.tmp, { recursive: true, mode: DIR_MODE });
-    const { blobs, bytes } = await this.rebuildIndex();
     return { sweptTempFiles: swept, blobs, bytes, ms: Math.round(performance.now() - started) };
   }
 
@@ -134,56 +145,29 @@ export class BlobStore {
    * that died, and taken over by nobody since. Returns how many.
    */
   async sweepTemp(olderThanMs: number): Promise<number> {
-    const cutoff = this.now() - olderThanMs;
-    let swept = 0;
-    for (const dir of [this.paths.tmp, this.paths.sharedParts]) {
-      for (const name of await readdirOrEmpty(dir)) {
-        const file = path.join(dir, name);
-        const st = await fsp.stat(file).catch(() => null);
-        if (!st?.isFile() || st.mtimeMs > cutoff) continue;
-        await fsp.rm(file, { force: true });
-        swept++;
-      }
-    }
-    return swept;
+    return this.backend.sweepTemp(olderThanMs);
   }
 
-  /** Sizes of a shared download's temp file and of the stored file (null: absent), in one look. */
+  /** Sizes of a shared download's temp file and of the stored content (null: absent), in one look. */
   async probeShared(d: Digest): Promise<{ part: number | null; final: number | null }> {
-    const part = await fsp.stat(this.paths.sharedPart(d)).catch(() => null);
-    if (part) return { part: part.size, final: null };
-    const final = await fsp.stat(this.paths.blob(d)).catch(() => null);
-    return { part: null, final: final?.size ?? null };
+    if (this.backend.shared) return this.backend.shared.probe(d);
+    return { part: null, final: this.index.peek(d.value) ?? (await this.backend.stat(d).catch(() => null))?.size ?? null };
   }
 
   /**
    * Sends bytes [start, end] of a download another replica writes into the shared temp file, as
-   * `follow` says they become available; the descriptor survives the rename into the store.
+   * `follow` says they become available (backends whose temp files the replicas share only).
    */
   async sendShared(d: Digest, dest: Writable, start: number, end: number, follow: Follow): Promise<void> {
-    let fh: fsp.FileHandle | null = null;
-    // The holder creates its temp file before it asks the upstream, but on a network volume the
-    // file may show up a moment after the size it published: a short wait, not a failure.
-    for (let attempt = 0; attempt < 40 && !fh; attempt++) {
-      if (attempt > 0) await new Promise((r) => setTimeout(r, 50));
-      for (const p of [this.paths.sharedPart(d), this.paths.blob(d)]) {
-        fh = await fsp.open(p, 'r').catch(() => null);
-        if (fh) break;
-      }
-    }
-    if (!fh) throw new Error(`the shared download of ${d.value} vanished`);
-    try {
-      await sendFileRange(fh, dest, start, end, follow);
-    } finally {
-      await fh.close().catch(() => undefined);
-    }
+    if (!this.backend.shared) throw new Error(`the ${this.backend.info().kind} backend shares no downloads in progress between replicas`);
+    await this.backend.shared.send(d, dest, start, end, follow);
   }
 
   /**
-   * The index from disk. Directory listings are the truth about what exists; sizes and recency come
-   * from the last snapshot (written at shutdown and every few minutes) when it knows a file, else
-   * from one stat. Content-addressed files never change size, so an old snapshot is never wrong
-   * about a file that still exists; it only knows less about recency.
+   * The index from a listing, which is the truth about what exists; sizes and recency come from
+   * the last snapshot (written at shutdown and every few minutes) when it knows the content, else
+   * from the listing. Content-addressed bytes never change size, so an old snapshot is never wrong
+   * about content that still exists; it only knows less about recency.
    */
   private async rebuildIndex(): Promise<{ blobs: number; bytes: number }> {
     const pinned = await this.listPins();
@@ -191,26 +175,12 @@ export class BlobStore {
     const existing = new Set<string>();
     const found: Array<{ digest: string; size: number; mtime: number }> = [];
     const unknownFound: typeof found = [];
-    for (const alg of await readdirOrEmpty(this.paths.blobs)) {
-      const algDir = path.join(this.paths.blobs, alg);
-      for (const p of await readdirOrEmpty(algDir)) {
-        const dir = path.join(algDir, p);
-        for (const hex of await readdirOrEmpty(dir)) {
-          const digest = `${alg}:${hex}`;
-          if (!hex.startsWith(p) || !tryParseDigest(digest)) continue;
-          if (known.has(digest)) {
-            existing.add(digest);
-            continue;
-          }
-          // Start-up, before listening: a synchronous stat is a few microseconds on a warm inode
-          // cache and leaves no promise or Stats garbage behind (100k files without a snapshot).
-          const st = statSync(path.join(dir, hex), { throwIfNoEntry: false });
-          if (st?.isFile()) unknownFound.push({ digest, size: st.size, mtime: st.mtimeMs });
-        }
-      }
+    for await (const f of this.backend.list((digest) => known.has(digest))) {
+      if (f.size === null) existing.add(f.digest);
+      else unknownFound.push(f);
     }
-    // Least recently used first: what the snapshot knows, in its order; then files it did not
-    // know (stored after it was written) by mtime.
+    // Least recently used first: what the snapshot knows, in its order; then content it did not
+    // know (stored after it was written) by time.
     for (const [digest, k] of known) if (existing.has(digest)) found.push({ digest, size: k.size, mtime: k.mtime });
     unknownFound.sort((a, b) => a.mtime - b.mtime);
     for (const f of unknownFound) found.push(f);
@@ -222,16 +192,63 @@ export class BlobStore {
     return { blobs: found.length, bytes };
   }
 
-  /** digest → size and recency, in the snapshot's order (least recently used first). */
-  protected async readSnapshot(): Promise<Map<string, { size: number; mtime: number }>> {
-    const known = new Map<string, { size: number; mtime: number }>();
-    let text: string;
-    try {
-      text = await fsp.readFile(this.paths.indexSnapshot, 'latin1');
-    } catch {
-      return known;
+  /**
+   * The index at start for a backend whose listing is slow: the snapshot's entries, then one
+   * listing (awaited when there is no snapshot, else in the background) adds what others stored
+   * and drops what is gone.
+   */
+  private async loadIndex(): Promise<{ blobs: number; bytes: number }> {
+    const snapshot = await this.readSnapshot();
+    if (snapshot.size === 0) {
+      await this.reconcile();
+    } else {
+      const pinned = await this.listPins();
+      for (const [digest, k] of snapshot) this.index.add(digest, k.size, k.mtime, pinned.has(digest));
+      void this.reconcile();
     }
-    if (!text.startsWith(`${SNAPSHOT_HEADER}\n`)) return known;
+    const s = this.index.stats();
+    return { blobs: s.cachedCount + s.pinnedCount, bytes: s.cachedBytes + s.pinnedBytes };
+  }
+
+  /** Lists the backend and brings the index in line with it. One at a time. */
+  reconcile(): Promise<void> {
+    this.reconciling ??= this.reconcileNow().finally(() => {
+      this.reconciling = null;
+    });
+    return this.reconciling;
+  }
+
+  private async reconcileNow(): Promise<void> {
+    const started = this.now();
+    const seen = new Set<string>();
+    try {
+      const found: Array<{ digest: string; size: number; mtime: number; pinned: boolean }> = [];
+      for await (const o of this.listStored()) found.push(o);
+      found.sort((a, b) => a.mtime - b.mtime);
+      for (const o of found) {
+        seen.add(o.digest);
+        if (!this.index.has(o.digest)) this.index.add(o.digest, o.size, o.mtime, o.pinned);
+        else if (o.pinned && !this.index.isPinned(o.digest)) this.index.pin(o.digest, o.size);
+      }
+      // Gone from the backend (deleted by another replica or by hand): forgotten, unless stored
+      // here after the listing began.
+      for (const e of [...this.index.entries()]) {
+        if (seen.has(e.digest) || this.reading.has(e.digest)) continue;
+        if (e.touchedAt >= started && !this.index.isPinned(e.digest)) continue;
+        const d = tryParseDigest(e.digest);
+        if (d && (await this.backend.stat(d).catch(() => undefined)) === null) this.index.remove(e.digest);
+      }
+      this.reconciliations++;
+    } catch (err) {
+      this.log?.warn({ err: this.backend.describeError?.(err) ?? err }, 'listing the bucket to reconcile the index failed; will try again');
+    }
+  }
+
+  /** digest → size and recency, in the snapshot's order (least recently used first). */
+  private async readSnapshot(): Promise<Map<string, { size: number; mtime: number }>> {
+    const known = new Map<string, { size: number; mtime: number }>();
+    const text = await this.backend.readSnapshot().catch(() => null);
+    if (text === null || !text.startsWith(`${SNAPSHOT_HEADER}\n`)) return known;
     // Scanned in place (no split): 100k lines without an array of 100k strings.
     let pos = SNAPSHOT_HEADER.length + 1;
     while (pos < text.length) {
@@ -251,18 +268,17 @@ export class BlobStore {
 
   /**
    * Writes the index (digest, size, recency) for a fast start next time: least recently used
-   * first. Atomic (temp file + rename); a crash keeps the previous snapshot.
+   * first. Atomic (the backend's): a crash keeps the previous snapshot.
    */
   async saveSnapshot(): Promise<void> {
     const parts: string[] = [SNAPSHOT_HEADER];
     for (const { digest, size, touchedAt } of this.index.entries()) parts.push(`${digest} ${size} ${Math.round(touchedAt)}`);
-    const tmp = path.join(this.paths.tmp, `index-${randomBytes(6).toString('hex')}.snapshot`);
-    await fsp.writeFile(tmp, `${parts.join('\n')}\n`, { mode: FILE_MODE });
-    await fsp.rename(tmp, this.paths.indexSnapshot);
+    await this.backend.writeSnapshot(`${parts.join('\n')}\n`);
   }
 
+  // ---- what the index knows (no backend access) ------------------------------------------------
 
-  /** Size of stored content, refreshing its recency; null when not stored. No disk access. */
+  /** Size of stored content, refreshing its recency; null when not stored. No backend access. */
   stat(d: Digest): { size: number } | null {
     const e = this.index.use(d.value);
     if (!e) return null;
@@ -271,106 +287,115 @@ export class BlobStore {
     return { size: e.size };
   }
 
-  /**
-   * Content another process put in the store (prefetch, import) is unknown to this index until it
-   * is looked for: on a miss, one stat finds it and adds it. True when it is (now) indexed.
-   */
-  async adopt(d: Digest): Promise<boolean> {
-    if (this.index.has(d.value)) return true;
-    try {
-      const st = await fsp.stat(this.paths.blob(d));
-      if (!st.isFile()) return false;
-      const pinned = await this.pinnedOnDisk(d);
-      this.index.add(d.value, st.size, st.mtimeMs, pinned);
-      return this.index.has(d.value);
-    } catch {
-      return false;
-    }
-  }
-
   /** Whether the content is stored, without refreshing recency, by this process's index alone. */
   has(d: Digest): boolean {
     return this.index.has(d.value);
   }
 
+  /** Size of indexed content without refreshing its recency; null when this index does not know it. */
+  sizeOf(digest: string): number | null {
+    return this.index.peek(digest);
+  }
+
+  /** Whether this index holds the content pinned (hosted or seeded: never evicted). */
+  isPinned(digest: string): boolean {
+    return this.index.isPinned(digest);
+  }
+
+  /** Bytes and counts of cached and pinned content. */
+  stats(): IndexStats {
+    return this.index.stats();
+  }
+
+  /** Every indexed digest: cached ones from least to most recently used, then pinned ones. */
+  *digests(): Generator<string> {
+    for (const e of this.index.entries()) yield e.digest;
+  }
+
+  /** Forgets content whose bytes another process deleted (the cluster's eviction). */
+  forget(digest: string): void {
+    this.index.remove(digest);
+  }
+
+  /** Evictions since start (metrics). */
+  get evictions(): number {
+    return this.index.evictions;
+  }
+
+  /** Digests being read right now (open content). */
+  readingNow(): IterableIterator<string> {
+    return this.reading.keys();
+  }
+
+  // ---- reading ----------------------------------------------------------------------------------
+
   /**
-   * Whether the content is stored, asking the disk when the index does not know it: another process
-   * on the same store (a replica, a CLI command) may have put it there.
+   * Content another process put in the store (prefetch, import) is unknown to this index until it
+   * is looked for: on a miss, one look finds it and adds it. True when it is (now) indexed.
+   */
+  async adopt(d: Digest): Promise<boolean> {
+    if (this.index.has(d.value)) return true;
+    const st = await this.backend.probe(d);
+    if (!st) return false;
+    const pinned = await this.pinnedOnDisk(d).catch(() => false);
+    this.index.add(d.value, st.size, this.backend.touch ? st.mtime : this.now(), pinned);
+    return this.index.has(d.value);
+  }
+
+  /**
+   * Whether the content is stored, asking the backend when the index does not know it: another
+   * process on the same store (a replica, a CLI command) may have put it there.
    */
   async present(d: Digest): Promise<boolean> {
     return this.index.has(d.value) || this.adopt(d);
   }
 
-  /** stat(), after asking the disk when the index does not know the content (present()). */
+  /** stat(), after asking the backend when the index does not know the content (present()). */
   async statPresent(d: Digest): Promise<{ size: number } | null> {
     if (!(await this.present(d))) return null;
     return this.stat(d);
   }
 
-  protected maybeTouch(d: Digest, e: IndexEntry): void {
+  private maybeTouch(d: Digest, e: IndexEntry): void {
     const now = this.now();
+    if (!this.backend.touch) {
+      // Recency lives in the index, its snapshot, and Redis in cluster mode.
+      e.touchedAt = now;
+      return;
+    }
     if (now - e.touchedAt < TOUCH_INTERVAL_MS) return;
     e.touchedAt = now;
-    const t = new Date(now);
-    fsp.utimes(this.paths.blob(d), t, t).catch(() => undefined);
+    this.backend.touch(d, now);
   }
 
   /**
    * Opens stored content for reading, refreshing its recency. Null when it is not stored (or its
-   * file vanished, in which case the index forgets it).
+   * bytes vanished, in which case the index forgets it).
    */
   async open(d: Digest): Promise<StoredBlob | null> {
     if (!this.index.has(d.value)) await this.adopt(d);
     const e = this.index.use(d.value);
     if (!e) return null;
-    let fh: fsp.FileHandle;
+    const finished = this.startReading(d.value);
+    let body: BlobBody | null;
     try {
-      fh = await fsp.open(this.paths.blob(d), 'r');
+      body = await this.backend.read(d, e.size, finished);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.index.remove(d.value);
-        this.log?.warn({ digest: d.value }, 'stored file vanished; forgetting it');
-        return null;
-      }
+      finished();
       throw err;
+    }
+    if (!body) {
+      finished();
+      this.index.remove(d.value);
+      return null;
     }
     this.maybeTouch(d, e);
     this.observer?.used(d.value);
-    let used = false;
-    const finished = this.startReading(d.value);
-    return {
-      size: e.size,
-      stream: (range) => {
-        used = true;
-        const rs = createReadStream('', {
-          fd: fh,
-          highWaterMark: READ_HIGH_WATER_MARK,
-          autoClose: true,
-          ...(range ? { start: range.start, end: range.end } : { start: 0 }),
-        });
-        rs.once('close', finished);
-        return rs;
-      },
-      sendTo: async (dest, range) => {
-        used = true;
-        try {
-          await sendFileRange(fh, dest, range?.start ?? 0, range?.end ?? e.size - 1);
-        } finally {
-          finished();
-          await fh.close().catch(() => undefined);
-        }
-      },
-      close: async () => {
-        if (!used) {
-          finished();
-          await fh.close();
-        }
-      },
-    };
+    return body;
   }
 
   /** Counts a read of `digest` as in progress; the function returned ends it (once, however often called). */
-  protected startReading(digest: string): () => void {
+  private startReading(digest: string): () => void {
     this.reading.set(digest, (this.reading.get(digest) ?? 0) + 1);
     let done = false;
     return () => {
@@ -382,42 +407,34 @@ export class BlobStore {
     };
   }
 
-  /** Digests being read right now (open files). */
-  readingNow(): IterableIterator<string> {
-    return this.reading.keys();
-  }
-
   /** Small content (manifests) read whole. */
   async readSmall(d: Digest): Promise<Buffer | null> {
     if (!(await this.present(d))) return null;
     this.observer?.used(d.value);
-    try {
-      return await fsp.readFile(this.paths.blob(d));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.index.remove(d.value);
-        return null;
-      }
-      throw err;
-    }
+    const bytes = await this.backend.readSmall(d);
+    if (!bytes) this.index.remove(d.value);
+    return bytes;
   }
 
-  /** A writer into a new temp file; `expected` null means "whatever digest the bytes have" (manifests by tag). */
+  /** When the content was last served (as far as recency was recorded), or stored; null when not stored. */
+  async lastUsed(d: Digest): Promise<Date | null> {
+    const st = await this.backend.stat(d);
+    if (!st) return null;
+    if (this.backend.touch) return new Date(st.mtime);
+    // Recency is not on the stored bytes: the snapshot (written by the server) knows it.
+    this.snapshotRecency ??= this.readSnapshot();
+    const known = (await this.snapshotRecency).get(d.value);
+    return new Date(Math.max(st.mtime, known?.mtime ?? 0));
+  }
+
+  // ---- writing ----------------------------------------------------------------------------------
+
+  /** A writer of new content; `expected` null means "whatever digest the bytes have" (manifests by tag). */
   createWriter(expected: Digest | null, opts: { maxSize?: number; pinned?: boolean; keepRecent?: number; shared?: boolean } = {}): BlobWriter {
-    // A shared download (cluster mode) has one temp file per digest, resumed by whoever takes it over.
-    const shared = opts.shared === true && expected !== null;
-    const tmpPath = shared ? this.paths.sharedPart(expected) : path.join(this.paths.tmp, `${randomBytes(12).toString('hex')}.part`);
-    return new BlobWriter({
-      tmpPath,
-      expected,
-      resume: shared,
-      ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
-      ...(opts.keepRecent !== undefined ? { keepRecent: opts.keepRecent } : {}),
-      resolveFinal: (d) => this.paths.blob(d),
-      onCommitted: (d, size) => {
-        this.index.add(d.value, size, this.now(), opts.pinned === true);
-        this.observer?.committed(d.value, size, opts.pinned === true);
-      },
+    const { pinned, ...writerOpts } = opts;
+    return this.backend.createWriter(expected, writerOpts, (d, size) => {
+      this.index.add(d.value, size, this.now(), pinned === true);
+      this.observer?.committed(d.value, size, pinned === true);
     });
   }
 
@@ -436,6 +453,51 @@ export class BlobStore {
     return digest;
   }
 
+  /**
+   * Puts a push session's verified bytes in the store as pinned content: the pin is recorded
+   * first, then the backend publishes the bytes (one rename, or an upload completed only if they
+   * still hash right). Content already stored is only pinned.
+   */
+  async commitSession(uuid: string, size: number, d: Digest): Promise<void> {
+    await this.writePinFile(d);
+    if (await this.pinIfStored(d, size)) return;
+    await this.backend.sessions.publish(uuid, size, d);
+    this.index.add(d.value, size, this.now(), true);
+    // Cached by another replica before (this one's index did not know it): no longer evictable.
+    this.observer?.pinChanged(d.value, true, size);
+  }
+
+  /** Pins content already stored (this index knows it, or the backend holds it at this size); whether it was. */
+  private async pinIfStored(d: Digest, size: number): Promise<boolean> {
+    if (!this.index.has(d.value)) {
+      const st = await this.backend.stat(d);
+      if (st?.size === size) this.index.add(d.value, size, this.now(), true);
+    }
+    if (!this.index.has(d.value)) return false;
+    // Pinned before anything else is awaited: an eviction in between would lose the content.
+    this.index.pin(d.value);
+    this.observer?.pinChanged(d.value, true, size);
+    return true;
+  }
+
+  /**
+   * Moves a local file of verified bytes (a bundle's staged blob, in tmpDir) into the store as
+   * pinned content: the pin first, then one rename (or upload). Already stored: the file is
+   * deleted and the stored copy pinned.
+   */
+  async commitVerifiedFile(file: string, d: Digest, size: number): Promise<void> {
+    await this.writePinFile(d);
+    if (await this.pinIfStored(d, size)) {
+      await fsp.rm(file, { force: true });
+      return;
+    }
+    await this.backend.importFile(file, d, size);
+    this.index.add(d.value, size, this.now(), true);
+    this.observer?.pinChanged(d.value, true, size);
+  }
+
+  // ---- pins, deletion, eviction -----------------------------------------------------------------
+
   /** Pins stored content: it is never evicted, across restarts too. */
   async pin(d: Digest): Promise<void> {
     // The index first, before anything is awaited: an eviction in between would lose the content.
@@ -444,39 +506,22 @@ export class BlobStore {
     await this.writePinFile(d);
   }
 
-  protected async writePinFile(d: Digest): Promise<void> {
+  /** Pins content in this index only (its pin record is written by whoever stores it). */
+  pinIndexed(digest: string): void {
+    this.index.pin(digest);
+  }
+
+  private async writePinFile(d: Digest): Promise<void> {
     await this.records.write(recordKeys.pin(d), '');
   }
 
   /** Every pinned digest, from the pin records. */
-  protected async listPins(): Promise<Set<string>> {
+  private async listPins(): Promise<Set<string>> {
     const pinned = new Set<string>();
     for (const alg of await this.records.list(recordKeys.pins)) {
       for (const hex of await this.records.list(`${recordKeys.pins}/${alg}`)) pinned.add(`${alg}:${hex}`);
     }
     return pinned;
-  }
-
-  /**
-   * Moves a finished, already verified file (an upload) into the store as pinned content: the pin
-   * is recorded first, then one rename puts it in place. If the content is already stored, the file
-   * is deleted and the stored copy pinned instead.
-   */
-  async commitVerifiedFile(file: string, d: Digest, size: number): Promise<void> {
-    await this.writePinFile(d);
-    if (this.index.has(d.value)) {
-      // Pinned before anything else is awaited: an eviction in between would lose the content.
-      this.index.pin(d.value);
-      this.observer?.pinChanged(d.value, true, size);
-      await fsp.rm(file, { force: true });
-      return;
-    }
-    const final = this.paths.blob(d);
-    await fsp.mkdir(path.dirname(final), { recursive: true, mode: DIR_MODE });
-    await fsp.rename(file, final);
-    this.index.add(d.value, size, this.now(), true);
-    // Cached by another replica before (this one's index did not know it): no longer evictable.
-    this.observer?.pinChanged(d.value, true, size);
   }
 
   /**
@@ -495,18 +540,13 @@ export class BlobStore {
   async delete(d: Digest): Promise<void> {
     this.index.remove(d.value);
     this.observer?.removed(d.value);
-    await this.removeContent(d);
+    await this.backend.remove(d);
     await this.records.remove(recordKeys.pin(d));
   }
 
-  /** Deletes the content's bytes (not its pin). */
-  protected async removeContent(d: Digest): Promise<void> {
-    await fsp.rm(this.paths.blob(d), { force: true });
-  }
-
   /**
-   * Evicts content chosen by the cluster's eviction (one replica decides for all): the file is
-   * deleted unless it is pinned. Returns whether it was deleted.
+   * Evicts content chosen by the cluster's eviction (one replica decides for all): its bytes are
+   * deleted unless it is pinned. Returns whether they were.
    */
   async evictChosen(d: Digest, size: number): Promise<boolean> {
     if (this.index.isPinned(d.value)) return false;
@@ -517,78 +557,36 @@ export class BlobStore {
     return true;
   }
 
-  /** Whether the content is pinned on disk (a pin file exists), whatever this process's index knows. */
+  /** Whether the content is pinned in the records (a pin exists), whatever this process's index knows. */
   async pinnedOnDisk(d: Digest): Promise<boolean> {
     return this.records.exists(recordKeys.pin(d));
   }
 
-  /** When the content was last served (as far as recency was recorded), or stored; null when not stored. */
-  async lastUsed(d: Digest): Promise<Date | null> {
-    const st = await fsp.stat(this.paths.blob(d)).catch(() => null);
-    return st ? st.mtime : null;
-  }
-
-  /** Every stored file (digest, size, mtime, pinned), listing the directories: slow, for reconciliation. */
+  /** Every stored blob (digest, size, time, pinned), listing the backend: slow, for reconciliation. */
   async *listStored(): AsyncGenerator<{ digest: string; size: number; mtime: number; pinned: boolean }> {
-    for (const alg of await readdirOrEmpty(this.paths.blobs)) {
-      const algDir = path.join(this.paths.blobs, alg);
-      for (const p of await readdirOrEmpty(algDir)) {
-        const dir = path.join(algDir, p);
-        for (const hex of await readdirOrEmpty(dir)) {
-          const d = tryParseDigest(`${alg}:${hex}`);
-          if (!d || !hex.startsWith(p)) continue;
-          const st = await fsp.stat(path.join(dir, hex)).catch(() => null);
-          if (!st?.isFile()) continue;
-          yield { digest: d.value, size: st.size, mtime: st.mtimeMs, pinned: await this.pinnedOnDisk(d) };
-        }
-      }
+    const pinned = await this.listPins();
+    for await (const f of this.backend.list()) {
+      if (f.size === null) continue;
+      yield { digest: f.digest, size: f.size, mtime: f.mtime, pinned: pinned.has(f.digest) };
     }
   }
 
-  /**
-   * The store's identity (a random id in `<root>/store.id`, created by the first process): replicas
-   * on the same directory share it, so they coordinate; replicas on different stores never do.
-   */
+  /** The store's identity: replicas on the same storage share it, so they coordinate; others never do. */
   async storeId(): Promise<string> {
-    const file = path.join(this.paths.root, 'store.id');
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const existing = await fsp.readFile(file, 'utf8').catch(() => null);
-      if (existing && /^[0-9a-f]{32}$/.test(existing.trim())) return existing.trim();
-      const id = randomBytes(16).toString('hex');
-      const tmp = path.join(this.paths.tmp, `store-id-${randomBytes(6).toString('hex')}`);
-      await fsp.writeFile(tmp, id, { mode: FILE_MODE });
-      try {
-        // link() fails if the file exists: the first replica's id wins, atomically.
-        await fsp.link(tmp, file);
-        return id;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      } finally {
-        await fsp.rm(tmp, { force: true });
-      }
-    }
-    throw new Error(`cannot read or create ${file}`);
+    return this.backend.storeId();
   }
 
-  protected evict(digest: string, entry: IndexEntry): void {
+  /** Deletions of evicted content still in flight (tests wait for them). */
+  async evictionsSettled(): Promise<void> {
+    await this.backend.evictionsSettled();
+  }
+
+  private evict(digest: string, entry: IndexEntry): void {
     const d = tryParseDigest(digest);
     if (!d) return;
     this.log?.info({ digest, size: entry.size }, 'evicted least recently served content');
     this.observer?.evicted?.(digest);
-    // Synchronous on purpose: a later re-download of the same digest must never be unlinked by a
-    // deletion still in flight. Readers holding the file open keep reading.
-    try {
-      unlinkSync(this.paths.blob(d));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.error({ err, digest }, 'eviction failed to delete a file');
-    }
-  }
-}
-
-async function readdirOrEmpty(dir: string): Promise<string[]> {
-  try {
-    return await fsp.readdir(dir);
-  } catch {
-    return [];
+    // Started before returning: a later write of the same digest is never deleted by it.
+    this.backend.evict(d);
   }
 }

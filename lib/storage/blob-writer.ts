@@ -9,7 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './file-sender.js';
 import path from 'node:path';
-import { OciError } from '../oci/errors.js';
+import { DigestMismatchError, SizeInvalidError } from './errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import { NextEvent } from '../util/next-event.js';
 import { DIR_MODE, FILE_MODE } from './modes.js';
@@ -157,7 +157,7 @@ export class BlobWriter extends Writable {
         this.hash.update(buf.subarray(0, bytesRead));
         pos += bytesRead;
       }
-      if (pos > this.maxSize) throw new OciError('SIZE_INVALID', `content exceeds the limit of ${this.maxSize} bytes`);
+      if (pos > this.maxSize) throw new SizeInvalidError(`content exceeds the limit of ${this.maxSize} bytes`);
       this.written = pos;
       return fh;
     } catch (err) {
@@ -178,7 +178,7 @@ export class BlobWriter extends Writable {
     let total = 0;
     for (const c of chunks) total += c.length;
     if (this.written + total > this.maxSize) {
-      throw new OciError('SIZE_INVALID', `content exceeds the limit of ${this.maxSize} bytes`);
+      throw new SizeInvalidError(`content exceeds the limit of ${this.maxSize} bytes`);
     }
     const fh = this.fh!;
     const { bytesWritten } = await fh.writev(chunks, this.written);
@@ -312,12 +312,12 @@ export class BlobWriter extends Writable {
     const hex = this.hash.digest('hex');
     const actual: Digest = { algorithm: this.algorithm, hex, value: `${this.algorithm}:${hex}` };
     if (expectedSize !== undefined && expectedSize !== this.written) {
-      const err = new OciError('SIZE_INVALID', `expected ${expectedSize} bytes, received ${this.written}`);
+      const err = new SizeInvalidError(`expected ${expectedSize} bytes, received ${this.written}`);
       await this.abort(err);
       throw err;
     }
     if (this.expected && this.expected.value !== actual.value) {
-      const err = new OciError('DIGEST_INVALID', `content does not match ${this.expected.value} (got ${actual.value})`);
+      const err = new DigestMismatchError(`content does not match ${this.expected.value} (got ${actual.value})`);
       await this.abort(err);
       throw err;
     }

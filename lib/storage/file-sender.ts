@@ -14,6 +14,7 @@
  */
 import type { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { DestinationClosedError } from '../util/destination-closed.js';
 
 /**
  * Chunk size by load: a few transfers get large chunks (fewer syscalls, full speed on one
@@ -111,12 +112,7 @@ export interface Follow {
   inMemory?(pos: number, limit: number, max: number): Buffer[];
 }
 
-export class DestinationClosedError extends Error {
-  readonly code = 'ERR_STREAM_PREMATURE_CLOSE';
-  constructor() {
-    super('the client went away');
-  }
-}
+export { DestinationClosedError };
 
 /**
  * Sends bytes [start, end] (inclusive; Infinity: to the end of a followed file) of `fh` to

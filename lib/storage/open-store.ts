@@ -1,15 +1,14 @@
-/** The store a configuration asks for: files under storage.path, or objects in an S3 bucket. */
+/** The store a configuration asks for: the backend registered as `storage.backend` (backends.ts). */
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
+import { createBackend } from './backend.js';
+import './backends.js';
+import { BlobStore } from './blob-store.js';
 import { Store } from './store.js';
-import { S3BlobStore } from './s3/s3-blob-store.js';
 
 export function openStore(storage: Config['storage'], opts: { maxSize: number | null; log?: Logger }): Store {
-  if (storage.backend === 's3' && storage.s3) {
-    const { reconcileInterval, ...settings } = storage.s3;
-    return new Store(new S3BlobStore(storage.path, settings, { maxSize: opts.maxSize, reconcileIntervalMs: reconcileInterval, ...(opts.log ? { log: opts.log } : {}) }));
-  }
-  return new Store(storage.path, { maxSize: opts.maxSize, ...(opts.log ? { log: opts.log } : {}) });
+  const backend = createBackend(storage, opts.log ? { log: opts.log } : {});
+  return new Store(new BlobStore(backend, { maxSize: opts.maxSize, ...(opts.log ? { log: opts.log } : {}) }));
 }
 
 /**

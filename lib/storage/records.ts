@@ -1,13 +1,10 @@
 /**
  * Small records by key: tags, links, pins, referrers, tags lists. Keys are relative paths with `/`
  * (`repositories/docker.io/library/alpine/_tags/latest`), every component validated against the
- * OCI grammar before it gets here (paths.ts). Two homes: files under the store's root (the
- * filesystem backend) and objects under the bucket's prefix (the S3 backend).
+ * OCI grammar before it gets here (paths.ts). Each storage backend has its home for them
+ * (backend.ts `records`): files under the store's root (fs/file-records.ts), objects under the
+ * bucket's prefix (s3/s3-records.ts), a map (memory/).
  */
-import { promises as fsp } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import path from 'node:path';
-import { DIR_MODE, FILE_MODE } from './modes.js';
 
 export interface Records {
   /** The record's bytes; null when absent. */
@@ -19,65 +16,6 @@ export interface Records {
   exists(key: string): Promise<boolean>;
   /** The names one level under `dir` (records and "directories" alike), unsorted. */
   list(dir: string): Promise<string[]>;
-}
-
-/** Records as files under `root`; writes go through a temp file in `tmp` and a rename. */
-export class FileRecords implements Records {
-  constructor(
-    private readonly root: string,
-    private readonly tmp: string,
-  ) {}
-
-  private file(key: string): string {
-    return path.join(this.root, ...key.split('/'));
-  }
-
-  async read(key: string): Promise<Buffer | null> {
-    try {
-      return await fsp.readFile(this.file(key));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
-  }
-
-  async write(key: string, data: string | Buffer): Promise<void> {
-    const file = this.file(key);
-    await fsp.mkdir(path.dirname(file), { recursive: true, mode: DIR_MODE });
-    if (data.length === 0) {
-      // An empty marker (a link, a pin) cannot be torn: no temp file needed.
-      await fsp.writeFile(file, '', { mode: FILE_MODE });
-      return;
-    }
-    const tmp = path.join(this.tmp, `${randomBytes(12).toString('hex')}.rec`);
-    await fsp.writeFile(tmp, data, { mode: FILE_MODE });
-    await fsp.rename(tmp, file);
-  }
-
-  async remove(key: string): Promise<boolean> {
-    try {
-      await fsp.unlink(this.file(key));
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw err;
-    }
-  }
-
-  async exists(key: string): Promise<boolean> {
-    return fsp.access(this.file(key)).then(
-      () => true,
-      () => false,
-    );
-  }
-
-  async list(dir: string): Promise<string[]> {
-    try {
-      return await fsp.readdir(this.file(dir));
-    } catch {
-      return [];
-    }
-  }
 }
 
 /** A record's JSON, or null when absent or torn (it is rewritten on the next fetch). */

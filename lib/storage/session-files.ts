@@ -1,16 +1,12 @@
 /**
- * Where push sessions keep their bytes (upload-store.ts decides everything else: limits, locks,
- * hashing). On the filesystem backend, one directory per session under `uploads/`: `info.json`
- * and `data`, appended at the session's offset. On the S3 backend, objects in the bucket, so that
- * any replica can continue a session another opened (s3/s3-session-files.ts).
+ * Where push sessions keep their bytes: part of a storage backend (backend.ts `sessions`).
+ * upload-store.ts decides everything else (limits, locks, hashing, ids); blob-store.ts records the
+ * committed content in the index. The filesystem backend keeps one directory per session under
+ * `uploads/` (fs/fs-session-files.ts); the S3 backend objects in the bucket, so that any replica
+ * can continue a session another opened (s3/s3-session-files.ts).
  */
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
-import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Digest } from '../oci/digest.js';
-import type { BlobStore } from './blob-store.js';
-import { DIR_MODE, FILE_MODE } from './modes.js';
 
 /** What a session records about itself (info.json). */
 export interface SessionDoc {
@@ -31,7 +27,7 @@ export interface SessionEntry {
 
 export interface SessionFiles {
   init(): Promise<void>;
-  /** Every session directory, including ones whose id is not ours (`uuid` unchecked: the caller removes those). */
+  /** Every session, including ones whose id is not ours (`uuid` unchecked: the caller removes those). */
   list(): Promise<SessionEntry[]>;
   create(uuid: string, doc: SessionDoc, now: number): Promise<void>;
   /** The session's info and size; null when it does not exist. `doc` null: unreadable info. */
@@ -40,99 +36,13 @@ export interface SessionFiles {
   append(uuid: string, offset: number, source: Readable): Promise<void>;
   /** Records activity (a chunk arrived). */
   touch(uuid: string, now: number): Promise<void>;
-  /** Bytes [0, size) of the session, to hash them again. */
+  /** Bytes [0, size) of the session, to hash them again. Throws UploadInvalidError when it holds fewer. */
   bytes(uuid: string, size: number): AsyncIterable<Buffer>;
-  /** Moves the session's verified bytes into the store as pinned content. */
-  commit(uuid: string, size: number, digest: Digest): Promise<void>;
+  /**
+   * Puts the session's bytes [0, size), already verified against `digest`, in the backend's
+   * storage as that content (a rename, or an upload that completes only if they still hash to
+   * it: DigestMismatchError otherwise). The index is the caller's (blob-store.ts commitSession).
+   */
+  publish(uuid: string, size: number, digest: Digest): Promise<void>;
   remove(uuid: string): Promise<void>;
-}
-
-/** Sessions as directories under `<root>/uploads/` (they survive restarts). */
-export class FileSessionFiles implements SessionFiles {
-  constructor(private readonly blobs: BlobStore) {}
-
-  private dir(uuid: string): string {
-    return this.blobs.paths.upload(uuid);
-  }
-
-  async init(): Promise<void> {
-    await fsp.mkdir(this.blobs.paths.uploads, { recursive: true, mode: DIR_MODE });
-  }
-
-  async list(): Promise<SessionEntry[]> {
-    const out: SessionEntry[] = [];
-    for (const uuid of await fsp.readdir(this.blobs.paths.uploads).catch(() => [] as string[])) {
-      const dir = this.dir(uuid);
-      const doc = await fsp.readFile(path.join(dir, 'info.json'), 'utf8').then((t) => JSON.parse(t) as SessionDoc, () => null);
-      const info = await fsp.stat(path.join(dir, 'info.json')).catch(() => null);
-      const lastActive = info?.mtimeMs ?? (await fsp.stat(dir).catch(() => null))?.mtimeMs ?? 0;
-      const bytes = (await fsp.stat(path.join(dir, 'data')).catch(() => null))?.size ?? 0;
-      out.push({ uuid, doc, bytes, lastActive });
-    }
-    return out;
-  }
-
-  async create(uuid: string, doc: SessionDoc, now: number): Promise<void> {
-    const dir = this.dir(uuid);
-    try {
-      await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });
-      await fsp.writeFile(path.join(dir, 'data'), '', { mode: FILE_MODE });
-      // info.json last: a session without it is incomplete and is swept like an abandoned one.
-      const tmp = path.join(dir, 'info.json.tmp');
-      await fsp.writeFile(tmp, JSON.stringify(doc), { mode: FILE_MODE });
-      await fsp.rename(tmp, path.join(dir, 'info.json'));
-    } catch (err) {
-      await fsp.rm(dir, { recursive: true, force: true });
-      throw err;
-    }
-    await this.touch(uuid, now);
-  }
-
-  async read(uuid: string): Promise<{ doc: SessionDoc | null; size: number } | null> {
-    const dir = this.dir(uuid);
-    let raw: string;
-    let size: number;
-    try {
-      raw = await fsp.readFile(path.join(dir, 'info.json'), 'utf8');
-      size = (await fsp.stat(path.join(dir, 'data'))).size;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
-    try {
-      return { doc: JSON.parse(raw) as SessionDoc, size };
-    } catch {
-      return { doc: null, size };
-    }
-  }
-
-  async append(uuid: string, offset: number, source: Readable): Promise<void> {
-    const file = path.join(this.dir(uuid), 'data');
-    try {
-      await pipeline(source, createWriteStream(file, { flags: 'r+', start: offset }));
-    } catch (err) {
-      // The chunk is cut back off: a session only ever holds whole chunks.
-      await fsp.truncate(file, offset).catch(() => undefined);
-      throw err;
-    }
-  }
-
-  async touch(uuid: string, now: number): Promise<void> {
-    const t = new Date(now);
-    await fsp.utimes(path.join(this.dir(uuid), 'info.json'), t, t).catch(() => undefined);
-  }
-
-  bytes(uuid: string, size: number): AsyncIterable<Buffer> {
-    if (size === 0) return (async function* () {})();
-    return createReadStream(path.join(this.dir(uuid), 'data'), { start: 0, end: size - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>;
-  }
-
-  async commit(uuid: string, size: number, digest: Digest): Promise<void> {
-    // One rename: a crash leaves either a session or a verified blob, never half of one.
-    await this.blobs.commitVerifiedFile(path.join(this.dir(uuid), 'data'), digest, size);
-  }
-
-  async remove(uuid: string): Promise<void> {
-    await fsp.rm(this.dir(uuid), { recursive: true, force: true });
-  }
 }

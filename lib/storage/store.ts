@@ -1,4 +1,8 @@
-/** The store: content-addressed blobs plus per-repository records (on disk, or in an S3 bucket: open-store.ts). */
+/**
+ * The store: content-addressed blobs plus per-repository records, above one storage backend
+ * (a directory, an S3 bucket, memory: backend.ts; open-store.ts picks it from the configuration).
+ */
+import type { BlobBackend } from './backend.js';
 import { BlobStore, type BlobStoreOptions } from './blob-store.js';
 import { RepoStore } from './repo-store.js';
 
@@ -6,12 +10,12 @@ export class Store {
   readonly blobs: BlobStore;
   readonly repos: RepoStore;
 
-  constructor(root: string | BlobStore, opts: BlobStoreOptions = { maxSize: null }) {
-    this.blobs = typeof root === 'string' ? new BlobStore(root, opts) : root;
+  constructor(blobs: BlobStore | BlobBackend, opts: BlobStoreOptions = { maxSize: null }) {
+    this.blobs = blobs instanceof BlobStore ? blobs : new BlobStore(blobs, opts);
     this.repos = new RepoStore(this.blobs.records);
   }
 
-  async init(opts: { sweep?: boolean } = {}): ReturnType<BlobStore['init']> {
+  async init(opts: { sweep?: boolean; sweepOlderThanMs?: number } = {}): ReturnType<BlobStore['init']> {
     return this.blobs.init(opts);
   }
 }

@@ -15,7 +15,7 @@
  */
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { finished, Transform, type Readable } from 'node:stream';
-import { OciError } from '../oci/errors.js';
+import { DigestMismatchError, SizeInvalidError, TooManyUploadsError, UploadInvalidError, UploadUnknownError } from './errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import type { BlobStore } from './blob-store.js';
 import type { SessionFiles } from './session-files.js';
@@ -70,6 +70,7 @@ interface HashState {
 
 export class UploadStore {
   private readonly files: SessionFiles;
+  private readonly blobs: BlobStore;
   private readonly hashes = new Map<string, HashState>();
   /** One operation at a time per session (chunks are appended in order). */
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -84,6 +85,7 @@ export class UploadStore {
   private readonly sessionLocks: SessionLocks | null;
 
   constructor(blobs: BlobStore, opts: { now?: () => number; limits?: Partial<UploadLimits>; locks?: SessionLocks | null } = {}) {
+    this.blobs = blobs;
     this.files = blobs.sessionFiles();
     this.sessionLocks = opts.locks ?? null;
     this.now = opts.now ?? Date.now;
@@ -91,7 +93,7 @@ export class UploadStore {
   }
 
   private check(uuid: string): string {
-    if (!UPLOAD_ID_RE.test(uuid)) throw new OciError('BLOB_UPLOAD_UNKNOWN', 'unknown upload session');
+    if (!UPLOAD_ID_RE.test(uuid)) throw new UploadUnknownError('unknown upload session');
     return uuid;
   }
 
@@ -141,7 +143,7 @@ export class UploadStore {
   }
 
   /**
-   * A new session for `owner` (a user name, or `anonymous`). Refused with 429 TOOMANYREQUESTS when
+   * A new session for `owner` (a user name, or `anonymous`). Refused (TooManyUploadsError) when
    * the registry or the owner has as many open sessions as allowed.
    */
   async create(repo: RepoRef, owner: string = ANONYMOUS_OWNER): Promise<UploadInfo> {
@@ -149,14 +151,10 @@ export class UploadStore {
     await this.recount(true);
     const u = this.usage(owner);
     if (u.sessions >= this.limits.maxSessions) {
-      throw new OciError('TOOMANYREQUESTS', `too many uploads in progress on this registry (registry.maxUploadSessions: ${this.limits.maxSessions}); finish or cancel some, or wait for idle ones to expire`, {
-        headers: { 'Retry-After': '60' },
-      });
+      throw new TooManyUploadsError(`too many uploads in progress on this registry (registry.maxUploadSessions: ${this.limits.maxSessions}); finish or cancel some, or wait for idle ones to expire`, { retryAfterSec: 60 });
     }
     if (u.ownerSessions >= this.limits.maxSessionsPerOwner) {
-      throw new OciError('TOOMANYREQUESTS', `${owner} has too many uploads in progress (registry.maxUploadSessionsPerUser: ${this.limits.maxSessionsPerOwner}); finish or cancel some first`, {
-        headers: { 'Retry-After': '60' },
-      });
+      throw new TooManyUploadsError(`${owner} has too many uploads in progress (registry.maxUploadSessionsPerUser: ${this.limits.maxSessionsPerOwner}); finish or cancel some first`, { retryAfterSec: 60 });
     }
     const uuid = randomUUID();
     // Counted before anything is awaited: concurrent creations see each other.
@@ -175,14 +173,14 @@ export class UploadStore {
     return info;
   }
 
-  /** The session, if it exists and belongs to `repo`; else BLOB_UPLOAD_UNKNOWN. Returns its size. */
+  /** The session, if it exists and belongs to `repo`; else UploadUnknownError. Returns its size. */
   async get(uuid: string, repo: RepoRef): Promise<{ info: UploadInfo; size: number }> {
     const found = await this.files.read(this.check(uuid));
-    if (!found?.doc) throw new OciError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} unknown`);
+    if (!found?.doc) throw new UploadUnknownError(`upload ${uuid} unknown`);
     const { doc, size } = found;
     // Another repository's session is unknown here: its id is no key to someone else's upload.
     if (doc.namespace !== repo.upstream || doc.name !== repo.name) {
-      throw new OciError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} unknown to this repository`);
+      throw new UploadUnknownError(`upload ${uuid} unknown to this repository`);
     }
     return { info: { uuid, repo, startedAt: typeof doc.startedAt === 'number' ? doc.startedAt : 0 }, size };
   }
@@ -231,20 +229,19 @@ export class UploadStore {
     // What this chunk may add: the blob's size limit, and what is left of the owner's quota.
     const room = Math.min(this.limits.maxSize - size, this.limits.quotaPerOwner - this.usage(owner).ownerBytes);
     const limits = this.limits;
-    const tooLarge = (declared: boolean): OciError =>
-      new OciError(
-        'SIZE_INVALID',
+    const tooLarge = (declared: boolean): SizeInvalidError =>
+      new SizeInvalidError(
         size + received > limits.maxSize || (declared && expectedLength !== null && size + expectedLength > limits.maxSize)
           ? `the upload would exceed registry.uploadMaxSize (${limits.maxSize} bytes)`
           : `${owner}'s uploads in progress would exceed registry.uploadQuotaPerUser (${limits.quotaPerOwner} bytes); finish or cancel some first`,
-        { status: 413 },
+        { tooLarge: true },
       );
     if (expectedLength !== null && expectedLength > room) throw tooLarge(true);
     const meter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         received += chunk.length;
         if (expectedLength !== null && received > expectedLength) {
-          cb(new OciError('SIZE_INVALID', `body is longer than its declared length ${expectedLength}`));
+          cb(new SizeInvalidError(`body is longer than its declared length ${expectedLength}`));
           return;
         }
         if (received > room) {
@@ -270,15 +267,15 @@ export class UploadStore {
         body.unpipe(meter);
       }
       if (expectedLength !== null && received !== expectedLength) {
-        throw new OciError('SIZE_INVALID', `received ${received} bytes, declared ${expectedLength}`);
+        throw new SizeInvalidError(`received ${received} bytes, declared ${expectedLength}`);
       }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') {
         // The request body broke off (client gone): the client's failure, not ours; the chunk is dropped.
-        throw new OciError('BLOB_UPLOAD_INVALID', `the chunk broke off after ${received} bytes and was discarded`, { cause: err });
+        throw new UploadInvalidError(`the chunk broke off after ${received} bytes and was discarded`, { cause: err });
       }
-      throw err; // OciError from the meter, or a disk failure (a 500)
+      throw err; // SizeInvalidError from the meter, or a disk failure (a 500)
     }
     this.hashes.set(uuid, { algorithm: 'sha256', hash, offset: size + received });
     if (session) session.bytes = size + received;
@@ -288,7 +285,7 @@ export class UploadStore {
 
   /**
    * Verifies the session's bytes against `digest` and moves them into the store (pinned). On a
-   * mismatch the session is deleted (nothing stored) and DIGEST_INVALID thrown.
+   * mismatch the session is deleted (nothing stored) and DigestMismatchError thrown.
    */
   async finish(uuid: string, size: number, digest: Digest): Promise<void> {
     this.check(uuid);
@@ -296,9 +293,9 @@ export class UploadStore {
     const actual = state.hash.copy().digest('hex');
     if (actual !== digest.hex) {
       await this.delete(uuid);
-      throw new OciError('DIGEST_INVALID', `uploaded content is ${digest.algorithm}:${actual}, not ${digest.value}`);
+      throw new DigestMismatchError(`uploaded content is ${digest.algorithm}:${actual}, not ${digest.value}`);
     }
-    await this.files.commit(uuid, size, digest);
+    await this.blobs.commitSession(uuid, size, digest);
     await this.delete(uuid);
   }
 

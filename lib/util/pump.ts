@@ -1,7 +1,7 @@
 /** Piping a body to an HTTP answer, stopping when the client is gone whatever state the answer is in. */
 import type { ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
-import { DestinationClosedError } from '../storage/file-sender.js';
+import { DestinationClosedError } from './destination-closed.js';
 
 /**
  * Pipes a body (an S3 object, a stream from another replica) to an HTTP answer and ends it. Also

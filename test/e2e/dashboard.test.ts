@@ -57,7 +57,7 @@ t.test('in Chromium after a cold and a warm skopeo pull: the repository, a hit r
   const ratio = Number((await page.textContent('#hit-ratio'))?.replace(/\s*%$/, ''));
   t.ok(ratio > 0 && ratio < 100, `hit ratio above zero (and not all hits after a cold pull): ${ratio} %`);
 
-  const stats = sd.app.store.blobs.index.stats();
+  const stats = sd.app.store.blobs.stats();
   const stored = stats.cachedBytes + stats.pinnedBytes;
   t.ok(stored >= img.layers.reduce((n, l) => n + l.size, 0), 'the store holds the layers');
   const layerBytes = img.layers.reduce((n, l) => n + l.size, 0);

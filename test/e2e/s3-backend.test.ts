@@ -7,7 +7,6 @@ import path from 'node:path';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { RGW_TEST_KMS_KEY } from '../fixtures/ceph.js';
 import { parseDigest } from '../../lib/oci/digest.js';
-import type { S3BlobStore } from '../../lib/storage/s3/s3-blob-store.js';
 import t from 'tap';
 import { buildDockerImage, pseudoRandom, pushImage, sha256 } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
@@ -149,7 +148,7 @@ t.test('maxSize: the least recently served blob is evicted and its object delete
     t.equal(r.status, 200);
     await sd.app.pull.drain();
   }
-  const blobStore = sd.app.store.blobs as unknown as { evictionsSettled(): Promise<void> };
+  const blobStore = sd.app.store.blobs;
   await blobStore.evictionsSettled();
   const keys = await bucketKeys(s3);
   t.notOk(keys.includes(blobKey(digests[0]!)), 'the first (least recently served) object was deleted');
@@ -237,7 +236,7 @@ t.test('backend s3 without storage.s3 is a configuration error', async (t) => {
 t.test('the background reconciliation learns objects stored by someone else and forgets objects deleted behind its back', async (t) => {
   const s3 = await s3Storage();
   const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, config: { storage: { backend: 's3', s3 } } });
-  const store = sd.app.store.blobs as S3BlobStore;
+  const store = sd.app.store.blobs;
   const added = pseudoRandom('s3-backend/reconcile/added', 4096);
   const addedDigest = parseDigest(sha256(added));
   await s3Client(s3).send(new PutObjectCommand({ Bucket: s3.bucket, Key: blobKey(addedDigest.value), Body: added, ContentLength: added.length }));
@@ -246,7 +245,7 @@ t.test('the background reconciliation learns objects stored by someone else and 
   await store.reconcile();
   t.equal(store.reconciliations, reconciled + 1);
   t.ok(store.has(addedDigest), 'learnt from the listing');
-  t.equal(store.index.peek(addedDigest.value), added.length, 'with its size');
+  t.equal(store.sizeOf(addedDigest.value), added.length, 'with its size');
 
   await s3Client(s3).send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: blobKey(addedDigest.value) }));
   await store.reconcile();

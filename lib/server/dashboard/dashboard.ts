@@ -175,7 +175,7 @@ export class Dashboard {
     const buckets = this.activity.history();
     const sum = (k: keyof Bucket): number => buckets.reduce((n, b) => n + b[k], 0);
     const answered = sum('fromStore') + sum('fetched');
-    const s = store.index.stats();
+    const s = store.stats();
     return {
       now: this.deps.now(),
       startedAt: this.startedAt,
@@ -185,7 +185,7 @@ export class Dashboard {
       store: {
         ...s,
         maxSize: config.storage.maxSize,
-        evictions: store.index.evictions,
+        evictions: store.evictions,
         clusterBytes: cluster && cluster.link.up ? await cluster.index.total().catch(() => null) : null,
       },
       hour: {

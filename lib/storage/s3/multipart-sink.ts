@@ -5,7 +5,7 @@
  * sent only after the writer verified the digest (BlobWriter's `publish`; its followers get the
  * last byte at that moment, without waiting for the completion); a blob that fails is
  * aborted, so nothing unverified ever becomes an object. An upload left by a crash is invisible
- * too, and aborted later (S3BlobStore.abortOrphans).
+ * too, and aborted later (S3Backend.abortOrphans).
  *
  * Parts are read back from the temp file (never held in memory: one file stream per part in
  * flight) once `partSize` bytes are there, one at a time, so the object is complete moments after

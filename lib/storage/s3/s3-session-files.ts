@@ -21,10 +21,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type _Object } from '@aws-sdk/client-s3';
 import type { Digest } from '../../oci/digest.js';
-import { OciError } from '../../oci/errors.js';
+import { DigestMismatchError, UploadInvalidError } from '../errors.js';
 import type { SessionDoc, SessionEntry, SessionFiles } from '../session-files.js';
-import type { S3BlobStore } from './s3-blob-store.js';
-import { sseParams, type S3Records } from './s3-records.js';
+import type { S3Bucket } from './s3-bucket.js';
+import { sseParams } from './s3-records.js';
 import { isNotFound } from './s3-client.js';
 import { DIR_MODE, FILE_MODE } from '../modes.js';
 
@@ -40,12 +40,13 @@ interface Chunk {
 
 export class S3SessionFiles implements SessionFiles {
   constructor(
-    private readonly store: S3BlobStore,
-    private readonly objects: S3Records,
+    private readonly objects: S3Bucket,
+    /** The local directory where a chunk is received before it is PUT. */
+    private readonly tmp: string,
   ) {}
 
   private get bucket(): string {
-    return this.store.settings.bucket;
+    return this.objects.name;
   }
 
   private prefix(uuid?: string): string {
@@ -53,7 +54,7 @@ export class S3SessionFiles implements SessionFiles {
   }
 
   async init(): Promise<void> {
-    await fsp.mkdir(this.store.paths.tmp, { recursive: true, mode: DIR_MODE });
+    await fsp.mkdir(this.tmp, { recursive: true, mode: DIR_MODE });
   }
 
   /** Every object under uploads/ (or one session's), listed. */
@@ -61,7 +62,7 @@ export class S3SessionFiles implements SessionFiles {
     const out: _Object[] = [];
     let token: string | undefined;
     do {
-      const r = await this.store.s3.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix(uuid), ContinuationToken: token }));
+      const r = await this.objects.s3.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix(uuid), ContinuationToken: token }));
       out.push(...(r.Contents ?? []));
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
@@ -90,7 +91,7 @@ export class S3SessionFiles implements SessionFiles {
 
   private async readDoc(uuid: string): Promise<SessionDoc | null | undefined> {
     try {
-      const r = await this.store.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: `${this.prefix(uuid)}info.json` }));
+      const r = await this.objects.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: `${this.prefix(uuid)}info.json` }));
       const text = await r.Body!.transformToString();
       try {
         return JSON.parse(text) as SessionDoc;
@@ -131,12 +132,12 @@ export class S3SessionFiles implements SessionFiles {
   }
 
   private async put(key: string, body: string): Promise<void> {
-    await this.store.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: Buffer.byteLength(body), ...sseParams(this.store.settings) }));
+    await this.objects.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: Buffer.byteLength(body), ...sseParams(this.objects.settings) }));
   }
 
   private async readActive(uuid: string): Promise<number | null> {
     try {
-      const r = await this.store.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: `${this.prefix(uuid)}active` }));
+      const r = await this.objects.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: `${this.prefix(uuid)}active` }));
       const n = Number(await r.Body!.transformToString());
       return Number.isFinite(n) ? n : null;
     } catch (err) {
@@ -154,7 +155,7 @@ export class S3SessionFiles implements SessionFiles {
 
   async append(uuid: string, offset: number, source: Readable): Promise<void> {
     // Received whole first: a chunk that breaks off never reaches the bucket.
-    const file = path.join(this.store.paths.tmp, `chunk-${randomBytes(8).toString('hex')}`);
+    const file = path.join(this.tmp, `chunk-${randomBytes(8).toString('hex')}`);
     try {
       await pipeline(source, createWriteStream(file, { flags: 'wx', mode: FILE_MODE }));
       const { size } = await fsp.stat(file);
@@ -166,8 +167,8 @@ export class S3SessionFiles implements SessionFiles {
         const body = createReadStream('', { fd: fh, start: at, end: at + len - 1, autoClose: true });
         body.on('error', () => undefined); // reported to the SDK, which reads it
         try {
-          await this.store.s3.send(
-            new PutObjectCommand({ Bucket: this.bucket, Key: `${this.prefix(uuid)}${String(offset + at).padStart(OFFSET_DIGITS, '0')}`, Body: body, ContentLength: len, ...sseParams(this.store.settings) }),
+          await this.objects.s3.send(
+            new PutObjectCommand({ Bucket: this.bucket, Key: `${this.prefix(uuid)}${String(offset + at).padStart(OFFSET_DIGITS, '0')}`, Body: body, ContentLength: len, ...sseParams(this.objects.settings) }),
           );
         } finally {
           body.destroy();
@@ -187,7 +188,7 @@ export class S3SessionFiles implements SessionFiles {
     let left = size;
     for (const c of this.chunksOf(await this.listObjects(uuid), uuid)) {
       if (left <= 0) break;
-      const r = await this.store.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: c.key }));
+      const r = await this.objects.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: c.key }));
       for await (const part of r.Body as AsyncIterable<Buffer>) {
         const take = part.length <= left ? part : part.subarray(0, left);
         left -= take.length;
@@ -195,11 +196,12 @@ export class S3SessionFiles implements SessionFiles {
         if (left <= 0) break;
       }
     }
-    if (left > 0) throw new OciError('BLOB_UPLOAD_INVALID', `upload ${uuid} holds fewer bytes than ${size}`);
+    if (left > 0) throw new UploadInvalidError(`upload ${uuid} holds fewer bytes than ${size}`);
   }
 
-  async commit(uuid: string, size: number, digest: Digest): Promise<void> {
-    await this.store.commitVerified(
+  /** Streams the chunks, in order, into an upload on the blob's key, hashed once more on the way. */
+  async publish(uuid: string, size: number, digest: Digest): Promise<void> {
+    await this.objects.uploadVerified(
       async () =>
         Readable.from(
           (async function* (chunks: AsyncIterable<Buffer>) {
@@ -209,7 +211,7 @@ export class S3SessionFiles implements SessionFiles {
               hash.update(c);
               yield c;
             }
-            if (hash.digest('hex') !== digest.hex) throw new OciError('DIGEST_INVALID', `upload ${uuid} no longer hashes to ${digest.value}`);
+            if (hash.digest('hex') !== digest.hex) throw new DigestMismatchError(`upload ${uuid} no longer hashes to ${digest.value}`);
           })(this.bytes(uuid, size)),
           { objectMode: false },
         ),
@@ -221,7 +223,7 @@ export class S3SessionFiles implements SessionFiles {
   async remove(uuid: string): Promise<void> {
     const keys = (await this.listObjects(uuid)).map((o) => o.Key).filter((k): k is string => k !== undefined);
     for (let i = 0; i < keys.length; i += 1000) {
-      await this.store.s3.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }));
+      await this.objects.s3.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }));
     }
   }
 }

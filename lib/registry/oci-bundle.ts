@@ -25,9 +25,9 @@ import { OciError } from '../oci/errors.js';
 import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.js';
 import { INDEX_MEDIA_TYPES, MediaType, parseManifest, type Descriptor } from '../oci/media-types.js';
 import { formatBytes } from '../config/units.js';
-import { BlobWriter } from './blob-writer.js';
-import type { Store } from './store.js';
-import { DIR_MODE } from './modes.js';
+import { BlobWriter } from '../storage/blob-writer.js';
+import type { Store } from '../storage/store.js';
+import { DIR_MODE } from '../storage/modes.js';
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
 const MAX_INDEX_JSON = 4 * 1024 * 1024;
@@ -107,7 +107,7 @@ export async function exportBundle(store: Store, images: BundleImage[], out: Wri
       throw new OciError('BLOB_UNKNOWN', `${formatImageRef(img.ref)} is not fully stored (missing ${c.missing.slice(0, 3).join(', ')}${c.missing.length > 3 ? ', ...' : ''}); prefetch it first`);
     }
     for (const [d, bytes] of c.manifests) manifestBytes.set(d, bytes);
-    for (const d of c.blobs) all.set(d, store.blobs.index.peek(d) ?? 0);
+    for (const d of c.blobs) all.set(d, store.blobs.sizeOf(d) ?? 0);
   }
   await entry('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
   const index = {
@@ -151,7 +151,7 @@ export async function importBundle(
   input: Readable,
   limits: ImportLimits = { maxEntries: DEFAULT_MAX_BUNDLE_ENTRIES, maxSize: null },
 ): Promise<{ images: BundleImage[]; blobs: number; bytes: number }> {
-  const staging = path.join(store.blobs.paths.tmp, `import-${randomBytes(8).toString('hex')}`);
+  const staging = path.join(store.blobs.tmpDir, `import-${randomBytes(8).toString('hex')}`);
   await fsp.mkdir(staging, { recursive: true, mode: DIR_MODE });
   try {
     // What the bundle may take: the disk under the staging directory (every blob is staged there
@@ -159,7 +159,7 @@ export async function importBundle(
     const fs = await fsp.statfs(staging);
     const free = fs.bavail * fs.bsize;
     const reserve = Math.min(DISK_RESERVE_MAX, Math.floor(fs.blocks * fs.bsize * 0.05));
-    const pinned = store.blobs.index.stats().pinnedBytes;
+    const pinned = store.blobs.stats().pinnedBytes;
     let entries = 0;
     let stagedBytes = 0;
     let newBytes = 0;
@@ -169,7 +169,7 @@ export async function importBundle(
       if (!digest) return null;
       stagedBytes += size;
       if (stagedBytes > free - reserve) {
-        return `the bundle does not fit in the free disk space: its blobs need more than ${formatBytes(stagedBytes)}, and ${store.blobs.paths.tmp} has ${formatBytes(free)} free (${formatBytes(reserve)} of it kept in reserve); nothing was imported`;
+        return `the bundle does not fit in the free disk space: its blobs need more than ${formatBytes(stagedBytes)}, and ${store.blobs.tmpDir} has ${formatBytes(free)} free (${formatBytes(reserve)} of it kept in reserve); nothing was imported`;
       }
       if (!store.blobs.has(digest)) newBytes += size;
       if (limits.maxSize !== null && pinned + newBytes > limits.maxSize) {

@@ -1,0 +1,21 @@
+/** The index snapshot as a local file (the filesystem backend's root, the S3 backend's working directory). */
+import { promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { FILE_MODE } from './modes.js';
+
+/** The snapshot's text; null when there is none (or it cannot be read). */
+export async function readSnapshotFile(file: string): Promise<string | null> {
+  try {
+    return await fsp.readFile(file, 'latin1');
+  } catch {
+    return null;
+  }
+}
+
+/** Writes the snapshot atomically (a temp file in `tmpDir`, then a rename): a crash keeps the previous one. */
+export async function writeSnapshotFile(file: string, tmpDir: string, text: string): Promise<void> {
+  const tmp = path.join(tmpDir, `index-${randomBytes(6).toString('hex')}.snapshot`);
+  await fsp.writeFile(tmp, text, { mode: FILE_MODE });
+  await fsp.rename(tmp, file);
+}
