@@ -20,7 +20,7 @@ import type { Store } from '../storage/store.js';
 import type { StoredBlob } from '../storage/blob-store.js';
 import type { RepoRef, TagLink } from '../storage/repo-store.js';
 import type { Metadata } from '../metadata/metadata.js';
-import type { UpstreamClient } from '../upstream/sources.js';
+import type { UpstreamSources } from '../upstream/upstream-sources.js';
 import { offlineMessage, UpstreamError } from '../upstream/errors.js';
 import { PassThrough } from 'node:stream';
 import { Download, type DownloadOptions } from './download.js';
@@ -51,7 +51,7 @@ export interface Clock {
 }
 
 export interface Target {
-  client: UpstreamClient;
+  client: UpstreamSources;
   /** Repository name as the upstream knows it (after `library/` normalization). */
   name: string;
 }

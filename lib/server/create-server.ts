@@ -13,7 +13,7 @@ import { parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { parseReadReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
-import type { UpstreamClient } from '../upstream/sources.js';
+import type { UpstreamSources } from '../upstream/upstream-sources.js';
 import { PEER_BLOB_PATH, type Peers } from '../cluster/peers.js';
 import type { PeerEndpoint } from '../cluster/holder-stream.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
@@ -53,7 +53,7 @@ import {
 export interface ServerDeps {
   config: Config;
   pull: PullThrough;
-  upstreams: ReadonlyMap<string, UpstreamClient>;
+  upstreams: ReadonlyMap<string, UpstreamSources>;
   log: Logger;
   /** Hosted repositories and pushes (lib/registry). */
   registry: Registry;
