@@ -1,11 +1,41 @@
 /** Writing answers: the one place OCI error JSON is produced, and stream piping that never fakes success. */
 import { STATUS_CODES, type ServerResponse } from 'node:http';
-import { OciError } from '../oci/errors.js';
+import { OciError, type OciErrorCode } from '../oci/errors.js';
+import { UpstreamError } from '../upstream/errors.js';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' } as const;
 
-export function toOciError(err: unknown): OciError {
+/**
+ * The request kinds whose answers come from an upstream (proxied repositories), each with the code
+ * an upstream's "not found" is answered with: the request's own *_UNKNOWN, whatever the upstream's
+ * body said (a HEAD's answer has none; docs/ARCHITECTURE.md rule 9).
+ */
+const UPSTREAM_NOT_FOUND: Readonly<Record<string, OciErrorCode>> = {
+  manifest: 'MANIFEST_UNKNOWN',
+  blob: 'BLOB_UNKNOWN',
+  tags: 'NAME_UNKNOWN',
+  referrers: 'NAME_UNKNOWN',
+};
+
+/**
+ * An upstream's failure (lib/upstream/errors.ts) as the OCI error a request of `kind` (its route
+ * kind: `manifest`, `blob`, `tags`, `referrers`) is answered with; null when `err` is not one, or
+ * the request is of no kind an upstream answers.
+ */
+export function upstreamAnswer(err: unknown, kind: string | undefined): OciError | null {
+  if (!(err instanceof UpstreamError) || kind === undefined || !Object.hasOwn(UPSTREAM_NOT_FOUND, kind)) return null;
+  return err.toOciError(UPSTREAM_NOT_FOUND[kind]!);
+}
+
+/**
+ * The OCI error a client is answered with, for whatever a request's handling threw. `kind`: the
+ * request's route kind, which decides the code of an upstream's "not found" (upstreamAnswer).
+ */
+export function toOciError(err: unknown, kind?: string): OciError {
   if (err instanceof OciError) return err;
+  // ---- upstream failures: mapped here, once, for the request's kind.
+  const upstream = upstreamAnswer(err, kind);
+  if (upstream) return upstream;
   return new OciError('UNKNOWN', 'internal error', { cause: err });
 }
 
