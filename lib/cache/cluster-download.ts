@@ -19,7 +19,7 @@
  *
  * The lease record comes from Redis, and Redis is not trusted (rule 10): its size is checked
  * against the bytes before a client's last byte, its repository never stands in for this
- * replica's own authorization (pull-through.ts), a holder that shows no progress for too long is
+ * replica's own authorization (cluster-downloads.ts), a holder that shows no progress for too long is
  * given up (the replica downloads alone), and bytes streamed from a holder are hashed here
  * (VerifiedWindow): a client's last byte goes out only once they matched the digest.
  */

@@ -8,20 +8,13 @@ import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import { referrersTag, sanitizeDescriptors, type ReferrerDescriptor } from '../oci/referrers.js';
 import type { Store } from '../storage/store.js';
-import { UpstreamError } from '../upstream/errors.js';
-import type { CacheResult, Clock, Target } from './pull-through.js';
+import { isTransient, UpstreamError } from '../upstream/errors.js';
+import type { CacheResult, Clock, Target } from './pull-types.js';
 
 export interface ReferrersAnswer {
   descriptors: ReferrerDescriptor[];
   cache: CacheResult;
   staleReason?: string;
-}
-
-function isTransient(err: unknown): err is UpstreamError {
-  return (
-    err instanceof UpstreamError &&
-    (err.kind === 'unavailable' || err.kind === 'timeout' || err.kind === 'rate_limited' || err.kind === 'offline')
-  );
 }
 
 export class ProxiedReferrers {
@@ -45,12 +38,10 @@ export class ProxiedReferrers {
       await this.store.repos.setCachedReferrers(repo, subject, descriptors, this.clock.now());
       return { descriptors: [...descriptors, ...seeded], cache: 'miss' };
     } catch (err) {
-      if (!isTransient(err)) {
-        if (err instanceof UpstreamError) throw err.toOciError('NAME_UNKNOWN');
-        throw err;
-      }
+      // Upstream failures reach the HTTP edge as they are: it answers them (error-answers.ts, toOciError).
+      if (!isTransient(err)) throw err;
       const stored = await this.store.repos.getCachedReferrers(repo, subject);
-      if (!stored && seeded.length === 0) throw err.toOciError('NAME_UNKNOWN');
+      if (!stored && seeded.length === 0) throw err;
       this.log.warn({ upstream: t.client.name, repo: t.name, subject: subject.value, reason: err.message }, 'upstream failing; serving stored referrers');
       return { descriptors: [...sanitizeDescriptors(stored?.manifests), ...seeded], cache: 'stale', staleReason: err.message };
     }

@@ -10,7 +10,7 @@
  * A tag nobody asks for is never revalidated ahead: it simply expires, as before.
  *
  * Whether the upstream may be asked at all (cool-down, breaker, low quota) is the caller's
- * business (PullThrough.refreshTag), as for every other revalidation.
+ * business (TagResolver.refreshTag, tag-resolver.ts), as for every other revalidation.
  */
 import { LRUCache } from 'lru-cache';
 

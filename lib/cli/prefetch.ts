@@ -8,6 +8,7 @@ import { fetchPlan, parsePlatform, planPrefetch, type Platform } from '../cache/
 import { buildApp, createLogger } from '../server/app.js';
 import { formatBytes } from '../config/units.js';
 import { UserError } from './common.js';
+import { UpstreamError } from '../upstream/errors.js';
 
 export interface PrefetchFlags {
   file?: string;
@@ -77,7 +78,9 @@ export async function runPrefetch(config: Config, images: ImageRef[], flags: Pre
         if (!tty) out.write(`done ${name}: ${formatBytes(r.fetchedBytes)} from upstream${flags.pin ? ', pinned' : ''}\n`);
       } catch (err) {
         failed++;
-        out.write(`failed ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+        // An upstream's failure reads as a client would see it (the upstream's own words quoted).
+        const shown = err instanceof UpstreamError ? err.toOciError('MANIFEST_UNKNOWN') : err;
+        out.write(`failed ${name}: ${shown instanceof Error ? shown.message : String(shown)}\n`);
       }
     }
   } finally {

@@ -23,14 +23,14 @@ import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { RedisLink } from './redis-link.js';
 import { RedisCoordinator, type Lease } from './coordinator.js';
-import type { PeerBody, PeerSource } from '../upstream/sources.js';
+import type { PeerBody, PeerSource } from '../upstream/upstream-sources.js';
 import type { StoreObserver } from '../storage/blob-store.js';
 import type { PeerEndpoint } from './holder-stream.js';
 import type { PeerRequestAuth } from './peer-auth.js';
 import type { PeerNetworks } from './peer-networks.js';
 import type { ProgressRule } from '../upstream/progress.js';
 import type { Timeouts } from '../config/config.js';
-import { discard, header } from '../upstream/upstream-client.js';
+import { discard, header } from '../upstream/source-client.js';
 
 /** The path peers fetch blobs on: `/_stevedore/peer/v1/blobs/<digest>`. */
 export const PEER_BLOB_PATH = '/_stevedore/peer/v1/blobs/';

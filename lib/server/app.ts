@@ -12,7 +12,7 @@ import type { Store } from '../storage/store.js';
 import { openStore } from '../storage/open-store.js';
 import { ClusterPeers } from '../cluster/holder-stream.js';
 import { Metadata } from '../metadata/metadata.js';
-import { UpstreamClient } from '../upstream/sources.js';
+import { UpstreamSources } from '../upstream/upstream-sources.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
 import { UpstreamHealth } from '../metadata/upstream-health.js';
 import { createServer } from './create-server.js';
@@ -45,7 +45,7 @@ export interface App {
   pull: PullThrough;
   /** Hosted repositories and pushes. */
   registry: Registry;
-  upstreams: ReadonlyMap<string, UpstreamClient>;
+  upstreams: ReadonlyMap<string, UpstreamSources>;
   log: Logger;
   metrics: Metrics;
   /** Cluster mode (metadata.redis set): the coordination this replica takes part in; null alone. */
@@ -178,8 +178,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     },
     () => clock.now(),
   );
-  const upstreams = new Map<string, UpstreamClient>();
-  for (const u of config.upstreams.values()) upstreams.set(u.name, new UpstreamClient(u, log, health));
+  const upstreams = new Map<string, UpstreamSources>();
+  for (const u of config.upstreams.values()) upstreams.set(u.name, new UpstreamSources(u, log, health));
   let peers: Peers | null = null;
   if (nodePeers && link) {
     peers = new Peers(

@@ -13,7 +13,7 @@ import { parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { parseReadReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
-import type { UpstreamClient } from '../upstream/sources.js';
+import type { UpstreamSources } from '../upstream/upstream-sources.js';
 import { PEER_BLOB_PATH, type Peers } from '../cluster/peers.js';
 import type { PeerEndpoint } from '../cluster/holder-stream.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
@@ -21,7 +21,7 @@ import { ConnectionGuard } from './connection-guard.js';
 import { ANONYMOUS_OWNER } from '../storage/upload-store.js';
 import type { Metrics } from './metrics.js';
 import { checkRangeSyntax, sendBlob } from './blob-response.js';
-import { API_VERSION_HEADER, isMappedError, sendError, sendJson, sendManifest, toOciError } from './respond.js';
+import { API_VERSION_HEADER, isMappedError, sendError, sendJson, sendManifest, toOciError, upstreamAnswer } from './respond.js';
 import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
 import type { HostedNames } from '../registry/hosted.js';
@@ -53,7 +53,7 @@ import {
 export interface ServerDeps {
   config: Config;
   pull: PullThrough;
-  upstreams: ReadonlyMap<string, UpstreamClient>;
+  upstreams: ReadonlyMap<string, UpstreamSources>;
   log: Logger;
   /** Hosted repositories and pushes (lib/registry). */
   registry: Registry;
@@ -241,9 +241,11 @@ async function answer(
       res.statusCode = CLIENT_CLOSED_REQUEST;
       res.destroy();
     } else {
-      const oci = toOciError(err);
+      // An upstream's failure is answered, and logged, as the OCI error it maps to for this request.
+      const failure = upstreamAnswer(err, outcome.route) ?? err;
+      const oci = toOciError(failure);
       // Causes of server-side failures go to the log with their stack; client errors as code + message.
-      if (!isMappedError(err) || oci.status >= 500) outcome.err = err;
+      if (!isMappedError(failure) || oci.status >= 500) outcome.err = failure;
       outcome.error = { code: oci.code, message: oci.message };
       sendError(res, oci, head);
     }
@@ -432,8 +434,9 @@ async function repoRoute(
       } catch (err) {
         // A push client asks with HEAD whether to upload; with the upstream out of reach the answer
         // is "not here", so seeding works air-gapped. GETs keep the upstream's failure.
-        if (head && resolved.explicit && err instanceof OciError && UNANSWERED.has(err.code)) {
-          throw new OciError('BLOB_UNKNOWN', `blob not stored here, and ${err.reason}`);
+        const failure = upstreamAnswer(err, r.kind) ?? err;
+        if (head && resolved.explicit && failure instanceof OciError && UNANSWERED.has(failure.code)) {
+          throw new OciError('BLOB_UNKNOWN', `blob not stored here, and ${failure.reason}`);
         }
         throw err;
       }

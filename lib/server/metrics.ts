@@ -8,7 +8,7 @@ import type { ServerResponse } from 'node:http';
 import type { BlobStore } from '../storage/blob-store.js';
 import { sendBufferStats } from '../storage/file-sender.js';
 import type { PullThrough } from '../cache/pull-through.js';
-import type { UpstreamClient } from '../upstream/sources.js';
+import type { UpstreamSources } from '../upstream/upstream-sources.js';
 import type { RefusalReason } from './connection-guard.js';
 import type { RedisLink } from '../cluster/redis-link.js';
 import type { SharedIndex } from '../cluster/shared-index.js';
@@ -36,7 +36,7 @@ export class Metrics {
   constructor(deps: {
     store: BlobStore;
     pull: PullThrough;
-    upstreams: ReadonlyMap<string, UpstreamClient>;
+    upstreams: ReadonlyMap<string, UpstreamSources>;
     cluster?: { link: RedisLink; index: SharedIndex } | null;
     peers?: Peers | null;
   }) {

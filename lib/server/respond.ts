@@ -1,33 +1,12 @@
 /** Writing answers: the one place OCI error JSON is produced, and stream piping that never fakes success. */
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { OciError } from '../oci/errors.js';
-import { DigestMismatchError, SizeInvalidError, StorageError, TooManyUploadsError, UploadInvalidError, UploadUnknownError } from '../storage/errors.js';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' } as const;
 
-/** The OCI error a client sees for what a layer below threw: the one place domain errors become protocol errors. */
-export function toOciError(err: unknown): OciError {
-  if (err instanceof OciError) return err;
-  // ---- storage (lib/storage/errors.ts) ----
-  if (err instanceof StorageError) return storageToOci(err);
-  // ---- end storage ----
-  return new OciError('UNKNOWN', 'internal error', { cause: err });
-}
-
-/** Whether toOciError maps `err` from what it is (a refusal with its own code), not as an internal failure. */
-export function isMappedError(err: unknown): boolean {
-  return err instanceof OciError || err instanceof StorageError;
-}
-
-function storageToOci(err: StorageError): OciError {
-  const cause = err.cause === undefined ? {} : { cause: err.cause };
-  if (err instanceof DigestMismatchError) return new OciError('DIGEST_INVALID', err.message, cause);
-  if (err instanceof SizeInvalidError) return new OciError('SIZE_INVALID', err.message, { ...cause, ...(err.tooLarge ? { status: 413 } : {}) });
-  if (err instanceof UploadUnknownError) return new OciError('BLOB_UPLOAD_UNKNOWN', err.message, cause);
-  if (err instanceof UploadInvalidError) return new OciError('BLOB_UPLOAD_INVALID', err.message, cause);
-  if (err instanceof TooManyUploadsError) return new OciError('TOOMANYREQUESTS', err.message, { ...cause, headers: { 'Retry-After': String(err.retryAfterSec) } });
-  return new OciError('UNKNOWN', 'internal error', { cause: err });
-}
+// The mapping of domain errors to OCI errors lives one layer down, where a cluster download's failure
+// note uses it too; the edge answers with it.
+export { toOciError, isMappedError, upstreamAnswer } from '../cache/error-answers.js';
 
 /** Longest reason phrase sent: a status line stays one short line in any client's message. */
 const REASON_MAX = 400;

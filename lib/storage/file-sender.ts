@@ -11,6 +11,11 @@
  * every such follower) instead of reading them back. A follower waiting for more holds no buffer:
  * buffers are taken per chunk, sized to the read, so memory follows the bytes actually moving
  * rather than the number of clients.
+ *
+ * The destination's contract: a write is called back only once the chunk is no longer referenced
+ * (a socket: handed to the kernel, or copied into TLS records). An in-memory stream that calls back
+ * at once and keeps the chunk to be read later (a PassThrough) would see its chunks overwritten by
+ * later reads: copy into it (lib/cache/cluster-downloads.ts, open()).
  */
 import type { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';

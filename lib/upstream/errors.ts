@@ -99,6 +99,17 @@ export class UpstreamError extends Error {
   }
 }
 
+/**
+ * Failures that leave stored content servable (stale-if-error, docs/ARCHITECTURE.md rule 4): the
+ * upstream cannot answer now (unavailable, timed out, rate-limited), or must not be asked (offline).
+ */
+export function isTransient(err: unknown): err is UpstreamError {
+  return (
+    err instanceof UpstreamError &&
+    (err.kind === 'unavailable' || err.kind === 'timeout' || err.kind === 'rate_limited' || err.kind === 'offline')
+  );
+}
+
 /** A failure's class when nothing more precise was given. */
 const KIND_FAILURE: Record<UpstreamErrorKind, string> = {
   not_found: 'did not have it',

@@ -10,7 +10,8 @@ import pino from 'pino';
 import t from 'tap';
 import { digestOf } from '../../lib/oci/digest.js';
 import { BlobWriter } from '../../lib/storage/blob-writer.js';
-import { Download, type DownloadSource, type OpenedBody } from '../../lib/cache/download.js';
+import { Download } from '../../lib/cache/download.js';
+import type { DownloadSource, OpenedBody } from '../../lib/upstream/blob-source.js';
 import { collector } from '../fixtures/byte-sink.js';
 
 const log = pino({ level: 'silent' });

@@ -10,7 +10,7 @@ import pino from 'pino';
 import t from 'tap';
 import { parseConfig } from '../../lib/config/config.js';
 import { UpstreamError } from '../../lib/upstream/errors.js';
-import { UpstreamClient } from '../../lib/upstream/sources.js';
+import { UpstreamSources } from '../../lib/upstream/upstream-sources.js';
 import { charsFrom, holdsAsync } from '../fixtures/property.js';
 
 /** What the fake upstream answers: the first page with `link` (if any), any other path as a last page. */
@@ -26,7 +26,7 @@ server.keepAliveTimeout = 100;
 server.listen(0, '127.0.0.1');
 await once(server, 'listening');
 const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-const client = new UpstreamClient(parseConfig({ defaultUpstream: null, upstreams: { fake: { url: origin } } }).upstreams.get('fake')!, pino({ level: 'silent' }));
+const client = new UpstreamSources(parseConfig({ defaultUpstream: null, upstreams: { fake: { url: origin } } }).upstreams.get('fake')!, pino({ level: 'silent' }));
 t.teardown(async () => {
   await client.close();
   server.close();

@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../../config/config.js';
 import type { PullThrough, DownloadState } from '../../cache/pull-through.js';
-import type { UpstreamClient } from '../../upstream/sources.js';
+import type { UpstreamSources } from '../../upstream/upstream-sources.js';
 import type { HealthSnapshot, UpstreamHealth } from '../../metadata/upstream-health.js';
 import type { BlobStore } from '../../storage/blob-store.js';
 import type { Peers, PeerEvent } from '../../cluster/peers.js';
@@ -53,7 +53,7 @@ export interface DashboardDeps {
   config: Config;
   store: BlobStore;
   pull: PullThrough;
-  upstreams: ReadonlyMap<string, UpstreamClient>;
+  upstreams: ReadonlyMap<string, UpstreamSources>;
   health: UpstreamHealth;
   cluster: { link: RedisLink; index: SharedIndex; replicaId: string; storeId: string } | null;
   peers: Peers | null;

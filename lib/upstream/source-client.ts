@@ -150,7 +150,7 @@ export interface SourceClientOptions {
 
 /**
  * One source of an upstream (its registry, a mirror, a central stevedore), spoken to over HTTP.
- * UpstreamClient (sources.ts) asks its sources in order.
+ * UpstreamSources (upstream-sources.ts) asks its sources in order.
  */
 export class SourceClient {
   readonly config: SourceConfig;

@@ -18,10 +18,10 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { UpstreamConfig } from '../config/config.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
-import type { DownloadSource, OpenedBody } from '../cache/download.js';
+import type { DownloadSource, OpenedBody } from './blob-source.js';
 import type { ProgressRule } from './progress.js';
 import { UpstreamError } from './errors.js';
-import { SourceClient, type FetchedManifest, type ManifestHead, type TagsListLimits } from './upstream-client.js';
+import { SourceClient, type FetchedManifest, type ManifestHead, type TagsListLimits } from './source-client.js';
 
 /** A blob's body from a peer, from byte `start`, with the peers' minimum progress. */
 export interface PeerBody {
@@ -53,7 +53,7 @@ function handsOver(err: unknown): err is UpstreamError {
   return err instanceof UpstreamError && err.kind !== 'offline';
 }
 
-export class UpstreamClient {
+export class UpstreamSources {
   readonly config: UpstreamConfig;
   readonly name: string;
   readonly offline: boolean;
@@ -155,7 +155,7 @@ export class UpstreamClient {
   }
 }
 
-/** One download's walk along the sources (see UpstreamClient.blobSource). */
+/** One download's walk along the sources (see UpstreamSources.blobSource). */
 class ChainedBlobSource implements DownloadSource {
   /** Index of the source by URL asked next; the peers come before `peersAt`. */
   private at = 0;

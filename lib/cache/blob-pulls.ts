@@ -1,0 +1,95 @@
+/**
+ * Blobs of proxied repositories: stored → a hit (once this repository may read it:
+ * repository-access.ts); being downloaded here → its clients follow that download; else one
+ * download for the digest, started or followed through Downloads (this process alone, or the
+ * replica holding the digest's lease in cluster mode).
+ */
+import type { Digest } from '../oci/digest.js';
+import type { StoredBlob } from '../storage/blob-store.js';
+import type { Store } from '../storage/store.js';
+import type { Downloads } from './downloads.js';
+import type { LocalDownloads } from './local-downloads.js';
+import type { BlobAnswer, CacheResult, Target } from './pull-types.js';
+import type { RepositoryAccess } from './repository-access.js';
+
+/** The answer for a blob in the store (a hit). */
+function storedAnswer(stored: StoredBlob): BlobAnswer {
+  return {
+    size: stored.size,
+    cache: 'hit',
+    open: (r) => stored.stream(r),
+    sendTo: (dest, r) => stored.sendTo(dest, r),
+    release: () => stored.close(),
+    ...(stored.redirect ? { redirect: () => stored.redirect!() } : {}),
+  };
+}
+
+export class BlobPulls {
+  private readonly store: Store;
+  private readonly access: RepositoryAccess;
+  private readonly local: LocalDownloads;
+  private readonly downloads: Downloads;
+
+  constructor(deps: { store: Store; access: RepositoryAccess; local: LocalDownloads; downloads: Downloads }) {
+    this.store = deps.store;
+    this.access = deps.access;
+    this.local = deps.local;
+    this.downloads = deps.downloads;
+  }
+
+  async get(t: Target, d: Digest): Promise<BlobAnswer> {
+    const joined = this.local.inFlight(d);
+    if (joined) return this.local.join(t, d, joined);
+    if (await this.store.blobs.present(d)) {
+      await this.access.authorizeStored(t, d);
+      const stored = await this.store.blobs.open(d);
+      if (stored) return storedAnswer(stored);
+    }
+    // Joined even when it just finished: it was not stored yet when we looked. Unless it has been
+    // evicted since (a small store): then it is fetched again.
+    const finished = this.local.latest(d);
+    if (finished && (finished.writer.state !== 'committed' || (await this.store.blobs.present(d)))) {
+      return this.local.join(t, d, finished);
+    }
+    if (finished) this.local.forget(d, finished);
+    const answer = await this.downloads.fetch(t, d);
+    // Stored meanwhile (by another replica): served like any stored blob.
+    return answer === 'stored' ? this.get(t, d) : answer;
+  }
+
+  /** Size and whether it is stored, without downloading (HEAD). */
+  async stat(t: Target, d: Digest): Promise<{ size: number | null; cache: CacheResult }> {
+    const dl = this.local.inFlight(d);
+    if (dl) {
+      await this.access.authorizeJoin(t, d, dl.repoKey);
+      await dl.ready;
+      return { size: dl.size, cache: 'miss' };
+    }
+    const info = await this.store.blobs.statPresent(d);
+    if (info) {
+      await this.access.authorizeStored(t, d);
+      return { size: info.size, cache: 'hit' };
+    }
+    const { size } = await t.client.headBlob(t.name, d.value);
+    return { size, cache: 'miss' };
+  }
+
+  /**
+   * A blob as a peer asks for it (node mode): stored here, or being downloaded here, whatever the
+   * repository (peers trust digests, and check names themselves); never fetched for the peer.
+   * Null when neither.
+   */
+  async forPeer(d: Digest): Promise<BlobAnswer | null> {
+    const dl = this.local.inFlight(d);
+    if (dl && !dl.writer.withhold) {
+      try {
+        return await this.local.follow(dl);
+      } catch {
+        return null;
+      }
+    }
+    const stored = await this.store.blobs.open(d);
+    if (!stored) return null;
+    return storedAnswer(stored);
+  }
+}
