@@ -201,7 +201,7 @@ export class InProcessDirectory implements HolderDirectory {
 
 /** Keyv in memory (its own namespace, as tag freshness and health records always had). */
 export class InProcessValues implements SharedValues {
-  constructor(private readonly kv: Keyv = new Keyv({ namespace: 'stevedore' })) {}
+  private readonly kv = new Keyv({ namespace: 'stevedore' });
 
   async get<T>(key: string): Promise<T | null> {
     return (await this.kv.get<T>(key)) ?? null;
