@@ -29,7 +29,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import { OciError, OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
 import type { Store } from '../storage/store.js';
-import type { Coordinator } from '../cluster/coordinator.js';
+import type { Leases } from '../cluster/coordinator.js';
 import { NextEvent } from '../util/next-event.js';
 import { endAnswer } from '../util/pump.js';
 import { DestinationClosedError } from '../storage/file-sender.js';
@@ -68,7 +68,7 @@ export function blobFailureKey(d: Digest): string {
 
 export interface RemoteBlobDeps {
   store: Store;
-  coordinator: Coordinator;
+  coordinator: Leases;
   log: Logger;
   pollMs: number;
   leaseTtlMs: number;

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import type { Store } from '../storage/store.js';
-import type { Coordinator, Lease } from '../cluster/coordinator.js';
+import type { Lease, Leases } from '../cluster/coordinator.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { LRUCache } from 'lru-cache';
 import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type HolderSource, type LeaseProgress, type PublishedDownload } from './cluster-download.js';
@@ -30,7 +30,7 @@ import { isMappedError, toOciError } from './error-answers.js';
 
 /** Cluster mode: replicas on one shared store coordinate downloads through leases. */
 export interface ClusterDownloadOptions {
-  coordinator: Coordinator;
+  coordinator: Leases;
   /** This replica's name, in lease records and logs. */
   replicaId: string;
   /** A download's lease expires this long after its holder last renewed it (then it is taken over). */

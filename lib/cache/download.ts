@@ -19,8 +19,8 @@ import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobWriter, CommitResult } from '../storage/blob-writer.js';
 import { UpstreamError } from '../upstream/errors.js';
-import { discard } from '../upstream/source-client.js';
-import { ProgressWatch, type ProgressRule } from '../upstream/progress.js';
+import { discard } from '../util/http-body.js';
+import { ProgressWatch, type ProgressRule } from '../util/progress.js';
 import type { DownloadSource } from '../upstream/blob-source.js';
 
 /** Source switches (failed peers) one download makes at most, beside its resumes. */

@@ -10,13 +10,11 @@ import fsp from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import tls from 'node:tls';
-import pino from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ConfigError, loadConfig, type Config, type UpstreamConfig } from '../config/config.js';
 import { formatBytes } from '../config/units.js';
-import { explainRedisError, hasPassword, RedisLink, redactUrl, redisSettings } from '../cluster/redis-link.js';
+import { configuredCoordinator } from '../cluster/coordinators.js';
 import { StorePaths } from '../storage/paths.js';
 import { mayReceiveCredentials } from '../upstream/outbound-policy.js';
 import { credentialProvider, CredentialError } from '../upstream/credentials.js';
@@ -152,118 +150,14 @@ export async function checkStore(config: Config, now = Date.now()): Promise<Chec
 }
 
 /**
- * Connects to metadata.redis as `serve` would (its user, password and TLS) and sends a PING; then
- * says whether Redis also answers a connection without a password (anyone who reaches it could
- * rewrite stevedore's leases and records), and whether the link crosses a network in clear text.
+ * The configured cluster coordinator (Redis: metadata.redis), checked by its own `diagnose`
+ * (lib/cluster/redis/diagnose.ts: PING with the configured credentials and TLS, a Redis that also
+ * answers without a password, plain redis:// to another host).
  */
 export async function checkRedis(config: Config): Promise<CheckResult[]> {
-  const settings = redisSettings(config.metadata);
-  if (!settings) return [];
-  const target = redactUrl(settings.url);
-  let lastError = '';
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      try {
-        const line = JSON.parse(chunk.toString()) as { err?: unknown };
-        if (typeof line.err === 'string' && line.err) lastError = line.err;
-      } catch {
-        // not JSON: ignore
-      }
-      cb();
-    },
-  });
-  const log = pino({ level: 'warn' }, sink);
-  let link: RedisLink | null = null;
-  // RedisLink.open waits on an unref'd timer and the client retries on unref'd sockets: without a
-  // reference of our own, Node would exit in the middle of the check.
-  const keepAlive = setInterval(() => undefined, 1_000);
-  try {
-    try {
-      link = await RedisLink.open(settings, log, 3_000);
-    } catch (err) {
-      // Credentials or a certificate refused, or a file the settings name unreadable.
-      const problems = err instanceof ConfigError ? err.problems.join('; ') : errText(err);
-      return [result('fail', 'redis', target, problems.replace(/^metadata\.redis \([^)]*\): /, ''), 'fix the key named (SECURITY.md, "Redis")')];
-    }
-    if (!link.up) {
-      if (!lastError) lastError = await redisCause(settings.url);
-      return [result('fail', 'redis', target, `unreachable: ${lastError}`, 'start Redis or fix metadata.redis (host, port, password)')];
-    }
-    const pong = await link.client.ping();
-    const out = [result('ok', 'redis', target, `answers PING (${pong})${hasPassword(settings) ? `, authenticated (${settings.username ?? (new URL(settings.url).username || 'default')} user)` : ''}`)];
-    if (await answersWithoutPassword(link)) {
-      out.push(
-        result(
-          'warn',
-          'redis',
-          target,
-          hasPassword(settings)
-            ? 'Redis also answers without a password: anyone who reaches it can rewrite leases and records, and make replicas fetch from where it says'
-            : 'no password: Redis answers anyone who reaches it, who can then rewrite leases and records, and make replicas fetch from where it says',
-          'give Redis a password (requirepass, or an ACL user with the default user off) and stevedore metadata.password or metadata.passwordFile (SECURITY.md, "Redis")',
-        ),
-      );
-    }
-    const u = new URL(settings.url);
-    if (u.protocol === 'redis:' && !isLoopback(u.hostname)) {
-      out.push(result('warn', 'redis', target, 'plain redis:// to another host: the password and every record cross the network unencrypted', 'use rediss:// (Redis\'s tls-port) with metadata.tls.ca, or keep Redis reachable by stevedore alone (NetworkPolicy)'));
-    }
-    return out;
-  } catch (err) {
-    return [result('fail', 'redis', target, `PING failed: ${explainRedisError(err, settings) ?? errText(err)}`, 'check metadata.redis and the Redis server')];
-  } finally {
-    if (link) {
-      // quit() waits for a connection that is not there: a Redis that is down is dropped at once.
-      if (link.up) await Promise.race([link.close(), new Promise((r) => setTimeout(r, 2_000).unref())]);
-      else {
-        try {
-          link.client.destroy();
-        } catch {
-          // already closed
-        }
-      }
-    }
-    clearInterval(keepAlive);
-  }
-}
-
-/** Whether a connection to the same Redis (same TLS) without any credentials gets PONG. */
-async function answersWithoutPassword(link: RedisLink): Promise<boolean> {
-  const probe = link.client.duplicate({ credentialsProvider: undefined });
-  probe.on('error', () => undefined);
-  try {
-    const pong = await Promise.race([
-      probe.connect().then(() => probe.ping()),
-      new Promise<null>((resolve) => setTimeout(() => resolve(null), 3_000).unref()),
-    ]);
-    return pong === 'PONG';
-  } catch {
-    return false; // NOAUTH: a password is required
-  } finally {
-    try {
-      probe.destroy();
-    } catch {
-      // not open
-    }
-  }
-}
-
-function isLoopback(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\./.test(h);
-}
-
-/** Why a Redis did not answer, when its client said nothing useful: what a TCP connect says. */
-async function redisCause(url: string): Promise<string> {
-  try {
-    const u = new URL(url);
-    const host = u.hostname.replace(/^\[|\]$/g, '');
-    const port = Number(u.port || 6379);
-    await tcpConnect(host, port);
-    return `TCP connect to ${host}:${port} works, but Redis did not become ready within 3 s (password, TLS or protocol?)`;
-  } catch (err) {
-    return `no answer within 3 s (${errText(err)})`;
-  }
+  const chosen = configuredCoordinator(config);
+  if (!chosen) return [];
+  return (await chosen.factory.diagnose(config)).map((f) => result(f.level, chosen.name, f.target, f.detail, f.fix));
 }
 
 function header(h: Dispatcher.ResponseData['headers'], name: string): string | undefined {

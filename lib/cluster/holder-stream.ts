@@ -16,21 +16,18 @@ import type { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
-import { PEER_BLOB_PATH } from './peers.js';
+import { PEER_BLOB_PATH, type PeerEndpoint } from './peer-endpoint.js';
 import type { PeerRequestAuth } from './peer-auth.js';
 import type { PeerNetworks } from './peer-networks.js';
-
-/** Who may fetch from this process's peer endpoint, and what it counts. */
-export interface PeerEndpoint {
-  /** Why a request (method, path, Authorization) is refused, or null when it is allowed. */
-  refusal(method: string, path: string, authorization: string | undefined): string | null;
-  served(): void;
-}
 
 /** How long a holder whose bytes did not verify (or that failed) is not asked. */
 const BAD_FOR_MS = 60_000;
 
-export class ClusterPeers implements PeerEndpoint {
+/**
+ * The cluster's client of lease holders (S3 cluster mode): streams a download in progress from the
+ * replica holding its lease, and answers the other replicas' requests on this one's peer endpoint.
+ */
+export class LeaseHolderClient implements PeerEndpoint {
   private readonly agent: Agent;
   private readonly bad = new Map<string, number>();
   /** Blob answers sent to other replicas, and streams taken from them (metrics). */

@@ -1,12 +1,12 @@
 /**
  * Node mode's peers: the stevedore instances on the other nodes, as a source of blobs.
  *
- * Redis is the directory (no DHT, no gossip):
- *   - `<prefix>has:<digest>`: a sorted set of the instances that hold the blob, scored by when the
- *     announcement expires. An instance announces what it stores when it stores it and again every
- *     ttl/3 while it holds it, and withdraws it when it evicts or deletes it; an instance that died
- *     drops out when its announcements expire.
- *   - `<prefix>fetching:<digest>`: a lease held by the one instance fetching the blob from the
+ * The coordinator (Redis) is the directory (no DHT, no gossip), in the scope `stevedore:peers:<group>:`:
+ *   - its holder directory (`has:<digest>` on Redis): the instances that hold the blob, each until
+ *     its announcement expires. An instance announces what it stores when it stores it and again
+ *     every ttl/3 while it holds it, and withdraws it when it evicts or deletes it; an instance that
+ *     died drops out when its announcements expire.
+ *   - the lease `fetching:<digest>`: held by the one instance fetching the blob from the
  *     sources by URL (the central cache, the registry). The others stream it from that instance
  *     while it downloads: a rollout costs the central cache about one copy of each layer, not one
  *     per node.
@@ -17,27 +17,23 @@
  * source, with Range. Peers serve each other on an endpoint of their own, only to requests signed
  * with the shared secret (peer-auth.ts: the secret itself never goes on the wire, since the
  * addresses come from Redis), only on addresses inside `node.peers.allowedNetworks`
- * (peer-networks.ts), and only what they hold (never fetching for a peer).
+ * (peer-networks.ts), and only what they hold (never fetching for a peer). A directory member or
+ * lease record is an address from the coordinator, not trusted: asked only inside those networks.
  */
 import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
-import type { RedisLink } from './redis-link.js';
-import { RedisCoordinator, type Lease } from './coordinator.js';
-import type { PeerBody, PeerSource } from '../upstream/upstream-sources.js';
+import type { ClusterCoordinator, HolderDirectory, Lease, Leases } from './coordinator.js';
+import type { PeerBody, PeerSource } from './peer-endpoint.js';
 import type { StoreObserver } from '../storage/blob-store.js';
-import type { PeerEndpoint } from './holder-stream.js';
+import { PEER_BLOB_PATH, type PeerEndpoint } from './peer-endpoint.js';
 import type { PeerRequestAuth } from './peer-auth.js';
 import type { PeerNetworks } from './peer-networks.js';
-import type { ProgressRule } from '../upstream/progress.js';
+import type { ProgressRule } from '../util/progress.js';
 import type { Timeouts } from '../config/config.js';
-import { discard, header } from '../upstream/source-client.js';
+import { discard, header } from '../util/http-body.js';
 
-/** The path peers fetch blobs on: `/_stevedore/peer/v1/blobs/<digest>`. */
-export const PEER_BLOB_PATH = '/_stevedore/peer/v1/blobs/';
 /** The fetching lease lapses this long after its holder last renewed it. */
 const FETCH_LEASE_MS = 10_000;
-/** Announcements sent to Redis in one round trip at most. */
-const ANNOUNCE_BATCH = 500;
 
 export interface PeersOptions {
   /** This instance's URL as the others reach it. */
@@ -59,9 +55,10 @@ export interface PeersOptions {
 
 export type PeerEvent = 'fetched' | 'not_found' | 'failed' | 'marked_bad' | 'served';
 
-export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
-  private readonly prefix: string;
-  private readonly leases: RedisCoordinator;
+/** The node tier's peers: the directory of who holds what, and transfers between node instances. */
+export class NodePeers implements PeerSource, StoreObserver, PeerEndpoint {
+  private readonly leases: Leases;
+  private readonly directory: HolderDirectory;
   private readonly agent: Agent;
   /** Peers found failing, until when they are not asked. */
   private readonly bad = new Map<string, number>();
@@ -76,12 +73,13 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
   readonly stall: ProgressRule;
 
   constructor(
-    private readonly link: RedisLink,
+    private readonly coordinator: ClusterCoordinator,
     private readonly opts: PeersOptions,
     private readonly log: Logger,
   ) {
-    this.prefix = `stevedore:peers:${opts.group}:`;
-    this.leases = new RedisCoordinator(link, this.prefix);
+    const scope = coordinator.scope(`stevedore:peers:${opts.group}:`);
+    this.leases = scope.leases;
+    this.directory = scope.directory;
     this.now = opts.now ?? (() => Date.now());
     const t = opts.timeouts;
     this.stall = { windowMs: t.stall, minBytes: t.minProgress };
@@ -98,10 +96,6 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
     this.counts.set(e, (this.counts.get(e) ?? 0) + 1);
   }
 
-  private hasKey(digest: string): string {
-    return `${this.prefix}has:${digest}`;
-  }
-
   /** Why a request to the peer endpoint is refused (not signed with node.peers.token for this instance), or null. */
   refusal(method: string, path: string, authorization: string | undefined): string | null {
     return this.opts.auth.check(method, path, authorization);
@@ -115,22 +109,14 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
 
   /** This instance holds `digest` now (stored it): the others may fetch it here. */
   async announce(digests: string[]): Promise<void> {
-    if (!this.link.up || digests.length === 0) return;
-    const until = this.now() + this.opts.ttlMs;
-    for (let i = 0; i < digests.length; i += ANNOUNCE_BATCH) {
-      const m = this.link.client.multi();
-      for (const d of digests.slice(i, i + ANNOUNCE_BATCH)) {
-        m.zAdd(this.hasKey(d), { score: until, value: this.opts.self });
-        m.pExpire(this.hasKey(d), this.opts.ttlMs * 2);
-      }
-      await m.exec();
-    }
+    if (!this.coordinator.available() || digests.length === 0) return;
+    await this.directory.announce(digests, this.opts.self, this.now() + this.opts.ttlMs, this.opts.ttlMs * 2);
   }
 
   /** This instance no longer holds `digest` (evicted, deleted). */
   async withdraw(digest: string): Promise<void> {
-    if (!this.link.up) return;
-    await this.link.client.zRem(this.hasKey(digest), this.opts.self);
+    if (!this.coordinator.available()) return;
+    await this.directory.withdraw([digest], this.opts.self);
   }
 
   /** Stored a blob: announced, and the fetching lease (if ours) given up. */
@@ -159,8 +145,8 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
   /** Peers that hold `digest` (announcement not expired), not this one. */
   async holders(digest: string): Promise<string[]> {
     const now = this.now();
-    const members = await this.link.client.zRangeByScore(this.hasKey(digest), now, '+inf');
-    return members.map(String).filter((p) => p !== this.opts.self && this.opts.networks.allowsUrl(p));
+    const members = await this.directory.holders(digest, now);
+    return members.filter((p) => p !== this.opts.self && this.opts.networks.allowsUrl(p));
   }
 
   private async dropIdleLeases(): Promise<void> {
@@ -168,7 +154,7 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
   }
 
   private async renewAnnouncements(): Promise<void> {
-    if (this.refreshing || !this.link.up) return;
+    if (this.refreshing || !this.coordinator.available()) return;
     this.refreshing = true;
     try {
       await this.announce([...this.opts.stored()]);
@@ -215,7 +201,7 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
     signal: AbortSignal,
     exclude: ReadonlySet<string>,
   ): Promise<PeerBody | null> {
-    if (!this.link.up) return null;
+    if (!this.coordinator.available()) return null;
     // The directory changes under us (a fetching node finishes, stores, gives its lease up between
     // two of these calls): looked at again a few times rather than going to central needlessly.
     for (let round = 0; round < 3; round++) {
@@ -313,14 +299,9 @@ export class Peers implements PeerSource, StoreObserver, PeerEndpoint {
   async close(): Promise<void> {
     clearInterval(this.timer);
     clearInterval(this.leaseTimer);
-    if (this.link.up) {
-      const all = [...this.opts.stored()];
+    if (this.coordinator.available()) {
       try {
-        for (let i = 0; i < all.length; i += ANNOUNCE_BATCH) {
-          const m = this.link.client.multi();
-          for (const d of all.slice(i, i + ANNOUNCE_BATCH)) m.zRem(this.hasKey(d), this.opts.self);
-          await m.exec();
-        }
+        await this.directory.withdraw([...this.opts.stored()], this.opts.self);
       } catch (err) {
         this.log.warn({ err }, 'could not withdraw the announcements of stored blobs (they expire)');
       }

@@ -7,11 +7,11 @@
  */
 import { OciError } from '../oci/errors.js';
 import type { SessionLocks } from '../storage/upload-store.js';
-import type { Coordinator } from './coordinator.js';
+import type { Leases } from './coordinator.js';
 
 export class ClusterSessionLocks implements SessionLocks {
   constructor(
-    private readonly coordinator: Coordinator,
+    private readonly coordinator: Leases,
     private readonly opts: { leaseTtlMs: number; waitMs: number; pollMs: number },
   ) {}
 

@@ -107,7 +107,7 @@ export interface Config {
   /** HTTPS: the certificate and key files (PEM) and how often they are re-read; null: plain HTTP. */
   tls: { cert: string; key: string; reloadInterval: number } | null;
   storage: ParsedConfig['storage'];
-  /** Redis (lib/cluster/redis-link.ts): its URL, credentials and TLS; redis null: in memory. */
+  /** Redis (lib/cluster/redis/link.ts): its URL, credentials and TLS; redis null: in memory. */
   metadata: ParsedConfig['metadata'];
   /** Node mode: the central stevedore and the peers (lib/cluster/peers.ts). */
   node: {

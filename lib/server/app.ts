@@ -10,7 +10,7 @@ import pretty from 'pino-pretty';
 import { ConfigError, type Config } from '../config/config.js';
 import type { Store } from '../storage/store.js';
 import { openStore } from '../storage/open-store.js';
-import { ClusterPeers } from '../cluster/holder-stream.js';
+import { LeaseHolderClient } from '../cluster/holder-stream.js';
 import { Metadata } from '../metadata/metadata.js';
 import { UpstreamSources } from '../upstream/upstream-sources.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
@@ -23,11 +23,11 @@ import { Registry } from '../registry/registry.js';
 import { HostedNames } from '../registry/hosted.js';
 import { ProxiedReferrers } from '../cache/referrers.js';
 import { hostname } from 'node:os';
-import { RedisLink, redactUrl, redisSettings } from '../cluster/redis-link.js';
-import { RedisCoordinator, type Coordinator } from '../cluster/coordinator.js';
+import type { ClusterCoordinator, CoordinationScope } from '../cluster/coordinator.js';
+import { configuredCoordinator, openCoordinator } from '../cluster/coordinators.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
-import { Peers } from '../cluster/peers.js';
+import { NodePeers } from '../cluster/peers.js';
 import { PeerRequestAuth } from '../cluster/peer-auth.js';
 import { PeerNetworks } from '../cluster/peer-networks.js';
 import { Dashboard } from './dashboard/dashboard.js';
@@ -48,10 +48,12 @@ export interface App {
   upstreams: ReadonlyMap<string, UpstreamSources>;
   log: Logger;
   metrics: Metrics;
-  /** Cluster mode (metadata.redis set): the coordination this replica takes part in; null alone. */
-  cluster: { link: RedisLink; coordinator: Coordinator; index: SharedIndex; replicaId: string; storeId: string; prefix: string } | null;
+  /** What this process coordinates with: the configured coordinator (Redis), else this process alone. */
+  coordinator: ClusterCoordinator;
+  /** Cluster mode (a shared coordinator, no node.peers): the coordination this replica takes part in; null alone. */
+  cluster: { coordinator: ClusterCoordinator; scope: CoordinationScope; index: SharedIndex; replicaId: string; storeId: string; prefix: string } | null;
   /** Node mode with peers (node.peers): the directory and transfers between node instances; else null. */
-  peers: Peers | null;
+  peers: NodePeers | null;
   /** `https` when config `tls` is set (the server is then an https.Server), else `http`. */
   scheme: 'http' | 'https';
   /** HTTPS: the certificate served and its reloading; null over plain HTTP. */
@@ -118,7 +120,9 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   // Node mode: Redis is the peers' directory, and each node's store is its own (never shared by
   // replicas), so the store is not coordinated as a cluster's.
   const nodePeers = config.node.peers;
-  const clustered = config.metadata.redis !== null && nodePeers === null;
+  // Cluster mode: a coordinator other processes share (Redis: metadata.redis) and no node tier.
+  const shared = configuredCoordinator(config);
+  const clustered = shared !== null && nodePeers === null;
   // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
   // each replica's partial index.
   const store = openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
@@ -141,19 +145,16 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
   let cluster: App['cluster'] = null;
-  let link: RedisLink | null = null;
-  const redis = redisSettings(config.metadata);
-  if (redis !== null && !clustered) {
-    link = await RedisLink.open(redis, log);
-    log.info({ redis: redactUrl(redis.url), group: nodePeers?.group, advertise: nodePeers?.advertise, redisUp: link.up }, 'node mode: finding peers through Redis');
+  const coordinator = await openCoordinator(config, log);
+  if (shared !== null && !clustered) {
+    log.info({ redis: coordinator.target, group: nodePeers?.group, advertise: nodePeers?.advertise, redisUp: coordinator.available() }, 'node mode: finding peers through Redis');
   }
-  if (redis !== null && clustered) {
-    const link = await RedisLink.open(redis, log);
+  if (clustered) {
     const storeId = await store.blobs.storeId();
     const prefix = `stevedore:${storeId}:`;
-    const coordinator = new RedisCoordinator(link, prefix);
+    const scope = coordinator.scope(prefix);
     const replicaId = config.cluster.replicaId ?? `${hostname()}-${process.pid}`;
-    const index = new SharedIndex(link, coordinator, prefix, store.blobs, log, {
+    const index = new SharedIndex(scope.index, scope.leases, store.blobs, log, {
       maxSize: config.storage.maxSize,
       recencyFlushMs: config.cluster.recencyFlush,
       evictionIntervalMs: config.cluster.evictionInterval,
@@ -162,11 +163,11 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     store.blobs.observer = index;
     index.start();
     // A backend may ask whether a replica holds a digest's lease (S3: orphan sweeps leave those uploads alone).
-    store.blobs.coordinate({ downloadingElsewhere: async (digest) => (await coordinator.read(`blob:${digest}`)) !== null });
-    cluster = { link, coordinator, index, replicaId, storeId, prefix };
-    log.info({ redis: redactUrl(redis.url), storeId, replicaId, redisUp: link.up }, 'cluster mode: coordinating with the replicas on this store through Redis');
+    store.blobs.coordinate({ downloadingElsewhere: async (digest) => (await scope.leases.read(`blob:${digest}`)) !== null });
+    cluster = { coordinator, scope, index, replicaId, storeId, prefix };
+    log.info({ redis: coordinator.target, storeId, replicaId, redisUp: coordinator.available() }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
-  const metadata = await Metadata.create({ link: cluster?.link ?? link });
+  const metadata = new Metadata(coordinator.values);
   const p = config.upstreamPolicy;
   const health = new UpstreamHealth(
     metadata,
@@ -180,10 +181,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   );
   const upstreams = new Map<string, UpstreamSources>();
   for (const u of config.upstreams.values()) upstreams.set(u.name, new UpstreamSources(u, log, health));
-  let peers: Peers | null = null;
-  if (nodePeers && link) {
-    peers = new Peers(
-      link,
+  let peers: NodePeers | null = null;
+  if (nodePeers && shared !== null) {
+    peers = new NodePeers(
+      coordinator,
       {
         self: nodePeers.advertise,
         auth: new PeerRequestAuth(nodePeers.token, nodePeers.advertise, 'node.peers.token'),
@@ -202,8 +203,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     // What this node already holds (from before a restart) is findable at once.
     await peers.announce([...storedDigests(store)]).catch((err: unknown) => log.warn({ err }, 'could not announce stored blobs to the peers'));
   }
-  const clusterPeers = holdersStream
-    ? new ClusterPeers(
+  const leaseHolders = holdersStream
+    ? new LeaseHolderClient(
         new PeerRequestAuth(config.cluster.token!, config.cluster.advertise!, 'cluster.token'),
         new PeerNetworks(config.cluster.allowedNetworks, 'cluster.allowedNetworks', log),
         { connectTimeoutMs: config.timeouts.connect, idleTimeoutMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) },
@@ -223,28 +224,23 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     clock,
     cluster: cluster
       ? {
-          coordinator: cluster.coordinator,
+          coordinator: cluster.scope.leases,
           replicaId: cluster.replicaId,
           leaseTtlMs: config.cluster.leaseTTL,
           pollMs: config.cluster.pollInterval,
           // Longer than a holder may legitimately wait for the upstream's first byte or a resume.
           noProgressMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) + 2 * config.cluster.leaseTTL,
           onEvent: (what) => metrics.clusterEvent(what),
-          onTagMoved: (upstream, name, tag) => void cluster!.link.publish(`${cluster!.prefix}tags`, JSON.stringify({ from: cluster!.replicaId, upstream, name, tag })),
-          ...(clusterPeers ? { holders: clusterPeers } : {}),
+          onTagMoved: (upstream, name, tag) => void cluster!.scope.bus.publish({ from: cluster!.replicaId, upstream, name, tag }),
+          ...(leaseHolders ? { holders: leaseHolders } : {}),
         }
       : null,
   });
   if (cluster) {
-    await cluster.link.subscribe(`${cluster.prefix}tags`, (message) => {
-      try {
-        const m = JSON.parse(message) as { from?: unknown; upstream?: unknown; name?: unknown; tag?: unknown };
-        // Its own message: this replica already forgot the tag.
-        if (m.from === cluster!.replicaId) return;
-        if (typeof m.upstream === 'string' && typeof m.name === 'string' && typeof m.tag === 'string') pull.forgetTag(m.upstream, m.name, m.tag, { fromPeer: true });
-      } catch {
-        // not ours
-      }
+    await cluster.scope.bus.subscribe((m) => {
+      // Its own message: this replica already forgot the tag.
+      if (m.from === cluster!.replicaId) return;
+      pull.forgetTag(m.upstream, m.name, m.tag, { fromPeer: true });
     });
   }
   const registry = new Registry(store, {
@@ -260,7 +256,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     },
     log,
     now: () => clock.now(),
-    sessionLocks: cluster ? new ClusterSessionLocks(cluster.coordinator, { leaseTtlMs: config.cluster.leaseTTL, waitMs: 30_000, pollMs: 50 }) : null,
+    sessionLocks: cluster ? new ClusterSessionLocks(cluster.scope.leases, { leaseTtlMs: config.cluster.leaseTTL, waitMs: 30_000, pollMs: 50 }) : null,
   });
   await registry.start();
   const referrers = new ProxiedReferrers({ store, log, clock, manifestMaxSize: config.cache.manifestMaxSize });
@@ -280,7 +276,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
     }
   }
-  const serverDeps = { config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, clusterPeers, dashboard, isReady: () => ready, tls: tlsPair };
+  const serverDeps = { config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, isReady: () => ready, tls: tlsPair };
   // config peerListen: the peer endpoint on a listener of its own, and only there.
   const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, peerRoute: 'only' }) : null;
   const server = createServer({ ...serverDeps, peerRoute: peerServer ? 'elsewhere' : 'here' });
@@ -314,6 +310,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     upstreams,
     log,
     metrics,
+    coordinator,
     cluster,
     peers,
     async listen(port = config.listen.port, host = config.listen.host) {
@@ -341,14 +338,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       // aborted, and the downloads it cut are let settle (their temp files removed).
       await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
       await Promise.race([pull.drain(), new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref())]);
-      await metadata.close().catch(() => undefined);
-      if (cluster) {
-        await cluster.index.stop().catch(() => undefined);
-        await cluster.link.close();
-      }
+      await cluster?.index.stop().catch(() => undefined);
       await peers?.close().catch(() => undefined);
-      await clusterPeers?.close();
-      await link?.close();
+      await leaseHolders?.close();
+      await coordinator.close().catch(() => undefined);
       await auth.close();
       await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
       await store.blobs.close().catch((err: unknown) => log.warn({ err }, 'closing the store failed'));

@@ -14,8 +14,8 @@ import { OciError } from '../oci/errors.js';
 import { parseReadReference } from '../oci/name.js';
 import type { PullThrough, CacheResult, Target } from '../cache/pull-through.js';
 import type { UpstreamSources } from '../upstream/upstream-sources.js';
-import { PEER_BLOB_PATH, type Peers } from '../cluster/peers.js';
-import type { PeerEndpoint } from '../cluster/holder-stream.js';
+import type { NodePeers } from '../cluster/peers.js';
+import { PEER_BLOB_PATH, type PeerEndpoint } from '../cluster/peer-endpoint.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import { ConnectionGuard } from './connection-guard.js';
 import { ANONYMOUS_OWNER } from '../storage/upload-store.js';
@@ -68,7 +68,7 @@ export interface ServerDeps {
   /** Prometheus metrics at /metrics; absent: no /metrics. */
   metrics?: Metrics;
   /** Node mode: the peers, served on PEER_BLOB_PATH; absent or null: no peer endpoint. */
-  peers?: Peers | null;
+  peers?: NodePeers | null;
   /** Cluster mode on the S3 backend: the other replicas, served on PEER_BLOB_PATH (holder-stream.ts). */
   clusterPeers?: PeerEndpoint | null;
   /**

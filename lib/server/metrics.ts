@@ -10,9 +10,9 @@ import { sendBufferStats } from '../storage/file-sender.js';
 import type { PullThrough } from '../cache/pull-through.js';
 import type { UpstreamSources } from '../upstream/upstream-sources.js';
 import type { RefusalReason } from './connection-guard.js';
-import type { RedisLink } from '../cluster/redis-link.js';
+import type { ClusterCoordinator } from '../cluster/coordinator.js';
 import type { SharedIndex } from '../cluster/shared-index.js';
-import type { Peers, PeerEvent } from '../cluster/peers.js';
+import type { NodePeers, PeerEvent } from '../cluster/peers.js';
 
 const PEER_EVENTS: readonly PeerEvent[] = ['fetched', 'not_found', 'failed', 'marked_bad', 'served'];
 
@@ -37,8 +37,8 @@ export class Metrics {
     store: BlobStore;
     pull: PullThrough;
     upstreams: ReadonlyMap<string, UpstreamSources>;
-    cluster?: { link: RedisLink; index: SharedIndex } | null;
-    peers?: Peers | null;
+    cluster?: { coordinator: ClusterCoordinator; index: SharedIndex } | null;
+    peers?: NodePeers | null;
   }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'stevedore_' });
@@ -152,7 +152,7 @@ export class Metrics {
         help: 'Cluster mode: 1 while Redis answers, 0 while this replica serves without it',
         registers,
         collect() {
-          this.set(cluster.link.up ? 1 : 0);
+          this.set(cluster.coordinator.available() ? 1 : 0);
         },
       });
       new Gauge({
@@ -160,7 +160,7 @@ export class Metrics {
         help: 'Cluster mode: bytes of cached (evictable) content in the shared store, as the cluster records them',
         registers,
         async collect() {
-          if (cluster.link.up) this.set(await cluster.index.total().catch(() => 0));
+          if (cluster.coordinator.available()) this.set(await cluster.index.total().catch(() => 0));
         },
       });
       new Gauge({

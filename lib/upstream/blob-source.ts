@@ -3,7 +3,7 @@
  * or a test's fake. The download itself (lib/cache/download.ts) resumes, verifies and stores.
  */
 import type { Readable } from 'node:stream';
-import type { ProgressRule } from './progress.js';
+import type { ProgressRule } from '../util/progress.js';
 
 export interface OpenedBody {
   size: number | null;

@@ -28,9 +28,10 @@ import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
 import { mapTransportError, offlineMessage, UpstreamError } from './errors.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { LinkedSignal } from './linked-signal.js';
-import { ProgressWatch } from './progress.js';
+import { ProgressWatch } from '../util/progress.js';
 import { checkAddressLiteral, guardedLookup, isLocalHost, mayReceiveCredentials } from './outbound-policy.js';
 import { credentialProvider, CredentialError, type Credential, type CredentialProvider } from './credentials.js';
+import { discard, header } from '../util/http-body.js';
 
 const MAX_REDIRECTS = 5;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -86,20 +87,6 @@ export interface FetchedManifest {
   stale?: string;
 }
 
-/** The first value of a response header. */
-export function header(h: UpstreamResponse['headers'], name: string): string | undefined {
-  const v = h[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-/**
- * Drops an upstream body we will not read. undici reports a destroyed, unread body as an error
- * event; with nobody listening that would crash the process.
- */
-export function discard(body: Readable): void {
-  body.on('error', () => undefined);
-  body.destroy();
-}
 
 /**
  * Reads a small body (an error document, a manifest, a tags page) into memory, up to `limit`

@@ -14,39 +14,16 @@
  *     verified before a client sees any of them (Download, `untrusted`). Tags and manifests always
  *     come from the sources by URL.
  */
-import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { UpstreamConfig } from '../config/config.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import type { DownloadSource, OpenedBody } from './blob-source.js';
-import type { ProgressRule } from './progress.js';
+import type { PeerSource } from '../cluster/peer-endpoint.js';
 import { UpstreamError } from './errors.js';
 import { SourceClient, type FetchedManifest, type ManifestHead, type TagsListLimits } from './source-client.js';
 
-/** A blob's body from a peer, from byte `start`, with the peers' minimum progress. */
-export interface PeerBody {
-  peer: string;
-  size: number | null;
-  start: number;
-  body: Readable;
-  stall: ProgressRule;
-}
-
-/** The other node instances, as a source of blobs (implemented in lib/cluster/peers.ts). */
-export interface PeerSource {
-  /**
-   * Opens `digest` from byte `start` at a peer that holds it, skipping `exclude` (and peers known
-   * bad); tries the next peer when one fails to answer. Null when no peer can serve it.
-   */
-  open(
-    digest: string,
-    start: number,
-    signal: AbortSignal,
-    exclude: ReadonlySet<string>,
-  ): Promise<PeerBody | null>;
-  /** A peer that failed a transfer (gone, stalled, wrong bytes): not asked again for a while. */
-  markBad(peer: string, why: string): void;
-}
+// What a peer source offers (implemented by lib/cluster/peers.ts): defined beside the peer endpoint.
+export type { PeerBody, PeerSource } from '../cluster/peer-endpoint.js';
 
 /** Failures after which the next source is asked (the last source's failure is the answer). */
 function handsOver(err: unknown): err is UpstreamError {

@@ -8,7 +8,8 @@ import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import pino from 'pino';
 import t from 'tap';
-import { InProcessCoordinator, type Lease } from '../../lib/cluster/coordinator.js';
+import type { Lease } from '../../lib/cluster/coordinator.js';
+import { InProcessLeases } from '../../lib/cluster/in-process.js';
 import { blobFailureKey, blobLeaseKey } from '../../lib/cache/cluster-download.js';
 import { ClusterDownloads } from '../../lib/cache/cluster-downloads.js';
 import { DescriptorSizes } from '../../lib/cache/descriptor-sizes.js';
@@ -27,7 +28,7 @@ const img = buildOciImage('cluster-downloads', { layers: 1, layerSize: 300_000 }
 const layer = img.layers[0]!;
 const digest = parseDigest(layer.digest);
 
-function replica(store: Store, coordinator: InProcessCoordinator, id: string, events: string[] = [], noProgressMs = 60_000) {
+function replica(store: Store, coordinator: InProcessLeases, id: string, events: string[] = [], noProgressMs = 60_000) {
   const access = new RepositoryAccess(store);
   const local = new LocalDownloads({ store, log, access, sizes: new DescriptorSizes(), limits: DEFAULT_PULL_LIMITS, download: { backoffMs: 1 } });
   const downloads = new ClusterDownloads(local, { coordinator, replicaId: id, leaseTtlMs: 5_000, pollMs: 10, noProgressMs, onEvent: (what) => events.push(what) }, { store, log, access });
@@ -44,7 +45,7 @@ async function read(answer: BlobAnswer | 'stored'): Promise<Buffer> {
 }
 
 /** A lease on the digest written by no replica: a record as Redis could hold it. */
-async function forgedLease(t: Tap, coordinator: InProcessCoordinator, record: object): Promise<Lease> {
+async function forgedLease(t: Tap, coordinator: InProcessLeases, record: object): Promise<Lease> {
   const lease = (await coordinator.acquire(blobLeaseKey(digest), 60_000, JSON.stringify(record)))!;
   t.teardown(() => lease.release());
   return lease;
@@ -58,7 +59,7 @@ async function setup(t: Tap) {
   const store = await makeSharedStore(t);
   const up = new FakePullUpstream('fake.io');
   up.image('team/app', 'v1', img);
-  return { store, up, coordinator: new InProcessCoordinator() };
+  return { store, up, coordinator: new InProcessLeases() };
 }
 type Tap = Teardownable;
 

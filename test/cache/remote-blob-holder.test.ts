@@ -8,7 +8,7 @@ import pino from 'pino';
 import t from 'tap';
 import { digestOf, type Digest } from '../../lib/oci/digest.js';
 import { blobLeaseKey, RemoteBlob, type HolderSource } from '../../lib/cache/cluster-download.js';
-import { InProcessCoordinator } from '../../lib/cluster/coordinator.js';
+import { InProcessLeases } from '../../lib/cluster/in-process.js';
 import type { Store } from '../../lib/storage/store.js';
 import { collector } from '../fixtures/byte-sink.js';
 
@@ -58,11 +58,11 @@ function holders(byUrl: Record<string, { bytes: Buffer; cutAfter?: number; gate?
   return h;
 }
 
-async function remoteBlob(t: { teardown(fn: () => unknown): void }, h: HolderSource, published: { url: string; size: number }): Promise<{ remote: RemoteBlob; coordinator: InProcessCoordinator }> {
+async function remoteBlob(t: { teardown(fn: () => unknown): void }, h: HolderSource, published: { url: string; size: number }): Promise<{ remote: RemoteBlob; coordinator: InProcessLeases }> {
   // RemoteBlob's polling timer does not hold the process open (a server does): this test does.
   const keepAlive = setInterval(() => undefined, 1_000);
   t.teardown(() => clearInterval(keepAlive));
-  const coordinator = new InProcessCoordinator();
+  const coordinator = new InProcessLeases();
   const lease = await coordinator.acquire(blobLeaseKey(DIGEST), 60_000, JSON.stringify({ owner: 'r1', repoKey: 'docker.io/x', size: published.size, ready: true, url: published.url }));
   t.teardown(() => lease?.release());
   const remote = new RemoteBlob(DIGEST, { store: emptyStore, coordinator, log, pollMs: 20, leaseTtlMs: 60_000, noProgressMs: 60_000, progress: new Map(), holders: h, takeOver: async () => null, onDone: () => undefined });

@@ -1,83 +1,58 @@
-// One contract for leases, run against both coordinators: in-process, and Redis (a real
-// redis-server) as replicas use it. A lease is exclusive, renewed while held, taken over only once
-// it lapsed, and a holder that lost it can neither extend nor delete its successor's.
+// The coordinator contract (coordinator-contract.ts), run against both coordinators: in-process,
+// and Redis (a real redis-server) as replicas use it; then what only Redis can show: a holder that
+// stopped renewing loses its lease and cannot touch its successor's, whatever else is published on
+// the invalidation channel is dropped, and a replica started while Redis is down joins when it
+// comes up.
 import t, { type Test } from 'tap';
 import pino from 'pino';
-import { InProcessCoordinator, RedisCoordinator, type Coordinator } from '../../lib/cluster/coordinator.js';
-import { RedisLink } from '../../lib/cluster/redis-link.js';
+import type { TagMoved } from '../../lib/cluster/coordinator.js';
+import { InProcessCoordinator } from '../../lib/cluster/in-process.js';
+import { RedisCoordinator } from '../../lib/cluster/redis/coordinator.js';
 import { startRedis } from '../fixtures/redis.js';
+import { coordinatorContract, sleep } from './coordinator-contract.js';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const log = pino({ level: 'silent' });
+const fresh = (): string => `test:${Math.random().toString(36).slice(2)}:`;
 
-/** `setup` runs once for the group and returns what makes a fresh pair for each test. */
-function contract(name: string, setup: (t: Test) => Promise<(t: Test) => Promise<{ a: Coordinator; b: Coordinator }>>): void {
-  t.test(name, async (t) => {
-    const make = await setup(t);
-    await t.test('a lease is exclusive while its holder renews it', async (t) => {
-      const { a, b } = await make(t);
-      const held = await a.acquire('k1', 300, 'first');
-      t.ok(held, 'the first asker gets it');
-      t.equal(await b.acquire('k1', 300), null, 'another does not');
-      await sleep(700);
-      t.equal(await b.acquire('k1', 300), null, 'still not, after twice its TTL: renewed in the background');
-      t.same(await b.read('k1'), { token: held!.token, value: 'first' }, 'anyone reads who holds it and what it published');
-      await held!.release();
-      t.equal(await b.read('k1'), null, 'released: nobody holds it');
-      const next = await b.acquire('k1', 300);
-      t.ok(next, 'and it can be taken');
-      await next!.release();
-    });
+coordinatorContract(t, 'in-process coordinator', async () => ({
+  replicas: async (t) => {
+    // One process: both "replicas" are the same coordinator.
+    const c = new InProcessCoordinator();
+    t.teardown(() => c.close());
+    return { a: c, b: c, ns: fresh() };
+  },
+}));
 
-    await t.test('publish replaces what the holder says, and only the holder can', async (t) => {
-      const { a, b } = await make(t);
-      const held = await a.acquire('k2', 1_000, '{"size":null}');
-      t.equal(await held!.publish('{"size":42}'), true);
-      t.equal((await b.read('k2'))!.value, '{"size":42}');
-      await held!.release();
-      t.equal(await held!.publish('{"size":1}'), false, 'a released lease publishes nothing');
-      t.equal(await b.read('k2'), null);
-    });
-
-    await t.test('a note expires after its TTL', async (t) => {
-      const { a, b } = await make(t);
-      await a.setNote('why', 'upstream said 404', 200);
-      t.equal(await b.getNote('why'), 'upstream said 404');
-      await sleep(400);
-      t.equal(await b.getNote('why'), null);
-    });
-  });
-}
-
-contract('in-process coordinator', async () => {
-  const c = new InProcessCoordinator();
-  return async () => ({ a: c, b: c });
-});
-
-/** Two links to one redis-server, closed when the test `t` ends. */
-async function redisPair(t: Test, url: string): Promise<{ a: RedisCoordinator; b: RedisCoordinator; la: RedisLink }> {
-  const log = pino({ level: 'silent' });
-  const [la, lb] = [await RedisLink.open(url, log), await RedisLink.open(url, log)];
+/** Two coordinators (two replicas) on one redis-server, closed when `t` ends. */
+async function redisPair(t: Test, url: string): Promise<{ a: RedisCoordinator; b: RedisCoordinator; ns: string }> {
+  const [a, b] = [await RedisCoordinator.open(url, log), await RedisCoordinator.open(url, log)];
   t.teardown(async () => {
-    await la.close();
-    await lb.close();
+    await a.close();
+    await b.close();
   });
-  const prefix = `test:${Math.random().toString(36).slice(2)}:`;
-  return { a: new RedisCoordinator(la, prefix), b: new RedisCoordinator(lb, prefix), la };
+  return { a, b, ns: fresh() };
 }
 
-contract('redis coordinator', async (group) => {
+coordinatorContract(t, 'redis coordinator', async (group) => {
   const r = await startRedis(group);
-  return async (t) => redisPair(t, r.url);
+  return {
+    replicas: async (t) => {
+      const pair = await redisPair(t, r.url);
+      await pair.a.values.clear();
+      return pair;
+    },
+    outage: { stop: () => r.stop({ hard: true }), restart: () => r.restart() },
+  };
 });
 
 t.test('redis: a holder that stopped renewing loses the lease to a taker, and cannot release the taker\'s', async (t) => {
   const r = await startRedis(t);
-  const { a: c, la: link } = await redisPair(t, r.url);
+  const { a, ns } = await redisPair(t, r.url);
+  const c = a.scope(ns).leases;
   const old = await c.acquire('dl', 200, 'old');
   // A holder frozen (GC pause, partition) for longer than the TTL: simulated by deleting its key
   // as expiry would, then another replica takes it.
-  const [key] = await link.client.keys('test:*:dl');
-  await link.client.del(key!);
+  await a.link.client.del(`${ns}dl`);
   const taker = await c.acquire('dl', 5_000, 'new');
   t.ok(taker, 'the lease is taken once it lapsed');
   await sleep(250);
@@ -88,21 +63,64 @@ t.test('redis: a holder that stopped renewing loses the lease to a taker, and ca
   await taker!.release();
 });
 
-t.test('redis unreachable: acquire and read fail at once (no queue), the link reports it down', async (t) => {
+t.test('redis: keys keep their names (leases under the namespace, the index under idx:, the bus on <namespace>tags)', async (t) => {
   const r = await startRedis(t);
-  const link = await RedisLink.open(r.url, pino({ level: 'silent' }));
-  t.teardown(() => link.close());
-  const c = new RedisCoordinator(link, 'down:');
-  t.equal(link.up, true);
+  const { a, b, ns } = await redisPair(t, r.url);
+  const held = await a.scope(ns).leases.acquire('blob:sha256:ab', 5_000, '{"owner":"r1"}');
+  t.match(String(await a.link.client.get(`${ns}blob:sha256:ab`)), new RegExp(`^${held!.token} \\{"owner":"r1"\\}$`));
+  await a.scope(ns).index.update({ added: new Map([['sha256:ab', 12]]), forgotten: new Set(), used: [], at: 7 });
+  t.equal(await a.link.client.get(`${ns}idx:total`), '12');
+  t.equal(await a.link.client.hGet(`${ns}idx:size`, 'sha256:ab'), '12');
+  await a.scope(ns).directory.announce(['sha256:ab'], 'http://10.0.0.9:5000', 99, 60_000);
+  t.equal(await a.link.client.zScore(`${ns}has:sha256:ab`, 'http://10.0.0.9:5000'), 99);
+  const got: string[] = [];
+  await b.scope(ns).bus.subscribe((m) => got.push(m.tag));
+  await a.link.client.publish(`${ns}tags`, JSON.stringify({ from: 'x', upstream: 'u', name: 'n', tag: 'by-name' }));
+  for (let i = 0; i < 100 && got.length === 0; i++) await sleep(20);
+  t.same(got, ['by-name']);
+  await held!.release();
+});
+
+t.test('redis: what else is published on the invalidation channel is dropped', async (t) => {
+  const r = await startRedis(t);
+  const { a, b, ns } = await redisPair(t, r.url);
+  const got: TagMoved[] = [];
+  await b.scope(ns).bus.subscribe((m) => got.push(m));
+  for (const junk of ['not json', '[]', 'null', '{"upstream":"u","name":"n","tag":"t"}', '{"from":1,"upstream":"u","name":"n","tag":"t"}', '{"from":"x","upstream":"u","name":["n"],"tag":"t"}']) {
+    await a.link.client.publish(`${ns}tags`, junk);
+  }
+  const good = { from: 'x', upstream: 'docker.io', name: 'library/redis', tag: '7' };
+  await a.scope(ns).bus.publish(good);
+  for (let i = 0; i < 100 && got.length === 0; i++) await sleep(20);
+  await sleep(100);
+  t.same(got, [good], 'only the well-formed invalidation is delivered');
+});
+
+t.test('redis: a replica started while Redis is down serves alone at once, and joins when it answers', async (t) => {
+  const r = await startRedis(t);
   await r.stop({ hard: true });
-  for (let i = 0; i < 50 && link.up; i++) await sleep(50);
-  t.equal(link.up, false, 'the link noticed');
-  t.equal(c.available(), false);
   const started = Date.now();
-  await t.rejects(c.acquire('x', 1_000));
-  t.ok(Date.now() - started < 1_000, 'failed fast instead of waiting for Redis');
+  const a = await RedisCoordinator.open(r.url, log, 500);
+  t.teardown(() => a.close());
+  t.ok(Date.now() - started < 3_000, 'open does not wait for Redis');
+  t.equal(a.available(), false);
+  const ns = fresh();
+  await a.values.set('tag:early', { at: 1 }, 60_000);
+  t.same(await a.values.get('tag:early'), { at: 1 }, 'values answer from memory');
+  const got: TagMoved[] = [];
+  await a.scope(ns).bus.subscribe((m) => got.push(m));
   await r.restart();
-  for (let i = 0; i < 100 && !link.up; i++) await sleep(50);
-  t.equal(link.up, true, 'reconnected when Redis came back');
-  t.ok(await c.acquire('x', 1_000), 'leases work again');
+  for (let i = 0; i < 200 && !a.available(); i++) await sleep(50);
+  t.equal(a.available(), true, 'joined');
+  const held = await a.scope(ns).leases.acquire('evict', 1_000);
+  t.ok(held, 'leases work');
+  await held!.release();
+  const b = await RedisCoordinator.open(r.url, log);
+  t.teardown(() => b.close());
+  const m = { from: 'b', upstream: 'u', name: 'n', tag: 't' };
+  for (let i = 0; i < 100 && got.length === 0; i++) {
+    await b.scope(ns).bus.publish(m);
+    await sleep(100);
+  }
+  t.same(got[0], m, 'the subscription made while Redis was down completes when it answers');
 });

@@ -2,7 +2,8 @@
 // Redis (so replicas sharing it agree on tag freshness, cool-downs, breakers and quotas).
 import t, { type Test } from 'tap';
 import pino from 'pino';
-import { RedisLink } from '../../lib/cluster/redis-link.js';
+import { InProcessCoordinator } from '../../lib/cluster/in-process.js';
+import { RedisCoordinator } from '../../lib/cluster/redis/coordinator.js';
 import { Metadata } from '../../lib/metadata/metadata.js';
 import { UpstreamHealth } from '../../lib/metadata/upstream-health.js';
 import { startRedis } from '../fixtures/redis.js';
@@ -89,8 +90,9 @@ function contract(name: string, make: (t: Test) => Promise<{ a: Metadata; b: Met
 
 contract('in-memory metadata', async (t) => {
   // In-memory keyv is per process: both "replicas" share one instance.
-  const m = await Metadata.create({ link: null });
-  t.teardown(() => m.close());
+  const c = new InProcessCoordinator();
+  t.teardown(() => c.close());
+  const m = new Metadata(c.values);
   return { a: m, b: m };
 });
 
@@ -100,15 +102,13 @@ let redisUrl: Promise<string> | null = null;
 contract('redis metadata', async (t) => {
   redisUrl ??= startRedis(root).then((r) => r.url);
   const url = await redisUrl;
-  const la = await RedisLink.open(url, pino({ level: 'silent' }));
-  const lb = await RedisLink.open(url, pino({ level: 'silent' }));
-  const a = await Metadata.create({ link: la });
-  const b = await Metadata.create({ link: lb });
+  const ca = await RedisCoordinator.open(url, pino({ level: 'silent' }));
+  const cb = await RedisCoordinator.open(url, pino({ level: 'silent' }));
+  const a = new Metadata(ca.values);
+  const b = new Metadata(cb.values);
   t.teardown(async () => {
-    await a.close();
-    await b.close();
-    await la.close();
-    await lb.close();
+    await ca.close();
+    await cb.close();
   });
   await a.clearForTests();
   return { a, b };

@@ -15,8 +15,8 @@ import type { PullThrough, DownloadState } from '../../cache/pull-through.js';
 import type { UpstreamSources } from '../../upstream/upstream-sources.js';
 import type { HealthSnapshot, UpstreamHealth } from '../../metadata/upstream-health.js';
 import type { BlobStore } from '../../storage/blob-store.js';
-import type { Peers, PeerEvent } from '../../cluster/peers.js';
-import type { RedisLink } from '../../cluster/redis-link.js';
+import type { NodePeers, PeerEvent } from '../../cluster/peers.js';
+import type { ClusterCoordinator } from '../../cluster/coordinator.js';
 import type { SharedIndex } from '../../cluster/shared-index.js';
 import { OciError } from '../../oci/errors.js';
 import type { Auth, AuthContext } from '../auth/auth.js';
@@ -55,8 +55,8 @@ export interface DashboardDeps {
   pull: PullThrough;
   upstreams: ReadonlyMap<string, UpstreamSources>;
   health: UpstreamHealth;
-  cluster: { link: RedisLink; index: SharedIndex; replicaId: string; storeId: string } | null;
-  peers: Peers | null;
+  cluster: { coordinator: ClusterCoordinator; index: SharedIndex; replicaId: string; storeId: string } | null;
+  peers: NodePeers | null;
   version: string;
   now: () => number;
 }
@@ -186,7 +186,7 @@ export class Dashboard {
         ...s,
         maxSize: config.storage.maxSize,
         evictions: store.evictions,
-        clusterBytes: cluster && cluster.link.up ? await cluster.index.total().catch(() => null) : null,
+        clusterBytes: cluster && cluster.coordinator.available() ? await cluster.index.total().catch(() => null) : null,
       },
       hour: {
         buckets,
@@ -201,7 +201,7 @@ export class Dashboard {
       topByPulls: this.activity.topRepositories('pulls', TOP, visible),
       topByBytes: this.activity.topRepositories('bytes', TOP, visible),
       errors: this.activity.recentErrors(visible),
-      cluster: cluster ? { replicaId: cluster.replicaId, storeId: cluster.storeId, redisUp: cluster.link.up } : null,
+      cluster: cluster ? { replicaId: cluster.replicaId, storeId: cluster.storeId, redisUp: cluster.coordinator.available() } : null,
       peers: peers && config.node.peers ? { group: config.node.peers.group, self: config.node.peers.advertise, transfers: Object.fromEntries(peers.counts) } : null,
     };
   }

@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createClient } from '@redis/client';
 import type { Logger } from 'pino';
-import { ConfigError, type Config } from '../config/config.js';
+import { ConfigError, type Config } from '../../config/config.js';
 
 export type RedisClient = ReturnType<typeof createClient>;
 

@@ -2,7 +2,7 @@
 // silent or dripping; time the reader spends waiting on its own side does not count.
 import t from 'tap';
 import { parseConfig } from '../../lib/config/config.js';
-import { ProgressWatch } from '../../lib/upstream/progress.js';
+import { ProgressWatch } from '../../lib/util/progress.js';
 
 /** A watch on a clock the test moves; check() is called by hand after each move. */
 function watch(windowMs: number, minBytes: number): { w: ProgressWatch; advance(ms: number): void; stalls: number[] } {

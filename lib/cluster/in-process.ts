@@ -1,0 +1,256 @@
+/**
+ * The coordinator of a single process (no coordinator configured), and the one unit tests use:
+ * every part of lib/cluster/coordinator.ts in this process's memory. Nobody else takes part
+ * (`shared` false): leases are this process's alone, the bus reaches this process's subscribers.
+ */
+import Keyv from 'keyv';
+import {
+  HeldLease,
+  newLeaseToken,
+  type ClusterCoordinator,
+  type CoordinationScope,
+  type HolderDirectory,
+  type IndexRecords,
+  type IndexUse,
+  type InvalidationBus,
+  type Lease,
+  type LeaseRecord,
+  type Leases,
+  type SharedValues,
+  type TagMoved,
+} from './coordinator.js';
+
+export class InProcessLeases implements Leases {
+  readonly shared = false;
+  private readonly held = new Map<string, { token: string; value: string; until: number }>();
+  private readonly notes = new Map<string, { value: string; until: number }>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  available(): boolean {
+    return true;
+  }
+
+  private live(key: string): { token: string; value: string; until: number } | null {
+    const h = this.held.get(key);
+    if (!h) return null;
+    if (h.until <= this.now()) {
+      this.held.delete(key);
+      return null;
+    }
+    return h;
+  }
+
+  async acquire(key: string, ttlMs: number, value = ''): Promise<Lease | null> {
+    if (this.live(key)) return null;
+    const token = newLeaseToken();
+    this.held.set(key, { token, value, until: this.now() + ttlMs });
+    return new HeldLease(key, token, ttlMs, {
+      renew: async (k, tok, ttl) => {
+        const h = this.live(k);
+        if (!h || h.token !== tok) return false;
+        h.until = this.now() + ttl;
+        return true;
+      },
+      publish: async (k, tok, v) => {
+        const h = this.live(k);
+        if (!h || h.token !== tok) return false;
+        h.value = v;
+        return true;
+      },
+      release: async (k, tok) => {
+        if (this.held.get(k)?.token === tok) this.held.delete(k);
+      },
+    });
+  }
+
+  async read(key: string): Promise<LeaseRecord | null> {
+    const h = this.live(key);
+    return h ? { token: h.token, value: h.value } : null;
+  }
+
+  async setNote(key: string, value: string, ttlMs: number): Promise<void> {
+    this.notes.set(key, { value, until: this.now() + ttlMs });
+  }
+
+  async getNote(key: string): Promise<string | null> {
+    const n = this.notes.get(key);
+    if (!n) return null;
+    if (n.until <= this.now()) {
+      this.notes.delete(key);
+      return null;
+    }
+    return n.value;
+  }
+}
+
+export class InProcessIndexRecords implements IndexRecords {
+  private readonly sizes = new Map<string, number>();
+  private readonly usedAt = new Map<string, number>();
+  private readonly evictions = new Map<string, number>();
+  private sum = 0;
+
+  private raise(digest: string, at: number): void {
+    const was = this.usedAt.get(digest);
+    if (was === undefined || at > was) this.usedAt.set(digest, at);
+  }
+
+  async update(batch: { added: ReadonlyMap<string, number>; forgotten: ReadonlySet<string>; used: readonly string[]; at: number }): Promise<void> {
+    for (const [d, size] of batch.added) {
+      if (!this.sizes.has(d)) {
+        this.sizes.set(d, size);
+        this.sum += size;
+      }
+      this.raise(d, batch.at);
+    }
+    for (const d of batch.forgotten) await this.forget(d);
+    for (const d of batch.used) this.raise(d, batch.at);
+  }
+
+  async total(): Promise<number> {
+    return this.sum;
+  }
+
+  async leastRecent(n: number): Promise<IndexUse[]> {
+    return [...this.usedAt]
+      .sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .slice(0, n)
+      .map(([digest, usedAt]) => ({ digest, usedAt }));
+  }
+
+  async forget(digest: string): Promise<number | null> {
+    const size = this.sizes.get(digest);
+    this.usedAt.delete(digest);
+    if (size === undefined) return null;
+    this.sizes.delete(digest);
+    this.sum -= size;
+    return size;
+  }
+
+  async evicted(digest: string, at: number): Promise<void> {
+    this.evictions.set(digest, at);
+  }
+
+  async evictedSince(since: number): Promise<string[]> {
+    return [...this.evictions].filter(([, at]) => at >= since).map(([d]) => d);
+  }
+
+  async dropEvictedBefore(at: number): Promise<void> {
+    for (const [d, when] of this.evictions) if (when <= at) this.evictions.delete(d);
+  }
+
+  async reconcile(listed: ReadonlyMap<string, { size: number; mtime: number }>): Promise<{ added: number; removed: number }> {
+    let added = 0;
+    let removed = 0;
+    for (const [digest, { size, mtime }] of listed) {
+      if (this.sizes.has(digest)) continue;
+      this.sizes.set(digest, size);
+      if (!this.usedAt.has(digest)) this.usedAt.set(digest, Math.round(mtime));
+      added++;
+    }
+    for (const digest of [...this.sizes.keys()]) {
+      if (listed.has(digest)) continue;
+      this.sizes.delete(digest);
+      this.usedAt.delete(digest);
+      removed++;
+    }
+    let total = 0;
+    for (const { size } of listed.values()) total += size;
+    this.sum = total;
+    return { added, removed };
+  }
+}
+
+export class InProcessBus implements InvalidationBus {
+  private readonly subscribers = new Set<(m: TagMoved) => void>();
+
+  async publish(m: TagMoved): Promise<boolean> {
+    // Delivered after the publisher's turn, as a message through a server would be.
+    for (const fn of this.subscribers) queueMicrotask(() => fn({ ...m }));
+    return true;
+  }
+
+  async subscribe(fn: (m: TagMoved) => void): Promise<void> {
+    this.subscribers.add(fn);
+  }
+}
+
+export class InProcessDirectory implements HolderDirectory {
+  private readonly held = new Map<string, Map<string, number>>();
+
+  async announce(digests: readonly string[], member: string, until: number): Promise<void> {
+    for (const d of digests) {
+      let m = this.held.get(d);
+      if (!m) this.held.set(d, (m = new Map()));
+      m.set(member, until);
+    }
+  }
+
+  async withdraw(digests: readonly string[], member: string): Promise<void> {
+    for (const d of digests) {
+      const m = this.held.get(d);
+      m?.delete(member);
+      if (m?.size === 0) this.held.delete(d);
+    }
+  }
+
+  async holders(digest: string, now: number): Promise<string[]> {
+    return [...(this.held.get(digest) ?? [])].filter(([, until]) => until >= now).map(([member]) => member);
+  }
+}
+
+/** Keyv in memory (its own namespace, as tag freshness and health records always had). */
+export class InProcessValues implements SharedValues {
+  private readonly kv = new Keyv({ namespace: 'stevedore' });
+
+  async get<T>(key: string): Promise<T | null> {
+    return (await this.kv.get<T>(key)) ?? null;
+  }
+
+  async set<T>(key: string, value: T, ttlMs: number): Promise<void> {
+    await this.kv.set(key, value, ttlMs);
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.kv.delete(key);
+  }
+
+  async clear(): Promise<void> {
+    await this.kv.clear();
+  }
+
+  async close(): Promise<void> {
+    await this.kv.disconnect();
+  }
+}
+
+export class InProcessCoordinator implements ClusterCoordinator {
+  readonly name = 'in-process';
+  readonly target = 'this process';
+  readonly shared = false;
+  readonly values: SharedValues = new InProcessValues();
+  private readonly scopes = new Map<string, CoordinationScope>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  available(): boolean {
+    return true;
+  }
+
+  onAvailability(): void {
+    // always available
+  }
+
+  scope(namespace: string): CoordinationScope {
+    let s = this.scopes.get(namespace);
+    if (!s) {
+      s = { leases: new InProcessLeases(this.now), index: new InProcessIndexRecords(), bus: new InProcessBus(), directory: new InProcessDirectory() };
+      this.scopes.set(namespace, s);
+    }
+    return s;
+  }
+
+  async close(): Promise<void> {
+    await this.values.close();
+  }
+}
