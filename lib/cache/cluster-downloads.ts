@@ -20,7 +20,7 @@ import type { Store } from '../storage/store.js';
 import type { Lease, Leases } from '../cluster/coordinator.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { LRUCache } from 'lru-cache';
-import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type HolderSource, type LeaseProgress, type PublishedDownload } from './cluster-download.js';
+import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type HolderSource, type LeaseProgress, type PublishedDownload } from './remote-blob.js';
 import { Download } from './download.js';
 import type { Downloads, Turn } from './downloads.js';
 import type { LocalDownloads } from './local-downloads.js';

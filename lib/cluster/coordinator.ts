@@ -19,7 +19,7 @@
  * Nothing a coordinator returns is trusted beyond what it says it is (docs/ARCHITECTURE.md rule 10,
  * SECURITY.md "Other stevedore processes, and Redis"): whoever can write to it can put anything
  * there. Lease records and directory members are parsed and checked by their callers
- * (cache/cluster-download.ts, peers.ts with peer-networks.ts); the bus delivers only well-formed
+ * (cache/remote-blob.ts, peers.ts with peer-networks.ts); the bus delivers only well-formed
  * invalidations (`parseTagMoved`); index records are digests the evictor parses before use, and a
  * pinned file is never evicted whatever they say (`BlobStore.evictChosen`).
  */

@@ -9,7 +9,7 @@
  *   - it is asked only inside `cluster.allowedNetworks` (peer-networks.ts);
  *   - requests are signed per request (peer-auth.ts): `cluster.token` never goes on the wire;
  *   - the bytes it sends are hashed by the follower from byte 0, and a client's last byte waits
- *     until that hash matches the digest (cache/cluster-download.ts, VerifiedWindow); a holder
+ *     until that hash matches the digest (cache/verified-window.ts, VerifiedWindow); a holder
  *     whose bytes do not verify is marked bad and not asked again for a while.
  */
 import type { Readable } from 'node:stream';

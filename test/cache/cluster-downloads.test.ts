@@ -10,7 +10,7 @@ import pino from 'pino';
 import t from 'tap';
 import type { Lease } from '../../lib/cluster/coordinator.js';
 import { InProcessLeases } from '../../lib/cluster/in-process.js';
-import { blobFailureKey, blobLeaseKey } from '../../lib/cache/cluster-download.js';
+import { blobFailureKey, blobLeaseKey } from '../../lib/cache/remote-blob.js';
 import { ClusterDownloads } from '../../lib/cache/cluster-downloads.js';
 import { DescriptorSizes } from '../../lib/cache/descriptor-sizes.js';
 import { LocalDownloads } from '../../lib/cache/local-downloads.js';

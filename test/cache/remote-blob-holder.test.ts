@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import pino from 'pino';
 import t from 'tap';
 import { digestOf, type Digest } from '../../lib/oci/digest.js';
-import { blobLeaseKey, RemoteBlob, type HolderSource } from '../../lib/cache/cluster-download.js';
+import { blobLeaseKey, RemoteBlob, type HolderSource } from '../../lib/cache/remote-blob.js';
 import { InProcessLeases } from '../../lib/cluster/in-process.js';
 import type { Store } from '../../lib/storage/store.js';
 import { collector } from '../fixtures/byte-sink.js';

@@ -314,7 +314,7 @@ export class S3Backend implements BlobBackend {
 
   createWriter(expected: Digest | null, opts: WriterOptions, committed: (d: Digest, size: number) => void): BlobWriter {
     // Never a shared temp file: the local directory is this replica's alone (other replicas
-    // follow through the peer endpoint, lib/cache/cluster-download.ts).
+    // follow through the peer endpoint, lib/cache/remote-blob.ts).
     const tmpPath = path.join(this.paths.tmp, `${randomBytes(12).toString('hex')}.part`);
     let sink: MultipartSink | null = null;
     const writer: BlobWriter = new BlobWriter({
