@@ -17,7 +17,7 @@ import { formatBytes } from '../config/units.js';
 import { configuredCoordinator } from '../cluster/coordinators.js';
 import { StorePaths } from '../storage/paths.js';
 import { mayReceiveCredentials } from '../upstream/outbound-policy.js';
-import { credentialProvider, CredentialError } from '../upstream/credentials.js';
+import { credentialProvider, CredentialError } from '../upstream/credentials/index.js';
 import type { CredentialSource } from '../config/config.js';
 import { parseWwwAuthenticate, type Challenge } from '../upstream/www-authenticate.js';
 import type { ConfigFlags } from './common.js';

@@ -44,7 +44,7 @@ export const GCP_METADATA_URL = 'http://metadata.google.internal';
 
 /**
  * Credentials that are not a plain username/password in the configuration: read from a file, or
- * issued by a credential helper or a cloud (lib/upstream/credentials.ts).
+ * issued by a credential helper or a cloud (lib/upstream/credentials/).
  */
 export type CredentialSource =
   | { type: 'basic'; username: string; passwordFile: string }

@@ -230,7 +230,7 @@ const filePath = z.string().min(1);
 
 /**
  * Where an upstream's (or a source's) credentials come from when they are not a plain
- * username/password (lib/upstream/credentials.ts):
+ * username/password (lib/upstream/credentials/):
  *   helper  a Docker credential helper: `docker-credential-<helper> get`, the registry host on stdin
  *   ecr     Amazon ECR: GetAuthorizationToken with the AWS default credential chain
  *   gcp     Google (GCR / Artifact Registry): a service-account key file (`_json_key`), or an access

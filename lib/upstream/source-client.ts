@@ -30,7 +30,7 @@ import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { LinkedSignal } from './linked-signal.js';
 import { ProgressWatch } from '../util/progress.js';
 import { checkAddressLiteral, guardedLookup, isLocalHost, mayReceiveCredentials } from './outbound-policy.js';
-import { credentialProvider, CredentialError, type Credential, type CredentialProvider } from './credentials.js';
+import { credentialProvider, CredentialError, type Credential, type CredentialProvider } from './credentials/index.js';
 import { discard, header } from '../util/http-body.js';
 
 const MAX_REDIRECTS = 5;

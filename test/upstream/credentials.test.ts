@@ -1,11 +1,11 @@
-// The credential providers' caching rules (lib/upstream/credentials.ts), with a fake clock: reused
+// The credential providers' caching rules (lib/upstream/credentials/), with a fake clock: reused
 // until shortly before expiry, fetched again after a refusal of that very credential, one fetch
 // for concurrent callers, a failing source not asked again at once. Real files, and the GCP
 // metadata fake on 127.0.0.1.
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
-import { credentialProvider, CredentialError, FAILURE_BACKOFF_MS, parseEcrHost } from '../../lib/upstream/credentials.js';
+import { credentialProvider, CredentialError, FAILURE_BACKOFF_MS, parseEcrHost } from '../../lib/upstream/credentials/index.js';
 import { startGcpMetadata } from '../fixtures/credential-fakes.js';
 import { tmpDir } from '../fixtures/util.js';
 
