@@ -12,16 +12,9 @@ import type { LocalDownloads } from './local-downloads.js';
 import type { BlobAnswer, CacheResult, Target } from './pull-types.js';
 import type { RepositoryAccess } from './repository-access.js';
 
-/** The answer for a blob in the store (a hit). */
+/** The answer for a blob in the store (a hit): the stored body itself, said to be one. */
 function storedAnswer(stored: StoredBlob): BlobAnswer {
-  return {
-    size: stored.size,
-    cache: 'hit',
-    open: (r) => stored.stream(r),
-    sendTo: (dest, r) => stored.sendTo(dest, r),
-    release: () => stored.close(),
-    ...(stored.redirect ? { redirect: () => stored.redirect!() } : {}),
-  };
+  return Object.assign(stored, { cache: 'hit' as const });
 }
 
 export class BlobPulls {

@@ -3,12 +3,12 @@
  * blob-pulls.ts, repository-access.ts, tag-lists.ts, the downloads) and by their callers through
  * pull-through.ts: what is asked of an upstream, and the answers a route gets back.
  */
-import type { Readable, Writable } from 'node:stream';
 import type { UpstreamConfig } from '../config/config.js';
 import { CACHE_DEFAULTS } from '../config/schema.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import type { DownloadSource } from '../upstream/blob-source.js';
 import type { FetchedManifest, ManifestHead, TagsListLimits } from '../upstream/source-client.js';
+import type { BlobBody } from '../storage/backend.js';
 
 /**
  * What the pull path asks of one upstream (its sources in order: UpstreamSources implements it;
@@ -53,17 +53,9 @@ export interface ManifestAnswer {
   staleReason?: string;
 }
 
-export interface BlobAnswer {
-  size: number | null;
+export interface BlobAnswer extends BlobBody {
+  /** Where the bytes come from: the store, or a download (ours or another replica's). */
   cache: CacheResult;
-  /** Opens the bytes [start, end] (inclusive), or all of them. Call once (this or sendTo), or call release(). */
-  open(range?: { start: number; end: number }): Readable;
-  /** Sends the bytes to `dest` and ends it: the fast path for HTTP answers (pooled buffers, no stream). */
-  sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
-  /** Frees what the answer holds when open() will not be called (an error before streaming). */
-  release(): Promise<void>;
-  /** Stored content the client may fetch from elsewhere (StoredBlob.redirect): answer 307 to it. */
-  redirect?(): Promise<string>;
 }
 
 /** One download in flight, as the dashboard shows it. */

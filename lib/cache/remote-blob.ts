@@ -222,7 +222,7 @@ export class RemoteBlob {
           if (!stored) throw new Error(`${this.digest.value} was stored, then vanished`);
           const to = last === Infinity ? stored.size - 1 : last;
           if ((promised !== null && stored.size !== promised) || to > stored.size - 1) {
-            await stored.close();
+            await stored.release();
             throw new UnverifiedBytesError(`${this.digest.value} was announced (in Redis) as ${promised} bytes but is ${stored.size}: the answer is cut`);
           }
           await stored.sendTo(dest, { start: w.unsent, end: to });

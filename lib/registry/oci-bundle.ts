@@ -134,7 +134,7 @@ export async function exportBundle(store: Store, images: BundleImage[], out: Wri
     const stream = pack.entry({ name: `blobs/${algorithm}/${hex}`, size, mtime: new Date(0), mode: 0o644 });
     const stored = await store.blobs.open(digest);
     if (!stored) throw new Error(`${d} vanished from the store while it was exported`);
-    await pipeline(stored.stream(), stream);
+    await pipeline(stored.open(), stream);
     bytes += size;
   }
   pack.finalize();

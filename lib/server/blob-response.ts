@@ -5,25 +5,18 @@
  * on the S3 backend with `redirect`, a 307 to a presigned URL of the object.
  */
 import type { ServerResponse } from 'node:http';
-import type { Writable } from 'node:stream';
 import rangeParser from 'range-parser';
 import { OciError } from '../oci/errors.js';
 import { sendBody } from './respond.js';
+import type { BlobBody } from '../storage/backend.js';
 
 // Range units are case-insensitive (RFC 9110 §14.1): `Bytes=0-9` is the bytes unit.
 const RANGE_SYNTAX = /^bytes=\s*(\d*-\d*\s*)(,\s*\d*-\d*\s*)*$/i;
 /** A suffix range `-N` in a range set (after "=" or ","). */
 const SUFFIX_SPEC = /([=,]\s*)-(\d+)/g;
 
-export interface SendableBlob {
-  /** null: unknown yet (a download without Content-Length): Range is then ignored. */
-  size: number | null;
-  sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
-  /** Frees the blob when it will not be sent. */
-  release(): Promise<void>;
-  /** Where the client may fetch the bytes itself (storage.s3.redirect): answered with 307. */
-  redirect?(): Promise<string>;
-}
+/** What the edge sends: any blob body (storage/backend.ts, BlobBody); open() is not used here. */
+export type SendableBlob = Pick<BlobBody, 'size' | 'sendTo' | 'release' | 'redirect'>;
 
 export interface BlobOutcome {
   bytes?: number;

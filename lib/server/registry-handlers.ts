@@ -240,7 +240,7 @@ export async function serveHostedBlob(
   }
   checkRangeSyntax(req.headers.range);
   const blob = await registry.openBlob(repo, d);
-  await sendBlob(res, req.headers.range, h, { size: blob.size, sendTo: (dest, r) => blob.sendTo(dest, r), release: () => blob.close(), ...(blob.redirect ? { redirect: () => blob.redirect!() } : {}) }, outcome);
+  await sendBlob(res, req.headers.range, h, blob, outcome);
 }
 
 /** `n` and `last` of a paginated list (tags, catalog): the page, and the `Link` to the next one. */

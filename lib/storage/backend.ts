@@ -42,18 +42,29 @@ export interface BlobStat {
 /** One stored blob found by a listing. `size`/`mtime` null: not looked at (the caller knows it already). */
 export type ListedBlob = { digest: string; size: number; mtime: number } | { digest: string; size: null; mtime: null };
 
-/** Bytes of stored content, opened for reading. */
+/**
+ * Bytes of a blob that can be sent: the one shape every layer passes around. Storage opens it for
+ * stored content (`size` known); the pull path answers with it, adding where it came from
+ * (`BlobAnswer` in cache/pull-types.ts: a download in progress may not know its size yet); the
+ * HTTP edge sends it (server/blob-response.ts). Either open() or sendTo() is called once, or
+ * release() when neither will be.
+ */
 export interface BlobBody {
-  /** The content's size as the backend holds it. */
-  size: number;
+  /** The content's size; null: not known yet (a download whose upstream sent no Content-Length). */
+  size: number | null;
   /** Streams bytes [start, end] or all; never the whole blob in memory. */
-  stream(range?: ByteRange): Readable;
+  open(range?: ByteRange): Readable;
   /** Sends bytes [start, end] or all to `dest` and ends it (the fast path for HTTP answers). */
   sendTo(dest: Writable, range?: ByteRange): Promise<void>;
   /** Releases what was opened when the caller decides not to read after all. */
-  close(): Promise<void>;
+  release(): Promise<void>;
   /** A URL the client may fetch the bytes from itself; absent when the bytes are served here. */
   redirect?(): Promise<string>;
+}
+
+/** Stored content's bytes: its size is known. */
+export interface StoredBody extends BlobBody {
+  size: number;
 }
 
 /**
@@ -127,7 +138,7 @@ export interface BlobBackend {
    * Opens stored content for reading; null when it is not stored (the backend logs that it vanished).
    * `done` is called once when the read ends (streamed, sent, closed or redirected).
    */
-  read(d: Digest, size: number, done: () => void): Promise<BlobBody | null>;
+  read(d: Digest, size: number, done: () => void): Promise<StoredBody | null>;
   /** Small content (a manifest) read whole; null when not stored. */
   readSmall(d: Digest): Promise<Buffer | null>;
   /**

@@ -20,7 +20,7 @@ import { recordKeys } from './paths.js';
 import type { Records } from './records.js';
 import type { SessionFiles } from './session-files.js';
 import type { Follow } from './file-sender.js';
-import type { BackendCoordination, BackendInfo, BlobBackend, BlobBody } from './backend.js';
+import type { BackendCoordination, BackendInfo, BlobBackend, StoredBody } from './backend.js';
 
 export type { BackendInfo } from './backend.js';
 
@@ -29,7 +29,7 @@ const TOUCH_INTERVAL_MS = 3_600_000;
 const SNAPSHOT_HEADER = 'stevedore-index 1';
 
 /** Stored content opened for reading: the backend's body (an open file, an object's GET…). */
-export type StoredBlob = BlobBody;
+export type StoredBlob = StoredBody;
 
 /**
  * Told what happens to stored content, for an index shared by several processes (cluster mode:
@@ -377,7 +377,7 @@ export class BlobStore {
     const e = this.index.use(d.value);
     if (!e) return null;
     const finished = this.startReading(d.value);
-    let body: BlobBody | null;
+    let body: StoredBody | null;
     try {
       body = await this.backend.read(d, e.size, finished);
     } catch (err) {

@@ -118,16 +118,16 @@ export function backendContract(t: Test, u: BackendUnderTest): void {
     const body = await b.read(a.d, a.data.length, () => done++);
     t.ok(body, 'opened');
     t.equal(body!.size, a.data.length);
-    const whole = await readAll(body!.stream());
+    const whole = await readAll(body!.open());
     t.same(whole.bytes, a.data, 'the whole blob');
     t.ok(whole.chunks > 1 && whole.largest < a.data.length, `streamed in ${whole.chunks} chunks of at most ${whole.largest} bytes, never the whole blob at once`);
     await new Promise((r) => setImmediate(r));
     t.equal(done, 1, 'the read is reported done once the stream closed');
 
     const ranged = await b.read(a.d, a.data.length, () => undefined);
-    t.same((await readAll(ranged!.stream({ start: 1000, end: 2 * MiB }))).bytes, a.data.subarray(1000, 2 * MiB + 1), 'bytes [start, end], both inclusive');
+    t.same((await readAll(ranged!.open({ start: 1000, end: 2 * MiB }))).bytes, a.data.subarray(1000, 2 * MiB + 1), 'bytes [start, end], both inclusive');
     const last = await b.read(a.d, a.data.length, () => undefined);
-    t.same((await readAll(last!.stream({ start: a.data.length - 1, end: a.data.length - 1 }))).bytes, a.data.subarray(a.data.length - 1), 'the last byte alone');
+    t.same((await readAll(last!.open({ start: a.data.length - 1, end: a.data.length - 1 }))).bytes, a.data.subarray(a.data.length - 1), 'the last byte alone');
   });
 
   t.test(`${u.name}: sendTo writes the blob or a range to a destination and ends it`, async (t) => {
@@ -152,7 +152,7 @@ export function backendContract(t: Test, u: BackendUnderTest): void {
     await write(b, a.data, a.d);
     let done = 0;
     const body = await b.read(a.d, 500, () => done++);
-    await body!.close();
+    await body!.release();
     t.equal(done, 1);
   });
 
@@ -189,7 +189,7 @@ export function backendContract(t: Test, u: BackendUnderTest): void {
     t.same(results, [{ digest: a.d.value, size: a.data.length }, { digest: a.d.value, size: a.data.length }]);
     t.same([...(await listed(b))], [[a.d.value, a.data.length]], 'one entry');
     const body = await b.read(a.d, a.data.length, () => undefined);
-    t.same((await readAll(body!.stream())).bytes, a.data, 'its bytes');
+    t.same((await readAll(body!.open())).bytes, a.data, 'its bytes');
   });
 
   t.test(`${u.name}: remove and evict delete the bytes; removing absent content is no error`, async (t) => {
@@ -279,7 +279,7 @@ export function backendContract(t: Test, u: BackendUnderTest): void {
     await s.publish(uuid, a.data.length, a.d);
     t.equal((await b.stat(a.d))?.size, a.data.length, 'published: stored under its digest');
     const body = await b.read(a.d, a.data.length, () => undefined);
-    t.same((await readAll(body!.stream())).bytes, a.data, 'byte for byte');
+    t.same((await readAll(body!.open())).bytes, a.data, 'byte for byte');
     await s.remove(uuid);
     t.equal(await s.read(uuid), null, 'removed');
     t.notOk((await s.list()).some((e) => e.uuid === uuid), 'and no longer listed');

@@ -76,7 +76,7 @@ t.test('content another process stored is found on a miss, and served', async (t
   const blob = await store.open(d);
   t.equal(blob?.size, 5000);
   const chunks: Buffer[] = [];
-  for await (const c of blob!.stream() as AsyncIterable<Buffer>) chunks.push(c);
+  for await (const c of blob!.open() as AsyncIterable<Buffer>) chunks.push(c);
   t.same(Buffer.concat(chunks), data);
   t.same([...store.readingNow()], [], 'the read is over once its stream closed');
 });

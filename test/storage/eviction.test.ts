@@ -73,7 +73,7 @@ t.test('a read in progress survives the eviction of its file', async (t) => {
   await put(store, a);
   const opened = await store.open(a.d);
   t.ok(opened);
-  const stream = opened!.stream();
+  const stream = opened!.open();
   const first = await new Promise<Buffer>((resolve) => stream.once('data', (c: Buffer) => resolve(c)));
   stream.pause();
   for (let i = 0; i < 3; i++) await put(store, blobOf(1024 * 1024));

@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { tryParseDigest, type Digest } from '../../oci/digest.js';
-import type { BackendCoordination, BackendFactory, BackendInfo, BlobBackend, BlobBody, BlobStat, ListedBlob, SharedDownloads, WriterOptions } from '../backend.js';
+import type { BackendCoordination, BackendFactory, BackendInfo, BlobBackend, StoredBody, BlobStat, ListedBlob, SharedDownloads, WriterOptions } from '../backend.js';
 import { BlobWriter } from '../blob-writer.js';
 import { sendFileRange, type Follow } from '../file-sender.js';
 import { DIR_MODE, FILE_MODE } from '../modes.js';
@@ -129,7 +129,7 @@ export class FsBackend implements BlobBackend {
     fsp.utimes(this.paths.blob(d), t, t).catch(() => undefined);
   }
 
-  async read(d: Digest, size: number, done: () => void): Promise<BlobBody | null> {
+  async read(d: Digest, size: number, done: () => void): Promise<StoredBody | null> {
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(this.paths.blob(d), 'r');
@@ -143,7 +143,7 @@ export class FsBackend implements BlobBackend {
     let used = false;
     return {
       size,
-      stream: (range) => {
+      open: (range) => {
         used = true;
         const rs = createReadStream('', {
           fd: fh,
@@ -163,7 +163,7 @@ export class FsBackend implements BlobBackend {
           await fh.close().catch(() => undefined);
         }
       },
-      close: async () => {
+      release: async () => {
         if (!used) {
           done();
           await fh.close();

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { tryParseDigest, type Digest } from '../../oci/digest.js';
 import { pump } from '../../util/pump.js';
-import type { BackendFactory, BackendInfo, BlobBackend, BlobBody, BlobStat, ByteRange, ListedBlob, WriterOptions } from '../backend.js';
+import type { BackendFactory, BackendInfo, BlobBackend, StoredBody, BlobStat, ByteRange, ListedBlob, WriterOptions } from '../backend.js';
 import { BlobWriter } from '../blob-writer.js';
 import { DigestMismatchError, UploadInvalidError } from '../errors.js';
 import { DIR_MODE } from '../modes.js';
@@ -203,7 +203,7 @@ export class MemoryBackend implements BlobBackend {
     if (b) b.mtime = at;
   }
 
-  async read(d: Digest, _size: number, done: () => void): Promise<BlobBody | null> {
+  async read(d: Digest, _size: number, done: () => void): Promise<StoredBody | null> {
     const b = this.blobs.get(d.value);
     if (!b) return null;
     // The bytes as they are now: an eviction or a deletion afterwards does not cut this read.
@@ -211,7 +211,7 @@ export class MemoryBackend implements BlobBackend {
     const slice = (range?: ByteRange): Readable => Readable.from(chunks(range ? data.subarray(range.start, range.end + 1) : data), { objectMode: false });
     return {
       size: data.length,
-      stream: (range) => {
+      open: (range) => {
         const r = slice(range);
         r.once('close', done);
         return r;
@@ -223,7 +223,7 @@ export class MemoryBackend implements BlobBackend {
           done();
         }
       },
-      close: async () => done(),
+      release: async () => done(),
     };
   }
 

@@ -44,7 +44,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Logger } from 'pino';
 import { tryParseDigest, type Digest } from '../../oci/digest.js';
 import { pump } from '../../util/pump.js';
-import type { BackendCoordination, BackendFactory, BackendInfo, BlobBackend, BlobBody, BlobStat, ListedBlob, WriterOptions } from '../backend.js';
+import type { BackendCoordination, BackendFactory, BackendInfo, BlobBackend, StoredBody, BlobStat, ListedBlob, WriterOptions } from '../backend.js';
 import { BlobWriter } from '../blob-writer.js';
 import { DIR_MODE } from '../modes.js';
 import { StorePaths } from '../paths.js';
@@ -237,7 +237,7 @@ export class S3Backend implements BlobBackend {
     }
   }
 
-  async read(d: Digest, indexedSize: number, done: () => void): Promise<BlobBody | null> {
+  async read(d: Digest, indexedSize: number, done: () => void): Promise<StoredBody | null> {
     // The GET is sent now: its answer says the object exists before the client is answered.
     // With redirects the client fetches it from S3 itself: no GET here unless asked to stream.
     let first: GetObjectCommandOutput | null = null;
@@ -265,7 +265,7 @@ export class S3Backend implements BlobBackend {
     };
     return {
       size,
-      stream: (range) => {
+      open: (range) => {
         const out = new PassThrough({ highWaterMark: 512 * 1024 });
         out.once('close', done);
         body(range).then(
@@ -281,7 +281,7 @@ export class S3Backend implements BlobBackend {
           done();
         }
       },
-      close: async () => {
+      release: async () => {
         firstBody?.destroy();
         firstBody = null;
         done();
