@@ -23,6 +23,7 @@ import { parseWwwAuthenticate, type Challenge } from '../upstream/www-authentica
 import type { ConfigFlags } from './common.js';
 import { readTlsPair, type TlsPair } from '../server/tls-certificate.js';
 import { DIR_MODE, FILE_MODE } from '../storage/modes.js';
+import { tcpConnect } from '../util/tcp-connect.js';
 
 export type Level = 'ok' | 'warn' | 'info' | 'skip' | 'fail';
 
@@ -170,27 +171,6 @@ function rateLimitNote(h: Dispatcher.ResponseData['headers']): string | null {
   const remaining = header(h, 'ratelimit-remaining');
   if (!limit && !remaining) return null;
   return `rate limit: ${remaining ?? '?'} remaining of ${limit ?? '?'}`;
-}
-
-function tcpConnect(host: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`timed out after ${NET_TIMEOUT_MS / 1000} s`));
-    }, NET_TIMEOUT_MS);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      const addr = `${sock.remoteAddress ?? host}:${sock.remotePort ?? port}`;
-      sock.destroy();
-      resolve(addr);
-    });
-    sock.once('error', (err) => {
-      clearTimeout(timer);
-      sock.destroy();
-      reject(err);
-    });
-  });
 }
 
 function tlsHandshake(host: string, port: number): Promise<{ subject: string; validTo: string; daysLeft: number; protocol: string }> {

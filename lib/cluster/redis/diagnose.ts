@@ -4,14 +4,12 @@
  * without a password (anyone who reaches it could rewrite stevedore's leases and records), and
  * whether the link crosses a network in clear text.
  */
-import net from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { ConfigError, type Config } from '../../config/config.js';
 import type { CoordinatorFinding } from '../coordinator.js';
 import { explainRedisError, hasPassword, RedisLink, redactUrl, redisSettings } from './link.js';
-
-const NET_TIMEOUT_MS = 5_000;
+import { tcpConnect } from '../../util/tcp-connect.js';
 
 function finding(level: CoordinatorFinding['level'], target: string, detail: string, fix: string | null = null): CoordinatorFinding {
   return { level, target, detail, fix };
@@ -135,22 +133,3 @@ async function redisCause(url: string): Promise<string> {
   }
 }
 
-function tcpConnect(host: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`timed out after ${NET_TIMEOUT_MS / 1000} s`));
-    }, NET_TIMEOUT_MS);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve();
-    });
-    sock.once('error', (err) => {
-      clearTimeout(timer);
-      sock.destroy();
-      reject(err);
-    });
-  });
-}
