@@ -11,8 +11,10 @@ import { freePort, run, tmpDir, which } from '../fixtures/util.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /**
- * Runs `serve` for a few seconds (it stops itself: `timeout -s TERM`), on a terminal or a pipe,
- * asks it for /healthz and /v2/ once it answers, and returns everything it wrote to stdout.
+ * Runs `serve` on a terminal or a pipe, asks it for /healthz and /v2/ once it answers, then stops
+ * it with SIGTERM (as a container runtime does; `timeout` only in case it never answers), and
+ * returns everything it wrote to stdout. A loaded machine may take many seconds to start it through
+ * the TypeScript loader: the test waits for it to answer, not for a fixed time.
  */
 async function serveOutput(t: Parameters<typeof tmpDir>[0], opts: { tty: boolean; format?: string; env?: Record<string, string> }): Promise<string> {
   const dir = await tmpDir(t);
@@ -22,13 +24,13 @@ async function serveOutput(t: Parameters<typeof tmpDir>[0], opts: { tty: boolean
     cfg,
     JSON.stringify({ listen: `127.0.0.1:${port}`, storage: { path: path.join(dir, 'store') }, upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, ...(opts.format ? { log: { format: opts.format } } : {}) }),
   );
-  const argv = [which('timeout'), '-s', 'TERM', '8', process.execPath, '--import', '@tapjs/typescript/import', 'lib/cli/main.ts', 'serve', '--config', cfg];
+  const argv = [which('timeout'), '-s', 'TERM', '60', process.execPath, '--import', '@tapjs/typescript/import', 'lib/cli/main.ts', 'serve', '--config', cfg];
   const env = { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', STEVEDORE_CONFIG: '', TERM: 'xterm', ...opts.env };
   const running = opts.tty
-    ? run(which('script'), ['-qec', argv.map((a) => `'${a}'`).join(' '), '/dev/null'], { cwd: ROOT, env, timeoutMs: 30_000 })
-    : run(argv[0]!, argv.slice(1), { cwd: ROOT, env, timeoutMs: 30_000 });
+    ? run(which('script'), ['-qec', argv.map((a) => `'${a}'`).join(' '), '/dev/null'], { cwd: ROOT, env, timeoutMs: 90_000 })
+    : run(argv[0]!, argv.slice(1), { cwd: ROOT, env, timeoutMs: 90_000 });
   // Ask it something once it listens, so that request lines are logged too.
-  for (let i = 0; i < 150; i++) {
+  for (let i = 0; i < 1_000; i++) {
     try {
       await (await request(`http://127.0.0.1:${port}/healthz`)).body.text();
       await (await request(`http://127.0.0.1:${port}/v2/`)).body.text();
@@ -37,6 +39,9 @@ async function serveOutput(t: Parameters<typeof tmpDir>[0], opts: { tty: boolean
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+  // The stevedore process alone (its command line starts with this node), not `timeout` or `script`.
+  const self = `^${process.execPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} .*${cfg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`;
+  await run(which('pkill'), ['-TERM', '-f', self], { cwd: ROOT, timeoutMs: 10_000 }).catch(() => undefined);
   const r = await running;
   return r.stdout;
 }
