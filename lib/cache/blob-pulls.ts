@@ -5,7 +5,7 @@
  * replica holding the digest's lease in cluster mode).
  */
 import type { Digest } from '../oci/digest.js';
-import type { StoredBlob } from '../storage/blob-store.js';
+import type { StoredBody } from '../storage/backend.js';
 import type { Store } from '../storage/store.js';
 import type { Downloads } from './downloads.js';
 import type { LocalDownloads } from './local-downloads.js';
@@ -13,7 +13,7 @@ import type { BlobAnswer, CacheResult, Target } from './pull-types.js';
 import type { RepositoryAccess } from './repository-access.js';
 
 /** The answer for a blob in the store (a hit): the stored body itself, said to be one. */
-function storedAnswer(stored: StoredBlob): BlobAnswer {
+function storedAnswer(stored: StoredBody): BlobAnswer {
   return Object.assign(stored, { cache: 'hit' as const });
 }
 

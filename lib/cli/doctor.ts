@@ -24,6 +24,7 @@ import type { ConfigFlags } from './common.js';
 import { readTlsPair, type TlsPair } from '../server/tls-certificate.js';
 import { DIR_MODE, FILE_MODE } from '../storage/modes.js';
 import { tcpConnect } from '../util/tcp-connect.js';
+import { errText } from '../util/error-text.js';
 
 export type Level = 'ok' | 'warn' | 'info' | 'skip' | 'fail';
 
@@ -43,15 +44,6 @@ const TMP_LEFTOVER_AGE_MS = 3_600_000;
 
 function result(level: Level, check: string, target: string, detail: string, fix: string | null = null): CheckResult {
   return { check, target, ok: level !== 'fail', level, detail, fix };
-}
-
-function errText(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
-    return code && !err.message.includes(code) ? `${code} (${err.message}${cause})` : `${err.message}${cause}`;
-  }
-  return String(err);
 }
 
 /** Loads the configuration as every command does; a ConfigError becomes one failing result. */

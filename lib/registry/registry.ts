@@ -25,7 +25,7 @@ import { referrerDescriptor, type ReferrerDescriptor } from '../oci/referrers.js
 import { HOSTED_NAMESPACE } from '../storage/paths.js';
 import type { Store } from '../storage/store.js';
 import type { RepoRef } from '../storage/repo-store.js';
-import type { StoredBlob } from '../storage/blob-store.js';
+import type { StoredBody } from '../storage/backend.js';
 import { ANONYMOUS_OWNER, UploadStore, type SessionLocks, type UploadLimits } from '../storage/upload-store.js';
 import { mapLimit } from '../util/map-limit.js';
 import { CACHE_DEFAULTS, REGISTRY_DEFAULTS } from '../config/schema.js';
@@ -359,7 +359,7 @@ export class Registry {
 
   // ---- blobs -----------------------------------------------------------------------------
 
-  async openBlob(repo: RepoRef, d: Digest): Promise<StoredBlob> {
+  async openBlob(repo: RepoRef, d: Digest): Promise<StoredBody> {
     if (await this.store.repos.hasLink(repo, d)) {
       const blob = await this.store.blobs.open(d);
       if (blob) return blob;

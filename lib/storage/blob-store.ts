@@ -29,7 +29,6 @@ const TOUCH_INTERVAL_MS = 3_600_000;
 const SNAPSHOT_HEADER = 'stevedore-index 1';
 
 /** Stored content opened for reading: the backend's body (an open file, an object's GET…). */
-export type StoredBlob = StoredBody;
 
 /**
  * Told what happens to stored content, for an index shared by several processes (cluster mode:
@@ -372,7 +371,7 @@ export class BlobStore {
    * Opens stored content for reading, refreshing its recency. Null when it is not stored (or its
    * bytes vanished, in which case the index forgets it).
    */
-  async open(d: Digest): Promise<StoredBlob | null> {
+  async open(d: Digest): Promise<StoredBody | null> {
     if (!this.index.has(d.value)) await this.adopt(d);
     const e = this.index.use(d.value);
     if (!e) return null;

@@ -10,18 +10,10 @@ import { ConfigError, type Config } from '../../config/config.js';
 import type { CoordinatorFinding } from '../coordinator.js';
 import { explainRedisError, hasPassword, RedisLink, redactUrl, redisSettings } from './link.js';
 import { tcpConnect } from '../../util/tcp-connect.js';
+import { errText } from '../../util/error-text.js';
 
 function finding(level: CoordinatorFinding['level'], target: string, detail: string, fix: string | null = null): CoordinatorFinding {
   return { level, target, detail, fix };
-}
-
-function errText(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
-    return code && !err.message.includes(code) ? `${code} (${err.message}${cause})` : `${err.message}${cause}`;
-  }
-  return String(err);
 }
 
 export async function diagnoseRedis(config: Config): Promise<CoordinatorFinding[]> {
