@@ -33,9 +33,10 @@ export function resolveTarget(
   return { kind: 'proxied', repo, explicit };
 }
 
-/** Names longer than this are resolved every time, never memoized (a client can send ~16 KB of path). */
-const MEMO_NAME_MAX = 256;
-/** Distinct (name, ns) pairs memoized: at most MEMO_ENTRIES × MEMO_NAME_MAX characters of keys. */
+/**
+ * Distinct (name, ns) pairs memoized. Only names that resolve are kept, and a valid name is at most
+ * 255 characters (MAX_NAME_LENGTH), an `ns` a configured upstream's name: a few hundred KiB at most.
+ */
 const MEMO_ENTRIES = 1_000;
 
 /**
@@ -43,7 +44,7 @@ const MEMO_ENTRIES = 1_000;
  * not change while it runs, so a name resolves the same way every time. A warm manifest request
  * resolved its name three times (its canonical name for the access rules and the dashboard, then
  * its target), each time checking the name grammar twice. Only names that resolve are memoized
- * (a refusal is thrown again each time), in an LRU of MEMO_ENTRIES short names.
+ * (a refusal is thrown again each time), in an LRU of MEMO_ENTRIES.
  */
 export class TargetResolver {
   private readonly memo = new LRUCache<string, { target: RepoTarget; canonical: string }>({ max: MEMO_ENTRIES });
@@ -52,6 +53,11 @@ export class TargetResolver {
     private readonly config: Pick<Config, 'upstreams' | 'defaultUpstream'>,
     private readonly hosted: HostedNames,
   ) {}
+
+  /** Names memoized now (at most MEMO_ENTRIES). */
+  get size(): number {
+    return this.memo.size;
+  }
 
   resolve(rawName: string, ns: string | null): RepoTarget {
     return this.entry(rawName, ns).target;
@@ -69,7 +75,7 @@ export class TargetResolver {
     if (hit) return hit;
     const target = resolveTarget(rawName, ns, this.config, this.hosted);
     const e = { target, canonical: target.kind === 'hosted' ? target.name : `${target.repo.upstream.name}/${target.repo.name}` };
-    if (rawName.length <= MEMO_NAME_MAX && (ns === null || ns.length <= MEMO_NAME_MAX)) this.memo.set(key, e);
+    this.memo.set(key, e);
     return e;
   }
 }
