@@ -549,7 +549,7 @@ async function writeRoute(
   switch (r.kind) {
     case 'upload':
       return handleUpload(ctx, r.session, method, query, req, res);
-    case 'manifest':
+    case 'manifest': {
       if (method === 'PUT') {
         const known = seeded ? upstreamHas(deps, seeded) : undefined;
         const { tag, fromElsewhere } = await handleManifestPut({ ...ctx, ...(known ? { isKnown: known } : {}) }, r.reference, req, res);
@@ -558,9 +558,12 @@ async function writeRoute(
         if (seeded && fromElsewhere.length) void fetchAndPin(deps.pull, deps.registry.store, seeded, fromElsewhere, deps.log);
         return;
       }
-      await handleManifestDelete(ctx, r.reference, res);
-      if (seeded && !r.reference.includes(':')) deps.pull.forgetTag(seeded.client.name, seeded.name, r.reference);
+      // Every tag the delete removed (by digest: each tag that named the manifest) is forgotten by
+      // the pull path too, here and on the other replicas: none is answered from memory afterwards.
+      const removed = await handleManifestDelete(ctx, r.reference, res);
+      if (seeded) for (const tag of removed) deps.pull.forgetTag(seeded.client.name, seeded.name, tag);
       return;
+    }
     case 'blob':
       return handleBlobDelete(ctx, r.digest, res);
     default:
