@@ -51,6 +51,9 @@ export class Manifests {
   }
 
   async getByDigest(t: Target, d: Digest, waited = false): Promise<ManifestAnswer> {
+    // The warm path, without an await: in memory, and this repository is known to link it.
+    const memo = this.memo.get(d.value);
+    if (memo && this.access.knownToLink(t, d)) return { digest: d.value, mediaType: memo.mediaType, size: memo.bytes.length, bytes: memo.bytes, cache: 'hit' };
     const stored = await this.readStored(d);
     if (stored) {
       await this.access.authorizeStored(t, d);
@@ -71,6 +74,11 @@ export class Manifests {
     const fetched = await t.client.getManifest(t.name, d.value, this.maxSize);
     const saved = await this.save(t, fetched.bytes, fetched.mediaType, d, fetched.digest);
     return { digest: saved.digest, mediaType: saved.mediaType, size: fetched.bytes.length, bytes: fetched.bytes, cache: 'miss' };
+  }
+
+  /** A manifest's bytes and media type when they are in memory (read or saved before); else null. */
+  inMemory(digest: string): { bytes: Buffer; mediaType: string } | null {
+    return this.memo.get(digest) ?? null;
   }
 
   /** A stored manifest's bytes and media type; null when not stored, or stored content that is no manifest. */

@@ -23,6 +23,11 @@ export class RepositoryAccess {
     await this.store.repos.link(repo, d);
   }
 
+  /** Whether the repository is known (in memory, no syscall) to link `d`: authorizeStored would pass at once. */
+  knownToLink(t: Target, d: Digest): boolean {
+    return this.store.repos.knownLink(repoOf(t), d);
+  }
+
   /**
    * A download this repository asks to join: its own (`startedFor`, the repository it was started
    * for, is this one), or one it is allowed to read (authorizeStored).

@@ -96,14 +96,15 @@ export class TagResolver {
 
   async getManifest(t: Target, tag: string): Promise<ManifestAnswer> {
     const key = `${t.client.name}/${t.name}:${tag}`;
+    // The warm path: a fresh memoized answer whose manifest is in memory, answered without an await.
+    const warm = this.fromMemory(key, t, tag);
+    if (warm) return warm;
     const status: LRUCache.Status<string, TagAnswer> = {};
     const answer = await this.fetchTag(key, t, tag, status);
     if (!answer) throw new OciError('MANIFEST_UNKNOWN', `manifest ${t.name}:${tag} unknown`);
     // A memoized stale answer stays stale; otherwise a memory hit is a hit.
     const how = answer.how === 'stale' ? 'stale' : status.fetch === 'hit' ? 'hit' : answer.how;
-    if (how === 'hit' && this.refreshAhead && status.fetch === 'hit' && status.start !== undefined && status.ttl !== undefined && status.remainingTTL !== undefined) {
-      if (this.refreshAhead.note(key, status.start, status.ttl, status.remainingTTL)) this.startRefresh(key, t, tag);
-    }
+    if (how === 'hit' && status.fetch === 'hit') this.noteHit(key, t, tag, status);
     const stored = await this.manifests.readStored(parseDigest(answer.link.digest));
     if (!stored) {
       // The bytes went missing under a cached link (deleted by hand, or evicted): forget and retry once.
@@ -122,6 +123,31 @@ export class TagResolver {
     };
     if (answer.how === 'stale' && answer.staleReason) result.staleReason = answer.staleReason;
     return result;
+  }
+
+  /**
+   * getManifest's answer when it needs no await: the tag's memoized answer is fresh (a hit, exactly
+   * what `fetch` would return without calling the upstream or the store) and its manifest is in
+   * the manifests' memory. Null otherwise: the full path then runs as it always did (a stale entry
+   * is left in place for it, not deleted by this look).
+   */
+  private fromMemory(key: string, t: Target, tag: string): ManifestAnswer | null {
+    const status: LRUCache.Status<string, TagAnswer> = {};
+    const answer = this.tags.get(key, { status, noDeleteOnStaleGet: true });
+    if (answer === undefined || status.get !== 'hit') return null;
+    const stored = this.manifests.inMemory(answer.link.digest);
+    if (!stored) return null;
+    const how = answer.how === 'stale' ? 'stale' : 'hit';
+    if (how === 'hit') this.noteHit(key, t, tag, status);
+    const result: ManifestAnswer = { digest: answer.link.digest, mediaType: stored.mediaType, size: stored.bytes.length, bytes: stored.bytes, cache: how };
+    if (answer.how === 'stale' && answer.staleReason) result.staleReason = answer.staleReason;
+    return result;
+  }
+
+  /** Refresh-ahead counts a request answered from memory (and may start a background revalidation). */
+  private noteHit(key: string, t: Target, tag: string, status: LRUCache.Status<string, TagAnswer>): void {
+    if (!this.refreshAhead || status.start === undefined || status.ttl === undefined || status.remainingTTL === undefined) return;
+    if (this.refreshAhead.note(key, status.start, status.ttl, status.remainingTTL)) this.startRefresh(key, t, tag);
   }
 
   /** Forgets the memoized answer for a tag: a push into this upstream's namespace just moved it. */

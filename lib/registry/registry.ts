@@ -327,12 +327,16 @@ export class Registry {
     return { digest: d.value, mediaType, bytes };
   }
 
-  /** Deletes a manifest by digest (its link, the tags pointing at it, its referrer record) or a tag. */
-  async deleteManifest(repo: RepoRef, ref: Reference): Promise<void> {
+  /**
+   * Deletes a manifest by digest (its link, the tags pointing at it, its referrer record) or a tag.
+   * Resolves with the tags removed.
+   */
+  async deleteManifest(repo: RepoRef, ref: Reference): Promise<string[]> {
     if (ref.kind === 'tag') {
       if (!(await this.store.repos.deleteTag(repo, ref.tag))) throw new OciError('MANIFEST_UNKNOWN', `tag ${repo.name}:${ref.tag} unknown`);
-      return;
+      return [ref.tag];
     }
+    const tags: string[] = [];
     const d = ref.digest;
     if (!(await this.store.repos.hasLink(repo, d))) throw new OciError('MANIFEST_UNKNOWN', `manifest ${repo.name}@${d.value} unknown`);
     const bytes = await this.store.blobs.readSmall(d);
@@ -345,11 +349,12 @@ export class Registry {
     for (const tag of await this.store.repos.listStoredTags(repo)) {
       if (!isValidTag(tag)) continue;
       const link = await this.store.repos.getTag(repo, tag);
-      if (link?.digest === d.value) await this.store.repos.deleteTag(repo, tag);
+      if (link?.digest === d.value && (await this.store.repos.deleteTag(repo, tag))) tags.push(tag);
     }
     if (parsed?.subject) await this.store.repos.removeReferrer(repo, parseDigest(parsed.subject.digest), d);
     await this.store.repos.unlink(repo, d);
     await this.releaseIfUnreferenced(d);
+    return tags;
   }
 
   /** Content no repository names any more is no longer pinned: eviction or gc may reclaim it. */

@@ -70,9 +70,21 @@ export interface App {
  * Where `serve` writes its log: JSON lines on stdout, or (`log.format` pretty, or auto on a
  * terminal) one readable line per event through pino-pretty, in this thread (synchronous: nothing
  * is lost when the process exits).
+ *
+ * JSON lines go to pino's own destination for stdout (sonic-boom: asynchronous writes of up to
+ * 16 KiB, flushed when the process exits), as Buffers: in its default (string) mode sonic-boom
+ * measures the whole string gathered so far again for every line added while a write is in
+ * flight, which under load grew to 6 % of a warm manifest request's CPU; in buffer mode it keeps
+ * the lengths. Same bytes, same writes.
  */
 export function logDestination(format: Config['log']['format'], isTTY = process.stdout.isTTY === true): pino.DestinationStream | undefined {
-  if (format === 'json' || (format === 'auto' && !isTTY)) return undefined;
+  if (format === 'json' || (format === 'auto' && !isTTY)) {
+    // A stdout whose write was replaced (a test harness) is written to as it is, as pino does.
+    if (process.stdout.write !== (Object.getPrototypeOf(process.stdout) as { write: unknown }).write) return undefined;
+    const out = pino.destination({ dest: process.stdout.fd || 1, minLength: 0, sync: false, contentMode: 'buffer' });
+    const write = out.write.bind(out) as unknown as (line: Buffer) => boolean;
+    return { write: (line: string) => write(Buffer.from(line)), flush: (cb?: (err?: Error) => void) => out.flush(cb) } as pino.DestinationStream;
+  }
   return pretty({ colorize: isTTY, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
 }
 

@@ -188,9 +188,11 @@ export async function handleManifestPut(
   return { tag: ref.kind === 'tag' ? ref.tag : null, fromElsewhere: put.fromElsewhere };
 }
 
-export async function handleManifestDelete(ctx: PushContext, reference: string, res: ServerResponse): Promise<void> {
-  await ctx.registry.deleteManifest(ctx.repo, parseReadReference(reference));
+/** Resolves with the tags the delete removed (the tag deleted, or every tag that named the manifest deleted by digest). */
+export async function handleManifestDelete(ctx: PushContext, reference: string, res: ServerResponse): Promise<string[]> {
+  const tags = await ctx.registry.deleteManifest(ctx.repo, parseReadReference(reference));
   send(res, 202, { ...ctx.headers });
+  return tags;
 }
 
 export async function handleBlobDelete(ctx: PushContext, digest: string, res: ServerResponse): Promise<void> {

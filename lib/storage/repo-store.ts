@@ -37,6 +37,11 @@ export class RepoStore {
     await this.records.write(k.tag(repo, tag), JSON.stringify(link));
   }
 
+  /** Whether the link is known to exist without a look at the store (hasLink found or wrote it, and no unlink since). */
+  knownLink(repo: RepoRef, d: Digest): boolean {
+    return this.knownLinks.get(`${repo.upstream}/${repo.name}@${d.value}`) === true;
+  }
+
   async hasLink(repo: RepoRef, d: Digest): Promise<boolean> {
     const key = `${repo.upstream}/${repo.name}@${d.value}`;
     if (this.knownLinks.get(key)) return true;

@@ -93,11 +93,15 @@ export class Activity {
     }
     if (r.repository !== null && r.status < 400) {
       const key = r.repository;
-      const entry = this.repositories.get(key) ?? { repository: key, pulls: 0, bytes: 0, lastAt: 0 };
+      // get() marks it recently used as set() would: a known repository's entry is updated in place.
+      let entry = this.repositories.get(key);
+      if (!entry) {
+        entry = { repository: key, pulls: 0, bytes: 0, lastAt: 0 };
+        this.repositories.set(key, entry);
+      }
       if (r.route === 'manifest' && r.method === 'GET') entry.pulls++;
       entry.bytes += r.bytes;
       entry.lastAt = this.now();
-      this.repositories.set(key, entry);
     }
     if (isShownError(r)) {
       b.errors++;
