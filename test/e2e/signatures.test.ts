@@ -202,3 +202,25 @@ t.test('a hosted repository under a policy: a pushed image with a bundle referre
   await pushImage(s.url, 'team/bare', 'v1', bare);
   denied(t, await get(s, 'team/bare', 'v1'), /verify\.policies\[0\] \(team\/\*\*\) .*no signature/);
 });
+
+t.test('upstream down: a stale tag is verified against the stored signatures; with none stored it is refused (fail closed)', async (t) => {
+  const storagePath = `${await (await import('../fixtures/util.js')).tmpDir(t, 'sig-offline-')}/data`;
+  const digest = await image('lab/offline');
+  await pushCosignSig(reg.url, 'lab/offline', digest, good.privateKey);
+  await image('other/stored');
+  // First, with the upstream up: lab/offline verified (its signature stored); other/stored under no policy.
+  const s1 = await startStevedore(t, { upstreams: { 'ghcr.io': { url: reg.url, tagTTL: '1s' } }, defaultUpstream: 'ghcr.io', storagePath, config: policies('require') });
+  t.equal((await get(s1, 'lab/offline', 'v1')).status, 200);
+  t.equal((await get(s1, 'other/stored', 'v1')).status, 200);
+  await s1.stop();
+  reg.setFault({ kind: 'status', status: 503 });
+  t.teardown(() => reg.setFault(null));
+  const config = { verify: { policies: [{ repository: 'ghcr.io/**', keys: [good.publicKeyFile] }] } };
+  const s2 = await startStevedore(t, { upstreams: { 'ghcr.io': { url: reg.url, tagTTL: '1s' } }, defaultUpstream: 'ghcr.io', storagePath, config });
+  const served = await get(s2, 'lab/offline', 'v1');
+  t.equal(served.status, 200, 'verified offline against the stored .sig');
+  t.equal(served.headers['x-cache'], 'stale');
+  t.ok(s2.logs.some((l) => l.msg === 'signature verified' && l.repository === 'ghcr.io/lab/offline'));
+  denied(t, await get(s2, 'other/stored', 'v1'), /signatures could not be read/);
+  reg.setFault(null);
+});
