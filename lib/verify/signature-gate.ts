@@ -86,9 +86,13 @@ export class SignatureGate {
   async check(source: SignatureSource, manifest: ManifestToCheck): Promise<void> {
     const policy = this.policies.match(source.repository);
     if (!policy) return;
-    if (isSignatureArtifact(manifest.bytes)) return;
     const key = `${policy.index}:${policy.version}|${source.repository}|${manifest.digest}`;
+    // A warm manifest costs this lookup only.
     let verdict = this.verdicts.get(key);
+    if (!verdict && isSignatureArtifact(manifest.bytes)) {
+      verdict = { result: 'verified', reason: 'a signature artifact (not itself checked)' };
+      this.verdicts.set(key, verdict);
+    }
     if (!verdict) {
       let pending = this.inFlight.get(key);
       if (!pending) {

@@ -224,3 +224,29 @@ t.test('upstream down: a stale tag is verified against the stored signatures; wi
   denied(t, await get(s2, 'other/stored', 'v1'), /signatures could not be read/);
   reg.setFault(null);
 });
+
+t.test('stevedore serve reads the policies again on SIGHUP; a bad reload keeps the ones in force', async (t) => {
+  const { spawnStevedore, logsSettled } = await import('../fixtures/stevedore-process.js');
+  const { writeFile } = await import('node:fs/promises');
+  const digest = await image('lab/hup');
+  await pushCosignSig(reg.url, 'lab/hup', digest, other.privateKey);
+  const base = { upstreams: { 'ghcr.io': { url: reg.url } }, defaultUpstream: 'ghcr.io', storage: { path: `${await (await import('../fixtures/util.js')).tmpDir(t, 'sig-hup-')}/data` } };
+  const withKey = (key: string): Record<string, unknown> => ({ ...base, verify: { policies: [{ repository: 'ghcr.io/lab/**', keys: [key] }] } });
+  const p = await spawnStevedore(t, withKey(good.publicKeyFile));
+  const url = `${p.url}/v2/lab/hup/manifests/v1`;
+  const ask = (): Promise<RawResponse> => rawRequest(url, { headers: { accept: MANIFEST_ACCEPT } });
+  denied(t, await ask(), /signed by another key/);
+  await writeFile(p.configFile, JSON.stringify({ listen: '127.0.0.1:0', log: { level: 'info' }, ...withKey(other.publicKeyFile) }));
+  p.child.kill('SIGHUP');
+  const loaded = async (n: number): Promise<void> => {
+    for (let i = 0; i < 100 && p.logs.filter((l) => l.msg === 'signature policies loaded' || l.msg === 'signature policies not reloaded: keeping the ones in force').length < n; i++) await new Promise((r) => setTimeout(r, 50));
+  };
+  await loaded(1);
+  t.equal((await ask()).status, 200, 'the reloaded key is trusted');
+  await writeFile(p.configFile, JSON.stringify({ listen: '127.0.0.1:0', log: { level: 'info' }, ...withKey('/nonexistent/key.pub') }));
+  p.child.kill('SIGHUP');
+  await loaded(2);
+  await logsSettled(p);
+  t.ok(p.logs.some((l) => l.msg === 'signature policies not reloaded: keeping the ones in force' && /keys\[0\]: cannot read/.test(JSON.stringify(l.problems))), 'the bad reload is logged with the key');
+  t.equal((await ask()).status, 200, 'the policies in force stay');
+});
