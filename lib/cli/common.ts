@@ -16,12 +16,17 @@ export function withConfigOptions(cmd: Command): Command {
 }
 
 /** Loads the configuration, or prints every problem and exits 2. */
+/** The configuration as the flags name it, read again (a reload); throws ConfigError. */
+export function loadConfigAgain(flags: ConfigFlags): Config {
+  const env = { ...process.env };
+  if (flags.listen) env.STEVEDORE_LISTEN = flags.listen;
+  if (flags.storage) env.STEVEDORE_STORAGE_PATH = flags.storage;
+  return loadConfig({ ...(flags.config ? { file: flags.config } : {}), env });
+}
+
 export function configOrExit(flags: ConfigFlags): Config {
   try {
-    const env = { ...process.env };
-    if (flags.listen) env.STEVEDORE_LISTEN = flags.listen;
-    if (flags.storage) env.STEVEDORE_STORAGE_PATH = flags.storage;
-    return loadConfig({ ...(flags.config ? { file: flags.config } : {}), env });
+    return loadConfigAgain(flags);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`stevedore: ${err.message}\n`);

@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
 import { buildApp, createLogger, logDestination } from '../server/app.js';
 import { installLastResort } from '../server/last-resort.js';
-import { configOrExit, fail, withConfigOptions, type ConfigFlags } from './common.js';
+import { configOrExit, fail, loadConfigAgain, withConfigOptions, type ConfigFlags } from './common.js';
 // The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
 // pay for them in memory.
 import type { PrefetchFlags } from './prefetch.js';
@@ -62,6 +62,13 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
         },
       );
     };
+    // SIGHUP: the signature policies (config verify, and the files they name) are read again;
+    // a bad one is logged and the policies in force stay.
+    process.on('SIGHUP', () => {
+      void Promise.resolve()
+        .then(() => app.reloadSignaturePolicies(loadConfigAgain(opts).verify))
+        .catch((err: unknown) => log.error({ problems: err instanceof ConfigError ? err.problems : undefined, err }, 'signature policies not reloaded: keeping the ones in force'));
+    });
     process.on('SIGTERM', () => stop('SIGTERM', 0));
     process.on('SIGINT', () => stop('SIGINT', 0));
     installLastResort({

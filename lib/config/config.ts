@@ -141,6 +141,8 @@ export interface Config {
   offline: boolean;
   /** Hosted repositories and the push side. */
   registry: ParsedConfig['registry'];
+  /** Signature policies (lib/verify), in order: the first matching repository pattern decides. */
+  verify: ParsedConfig['verify'];
   upstreamPolicy: {
     retryAfterDefault: number;
     breakerFailures: number;
@@ -252,6 +254,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     offline: parsed.offline,
     upstreamPolicy: parsed.upstreamPolicy,
     registry: parsed.registry,
+    verify: parsed.verify,
   };
   return deepFreeze(config);
 }

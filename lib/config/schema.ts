@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { parseCidr, parseDuration, parseSize } from './units.js';
 import { AUTH_DEFAULTS, authSchema, httpUrl, repositoryPattern } from './auth-schema.js';
+import { verifySchema } from './verify-schema.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -739,6 +740,8 @@ export const configSchema = z
       })
       .strict()
       .default({ retryAfterDefault: 60_000, breakerFailures: 5, breakerOpenFor: 30_000, quotaLowWatermark: 10, quotaTTLMultiplier: 12 }),
+    /** Signature policies: manifests of matching repositories are verified before they are served (lib/verify). */
+    verify: verifySchema,
   })
   .strict();
 

@@ -22,6 +22,8 @@ import { canonicalRepository } from './auth/authorize-route.js';
 import { Registry } from '../registry/registry.js';
 import { HostedNames } from '../registry/hosted.js';
 import { ProxiedReferrers } from '../cache/referrers.js';
+import { SignaturePolicies } from '../verify/policies.js';
+import { SignatureGate } from '../verify/signature-gate.js';
 import { hostname } from 'node:os';
 import type { ClusterCoordinator, CoordinationScope } from '../cluster/coordinator.js';
 import { configuredCoordinator, openCoordinator } from '../cluster/coordinators.js';
@@ -58,6 +60,13 @@ export interface App {
   scheme: 'http' | 'https';
   /** HTTPS: the certificate served and its reloading; null over plain HTTP. */
   tls: CertificateReloader | null;
+  /** Signature policies (config verify), checked before manifests are served. */
+  signatures: SignatureGate;
+  /**
+   * Reads a `verify` section again (SIGHUP in `serve`): its key files and trusted roots are read,
+   * and on success it replaces the policies in force; on a ConfigError the old ones stay.
+   */
+  reloadSignaturePolicies(verify: Config['verify']): Promise<void>;
   /** Listens (and on config peerListen, when set); resolves with the main bound address. */
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Where the peer endpoint listens on its own (config peerListen), once listening; else null. */
@@ -129,6 +138,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   };
   const auth = await Auth.create({ config: config.auth, log, clock, canonicalName, upstreams: [...config.upstreams.keys()] });
   const tlsPair = config.tls ? await loadTls(config.tls, log) : null;
+  // Signature policies: an unreadable key or trusted root stops start-up here, naming its key.
+  const signaturePolicies = await SignaturePolicies.load(config.verify);
   // Node mode: Redis is the peers' directory, and each node's store is its own (never shared by
   // replicas), so the store is not coordinated as a cluster's.
   const nodePeers = config.node.peers;
@@ -279,6 +290,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   snapshotTimer.unref();
   let ready = true;
   const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers });
+  const signatures = new SignatureGate({ policies: signaturePolicies, log, onVerdict: (result) => metrics.signatureVerification(result) });
   let dashboard: Dashboard | null = null;
   if (config.dashboard.enabled) {
     try {
@@ -288,7 +300,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
     }
   }
-  const serverDeps = { config, pull, registry, hosted, referrers, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, isReady: () => ready, tls: tlsPair };
+  const serverDeps = { config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, isReady: () => ready, tls: tlsPair };
   // config peerListen: the peer endpoint on a listener of its own, and only there.
   const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, peerRoute: 'only' }) : null;
   const server = createServer({ ...serverDeps, peerRoute: peerServer ? 'elsewhere' : 'here' });
@@ -325,6 +337,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     coordinator,
     cluster,
     peers,
+    signatures,
+    async reloadSignaturePolicies(verify) {
+      signatures.reload(await SignaturePolicies.load(verify));
+    },
     async listen(port = config.listen.port, host = config.listen.host) {
       const addr = await listenOn(server, port, host);
       if (peerServer && config.peerListen) peerAddress = await listenOn(peerServer, config.peerListen.port, config.peerListen.host);

@@ -26,6 +26,8 @@ import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
 import type { HostedNames } from '../registry/hosted.js';
 import type { ProxiedReferrers } from '../cache/referrers.js';
+import type { SignatureGate } from '../verify/signature-gate.js';
+import { hostedSource, proxiedSource } from '../verify/signature-source.js';
 import { fetchAndPin } from '../cache/seed.js';
 import { assertProxied, refusal } from '../cache/repository-filter.js';
 import type { RepoRef } from '../storage/repo-store.js';
@@ -61,6 +63,8 @@ export interface ServerDeps {
   hosted: HostedNames;
   /** Referrers of proxied repositories. */
   referrers: ProxiedReferrers;
+  /** Signature policies (config verify): checked before a manifest is served; absent or null: none. */
+  signatures?: SignatureGate | null;
   /** Client authentication and access rules (lib/server/auth). */
   auth: Auth;
   /** Readiness: false until the store is initialised, and again while draining. */
@@ -437,7 +441,7 @@ async function repoRoute(
     }
     switch (r.kind) {
       case 'manifest':
-        return serveHostedManifest(deps.registry, repo, r.reference, req, res, headers, outcome, head);
+        return serveHostedManifest(deps.registry, repo, r.reference, req, res, headers, outcome, head, head ? undefined : signatureGate(deps, () => hostedSource(deps.registry, repo), repo.name));
       case 'blob':
         return serveHostedBlob(deps.registry, repo, r.digest, req, res, headers, outcome, head);
       case 'tags':
@@ -584,6 +588,17 @@ function upstreamHas(deps: ServerDeps, target: Target): (d: Digest, isManifest: 
   };
 }
 
+/** The signature check of a repository's manifests, when a policy covers it (lib/verify); else undefined. */
+function signatureGate(
+  deps: ServerDeps,
+  source: () => ReturnType<typeof proxiedSource>,
+  repository: string,
+): ((m: { digest: string; bytes: Buffer }) => Promise<void>) | undefined {
+  const gate = deps.signatures;
+  if (!gate?.applies(repository)) return undefined;
+  return (m) => gate.check(source(), m);
+}
+
 async function serveManifest(
   deps: ServerDeps,
   target: Target,
@@ -596,6 +611,10 @@ async function serveManifest(
 ): Promise<void> {
   const ref = parseReadReference(reference);
   const m = ref.kind === 'tag' ? await deps.pull.getManifestByTag(target, ref.tag) : await deps.pull.getManifestByDigest(target, ref.digest);
+  // The signature policy, a step of its own before any content is produced (a refusal is 403
+  // DENIED). A HEAD answer carries no content (digest and size only): signers HEAD an image
+  // before they attach its signature, so it is not checked.
+  if (!head) await signatureGate(deps, () => proxiedSource(deps, target), `${target.client.name}/${target.name}`)?.(m);
   outcome.cache = m.cache;
   headers['X-Cache'] = m.cache;
   if (m.staleReason) headers.Warning = STALE_WARNING;

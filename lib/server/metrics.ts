@@ -31,6 +31,7 @@ export class Metrics {
   /** Requests being handled now (a handler that never ends would show here). */
   private readonly inFlight: Gauge;
   private readonly refused: Counter<'reason'>;
+  private readonly signatures: Counter<'result'>;
   private readonly cluster: Counter<'event'> | null = null;
 
   constructor(deps: {
@@ -68,6 +69,13 @@ export class Metrics {
       registers,
     });
     for (const kind of INTERNAL_ERROR_KINDS) this.internalErrors.inc({ kind }, 0);
+    this.signatures = new Counter({
+      name: 'stevedore_signature_verifications_total',
+      help: 'Signature checks of manifests under a verify policy (cached verdicts not counted): verified, unsigned, invalid, error (signatures could not be read)',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['verified', 'unsigned', 'invalid', 'error']) this.signatures.inc({ result }, 0);
     this.refused = new Counter({
       name: 'stevedore_connections_refused_total',
       help: 'Client connections refused or cut by the server limits: max_connections, per_address (server.maxConnectionsPerAddress), slow_body (server.requestBodyTimeout)',
@@ -243,6 +251,11 @@ export class Metrics {
 
   clusterEvent(event: ClusterEvent): void {
     this.cluster?.inc({ event });
+  }
+
+  /** One signature check of a manifest (lib/verify/signature-gate.ts) and its result. */
+  signatureVerification(result: 'verified' | 'unsigned' | 'invalid' | 'error'): void {
+    this.signatures.inc({ result });
   }
 
   connectionRefused(reason: RefusalReason): void {

@@ -9,7 +9,7 @@ import { OciError } from '../oci/errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { parseReadReference, parseReference } from '../oci/name.js';
 import { referrersIndex, type ReferrerDescriptor } from '../oci/referrers.js';
-import { manifestTooLarge, parseChunkRange, type Registry } from '../registry/registry.js';
+import { manifestTooLarge, parseChunkRange, type Registry, type StoredManifest } from '../registry/registry.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import { API_VERSION_HEADER, sendJson, sendManifest } from './respond.js';
 import { checkRangeSyntax, sendBlob } from './blob-response.js';
@@ -211,8 +211,11 @@ export async function serveHostedManifest(
   headers: Record<string, string>,
   outcome: HandlerOutcome,
   head: boolean,
+  /** Checked before anything is sent (signature policy, lib/verify); throws to refuse. */
+  gate?: (m: StoredManifest) => Promise<void>,
 ): Promise<void> {
   const m = await registry.getManifest(repo, parseReadReference(reference));
+  if (gate) await gate(m);
   outcome.bytes = sendManifest(res, req.headers['if-none-match'], headers, m, head);
 }
 

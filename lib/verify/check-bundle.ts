@@ -1,0 +1,98 @@
+/**
+ * One sigstore bundle (what `@sigstore/oci` attaches and cosign 3 pushes as an OCI referrer),
+ * checked against one policy and one manifest digest with `@sigstore/verify`:
+ *   - what is signed is this manifest: a DSSE in-toto statement naming its digest among its
+ *     subjects, or a message signature over its digest;
+ *   - the signature verifies, with one of the policy's keys (key-based bundles; their log entries
+ *     checked against the trusted root when the policy has one), or with a Fulcio certificate
+ *     chaining to the trusted root, with its transparency-log inclusion and SCT checked offline;
+ *   - a certificate's identity and issuer are among the policy's identities.
+ */
+import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
+import { toSignedEntity, Verifier, type SignedEntity } from '@sigstore/verify';
+import type { Digest } from '../oci/digest.js';
+import { keyTrust, type SignaturePolicy } from './policies.js';
+
+export type SignatureCheck = { ok: true; signer: string } | { ok: false; reason: string };
+
+/** What an error from @sigstore/verify says, in one line. */
+function errorText(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  return e.code ? `${e.code}: ${e.message ?? ''}` : (e.message ?? String(err));
+}
+
+/** Which digests (hex, sha256) a bundle says it signs; null when it signs something else than an image digest. */
+function signedDigests(bundle: Bundle): { digests: string[] } | { problem: string } {
+  const content = bundle.content;
+  if (content.$case === 'dsseEnvelope') {
+    const env = content.dsseEnvelope;
+    if (env.payloadType !== 'application/vnd.in-toto+json') return { problem: `a DSSE envelope of type ${env.payloadType}, not an in-toto statement` };
+    let statement: unknown;
+    try {
+      statement = JSON.parse(env.payload.toString('utf8'));
+    } catch {
+      return { problem: 'a DSSE payload that is not JSON' };
+    }
+    const subjects = (statement as { subject?: unknown }).subject;
+    if (!Array.isArray(subjects)) return { problem: 'an in-toto statement without subjects' };
+    const digests = subjects
+      .map((s) => (s as { digest?: { sha256?: unknown } } | null)?.digest?.sha256)
+      .filter((x): x is string => typeof x === 'string');
+    return { digests };
+  }
+  const md = content.messageSignature.messageDigest;
+  if (!md) return { problem: 'a message signature without its digest' };
+  return { digests: [md.digest.toString('hex')] };
+}
+
+export function checkBundle(doc: unknown, subject: Digest, manifestBytes: Buffer, policy: SignaturePolicy): SignatureCheck {
+  let bundle: Bundle;
+  try {
+    bundle = bundleFromJSON(doc);
+  } catch (err) {
+    return { ok: false, reason: `a sigstore bundle that does not parse (${errorText(err)})` };
+  }
+  const signed = signedDigests(bundle);
+  if ('problem' in signed) return { ok: false, reason: signed.problem };
+  if (subject.algorithm !== 'sha256' || !signed.digests.includes(subject.hex)) {
+    return { ok: false, reason: `signature for another digest (${signed.digests.map((h) => `sha256:${h}`).join(', ') || 'none named'})` };
+  }
+  let entity: SignedEntity;
+  try {
+    // A message signature is checked over the manifest's bytes (whose sha256 is the digest above).
+    entity = bundle.content.$case === 'dsseEnvelope' ? toSignedEntity(bundle) : toSignedEntity(bundle, manifestBytes);
+  } catch (err) {
+    return { ok: false, reason: `a sigstore bundle that cannot be checked (${errorText(err)})` };
+  }
+  const material = bundle.verificationMaterial.content;
+  if (material.$case === 'publicKey') {
+    if (policy.keys.length === 0) return { ok: false, reason: 'signed with a key, and the policy trusts no key' };
+    // Log entries are checked when the policy has a trusted root; without one only the key counts.
+    const keyed: SignedEntity = policy.trust ? entity : { ...entity, tlogEntries: [], timestamps: [] };
+    const failures: string[] = [];
+    for (const k of policy.keys) {
+      try {
+        new Verifier(keyTrust(k.key, policy.trust), { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 }).verify(keyed);
+        return { ok: true, signer: `key ${k.file}` };
+      } catch (err) {
+        failures.push(errorText(err));
+      }
+    }
+    if (failures.every((f) => f.startsWith('SIGNATURE_ERROR'))) return { ok: false, reason: "not signed by any of the policy's keys (signed by another key, or altered after signing)" };
+    return { ok: false, reason: `a key-based bundle that does not verify (${[...new Set(failures)].join('; ')})` };
+  }
+  if (!policy.keyless) return { ok: false, reason: 'a keyless (certificate) signature, and the policy has no keyless trusted root' };
+  let identity: { subjectAlternativeName?: string; extensions?: { issuer?: string } } | undefined;
+  try {
+    identity = new Verifier(policy.keyless.trust).verify(entity).identity;
+  } catch (err) {
+    return { ok: false, reason: `keyless signature does not verify against the trusted root (${errorText(err)})` };
+  }
+  const san = identity?.subjectAlternativeName ?? '';
+  const issuer = identity?.extensions?.issuer ?? '';
+  if (policy.keyless.identities.some((id) => id.subject(san) && id.issuer(issuer))) return { ok: true, signer: `${san} (issuer ${issuer})` };
+  return {
+    ok: false,
+    reason: `certificate identity ${JSON.stringify(san)} issued by ${JSON.stringify(issuer)} does not match the policy's identities (${policy.keyless.identities.map((i) => i.text).join('; ')})`,
+  };
+}

@@ -1,0 +1,209 @@
+/**
+ * The check a manifest passes before it is served (docs/ARCHITECTURE.md, 3.7): the repository's
+ * policy (policies.ts) decides whether it is checked; its signatures are found the two ways
+ * clients publish them — OCI referrers whose artifactType is a sigstore bundle, and the cosign
+ * tag `sha256-<hex>.sig` — read through a SignatureSource, and verified (check-bundle.ts,
+ * check-simple-signing.ts). One valid signature is enough.
+ *
+ * Verdicts are kept in this process per (policy version, repository, digest): a verified one
+ * until evicted (LRU) or the policy changes; a refusal for NEGATIVE_TTL_MS (a signature may be
+ * pushed meanwhile); a failure to read signatures (upstream down, nothing stored) is never kept.
+ * They are not shared with other replicas through Redis on purpose: a verdict record would let
+ * whoever can write to Redis mark any image as signed (rule 10: another process is trusted for
+ * nothing but bytes that verify), so each replica verifies once itself.
+ *
+ * An index that verifies covers its platform manifests: their digests are remembered as
+ * verified under the same key, so a client that resolved the index (by tag) then fetches a
+ * platform manifest by digest is served. A platform manifest asked for on its own, before its
+ * index, needs a signature of its own.
+ *
+ * Signature artifacts themselves (manifests with a subject, cosign `.sig` / attestation
+ * manifests, sigstore bundle manifests) are not checked: they are not runnable, and clients that
+ * verify signatures read them through the mirror.
+ */
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
+import { OciError } from '../oci/errors.js';
+import { checkBundle, type SignatureCheck } from './check-bundle.js';
+import { checkSimpleSigning, SIMPLE_SIGNING, simpleSignatures } from './check-simple-signing.js';
+import type { SignaturePolicies, SignaturePolicy } from './policies.js';
+import type { SignatureSource } from './signature-source.js';
+
+export type VerificationResult = 'verified' | 'unsigned' | 'invalid' | 'error';
+
+export interface Verdict {
+  result: VerificationResult;
+  /** What was found missing or wrong (or who signed, when verified). */
+  reason: string;
+}
+
+/** The artifactTypes / media types of sigstore bundles (v0.3, as @sigstore/oci and cosign 3 write them, and the older spelling). */
+export const BUNDLE_TYPES: ReadonlySet<string> = new Set([
+  'application/vnd.dev.sigstore.bundle.v0.3+json',
+  'application/vnd.dev.sigstore.bundle+json;version=0.3',
+  'application/vnd.dev.sigstore.bundle+json;version=0.2',
+]);
+const NOT_RUNNABLE_LAYERS: ReadonlySet<string> = new Set([SIMPLE_SIGNING, 'application/vnd.dsse.envelope.v1+json', ...BUNDLE_TYPES]);
+const NEGATIVE_TTL_MS = 10_000;
+const MAX_VERDICTS = 20_000;
+/** Signature referrers / `.sig` layers looked at per manifest at most. */
+const MAX_CANDIDATES = 16;
+
+export interface ManifestToCheck {
+  digest: string;
+  bytes: Buffer;
+}
+
+export class SignatureGate {
+  private policies: SignaturePolicies;
+  private readonly log: Logger;
+  private readonly onVerdict: (result: VerificationResult) => void;
+  private readonly verdicts = new LRUCache<string, Verdict>({ max: MAX_VERDICTS });
+  private readonly inFlight = new Map<string, Promise<Verdict>>();
+
+  constructor(deps: { policies: SignaturePolicies; log: Logger; onVerdict?: (result: VerificationResult) => void }) {
+    this.policies = deps.policies;
+    this.log = deps.log;
+    this.onVerdict = deps.onVerdict ?? (() => undefined);
+  }
+
+  /** New policies (a configuration reload): verdicts of a policy whose version changed are never used again. */
+  reload(policies: SignaturePolicies): void {
+    this.policies = policies;
+    this.log.info({ policies: policies.policies.map((p) => ({ repository: p.repository, mode: p.mode, version: p.version })) }, 'signature policies loaded');
+  }
+
+  /** Whether any policy could apply to this repository (a cheap test for callers). */
+  applies(repository: string): boolean {
+    return this.policies.match(repository) !== null;
+  }
+
+  /**
+   * Resolves when the manifest may be served; under `require`, throws 403 DENIED naming the
+   * policy and the reason when it is not validly signed.
+   */
+  async check(source: SignatureSource, manifest: ManifestToCheck): Promise<void> {
+    const policy = this.policies.match(source.repository);
+    if (!policy) return;
+    const key = `${policy.index}:${policy.version}|${source.repository}|${manifest.digest}`;
+    // A warm manifest costs this lookup only.
+    let verdict = this.verdicts.get(key);
+    if (!verdict && isSignatureArtifact(manifest.bytes)) {
+      verdict = { result: 'verified', reason: 'a signature artifact (not itself checked)' };
+      this.verdicts.set(key, verdict);
+    }
+    if (!verdict) {
+      let pending = this.inFlight.get(key);
+      if (!pending) {
+        pending = this.evaluate(policy, source, manifest, key).finally(() => this.inFlight.delete(key));
+        this.inFlight.set(key, pending);
+      }
+      verdict = await pending;
+    }
+    if (verdict.result === 'verified') return;
+    if (policy.mode === 'warn') return;
+    throw new OciError('DENIED', `${policy.name} requires a valid signature: ${source.repository}@${manifest.digest}: ${verdict.reason}`, {
+      detail: { policy: policy.index, repository: policy.repository, digest: manifest.digest, result: verdict.result, reason: verdict.reason },
+    });
+  }
+
+  private async evaluate(policy: SignaturePolicy, source: SignatureSource, manifest: ManifestToCheck, key: string): Promise<Verdict> {
+    const subject = parseDigest(manifest.digest);
+    const verdict = await findValidSignature(policy, source, subject, manifest.bytes);
+    this.onVerdict(verdict.result);
+    const fields = { policy: policy.name, mode: policy.mode, repository: source.repository, digest: manifest.digest, result: verdict.result, reason: verdict.reason };
+    if (verdict.result === 'verified') {
+      this.verdicts.set(key, verdict);
+      this.log.info(fields, 'signature verified');
+      for (const child of indexChildren(manifest.bytes)) {
+        this.verdicts.set(`${policy.index}:${policy.version}|${source.repository}|${child}`, { result: 'verified', reason: `covered by the signed index ${manifest.digest}` });
+      }
+    } else {
+      if (verdict.result !== 'error') this.verdicts.set(key, verdict, { ttl: NEGATIVE_TTL_MS });
+      this.log.warn(fields, policy.mode === 'require' ? 'signature check failed: refused' : 'signature check failed: served (policy mode warn)');
+    }
+    return verdict;
+  }
+}
+
+/** Looks at every signature found; the first valid one wins. */
+async function findValidSignature(policy: SignaturePolicy, source: SignatureSource, subject: Digest, bytes: Buffer): Promise<Verdict> {
+  const failures: string[] = [];
+  const errors: string[] = [];
+  let found = 0;
+  const consider = (c: SignatureCheck): Verdict | null => {
+    found++;
+    if (c.ok) return { result: 'verified', reason: `signed by ${c.signer}` };
+    failures.push(c.reason);
+    return null;
+  };
+  // 1. OCI referrers: sigstore bundles.
+  try {
+    const referrers = (await source.referrers(subject)).filter((r) => r.artifactType !== undefined && BUNDLE_TYPES.has(r.artifactType)).slice(0, MAX_CANDIDATES);
+    for (const r of referrers) {
+      try {
+        const doc = JSON.parse((await source.manifest(parseDigest(r.digest))).toString('utf8')) as { layers?: Array<{ mediaType?: unknown; digest?: unknown }> };
+        const layer = (doc.layers ?? []).find((l) => typeof l.mediaType === 'string' && BUNDLE_TYPES.has(l.mediaType) && typeof l.digest === 'string' && tryParseDigest(l.digest));
+        if (!layer) {
+          found++;
+          failures.push(`a bundle referrer ${r.digest} without a bundle layer`);
+          continue;
+        }
+        const bundle = JSON.parse((await source.blob(parseDigest(layer.digest as string))).toString('utf8')) as unknown;
+        const v = consider(checkBundle(bundle, subject, bytes, policy));
+        if (v) return v;
+      } catch (err) {
+        errors.push(`referrer ${r.digest}: ${(err as Error).message}`);
+      }
+    }
+  } catch (err) {
+    errors.push(`referrers: ${(err as Error).message}`);
+  }
+  // 2. The cosign tag scheme: sha256-<hex>.sig, simple-signing payloads.
+  try {
+    const sigManifest = subject.algorithm === 'sha256' ? await source.tagged(`sha256-${subject.hex}.sig`) : null;
+    if (sigManifest) {
+      const sigs = simpleSignatures(JSON.parse(sigManifest.toString('utf8'))).slice(0, MAX_CANDIDATES);
+      for (const s of sigs) {
+        const d = tryParseDigest(s.payloadDigest);
+        if (!d) continue;
+        const v = consider(checkSimpleSigning(s, await source.blob(d), subject, policy));
+        if (v) return v;
+      }
+    }
+  } catch (err) {
+    errors.push(`cosign .sig tag: ${(err as Error).message}`);
+  }
+  if (errors.length) {
+    return { result: 'error', reason: `signatures could not be read (${errors.join('; ')})${failures.length ? `; and ${failures.join('; ')}` : ''}` };
+  }
+  if (found === 0) return { result: 'unsigned', reason: `no signature (no sigstore bundle referrer, no cosign tag sha256-${subject.hex.slice(0, 12)}….sig)` };
+  return { result: 'invalid', reason: [...new Set(failures)].join('; ') };
+}
+
+function parseJson(bytes: Buffer): Record<string, unknown> | null {
+  try {
+    const doc = JSON.parse(bytes.toString('utf8')) as unknown;
+    return typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A signature, attestation or other artifact about another manifest: not itself checked. */
+export function isSignatureArtifact(bytes: Buffer): boolean {
+  const doc = parseJson(bytes);
+  if (!doc) return false;
+  if (typeof doc.subject === 'object' && doc.subject !== null) return true;
+  if (typeof doc.artifactType === 'string' && BUNDLE_TYPES.has(doc.artifactType)) return true;
+  const layers = doc.layers;
+  return Array.isArray(layers) && layers.length > 0 && layers.every((l) => typeof (l as { mediaType?: unknown } | null)?.mediaType === 'string' && NOT_RUNNABLE_LAYERS.has((l as { mediaType: string }).mediaType));
+}
+
+/** The digests of an index's manifests ([] for an image manifest). */
+function indexChildren(bytes: Buffer): string[] {
+  const manifests = parseJson(bytes)?.manifests;
+  if (!Array.isArray(manifests)) return [];
+  return manifests.map((m) => (m as { digest?: unknown } | null)?.digest).filter((d): d is string => typeof d === 'string' && tryParseDigest(d) !== null);
+}
