@@ -33,6 +33,14 @@ export interface S3Settings {
   redirectTTL: number;
   /** Bytes per part of a multipart upload (S3: at least 5 MiB, except the last). */
   partSize: number;
+  /** Blobs of at least this many bytes are read by parallel ranged GETs (ranged-reader.ts); null: never. */
+  readThreshold: number | null;
+  /** Bytes per ranged GET of such a read. */
+  readPartSize: number;
+  /** Ranged GETs in flight at once per read. */
+  readConcurrency: number;
+  /** Bytes that parts read ahead may hold in memory, all reads of the process together. */
+  readMemory: number;
 }
 
 /** Connections to S3 at most (reads of warm blobs each hold one while they stream). */
