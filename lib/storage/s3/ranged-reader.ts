@@ -44,6 +44,8 @@ export class ObjectChangedError extends Error {
 
 /** What is buffered at most by a part fetched direct (not counted in the budget), and the chunk size of those above it. */
 const DIRECT_BUFFER = 256 * 1024;
+/** Bytes written to the destination at once at most (corked). */
+const WRITE_BATCH = 1024 * 1024;
 
 /**
  * Bytes that reads ahead may hold, shared by every stream of a process: granted first come, first
@@ -328,9 +330,18 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
       const p = parts[writing]!;
       for (;;) {
         if (signal.aborted) throw signal.reason;
-        const chunk = p.take();
+        // The chunks already here go out together (corked: one writev rather than a write each).
+        let chunk = p.take();
         if (chunk) {
-          if (!dest.write(chunk)) await drained(dest, signal);
+          let ok = true;
+          let batch = 0;
+          dest.cork();
+          for (; chunk; chunk = ok && batch < WRITE_BATCH ? p.take() : null) {
+            ok = dest.write(chunk);
+            batch += chunk.length;
+          }
+          dest.uncork();
+          if (!ok) await drained(dest, signal);
           continue;
         }
         if (p.error) throw p.error;
