@@ -46,7 +46,8 @@ export interface S3Settings {
 /** Connections to S3 at most (reads of warm blobs each hold one while they stream). */
 const MAX_SOCKETS = 512;
 
-export function createS3Client(s: S3Settings): S3Client {
+/** `agents`: the connection pools to use (tests look at their sockets); default: new ones. */
+export function createS3Client(s: S3Settings, agents: { http?: http.Agent; https?: https.Agent } = {}): S3Client {
   const config: S3ClientConfig = {
     region: s.region,
     forcePathStyle: s.forcePathStyle,
@@ -60,8 +61,8 @@ export function createS3Client(s: S3Settings): S3Client {
       connectionTimeout: 5_000,
       // A socket on which nothing moves for this long is given up (a stalled gateway).
       requestTimeout: 60_000,
-      httpAgent: new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
-      httpsAgent: new https.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+      httpAgent: agents.http ?? new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+      httpsAgent: agents.https ?? new https.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
     },
   };
   if (s.endpoint) config.endpoint = s.endpoint;
