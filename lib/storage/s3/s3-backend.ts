@@ -127,6 +127,10 @@ export class S3Backend implements BlobBackend {
     return this.paths.tmp;
   }
 
+  readAheadStats(): { inUse: number; limit: number; waiting: number } {
+    return this.readBudget.stats();
+  }
+
   describeError(err: unknown): string {
     return describeS3Error(err);
   }

@@ -9,7 +9,10 @@ import type { AddressInfo } from 'node:net';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import t, { type Test } from 'tap';
 import { parseDigest, type Digest } from '../../../lib/oci/digest.js';
+import type { PullThrough } from '../../../lib/cache/pull-through.js';
 import { sendBlob } from '../../../lib/server/blob-response.js';
+import { Metrics } from '../../../lib/server/metrics.js';
+import type { BlobStore } from '../../../lib/storage/blob-store.js';
 import { S3Backend } from '../../../lib/storage/s3/s3-backend.js';
 import { createS3Client, type S3Settings } from '../../../lib/storage/s3/s3-client.js';
 import { s3Client, s3Storage } from '../../fixtures/s3.js';
@@ -219,4 +222,25 @@ t.test('concurrent clients of large blobs never hold more than readMemory togeth
   t.ok(st.peak <= st.limit, `at most ${st.limit} bytes held (peak ${st.peak})`);
   t.ok(st.waited > 0, `${st.waited} parts waited for budget`);
   t.equal(st.inUse, 0, 'all of it given back');
+});
+
+t.test('/metrics shows the read-ahead memory in use and its limit (stevedore_s3_read_ahead_bytes)', async (t) => {
+  const u = await setup(t, [big], { readMemory: 3 * PART });
+  // Only the store's backend is looked at by this gauge.
+  const metrics = new Metrics({ store: { backend: u.backend } as unknown as BlobStore, pull: {} as PullThrough, upstreams: new Map() });
+  const gauge = async (): Promise<Record<string, number>> => {
+    const m = await metrics.registry.getSingleMetric('stevedore_s3_read_ahead_bytes')!.get();
+    return Object.fromEntries(m.values.map((v) => [String(v.labels.state), v.value]));
+  };
+  t.same(await gauge(), { in_use: 0, limit: 3 * PART }, 'nothing held at rest');
+  // A client that stops reading: parts pile up ahead of it, up to the budget.
+  const path = `${u.url}/${u.digests[0]!.value}`;
+  const req = http.get(path, { agent: false });
+  const res = await new Promise<http.IncomingMessage>((r) => req.once('response', r));
+  res.pause();
+  await settled('parts read ahead', () => u.backend.readBudget.stats().inUse === 3 * PART);
+  t.same(await gauge(), { in_use: 3 * PART, limit: 3 * PART }, 'held while the client does not read');
+  req.destroy();
+  await settled('the budget back', () => u.backend.readBudget.stats().inUse === 0);
+  t.same(await gauge(), { in_use: 0, limit: 3 * PART }, 'given back when it hangs up');
 });
