@@ -221,7 +221,7 @@ export interface RangedReadOptions {
   retries: number;
   /** The object's ETag when first asked (If-Match for every part); null: not checked. */
   etag: string | null;
-  /** A body already asked for, of bytes [start, firstEnd] (the GET that found the object). */
+  /** A body already asked for, of bytes [0, end] (the GET that found the object): used as the first part if it is exactly that part, else destroyed. */
   first?: { body: Readable; end: number } | null;
   /** Told of each retry (a log line). */
   onRetry?: (err: unknown, part: { start: number; end: number; attempt: number }) => void;
@@ -243,9 +243,13 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
   };
   dest.once('close', onGone);
   socket?.once('close', onGone);
-  let first = o.first ?? null;
-
   const n = Math.ceil((o.end - o.start + 1) / o.partSize);
+  // The answer already asked for serves as the first part only if it is exactly that part.
+  let first = o.first ?? null;
+  if (first && !(o.start === 0 && first.end === Math.min(o.end, o.partSize - 1))) {
+    first.body.destroy();
+    first = null;
+  }
   const reserve = Math.min(o.partSize, o.end - o.start + 1);
   const parts: Array<Part | undefined> = [];
   let launched = 0;
@@ -262,7 +266,7 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
     for (let attempt = 0; ; attempt++) {
       try {
         let body: Readable;
-        if (first && p.start === o.start && first.end === p.end && p.received === 0) {
+        if (first && p.start === 0 && p.received === 0) {
           body = first.body;
           first = null;
         } else {
