@@ -14,7 +14,7 @@ import { listBucket } from '../lib/buckets.js';
 import { contentBlob } from '../lib/data.js';
 import { answerProblem, fdsOf, hangupRound, rssOf } from '../lib/hangups.js';
 import { MiB } from '../lib/params.js';
-import { PeakRss } from '../lib/proc.js';
+import { cpuSeconds, PeakRss } from '../lib/proc.js';
 import { pushGenerated } from '../lib/registry-api.js';
 import { gitVersion, med, mmm, num, ratio, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
 import { blobPath, check, defineScenario, hangupSeed, log, sideBySide } from '../lib/scenario.js';
@@ -98,7 +98,8 @@ export interface S11Result {
   workBytes: number | null;
   /** The same at the end of the scenario (stevedore-s3 keeps a committed blob's spool file 30 s for followers). */
   workBytesEnd: number | null;
-  single: Record<string, { mibps: Series; rss: Series }>;
+  /** cpu / gw: CPU ms per MiB served of the contender's processes, and of the RADOS gateway meanwhile (absent in older results). */
+  single: Record<string, { mibps: Series; rss: Series; cpu?: Series; gw?: Series }>;
   many: Record<string, { rps: Series; mibps: Series; p50: Series; p99: Series; rss: Series }>;
   hangup: {
     clients: number;
@@ -289,15 +290,21 @@ export default defineScenario<S11Result>({
         async (name) => {
           const s = byName.get(name)!;
           const peak = new PeakRss(() => s.pids());
+          const cpuOf = (pids: number[]): number => pids.reduce((n, pid) => n + (cpuSeconds(pid) ?? 0), 0);
+          const cpu0 = cpuOf(s.pids());
+          const gw0 = cpuOf([gateway.pid!]);
           const r = await check(`s11 (a) ${name}`, ctx.client.fetch({ origin: s.url, paths: Array.from({ length: q.bigRepeat }, () => bigPath), concurrency: 1, engine: 'raw' }));
           const rss = peak.stop();
           if (r.bytes !== big.size * q.bigRepeat) throw new Error(`s11 (a) ${name}: ${r.bytes} of ${big.size * q.bigRepeat} bytes`);
-          return { mibps: r.bytes / MiB / (r.wallMs / 1000), rss };
+          const mib = r.bytes / MiB;
+          return { mibps: mib / (r.wallMs / 1000), rss, cpu: ((cpuOf(s.pids()) - cpu0) * 1000) / mib, gw: ((cpuOf([gateway.pid!]) - gw0) * 1000) / mib };
         },
         (name, r) => {
-          const o = (out.single[name] ??= { mibps: [], rss: [] });
+          const o = (out.single[name] ??= { mibps: [], rss: [], cpu: [], gw: [] });
           o.mibps.push(r.mibps);
           o.rss.push(r.rss);
+          o.cpu?.push(r.cpu);
+          o.gw?.push(r.gw);
         },
         true,
         q.runs,
@@ -401,8 +408,11 @@ export default defineScenario<S11Result>({
       if (!s11.s3Backend) L.push('**stevedore-s3 was not run** (`--s11-no-s3-backend`): the figures below have no S3 backend of stevedore in them.', '');
       L.push(
         table(
-          ['(a) one client', 'MiB/s', 'stevedore-s3 / this', 'peak RSS MiB'],
-          names(s11.single).map((n) => [n, mmm(s11.single[n]!.mibps), over(s11.single, 'mibps', n), mmm(s11.single[n]!.rss, MiB, 1)]),
+          ['(a) one client', 'MiB/s', 'stevedore-s3 / this', 'peak RSS MiB', 'its CPU ms per MiB', 'the gateway\'s CPU ms per MiB'],
+          names(s11.single).map((n) => {
+            const o = s11.single[n]!;
+            return [n, mmm(o.mibps), over(s11.single, 'mibps', n), mmm(o.rss, MiB, 1), o.cpu?.length ? mmm(o.cpu, 1, 2) : 'n/a', o.gw?.length ? mmm(o.gw, 1, 2) : 'n/a'];
+          }),
         ),
         '',
       );
