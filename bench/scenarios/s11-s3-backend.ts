@@ -14,18 +14,19 @@ import { listBucket } from '../lib/buckets.js';
 import { contentBlob } from '../lib/data.js';
 import { answerProblem, fdsOf, hangupRound, rssOf } from '../lib/hangups.js';
 import { MiB } from '../lib/params.js';
-import { PeakRss } from '../lib/proc.js';
+import { cpuSeconds, PeakRss } from '../lib/proc.js';
 import { pushGenerated } from '../lib/registry-api.js';
-import { med, mmm, num, ratio, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
+import { gitVersion, med, mmm, num, ratio, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
 import { blobPath, check, defineScenario, hangupSeed, log, sideBySide } from '../lib/scenario.js';
-import { assertAlive, ServerFailure, startDistribution, startNginx, startStevedore, stopEach, type Server, type StevedoreServer } from '../lib/servers.js';
+import { assertAlive, buildStevedore, ServerFailure, startDistribution, startNginx, startStevedore, stopEach, type Server, type StevedoreServer } from '../lib/servers.js';
 import { median, percentile, prng, shuffled } from '../lib/stats.js';
 
 const REPO_S3 = 'bench/s3';
 
 const S3_BUCKET_STEVEDORE = 'stevedore-bench';
 const S3_BUCKET_DISTRIBUTION = 'distribution-bench';
-const S3_NAMES = { fs: 'stevedore-fs', s3: 'stevedore-s3', dist: 'distribution-s3', nginx: 'nginx' } as const;
+const S3_BUCKET_BEFORE = 'stevedore-bench-before';
+const S3_NAMES = { fs: 'stevedore-fs', s3: 'stevedore-s3', before: 'stevedore-s3-before', dist: 'distribution-s3', nginx: 'nginx' } as const;
 
 /**
  * Waits until every one of `blobs` is an object of `bucket` (a key naming its hex digest, of its
@@ -88,12 +89,17 @@ export interface S11Result {
   smallGets: number;
   clients: number;
   s3Backend: boolean;
+  /** `--baseline DIR`: stevedore-s3-before, the S3 backend built from that checkout (its git version); null: not run. */
+  baseline: string | null;
+  /** Part (b) was skipped (--s11-skip-many). */
+  skippedMany: boolean;
   buckets: Record<string, { bucket: string; objects: number; bytes: number; example: string }>;
   /** Bytes of files in stevedore-s3's `storage.path` (working space only) after the warm-up; null: not run. */
   workBytes: number | null;
   /** The same at the end of the scenario (stevedore-s3 keeps a committed blob's spool file 30 s for followers). */
   workBytesEnd: number | null;
-  single: Record<string, { mibps: Series; rss: Series }>;
+  /** cpu / gw: CPU ms per MiB served of the contender's processes, and of the RADOS gateway meanwhile (absent in older results). */
+  single: Record<string, { mibps: Series; rss: Series; cpu?: Series; gw?: Series }>;
   many: Record<string, { rps: Series; mibps: Series; p50: Series; p99: Series; rss: Series }>;
   hangup: {
     clients: number;
@@ -118,10 +124,24 @@ export default defineScenario<S11Result>({
   // Needs Ceph (ceph-mon, ceph-osd, radosgw) and ~0.6 GiB of RAM for its in-memory OSD: --only s11.
   inDefaultRun: false,
   seeded: false,
-  options: { 's11-no-s3-backend': { type: 'boolean', default: false } },
+  // --baseline DIR (declared by s12, shared): stevedore-s3-before, the S3 backend of another checkout, side by side.
+  options: { 's11-no-s3-backend': { type: 'boolean', default: false }, 's11-runs': { type: 'string' }, 's11-skip-many': { type: 'boolean', default: false } },
   async run(ctx) {
     const withS3Backend = !ctx.values['s11-no-s3-backend'];
-    const q = ctx.p.s3;
+    const skipMany = ctx.values['s11-skip-many'] === true;
+    const q = { ...ctx.p.s3 };
+    const runsOpt = ctx.values['s11-runs'];
+    if (typeof runsOpt === 'string') q.runs = Number(runsOpt);
+    const baselineOpt = ctx.values.baseline;
+    let before: { build: Awaited<ReturnType<typeof buildStevedore>>; git: string } | null = null;
+    if (typeof baselineOpt === 'string' && withS3Backend) {
+      const dir = path.resolve(baselineOpt);
+      const git = await gitVersion(dir);
+      log(`s11: building the baseline (stevedore-s3-before) from ${dir} (git ${git})`);
+      const build = await buildStevedore(dir);
+      ctx.cleanups.push(() => removeDir(build.dir));
+      before = { build, git };
+    }
     const big = contentBlob('s11/big', q.bigBlob);
     const small = Array.from({ length: q.smallBlobs }, (_, i) => contentBlob(`s11/small/${i}`, q.smallSize));
     await pushGenerated(ctx.upstream.directUrl, REPO_S3, big);
@@ -152,7 +172,7 @@ export default defineScenario<S11Result>({
         forcePathStyle: true,
         credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
       });
-      for (const b of [S3_BUCKET_STEVEDORE, S3_BUCKET_DISTRIBUTION]) await s3.send(new CreateBucketCommand({ Bucket: b }));
+      for (const b of [S3_BUCKET_STEVEDORE, S3_BUCKET_DISTRIBUTION, ...(before ? [S3_BUCKET_BEFORE] : [])]) await s3.send(new CreateBucketCommand({ Bucket: b }));
 
       const fsStore = await tmpDir(undefined, 'stevedore-bench-s11-fs-');
       teardowns.push(() => removeDir(fsStore));
@@ -189,6 +209,27 @@ export default defineScenario<S11Result>({
         });
         started.push(sds3);
       }
+      if (before) {
+        const w = await tmpDir(undefined, 'stevedore-bench-s11-before-');
+        teardowns.push(() => removeDir(w));
+        started.push(
+          await startStevedore({
+            build: before.build,
+            storage: w,
+            upstreamUrl: ctx.upstream.url,
+            nodeArgs: ctx.nodeArgs,
+            name: S3_NAMES.before,
+            config: {
+              storage: {
+                path: w,
+                maxSize: null,
+                backend: 's3',
+                s3: { bucket: S3_BUCKET_BEFORE, prefix: '', endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+              },
+            },
+          }),
+        );
+      }
       const dist = await startDistribution(ctx.upstream.url, S3_NAMES.dist, {
         endpoint: rgw.endpoint,
         region: rgw.region,
@@ -207,7 +248,7 @@ export default defineScenario<S11Result>({
       // Warm on S3 means the blobs are objects in the bucket, not only in a process's local space.
       const buckets: S11Result['buckets'] = {};
       const blobs = [big, ...small];
-      for (const [name, bucket] of [...(sds3 ? [[S3_NAMES.s3, S3_BUCKET_STEVEDORE] as const] : []), [S3_NAMES.dist, S3_BUCKET_DISTRIBUTION] as const]) {
+      for (const [name, bucket] of [...(sds3 ? [[S3_NAMES.s3, S3_BUCKET_STEVEDORE] as const] : []), ...(before ? [[S3_NAMES.before, S3_BUCKET_BEFORE] as const] : []), [S3_NAMES.dist, S3_BUCKET_DISTRIBUTION] as const]) {
         const b = await blobsInBucket(s3, bucket, blobs, name);
         buckets[name] = { bucket, objects: b.objects, bytes: b.bytes, example: b.example };
         log(`s11: bucket ${bucket} (${name}) holds every blob: ${b.objects} objects, ${(b.bytes / MiB).toFixed(1)} MiB; the big blob is ${b.example}`);
@@ -234,6 +275,8 @@ export default defineScenario<S11Result>({
         smallGets: small.length * q.smallRepeat,
         clients: q.clients,
         s3Backend: withS3Backend,
+        baseline: before?.git ?? null,
+        skippedMany: skipMany,
         buckets,
         workBytes,
         workBytesEnd: null,
@@ -247,15 +290,21 @@ export default defineScenario<S11Result>({
         async (name) => {
           const s = byName.get(name)!;
           const peak = new PeakRss(() => s.pids());
+          const cpuOf = (pids: number[]): number => pids.reduce((n, pid) => n + (cpuSeconds(pid) ?? 0), 0);
+          const cpu0 = cpuOf(s.pids());
+          const gw0 = cpuOf([gateway.pid!]);
           const r = await check(`s11 (a) ${name}`, ctx.client.fetch({ origin: s.url, paths: Array.from({ length: q.bigRepeat }, () => bigPath), concurrency: 1, engine: 'raw' }));
           const rss = peak.stop();
           if (r.bytes !== big.size * q.bigRepeat) throw new Error(`s11 (a) ${name}: ${r.bytes} of ${big.size * q.bigRepeat} bytes`);
-          return { mibps: r.bytes / MiB / (r.wallMs / 1000), rss };
+          const mib = r.bytes / MiB;
+          return { mibps: mib / (r.wallMs / 1000), rss, cpu: ((cpuOf(s.pids()) - cpu0) * 1000) / mib, gw: ((cpuOf([gateway.pid!]) - gw0) * 1000) / mib };
         },
         (name, r) => {
-          const o = (out.single[name] ??= { mibps: [], rss: [] });
+          const o = (out.single[name] ??= { mibps: [], rss: [], cpu: [], gw: [] });
           o.mibps.push(r.mibps);
           o.rss.push(r.rss);
+          o.cpu?.push(r.cpu);
+          o.gw?.push(r.gw);
         },
         true,
         q.runs,
@@ -265,7 +314,7 @@ export default defineScenario<S11Result>({
 
       // (b) many clients, the warm small blobs.
       const many = smallPaths.flatMap((p) => Array.from({ length: q.smallRepeat }, () => p));
-      await sideBySide(
+      if (!skipMany) await sideBySide(
         ctx,
         started.map((s) => s.name),
         async (name, run) => {
@@ -289,7 +338,7 @@ export default defineScenario<S11Result>({
         true,
         q.runs,
       );
-      log(`s11 (b): ${Object.entries(out.many).map(([n, o]) => `${n} ${median(o.rps).toFixed(0)} req/s, p99 ${median(o.p99).toFixed(1)} ms`).join(', ')}`);
+      if (!skipMany) log(`s11 (b): ${Object.entries(out.many).map(([n, o]) => `${n} ${median(o.rps).toFixed(0)} req/s, p99 ${median(o.p99).toFixed(1)} ms`).join(', ')}`);
       await aliveAll();
 
       // Clients that hang up on stevedore-s3 mid-blob: it must survive and serve afterwards.
@@ -340,7 +389,7 @@ export default defineScenario<S11Result>({
   report: {
     section(s11) {
       const L: string[] = [];
-      const order = ['stevedore-s3', 'stevedore-fs', 'distribution-s3', 'nginx'];
+      const order = ['stevedore-s3', 'stevedore-s3-before', 'stevedore-fs', 'distribution-s3', 'nginx'];
       const names = (rec: Record<string, unknown>): string[] => order.filter((k) => k in rec);
       const sd = 'stevedore-s3';
       const over = (rec: Record<string, { [k: string]: Series }>, key: string, name: string, invert = false): string => {
@@ -354,15 +403,20 @@ export default defineScenario<S11Result>({
           `(b) ${s11.smallBlobs} warm ${num(s11.smallSize / MiB, 2)} MiB blobs, ${s11.clients} concurrent clients)`,
         '',
       );
+      if (s11.baseline) L.push(`*stevedore-s3-before*: the same S3 backend built from the baseline checkout (\`--baseline\`, git ${s11.baseline}), on a bucket of its own, interleaved with the others.`, '');
+      if (s11.skippedMany) L.push('Part (b) was not run (`--s11-skip-many`).', '');
       if (!s11.s3Backend) L.push('**stevedore-s3 was not run** (`--s11-no-s3-backend`): the figures below have no S3 backend of stevedore in them.', '');
       L.push(
         table(
-          ['(a) one client', 'MiB/s', 'stevedore-s3 / this', 'peak RSS MiB'],
-          names(s11.single).map((n) => [n, mmm(s11.single[n]!.mibps), over(s11.single, 'mibps', n), mmm(s11.single[n]!.rss, MiB, 1)]),
+          ['(a) one client', 'MiB/s', 'stevedore-s3 / this', 'peak RSS MiB', 'its CPU ms per MiB', 'the gateway\'s CPU ms per MiB'],
+          names(s11.single).map((n) => {
+            const o = s11.single[n]!;
+            return [n, mmm(o.mibps), over(s11.single, 'mibps', n), mmm(o.rss, MiB, 1), o.cpu?.length ? mmm(o.cpu, 1, 2) : 'n/a', o.gw?.length ? mmm(o.gw, 1, 2) : 'n/a'];
+          }),
         ),
         '',
       );
-      L.push(
+      if (!s11.skippedMany) L.push(
         table(
           [`(b) ${s11.clients} clients`, 'req/s', 'MiB/s', 'p50 ms', 'p99 ms', 'req/s stevedore-s3 / this', 'p99 this / stevedore-s3', 'peak RSS MiB'],
           names(s11.many).map((n) => {
@@ -376,7 +430,8 @@ export default defineScenario<S11Result>({
       const b = (n: string): number => med(s11.many[n]?.rps);
       L.push(
         `**Ratios** (medians of one run of the benchmark): stevedore-s3 / stevedore-fs ${ratio(a(sd), a('stevedore-fs'))} (a), ${ratio(b(sd), b('stevedore-fs'))} (b); ` +
-          `stevedore-s3 / distribution-s3 ${ratio(a(sd), a('distribution-s3'))} (a), ${ratio(b(sd), b('distribution-s3'))} (b); stevedore-s3 / nginx ${ratio(a(sd), a('nginx'))} (a).`,
+          `stevedore-s3 / distribution-s3 ${ratio(a(sd), a('distribution-s3'))} (a), ${ratio(b(sd), b('distribution-s3'))} (b); stevedore-s3 / nginx ${ratio(a(sd), a('nginx'))} (a)` +
+          (s11.baseline ? `; stevedore-s3-before / distribution-s3 ${ratio(a('stevedore-s3-before'), a('distribution-s3'))} (a), ${ratio(b('stevedore-s3-before'), b('distribution-s3'))} (b); stevedore-s3 / stevedore-s3-before ${ratio(a(sd), a('stevedore-s3-before'))} (a).` : '.'),
         '',
       );
       const h = s11.hangup;
@@ -430,7 +485,7 @@ export default defineScenario<S11Result>({
         [s11.single, `11. S3 backend: one client, a warm ${num(s11.bigBlob / MiB, 0)} MiB blob`],
         [s11.many, `11. S3 backend: ${s11.clients} clients, warm ${num(s11.smallSize / MiB, 2)} MiB blobs`],
       ] as const) {
-        for (const n of ['stevedore-s3', 'stevedore-fs', 'distribution-s3']) {
+        for (const n of ['stevedore-s3', 'stevedore-s3-before', 'stevedore-fs', 'distribution-s3']) {
           const o = rec[n];
           if (o?.rss.length) rows.push({ during: label, process: n, values: o.rss, late: true });
         }

@@ -165,6 +165,14 @@ const s3Schema = z
       .default(20 * 60_000),
     /** Bytes per part of a multipart upload: at least 5MiB (S3's minimum), at most 5GiB. */
     partSize: size.refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, { message: 'between 5MiB and 5GiB' }).default(16 * 1024 * 1024),
+    /** Blobs at least this big are read by parallel ranged GETs (readPartSize × readConcurrency); null: one GET per read, whatever the size. */
+    readThreshold: size.refine((n) => n >= 1024 * 1024, { message: 'at least 1MiB' }).nullable().default(32 * 1024 * 1024),
+    /** Bytes per ranged GET of a parallel read. */
+    readPartSize: size.refine((n) => n >= 256 * 1024 && n <= 256 * 1024 * 1024, { message: 'between 256KiB and 256MiB' }).default(8 * 1024 * 1024),
+    /** Ranged GETs in flight at once per parallel read (each one after the first holds readPartSize of readMemory). */
+    readConcurrency: z.number().int().min(1).max(64).default(4),
+    /** Memory that parallel reads may hold for parts read ahead, all reads of the process together; a read that gets none streams one part at a time. */
+    readMemory: size.refine((n) => n >= 1024 * 1024, { message: 'at least 1MiB' }).default(64 * 1024 * 1024),
     /** How often the index is reconciled with a listing of the bucket (listing is slow and paid). */
     reconcileInterval: duration.refine((ms) => ms >= 60_000, { message: 'at least 1m' }).default(3_600_000),
   })

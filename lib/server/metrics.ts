@@ -146,6 +146,20 @@ export class Metrics {
         this.set({ state: 'pooled' }, s.pooled);
       },
     });
+    const readAhead = deps.store.backend.readAheadStats?.bind(deps.store.backend);
+    if (readAhead) {
+      new Gauge({
+        name: 'stevedore_s3_read_ahead_bytes',
+        help: 'S3 backend: memory held by parts of large blobs read ahead of their clients (in_use), and its limit for the process (limit: storage.s3.readMemory)',
+        labelNames: ['state'],
+        registers,
+        collect() {
+          const s = readAhead();
+          this.set({ state: 'in_use' }, s.inUse);
+          this.set({ state: 'limit' }, s.limit);
+        },
+      });
+    }
     const cluster = deps.cluster;
     if (cluster) {
       this.cluster = new Counter({

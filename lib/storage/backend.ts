@@ -170,6 +170,11 @@ export interface BlobBackend {
   /** The index snapshot (written by the layer above); null when there is none. */
   readSnapshot(): Promise<string | null>;
   writeSnapshot(text: string): Promise<void>;
+  /**
+   * Memory its reads hold ahead of their clients (S3: parts of large blobs fetched in parallel),
+   * against the process's limit, and how many parts wait for some. Absent: reads hold none.
+   */
+  readAheadStats?(): { inUse: number; limit: number; waiting: number };
   /** How an error of this backend is written in a log line (an AWS SDK error's name and status). */
   describeError?(err: unknown): unknown;
   /** Hooks from the layers above (cluster mode); a backend that needs none ignores them. */

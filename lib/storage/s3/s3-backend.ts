@@ -27,7 +27,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   AbortMultipartUploadCommand,
@@ -43,17 +43,28 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Logger } from 'pino';
 import { tryParseDigest, type Digest } from '../../oci/digest.js';
-import { pump } from '../../util/pump.js';
-import type { BackendCoordination, BackendFactory, BackendInfo, BlobBackend, StoredBody, BlobStat, ListedBlob, WriterOptions } from '../backend.js';
+import { DestinationClosedError } from '../../util/destination-closed.js';
+import { endAnswer, pump } from '../../util/pump.js';
+import type { BackendCoordination, ByteRange, BackendFactory, BackendInfo, BlobBackend, StoredBody, BlobStat, ListedBlob, WriterOptions } from '../backend.js';
 import { BlobWriter } from '../blob-writer.js';
 import { DIR_MODE } from '../modes.js';
 import { StorePaths } from '../paths.js';
 import { readSnapshotFile, writeSnapshotFile } from '../snapshot-file.js';
 import { MultipartSink } from './multipart-sink.js';
 import { S3Bucket } from './s3-bucket.js';
-import { createS3Client, describeS3Error, isNotFound, type S3Settings } from './s3-client.js';
+import { ObjectChangedError, ReadBudget, writeRanged, type PartSource } from './ranged-reader.js';
+import { createS3Client, describeS3Error, isNotFound, s3Status, type S3Settings } from './s3-client.js';
 import { S3Records } from './s3-records.js';
 import { S3SessionFiles } from './s3-session-files.js';
+
+/** How many times a failed ranged GET of a large blob is asked again before its client is cut. */
+const PART_RETRIES = 2;
+
+/** The object's size from a Content-Range answer (`bytes 0-8388607/209715200`). */
+function totalOf(contentRange: string | undefined): number | null {
+  const m = /\/(\d+)$/.exec(contentRange ?? '');
+  return m ? Number(m[1]) : null;
+}
 
 /** A committed download's temp file stays at most this long (it is deleted once its download is released). */
 const SPOOL_LINGER_MS = 30_000;
@@ -83,6 +94,8 @@ export class S3Backend implements BlobBackend {
   private readonly now: () => number;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly spoolTimers = new Set<NodeJS.Timeout>();
+  /** Memory that parallel reads of large blobs hold for parts read ahead, shared by all of them (readMemory). */
+  readonly readBudget: ReadBudget;
   /** Tells whether a digest is being downloaded by some replica (cluster mode: its lease). */
   private downloadingElsewhere: ((digest: string) => Promise<boolean>) | null = null;
 
@@ -95,6 +108,7 @@ export class S3Backend implements BlobBackend {
     this.log = opts.log;
     this.now = opts.now ?? Date.now;
     this.reconcileIntervalMs = opts.reconcileIntervalMs ?? 3_600_000;
+    this.readBudget = new ReadBudget(settings.readMemory);
   }
 
   private get s3(): S3Client {
@@ -111,6 +125,10 @@ export class S3Backend implements BlobBackend {
 
   get tmpDir(): string {
     return this.paths.tmp;
+  }
+
+  readAheadStats(): { inUse: number; limit: number; waiting: number } {
+    return this.readBudget.stats();
   }
 
   describeError(err: unknown): string {
@@ -240,10 +258,13 @@ export class S3Backend implements BlobBackend {
   async read(d: Digest, indexedSize: number, done: () => void): Promise<StoredBody | null> {
     // The GET is sent now: its answer says the object exists before the client is answered.
     // With redirects the client fetches it from S3 itself: no GET here unless asked to stream.
+    // A large blob's first GET asks for its first part only: the rest come in parallel.
+    const parallel = !this.settings.redirect && this.settings.readThreshold !== null && indexedSize >= this.settings.readThreshold;
+    const firstEnd = this.settings.readPartSize - 1;
     let first: GetObjectCommandOutput | null = null;
     if (!this.settings.redirect) {
       try {
-        first = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: this.bucket.blobKey(d) }));
+        first = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: this.bucket.blobKey(d), ...(parallel ? { Range: `bytes=0-${firstEnd}` } : {}) }));
       } catch (err) {
         if (isNotFound(err)) {
           this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
@@ -252,6 +273,7 @@ export class S3Backend implements BlobBackend {
         throw err;
       }
     }
+    if (parallel && first) return this.readParallel(d, first, indexedSize, firstEnd, done);
     const size = first?.ContentLength ?? indexedSize;
     let firstBody: Readable | null = (first?.Body as Readable | undefined) ?? null;
     const body = async (range?: { start: number; end: number }): Promise<Readable> => {
@@ -294,6 +316,74 @@ export class S3Backend implements BlobBackend {
             },
           }
         : {}),
+    };
+  }
+
+  /**
+   * A large blob read by parallel ranged GETs (ranged-reader.ts): `first` is the answer to the GET
+   * of its first part (bytes 0-firstEnd), which gave its size and ETag.
+   */
+  private readParallel(d: Digest, first: GetObjectCommandOutput, indexedSize: number, firstEnd: number, done: () => void): StoredBody {
+    const key = this.bucket.blobKey(d);
+    const size = totalOf(first.ContentRange) ?? (first.ContentLength !== undefined && first.ContentLength <= firstEnd ? first.ContentLength : indexedSize);
+    let firstBody: Readable | null = (first.Body as Readable | undefined) ?? null;
+    const etag = first.ETag ?? null;
+    const source: PartSource = {
+      get: async (start, end, ifMatch, signal) => {
+        const r = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: key, Range: `bytes=${start}-${end}`, ...(ifMatch ? { IfMatch: ifMatch } : {}) }), { abortSignal: signal });
+        return { body: r.Body as Readable };
+      },
+      changed: (err) => s3Status(err) === 412,
+    };
+    const write = async (dest: Writable, range?: ByteRange): Promise<void> => {
+      const b = firstBody;
+      firstBody = null;
+      const start = range?.start ?? 0;
+      const end = range?.end ?? size - 1;
+      try {
+        await writeRanged(dest, {
+          source,
+          budget: this.readBudget,
+          start,
+          end,
+          partSize: this.settings.readPartSize,
+          concurrency: this.settings.readConcurrency,
+          retries: PART_RETRIES,
+          etag,
+          first: b ? { body: b, end: Math.min(firstEnd, size - 1) } : null,
+          onRetry: (err, part) => this.log?.warn({ digest: d.value, part, err: describeS3Error(err) }, 'a ranged GET of a blob failed; asking again from the byte reached'),
+        });
+      } catch (err) {
+        if (err instanceof ObjectChangedError) this.log?.error({ digest: d.value, err: describeS3Error(err.cause) }, 'the object changed while it was being read (its ETag no longer matches); the client is cut');
+        else if (!(err instanceof DestinationClosedError)) this.log?.warn({ digest: d.value, err: describeS3Error(err) }, 'reading a blob by ranged GETs failed; the client is cut');
+        throw err;
+      }
+    };
+    return {
+      size,
+      open: (range) => {
+        // Each chunk is a buffer of its own (never reused): a PassThrough may keep them.
+        const out = new PassThrough({ highWaterMark: 512 * 1024 });
+        out.once('close', done);
+        write(out, range).then(
+          () => out.end(),
+          (err: unknown) => out.destroy(err as Error),
+        );
+        return out;
+      },
+      sendTo: async (dest, range) => {
+        try {
+          await write(dest, range);
+          await endAnswer(dest);
+        } finally {
+          done();
+        }
+      },
+      release: async () => {
+        firstBody?.destroy();
+        firstBody = null;
+        done();
+      },
     };
   }
 

@@ -33,12 +33,21 @@ export interface S3Settings {
   redirectTTL: number;
   /** Bytes per part of a multipart upload (S3: at least 5 MiB, except the last). */
   partSize: number;
+  /** Blobs of at least this many bytes are read by parallel ranged GETs (ranged-reader.ts); null: never. */
+  readThreshold: number | null;
+  /** Bytes per ranged GET of such a read. */
+  readPartSize: number;
+  /** Ranged GETs in flight at once per read. */
+  readConcurrency: number;
+  /** Bytes that parts read ahead may hold in memory, all reads of the process together. */
+  readMemory: number;
 }
 
 /** Connections to S3 at most (reads of warm blobs each hold one while they stream). */
 const MAX_SOCKETS = 512;
 
-export function createS3Client(s: S3Settings): S3Client {
+/** `agents`: the connection pools to use (tests look at their sockets); default: new ones. */
+export function createS3Client(s: S3Settings, agents: { http?: http.Agent; https?: https.Agent } = {}): S3Client {
   const config: S3ClientConfig = {
     region: s.region,
     forcePathStyle: s.forcePathStyle,
@@ -52,8 +61,8 @@ export function createS3Client(s: S3Settings): S3Client {
       connectionTimeout: 5_000,
       // A socket on which nothing moves for this long is given up (a stalled gateway).
       requestTimeout: 60_000,
-      httpAgent: new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
-      httpsAgent: new https.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+      httpAgent: agents.http ?? new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+      httpsAgent: agents.https ?? new https.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
     },
   };
   if (s.endpoint) config.endpoint = s.endpoint;

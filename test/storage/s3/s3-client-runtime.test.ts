@@ -13,6 +13,7 @@ t.test('building the S3 client on this runtime draws no Node-version warning fro
     bucket: 'b', prefix: '', endpoint: 'http://127.0.0.1:1', region: 'us-east-1', forcePathStyle: true,
     accessKeyId: 'k', secretAccessKey: 's', accessKeyIdFile: null, secretAccessKeyFile: null,
     sse: null, sseKmsKeyId: null, redirect: false, redirectTTL: 60, partSize: 8 * 1024 * 1024,
+    readThreshold: null, readPartSize: 8 * 1024 * 1024, readConcurrency: 4, readMemory: 64 * 1024 * 1024,
   });
   t.teardown(() => client.destroy());
   await new Promise((r) => setImmediate(r));
