@@ -19,7 +19,7 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
   .option('-l, --listen <addr>', 'listen address, HOST:PORT or :PORT (overrides the config)')
   .action(async (opts: ConfigFlags) => {
     const config = configOrExit(opts);
-    const log = createLogger(config.log.level, logDestination(config.log.format));
+    const log = createLogger(config.log.level, await logDestination(config.log.format));
     // Files the configuration names (htpasswd, token key) are read here: a bad one exits 2 too.
     const app = await buildApp(config, { log }).catch((err: unknown) => {
       if (!(err instanceof ConfigError)) throw err;

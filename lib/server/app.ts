@@ -6,7 +6,6 @@ import type http from 'node:http';
 import type https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
 import { ConfigError, type Config } from '../config/config.js';
 import type { Store } from '../storage/store.js';
 import { openStore } from '../storage/open-store.js';
@@ -30,7 +29,7 @@ import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { NodePeers } from '../cluster/peers.js';
 import { PeerRequestAuth } from '../cluster/peer-auth.js';
 import { PeerNetworks } from '../cluster/peer-networks.js';
-import { Dashboard } from './dashboard/dashboard.js';
+import type { Dashboard } from './dashboard/dashboard.js';
 import { readFile } from 'node:fs/promises';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
 
@@ -69,10 +68,11 @@ export interface App {
 /**
  * Where `serve` writes its log: JSON lines on stdout, or (`log.format` pretty, or auto on a
  * terminal) one readable line per event through pino-pretty, in this thread (synchronous: nothing
- * is lost when the process exits).
+ * is lost when the process exits). pino-pretty is loaded only then.
  */
-export function logDestination(format: Config['log']['format'], isTTY = process.stdout.isTTY === true): pino.DestinationStream | undefined {
+export async function logDestination(format: Config['log']['format'], isTTY = process.stdout.isTTY === true): Promise<pino.DestinationStream | undefined> {
   if (format === 'json' || (format === 'auto' && !isTTY)) return undefined;
+  const { default: pretty } = await import('pino-pretty');
   return pretty({ colorize: isTTY, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
 }
 
@@ -125,7 +125,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   const clustered = shared !== null && nodePeers === null;
   // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
   // each replica's partial index.
-  const store = openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
+  const store = await openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
   // Replicas whose backend shares no temp files (a bucket) share no disk: a download in progress
   // is streamed from its holder.
   const holdersStream = clustered && !store.blobs.sharesDownloads;
@@ -269,6 +269,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers });
   let dashboard: Dashboard | null = null;
   if (config.dashboard.enabled) {
+    // Loaded only when enabled (docs/ARCHITECTURE.md: a module a configuration does not use is not loaded).
+    const { Dashboard } = await import('./dashboard/dashboard.js');
     try {
       dashboard = await Dashboard.create({ config, store: store.blobs, pull, upstreams, health, cluster, peers, version: await packageVersion(), now: () => clock.now() });
     } catch (err) {
