@@ -1,5 +1,8 @@
-#!/usr/bin/env node
-/** The `stevedore` command. */
+#!/usr/bin/env -S node --max-semi-space-size=16
+/**
+ * The `stevedore` command. The first line starts it with node-flags.ts's NODE_FLAGS (`env -S`
+ * splits them), as `npm start` and the image do.
+ */
 import { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
 import { buildApp, createLogger, logDestination } from '../server/app.js';
