@@ -11,6 +11,7 @@ import { closeSync, openSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../../lib/cli/node-flags.js';
 import { DEFECT_EVENTS } from '../../lib/server/last-resort.js';
 import { startRedis as startTestRedis, type RedisServer as TestRedis } from '../../test/fixtures/redis.js';
 import { freePort, removeDir, spawnTracked, stopProcess, tmpDir, waitFor, which } from '../../test/fixtures/util.js';
@@ -274,7 +275,7 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
   const name = opts.name ?? 'stevedore';
   const fd = openSync(logFile, 'a');
   const spawnedAt = Date.now();
-  const child: ChildProcess = spawnTracked(process.execPath, [...(opts.nodeArgs ?? []), opts.build.main, 'serve', '--config', configFile], {
+  const child: ChildProcess = spawnTracked(process.execPath, [...NODE_FLAGS, ...(opts.nodeArgs ?? []), opts.build.main, 'serve', '--config', configFile], {
     cwd: dir,
     env: cleanEnv(),
     stdio: ['ignore', fd, fd],

@@ -20,6 +20,7 @@ import type { Store } from '../storage/store.js';
 import type { Lease, Leases } from '../cluster/coordinator.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { LRUCache } from 'lru-cache';
+import { upTo } from '../util/lru-bound.js';
 import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type HolderSource, type LeaseProgress, type PublishedDownload } from './remote-blob.js';
 import { Download } from './download.js';
 import type { Downloads, Turn } from './downloads.js';
@@ -54,7 +55,7 @@ export class ClusterDownloads implements Downloads {
   /** Downloads other replicas hold that clients of this one follow, by digest. */
   private readonly remotes = new Map<string, RemoteBlob>();
   /** When each lease of another replica last showed progress (cluster-download.ts). */
-  private readonly leaseProgress = new LRUCache<string, LeaseProgress>({ max: 10_000 });
+  private readonly leaseProgress = new LRUCache<string, LeaseProgress>(upTo(10_000));
   /** A miss being resolved (lease asked for), shared by concurrent requests. */
   private readonly resolving = new Map<string, Promise<Download | RemoteBlob | 'stored'>>();
   /** Cluster downloads this replica holds the lease of. */

@@ -13,6 +13,7 @@
  * business (TagResolver.refreshTag, tag-resolver.ts), as for every other revalidation.
  */
 import { LRUCache } from 'lru-cache';
+import { upTo } from '../util/lru-bound.js';
 
 export interface RefreshAheadOptions {
   enabled: boolean;
@@ -36,7 +37,7 @@ interface Life {
 }
 
 export class RefreshAhead {
-  private readonly lives = new LRUCache<string, Life>({ max: TRACKED_TAGS });
+  private readonly lives = new LRUCache<string, Life>(upTo(TRACKED_TAGS));
   private readonly running = new Map<string, number>();
   /** Revalidations started (metrics and tests). */
   started = 0;

@@ -11,6 +11,7 @@
  * (Downloads.turn); the others then find its answer in the shared state.
  */
 import { LRUCache } from 'lru-cache';
+import { upTo } from '../util/lru-bound.js';
 import type { Logger } from 'pino';
 import { parseDigest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
@@ -78,7 +79,7 @@ export class TagResolver {
     this.turns = deps.turns;
     this.refreshAhead = deps.refreshAhead?.enabled ? new RefreshAhead(deps.refreshAhead) : null;
     this.tags = new LRUCache({
-      max: 10_000,
+      ...upTo(10_000),
       perf: this.clock,
       fetchMethod: async (key, _stale, { options, context, signal }) => {
         signal.addEventListener('abort', () => {

@@ -1,5 +1,8 @@
-#!/usr/bin/env node
-/** The `stevedore` command. */
+#!/usr/bin/env -S node --max-semi-space-size=16
+/**
+ * The `stevedore` command. The first line starts it with node-flags.ts's NODE_FLAGS (`env -S`
+ * splits them), as `npm start` and the image do.
+ */
 import { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
 import { buildApp, createLogger, logDestination } from '../server/app.js';
@@ -19,7 +22,7 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
   .option('-l, --listen <addr>', 'listen address, HOST:PORT or :PORT (overrides the config)')
   .action(async (opts: ConfigFlags) => {
     const config = configOrExit(opts);
-    const log = createLogger(config.log.level, logDestination(config.log.format));
+    const log = createLogger(config.log.level, await logDestination(config.log.format));
     // Files the configuration names (htpasswd, token key) are read here: a bad one exits 2 too.
     const app = await buildApp(config, { log }).catch((err: unknown) => {
       if (!(err instanceof ConfigError)) throw err;

@@ -6,7 +6,6 @@ import type http from 'node:http';
 import type https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
 import { ConfigError, type Config } from '../config/config.js';
 import type { Store } from '../storage/store.js';
 import { openStore } from '../storage/open-store.js';
@@ -32,7 +31,7 @@ import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { NodePeers } from '../cluster/peers.js';
 import { PeerRequestAuth } from '../cluster/peer-auth.js';
 import { PeerNetworks } from '../cluster/peer-networks.js';
-import { Dashboard } from './dashboard/dashboard.js';
+import type { Dashboard } from './dashboard/dashboard.js';
 import { readFile } from 'node:fs/promises';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
 
@@ -78,7 +77,7 @@ export interface App {
 /**
  * Where `serve` writes its log: JSON lines on stdout, or (`log.format` pretty, or auto on a
  * terminal) one readable line per event through pino-pretty, in this thread (synchronous: nothing
- * is lost when the process exits).
+ * is lost when the process exits). pino-pretty is loaded only then.
  *
  * JSON lines go to pino's own destination for stdout (sonic-boom: asynchronous writes of up to
  * 16 KiB, flushed when the process exits), as Buffers: in its default (string) mode sonic-boom
@@ -86,7 +85,7 @@ export interface App {
  * flight, which under load grew to 6 % of a warm manifest request's CPU; in buffer mode it keeps
  * the lengths. Same bytes, same writes.
  */
-export function logDestination(format: Config['log']['format'], isTTY = process.stdout.isTTY === true): pino.DestinationStream | undefined {
+export async function logDestination(format: Config['log']['format'], isTTY = process.stdout.isTTY === true): Promise<pino.DestinationStream | undefined> {
   if (format === 'json' || (format === 'auto' && !isTTY)) {
     // A stdout whose write was replaced (a test harness) is written to as it is, as pino does.
     if (process.stdout.write !== (Object.getPrototypeOf(process.stdout) as { write: unknown }).write) return undefined;
@@ -94,6 +93,7 @@ export function logDestination(format: Config['log']['format'], isTTY = process.
     const write = out.write.bind(out) as unknown as (line: Buffer) => boolean;
     return { write: (line: string) => write(Buffer.from(line)), flush: (cb?: (err?: Error) => void) => out.flush(cb) } as pino.DestinationStream;
   }
+  const { default: pretty } = await import('pino-pretty');
   return pretty({ colorize: isTTY, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
 }
 
@@ -148,7 +148,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   const clustered = shared !== null && nodePeers === null;
   // In cluster mode eviction is decided for the whole store by one replica (SharedIndex), never by
   // each replica's partial index.
-  const store = openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
+  const store = await openStore(config.storage, { maxSize: clustered ? null : config.storage.maxSize, log });
   // Replicas whose backend shares no temp files (a bucket) share no disk: a download in progress
   // is streamed from its holder.
   const holdersStream = clustered && !store.blobs.sharesDownloads;
@@ -293,6 +293,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   const signatures = new SignatureGate({ policies: signaturePolicies, log, onVerdict: (result) => metrics.signatureVerification(result) });
   let dashboard: Dashboard | null = null;
   if (config.dashboard.enabled) {
+    // Loaded only when enabled (docs/ARCHITECTURE.md: a module a configuration does not use is not loaded).
+    const { Dashboard } = await import('./dashboard/dashboard.js');
     try {
       dashboard = await Dashboard.create({ config, store: store.blobs, pull, upstreams, health, cluster, peers, version: await packageVersion(), now: () => clock.now() });
     } catch (err) {

@@ -184,22 +184,29 @@ export interface BlobBackend {
 /** What a backend's factory gets: the `storage` section of the configuration and the logger. */
 export type BackendFactory = (storage: Config['storage'], opts: { log?: Logger }) => BlobBackend;
 
-const factories = new Map<string, BackendFactory>();
+/**
+ * Loads a backend's module and returns its factory. Registrations are loaders, not factories: a
+ * backend's module (and what it imports: the AWS SDK for `s3`) is loaded only when a
+ * configuration names it (docs/ARCHITECTURE.md, rule on lazy loading).
+ */
+export type BackendLoader = () => Promise<BackendFactory>;
+
+const loaders = new Map<string, BackendLoader>();
 
 /** Makes a backend available under `name` (the value of `storage.backend`). */
-export function registerBackend(name: string, factory: BackendFactory): void {
-  if (factories.has(name)) throw new Error(`storage backend "${name}" is registered twice`);
-  factories.set(name, factory);
+export function registerBackend(name: string, load: BackendLoader): void {
+  if (loaders.has(name)) throw new Error(`storage backend "${name}" is registered twice`);
+  loaders.set(name, load);
 }
 
-/** The backend registered as `storage.backend`. */
-export function createBackend(storage: Config['storage'], opts: { log?: Logger } = {}): BlobBackend {
-  const factory = factories.get(storage.backend);
-  if (!factory) throw new Error(`storage.backend: no backend named "${storage.backend}" (known: ${[...factories.keys()].join(', ')})`);
-  return factory(storage, opts);
+/** The backend registered as `storage.backend`, its module loaded now. */
+export async function createBackend(storage: Config['storage'], opts: { log?: Logger } = {}): Promise<BlobBackend> {
+  const load = loaders.get(storage.backend);
+  if (!load) throw new Error(`storage.backend: no backend named "${storage.backend}" (known: ${[...loaders.keys()].join(', ')})`);
+  return (await load())(storage, opts);
 }
 
 /** The names registered (tests, error messages). */
 export function registeredBackends(): string[] {
-  return [...factories.keys()];
+  return [...loaders.keys()];
 }

@@ -6,8 +6,8 @@ import './backends.js';
 import { BlobStore } from './blob-store.js';
 import { Store } from './store.js';
 
-export function openStore(storage: Config['storage'], opts: { maxSize: number | null; log?: Logger }): Store {
-  const backend = createBackend(storage, opts.log ? { log: opts.log } : {});
+export async function openStore(storage: Config['storage'], opts: { maxSize: number | null; log?: Logger }): Promise<Store> {
+  const backend = await createBackend(storage, opts.log ? { log: opts.log } : {});
   return new Store(new BlobStore(backend, { maxSize: opts.maxSize, ...(opts.log ? { log: opts.log } : {}) }));
 }
 
@@ -16,7 +16,7 @@ export function openStore(storage: Config['storage'], opts: { maxSize: number | 
  * in progress) and unfinished uploads are left alone.
  */
 export async function openStoreForCommand(config: Config): Promise<Store> {
-  const store = openStore(config.storage, { maxSize: config.storage.maxSize });
+  const store = await openStore(config.storage, { maxSize: config.storage.maxSize });
   await store.init({ sweep: false });
   return store;
 }

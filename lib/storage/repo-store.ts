@@ -4,6 +4,7 @@
  * rename, or one PUT of an object), so a crash never leaves half a record.
  */
 import { LRUCache } from 'lru-cache';
+import { upTo } from '../util/lru-bound.js';
 import type { Digest } from '../oci/digest.js';
 import { readJsonRecord, type Records } from './records.js';
 import { recordKeys as k } from './paths.js';
@@ -21,7 +22,7 @@ export interface RepoRef {
 
 export class RepoStore {
   /** Links known to exist: a hit on the hot path costs no syscall. unlink() forgets them. */
-  private readonly knownLinks = new LRUCache<string, true>({ max: 200_000 });
+  private readonly knownLinks = new LRUCache<string, true>(upTo(200_000));
 
   constructor(private readonly records: Records) {}
 

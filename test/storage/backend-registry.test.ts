@@ -1,5 +1,6 @@
 // Backends are registered by name (lib/storage/backends.ts) and `storage.backend` picks one:
-// open-store.ts looks the name up, so a new backend needs no edit anywhere else.
+// open-store.ts looks the name up, so a new backend needs no edit anywhere else. A registration is
+// a loader: a backend's module is loaded when a configuration names it, not before.
 import t from 'tap';
 import type { Config } from '../../lib/config/config.js';
 import { createBackend, registerBackend, registeredBackends } from '../../lib/storage/backend.js';
@@ -12,27 +13,33 @@ function storage(backend: string, path = '/nonexistent'): Config['storage'] {
 }
 
 t.test('the built-in backends are registered under their names', async (t) => {
-  openStore(storage('memory'), { maxSize: null }); // loads the registrations
+  await openStore(storage('memory'), { maxSize: null }); // loads the registrations
   t.same(registeredBackends().sort(), ['filesystem', 'memory', 's3']);
 });
 
 t.test('openStore opens the backend storage.backend names, and it reports that name', async (t) => {
   const dir = await tmpDir(t, 'stevedore-registry-');
-  const fs = openStore(storage('filesystem', dir), { maxSize: null });
+  const fs = await openStore(storage('filesystem', dir), { maxSize: null });
   t.equal(fs.blobs.info().kind, 'filesystem');
   t.equal(fs.blobs.info().location, dir);
-  const mem = openStore(storage('memory'), { maxSize: null });
+  const mem = await openStore(storage('memory'), { maxSize: null });
   t.equal(mem.blobs.info().kind, 'memory');
   t.ok(mem.blobs.backend instanceof MemoryBackend);
 });
 
 t.test('a backend registered under a new name is opened by that name', async (t) => {
   let made = 0;
-  registerBackend('registry-test', () => {
-    made++;
-    return new MemoryBackend();
+  let loaded = 0;
+  registerBackend('registry-test', async () => {
+    loaded++;
+    return () => {
+      made++;
+      return new MemoryBackend();
+    };
   });
-  const store = openStore(storage('registry-test'), { maxSize: null });
+  t.equal(loaded, 0, 'registering loads nothing');
+  const store = await openStore(storage('registry-test'), { maxSize: null });
+  t.equal(loaded, 1);
   t.equal(made, 1);
   await store.init();
   t.teardown(() => store.blobs.close());
@@ -40,6 +47,6 @@ t.test('a backend registered under a new name is opened by that name', async (t)
 });
 
 t.test('an unknown name, or a name registered twice, is an error', async (t) => {
-  t.throws(() => createBackend(storage('tape')), /no backend named "tape"/);
-  t.throws(() => registerBackend('filesystem', () => new MemoryBackend()), /registered twice/);
+  await t.rejects(createBackend(storage('tape')), /no backend named "tape"/);
+  t.throws(() => registerBackend('filesystem', async () => () => new MemoryBackend()), /registered twice/);
 });

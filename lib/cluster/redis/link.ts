@@ -14,7 +14,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createClient } from '@redis/client';
+import type { createClient } from '@redis/client';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from '../../config/config.js';
 
@@ -145,6 +145,7 @@ export class RedisLink {
     settings: RedisSettings,
     private readonly log: Logger,
     connectTimeoutMs: number,
+    create: typeof createClient,
   ) {
     this.settings = settings;
     const u = new URL(settings.url);
@@ -183,7 +184,7 @@ export class RedisLink {
           ...(t?.serverName ? { servername: t.serverName } : {}),
         }
       : { tls: false as const };
-    this.client = createClient({
+    this.client = create({
       url: u.toString(),
       ...(username !== null || lastPassword !== null ? { credentialsProvider: { type: 'async-credentials-provider' as const, credentials } } : {}),
       disableOfflineQueue: true,
@@ -208,7 +209,9 @@ export class RedisLink {
    */
   static async open(settings: RedisSettings | string, log: Logger, connectTimeoutMs = 3_000): Promise<RedisLink> {
     const s = asSettings(settings);
-    const link = new RedisLink(s, log, connectTimeoutMs);
+    // The client library is loaded by the first connection: a process without Redis never loads it.
+    const { createClient } = await import('@redis/client');
+    const link = new RedisLink(s, log, connectTimeoutMs, createClient);
     const connecting = link.client.connect().then(
       () => undefined,
       (err: unknown) => link.failed(err as Error),

@@ -27,6 +27,7 @@
  */
 import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
+import { upTo } from '../../util/lru-bound.js';
 
 export interface LoginThrottleOptions {
   /** Failed logins per (user, address) per window before that pair is refused. */
@@ -71,9 +72,9 @@ export class LoginThrottle {
   readonly maxDelayMs: number;
   readonly windowMs: number;
   private readonly now: () => number;
-  private readonly byPair = new LRUCache<string, Window>({ max: 10_000 });
-  private readonly byAddress = new LRUCache<string, Window>({ max: 10_000 });
-  private readonly byUser = new LRUCache<string, Window>({ max: 10_000 });
+  private readonly byPair = new LRUCache<string, Window>(upTo(10_000));
+  private readonly byAddress = new LRUCache<string, Window>(upTo(10_000));
+  private readonly byUser = new LRUCache<string, Window>(upTo(10_000));
 
   constructor(opts: LoginThrottleOptions = {}) {
     this.maxFailures = opts.maxFailures ?? 10;

@@ -10,8 +10,11 @@
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import { ConfigError } from '../../config/config.js';
+
+/** jose, loaded by the first token issued or checked: a registry nobody logs in to never loads it. */
+let joseModule: Promise<typeof import('jose')> | null = null;
+const jose = (): Promise<typeof import('jose')> => (joseModule ??= import('jose'));
 
 export interface TokenAccess {
   type: string;
@@ -92,6 +95,7 @@ export class TokenIssuer {
     const nowMs = this.now();
     const iat = Math.floor(nowMs / 1000);
     const expiresIn = Math.floor(this.opts.ttlMs / 1000);
+    const { SignJWT } = await jose();
     const token = await new SignJWT({ access, ...(binding !== null ? { bnd: binding } : {}) })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
       .setIssuer(this.opts.issuer)
@@ -107,6 +111,7 @@ export class TokenIssuer {
 
   /** Checks signature, issuer, audience and lifetime; throws TokenError. */
   async verify(token: string): Promise<TokenClaims> {
+    const { errors: joseErrors, jwtVerify } = await jose();
     try {
       const { payload } = await jwtVerify(token, this.opts.key, {
         algorithms: ['HS256'],

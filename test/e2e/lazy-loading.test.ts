@@ -1,0 +1,47 @@
+// A module a configuration does not use is not loaded (docs/ARCHITECTURE.md): a fresh `serve` with
+// the defaults loads no AWS SDK (the S3 backend, the ECR credential provider), no Redis client,
+// no pino-pretty (JSON logs), no jose (nobody has asked for a token) and, when it is off, no
+// dashboard. The process logs every module it loads (test/fixtures/module-log.mjs).
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+import { spawnStevedore } from '../fixtures/stevedore-process.js';
+import { tmpDir } from '../fixtures/util.js';
+
+const HOOK = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'module-log.mjs');
+
+/** Starts serve with `config`, asks /healthz, and returns the URLs of the modules it loaded. */
+async function loadedBy(t: Test, config: Record<string, unknown>): Promise<string[]> {
+  const dir = await tmpDir(t, 'stevedore-lazy-');
+  const log = path.join(dir, 'modules.txt');
+  const p = await spawnStevedore(t, { storage: { path: path.join(dir, 'store') }, ...config }, { nodeArgs: ['--import', HOOK], env: { STEVEDORE_MODULE_LOG: log } });
+  const res = await fetch(`${p.url}/healthz`);
+  t.equal(res.status, 200);
+  await res.arrayBuffer();
+  const urls = (await readFile(log, 'utf8')).split('\n').filter(Boolean);
+  await p.kill();
+  return urls;
+}
+
+const PACKAGES_NOT_USED = ['@aws-sdk/', '@smithy/', '@redis/client/', 'pino-pretty/', 'jose/', 'cli-progress/', 'tar-stream/', '@peculiar/x509/'];
+/** A module of stevedore's own: `lib/<rest>` through a TypeScript loader, `dist/<rest>` compiled. */
+const ours = (url: string, rest: string): boolean => url.includes(`/lib/${rest}`) || url.includes(`/dist/${rest}`);
+const packageOf = (url: string): string | null => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? null;
+
+t.test('a fresh serve with the default configuration loads no AWS SDK, Redis client, pino-pretty or jose', async (t) => {
+  const urls = await loadedBy(t, {});
+  const packages = new Set(urls.map(packageOf).filter((p) => p !== null));
+  // What it uses is in the log: the log works.
+  t.ok(packages.has('undici') && packages.has('prom-client'), 'undici and prom-client are loaded');
+  t.ok(urls.some((u) => ours(u, 'storage/fs/fs-backend.')), 'the filesystem backend is loaded');
+  t.ok(urls.some((u) => ours(u, 'server/dashboard/dashboard.')), 'the dashboard (on by default) is loaded');
+  t.same(urls.filter((u) => PACKAGES_NOT_USED.some((p) => u.includes(`/node_modules/${p}`))), [], 'none of those packages');
+  t.same(urls.filter((u) => ours(u, 'storage/s3/')), [], 'no module of the S3 backend');
+});
+
+t.test('with the dashboard off, no module of the dashboard is loaded', async (t) => {
+  const urls = await loadedBy(t, { dashboard: { enabled: false } });
+  t.ok(urls.some((u) => ours(u, 'storage/fs/fs-backend.')), 'the log works');
+  t.same(urls.filter((u) => ours(u, 'server/dashboard/')), []);
+});
