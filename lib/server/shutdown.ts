@@ -38,9 +38,9 @@ export class ShutdownDeadline {
   /** Resolves with `work` (true), or after `ms` (false), whichever comes first. */
   static within(work: Promise<unknown>, ms: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
+    // Not unref'd: a process whose last work is a step that never settles must still reach its end.
     const late = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(false), ms);
-      timer.unref();
     });
     return Promise.race([work.then(() => true), late]).finally(() => clearTimeout(timer));
   }
