@@ -87,7 +87,11 @@ export class Download {
   size: number | null = null;
   /** Where `size` came from. */
   private sizeFrom: 'announced' | 'manifest' | null = null;
-  /** Resolves when the upstream answered with a body (or rejects with its error). */
+  /**
+   * Resolves when the upstream answered and its first bytes are in the temp file (or, for an empty
+   * blob, once it is stored); rejects with the error otherwise: clients are answered 200 only once
+   * the store took bytes, so a disk that is full gets them an error answer, not a cut transfer.
+   */
   readonly ready: Promise<void>;
   /** Resolves when the blob is verified and in the store. */
   readonly done: Promise<CommitResult>;
@@ -118,15 +122,18 @@ export class Download {
       markReady = resolve;
       failReady = reject;
     });
+    writer.events.once('progress', () => markReady());
     this.done = (async () => {
       try {
         // A shared temp file taken over from another replica: its bytes were re-hashed, the
         // upstream is asked for the rest (Range).
         this.received = await writer.resumedFrom;
         if (this.received > 0) log.info({ digest, from: this.received }, 'taking over a download another replica left; resuming with Range');
-        await this.run(source, log, markReady);
-        if (this.untrusted && (await this.rewound(source, log))) await this.run(source, log, markReady);
-        return await writer.commit(this.size ?? undefined);
+        await this.run(source, log);
+        if (this.untrusted && (await this.rewound(source, log))) await this.run(source, log);
+        const stored = await writer.commit(this.size ?? undefined);
+        markReady();
+        return stored;
       } catch (err) {
         failReady(err);
         await writer.abort(err instanceof Error ? err : new Error(String(err)));
@@ -161,7 +168,7 @@ export class Download {
     return true;
   }
 
-  private async run(source: DownloadSource, log: Logger, markReady: () => void): Promise<void> {
+  private async run(source: DownloadSource, log: Logger): Promise<void> {
     let resumes = 0;
     let switches = 0;
     // Backoff grows while resumes make no progress, and starts over once bytes flow again.
@@ -196,7 +203,6 @@ export class Download {
           discard(res.body);
           throw new UpstreamError('bad_response', this.opts.upstream, `size of ${this.digest} changed between requests (${this.size} then ${res.size})`);
         }
-        markReady();
         opened = true;
         await this.copy(res.body, from - res.start, res.stall === undefined ? this.opts.stall : res.stall);
         return;

@@ -6,7 +6,7 @@
  * below the edge, because both need it (docs/ARCHITECTURE.md, section 2).
  */
 import { OciError, type OciErrorCode } from '../oci/errors.js';
-import { DigestMismatchError, SizeInvalidError, StorageError, TooManyUploadsError, UploadInvalidError, UploadUnknownError } from '../storage/errors.js';
+import { DigestMismatchError, isNoSpace, SizeInvalidError, StorageError, StorageFullError, TooManyUploadsError, UploadInvalidError, UploadUnknownError } from '../storage/errors.js';
 import { UpstreamError } from '../upstream/errors.js';
 
 /**
@@ -39,6 +39,8 @@ export function toOciError(err: unknown, kind?: string): OciError {
   if (err instanceof OciError) return err;
   // ---- storage (lib/storage/errors.ts) ----
   if (err instanceof StorageError) return storageToOci(err);
+  // A write of a record (a tag, a link, a pin) on a full disk: said as such, like a blob's.
+  if (isNoSpace(err)) return storageToOci(new StorageFullError("the store's disk is full", { cause: err }));
   // ---- upstream failures: mapped here, once, for the request's kind.
   const upstream = upstreamAnswer(err, kind);
   if (upstream) return upstream;
@@ -56,6 +58,8 @@ function storageToOci(err: StorageError): OciError {
   if (err instanceof SizeInvalidError) return new OciError('SIZE_INVALID', err.message, { ...cause, ...(err.tooLarge ? { status: 413 } : {}) });
   if (err instanceof UploadUnknownError) return new OciError('BLOB_UPLOAD_UNKNOWN', err.message, cause);
   if (err instanceof UploadInvalidError) return new OciError('BLOB_UPLOAD_INVALID', err.message, cause);
+  // 507 Insufficient Storage (RFC 4918): the server's side, not the content; nothing partial was kept.
+  if (err instanceof StorageFullError) return new OciError('UNKNOWN', err.message, { ...cause, status: 507 });
   if (err instanceof TooManyUploadsError) return new OciError('TOOMANYREQUESTS', err.message, { ...cause, headers: { 'Retry-After': String(err.retryAfterSec) } });
   return new OciError('UNKNOWN', 'internal error', { cause: err });
 }

@@ -57,7 +57,14 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'draining');
-      app.close(graceMs ?? config.server.shutdownGrace).then(
+      const grace = graceMs ?? config.server.shutdownGrace;
+      // close() is bounded by the grace (rule 11); should it still not return (a blocked event
+      // loop, a defect), the process exits all the same, 2 s later, with code 1.
+      setTimeout(() => {
+        log.error({ graceMs: grace }, 'shutdown: still running 2 s after the grace period; exiting');
+        process.exit(1);
+      }, grace + 2_000).unref();
+      app.close(grace).then(
         () => process.exit(code),
         (err: unknown) => {
           log.error({ err }, 'shutdown failed');

@@ -32,6 +32,7 @@ import { NodePeers } from '../cluster/peers.js';
 import { PeerRequestAuth } from '../cluster/peer-auth.js';
 import { PeerNetworks } from '../cluster/peer-networks.js';
 import type { Dashboard } from './dashboard/dashboard.js';
+import { closingReserve, ShutdownDeadline } from './shutdown.js';
 import { readFile } from 'node:fs/promises';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
 
@@ -70,7 +71,7 @@ export interface App {
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Where the peer endpoint listens on its own (config peerListen), once listening; else null. */
   peerAddress(): AddressInfo | null;
-  /** Stops accepting, lets answers in flight and downloads finish (up to `graceMs`), closes everything. */
+  /** Stops accepting, lets answers in flight and downloads finish, closes everything: resolves within `graceMs` whatever is down (rule 11, server/shutdown.ts). */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -350,6 +351,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     },
     peerAddress: () => peerAddress,
     async close(graceMs = 10_000) {
+      // Rule 11: every step below is bounded by the grace period (lib/server/shutdown.ts).
+      const deadline = new ShutdownDeadline(graceMs, log);
       ready = false;
       clearInterval(snapshotTimer);
       tls?.stop();
@@ -358,23 +361,24 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       const closed = Promise.all([server, ...(peerServer ? [peerServer] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
       server.closeIdleConnections();
       peerServer?.closeIdleConnections();
-      const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
-      await Promise.race([Promise.all([closed, pull.drain()]), timer]);
+      const drained = await ShutdownDeadline.within(Promise.all([closed, pull.drain()]), graceMs - closingReserve(graceMs));
+      if (!drained) log.warn({ graceMs, downloads: pull.downloadsInFlight() }, 'shutdown: answers or downloads still running at the end of the grace period are cut');
       server.closeAllConnections();
       peerServer?.closeAllConnections();
       // Cluster mode: what this replica still downloads is left for another to resume.
-      await pull.handOver();
+      await deadline.step('hand downloads over', () => pull.handOver());
       // Upstream work still running past the grace period (a stalled download, a tag list) is
       // aborted, and the downloads it cut are let settle (their temp files removed).
-      await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
-      await Promise.race([pull.drain(), new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref())]);
-      await cluster?.index.stop().catch(() => undefined);
-      await peers?.close().catch(() => undefined);
-      await leaseHolders?.close();
-      await coordinator.close().catch(() => undefined);
-      await auth.close();
-      await store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot'));
-      await store.blobs.close().catch((err: unknown) => log.warn({ err }, 'closing the store failed'));
+      await deadline.step('close upstream connections', () => Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined))));
+      await deadline.step('let cut downloads settle', () => pull.drain(), 2_000);
+      await deadline.step('flush the shared index', () => cluster?.index.stop().catch(() => undefined) ?? Promise.resolve());
+      await deadline.step('close peer connections', () => peers?.close().catch(() => undefined) ?? Promise.resolve());
+      await deadline.step('close lease holders', () => leaseHolders?.close() ?? Promise.resolve());
+      await deadline.step('close the coordinator', () => coordinator.close().catch(() => undefined));
+      await deadline.step('close auth', () => auth.close());
+      await deadline.step('save the index snapshot', () => store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot')));
+      await deadline.step('close the store', () => store.blobs.close().catch((err: unknown) => log.warn({ err }, 'closing the store failed')));
+      if (!drained || deadline.undone.length) log.warn({ graceMs, undone: deadline.undone, drained }, 'shutdown: not everything was drained or closed within the grace period (see above)');
     },
   };
 }

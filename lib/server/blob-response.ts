@@ -70,6 +70,10 @@ export async function sendBlob(
     if (blob.size !== null) headers['Content-Length'] = String(blob.size);
     res.writeHead(200, headers);
   }
+  // A blob still downloading (a miss): its head goes out now, so that a download failing before
+  // the first body byte (a digest mismatch, a full disk) reaches the client as an answer cut
+  // short, not as a connection closed with no answer at all.
+  if (headers['X-Cache'] === 'miss') res.flushHeaders();
   const failure = await sendBody(res, (dest) => blob.sendTo(dest, range));
   if (failure) {
     outcome.aborted = true;

@@ -284,8 +284,9 @@ async function answer(
       // An upstream's failure is answered, and logged, as the OCI error it maps to for this request.
       const failure = upstreamAnswer(err, outcome.route) ?? err;
       const oci = toOciError(failure);
-      // Causes of server-side failures go to the log with their stack; client errors as code + message.
-      if (!isMappedError(failure) || oci.status >= 500) outcome.err = failure;
+      // Causes of server-side failures go to the log with their stack; client errors as code + message,
+      // and so does a full disk (507): its cause is logged once per episode (storage/space-watch.ts).
+      if (!isMappedError(failure) || (oci.status >= 500 && oci.status !== 507)) outcome.err = failure;
       outcome.error = { code: oci.code, message: oci.message };
       sendError(res, oci, head);
     }

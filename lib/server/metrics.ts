@@ -118,6 +118,24 @@ export class Metrics {
         this.set(deps.store.evictions);
       },
     });
+    // Counters kept by the store (storage/space-watch.ts), collected the way evictions are.
+    new Gauge({
+      name: 'stevedore_store_write_errors_total',
+      help: 'Writes into the store refused since start, by reason: no_space (the disk full: a download or a push failed)',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.set({ reason: 'no_space' }, deps.store.space.noSpaceErrors);
+      },
+    });
+    new Gauge({
+      name: 'stevedore_store_disk_full',
+      help: "1 while the store's disk is full (a write was refused for want of space and none has succeeded since), else 0",
+      registers,
+      collect() {
+        this.set(deps.store.space.full ? 1 : 0);
+      },
+    });
     new Gauge({
       name: 'stevedore_downloads_in_flight',
       help: 'Upstream blob downloads in progress (each serves every client asking for that digest)',

@@ -21,6 +21,8 @@ import type { Records } from './records.js';
 import type { SessionFiles } from './session-files.js';
 import type { Follow } from './file-sender.js';
 import type { BackendCoordination, BackendInfo, BlobBackend, StoredBody } from './backend.js';
+import { isNoSpace, StorageFullError } from './errors.js';
+import { SpaceWatch } from './space-watch.js';
 
 export type { BackendInfo } from './backend.js';
 
@@ -79,12 +81,17 @@ export class BlobStore {
   private snapshotRecency: Promise<Map<string, { size: number; mtime: number }>> | null = null;
   /** Reconciliations finished (tests, metrics). */
   reconciliations = 0;
+  /** The disk filling up: episodes logged once, refused writes counted (space-watch.ts). */
+  readonly space: SpaceWatch;
+  private readonly maxSize: number | null;
 
   constructor(backend: BlobBackend, opts: BlobStoreOptions = { maxSize: null }) {
     this.backend = backend;
     this.log = opts.log;
     this.now = opts.now ?? Date.now;
     this.records = backend.records;
+    this.maxSize = opts.maxSize;
+    this.space = new SpaceWatch(opts.log, this.now);
     this.index = new BlobIndex({ maxSize: opts.maxSize, onEvict: (digest, entry) => this.evict(digest, entry) });
   }
 
@@ -431,10 +438,49 @@ export class BlobStore {
   /** A writer of new content; `expected` null means "whatever digest the bytes have" (manifests by tag). */
   createWriter(expected: Digest | null, opts: { maxSize?: number; pinned?: boolean; keepRecent?: number; shared?: boolean } = {}): BlobWriter {
     const { pinned, ...writerOpts } = opts;
-    return this.backend.createWriter(expected, writerOpts, (d, size) => {
+    const w = this.backend.createWriter(expected, writerOpts, (d, size) => {
       this.index.add(d.value, size, this.now(), pinned === true);
       this.observer?.committed(d.value, size, pinned === true);
     });
+    w.makeRoom = (bytes) => this.makeRoom(bytes);
+    w.events.once('failed', (err: Error) => {
+      if (err instanceof StorageFullError) this.space.noSpace(expected?.value ?? 'new content', err);
+    });
+    w.events.once('committed', () => this.space.wrote());
+    return w;
+  }
+
+  /**
+   * The disk is full (ENOSPC) and a write needs `bytes`: with storage.maxSize set (the store is a
+   * cache this process evicts from), the least recently served content not being read is evicted
+   * until at least `bytes` were freed. True when anything was. Without maxSize nothing is evicted:
+   * the store keeps everything, and the write fails (StorageFullError).
+   */
+  async makeRoom(bytes: number): Promise<boolean> {
+    if (this.maxSize === null) return false;
+    let freed = 0;
+    let evicted = 0;
+    for (const digest of this.index.evictionOrder()) {
+      if (freed >= bytes && evicted > 0) break;
+      // A file being read frees its space only when its reader is done.
+      if (this.reading.has(digest)) continue;
+      const size = this.index.peek(digest);
+      if (size === null) continue;
+      this.index.remove(digest);
+      this.index.evictions++;
+      this.evict(digest, { size, touchedAt: 0 });
+      freed += size;
+      evicted++;
+    }
+    if (evicted === 0) return false;
+    this.log?.warn({ bytes, evicted, freed }, "the store's disk is full: evicted least recently served content to make room");
+    await this.backend.evictionsSettled();
+    return true;
+  }
+
+  /** `err` as storage's StorageFullError when it says the disk is full (counted and logged once per episode), else as it is. */
+  noSpace(what: string, err: unknown): unknown {
+    return isNoSpace(err) || err instanceof StorageFullError ? this.space.noSpace(what, err) : err;
   }
 
   /**
@@ -444,10 +490,16 @@ export class BlobStore {
   async putSmall(data: Buffer, expected: Digest | null, opts: { pinned?: boolean } = {}): Promise<string> {
     if (opts.pinned && expected) await this.writePinFile(expected);
     const w = this.createWriter(expected, opts);
-    await new Promise<void>((resolve, reject) => {
-      w.once('error', reject);
-      w.end(data, resolve);
-    });
+    try {
+      // end()'s callback gets the write's error (a full disk) too: without it, commit would wait for a finish that never comes.
+      await new Promise<void>((resolve, reject) => {
+        w.once('error', reject);
+        w.end(data, (err?: Error | null) => (err ? reject(err) : resolve()));
+      });
+    } catch (err) {
+      await w.abort(err as Error);
+      throw err;
+    }
     const { digest } = await w.commit(data.length);
     return digest;
   }

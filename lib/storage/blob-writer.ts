@@ -9,12 +9,15 @@ import { createHash, type Hash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './file-sender.js';
 import path from 'node:path';
-import { DigestMismatchError, SizeInvalidError } from './errors.js';
+import { DigestMismatchError, isNoSpace, SizeInvalidError, StorageFullError } from './errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import { NextEvent } from '../util/next-event.js';
 import { DIR_MODE, FILE_MODE } from './modes.js';
 
 export type WriterState = 'writing' | 'committed' | 'failed';
+
+/** Times one write asks for room (each time evicting at least what it needs) before it gives up. */
+const ROOM_ATTEMPTS = 32;
 
 export interface CommitResult {
   digest: string;
@@ -50,6 +53,12 @@ export class BlobWriter extends Writable {
    * bytes come from a source trusted by digest only (a peer), whose prefix may still be rewound.
    */
   withhold = false;
+  /**
+   * Asked when the disk is full (ENOSPC) with the bytes a write needs: true when room was made
+   * (content evicted), and the write is tried again; null or false: the blob fails with
+   * StorageFullError (its temp file removed). Set by the store (blob-store.ts, `makeRoom`).
+   */
+  makeRoom: ((bytes: number) => Promise<boolean>) | null = null;
   /** Bytes already in the temp file when it was opened to resume (re-hashed), else 0. */
   readonly resumedFrom: Promise<number>;
   private markResumed!: (n: number) => void;
@@ -137,6 +146,14 @@ export class BlobWriter extends Writable {
   }
 
   private async openTemp(): Promise<fsp.FileHandle> {
+    try {
+      return await this.openTempFile();
+    } catch (err) {
+      throw isNoSpace(err) ? new StorageFullError(`the store's disk is full: no room for a temp file of ${this.expected?.value ?? 'new content'}`, { cause: err }) : err;
+    }
+  }
+
+  private async openTempFile(): Promise<fsp.FileHandle> {
     if (!this.resume) return fsp.open(this.tmpPath, 'wx', FILE_MODE);
     await fsp.mkdir(path.dirname(this.tmpPath), { recursive: true, mode: DIR_MODE });
     let fh: fsp.FileHandle;
@@ -180,6 +197,26 @@ export class BlobWriter extends Writable {
     if (this.written + total > this.maxSize) {
       throw new SizeInvalidError(`content exceeds the limit of ${this.maxSize} bytes`);
     }
+    // The disk full: room is made (evicting) and the same bytes written again at the same offset.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.writeAt(chunks, total);
+        break;
+      } catch (err) {
+        if (!isNoSpace(err)) throw err;
+        if (attempt < ROOM_ATTEMPTS && this.makeRoom && (await this.makeRoom(total))) continue;
+        throw new StorageFullError(`the store's disk is full: ${this.written} bytes of ${this.expected?.value ?? 'new content'} were written, the next ${total} refused`, { cause: err });
+      }
+    }
+    for (const c of chunks) this.hash.update(c);
+    if (this.keepRecent > 0) this.remember(chunks);
+    this.written += total;
+    this.wakeFollowers();
+    this.events.emit('progress', this.written);
+  }
+
+  /** Writes `chunks` (`total` bytes) at `this.written`. */
+  private async writeAt(chunks: Buffer[], total: number): Promise<void> {
     const fh = this.fh!;
     const { bytesWritten } = await fh.writev(chunks, this.written);
     if (bytesWritten !== total) {
@@ -193,11 +230,6 @@ export class BlobWriter extends Writable {
         offset += r.bytesWritten;
       }
     }
-    for (const c of chunks) this.hash.update(c);
-    if (this.keepRecent > 0) this.remember(chunks);
-    this.written += total;
-    this.wakeFollowers();
-    this.events.emit('progress', this.written);
   }
 
   /** Adds chunks just written at `this.written` to the recent ones, dropping the oldest past the limit. */
@@ -301,6 +333,11 @@ export class BlobWriter extends Writable {
    */
   async commit(expectedSize?: number): Promise<CommitResult> {
     if (this.state !== 'writing') throw this.failure ?? new Error('blob writer already committed');
+    if (this.errored) {
+      // A write failed (a full disk): no finish will come.
+      await this.abort(this.errored);
+      throw this.errored;
+    }
     if (!this.writableFinished) {
       await new Promise<void>((resolve, reject) => {
         this.once('finish', resolve);
@@ -336,8 +373,15 @@ export class BlobWriter extends Writable {
       finalPath = this.tmpPath;
     } else {
       finalPath = this.resolveFinal(actual);
-      await fsp.mkdir(path.dirname(finalPath), { recursive: true, mode: DIR_MODE });
-      await fsp.rename(this.tmpPath, finalPath);
+      try {
+        await fsp.mkdir(path.dirname(finalPath), { recursive: true, mode: DIR_MODE });
+        await fsp.rename(this.tmpPath, finalPath);
+      } catch (err) {
+        // A new directory may need a block the disk no longer has: nothing stored, the temp file removed.
+        const failure = isNoSpace(err) ? new StorageFullError(`the store's disk is full: ${actual.value} could not be put in place`, { cause: err }) : (err as Error);
+        await this.abort(failure);
+        throw failure;
+      }
     }
     this.finalPath = finalPath;
     this.state = 'committed';

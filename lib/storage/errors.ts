@@ -41,3 +41,15 @@ export class TooManyUploadsError extends StorageError {
     this.retryAfterSec = opts.retryAfterSec ?? 60;
   }
 }
+
+/** Whether `err` says the disk (or the quota) has no room left: ENOSPC, EDQUOT. */
+export function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * The store's disk is full (ENOSPC, EDQUOT) and no room could be made: what was being written was
+ * removed, nothing partial is left. Clients are told the disk is full (507), not "internal error".
+ */
+export class StorageFullError extends StorageError {}

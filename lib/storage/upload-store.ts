@@ -15,7 +15,7 @@
  */
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { finished, Transform, type Readable } from 'node:stream';
-import { DigestMismatchError, SizeInvalidError, TooManyUploadsError, UploadInvalidError, UploadUnknownError } from './errors.js';
+import { DigestMismatchError, isNoSpace, SizeInvalidError, TooManyUploadsError, UploadInvalidError, UploadUnknownError } from './errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import type { BlobStore } from './blob-store.js';
 import type { SessionFiles } from './session-files.js';
@@ -165,7 +165,7 @@ export class UploadStore {
       await this.files.create(uuid, { namespace: repo.upstream, name: repo.name, startedAt: info.startedAt, owner }, info.startedAt);
     } catch (err) {
       this.open.delete(uuid);
-      throw err;
+      throw this.blobs.noSpace('a new upload session', err);
     } finally {
       this.creating.delete(uuid);
     }
@@ -275,6 +275,13 @@ export class UploadStore {
         // The request body broke off (client gone): the client's failure, not ours; the chunk is dropped.
         throw new UploadInvalidError(`the chunk broke off after ${received} bytes and was discarded`, { cause: err });
       }
+      if (isNoSpace(err)) {
+        // The disk is full: the whole session goes (nothing partial stays on a full disk; clients
+        // start a push over anyway), and room is made for the push tried again (storage.maxSize).
+        await this.delete(uuid).catch(() => undefined);
+        await this.blobs.makeRoom(size + received).catch(() => false);
+        throw this.blobs.noSpace(`an upload (${size + received} bytes)`, err);
+      }
       throw err; // SizeInvalidError from the meter, or a disk failure (a 500)
     }
     this.hashes.set(uuid, { algorithm: 'sha256', hash, offset: size + received });
@@ -295,7 +302,13 @@ export class UploadStore {
       await this.delete(uuid);
       throw new DigestMismatchError(`uploaded content is ${digest.algorithm}:${actual}, not ${digest.value}`);
     }
-    await this.blobs.commitSession(uuid, size, digest);
+    try {
+      await this.blobs.commitSession(uuid, size, digest);
+    } catch (err) {
+      if (!isNoSpace(err)) throw err;
+      await this.delete(uuid).catch(() => undefined);
+      throw this.blobs.noSpace(digest.value, err);
+    }
     await this.delete(uuid);
   }
 

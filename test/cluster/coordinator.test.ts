@@ -124,3 +124,16 @@ t.test('redis: a replica started while Redis is down serves alone at once, and j
   }
   t.same(got[0], m, 'the subscription made while Redis was down completes when it answers');
 });
+
+t.test('redis: a coordinator closed while Redis is down (subscribed, reconnecting) closes at once', async (t) => {
+  const r = await startRedis(t);
+  const a = await RedisCoordinator.open(r.url, log);
+  await a.scope(fresh()).bus.subscribe(() => undefined);
+  await r.stop({ hard: true });
+  for (let i = 0; i < 100 && a.available(); i++) await sleep(20);
+  t.equal(a.available(), false, 'it saw Redis go');
+  const started = Date.now();
+  const closed = await Promise.race([a.close().then(() => true), sleep(5_000).then(() => false)]);
+  t.ok(closed, 'close() resolved');
+  t.ok(Date.now() - started < 1_500, `within a second or so (${Date.now() - started} ms)`);
+});

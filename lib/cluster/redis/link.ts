@@ -308,20 +308,32 @@ export class RedisLink {
     }
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes every connection: politely (QUIT) when Redis answers, at most `quitMs`; at once when it
+   * does not. QUIT is queued whatever the offline queue says, so on a connection that is down (or
+   * reconnecting) it would wait for Redis to come back: a process stopped during an outage would
+   * never exit (issue 28).
+   */
+  async close(quitMs = 1_000): Promise<void> {
     this.closed = true;
-    for (const sub of this.subscribers) {
-      try {
-        if (sub.isOpen) await sub.quit();
-      } catch {
-        sub.destroy();
-      }
-    }
-    try {
-      if (this.client.isOpen) await this.client.quit();
-    } catch {
-      this.client.destroy();
-    }
+    await Promise.all([...this.subscribers, this.client].map((c) => closeClient(c, quitMs)));
+  }
+}
+
+async function closeClient(c: RedisClient, quitMs: number): Promise<void> {
+  if (!c.isOpen) return;
+  if (c.isReady) {
+    const quit = c.quit().then(
+      () => true,
+      () => false,
+    );
+    const late = new Promise<false>((resolve) => setTimeout(() => resolve(false), quitMs).unref());
+    if (await Promise.race([quit, late])) return;
+  }
+  try {
+    c.destroy();
+  } catch {
+    // already closed
   }
 }
 

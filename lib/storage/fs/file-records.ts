@@ -34,8 +34,14 @@ export class FileRecords implements Records {
       return;
     }
     const tmp = path.join(this.tmp, `${randomBytes(12).toString('hex')}.rec`);
-    await fsp.writeFile(tmp, data, { mode: FILE_MODE });
-    await fsp.rename(tmp, file);
+    try {
+      await fsp.writeFile(tmp, data, { mode: FILE_MODE });
+      await fsp.rename(tmp, file);
+    } catch (err) {
+      // A disk full mid-write leaves a torn temp file: removed, nothing partial stays.
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
   }
 
   async remove(key: string): Promise<boolean> {
