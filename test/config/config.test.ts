@@ -74,6 +74,7 @@ t.test('the defaults are the documented values', async (t) => {
     maxConnections: null,
     maxConnectionsPerAddress: 256,
     shutdownGrace: 10_000,
+    workers: 'auto',
   });
   t.equal(c.storage.path, './data');
   t.equal(c.storage.maxSize, null);
