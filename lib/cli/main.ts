@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /** The `stevedore` command. */
 import { Command } from 'commander';
-import { ConfigError } from '../config/config.js';
-import { buildApp, createLogger, logDestination } from '../server/app.js';
+import cluster from 'node:cluster';
+import { ConfigError, type Config } from '../config/config.js';
+import { createLogger, logDestination } from '../server/logger.js';
+import { resolveWorkers } from '../util/available-cores.js';
 import { installLastResort } from '../server/last-resort.js';
 import { configOrExit, fail, withConfigOptions, type ConfigFlags } from './common.js';
 // The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
@@ -20,6 +22,19 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
   .action(async (opts: ConfigFlags) => {
     const config = configOrExit(opts);
     const log = createLogger(config.log.level, logDestination(config.log.format));
+    const workers = cluster.isPrimary ? workerCount(config, log) : 1;
+    if (workers > 1) {
+      // The primary supervises the workers and loads nothing of the app (lib/server/supervisor.ts).
+      const { superviseWorkers } = await import('../server/supervisor.js');
+      const supervisor = superviseWorkers(config, workers, log);
+      process.on('SIGTERM', () => supervisor.stop('SIGTERM'));
+      process.on('SIGINT', () => supervisor.stop('SIGINT'));
+      installLastResort({ log, fatal: () => supervisor.stop('uncaughtException') });
+      await supervisor.stopped;
+      log.info('supervisor: every worker has exited');
+      process.exit(0);
+    }
+    const { buildApp } = await import('../server/app.js');
     // Files the configuration names (htpasswd, token key) are read here: a bad one exits 2 too.
     const app = await buildApp(config, { log }).catch((err: unknown) => {
       if (!(err instanceof ConfigError)) throw err;
@@ -74,6 +89,15 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       },
     });
   });
+
+/** `server.workers` as processes; node mode runs one (its store is the node instance's own). */
+function workerCount(config: Config, log: ReturnType<typeof createLogger>): number {
+  if (config.node.peers !== null) {
+    if (config.server.workers === 'auto') log.info('server.workers auto: 1 in node mode (node.peers)');
+    return 1;
+  }
+  return resolveWorkers(config.server.workers);
+}
 
 withConfigOptions(
   program

@@ -412,6 +412,10 @@ function crossCheck(doc: unknown): string[] {
       if (!central && !(isRecord(ups) && Object.values(ups).some((u) => isRecord(u) && Array.isArray(u.sources) && u.sources.includes('peers')))) {
         problems.push('node.peers: no upstream asks the peers: set node.central (peers then come first) or list peers in an upstream\'s sources');
       }
+      const workers = isRecord(d.server) ? d.server.workers : undefined;
+      if (typeof workers === 'number' && workers > 1) {
+        problems.push('server.workers: node mode (node.peers) runs one process per node instance; set server.workers to 1 or auto');
+      }
     }
   }
   problems.push(...patternProblems(d, names));

@@ -5,8 +5,8 @@
 import type http from 'node:http';
 import type https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type { Logger } from 'pino';
+import { createLogger } from './logger.js';
 import { ConfigError, type Config } from '../config/config.js';
 import type { Store } from '../storage/store.js';
 import { openStore } from '../storage/open-store.js';
@@ -25,6 +25,7 @@ import { ProxiedReferrers } from '../cache/referrers.js';
 import { hostname } from 'node:os';
 import type { ClusterCoordinator, CoordinationScope } from '../cluster/coordinator.js';
 import { configuredCoordinator, openCoordinator } from '../cluster/coordinators.js';
+import { callPrimary, workerSlot } from '../cluster/ipc/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { NodePeers } from '../cluster/peers.js';
@@ -66,37 +67,8 @@ export interface App {
   close(graceMs?: number): Promise<void>;
 }
 
-/**
- * Where `serve` writes its log: JSON lines on stdout, or (`log.format` pretty, or auto on a
- * terminal) one readable line per event through pino-pretty, in this thread (synchronous: nothing
- * is lost when the process exits).
- */
-export function logDestination(format: Config['log']['format'], isTTY = process.stdout.isTTY === true): pino.DestinationStream | undefined {
-  if (format === 'json' || (format === 'auto' && !isTTY)) return undefined;
-  return pretty({ colorize: isTTY, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
-}
-
-export function createLogger(level: Config['log']['level'], destination?: pino.DestinationStream): Logger {
-  const opts: pino.LoggerOptions = {
-    level,
-    base: { service: 'stevedore' },
-    redact: {
-      paths: [
-        'req.headers.authorization',
-        'req.headers.cookie',
-        'headers.authorization',
-        'authorization',
-        'password',
-        '*.password',
-        'token',
-        'access_token',
-        'refresh_token',
-      ],
-      censor: '[redacted]',
-    },
-  };
-  return destination ? pino(opts, destination) : pino(opts);
-}
+// The logger lives in logger.ts (the supervisor of workers uses it without loading the app).
+export { createLogger, logDestination } from './logger.js';
 
 /**
  * `sweepTemp: false` is for CLI commands that work on the store beside a running server: they
@@ -145,6 +117,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
   let cluster: App['cluster'] = null;
+  // server.workers above 1: this process is one of the host's workers (its slot), else null.
+  const slot = workerSlot();
   const coordinator = await openCoordinator(config, log);
   if (shared !== null && !clustered) {
     log.info({ redis: coordinator.target, group: nodePeers?.group, advertise: nodePeers?.advertise, redisUp: coordinator.available() }, 'node mode: finding peers through Redis');
@@ -153,7 +127,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     const storeId = await store.blobs.storeId();
     const prefix = `stevedore:${storeId}:`;
     const scope = coordinator.scope(prefix);
-    const replicaId = config.cluster.replicaId ?? `${hostname()}-${process.pid}`;
+    // Each worker of a host is a replica of its own (a configured replicaId gets the worker's slot).
+    const replicaId = config.cluster.replicaId === null ? `${hostname()}-${process.pid}` : slot === null ? config.cluster.replicaId : `${config.cluster.replicaId}-w${slot}`;
     const index = new SharedIndex(scope.index, scope.leases, store.blobs, log, {
       maxSize: config.storage.maxSize,
       recencyFlushMs: config.cluster.recencyFlush,
@@ -165,7 +140,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     // A backend may ask whether a replica holds a digest's lease (S3: orphan sweeps leave those uploads alone).
     store.blobs.coordinate({ downloadingElsewhere: async (digest) => (await scope.leases.read(`blob:${digest}`)) !== null });
     cluster = { coordinator, scope, index, replicaId, storeId, prefix };
-    log.info({ redis: coordinator.target, storeId, replicaId, redisUp: coordinator.available() }, 'cluster mode: coordinating with the replicas on this store through Redis');
+    if (coordinator.name === 'ipc') log.info({ coordinator: coordinator.target, storeId, replicaId, worker: slot }, 'workers: coordinating with the other workers on this store through the supervisor');
+    else log.info({ redis: coordinator.target, storeId, replicaId, redisUp: coordinator.available() }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
   const metadata = new Metadata(coordinator.values);
   const p = config.upstreamPolicy;
@@ -266,7 +242,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   }, SNAPSHOT_INTERVAL_MS);
   snapshotTimer.unref();
   let ready = true;
-  const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers });
+  // A worker's /metrics answers for the host: the supervisor sums every worker's.
+  const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers, worker: slot === null ? null : { id: slot, host: () => callPrimary<string>('metrics.host') } });
   let dashboard: Dashboard | null = null;
   if (config.dashboard.enabled) {
     try {

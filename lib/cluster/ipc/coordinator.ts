@@ -33,6 +33,13 @@ const CALL_TIMEOUT_MS = 10_000;
 
 /** The environment variable the supervisor sets in the workers it forks (how many there are). */
 export const WORKERS_ENV = 'STEVEDORE_WORKERS';
+/** The environment variable telling a worker its slot (1..N, kept by its replacement): the `worker` label of its metrics. */
+export const WORKER_SLOT_ENV = 'STEVEDORE_WORKER_SLOT';
+
+/** This process's worker slot when the supervisor forked it, else null (a single process). */
+export function workerSlot(): string | null {
+  return cluster.isWorker ? (process.env[WORKER_SLOT_ENV] ?? null) : null;
+}
 
 class IpcLink {
   private nextId = 0;
@@ -263,6 +270,14 @@ export class IpcCoordinator implements ClusterCoordinator {
   async close(): Promise<void> {
     this.link.close();
   }
+}
+
+let toPrimary: IpcLink | null = null;
+
+/** A call to the supervisor (from a worker): answered by a handler it registered (IpcCoordinatorHost.handle). */
+export function callPrimary<T>(op: string, args: unknown[] = []): Promise<T> {
+  toPrimary ??= new IpcLink(process as unknown as IpcChannel);
+  return toPrimary.call<T>(op, null, args);
 }
 
 /** Whether this process is a worker forked by the supervisor with others beside it. */

@@ -39,6 +39,7 @@ interface Attached {
 export class IpcCoordinatorHost {
   private readonly state: InProcessCoordinator;
   private readonly channels = new Set<Attached>();
+  private readonly handlers = new Map<string, (args: unknown[]) => Promise<unknown>>();
 
   constructor(now: () => number = Date.now) {
     this.state = new InProcessCoordinator(now);
@@ -54,6 +55,11 @@ export class IpcCoordinatorHost {
     channel.on('message', a.onMessage);
     this.channels.add(a);
     return { detach: () => this.detach(a) };
+  }
+
+  /** Answers calls named `op` (not the coordinator's own: the supervisor's, e.g. the host's metrics). */
+  handle(op: string, fn: (args: unknown[]) => Promise<unknown>): void {
+    this.handlers.set(op, fn);
   }
 
   /** Number of leases held through the attached channels (tests, metrics). */
@@ -93,6 +99,8 @@ export class IpcCoordinatorHost {
   }
 
   private async call(a: Attached, op: string, nsArg: string | null, args: Args, client: string): Promise<unknown> {
+    const extra = this.handlers.get(op);
+    if (extra) return extra(args);
     const v = this.state.values;
     switch (op) {
       case 'values.get':
