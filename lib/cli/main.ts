@@ -30,9 +30,9 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       process.on('SIGTERM', () => supervisor.stop('SIGTERM'));
       process.on('SIGINT', () => supervisor.stop('SIGINT'));
       installLastResort({ log, fatal: () => supervisor.stop('uncaughtException') });
-      await supervisor.stopped;
+      const code = await supervisor.stopped;
       log.info('supervisor: every worker has exited');
-      process.exit(0);
+      process.exit(code);
     }
     const { buildApp } = await import('../server/app.js');
     // Files the configuration names (htpasswd, token key) are read here: a bad one exits 2 too.

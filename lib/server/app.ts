@@ -303,10 +303,17 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       peerTls?.stop();
       registry.stop();
       const closed = Promise.all([server, ...(peerServer ? [peerServer] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
-      server.closeIdleConnections();
-      peerServer?.closeIdleConnections();
+      // A keep-alive connection goes as soon as its answer in flight is done (not at the end of the
+      // grace period): the process exits once nothing is left to finish.
+      const closeIdle = (): void => {
+        server.closeIdleConnections();
+        peerServer?.closeIdleConnections();
+      };
+      closeIdle();
+      const idleSweep = setInterval(closeIdle, 100);
       const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       await Promise.race([Promise.all([closed, pull.drain()]), timer]);
+      clearInterval(idleSweep);
       server.closeAllConnections();
       peerServer?.closeAllConnections();
       // Cluster mode: what this replica still downloads is left for another to resume.

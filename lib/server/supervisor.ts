@@ -23,8 +23,8 @@ const BACKOFF_MAX_MS = 30_000;
 const STOP_MARGIN_MS = 5_000;
 
 export interface Supervisor {
-  /** Resolves when every worker has exited after a stop. */
-  stopped: Promise<void>;
+  /** Resolves when every worker has exited after a stop, with the exit code for the process (2: a worker found the configuration wrong). */
+  stopped: Promise<number>;
   stop(signal: string): void;
 }
 
@@ -45,14 +45,16 @@ export function superviseWorkers(config: Config, workers: number, log: Logger): 
   host.handle('metrics.host', async () => `${await aggregator.clusterMetrics()}\n${await own.metrics()}`);
 
   let stopping = false;
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((r) => (resolveStopped = r));
+  let exitCode = 0;
+  let resolveStopped!: (code: number) => void;
+  const stopped = new Promise<number>((r) => (resolveStopped = r));
   const backoff = new Map<number, number>();
 
   const fork = (slot: number): void => {
     const started = Date.now();
     const worker = cluster.fork({ [WORKERS_ENV]: String(workers), [WORKER_SLOT_ENV]: String(slot) });
     alive.add(worker);
+    log.info({ worker: slot, pid: worker.process.pid }, 'supervisor: worker started');
     const channel: IpcChannel = {
       send: (m) => worker.send(m as never),
       on: (e, fn) => worker.on(e, fn),
@@ -62,12 +64,20 @@ export function superviseWorkers(config: Config, workers: number, log: Logger): 
       },
     };
     const { detach } = host.attach(channel);
+    let listened = false;
+    worker.once('listening', () => (listened = true));
     worker.once('exit', (code, signal) => {
       alive.delete(worker);
       // Its leases are free now: another worker takes its downloads over.
       detach();
+      if (!stopping && !listened && code === 2) {
+        // The configuration names a file or service the worker refused (it said which on stderr):
+        // restarting cannot help; the process exits 2 as a single one would.
+        exitCode = 2;
+        stop('configuration');
+      }
       if (stopping) {
-        if (alive.size === 0) resolveStopped();
+        if (alive.size === 0) resolveStopped(exitCode);
         return;
       }
       const lived = Date.now() - started;
@@ -84,11 +94,11 @@ export function superviseWorkers(config: Config, workers: number, log: Logger): 
   log.info({ workers, pid: process.pid }, 'supervisor: starting workers');
   for (let slot = 1; slot <= workers; slot++) fork(slot);
 
-  const stop = (signal: string): void => {
+  function stop(signal: string): void {
     if (stopping) return;
     stopping = true;
     log.info({ signal, workers: alive.size }, 'supervisor: draining every worker');
-    if (alive.size === 0) resolveStopped();
+    if (alive.size === 0) resolveStopped(exitCode);
     for (const w of alive) w.process.kill('SIGTERM');
     // A worker that has not exited after its grace period and a margin is killed.
     setTimeout(() => {
@@ -97,7 +107,7 @@ export function superviseWorkers(config: Config, workers: number, log: Logger): 
         w.process.kill('SIGKILL');
       }
     }, config.server.shutdownGrace + STOP_MARGIN_MS).unref();
-  };
+  }
   void stopped.then(() => host.close());
   return { stopped, stop };
 }
