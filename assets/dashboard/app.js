@@ -160,6 +160,20 @@ function render(st) {
     cell(tr, String(r.pulls));
   });
 
+  // server.workers above 1: the figures above are the host's; each worker's own here.
+  document.getElementById('workers-section').hidden = !st.workers;
+  if (st.workers) {
+    fillTable('workers', st.workers, 'no worker answered', (w, tr) => {
+      cell(tr, w.worker);
+      cell(tr, String(w.pid), 'mono');
+      cell(tr, bytes(w.rssBytes));
+      cell(tr, bytes(w.heapUsedBytes));
+      cell(tr, String(w.requests));
+      cell(tr, String(w.downloads));
+      cell(tr, duration(st.now - w.startedAt));
+    });
+  }
+
   const cl = document.getElementById('cluster-section');
   cl.hidden = !st.cluster && !st.peers;
   const parts = [];

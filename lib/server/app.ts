@@ -247,7 +247,19 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   let dashboard: Dashboard | null = null;
   if (config.dashboard.enabled) {
     try {
-      dashboard = await Dashboard.create({ config, store: store.blobs, pull, upstreams, health, cluster, peers, version: await packageVersion(), now: () => clock.now() });
+      dashboard = await Dashboard.create({
+        config,
+        store: store.blobs,
+        pull,
+        upstreams,
+        health,
+        cluster,
+        peers,
+        version: await packageVersion(),
+        now: () => clock.now(),
+        // A worker's dashboard shows the host: every worker's figures, merged.
+        worker: slot === null ? null : { id: slot, collect: () => callPrimary<unknown[]>('collect', ['dashboard']) },
+      });
     } catch (err) {
       // A packaging mistake (assets/ not shipped beside dist/): the registry serves on without its page.
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');

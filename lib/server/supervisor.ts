@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Config } from '../config/config.js';
 import { IpcCoordinatorHost } from '../cluster/ipc/host.js';
-import type { IpcChannel } from '../cluster/ipc/protocol.js';
+import { IPC_TAG, isIpcMessage, type IpcChannel, type IpcCollect } from '../cluster/ipc/protocol.js';
 import { WORKER_SLOT_ENV, WORKERS_ENV } from '../cluster/ipc/coordinator.js';
 
 /** A worker that lived this long before dying is restarted at once (not a crash loop). */
@@ -21,6 +21,8 @@ const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 /** After the grace period, how long workers get to hand over and close before they are killed. */
 const STOP_MARGIN_MS = 5_000;
+/** A worker that has not given its part of a collection (the dashboard) in this long is left out. */
+const COLLECT_TIMEOUT_MS = 2_000;
 
 export interface Supervisor {
   /** Resolves when every worker has exited after a stop, with the exit code for the process (2: a worker found the configuration wrong). */
@@ -43,6 +45,36 @@ export function superviseWorkers(config: Config, workers: number, log: Logger): 
     },
   });
   host.handle('metrics.host', async () => `${await aggregator.clusterMetrics()}\n${await own.metrics()}`);
+  // The dashboard's per-process figures of every worker, for the worker answering to merge.
+  let collectId = 0;
+  host.handle('collect', async (args) => {
+    const what = typeof args[0] === 'string' ? args[0] : '';
+    const id = collectId++;
+    const asked = [...alive].filter((w) => w.isConnected());
+    const parts = await Promise.all(
+      asked.map(
+        (w) =>
+          new Promise<unknown>((resolve) => {
+            const timer = setTimeout(() => done(null), COLLECT_TIMEOUT_MS);
+            const onMessage = (m: unknown): void => {
+              if (isIpcMessage(m) && m.kind === 'collected' && m.id === id) done(m.value);
+            };
+            const done = (v: unknown): void => {
+              clearTimeout(timer);
+              w.off('message', onMessage);
+              w.off('exit', gone);
+              resolve(v);
+            };
+            const gone = (): void => done(null);
+            w.on('message', onMessage);
+            w.once('exit', gone);
+            const ask: IpcCollect = { stevedoreIpc: IPC_TAG, kind: 'collect', id, what };
+            w.send(ask);
+          }),
+      ),
+    );
+    return parts.filter((p) => p !== null);
+  });
 
   let stopping = false;
   let exitCode = 0;

@@ -72,6 +72,10 @@ t.test('two workers serve one port, both answer, and /metrics gives the host\'s 
   t.equal(base, 20, 'the host\'s request count is the sum of the workers\'');
   t.equal(samples(text, 'stevedore_workers').get(''), 2);
   t.same([...samples(text, 'stevedore_worker_resident_memory_bytes').keys()].sort(), ['{worker="1"}', '{worker="2"}'], 'each worker\'s RSS');
+  const state = JSON.parse((await getAlone(`${p.url}/ui/api/state`)).body) as { hour: { requests: number }; workers: Array<{ worker: string; requests: number }> | null };
+  t.same(state.workers?.map((w) => w.worker), ['1', '2'], 'the dashboard has a row for each worker');
+  t.equal(state.hour.requests, 20, 'and its hour is the host\'s: both workers\' requests');
+  t.equal(state.workers?.reduce((n, w) => n + w.requests, 0), 20);
 });
 
 t.test('a cold blob pulled by 12 clients through two workers is fetched once from the upstream', async (t) => {

@@ -47,7 +47,7 @@ class IpcLink {
   readonly client = randomBytes(6).toString('hex');
   private readonly subscribers = new Map<string, Set<(m: TagMoved) => void>>();
   private readonly onMessage = (m: unknown): void => {
-    if (!isIpcMessage(m) || m.client !== this.client) return;
+    if (!isIpcMessage(m) || (m.kind !== 'res' && m.kind !== 'bus') || m.client !== this.client) return;
     if (m.kind === 'res') {
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -278,6 +278,20 @@ let toPrimary: IpcLink | null = null;
 export function callPrimary<T>(op: string, args: unknown[] = []): Promise<T> {
   toPrimary ??= new IpcLink(process as unknown as IpcChannel);
   return toPrimary.call<T>(op, null, args);
+}
+
+/**
+ * Answers the supervisor's collections named `what` (it asks every worker and merges: the
+ * dashboard's per-process figures) with `fn`'s value.
+ */
+export function answerCollections(what: string, fn: () => Promise<unknown>): void {
+  process.on('message', (m: unknown) => {
+    if (!isIpcMessage(m) || m.kind !== 'collect' || m.what !== what) return;
+    const reply = (value: unknown): void => {
+      if (process.connected) process.send!({ stevedoreIpc: IPC_TAG, kind: 'collected', id: m.id, value });
+    };
+    fn().then(reply, () => reply(null));
+  });
 }
 
 /** Whether this process is a worker forked by the supervisor with others beside it. */

@@ -45,6 +45,22 @@ export interface IpcBusDelivery {
   message: unknown;
 }
 
-export function isIpcMessage(m: unknown): m is IpcRequest | IpcResponse | IpcBusDelivery {
+/** The supervisor asks every worker for its part of something (`what`: the dashboard's figures). */
+export interface IpcCollect {
+  stevedoreIpc: typeof IPC_TAG;
+  kind: 'collect';
+  id: number;
+  what: string;
+}
+
+/** A worker's part (null when it could not make it). */
+export interface IpcCollected {
+  stevedoreIpc: typeof IPC_TAG;
+  kind: 'collected';
+  id: number;
+  value: unknown;
+}
+
+export function isIpcMessage(m: unknown): m is IpcRequest | IpcResponse | IpcBusDelivery | IpcCollect | IpcCollected {
   return typeof m === 'object' && m !== null && (m as { stevedoreIpc?: unknown }).stevedoreIpc === IPC_TAG;
 }
