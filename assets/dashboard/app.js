@@ -177,7 +177,8 @@ function render(st) {
   const cl = document.getElementById('cluster-section');
   cl.hidden = !st.cluster && !st.peers;
   const parts = [];
-  if (st.cluster) parts.push('replica ' + st.cluster.replicaId + ' of store ' + st.cluster.storeId + ' · Redis ' + (st.cluster.redisUp ? 'up' : 'DOWN: serving without coordination'));
+  if (st.cluster && st.cluster.coordinator === 'ipc') parts.push('workers of store ' + st.cluster.storeId + ', coordinated by their supervisor (this answer: ' + st.cluster.replicaId + ')');
+  else if (st.cluster) parts.push('replica ' + st.cluster.replicaId + ' of store ' + st.cluster.storeId + ' · Redis ' + (st.cluster.redisUp ? 'up' : 'DOWN: serving without coordination'));
   if (st.peers) parts.push('node ' + st.peers.self + ' in peer group ' + st.peers.group + ' · transfers ' + Object.entries(st.peers.transfers).map(([k, v]) => k + ' ' + v).join(', '));
   text('cluster', parts.join(' — '));
 

@@ -159,7 +159,8 @@ export class Metrics {
         registers,
       });
       for (const event of CLUSTER_EVENTS) this.cluster.inc({ event }, 0);
-      new Gauge({
+      // Workers coordinated by their supervisor (no Redis) have no Redis to report on.
+      if (cluster.coordinator.name !== 'ipc') new Gauge({
         name: 'stevedore_redis_up',
       // The store's, whichever worker tells it: not summed over the workers.
       aggregator: 'max',

@@ -134,7 +134,8 @@ export interface DashboardState {
   topByPulls: RepositoryActivity[];
   topByBytes: RepositoryActivity[];
   errors: RecentError[];
-  cluster: { replicaId: string; storeId: string; redisUp: boolean } | null;
+  /** `coordinator`: redis, or ipc (server.workers without Redis: the workers' supervisor). */
+  cluster: { replicaId: string; storeId: string; redisUp: boolean; coordinator: string } | null;
   peers: { group: string; self: string; transfers: Partial<Record<PeerEvent, number>> } | null;
   /** server.workers above 1: each worker (the figures above are the host's, every worker's merged). */
   workers: WorkerRow[] | null;
@@ -261,7 +262,7 @@ export class Dashboard {
       topByPulls: merged ? topOf(merged.repositories, 'pulls', TOP, visible) : this.activity.topRepositories('pulls', TOP, visible),
       topByBytes: merged ? topOf(merged.repositories, 'bytes', TOP, visible) : this.activity.topRepositories('bytes', TOP, visible),
       errors: merged ? merged.errors.filter((e) => e.repository === null || visible(e.repository)) : this.activity.recentErrors(visible),
-      cluster: cluster ? { replicaId: cluster.replicaId, storeId: cluster.storeId, redisUp: cluster.coordinator.available() } : null,
+      cluster: cluster ? { replicaId: cluster.replicaId, storeId: cluster.storeId, redisUp: cluster.coordinator.available(), coordinator: cluster.coordinator.name } : null,
       peers: peers && config.node.peers ? { group: config.node.peers.group, self: config.node.peers.advertise, transfers: Object.fromEntries(peers.counts) } : null,
       workers: merged ? merged.workers : null,
     };
