@@ -32,7 +32,7 @@ import { IPC_TAG, isIpcMessage, type IpcChannel, type IpcRequest } from './proto
 const CALL_TIMEOUT_MS = 10_000;
 
 /** The environment variable the supervisor sets in the workers it forks (how many there are). */
-export const WORKERS_ENV = 'STEVEDORE_WORKERS';
+export const WORKERS_ENV = 'STEVEDORE_WORKER_COUNT';
 /** The environment variable telling a worker its slot (1..N, kept by its replacement): the `worker` label of its metrics. */
 export const WORKER_SLOT_ENV = 'STEVEDORE_WORKER_SLOT';
 
