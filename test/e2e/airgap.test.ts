@@ -14,6 +14,7 @@ import { readDirImage, skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 import { ageBlob, plantBlob, plantSession, sessionIds, storeFilesUnder } from '../fixtures/oci-push.js';
 import { run, tmpDir, which } from '../fixtures/util.js';
+import { stevedoreArgv } from '../fixtures/entry.js';
 import { fileURLToPath } from 'node:url';
 
 const amd64 = { os: 'linux', architecture: 'amd64' };
@@ -72,12 +73,12 @@ t.test('air-gapped lab', async (t) => {
     const store = path.join(work, 'tty-store');
     const cfg = path.join(work, 'tty.yaml');
     await fsp.writeFile(cfg, JSON.stringify({ log: { level: 'warn' }, storage: { path: store }, upstreams: { 'docker.io': { url: reg.url } } }));
-    const cmd = [process.execPath, '--import', '@tapjs/typescript/import', 'lib/cli/main.ts', 'prefetch', '--config', cfg, 'docker.io/team/app:v2']
+    const cmd = stevedoreArgv(['prefetch', '--config', cfg, 'docker.io/team/app:v2'])
       .map((a) => `'${a}'`)
       .join(' ');
     const r = await run(which('script'), ['-qec', cmd, '/dev/null'], {
       cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..'),
-      env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', STEVEDORE_CONFIG: '', COLUMNS: '120', TERM: 'xterm' },
+      env: { ...process.env, STEVEDORE_CONFIG: '', COLUMNS: '120', TERM: 'xterm' },
       timeoutMs: 60_000,
     });
     t.equal(r.code, 0, r.stdout);

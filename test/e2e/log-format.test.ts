@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
 import { freePort, run, tmpDir, which } from '../fixtures/util.js';
+import { stevedoreArgv } from '../fixtures/entry.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -24,8 +25,8 @@ async function serveOutput(t: Parameters<typeof tmpDir>[0], opts: { tty: boolean
     cfg,
     JSON.stringify({ listen: `127.0.0.1:${port}`, storage: { path: path.join(dir, 'store') }, upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, ...(opts.format ? { log: { format: opts.format } } : {}) }),
   );
-  const argv = [which('timeout'), '-s', 'TERM', '60', process.execPath, '--import', '@tapjs/typescript/import', 'lib/cli/main.ts', 'serve', '--config', cfg];
-  const env = { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', STEVEDORE_CONFIG: '', TERM: 'xterm', ...opts.env };
+  const argv = [which('timeout'), '-s', 'TERM', '60', ...stevedoreArgv(['serve', '--config', cfg])];
+  const env = { ...process.env, STEVEDORE_CONFIG: '', TERM: 'xterm', ...opts.env };
   const running = opts.tty
     ? run(which('script'), ['-qec', argv.map((a) => `'${a}'`).join(' '), '/dev/null'], { cwd: ROOT, env, timeoutMs: 90_000 })
     : run(argv[0]!, argv.slice(1), { cwd: ROOT, env, timeoutMs: 90_000 });
@@ -92,9 +93,10 @@ t.test('an unknown log.format is refused under its key', async (t) => {
   const dir = await tmpDir(t);
   const cfg = path.join(dir, 'stevedore.yaml');
   await fsp.writeFile(cfg, JSON.stringify({ log: { format: 'fancy' } }));
-  const r = await run(process.execPath, ['--import', '@tapjs/typescript/import', 'lib/cli/main.ts', 'serve', '--config', cfg], {
+  const [node, ...argv] = stevedoreArgv(['serve', '--config', cfg]);
+  const r = await run(node!, argv, {
     cwd: ROOT,
-    env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', STEVEDORE_CONFIG: '' },
+    env: { ...process.env, STEVEDORE_CONFIG: '' },
     timeoutMs: 30_000,
   });
   t.equal(r.code, 2);

@@ -12,7 +12,7 @@ import { blobGets, fetchAndHash, MiB, sha256File, upstreamWith } from '../fixtur
 import { spawnStevedore, type StevedoreProcess } from '../fixtures/stevedore-process.js';
 import { tmpDir, waitFor } from '../fixtures/util.js';
 
-// Two workers each loading the code, several times over: minutes on a busy 2-core machine.
+// Two workers started for each test: minutes on a busy 2-core machine.
 t.setTimeout(10 * 60_000);
 
 /** A GET on a connection of its own (round-robin hands out connections, not requests). */
