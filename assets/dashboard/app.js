@@ -160,10 +160,25 @@ function render(st) {
     cell(tr, String(r.pulls));
   });
 
+  // server.workers above 1: the figures above are the host's; each worker's own here.
+  document.getElementById('workers-section').hidden = !st.workers;
+  if (st.workers) {
+    fillTable('workers', st.workers, 'no worker answered', (w, tr) => {
+      cell(tr, w.worker);
+      cell(tr, String(w.pid), 'mono');
+      cell(tr, bytes(w.rssBytes));
+      cell(tr, bytes(w.heapUsedBytes));
+      cell(tr, String(w.requests));
+      cell(tr, String(w.downloads));
+      cell(tr, duration(st.now - w.startedAt));
+    });
+  }
+
   const cl = document.getElementById('cluster-section');
   cl.hidden = !st.cluster && !st.peers;
   const parts = [];
-  if (st.cluster) parts.push('replica ' + st.cluster.replicaId + ' of store ' + st.cluster.storeId + ' · Redis ' + (st.cluster.redisUp ? 'up' : 'DOWN: serving without coordination'));
+  if (st.cluster && st.cluster.coordinator === 'ipc') parts.push('workers of store ' + st.cluster.storeId + ', coordinated by their supervisor (this answer: ' + st.cluster.replicaId + ')');
+  else if (st.cluster) parts.push('replica ' + st.cluster.replicaId + ' of store ' + st.cluster.storeId + ' · Redis ' + (st.cluster.redisUp ? 'up' : 'DOWN: serving without coordination'));
   if (st.peers) parts.push('node ' + st.peers.self + ' in peer group ' + st.peers.group + ' · transfers ' + Object.entries(st.peers.transfers).map(([k, v]) => k + ' ' + v).join(', '));
   text('cluster', parts.join(' — '));
 

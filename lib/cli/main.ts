@@ -4,8 +4,10 @@
  * splits them), as `npm start` and the image do.
  */
 import { Command } from 'commander';
-import { ConfigError } from '../config/config.js';
-import { buildApp, createLogger, logDestination } from '../server/app.js';
+import cluster from 'node:cluster';
+import { ConfigError, type Config } from '../config/config.js';
+import { createLogger, logDestination } from '../server/logger.js';
+import { resolveWorkers } from '../util/available-cores.js';
 import { installLastResort } from '../server/last-resort.js';
 import { configOrExit, fail, loadConfigAgain, withConfigOptions, type ConfigFlags } from './common.js';
 // The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
@@ -23,6 +25,21 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
   .action(async (opts: ConfigFlags) => {
     const config = configOrExit(opts);
     const log = createLogger(config.log.level, await logDestination(config.log.format));
+    const workers = cluster.isPrimary ? workerCount(config, log) : 1;
+    if (workers > 1) {
+      // The primary supervises the workers and loads nothing of the app (lib/server/supervisor.ts).
+      const { superviseWorkers } = await import('../server/supervisor.js');
+      const supervisor = superviseWorkers(config, workers, log);
+      process.on('SIGTERM', () => supervisor.stop('SIGTERM'));
+      process.on('SIGINT', () => supervisor.stop('SIGINT'));
+      // SIGHUP (signature policies read again) is each worker's to act on.
+      process.on('SIGHUP', () => supervisor.signal('SIGHUP'));
+      installLastResort({ log, fatal: () => supervisor.stop('uncaughtException') });
+      const code = await supervisor.stopped;
+      log.info('supervisor: every worker has exited');
+      process.exit(code);
+    }
+    const { buildApp } = await import('../server/app.js');
     // Files the configuration names (htpasswd, token key) are read here: a bad one exits 2 too.
     const app = await buildApp(config, { log }).catch((err: unknown) => {
       if (!(err instanceof ConfigError)) throw err;
@@ -91,6 +108,15 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       },
     });
   });
+
+/** `server.workers` as processes; node mode runs one (its store is the node instance's own). */
+function workerCount(config: Config, log: ReturnType<typeof createLogger>): number {
+  if (config.node.peers !== null) {
+    if (config.server.workers === 'auto') log.info('server.workers auto: 1 in node mode (node.peers)');
+    return 1;
+  }
+  return resolveWorkers(config.server.workers);
+}
 
 withConfigOptions(
   program

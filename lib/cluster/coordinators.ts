@@ -9,6 +9,7 @@ import type { Config } from '../config/config.js';
 import type { ClusterCoordinator, CoordinatorFactory } from './coordinator.js';
 import { InProcessCoordinator } from './in-process.js';
 import { redisCoordinator } from './redis/coordinator.js';
+import { ipcCoordinator } from './ipc/coordinator.js';
 
 const registered = new Map<string, CoordinatorFactory>();
 
@@ -18,6 +19,8 @@ export function registerCoordinator(name: string, factory: CoordinatorFactory): 
 }
 
 registerCoordinator('redis', redisCoordinator);
+// The workers of one host (server.workers above 1) without Redis: their supervisor coordinates them.
+registerCoordinator('ipc', ipcCoordinator);
 
 /** The coordinator the configuration asks for, or null: this process alone. */
 export function configuredCoordinator(config: Config): { name: string; factory: CoordinatorFactory } | null {

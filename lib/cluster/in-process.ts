@@ -14,6 +14,7 @@ import {
   type IndexUse,
   type InvalidationBus,
   type Lease,
+  type LeaseOps,
   type LeaseRecord,
   type Leases,
   type SharedValues,
@@ -41,27 +42,36 @@ export class InProcessLeases implements Leases {
     return h;
   }
 
-  async acquire(key: string, ttlMs: number, value = ''): Promise<Lease | null> {
+  /** Takes `key` if nobody holds it: its token, or null (the IPC coordinator's host uses these raw operations). */
+  take(key: string, ttlMs: number, value = ''): string | null {
     if (this.live(key)) return null;
     const token = newLeaseToken();
     this.held.set(key, { token, value, until: this.now() + ttlMs });
-    return new HeldLease(key, token, ttlMs, {
-      renew: async (k, tok, ttl) => {
-        const h = this.live(k);
-        if (!h || h.token !== tok) return false;
-        h.until = this.now() + ttl;
-        return true;
-      },
-      publish: async (k, tok, v) => {
-        const h = this.live(k);
-        if (!h || h.token !== tok) return false;
-        h.value = v;
-        return true;
-      },
-      release: async (k, tok) => {
-        if (this.held.get(k)?.token === tok) this.held.delete(k);
-      },
-    });
+    return token;
+  }
+
+  /** What a holder does with its lease, each only while `token` holds `key`. */
+  readonly ops: LeaseOps = {
+    renew: async (k, tok, ttl) => {
+      const h = this.live(k);
+      if (!h || h.token !== tok) return false;
+      h.until = this.now() + ttl;
+      return true;
+    },
+    publish: async (k, tok, v) => {
+      const h = this.live(k);
+      if (!h || h.token !== tok) return false;
+      h.value = v;
+      return true;
+    },
+    release: async (k, tok) => {
+      if (this.held.get(k)?.token === tok) this.held.delete(k);
+    },
+  };
+
+  async acquire(key: string, ttlMs: number, value = ''): Promise<Lease | null> {
+    const token = this.take(key, ttlMs, value);
+    return token === null ? null : new HeldLease(key, token, ttlMs, this.ops);
   }
 
   async read(key: string): Promise<LeaseRecord | null> {

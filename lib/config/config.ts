@@ -415,6 +415,10 @@ function crossCheck(doc: unknown): string[] {
       if (!central && !(isRecord(ups) && Object.values(ups).some((u) => isRecord(u) && Array.isArray(u.sources) && u.sources.includes('peers')))) {
         problems.push('node.peers: no upstream asks the peers: set node.central (peers then come first) or list peers in an upstream\'s sources');
       }
+      const workers = isRecord(d.server) ? d.server.workers : undefined;
+      if (typeof workers === 'number' && workers > 1) {
+        problems.push('server.workers: node mode (node.peers) runs one process per node instance; set server.workers to 1 or auto');
+      }
     }
   }
   problems.push(...patternProblems(d, names));
@@ -546,7 +550,7 @@ function expandEnv(v: unknown, env: NodeJS.ProcessEnv, path: string[], problems:
   return v;
 }
 
-/** STEVEDORE_LISTEN, STEVEDORE_STORAGE_PATH, STEVEDORE_LOG_LEVEL, STEVEDORE_LOG_FORMAT, STEVEDORE_REDIS_URL win over the file. */
+/** STEVEDORE_LISTEN, STEVEDORE_STORAGE_PATH, STEVEDORE_LOG_LEVEL, STEVEDORE_LOG_FORMAT, STEVEDORE_REDIS_URL, STEVEDORE_WORKERS win over the file. */
 function applyEnvOverrides(doc: unknown, env: NodeJS.ProcessEnv): unknown {
   const out: Record<string, unknown> = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? { ...doc } : {};
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
@@ -563,6 +567,8 @@ function applyEnvOverrides(doc: unknown, env: NodeJS.ProcessEnv): unknown {
   if (env.STEVEDORE_LOG_LEVEL) section('log').level = env.STEVEDORE_LOG_LEVEL;
   if (env.STEVEDORE_LOG_FORMAT) section('log').format = env.STEVEDORE_LOG_FORMAT;
   if (env.STEVEDORE_REDIS_URL) section('metadata').redis = env.STEVEDORE_REDIS_URL;
+  // `auto` or a number (anything else is left for the schema to report under server.workers).
+  if (env.STEVEDORE_WORKERS) section('server').workers = /^\d+$/.test(env.STEVEDORE_WORKERS) ? Number(env.STEVEDORE_WORKERS) : env.STEVEDORE_WORKERS;
   return out;
 }
 

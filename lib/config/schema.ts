@@ -454,6 +454,7 @@ const SERVER_DEFAULTS = {
   maxConnections: null,
   maxConnectionsPerAddress: 256,
   shutdownGrace: 10_000,
+  workers: 'auto' as const,
 };
 
 export const configSchema = z
@@ -504,6 +505,12 @@ export const configSchema = z
          * cut and (cluster mode) downloads still running are handed to another replica.
          */
         shutdownGrace: duration.default(10_000),
+        /**
+         * Processes serving one port on one store (node:cluster, lib/server/supervisor.ts). `auto`:
+         * the cores available to the process (its cgroup CPU quota included). 1: one process, no
+         * supervisor.
+         */
+        workers: z.union([z.literal('auto'), z.number().int().min(1).max(1024)]).default('auto'),
       })
       .strict()
       .default(SERVER_DEFAULTS),

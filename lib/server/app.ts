@@ -5,7 +5,8 @@
 import type http from 'node:http';
 import type https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { createLogger } from './logger.js';
 import { ConfigError, type Config } from '../config/config.js';
 import type { Store } from '../storage/store.js';
 import { openStore } from '../storage/open-store.js';
@@ -26,6 +27,7 @@ import { SignatureGate } from '../verify/signature-gate.js';
 import { hostname } from 'node:os';
 import type { ClusterCoordinator, CoordinationScope } from '../cluster/coordinator.js';
 import { configuredCoordinator, openCoordinator } from '../cluster/coordinators.js';
+import { callPrimary, workerSlot } from '../cluster/ipc/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { NodePeers } from '../cluster/peers.js';
@@ -75,50 +77,8 @@ export interface App {
   close(graceMs?: number): Promise<void>;
 }
 
-/**
- * Where `serve` writes its log: JSON lines on stdout, or (`log.format` pretty, or auto on a
- * terminal) one readable line per event through pino-pretty, in this thread (synchronous: nothing
- * is lost when the process exits). pino-pretty is loaded only then.
- *
- * JSON lines go to pino's own destination for stdout (sonic-boom: asynchronous writes of up to
- * 16 KiB, flushed when the process exits), as Buffers: in its default (string) mode sonic-boom
- * measures the whole string gathered so far again for every line added while a write is in
- * flight, which under load grew to 6 % of a warm manifest request's CPU; in buffer mode it keeps
- * the lengths. Same bytes, same writes.
- */
-export async function logDestination(format: Config['log']['format'], isTTY = process.stdout.isTTY === true): Promise<pino.DestinationStream | undefined> {
-  if (format === 'json' || (format === 'auto' && !isTTY)) {
-    // A stdout whose write was replaced (a test harness) is written to as it is, as pino does.
-    if (process.stdout.write !== (Object.getPrototypeOf(process.stdout) as { write: unknown }).write) return undefined;
-    const out = pino.destination({ dest: process.stdout.fd || 1, minLength: 0, sync: false, contentMode: 'buffer' });
-    const write = out.write.bind(out) as unknown as (line: Buffer) => boolean;
-    return { write: (line: string) => write(Buffer.from(line)), flush: (cb?: (err?: Error) => void) => out.flush(cb) } as pino.DestinationStream;
-  }
-  const { default: pretty } = await import('pino-pretty');
-  return pretty({ colorize: isTTY, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
-}
-
-export function createLogger(level: Config['log']['level'], destination?: pino.DestinationStream): Logger {
-  const opts: pino.LoggerOptions = {
-    level,
-    base: { service: 'stevedore' },
-    redact: {
-      paths: [
-        'req.headers.authorization',
-        'req.headers.cookie',
-        'headers.authorization',
-        'authorization',
-        'password',
-        '*.password',
-        'token',
-        'access_token',
-        'refresh_token',
-      ],
-      censor: '[redacted]',
-    },
-  };
-  return destination ? pino(opts, destination) : pino(opts);
-}
+// The logger lives in logger.ts (the supervisor of workers uses it without loading the app).
+export { createLogger, logDestination } from './logger.js';
 
 /**
  * `sweepTemp: false` is for CLI commands that work on the store beside a running server: they
@@ -169,6 +129,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');
   let cluster: App['cluster'] = null;
+  // server.workers above 1: this process is one of the host's workers (its slot), else null.
+  const slot = workerSlot();
   const coordinator = await openCoordinator(config, log);
   if (shared !== null && !clustered) {
     log.info({ redis: coordinator.target, group: nodePeers?.group, advertise: nodePeers?.advertise, redisUp: coordinator.available() }, 'node mode: finding peers through Redis');
@@ -177,7 +139,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     const storeId = await store.blobs.storeId();
     const prefix = `stevedore:${storeId}:`;
     const scope = coordinator.scope(prefix);
-    const replicaId = config.cluster.replicaId ?? `${hostname()}-${process.pid}`;
+    // Each worker of a host is a replica of its own (a configured replicaId gets the worker's slot).
+    const replicaId = config.cluster.replicaId === null ? `${hostname()}-${process.pid}` : slot === null ? config.cluster.replicaId : `${config.cluster.replicaId}-w${slot}`;
     const index = new SharedIndex(scope.index, scope.leases, store.blobs, log, {
       maxSize: config.storage.maxSize,
       recencyFlushMs: config.cluster.recencyFlush,
@@ -189,7 +152,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     // A backend may ask whether a replica holds a digest's lease (S3: orphan sweeps leave those uploads alone).
     store.blobs.coordinate({ downloadingElsewhere: async (digest) => (await scope.leases.read(`blob:${digest}`)) !== null });
     cluster = { coordinator, scope, index, replicaId, storeId, prefix };
-    log.info({ redis: coordinator.target, storeId, replicaId, redisUp: coordinator.available() }, 'cluster mode: coordinating with the replicas on this store through Redis');
+    if (coordinator.name === 'ipc') log.info({ coordinator: coordinator.target, storeId, replicaId, worker: slot }, 'workers: coordinating with the other workers on this store through the supervisor');
+    else log.info({ redis: coordinator.target, storeId, replicaId, redisUp: coordinator.available() }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
   const metadata = new Metadata(coordinator.values);
   const p = config.upstreamPolicy;
@@ -290,14 +254,27 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   }, SNAPSHOT_INTERVAL_MS);
   snapshotTimer.unref();
   let ready = true;
-  const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers });
+  // A worker's /metrics answers for the host: the supervisor sums every worker's.
+  const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers, worker: slot === null ? null : { id: slot, host: () => callPrimary<string>('metrics.host') } });
   const signatures = new SignatureGate({ policies: signaturePolicies, log, onVerdict: (result) => metrics.signatureVerification(result) });
   let dashboard: Dashboard | null = null;
   if (config.dashboard.enabled) {
     // Loaded only when enabled (docs/ARCHITECTURE.md: a module a configuration does not use is not loaded).
     const { Dashboard } = await import('./dashboard/dashboard.js');
     try {
-      dashboard = await Dashboard.create({ config, store: store.blobs, pull, upstreams, health, cluster, peers, version: await packageVersion(), now: () => clock.now() });
+      dashboard = await Dashboard.create({
+        config,
+        store: store.blobs,
+        pull,
+        upstreams,
+        health,
+        cluster,
+        peers,
+        version: await packageVersion(),
+        now: () => clock.now(),
+        // A worker's dashboard shows the host: every worker's figures, merged.
+        worker: slot === null ? null : { id: slot, collect: () => callPrimary<unknown[]>('collect', ['dashboard']) },
+      });
     } catch (err) {
       // A packaging mistake (assets/ not shipped beside dist/): the registry serves on without its page.
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
@@ -359,9 +336,16 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       peerTls?.stop();
       registry.stop();
       const closed = Promise.all([server, ...(peerServer ? [peerServer] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
-      server.closeIdleConnections();
-      peerServer?.closeIdleConnections();
+      // A keep-alive connection goes as soon as its answer in flight is done (not at the end of the
+      // grace period): the process exits once nothing is left to finish.
+      const closeIdle = (): void => {
+        server.closeIdleConnections();
+        peerServer?.closeIdleConnections();
+      };
+      closeIdle();
+      const idleSweep = setInterval(closeIdle, 100);
       const drained = await ShutdownDeadline.within(Promise.all([closed, pull.drain()]), graceMs - closingReserve(graceMs));
+      clearInterval(idleSweep);
       if (!drained) log.warn({ graceMs, downloads: pull.downloadsInFlight() }, 'shutdown: answers or downloads still running at the end of the grace period are cut');
       server.closeAllConnections();
       peerServer?.closeAllConnections();

@@ -3,7 +3,7 @@
  * counters). Labels are bounded: route kind, method, status, cache result, upstream name — never a
  * repository name or a digest.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ServerResponse } from 'node:http';
 import type { BlobStore } from '../storage/blob-store.js';
 import { sendBufferStats } from '../storage/file-sender.js';
@@ -33,6 +33,8 @@ export class Metrics {
   private readonly refused: Counter<'reason'>;
   private readonly signatures: Counter<'result'>;
   private readonly cluster: Counter<'event'> | null = null;
+  private readonly worker: { id: string; host: () => Promise<string> } | null;
+  private readonly workerRequests: Counter<'worker'> | null = null;
 
   constructor(deps: {
     store: BlobStore;
@@ -40,8 +42,14 @@ export class Metrics {
     upstreams: ReadonlyMap<string, UpstreamSources>;
     cluster?: { coordinator: ClusterCoordinator; index: SharedIndex } | null;
     peers?: NodePeers | null;
+    /**
+     * One of the host's workers (server.workers above 1): its slot, the `worker` label of its own
+     * figures, and how the host's figures are had (the supervisor sums every worker's).
+     */
+    worker?: { id: string; host: () => Promise<string> } | null;
   }) {
     const registers = [this.registry];
+    this.worker = deps.worker ?? null;
     collectDefaultMetrics({ register: this.registry, prefix: 'stevedore_' });
     this.requests = new Counter({
       name: 'stevedore_http_requests_total',
@@ -90,6 +98,8 @@ export class Metrics {
     });
     new Gauge({
       name: 'stevedore_store_bytes',
+      // The store's, whichever worker tells it: not summed over the workers.
+      aggregator: 'max',
       help: 'Bytes in the store: cached (evictable) and pinned',
       labelNames: ['kind'],
       registers,
@@ -101,6 +111,8 @@ export class Metrics {
     });
     new Gauge({
       name: 'stevedore_store_blobs',
+      // The store's, whichever worker tells it: not summed over the workers.
+      aggregator: 'max',
       help: 'Blobs and manifests in the store: cached (evictable) and pinned',
       labelNames: ['kind'],
       registers,
@@ -187,8 +199,11 @@ export class Metrics {
         registers,
       });
       for (const event of CLUSTER_EVENTS) this.cluster.inc({ event }, 0);
-      new Gauge({
+      // Workers coordinated by their supervisor (no Redis) have no Redis to report on.
+      if (cluster.coordinator.name !== 'ipc') new Gauge({
         name: 'stevedore_redis_up',
+      // The store's, whichever worker tells it: not summed over the workers.
+      aggregator: 'max',
         help: 'Cluster mode: 1 while Redis answers, 0 while this replica serves without it',
         registers,
         collect() {
@@ -197,6 +212,8 @@ export class Metrics {
       });
       new Gauge({
         name: 'stevedore_cluster_store_bytes',
+      // The store's, whichever worker tells it: not summed over the workers.
+      aggregator: 'max',
         help: 'Cluster mode: bytes of cached (evictable) content in the shared store, as the cluster records them',
         registers,
         async collect() {
@@ -279,6 +296,44 @@ export class Metrics {
         }
       },
     });
+    const worker = this.worker;
+    if (worker) {
+      // The supervisor asks each worker for its figures (prom-client's cluster aggregation).
+      AggregatorRegistry.setRegistries([this.registry]);
+      new AggregatorRegistry();
+      const labels = { worker: worker.id };
+      this.workerRequests = new Counter({ name: 'stevedore_worker_http_requests_total', help: 'Requests answered by each worker (server.workers)', labelNames: ['worker'], registers });
+      this.workerRequests.inc(labels, 0);
+      new Gauge({
+        name: 'stevedore_worker_resident_memory_bytes',
+        help: 'Resident memory of each worker (server.workers)',
+        labelNames: ['worker'],
+        registers,
+        collect() {
+          this.set(labels, process.memoryUsage.rss());
+        },
+      });
+      new Gauge({
+        name: 'stevedore_worker_heap_used_bytes',
+        help: 'V8 heap used by each worker (server.workers)',
+        labelNames: ['worker'],
+        registers,
+        collect() {
+          this.set(labels, process.memoryUsage().heapUsed);
+        },
+      });
+      const inFlight = this.inFlight;
+      new Gauge({
+        name: 'stevedore_worker_requests_in_flight',
+        help: 'Requests being handled now by each worker (server.workers)',
+        labelNames: ['worker'],
+        registers,
+        async collect() {
+          const v = (await inFlight.get()).values[0]?.value ?? 0;
+          this.set(labels, v);
+        },
+      });
+    }
   }
 
   clusterEvent(event: ClusterEvent): void {
@@ -304,6 +359,7 @@ export class Metrics {
 
   observe(route: string, method: string, status: number, cache: string | undefined, bytes: number, seconds: number): void {
     this.requests.inc({ route, method, status: String(status), cache: cache ?? 'none' });
+    if (this.worker) this.workerRequests?.inc({ worker: this.worker.id });
     if (bytes > 0) this.bytes.inc({ route, cache: cache ?? 'none' }, bytes);
     this.duration.observe({ route }, seconds);
   }
@@ -313,8 +369,14 @@ export class Metrics {
     this.internalErrors.inc({ kind });
   }
 
+  /** The figures /metrics answers: this process's, or (a worker) the host's, every worker's summed. */
+  async render(): Promise<string> {
+    if (this.worker) return this.worker.host();
+    return this.registry.metrics();
+  }
+
   async send(res: ServerResponse, head: boolean): Promise<void> {
-    const body = Buffer.from(await this.registry.metrics());
+    const body = Buffer.from(await this.render());
     res.writeHead(200, { 'Content-Type': this.registry.contentType, 'Content-Length': String(body.length) });
     res.end(head ? undefined : body);
   }

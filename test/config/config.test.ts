@@ -74,6 +74,7 @@ t.test('the defaults are the documented values', async (t) => {
     maxConnections: null,
     maxConnectionsPerAddress: 256,
     shutdownGrace: 10_000,
+    workers: 'auto',
   });
   t.equal(c.storage.path, './data');
   t.equal(c.storage.maxSize, null);
@@ -382,6 +383,12 @@ t.test('STEVEDORE_STORAGE_PATH overrides storage.path', async (t) => {
 
 t.test('STEVEDORE_LOG_LEVEL overrides log.level', async (t) => {
   t.equal(parseConfig({ log: { level: 'info' } }, { env: { STEVEDORE_LOG_LEVEL: 'debug' } }).log.level, 'debug');
+});
+
+t.test('STEVEDORE_WORKERS overrides server.workers: a number or auto', async (t) => {
+  t.equal(parseConfig({ server: { workers: 4 } }, { env: { STEVEDORE_WORKERS: '1' } }).server.workers, 1);
+  t.equal(parseConfig({ server: { workers: 4 } }, { env: { STEVEDORE_WORKERS: 'auto' } }).server.workers, 'auto');
+  t.throws(() => parseConfig({}, { env: { STEVEDORE_WORKERS: 'many' } }), /server\.workers/);
 });
 
 t.test('STEVEDORE_REDIS_URL overrides metadata.redis', async (t) => {

@@ -133,9 +133,12 @@ export class Activity {
   }
 
   topRepositories(by: 'pulls' | 'bytes', n: number, visible: (repository: string) => boolean): RepositoryActivity[] {
-    const all = [...this.repositories.values()].filter((r) => r[by] > 0 && visible(r.repository));
-    all.sort((a, b) => b[by] - a[by] || b.lastAt - a.lastAt);
-    return all.slice(0, n).map((r) => ({ ...r }));
+    return topOf(this.repositories.values(), by, n, visible);
+  }
+
+  /** Every repository's activity (a worker's part of the host's dashboard). */
+  repositoryList(): RepositoryActivity[] {
+    return [...this.repositories.values()].map((r) => ({ ...r }));
   }
 
   /** The last errors, newest first, without those naming a repository the viewer may not see. */
@@ -159,7 +162,14 @@ export class Activity {
   }
 }
 
-function emptyBucket(at: number): Bucket {
+/** The `n` repositories with the most `by` that `visible` lets the viewer see. */
+export function topOf(repositories: Iterable<RepositoryActivity>, by: 'pulls' | 'bytes', n: number, visible: (repository: string) => boolean): RepositoryActivity[] {
+  const all = [...repositories].filter((r) => r[by] > 0 && visible(r.repository));
+  all.sort((a, b) => b[by] - a[by] || b.lastAt - a.lastAt);
+  return all.slice(0, n).map((r) => ({ ...r }));
+}
+
+export function emptyBucket(at: number): Bucket {
   return { at, fromStore: 0, fetched: 0, storeBytes: 0, upstreamBytes: 0, requests: 0, errors: 0 };
 }
 

@@ -21,7 +21,33 @@ import type { SharedIndex } from '../../cluster/shared-index.js';
 import { OciError } from '../../oci/errors.js';
 import type { Auth, AuthContext } from '../auth/auth.js';
 import { sendJson } from '../respond.js';
-import { Activity, type Bucket, type RecentError, type RepositoryActivity } from './activity.js';
+import { Activity, emptyBucket, topOf, type Bucket, type RecentError, type RepositoryActivity } from './activity.js';
+import { answerCollections } from '../../cluster/ipc/coordinator.js';
+
+/** One worker's per-process figures (server.workers above 1), merged into the host's dashboard. */
+export interface WorkerPart {
+  worker: string;
+  pid: number;
+  startedAt: number;
+  rssBytes: number;
+  heapUsedBytes: number;
+  buckets: Bucket[];
+  repositories: RepositoryActivity[];
+  errors: RecentError[];
+  downloads: DownloadState[];
+}
+
+/** What the host's dashboard shows of each worker. */
+export interface WorkerRow {
+  worker: string;
+  pid: number;
+  startedAt: number;
+  rssBytes: number;
+  heapUsedBytes: number;
+  /** Requests it answered in the last hour. */
+  requests: number;
+  downloads: number;
+}
 
 const DASHBOARD_STATE_PATH = '/ui/api/state';
 const TOP = 10;
@@ -59,6 +85,8 @@ export interface DashboardDeps {
   peers: NodePeers | null;
   version: string;
   now: () => number;
+  /** One of the host's workers: its slot, and how every worker's part is had (through the supervisor). */
+  worker?: { id: string; collect: () => Promise<unknown[]> } | null;
 }
 
 export interface DashboardState {
@@ -106,8 +134,11 @@ export interface DashboardState {
   topByPulls: RepositoryActivity[];
   topByBytes: RepositoryActivity[];
   errors: RecentError[];
-  cluster: { replicaId: string; storeId: string; redisUp: boolean } | null;
+  /** `coordinator`: redis, or ipc (server.workers without Redis: the workers' supervisor). */
+  cluster: { replicaId: string; storeId: string; redisUp: boolean; coordinator: string } | null;
   peers: { group: string; self: string; transfers: Partial<Record<PeerEvent, number>> } | null;
+  /** server.workers above 1: each worker (the figures above are the host's, every worker's merged). */
+  workers: WorkerRow[] | null;
 }
 
 export class Dashboard {
@@ -134,7 +165,35 @@ export class Dashboard {
       const body = await readFile(new URL(file, dir));
       assets.set(path, { body, type, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"` });
     }
-    return new Dashboard(deps, assets);
+    const dashboard = new Dashboard(deps, assets);
+    const worker = deps.worker;
+    if (worker) answerCollections('dashboard', async () => dashboard.part(worker.id));
+    return dashboard;
+  }
+
+  /** This worker's per-process figures, unfiltered (the answering worker filters for its viewer). */
+  private part(id: string): WorkerPart {
+    const mem = process.memoryUsage();
+    return {
+      worker: id,
+      pid: process.pid,
+      startedAt: this.startedAt,
+      rssBytes: mem.rss,
+      heapUsedBytes: mem.heapUsed,
+      buckets: this.activity.history(),
+      repositories: this.activity.repositoryList(),
+      errors: this.activity.recentErrors(() => true),
+      downloads: this.deps.pull.downloadsSnapshot(),
+    };
+  }
+
+  /** Every worker's part, or only this process's when the supervisor does not answer. */
+  private async parts(): Promise<WorkerPart[] | null> {
+    const worker = this.deps.worker;
+    if (!worker) return null;
+    const collected: unknown[] = await worker.collect().catch(() => []);
+    const got = collected.filter((p): p is WorkerPart => typeof p === 'object' && p !== null && Array.isArray((p as WorkerPart).buckets));
+    return got.length > 0 ? got : [this.part(worker.id)];
   }
 
   /** Whether `pathname` is one of the dashboard's. */
@@ -172,7 +231,9 @@ export class Dashboard {
   /** What `viewer` (null: anonymous) sees; `visible` says which repositories it may be shown. */
   async state(viewer: string | null, visible: (repository: string) => boolean): Promise<DashboardState> {
     const { config, store, pull, cluster, peers } = this.deps;
-    const buckets = this.activity.history();
+    const parts = await this.parts();
+    const merged = parts ? mergeParts(parts) : null;
+    const buckets = merged ? merged.buckets : this.activity.history();
     const sum = (k: keyof Bucket): number => buckets.reduce((n, b) => n + b[k], 0);
     const answered = sum('fromStore') + sum('fetched');
     const s = store.stats();
@@ -197,12 +258,13 @@ export class Dashboard {
         errors: sum('errors'),
       },
       upstreams: await this.upstreamStates(),
-      downloads: pull.downloadsSnapshot().filter((d) => visible(d.repository)),
-      topByPulls: this.activity.topRepositories('pulls', TOP, visible),
-      topByBytes: this.activity.topRepositories('bytes', TOP, visible),
-      errors: this.activity.recentErrors(visible),
-      cluster: cluster ? { replicaId: cluster.replicaId, storeId: cluster.storeId, redisUp: cluster.coordinator.available() } : null,
+      downloads: (merged ? merged.downloads : pull.downloadsSnapshot()).filter((d) => visible(d.repository)),
+      topByPulls: merged ? topOf(merged.repositories, 'pulls', TOP, visible) : this.activity.topRepositories('pulls', TOP, visible),
+      topByBytes: merged ? topOf(merged.repositories, 'bytes', TOP, visible) : this.activity.topRepositories('bytes', TOP, visible),
+      errors: merged ? merged.errors.filter((e) => e.repository === null || visible(e.repository)) : this.activity.recentErrors(visible),
+      cluster: cluster ? { replicaId: cluster.replicaId, storeId: cluster.storeId, redisUp: cluster.coordinator.available(), coordinator: cluster.coordinator.name } : null,
       peers: peers && config.node.peers ? { group: config.node.peers.group, self: config.node.peers.advertise, transfers: Object.fromEntries(peers.counts) } : null,
+      workers: merged ? merged.workers : null,
     };
   }
 
@@ -224,4 +286,45 @@ export class Dashboard {
     }
     return out;
   }
+}
+
+/** The host's figures from every worker's: minutes summed, repositories added up, errors and downloads together. */
+function mergeParts(parts: WorkerPart[]): { buckets: Bucket[]; repositories: RepositoryActivity[]; errors: RecentError[]; downloads: DownloadState[]; workers: WorkerRow[] } {
+  const minutes = new Map<number, Bucket>();
+  for (const p of parts) {
+    for (const b of p.buckets) {
+      const m = minutes.get(b.at) ?? emptyBucket(b.at);
+      m.fromStore += b.fromStore;
+      m.fetched += b.fetched;
+      m.storeBytes += b.storeBytes;
+      m.upstreamBytes += b.upstreamBytes;
+      m.requests += b.requests;
+      m.errors += b.errors;
+      minutes.set(b.at, m);
+    }
+  }
+  const buckets = [...minutes.values()].sort((a, b) => a.at - b.at).slice(-Math.max(...parts.map((p) => p.buckets.length)));
+  const repositories = new Map<string, RepositoryActivity>();
+  for (const p of parts) {
+    for (const r of p.repositories) {
+      const m = repositories.get(r.repository);
+      repositories.set(r.repository, m ? { repository: r.repository, pulls: m.pulls + r.pulls, bytes: m.bytes + r.bytes, lastAt: Math.max(m.lastAt, r.lastAt) } : { ...r });
+    }
+  }
+  const errors = parts.flatMap((p) => p.errors).sort((a, b) => b.at - a.at).slice(0, 50);
+  // A download a worker holds and another follows is one download.
+  const downloads = new Map<string, DownloadState>();
+  for (const d of parts.flatMap((p) => p.downloads)) {
+    const m = downloads.get(d.digest);
+    downloads.set(
+      d.digest,
+      m
+        ? { ...m, written: Math.max(m.written, d.written), size: m.size ?? d.size, followers: m.followers + d.followers, attempts: Math.max(m.attempts, d.attempts), startedAt: Math.min(m.startedAt, d.startedAt) }
+        : { ...d },
+    );
+  }
+  const workers = parts
+    .map((p) => ({ worker: p.worker, pid: p.pid, startedAt: p.startedAt, rssBytes: p.rssBytes, heapUsedBytes: p.heapUsedBytes, requests: p.buckets.reduce((n, b) => n + b.requests, 0), downloads: p.downloads.length }))
+    .sort((a, b) => Number(a.worker) - Number(b.worker));
+  return { buckets, repositories: [...repositories.values()], errors, downloads: [...downloads.values()], workers };
 }
