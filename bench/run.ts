@@ -116,7 +116,9 @@ async function main(): Promise<void> {
   const p = paramsFor(values.quick ? 'quick' : 'full');
   if (values.runs) p.runs = Number(values.runs);
   for (const sc of SCENARIOS) sc.applyOptions?.(all, p);
-  const only = new Set<string>(values.only ? values.only.split(',').map((s) => s.trim()) : DEFAULT);
+  // Without --only, a scenario's own options may select it alone (the soak: --soak-minutes N).
+  const implied = SCENARIOS.filter((sc) => sc.impliedBy?.(all)).map((sc) => sc.id);
+  const only = new Set<string>(values.only ? values.only.split(',').map((s) => s.trim()) : implied.length ? implied : DEFAULT);
   for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s} (use ${ALL.join(',')})`);
   const out = path.resolve(values.out ?? (values.quick ? path.join(os.tmpdir(), `stevedore-bench-quick-${process.pid}.md`) : path.join(ROOT, 'bench', 'RESULTS.md')));
   const nodeArgs: string[] = [...(values['node-arg'] ?? [])];
