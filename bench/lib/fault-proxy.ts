@@ -8,6 +8,8 @@
  *                 blob's body (stevedore resumes a blob download with Range, or fails the request);
  *   - stall:      a blob's body stops for `stallMs` after a random share of it (beyond stevedore's
  *                 `timeouts.stall`: its stall path; shorter: it just waits), a manifest's head waits;
+ *   - corrupt:    one byte of a blob's body changed (its length kept): wrong bytes, which stevedore
+ *                 must never pass on as a whole answer (it verifies the digest before a last byte);
  *   - 429 window: for a while every request is answered 429 TOOMANYREQUESTS with Retry-After
  *                 (stevedore's cool-down: nothing to the upstream until it passes).
  *
@@ -24,6 +26,8 @@ export interface FaultPolicy {
   blobResetBeforeHead: number;
   blobResetMidBody: number;
   blobStall: number;
+  /** Share of blob GETs whose body has one byte changed mid-way (length kept): an upstream or middlebox sending wrong bytes. */
+  blobCorrupt: number;
   /** Share of manifest GET/HEADs reset before the head, and delayed (head) by `stallMs`. */
   manifestReset: number;
   manifestStall: number;
@@ -37,6 +41,7 @@ export interface FaultCounts {
   resetBeforeHead: number;
   resetMidBody: number;
   stalls: number;
+  corrupted: number;
   tooManyRequests: number;
 }
 
@@ -51,7 +56,15 @@ export interface FaultProxy {
   stop(): Promise<void>;
 }
 
-const zero = (): FaultCounts => ({ requests: 0, passed: 0, resetBeforeHead: 0, resetMidBody: 0, stalls: 0, tooManyRequests: 0 });
+const zero = (): FaultCounts => ({ requests: 0, passed: 0, resetBeforeHead: 0, resetMidBody: 0, stalls: 0, corrupted: 0, tooManyRequests: 0 });
+
+interface Fault {
+  headDelayMs: number;
+  cutAt: number | null;
+  stallAt: number | null;
+  corruptAt: number | null;
+  stallMs: number;
+}
 
 export async function startFaultProxy(target: string, policy: FaultPolicy, seed: number): Promise<FaultProxy> {
   const rand = prng(seed);
@@ -64,7 +77,7 @@ export async function startFaultProxy(target: string, policy: FaultPolicy, seed:
   let counts = zero();
   let fake: Fake | null = null;
 
-  const forward = (req: IncomingMessage, res: ServerResponse, fault: { headDelayMs: number; cutAt: number | null; stallAt: number | null; stallMs: number }): void => {
+  const forward = (req: IncomingMessage, res: ServerResponse, fault: Fault): void => {
     const headers: OutgoingHttpHeaders = {};
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
       const lk = req.rawHeaders[i]!.toLowerCase();
@@ -85,18 +98,34 @@ export async function startFaultProxy(target: string, policy: FaultPolicy, seed:
         }
         res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
         let sent = 0;
+        let cut = false;
         const shaper = new Transform({
           transform(chunk: Buffer, _enc, cb) {
+            // After the cut nothing more goes out (the reset follows): a gap, then more bytes, is no fault a real network makes.
+            if (cut) {
+              cb();
+              return;
+            }
             const from = sent;
             sent += chunk.length;
             if (fault.cutAt !== null && sent > fault.cutAt) {
               const keep = Math.max(0, fault.cutAt - from);
               if (keep > 0) this.push(chunk.subarray(0, keep));
               fault.cutAt = null;
+              cut = true;
               counts.resetMidBody++;
               // Let what was pushed go out, then reset the connection.
               setTimeout(() => res.socket?.resetAndDestroy(), 5);
               cb();
+              return;
+            }
+            if (fault.corruptAt !== null && sent > fault.corruptAt) {
+              const copy = Buffer.from(chunk);
+              const i = fault.corruptAt - from;
+              copy[i] = copy[i]! ^ 0xff;
+              fault.corruptAt = null;
+              counts.corrupted++;
+              cb(null, copy);
               return;
             }
             if (fault.stallAt !== null && sent > fault.stallAt) {
@@ -137,7 +166,7 @@ export async function startFaultProxy(target: string, policy: FaultPolicy, seed:
       return;
     }
     const stallMs = policy.stallMs[0] + rand() * (policy.stallMs[1] - policy.stallMs[0]);
-    const fault = { headDelayMs: 0, cutAt: null as number | null, stallAt: null as number | null, stallMs };
+    const fault: Fault = { headDelayMs: 0, cutAt: null, stallAt: null, corruptAt: null, stallMs };
     if (faults && req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '')) {
       const r = rand();
       if (r < policy.blobResetBeforeHead) {
@@ -149,6 +178,7 @@ export async function startFaultProxy(target: string, policy: FaultPolicy, seed:
       const at = Math.floor(rand() * 1024 * 1024);
       if (r < policy.blobResetBeforeHead + policy.blobResetMidBody) fault.cutAt = at;
       else if (r < policy.blobResetBeforeHead + policy.blobResetMidBody + policy.blobStall) fault.stallAt = at;
+      else if (r < policy.blobResetBeforeHead + policy.blobResetMidBody + policy.blobStall + policy.blobCorrupt) fault.corruptAt = Math.floor(rand() * 16 * 1024);
     } else if (faults && /\/manifests\//.test(req.url ?? '')) {
       const r = rand();
       if (r < policy.manifestReset) {
@@ -161,7 +191,7 @@ export async function startFaultProxy(target: string, policy: FaultPolicy, seed:
         fault.headDelayMs = stallMs;
       }
     }
-    if (fault.cutAt === null && fault.stallAt === null && fault.headDelayMs === 0) counts.passed++;
+    if (fault.cutAt === null && fault.stallAt === null && fault.corruptAt === null && fault.headDelayMs === 0) counts.passed++;
     forward(req, res, fault);
   });
   return {

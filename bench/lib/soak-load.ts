@@ -252,25 +252,35 @@ function hostileRaw(base: SoakStartJob['hostileBase']): Array<{ what: string; by
   ];
 }
 
-/** Sends `bytes` and returns the status of the first answer (0: none within 10 s or closed without one). */
+/** Sends `bytes` and returns the status of the first answer (0: none within 10 s or closed without one); rejects when it cannot connect. */
 function rawStatus(port: number, host: string, bytes: Buffer): Promise<number> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const sock = net.connect(port, host);
     let got = '';
+    let connected = false;
     const done = (s: number): void => {
       clearTimeout(timer);
       sock.destroy();
       resolve(s);
     };
     const timer = setTimeout(() => done(0), 10_000);
-    sock.on('error', () => done(Number(/^HTTP\/1\.[01] (\d{3})/.exec(got)?.[1] ?? 0)));
+    sock.on('error', (err) => {
+      if (connected) done(Number(/^HTTP\/1\.[01] (\d{3})/.exec(got)?.[1] ?? 0));
+      else {
+        clearTimeout(timer);
+        reject(err);
+      }
+    });
     sock.on('close', () => done(Number(/^HTTP\/1\.[01] (\d{3})/.exec(got)?.[1] ?? 0)));
     sock.on('data', (d: Buffer) => {
       got += d.toString('latin1');
       const m = /^HTTP\/1\.[01] (\d{3})/.exec(got);
       if (m) done(Number(m[1]));
     });
-    sock.on('connect', () => sock.write(bytes));
+    sock.on('connect', () => {
+      connected = true;
+      sock.write(bytes);
+    });
   });
 }
 

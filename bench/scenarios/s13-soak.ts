@@ -15,6 +15,7 @@
  * and on a stevedore process that exits without the soak killing it, or logs a defect.
  */
 import { promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
@@ -202,7 +203,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
   // ---- the fault proxy, Redis, stevedore ---------------------------------------------------------
   const proxy: FaultProxy = await startFaultProxy(
     ctx.upstream.url,
-    { blobResetBeforeHead: 0.05, blobResetMidBody: 0.1, blobStall: 0.08, manifestReset: 0.03, manifestStall: 0.03, stallMs: [1000, 8000] },
+    { blobResetBeforeHead: 0.05, blobResetMidBody: 0.1, blobStall: 0.08, blobCorrupt: Number(process.env.SOAK_CORRUPT ?? 0.03), manifestReset: 0.03, manifestStall: 0.03, stallMs: [1000, 8000] },
     seed,
   );
   const storage = await tmpDir(undefined, 'stevedore-bench-soak-');
@@ -211,6 +212,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
   const members: Member[] = [];
   const crashes: string[] = [];
   const killed = new Set<number>();
+  const oldLogs: string[] = [];
   let redisDown = false;
   const cleanup = async (): Promise<void> => {
     for (const m of members) {
@@ -222,6 +224,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
     if (redis) await redis.stop().catch(() => undefined);
     await proxy.stop();
     await removeDir(storage);
+    for (const l of oldLogs) await fsp.rm(l, { force: true });
     if (redisDir) await removeDir(redisDir);
   };
   try {
@@ -336,6 +339,9 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       await sleep(200);
       // Its defects before the kill count; its "exited by itself" does not (the soak did it).
       for (const d of await old.defects()) crashes.push(`${m.name} logged a defect before its kill: ${d}`);
+      // Its log is kept until the end (for a failure's report).
+      const keptLog = path.join(os.tmpdir(), `stevedore-bench-soak-${process.pid}-${old.pid}.log`);
+      await fsp.copyFile(old.logFile, keptLog).then(() => oldLogs.push(keptLog), () => undefined);
       await old.stop().catch(() => undefined);
       await sleep(2000);
       m.server = await m.start();
@@ -384,7 +390,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
         `soak window ${idx + 1} (${(w.fromS / 60).toFixed(0)}–${(w.toS / 60).toFixed(1)} min): RSS ${w.rssMeanMiB.toFixed(1)} MiB (max ${w.rssMaxMiB.toFixed(1)}), heap ${w.heapMinMiB.toFixed(1)} MiB (min; total ${w.heapTotalMiB.toFixed(1)}, external ${w.externalMiB.toFixed(1)}), CPU ${w.cpuPct.toFixed(0)} %, fds ${w.fdsMin}–${w.fdsMax}; ` +
           `warm ${l.warm.ok} ok / ${l.warm.errors} errors, p99 ${l.warm.p99Ms.toFixed(1)} ms; cold ${l.cold.ok}/${l.cold.pulls} pulls; hangups ${l.hangups.total}; ` +
           `range ${l.range.ok} ok / ${l.range.unexpected} unexpected; hostile ${l.hostile.ok} ok / ${l.hostile.unexpected} unexpected; ` +
-          `upstream faults: ${w.faults.resetBeforeHead + w.faults.resetMidBody} resets, ${w.faults.stalls} stalls, ${w.faults.tooManyRequests} 429s` +
+          `upstream faults: ${w.faults.resetBeforeHead + w.faults.resetMidBody} resets, ${w.faults.stalls} stalls, ${w.faults.corrupted} corrupted, ${w.faults.tooManyRequests} 429s` +
           (w.events.length ? `; ${w.events.join('; ')}` : '') +
           (l.wrong.length ? `; WRONG: ${l.wrong.join('; ')}` : '') +
           (l.errorSamples.length ? `\n  errors, e.g.: ${l.errorSamples.slice(0, 4).join(' | ')}` : '') +
@@ -480,10 +486,13 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       slopes.fdsPerH < SOAK_LIMITS.fdsPerH;
     log(`soak: ${result.pass ? 'PASS' : 'FAIL'}; slopes per hour over windows 2–${windows.length} (the first is warm-up): RSS ${num(slopes.rssMiBPerH, 2)} MiB, heap ${num(slopes.heapMiBPerH, 2)} MiB, fds ${num(slopes.fdsPerH, 1)}`);
     if (crashes.length || wrong.length) {
-      // The table so far goes to the log: a failed benchmark writes no report.
+      // The table so far goes to the log: a failed benchmark writes no report. The results and
+      // every stevedore log are kept (a directory the benchmark does not remove).
       log(`soak FAILED:\n${soakSection(result).join('\n')}`);
-      const dump = path.join(await tmpDir(undefined, 'stevedore-bench-soak-failed-'), 'soak.json');
+      const kept = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-bench-soak-failed-'));
+      const dump = path.join(kept, 'soak.json');
       await fsp.writeFile(dump, JSON.stringify(result, null, 2));
+      for (const l of [...oldLogs, ...members.map((m) => m.server.logFile)]) await fsp.copyFile(l, path.join(kept, path.basename(l) === 'stevedore.log' ? `${path.basename(path.dirname(l))}.log` : path.basename(l))).catch(() => undefined);
       throw new Error(`soak: ${crashes.length} crash(es), ${wrong.length} wrong answer(s) (results in ${dump}):\n${[...crashes, ...wrong.slice(0, 10)].join('\n')}`);
     }
     return result;
@@ -512,7 +521,7 @@ export function soakSection(r: SoakResult): string[] {
       String(l.hangups.total),
       `${l.range.ok} / ${l.range.unexpected} / ${l.range.errors}`,
       `${l.hostile.ok} / ${l.hostile.unexpected}`,
-      `${w.faults.resetBeforeHead + w.faults.resetMidBody} / ${w.faults.stalls} / ${w.faults.tooManyRequests}`,
+      `${w.faults.resetBeforeHead + w.faults.resetMidBody} / ${w.faults.stalls} / ${w.faults.corrupted} / ${w.faults.tooManyRequests}`,
       String(l.wrong.length),
       ...(r.cluster ? [w.othersRssMiB.map((x) => f(x, 0)).join(' / ')] : []),
       w.events.length ? w.events.join('; ') : '',
@@ -533,7 +542,7 @@ export function soakSection(r: SoakResult): string[] {
         'hang-ups',
         'Range ok / unexpected / errors',
         'hostile ok / unexpected',
-        'upstream resets / stalls / 429s',
+        'upstream resets / stalls / corrupted / 429s',
         'wrong bodies',
         ...(r.cluster ? ['other replicas RSS MiB'] : []),
         'events',
