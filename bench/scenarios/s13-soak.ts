@@ -330,7 +330,15 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       process.kill(pid, 'SIGKILL');
       kills++;
       if (pid !== m.server.pid) {
+        // A worker (a child of the primary): the primary must start another in its place.
         events.push(`${at()}: kill -9 of ${m.name}'s worker ${pid}`);
+        const before = list.length;
+        const until = performance.now() + 30_000;
+        while (childPids(m.server.pid).filter((c) => c !== pid).length < before && performance.now() < until) await sleep(250);
+        const now = childPids(m.server.pid).filter((c) => c !== pid);
+        if (now.length < before) crashes.push(`${m.name}: its worker ${pid} was killed and not replaced within 30 s (${now.length} of ${before} workers)`);
+        else events.push(`${at()}: ${m.name} has ${now.length} workers again`);
+        m.children = new Set(now);
         return;
       }
       m.down = true;
