@@ -49,6 +49,8 @@ export interface SoakWindow {
   heapMeanMiB: number;
   /** Means of the samples: the V8 heap's size, and memory outside it (Buffers: stevedore_nodejs_external_memory_bytes). */
   heapTotalMiB: number;
+  /** Of heapTotalMiB, the young generation (V8's new space: it grows to its maximum under a high allocation rate). */
+  newSpaceMiB: number;
   externalMiB: number;
   /** CPU used by the observed process (and its children) over the window, % of one core. */
   cpuPct: number;
@@ -110,9 +112,9 @@ function tree(pid: number): number[] {
   return [pid, ...childPids(pid)];
 }
 
-/** From its /metrics (prom-client's default metrics): V8 heap used and total, memory outside the heap (Buffers). */
-async function nodeMemory(url: string): Promise<{ heapUsed: number; heapTotal: number; external: number }> {
-  const none = { heapUsed: NaN, heapTotal: NaN, external: NaN };
+/** From its /metrics (prom-client's default metrics): V8 heap used and total, the young generation's share of the total, memory outside the heap (Buffers). */
+async function nodeMemory(url: string): Promise<{ heapUsed: number; heapTotal: number; newSpace: number; external: number }> {
+  const none = { heapUsed: NaN, heapTotal: NaN, newSpace: NaN, external: NaN };
   try {
     const res = await request(`${url}/metrics`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
     const text = await res.body.text();
@@ -120,7 +122,14 @@ async function nodeMemory(url: string): Promise<{ heapUsed: number; heapTotal: n
       const m = new RegExp(`^stevedore_${name}(?:\\{[^}]*\\})? ([\\d.e+]+)`, 'm').exec(text);
       return m ? Number(m[1]) : NaN;
     };
-    return res.statusCode === 200 ? { heapUsed: metric('nodejs_heap_size_used_bytes'), heapTotal: metric('nodejs_heap_size_total_bytes'), external: metric('nodejs_external_memory_bytes') } : none;
+    return res.statusCode === 200
+      ? {
+          heapUsed: metric('nodejs_heap_size_used_bytes'),
+          heapTotal: metric('nodejs_heap_size_total_bytes'),
+          newSpace: metric('nodejs_heap_space_size_total_bytes\\{space="new"\\}'),
+          external: metric('nodejs_external_memory_bytes'),
+        }
+      : none;
   } catch {
     return none;
   }
@@ -130,6 +139,7 @@ interface Sample {
   rss: number;
   heap: number;
   heapTotal: number;
+  newSpace: number;
   external: number;
   fds: number;
   othersRss: number[];
@@ -319,7 +329,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       const fds = pids.reduce((n, pid) => n + (openFds(pid) ?? 0), 0);
       const mem = await nodeMemory(obs.server.url);
       const othersRss = members.slice(1).map((m) => (m.down ? NaN : tree(m.server.pid).reduce((n, pid) => n + (memStatus(pid)?.rss ?? 0), 0)));
-      samples.push({ rss, heap: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external, fds, othersRss });
+      samples.push({ rss, heap: mem.heapUsed, heapTotal: mem.heapTotal, newSpace: mem.newSpace, external: mem.external, fds, othersRss });
     };
 
     /** Kills one pid of `pids()` (a worker when the member has workers) with SIGKILL; restarts the member when that was its main process. */
@@ -378,6 +388,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
         heapMinMiB: heap.length ? Math.min(...heap) / MiB : NaN,
         heapMeanMiB: mean(heap) / MiB,
         heapTotalMiB: mean(samples.map((x) => x.heapTotal).filter(Number.isFinite)) / MiB,
+        newSpaceMiB: mean(samples.map((x) => x.newSpace).filter(Number.isFinite)) / MiB,
         externalMiB: mean(samples.map((x) => x.external).filter(Number.isFinite)) / MiB,
         cpuPct: cpuNow() - cpuAtWindowStart,
         fdsMin: Math.min(...fds),
@@ -395,7 +406,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       events = [];
       const l = w.load;
       log(
-        `soak window ${idx + 1} (${(w.fromS / 60).toFixed(0)}–${(w.toS / 60).toFixed(1)} min): RSS ${w.rssMeanMiB.toFixed(1)} MiB (max ${w.rssMaxMiB.toFixed(1)}), heap ${w.heapMinMiB.toFixed(1)} MiB (min; total ${w.heapTotalMiB.toFixed(1)}, external ${w.externalMiB.toFixed(1)}), CPU ${w.cpuPct.toFixed(0)} %, fds ${w.fdsMin}–${w.fdsMax}; ` +
+        `soak window ${idx + 1} (${(w.fromS / 60).toFixed(0)}–${(w.toS / 60).toFixed(1)} min): RSS ${w.rssMeanMiB.toFixed(1)} MiB (max ${w.rssMaxMiB.toFixed(1)}), heap ${w.heapMinMiB.toFixed(1)} MiB (min; total ${w.heapTotalMiB.toFixed(1)} of which new space ${w.newSpaceMiB.toFixed(1)}, external ${w.externalMiB.toFixed(1)}), CPU ${w.cpuPct.toFixed(0)} %, fds ${w.fdsMin}–${w.fdsMax}; ` +
           `warm ${l.warm.ok} ok / ${l.warm.errors} errors, p99 ${l.warm.p99Ms.toFixed(1)} ms; cold ${l.cold.ok}/${l.cold.pulls} pulls; hangups ${l.hangups.total}; ` +
           `range ${l.range.ok} ok / ${l.range.unexpected} unexpected; hostile ${l.hostile.ok} ok / ${l.hostile.unexpected} unexpected; ` +
           `upstream faults: ${w.faults.resetBeforeHead + w.faults.resetMidBody} resets, ${w.faults.stalls} stalls, ${w.faults.corrupted} corrupted, ${w.faults.tooManyRequests} 429s` +
@@ -520,7 +531,7 @@ export function soakSection(r: SoakResult): string[] {
       `${f(w.fromS / 60, 0)}–${f(w.toS / 60, 0)}${w.index === 0 ? ' (warm-up)' : ''}`,
       `${f(w.rssMeanMiB)} (${f(w.rssMaxMiB)})`,
       `${f(w.heapMinMiB)} (${f(w.heapMeanMiB)})`,
-      `${f(w.heapTotalMiB)} / ${f(w.externalMiB)}`,
+      `${f(w.heapTotalMiB)} (${f(w.newSpaceMiB)}) / ${f(w.externalMiB)}`,
       f(w.cpuPct, 0),
       `${w.fdsMin}–${w.fdsMax}`,
       f(l.warm.p99Ms),
@@ -541,7 +552,7 @@ export function soakSection(r: SoakResult): string[] {
         'window (min)',
         'RSS MiB mean (max)',
         'heap used MiB min (mean)',
-        'heap total / external MiB',
+        'heap total (new space) / external MiB',
         'CPU % of a core',
         'fds min–max',
         'warm p99 ms',
