@@ -29,11 +29,17 @@
  * --rollout-mib N (scenario 10's image size, e.g. 20 for a short check; default 200, 8 with --quick),
  * --s11-no-s3-backend (scenario 11 without stevedore's S3 backend, for a build that has none),
  * --baseline DIR (scenario 12 also against stevedore built from the checkout DIR, side by side),
- * --s12-runs N (scenario 12's measured runs of each build, default 3), --s12-size SIZE (its blob, e.g. 32MiB).
+ * --s12-runs N (scenario 12's measured runs of each build, default 3), --s12-size SIZE (its blob, e.g. 32MiB),
+ * --soak-minutes N, --soak-window-minutes N, --soak-pause-ms N, --soak-cluster (the soak; any of them
+ * without --only runs the soak alone).
  *
  * Scenario 11 (the S3 backend; not in the default run: --only s11) starts one Ceph RADOS gateway
  * and compares stevedore on the filesystem, stevedore on S3, distribution on its s3 driver (and
  * nginx) on one warm big blob and on many warm small ones; then clients hang up on stevedore-s3.
+ *
+ * The soak (not in the default run: --only soak or --soak-minutes N): stevedore (or three replicas)
+ * for N minutes under warm, cold, hanging-up, Range and hostile clients, behind a fault proxy;
+ * RSS, heap, descriptors and p99 per window and their slopes per hour (bench/scenarios/s13-soak.ts).
  *
  * Scenario 12 (cluster mode on the S3 backend; not in the default run: --only s12): three replicas
  * on one bucket of a RADOS gateway and one redis-server, 30 clients on one cold blob; with
@@ -116,7 +122,9 @@ async function main(): Promise<void> {
   const p = paramsFor(values.quick ? 'quick' : 'full');
   if (values.runs) p.runs = Number(values.runs);
   for (const sc of SCENARIOS) sc.applyOptions?.(all, p);
-  const only = new Set<string>(values.only ? values.only.split(',').map((s) => s.trim()) : DEFAULT);
+  // Without --only, a scenario's own options may select it alone (the soak: --soak-minutes N).
+  const implied = SCENARIOS.filter((sc) => sc.impliedBy?.(all)).map((sc) => sc.id);
+  const only = new Set<string>(values.only ? values.only.split(',').map((s) => s.trim()) : implied.length ? implied : DEFAULT);
   for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s} (use ${ALL.join(',')})`);
   const out = path.resolve(values.out ?? (values.quick ? path.join(os.tmpdir(), `stevedore-bench-quick-${process.pid}.md`) : path.join(ROOT, 'bench', 'RESULTS.md')));
   const nodeArgs: string[] = [...(values['node-arg'] ?? [])];

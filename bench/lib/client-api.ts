@@ -3,6 +3,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FetchJob, FetchResult, Job, PullJob, PullResult, SpreadJob, SpreadResult } from './client.js';
+import type { SoakStartJob, SoakWindowStats } from './soak-load.js';
 import { ROOT, cleanEnv } from './servers.js';
 
 const CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'client.ts');
@@ -69,6 +70,21 @@ export class LoadClient {
 
   spread(job: Omit<SpreadJob, 'kind'>): Promise<SpreadResult> {
     return this.run({ kind: 'spread', ...job }) as Promise<SpreadResult>;
+  }
+
+  /** Starts the soak's load (soak-load.ts) in the client process; it runs until soakStop. */
+  async soakStart(job: Omit<SoakStartJob, 'kind'>): Promise<void> {
+    await this.run({ kind: 'soak-start', ...job });
+  }
+
+  /** The soak's counts since the last call (or the start), and resets them. */
+  soakWindow(): Promise<SoakWindowStats> {
+    return this.run({ kind: 'soak-window' }) as Promise<SoakWindowStats>;
+  }
+
+  /** Stops the soak's load; the counts since the last window. */
+  soakStop(): Promise<SoakWindowStats> {
+    return this.run({ kind: 'soak-stop' }) as Promise<SoakWindowStats>;
   }
 
   async stop(): Promise<void> {

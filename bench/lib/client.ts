@@ -17,10 +17,13 @@
  *          per client the status, bytes, digest and when it started, got its first body byte and
  *          its last (epoch ms, `performance.timeOrigin + performance.now()`, comparable with the
  *          orchestrator's upstream link records).
+ *   soak-start / soak-window / soak-stop: the soak's mixed load (soak-load.ts), running in the
+ *          background until stopped; soak-window returns and resets its counts.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { Agent } from 'undici';
 import { RawConnection } from './raw-http.js';
+import { soakStart, soakStop, soakWindow, type SoakStartJob, type SoakWindowStats } from './soak-load.js';
 
 export interface FetchJob {
   kind: 'fetch';
@@ -91,7 +94,10 @@ export interface SpreadResult {
   clients: SpreadClient[];
 }
 
-export type Job = FetchJob | PullJob | SpreadJob;
+/** The soak's load (soak-load.ts): started, read and reset per window, stopped. */
+export type SoakJob = SoakStartJob | { kind: 'soak-window' } | { kind: 'soak-stop' };
+
+export type Job = FetchJob | PullJob | SpreadJob | SoakJob;
 
 /** Epoch ms, sub-millisecond (as bench/lib/upstream.ts `now`). */
 function now(): number {
@@ -304,8 +310,21 @@ async function runSpread(job: SpreadJob): Promise<SpreadResult> {
   }
 }
 
-export function runJob(job: Job): Promise<FetchResult | PullResult | SpreadResult> {
-  return job.kind === 'fetch' ? runFetch(job) : job.kind === 'pull' ? runPull(job) : runSpread(job);
+export function runJob(job: Job): Promise<FetchResult | PullResult | SpreadResult | SoakWindowStats | { started: true }> {
+  switch (job.kind) {
+    case 'fetch':
+      return runFetch(job);
+    case 'pull':
+      return runPull(job);
+    case 'spread':
+      return runSpread(job);
+    case 'soak-start':
+      return soakStart(job);
+    case 'soak-window':
+      return Promise.resolve().then(soakWindow);
+    case 'soak-stop':
+      return soakStop();
+  }
 }
 
 if (process.send) {

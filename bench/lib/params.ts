@@ -90,6 +90,49 @@ export interface Params {
    * it, `--s12-size` the blob; `--runs` does not apply).
    */
   s12: { replicas: number; clients: number; blobBytes: number; linkRate: number; runs: number };
+  /**
+   * The soak (not in the default run: `--only soak`, or any `--soak-*` option): `minutes` of mixed
+   * load (`--soak-minutes`), reported per window of `windowMinutes` (5; 1 when the soak is shorter
+   * than 15 minutes; `--soak-window-minutes`); `connections` warm loops with `pauseMs` between two
+   * requests of one loop; resource samples every `sampleMs`. Cluster variant (`--soak-cluster`):
+   * `replicas` processes, one killed (-9) every `killEveryMinutes`, Redis restarted at the middle.
+   * `--runs` does not apply.
+   */
+  soak: {
+    minutes: number;
+    windowMinutes: number | null;
+    cluster: boolean;
+    replicas: number;
+    connections: number;
+    pauseMs: number;
+    sampleMs: number;
+    killEveryMinutes: number;
+    /** A 429 window of `window429S` every `every429S`. */
+    every429S: number;
+    window429S: number;
+    coldLayers: number[];
+    coldClients: number;
+    coldPauseMs: number;
+  };
+}
+
+/** The soak's parameters (the same in full and quick mode: its length is --soak-minutes). */
+function soakParams(): Params['soak'] {
+  return {
+    minutes: 30,
+    windowMinutes: null,
+    cluster: false,
+    replicas: 3,
+    connections: 64,
+    pauseMs: 50,
+    sampleMs: 5000,
+    killEveryMinutes: 3,
+    every429S: 120,
+    window429S: 10,
+    coldLayers: [16 * KiB, 256 * KiB, 2 * MiB],
+    coldClients: 3,
+    coldPauseMs: 2000,
+  };
 }
 
 export function params(mode: 'full' | 'quick'): Params {
@@ -109,6 +152,7 @@ export function params(mode: 'full' | 'quick'): Params {
       hangup: { runs: 1, wrkRuns: 2, wrkDurationS: 1, connections: 64, threads: 2, rounds: 2, clients: 64, warmSize: 4 * MiB, coldSize: 1 * MiB, coldLinkRate: 32 * MiB, settleMs: 1000 },
       s3: { runs: 1, bigBlob: 8 * MiB, bigRepeat: 1, smallSize: 64 * KiB, smallBlobs: 16, smallRepeat: 2, clients: 16, hangupRounds: 1, hangupClients: 64, settleMs: 1000 },
       s12: { replicas: 3, clients: 30, blobBytes: 8 * MiB, linkRate: 100 * MiB, runs: 1 },
+      soak: soakParams(),
     };
   }
   return {
@@ -126,6 +170,7 @@ export function params(mode: 'full' | 'quick'): Params {
     hangup: { runs: 1, wrkRuns: 20, wrkDurationS: 2, connections: 64, threads: 2, rounds: 10, clients: 64, warmSize: 4 * MiB, coldSize: 8 * MiB, coldLinkRate: 64 * MiB, settleMs: 1000 },
     s3: { runs: 5, bigBlob: 200 * MiB, bigRepeat: 2, smallSize: 1 * MiB, smallBlobs: 64, smallRepeat: 4, clients: 64, hangupRounds: 1, hangupClients: 64, settleMs: 1000 },
     s12: { replicas: 3, clients: 30, blobBytes: 200 * MiB, linkRate: 100 * MiB, runs: 3 },
+    soak: soakParams(),
   };
 }
 

@@ -90,6 +90,8 @@ export interface Scenario<R> {
   /** Its own command-line options (all declared to parseArgs), and how they change the parameters. */
   options?: OptionSpecs;
   applyOptions?(values: OptionValues, p: Params): void;
+  /** Selected without `--only` when these options are given (the soak: any `--soak-*`); the run is then this scenario alone. */
+  impliedBy?(values: OptionValues): boolean;
   run(ctx: Ctx): Promise<R>;
   report: {
     /** Its section of RESULTS.md (lines). */
@@ -110,6 +112,7 @@ export interface AnyScenario {
   seeded: boolean;
   options?: OptionSpecs;
   applyOptions?(values: OptionValues, p: Params): void;
+  impliedBy?(values: OptionValues): boolean;
   run(ctx: Ctx): Promise<unknown>;
   section?(r: unknown, rc: ReportCtx): string[];
   sectionWithout?(rc: ReportCtx): string[];

@@ -12,5 +12,6 @@ import s9 from './s09-cluster.js';
 import s10 from './s10-rollout.js';
 import s11 from './s11-s3-backend.js';
 import s12 from './s12-s3-cluster.js';
+import soak from './s13-soak.js';
 
-export const SCENARIOS: readonly AnyScenario[] = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12];
+export const SCENARIOS: readonly AnyScenario[] = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, soak];

@@ -20,6 +20,20 @@ const MANIFEST_MEMO_BYTES = 64 * 1024 * 1024;
 /** Files touched at once when a manifest's references are linked: never thousands together (EMFILE). */
 const LINK_CONCURRENCY = 8;
 
+/**
+ * `bytes` in memory of their own. A small Buffer is often a view of a larger one (Node's 8 KiB pool
+ * that Buffer.concat uses, a network read): kept in the memo, the view keeps all of it, and the
+ * memo's byte budget (which counts the view) would bound nothing (up to ~12× its 64 MiB for
+ * manifests of ~700 bytes). Found looking into memory outside the heap growing in the soak
+ * (bench/scenarios/s13-soak.ts), which pulls a new image every few seconds.
+ */
+function own(bytes: Buffer): Buffer {
+  if (bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length) return bytes;
+  const copy = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(copy);
+  return copy;
+}
+
 export class Manifests {
   /** Manifest bytes and media type by digest: the hot path serves them without touching the disk. */
   private readonly memo = new LRUCache<string, { bytes: Buffer; mediaType: string }>({
@@ -93,7 +107,7 @@ export class Manifests {
     } catch {
       return null; // stored content that is not a manifest (a layer asked for as a manifest)
     }
-    const entry = { bytes, mediaType };
+    const entry = { bytes: own(bytes), mediaType };
     this.memo.set(d.value, entry);
     return entry;
   }
@@ -131,7 +145,7 @@ export class Manifests {
     const refs = [...new Set([actual.value, ...descriptors.map((x) => x.digest)])];
     await mapLimit(refs, LINK_CONCURRENCY, (x) => this.store.repos.link(repo, parseDigest(x)));
     for (const b of parsed.blobs) if (b.size >= 0) this.sizes.note(repo, b.digest, b.size);
-    this.memo.set(actual.value, { bytes, mediaType: parsed.mediaType });
+    this.memo.set(actual.value, { bytes: own(bytes), mediaType: parsed.mediaType });
     return { digest: actual.value, mediaType: parsed.mediaType };
   }
 }

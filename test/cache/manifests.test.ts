@@ -128,3 +128,18 @@ t.test('a replica holding the turn looks in the store again before asking the up
   t.equal(released, 1);
   t.equal(up.count('getManifest'), 1);
 });
+
+// Found looking into the soak (bench/scenarios/s13-soak.ts): a small manifest's bytes from the
+// upstream are a view of a larger buffer (Buffer.concat's 8 KiB pool, a network read); kept as they
+// are, each memoized manifest held all of it, beyond what the memo's byte budget counts.
+t.test('a manifest kept in memory holds its own bytes, not the larger buffer they came in', async (t) => {
+  const { store, up } = await setup(t);
+  const m = manifests(store);
+  const arrived = Buffer.alloc(64 * 1024);
+  img.manifest.data.copy(arrived, 1000);
+  const view = arrived.subarray(1000, 1000 + img.manifest.data.length);
+  await m.save(up.target('team/app'), view, img.manifest.mediaType, digest, null);
+  const kept = await m.readStored(digest);
+  t.same(kept?.bytes, img.manifest.data, 'the manifest');
+  t.equal(kept?.bytes.buffer.byteLength, img.manifest.data.length, 'in a buffer of its own size');
+});

@@ -131,3 +131,45 @@ t.test('a Range request on a replica following another one\'s download gets exac
   t.equal((await first).digest, big.digest);
   t.equal(fake.count('GET', /\/blobs\//), 1, 'one upstream download');
 });
+
+// Found by the soak (bench/scenarios/s13-soak.ts): a follower reads the shared temp file through a
+// descriptor it opened once. When the holder's download fails its digest, that file is deleted, and
+// a new download of the digest (the next request) writes a new one and stores it: the follower's
+// descriptor still reads the deleted file of wrong bytes, and "stored, of the announced size" let it
+// send them whole.
+t.test('wrong bytes, then a new download that stores the blob: a client following the failed one on another replica never gets a complete body of the wrong bytes', async (t) => {
+  const wrong = Buffer.from(blob.data);
+  wrong[100] = wrong[100]! ^ 0xff;
+  let gets = 0;
+  const fake = await startFake(t, async (req, res, url) => {
+    if (url.pathname === '/v2/') return sendJson(res, 200, {});
+    if (!url.pathname.endsWith(`/blobs/${blob.digest}`)) return notFound(res);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) });
+    if (req.method === 'HEAD') return void res.end();
+    // The first download: the wrong bytes (one changed), about 1.6 s; then the right ones at once.
+    const first = ++gets === 1;
+    const body = first ? wrong : blob.data;
+    for (let i = 0; i < body.length; i += 256 * 1024) {
+      if (!(await writeAndWait(res, body.subarray(i, i + 256 * 1024)))) return;
+      if (first) await sleep(100);
+    }
+    res.end();
+  });
+  // The follower looks every 3 s: the failure and the new download both fall between two looks.
+  const c = await startCluster(t, { replicas: 2, upstreamUrl: fake.url, cluster: { leaseTTL: '10s', pollInterval: '3s' } });
+  const holderClient = fetchAndHash(blobUrl(c.replicas[0]!, blob.digest));
+  await waitFor('the download to start', async () => fake.count('GET', /\/blobs\//) === 1, 10_000);
+  await sleep(300);
+  const follower = fetchAndHash(blobUrl(c.replicas[1]!, blob.digest));
+  t.not((await holderClient).digest, blob.digest, "the holder's client is cut (the wrong bytes did not verify)");
+  // The next request on the holder's replica downloads the blob again, and stores it.
+  let again = await fetchAndHash(blobUrl(c.replicas[0]!, blob.digest));
+  for (let i = 0; i < 10 && again.digest !== blob.digest; i++) {
+    await sleep(100);
+    again = await fetchAndHash(blobUrl(c.replicas[0]!, blob.digest));
+  }
+  t.equal(again.digest, blob.digest, 'a new download stores the right bytes');
+  const f = await follower;
+  t.notOk(f.status === 200 && f.bytes === blob.size && f.digest !== blob.digest, `the follower got no complete body of wrong bytes (status ${f.status}, ${f.bytes} bytes, ${f.digest.slice(0, 19)}, ${f.error ?? 'no error'})`);
+  t.ok(f.digest === blob.digest || f.error !== undefined, 'it got the blob or was cut');
+});

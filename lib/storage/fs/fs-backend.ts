@@ -263,8 +263,39 @@ export class FsBackend implements BlobBackend {
   }
 
   /**
+   * `follow` of a shared download read through `fh`, which must turn out to be the file that was
+   * stored: the holder renames its temp file into the store, so a follower's descriptor reads the
+   * verified file in the end. But when that download failed (its digest did not match), the temp
+   * file was deleted and a later download of the digest wrote and stored another one: `fh` still
+   * reads the deleted file of unverified bytes. Once `follow` says the blob is stored, no byte
+   * beyond those already allowed goes out before `fh` proved to be the stored file (same inode);
+   * when it is not, the answer is cut (waitForMore rejects).
+   */
+  private sameFileOnceStored(fh: fsp.FileHandle, d: Digest, follow: Follow): Follow {
+    let allowed = 0;
+    let checked: Promise<void> | null = null;
+    let same = false;
+    const check = (): Promise<void> =>
+      (checked ??= isStoredFile(fh, this.paths.blob(d)).then((ok) => {
+        if (!ok) throw new Error(`the shared download of ${d.value} that this answer read failed and another download stored the blob: the answer is cut`);
+        same = true;
+      }));
+    return {
+      available: () => {
+        if (same) return follow.available();
+        if (!follow.complete()) return (allowed = Math.max(allowed, follow.available()));
+        return allowed;
+      },
+      complete: () => same && follow.complete(),
+      waitForMore: () => (!same && follow.complete() ? check() : follow.waitForMore()),
+      ...(follow.inMemory ? { inMemory: follow.inMemory.bind(follow) } : {}),
+    };
+  }
+
+  /**
    * Sends bytes [start, end] of a download another replica writes into the shared temp file, as
-   * `follow` says they become available; the descriptor survives the rename into the store.
+   * `follow` says they become available; the descriptor survives the rename into the store (and
+   * must be the stored file in the end: sameFileOnceStored).
    */
   private async sendShared(d: Digest, dest: Writable, start: number, end: number, follow: Follow): Promise<void> {
     let fh: fsp.FileHandle | null = null;
@@ -279,11 +310,17 @@ export class FsBackend implements BlobBackend {
     }
     if (!fh) throw new Error(`the shared download of ${d.value} vanished`);
     try {
-      await sendFileRange(fh, dest, start, end, follow);
+      await sendFileRange(fh, dest, start, end, this.sameFileOnceStored(fh, d, follow));
     } finally {
       await fh.close().catch(() => undefined);
     }
   }
+}
+
+/** The file a descriptor reads is the one stored at `blob` (same inode), checked once the blob is stored. */
+async function isStoredFile(fh: fsp.FileHandle, blob: string): Promise<boolean> {
+  const [mine, stored] = await Promise.all([fh.stat(), fsp.stat(blob).catch(() => null)]);
+  return stored !== null && mine.ino === stored.ino && mine.dev === stored.dev;
 }
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {
