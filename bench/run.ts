@@ -26,6 +26,8 @@
  * --only s1,s3,... (a subset of the scenarios), --runs N, --cpu-prof DIR (stevedore runs with
  * node --cpu-prof, one .cpuprofile per process written to DIR when it stops), --node-arg ARG
  * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs),
+ * --workers N|auto (server.workers of every stevedore; its RSS and CPU are then the host's: the
+ * supervisor's and every worker's; without it the build's default, and a build older than the key starts),
  * --rollout-mib N (scenario 10's image size, e.g. 20 for a short check; default 200, 8 with --quick),
  * --s11-no-s3-backend (scenario 11 without stevedore's S3 backend, for a build that has none),
  * --baseline DIR (scenario 12 also against stevedore built from the checkout DIR, side by side),
@@ -57,7 +59,7 @@ import { cpuTicks, loadAvg } from './lib/proc.js';
 import { pushGenerated, pushImage } from './lib/registry-api.js';
 import { collectMeta, gitVersion, orderPeakRss, renderReport, type Meta } from './lib/report.js';
 import { log, REPO_APP, REPO_BIG, REPO_BLOBS, REPO_PULL, type Ctx, type OptionSpecs, type OptionValues, type ReportCtx } from './lib/scenario.js';
-import { buildStevedore, failureOf, ROOT, ServerFailure } from './lib/servers.js';
+import { buildStevedore, failureOf, ROOT, ServerFailure, setStevedoreWorkers } from './lib/servers.js';
 import { startUpstream } from './lib/upstream.js';
 import { SCENARIOS } from './scenarios/index.js';
 
@@ -113,6 +115,7 @@ async function main(): Promise<void> {
       runs: { type: 'string' },
       'cpu-prof': { type: 'string' },
       'node-arg': { type: 'string', multiple: true },
+      workers: { type: 'string' },
       // Each scenario's own: --rollout-mib (s10), --s11-no-s3-backend (s11), --baseline, --s12-runs, --s12-size (s12).
       ...scenarioOptions,
     },
@@ -128,6 +131,11 @@ async function main(): Promise<void> {
   for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s} (use ${ALL.join(',')})`);
   const out = path.resolve(values.out ?? (values.quick ? path.join(os.tmpdir(), `stevedore-bench-quick-${process.pid}.md`) : path.join(ROOT, 'bench', 'RESULTS.md')));
   const nodeArgs: string[] = [...(values['node-arg'] ?? [])];
+  const workers = (all as { workers?: string }).workers;
+  if (workers !== undefined) {
+    if (workers !== 'auto' && !/^[1-9]\d*$/.test(workers)) throw new Error(`--workers: a number of processes or auto, not ${workers}`);
+    setStevedoreWorkers(workers === 'auto' ? 'auto' : Number(workers));
+  }
   if (values['cpu-prof']) {
     await fsp.mkdir(values['cpu-prof'], { recursive: true });
     nodeArgs.push('--cpu-prof', '--cpu-prof-dir', path.resolve(values['cpu-prof']));

@@ -257,6 +257,15 @@ export async function accessLog(s: StevedoreServer): Promise<AccessLine[]> {
     .map((l) => ({ method: String(l.method), path: String(l.path), status: Number(l.status), bytes: Number(l.bytes ?? 0), aborted: l.aborted === true }));
 }
 
+/**
+ * `server.workers` for every stevedore the bench starts (`--workers N|auto`); null: the key is not
+ * written (the build's default — and a build from before the key existed still starts).
+ */
+let stevedoreWorkers: number | 'auto' | null = null;
+export function setStevedoreWorkers(workers: number | 'auto' | null): void {
+  stevedoreWorkers = workers;
+}
+
 export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreServer> {
   const dir = await tmpDir(undefined, 'stevedore-bench-sd-');
   const configFile = path.join(dir, 'stevedore.yaml');
@@ -269,6 +278,7 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
       log: { level: opts.logLevel ?? 'info' },
       upstreams: { [UPSTREAM_NAME]: { url: opts.upstreamUrl } },
       defaultUpstream: UPSTREAM_NAME,
+      ...(stevedoreWorkers === null ? {} : { server: { workers: stevedoreWorkers } }),
       ...opts.config,
     }),
   );
@@ -314,7 +324,8 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
     name,
     url: `http://${String(listening!.listen)}`,
     pid: child.pid!,
-    pids: () => [child.pid!],
+    // With workers: the supervisor and every worker (the host's RSS and CPU).
+    pids: () => [child.pid!, ...childPids(child.pid!)],
     exited: () => exitOf(child),
     defects: () => scanner.scan(),
     logTail: () => tailOf(logFile),
