@@ -8,6 +8,7 @@ import cluster from 'node:cluster';
 import { ConfigError, type Config } from '../config/config.js';
 import { createLogger, logDestination } from '../server/logger.js';
 import { resolveWorkers } from '../util/available-cores.js';
+import { workerSlot } from '../cluster/ipc/coordinator.js';
 import { installLastResort } from '../server/last-resort.js';
 import { configOrExit, fail, loadConfigAgain, withConfigOptions, type ConfigFlags } from './common.js';
 // The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
@@ -24,7 +25,10 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
   .option('-l, --listen <addr>', 'listen address, HOST:PORT or :PORT (overrides the config)')
   .action(async (opts: ConfigFlags) => {
     const config = configOrExit(opts);
-    const log = createLogger(config.log.level, await logDestination(config.log.format));
+    const root = createLogger(config.log.level, await logDestination(config.log.format));
+    // A worker's lines name it (its slot, 1…N: the same across its restarts).
+    const slot = workerSlot();
+    const log = slot === null ? root : root.child({ worker: Number(slot) });
     const workers = cluster.isPrimary ? workerCount(config, log) : 1;
     if (workers > 1) {
       // The primary supervises the workers and loads nothing of the app (lib/server/supervisor.ts).

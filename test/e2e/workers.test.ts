@@ -4,6 +4,7 @@
 // the worker holding a download killed -9 is restarted and its download taken over; SIGTERM drains
 // both; /metrics answers with the host's figures.
 import { promises as fsp } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import path from 'node:path';
 import t, { type Test } from 'tap';
@@ -139,4 +140,22 @@ t.test('SIGTERM drains both workers: a transfer in flight completes and the supe
   t.ok(p.logs.some((l) => l.msg === 'supervisor: every worker has exited'));
   t.equal(p.child.exitCode ?? code, 0, 'the supervisor exits 0');
   t.ok(took < 10_000, `within the grace period (${took} ms)`);
+});
+
+t.test('SIGHUP to the supervisor reaches every worker: each reads its signature policies again, and all keep serving', async (t) => {
+  const dir = await tmpDir(t, 'stevedore-workers-hup-');
+  const keyFile = path.join(dir, 'cosign.pub');
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  await fsp.writeFile(keyFile, publicKey.export({ type: 'spki', format: 'pem' }));
+  const { p } = await workersOn(t, 'http://127.0.0.1:1', { verify: { policies: [{ repository: 'docker.io/lab/**', keys: [keyFile] }] } });
+  const listening = (): Set<unknown> => new Set(p.logs.filter((l) => l.msg === 'stevedore listening').map((l) => l.worker));
+  await waitFor('both workers to listen', async () => listening().size === 2, 30_000);
+  const before = p.logs.filter((l) => l.msg === 'signature policies loaded').length;
+  p.child.kill('SIGHUP');
+  await waitFor('both workers to read them again', async () => p.logs.filter((l) => l.msg === 'signature policies loaded').length === before + 2, 30_000);
+  const again = p.logs.filter((l) => l.msg === 'signature policies loaded').slice(before);
+  t.same([...new Set(again.map((l) => l.worker))].sort(), [1, 2], 'one reload in each worker (their lines name them)');
+  t.ok(p.logs.some((l) => l.msg === 'supervisor: passing the signal to every worker' && l.signal === 'SIGHUP'), 'the supervisor logged it');
+  t.equal(p.child.exitCode, null, 'the supervisor still runs');
+  t.equal((await getAlone(`${p.url}/healthz`)).status, 200, 'and serves');
 });
