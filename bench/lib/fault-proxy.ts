@@ -20,6 +20,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sendJson, startFake, type Fake } from '../../test/fixtures/fake-upstream.js';
 import { prng } from './stats.js';
+import { answerHeaders } from './upstream.js';
 
 export interface FaultPolicy {
   /** Share of blob GETs reset before the head / mid-body; share stalled mid-body. */
@@ -90,13 +91,7 @@ export async function startFaultProxy(target: string, policy: FaultPolicy, seed:
           upRes.destroy();
           return;
         }
-        const out: string[] = [];
-        for (let i = 0; i + 1 < upRes.rawHeaders.length; i += 2) {
-          const lk = upRes.rawHeaders[i]!.toLowerCase();
-          if (lk === 'connection' || lk === 'keep-alive') continue;
-          out.push(upRes.rawHeaders[i]!, upRes.rawHeaders[i + 1]!);
-        }
-        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
+        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, answerHeaders(upRes));
         let sent = 0;
         let cut = false;
         const shaper = new Transform({

@@ -26,6 +26,17 @@ export interface LinkRecord {
 }
 
 /** Epoch milliseconds with sub-millisecond resolution, comparable across this machine's processes (bench/lib/client.ts uses the same). */
+/** An upstream answer's raw headers for the proxy's own answer, without the hop-by-hop ones. */
+export function answerHeaders(upRes: IncomingMessage): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < upRes.rawHeaders.length; i += 2) {
+    const lk = upRes.rawHeaders[i]!.toLowerCase();
+    if (lk === 'connection' || lk === 'keep-alive') continue;
+    out.push(upRes.rawHeaders[i]!, upRes.rawHeaders[i + 1]!);
+  }
+  return out;
+}
+
 export function now(): number {
   return performance.timeOrigin + performance.now();
 }
@@ -137,13 +148,7 @@ export async function startUpstream(): Promise<Upstream> {
     }
     const up = http.request({ host: '127.0.0.1', port, method: req.method, path: req.url, headers, agent, setHost: false }, (upRes) => {
       rec.status = upRes.statusCode ?? 502;
-      const out: string[] = [];
-      for (let i = 0; i + 1 < upRes.rawHeaders.length; i += 2) {
-        const lk = upRes.rawHeaders[i]!.toLowerCase();
-        if (lk === 'connection' || lk === 'keep-alive') continue;
-        out.push(upRes.rawHeaders[i]!, upRes.rawHeaders[i + 1]!);
-      }
-      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
+      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, answerHeaders(upRes));
       const meter = new Transform({
         transform(chunk: Buffer, _enc, cb) {
           const pump = async (): Promise<void> => {
