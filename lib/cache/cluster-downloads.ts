@@ -29,6 +29,9 @@ import { repoKey, type BlobAnswer, type Target } from './pull-types.js';
 import type { RepositoryAccess } from './repository-access.js';
 import { isMappedError, toOciError } from './error-answers.js';
 
+/** How long a push waits for the other replicas to be told that it moved a tag (then it answers all the same). */
+const TAG_MOVED_WAIT_MS = 1_000;
+
 /** Cluster mode: replicas on one shared store coordinate downloads through leases. */
 export interface ClusterDownloadOptions {
   coordinator: Leases;
@@ -43,7 +46,7 @@ export interface ClusterDownloadOptions {
   /** Counts takeovers and remote follows (metrics). */
   onEvent?(what: 'takeover' | 'remote_follow' | 'alone'): void;
   /** A push moved a tag of an upstream's namespace here: the other replicas forget their answer. */
-  onTagMoved?(upstream: string, name: string, tag: string): void;
+  onTagMoved?(upstream: string, name: string, tag: string): Promise<unknown>;
   /**
    * Replicas that share no disk (the S3 backend): this replica's URL, published in its leases, and
    * how the clients of others stream a download from the replica holding it (holder-stream.ts).
@@ -106,8 +109,14 @@ export class ClusterDownloads implements Downloads {
     }
   }
 
-  tagMoved(upstream: string, name: string, tag: string): void {
-    this.c.onTagMoved?.(upstream, name, tag);
+  async tagMoved(upstream: string, name: string, tag: string): Promise<void> {
+    const told = this.c.onTagMoved?.(upstream, name, tag);
+    if (!told) return;
+    // Best effort (the bus loses what a cut-off replica misses): a coordinator that does not
+    // answer delays the push's answer by TAG_MOVED_WAIT_MS at most.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([told.catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, TAG_MOVED_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /**

@@ -29,8 +29,12 @@ export interface Downloads {
   fetch(t: Target, d: Digest): Promise<BlobAnswer | 'stored'>;
   /** This process's turn to ask the upstream about `key` (`tag:<upstream>/<name>:<tag>`, `manifest:<digest>`). */
   turn(key: string): Promise<Turn>;
-  /** A push moved a tag of an upstream's namespace here: the other processes forget their answer. */
-  tagMoved(upstream: string, name: string, tag: string): void;
+  /**
+   * A push moved a tag of an upstream's namespace here: the other processes forget their answer.
+   * Resolves once they were told (the push is answered after: a client's next request, on any
+   * worker or replica, sees the new tag), or after a short bound when they cannot be reached.
+   */
+  tagMoved(upstream: string, name: string, tag: string): Promise<void>;
   /** Shutting down: downloads held for others are handed over to them. Resolves with how many. */
   handOver(): Promise<number>;
 }

@@ -69,7 +69,7 @@ export class LocalDownloads implements Downloads {
     return Promise.resolve(null);
   }
 
-  tagMoved(): void {
+  async tagMoved(): Promise<void> {
     // Nobody else to tell.
   }
 

@@ -102,11 +102,12 @@ export class PullThrough {
 
   /**
    * Forgets the memoized answer for a tag: a push into this upstream's namespace just moved it. The
-   * other replicas are told too (cluster mode), unless this came from them.
+   * other workers and replicas are told too, unless this came from them; resolves once they were
+   * (Downloads.tagMoved), so that the push is answered after.
    */
-  forgetTag(upstream: string, name: string, tag: string, opts: { fromPeer?: boolean } = {}): void {
+  async forgetTag(upstream: string, name: string, tag: string, opts: { fromPeer?: boolean } = {}): Promise<void> {
     this.tags.forget(upstream, name, tag);
-    if (!opts.fromPeer) this.downloads.tagMoved(upstream, name, tag);
+    if (!opts.fromPeer) await this.downloads.tagMoved(upstream, name, tag);
   }
 
   // ---- blobs ---------------------------------------------------------------------------------

@@ -219,7 +219,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
           // Longer than a holder may legitimately wait for the upstream's first byte or a resume.
           noProgressMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) + 2 * config.cluster.leaseTTL,
           onEvent: (what) => metrics.clusterEvent(what),
-          onTagMoved: (upstream, name, tag) => void cluster!.scope.bus.publish({ from: cluster!.replicaId, upstream, name, tag }),
+          onTagMoved: (upstream, name, tag) => cluster!.scope.bus.publish({ from: cluster!.replicaId, upstream, name, tag }),
           ...(leaseHolders ? { holders: leaseHolders } : {}),
         }
       : null,
@@ -228,7 +228,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     await cluster.scope.bus.subscribe((m) => {
       // Its own message: this replica already forgot the tag.
       if (m.from === cluster!.replicaId) return;
-      pull.forgetTag(m.upstream, m.name, m.tag, { fromPeer: true });
+      void pull.forgetTag(m.upstream, m.name, m.tag, { fromPeer: true });
     });
   }
   const registry = new Registry(store, {

@@ -555,18 +555,20 @@ async function writeRoute(
     case 'upload':
       return handleUpload(ctx, r.session, method, query, req, res);
     case 'manifest': {
+      // A tag a push moved (or a delete removed) in a seeded namespace is forgotten by the pull
+      // path here and on every other worker and replica before the client is answered: its next
+      // request, wherever it lands, is answered from the store.
+      const forget = seeded ? async (tags: string[]): Promise<void> => void (await Promise.all(tags.map((tag) => deps.pull.forgetTag(seeded.client.name, seeded.name, tag)))) : undefined;
       if (method === 'PUT') {
         const known = seeded ? upstreamHas(deps, seeded) : undefined;
-        const { tag, fromElsewhere } = await handleManifestPut({ ...ctx, ...(known ? { isKnown: known } : {}) }, r.reference, req, res);
-        if (tag !== null && seeded) deps.pull.forgetTag(seeded.client.name, seeded.name, tag);
+        const { fromElsewhere } = await handleManifestPut({ ...ctx, ...(known ? { isKnown: known } : {}) }, r.reference, req, res, forget);
         // What the client skipped because the upstream has it is fetched now and pinned, in the background.
         if (seeded && fromElsewhere.length) void fetchAndPin(deps.pull, deps.registry.store, seeded, fromElsewhere, deps.log);
         return;
       }
       // Every tag the delete removed (by digest: each tag that named the manifest) is forgotten by
-      // the pull path too, here and on the other replicas: none is answered from memory afterwards.
-      const removed = await handleManifestDelete(ctx, r.reference, res);
-      if (seeded) for (const tag of removed) deps.pull.forgetTag(seeded.client.name, seeded.name, tag);
+      // the pull path too: none is answered from memory afterwards.
+      await handleManifestDelete(ctx, r.reference, res, forget);
       return;
     }
     case 'blob':

@@ -202,9 +202,9 @@ export class Metrics {
       // Workers coordinated by their supervisor (no Redis) have no Redis to report on.
       if (cluster.coordinator.name !== 'ipc') new Gauge({
         name: 'stevedore_redis_up',
-      // The store's, whichever worker tells it: not summed over the workers.
-      aggregator: 'max',
-        help: 'Cluster mode: 1 while Redis answers, 0 while this replica serves without it',
+        // With workers, each its own replica: 1 only while every worker reaches Redis.
+        aggregator: 'min',
+        help: 'Cluster mode: 1 while Redis answers, 0 while this replica (any of its workers) serves without it',
         registers,
         collect() {
           this.set(cluster.coordinator.available() ? 1 : 0);

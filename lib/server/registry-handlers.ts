@@ -168,11 +168,17 @@ async function readManifestBody(req: IncomingMessage, max: number): Promise<Buff
   return Buffer.concat(chunks);
 }
 
+/**
+ * `beforeAnswer` runs once the manifest is stored, before the client is answered, with the tag the
+ * push set (none by digest): what must be true when the client's next request arrives (the pull
+ * path's answer for it forgotten on every worker and replica).
+ */
 export async function handleManifestPut(
   ctx: PushContext,
   reference: string,
   req: IncomingMessage,
   res: ServerResponse,
+  beforeAnswer?: (tags: string[]) => Promise<void>,
 ): Promise<{ tag: string | null; fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> }> {
   const ref = parseReference(reference);
   const bytes = await readManifestBody(req, ctx.manifestMaxSize);
@@ -184,13 +190,19 @@ export async function handleManifestPut(
     'Docker-Content-Digest': put.digest,
   };
   if (put.subject) headers['OCI-Subject'] = put.subject;
+  const tag = ref.kind === 'tag' ? ref.tag : null;
+  await beforeAnswer?.(tag === null ? [] : [tag]);
   send(res, 201, headers);
-  return { tag: ref.kind === 'tag' ? ref.tag : null, fromElsewhere: put.fromElsewhere };
+  return { tag, fromElsewhere: put.fromElsewhere };
 }
 
-/** Resolves with the tags the delete removed (the tag deleted, or every tag that named the manifest deleted by digest). */
-export async function handleManifestDelete(ctx: PushContext, reference: string, res: ServerResponse): Promise<string[]> {
+/**
+ * Resolves with the tags the delete removed (the tag deleted, or every tag that named the manifest
+ * deleted by digest); `beforeAnswer` gets them before the client is answered (handleManifestPut).
+ */
+export async function handleManifestDelete(ctx: PushContext, reference: string, res: ServerResponse, beforeAnswer?: (tags: string[]) => Promise<void>): Promise<string[]> {
   const tags = await ctx.registry.deleteManifest(ctx.repo, parseReadReference(reference));
+  await beforeAnswer?.(tags);
   send(res, 202, { ...ctx.headers });
   return tags;
 }

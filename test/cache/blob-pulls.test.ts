@@ -136,7 +136,7 @@ t.test('a Downloads that reports the blob stored meanwhile (by another replica) 
       return 'stored';
     },
     turn: async (): Promise<Turn> => null,
-    tagMoved: () => undefined,
+    tagMoved: async () => undefined,
     handOver: async () => 0,
   });
   const { pulls } = parts(store, elsewhere);
