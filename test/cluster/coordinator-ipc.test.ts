@@ -72,3 +72,51 @@ t.test('ipc: the leases of a worker killed with -9 are free at once, not after t
   t.same(await nextMessage(taker), { took: true }, 'the next worker takes it, 60 s before the TTL would have freed it');
   await once(taker, 'exit');
 });
+
+t.test('ipc: a publish resolves once every other worker has handled the message (a push is answered after)', async (t) => {
+  const host = new IpcCoordinatorHost();
+  t.teardown(() => host.close());
+  const ns = fresh();
+  const start = async (mode: string): Promise<ChildProcess> => {
+    const child = forkChild([mode, ns]);
+    const { detach } = host.attach(child as unknown as IpcChannel);
+    child.once('exit', detach);
+    t.teardown(() => {
+      child.kill('SIGKILL');
+    });
+    await nextMessage(child);
+    return child;
+  };
+  const listener = await start('listen');
+  const publisher = await start('publish');
+  // The listener is busy for 400 ms: the message waits in its channel meanwhile.
+  listener.send({ spin: 400 });
+  publisher.send({ publish: 'v1' });
+  const [{ published }, { got }] = await Promise.all([nextMessage<{ published: number }>(publisher), nextMessage<{ got: number }>(listener)]);
+  t.ok(published >= got, `the publish resolved (${published}) after the busy worker handled it (${got})`);
+});
+
+t.test('ipc: a publish does not wait for a worker that exited meanwhile', async (t) => {
+  const host = new IpcCoordinatorHost();
+  t.teardown(() => host.close());
+  const ns = fresh();
+  const children: ChildProcess[] = [];
+  for (const mode of ['listen', 'publish']) {
+    const child = forkChild([mode, ns]);
+    const { detach } = host.attach(child as unknown as IpcChannel);
+    child.once('exit', detach);
+    t.teardown(() => {
+      child.kill('SIGKILL');
+    });
+    await nextMessage(child);
+    children.push(child);
+  }
+  const [listener, publisher] = children as [ChildProcess, ChildProcess];
+  // Busy for 5 s, then killed: its acknowledgement never comes; the publish is bounded.
+  listener.send({ spin: 5_000 });
+  const sent = Date.now();
+  publisher.send({ publish: 'v1' });
+  setTimeout(() => listener.kill('SIGKILL'), 100);
+  const { published } = await nextMessage<{ published: number }>(publisher);
+  t.ok(published - sent < 1_500, `resolved in ${published - sent} ms, not after the stuck worker`);
+});

@@ -42,7 +42,7 @@ t.test('ctr images push into stevedore', async (t) => {
       const pushed = await ctrd.ctr(['images', 'push', '--plain-http', ref]);
       t.equal(pushed.code, 0, pushed.stderr);
       const m = await rawRequest(`${sd.url}/v2/${name}/manifests/v1`, { headers: { accept: img.manifest.mediaType } });
-      t.equal(m.status, 200);
+      t.equal(m.status, 200, m.body.toString());
       t.ok(m.body.equals(img.manifest.data), 'the manifest bytes');
       for (const b of img.layers) {
         const r = await rawRequest(`${sd.url}/v2/${name}/blobs/${b.digest}`);

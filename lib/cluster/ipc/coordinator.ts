@@ -57,8 +57,15 @@ class IpcLink {
       else p.reject(new Error(`coordinator (primary): ${m.error ?? 'failed'}`));
     } else if (m.kind === 'bus') {
       const parsed = parseTagMoved(JSON.stringify(m.message));
-      if (!parsed) return;
-      for (const fn of this.subscribers.get(m.ns) ?? []) fn({ ...parsed });
+      if (parsed) for (const fn of this.subscribers.get(m.ns) ?? []) fn({ ...parsed });
+      // Handled (or refused): the publisher is answered once every subscriber said so.
+      if (typeof m.ack === 'number' && this.channel.connected) {
+        try {
+          this.channel.send({ stevedoreIpc: IPC_TAG, kind: 'bus-ack', id: m.ack });
+        } catch {
+          // the primary went away
+        }
+      }
     }
   };
 

@@ -12,6 +12,12 @@ import { parseTagMoved } from '../coordinator.js';
 import { InProcessCoordinator, type InProcessLeases } from '../in-process.js';
 import { IPC_TAG, isIpcMessage, type IpcBusDelivery, type IpcChannel, type IpcRequest, type IpcResponse } from './protocol.js';
 
+/**
+ * How long a publish waits for the subscribers' acknowledgements: a worker that is busy longer (or
+ * stuck) does not hold the publisher's answer (a push) beyond this; it still handles the message.
+ */
+export const BUS_ACK_WAIT_MS = 750;
+
 type Args = unknown[];
 
 const str = (v: unknown): string => {
@@ -34,12 +40,17 @@ interface Attached {
   leases: Map<string, { ns: string; key: string; token: string }>;
   /** Bus subscriptions: namespace → clients. */
   subscriptions: Map<string, Set<string>>;
+  /** Bus deliveries sent through this channel and not yet acknowledged. */
+  unacked: Set<number>;
 }
 
 export class IpcCoordinatorHost {
   private readonly state: InProcessCoordinator;
   private readonly channels = new Set<Attached>();
   private readonly handlers = new Map<string, (args: unknown[]) => Promise<unknown>>();
+  /** Bus deliveries not yet acknowledged: delivery id → the publish waiting for it. */
+  private readonly unacked = new Map<number, () => void>();
+  private nextDelivery = 0;
 
   constructor(now: () => number = Date.now) {
     this.state = new InProcessCoordinator(now);
@@ -47,10 +58,11 @@ export class IpcCoordinatorHost {
 
   /** Serves the calls arriving on `channel` until `detach` (call it when the worker exits). */
   attach(channel: IpcChannel): { detach(): void } {
-    const a: Attached = { channel, leases: new Map(), subscriptions: new Map(), onMessage: () => undefined };
+    const a: Attached = { channel, leases: new Map(), subscriptions: new Map(), unacked: new Set(), onMessage: () => undefined };
     a.onMessage = (m: unknown) => {
-      if (!isIpcMessage(m) || m.kind !== 'req') return;
-      void this.answer(a, m);
+      if (!isIpcMessage(m)) return;
+      if (m.kind === 'req') void this.answer(a, m);
+      else if (m.kind === 'bus-ack' && typeof m.id === 'number' && a.unacked.delete(m.id)) this.unacked.get(m.id)?.();
     };
     channel.on('message', a.onMessage);
     this.channels.add(a);
@@ -75,6 +87,9 @@ export class IpcCoordinatorHost {
     // Its holder is gone: the leases are free now rather than after their TTL.
     for (const { ns, key, token } of a.leases.values()) void this.leases(ns).ops.release(key, token);
     a.leases.clear();
+    // Nor will it acknowledge what it was sent.
+    for (const id of a.unacked) this.unacked.get(id)?.();
+    a.unacked.clear();
   }
 
   private leases(ns: string): InProcessLeases {
@@ -178,7 +193,7 @@ export class IpcCoordinatorHost {
       case 'bus.publish': {
         const message = parseTagMoved(JSON.stringify(args[0]));
         if (!message) throw new Error('not an invalidation');
-        this.broadcast(ns, message);
+        await this.broadcast(ns, message);
         return true;
       }
       case 'dir.announce':
@@ -192,19 +207,32 @@ export class IpcCoordinatorHost {
     }
   }
 
-  private broadcast(ns: string, message: unknown): void {
+  /** Delivers `message` to every subscriber of `ns`; resolves once each handled it (or BUS_ACK_WAIT_MS passed). */
+  private async broadcast(ns: string, message: unknown): Promise<void> {
+    const acks: Promise<void>[] = [];
+    const ids: number[] = [];
     for (const a of this.channels) {
       const clients = a.subscriptions.get(ns);
       if (!clients || !a.channel.connected) continue;
       for (const client of clients) {
-        const m: IpcBusDelivery = { stevedoreIpc: IPC_TAG, kind: 'bus', client, ns, message };
+        const id = this.nextDelivery++;
+        const m: IpcBusDelivery = { stevedoreIpc: IPC_TAG, kind: 'bus', client, ns, message, ack: id };
         try {
           a.channel.send(m);
         } catch {
-          // gone: its exit detaches it
+          continue; // gone: its exit detaches it
         }
+        ids.push(id);
+        a.unacked.add(id);
+        acks.push(new Promise<void>((resolve) => this.unacked.set(id, resolve)));
       }
     }
+    if (!acks.length) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(acks), new Promise<void>((resolve) => (timer = setTimeout(resolve, BUS_ACK_WAIT_MS)))]);
+    clearTimeout(timer);
+    for (const id of ids) this.unacked.delete(id);
+    for (const a of this.channels) for (const id of ids) a.unacked.delete(id);
   }
 
   async close(): Promise<void> {

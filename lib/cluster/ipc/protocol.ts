@@ -36,13 +36,24 @@ export interface IpcResponse {
   error?: string;
 }
 
-/** A bus message for a subscriber of namespace `ns`. */
+/**
+ * A bus message for a subscriber of namespace `ns`. The subscriber answers `ack` with an
+ * IpcBusAck once its handlers ran: the publisher's call resolves after every subscriber's did.
+ */
 export interface IpcBusDelivery {
   stevedoreIpc: typeof IPC_TAG;
   kind: 'bus';
   client: string;
   ns: string;
   message: unknown;
+  ack?: number;
+}
+
+/** A subscriber's handlers ran for the delivery `id`. */
+export interface IpcBusAck {
+  stevedoreIpc: typeof IPC_TAG;
+  kind: 'bus-ack';
+  id: number;
 }
 
 /** The supervisor asks every worker for its part of something (`what`: the dashboard's figures). */
@@ -61,6 +72,6 @@ export interface IpcCollected {
   value: unknown;
 }
 
-export function isIpcMessage(m: unknown): m is IpcRequest | IpcResponse | IpcBusDelivery | IpcCollect | IpcCollected {
+export function isIpcMessage(m: unknown): m is IpcRequest | IpcResponse | IpcBusDelivery | IpcBusAck | IpcCollect | IpcCollected {
   return typeof m === 'object' && m !== null && (m as { stevedoreIpc?: unknown }).stevedoreIpc === IPC_TAG;
 }
