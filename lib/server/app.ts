@@ -49,6 +49,8 @@ export interface App {
   pull: PullThrough;
   /** Hosted repositories and pushes. */
   registry: Registry;
+  /** Referrers of proxied repositories, cached per subject. */
+  referrers: ProxiedReferrers;
   upstreams: ReadonlyMap<string, UpstreamSources>;
   log: Logger;
   metrics: Metrics;
@@ -311,6 +313,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     metadata,
     pull,
     registry,
+    referrers,
     upstreams,
     log,
     metrics,
