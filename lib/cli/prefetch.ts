@@ -66,14 +66,6 @@ export async function runPrefetch(config: Config, images: ImageRef[], flags: Pre
         const plan = await planPrefetch(app.pull, target, img, platforms);
         const carried = await planReferrers(app.pull, app.referrers, target, plan.manifests);
         for (const p of carried.problems) out.write(`warning ${name}: ${p}\n`);
-        // The signature policy, as a pull of this image would meet it (its signatures were just fetched).
-        const decided = await app.signatures.verdict(proxiedSource(app, target), plan.top);
-        if (decided) {
-          const { policy, verdict } = decided;
-          if (verdict.result === 'verified') out.write(`verified ${name}: ${verdict.reason} (${policy.name})\n`);
-          else if (policy.mode === 'require') throw refusal(policy, `${img.registry}/${img.name}`, plan.top.digest, verdict);
-          else out.write(`warning ${name}: ${policy.name} (mode warn) finds no valid signature: ${verdict.reason}; fetched all the same\n`);
-        }
         const bytesOf = plan.totalBytes + carried.totalBytes;
         totalAll += bytesOf;
         totalBar?.setTotal(totalAll);
@@ -94,8 +86,17 @@ export async function runPrefetch(config: Config, images: ImageRef[], flags: Pre
             if (!tty) out.write(`  ${wasFetched ? 'fetched' : 'stored '} ${digest}\n`);
           },
         };
-        const r = await fetchPlan(app.pull, target, plan, events);
+        // Signatures first (small): the policy then reads them from the store, as a pull would.
         const rc = await fetchPlan(app.pull, target, carried, events);
+        const decided = await app.signatures.verdict(proxiedSource(app, target), plan.top);
+        if (decided) {
+          const { policy, verdict } = decided;
+          if (verdict.result === 'verified') out.write(`verified ${name}: ${verdict.reason} (${policy.name})\n`);
+          // Refused: its layers are not fetched.
+          else if (policy.mode === 'require') throw refusal(policy, `${img.registry}/${img.name}`, plan.top.digest, verdict);
+          else out.write(`warning ${name}: ${policy.name} (mode warn) finds no valid signature: ${verdict.reason}; fetched all the same\n`);
+        }
+        const r = await fetchPlan(app.pull, target, plan, events);
         if (flags.pin) {
           for (const d of [...plan.manifests, ...plan.blobs.map((b) => b.digest), ...carried.manifests, ...carried.blobs.map((b) => b.digest)]) await app.store.blobs.pin(parseDigest(d));
         }
