@@ -53,6 +53,8 @@ export interface App {
   pull: PullThrough;
   /** Hosted repositories and pushes. */
   registry: Registry;
+  /** Referrers of proxied repositories, cached per subject. */
+  referrers: ProxiedReferrers;
   upstreams: ReadonlyMap<string, UpstreamSources>;
   log: Logger;
   metrics: Metrics;
@@ -318,6 +320,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     metadata,
     pull,
     registry,
+    referrers,
     upstreams,
     log,
     metrics,
