@@ -11,7 +11,9 @@ import { RepositoryAccess } from '../../lib/cache/repository-access.js';
 import { TagResolver } from '../../lib/cache/tag-resolver.js';
 import { GoneTags } from '../../lib/cache/gone-tags.js';
 import type { Metadata } from '../../lib/metadata/metadata.js';
-import type { Store } from '../../lib/storage/store.js';
+import { Store } from '../../lib/storage/store.js';
+import { MemoryBackend } from '../../lib/storage/memory/memory-backend.js';
+import { digestOf, parseDigest } from '../../lib/oci/digest.js';
 import { buildOciImage } from '../fixtures/images.js';
 import type { Teardownable } from '../fixtures/util.js';
 import { FakePullUpstream, makeMetadata, makeStore, notFound, rateLimited, upstreamConfig } from '../fixtures/pull-parts.js';
@@ -135,6 +137,26 @@ t.test('a tag kept as gone is recorded in the store with when it went, and its c
   t.equal(record?.digest, v1.manifest.digest);
   t.equal(record?.since, clock.now());
   t.ok(store.blobs.isPinned(v1.manifest.digest), 'the manifest is pinned');
+});
+
+t.test('what a gone tag holds is never evicted by storage.maxSize, while cached content around it is', async (t) => {
+  const store = new Store(new MemoryBackend(), { maxSize: 4096 });
+  await store.init();
+  const metadata = await makeMetadata();
+  const clock = new FakeClock();
+  const up = new FakePullUpstream('fake.io', upstreamConfig('fake.io', { tagTTL: '60s' }));
+  up.image('team/app', 'latest', v1);
+  const tags = resolver(store, metadata, clock);
+  await tags.getManifest(up.target('team/app'), 'latest');
+  await clock.advance(TTL + 1);
+  up.failNext('headManifest', notFound('fake.io'));
+  await tags.getManifest(up.target('team/app'), 'latest');
+  // Three times the bound of other content, stored after it: least recently used, it would go first.
+  const fillers = [1, 2, 3].map((i) => Buffer.alloc(4000, i));
+  for (const f of fillers) await store.blobs.putSmall(f, digestOf(f));
+  await store.blobs.evictionsSettled();
+  t.ok(await store.blobs.present(parseDigest(v1.manifest.digest)), 'the gone tag\'s manifest is still stored');
+  t.notOk(await store.blobs.present(digestOf(fillers[0]!)), 'older cached content was evicted');
 });
 
 t.test('a gone tag the upstream has again is followed: record removed, pins released', async (t) => {
