@@ -103,6 +103,14 @@ t.test('a tag deleted upstream (default: keep)', async (t) => {
     t.equal(await goneMetric(sd), 1);
   });
 
+  await t.test('doctor says how many tags are gone and since when the oldest is', async (t) => {
+    const r = await stevedoreCli(['doctor', '--json', '--config', await cliConfig(t, sd, reg)]);
+    const results = JSON.parse(r.stdout) as Array<{ check: string; detail: string; fix: string | null }>;
+    const line = results.find((x) => x.check === 'store' && /deleted upstream/.test(x.detail));
+    t.equal(line?.detail, `1 cached tag(s) deleted upstream, kept and served from the store (pinned while gone), the oldest gone since ${since}`);
+    t.match(line?.fix ?? '', /stevedore ls --gone/);
+  });
+
   await t.test('the dashboard lists it with when it went', async (t) => {
     const res = await fetch(`${sd.url}/ui/api/state`);
     t.equal(res.status, 200);
