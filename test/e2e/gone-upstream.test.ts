@@ -9,6 +9,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { stevedoreCli } from '../fixtures/cli.js';
+import { startCluster } from '../fixtures/cluster.js';
+import type { StevedoreProcess } from '../fixtures/stevedore-process.js';
 import { startContainerd } from '../fixtures/containerd.js';
 import { buildDockerImage, MANIFEST_ACCEPT, pushImage, type BuiltImage } from '../fixtures/images.js';
 import { ociErrors, rawRequest } from '../fixtures/http-client.js';
@@ -191,4 +193,28 @@ t.test('a tag never cached that the upstream deleted answers MANIFEST_UNKNOWN, n
   t.equal(r.status, 404);
   t.equal(ociErrors(r)?.[0]?.code, 'MANIFEST_UNKNOWN');
   t.equal(await goneMetric(sd), 0);
+});
+
+t.test('cluster mode: a tag one replica found deleted upstream is served by another, marked with the same time', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildDockerImage('gone-upstream/cluster', { layers: 1 });
+  await pushImage(reg.url, 'bitnami/kafka', '3.7', img);
+  const c = await startCluster(t, { replicas: 2, upstreamUrl: reg.url, config: { cache: { tagTTL: '1s', refreshAhead: { enabled: false } } } });
+  const [a, b] = c.replicas as [StevedoreProcess, StevedoreProcess];
+  const tagUrl = (p: StevedoreProcess): string => `${p.url}/v2/docker.io/bitnami/kafka/manifests/3.7`;
+  const first = await rawRequest(tagUrl(a), { headers: { accept: MANIFEST_ACCEPT } });
+  t.equal(first.status, 200, 'cached through replica a');
+  await deleteUpstream(t, reg, 'bitnami/kafka', img);
+  await new Promise((r) => setTimeout(r, 1_500));
+  const onA = await rawRequest(tagUrl(a), { headers: { accept: MANIFEST_ACCEPT } });
+  t.equal(onA.status, 200, 'replica a serves it');
+  const since = GONE_WARNING.exec(String(onA.headers.warning))?.[1];
+  t.ok(since, `replica a marks it: ${String(onA.headers.warning)}`);
+  const onB = await rawRequest(tagUrl(b), { headers: { accept: MANIFEST_ACCEPT } });
+  t.equal(onB.status, 200, 'replica b serves it');
+  t.equal(onB.headers['docker-content-digest'], img.manifest.digest);
+  t.equal(GONE_WARNING.exec(String(onB.headers.warning))?.[1], since, 'replica b marks it with the time replica a recorded');
+  const text = await (await fetch(`${b.url}/metrics`)).text();
+  t.match(text, /^stevedore_gone_tags 1$/m, 'replica b counts it');
 });
