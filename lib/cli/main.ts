@@ -185,8 +185,14 @@ withConfigOptions(
   }
 });
 
-withConfigOptions(program.command('ls').description('stored repositories and tags, with sizes and last pull').option('--json', 'machine-readable')).action(
-  async (opts: ConfigFlags & { json?: boolean }) => {
+withConfigOptions(
+  program
+    .command('ls')
+    .description('stored repositories and tags, with sizes and last pull')
+    .option('--gone', 'only tags their upstream deleted, kept here (cache.gonePolicies), with when they went')
+    .option('--json', 'machine-readable'),
+).action(
+  async (opts: ConfigFlags & { json?: boolean; gone?: boolean }) => {
     await import('./inventory.js').then(({ runLs }) => runLs(configOrExit(opts), opts)).catch(fail);
   },
 );
