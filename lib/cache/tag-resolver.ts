@@ -22,7 +22,7 @@ import type { TagLink } from '../storage/repo-store.js';
 import { isTransient, offlineMessage, UpstreamError } from '../upstream/errors.js';
 import type { Downloads } from './downloads.js';
 import type { Manifests } from './manifests.js';
-import { repoOf, type CacheResult, type Clock, type ManifestAnswer, type Target } from './pull-types.js';
+import { repoOf, type CacheResult, type Clock, type ManifestAnswer, type Target, type UpstreamEvents } from './pull-types.js';
 import { RefreshAhead, type RefreshAheadOptions } from './refresh-ahead.js';
 import { tagTTLFor } from './tag-policy.js';
 
@@ -56,6 +56,8 @@ export class TagResolver {
   readonly refreshAhead: RefreshAhead | null;
   /** Background revalidations in flight, by tag key: a request finding the answer expired waits for it instead of asking again. */
   private readonly refreshing = new Map<string, Promise<void>>();
+  /** Upstream facts for lib/events (pull-types.ts); null: nobody listens. */
+  private readonly events: UpstreamEvents | null;
 
   constructor(deps: {
     store: Store;
@@ -68,6 +70,7 @@ export class TagResolver {
     manifests: Manifests;
     turns: Pick<Downloads, 'turn'>;
     refreshAhead: RefreshAheadOptions | null;
+    events?: UpstreamEvents | null;
   }) {
     this.store = deps.store;
     this.metadata = deps.metadata;
@@ -78,6 +81,7 @@ export class TagResolver {
     this.manifests = deps.manifests;
     this.turns = deps.turns;
     this.refreshAhead = deps.refreshAhead?.enabled ? new RefreshAhead(deps.refreshAhead) : null;
+    this.events = deps.events ?? null;
     this.tags = new LRUCache({
       ...upTo(10_000),
       perf: this.clock,
@@ -242,6 +246,7 @@ export class TagResolver {
     const stored = await this.manifests.save(t, fetched.bytes, fetched.mediaType, null, fetched.digest);
     const newLink: TagLink = { digest: stored.digest, mediaType: stored.mediaType, size: fetched.bytes.length };
     await this.store.repos.setTag(repo, tag, newLink);
+    if (link && link.digest !== newLink.digest) this.events?.tagMoved?.(t.client.name, t.name, tag, link.digest, newLink.digest);
     // The answer of a cache serving stale: stored, passed on as stale, and asked for again soon.
     if (fetched.stale) return this.staleTag(t, tag, newLink, fetched.stale, memo);
     await this.metadata.setTagChecked(repo.upstream, repo.name, tag, newLink.digest, this.clock.now());
