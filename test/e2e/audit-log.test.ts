@@ -8,7 +8,7 @@ import bcrypt from 'bcryptjs';
 import t from 'tap';
 import { buildOciImage, pushImageWithBasic } from '../fixtures/images.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
-import { tmpDir, waitFor } from '../fixtures/util.js';
+import { tmpDir, waitFor, type Teardownable } from '../fixtures/util.js';
 
 const USERS = { alice: 'Al1ce-audit-passw0rd', bob: 'B0b-audit-passw0rd' };
 const WRONG = 'Wr0ng-audit-guess-123';
@@ -24,7 +24,7 @@ function readAudit(file: string): AuditLine[] {
     .map((l) => JSON.parse(l) as AuditLine);
 }
 
-async function auditedStevedore(t: Parameters<typeof tmpDir>[0], audit: Record<string, unknown>): Promise<{ sd: Stevedore; file: string }> {
+async function auditedStevedore(t: Teardownable, audit: Record<string, unknown>): Promise<{ sd: Stevedore; file: string }> {
   const dir = await tmpDir(t);
   const htpasswd = path.join(dir, 'htpasswd');
   await writeFile(htpasswd, Object.entries(USERS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 5)}`).join('\n') + '\n');

@@ -1,12 +1,17 @@
 // Webhooks (config webhooks, lib/events/webhooks.ts): CloudEvents 1.0 for pushes and deletes,
 // signed with HMAC-SHA256, delivered by a bounded queue with bounded retries that never holds a
 // request up. The receiver is a small server the test starts (test/fixtures/webhook-receiver.ts).
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import t from 'tap';
-import { buildOciImage, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
+import { keyPair } from '../fixtures/signing.js';
+import { buildOciImage, MANIFEST_ACCEPT, pseudoRandom, pushImage, sha256 } from '../fixtures/images.js';
+import { notFound, startFake } from '../fixtures/fake-upstream.js';
+import { rawRequest } from '../fixtures/http-client.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { skopeoCopy } from '../fixtures/skopeo.js';
 import { FakeClock, startStevedore, type Stevedore } from '../fixtures/stevedore.js';
-import { freePort, waitFor } from '../fixtures/util.js';
+import { freePort, tmpDir, waitFor } from '../fixtures/util.js';
 import { startReceiver, validSignature, type Receiver } from '../fixtures/webhook-receiver.js';
 
 const SECRET = 'a-webhook-secret-of-32-chars-xyz';
@@ -96,7 +101,7 @@ t.test('an upstream tag that moved is a tag.moved event naming the digest it had
   const clock = new FakeClock();
   const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, clock, config: { webhooks: { endpoints: [{ url: rx.url, secret: SECRET, types: ['tag.moved'] }] } } });
   const pull = async (): Promise<string | null> => {
-    const r = await fetch(`${sd.url}/v2/library/moving/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT.join(', ') } });
+    const r = await fetch(`${sd.url}/v2/library/moving/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
     await r.arrayBuffer();
     return r.headers.get('docker-content-digest');
   };
@@ -111,6 +116,58 @@ t.test('an upstream tag that moved is a tag.moved event naming the digest it had
     data: { repository: 'docker.io/library/moving', tag: 'v1', digest: b.manifest.digest, previousDigest: a.manifest.digest, user: null },
   });
   t.equal(rx.requests.length, 1, 'the first pull (no tag stored before) is no move');
+});
+
+t.test('a manifest a signature policy refuses is a signature.refused event and audit line (not an access.denied one)', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildOciImage('webhooks/unsigned', { layers: 1 });
+  await pushImage(reg.url, 'lab/unsigned', 'v1', img);
+  const key = await keyPair(t, 'ec');
+  const rx = await startReceiver(t);
+  const auditFile = path.join(await tmpDir(t), 'audit.log');
+  const sd = await startStevedore(t, {
+    upstreams: { 'ghcr.io': { url: reg.url } },
+    defaultUpstream: 'ghcr.io',
+    config: {
+      verify: { policies: [{ repository: 'ghcr.io/lab/**', mode: 'require', keys: [key.publicKeyFile] }] },
+      audit: { enabled: true, file: auditFile },
+      webhooks: { endpoints: [{ url: rx.url, secret: SECRET, types: ['signature.refused'] }] },
+    },
+  });
+  const r = await fetch(`${sd.url}/v2/lab/unsigned/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+  t.equal(r.status, 403);
+  await r.arrayBuffer();
+  await rx.waitFor(1);
+  t.match(rx.events()[0], { type: 'dev.stevedore.signature.refused', data: { repository: 'ghcr.io/lab/unsigned', digest: img.manifest.digest, reason: /requires a valid signature/ } });
+  const lines = (): Array<Record<string, unknown>> => (existsSync(auditFile) ? readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) : []);
+  await waitFor('the audit line', async () => lines().some((l) => l.act === 'signature.refused'));
+  t.match(lines().find((l) => l.act === 'signature.refused'), { repository: 'ghcr.io/lab/unsigned', digest: img.manifest.digest, address: '127.0.0.1' });
+  t.notOk(lines().some((l) => l.act === 'access.denied'), 'the refusal is not also an access.denied line');
+});
+
+t.test('an upstream download whose bytes do not match its digest is a download.verification-failed event', async (t) => {
+  const good = pseudoRandom('webhooks/verify', 64 * 1024);
+  const digest = sha256(good);
+  const bad = Buffer.from(good);
+  bad[100] = bad[100]! ^ 0xff;
+  const up = await startFake(t, (req, res, url) => {
+    if (url.pathname === '/v2/') {
+      res.writeHead(200, { 'content-length': '2' });
+      res.end('{}');
+    } else if (url.pathname === `/v2/r/blobs/${digest}`) {
+      res.writeHead(200, { 'content-length': String(bad.length), 'content-type': 'application/octet-stream' });
+      res.end(req.method === 'HEAD' ? undefined : bad);
+    } else {
+      notFound(res);
+    }
+  });
+  const rx = await startReceiver(t);
+  const sd = await startStevedore(t, { upstreams: { 'blobs.test': { url: up.url } }, defaultUpstream: null, config: { webhooks: { endpoints: [{ url: rx.url, secret: SECRET }] } } });
+  const r = await rawRequest(`${sd.url}/v2/r/blobs/${digest}?ns=blobs.test`);
+  t.notOk(r.status === 200 && r.complete, 'the client is not given a complete answer');
+  await rx.waitFor(1);
+  t.match(rx.events()[0], { type: 'dev.stevedore.download.verification-failed', subject: `blobs.test/r@${digest}`, data: { repository: 'blobs.test/r', digest, reason: /does not match/ } });
 });
 
 t.test('filters: an endpoint gets only the event types and repositories it names', async (t) => {
@@ -201,7 +258,7 @@ async function pullMedian(sd: Stevedore, repo: string, img: ReturnType<typeof bu
   const ms: number[] = [];
   for (let i = 0; i < n; i++) {
     const start = performance.now();
-    const m = await fetch(`${sd.url}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT.join(', ') } });
+    const m = await fetch(`${sd.url}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
     await m.arrayBuffer();
     const b = await fetch(`${sd.url}/v2/${repo}/blobs/${img.layers[0]!.digest}`);
     await b.arrayBuffer();
