@@ -287,7 +287,15 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     : null;
   if (audit) acts.subscribe(audit.consume);
   const webhooks = config.webhooks.endpoints.length
-    ? new WebhookDispatcher({ config: config.webhooks, log, leases: cluster ? cluster.scope.leases : null, onDelivery: (outcome) => metrics.webhookDelivery(outcome) })
+    ? new WebhookDispatcher({
+        config: config.webhooks,
+        log,
+        // A delivery is claimed through what the processes share: the cluster's scope (replicas,
+        // workers), or in node mode the Redis the node instances share (an upstream fact several
+        // instances see alike is then sent once too); alone, nothing to claim.
+        leases: cluster ? cluster.scope.leases : shared !== null ? coordinator.scope('stevedore:webhooks:').leases : null,
+        onDelivery: (outcome) => metrics.webhookDelivery(outcome),
+      })
     : null;
   if (webhooks) acts.subscribe(webhooks.consume);
   let dashboard: Dashboard | null = null;
