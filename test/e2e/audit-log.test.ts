@@ -76,6 +76,13 @@ t.test('pushes, deletes, refusals, logins and tokens are audit lines naming who,
     t.match(await find('the delete line', (l) => l.act === 'delete'), { act: 'delete', target: 'tag', user: 'alice', repository: 'lab/app', tag: 'v1' });
   });
 
+  await t.test('a mount names the blob and the repository it came from', async (t) => {
+    const layer = img.layers[0]!.digest;
+    const r = await fetch(`${sd.url}/v2/lab/copy/blobs/uploads/?mount=${layer}&from=lab/app`, { method: 'POST', headers: { authorization: basic('alice', USERS.alice) } });
+    t.equal(r.status, 201, 'mounted');
+    t.match(await find('the mount line', (l) => l.act === 'mount'), { act: 'mount', user: 'alice', repository: 'lab/copy', digest: layer, from: 'lab/app' });
+  });
+
   await t.test('access denied: a user the rules refuse', async (t) => {
     const r = await fetch(`${sd.url}/v2/lab/app/blobs/uploads/`, { method: 'POST', headers: { authorization: basic('bob', USERS.bob) } });
     t.equal(r.status, 403);
@@ -132,7 +139,7 @@ t.test('the audit file is rotated by size and keeps maxFiles old files', async (
   t.same(kept, Array.from({ length: LINES - firstKept }, (_, i) => `repository:lab/r${firstKept + i}:pull`), 'the files kept hold the newest lines, in order, none lost between them');
 });
 
-t.test('with no audit.file, audit lines go beside the access log with "log":"audit"', async (t) => {
+t.test('with no audit.file, audit lines go beside the access log with "log":"audit"; a configuration reload is one', async (t) => {
   const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, config: { audit: { enabled: true } } });
   const r = await fetch(`${sd.url}/token?service=stevedore&scope=repository:docker.io/library/x:pull`);
   t.equal(r.status, 200);
@@ -141,4 +148,7 @@ t.test('with no audit.file, audit lines go beside the access log with "log":"aud
   const line = sd.logs.find((l) => l.log === 'audit')!;
   t.match(line, { log: 'audit', act: 'token.issued', user: null, scopes: ['repository:docker.io/library/x:pull'] });
   t.notOk('level' in line, 'an audit line is not a leveled log line (no log level filters it)');
+  // What SIGHUP does in `serve` (lib/cli/main.ts): the signature policies are read again.
+  await sd.app.reloadSignaturePolicies(sd.config.verify);
+  t.match(sd.logs.find((l) => l.log === 'audit' && l.act === 'config.reloaded'), { act: 'config.reloaded', reason: /signature policies/ });
 });
