@@ -39,8 +39,8 @@ export interface UpstreamEvents {
   /** A revalidation found that an upstream tag now names another digest (and stored the new one). */
   tagMoved?(upstream: string, name: string, tag: string, from: string, to: string): void;
   /**
-   * The upstream says a tag or manifest this cache holds is gone (404 where it had content): the
-   * hook for "image gone upstream" (lib/cache/tag-resolver.ts, being built; not called yet).
+   * The upstream answers 404 for a tag this cache holds (tag-resolver.ts, goneTag): once when the
+   * tag is first recorded as gone (cache.gonePolicies keep) or forgotten (forget).
    */
   gone?(upstream: string, name: string, ref: { tag?: string; digest?: string }, reason: string): void;
   /** A blob download from the upstream did not match its digest (nothing was stored). */
@@ -67,6 +67,8 @@ export interface ManifestAnswer {
   cache: CacheResult;
   /** Set when the answer is stale: the reason, for `Warning: 110` and the log. */
   staleReason?: string;
+  /** Set when the upstream deleted the tag and it is kept (cache.gonePolicies): since when (ms since epoch). */
+  goneSince?: number;
 }
 
 export interface BlobAnswer extends BlobBody {

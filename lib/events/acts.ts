@@ -14,8 +14,8 @@
  *   signature.refused            a verify policy refused a manifest          yes    yes
  *   config.reloaded              SIGHUP read the configuration again         yes    -
  *   tag.moved                    a revalidation found an upstream tag moved  -      yes
- *   image.gone                   (typed hook: lib/cache's "gone upstream")   -      yes
- *   download.verification-failed (typed hook: a download that did not verify) -    yes
+ *   image.gone                   a cached tag the upstream answers 404 for   -      yes
+ *   download.verification-failed an upstream download that did not verify    -      yes
  *
  * Never a secret in an act: call sites pass names, digests, scopes and reasons, never a header,
  * password or token. `offline` is a start-up setting with no runtime switch today, so there is no

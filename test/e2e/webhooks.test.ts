@@ -118,6 +118,32 @@ t.test('an upstream tag that moved is a tag.moved event naming the digest it had
   t.equal(rx.requests.length, 1, 'the first pull (no tag stored before) is no move');
 });
 
+t.test('a cached tag deleted upstream is one image.gone event, not one per pull', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildOciImage('webhooks/gone', { layers: 1 });
+  await pushImage(reg.url, 'library/going', 'v1', img);
+  const rx = await startReceiver(t);
+  const clock = new FakeClock();
+  const sd = await startStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, clock, config: { webhooks: { endpoints: [{ url: rx.url, secret: SECRET, types: ['image.gone'] }] } } });
+  const pull = async (): Promise<number> => {
+    const r = await fetch(`${sd.url}/v2/library/going/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+    await r.arrayBuffer();
+    return r.status;
+  };
+  t.equal(await pull(), 200);
+  const del = await fetch(`${reg.directUrl}/v2/library/going/manifests/${img.manifest.digest}`, { method: 'DELETE' });
+  t.equal(del.status, 202, 'the upstream deleted the image');
+  for (let i = 0; i < 3; i++) {
+    clock.advance(10 * 60_000);
+    t.equal(await pull(), 200, 'the kept tag is still served');
+  }
+  await rx.waitFor(1);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(rx.requests.length, 1, 'one event for the tag going, none for the pulls after');
+  t.match(rx.events()[0], { type: 'dev.stevedore.image.gone', subject: 'docker.io/library/going:v1', data: { repository: 'docker.io/library/going', tag: 'v1', digest: img.manifest.digest } });
+});
+
 t.test('a manifest a signature policy refuses is a signature.refused event and audit line (not an access.denied one)', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
