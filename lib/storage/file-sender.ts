@@ -22,21 +22,26 @@ import type { Writable } from 'node:stream';
 import { DestinationClosedError } from '../util/destination-closed.js';
 
 /**
- * Chunk size by load: a few transfers get large chunks (fewer syscalls, full speed on one
- * connection); many at once get smaller ones, so memory stays flat (64 transfers × 2 × 256 KiB).
+ * Chunk size by load, under one budget for every transfer of the process: a few transfers get
+ * large chunks (fewer syscalls, full speed on one connection); more at once get smaller ones, so
+ * that two chunks per transfer fit the budget (32 transfers × 2 × 512 KiB, 64 × 2 × 256 KiB, then
+ * 64 KiB each) and memory stays flat however many clients there are.
  */
 export const SEND_CHUNK = 512 * 1024;
 const SEND_CHUNK_BUSY = 256 * 1024;
 /** The smallest buffer: a read at the edge of a download rarely finds more than this. */
 const SEND_CHUNK_SMALL = 64 * 1024;
 const SIZES = [SEND_CHUNK_SMALL, SEND_CHUNK_BUSY, SEND_CHUNK] as const;
-const BUSY_TRANSFERS = 16;
+/**
+ * What the send buffers of the process hold at most, in use and pooled together (past it, with
+ * more than 256 transfers of 64 KiB chunks, buffers are allocated and dropped rather than kept).
+ */
+export const SEND_BUDGET = 32 * 1024 * 1024;
 /**
  * Buffers given back stay pooled (never dropped for the GC to find later: garbage buffers are what
- * grew memory under load), up to this many bytes; a pool nothing took from for idleTrimMs (10 s) is
- * emptied, so a burst does not keep its memory.
+ * grew memory under load) while the pool and the buffers in use fit the budget; a pool nothing took
+ * from for idleTrimMs (10 s) is emptied, so a burst does not keep its memory.
  */
-const POOL_MAX_BYTES = 64 * 1024 * 1024;
 let idleTrimMs = 10_000;
 const pools = new Map<number, Buffer[]>(SIZES.map((size) => [size, []]));
 let active = 0;
@@ -46,30 +51,42 @@ let takenSinceTrim = false;
 let trimTimer: NodeJS.Timeout | null = null;
 
 /**
- * A buffer that holds `want` bytes: the smallest pooled size that fits (never more than `max`
- * allocated), else any larger pooled one rather than a new allocation.
+ * A buffer for `want` bytes: the smallest pooled size that fits (never more than `max`
+ * allocated), else any larger pooled one rather than a new allocation; a smaller one (the caller
+ * reads what fits) when a new allocation would take the buffers past the budget.
  */
 function take(want: number, max: number): Buffer {
   takenSinceTrim = true;
   const fit = SIZES.find((s) => s >= want && s <= max) ?? max;
-  let b: Buffer | undefined;
   for (const size of SIZES) {
     if (size < fit) continue;
-    b = pools.get(size)!.pop();
-    if (b) {
-      pooledBytes -= size;
-      break;
-    }
+    const pooled = pools.get(size)!.pop();
+    if (pooled) return taken(pooled);
   }
-  b ??= Buffer.allocUnsafeSlow(fit);
+  // A new buffer only within the budget; past it (transfers that began when few ran still hold
+  // larger ones), a small one: that transfer reads less per chunk meanwhile.
+  if (fit > SEND_CHUNK_SMALL && inUseBytes + pooledBytes + fit > SEND_BUDGET) {
+    const small = pools.get(SEND_CHUNK_SMALL)!.pop();
+    return small ? taken(small) : taken(Buffer.allocUnsafeSlow(SEND_CHUNK_SMALL), false);
+  }
+  return taken(Buffer.allocUnsafeSlow(fit), false);
+}
+
+function taken(b: Buffer, fromPool = true): Buffer {
+  if (fromPool) pooledBytes -= b.length;
   inUseBytes += b.length;
   return b;
+}
+
+/** The largest chunk with which two per transfer running now fit the budget. */
+function chunkSize(): number {
+  return SIZES.findLast((s) => 2 * active * s <= SEND_BUDGET) ?? SEND_CHUNK_SMALL;
 }
 
 /** Back to the pool; only for a buffer nothing references any more. */
 function give(b: Buffer): void {
   inUseBytes -= b.length;
-  if (pooledBytes + b.length > POOL_MAX_BYTES) return;
+  if (pooledBytes + inUseBytes + b.length > SEND_BUDGET) return;
   pools.get(b.length)!.push(b);
   pooledBytes += b.length;
   trimTimer ??= setInterval(trimIdle, idleTrimMs).unref();
@@ -126,7 +143,6 @@ export { DestinationClosedError };
  */
 export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: number, end: number, follow?: Follow): Promise<void> {
   active++;
-  const size = active > BUSY_TRANSFERS ? SEND_CHUNK_BUSY : SEND_CHUNK;
   // The two most recent writes; a third chunk waits for the older one.
   const inFlight: [Promise<void> | null, Promise<void> | null] = [null, null];
   let closed = false;
@@ -177,6 +193,8 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
         limit = Math.min(limit, avail);
       }
       if (inFlight[i]) await settle(inFlight[i]!);
+      // Sized per chunk: transfers that started when few ran shrink theirs as more begin.
+      const size = chunkSize();
       const views = follow?.inMemory?.(pos, limit, size);
       if (views && views.length > 0) {
         // Shared with every other follower: written as they are (one writev), no buffer taken.
@@ -186,11 +204,10 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
         i ^= 1;
         continue;
       }
-      const want = Math.min(size, limit - pos);
-      const buf = take(want, size);
+      const buf = take(Math.min(size, limit - pos), size);
       let bytesRead: number;
       try {
-        ({ bytesRead } = await fh.read(buf, 0, want, pos));
+        ({ bytesRead } = await fh.read(buf, 0, Math.min(buf.length, limit - pos), pos));
       } catch (err) {
         give(buf);
         throw err;
