@@ -44,6 +44,8 @@ export const BUNDLE_TYPES: ReadonlySet<string> = new Set([
   'application/vnd.dev.sigstore.bundle+json;version=0.3',
   'application/vnd.dev.sigstore.bundle+json;version=0.2',
 ]);
+/** The artifactType of a Notary Project (notation) signature referrer. */
+export const NOTATION_TYPE = 'application/vnd.cncf.notary.signature';
 const NOT_RUNNABLE_LAYERS: ReadonlySet<string> = new Set([SIMPLE_SIGNING, 'application/vnd.dsse.envelope.v1+json', ...BUNDLE_TYPES]);
 const NEGATIVE_TTL_MS = 10_000;
 const MAX_VERDICTS = 20_000;
@@ -138,9 +140,14 @@ async function findValidSignature(policy: SignaturePolicy, source: SignatureSour
     failures.push(c.reason);
     return null;
   };
+  // Notary Project (notation) signatures are seen, not verified (README, "Signature policy": no
+  // maintained JavaScript implementation): a refusal says they were there.
+  let notation = 0;
   // 1. OCI referrers: sigstore bundles.
   try {
-    const referrers = (await source.referrers(subject)).filter((r) => r.artifactType !== undefined && BUNDLE_TYPES.has(r.artifactType)).slice(0, MAX_CANDIDATES);
+    const all = await source.referrers(subject);
+    notation = all.filter((r) => r.artifactType === NOTATION_TYPE).length;
+    const referrers = all.filter((r) => r.artifactType !== undefined && BUNDLE_TYPES.has(r.artifactType)).slice(0, MAX_CANDIDATES);
     for (const r of referrers) {
       try {
         const doc = JSON.parse((await source.manifest(parseDigest(r.digest))).toString('utf8')) as { layers?: Array<{ mediaType?: unknown; digest?: unknown }> };
@@ -178,8 +185,9 @@ async function findValidSignature(policy: SignaturePolicy, source: SignatureSour
   if (errors.length) {
     return { result: 'error', reason: `signatures could not be read (${errors.join('; ')})${failures.length ? `; and ${failures.join('; ')}` : ''}` };
   }
-  if (found === 0) return { result: 'unsigned', reason: `no signature (no sigstore bundle referrer, no cosign tag sha256-${subject.hex.slice(0, 12)}….sig)` };
-  return { result: 'invalid', reason: [...new Set(failures)].join('; ') };
+  const unverifiable = notation > 0 ? `; ${notation === 1 ? 'a Notary Project (notation) signature was found' : `${notation} Notary Project (notation) signatures were found`}: stevedore does not verify those` : '';
+  if (found === 0) return { result: 'unsigned', reason: `no signature (no sigstore bundle referrer, no cosign tag sha256-${subject.hex}.sig)${unverifiable}` };
+  return { result: 'invalid', reason: `${[...new Set(failures)].join('; ')}${unverifiable}` };
 }
 
 function parseJson(bytes: Buffer): Record<string, unknown> | null {
