@@ -57,17 +57,40 @@ export interface ManifestToCheck {
   bytes: Buffer;
 }
 
+/** A manifest served under a `warn` policy without a valid signature (for the dashboard's list). */
+export interface ServedUnverified {
+  repository: string;
+  digest: string;
+  /** The policy, as messages name it: `verify.policies[<i>] (<pattern>)`. */
+  policy: string;
+  result: Exclude<VerificationResult, 'verified'>;
+  reason: string;
+}
+
 export class SignatureGate {
   private policies: SignaturePolicies;
   private readonly log: Logger;
   private readonly onVerdict: (result: VerificationResult) => void;
+  private readonly onServedUnverified: (served: ServedUnverified) => void;
   private readonly verdicts = new LRUCache<string, Verdict>({ max: MAX_VERDICTS });
   private readonly inFlight = new Map<string, Promise<Verdict>>();
 
-  constructor(deps: { policies: SignaturePolicies; log: Logger; onVerdict?: (result: VerificationResult) => void }) {
+  constructor(deps: {
+    policies: SignaturePolicies;
+    log: Logger;
+    onVerdict?: (result: VerificationResult) => void;
+    /** Each time a manifest is served under `warn` without a valid signature (a cached verdict too). */
+    onServedUnverified?: (served: ServedUnverified) => void;
+  }) {
     this.policies = deps.policies;
     this.log = deps.log;
     this.onVerdict = deps.onVerdict ?? (() => undefined);
+    this.onServedUnverified = deps.onServedUnverified ?? (() => undefined);
+  }
+
+  /** Whether a policy in force is in `warn` mode (the dashboard then lists what it served unverified). */
+  warns(): boolean {
+    return this.policies.policies.some((p) => p.mode === 'warn');
   }
 
   /** New policies (a configuration reload): verdicts of a policy whose version changed are never used again. */
@@ -104,7 +127,10 @@ export class SignatureGate {
       verdict = await pending;
     }
     if (verdict.result === 'verified') return;
-    if (policy.mode === 'warn') return;
+    if (policy.mode === 'warn') {
+      this.onServedUnverified({ repository: source.repository, digest: manifest.digest, policy: policy.name, result: verdict.result, reason: verdict.reason });
+      return;
+    }
     throw new OciError('DENIED', `${policy.name} requires a valid signature: ${source.repository}@${manifest.digest}: ${verdict.reason}`, {
       detail: { policy: policy.index, repository: policy.repository, digest: manifest.digest, result: verdict.result, reason: verdict.reason },
     });
