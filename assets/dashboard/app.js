@@ -149,6 +149,14 @@ function render(st) {
     cell(tr, duration(st.now - d.startedAt));
   });
 
+  fillTable('gone', st.gone, 'no cached tag was deleted upstream', (g, tr) => {
+    cell(tr, g.repository);
+    cell(tr, g.tag);
+    cell(tr, g.digest.slice(0, 19) + '…', 'mono');
+    cell(tr, bytes(g.bytes) + ' in ' + g.blobs + ' blobs');
+    cell(tr, new Date(g.since).toISOString().replace(/\.\d+Z$/, 'Z') + ' (' + duration(st.now - g.since) + ' ago)', 'warn');
+  });
+
   fillTable('top-pulls', st.topByPulls, 'no pulls yet', (r, tr) => {
     cell(tr, r.repository);
     cell(tr, String(r.pulls));

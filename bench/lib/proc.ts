@@ -26,6 +26,12 @@ export function memStatus(pid: number): MemStatus | null {
   return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
 }
 
+/** Peak resident sets (VmHWM) summed over processes (a supervisor and its workers); null when none is there. */
+export function summedHwm(pids: number[]): number | null {
+  const peaks = pids.map((pid) => memStatus(pid)?.hwm).filter((v): v is number => v !== undefined && Number.isFinite(v));
+  return peaks.length ? peaks.reduce((a, b) => a + b, 0) : null;
+}
+
 /** Open file descriptors of a process (entries of /proc/<pid>/fd); null when it is gone. */
 export function openFds(pid: number): number | null {
   try {

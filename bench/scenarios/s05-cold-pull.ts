@@ -1,7 +1,7 @@
 /** Scenario 5: a cold pull of a whole image by 20 clients over a paced upstream link: one direct pull, stevedore, distribution. */
 import { removeDir, tmpDir } from '../../test/fixtures/util.js';
 import { MANIFEST_ACCEPT } from '../lib/data.js';
-import { memStatus } from '../lib/proc.js';
+import { summedHwm } from '../lib/proc.js';
 import { med, MiB, mmm, multiple, num, ratio, rssTarget, table, type Series, type Target } from '../lib/report.js';
 import { check, defineScenario, log, REPO_PULL } from '../lib/scenario.js';
 import { startDistribution, startStevedore } from '../lib/servers.js';
@@ -24,13 +24,13 @@ export default defineScenario<S5Result>({
     const img = ctx.pullImg;
     log(`s5: cold pull of a ${img.totalBytes}-byte image (${img.layers.length} layers) by ${clients} clients; upstream link paced to ${linkRate} B/s`);
     const out: S5Result = { imageBytes: img.totalBytes, linkRate, clients, modes: {} };
-    const pull = async (origin: string, n: number, pid: number | null): Promise<{ wallS: number; upstreamBytes: number; upstreamRequests: number; rss: number | null }> => {
+    const pull = async (origin: string, n: number, pids: (() => number[]) | null): Promise<{ wallS: number; upstreamBytes: number; upstreamRequests: number; rss: number | null }> => {
       ctx.upstream.resetCounts();
       ctx.upstream.setRate(linkRate);
       try {
         const r = await check('s5 pull', ctx.client.pull({ origin, repo: REPO_PULL, tag: 'v1', clients: n, layerConcurrency, accept: MANIFEST_ACCEPT }));
         if (r.bytes !== img.totalBytes * n) throw new Error(`s5: clients got ${r.bytes} bytes, expected ${img.totalBytes * n}`);
-        const rss = pid === null ? null : (memStatus(pid)?.hwm ?? null);
+        const rss = pids === null ? null : summedHwm(pids());
         return { wallS: r.wallMs / 1000, upstreamBytes: ctx.upstream.bytes(), upstreamRequests: ctx.upstream.records().length, rss };
       } finally {
         ctx.upstream.setRate(null);
@@ -45,7 +45,7 @@ export default defineScenario<S5Result>({
           const storage = await tmpDir(undefined, 'stevedore-bench-cold-');
           const s = await startStevedore({ build: ctx.build, storage, upstreamUrl: ctx.upstream.url, nodeArgs: ctx.nodeArgs });
           try {
-            r = await pull(s.url, clients, s.pid);
+            r = await pull(s.url, clients, () => s.pids());
           } finally {
             // stop() throws if the process died or logged a defect: that failure wins over a failed pull.
             await s.stop().finally(() => removeDir(storage));
@@ -53,7 +53,7 @@ export default defineScenario<S5Result>({
         } else {
           const s = await startDistribution(ctx.upstream.url);
           try {
-            r = await pull(s.url, clients, s.pid);
+            r = await pull(s.url, clients, () => s.pids());
           } finally {
             await s.stop();
           }

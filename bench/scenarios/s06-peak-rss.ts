@@ -50,7 +50,7 @@ export default defineScenario<S6Result>({
       const s = await startStevedore({ build: ctx.build, storage, upstreamUrl: ctx.upstream.url, nodeArgs: ctx.nodeArgs });
       try {
         ctx.upstream.resetCounts();
-        const peak = new PeakRss(() => [s.pid]);
+        const peak = new PeakRss(() => s.pids());
         const r = await check('s6', ctx.client.fetch({ origin: s.url, paths: Array.from({ length: clients }, () => blobPath(REPO_BIG, blob.digest)), concurrency: clients }));
         const rss = peak.stop();
         if (r.bytes !== blob.size * clients) throw new Error(`s6: clients got ${r.bytes} bytes, expected ${blob.size * clients}`);

@@ -1,6 +1,6 @@
 /** Scenario 7: stevedore's start-up with 100k stored blobs (the store index rebuilt). */
 import { removeDir, tmpDir } from '../../test/fixtures/util.js';
-import { memStatus } from '../lib/proc.js';
+import { summedHwm } from '../lib/proc.js';
 import { med, mmm, num, rssTarget, table, type Series, type Target } from '../lib/report.js';
 import { defineScenario, log } from '../lib/scenario.js';
 import { startStevedore } from '../lib/servers.js';
@@ -31,7 +31,7 @@ export default defineScenario<S7Result>({
           if (s.indexedBlobs !== blobs) throw new Error(`s7: stevedore indexed ${s.indexedBlobs} blobs, expected ${blobs}`);
           out.startupMs.push(s.startupMs);
           out.indexMs.push(s.indexMs);
-          out.rss.push(memStatus(s.pid)?.hwm ?? NaN);
+          out.rss.push(summedHwm(s.pids()) ?? NaN);
           log(`s7 run ${run + 1}: listening after ${s.startupMs} ms (index ${s.indexMs} ms)`);
         } finally {
           await s.stop();

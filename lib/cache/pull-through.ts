@@ -33,6 +33,7 @@ import type { RefreshAhead, RefreshAheadOptions } from './refresh-ahead.js';
 import { RepositoryAccess } from './repository-access.js';
 import { TagLists } from './tag-lists.js';
 import { TagResolver } from './tag-resolver.js';
+import { GoneTags } from './gone-tags.js';
 
 export type { BlobAnswer, CacheResult, Clock, DownloadState, ManifestAnswer, PullLimits, PullUpstream, Target } from './pull-types.js';
 export { DEFAULT_PULL_LIMITS } from './pull-types.js';
@@ -46,6 +47,8 @@ export class PullThrough {
   private readonly local: LocalDownloads;
   private readonly downloads: Downloads;
   private readonly tags: TagResolver;
+  /** Cached tags their upstream deleted, kept (cache.gonePolicies): ls --gone, the dashboard, metrics. */
+  readonly gone: GoneTags;
   private readonly manifests: Manifests;
   private readonly blobs: BlobPulls;
   private readonly lists: TagLists;
@@ -74,6 +77,7 @@ export class PullThrough {
     // The one place the mode is decided: replicas sharing a coordinator, or this process alone.
     this.downloads = deps.cluster?.coordinator.shared ? new ClusterDownloads(this.local, deps.cluster, { store, log, access }) : this.local;
     this.manifests = new Manifests({ store, access, turns: this.downloads, sizes, limits, manifestMaxSize: deps.manifestMaxSize });
+    this.gone = new GoneTags({ store, manifests: this.manifests, log, clock });
     this.tags = new TagResolver({
       store,
       metadata: deps.metadata,
@@ -83,6 +87,7 @@ export class PullThrough {
       quotaTTLMultiplier: deps.quotaTTLMultiplier ?? 1,
       manifests: this.manifests,
       turns: this.downloads,
+      gone: this.gone,
       refreshAhead: deps.refreshAhead ?? null,
     });
     this.refreshAhead = this.tags.refreshAhead;

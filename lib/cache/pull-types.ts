@@ -51,6 +51,8 @@ export interface ManifestAnswer {
   cache: CacheResult;
   /** Set when the answer is stale: the reason, for `Warning: 110` and the log. */
   staleReason?: string;
+  /** Set when the upstream deleted the tag and it is kept (cache.gonePolicies): since when (ms since epoch). */
+  goneSince?: number;
 }
 
 export interface BlobAnswer extends BlobBody {

@@ -2,7 +2,9 @@
  * Manifests by tag: which digest a tag of a proxied repository names now, and its manifest.
  *
  *   fresh link → hit; stale link → HEAD upstream: same digest → revalidated, changed → GET (miss);
- *   upstream failing → stored answer, marked stale. Fresh for the tag's tier (tag-policy.ts); a
+ *   upstream failing → stored answer, marked stale; upstream no longer having it (404) → the stored
+ *   answer, marked and recorded as gone, or forgotten (gone-tags.ts, cache.gonePolicies); a gone
+ *   tag the upstream has again → followed, record removed. Fresh for the tag's tier (tag-policy.ts); a
  *   `forever` tier never goes stale. A hot tag is revalidated in the background before its TTL ends
  *   (refresh-ahead.ts), so its clients never wait on that HEAD.
  *
@@ -21,6 +23,7 @@ import type { Store } from '../storage/store.js';
 import type { TagLink } from '../storage/repo-store.js';
 import { isTransient, offlineMessage, UpstreamError } from '../upstream/errors.js';
 import type { Downloads } from './downloads.js';
+import { goneActionFor, type GoneTags } from './gone-tags.js';
 import type { Manifests } from './manifests.js';
 import { repoOf, type CacheResult, type Clock, type ManifestAnswer, type Target } from './pull-types.js';
 import { RefreshAhead, type RefreshAheadOptions } from './refresh-ahead.js';
@@ -30,6 +33,13 @@ interface TagAnswer {
   link: TagLink;
   how: CacheResult;
   staleReason?: string;
+  /** The upstream deleted the tag; kept since then (ms since epoch). */
+  goneSince?: number;
+}
+
+/** An upstream answer saying it does not have the tag, or the repository (404, NAME_UNKNOWN, MANIFEST_UNKNOWN). */
+function isGoneAnswer(err: unknown): err is UpstreamError {
+  return err instanceof UpstreamError && (err.kind === 'not_found' || err.upstreamCode === 'NAME_UNKNOWN' || err.upstreamCode === 'MANIFEST_UNKNOWN');
 }
 
 /** After the upstream failed, a stale tag answer is reused this long before asking again. */
@@ -46,6 +56,7 @@ export class TagResolver {
   private readonly quotaTTLMultiplier: number;
   private readonly manifests: Manifests;
   private readonly turns: Pick<Downloads, 'turn'>;
+  private readonly gone: GoneTags;
   private readonly tags: LRUCache<string, TagAnswer, { target: Target; tag: string }>;
   /**
    * The reasons lru-cache aborted resolutions with (the tag was deleted, or evicted, while being
@@ -67,6 +78,7 @@ export class TagResolver {
     quotaTTLMultiplier: number;
     manifests: Manifests;
     turns: Pick<Downloads, 'turn'>;
+    gone: GoneTags;
     refreshAhead: RefreshAheadOptions | null;
   }) {
     this.store = deps.store;
@@ -77,6 +89,7 @@ export class TagResolver {
     this.quotaTTLMultiplier = deps.quotaTTLMultiplier;
     this.manifests = deps.manifests;
     this.turns = deps.turns;
+    this.gone = deps.gone;
     this.refreshAhead = deps.refreshAhead?.enabled ? new RefreshAhead(deps.refreshAhead) : null;
     this.tags = new LRUCache({
       ...upTo(10_000),
@@ -113,7 +126,10 @@ export class TagResolver {
       const again = await this.fetchTag(key, t, tag);
       const bytes = again && (await this.manifests.readStored(parseDigest(again.link.digest)));
       if (!again || !bytes) throw new OciError('MANIFEST_UNKNOWN', `manifest ${t.name}:${tag} unknown`);
-      return { digest: again.link.digest, mediaType: bytes.mediaType, size: bytes.bytes.length, bytes: bytes.bytes, cache: again.how };
+      const retried: ManifestAnswer = { digest: again.link.digest, mediaType: bytes.mediaType, size: bytes.bytes.length, bytes: bytes.bytes, cache: again.how };
+      if (again.how === 'stale' && again.staleReason) retried.staleReason = again.staleReason;
+      if (again.goneSince !== undefined) retried.goneSince = again.goneSince;
+      return retried;
     }
     const result: ManifestAnswer = {
       digest: answer.link.digest,
@@ -123,6 +139,7 @@ export class TagResolver {
       cache: how,
     };
     if (answer.how === 'stale' && answer.staleReason) result.staleReason = answer.staleReason;
+    if (answer.goneSince !== undefined) result.goneSince = answer.goneSince;
     return result;
   }
 
@@ -142,6 +159,7 @@ export class TagResolver {
     if (how === 'hit') this.noteHit(key, t, tag, status);
     const result: ManifestAnswer = { digest: answer.link.digest, mediaType: stored.mediaType, size: stored.bytes.length, bytes: stored.bytes, cache: how };
     if (answer.how === 'stale' && answer.staleReason) result.staleReason = answer.staleReason;
+    if (answer.goneSince !== undefined) result.goneSince = answer.goneSince;
     return result;
   }
 
@@ -219,16 +237,15 @@ export class TagResolver {
           // Confirmed only by a cache that could not confirm it itself (another stevedore serving
           // stale): stale here too, and asked again soon, as if the upstream had failed.
           if (head.stale) return this.staleTag(t, tag, link, head.stale, memo);
+          // The upstream has it (again): a tag recorded as gone is followed again.
+          await this.gone.clear(repo, tag, 'followed');
           await this.metadata.setTagChecked(repo.upstream, repo.name, tag, link.digest, this.clock.now());
           return { answer: { link, how: 'revalidated' }, ttl: memo };
         }
         // Changed upstream (or no digest in the HEAD answer): fetch the new manifest below.
       } catch (err) {
         if (isTransient(err)) return this.staleTag(t, tag, link, err.message, memo);
-        // A tag pushed here (seeded: pinned) that the upstream does not have is ours to serve.
-        if (err instanceof UpstreamError && err.kind === 'not_found' && this.store.blobs.isPinned(link.digest)) {
-          return { answer: { link, how: 'hit' }, ttl: memo };
-        }
+        if (isGoneAnswer(err)) return this.goneTag(t, tag, link, err, memo);
         throw err;
       }
     }
@@ -244,6 +261,8 @@ export class TagResolver {
     await this.store.repos.setTag(repo, tag, newLink);
     // The answer of a cache serving stale: stored, passed on as stale, and asked for again soon.
     if (fetched.stale) return this.staleTag(t, tag, newLink, fetched.stale, memo);
+    // Re-created upstream (or moved): followed; a record of it as gone is removed.
+    if (link) await this.gone.clear(repo, tag, 'followed');
     await this.metadata.setTagChecked(repo.upstream, repo.name, tag, newLink.digest, this.clock.now());
     return { answer: { link: newLink, how: 'miss' }, ttl: memo };
   }
@@ -292,6 +311,29 @@ export class TagResolver {
     } finally {
       await turn?.release();
     }
+  }
+
+  /**
+   * The upstream does not have a stored tag (404 / NAME_UNKNOWN / MANIFEST_UNKNOWN): a tag pushed
+   * here (seeded: pinned, no gone record) is ours to serve; otherwise cache.gonePolicies decides.
+   * keep: the stored answer, marked stale with when it went, and asked again after the tag's TTL
+   * (a re-created tag is followed then); forget: the tag is dropped and the upstream's answer stands.
+   */
+  private async goneTag(t: Target, tag: string, link: TagLink, err: UpstreamError, memo: number): Promise<{ answer: TagAnswer; ttl: number }> {
+    const repo = repoOf(t);
+    const existing = await this.gone.get(repo, tag);
+    if (!existing && this.store.blobs.isPinned(link.digest) && !(await this.gone.holds(link.digest))) return { answer: { link, how: 'hit' }, ttl: memo };
+    if (goneActionFor(t.client.config, t.name) === 'forget') {
+      await this.gone.clear(repo, tag, 'forgotten');
+      await this.store.repos.deleteTag(repo, tag);
+      this.log.info({ upstream: t.client.name, repo: t.name, tag, digest: link.digest, reason: err.message }, 'tag deleted upstream: forgotten (cache.gonePolicies: forget)');
+      throw err;
+    }
+    const record = await this.gone.keep(repo, tag, link, err.message, existing);
+    const since = new Date(record.since).toISOString();
+    const reason = `deleted upstream since ${since}`;
+    this.log.warn({ upstream: t.client.name, repo: t.name, tag, digest: link.digest, goneSince: since, reason: err.message }, 'tag deleted upstream; serving stored tag');
+    return { answer: { link, how: 'stale', staleReason: reason, goneSince: record.since }, ttl: memo };
   }
 
   private staleTag(t: Target, tag: string, link: TagLink, reason: string, ttl: number): { answer: TagAnswer; ttl: number } {

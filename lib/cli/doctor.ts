@@ -139,7 +139,43 @@ export async function checkStore(config: Config, now = Date.now()): Promise<Chec
     if (last <= cutoff) staleUploads++;
   }
   out.push(result('info', 'store', target, `${staleUploads} upload session(s) idle past registry.uploadMaxAge`, staleUploads ? 'stevedore gc --delete removes them' : null));
+  // On the S3 backend the records are in the bucket, which doctor does not read: `ls --gone` does.
+  if (config.storage.backend !== 'filesystem') return out;
+  const gone = await goneRecords(path.join(paths.root, 'gone'));
+  out.push(
+    result(
+      'info',
+      'store',
+      target,
+      gone.count === 0
+        ? 'no cached tag deleted upstream'
+        : `${gone.count} cached tag(s) deleted upstream, kept and served from the store (pinned while gone)${gone.oldest !== null ? `, the oldest gone since ${new Date(gone.oldest).toISOString()}` : ''}`,
+      gone.count ? 'stevedore ls --gone lists them; cache.gonePolicies (forget) drops them' : null,
+    ),
+  );
   return out;
+}
+
+/** The gone records (lib/cache/gone-tags.ts) under `dir`: how many, and the oldest `since`. */
+async function goneRecords(dir: string): Promise<{ count: number; oldest: number | null }> {
+  let count = 0;
+  let oldest: number | null = null;
+  const walk = async (d: string, inTags: boolean): Promise<void> => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p, e.name === '_tags');
+      else if (e.isFile() && inTags) {
+        count++;
+        const since = await fsp
+          .readFile(p, 'utf8')
+          .then((text) => (JSON.parse(text) as { since?: unknown }).since)
+          .catch(() => undefined);
+        if (typeof since === 'number' && Number.isFinite(since) && (oldest === null || since < oldest)) oldest = since;
+      }
+    }
+  };
+  await walk(dir, false);
+  return { count, oldest };
 }
 
 /**

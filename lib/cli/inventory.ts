@@ -56,7 +56,40 @@ export async function listImages(store: Store): Promise<RepoRow[]> {
   return rows.sort((a, b) => a.repository.localeCompare(b.repository) || a.tag.localeCompare(b.tag));
 }
 
-export async function runLs(config: Config, opts: { json?: boolean }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+/** One tag its upstream deleted, kept in the store (lib/cache/gone-tags.ts): `ls --gone`. */
+export interface GoneRow {
+  repository: string;
+  tag: string;
+  digest: string;
+  /** When the upstream was first seen not to have it. */
+  goneSince: Date;
+  /** What the upstream answered. */
+  reason: string;
+  /** Bytes of the manifest(s) and every stored blob under the tag. */
+  size: number;
+}
+
+export async function listGone(store: Store): Promise<GoneRow[]> {
+  const rows: GoneRow[] = [];
+  for (const { repo, tag, record } of await store.repos.listGone()) {
+    rows.push({ repository: `${repo.upstream}/${repo.name}`, tag, digest: record.digest, goneSince: new Date(record.since), reason: record.reason, size: await sizeUnder(store, record.digest) });
+  }
+  return rows.sort((a, b) => a.goneSince.getTime() - b.goneSince.getTime() || a.repository.localeCompare(b.repository) || a.tag.localeCompare(b.tag));
+}
+
+async function runLsGone(store: Store, opts: { json?: boolean }, out: NodeJS.WritableStream): Promise<void> {
+  const rows = await listGone(store);
+  if (opts.json) {
+    out.write(`${JSON.stringify(rows, null, 2)}\n`);
+    return;
+  }
+  const table = [['REPOSITORY', 'TAG', 'DIGEST', 'SIZE', 'GONE SINCE'], ...rows.map((r) => [r.repository, r.tag, r.digest.slice(0, 19), formatBytes(r.size), r.goneSince.toISOString().replace(/\.\d+Z$/, 'Z')])];
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  for (const row of table) out.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+}
+
+export async function runLs(config: Config, opts: { json?: boolean; gone?: boolean }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+  if (opts.gone) return runLsGone(await openStore(config), opts, out);
   const rows = await listImages(await openStore(config));
   if (opts.json) {
     out.write(`${JSON.stringify(rows, null, 2)}\n`);

@@ -125,11 +125,14 @@ function workerCount(config: Config, log: ReturnType<typeof createLogger>): numb
 withConfigOptions(
   program
     .command('prefetch')
-    .description('fetch images (every platform, or --platform) into the store through the pull path')
+    .description(
+      'fetch images (every platform, or --platform) into the store through the pull path, with the referrers (signatures, SBOMs, attestations) ' +
+        'and cosign .sig/.att tags of each manifest; an image under a verify policy is checked and its verdict printed (require: one that fails is failed)',
+    )
     .argument('[images...]', 'image references, e.g. alpine:3.19 ghcr.io/org/app:v1')
     .option('-f, --file <list>', 'file with one image reference per line (# comments)')
     .option('-p, --platform <list>', 'only these platforms of an index, e.g. linux/amd64,linux/arm64')
-    .option('--pin', 'pin what was fetched: never evicted'),
+    .option('--pin', 'pin what was fetched (signatures included): never evicted'),
 ).action(async (images: string[], opts: ConfigFlags & PrefetchFlags) => {
   const config = configOrExit(opts);
   try {
@@ -144,7 +147,10 @@ withConfigOptions(
 withConfigOptions(
   program
     .command('export')
-    .description('write stored images to an OCI image layout archive')
+    .description(
+      'write stored images to an OCI image layout archive, with the referrers and cosign tags stored for them, ' +
+        'and the trust material (keys, trusted roots) of the verify policies covering them under stevedore/trust/',
+    )
     .argument('[images...]', 'image references as pulled, e.g. alpine:3.19')
     .requiredOption('-o, --output <file>', 'the archive to write (- for stdout)')
     .option('-f, --file <list>', 'file with one image reference per line'),
@@ -161,22 +167,32 @@ withConfigOptions(
 withConfigOptions(
   program
     .command('import')
-    .description('load an OCI image layout archive into the store (verified, pinned)')
+    .description(
+      'load an OCI image layout archive into the store (verified by digest, pinned; referrers registered); under a require policy of this ' +
+        "configuration every image must verify first, or nothing is stored. The bundle's own trust material is never used",
+    )
     .argument('<bundle>', 'archive path, or - for stdin')
-    .option('--max-entries <n>', 'refuse a bundle with more entries than this', '100000'),
-).action(async (bundle: string, opts: ConfigFlags & { maxEntries: string }) => {
+    .option('--max-entries <n>', 'refuse a bundle with more entries than this', '100000')
+    .option('--trust-out <dir>', "write the bundle's trust material (stevedore/trust/: verify.json, keys, trusted roots) into DIR, to review and install"),
+).action(async (bundle: string, opts: ConfigFlags & { maxEntries: string; trustOut?: string }) => {
   const config = configOrExit(opts);
   try {
     if (!/^[1-9]\d*$/.test(opts.maxEntries)) throw new Error(`--max-entries must be a whole number above 0, got ${opts.maxEntries}`);
     const { runImport } = await import('./bundle.js');
-    await runImport(config, bundle, process.stderr, { maxEntries: Number(opts.maxEntries) });
+    await runImport(config, bundle, process.stderr, { maxEntries: Number(opts.maxEntries), ...(opts.trustOut !== undefined ? { trustOut: opts.trustOut } : {}) });
   } catch (err) {
     fail(err);
   }
 });
 
-withConfigOptions(program.command('ls').description('stored repositories and tags, with sizes and last pull').option('--json', 'machine-readable')).action(
-  async (opts: ConfigFlags & { json?: boolean }) => {
+withConfigOptions(
+  program
+    .command('ls')
+    .description('stored repositories and tags, with sizes and last pull')
+    .option('--gone', 'only tags their upstream deleted, kept here (cache.gonePolicies), with when they went')
+    .option('--json', 'machine-readable'),
+).action(
+  async (opts: ConfigFlags & { json?: boolean; gone?: boolean }) => {
     await import('./inventory.js').then(({ runLs }) => runLs(configOrExit(opts), opts)).catch(fail);
   },
 );

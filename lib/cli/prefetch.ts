@@ -1,14 +1,22 @@
-/** `stevedore prefetch`: fill the store while connected, with progress bars on a terminal. */
+/**
+ * `stevedore prefetch`: fill the store while connected, with progress bars on a terminal. Each
+ * image's referrers and cosign tags come along (cache/prefetch.ts, planReferrers); when a `verify`
+ * policy covers its repository, the image is checked as a pull would be and the verdict reported:
+ * under `require` an image that does not verify fails (its layers are not fetched), under `warn`
+ * it is fetched with a warning.
+ */
 import { readFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import type { Config } from '../config/config.js';
 import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.js';
 import { parseDigest } from '../oci/digest.js';
-import { fetchPlan, parsePlatform, planPrefetch, type Platform } from '../cache/prefetch.js';
+import { fetchPlan, parsePlatform, planPrefetch, planReferrers, type Platform } from '../cache/prefetch.js';
 import { buildApp, createLogger } from '../server/app.js';
 import { formatBytes } from '../config/units.js';
 import { UserError } from './common.js';
 import { UpstreamError } from '../upstream/errors.js';
+import { refusal } from '../verify/signature-gate.js';
+import { proxiedSource } from '../verify/signature-source.js';
 
 export interface PrefetchFlags {
   file?: string;
@@ -56,26 +64,45 @@ export async function runPrefetch(config: Config, images: ImageRef[], flags: Pre
       const target = { client, name: img.name };
       try {
         const plan = await planPrefetch(app.pull, target, img, platforms);
-        totalAll += plan.totalBytes;
+        const carried = await planReferrers(app.pull, app.referrers, target, plan.manifests);
+        for (const p of carried.problems) out.write(`warning ${name}: ${p}\n`);
+        const bytesOf = plan.totalBytes + carried.totalBytes;
+        totalAll += bytesOf;
         totalBar?.setTotal(totalAll);
-        const bar = bars?.create(plan.totalBytes, 0, { name, value_h: '0B', total_h: formatBytes(plan.totalBytes) });
+        const bar = bars?.create(bytesOf, 0, { name, value_h: '0B', total_h: formatBytes(bytesOf) });
         if (!tty) out.write(`prefetch ${name}: ${plan.manifests.length} manifests, ${plan.blobs.length} blobs, ${formatBytes(plan.totalBytes)}\n`);
+        if (!tty && carried.manifests.length > 0) {
+          out.write(`  with ${carried.manifests.length} referrer and signature manifests (${[...carried.tags.keys()].join(', ') || 'no cosign tag'}), ${carried.blobs.length} blobs, ${formatBytes(carried.totalBytes)}\n`);
+        }
         let done = 0;
-        const r = await fetchPlan(app.pull, target, plan, {
-          onBytes: (n) => {
+        const events = {
+          onBytes: (n: number) => {
             done += n;
             totalDone += n;
             bar?.update(done, { value_h: formatBytes(done) });
             totalBar?.update(totalDone, { value_h: formatBytes(totalDone), total_h: formatBytes(totalAll) });
           },
-          onBlob: (digest, wasFetched) => {
+          onBlob: (digest: string, wasFetched: boolean) => {
             if (!tty) out.write(`  ${wasFetched ? 'fetched' : 'stored '} ${digest}\n`);
           },
-        });
-        if (flags.pin) for (const d of [...plan.manifests, ...plan.blobs.map((b) => b.digest)]) await app.store.blobs.pin(parseDigest(d));
-        grand += plan.totalBytes;
-        fetched += r.fetchedBytes;
-        if (!tty) out.write(`done ${name}: ${formatBytes(r.fetchedBytes)} from upstream${flags.pin ? ', pinned' : ''}\n`);
+        };
+        // Signatures first (small): the policy then reads them from the store, as a pull would.
+        const rc = await fetchPlan(app.pull, target, carried, events);
+        const decided = await app.signatures.verdict(proxiedSource(app, target), plan.top);
+        if (decided) {
+          const { policy, verdict } = decided;
+          if (verdict.result === 'verified') out.write(`verified ${name}: ${verdict.reason} (${policy.name})\n`);
+          // Refused: its layers are not fetched.
+          else if (policy.mode === 'require') throw refusal(policy, `${img.registry}/${img.name}`, plan.top.digest, verdict);
+          else out.write(`warning ${name}: ${policy.name} (mode warn) finds no valid signature: ${verdict.reason}; fetched all the same\n`);
+        }
+        const r = await fetchPlan(app.pull, target, plan, events);
+        if (flags.pin) {
+          for (const d of [...plan.manifests, ...plan.blobs.map((b) => b.digest), ...carried.manifests, ...carried.blobs.map((b) => b.digest)]) await app.store.blobs.pin(parseDigest(d));
+        }
+        grand += bytesOf;
+        fetched += r.fetchedBytes + rc.fetchedBytes;
+        if (!tty) out.write(`done ${name}: ${formatBytes(r.fetchedBytes + rc.fetchedBytes)} from upstream${flags.pin ? ', pinned' : ''}\n`);
       } catch (err) {
         failed++;
         // An upstream's failure reads as a client would see it (the upstream's own words quoted).

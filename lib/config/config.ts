@@ -30,6 +30,15 @@ export interface TagTTLPolicy {
   ttl: number | 'forever';
 }
 
+/**
+ * One policy for cached tags the upstream deleted (cache.gonePolicies): `repository` matches
+ * `<upstream>/<name>` with the auth rules' grammar; keep (the default) or forget.
+ */
+export interface GonePolicy {
+  repository: string;
+  action: 'keep' | 'forget';
+}
+
 /** A deny-list entry of an upstream: a repository pattern (a name within the upstream) and why. */
 export interface DenyRule {
   repository: string;
@@ -90,6 +99,8 @@ export interface UpstreamConfig {
   offline: boolean;
   /** cache.tagTTLPolicies: tiers tried before `tagTTL` (lib/cache/tag-policy.ts). */
   tagTTLPolicies: readonly TagTTLPolicy[];
+  /** cache.gonePolicies: what is done with a cached tag this upstream deleted (lib/cache/gone-tags.ts). */
+  gonePolicies: readonly GonePolicy[];
   /** Repository patterns (names within this upstream) that are proxied; null: every repository. */
   allow: readonly string[] | null;
   /** Repository patterns refused with 403 DENIED, stored content included (lib/cache/repository-filter.ts). */
@@ -128,6 +139,7 @@ export interface Config {
     finishAbandonedDownloads: boolean;
     downloadResumes: number;
     tagTTLPolicies: readonly TagTTLPolicy[];
+    gonePolicies: readonly GonePolicy[];
     manifestMaxReferences: number;
     blobMaxSize: number;
     tagsListMaxTags: number;
@@ -227,6 +239,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
       timeouts,
       offline: u.offline ?? parsed.offline,
       tagTTLPolicies: parsed.cache.tagTTLPolicies,
+      gonePolicies: parsed.cache.gonePolicies,
       allow: u.allow ?? null,
       deny: (u.deny ?? []).map((d) => ({ repository: d.repository, reason: d.reason ?? null })),
       redirects,
@@ -472,11 +485,13 @@ function patternProblems(d: Record<string, unknown>, names: string[]): string[] 
   const libraryHint = (upstream: string, parts: string[]): string =>
     `on ${upstream} a name of one component is library/<name> (library: true), so write ${[...parts.slice(0, -1), 'library', parts.at(-1)].join('/')}`;
   const cache = isRecord(d.cache) ? d.cache : undefined;
-  const policies = Array.isArray(cache?.tagTTLPolicies) ? (cache.tagTTLPolicies as unknown[]) : [];
-  policies.forEach((p, i) => {
+  const policies = (['tagTTLPolicies', 'gonePolicies'] as const).flatMap((list) => {
+    const entries = cache?.[list];
+    return (Array.isArray(entries) ? (entries as unknown[]) : []).map((p, i) => ({ p, key: `cache.${list}.${i}.repository` }));
+  });
+  policies.forEach(({ p, key }) => {
     if (!isRecord(p) || typeof p.repository !== 'string') return;
     const [first, ...rest] = p.repository.split('/');
-    const key = `cache.tagTTLPolicies.${i}.repository`;
     if (first === undefined || first.includes('*')) return;
     if (!names.includes(first)) {
       problems.push(

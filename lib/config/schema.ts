@@ -88,6 +88,18 @@ const tagTTLPolicySchema = z
   })
   .strict();
 
+/** What is done with a cached tag its upstream deleted (lib/cache/gone-tags.ts). */
+export const GONE_ACTIONS = ['keep', 'forget'] as const;
+
+const gonePolicySchema = z
+  .object({
+    /** Proxied repositories as `<upstream>/<name>` (auth rules' grammar: `*` one component, `**` any number). */
+    repository: repositoryPattern.default('**'),
+    /** keep: serve the stored tag, marked (Warning: 110), pinned while gone; forget: drop the tag, the pull fails as upstream's did. */
+    action: z.enum(GONE_ACTIONS),
+  })
+  .strict();
+
 /** A reason given to clients in a DENIED answer: one line of text. */
 const denyReason = z
   .string()
@@ -424,6 +436,7 @@ export const CACHE_DEFAULTS = {
   finishAbandonedDownloads: true,
   downloadResumes: 5,
   tagTTLPolicies: [],
+  gonePolicies: [],
   manifestMaxReferences: 10_000,
   blobMaxSize: 32 * GiB,
   tagsListMaxTags: 100_000,
@@ -681,6 +694,11 @@ export const configSchema = z
         downloadResumes: z.number().int().min(0).max(100).default(5),
         /** TTL tiers: the first policy matching a tag decides its TTL; no match: tagTTL (or the upstream's). */
         tagTTLPolicies: z.array(tagTTLPolicySchema).default([]),
+        /**
+         * Cached tags the upstream deleted (404 / NAME_UNKNOWN / MANIFEST_UNKNOWN): the first policy
+         * whose repository matches decides; no match: keep.
+         */
+        gonePolicies: z.array(gonePolicySchema).default([]),
         /** Blobs and child manifests one manifest may name, pulled or pushed (more: MANIFEST_INVALID). */
         manifestMaxReferences: z.number().int().min(1).default(CACHE_DEFAULTS.manifestMaxReferences),
         /** No upstream blob download goes past this many bytes (when its size is not known otherwise). */

@@ -74,3 +74,16 @@ export function referrersIndex(descriptors: ReferrerDescriptor[], artifactType: 
 export function referrersTag(digest: { algorithm: string; hex: string }): string {
   return `${digest.algorithm}-${digest.hex}`.slice(0, 128);
 }
+
+/** The cosign tag suffixes carried with an image: signatures and attestations (cosign's specs/SIGNATURE_SPEC.md, ATTESTATION_SPEC.md). */
+export const COSIGN_TAG_SUFFIXES = ['sig', 'att'] as const;
+
+/** The cosign tags of a manifest digest: `sha256-<hex>.sig`, `sha256-<hex>.att` (none for another algorithm). */
+export function cosignTags(digest: { algorithm: string; hex: string }): string[] {
+  return digest.algorithm === 'sha256' ? COSIGN_TAG_SUFFIXES.map((s) => `sha256-${digest.hex}.${s}`) : [];
+}
+
+/** Whether a tag is one of cosign's (`sha256-<hex>.sig` / `.att`). */
+export function isCosignTag(tag: string): boolean {
+  return /^sha256-[a-f0-9]{64}\.(?:sig|att)$/.test(tag);
+}

@@ -108,6 +108,11 @@ interface Outcome {
 }
 
 const STALE_WARNING = '110 - "Response is Stale"';
+
+/** The Warning of a tag its upstream deleted, kept here (cache.gonePolicies: keep). */
+function goneWarning(since: number): string {
+  return `110 - "Response is Stale: deleted upstream since ${new Date(since).toISOString()}"`;
+}
 /** Logged (never sent) for a request whose client hung up before it was answered. */
 const CLIENT_CLOSED_REQUEST = 499;
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -620,7 +625,7 @@ async function serveManifest(
   if (!head) await signatureGate(deps, () => proxiedSource(deps, target), `${target.client.name}/${target.name}`)?.(m);
   outcome.cache = m.cache;
   headers['X-Cache'] = m.cache;
-  if (m.staleReason) headers.Warning = STALE_WARNING;
+  if (m.staleReason) headers.Warning = m.goneSince !== undefined ? goneWarning(m.goneSince) : STALE_WARNING;
   outcome.bytes = sendManifest(res, req.headers['if-none-match'], headers, m, head);
 }
 

@@ -123,6 +123,16 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'stevedore_gone_tags',
+      // The store's records, whichever worker tells it: not summed over the workers.
+      aggregator: 'max',
+      help: 'Cached tags their upstream deleted (404), kept and served from the store (cache.gonePolicies: keep); stevedore ls --gone lists them',
+      registers,
+      async collect() {
+        this.set(await deps.pull.gone.count());
+      },
+    });
+    new Gauge({
       name: 'stevedore_store_evictions_total',
       help: 'Blobs evicted to stay under storage.maxSize since start',
       registers,

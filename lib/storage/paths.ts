@@ -11,7 +11,13 @@
  *                                  and every few minutes: start-up reads it instead of stat-ing each
  *                                  file (directory listings stay the truth about what exists)
  *     pins/
- *       sha256/<hex>               empty: this content is pinned (hosted or seeded), never evicted
+ *       sha256/<hex>               empty: this content is pinned (hosted, seeded, or kept because its
+ *                                  upstream deleted it: gone/), never evicted
+ *     gone/
+ *       <upstream>/<name...>/
+ *         _tags/<tag>              JSON {digest, since, reason, held, pinned}: a cached tag the
+ *                                  upstream no longer has (404), kept and served from the store
+ *                                  (lib/cache/gone-tags.ts); removed when the upstream has it again
  *     tmp/
  *       <random>.part             downloads and small writes in progress; swept at start-up
  *                                  (in cluster mode only those untouched for an hour: the others
@@ -116,6 +122,11 @@ export const recordKeys = {
   },
   referrersCache(r: { upstream: string; name: string }, subject: Digest): string {
     return `${recordKeys.referrers(r, subject)}.json`;
+  },
+  gone: 'gone',
+  /** A tag deleted upstream and kept here (lib/cache/gone-tags.ts). */
+  goneTag(r: { upstream: string; name: string }, tag: string): string {
+    return `gone/${r.upstream}/${r.name}/_tags/${tag}`;
   },
   pins: 'pins',
   pin(d: Digest): string {

@@ -5,7 +5,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { upTo } from '../util/lru-bound.js';
-import type { Digest } from '../oci/digest.js';
+import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { readJsonRecord, type Records } from './records.js';
 import { recordKeys as k } from './paths.js';
 
@@ -18,6 +18,53 @@ export interface TagLink {
 export interface RepoRef {
   upstream: string;
   name: string;
+}
+
+/**
+ * A cached tag its upstream no longer has (it answered 404 / NAME_UNKNOWN / MANIFEST_UNKNOWN),
+ * kept and served from the store (lib/cache/gone-tags.ts).
+ */
+export interface GoneRecord {
+  /** The digest the tag named when the upstream lost it. */
+  digest: string;
+  /** When the upstream was first seen not to have it (ms since epoch). */
+  since: number;
+  /** What the upstream answered, as logged. */
+  reason: string;
+  /** Every stored digest the image is made of (manifest, child manifests, config, layers). */
+  held: string[];
+  /** Those of `held` this record pinned (they were not pinned before): unpinned when it goes. */
+  pinned: string[];
+}
+
+/** At most this many digests in one record's lists (a manifest names at most cache.manifestMaxReferences). */
+const GONE_MAX_DIGESTS = 100_000;
+
+function digestList(v: unknown): string[] | null {
+  if (!Array.isArray(v) || v.length > GONE_MAX_DIGESTS) return null;
+  const out: string[] = [];
+  for (const x of v) {
+    const d = typeof x === 'string' ? tryParseDigest(x) : null;
+    if (!d) return null;
+    out.push(d.value);
+  }
+  return out;
+}
+
+/**
+ * A gone record as read back from the store (shared by replicas, written by other processes):
+ * trusted for nothing but what it says about this tag, and only if every field parses. Null otherwise.
+ */
+export function parseGoneRecord(raw: unknown): GoneRecord | null {
+  if (typeof raw !== 'object' || raw === null) return null;
+  const r = raw as Record<string, unknown>;
+  const digest = typeof r.digest === 'string' ? tryParseDigest(r.digest) : null;
+  if (!digest || typeof r.since !== 'number' || !Number.isFinite(r.since) || r.since < 0) return null;
+  const held = digestList(r.held);
+  const pinned = digestList(r.pinned);
+  if (!held || !pinned) return null;
+  const reason = typeof r.reason === 'string' ? r.reason.slice(0, 300) : '';
+  return { digest: digest.value, since: r.since, reason, held, pinned };
 }
 
 export class RepoStore {
@@ -66,6 +113,44 @@ export class RepoStore {
 
   async setTagsList(repo: RepoRef, tags: string[], fetchedAt: number): Promise<void> {
     await this.records.write(k.tagsList(repo), JSON.stringify({ tags, fetchedAt }));
+  }
+
+  // ---- tags deleted upstream, kept here (lib/cache/gone-tags.ts) -----------------------------
+
+  async getGone(repo: RepoRef, tag: string): Promise<GoneRecord | null> {
+    return parseGoneRecord(await readJsonRecord<unknown>(this.records, k.goneTag(repo, tag)));
+  }
+
+  async setGone(repo: RepoRef, tag: string, rec: GoneRecord): Promise<void> {
+    await this.records.write(k.goneTag(repo, tag), JSON.stringify(rec));
+  }
+
+  /** Removes the record; whether there was one. */
+  async deleteGone(repo: RepoRef, tag: string): Promise<boolean> {
+    return this.records.remove(k.goneTag(repo, tag));
+  }
+
+  /** Whether a gone record exists for the tag (one stat: the revalidation path asks it). */
+  async hasGone(repo: RepoRef, tag: string): Promise<boolean> {
+    return this.records.exists(k.goneTag(repo, tag));
+  }
+
+  /** Every gone record (a walk of gone/, which holds nothing else), unsorted; unreadable records are left out. */
+  async listGone(): Promise<Array<{ repo: RepoRef; tag: string; record: GoneRecord }>> {
+    const out: Array<{ repo: RepoRef; tag: string; record: GoneRecord }> = [];
+    const walk = async (upstream: string, parts: string[]): Promise<void> => {
+      const entries = await this.records.list([k.gone, upstream, ...parts].join('/'));
+      if (parts.length > 0 && entries.includes('_tags')) {
+        const repo = { upstream, name: parts.join('/') };
+        for (const tag of await this.records.list(`${k.gone}/${upstream}/${repo.name}/_tags`)) {
+          const record = await this.getGone(repo, tag);
+          if (record) out.push({ repo, tag, record });
+        }
+      }
+      for (const e of entries) if (!e.startsWith('_')) await walk(upstream, [...parts, e]);
+    };
+    for (const upstream of await this.records.list(k.gone)) await walk(upstream, []);
+    return out;
   }
 
   // ---- hosted and seeded repositories (pushes) ---------------------------------------------

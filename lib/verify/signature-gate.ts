@@ -109,8 +109,25 @@ export class SignatureGate {
    * policy and the reason when it is not validly signed.
    */
   async check(source: SignatureSource, manifest: ManifestToCheck): Promise<void> {
+    const decided = await this.verdict(source, manifest);
+    if (!decided) return;
+    const { policy, verdict } = decided;
+    if (verdict.result === 'verified') return;
+    if (policy.mode === 'warn') {
+      this.onServedUnverified({ repository: source.repository, digest: manifest.digest, policy: policy.name, result: verdict.result, reason: verdict.reason });
+      return;
+    }
+    throw refusal(policy, source.repository, manifest.digest, verdict);
+  }
+
+  /**
+   * The policy covering the repository and its verdict on the manifest, refusing nothing (the
+   * caller decides: `check` for serving, `stevedore prefetch` and `import` report it); null when
+   * no policy covers the repository (or it is off). Logged and counted as `check` is.
+   */
+  async verdict(source: SignatureSource, manifest: ManifestToCheck): Promise<{ policy: SignaturePolicy; verdict: Verdict } | null> {
     const policy = this.policies.match(source.repository);
-    if (!policy) return;
+    if (!policy) return null;
     const key = `${policy.index}:${policy.version}|${source.repository}|${manifest.digest}`;
     // A warm manifest costs this lookup only.
     let verdict = this.verdicts.get(key);
@@ -126,14 +143,7 @@ export class SignatureGate {
       }
       verdict = await pending;
     }
-    if (verdict.result === 'verified') return;
-    if (policy.mode === 'warn') {
-      this.onServedUnverified({ repository: source.repository, digest: manifest.digest, policy: policy.name, result: verdict.result, reason: verdict.reason });
-      return;
-    }
-    throw new OciError('DENIED', `${policy.name} requires a valid signature: ${source.repository}@${manifest.digest}: ${verdict.reason}`, {
-      detail: { policy: policy.index, repository: policy.repository, digest: manifest.digest, result: verdict.result, reason: verdict.reason },
-    });
+    return { policy, verdict };
   }
 
   private async evaluate(policy: SignaturePolicy, source: SignatureSource, manifest: ManifestToCheck, key: string): Promise<Verdict> {
@@ -153,6 +163,13 @@ export class SignatureGate {
     }
     return verdict;
   }
+}
+
+/** The 403 DENIED of a manifest `policy` refuses: the policy, the repository and digest, and the reason. */
+export function refusal(policy: SignaturePolicy, repository: string, digest: string, verdict: Verdict): OciError {
+  return new OciError('DENIED', `${policy.name} requires a valid signature: ${repository}@${digest}: ${verdict.reason}`, {
+    detail: { policy: policy.index, repository: policy.repository, digest, result: verdict.result, reason: verdict.reason },
+  });
 }
 
 /** Looks at every signature found; the first valid one wins. */

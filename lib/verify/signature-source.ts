@@ -1,15 +1,17 @@
 /**
  * Where a repository's signatures are read from: the same upstream through the pull-through
  * machinery (stored and linked by digest like anything else pulled, so they are there offline
- * and when the upstream fails), or the hosted repository. Signature blobs are small documents
- * read whole, capped.
+ * and when the upstream fails), the hosted repository, or a bundle being imported (what it
+ * carries, verified by digest and not yet stored). Signature blobs are small documents read
+ * whole, capped.
  */
 import type { Readable } from 'node:stream';
 import type { ProxiedReferrers } from '../cache/referrers.js';
 import type { PullThrough, Target } from '../cache/pull-through.js';
-import type { Digest } from '../oci/digest.js';
+import { parseDigest, type Digest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import type { ReferrerDescriptor } from '../oci/referrers.js';
+import type { StagedBundle } from '../registry/oci-bundle.js';
 import type { Registry } from '../registry/registry.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import { UpstreamError } from '../upstream/errors.js';
@@ -99,6 +101,32 @@ export function hostedSource(registry: Registry, repo: RepoRef): SignatureSource
         throw new Error(`a signature document of ${body.size} bytes (more than ${SIGNATURE_MAX_BYTES})`);
       }
       return readCapped(body.open(), SIGNATURE_MAX_BYTES);
+    },
+  };
+}
+
+/** A manifest read from a bundle is at most this (config cache.manifestMaxSize's default). */
+const BUNDLE_MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+
+/** A repository of a bundle being imported (`stevedore import`): the referrers and cosign tags it carries for it. */
+export function bundleSource(bundle: StagedBundle, repo: RepoRef): SignatureSource {
+  const manifest = async (d: Digest): Promise<Buffer> => {
+    const bytes = await bundle.read(d.value, BUNDLE_MANIFEST_MAX_BYTES);
+    if (!bytes) throw new OciError('MANIFEST_UNKNOWN', `manifest ${d.value} is not in the bundle`);
+    return bytes;
+  };
+  return {
+    repository: `${repo.upstream}/${repo.name}`,
+    referrers: (subject) => Promise.resolve(bundle.referrers(repo, subject.value)),
+    manifest,
+    async tagged(tag) {
+      const digest = bundle.tagged(repo, tag);
+      return digest === null ? null : manifest(parseDigest(digest));
+    },
+    async blob(d) {
+      const bytes = await bundle.read(d.value, SIGNATURE_MAX_BYTES);
+      if (!bytes) throw new Error(`blob ${d.value} is not in the bundle, or larger than ${SIGNATURE_MAX_BYTES} bytes`);
+      return bytes;
     },
   };
 }

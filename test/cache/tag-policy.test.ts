@@ -3,6 +3,8 @@
 import t from 'tap';
 import { parseConfig, type UpstreamConfig } from '../../lib/config/config.js';
 import { isSemverTag, tagTTLFor } from '../../lib/cache/tag-policy.js';
+import { goneActionFor } from '../../lib/cache/gone-tags.js';
+import { upstreamConfig } from '../fixtures/pull-parts.js';
 
 const MIN = 60_000;
 
@@ -81,4 +83,14 @@ t.test('the fallback is the upstream own tagTTL where it overrides cache.tagTTL'
   t.equal(tagTTLFor(hub, 'library/alpine', 'latest'), MIN, 'the tier first');
   t.equal(tagTTLFor(hub, 'library/alpine', 'stable'), 60 * MIN, 'then the upstream override');
   t.equal(tagTTLFor(ghcr, 'org/app', 'stable'), 5 * MIN, 'other upstreams keep cache.tagTTL');
+});
+
+// ---------------------------------------------------------------- cache.gonePolicies (gone-tags.ts)
+
+t.test('goneActionFor: the first gone policy whose repository matches decides; none: keep', async (t) => {
+  const u = upstreamConfig('docker.io', {}, { gonePolicies: [{ repository: 'docker.io/my-org/ci-*', action: 'forget' }, { repository: 'docker.io/my-org/**', action: 'keep' }] });
+  t.equal(goneActionFor(u, 'my-org/ci-runner'), 'forget');
+  t.equal(goneActionFor(u, 'my-org/app'), 'keep');
+  t.equal(goneActionFor(u, 'bitnami/redis'), 'keep', 'no match: keep');
+  t.equal(goneActionFor(upstreamConfig('docker.io'), 'my-org/ci-runner'), 'keep', 'no policies: keep');
 });

@@ -9,8 +9,11 @@ import { Manifests } from '../../lib/cache/manifests.js';
 import { DEFAULT_PULL_LIMITS } from '../../lib/cache/pull-types.js';
 import { RepositoryAccess } from '../../lib/cache/repository-access.js';
 import { TagResolver } from '../../lib/cache/tag-resolver.js';
+import { GoneTags } from '../../lib/cache/gone-tags.js';
 import type { Metadata } from '../../lib/metadata/metadata.js';
-import type { Store } from '../../lib/storage/store.js';
+import { Store } from '../../lib/storage/store.js';
+import { MemoryBackend } from '../../lib/storage/memory/memory-backend.js';
+import { digestOf, parseDigest } from '../../lib/oci/digest.js';
 import { buildOciImage } from '../fixtures/images.js';
 import type { Teardownable } from '../fixtures/util.js';
 import { FakePullUpstream, makeMetadata, makeStore, notFound, rateLimited, upstreamConfig } from '../fixtures/pull-parts.js';
@@ -35,7 +38,8 @@ class FakeClock {
 
 function resolver(store: Store, metadata: Metadata, clock: FakeClock, turns: { turn(key: string): Promise<Turn> } = alone): TagResolver {
   const manifests = new Manifests({ store, access: new RepositoryAccess(store), turns, sizes: new DescriptorSizes(), limits: DEFAULT_PULL_LIMITS, manifestMaxSize: 4 * 1024 * 1024 });
-  return new TagResolver({ store, metadata, log: silent, clock, health: null, quotaTTLMultiplier: 1, manifests, turns, refreshAhead: null });
+  const gone = new GoneTags({ store, manifests, log: silent, clock });
+  return new TagResolver({ store, metadata, log: silent, clock, health: null, quotaTTLMultiplier: 1, manifests, turns, gone, refreshAhead: null });
 }
 
 
@@ -110,12 +114,91 @@ t.test('a tag never stored with the upstream rate-limiting: its failure leaves a
   await t.rejects(tags.getManifest(up.target('team/app'), 'latest'), { name: 'UpstreamError', kind: 'rate_limited', retryAfter: 30 });
 });
 
-t.test('a stored tag the upstream no longer has is not served (its not-found leaves as it is)', async (t) => {
+t.test('a stored tag the upstream no longer has is kept by default: served, marked stale with when it went', async (t) => {
   const { up, clock, tags } = await setup(t);
   await tags.getManifest(up.target('team/app'), 'latest');
   await clock.advance(TTL + 1);
   up.failNext('headManifest', notFound('fake.io'));
+  const kept = await tags.getManifest(up.target('team/app'), 'latest');
+  t.equal(kept.cache, 'stale');
+  t.equal(kept.digest, v1.manifest.digest);
+  t.same(kept.bytes, v1.manifest.data);
+  t.equal(kept.goneSince, clock.now());
+  t.equal(kept.staleReason, `deleted upstream since ${new Date(clock.now()).toISOString()}`);
+});
+
+t.test('a tag kept as gone is recorded in the store with when it went, and its content pinned', async (t) => {
+  const { store, up, clock, tags } = await setup(t);
+  await tags.getManifest(up.target('team/app'), 'latest');
+  await clock.advance(TTL + 1);
+  up.failNext('headManifest', notFound('fake.io'));
+  await tags.getManifest(up.target('team/app'), 'latest');
+  const record = await store.repos.getGone({ upstream: 'fake.io', name: 'team/app' }, 'latest');
+  t.equal(record?.digest, v1.manifest.digest);
+  t.equal(record?.since, clock.now());
+  t.ok(store.blobs.isPinned(v1.manifest.digest), 'the manifest is pinned');
+});
+
+t.test('what a gone tag holds is never evicted by storage.maxSize, while cached content around it is', async (t) => {
+  const store = new Store(new MemoryBackend(), { maxSize: 4096 });
+  await store.init();
+  const metadata = await makeMetadata();
+  const clock = new FakeClock();
+  const up = new FakePullUpstream('fake.io', upstreamConfig('fake.io', { tagTTL: '60s' }));
+  up.image('team/app', 'latest', v1);
+  const tags = resolver(store, metadata, clock);
+  await tags.getManifest(up.target('team/app'), 'latest');
+  await clock.advance(TTL + 1);
+  up.failNext('headManifest', notFound('fake.io'));
+  await tags.getManifest(up.target('team/app'), 'latest');
+  // Three times the bound of other content, stored after it: least recently used, it would go first.
+  const fillers = [1, 2, 3].map((i) => Buffer.alloc(4000, i));
+  for (const f of fillers) await store.blobs.putSmall(f, digestOf(f));
+  await store.blobs.evictionsSettled();
+  t.ok(await store.blobs.present(parseDigest(v1.manifest.digest)), 'the gone tag\'s manifest is still stored');
+  t.notOk(await store.blobs.present(digestOf(fillers[0]!)), 'older cached content was evicted');
+});
+
+t.test('a gone tag the upstream has again is followed: record removed, pins released', async (t) => {
+  const { store, up, clock, tags } = await setup(t);
+  await tags.getManifest(up.target('team/app'), 'latest');
+  await clock.advance(TTL + 1);
+  up.failNext('headManifest', notFound('fake.io'));
+  await tags.getManifest(up.target('team/app'), 'latest');
+  up.image('team/app', 'latest', v2);
+  await clock.advance(TTL + 1);
+  const back = await tags.getManifest(up.target('team/app'), 'latest');
+  t.equal(back.cache, 'miss');
+  t.equal(back.digest, v2.manifest.digest);
+  t.equal(back.goneSince, undefined);
+  t.equal(await store.repos.getGone({ upstream: 'fake.io', name: 'team/app' }, 'latest'), null, 'no record');
+  t.notOk(store.blobs.isPinned(v1.manifest.digest), 'the old manifest is evictable again');
+});
+
+t.test('a gone record that does not parse is not trusted: the tag is recorded again', async (t) => {
+  const { store, up, clock, tags } = await setup(t);
+  await tags.getManifest(up.target('team/app'), 'latest');
+  await store.blobs.records.write('gone/fake.io/team/app/_tags/latest', JSON.stringify({ digest: '../../etc', since: 'yesterday', held: [], pinned: [] }));
+  await clock.advance(TTL + 1);
+  up.failNext('headManifest', notFound('fake.io'));
+  const kept = await tags.getManifest(up.target('team/app'), 'latest');
+  t.equal(kept.goneSince, clock.now(), 'recorded now, not at the record\'s word');
+  t.equal((await store.repos.getGone({ upstream: 'fake.io', name: 'team/app' }, 'latest'))?.digest, v1.manifest.digest);
+});
+
+t.test('with cache.gonePolicies forget, a stored tag the upstream no longer has is not served (its not-found leaves as it is)', async (t) => {
+  const store = await makeStore(t);
+  const metadata = await makeMetadata();
+  const clock = new FakeClock();
+  const up = new FakePullUpstream('fake.io', upstreamConfig('fake.io', { tagTTL: '60s' }, { gonePolicies: [{ repository: 'fake.io/team/**', action: 'forget' }] }));
+  up.image('team/app', 'latest', v1);
+  const tags = resolver(store, metadata, clock);
+  await tags.getManifest(up.target('team/app'), 'latest');
+  await clock.advance(TTL + 1);
+  up.failNext('headManifest', notFound('fake.io'));
   await t.rejects(tags.getManifest(up.target('team/app'), 'latest'), { name: 'UpstreamError', kind: 'not_found' });
+  t.equal(await store.repos.getTag({ upstream: 'fake.io', name: 'team/app' }, 'latest'), null, 'the stored tag is dropped');
+  t.equal(await store.repos.getGone({ upstream: 'fake.io', name: 'team/app' }, 'latest'), null, 'nothing recorded');
 });
 
 t.test('offline: a stored tag is a hit and the upstream is never asked; a tag not stored is OFFLINE', async (t) => {

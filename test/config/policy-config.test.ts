@@ -180,3 +180,30 @@ t.test('allow and deny are read-only once loaded', async (t) => {
   t.throws(() => (u.allow as string[]).push('evil/**'));
   t.throws(() => ((u.deny[0] as { reason: string | null }).reason = 'changed'));
 });
+
+// ---------------------------------------------------------------- cache.gonePolicies
+
+t.test('by default no gone policy is set: every upstream keeps what it deleted', async (t) => {
+  const c = parseConfig({});
+  t.same(c.cache.gonePolicies, []);
+  for (const u of c.upstreams.values()) t.same(u.gonePolicies, [], `${u.name}`);
+});
+
+t.test('gone policies are kept in order, with ** as the default repository, and every upstream sees them', async (t) => {
+  const c = parseConfig({ cache: { gonePolicies: [{ repository: 'docker.io/my-org/ci-*', action: 'forget' }, { action: 'keep' }] } });
+  t.same(c.cache.gonePolicies, [
+    { repository: 'docker.io/my-org/ci-*', action: 'forget' },
+    { repository: '**', action: 'keep' },
+  ]);
+  t.same(c.upstreams.get('ghcr.io')!.gonePolicies, c.cache.gonePolicies);
+});
+
+t.test('a gone policy action other than keep or forget is refused under its key', async (t) => {
+  t.match(problems(() => parseConfig({ cache: { gonePolicies: [{ repository: '**', action: 'delete' }] } })), [/^cache\.gonePolicies\.0\.action: /]);
+});
+
+t.test('a gone policy repository that names no configured upstream is refused, as for tag TTL tiers', async (t) => {
+  t.match(problems(() => parseConfig({ cache: { gonePolicies: [{ repository: 'bitnami/**', action: 'forget' }] } })), [
+    /^cache\.gonePolicies\.0\.repository: "bitnami\/\*\*" names no configured upstream/,
+  ]);
+});

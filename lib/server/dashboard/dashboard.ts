@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../../config/config.js';
 import type { PullThrough, DownloadState } from '../../cache/pull-through.js';
+import type { GoneTag } from '../../cache/gone-tags.js';
 import type { UpstreamSources } from '../../upstream/upstream-sources.js';
 import type { HealthSnapshot, UpstreamHealth } from '../../metadata/upstream-health.js';
 import type { BlobStore } from '../../storage/blob-store.js';
@@ -52,6 +53,8 @@ export interface WorkerRow {
 
 const DASHBOARD_STATE_PATH = '/ui/api/state';
 const TOP = 10;
+/** Tags deleted upstream shown at most (the oldest first; stevedore ls --gone lists them all). */
+const GONE_SHOWN = 100;
 /** What the dashboard says of a failing credential source: the cause is the operator's, in the log. */
 const CREDENTIALS_FAILED = "the credential source failed; the cause is in stevedore's log";
 
@@ -134,6 +137,8 @@ export interface DashboardState {
     }>;
   }>;
   downloads: DownloadState[];
+  /** Cached tags their upstream deleted, kept and served from the store (cache.gonePolicies), oldest first. */
+  gone: GoneTag[];
   topByPulls: RepositoryActivity[];
   topByBytes: RepositoryActivity[];
   errors: RecentError[];
@@ -269,6 +274,7 @@ export class Dashboard {
       },
       upstreams: await this.upstreamStates(),
       downloads: (merged ? merged.downloads : pull.downloadsSnapshot()).filter((d) => visible(d.repository)),
+      gone: (await pull.gone.list()).filter((g) => visible(g.repository)).slice(0, GONE_SHOWN),
       topByPulls: merged ? topOf(merged.repositories, 'pulls', TOP, visible) : this.activity.topRepositories('pulls', TOP, visible),
       topByBytes: merged ? topOf(merged.repositories, 'bytes', TOP, visible) : this.activity.topRepositories('bytes', TOP, visible),
       errors: merged ? merged.errors.filter((e) => e.repository === null || visible(e.repository)) : this.activity.recentErrors(visible),
