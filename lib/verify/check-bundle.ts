@@ -37,7 +37,8 @@ function iso(d: Date): string {
 /**
  * What a keyless signature's failure to verify means, in words naming the part that failed: the
  * certificate not valid when the log recorded the signature (expired, or not yet valid), the log
- * entry not one of the trusted root's logs, or else @sigstore/verify's own words.
+ * entry recording another signature, the log entry not one of the trusted root's logs, or else
+ * @sigstore/verify's own words.
  */
 function keylessFailure(err: unknown, leaf: Buffer | null, tlogEntries: readonly TransparencyLogEntry[]): string {
   const code = (err as { code?: string }).code ?? '';
@@ -57,6 +58,9 @@ function keylessFailure(err: unknown, leaf: Buffer | null, tlogEntries: readonly
       if (logged < from) return `certificate not yet valid when the signature was made (${when})`;
     }
     return `the certificate was not valid when the signature was made (${errorText(err)})`;
+  }
+  if (code === 'TLOG_BODY_ERROR') {
+    return `keyless signature does not verify: its transparency-log entry records another signature or digest, so the signature or the entry was altered (${errorText(err)})`;
   }
   if (code.startsWith('TLOG_')) {
     return `its transparency-log entry does not verify against the trusted root's logs: not recorded by a log the policy trusts, or altered (${errorText(err)})`;
