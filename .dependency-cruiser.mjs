@@ -3,7 +3,7 @@
  * cycle, or on an import from a folder into one above it in LAYERS (higher = knows more). A folder
  * may import itself and anything below it; `server/` and `cli/` sit on top.
  */
-const LAYERS = ['oci', 'config', 'util', 'storage', 'metadata', 'cluster', 'upstream', 'cache', 'registry', 'verify', 'server', 'cli'];
+const LAYERS = ['oci', 'config', 'util', 'storage', 'metadata', 'cluster', 'upstream', 'cache', 'registry', 'verify', 'events', 'server', 'cli'];
 
 const layerRules = LAYERS.slice(0, -1).map((layer, i) => ({
   name: `layer-${layer}`,

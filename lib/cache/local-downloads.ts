@@ -10,7 +10,8 @@ import type { Store } from '../storage/store.js';
 import type { DescriptorSizes } from './descriptor-sizes.js';
 import { Download, type DownloadOptions } from './download.js';
 import type { Downloads, Turn } from './downloads.js';
-import { repoKey, repoOf, type BlobAnswer, type DownloadState, type PullLimits, type Target } from './pull-types.js';
+import { repoKey, repoOf, type BlobAnswer, type DownloadState, type PullLimits, type Target, type UpstreamEvents } from './pull-types.js';
+import { DigestMismatchError } from '../storage/errors.js';
 import type { RepositoryAccess } from './repository-access.js';
 
 /** A finished download stays joinable this long, closing the gap between "not stored" and "stored". */
@@ -42,6 +43,7 @@ export class LocalDownloads implements Downloads {
   private readonly sizes: DescriptorSizes;
   private readonly limits: Pick<PullLimits, 'blobMaxSize'>;
   private readonly options: Partial<DownloadOptions>;
+  private readonly events: UpstreamEvents | null;
 
   constructor(deps: {
     store: Store;
@@ -50,6 +52,7 @@ export class LocalDownloads implements Downloads {
     sizes: DescriptorSizes;
     limits: Pick<PullLimits, 'blobMaxSize'>;
     download?: Partial<DownloadOptions>;
+    events?: UpstreamEvents | null;
   }) {
     this.store = deps.store;
     this.log = deps.log;
@@ -57,6 +60,7 @@ export class LocalDownloads implements Downloads {
     this.sizes = deps.sizes;
     this.limits = deps.limits;
     this.options = deps.download ?? {};
+    this.events = deps.events ?? null;
   }
 
   // ---- Downloads (one process) -------------------------------------------------------------
@@ -149,8 +153,11 @@ export class LocalDownloads implements Downloads {
           dl.writer.release();
         }, FINISHED_DOWNLOAD_LINGER_MS).unref();
       },
-      () => {
+      (err: unknown) => {
         if (this.downloads.get(d.value) === dl) this.downloads.delete(d.value);
+        if (err instanceof DigestMismatchError || (err as { cause?: unknown } | null)?.cause instanceof DigestMismatchError) {
+          this.events?.verificationFailed?.(t.client.name, t.name, d.value, (err as Error).message);
+        }
       },
     );
     return dl;

@@ -28,14 +28,14 @@ import type { DownloadOptions } from './download.js';
 import type { Downloads } from './downloads.js';
 import { LocalDownloads } from './local-downloads.js';
 import { Manifests } from './manifests.js';
-import { DEFAULT_PULL_LIMITS, type BlobAnswer, type CacheResult, type Clock, type DownloadState, type ManifestAnswer, type PullLimits, type Target } from './pull-types.js';
+import { DEFAULT_PULL_LIMITS, type BlobAnswer, type CacheResult, type Clock, type DownloadState, type ManifestAnswer, type PullLimits, type Target, type UpstreamEvents } from './pull-types.js';
 import type { RefreshAhead, RefreshAheadOptions } from './refresh-ahead.js';
 import { RepositoryAccess } from './repository-access.js';
 import { TagLists } from './tag-lists.js';
 import { TagResolver } from './tag-resolver.js';
 import { GoneTags } from './gone-tags.js';
 
-export type { BlobAnswer, CacheResult, Clock, DownloadState, ManifestAnswer, PullLimits, PullUpstream, Target } from './pull-types.js';
+export type { BlobAnswer, CacheResult, Clock, DownloadState, ManifestAnswer, PullLimits, PullUpstream, Target, UpstreamEvents } from './pull-types.js';
 export { DEFAULT_PULL_LIMITS } from './pull-types.js';
 export type { ClusterDownloadOptions } from './cluster-downloads.js';
 
@@ -66,13 +66,15 @@ export class PullThrough {
     limits?: Partial<PullLimits>;
     cluster?: ClusterDownloadOptions | null;
     refreshAhead?: RefreshAheadOptions | null;
+    /** Upstream facts for lib/events (a tag that moved, a download that did not verify). */
+    events?: UpstreamEvents | null;
   }) {
     const { store, log } = deps;
     const clock = deps.clock ?? { now: () => Date.now() };
     const limits = { ...DEFAULT_PULL_LIMITS, ...deps.limits };
     const access = new RepositoryAccess(store);
     const sizes = new DescriptorSizes();
-    this.local = new LocalDownloads({ store, log, access, sizes, limits, ...(deps.download ? { download: deps.download } : {}) });
+    this.local = new LocalDownloads({ store, log, access, sizes, limits, events: deps.events ?? null, ...(deps.download ? { download: deps.download } : {}) });
     this.fetchedBytes = this.local.fetchedBytes;
     // The one place the mode is decided: replicas sharing a coordinator, or this process alone.
     this.downloads = deps.cluster?.coordinator.shared ? new ClusterDownloads(this.local, deps.cluster, { store, log, access }) : this.local;
@@ -89,6 +91,7 @@ export class PullThrough {
       turns: this.downloads,
       gone: this.gone,
       refreshAhead: deps.refreshAhead ?? null,
+      events: deps.events ?? null,
     });
     this.refreshAhead = this.tags.refreshAhead;
     this.blobs = new BlobPulls({ store, access, local: this.local, downloads: this.downloads });

@@ -31,6 +31,22 @@ export interface PullUpstream {
   blobSource(name: string, digest: string, opts: { peersAllowed: () => Promise<boolean> }): DownloadSource;
 }
 
+/**
+ * Facts about upstream content that other systems may want to hear of: lib/events turns each into
+ * an act (webhooks). Each is called after the fact, synchronously, and must not throw or wait.
+ */
+export interface UpstreamEvents {
+  /** A revalidation found that an upstream tag now names another digest (and stored the new one). */
+  tagMoved?(upstream: string, name: string, tag: string, from: string, to: string): void;
+  /**
+   * The upstream answers 404 for a tag this cache holds (tag-resolver.ts, goneTag): once when the
+   * tag is first recorded as gone (cache.gonePolicies keep) or forgotten (forget).
+   */
+  gone?(upstream: string, name: string, ref: { tag?: string; digest?: string }, reason: string): void;
+  /** A blob download from the upstream did not match its digest (nothing was stored). */
+  verificationFailed?(upstream: string, name: string, digest: string, reason: string): void;
+}
+
 export interface Target {
   client: PullUpstream;
   /** Repository name as the upstream knows it (after `library/` normalization). */

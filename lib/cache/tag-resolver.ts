@@ -25,7 +25,7 @@ import { isTransient, offlineMessage, UpstreamError } from '../upstream/errors.j
 import type { Downloads } from './downloads.js';
 import { goneActionFor, type GoneTags } from './gone-tags.js';
 import type { Manifests } from './manifests.js';
-import { repoOf, type CacheResult, type Clock, type ManifestAnswer, type Target } from './pull-types.js';
+import { repoOf, type CacheResult, type Clock, type ManifestAnswer, type Target, type UpstreamEvents } from './pull-types.js';
 import { RefreshAhead, type RefreshAheadOptions } from './refresh-ahead.js';
 import { tagTTLFor } from './tag-policy.js';
 
@@ -67,6 +67,8 @@ export class TagResolver {
   readonly refreshAhead: RefreshAhead | null;
   /** Background revalidations in flight, by tag key: a request finding the answer expired waits for it instead of asking again. */
   private readonly refreshing = new Map<string, Promise<void>>();
+  /** Upstream facts for lib/events (pull-types.ts); null: nobody listens. */
+  private readonly events: UpstreamEvents | null;
 
   constructor(deps: {
     store: Store;
@@ -80,6 +82,7 @@ export class TagResolver {
     turns: Pick<Downloads, 'turn'>;
     gone: GoneTags;
     refreshAhead: RefreshAheadOptions | null;
+    events?: UpstreamEvents | null;
   }) {
     this.store = deps.store;
     this.metadata = deps.metadata;
@@ -91,6 +94,7 @@ export class TagResolver {
     this.turns = deps.turns;
     this.gone = deps.gone;
     this.refreshAhead = deps.refreshAhead?.enabled ? new RefreshAhead(deps.refreshAhead) : null;
+    this.events = deps.events ?? null;
     this.tags = new LRUCache({
       ...upTo(10_000),
       perf: this.clock,
@@ -259,6 +263,7 @@ export class TagResolver {
     const stored = await this.manifests.save(t, fetched.bytes, fetched.mediaType, null, fetched.digest);
     const newLink: TagLink = { digest: stored.digest, mediaType: stored.mediaType, size: fetched.bytes.length };
     await this.store.repos.setTag(repo, tag, newLink);
+    if (link && link.digest !== newLink.digest) this.events?.tagMoved?.(t.client.name, t.name, tag, link.digest, newLink.digest);
     // The answer of a cache serving stale: stored, passed on as stale, and asked for again soon.
     if (fetched.stale) return this.staleTag(t, tag, newLink, fetched.stale, memo);
     // Re-created upstream (or moved): followed; a record of it as gone is removed.
@@ -327,9 +332,12 @@ export class TagResolver {
       await this.gone.clear(repo, tag, 'forgotten');
       await this.store.repos.deleteTag(repo, tag);
       this.log.info({ upstream: t.client.name, repo: t.name, tag, digest: link.digest, reason: err.message }, 'tag deleted upstream: forgotten (cache.gonePolicies: forget)');
+      this.events?.gone?.(t.client.name, t.name, { tag, digest: link.digest }, err.message);
       throw err;
     }
     const record = await this.gone.keep(repo, tag, link, err.message, existing);
+    // Newly gone (not a record kept from an earlier answer): an event (lib/events).
+    if (existing?.digest !== link.digest) this.events?.gone?.(t.client.name, t.name, { tag, digest: link.digest }, err.message);
     const since = new Date(record.since).toISOString();
     const reason = `deleted upstream since ${since}`;
     this.log.warn({ upstream: t.client.name, repo: t.name, tag, digest: link.digest, goneSince: since, reason: err.message }, 'tag deleted upstream; serving stored tag');

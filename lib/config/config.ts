@@ -155,6 +155,10 @@ export interface Config {
   registry: ParsedConfig['registry'];
   /** Signature policies (lib/verify), in order: the first matching repository pattern decides. */
   verify: ParsedConfig['verify'];
+  /** The audit log (lib/events/audit-log.ts). */
+  audit: ParsedConfig['audit'];
+  /** Webhooks with CloudEvents (lib/events/webhooks.ts). */
+  webhooks: ParsedConfig['webhooks'];
   upstreamPolicy: {
     retryAfterDefault: number;
     breakerFailures: number;
@@ -268,6 +272,8 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     upstreamPolicy: parsed.upstreamPolicy,
     registry: parsed.registry,
     verify: parsed.verify,
+    audit: parsed.audit,
+    webhooks: parsed.webhooks,
   };
   return deepFreeze(config);
 }

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { parseCidr, parseDuration, parseSize } from './units.js';
 import { AUTH_DEFAULTS, authSchema, httpUrl, repositoryPattern } from './auth-schema.js';
 import { verifySchema } from './verify-schema.js';
+import { auditSchema, webhooksSchema } from './events-schema.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -775,6 +776,10 @@ export const configSchema = z
       .default({ retryAfterDefault: 60_000, breakerFailures: 5, breakerOpenFor: 30_000, quotaLowWatermark: 10, quotaTTLMultiplier: 12 }),
     /** Signature policies: manifests of matching repositories are verified before they are served (lib/verify). */
     verify: verifySchema,
+    /** The audit log: one JSON line per security-relevant act (lib/events/audit-log.ts). */
+    audit: auditSchema,
+    /** Webhooks: CloudEvents 1.0 for pushes, deletes, signature refusals, upstream facts (lib/events/webhooks.ts). */
+    webhooks: webhooksSchema,
   })
   .strict();
 

@@ -243,7 +243,7 @@ export class Registry {
     bytes: Buffer,
     contentType: string | undefined,
     opts: { isKnown?: (d: Digest, isManifest: boolean) => Promise<boolean> } = {},
-  ): Promise<{ digest: string; subject: string | null; mediaType: string; fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> }> {
+  ): Promise<{ digest: string; subject: string | null; mediaType: string; fromElsewhere: Array<{ digest: Digest; isManifest: boolean }>; previousDigest: string | null }> {
     if (bytes.length > this.opts.manifestMaxSize) {
       throw manifestTooLarge(bytes.length, this.opts.manifestMaxSize);
     }
@@ -300,10 +300,13 @@ export class Registry {
     await this.store.repos.link(repo, digest);
     const subject = parsed.subject ? parseDigest(parsed.subject.digest) : null;
     if (subject) await this.store.repos.addReferrer(repo, subject, digest);
+    // The digest the tag named before (the audit log and push events say what a push replaced).
+    let previousDigest: string | null = null;
     if (ref.kind === 'tag') {
+      previousDigest = (await this.store.repos.getTag(repo, ref.tag))?.digest ?? null;
       await this.store.repos.setTag(repo, ref.tag, { digest: digest.value, mediaType: parsed.mediaType, size: bytes.length });
     }
-    return { digest: digest.value, subject: subject?.value ?? null, mediaType: parsed.mediaType, fromElsewhere };
+    return { digest: digest.value, subject: subject?.value ?? null, mediaType: parsed.mediaType, fromElsewhere, previousDigest };
   }
 
   async getManifest(repo: RepoRef, ref: Reference): Promise<StoredManifest> {

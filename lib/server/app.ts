@@ -38,6 +38,10 @@ import type { Dashboard } from './dashboard/dashboard.js';
 import { closingReserve, ShutdownDeadline } from './shutdown.js';
 import { readFile } from 'node:fs/promises';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
+import pino from 'pino';
+import { Acts, stableActId } from '../events/acts.js';
+import { AuditLog } from '../events/audit-log.js';
+import { WebhookDispatcher } from '../events/webhooks.js';
 
 /** How often a worker's followers look at a download another worker of the host holds (the IPC coordinator). */
 const IPC_POLL_MS = 20;
@@ -70,6 +74,8 @@ export interface App {
   tls: CertificateReloader | null;
   /** Signature policies (config verify), checked before manifests are served. */
   signatures: SignatureGate;
+  /** Who did what (lib/events): the audit log and the webhooks listen here. */
+  acts: Acts;
   /**
    * Reads a `verify` section again (SIGHUP in `serve`): its key files and trusted roots are read,
    * and on success it replaces the policies in force; on a ConfigError the old ones stay.
@@ -162,6 +168,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     else log.info({ redis: coordinator.target, storeId, replicaId, redisUp: coordinator.available() }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
   const metadata = new Metadata(coordinator.values);
+  // Who did what (lib/events): one emission point; the audit log and the webhooks subscribe below.
+  const acts = new Acts(log, () => clock.now());
   const p = config.upstreamPolicy;
   const health = new UpstreamHealth(
     metadata,
@@ -216,6 +224,15 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     limits: config.cache,
     refreshAhead: config.cache.refreshAhead,
     clock,
+    // Upstream facts as acts (webhooks). An upstream fact several replicas may each see gets an id
+    // that names the fact, so the cluster sends its event once (lib/events/webhooks.ts).
+    events: {
+      tagMoved: (upstream, name, tag, from, to) =>
+        acts.emit({ id: stableActId('tag.moved', upstream, name, tag, from, to), type: 'tag.moved', repository: `${upstream}/${name}`, tag, digest: to, previousDigest: from }),
+      gone: (upstream, name, ref, reason) =>
+        acts.emit({ id: stableActId('image.gone', upstream, name, ref.tag ?? '', ref.digest ?? ''), type: 'image.gone', repository: `${upstream}/${name}`, ...ref, reason }),
+      verificationFailed: (upstream, name, digest, reason) => acts.emit({ type: 'download.verification-failed', repository: `${upstream}/${name}`, digest, reason }),
+    },
     cluster: cluster
       ? {
           coordinator: cluster.scope.leases,
@@ -265,6 +282,30 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   let ready = true;
   // A worker's /metrics answers for the host: the supervisor sums every worker's.
   const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers, worker: slot === null ? null : { id: slot, host: () => callPrimary<string>('metrics.host') } });
+  // The audit log: a file of its own (one per worker), or the log's own destination (stdout) with "log":"audit".
+  const audit = config.audit.enabled
+    ? new AuditLog({
+        file: config.audit.file === null ? null : slot === null ? config.audit.file : `${config.audit.file}-w${slot}`,
+        maxSize: config.audit.maxSize,
+        maxFiles: config.audit.maxFiles,
+        log,
+        onLine: (outcome) => metrics.auditLine(outcome),
+        stdout: logStream(log),
+      })
+    : null;
+  if (audit) acts.subscribe(audit.consume);
+  const webhooks = config.webhooks.endpoints.length
+    ? new WebhookDispatcher({
+        config: config.webhooks,
+        log,
+        // A delivery is claimed through what the processes share: the cluster's scope (replicas,
+        // workers), or in node mode the Redis the node instances share (an upstream fact several
+        // instances see alike is then sent once too); alone, nothing to claim.
+        leases: cluster ? cluster.scope.leases : shared !== null ? coordinator.scope('stevedore:webhooks:').leases : null,
+        onDelivery: (outcome) => metrics.webhookDelivery(outcome),
+      })
+    : null;
+  if (webhooks) acts.subscribe(webhooks.consume);
   let dashboard: Dashboard | null = null;
   const signatures = new SignatureGate({
     policies: signaturePolicies,
@@ -295,7 +336,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
     }
   }
-  const serverDeps = { config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, isReady: () => ready, tls: tlsPair };
+  const serverDeps = { config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, acts, isReady: () => ready, tls: tlsPair };
   // config peerListen: the peer endpoint on a listener of its own, and only there.
   const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, peerRoute: 'only' }) : null;
   const server = createServer({ ...serverDeps, peerRoute: peerServer ? 'elsewhere' : 'here' });
@@ -334,8 +375,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     cluster,
     peers,
     signatures,
+    acts,
     async reloadSignaturePolicies(verify) {
       signatures.reload(await SignaturePolicies.load(verify));
+      acts.emit({ type: 'config.reloaded', reason: 'signature policies (verify) read again' });
     },
     async listen(port = config.listen.port, host = config.listen.host) {
       const addr = await listenOn(server, port, host);
@@ -376,6 +419,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       await deadline.step('close lease holders', () => leaseHolders?.close() ?? Promise.resolve());
       await deadline.step('close the coordinator', () => coordinator.close().catch(() => undefined));
       await deadline.step('close auth', () => auth.close());
+      await deadline.step('close webhooks', () => webhooks?.close() ?? Promise.resolve());
+      await deadline.step('flush the audit log', () => audit?.close() ?? Promise.resolve());
       await deadline.step('save the index snapshot', () => store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot')));
       await deadline.step('close the store', () => store.blobs.close().catch((err: unknown) => log.warn({ err }, 'closing the store failed')));
       if (!drained || deadline.undone.length) log.warn({ graceMs, undone: deadline.undone, drained }, 'shutdown: not everything was drained or closed within the grace period (see above)');
@@ -405,6 +450,12 @@ async function packageVersion(): Promise<string> {
   } catch {
     return 'unknown';
   }
+}
+
+/** The destination the logger writes to (pino's stream), for audit lines beside the access log. */
+function logStream(log: Logger): NodeJS.WritableStream | undefined {
+  const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { write?: unknown } | undefined;
+  return stream && typeof stream.write === 'function' ? (stream as NodeJS.WritableStream) : undefined;
 }
 
 /** The digests in the store's index (what a node instance holds and announces). */

@@ -39,6 +39,8 @@ import { authorizeRoute } from './auth/authorize-route.js';
 import { crossSiteRefusal, guardedWrite } from './auth/cross-site.js';
 import { loggedPath } from './log-path.js';
 import type { Dashboard } from './dashboard/dashboard.js';
+import type { ActFields, Acts } from '../events/acts.js';
+import { HOSTED_NAMESPACE } from '../storage/paths.js';
 import {
   handleBlobDelete,
   handleManifestDelete,
@@ -85,6 +87,8 @@ export interface ServerDeps {
   tls?: { cert: Buffer; key: Buffer } | null;
   /** The dashboard at `/` (config dashboard.enabled); absent or null: none. */
   dashboard?: Dashboard | null;
+  /** Who did what (lib/events): the one emission point of the audit log and the webhooks; absent or null: none. */
+  acts?: Acts | null;
 }
 
 /** What the access log line says about one request, filled in as it is handled. */
@@ -105,6 +109,10 @@ interface Outcome {
   slowBody?: boolean;
   /** The canonical repository the request named (when its name resolved), for the dashboard. */
   repository?: string;
+  /** This request's act emitter (lib/events), when anything listens. */
+  act?: (fields: ActFields) => void;
+  /** A signature policy refused the manifest: the act said so (not again as access.denied). */
+  signatureRefused?: boolean;
 }
 
 const STALE_WARNING = '110 - "Response is Stale"';
@@ -234,6 +242,7 @@ async function handle(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: S
   deps.metrics?.requestStarted();
   const untrack = trackQueued(req, res);
   const outcome: Outcome = {};
+  if (deps.acts?.active) outcome.act = deps.acts.forRequest(() => ({ user: outcome.user ?? null, address: deps.auth.addressOf(req), reqId }));
   const unwatch = guard.watchBody(req, () => (outcome.slowBody = true));
   try {
     await answer(deps, edge, req, res, outcome, log, reqId, started, head);
@@ -293,6 +302,7 @@ async function answer(
       // and so does a full disk (507): its cause is logged once per episode (storage/space-watch.ts).
       if (!isMappedError(failure) || (oci.status >= 500 && oci.status !== 507)) outcome.err = failure;
       outcome.error = { code: oci.code, message: oci.message };
+      if (oci.code === 'DENIED' && !outcome.signatureRefused) outcome.act?.({ type: 'access.denied', repository: outcome.repository, reason: oci.message });
       sendError(res, oci, head);
     }
   }
@@ -351,6 +361,7 @@ async function route(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: Se
     identified: (who) => {
       if (who.user !== null) outcome.user = who.user;
     },
+    ...(outcome.act ? { act: outcome.act } : {}),
   };
   // A browser's write for another site (cross-site.ts): refused before any password is checked.
   const guarded = guardedWrite(req.method, pathname, TOKEN_PATH);
@@ -443,11 +454,11 @@ async function repoRoute(
   if (resolved.kind === 'hosted') {
     const repo = hostedRepo(resolved.name);
     if (action === 'push' || action === 'delete') {
-      return writeRoute(deps, r, action, pushContext(deps, repo, resolved.clientName, ns, headers, outcome.user), query, req, res);
+      return writeRoute(deps, r, action, pushContext(deps, repo, resolved.clientName, ns, headers, outcome.user), query, req, res, outcome);
     }
     switch (r.kind) {
       case 'manifest':
-        return serveHostedManifest(deps.registry, repo, r.reference, req, res, headers, outcome, head, head ? undefined : signatureGate(deps, () => hostedSource(deps.registry, repo), repo.name));
+        return serveHostedManifest(deps.registry, repo, r.reference, req, res, headers, outcome, head, head ? undefined : signatureGate(deps, () => hostedSource(deps.registry, repo), repo.name, outcome));
       case 'blob':
         return serveHostedBlob(deps.registry, repo, r.digest, req, res, headers, outcome, head);
       case 'tags':
@@ -474,7 +485,7 @@ async function repoRoute(
       );
     }
     const ctx = pushContext(deps, { upstream: client.name, name: repo.name }, repo.clientName, ns, headers, outcome.user);
-    return writeRoute(deps, r, action, ctx, query, req, res, target);
+    return writeRoute(deps, r, action, ctx, query, req, res, outcome, target);
   }
   switch (r.kind) {
     case 'manifest':
@@ -548,6 +559,7 @@ async function writeRoute(
   query: URLSearchParams,
   req: IncomingMessage,
   res: ServerResponse,
+  outcome: Outcome,
   seeded?: Target,
 ): Promise<void> {
   if (action === 'delete' && !deps.config.registry.delete) {
@@ -556,9 +568,13 @@ async function writeRoute(
     });
   }
   const method = req.method ?? '';
+  const repository = canonicalOf(ctx.repo);
   switch (r.kind) {
-    case 'upload':
-      return handleUpload(ctx, r.session, method, query, req, res);
+    case 'upload': {
+      const mount = await handleUpload(ctx, r.session, method, query, req, res);
+      if (mount) outcome.act?.({ type: 'mount', repository, digest: mount.mounted, from: canonicalOf(mount.from) });
+      return;
+    }
     case 'manifest': {
       // A tag a push moved (or a delete removed) in a seeded namespace is forgotten by the pull
       // path here and on every other worker and replica before the client is answered: its next
@@ -566,21 +582,31 @@ async function writeRoute(
       const forget = seeded ? async (tags: string[]): Promise<void> => void (await Promise.all(tags.map((tag) => deps.pull.forgetTag(seeded.client.name, seeded.name, tag)))) : undefined;
       if (method === 'PUT') {
         const known = seeded ? upstreamHas(deps, seeded) : undefined;
-        const { fromElsewhere } = await handleManifestPut({ ...ctx, ...(known ? { isKnown: known } : {}) }, r.reference, req, res, forget);
+        const { fromElsewhere, tag, digest, previousDigest } = await handleManifestPut({ ...ctx, ...(known ? { isKnown: known } : {}) }, r.reference, req, res, forget);
+        outcome.act?.({ type: 'push', repository, digest, ...(tag !== null ? { tag, previousDigest } : {}) });
         // What the client skipped because the upstream has it is fetched now and pinned, in the background.
         if (seeded && fromElsewhere.length) void fetchAndPin(deps.pull, deps.registry.store, seeded, fromElsewhere, deps.log);
         return;
       }
       // Every tag the delete removed (by digest: each tag that named the manifest) is forgotten by
       // the pull path too: none is answered from memory afterwards.
-      await handleManifestDelete(ctx, r.reference, res, forget);
+      const tags = await handleManifestDelete(ctx, r.reference, res, forget);
+      const byDigest = r.reference.includes(':');
+      outcome.act?.(byDigest ? { type: 'delete', target: 'manifest', repository, digest: r.reference, tags } : { type: 'delete', target: 'tag', repository, tag: r.reference });
       return;
     }
     case 'blob':
-      return handleBlobDelete(ctx, r.digest, res);
+      await handleBlobDelete(ctx, r.digest, res);
+      outcome.act?.({ type: 'delete', target: 'blob', repository, digest: r.digest });
+      return;
     default:
       throw new OciError('UNSUPPORTED', `${method} is not supported on this endpoint`);
   }
+}
+
+/** The name access rules and acts use for a repository of the store: `<upstream>/<name>`, or the hosted name. */
+function canonicalOf(repo: RepoRef): string {
+  return repo.upstream === HOSTED_NAMESPACE ? repo.name : `${repo.upstream}/${repo.name}`;
 }
 
 /** For a seeded namespace: whether the upstream has content the push did not upload (the client skipped it). */
@@ -601,10 +627,22 @@ function signatureGate(
   deps: ServerDeps,
   source: () => ReturnType<typeof proxiedSource>,
   repository: string,
+  outcome: Outcome,
 ): ((m: { digest: string; bytes: Buffer }) => Promise<void>) | undefined {
   const gate = deps.signatures;
   if (!gate?.applies(repository)) return undefined;
-  return (m) => gate.check(source(), m);
+  return async (m) => {
+    try {
+      await gate.check(source(), m);
+    } catch (err) {
+      // The policy's refusal (403 DENIED): an act of its own (audit log, webhooks).
+      if (err instanceof OciError && err.code === 'DENIED') {
+        outcome.signatureRefused = true;
+        outcome.act?.({ type: 'signature.refused', repository, digest: m.digest, reason: err.message });
+      }
+      throw err;
+    }
+  };
 }
 
 async function serveManifest(
@@ -622,7 +660,7 @@ async function serveManifest(
   // The signature policy, a step of its own before any content is produced (a refusal is 403
   // DENIED). A HEAD answer carries no content (digest and size only): signers HEAD an image
   // before they attach its signature, so it is not checked.
-  if (!head) await signatureGate(deps, () => proxiedSource(deps, target), `${target.client.name}/${target.name}`)?.(m);
+  if (!head) await signatureGate(deps, () => proxiedSource(deps, target), `${target.client.name}/${target.name}`, outcome)?.(m);
   outcome.cache = m.cache;
   headers['X-Cache'] = m.cache;
   if (m.staleReason) headers.Warning = m.goneSince !== undefined ? goneWarning(m.goneSince) : STALE_WARNING;

@@ -32,6 +32,8 @@ export class Metrics {
   private readonly inFlight: Gauge;
   private readonly refused: Counter<'reason'>;
   private readonly signatures: Counter<'result'>;
+  private readonly webhooks: Counter<'outcome'>;
+  private readonly auditLines: Counter<'outcome'>;
   private readonly cluster: Counter<'event'> | null = null;
   private readonly worker: { id: string; host: () => Promise<string> } | null;
   private readonly workerRequests: Counter<'worker'> | null = null;
@@ -84,6 +86,20 @@ export class Metrics {
       registers,
     });
     for (const result of ['verified', 'unsigned', 'invalid', 'error']) this.signatures.inc({ result }, 0);
+    this.webhooks = new Counter({
+      name: 'stevedore_webhook_deliveries_total',
+      help: 'Webhook deliveries (lib/events/webhooks.ts): delivered, retried (an attempt failed, another follows), failed (retries exhausted), dropped (the queue was full), skipped (another replica of the cluster sends it)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of ['delivered', 'retried', 'failed', 'dropped', 'skipped']) this.webhooks.inc({ outcome }, 0);
+    this.auditLines = new Counter({
+      name: 'stevedore_audit_lines_total',
+      help: 'Audit log lines (lib/events/audit-log.ts): written, or dropped (the sink fell behind or cannot be written)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of ['written', 'dropped']) this.auditLines.inc({ outcome }, 0);
     this.refused = new Counter({
       name: 'stevedore_connections_refused_total',
       help: 'Client connections refused or cut by the server limits: max_connections, per_address (server.maxConnectionsPerAddress), slow_body (server.requestBodyTimeout)',
@@ -353,6 +369,16 @@ export class Metrics {
   /** One signature check of a manifest (lib/verify/signature-gate.ts) and its result. */
   signatureVerification(result: 'verified' | 'unsigned' | 'invalid' | 'error'): void {
     this.signatures.inc({ result });
+  }
+
+  /** One webhook delivery's step (lib/events/webhooks.ts). */
+  webhookDelivery(outcome: 'delivered' | 'retried' | 'failed' | 'dropped' | 'skipped'): void {
+    this.webhooks.inc({ outcome });
+  }
+
+  /** One audit line written or dropped (lib/events/audit-log.ts). */
+  auditLine(outcome: 'written' | 'dropped'): void {
+    this.auditLines.inc({ outcome });
   }
 
   connectionRefused(reason: RefusalReason): void {

@@ -67,6 +67,7 @@ function digestParam(query: URLSearchParams): Digest {
 
 // ---- uploads (end-4a, end-4b, end-5, end-6, end-11, end-13, end-14) -------------------------
 
+/** Resolves with the blob a mount mounted (and from where), else null. */
 export async function handleUpload(
   ctx: PushContext,
   session: string | undefined,
@@ -74,7 +75,7 @@ export async function handleUpload(
   query: URLSearchParams,
   req: IncomingMessage,
   res: ServerResponse,
-): Promise<void> {
+): Promise<{ mounted: string; from: RepoRef } | null> {
   const { registry, repo } = ctx;
   const blobLocation = (d: string): string => `${ctx.base}/blobs/${d}${ctx.nsQuery}`;
   const sessionHeaders = (uuid: string, size: number): Record<string, string> => ({
@@ -92,7 +93,7 @@ export async function handleUpload(
       const from = fromName !== null ? ctx.resolveFrom(fromName) : null;
       if (from && (await registry.mount(repo, d, from))) {
         send(res, 201, { ...ctx.headers, Location: blobLocation(d.value), 'Docker-Content-Digest': d.value });
-        return;
+        return { mounted: d.value, from };
       }
       // Not mountable: a normal session (spec: 202), the client uploads the bytes.
     }
@@ -101,22 +102,22 @@ export async function handleUpload(
       const d = parseDigest(digest);
       await registry.uploadWhole(repo, d, req, requestLength(req), ctx.owner);
       send(res, 201, { ...ctx.headers, Location: blobLocation(d.value), 'Docker-Content-Digest': d.value });
-      return;
+      return null;
     }
     const s = await registry.startUpload(repo, ctx.owner);
     send(res, 202, sessionHeaders(s.uuid, s.size));
-    return;
+    return null;
   }
   switch (method) {
     case 'GET': {
       const s = await registry.uploadStatus(repo, session);
       send(res, 204, sessionHeaders(s.uuid, s.size));
-      return;
+      return null;
     }
     case 'DELETE':
       await registry.cancelUpload(repo, session);
       send(res, 204, { ...ctx.headers });
-      return;
+      return null;
     case 'PATCH': {
       const cr = req.headers['content-range'];
       const range = cr !== undefined ? parseChunkRange(cr) : null;
@@ -126,7 +127,7 @@ export async function handleUpload(
       } catch (err) {
         throw withUploadRange(err, (size) => sessionHeaders(session, size));
       }
-      return;
+      return null;
     }
     case 'PUT': {
       const d = digestParam(query);
@@ -139,7 +140,7 @@ export async function handleUpload(
         throw withUploadRange(err, (size) => sessionHeaders(session, size));
       }
       send(res, 201, { ...ctx.headers, Location: blobLocation(d.value), 'Docker-Content-Digest': d.value });
-      return;
+      return null;
     }
   }
   throw new OciError('UNSUPPORTED', `${method} is not supported on an upload`);
@@ -179,7 +180,7 @@ export async function handleManifestPut(
   req: IncomingMessage,
   res: ServerResponse,
   beforeAnswer?: (tags: string[]) => Promise<void>,
-): Promise<{ tag: string | null; fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> }> {
+): Promise<{ tag: string | null; digest: string; previousDigest: string | null; fromElsewhere: Array<{ digest: Digest; isManifest: boolean }> }> {
   const ref = parseReference(reference);
   const bytes = await readManifestBody(req, ctx.manifestMaxSize);
   const contentType = req.headers['content-type'];
@@ -193,7 +194,7 @@ export async function handleManifestPut(
   const tag = ref.kind === 'tag' ? ref.tag : null;
   await beforeAnswer?.(tag === null ? [] : [tag]);
   send(res, 201, headers);
-  return { tag, fromElsewhere: put.fromElsewhere };
+  return { tag, digest: put.digest, previousDigest: put.previousDigest, fromElsewhere: put.fromElsewhere };
 }
 
 /**

@@ -17,9 +17,10 @@
  * platform manifest by digest is served. A platform manifest asked for on its own, before its
  * index, needs a signature of its own.
  *
- * Signature artifacts themselves (manifests with a subject, cosign `.sig` / attestation
- * manifests, sigstore bundle manifests) are not checked: they are not runnable, and clients that
- * verify signatures read them through the mirror.
+ * Signature artifacts themselves (cosign `.sig` / attestation manifests, sigstore bundle
+ * manifests, SBOMs: isSignatureArtifact) are not checked: no runtime runs them, and clients that
+ * verify signatures read them through the mirror. A runnable image is checked whatever it says
+ * about itself (a `subject` field does not make it an artifact).
  */
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
@@ -242,12 +243,23 @@ function parseJson(bytes: Buffer): Record<string, unknown> | null {
   }
 }
 
-/** A signature, attestation or other artifact about another manifest: not itself checked. */
+/** The config media types of a runnable image (OCI, Docker schema 2): what a runtime unpacks and runs. */
+const IMAGE_CONFIG_TYPES: ReadonlySet<string> = new Set(['application/vnd.oci.image.config.v1+json', 'application/vnd.docker.container.image.v1+json']);
+
+/**
+ * A signature, attestation or other artifact about another manifest, which no runtime runs: not
+ * itself checked. What the manifest says about itself (a `subject`, an `artifactType`) decides
+ * nothing — anyone can add them to a runnable image — only what a runtime would unpack does: an
+ * image manifest whose config is not an image config (a sigstore bundle's empty config, an SBOM's),
+ * or whose every layer is a signature document (a cosign `.sig` or attestation manifest). An index
+ * is always checked (its platform manifests run).
+ */
 export function isSignatureArtifact(bytes: Buffer): boolean {
   const doc = parseJson(bytes);
-  if (!doc) return false;
-  if (typeof doc.subject === 'object' && doc.subject !== null) return true;
-  if (typeof doc.artifactType === 'string' && BUNDLE_TYPES.has(doc.artifactType)) return true;
+  if (!doc || Array.isArray(doc.manifests)) return false;
+  const config = doc.config as { mediaType?: unknown } | null | undefined;
+  if (typeof config !== 'object' || config === null || typeof config.mediaType !== 'string') return false;
+  if (!IMAGE_CONFIG_TYPES.has(config.mediaType)) return true;
   const layers = doc.layers;
   return Array.isArray(layers) && layers.length > 0 && layers.every((l) => typeof (l as { mediaType?: unknown } | null)?.mediaType === 'string' && NOT_RUNNABLE_LAYERS.has((l as { mediaType: string }).mediaType));
 }

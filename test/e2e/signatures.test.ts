@@ -4,7 +4,7 @@
 // written as cosign's specification describes — and refused with 403 DENIED and the reason
 // otherwise. One real registry (CNCF distribution) for the whole file.
 import t, { type Test } from 'tap';
-import { buildOciImage, buildOciIndex, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
+import { buildOciImage, buildOciIndex, makeBlob, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
 import { ociErrors, rawRequest, type RawResponse } from '../fixtures/http-client.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
@@ -81,6 +81,19 @@ t.test('an unsigned image is refused with 403 DENIED naming the policy and "no s
   const inspect = await skopeoInspect(`docker://${sd.host}/lab/unsigned:v1`);
   t.not(inspect.code, 0, 'skopeo fails');
   t.match(inspect.stderr, /no signature/, 'and says why (the status line carries the reason)');
+});
+
+t.test('an unsigned runnable image that names a subject (as signatures do) is still checked, and refused', async (t) => {
+  const img = buildOciImage('lab/with-subject', { layers: 1, layerSize: 64 });
+  const other = await image('lab/with-subject-target');
+  const doc = JSON.parse(img.manifest.data.toString('utf8')) as Record<string, unknown>;
+  doc.subject = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: other, size: manifests.get(other)!.length };
+  doc.artifactType = 'application/vnd.dev.sigstore.bundle.v0.3+json';
+  const disguised = { ...img, manifest: makeBlob(Buffer.from(JSON.stringify(doc)), img.manifest.mediaType) };
+  await pushImage(reg.url, 'lab/with-subject', 'v1', disguised);
+  const r = await get(sd, 'lab/with-subject', 'v1');
+  denied(t, r, /no signature/);
+  t.equal((await get(sd, 'lab/with-subject', disguised.manifest.digest)).status, 403, 'by digest too');
 });
 
 t.test('a legacy cosign .sig signed with a policy key is served', async (t) => {

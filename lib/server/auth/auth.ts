@@ -40,6 +40,7 @@ import { ClientAddress } from './client-address.js';
 import { Htpasswd, type Checked, type HashGate } from './htpasswd.js';
 import { LoginThrottle, type LoginKeys } from './login-throttle.js';
 import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
+import type { ActFields } from '../../events/acts.js';
 
 export const TOKEN_PATH = '/token';
 /**
@@ -80,6 +81,8 @@ export interface RepositoryAccess {
 export interface AuthContext {
   log?: Logger;
   identified?: (who: Identity) => void;
+  /** The request's act emitter (lib/events): logins, failed logins, tokens issued. */
+  act?: (fields: ActFields) => void;
 }
 
 export interface Identity {
@@ -120,6 +123,11 @@ export class Auth {
     const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull, upstreams: opts.upstreams });
     if (htpasswd === null) log.info('auth: no htpasswd file, so no users: only what the rules grant to anonymous clients is allowed');
     return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }), new ClientAddress(config.trustedProxies), pool);
+  }
+
+  /** The client's address as logins are counted against it (client-address.ts). */
+  addressOf(req: IncomingMessage): string {
+    return this.clientAddress.of(req);
   }
 
   /** Stops the bcrypt workers. */
@@ -259,7 +267,7 @@ export class Auth {
       const username = params.get('username');
       const password = params.get('password');
       if (username !== null && username !== '') {
-        hash = await this.checkPassword(username, password ?? '', req, log, 'token');
+        hash = await this.checkPassword(username, password ?? '', req, log, 'token', undefined, ctx.act);
         user = username;
         via = 'basic';
       }
@@ -269,7 +277,7 @@ export class Auth {
     if (user === null) {
       const creds = parseAuthorization(req.headers.authorization);
       if (creds.kind === 'basic') {
-        hash = await this.checkPassword(creds.user, creds.password, req, log, 'token');
+        hash = await this.checkPassword(creds.user, creds.password, req, log, 'token', undefined, ctx.act);
         user = creds.user;
         via = 'basic';
       } else if (creds.kind !== 'none') {
@@ -282,6 +290,7 @@ export class Auth {
     const access = this.grant(user, parseScopes(params.getAll('scope')));
     const issued = await this.tokens.issue(user, access, user !== null && hash !== null ? this.tokens.binding(user, hash) : null);
     log.debug({ user, access }, 'token issued');
+    ctx.act?.({ type: 'token.issued', user, scopes: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`) });
     sendJson(
       res,
       200,
@@ -330,12 +339,12 @@ export class Auth {
   }
 
   private async identify(req: IncomingMessage, scope: Scope | undefined, ctx: AuthContext): Promise<Identified> {
-    const who = await this.identifyCredentials(req, scope, ctx.log ?? this.log);
+    const who = await this.identifyCredentials(req, scope, ctx.log ?? this.log, ctx.act);
     ctx.identified?.(publicIdentity(who));
     return who;
   }
 
-  private async identifyCredentials(req: IncomingMessage, scope: Scope | undefined, log: Logger): Promise<Identified> {
+  private async identifyCredentials(req: IncomingMessage, scope: Scope | undefined, log: Logger, act?: (fields: ActFields) => void): Promise<Identified> {
     const creds = parseAuthorization(req.headers.authorization);
     switch (creds.kind) {
       case 'none':
@@ -343,7 +352,7 @@ export class Auth {
       case 'invalid':
         throw this.unauthorized(req, creds.reason, scope);
       case 'basic':
-        await this.checkPassword(creds.user, creds.password, req, log, 'basic', scope);
+        await this.checkPassword(creds.user, creds.password, req, log, 'basic', scope, act);
         return { user: creds.user, via: 'basic', token: null };
       case 'bearer': {
         let claims: TokenClaims;
@@ -351,6 +360,7 @@ export class Auth {
           claims = await this.tokens.verify(creds.token);
         } catch (err) {
           const why = err instanceof TokenError ? err.message : 'invalid token';
+          act?.({ type: 'login.failed', via: 'bearer', reason: why });
           throw this.unauthorized(req, why, scope, 'invalid_token');
         }
         if (claims.subject !== null) {
@@ -371,12 +381,15 @@ export class Auth {
    * the throttle's allowance, or when the bcrypt queue is full (the password is then not checked).
    * Past the per-user ceiling the check is delayed first.
    */
-  private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope): Promise<string> {
+  private async checkPassword(user: string, password: string, req: IncomingMessage, log: Logger, via: 'basic' | 'token', scope?: Scope, act?: (fields: ActFields) => void): Promise<string> {
     const ip = this.clientAddress.of(req);
     const who: LoginKeys = { address: ip, user };
     const logged = { user: user.slice(0, 100), via, ip };
+    // The act names the user as written (cut to 100 characters), never the password.
+    const failed = (reason: string): void => act?.({ type: 'login.failed', user: logged.user, via, reason });
     const throttled = (): OciError => {
       log.warn({ ...logged, reason: 'throttled' }, 'failed login');
+      failed('throttled');
       return tooMany(this.throttle.retryAfter(who), 'too many failed logins from this address');
     };
     if (this.throttle.retryAfter(who) > 0) throw throttled();
@@ -405,12 +418,17 @@ export class Auth {
       } catch (err) {
         if (!(err instanceof HashQueueFullError)) throw err;
         log.warn({ ...logged, reason: 'busy' }, 'failed login');
+        failed('busy');
         throw tooMany(err.retryAfterMs, 'too many logins are being checked');
       }
     }
-    if (checked.result === 'ok') return checked.hash!;
+    if (checked.result === 'ok') {
+      act?.({ type: 'login', user: logged.user, via });
+      return checked.hash!;
+    }
     const result = checked.result;
     log.warn({ ...logged, reason: result }, 'failed login');
+    failed(result);
     const message = this.htpasswd ? 'invalid username or password' : 'invalid username or password: this registry has no users (auth.htpasswd is not set)';
     if (via === 'token') {
       throw new OciError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': `Basic realm="${this.config.token.service}"` } });
