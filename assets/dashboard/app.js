@@ -190,6 +190,21 @@ function render(st) {
   if (st.peers) parts.push('node ' + st.peers.self + ' in peer group ' + st.peers.group + ' · transfers ' + Object.entries(st.peers.transfers).map(([k, v]) => k + ' ' + v).join(', '));
   text('cluster', parts.join(' — '));
 
+  // verify policies in warn mode: what was served although it is unsigned or wrongly signed.
+  document.getElementById('unverified-section').hidden = !st.unverified;
+  if (st.unverified) {
+    fillTable('unverified', st.unverified, 'nothing served without a valid signature', (u, tr) => {
+      cell(tr, u.repository);
+      const digest = cell(tr, u.digest.slice(0, 19) + '…', 'mono');
+      digest.title = u.digest;
+      cell(tr, u.policy, 'mono');
+      cell(tr, u.reason, 'warn');
+      const last = cell(tr, clock(u.lastAt));
+      last.title = 'first served ' + new Date(u.firstAt).toLocaleString();
+      cell(tr, String(u.count));
+    });
+  }
+
   fillTable('errors', st.errors, 'no errors', (e, tr) => {
     cell(tr, clock(e.at));
     cell(tr, String(e.status), e.status >= 500 ? 'bad' : 'warn');

@@ -282,7 +282,6 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   let ready = true;
   // A worker's /metrics answers for the host: the supervisor sums every worker's.
   const metrics = new Metrics({ store: store.blobs, pull, upstreams, cluster, peers, worker: slot === null ? null : { id: slot, host: () => callPrimary<string>('metrics.host') } });
-  const signatures = new SignatureGate({ policies: signaturePolicies, log, onVerdict: (result) => metrics.signatureVerification(result) });
   // The audit log: a file of its own (one per worker), or the log's own destination (stdout) with "log":"audit".
   const audit = config.audit.enabled
     ? new AuditLog({
@@ -308,6 +307,12 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     : null;
   if (webhooks) acts.subscribe(webhooks.consume);
   let dashboard: Dashboard | null = null;
+  const signatures = new SignatureGate({
+    policies: signaturePolicies,
+    log,
+    onVerdict: (result) => metrics.signatureVerification(result),
+    onServedUnverified: (served) => dashboard?.activity.recordUnverified(served),
+  });
   if (config.dashboard.enabled) {
     // Loaded only when enabled (docs/ARCHITECTURE.md: a module a configuration does not use is not loaded).
     const { Dashboard } = await import('./dashboard/dashboard.js');
@@ -322,6 +327,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
         peers,
         version: await packageVersion(),
         now: () => clock.now(),
+        verifyWarns: () => signatures.warns(),
         // A worker's dashboard shows the host: every worker's figures, merged.
         worker: slot === null ? null : { id: slot, collect: () => callPrimary<unknown[]>('collect', ['dashboard']) },
       });

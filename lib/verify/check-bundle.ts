@@ -8,17 +8,89 @@
  *     chaining to the trusted root, with its transparency-log inclusion and SCT checked offline;
  *   - a certificate's identity and issuer are among the policy's identities.
  */
-import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
+import { X509Certificate } from 'node:crypto';
+import { bundleFromJSON, type Bundle, type TransparencyLogEntry } from '@sigstore/bundle';
 import { toSignedEntity, Verifier, type SignedEntity } from '@sigstore/verify';
 import type { Digest } from '../oci/digest.js';
 import { keyTrust, type SignaturePolicy } from './policies.js';
 
 export type SignatureCheck = { ok: true; signer: string } | { ok: false; reason: string };
 
-/** What an error from @sigstore/verify says, in one line. */
+/** What an error from @sigstore/verify says, in one line, with what caused it. */
 function errorText(err: unknown): string {
-  const e = err as { code?: string; message?: string };
-  return e.code ? `${e.code}: ${e.message ?? ''}` : (e.message ?? String(err));
+  const e = err as { code?: string; message?: string; cause?: unknown };
+  const text = e.code ? `${e.code}: ${e.message ?? ''}` : (e.message ?? String(err));
+  return e.cause !== undefined && e.cause !== null ? `${text} (${errorText(e.cause)})` : text;
+}
+
+/** The innermost message of an error and its causes. */
+function rootMessage(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown };
+  while (e.cause !== undefined && e.cause !== null) e = e.cause as { message?: string; cause?: unknown };
+  return e.message ?? String(e);
+}
+
+function iso(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/**
+ * What a keyless signature's failure to verify means, in words naming the part that failed: the
+ * certificate not valid when the log recorded the signature (expired, or not yet valid), the log
+ * entry recording another signature, the log entry not one of the trusted root's logs, or else
+ * @sigstore/verify's own words.
+ */
+function keylessFailure(err: unknown, leaf: Buffer | null, tlogEntries: readonly TransparencyLogEntry[]): string {
+  const code = (err as { code?: string }).code ?? '';
+  if (code === 'CERTIFICATE_ERROR' && /not valid or expired/.test(rootMessage(err)) && leaf) {
+    let cert: X509Certificate | null = null;
+    try {
+      cert = new X509Certificate(leaf);
+    } catch {
+      cert = null;
+    }
+    const logged = tlogEntries[0] ? new Date(Number(tlogEntries[0].integratedTime) * 1000) : null;
+    if (cert && logged) {
+      const from = new Date(cert.validFrom);
+      const to = new Date(cert.validTo);
+      const when = `valid from ${iso(from)} until ${iso(to)}, the transparency log recorded the signature at ${iso(logged)}`;
+      if (logged > to) return `expired certificate: it was not valid when the signature was made (${when})`;
+      if (logged < from) return `certificate not yet valid when the signature was made (${when})`;
+    }
+    return `the certificate was not valid when the signature was made (${errorText(err)})`;
+  }
+  if (code === 'TLOG_BODY_ERROR') {
+    return `keyless signature does not verify: its transparency-log entry records another signature or digest, so the signature or the entry was altered (${errorText(err)})`;
+  }
+  if (code.startsWith('TLOG_')) {
+    return `its transparency-log entry does not verify against the trusted root's logs: not recorded by a log the policy trusts, or altered (${errorText(err)})`;
+  }
+  return `keyless signature does not verify against the trusted root (${errorText(err)})`;
+}
+
+/**
+ * A keyless (Fulcio certificate) signature, checked with @sigstore/verify against the policy's
+ * trusted root and identities. `leaf`: the certificate's DER bytes (for the reason when it was not
+ * valid at signing time). Shared by sigstore bundles and keyless cosign `.sig` layers.
+ */
+export function checkKeyless(entity: SignedEntity, leaf: Buffer | null, tlogEntries: readonly TransparencyLogEntry[], policy: SignaturePolicy): SignatureCheck {
+  if (!policy.keyless) return { ok: false, reason: 'a keyless (certificate) signature, and the policy has no keyless trusted root' };
+  // Without a log entry nothing says when the signature was made, so nothing says the short-lived
+  // certificate was valid then: @sigstore/verify refuses it too (a timestamp is required); this says why.
+  if (tlogEntries.length === 0) return { ok: false, reason: 'log entry missing: a keyless signature without its transparency-log (Rekor) entry' };
+  let identity: { subjectAlternativeName?: string; extensions?: { issuer?: string } } | undefined;
+  try {
+    identity = new Verifier(policy.keyless.trust).verify(entity).identity;
+  } catch (err) {
+    return { ok: false, reason: keylessFailure(err, leaf, tlogEntries) };
+  }
+  const san = identity?.subjectAlternativeName ?? '';
+  const issuer = identity?.extensions?.issuer ?? '';
+  if (policy.keyless.identities.some((id) => id.subject(san) && id.issuer(issuer))) return { ok: true, signer: `${san} (issuer ${issuer})` };
+  return {
+    ok: false,
+    reason: `certificate identity ${JSON.stringify(san)} issued by ${JSON.stringify(issuer)} does not match the policy's identities (${policy.keyless.identities.map((i) => i.text).join('; ')})`,
+  };
 }
 
 /** Which digests (hex, sha256) a bundle says it signs; null when it signs something else than an image digest. */
@@ -81,18 +153,7 @@ export function checkBundle(doc: unknown, subject: Digest, manifestBytes: Buffer
     if (failures.every((f) => f.startsWith('SIGNATURE_ERROR'))) return { ok: false, reason: "not signed by any of the policy's keys (signed by another key, or altered after signing)" };
     return { ok: false, reason: `a key-based bundle that does not verify (${[...new Set(failures)].join('; ')})` };
   }
-  if (!policy.keyless) return { ok: false, reason: 'a keyless (certificate) signature, and the policy has no keyless trusted root' };
-  let identity: { subjectAlternativeName?: string; extensions?: { issuer?: string } } | undefined;
-  try {
-    identity = new Verifier(policy.keyless.trust).verify(entity).identity;
-  } catch (err) {
-    return { ok: false, reason: `keyless signature does not verify against the trusted root (${errorText(err)})` };
-  }
-  const san = identity?.subjectAlternativeName ?? '';
-  const issuer = identity?.extensions?.issuer ?? '';
-  if (policy.keyless.identities.some((id) => id.subject(san) && id.issuer(issuer))) return { ok: true, signer: `${san} (issuer ${issuer})` };
-  return {
-    ok: false,
-    reason: `certificate identity ${JSON.stringify(san)} issued by ${JSON.stringify(issuer)} does not match the policy's identities (${policy.keyless.identities.map((i) => i.text).join('; ')})`,
-  };
+  const vm = bundle.verificationMaterial;
+  const leaf = material.$case === 'x509CertificateChain' ? material.x509CertificateChain.certificates[0]?.rawBytes : material.certificate.rawBytes;
+  return checkKeyless(entity, leaf ? Buffer.from(leaf) : null, vm.tlogEntries, policy);
 }

@@ -45,6 +45,8 @@ export const BUNDLE_TYPES: ReadonlySet<string> = new Set([
   'application/vnd.dev.sigstore.bundle+json;version=0.3',
   'application/vnd.dev.sigstore.bundle+json;version=0.2',
 ]);
+/** The artifactType of a Notary Project (notation) signature referrer. */
+export const NOTATION_TYPE = 'application/vnd.cncf.notary.signature';
 const NOT_RUNNABLE_LAYERS: ReadonlySet<string> = new Set([SIMPLE_SIGNING, 'application/vnd.dsse.envelope.v1+json', ...BUNDLE_TYPES]);
 const NEGATIVE_TTL_MS = 10_000;
 const MAX_VERDICTS = 20_000;
@@ -56,17 +58,40 @@ export interface ManifestToCheck {
   bytes: Buffer;
 }
 
+/** A manifest served under a `warn` policy without a valid signature (for the dashboard's list). */
+export interface ServedUnverified {
+  repository: string;
+  digest: string;
+  /** The policy, as messages name it: `verify.policies[<i>] (<pattern>)`. */
+  policy: string;
+  result: Exclude<VerificationResult, 'verified'>;
+  reason: string;
+}
+
 export class SignatureGate {
   private policies: SignaturePolicies;
   private readonly log: Logger;
   private readonly onVerdict: (result: VerificationResult) => void;
+  private readonly onServedUnverified: (served: ServedUnverified) => void;
   private readonly verdicts = new LRUCache<string, Verdict>({ max: MAX_VERDICTS });
   private readonly inFlight = new Map<string, Promise<Verdict>>();
 
-  constructor(deps: { policies: SignaturePolicies; log: Logger; onVerdict?: (result: VerificationResult) => void }) {
+  constructor(deps: {
+    policies: SignaturePolicies;
+    log: Logger;
+    onVerdict?: (result: VerificationResult) => void;
+    /** Each time a manifest is served under `warn` without a valid signature (a cached verdict too). */
+    onServedUnverified?: (served: ServedUnverified) => void;
+  }) {
     this.policies = deps.policies;
     this.log = deps.log;
     this.onVerdict = deps.onVerdict ?? (() => undefined);
+    this.onServedUnverified = deps.onServedUnverified ?? (() => undefined);
+  }
+
+  /** Whether a policy in force is in `warn` mode (the dashboard then lists what it served unverified). */
+  warns(): boolean {
+    return this.policies.policies.some((p) => p.mode === 'warn');
   }
 
   /** New policies (a configuration reload): verdicts of a policy whose version changed are never used again. */
@@ -86,8 +111,14 @@ export class SignatureGate {
    */
   async check(source: SignatureSource, manifest: ManifestToCheck): Promise<void> {
     const decided = await this.verdict(source, manifest);
-    if (!decided || decided.verdict.result === 'verified' || decided.policy.mode === 'warn') return;
-    throw refusal(decided.policy, source.repository, manifest.digest, decided.verdict);
+    if (!decided) return;
+    const { policy, verdict } = decided;
+    if (verdict.result === 'verified') return;
+    if (policy.mode === 'warn') {
+      this.onServedUnverified({ repository: source.repository, digest: manifest.digest, policy: policy.name, result: verdict.result, reason: verdict.reason });
+      return;
+    }
+    throw refusal(policy, source.repository, manifest.digest, verdict);
   }
 
   /**
@@ -153,9 +184,14 @@ async function findValidSignature(policy: SignaturePolicy, source: SignatureSour
     failures.push(c.reason);
     return null;
   };
+  // Notary Project (notation) signatures are seen, not verified (README, "Signature policy": no
+  // maintained JavaScript implementation): a refusal says they were there.
+  let notation = 0;
   // 1. OCI referrers: sigstore bundles.
   try {
-    const referrers = (await source.referrers(subject)).filter((r) => r.artifactType !== undefined && BUNDLE_TYPES.has(r.artifactType)).slice(0, MAX_CANDIDATES);
+    const all = await source.referrers(subject);
+    notation = all.filter((r) => r.artifactType === NOTATION_TYPE).length;
+    const referrers = all.filter((r) => r.artifactType !== undefined && BUNDLE_TYPES.has(r.artifactType)).slice(0, MAX_CANDIDATES);
     for (const r of referrers) {
       try {
         const doc = JSON.parse((await source.manifest(parseDigest(r.digest))).toString('utf8')) as { layers?: Array<{ mediaType?: unknown; digest?: unknown }> };
@@ -193,8 +229,9 @@ async function findValidSignature(policy: SignaturePolicy, source: SignatureSour
   if (errors.length) {
     return { result: 'error', reason: `signatures could not be read (${errors.join('; ')})${failures.length ? `; and ${failures.join('; ')}` : ''}` };
   }
-  if (found === 0) return { result: 'unsigned', reason: `no signature (no sigstore bundle referrer, no cosign tag sha256-${subject.hex.slice(0, 12)}….sig)` };
-  return { result: 'invalid', reason: [...new Set(failures)].join('; ') };
+  const unverifiable = notation > 0 ? `; ${notation === 1 ? 'a Notary Project (notation) signature was found' : `${notation} Notary Project (notation) signatures were found`}: stevedore does not verify those` : '';
+  if (found === 0) return { result: 'unsigned', reason: `no signature (no sigstore bundle referrer, no cosign tag sha256-${subject.hex}.sig)${unverifiable}` };
+  return { result: 'invalid', reason: `${[...new Set(failures)].join('; ')}${unverifiable}` };
 }
 
 function parseJson(bytes: Buffer): Record<string, unknown> | null {

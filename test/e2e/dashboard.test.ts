@@ -8,8 +8,9 @@ import type { DashboardState } from '../../lib/server/dashboard/dashboard.js';
 import { launchChromium, openPage, screenshot } from '../fixtures/browser.js';
 import { sendJson, sendManifest, sleep, startFake, writeAndWait } from '../fixtures/fake-upstream.js';
 import { rawRequest } from '../fixtures/http-client.js';
-import { buildDockerImage, makeBlob, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
+import { buildDockerImage, buildOciImage, makeBlob, MANIFEST_ACCEPT, pushImage } from '../fixtures/images.js';
 import { startRegistry } from '../fixtures/registry.js';
+import { keyPair, pushCosignSig } from '../fixtures/signing.js';
 import { skopeoCopy } from '../fixtures/skopeo.js';
 import { startStevedore } from '../fixtures/stevedore.js';
 import { tmpDir } from '../fixtures/util.js';
@@ -285,6 +286,59 @@ t.test('what the dashboard answers besides the page', async (t) => {
   const st = await rawRequest(`${sd.url}/ui/api/state`);
   t.equal(st.headers['cache-control'], 'no-store');
   t.equal(JSON.parse(st.body.toString()).mode, 'single');
+});
+
+t.test('in Chromium, a signature policy in warn mode: the unsigned and the wrongly signed images it served are listed with digest, policy, reason, time and count', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const key = await keyPair(t, 'ec');
+  const other = await keyPair(t, 'ec');
+  const images = Object.fromEntries(['unsigned', 'wrong', 'signed'].map((n) => [n, buildOciImage(`dashboard/${n}`, { layers: 1, layerSize: 64 })]));
+  for (const [name, img] of Object.entries(images)) await pushImage(reg.url, `lab/${name}`, 'v1', img);
+  await pushCosignSig(reg.url, 'lab/wrong', images.wrong!.manifest.digest, other.privateKey);
+  await pushCosignSig(reg.url, 'lab/signed', images.signed!.manifest.digest, key.privateKey);
+  const sd = await startStevedore(t, {
+    upstreams: { 'ghcr.io': { url: reg.url } },
+    defaultUpstream: 'ghcr.io',
+    config: { verify: { policies: [{ repository: 'ghcr.io/lab/**', mode: 'warn', keys: [key.publicKeyFile] }] } },
+  });
+  const before = Date.now();
+  for (const [name, times] of [['unsigned', 3], ['wrong', 1], ['signed', 2]] as const) {
+    for (let i = 0; i < times; i++) {
+      const r = await rawRequest(`${sd.url}/v2/lab/${name}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+      t.equal(r.status, 200, `lab/${name} is served (warn)`);
+    }
+  }
+  const st = await state(sd.url);
+  const rows = [...st.unverified!].sort((a, b) => a.repository.localeCompare(b.repository));
+  t.same(
+    rows.map((u) => [u.repository, u.digest, u.policy, u.result, u.count]),
+    [
+      ['ghcr.io/lab/unsigned', images.unsigned!.manifest.digest, 'verify.policies[0] (ghcr.io/lab/**)', 'unsigned', 3],
+      ['ghcr.io/lab/wrong', images.wrong!.manifest.digest, 'verify.policies[0] (ghcr.io/lab/**)', 'invalid', 1],
+    ],
+    'each image served unverified once, with how often; the signed one is not listed',
+  );
+  t.match(rows[0]!.reason, /^no signature/);
+  t.match(rows[1]!.reason, /signed by another key/);
+  for (const u of rows) t.ok(u.firstAt >= before && u.lastAt >= u.firstAt && u.lastAt <= st.now, 'when it was served');
+
+  const browser = await launchChromium(t);
+  const { page, problems } = await openPage(browser);
+  await page.goto(`${sd.url}/`);
+  await page.waitForSelector('body[data-ready="1"]', { timeout: 10_000 });
+  t.equal(await page.isVisible('#unverified-section'), true, 'the list is shown');
+  const shown = (await page.$$eval('#unverified tbody tr', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent ?? '')))).sort((a, b) => a[0]!.localeCompare(b[0]!));
+  t.equal(shown.length, 2);
+  t.same(shown.map((r) => [r[0], r[2], r[5]]), [['ghcr.io/lab/unsigned', 'verify.policies[0] (ghcr.io/lab/**)', '3'], ['ghcr.io/lab/wrong', 'verify.policies[0] (ghcr.io/lab/**)', '1']]);
+  t.equal(shown[0]![1], `${images.unsigned!.manifest.digest.slice(0, 19)}…`, 'the digest, shortened');
+  t.match(shown[0]![3], /^no signature/);
+  t.match(shown[1]![3], /signed by another key/);
+  t.comment(`screenshot: ${await screenshot(page, 'dashboard-unverified')}`);
+  t.same(problems, []);
+
+  const plain = await startStevedore(t, { upstreams: { 'ghcr.io': { url: reg.url } }, defaultUpstream: 'ghcr.io' });
+  t.equal((await state(plain.url)).unverified, null, 'without a warn policy there is no such list');
 });
 
 t.test('dashboard.enabled: false: / is no endpoint', async (t) => {

@@ -8,7 +8,7 @@ import { buildOciImage, buildOciIndex, makeBlob, MANIFEST_ACCEPT, pushImage } fr
 import { ociErrors, rawRequest, type RawResponse } from '../fixtures/http-client.js';
 import { startRegistry } from '../fixtures/registry.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
-import { attachBundle, dsseBundle, keyPair, messageBundle, pushCosignSig, simpleSigningPayload, startSigstoreMock } from '../fixtures/signing.js';
+import { attachBundle, attachNotationLike, dsseBundle, keyPair, messageBundle, pushCosignSig, pushKeylessCosignSig, simpleSigningPayload, startSigstoreMock } from '../fixtures/signing.js';
 import { skopeoInspect } from '../fixtures/skopeo.js';
 import { verifySchema } from '../../lib/config/verify-schema.js';
 
@@ -168,6 +168,68 @@ t.test('a keyless bundle from another issuer is refused', async (t) => {
   denied(t, await get(sd, 'keyless/wrong-issuer', 'v1'), /issued by "https:\/\/other-issuer\.example" does not match/);
 });
 
+t.test('a keyless bundle whose certificate had expired when the log recorded the signature is refused: "expired certificate"', async (t) => {
+  const digest = await image('keyless/expired');
+  // The mock CA, its clock an hour back: a certificate valid for ten minutes, fifty minutes ago.
+  const k = mock.keyless('dev@example.com', ISSUER, { expired: true });
+  await attachBundle(reg.directHost, 'keyless/expired', digest, await messageBundle(k.signer, k.witnesses, manifests.get(digest)!));
+  denied(t, await get(sd, 'keyless/expired', 'v1'), /expired certificate: it was not valid when the signature was made \(valid from \S+ until \S+, the transparency log recorded the signature at \S+\)/);
+});
+
+t.test('a keyless bundle without its transparency-log entry is refused: "log entry missing"', async (t) => {
+  const digest = await image('keyless/no-log');
+  const k = mock.keyless('dev@example.com', ISSUER, { noLog: true });
+  await attachBundle(reg.directHost, 'keyless/no-log', digest, await messageBundle(k.signer, k.witnesses, manifests.get(digest)!));
+  denied(t, await get(sd, 'keyless/no-log', 'v1'), /log entry missing: a keyless signature without its transparency-log \(Rekor\) entry/);
+});
+
+t.test("a keyless bundle logged by a Rekor the trusted root does not name is refused: its log entry does not verify", async (t) => {
+  const digest = await image('keyless/other-log');
+  const k = mock.keyless('dev@example.com', ISSUER, { untrustedLog: true });
+  await attachBundle(reg.directHost, 'keyless/other-log', digest, await messageBundle(k.signer, k.witnesses, manifests.get(digest)!));
+  denied(t, await get(sd, 'keyless/other-log', 'v1'), /transparency-log entry does not verify against the trusted root's logs: .*TLOG_INCLUSION_PROMISE_ERROR/);
+});
+
+t.test('a keyless legacy cosign .sig (certificate, chain and Rekor bundle annotations) with an allowed identity is served', async (t) => {
+  const digest = await image('keyless/sig');
+  await pushKeylessCosignSig(reg.url, 'keyless/sig', digest, mock.keyless('dev@example.com', ISSUER), mock.rootPem);
+  const r = await get(sd, 'keyless/sig', 'v1');
+  t.equal(r.status, 200, r.body.toString());
+  t.ok(sd.logs.some((l) => l.msg === 'signature verified' && l.repository === 'ghcr.io/keyless/sig' && /signed by dev@example\.com \(issuer https:\/\/issuer\.example\)/.test(String(l.reason))));
+});
+
+t.test('a keyless legacy .sig with another identity is refused: "certificate identity … does not match"', async (t) => {
+  const digest = await image('keyless/sig-intruder');
+  await pushKeylessCosignSig(reg.url, 'keyless/sig-intruder', digest, mock.keyless('intruder@example.com', ISSUER), mock.rootPem);
+  denied(t, await get(sd, 'keyless/sig-intruder', 'v1'), /certificate identity "intruder@example\.com" issued by "https:\/\/issuer\.example" does not match/);
+});
+
+t.test('a keyless legacy .sig without its Rekor bundle annotation is refused: "log entry missing"', async (t) => {
+  const digest = await image('keyless/sig-no-log');
+  await pushKeylessCosignSig(reg.url, 'keyless/sig-no-log', digest, mock.keyless('dev@example.com', ISSUER, { noLog: true }), mock.rootPem);
+  denied(t, await get(sd, 'keyless/sig-no-log', 'v1'), /log entry missing: a keyless cosign \.sig without its Rekor bundle \(dev\.sigstore\.cosign\/bundle annotation\)/);
+});
+
+t.test('a keyless legacy .sig whose certificate had expired when it was logged is refused: "expired certificate"', async (t) => {
+  const digest = await image('keyless/sig-expired');
+  await pushKeylessCosignSig(reg.url, 'keyless/sig-expired', digest, mock.keyless('dev@example.com', ISSUER, { expired: true }), mock.rootPem);
+  denied(t, await get(sd, 'keyless/sig-expired', 'v1'), /expired certificate: it was not valid when the signature was made/);
+});
+
+t.test('a keyless legacy .sig logged by a Rekor the trusted root does not name is refused', async (t) => {
+  const digest = await image('keyless/sig-other-log');
+  await pushKeylessCosignSig(reg.url, 'keyless/sig-other-log', digest, mock.keyless('dev@example.com', ISSUER, { untrustedLog: true }), mock.rootPem);
+  denied(t, await get(sd, 'keyless/sig-other-log', 'v1'), /transparency-log entry does not verify against the trusted root's logs/);
+});
+
+t.test('an image carrying only a Notary Project (notation) signature is refused, the reason saying such signatures are not verified', async (t) => {
+  const digest = await image('lab/notation');
+  await attachNotationLike(reg.directHost, 'lab/notation', digest);
+  const r = await get(sd, 'lab/notation', 'v1');
+  denied(t, r, /no signature \(no sigstore bundle referrer, no cosign tag sha256-[0-9a-f]{64}\.sig\); a Notary Project \(notation\) signature was found: stevedore does not verify those/);
+  t.equal((ociErrors(r)?.[0]?.detail as { result?: string } | undefined)?.result, 'unsigned');
+});
+
 t.test('a signed index covers its platform manifests; an unsigned index does not', async (t) => {
   const signed = buildOciIndex('index/signed', [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }], { layers: 1, layerSize: 64 });
   await pushImage(reg.url, 'lab/index', 'v1', signed);
@@ -262,4 +324,44 @@ t.test('stevedore serve reads the policies again on SIGHUP; a bad reload keeps t
   await logsSettled(p);
   t.ok(p.logs.some((l) => l.msg === 'signature policies not reloaded: keeping the ones in force' && /keys\[0\]: cannot read/.test(JSON.stringify(l.problems))), 'the bad reload is logged with the key');
   t.equal((await ask()).status, 200, 'the policies in force stay');
+});
+
+t.test('what skopeo, podman and ctr print for an image refused by a signature policy: the policy and the reason', async (t) => {
+  const { startContainerd, SAFE_FALLBACK_SERVER } = await import('../fixtures/containerd.js');
+  const { preparePodman } = await import('../fixtures/podman.js');
+  const { skopeoCopy } = await import('../fixtures/skopeo.js');
+  const { writeHostsTomls } = await import('../../lib/cli/containerd-config.js');
+  const { tmpDir } = await import('../fixtures/util.js');
+  const ctrdP = startContainerd();
+  t.teardown(async () => (await ctrdP.catch(() => null))?.stop());
+  const unsigned = await image('lab/clients-unsigned');
+  const otherKey = await image('lab/clients-other-key');
+  await pushCosignSig(reg.url, 'lab/clients-other-key', otherKey, other.privateKey);
+  const work = await tmpDir(t, 'sig-clients-');
+  // podman: ghcr.io's primary location a closed port, its mirror stevedore's path prefix; ctr: hosts.toml, then the closed port.
+  const pm = await preparePodman(t, { registriesConf: `[[registry]]\nprefix = "ghcr.io"\nlocation = "127.0.0.1:1"\ninsecure = true\n[[registry.mirror]]\nlocation = "${sd.host}/ghcr.io"\ninsecure = true\n` });
+  const ctrd = await ctrdP;
+  const hostsDir = `${work}/certs.d`;
+  await writeHostsTomls(hostsDir, ['ghcr.io'], [sd.url], { server: SAFE_FALLBACK_SERVER });
+  const cases = [
+    { repo: 'lab/clients-unsigned', digest: unsigned, reason: `no signature \\(no sigstore bundle referrer, no cosign tag sha256-${unsigned.slice(7)}\\.sig\\)` },
+    { repo: 'lab/clients-other-key', digest: otherKey, reason: "not signed by any of the policy's keys \\(signed by another key, or altered after signing\\)" },
+  ];
+  for (const c of cases) {
+    const says = new RegExp(`verify\\.policies\\[1\\] \\(ghcr\\.io/lab/\\*\\*\\) requires a valid signature: ghcr\\.io/${c.repo}@${c.digest}: ${c.reason}`);
+    const runs = {
+      'skopeo inspect': await skopeoInspect(`docker://${sd.host}/${c.repo}:v1`),
+      'skopeo copy': await skopeoCopy(`docker://${sd.host}/${c.repo}:v1`, `dir:${work}/${c.repo.replace('/', '-')}`),
+      'podman pull': await pm.pull(`ghcr.io/${c.repo}:v1`),
+      'ctr images pull': await ctrd.pull(`ghcr.io/${c.repo}:v1`, { hostsDir }),
+    };
+    for (const [client, r] of Object.entries(runs)) {
+      const output = `${r.stdout}\n${r.stderr}`.trim();
+      t.comment(`${client} ${c.repo}:\n${output}`);
+      t.not(r.code, 0, `${client} fails on ${c.repo}`);
+      t.match(output, says, `${client} prints the policy and the reason for ${c.repo}`);
+    }
+    // containerd resolves the tag with HEAD (not checked: no content), then GETs the manifest by digest: refused.
+    t.match(runs['ctr images pull'].stderr, /403 Forbidden - verify\.policies\[1\]/, 'ctr: the reason comes with the status line');
+  }
 });

@@ -159,3 +159,22 @@ t.test('SIGHUP to the supervisor reaches every worker: each reads its signature 
   t.equal(p.child.exitCode, null, 'the supervisor still runs');
   t.equal((await getAlone(`${p.url}/healthz`)).status, 200, 'and serves');
 });
+
+t.test("the dashboard's list of images a warn policy served unsigned counts every worker's answers", async (t) => {
+  const { startRegistry } = await import('../fixtures/registry.js');
+  const { buildOciImage, pushImage } = await import('../fixtures/images.js');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const img = buildOciImage('workers/unsigned', { layers: 1, layerSize: 64 });
+  await pushImage(reg.url, 'lab/unsigned', 'v1', img);
+  const dir = await tmpDir(t, 'stevedore-workers-warn-');
+  const keyFile = path.join(dir, 'cosign.pub');
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  await fsp.writeFile(keyFile, publicKey.export({ type: 'spki', format: 'pem' }));
+  const { p } = await workersOn(t, reg.url, { verify: { policies: [{ repository: 'docker.io/lab/**', mode: 'warn', keys: [keyFile] }] } });
+  await waitFor('both workers to listen', async () => new Set(p.logs.filter((l) => l.msg === 'stevedore listening').map((l) => l.worker)).size === 2, 30_000);
+  // Connections of their own: round-robin gives each worker a share of the ten pulls.
+  for (let i = 0; i < 10; i++) t.equal((await getAlone(`${p.url}/v2/lab/unsigned/manifests/${img.manifest.digest}?ns=docker.io`)).status, 200);
+  const state = JSON.parse((await getAlone(`${p.url}/ui/api/state`)).body) as { unverified: Array<{ repository: string; digest: string; count: number }> | null };
+  t.same(state.unverified?.map((u) => [u.repository, u.digest, u.count]), [['docker.io/lab/unsigned', img.manifest.digest, 10]], 'one row, both workers\' answers added up');
+});

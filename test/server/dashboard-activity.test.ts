@@ -1,6 +1,7 @@
 // The dashboard's memory of requests (lib/server/dashboard/activity.ts), on a clock the test moves.
 import t from 'tap';
-import { Activity, MINUTES, type AnsweredRequest } from '../../lib/server/dashboard/activity.js';
+import { Activity, MAX_UNVERIFIED, MINUTES, type AnsweredRequest } from '../../lib/server/dashboard/activity.js';
+import type { ServedUnverified } from '../../lib/verify/signature-gate.js';
 
 const MIN = 60_000;
 
@@ -93,4 +94,44 @@ t.test('top repositories: by manifest pulls or by bytes, only those the viewer m
   t.same(a.topRepositories('bytes', 10, all).map((r) => r.repository), ['docker.io/library/big', 'docker.io/library/many']);
   t.same(a.topRepositories('bytes', 10, (r) => r !== 'docker.io/library/big').map((r) => r.repository), ['docker.io/library/many']);
   t.same(a.recentErrors((r) => r !== 'docker.io/library/failed'), [], 'an error naming a hidden repository is hidden');
+});
+
+const unverified = (repository: string, digest = 'sha256:aa', reason = 'no signature'): ServedUnverified => ({
+  repository,
+  digest,
+  policy: 'verify.policies[0] (docker.io/**)',
+  result: 'unsigned',
+  reason,
+});
+
+t.test('a manifest served without a valid signature is listed once: first and last served, how often, the reason last given', async (t) => {
+  const { a, clock } = setup();
+  a.recordUnverified(unverified('docker.io/library/app'));
+  clock.now += MIN;
+  a.recordUnverified(unverified('docker.io/library/other', 'sha256:bb'));
+  clock.now += MIN;
+  a.recordUnverified({ ...unverified('docker.io/library/app'), result: 'invalid', reason: 'signed by another key' });
+  const list = a.unverifiedImages(() => true);
+  t.same(
+    list.map((u) => [u.repository, u.digest, u.count, u.firstAt, u.lastAt, u.result, u.reason]),
+    [
+      ['docker.io/library/app', 'sha256:aa', 2, 100 * MIN, 102 * MIN, 'invalid', 'signed by another key'],
+      ['docker.io/library/other', 'sha256:bb', 1, 101 * MIN, 101 * MIN, 'unsigned', 'no signature'],
+    ],
+    'last served first',
+  );
+  t.equal(list[0]!.policy, 'verify.policies[0] (docker.io/**)');
+  t.same(a.unverifiedImages((r) => r !== 'docker.io/library/app').map((u) => u.repository), ['docker.io/library/other'], 'only what the viewer may see');
+});
+
+t.test(`at most ${MAX_UNVERIFIED} manifests served unverified are kept, the least recently served forgotten`, async (t) => {
+  const { a, clock } = setup();
+  for (let i = 0; i < MAX_UNVERIFIED + 10; i++) {
+    clock.now += 1000;
+    a.recordUnverified(unverified(`docker.io/library/app${i}`));
+  }
+  const list = a.unverifiedImages(() => true);
+  t.equal(list.length, MAX_UNVERIFIED);
+  t.equal(list[0]!.repository, `docker.io/library/app${MAX_UNVERIFIED + 9}`);
+  t.equal(list.at(-1)!.repository, 'docker.io/library/app10');
 });

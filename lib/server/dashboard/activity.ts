@@ -1,18 +1,22 @@
 /**
  * What the dashboard remembers about the requests it saw: the last hour in one-minute buckets
  * (cache results, bytes from the store, bytes fetched upstream), the repositories pulled most
- * (by manifest pulls and by bytes, since start; bounded), and the last errors answered.
+ * (by manifest pulls and by bytes, since start; bounded), the last errors answered, and the
+ * manifests served under a `warn` signature policy without a valid signature (bounded).
  *
  * In memory only: a restart starts an empty hour. The durable history is Prometheus's
  * (`/metrics`, config/grafana/stevedore.json); this is the glance at what the process is doing.
  */
 import { LRUCache } from 'lru-cache';
+import type { ServedUnverified } from '../../verify/signature-gate.js';
 
 export const MINUTES = 60;
 const MINUTE_MS = 60_000;
 /** Repositories remembered for the top lists (least recently pulled forgotten first). */
 const MAX_REPOSITORIES = 2_000;
 const MAX_ERRORS = 50;
+/** Manifests served unverified remembered (least recently served forgotten first). */
+export const MAX_UNVERIFIED = 50;
 
 export interface Bucket {
   /** Start of the minute (epoch ms). */
@@ -49,6 +53,14 @@ export interface RecentError {
   repository: string | null;
 }
 
+/** A manifest served under a `warn` policy without a valid signature: since when, how often. */
+export interface UnverifiedImage extends ServedUnverified {
+  firstAt: number;
+  lastAt: number;
+  /** Times it was served so (manifest GETs). */
+  count: number;
+}
+
 /** One answered request, as the edge reports it. */
 export interface AnsweredRequest {
   method: string;
@@ -70,6 +82,7 @@ export class Activity {
   private readonly buckets: Bucket[] = [];
   private readonly repositories = new LRUCache<string, RepositoryActivity>({ max: MAX_REPOSITORIES });
   private readonly errors: RecentError[] = [];
+  private readonly unverified = new LRUCache<string, UnverifiedImage>({ max: MAX_UNVERIFIED });
   /** The fetched-bytes total last seen, so each bucket gets what arrived in its minute. */
   private lastFetchedTotal: number;
 
@@ -117,6 +130,29 @@ export class Activity {
       });
       if (this.errors.length > MAX_ERRORS) this.errors.shift();
     }
+  }
+
+  /** A manifest served under a `warn` policy without a valid signature (SignatureGate reports each one). */
+  recordUnverified(u: ServedUnverified): void {
+    const key = unverifiedKey(u);
+    const now = this.now();
+    const known = this.unverified.get(key);
+    if (known) {
+      known.count++;
+      known.lastAt = now;
+      known.result = u.result;
+      known.reason = u.reason;
+    } else {
+      this.unverified.set(key, { repository: u.repository, digest: u.digest, policy: u.policy, result: u.result, reason: u.reason, firstAt: now, lastAt: now, count: 1 });
+    }
+  }
+
+  /** What was served unverified, last served first, without the repositories the viewer may not see. */
+  unverifiedImages(visible: (repository: string) => boolean): UnverifiedImage[] {
+    return [...this.unverified.values()]
+      .filter((u) => visible(u.repository))
+      .sort((a, b) => b.lastAt - a.lastAt)
+      .map((u) => ({ ...u }));
   }
 
   /** The last hour, oldest minute first, with empty minutes filled in (MINUTES buckets). */
@@ -167,6 +203,10 @@ export function topOf(repositories: Iterable<RepositoryActivity>, by: 'pulls' | 
   const all = [...repositories].filter((r) => r[by] > 0 && visible(r.repository));
   all.sort((a, b) => b[by] - a[by] || b.lastAt - a.lastAt);
   return all.slice(0, n).map((r) => ({ ...r }));
+}
+
+export function unverifiedKey(u: ServedUnverified): string {
+  return `${u.policy}|${u.repository}|${u.digest}`;
 }
 
 export function emptyBucket(at: number): Bucket {

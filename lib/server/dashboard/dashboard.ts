@@ -4,8 +4,8 @@
  * two seconds.
  *
  * The state is built per viewer: who may look is who may read /metrics (Auth.authorizeDashboard),
- * and no repository a viewer may not pull is named: top lists, downloads and errors are filtered
- * by the access rules. Upstream names and health are configuration, shown to every viewer.
+ * and no repository a viewer may not pull is named: top lists, downloads, errors and images served
+ * without a valid signature are filtered by the access rules. Upstream names and health are configuration, shown to every viewer.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -22,7 +22,7 @@ import type { SharedIndex } from '../../cluster/shared-index.js';
 import { OciError } from '../../oci/errors.js';
 import type { Auth, AuthContext } from '../auth/auth.js';
 import { sendJson } from '../respond.js';
-import { Activity, emptyBucket, topOf, type Bucket, type RecentError, type RepositoryActivity } from './activity.js';
+import { Activity, emptyBucket, MAX_UNVERIFIED, topOf, unverifiedKey, type Bucket, type RecentError, type RepositoryActivity, type UnverifiedImage } from './activity.js';
 import { answerCollections } from '../../cluster/ipc/coordinator.js';
 
 /** One worker's per-process figures (server.workers above 1), merged into the host's dashboard. */
@@ -36,6 +36,7 @@ export interface WorkerPart {
   repositories: RepositoryActivity[];
   errors: RecentError[];
   downloads: DownloadState[];
+  unverified: UnverifiedImage[];
 }
 
 /** What the host's dashboard shows of each worker. */
@@ -88,6 +89,8 @@ export interface DashboardDeps {
   peers: NodePeers | null;
   version: string;
   now: () => number;
+  /** Whether a signature policy in force is in `warn` mode (config verify): the list of what was served unverified is shown then. */
+  verifyWarns?: () => boolean;
   /** One of the host's workers: its slot, and how every worker's part is had (through the supervisor). */
   worker?: { id: string; collect: () => Promise<unknown[]> } | null;
 }
@@ -139,6 +142,12 @@ export interface DashboardState {
   topByPulls: RepositoryActivity[];
   topByBytes: RepositoryActivity[];
   errors: RecentError[];
+  /**
+   * Manifests served under a `warn` signature policy (config verify) without a valid signature:
+   * repository, digest, policy, result and reason, first and last served, how often; last served
+   * first, at most MAX_UNVERIFIED. null: no policy in force is in warn mode, and nothing was listed.
+   */
+  unverified: UnverifiedImage[] | null;
   /** `coordinator`: redis, or ipc (server.workers without Redis: the workers' supervisor). */
   cluster: { replicaId: string; storeId: string; redisUp: boolean; coordinator: string } | null;
   peers: { group: string; self: string; transfers: Partial<Record<PeerEvent, number>> } | null;
@@ -189,6 +198,7 @@ export class Dashboard {
       repositories: this.activity.repositoryList(),
       errors: this.activity.recentErrors(() => true),
       downloads: this.deps.pull.downloadsSnapshot(),
+      unverified: this.activity.unverifiedImages(() => true),
     };
   }
 
@@ -268,10 +278,16 @@ export class Dashboard {
       topByPulls: merged ? topOf(merged.repositories, 'pulls', TOP, visible) : this.activity.topRepositories('pulls', TOP, visible),
       topByBytes: merged ? topOf(merged.repositories, 'bytes', TOP, visible) : this.activity.topRepositories('bytes', TOP, visible),
       errors: merged ? merged.errors.filter((e) => e.repository === null || visible(e.repository)) : this.activity.recentErrors(visible),
+      unverified: this.unverifiedState(merged ? merged.unverified : this.activity.unverifiedImages(() => true), visible),
       cluster: cluster ? { replicaId: cluster.replicaId, storeId: cluster.storeId, redisUp: cluster.coordinator.available(), coordinator: cluster.coordinator.name } : null,
       peers: peers && config.node.peers ? { group: config.node.peers.group, self: config.node.peers.advertise, transfers: Object.fromEntries(peers.counts) } : null,
       workers: merged ? merged.workers : null,
     };
+  }
+
+  private unverifiedState(all: UnverifiedImage[], visible: (repository: string) => boolean): UnverifiedImage[] | null {
+    if (all.length === 0 && !this.deps.verifyWarns?.()) return null;
+    return all.filter((u) => visible(u.repository));
   }
 
   private async upstreamStates(): Promise<DashboardState['upstreams']> {
@@ -295,7 +311,14 @@ export class Dashboard {
 }
 
 /** The host's figures from every worker's: minutes summed, repositories added up, errors and downloads together. */
-function mergeParts(parts: WorkerPart[]): { buckets: Bucket[]; repositories: RepositoryActivity[]; errors: RecentError[]; downloads: DownloadState[]; workers: WorkerRow[] } {
+function mergeParts(parts: WorkerPart[]): {
+  buckets: Bucket[];
+  repositories: RepositoryActivity[];
+  errors: RecentError[];
+  downloads: DownloadState[];
+  unverified: UnverifiedImage[];
+  workers: WorkerRow[];
+} {
   const minutes = new Map<number, Bucket>();
   for (const p of parts) {
     for (const b of p.buckets) {
@@ -329,8 +352,25 @@ function mergeParts(parts: WorkerPart[]): { buckets: Bucket[]; repositories: Rep
         : { ...d },
     );
   }
+  // One manifest served unverified by several workers: its counts added, its first and last times.
+  const unverified = new Map<string, UnverifiedImage>();
+  for (const u of parts.flatMap((p) => p.unverified)) {
+    const key = unverifiedKey(u);
+    const m = unverified.get(key);
+    unverified.set(
+      key,
+      m ? { ...(u.lastAt > m.lastAt ? u : m), firstAt: Math.min(m.firstAt, u.firstAt), lastAt: Math.max(m.lastAt, u.lastAt), count: m.count + u.count } : { ...u },
+    );
+  }
   const workers = parts
     .map((p) => ({ worker: p.worker, pid: p.pid, startedAt: p.startedAt, rssBytes: p.rssBytes, heapUsedBytes: p.heapUsedBytes, requests: p.buckets.reduce((n, b) => n + b.requests, 0), downloads: p.downloads.length }))
     .sort((a, b) => Number(a.worker) - Number(b.worker));
-  return { buckets, repositories: [...repositories.values()], errors, downloads: [...downloads.values()], workers };
+  return {
+    buckets,
+    repositories: [...repositories.values()],
+    errors,
+    downloads: [...downloads.values()],
+    unverified: [...unverified.values()].sort((a, b) => b.lastAt - a.lastAt).slice(0, MAX_UNVERIFIED),
+    workers,
+  };
 }
