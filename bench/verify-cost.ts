@@ -7,7 +7,8 @@
  * manifest by tag, its config and layer, timed from the first request to the last byte (under
  * `require` the first request also fetches and checks the signature).
  *
- *   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/verify-cost.ts [seconds] [coldRuns]
+ *   TAP_TIMEOUT=0 TS_NODE_TRANSPILE_ONLY=1 node_modules/.bin/node --import @tapjs/typescript/import bench/verify-cost.ts [seconds] [coldRuns]
+ * (the test fixtures it uses load tap, whose 30 s timeout would otherwise end the run; node_modules/.bin/node is the Node 24 of the repository)
  */
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
