@@ -1,7 +1,7 @@
 // The coordinator of a host's workers (lib/cluster/ipc/): the contract (coordinator-contract.ts)
 // through a real IPC channel to a forked child holding the state, as workers reach their
 // supervisor; then what only it does: a worker that dies gives its leases up at once.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
@@ -73,22 +73,24 @@ t.test('ipc: the leases of a worker killed with -9 are free at once, not after t
   await once(taker, 'exit');
 });
 
+/** A forked worker attached to `host`, subscribed to the bus of `ns` ('listen') or publishing on it ('publish'). */
+async function busWorker(t: Test, host: IpcCoordinatorHost, mode: 'listen' | 'publish', ns: string): Promise<ChildProcess> {
+  const child = forkChild([mode, ns]);
+  const { detach } = host.attach(child as unknown as IpcChannel);
+  child.once('exit', detach);
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
+  await nextMessage(child);
+  return child;
+}
+
 t.test('ipc: a publish resolves once every other worker has handled the message (a push is answered after)', async (t) => {
   const host = new IpcCoordinatorHost();
   t.teardown(() => host.close());
   const ns = fresh();
-  const start = async (mode: string): Promise<ChildProcess> => {
-    const child = forkChild([mode, ns]);
-    const { detach } = host.attach(child as unknown as IpcChannel);
-    child.once('exit', detach);
-    t.teardown(() => {
-      child.kill('SIGKILL');
-    });
-    await nextMessage(child);
-    return child;
-  };
-  const listener = await start('listen');
-  const publisher = await start('publish');
+  const listener = await busWorker(t, host, 'listen', ns);
+  const publisher = await busWorker(t, host, 'publish', ns);
   // The listener is busy for 400 ms: the message waits in its channel meanwhile.
   listener.send({ spin: 400 });
   publisher.send({ publish: 'v1' });
@@ -100,18 +102,8 @@ t.test('ipc: a publish does not wait for a worker that exited meanwhile', async 
   const host = new IpcCoordinatorHost();
   t.teardown(() => host.close());
   const ns = fresh();
-  const children: ChildProcess[] = [];
-  for (const mode of ['listen', 'publish']) {
-    const child = forkChild([mode, ns]);
-    const { detach } = host.attach(child as unknown as IpcChannel);
-    child.once('exit', detach);
-    t.teardown(() => {
-      child.kill('SIGKILL');
-    });
-    await nextMessage(child);
-    children.push(child);
-  }
-  const [listener, publisher] = children as [ChildProcess, ChildProcess];
+  const listener = await busWorker(t, host, 'listen', ns);
+  const publisher = await busWorker(t, host, 'publish', ns);
   // Busy for 5 s, then killed: its acknowledgement never comes; the publish is bounded.
   listener.send({ spin: 5_000 });
   const sent = Date.now();
