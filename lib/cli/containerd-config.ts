@@ -4,7 +4,8 @@
  * capabilities, falling back to the registry itself.
  *
  * containerd tries the `[host."..."]` sections in the order they are written, then `server`. With
- * two mirrors (a node-local stevedore, then the central one) the first is asked first; when it is
+ * `--client-cert`/`--client-key` each host gets `client = [["cert", "key"]]`: containerd presents
+ * that certificate to the mirror, and stevedore (tls.clientCA) names the node by it. With two mirrors (a node-local stevedore, then the central one) the first is asked first; when it is
  * unreachable containerd moves on to the second.
  *
  * What differs between containerd majors is only where config.toml names the directory (the CRI
@@ -27,6 +28,13 @@ export interface HostsTomlOptions {
   skipVerify?: boolean;
   /** CA certificate file (an absolute path on the node) that signed an https mirror's certificate. */
   ca?: string;
+  /**
+   * A client certificate and its key (absolute paths on the node) that containerd presents to an
+   * https mirror: `client = [["cert", "key"]]` under each host (stevedore's tls.clientCA names the
+   * node by it). Both or neither.
+   */
+  clientCert?: string;
+  clientKey?: string;
 }
 
 /** The containerd majors whose config.toml `containerd-config` knows. */
@@ -46,6 +54,18 @@ function checkTlsOptions(opts: HostsTomlOptions): void {
     // containerd reads a relative path relative to each hosts.toml, a different place per registry.
     throw new Error(`--ca must be an absolute path (as containerd on the node reads it), got ${opts.ca}`);
   }
+  if ((opts.clientCert === undefined) !== (opts.clientKey === undefined)) {
+    throw new Error('--client-cert and --client-key go together (a client certificate and its key)');
+  }
+  for (const [flag, file] of [['--client-cert', opts.clientCert], ['--client-key', opts.clientKey]] as const) {
+    if (file !== undefined && !path.isAbsolute(file)) throw new Error(`${flag} must be an absolute path (as containerd on the node reads it), got ${file}`);
+  }
+}
+
+/** A client certificate is presented over TLS only: with one, at least one mirror is https. */
+function checkClientOnHttps(hosts: readonly string[], opts: HostsTomlOptions): void {
+  if (opts.clientCert === undefined || hosts.some((h) => h.startsWith('https:'))) return;
+  throw new Error(`--client-cert is presented over TLS only, and every --mirror is plain http (${hosts.join(', ')}): give an https mirror`);
 }
 
 /** The `[host."..."]` sections, one per mirror, in the order given. */
@@ -54,6 +74,7 @@ function hostSections(hosts: readonly string[], opts: HostsTomlOptions): string[
   for (const host of hosts) {
     lines.push('', `[host.${tomlString(host)}]`, '  capabilities = ["pull", "resolve"]');
     if (opts.ca !== undefined) lines.push(`  ca = ${tomlString(opts.ca)}`);
+    if (opts.clientCert !== undefined && opts.clientKey !== undefined) lines.push(`  client = [[${tomlString(opts.clientCert)}, ${tomlString(opts.clientKey)}]]`);
     if (opts.skipVerify) lines.push('  skip_verify = true');
   }
   return lines;
@@ -70,6 +91,7 @@ function tomlString(s: string): string {
 export function renderHostsToml(registry: string, mirrors: string | readonly string[], opts: HostsTomlOptions = {}): string {
   checkTlsOptions(opts);
   const hosts = typeof mirrors === 'string' ? [mirrors] : mirrors;
+  checkClientOnHttps(hosts, opts);
   const lines = [
     hosts.length > 1
       ? `# containerd hosts.toml for ${registry}: pull through stevedore (each host below in turn), fall back to the registry.`
@@ -92,6 +114,7 @@ export const DEFAULT_HOST_DIR = '_default';
 export function renderDefaultHostsToml(mirrors: string | readonly string[], opts: Omit<HostsTomlOptions, 'server'> = {}): string {
   checkTlsOptions(opts);
   const hosts = typeof mirrors === 'string' ? [mirrors] : mirrors;
+  checkClientOnHttps(hosts, opts);
   const lines = [
     '# containerd hosts.toml for every registry without a directory of its own: pull through stevedore,',
     '# then from the registry itself (no `server`: containerd falls back to the image\'s registry).',
@@ -160,7 +183,12 @@ export async function writeHostsTomls(
   opts: HostsTomlOptions & { serverFor?: (registry: string) => string; includeDefault?: boolean } = {},
 ): Promise<string[]> {
   const origins = mirrorOrigins(typeof mirrors === 'string' ? [mirrors] : mirrors);
-  const tls: HostsTomlOptions = { ...(opts.skipVerify ? { skipVerify: true } : {}), ...(opts.ca !== undefined ? { ca: opts.ca } : {}) };
+  const tls: HostsTomlOptions = {
+    ...(opts.skipVerify ? { skipVerify: true } : {}),
+    ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+    ...(opts.clientCert !== undefined ? { clientCert: opts.clientCert } : {}),
+    ...(opts.clientKey !== undefined ? { clientKey: opts.clientKey } : {}),
+  };
   const files: Array<{ file: string; text: string }> = [];
   for (const registry of registries) {
     if (!/^[a-z0-9.-]+(?::\d{1,5})?$/.test(registry)) throw new Error(`not a registry host name: ${registry}`);

@@ -239,17 +239,21 @@ program
   .option('-d, --dir <dir>', 'containerd config_path', '/etc/containerd/certs.d')
   .option('--skip-verify', 'skip TLS verification of an https mirror')
   .option('--ca <file>', 'CA certificate (absolute path on the node) that signed an https mirror\'s certificate; not with --skip-verify')
+  .option('--client-cert <file>', 'client certificate (absolute path on the node) containerd presents to an https mirror (config tls.clientCA); with --client-key')
+  .option('--client-key <file>', 'the key of --client-cert (absolute path on the node)')
   .option(
     '--containerd-version <major>',
     'containerd major on the nodes: 1 (1.6 / 1.7) or 2 (2.x, also writes _default/hosts.toml); given, the config.toml lines to add are printed too',
   )
-  .action(async (opts: { mirror: string[]; registries: string; dir: string; skipVerify?: boolean; ca?: string; containerdVersion?: string }) => {
+  .action(async (opts: { mirror: string[]; registries: string; dir: string; skipVerify?: boolean; ca?: string; clientCert?: string; clientKey?: string; containerdVersion?: string }) => {
     try {
       const { configTomlSnippet, parseContainerdVersion, writeHostsTomls } = await import('./containerd-config.js');
       const version = opts.containerdVersion === undefined ? 1 : parseContainerdVersion(opts.containerdVersion);
       const files = await writeHostsTomls(opts.dir, opts.registries.split(',').map((r) => r.trim()).filter(Boolean), opts.mirror, {
         ...(opts.skipVerify ? { skipVerify: true } : {}),
         ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+        ...(opts.clientCert !== undefined ? { clientCert: opts.clientCert } : {}),
+        ...(opts.clientKey !== undefined ? { clientKey: opts.clientKey } : {}),
         ...(version === 2 ? { includeDefault: true } : {}),
       });
       for (const f of files) process.stdout.write(`wrote ${f}\n`);
@@ -263,21 +267,27 @@ program
 const tlsCommand = program.command('tls').description('TLS helpers for serving HTTPS (config `tls`)');
 tlsCommand
   .command('init')
-  .description('create a small CA (ca.crt, ca.key) and a server certificate it signs (tls.crt, tls.key)')
-  .requiredOption(
+  .description('create a small CA (ca.crt, ca.key) and a server certificate it signs (tls.crt, tls.key); --client NAME also a client certificate (client-NAME.crt, .key)')
+  .option(
     '-n, --name <name>',
     'a DNS name or IP address clients reach stevedore by (a subjectAltName); repeat it for several, the first is the CN',
     (name: string, previous: string[] | undefined) => [...(previous ?? []), name],
   )
-  .option('-o, --out <dir>', 'directory to write the four files into', '.')
-  .option('--days <n>', 'validity of the server certificate in days (the CA: 10 years)', '365')
+  .option(
+    '--client <name>',
+    'also issue a client certificate with CN=NAME (config tls.clientCA; it names the client cn:NAME); repeat it for several. Without --name, the CA already in --out signs it',
+    (name: string, previous: string[] | undefined) => [...(previous ?? []), name],
+  )
+  .option('-o, --out <dir>', 'directory to write the files into', '.')
+  .option('--days <n>', 'validity of the server (and client) certificates in days (the CA: 10 years)', '365')
   .option('--force', 'overwrite existing files')
-  .action(async (opts: { name: string[]; out: string; days: string; force?: boolean }) => {
+  .action(async (opts: { name?: string[]; client?: string[]; out: string; days: string; force?: boolean }) => {
     try {
       const { nextSteps, tlsInit } = await import('./tls-init.js');
+      if (!opts.name?.length && !opts.client?.length) throw new Error('give --name (the server certificate, and a new CA) or --client (a client certificate), or both');
       const days = /^\d+$/.test(opts.days) ? Number(opts.days) : NaN;
-      const result = await tlsInit({ names: opts.name, out: opts.out, days, force: opts.force === true });
-      process.stdout.write(nextSteps(result, opts.name[0]!));
+      const result = await tlsInit({ names: opts.name ?? [], clients: opts.client ?? [], out: opts.out, days, force: opts.force === true });
+      process.stdout.write(nextSteps(result, opts.name?.[0]));
     } catch (err) {
       fail(err);
     }

@@ -66,8 +66,15 @@ const realmUrl = z.string().transform((v, ctx) => {
   return u.href;
 });
 
-/** htpasswd user names: anything but empty, ':' and whitespace. */
-const userName = z.string().regex(/^[^:\s]+$/, { message: 'a user name is non-empty, without ":" or spaces' });
+/**
+ * Who a rule or a group names: an htpasswd user (anything but empty, ':' and whitespace), or a
+ * client certificate's identity (config tls.clientIdentity), written `<kind>:<value>`: `cn:node-1`,
+ * `dns:node-1.nodes.example`, `uri:spiffe://cluster/ns/x/sa/y`, `email:ops@example.com`. No
+ * htpasswd name has a ':', so the two never meet.
+ */
+const userName = z.string().regex(/^(?:[^:\s]+|(?:cn|dns|uri|email):[^\s\p{Cc}](?:[^\p{Cc}]*[^\s\p{Cc}])?)$/u, {
+  message: 'a user name is non-empty, without ":" or spaces; a client certificate\'s identity is cn:, dns:, uri: or email: then its value (e.g. cn:node-1)',
+});
 const groupName = z.string().regex(/^[A-Za-z0-9._-]+$/, { message: 'a group name is letters, digits, ".", "_" or "-"' });
 
 /**
@@ -89,7 +96,10 @@ const ruleSchema = z
   .object({
     /** Repositories the rule covers: hosted ones by name, proxied ones as `<upstream>/<name>`. */
     repository: repositoryPattern,
-    /** htpasswd users; `*` every authenticated user; `anonymous` clients without credentials. */
+    /**
+     * htpasswd users and client certificate identities (`cn:node-1`, tls.clientIdentity); `*` every
+     * authenticated user (a client certificate's included); `anonymous` clients without credentials.
+     */
     users: z.array(userName).default([]),
     /** Groups from auth.groups. */
     groups: z.array(groupName).default([]),

@@ -115,8 +115,11 @@ export interface Config {
   peerListen: { host: string; port: number } | null;
   /** Client connection limits (lib/server/connection-guard.ts). */
   server: ParsedConfig['server'];
-  /** HTTPS: the certificate and key files (PEM) and how often they are re-read; null: plain HTTP. */
-  tls: { cert: string; key: string; reloadInterval: number } | null;
+  /**
+   * HTTPS: the certificate and key files (PEM) and how often they are re-read, and client
+   * certificates as identities (clientCA, clientAuth, clientIdentity); null: plain HTTP.
+   */
+  tls: ParsedConfig['tls'];
   storage: ParsedConfig['storage'];
   /** Redis (lib/cluster/redis/link.ts): its URL, credentials and TLS; redis null: in memory. */
   metadata: ParsedConfig['metadata'];

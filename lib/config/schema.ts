@@ -456,6 +456,15 @@ export const REGISTRY_DEFAULTS = {
   pushUpstreamChecks: 64,
 };
 
+/** tls.clientAuth: whether the main listener asks for a client certificate, and needs one. */
+export const CLIENT_AUTH_MODES = ['required', 'optional', 'off'] as const;
+/**
+ * tls.clientIdentity: which part of a client certificate names the client. The identity is written
+ * `<kind>:<value>` (`cn:node-1`, `dns:node-1.nodes.example`, `uri:spiffe://...`, `email:ops@...`):
+ * an htpasswd user name has no ":", so a certificate can never pass for a password user.
+ */
+export const CLIENT_IDENTITIES = ['cn', 'san-dns', 'san-uri', 'san-email'] as const;
+
 /** tls.reloadInterval: how often the certificate and key files are read again. */
 export const TLS_RELOAD_DEFAULT = 5_000;
 
@@ -541,8 +550,33 @@ export const configSchema = z
         key: z.string().min(1),
         /** How often both files are read again; changed contents are loaded for new connections. */
         reloadInterval: duration.refine((ms) => ms >= 1_000 && ms <= 3_600_000, { message: 'between 1s and 1h' }).default(TLS_RELOAD_DEFAULT),
+        /**
+         * PEM bundle of the CA certificates client certificates must chain to (re-read with cert
+         * and key). A client certificate that chains to it names the client (clientIdentity) for
+         * the access rules and the audit log. null: client certificates are not asked for.
+         */
+        clientCA: z.string().min(1).nullable().default(null),
+        /**
+         * On the main listener (`listen`; peerListen never asks): `required` refuses every request
+         * but the probes and the signed peer endpoint without a valid client certificate (403),
+         * `optional` takes one when presented, `off` asks for none. Default: optional with a
+         * clientCA, else off.
+         */
+        clientAuth: z.enum(CLIENT_AUTH_MODES).optional(),
+        /** Which part of a client certificate is the identity: the subject's CN, or its one DNS, URI or email subjectAltName. */
+        clientIdentity: z.enum(CLIENT_IDENTITIES).default('cn'),
       })
       .strict()
+      .superRefine((v, ctx) => {
+        if (v.clientAuth !== undefined && v.clientAuth !== 'off' && v.clientCA === null) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['clientAuth'],
+            message: `${v.clientAuth} needs tls.clientCA: the CA bundle (PEM) that client certificates must chain to`,
+          });
+        }
+      })
+      .transform(({ clientAuth, ...v }) => ({ ...v, clientAuth: clientAuth ?? (v.clientCA === null ? ('off' as const) : ('optional' as const)) }))
       .nullable()
       .default(null),
     metadata: z

@@ -37,6 +37,7 @@ import { PeerNetworks } from '../cluster/peer-networks.js';
 import type { Dashboard } from './dashboard/dashboard.js';
 import { closingReserve, ShutdownDeadline } from './shutdown.js';
 import { readFile } from 'node:fs/promises';
+import { ClientCertificates, type ClientAuthMode } from './auth/client-certificate.js';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
 import pino from 'pino';
 import { Acts, stableActId } from '../events/acts.js';
@@ -109,8 +110,13 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       return null;
     }
   };
-  const auth = await Auth.create({ config: config.auth, log, clock, canonicalName, upstreams: [...config.upstreams.keys()] });
-  const tlsPair = config.tls ? await loadTls(config.tls, log) : null;
+  // Client certificates as identities (tls.clientCA): on the main listener only; peerListen asks for none.
+  const clientAuth = config.tls !== null && config.tls.clientAuth !== 'off' ? config.tls : null;
+  const certificates = clientAuth ? new ClientCertificates(clientAuth.clientAuth as ClientAuthMode, clientAuth.clientIdentity) : null;
+  const auth = await Auth.create({ config: config.auth, log, clock, canonicalName, upstreams: [...config.upstreams.keys()], certificates });
+  // The files read (and re-read): the client CA bundle only when client certificates are asked for.
+  const tlsFiles = config.tls ? { ...config.tls, clientCA: clientAuth ? config.tls.clientCA : null } : null;
+  const tlsPair = tlsFiles ? await loadTls(tlsFiles, log) : null;
   // Signature policies: an unreadable key or trusted root stops start-up here, naming its key.
   const signaturePolicies = await SignaturePolicies.load(config.verify);
   // Node mode: Redis is the peers' directory, and each node's store is its own (never shared by
@@ -336,17 +342,18 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
     }
   }
-  const serverDeps = { config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, acts, isReady: () => ready, tls: tlsPair };
-  // config peerListen: the peer endpoint on a listener of its own, and only there.
-  const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, peerRoute: 'only' }) : null;
-  const server = createServer({ ...serverDeps, peerRoute: peerServer ? 'elsewhere' : 'here' });
+  const serverDeps = { config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, acts, isReady: () => ready };
+  // config peerListen: the peer endpoint on a listener of its own, and only there (its requests are
+  // signed: it asks for no client certificate).
+  const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, tls: tlsPair ? { cert: tlsPair.cert, key: tlsPair.key } : null, peerRoute: 'only' }) : null;
+  const server = createServer({ ...serverDeps, tls: tlsPair, peerRoute: peerServer ? 'elsewhere' : 'here' });
   let tls: CertificateReloader | null = null;
   let peerTls: CertificateReloader | null = null;
-  if (config.tls && tlsPair) {
-    tls = new CertificateReloader(server as https.Server, config.tls, tlsPair, log, config.tls.reloadInterval);
+  if (tlsFiles && tlsPair) {
+    tls = new CertificateReloader(server as https.Server, tlsFiles, tlsPair, log, tlsFiles.reloadInterval);
     tls.start();
     if (peerServer) {
-      peerTls = new CertificateReloader(peerServer as https.Server, config.tls, tlsPair, log, config.tls.reloadInterval);
+      peerTls = new CertificateReloader(peerServer as https.Server, tlsFiles, tlsPair, log, tlsFiles.reloadInterval);
       peerTls.start();
     }
   }
@@ -432,7 +439,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
 async function loadTls(files: NonNullable<Config['tls']>, log: Logger): Promise<TlsPair> {
   try {
     const pair = await readTlsPair(files);
-    log.info({ tls: pair.info, reloadInterval: files.reloadInterval }, 'TLS certificate loaded');
+    const clients = pair.clientCA ? { clientAuth: files.clientAuth, clientIdentity: files.clientIdentity, clientCAs: pair.clientCAs } : {};
+    log.info({ tls: pair.info, reloadInterval: files.reloadInterval, ...clients }, 'TLS certificate loaded');
     warnIfOutOfDate(pair, log);
     return pair;
   } catch (err) {

@@ -7,6 +7,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
@@ -83,8 +84,12 @@ export interface ServerDeps {
    * that one, which answers nothing else).
    */
   peerRoute?: 'here' | 'elsewhere' | 'only';
-  /** HTTPS with this certificate and key (PEM); absent or null: plain HTTP. */
-  tls?: { cert: Buffer; key: Buffer } | null;
+  /**
+   * HTTPS with this certificate and key (PEM); absent or null: plain HTTP. With `clientCA` the
+   * server asks every client for a certificate and verifies it against that bundle, but lets the
+   * handshake finish either way: the auth layer answers a missing or refused one (client-certificate.ts).
+   */
+  tls?: { cert: Buffer; key: Buffer; clientCA?: Buffer | null } | null;
   /** The dashboard at `/` (config dashboard.enabled); absent or null: none. */
   dashboard?: Dashboard | null;
   /** Who did what (lib/events): the one emission point of the audit log and the webhooks; absent or null: none. */
@@ -165,12 +170,21 @@ export function createServer(deps: ServerDeps): http.Server {
   // handle() never rejects: its last resort catches everything (and `void` marks that on purpose).
   const edge: Edge = { guard, accessLog: deps.log.child({}, { redact: [] }), targets: new TargetResolver(deps.config, deps.hosted) };
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => void handle(deps, edge, req, res);
+  const clientCA = deps.tls?.clientCA ?? null;
   const server: http.Server = deps.tls
-    ? https.createServer({ connectionsCheckingInterval, cert: deps.tls.cert, key: deps.tls.key }, onRequest)
+    ? https.createServer(
+        { connectionsCheckingInterval, cert: deps.tls.cert, key: deps.tls.key, ...(clientCA ? { ca: clientCA, requestCert: true, rejectUnauthorized: false } : {}) },
+        onRequest,
+      )
     : http.createServer({ connectionsCheckingInterval }, onRequest);
   guard.install(server);
   // Requests ride on the TLS socket over HTTPS ('connection' gives the TCP one under it).
-  server.on(deps.tls ? 'secureConnection' : 'connection', (socket: Socket) => socket.once('close', () => endQueuedAnswers(socket)));
+  server.on(deps.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+    socket.once('close', () => endQueuedAnswers(socket));
+    // A connection's client certificate is its identity for every request on it (read once per
+    // connection): no TLS 1.2 renegotiation may swap it underneath.
+    if (clientCA) (socket as TLSSocket).disableRenegotiation();
+  });
   return server;
 }
 

@@ -16,6 +16,9 @@
  *   - comparing contents (not mtime) also catches a copy that keeps mtime, and a symlink swap
  *     whose new target is older than the old one.
  * Two small files read every few seconds cost nothing, and every way of replacing them is seen.
+ *
+ * The client CA bundle (tls.clientCA), when configured, is read and swapped with them: a CA
+ * rotation (a bundle holding the old and the new CA, then the new alone) needs no restart either.
  */
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -25,7 +28,11 @@ import type { Logger } from 'pino';
 export interface TlsFiles {
   cert: string;
   key: string;
+  /** The CA bundle client certificates must chain to (tls.clientCA); absent or null: none asked for. */
+  clientCA?: string | null;
 }
+
+type TlsKey = 'tls.cert' | 'tls.key' | 'tls.clientCA';
 
 /** What the log says about a certificate: enough to tell which one is served. */
 export interface CertificateInfo {
@@ -38,24 +45,28 @@ export interface CertificateInfo {
   validTo: string;
 }
 
-/** A checked certificate and key, as read from the files. */
+/** A checked certificate and key, as read from the files, and the client CA bundle when there is one. */
 export interface TlsPair {
   cert: Buffer;
   key: Buffer;
   info: CertificateInfo;
+  /** tls.clientCA's contents; null when not configured. */
+  clientCA: Buffer | null;
+  /** The subjects of the client CA bundle's certificates (for the log). */
+  clientCAs: string[];
 }
 
 /** A file that cannot be used, with the config key it came from (`tls.cert` or `tls.key`). */
 export class TlsFileError extends Error {
-  readonly key: 'tls.cert' | 'tls.key';
-  constructor(key: 'tls.cert' | 'tls.key', message: string) {
+  readonly key: TlsKey;
+  constructor(key: TlsKey, message: string) {
     super(`${key}: ${message}`);
     this.name = 'TlsFileError';
     this.key = key;
   }
 }
 
-async function readTlsFile(key: 'tls.cert' | 'tls.key', file: string): Promise<Buffer> {
+async function readTlsFile(key: TlsKey, file: string): Promise<Buffer> {
   try {
     return await readFile(file);
   } catch (err) {
@@ -63,20 +74,37 @@ async function readTlsFile(key: 'tls.cert' | 'tls.key', file: string): Promise<B
   }
 }
 
-/** Reads both files and checks them as a pair; throws the TlsFileErrors found (both unreadable: both). */
+/** Reads the files (and the client CA bundle) and checks them; throws the TlsFileErrors found (several unreadable: each). */
 export async function readTlsPair(files: TlsFiles): Promise<TlsPair> {
-  const [cert, key] = await Promise.allSettled([readTlsFile('tls.cert', files.cert), readTlsFile('tls.key', files.key)]);
-  const failed = [cert, key].filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
+  const reads = [readTlsFile('tls.cert', files.cert), readTlsFile('tls.key', files.key), files.clientCA ? readTlsFile('tls.clientCA', files.clientCA) : Promise.resolve(null)];
+  const [cert, key, ca] = await Promise.allSettled(reads);
+  const failed = [cert, key, ca].filter((r): r is PromiseRejectedResult => r!.status === 'rejected').map((r) => r.reason as Error);
   if (failed.length > 1) throw new AggregateError(failed, failed.map((e) => e.message).join('; '));
   if (failed.length === 1) throw failed[0]!;
-  return checkTlsPair((cert as PromiseFulfilledResult<Buffer>).value, (key as PromiseFulfilledResult<Buffer>).value, files);
+  const value = (r: PromiseSettledResult<Buffer | null> | undefined): Buffer | null => (r as PromiseFulfilledResult<Buffer | null>).value;
+  return checkTlsPair(value(cert)!, value(key)!, files, value(ca));
+}
+
+const PEM_CERTIFICATE_BLOCK_RE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** The subjects of a PEM CA bundle's certificates; throws a TlsFileError when it holds none, or one that does not parse. */
+function checkClientCA(ca: Buffer, file: string): string[] {
+  const blocks = ca.toString('latin1').match(PEM_CERTIFICATE_BLOCK_RE) ?? [];
+  if (blocks.length === 0) throw new TlsFileError('tls.clientCA', `${file} holds no PEM certificate (no "${PEM_CERTIFICATE}" ... "-----END CERTIFICATE-----" block)`);
+  return blocks.map((block, i) => {
+    try {
+      return new X509Certificate(block).subject.replace(/\n/g, ', ');
+    } catch (err) {
+      throw new TlsFileError('tls.clientCA', `certificate ${i + 1} of ${file} does not parse: ${(err as Error).message}`);
+    }
+  });
 }
 
 const PEM_CERTIFICATE = '-----BEGIN CERTIFICATE-----';
 const PEM_KEY_RE = /-----BEGIN (?:RSA |EC |ENCRYPTED )?PRIVATE KEY-----/;
 
-/** Checks that `cert` is a PEM certificate, `key` a PEM private key, and that they belong together. */
-export function checkTlsPair(cert: Buffer, key: Buffer, files: TlsFiles): TlsPair {
+/** Checks that `cert` is a PEM certificate, `key` a PEM private key, that they belong together, and the client CA bundle. */
+export function checkTlsPair(cert: Buffer, key: Buffer, files: TlsFiles, clientCA: Buffer | null = null): TlsPair {
   if (!cert.toString('latin1').includes(PEM_CERTIFICATE)) {
     throw new TlsFileError('tls.cert', `${files.cert} is not a PEM certificate (no "${PEM_CERTIFICATE}" line)`);
   }
@@ -105,9 +133,19 @@ export function checkTlsPair(cert: Buffer, key: Buffer, files: TlsFiles): TlsPai
   } catch (err) {
     throw new TlsFileError('tls.cert', `${files.cert} and ${files.key} cannot serve TLS: ${(err as Error).message}`);
   }
+  const clientCAs = clientCA ? checkClientCA(clientCA, files.clientCA ?? 'tls.clientCA') : [];
+  if (clientCA) {
+    try {
+      tls.createSecureContext({ cert, key, ca: clientCA });
+    } catch (err) {
+      throw new TlsFileError('tls.clientCA', `${files.clientCA} cannot be used to verify clients: ${(err as Error).message}`);
+    }
+  }
   return {
     cert,
     key,
+    clientCA,
+    clientCAs,
     info: {
       subject: x509.subject.replace(/\n/g, ', '),
       subjectAltName: x509.subjectAltName ?? null,
@@ -118,6 +156,14 @@ export function checkTlsPair(cert: Buffer, key: Buffer, files: TlsFiles): TlsPai
       validTo: new Date(x509.validTo).toISOString(),
     },
   };
+}
+
+/**
+ * The secure context of a pair: the certificate and key, and the client CA bundle that client
+ * certificates are verified against (the server asks for one only when it has a bundle).
+ */
+export function secureContextOptions(pair: TlsPair): tls.SecureContextOptions {
+  return { cert: pair.cert, key: pair.key, ...(pair.clientCA ? { ca: pair.clientCA } : {}) };
 }
 
 /** The part of an https.Server the reloader uses. */
@@ -180,20 +226,26 @@ export class CertificateReloader {
   private async look(): Promise<void> {
     let cert: Buffer;
     let key: Buffer;
+    let clientCA: Buffer | null;
     try {
-      [cert, key] = await Promise.all([readTlsFile('tls.cert', this.files.cert), readTlsFile('tls.key', this.files.key)]);
+      [cert, key, clientCA] = await Promise.all([
+        readTlsFile('tls.cert', this.files.cert),
+        readTlsFile('tls.key', this.files.key),
+        this.files.clientCA ? readTlsFile('tls.clientCA', this.files.clientCA) : Promise.resolve(null),
+      ]);
     } catch (err) {
       this.problem((err as Error).message);
       return;
     }
-    if (cert.equals(this.current.cert) && key.equals(this.current.key)) {
+    const sameCA = clientCA === null ? this.current.clientCA === null : this.current.clientCA !== null && clientCA.equals(this.current.clientCA);
+    if (cert.equals(this.current.cert) && key.equals(this.current.key) && sameCA) {
       this.lastProblem = null;
       return;
     }
     let pair: TlsPair;
     try {
-      pair = checkTlsPair(cert, key, this.files);
-      this.server.setSecureContext({ cert: pair.cert, key: pair.key });
+      pair = checkTlsPair(cert, key, this.files, clientCA);
+      this.server.setSecureContext(secureContextOptions(pair));
     } catch (err) {
       this.problem((err as Error).message);
       return;
@@ -201,7 +253,10 @@ export class CertificateReloader {
     const before = this.current.info;
     this.current = pair;
     this.lastProblem = null;
-    this.log.info({ tls: pair.info, replaced: { serialNumber: before.serialNumber, fingerprint256: before.fingerprint256 } }, 'TLS certificate reloaded: new connections get it');
+    this.log.info(
+      { tls: pair.info, replaced: { serialNumber: before.serialNumber, fingerprint256: before.fingerprint256 }, ...(pair.clientCA ? { clientCAs: pair.clientCAs } : {}) },
+      'TLS certificate reloaded: new connections get it',
+    );
     warnIfOutOfDate(pair, this.log);
   }
 

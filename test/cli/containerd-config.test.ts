@@ -274,3 +274,40 @@ t.test('containerd-config --containerd-version 3 exits 1 and writes nothing', as
   t.equal(r.stderr, 'stevedore: --containerd-version must be 1 (containerd 1.6 / 1.7) or 2 (containerd 2.x), got 3\n');
   t.same(await fsp.readdir(dir), []);
 });
+
+// ---------------------------------------------------------------- client certificates (tls.clientCA)
+
+const CLIENT_CERT = '/etc/containerd/certs.d/client-node-1.crt';
+const CLIENT_KEY = '/etc/containerd/certs.d/client-node-1.key';
+
+t.test('containerd-config --client-cert --client-key writes client = [[cert, key]] under every host, after ca', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli(['containerd-config', '--mirror', 'https://m:5000', '--registries', 'docker.io,ghcr.io', '--dir', dir, '--ca', CA, '--client-cert', CLIENT_CERT, '--client-key', CLIENT_KEY]);
+  t.equal(r.code, 0, r.stderr);
+  for (const registry of ['docker.io', 'ghcr.io']) {
+    const text = await fsp.readFile(path.join(dir, registry, 'hosts.toml'), 'utf8');
+    t.match(
+      text,
+      ['[host."https://m:5000"]', '  capabilities = ["pull", "resolve"]', `  ca = "${CA}"`, `  client = [["${CLIENT_CERT}", "${CLIENT_KEY}"]]`, ''].join('\n'),
+      `${registry}: the client line under the host`,
+    );
+  }
+});
+
+t.test('--client-cert without --client-key is refused, and nothing is written', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await stevedoreCli(['containerd-config', '--mirror', 'https://m:5000', '--dir', dir, '--client-cert', CLIENT_CERT]);
+  t.equal(r.code, 1);
+  t.equal(r.stderr, 'stevedore: --client-cert and --client-key go together (a client certificate and its key)\n');
+  t.same(await fsp.readdir(dir), []);
+});
+
+t.test('a relative --client-key is refused (containerd would read it relative to each hosts.toml)', async (t) => {
+  t.throws(() => renderHostsToml('docker.io', 'https://m:5000', { clientCert: CLIENT_CERT, clientKey: 'node.key' }), {
+    message: '--client-key must be an absolute path (as containerd on the node reads it), got node.key',
+  });
+});
+
+t.test('a client certificate with only plain-http mirrors is refused: it is presented over TLS only', async (t) => {
+  t.throws(() => renderHostsToml('docker.io', [NODE, CENTRAL], { clientCert: CLIENT_CERT, clientKey: CLIENT_KEY }), { message: /--client-cert is presented over TLS only/ });
+});

@@ -94,3 +94,48 @@ t.test('a name that is neither a DNS name nor an IP address is refused', async (
   t.equal(r.code, 1);
   t.match(r.stderr, /--name not a host! is neither a DNS name nor an IP address/);
 });
+
+// ---------------------------------------------------------------- --client (config tls.clientCA)
+
+t.test('tls init --client issues a client certificate the same CA signs, for client authentication, named by its CN', async (t) => {
+  const out = await tmpDir(t, 'stevedore-tls-init-');
+  const r = await stevedoreCli(['tls', 'init', '--name', '127.0.0.1', '--client', 'node-1', '--out', out]);
+  t.equal(r.code, 0, r.stderr);
+  const ca = new X509Certificate(readFileSync(path.join(out, 'ca.crt')));
+  const client = new X509Certificate(readFileSync(path.join(out, 'client-node-1.crt')));
+  t.equal(client.subject, 'CN=node-1');
+  t.equal(client.subjectAltName, 'DNS:node-1');
+  t.same(client.keyUsage, ['1.3.6.1.5.5.7.3.2'], 'extended key usage: client authentication only');
+  t.ok(client.verify(ca.publicKey), 'signed by ca.crt');
+  t.equal((statSync(path.join(out, 'client-node-1.key')).mode & 0o777).toString(8), '600');
+  t.match(r.stdout, /clientCA: .*ca\.crt/, 'it prints the clientCA line');
+  t.match(r.stdout, /--client-cert \/etc\/containerd\/certs\.d\/client-node-1\.crt --client-key /, 'and the containerd-config flags');
+});
+
+t.test('tls init --client without --name signs with the CA already in --out, and writes nothing else', async (t) => {
+  const out = await tmpDir(t, 'stevedore-tls-init-');
+  t.equal((await stevedoreCli(['tls', 'init', '--name', '127.0.0.1', '--out', out])).code, 0);
+  const before = readFileSync(path.join(out, 'ca.crt'));
+  const r = await stevedoreCli(['tls', 'init', '--client', 'node-2', '--out', out]);
+  t.equal(r.code, 0, r.stderr);
+  t.same(readdirSync(out).sort(), [...FILES, 'client-node-2.crt', 'client-node-2.key'].sort());
+  t.ok(readFileSync(path.join(out, 'ca.crt')).equals(before), 'the CA is the one that was there');
+  const client = new X509Certificate(readFileSync(path.join(out, 'client-node-2.crt')));
+  t.ok(client.verify(new X509Certificate(before).publicKey), 'signed by it');
+});
+
+t.test('tls init --client without --name and without a CA in --out is refused, saying what to do', async (t) => {
+  const out = await tmpDir(t, 'stevedore-tls-init-');
+  const r = await stevedoreCli(['tls', 'init', '--client', 'node-1', '--out', out]);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /signs with the CA in --out.*run tls init --name HOST first/);
+  t.same(readdirSync(out), []);
+});
+
+t.test('a client name that would not make a plain CN or file name is refused', async (t) => {
+  const out = await tmpDir(t, 'stevedore-tls-init-');
+  const r = await stevedoreCli(['tls', 'init', '--name', '127.0.0.1', '--client', '../node', '--out', out]);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /--client \.\.\/node is not a client name/);
+  t.same(readdirSync(out), []);
+});

@@ -132,3 +132,22 @@ t.test('groups: user names without ":" and no special names as members', async (
   t.match(authProblems({ htpasswd: '' }), [/^auth\.htpasswd: /]);
   t.match(authProblems({ anonymousPull: 'yes' }), [/^auth\.anonymousPull: /]);
 });
+
+t.test('rules and groups name client certificate identities as cn:, dns:, uri: or email: and the value', async (t) => {
+  const auth = parseConfig({
+    auth: {
+      groups: { nodes: ['cn:node-1', 'dns:node-2.nodes.example'] },
+      rules: [{ repository: 'docker.io/**', users: ['uri:spiffe://cluster.local/ns/ci/sa/builder', 'email:ops@example.com', 'cn:Build Robot'], groups: ['nodes'], actions: ['pull'] }],
+    },
+  }).auth;
+  t.same(auth.groups, { nodes: ['cn:node-1', 'dns:node-2.nodes.example'] });
+  t.same(auth.rules[0]!.users, ['uri:spiffe://cluster.local/ns/ci/sa/builder', 'email:ops@example.com', 'cn:Build Robot']);
+});
+
+t.test('any other name with a ":" is refused: only the certificate kinds have one', async (t) => {
+  t.match(authProblems({ rules: [{ repository: '**', users: ['user:alice', 'cn:', 'cn: padded'], actions: ['pull'] }] }), [
+    /^auth\.rules\.0\.users\.0: .*cn:, dns:, uri: or email:/,
+    /^auth\.rules\.0\.users\.1: /,
+    /^auth\.rules\.0\.users\.2: /,
+  ]);
+});

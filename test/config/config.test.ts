@@ -802,7 +802,14 @@ t.test('YAML listen written as a bare port number is accepted', async (t) => {
 
 t.test('tls is off by default, and given cert and key it reloads every 5s unless told otherwise', async (t) => {
   t.equal(parseConfig({}).tls, null);
-  t.same(parseConfig({ tls: { cert: '/tls/tls.crt', key: '/tls/tls.key' } }).tls, { cert: '/tls/tls.crt', key: '/tls/tls.key', reloadInterval: 5_000 });
+  t.same(parseConfig({ tls: { cert: '/tls/tls.crt', key: '/tls/tls.key' } }).tls, {
+    cert: '/tls/tls.crt',
+    key: '/tls/tls.key',
+    reloadInterval: 5_000,
+    clientCA: null,
+    clientAuth: 'off',
+    clientIdentity: 'cn',
+  });
   t.equal(parseConfig({ tls: { cert: 'c', key: 'k', reloadInterval: '30s' } }).tls?.reloadInterval, 30_000);
 });
 
@@ -810,6 +817,25 @@ t.test('tls without its key, or with a reload interval under a second, is refuse
   t.match(problems(() => parseConfig({ tls: { cert: '/tls/tls.crt' } })), [/^tls\.key: /]);
   t.match(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', reloadInterval: '100ms' } })), [/^tls\.reloadInterval: between 1s and 1h/]);
   t.match(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', ca: 'x' } })), [/^tls: /]);
+});
+
+t.test('tls.clientCA alone asks for client certificates without requiring them, named by their CN', async (t) => {
+  t.match(parseConfig({ tls: { cert: 'c', key: 'k', clientCA: '/tls/clients-ca.crt' } }).tls, { clientCA: '/tls/clients-ca.crt', clientAuth: 'optional', clientIdentity: 'cn' });
+});
+
+t.test('tls.clientAuth required without tls.clientCA is refused, naming the key and what is missing', async (t) => {
+  t.same(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', clientAuth: 'required' } })), [
+    'tls.clientAuth: required needs tls.clientCA: the CA bundle (PEM) that client certificates must chain to',
+  ]);
+});
+
+t.test('tls.clientAuth optional without tls.clientCA is refused too', async (t) => {
+  t.match(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', clientAuth: 'optional' } })), [/^tls\.clientAuth: optional needs tls\.clientCA/]);
+});
+
+t.test('tls.clientAuth and tls.clientIdentity take only their documented values', async (t) => {
+  t.match(problems(() => parseConfig({ tls: { cert: 'c', key: 'k', clientCA: 'ca', clientAuth: 'yes', clientIdentity: 'subject' } })), [/^tls\.clientAuth: /, /^tls\.clientIdentity: /]);
+  t.equal(parseConfig({ tls: { cert: 'c', key: 'k', clientCA: 'ca', clientIdentity: 'san-uri' } }).tls?.clientIdentity, 'san-uri');
 });
 
 t.test('cluster.allowedNetworks and node.peers.allowedNetworks take CIDR blocks only, naming the key', async (t) => {

@@ -24,6 +24,12 @@
  *   /v2/:      200 when anonymous clients may do all there is to do (no users, anonymous pull);
  *              else 401 with the challenge, which is what makes docker/podman/skopeo send credentials.
  *
+ *   certificates: with tls.clientCA (client-certificate.ts), a verified client certificate names
+ *              the requests that carry no credentials of their own: `cn:node-1` (tls.clientIdentity),
+ *              a user like any other for the rules, the catalog, /metrics and the logs. Required
+ *              (tls.clientAuth) and absent, or presented and not verified: 403 DENIED before
+ *              anything else. A token issued on such a connection is bound to the certificate.
+ *
  * Everything refused is an OciError; the edge answers it like any other.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -41,6 +47,7 @@ import { Htpasswd, type Checked, type HashGate } from './htpasswd.js';
 import { LoginThrottle, type LoginKeys } from './login-throttle.js';
 import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
 import type { ActFields } from '../../events/acts.js';
+import { isCertificateIdentity, type CertificateIdentity, type ClientCertificates } from './client-certificate.js';
 
 export const TOKEN_PATH = '/token';
 /**
@@ -66,6 +73,8 @@ export interface AuthOptions {
   htpasswdCheckIntervalMs?: number;
   /** The bcrypt worker pool's size and queue (defaults in bcrypt-pool.ts). */
   hashing?: BcryptPoolOptions;
+  /** Client certificates as identities (config tls.clientAuth not off); absent or null: none. */
+  certificates?: ClientCertificates | null;
 }
 
 /** What a request wants from one repository. */
@@ -86,9 +95,9 @@ export interface AuthContext {
 }
 
 export interface Identity {
-  /** null: anonymous. */
+  /** null: anonymous. A client certificate's identity is written `cn:node-1` (client-certificate.ts). */
   user: string | null;
-  via: 'anonymous' | 'basic' | 'bearer';
+  via: 'anonymous' | 'basic' | 'bearer' | 'certificate';
 }
 
 interface Identified extends Identity {
@@ -106,6 +115,7 @@ export class Auth {
     private readonly throttle: LoginThrottle,
     private readonly clientAddress: ClientAddress,
     private readonly pool: BcryptPool,
+    private readonly certificates: ClientCertificates | null,
   ) {}
 
   /** Reads the htpasswd and key files; an unreadable one stops start-up. */
@@ -122,7 +132,7 @@ export class Auth {
     const tokens = new TokenIssuer({ issuer: config.token.issuer, service: config.token.service, ttlMs: config.token.ttl, key, now });
     const rules = new AccessRules({ rules: config.rules, groups: config.groups, anonymousPull: config.anonymousPull, upstreams: opts.upstreams });
     if (htpasswd === null) log.info('auth: no htpasswd file, so no users: only what the rules grant to anonymous clients is allowed');
-    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }), new ClientAddress(config.trustedProxies), pool);
+    return new Auth(config, log, rules, htpasswd, tokens, opts.canonicalName, new LoginThrottle({ now }), new ClientAddress(config.trustedProxies), pool, opts.certificates ?? null);
   }
 
   /** The client's address as logins are counted against it (client-address.ts). */
@@ -251,6 +261,8 @@ export class Auth {
   async handleToken(req: IncomingMessage, res: ServerResponse, query: URLSearchParams, ctx: AuthContext = {}): Promise<Identity> {
     const log = ctx.log ?? this.log;
     const head = req.method === 'HEAD';
+    // Required and absent, or presented and refused: 403 before any password is looked at.
+    const certificate = this.certificates?.identify(req) ?? null;
     let params = query;
     let user: string | null = null;
     let via: Identity['via'] = 'anonymous';
@@ -286,9 +298,16 @@ export class Auth {
         });
       }
     }
+    let binding = user !== null && hash !== null ? this.tokens.binding(user, hash) : null;
+    if (user === null && certificate !== null) {
+      // No credentials: the token is the certificate's, honoured only where it is presented again.
+      user = certificate.user;
+      via = 'certificate';
+      binding = this.tokens.certificateBinding(certificate.user, certificate.fingerprint256);
+    }
     ctx.identified?.({ user, via });
     const access = this.grant(user, parseScopes(params.getAll('scope')));
-    const issued = await this.tokens.issue(user, access, user !== null && hash !== null ? this.tokens.binding(user, hash) : null);
+    const issued = await this.tokens.issue(user, access, binding);
     log.debug({ user, access }, 'token issued');
     ctx.act?.({ type: 'token.issued', user, scopes: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`) });
     sendJson(
@@ -345,10 +364,12 @@ export class Auth {
   }
 
   private async identifyCredentials(req: IncomingMessage, scope: Scope | undefined, log: Logger, act?: (fields: ActFields) => void): Promise<Identified> {
+    // Required and absent, or presented and refused: 403 whatever else the request carries.
+    const certificate = this.certificates?.identify(req) ?? null;
     const creds = parseAuthorization(req.headers.authorization);
     switch (creds.kind) {
       case 'none':
-        return { user: null, via: 'anonymous', token: null };
+        return certificate ? { user: certificate.user, via: 'certificate', token: null } : { user: null, via: 'anonymous', token: null };
       case 'invalid':
         throw this.unauthorized(req, creds.reason, scope);
       case 'basic':
@@ -363,7 +384,9 @@ export class Auth {
           act?.({ type: 'login.failed', via: 'bearer', reason: why });
           throw this.unauthorized(req, why, scope, 'invalid_token');
         }
-        if (claims.subject !== null) {
+        if (claims.subject !== null && isCertificateIdentity(claims.subject)) {
+          this.checkCertificateToken(claims, certificate, req, scope);
+        } else if (claims.subject !== null) {
           const hash = await this.htpasswd?.hashOf(claims.subject);
           if (hash === undefined) throw this.unauthorized(req, `user ${claims.subject} no longer exists`, scope, 'invalid_token');
           if (claims.binding !== this.tokens.binding(claims.subject, hash)) {
@@ -372,6 +395,14 @@ export class Auth {
         }
         return { user: claims.subject, via: 'bearer', token: claims };
       }
+    }
+  }
+
+  /** A token issued to a client certificate's identity is honoured only on a connection presenting that very certificate. */
+  private checkCertificateToken(claims: TokenClaims, certificate: CertificateIdentity | null, req: IncomingMessage, scope: Scope | undefined): void {
+    const subject = claims.subject!;
+    if (certificate === null || certificate.user !== subject || claims.binding !== this.tokens.certificateBinding(subject, certificate.fingerprint256)) {
+      throw this.unauthorized(req, `this token was issued to the client certificate of ${subject}: it is honoured only on a connection presenting that certificate`, scope, 'invalid_token');
     }
   }
 

@@ -6,7 +6,8 @@
  * exp, jti, Docker's `access: [{ type, name, actions }]` with canonical repository names, and for
  * a user `bnd`: a fingerprint of the user's htpasswd entry when the token was issued (an HMAC
  * under the signing key, so it tells nothing about the hash). A token whose user's entry has
- * changed since (new password, removed) is refused, not honoured until it expires.
+ * changed since (new password, removed) is refused, not honoured until it expires. For a client
+ * certificate's identity (`cn:node-1`), `bnd` binds the token to the certificate (`certificateBinding`).
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -88,6 +89,15 @@ export class TokenIssuer {
   /** The fingerprint of a user's htpasswd entry a token carries: the same on every replica sharing the key. */
   binding(user: string, hash: string): string {
     return createHmac('sha256', this.opts.key).update('stevedore token binding\0').update(user).update('\0').update(hash).digest('base64url').slice(0, 22);
+  }
+
+  /**
+   * The `bnd` of a token issued to a client certificate's identity (`cn:node-1`): the certificate's
+   * fingerprint under the signing key. Such a token is honoured only on a connection presenting the
+   * same certificate (auth.ts): a token copied off a node is worth nothing without the node's key.
+   */
+  certificateBinding(identity: string, fingerprint256: string): string {
+    return createHmac('sha256', this.opts.key).update('stevedore certificate binding\0').update(identity).update('\0').update(fingerprint256).digest('base64url').slice(0, 22);
   }
 
   /** `binding`: for a user's token, `binding(user, hash)` of the hash the password matched. */
