@@ -6,7 +6,9 @@
  * manifest by tag, alternately (off, on, on, off: ABBA), after one warm-up request each, in the
  * same run.
  *
- *   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/tracing-cost.ts [seconds] [sampleRatio]
+ *   TAP_TIMEOUT=0 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/tracing-cost.ts [seconds] [sampleRatio]
+ *
+ * (TAP_TIMEOUT=0: the fixtures load tap, whose 30 s timeout would end runs of more than 5 s each.)
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -429,11 +429,16 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       await deadline.step('close auth', () => auth.close());
       await deadline.step('close webhooks', () => webhooks?.close() ?? Promise.resolve());
       await deadline.step('flush the audit log', () => audit?.close() ?? Promise.resolve());
-      await deadline.step('export the last spans', async () => {
-        if (!tracer) return;
-        await tracer.shutdown().catch((err: unknown) => log.warn({ err }, 'tracing: exporting the last spans failed'));
-        setTracer(null);
-      });
+      // Best effort, and bounded: a collector that is down (the exporter retries) costs 2 s at most.
+      await deadline.step(
+        'export the last spans',
+        async () => {
+          if (!tracer) return;
+          setTracer(null);
+          await tracer.shutdown().catch((err: unknown) => log.warn({ err }, 'tracing: exporting the last spans failed'));
+        },
+        2_000,
+      );
       await deadline.step('save the index snapshot', () => store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot')));
       await deadline.step('close the store', () => store.blobs.close().catch((err: unknown) => log.warn({ err }, 'closing the store failed')));
       if (!drained || deadline.undone.length) log.warn({ graceMs, undone: deadline.undone, drained }, 'shutdown: not everything was drained or closed within the grace period (see above)');
