@@ -23,18 +23,22 @@ import type { SpanAttributes, SpanHandle, Tracer } from '../util/tracing.js';
 const KINDS = { internal: SpanKind.INTERNAL, client: SpanKind.CLIENT } as const;
 
 class Handle implements SpanHandle {
-  constructor(private readonly s: Span) {}
+  /** `own`: false for the parent's span lent to work that opened no span of its own (not sampled): writes nothing. */
+  constructor(
+    private readonly s: Span,
+    private readonly own = true,
+  ) {}
   get traceId(): string {
     return this.s.spanContext().traceId;
   }
   set(key: string, value: string | number | boolean): void {
-    this.s.setAttribute(key, value);
+    if (this.own) this.s.setAttribute(key, value);
   }
   rename(name: string): void {
-    this.s.updateName(name);
+    if (this.own) this.s.updateName(name);
   }
   failed(message: string): void {
-    this.s.setStatus({ code: SpanStatusCode.ERROR, message: message.slice(0, 500) });
+    if (this.own) this.s.setStatus({ code: SpanStatusCode.ERROR, message: message.slice(0, 500) });
   }
 }
 
@@ -64,6 +68,10 @@ export class OtelTracer implements Tracer {
 
   span<T>(name: string, attributes: SpanAttributes, fn: (span: SpanHandle) => Promise<T>, kind: 'internal' | 'client' = 'internal'): Promise<T> {
     const parent = this.current.getStore() ?? ROOT_CONTEXT;
+    const parentSpan = trace.getSpan(parent);
+    // A trace not sampled: its children would not be recorded either. The work runs in the parent's
+    // context (an upstream request still carries its traceparent, sampled flag off), with no span.
+    if (parentSpan && !parentSpan.isRecording()) return fn(new Handle(parentSpan, false));
     const span = this.tracer.startSpan(name, { kind: KINDS[kind], attributes }, parent);
     return this.run(trace.setSpan(parent, span), span, fn);
   }

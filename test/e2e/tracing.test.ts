@@ -86,3 +86,33 @@ t.test("with tracing on, the access line's request id is the trace id of the req
   t.equal(span?.traceId, given, "it is the trace id of the request's server span");
   t.equal(span?.attributes['http.response.status_code'], 200, 'the span says the status answered');
 });
+
+t.test("at sampleRatio 0 a request is not recorded unless its traceparent says its caller sampled it, and then it continues the caller's trace", async (t) => {
+  const rx = await startOtlpReceiver(t);
+  const registry = await startRegistry();
+  t.teardown(() => registry.stop());
+  const img = buildDockerImage('tracing-sampling', { layers: 1, layerSize: 16 * 1024 });
+  await pushImage(registry.directUrl, 'library/sampled', 'v1', img);
+  const p = await spawnStevedore(t, {
+    storage: { path: await tmpDir(t, 'stevedore-tracing-') },
+    upstreams: { 'docker.io': { url: registry.url } },
+    tracing: { enabled: true, endpoint: rx.url, serviceName: 'central', sampleRatio: 0, exportInterval: '200ms' },
+  });
+  const ask = async (headers: Record<string, string>): Promise<string> => {
+    const res = await request(`${p.url}/v2/library/sampled/manifests/v1?ns=docker.io`, { headers: { accept: MANIFEST_ACCEPT, ...headers } });
+    await res.body.arrayBuffer();
+    t.equal(res.statusCode, 200);
+    return String(res.headers['x-request-id']);
+  };
+  // First a request of its own (no traceparent): a trace id all the same, and nothing recorded.
+  const alone = await ask({});
+  t.match(alone, /^[0-9a-f]{32}$/, 'an unsampled request still has a trace id as its request id');
+  // Then one from a caller that sampled its trace (flags 01).
+  const caller = { trace: '4bf92f3577b34da6a3ce929d0e0e4736', span: '00f067aa0ba902b7' };
+  const continued = await ask({ traceparent: `00-${caller.trace}-${caller.span}-01` });
+  t.equal(continued, caller.trace, "the request id is the caller's trace id");
+  const [server] = await rx.waitForSpans((s) => s.kind === SPAN_KIND.server && s.traceId === caller.trace);
+  t.equal(server?.parentSpanId, caller.span, "the server span's parent is the caller's span");
+  // Spans are exported in the order they ended: the first request's would have come by now.
+  t.same(rx.spans.filter((s) => s.traceId === alone), [], 'nothing of the unsampled request was exported');
+});
