@@ -21,6 +21,7 @@ import type { Lease, Leases } from '../cluster/coordinator.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { LRUCache } from 'lru-cache';
 import { upTo } from '../util/lru-bound.js';
+import { activeTracer } from '../util/tracing.js';
 import { blobFailureKey, blobLeaseKey, FAILURE_NOTE_TTL_MS, RemoteBlob, type FailureNote, type HolderSource, type LeaseProgress, type PublishedDownload } from './remote-blob.js';
 import { Download } from './download.js';
 import type { Downloads, Turn } from './downloads.js';
@@ -91,7 +92,18 @@ export class ClusterDownloads implements Downloads {
    * once another replica that had it is done (then its result is in the shared state), or null
    * when Redis cannot say (this replica goes ahead alone).
    */
-  async turn(key: string): Promise<Turn> {
+  turn(key: string): Promise<Turn> {
+    const tracer = activeTracer();
+    if (!tracer) return this.turnNow(key);
+    // A cluster wait: this replica's lease, or the wait for the replica that holds it.
+    return tracer.span('cluster.lease', { 'stevedore.lease': key }, async (span) => {
+      const turn = await this.turnNow(key);
+      span.set('stevedore.lease.outcome', turn === null ? 'alone' : turn === 'waited' ? 'waited' : 'acquired');
+      return turn;
+    });
+  }
+
+  private async turnNow(key: string): Promise<Turn> {
     const c = this.c;
     if (!c.coordinator.available()) return null;
     try {
@@ -222,7 +234,17 @@ export class ClusterDownloads implements Downloads {
   private async followRemote(remote: RemoteBlob, t: Target, d: Digest): Promise<BlobAnswer | 'stored'> {
     const release = remote.use();
     try {
-      await remote.ready;
+      const tracer = activeTracer();
+      // A cluster wait: another replica's download, until it has bytes to follow (or ended).
+      if (tracer) {
+        await tracer.span('cluster.follow', { 'stevedore.digest': d.value, 'stevedore.holder': (remote.owner || 'unknown').slice(0, 100) }, async (span) => {
+          try {
+            await remote.ready;
+          } finally {
+            span.set('stevedore.follow.state', remote.state);
+          }
+        });
+      } else await remote.ready;
     } catch (err) {
       release();
       if (err instanceof UpstreamError) throw err;

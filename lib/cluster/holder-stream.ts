@@ -14,6 +14,7 @@
  */
 import type { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
+import { activeTracer, tracedRequest } from '../util/tracing.js';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import { PEER_BLOB_PATH, type PeerEndpoint } from './peer-endpoint.js';
@@ -85,10 +86,10 @@ export class LeaseHolderClient implements PeerEndpoint {
   async open(url: string, d: Digest, start: number): Promise<Readable> {
     if (!this.usable(url)) throw new Error(`the replica address ${url.slice(0, 200)} is not asked (outside ${this.networks.setting}, or failed lately)`);
     const target = `${url}${PEER_BLOB_PATH}${d.value}`;
-    const res = await request(target, {
-      dispatcher: this.agent,
-      headers: { authorization: this.auth.sign('GET', target), 'user-agent': 'stevedore-replica', ...(start > 0 ? { range: `bytes=${start}-` } : {}) },
-    });
+    const headers: Record<string, string> = { authorization: this.auth.sign('GET', target), 'user-agent': 'stevedore-replica', ...(start > 0 ? { range: `bytes=${start}-` } : {}) };
+    const send = (): ReturnType<typeof request> => request(target, { dispatcher: this.agent, headers });
+    const tracer = activeTracer();
+    const res = tracer ? await tracedRequest(tracer, 'GET', new URL(target), { 'stevedore.replica': url }, headers, send) : await send();
     const range = /^bytes (\d+)-\d+\/\d+$/.exec(String(res.headers['content-range'] ?? ''));
     if (start === 0 ? res.statusCode !== 200 : res.statusCode !== 206 || Number(range?.[1]) !== start) {
       res.body.destroy();

@@ -21,6 +21,7 @@
  * lease record is an address from the coordinator, not trusted: asked only inside those networks.
  */
 import { Agent, type Dispatcher } from 'undici';
+import { activeTracer, tracedRequest } from '../util/tracing.js';
 import type { Logger } from 'pino';
 import type { ClusterCoordinator, HolderDirectory, Lease, Leases } from './coordinator.js';
 import type { PeerBody, PeerSource } from './peer-endpoint.js';
@@ -266,7 +267,9 @@ export class NodePeers implements PeerSource, StoreObserver, PeerEndpoint {
     if (start > 0) headers.range = `bytes=${start}-`;
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.agent.request({ origin: peer, path, method: 'GET', headers, signal });
+      const send = (): Promise<Dispatcher.ResponseData> => this.agent.request({ origin: peer, path, method: 'GET', headers, signal });
+      const tracer = activeTracer();
+      res = tracer ? await tracedRequest(tracer, 'GET', new URL(path, peer), { 'stevedore.peer': peer }, headers, send) : await send();
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       this.count('failed');

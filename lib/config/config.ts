@@ -162,6 +162,8 @@ export interface Config {
   audit: ParsedConfig['audit'];
   /** Webhooks with CloudEvents (lib/events/webhooks.ts). */
   webhooks: ParsedConfig['webhooks'];
+  /** OpenTelemetry traces (lib/server/otel-tracer.ts). */
+  tracing: ParsedConfig['tracing'];
   upstreamPolicy: {
     retryAfterDefault: number;
     breakerFailures: number;
@@ -277,6 +279,7 @@ export function parseConfig(raw: unknown, opts: { env?: NodeJS.ProcessEnv; sourc
     verify: parsed.verify,
     audit: parsed.audit,
     webhooks: parsed.webhooks,
+    tracing: parsed.tracing,
   };
   return deepFreeze(config);
 }

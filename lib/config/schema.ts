@@ -7,6 +7,7 @@ import { parseCidr, parseDuration, parseSize } from './units.js';
 import { AUTH_DEFAULTS, authSchema, httpUrl, repositoryPattern } from './auth-schema.js';
 import { verifySchema } from './verify-schema.js';
 import { auditSchema, webhooksSchema } from './events-schema.js';
+import { tracingSchema } from './tracing-schema.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -814,6 +815,8 @@ export const configSchema = z
     audit: auditSchema,
     /** Webhooks: CloudEvents 1.0 for pushes, deletes, signature refusals, upstream facts (lib/events/webhooks.ts). */
     webhooks: webhooksSchema,
+    /** OpenTelemetry traces over OTLP/HTTP (lib/server/otel-tracer.ts); off by default. */
+    tracing: tracingSchema,
   })
   .strict();
 

@@ -43,6 +43,7 @@ import pino from 'pino';
 import { Acts, stableActId } from '../events/acts.js';
 import { AuditLog } from '../events/audit-log.js';
 import { WebhookDispatcher } from '../events/webhooks.js';
+import { setTracer } from '../util/tracing.js';
 
 /** How often a worker's followers look at a download another worker of the host holds (the IPC coordinator). */
 const IPC_POLL_MS = 20;
@@ -174,6 +175,13 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     else log.info({ redis: coordinator.target, storeId, replicaId, redisUp: coordinator.available() }, 'cluster mode: coordinating with the replicas on this store through Redis');
   }
   const metadata = new Metadata(coordinator.values);
+  // Traces (config tracing): the OpenTelemetry SDK is loaded only when they are on (rule 12).
+  const tracer = config.tracing.enabled ? new (await import('./otel-tracer.js')).OtelTracer(config.tracing, await packageVersion()) : null;
+  if (tracer) {
+    setTracer(tracer);
+    // The endpoint, not the headers: they may carry a collector's API key.
+    log.info({ endpoint: config.tracing.endpoint, serviceName: config.tracing.serviceName, sampleRatio: config.tracing.sampleRatio }, 'tracing: exporting spans over OTLP/HTTP');
+  }
   // Who did what (lib/events): one emission point; the audit log and the webhooks subscribe below.
   const acts = new Acts(log, () => clock.now());
   const p = config.upstreamPolicy;
@@ -428,6 +436,16 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       await deadline.step('close auth', () => auth.close());
       await deadline.step('close webhooks', () => webhooks?.close() ?? Promise.resolve());
       await deadline.step('flush the audit log', () => audit?.close() ?? Promise.resolve());
+      // Best effort, and bounded: a collector that is down (the exporter retries) costs 2 s at most.
+      await deadline.step(
+        'export the last spans',
+        async () => {
+          if (!tracer) return;
+          setTracer(null);
+          await tracer.shutdown().catch((err: unknown) => log.warn({ err }, 'tracing: exporting the last spans failed'));
+        },
+        2_000,
+      );
       await deadline.step('save the index snapshot', () => store.blobs.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the index snapshot')));
       await deadline.step('close the store', () => store.blobs.close().catch((err: unknown) => log.warn({ err }, 'closing the store failed')));
       if (!drained || deadline.undone.length) log.warn({ graceMs, undone: deadline.undone, drained }, 'shutdown: not everything was drained or closed within the grace period (see above)');

@@ -41,6 +41,7 @@ import { crossSiteRefusal, guardedWrite } from './auth/cross-site.js';
 import { loggedPath } from './log-path.js';
 import type { Dashboard } from './dashboard/dashboard.js';
 import type { ActFields, Acts } from '../events/acts.js';
+import { activeTracer, type SpanAttributes, type SpanHandle } from '../util/tracing.js';
 import { HOSTED_NAMESPACE } from '../storage/paths.js';
 import {
   handleBlobDelete,
@@ -169,7 +170,11 @@ export function createServer(deps: ServerDeps): http.Server {
   const connectionsCheckingInterval = Math.min(30_000, Math.max(250, Math.floor(deps.config.server.headersTimeout / 4)));
   // handle() never rejects: its last resort catches everything (and `void` marks that on purpose).
   const edge: Edge = { guard, accessLog: deps.log.child({}, { redact: [] }), targets: new TargetResolver(deps.config, deps.hosted) };
-  const onRequest = (req: IncomingMessage, res: ServerResponse): void => void handle(deps, edge, req, res);
+  // With tracing on (config tracing) each request is a server span continuing the caller's trace.
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const tracer = activeTracer();
+    void (tracer ? tracer.serve(req.method ?? 'GET', req.headers, serverSpanAttributes(req), (span) => handle(deps, edge, req, res, span)) : handle(deps, edge, req, res, null));
+  };
   const clientCA = deps.tls?.clientCA ?? null;
   const server: http.Server = deps.tls
     ? https.createServer(
@@ -241,11 +246,57 @@ function trackQueued(req: IncomingMessage, res: ServerResponse): () => void {
   return () => queued.delete(res);
 }
 
-async function handle(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** A server span's attributes known before routing (HTTP semantic conventions). */
+function serverSpanAttributes(req: IncomingMessage): SpanAttributes {
+  const attributes: SpanAttributes = {
+    'http.request.method': req.method ?? 'GET',
+    'url.path': loggedPath(req.url?.split('?', 1)[0]) ?? '/',
+    'network.protocol.version': req.httpVersion,
+  };
+  const agent = req.headers['user-agent'];
+  if (agent !== undefined) attributes['user_agent.original'] = agent.slice(0, 256);
+  const peer = (req.socket as Socket | null)?.remoteAddress;
+  if (peer !== undefined) attributes['network.peer.address'] = peer;
+  return attributes;
+}
+
+/** The `http.route` of each route kind, for a server span's name (`GET /v2/{name}/manifests/{reference}`). */
+const ROUTE_TEMPLATES: Readonly<Record<string, string>> = {
+  base: '/v2/',
+  manifest: '/v2/{name}/manifests/{reference}',
+  blob: '/v2/{name}/blobs/{digest}',
+  upload: '/v2/{name}/blobs/uploads/{session}',
+  tags: '/v2/{name}/tags/list',
+  referrers: '/v2/{name}/referrers/{digest}',
+  catalog: '/v2/_catalog',
+  healthz: '/healthz',
+  readyz: '/readyz',
+  token: TOKEN_PATH,
+  metrics: '/metrics',
+  peer_blob: `${PEER_BLOB_PATH}{digest}`,
+};
+
+/** What the answer said, on the request's server span. */
+function endServerSpan(span: SpanHandle, req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
+  const template = outcome.route === undefined ? undefined : ROUTE_TEMPLATES[outcome.route];
+  if (template !== undefined) {
+    span.set('http.route', template);
+    span.rename(`${req.method ?? 'GET'} ${template}`);
+  }
+  span.set('http.response.status_code', res.statusCode);
+  if (outcome.cache) span.set('stevedore.cache', outcome.cache);
+  if (outcome.upstream) span.set('stevedore.upstream', outcome.upstream);
+  if (outcome.repository) span.set('stevedore.repository', outcome.repository);
+  if (outcome.aborted) span.set('stevedore.client_aborted', true);
+  if (res.statusCode >= 500) span.failed(outcome.error ? `${outcome.error.code}: ${outcome.error.message}` : `answered ${res.statusCode}`);
+}
+
+async function handle(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: ServerResponse, span: SpanHandle | null): Promise<void> {
   const { guard } = edge;
   const started = process.hrtime.bigint();
   const given = req.headers['x-request-id'];
-  const reqId = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : newRequestId();
+  // With tracing on the request id is the trace id: the access line finds the trace, and the trace the line.
+  const reqId = span ? span.traceId : typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : newRequestId();
   const log = deps.log.child({ reqId });
   // An 'error' event with no listener would end the process. Whatever fails on either side of one
   // request (the client went away, a write after the answer ended) is that request's business.
@@ -280,6 +331,7 @@ async function handle(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: S
     unwatch();
     untrack();
     deps.metrics?.requestEnded();
+    if (span) endServerSpan(span, req, res, outcome);
   }
 }
 
@@ -659,6 +711,10 @@ function signatureGate(
   };
 }
 
+function cacheSpanAttributes(target: Target, reference: string): SpanAttributes {
+  return { 'stevedore.upstream': target.client.name, 'stevedore.repository': target.name, 'stevedore.reference': reference };
+}
+
 async function serveManifest(
   deps: ServerDeps,
   target: Target,
@@ -670,7 +726,17 @@ async function serveManifest(
   head: boolean,
 ): Promise<void> {
   const ref = parseReadReference(reference);
-  const m = ref.kind === 'tag' ? await deps.pull.getManifestByTag(target, ref.tag) : await deps.pull.getManifestByDigest(target, ref.digest);
+  const tracer = activeTracer();
+  // The cache decision (hit, miss, revalidated, stale) as a span: the upstream requests it made are its children.
+  const m = tracer
+    ? await tracer.span(ref.kind === 'tag' ? 'cache.manifest_by_tag' : 'cache.manifest_by_digest', cacheSpanAttributes(target, reference), async (span) => {
+        const answer = ref.kind === 'tag' ? await deps.pull.getManifestByTag(target, ref.tag) : await deps.pull.getManifestByDigest(target, ref.digest);
+        span.set('stevedore.cache', answer.cache);
+        return answer;
+      })
+    : ref.kind === 'tag'
+      ? await deps.pull.getManifestByTag(target, ref.tag)
+      : await deps.pull.getManifestByDigest(target, ref.digest);
   // The signature policy, a step of its own before any content is produced (a refusal is 403
   // DENIED). A HEAD answer carries no content (digest and size only): signers HEAD an image
   // before they attach its signature, so it is not checked.
@@ -698,8 +764,15 @@ async function serveBlob(
     ETag: `"${digest.value}"`,
     'Accept-Ranges': 'bytes',
   });
+  const tracer = activeTracer();
   if (head) {
-    const st = await deps.pull.statBlob(target, digest);
+    const st = tracer
+      ? await tracer.span('cache.blob_stat', cacheSpanAttributes(target, digest.value), async (span) => {
+          const answer = await deps.pull.statBlob(target, digest);
+          span.set('stevedore.cache', answer.cache);
+          return answer;
+        })
+      : await deps.pull.statBlob(target, digest);
     outcome.cache = st.cache;
     if (st.size !== null) headers['Content-Length'] = String(st.size);
     headers['X-Cache'] = st.cache;
@@ -708,7 +781,14 @@ async function serveBlob(
     return;
   }
   checkRangeSyntax(req.headers.range);
-  const blob = await deps.pull.getBlob(target, digest);
+  // The span ends when the answer is decided (stored, joined, downloading); the transfer is the request's.
+  const blob = tracer
+    ? await tracer.span('cache.blob', cacheSpanAttributes(target, digest.value), async (span) => {
+        const answer = await deps.pull.getBlob(target, digest);
+        span.set('stevedore.cache', answer.cache);
+        return answer;
+      })
+    : await deps.pull.getBlob(target, digest);
   outcome.cache = blob.cache;
   headers['X-Cache'] = blob.cache;
   await sendBlob(res, req.headers.range, headers, blob, outcome);

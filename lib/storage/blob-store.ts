@@ -23,6 +23,7 @@ import type { Follow } from './file-sender.js';
 import type { BackendCoordination, BackendInfo, BlobBackend, StoredBody } from './backend.js';
 import { isNoSpace, StorageFullError } from './errors.js';
 import { SpaceWatch } from './space-watch.js';
+import { activeTracer } from '../util/tracing.js';
 
 export type { BackendInfo } from './backend.js';
 
@@ -378,7 +379,12 @@ export class BlobStore {
    * Opens stored content for reading, refreshing its recency. Null when it is not stored (or its
    * bytes vanished, in which case the index forgets it).
    */
-  async open(d: Digest): Promise<StoredBody | null> {
+  open(d: Digest): Promise<StoredBody | null> {
+    const tracer = activeTracer();
+    return tracer ? tracer.span('store.open', { 'stevedore.digest': d.value }, () => this.openNow(d)) : this.openNow(d);
+  }
+
+  private async openNow(d: Digest): Promise<StoredBody | null> {
     if (!this.index.has(d.value)) await this.adopt(d);
     const e = this.index.use(d.value);
     if (!e) return null;
@@ -414,7 +420,12 @@ export class BlobStore {
   }
 
   /** Small content (manifests) read whole. */
-  async readSmall(d: Digest): Promise<Buffer | null> {
+  readSmall(d: Digest): Promise<Buffer | null> {
+    const tracer = activeTracer();
+    return tracer ? tracer.span('store.read', { 'stevedore.digest': d.value }, () => this.readSmallNow(d)) : this.readSmallNow(d);
+  }
+
+  private async readSmallNow(d: Digest): Promise<Buffer | null> {
     if (!(await this.present(d))) return null;
     this.observer?.used(d.value);
     const bytes = await this.backend.readSmall(d);
@@ -487,7 +498,13 @@ export class BlobStore {
    * Writes small verified content (a manifest already in memory). Returns the digest it was stored
    * under. `pinned` content (pushed) is pinned before it lands, so it is never evicted, not even once.
    */
-  async putSmall(data: Buffer, expected: Digest | null, opts: { pinned?: boolean } = {}): Promise<string> {
+  putSmall(data: Buffer, expected: Digest | null, opts: { pinned?: boolean } = {}): Promise<string> {
+    const tracer = activeTracer();
+    if (!tracer) return this.putSmallNow(data, expected, opts);
+    return tracer.span('store.write', { 'stevedore.digest': expected?.value ?? 'unknown', 'stevedore.size': data.length }, () => this.putSmallNow(data, expected, opts));
+  }
+
+  private async putSmallNow(data: Buffer, expected: Digest | null, opts: { pinned?: boolean }): Promise<string> {
     if (opts.pinned && expected) await this.writePinFile(expected);
     const w = this.createWriter(expected, opts);
     try {
@@ -509,7 +526,13 @@ export class BlobStore {
    * first, then the backend publishes the bytes (one rename, or an upload completed only if they
    * still hash right). Content already stored is only pinned.
    */
-  async commitSession(uuid: string, size: number, d: Digest): Promise<void> {
+  commitSession(uuid: string, size: number, d: Digest): Promise<void> {
+    const tracer = activeTracer();
+    if (!tracer) return this.commitSessionNow(uuid, size, d);
+    return tracer.span('store.write', { 'stevedore.digest': d.value, 'stevedore.size': size }, () => this.commitSessionNow(uuid, size, d));
+  }
+
+  private async commitSessionNow(uuid: string, size: number, d: Digest): Promise<void> {
     await this.writePinFile(d);
     if (await this.pinIfStored(d, size)) return;
     await this.backend.sessions.publish(uuid, size, d);

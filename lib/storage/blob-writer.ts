@@ -12,6 +12,7 @@ import path from 'node:path';
 import { DigestMismatchError, isNoSpace, SizeInvalidError, StorageFullError } from './errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
 import { NextEvent } from '../util/next-event.js';
+import { activeTracer } from '../util/tracing.js';
 import { DIR_MODE, FILE_MODE } from './modes.js';
 
 export type WriterState = 'writing' | 'committed' | 'failed';
@@ -331,7 +332,14 @@ export class BlobWriter extends Writable {
    * Verifies and moves the finished file into the store. Call after the source ended and this
    * stream finished. Throws (and deletes the temp file) when the digest or size does not match.
    */
-  async commit(expectedSize?: number): Promise<CommitResult> {
+  commit(expectedSize?: number): Promise<CommitResult> {
+    const tracer = activeTracer();
+    if (!tracer) return this.commitNow(expectedSize);
+    // The store write's last step (the bytes were written as they came): verify, then put in place.
+    return tracer.span('store.commit', { 'stevedore.digest': this.expected?.value ?? 'unknown', 'stevedore.size': this.written }, () => this.commitNow(expectedSize));
+  }
+
+  private async commitNow(expectedSize?: number): Promise<CommitResult> {
     if (this.state !== 'writing') throw this.failure ?? new Error('blob writer already committed');
     if (this.errored) {
       // A write failed (a full disk): no finish will come.

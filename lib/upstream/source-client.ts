@@ -32,6 +32,7 @@ import { ProgressWatch } from '../util/progress.js';
 import { checkAddressLiteral, guardedLookup, isLocalHost, mayReceiveCredentials } from './outbound-policy.js';
 import { credentialProvider, CredentialError, type Credential, type CredentialProvider } from './credentials/index.js';
 import { discard, header } from '../util/http-body.js';
+import { activeTracer, tracedRequest } from '../util/tracing.js';
 
 const MAX_REDIRECTS = 5;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -279,7 +280,16 @@ export class SourceClient {
    * One HTTP request, on the upstream's own connections or, for another origin (one the upstream
    * named), on connections whose addresses are checked first (outbound-policy.ts).
    */
-  private async dispatch(url: URL, opts: { method: 'GET' | 'HEAD' | 'POST'; headers: Headers; body?: string; signal: AbortSignal | null }): Promise<Dispatcher.ResponseData> {
+  private dispatch(url: URL, opts: { method: 'GET' | 'HEAD' | 'POST'; headers: Headers; body?: string; signal: AbortSignal | null }): Promise<Dispatcher.ResponseData> {
+    const tracer = activeTracer();
+    if (!tracer) return this.dispatchNow(url, opts);
+    // A client span per request, its context sent as `traceparent`: a stevedore upstream (a
+    // node's central one) continues this trace.
+    const headers = { ...opts.headers };
+    return tracedRequest(tracer, opts.method, url, { 'stevedore.upstream': this.name }, headers, () => this.dispatchNow(url, { ...opts, headers }));
+  }
+
+  private async dispatchNow(url: URL, opts: { method: 'GET' | 'HEAD' | 'POST'; headers: Headers; body?: string; signal: AbortSignal | null }): Promise<Dispatcher.ResponseData> {
     let agent = this.agent;
     if (url.origin !== this.origin) {
       await this.checkLocality();

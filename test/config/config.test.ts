@@ -844,3 +844,15 @@ t.test('cluster.allowedNetworks and node.peers.allowedNetworks take CIDR blocks 
   }
   t.same(parseConfig({ cluster: { allowedNetworks: ['10.244.0.0/16', 'fd00::/8'] } }).cluster.allowedNetworks, ['10.244.0.0/16', 'fd00::/8']);
 });
+
+t.test('tracing is off by default, exporting to a local collector every 5s when turned on', async (t) => {
+  t.same(parseConfig({}).tracing, { enabled: false, endpoint: 'http://127.0.0.1:4318/v1/traces', serviceName: 'stevedore', sampleRatio: 1, headers: {}, exportInterval: 5_000 });
+  const on = parseConfig({ tracing: { enabled: true, endpoint: 'https://otel.example.com/v1/traces', sampleRatio: 0.1, headers: { 'x-api-key': 'k' }, exportInterval: '1s' } }).tracing;
+  t.same(on, { enabled: true, endpoint: 'https://otel.example.com/v1/traces', serviceName: 'stevedore', sampleRatio: 0.1, headers: { 'x-api-key': 'k' }, exportInterval: 1_000 });
+});
+
+t.test('a tracing endpoint that is not http(s), a ratio outside 0..1 or a bad header name is refused naming the key', async (t) => {
+  t.match(problems(() => parseConfig({ tracing: { endpoint: 'grpc://collector:4317' } })), [/^tracing\.endpoint: must be http:\/\/ or https:\/\//]);
+  t.match(problems(() => parseConfig({ tracing: { sampleRatio: 2 } })), [/^tracing\.sampleRatio: /]);
+  t.match(problems(() => parseConfig({ tracing: { headers: { 'bad header': 'x' } } })), [/^tracing\.headers/]);
+});

@@ -1,7 +1,7 @@
 // A module a configuration does not use is not loaded (docs/ARCHITECTURE.md): a fresh `serve` with
 // the defaults loads no AWS SDK (the S3 backend, the ECR credential provider), no Redis client,
-// no pino-pretty (JSON logs), no jose (nobody has asked for a token) and, when it is off, no
-// dashboard. The process logs every module it loads (test/fixtures/module-log.mjs).
+// no pino-pretty (JSON logs), no jose (nobody has asked for a token), no OpenTelemetry SDK (tracing
+// is off) and, when it is off, no dashboard. The process logs every module it loads (test/fixtures/module-log.mjs).
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +24,12 @@ async function loadedBy(t: Test, config: Record<string, unknown>): Promise<strin
   return urls;
 }
 
-const PACKAGES_NOT_USED = ['@aws-sdk/', '@smithy/', '@redis/client/', 'pino-pretty/', 'jose/', 'cli-progress/', 'tar-stream/', '@peculiar/x509/'];
+/**
+ * The OpenTelemetry SDK (tracing: off by default). `@opentelemetry/api` is not in the list:
+ * prom-client loads it whatever the configuration (its process CPU metric reads the active span).
+ */
+const OPENTELEMETRY_SDK = ['@opentelemetry/sdk-trace/', '@opentelemetry/exporter-trace-otlp-http/', '@opentelemetry/otlp-', '@opentelemetry/core/', '@opentelemetry/resources/', '@opentelemetry/semantic-conventions/'];
+const PACKAGES_NOT_USED = ['@aws-sdk/', '@smithy/', '@redis/client/', 'pino-pretty/', 'jose/', 'cli-progress/', 'tar-stream/', '@peculiar/x509/', ...OPENTELEMETRY_SDK];
 /** A module of stevedore's own: `lib/<rest>` through a TypeScript loader, `dist/<rest>` compiled. */
 const ours = (url: string, rest: string): boolean => url.includes(`/lib/${rest}`) || url.includes(`/dist/${rest}`);
 const packageOf = (url: string): string | null => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? null;
@@ -44,4 +49,20 @@ t.test('with the dashboard off, no module of the dashboard is loaded', async (t)
   const urls = await loadedBy(t, { dashboard: { enabled: false } });
   t.ok(urls.some((u) => ours(u, 'storage/fs/fs-backend.')), 'the log works');
   t.same(urls.filter((u) => ours(u, 'server/dashboard/')), []);
+});
+
+t.test('with tracing off (the default), no OpenTelemetry SDK module and no tracer of stevedore is loaded', async (t) => {
+  const urls = await loadedBy(t, {});
+  t.ok(urls.some((u) => ours(u, 'server/create-server.')), 'the log works');
+  t.same(urls.filter((u) => OPENTELEMETRY_SDK.some((p) => u.includes(`/node_modules/${p}`))), [], 'no module of the OpenTelemetry SDK');
+  t.same(urls.filter((u) => ours(u, 'server/otel-tracer.')), [], "no module of stevedore's tracer");
+});
+
+t.test('with tracing on, the OpenTelemetry SDK and the OTLP/HTTP exporter are loaded', async (t) => {
+  // Nothing listens there: spans are dropped, serving goes on.
+  const urls = await loadedBy(t, { tracing: { enabled: true, endpoint: 'http://127.0.0.1:9/v1/traces' } });
+  const packages = new Set(urls.map(packageOf).filter((p) => p !== null));
+  t.ok(packages.has('@opentelemetry/sdk-trace'), 'the SDK is loaded');
+  t.ok(packages.has('@opentelemetry/exporter-trace-otlp-http'), 'the OTLP/HTTP exporter is loaded');
+  t.ok(urls.some((u) => ours(u, 'server/otel-tracer.')), "stevedore's tracer is loaded");
 });
