@@ -2,7 +2,8 @@
  * Blobs of proxied repositories: stored → a hit (once this repository may read it:
  * repository-access.ts); being downloaded here → its clients follow that download; else one
  * download for the digest, started or followed through Downloads (this process alone, or the
- * replica holding the digest's lease in cluster mode).
+ * replica holding the digest's lease in cluster mode). A Range past what the download wrote is
+ * asked of the upstream at once (upstream-ranges.ts).
  */
 import type { Digest } from '../oci/digest.js';
 import type { StoredBody } from '../storage/backend.js';
@@ -11,6 +12,7 @@ import type { Downloads } from './downloads.js';
 import type { LocalDownloads } from './local-downloads.js';
 import type { BlobAnswer, CacheResult, Target } from './pull-types.js';
 import type { RepositoryAccess } from './repository-access.js';
+import type { UpstreamRanges } from './upstream-ranges.js';
 
 /** The answer for a blob in the store (a hit): the stored body itself, said to be one. */
 function storedAnswer(stored: StoredBody): BlobAnswer {
@@ -22,15 +24,26 @@ export class BlobPulls {
   private readonly access: RepositoryAccess;
   private readonly local: LocalDownloads;
   private readonly downloads: Downloads;
+  private readonly ranges: UpstreamRanges | null;
 
-  constructor(deps: { store: Store; access: RepositoryAccess; local: LocalDownloads; downloads: Downloads }) {
+  constructor(deps: { store: Store; access: RepositoryAccess; local: LocalDownloads; downloads: Downloads; ranges?: UpstreamRanges | null }) {
     this.store = deps.store;
     this.access = deps.access;
     this.local = deps.local;
     this.downloads = deps.downloads;
+    this.ranges = deps.ranges ?? null;
   }
 
+  /**
+   * The blob for a client: stored, or followed as it downloads. A Range the download cannot answer
+   * yet is asked of the upstream meanwhile (upstream-ranges.ts, lazy pulling).
+   */
   async get(t: Target, d: Digest): Promise<BlobAnswer> {
+    const answer = await this.find(t, d);
+    return this.ranges ? this.ranges.wrap(t, d, answer) : answer;
+  }
+
+  private async find(t: Target, d: Digest): Promise<BlobAnswer> {
     const joined = this.local.inFlight(d);
     if (joined) return this.local.join(t, d, joined);
     if (await this.store.blobs.present(d)) {
@@ -47,7 +60,7 @@ export class BlobPulls {
     if (finished) this.local.forget(d, finished);
     const answer = await this.downloads.fetch(t, d);
     // Stored meanwhile (by another replica): served like any stored blob.
-    return answer === 'stored' ? this.get(t, d) : answer;
+    return answer === 'stored' ? this.find(t, d) : answer;
   }
 
   /** Size and whether it is stored, without downloading (HEAD). */

@@ -288,6 +288,7 @@ export class ClusterDownloads implements Downloads {
     return {
       size: promised,
       cache: 'miss',
+      available: () => remote.written,
       sendTo,
       open: (r) => {
         // The file sender under sendTo reuses a buffer as soon as its write is called back, which a

@@ -27,6 +27,7 @@ function followAnswer(dl: Download): BlobAnswer {
   return {
     size: dl.size,
     cache: 'miss',
+    available: () => dl.writer.written,
     open: (r) => dl.createReader(r?.start, r?.end),
     sendTo: (dest, r) => dl.sendTo(dest, r?.start, r?.end),
     release: async () => undefined,

@@ -22,6 +22,7 @@ import type { Store } from '../storage/store.js';
 import type { Metadata } from '../metadata/metadata.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { BlobPulls } from './blob-pulls.js';
+import { UpstreamRanges } from './upstream-ranges.js';
 import { ClusterDownloads, type ClusterDownloadOptions } from './cluster-downloads.js';
 import { DescriptorSizes } from './descriptor-sizes.js';
 import type { DownloadOptions } from './download.js';
@@ -94,7 +95,7 @@ export class PullThrough {
       events: deps.events ?? null,
     });
     this.refreshAhead = this.tags.refreshAhead;
-    this.blobs = new BlobPulls({ store, access, local: this.local, downloads: this.downloads });
+    this.blobs = new BlobPulls({ store, access, local: this.local, downloads: this.downloads, ranges: new UpstreamRanges(log) });
     this.lists = new TagLists(store, clock, limits);
   }
 

@@ -9,6 +9,7 @@ import type { RepoRef } from '../storage/repo-store.js';
 import type { DownloadSource } from '../upstream/blob-source.js';
 import type { FetchedManifest, ManifestHead, TagsListLimits } from '../upstream/source-client.js';
 import type { BlobBody } from '../storage/backend.js';
+import type { Readable } from 'node:stream';
 
 /**
  * What the pull path asks of one upstream (its sources in order: UpstreamSources implements it;
@@ -27,6 +28,11 @@ export interface PullUpstream {
   headBlob(name: string, digest: string, signal?: AbortSignal): Promise<{ size: number | null }>;
   listTags(name: string, limits: TagsListLimits, signal?: AbortSignal): Promise<string[]>;
   getReferrers(name: string, digest: string, opts: { maxBytes: number; signal?: AbortSignal }): Promise<unknown[] | null>;
+  /**
+   * One range of a blob, straight from the upstream (a client's Range a download cannot answer yet:
+   * upstream-ranges.ts). Null when the upstream ignored the Range. Optional: fakes may lack it.
+   */
+  getBlobRange?(name: string, digest: string, range: { start: number; end: number }, signal?: AbortSignal): Promise<{ size: number | null; body: Readable } | null>;
   /** Where a download of the blob reads from (peers only when `peersAllowed`). */
   blobSource(name: string, digest: string, opts: { peersAllowed: () => Promise<boolean> }): DownloadSource;
 }
@@ -74,6 +80,8 @@ export interface ManifestAnswer {
 export interface BlobAnswer extends BlobBody {
   /** Where the bytes come from: the store, or a download (ours or another replica's). */
   cache: CacheResult;
+  /** A download being followed: the bytes written so far (a range past them may be asked of the upstream). */
+  available?: () => number;
 }
 
 /** One download in flight, as the dashboard shows it. */

@@ -741,16 +741,19 @@ export class SourceClient {
 
   /**
    * Starts a blob download. Resolves with the streaming body once headers arrived; the caller
-   * consumes it. `start` asks for the bytes from that offset on (Range), e.g. to resume.
+   * consumes it. `start` asks for the bytes from that offset on (Range), e.g. to resume; `end` (a
+   * client's range, lib/cache/upstream-ranges.ts) up to that byte. A 206 whose Content-Range is not
+   * what was asked is refused (bad_response); `partial` says the answer is a 206.
    */
   async getBlob(
     name: string,
     digest: string,
-    opts: { start?: number; signal?: AbortSignal } = {},
-  ): Promise<{ size: number | null; start: number; body: Readable }> {
+    opts: { start?: number; end?: number; signal?: AbortSignal } = {},
+  ): Promise<{ size: number | null; start: number; body: Readable; partial: boolean }> {
     const what = `blob ${name}@${digest}`;
     const headers: Headers = {};
-    if (opts.start) headers.range = `bytes=${opts.start}-`;
+    if (opts.end !== undefined) headers.range = `bytes=${opts.start ?? 0}-${opts.end}`;
+    else if (opts.start) headers.range = `bytes=${opts.start}-`;
     // The deadline covers the answer's head; the body has none (a 10 GiB layer on a slow link is
     // fine): its progress is watched by the download. The caller's signal and shutdown still end it.
     const op = new LinkedSignal([opts.signal, this.closing.signal], { ms: this.config.timeouts.request, reason: () => this.deadlineError(what) });
@@ -778,14 +781,14 @@ export class SourceClient {
     if (res.status === 206) {
       // Content-Range: bytes START-END/TOTAL
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
-      if (!m || Number(m[1]) !== (opts.start ?? 0)) {
+      if (!m || Number(m[1]) !== (opts.start ?? 0) || (opts.end !== undefined && Number(m[2]) !== opts.end)) {
         discard(res.body);
         throw new UpstreamError('bad_response', this.name, `${this.label} answered a range request for ${what} with an unusable Content-Range`);
       }
-      return { size: m[3] === '*' ? null : Number(m[3]), start: Number(m[1]), body: res.body };
+      return { size: m[3] === '*' ? null : Number(m[3]), start: Number(m[1]), body: res.body, partial: true };
     }
     // 200: the whole blob, from byte 0, whatever was asked.
-    return { size: length, start: 0, body: res.body };
+    return { size: length, start: 0, body: res.body, partial: false };
   }
 
   /**

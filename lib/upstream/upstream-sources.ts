@@ -14,7 +14,9 @@
  *     verified before a client sees any of them (Download, `untrusted`). Tags and manifests always
  *     come from the sources by URL.
  */
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import { discard } from '../util/http-body.js';
 import type { UpstreamConfig } from '../config/config.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import type { DownloadSource, OpenedBody } from './blob-source.js';
@@ -120,6 +122,20 @@ export class UpstreamSources {
 
   getReferrers(name: string, digest: string, opts: { maxBytes: number; signal?: AbortSignal }): Promise<unknown[] | null> {
     return this.first((s) => s.getReferrers(name, digest, opts));
+  }
+
+  /**
+   * One range of a blob for a client (lib/cache/upstream-ranges.ts), asked of the sources in order
+   * like any request (auth, tokens, redirects, timeouts). Null when the source ignored the Range
+   * (answered the whole blob, 200: its body is dropped); a 206 for another range is refused.
+   */
+  async getBlobRange(name: string, digest: string, range: { start: number; end: number }, signal?: AbortSignal): Promise<{ size: number | null; body: Readable } | null> {
+    const answer = await this.first((s) => s.getBlob(name, digest, { start: range.start, end: range.end, signal }));
+    if (!answer.partial) {
+      discard(answer.body);
+      return null;
+    }
+    return { size: answer.size, body: answer.body };
   }
 
   /**
