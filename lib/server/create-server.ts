@@ -715,6 +715,20 @@ function cacheSpanAttributes(target: Target, reference: string): SpanAttributes 
   return { 'stevedore.upstream': target.client.name, 'stevedore.repository': target.name, 'stevedore.reference': reference };
 }
 
+/**
+ * The cache decision (hit, miss, revalidated, stale) as a span when tracing is on: the upstream
+ * requests it made are its children. With tracing off, just the call.
+ */
+function cacheDecision<T extends { cache: string }>(name: string, target: Target, reference: string, decide: () => Promise<T>): Promise<T> {
+  const tracer = activeTracer();
+  if (!tracer) return decide();
+  return tracer.span(name, cacheSpanAttributes(target, reference), async (span) => {
+    const answer = await decide();
+    span.set('stevedore.cache', answer.cache);
+    return answer;
+  });
+}
+
 async function serveManifest(
   deps: ServerDeps,
   target: Target,
@@ -726,17 +740,9 @@ async function serveManifest(
   head: boolean,
 ): Promise<void> {
   const ref = parseReadReference(reference);
-  const tracer = activeTracer();
-  // The cache decision (hit, miss, revalidated, stale) as a span: the upstream requests it made are its children.
-  const m = tracer
-    ? await tracer.span(ref.kind === 'tag' ? 'cache.manifest_by_tag' : 'cache.manifest_by_digest', cacheSpanAttributes(target, reference), async (span) => {
-        const answer = ref.kind === 'tag' ? await deps.pull.getManifestByTag(target, ref.tag) : await deps.pull.getManifestByDigest(target, ref.digest);
-        span.set('stevedore.cache', answer.cache);
-        return answer;
-      })
-    : ref.kind === 'tag'
-      ? await deps.pull.getManifestByTag(target, ref.tag)
-      : await deps.pull.getManifestByDigest(target, ref.digest);
+  const m = await cacheDecision(ref.kind === 'tag' ? 'cache.manifest_by_tag' : 'cache.manifest_by_digest', target, reference, () =>
+    ref.kind === 'tag' ? deps.pull.getManifestByTag(target, ref.tag) : deps.pull.getManifestByDigest(target, ref.digest),
+  );
   // The signature policy, a step of its own before any content is produced (a refusal is 403
   // DENIED). A HEAD answer carries no content (digest and size only): signers HEAD an image
   // before they attach its signature, so it is not checked.
@@ -764,15 +770,8 @@ async function serveBlob(
     ETag: `"${digest.value}"`,
     'Accept-Ranges': 'bytes',
   });
-  const tracer = activeTracer();
   if (head) {
-    const st = tracer
-      ? await tracer.span('cache.blob_stat', cacheSpanAttributes(target, digest.value), async (span) => {
-          const answer = await deps.pull.statBlob(target, digest);
-          span.set('stevedore.cache', answer.cache);
-          return answer;
-        })
-      : await deps.pull.statBlob(target, digest);
+    const st = await cacheDecision('cache.blob_stat', target, digest.value, () => deps.pull.statBlob(target, digest));
     outcome.cache = st.cache;
     if (st.size !== null) headers['Content-Length'] = String(st.size);
     headers['X-Cache'] = st.cache;
@@ -782,13 +781,7 @@ async function serveBlob(
   }
   checkRangeSyntax(req.headers.range);
   // The span ends when the answer is decided (stored, joined, downloading); the transfer is the request's.
-  const blob = tracer
-    ? await tracer.span('cache.blob', cacheSpanAttributes(target, digest.value), async (span) => {
-        const answer = await deps.pull.getBlob(target, digest);
-        span.set('stevedore.cache', answer.cache);
-        return answer;
-      })
-    : await deps.pull.getBlob(target, digest);
+  const blob = await cacheDecision('cache.blob', target, digest.value, () => deps.pull.getBlob(target, digest));
   outcome.cache = blob.cache;
   headers['X-Cache'] = blob.cache;
   await sendBlob(res, req.headers.range, headers, blob, outcome);
