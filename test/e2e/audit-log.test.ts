@@ -2,6 +2,7 @@
 // in a file of its own (rotated by size) or beside the access log with "log":"audit"; never a
 // password or a token.
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readAudit, type AuditLine } from '../fixtures/audit.js';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
@@ -14,15 +15,6 @@ const USERS = { alice: 'Al1ce-audit-passw0rd', bob: 'B0b-audit-passw0rd' };
 const WRONG = 'Wr0ng-audit-guess-123';
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
-type AuditLine = Record<string, unknown> & { log: string; act: string };
-
-function readAudit(file: string): AuditLine[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as AuditLine);
-}
 
 async function auditedStevedore(t: Teardownable, audit: Record<string, unknown>): Promise<{ sd: Stevedore; file: string }> {
   const dir = await tmpDir(t);

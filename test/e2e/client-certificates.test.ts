@@ -3,7 +3,8 @@
 // --client`, with the hosts.toml lines `stevedore containerd-config --client-cert --client-key`
 // writes. The certificate's identity (`cn:NAME`) is the user the access rules match and the access
 // and audit logs name.
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { readAudit } from '../fixtures/audit.js';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { writeHostsTomls } from '../../lib/cli/containerd-config.js';
@@ -14,15 +15,6 @@ import { startRegistry } from '../fixtures/registry.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
 import { tmpDir, waitFor, type Teardownable } from '../fixtures/util.js';
 
-type AuditLine = Record<string, unknown> & { act: string };
-
-function readAudit(file: string): AuditLine[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as AuditLine);
-}
 
 /** A CA, stevedore's certificate for 127.0.0.1 and client certificates for `clients`, as `tls init --name 127.0.0.1 --client ...` writes them. */
 async function pki(t: Teardownable, clients: string[]): Promise<{ dir: string; caCert: string; cert: string; key: string; client: (name: string) => { cert: string; key: string } }> {
