@@ -13,7 +13,7 @@ import { installLastResort } from '../server/last-resort.js';
 import { configOrExit, fail, loadConfigAgain, withConfigOptions, type ConfigFlags } from './common.js';
 // The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
 // pay for them in memory.
-import type { PrefetchFlags } from './prefetch.js';
+import type { NodePrefetchFlags, PrefetchFlags } from './prefetch.js';
 
 /** After an uncaught exception: how long transfers in flight may finish before the process exits. */
 const FATAL_GRACE_MS = 5_000;
@@ -132,10 +132,20 @@ withConfigOptions(
     .argument('[images...]', 'image references, e.g. alpine:3.19 ghcr.io/org/app:v1')
     .option('-f, --file <list>', 'file with one image reference per line (# comments)')
     .option('-p, --platform <list>', 'only these platforms of an index, e.g. linux/amd64,linux/arm64')
-    .option('--pin', 'pin what was fetched (signatures included): never evicted'),
-).action(async (images: string[], opts: ConfigFlags & PrefetchFlags) => {
+    .option('--pin', 'pin what was fetched (signatures included): never evicted')
+    .option('--nodes <which>', 'warm the node tier instead (pre-heat): all, a number of node instances (3) or a percentage (50%) of the group fetch the images now and keep them until --ttl')
+    .option('--ttl <duration>', 'with --nodes: how long the nodes keep the images pinned (e.g. 6h; at most 7d)', '24h')
+    .option('--group <name>', 'with --nodes: the node group (default: node.peers.group, else default)')
+    .option('--timeout <duration>', 'with --nodes: how long to wait for the nodes', '10m')
+    .option('--no-wait', 'with --nodes: record the mark and return without waiting for the nodes'),
+).action(async (images: string[], opts: ConfigFlags & PrefetchFlags & Partial<NodePrefetchFlags>) => {
   const config = configOrExit(opts);
   try {
+    if (opts.nodes !== undefined) {
+      const { readImageList, runNodePrefetch } = await import('./prefetch.js');
+      const { ok } = await runNodePrefetch(config, readImageList(images, opts.file), { ...opts, nodes: opts.nodes });
+      process.exit(ok ? 0 : 1);
+    }
     const { readImageList, runPrefetch } = await import('./prefetch.js');
     const { failed } = await runPrefetch(config, readImageList(images, opts.file), opts);
     process.exit(failed ? 1 : 0);

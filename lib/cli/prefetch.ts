@@ -12,7 +12,10 @@ import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.j
 import { parseDigest } from '../oci/digest.js';
 import { fetchPlan, parsePlatform, planPrefetch, planReferrers, type Platform } from '../cache/prefetch.js';
 import { buildApp, createLogger } from '../server/app.js';
-import { formatBytes } from '../config/units.js';
+import { formatBytes, parseDuration } from '../config/units.js';
+import { createWarmMark } from '../cache/preheat.js';
+import { formatNodeSelection, markProgress, type WarmMark } from '../cluster/warm-marks.js';
+import { parsePreheatOptions } from '../server/preheat-endpoint.js';
 import { UserError } from './common.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { refusal } from '../verify/signature-gate.js';
@@ -116,4 +119,85 @@ export async function runPrefetch(config: Config, images: ImageRef[], flags: Pre
   }
   out.write(`prefetched ${images.length - failed}/${images.length} images, ${formatBytes(grand)} (${formatBytes(fetched)} from upstreams)\n`);
   return { failed };
+}
+
+export interface NodePrefetchFlags {
+  nodes: string;
+  ttl?: string;
+  platform?: string;
+  /** false with --no-wait. */
+  wait?: boolean;
+  timeout?: string;
+  group?: string;
+}
+
+/**
+ * `stevedore prefetch IMAGE… --nodes all|N|P%`: records a warm mark for the node group (resolved
+ * here through this configuration's pull path; lib/cache/preheat.ts), then, unless --no-wait,
+ * prints each node as it reports its images warm, until the chosen nodes are done.
+ * Exit status: 0 when every chosen node warmed every image; 1 on a failure or the timeout.
+ */
+export async function runNodePrefetch(config: Config, images: ImageRef[], flags: NodePrefetchFlags, out: NodeJS.WriteStream = process.stderr): Promise<{ ok: boolean }> {
+  let opts: ReturnType<typeof parsePreheatOptions>;
+  try {
+    opts = parsePreheatOptions(flags.nodes, flags.ttl ?? undefined, flags.platform);
+  } catch (err) {
+    throw new UserError(`--${(err as Error).message}`);
+  }
+  const timeoutMs = flags.timeout === undefined ? 600_000 : parseDuration(flags.timeout);
+  if (timeoutMs === null || timeoutMs <= 0) throw new UserError(`--timeout: ${flags.timeout} is not a duration (e.g. 10m)`);
+  const group = flags.group ?? config.node.peers?.group ?? 'default';
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(group)) throw new UserError('--group: letters, digits, . _ - (at most 64)');
+  for (const img of images) {
+    if (!config.upstreams.has(img.registry)) throw new UserError(`${formatImageRef(img)}: upstream ${img.registry} is not configured`);
+  }
+  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level, process.stderr);
+  const app = await buildApp(config, { log, sweepTemp: false });
+  try {
+    if (!app.preheatMarks) throw new UserError('--nodes needs the node group\'s Redis (metadata.redis) in the configuration');
+    if (!app.coordinator.available()) throw new UserError(`Redis (${app.coordinator.target}) does not answer: no warm mark recorded`);
+    const scope = app.coordinator.scope(`stevedore:peers:${group}:`);
+    let mark: WarmMark;
+    try {
+      mark = await createWarmMark({ scope, pull: app.pull, upstreams: app.upstreams }, { images, ...opts, by: 'cli' });
+    } catch (err) {
+      const shown = err instanceof UpstreamError ? err.toOciError('MANIFEST_UNKNOWN') : err;
+      throw new UserError(`no warm mark recorded: ${shown instanceof Error ? shown.message : String(shown)}`);
+    }
+    out.write(`warm mark ${mark.id} (group ${group}): ${mark.images.length} images for nodes ${formatNodeSelection(mark.nodes)}, pinned there until ${new Date(mark.expires).toISOString()}\n`);
+    const names = new Map<string, string>();
+    mark.images.forEach((i, k) => {
+      names.set(i.digest, formatImageRef(images[k]!));
+      out.write(`  ${formatImageRef(images[k]!)} ${i.digest}\n`);
+    });
+    if (flags.wait === false) return { ok: true };
+    const deadline = Date.now() + timeoutMs;
+    const shown = new Set<string>();
+    for (;;) {
+      const p = await markProgress(scope, mark, Date.now());
+      for (const [node, reports] of p.reports) {
+        for (const r of reports) {
+          const key = `${node} ${r.digest} ${r.ok}`;
+          if (shown.has(key)) continue;
+          shown.add(key);
+          out.write(r.ok ? `  node ${node}: warm ${names.get(r.digest) ?? r.digest}\n` : `  node ${node}: FAILED ${names.get(r.digest) ?? r.digest}: ${r.error ?? 'failed'}\n`);
+        }
+      }
+      if (p.finished) {
+        out.write(`warm on ${p.warm.length}/${p.wanted} nodes${p.failed.length ? `, ${p.failed.length} failures` : ''}\n`);
+        return { ok: p.failed.length === 0 && p.warm.length >= p.wanted };
+      }
+      if (Date.now() > deadline) {
+        out.write(`timed out after ${formatDuration(timeoutMs)}: warm on ${p.warm.length}/${p.wanted} nodes (${p.live.length} live)${p.failed.length ? `, ${p.failed.length} failures` : ''}; the mark stays, nodes go on warming\n`);
+        return { ok: false };
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    await app.close(0);
+  }
+}
+
+function formatDuration(ms: number): string {
+  return ms % 60_000 === 0 ? `${ms / 60_000}m` : `${Math.round(ms / 1000)}s`;
 }

@@ -32,6 +32,8 @@ import { callPrimary, workerSlot } from '../cluster/ipc/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { NodePeers } from '../cluster/peers.js';
+import { NodePreheat } from '../cache/preheat.js';
+import { PreheatEndpoint } from './preheat-endpoint.js';
 import { PeerRequestAuth } from '../cluster/peer-auth.js';
 import { PeerNetworks } from '../cluster/peer-networks.js';
 import type { Dashboard } from './dashboard/dashboard.js';
@@ -70,6 +72,10 @@ export interface App {
   cluster: { coordinator: ClusterCoordinator; scope: CoordinationScope; index: SharedIndex; replicaId: string; storeId: string; prefix: string } | null;
   /** Node mode with peers (node.peers): the directory and transfers between node instances; else null. */
   peers: NodePeers | null;
+  /** Node mode with peers: this node's side of pre-heat (warm marks), started by `listen`; else null. */
+  preheat: NodePreheat | null;
+  /** Warm marks can be made here (a Redis coordinator: metadata.redis); else null. */
+  preheatMarks: PreheatEndpoint | null;
   /** `https` when config `tls` is set (the server is then an https.Server), else `http`. */
   scheme: 'http' | 'https';
   /** HTTPS: the certificate served and its reloading; null over plain HTTP. */
@@ -350,7 +356,32 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       log.error({ err }, 'the dashboard is off: its files (assets/dashboard) are missing beside the code; reinstall or rebuild the image');
     }
   }
-  const serverDeps = { config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, acts, isReady: () => ready };
+  // Pre-heat (lib/cache/preheat.ts): marks are made wherever the node group's Redis is configured;
+  // a node instance warms what they name once it listens.
+  const preheatMarks =
+    shared !== null
+      ? new PreheatEndpoint({
+          scope: (group) => coordinator.scope(`stevedore:peers:${group}:`),
+          available: () => coordinator.available(),
+          defaultGroup: nodePeers?.group ?? 'default',
+          pull,
+          upstreams,
+          log,
+        })
+      : null;
+  const preheat =
+    peers && nodePeers
+      ? new NodePreheat({
+          scope: coordinator.scope(`stevedore:peers:${nodePeers.group}:`),
+          available: () => coordinator.available(),
+          self: nodePeers.advertise,
+          pull,
+          upstreams,
+          blobs: store.blobs,
+          log: log.child({ preheat: nodePeers.group }),
+        })
+      : null;
+  const serverDeps = { config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, acts, preheat: preheatMarks, isReady: () => ready };
   // config peerListen: the peer endpoint on a listener of its own, and only there (its requests are
   // signed: it asks for no client certificate).
   const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, tls: tlsPair ? { cert: tlsPair.cert, key: tlsPair.key } : null, peerRoute: 'only' }) : null;
@@ -389,6 +420,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     coordinator,
     cluster,
     peers,
+    preheat,
+    preheatMarks,
     signatures,
     acts,
     async reloadSignaturePolicies(verify) {
@@ -398,6 +431,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     async listen(port = config.listen.port, host = config.listen.host) {
       const addr = await listenOn(server, port, host);
       if (peerServer && config.peerListen) peerAddress = await listenOn(peerServer, config.peerListen.port, config.peerListen.host);
+      // A node instance that serves warms what the marks name (a CLI command on the store does not).
+      preheat?.start();
       return addr;
     },
     peerAddress: () => peerAddress,
@@ -430,6 +465,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       await deadline.step('close upstream connections', () => Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined))));
       await deadline.step('let cut downloads settle', () => pull.drain(), 2_000);
       await deadline.step('flush the shared index', () => cluster?.index.stop().catch(() => undefined) ?? Promise.resolve());
+      await deadline.step('stop pre-heat', () => preheat?.close().catch(() => undefined) ?? Promise.resolve());
       await deadline.step('close peer connections', () => peers?.close().catch(() => undefined) ?? Promise.resolve());
       await deadline.step('close lease holders', () => leaseHolders?.close() ?? Promise.resolve());
       await deadline.step('close the coordinator', () => coordinator.close().catch(() => undefined));

@@ -40,6 +40,7 @@ import { authorizeRoute } from './auth/authorize-route.js';
 import { crossSiteRefusal, guardedWrite } from './auth/cross-site.js';
 import { loggedPath } from './log-path.js';
 import type { Dashboard } from './dashboard/dashboard.js';
+import type { PreheatEndpoint } from './preheat-endpoint.js';
 import type { ActFields, Acts } from '../events/acts.js';
 import { activeTracer, type SpanAttributes, type SpanHandle } from '../util/tracing.js';
 import { HOSTED_NAMESPACE } from '../storage/paths.js';
@@ -95,6 +96,8 @@ export interface ServerDeps {
   dashboard?: Dashboard | null;
   /** Who did what (lib/events): the one emission point of the audit log and the webhooks; absent or null: none. */
   acts?: Acts | null;
+  /** Warm marks at /_stevedore/preheat (a coordinator shared with a node group: metadata.redis); absent or null: none. */
+  preheat?: PreheatEndpoint | null;
 }
 
 /** What the access log line says about one request, filled in as it is handled. */
@@ -451,6 +454,10 @@ async function route(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: Se
   if (deps.dashboard?.handles(pathname)) {
     outcome.route = 'dashboard';
     return deps.dashboard.serve(deps.auth, pathname, req, res, authContext);
+  }
+  if (deps.preheat?.handles(pathname)) {
+    outcome.route = 'preheat';
+    return deps.preheat.serve(deps.auth, pathname, query, req, res, authContext);
   }
   const peerEndpoint = deps.peerRoute === 'elsewhere' ? null : (deps.peers ?? deps.clusterPeers);
   if (pathname.startsWith(PEER_BLOB_PATH) && peerEndpoint) {

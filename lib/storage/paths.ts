@@ -13,6 +13,9 @@
  *     pins/
  *       sha256/<hex>               empty: this content is pinned (hosted, seeded, or kept because its
  *                                  upstream deleted it: gone/), never evicted
+ *     warm/
+ *       <mark id>                  JSON {expires, digests}: what a warm mark (node tier pre-heat,
+ *                                  lib/cache/preheat.ts) pinned here; unpinned and removed once it expires
  *     gone/
  *       <upstream>/<name...>/
  *         _tags/<tag>              JSON {digest, since, reason, held, pinned}: a cached tag the
@@ -129,6 +132,11 @@ export const recordKeys = {
     return `gone/${r.upstream}/${r.name}/_tags/${tag}`;
   },
   pins: 'pins',
+  /** What a warm mark pinned on a node instance (lib/cache/preheat.ts); `id` is the mark's hex id. */
+  warm: 'warm',
+  warmMark(id: string): string {
+    return `warm/${id}`;
+  },
   pin(d: Digest): string {
     return `pins/${d.algorithm}/${d.hex}`;
   },

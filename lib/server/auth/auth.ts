@@ -235,6 +235,23 @@ export class Auth {
   }
 
   /**
+   * `POST /_stevedore/preheat` (a warm mark: every chosen node instance fetches the images): a
+   * user (Basic credentials, or a token issued to a user) whom the rules allow to pull every one
+   * of `repositories` (canonical names). Never anonymous, even with `anonymousPull` on: one
+   * request makes every node of the group fetch.
+   */
+  async authorizePreheat(req: IncomingMessage, repositories: readonly string[], ctx: AuthContext = {}): Promise<Identity> {
+    const who = await this.identify(req, undefined, ctx);
+    if (who.user === null) {
+      if (this.htpasswd !== null) throw this.unauthorized(req, 'authentication required to make a warm mark (pre-heat)', undefined);
+      throw new OciError('DENIED', 'a warm mark (pre-heat) needs a user, and this registry has none (auth.htpasswd is not set)');
+    }
+    const refused = repositories.filter((r) => !this.rules.allowed(who.user, r).has('pull'));
+    if (refused.length) throw new OciError('DENIED', `user ${who.user} may not pull ${refused.join(', ')}: no warm mark for it`);
+    return publicIdentity(who);
+  }
+
+  /**
    * The dashboard (`/`, `/ui/...`): who may look is who may read /metrics, but the challenge is
    * Basic, the one a browser answers by asking for a user and password (the same htpasswd users),
    * in a realm of its own (DASHBOARD_REALM). The browser then sends those credentials with every

@@ -3,7 +3,8 @@
  * dashboard keeps the user's Basic credentials for this origin and attaches them to requests other
  * sites make it send: a form on https://evil.example can POST to `/v2/<name>/blobs/uploads/?mount=`
  * as the user. Registry clients (docker, containerd, podman, skopeo, crane, ...) never send what a
- * browser sends, so a write (any method but GET, HEAD, OPTIONS) on `/v2/...` or `/token` is refused
+ * browser sends, so a write (any method but GET, HEAD, OPTIONS) on `/v2/...`, `/token` or
+ * `/_stevedore/preheat` is refused
  * when it carries:
  *
  *   Origin                 that is not this server's own (`null` included): a page elsewhere sent it
@@ -32,7 +33,7 @@ export interface CrossSiteSigns {
 export function guardedWrite(method: string | undefined, pathname: string, tokenPath: string): { form: boolean } | null {
   if (SAFE_METHODS.has(method ?? 'GET')) return null;
   if (pathname === tokenPath) return { form: false };
-  return pathname === '/v2' || pathname.startsWith('/v2/') ? { form: true } : null;
+  return pathname === '/v2' || pathname.startsWith('/v2/') || pathname.startsWith('/_stevedore/preheat') ? { form: true } : null;
 }
 
 /**
