@@ -1,16 +1,18 @@
 /**
  * Scenario 10: a rollout through the node-local tier. Five node instances (node mode) pull one image
  * at the same moment in front of one cold central stevedore, with peers (one redis-server) and
- * without; it measures what the central cache serves, on the wire (a TCP meter), as a multiple of
- * the image. One more client on one node hangs up mid-layer.
+ * without, and with peers after a pre-heat (`stevedore prefetch --nodes all`, issue 30: the nodes
+ * fetch the image before the rollout starts); it measures what the central cache serves, on the
+ * wire (a TCP meter), as a multiple of the image. One more client on one node hangs up mid-layer.
  */
 import { promises as fsp } from 'node:fs';
+import { NODE_FLAGS } from '../../lib/cli/node-flags.js';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { hangUp, requestHead } from '../../test/fixtures/hangup.js';
-import { freePort, removeDir, tmpDir } from '../../test/fixtures/util.js';
+import { freePort, removeDir, run as runCommand, tmpDir } from '../../test/fixtures/util.js';
 import { buildImage, MANIFEST_ACCEPT, type ImageSpec } from '../lib/data.js';
 import { answerProblem } from '../lib/hangups.js';
 import { startMeter, type Meter } from '../lib/meter.js';
@@ -19,10 +21,12 @@ import { memStatus } from '../lib/proc.js';
 import { pushImage } from '../lib/registry-api.js';
 import { med, mmm, multiple, num, ratio, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
 import { blobPath, check, defineScenario, hangupSeed, log, type Ctx, type OptionValues } from '../lib/scenario.js';
-import { accessLog, startRedis, startStevedore, stopEach, type RedisServer, type Server, type StevedoreServer } from '../lib/servers.js';
+import { accessLog, startRedis, startStevedore, stopEach, UPSTREAM_NAME, type RedisServer, type Server, type StevedoreServer } from '../lib/servers.js';
 import { prng, rotate } from '../lib/stats.js';
 
 const REPO_ROLLOUT = 'bench/rollout';
+/** Whether the pre-heated mode runs too (`--s10-no-preheat`: not). */
+let withPreheat = true;
 
 /**
  * Modes peers (node instances share blobs, Redis) and central (each node straight to the central
@@ -51,6 +55,10 @@ export interface S10Result {
       rssEach: Series[];
       hangupCut: boolean[];
       hangupAnswered: boolean[];
+      /** preheat only: seconds from the mark until every node reported the image warm (the CLI waiting). */
+      preheatS?: Series;
+      /** preheat only: each node's seconds for a second pull right after the rollout (a warm local hit), by run. */
+      warmHitS?: Series[];
     }
   >;
 }
@@ -59,7 +67,7 @@ export interface S10Result {
 const PEER_TOKEN = 'stevedore-bench-peer-token-0123456789';
 const PEER_PATH = '/_stevedore/peer/';
 
-type RolloutMode = 'peers' | 'central';
+type RolloutMode = 'peers' | 'central' | 'preheat';
 
 interface RolloutRun {
   wallS: number;
@@ -81,6 +89,32 @@ interface RolloutRun {
   rssCentral: number;
   rssNodes: number[];
   hangup: { node: number; at: number; size: number; cut: boolean; problem: string | null };
+  /** preheat: seconds of the pre-heat (mark → every node warm), and each node's seconds for a warm local hit after the rollout. */
+  preheatS: number | null;
+  warmHitS: number[] | null;
+}
+
+/**
+ * Pre-heat (issue 30): `stevedore prefetch --nodes all` with a configuration that has the group's
+ * Redis and the central cache as the upstream, waiting until every node reported the image warm;
+ * the upstream link is paced as during the rollout. Its seconds.
+ */
+async function preheat(ctx: Ctx, redis: RedisServer, centralUrl: string, dir: string): Promise<number> {
+  const config = path.join(dir, 'preheat.yaml');
+  await fsp.writeFile(
+    config,
+    JSON.stringify({ storage: { path: path.join(dir, 'store') }, log: { level: 'warn' }, metadata: { redis: redis.redisUrl }, upstreams: { [UPSTREAM_NAME]: { url: centralUrl } }, defaultUpstream: UPSTREAM_NAME }),
+  );
+  const started = performance.now();
+  ctx.upstream.setRate(ctx.p.pull.linkRate);
+  try {
+    const r = await runCommand(process.execPath, [...NODE_FLAGS, ctx.build.main, 'prefetch', '--config', config, '--nodes', 'all', '--timeout', '10m', `${UPSTREAM_NAME}/${REPO_ROLLOUT}:v1`], { timeoutMs: 660_000 });
+    if (r.code !== 0) throw new Error(`s10 pre-heat: stevedore prefetch --nodes all exited ${r.code}: ${r.stderr.slice(-2000)}`);
+    if (!/warm on (\d+)\/\1 nodes/.test(r.stderr)) throw new Error(`s10 pre-heat: not every node warm: ${r.stderr.slice(-2000)}`);
+  } finally {
+    ctx.upstream.setRate(null);
+  }
+  return (performance.now() - started) / 1000;
 }
 
 /**
@@ -111,7 +145,7 @@ async function rolloutOnce(ctx: Ctx, img: ImageSpec, mode: RolloutMode, run: num
   let meter: Meter | null = null;
   const started: StevedoreServer[] = [];
   try {
-    if (mode === 'peers') redis = await startRedis();
+    if (mode !== 'central') redis = await startRedis();
     central = await startStevedore({ build: ctx.build, storage: await fresh('stevedore-bench-central-'), upstreamUrl: ctx.upstream.url, nodeArgs: ctx.nodeArgs, name: 'stevedore central' });
     meter = await startMeter(central.url);
     // One after the other, each with a store of its own; the peers are advertised on a fixed port.
@@ -137,6 +171,7 @@ async function rolloutOnce(ctx: Ctx, img: ImageSpec, mode: RolloutMode, run: num
     const victim = run % nodes;
     const layer = img.layers.reduce((a, b) => (b.size > a.size ? b : a));
     const at = 1 + Math.floor(rand() * layer.size);
+    const preheatS = mode === 'preheat' ? await preheat(ctx, redis!, meter.url, await fresh('stevedore-bench-preheat-')) : null;
     ctx.upstream.resetCounts();
     meter.resetCounts();
     ctx.upstream.setRate(linkRate);
@@ -154,6 +189,15 @@ async function rolloutOnce(ctx: Ctx, img: ImageSpec, mode: RolloutMode, run: num
       ctx.upstream.setRate(null);
     }
     if (r.bytes !== img.totalBytes * nodes) throw new Error(`s10 (${mode}): clients got ${r.bytes} bytes, expected ${img.totalBytes * nodes}`);
+    let warmHitS: number[] | null = null;
+    if (mode === 'preheat') {
+      // The same pull again, every image now a local hit on every node: what the rollout is compared with.
+      const again = await check('s10 warm hit', ctx.client.pull({ origin: origins[0]!, origins, repo: REPO_ROLLOUT, tag: 'v1', clients: nodes, layerConcurrency, accept: MANIFEST_ACCEPT, verify: true, manifestDigest: img.manifestDigest }));
+      warmHitS = origins.map((o) => {
+        const k = again.clientOrigins.indexOf(o);
+        return k < 0 ? NaN : again.clientMs[k]! / 1000;
+      });
+    }
     // Fresh processes: VmHWM is the peak since start.
     const rssCentral = memStatus(central.pid)?.hwm ?? NaN;
     const rssNodes = started.map((s) => memStatus(s.pid)?.hwm ?? NaN);
@@ -181,7 +225,7 @@ async function rolloutOnce(ctx: Ctx, img: ImageSpec, mode: RolloutMode, run: num
     }
     // Blobs asked of it more often than the mode needs: once with peers, once per node without.
     const centralRepeated = [...seen]
-      .filter(([what, k]) => what.includes('/blobs/') && k > (mode === 'peers' ? 1 : nodes))
+      .filter(([what, k]) => what.includes('/blobs/') && k > (mode === 'central' ? nodes : 1))
       .map(([what, k]) => `${what.replace(/^(GET|HEAD) \/v2\/.*\/blobs\/sha256:(\w{12})\w*$/, '$1 $2…')} ×${k}`);
     let keptLogs: string | null = null;
     if (centralRepeated.length) {
@@ -204,6 +248,8 @@ async function rolloutOnce(ctx: Ctx, img: ImageSpec, mode: RolloutMode, run: num
       rssCentral,
       rssNodes,
       hangup: { node: victim, at, size: layer.size, cut: hung.cut, problem },
+      preheatS,
+      warmHitS,
     };
   } finally {
     // Nodes first (with peers they withdraw their announcements through Redis), then the central
@@ -220,7 +266,7 @@ export default defineScenario<S10Result>({
   title: 'Rollout through the node-local tier, with and without peers',
   inDefaultRun: true,
   seeded: false,
-  options: { 'rollout-mib': { type: 'string' } },
+  options: { 'rollout-mib': { type: 'string' }, 's10-no-preheat': { type: 'boolean' } },
   applyOptions(values: OptionValues, p: Params): void {
     const v = values['rollout-mib'];
     if (typeof v === 'string') {
@@ -228,6 +274,7 @@ export default defineScenario<S10Result>({
       if (!(mib > 0)) throw new Error(`--rollout-mib: a size in MiB above 0, not ${v}`);
       p.rollout.imageBytes = Math.round(mib * MiB);
     }
+    if (values['s10-no-preheat'] === true) withPreheat = false;
   },
   async run(ctx) {
     const { nodes, runs, imageBytes, layers } = ctx.p.rollout;
@@ -238,21 +285,22 @@ export default defineScenario<S10Result>({
     const rand = prng(seed);
     log(
       `s10: rollout of a ${img.totalBytes}-byte image (${img.layers.length} layers) to ${nodes} node instances at once, each pulled by one client, ` +
-        `through one cold central stevedore; with peers (one redis-server) and without; upstream link paced to ${linkRate} B/s; ` +
+        `through one cold central stevedore; with peers (one redis-server) and without${withPreheat ? ', and with peers pre-heated (prefetch --nodes all before the rollout)' : ''}; upstream link paced to ${linkRate} B/s; ` +
         `one more client per run hangs up mid-layer on one node (HANGUP_SEED=${seed})`,
     );
     const out: S10Result = { imageBytes: img.totalBytes, layers: img.layers.length, nodes, linkRate, modes: {} };
     for (let run = 0; run < runs; run++) {
-      for (const mode of rotate(['peers', 'central'] as const, run)) {
+      for (const mode of rotate(withPreheat ? (['peers', 'central', 'preheat'] as const) : (['peers', 'central'] as const), run)) {
         const r = await rolloutOnce(ctx, img, mode, run, rand);
         const h = r.hangup;
         log(
-          `s10 run ${run + 1} ${mode === 'peers' ? 'with peers' : 'without peers'}: the last node had the image after ${r.wallS.toFixed(2)} s ` +
+          `s10 run ${run + 1} ${mode === 'peers' ? 'with peers' : mode === 'preheat' ? 'with peers, pre-heated' : 'without peers'}: the last node had the image after ${r.wallS.toFixed(2)} s ` +
             `(each: ${r.nodeS.map((x) => x.toFixed(2)).join(' / ')} s); central served ${r.centralBytes.toLocaleString('en-US')} bytes = ${(r.centralBytes / img.totalBytes).toFixed(4)}× the image ` +
             `in ${r.centralRequests} requests${r.centralAborted ? ` (${r.centralAborted} cut short)` : ''}` +
             (r.centralRepeated.length ? `, blobs asked ${mode === 'peers' ? 'more than once' : 'more than once per node'}: ${r.centralRepeated.join(', ')} (logs kept in ${r.keptLogs})` : '') +
             `; nodes served each other ${(r.peerBytes / MiB).toFixed(1)} MiB in ${r.peerTransfers} transfers; upstream ${(r.upstreamBytes / img.totalBytes).toFixed(4)}× in ${r.upstreamRequests} requests; ` +
             `peak RSS central ${(r.rssCentral / MiB).toFixed(1)} MiB, nodes ${r.rssNodes.map((x) => (x / MiB).toFixed(1)).join(' / ')} MiB; ` +
+            (r.preheatS !== null ? `pre-heat took ${r.preheatS.toFixed(2)} s before the rollout; a warm local hit after it: ${r.warmHitS!.map((x) => x.toFixed(2)).join(' / ')} s; ` : '') +
             `a client on node-${h.node + 1} hung up at byte ${h.at} of ${h.size} (${h.cut ? 'cut there' : 'not cut there'}), the node ${h.problem === null ? 'answers' : h.problem}`,
         );
         const o = (out.modes[mode] ??= {
@@ -279,6 +327,8 @@ export default defineScenario<S10Result>({
         o.rssEach.push(r.rssNodes);
         o.hangupCut.push(h.cut);
         o.hangupAnswered.push(h.problem === null);
+        if (r.preheatS !== null) (o.preheatS ??= []).push(r.preheatS);
+        if (r.warmHitS !== null) (o.warmHitS ??= []).push(r.warmHitS);
       }
     }
     return out;
@@ -294,8 +344,9 @@ export default defineScenario<S10Result>({
       const label: Record<string, string> = {
         peers: `with peers: ${s10.nodes} nodes → each other / central (one Redis)`,
         central: `without peers: ${s10.nodes} nodes → central`,
+        preheat: `with peers, pre-heated (prefetch --nodes all before the rollout)`,
       };
-      const rows = ['peers', 'central']
+      const rows = ['peers', 'central', 'preheat']
         .filter((k) => k in s10.modes)
         .map((k) => {
           const o = s10.modes[k]!;
@@ -337,6 +388,23 @@ export default defineScenario<S10Result>({
       );
       const wp = med(s10.modes.peers?.wallS);
       const wc = med(s10.modes.central?.wallS);
+      const pre = s10.modes.preheat;
+      if (pre) {
+        const nodeMs = (xs: Series[] | undefined): number[] => (xs ?? []).flat().filter((x) => Number.isFinite(x));
+        L.push(
+          table(
+            ['pre-heated rollout', 'pre-heat s (mark → every node warm)', 'each node during the rollout, s', 'each node, warm local hit after it, s', 'rollout ÷ warm hit (medians)'],
+            [[`${s10.nodes} nodes, ${num(s10.imageBytes / MiB, 1)} MiB`, mmm(pre.preheatS ?? []), mmm(nodeMs(pre.nodeS)), mmm(nodeMs(pre.warmHitS)), ratio(med(nodeMs(pre.nodeS)), med(nodeMs(pre.warmHitS)))]],
+          ),
+          '',
+          'Pre-heated: before the rollout, `stevedore prefetch --nodes all` (a configuration with the nodes\' Redis and the central cache as upstream) records a warm mark and waits until every node ' +
+            'reported the image warm (the upstream link paced as during the rollout); the nodes fetch it through their own pull path, each layer from central once and then node to node. ' +
+            'Then the rollout as above is timed, and right after it the same pull once more (every blob a local hit): the rollout should take about the time of that warm hit. ' +
+            'In the table above, that row\'s "central served" and "upstream" count the rollout alone (counters reset after the pre-heat); "central requests" and "nodes served each other" (access logs) include the pre-heat. ' +
+            '`--s10-no-preheat` leaves this mode out.',
+          '',
+        );
+      }
       L.push(
         `Fresh processes and empty stores for every run and mode: one central stevedore (cold: it fetches the image from the upstream during the rollout, over the paced link), ` +
           `${s10.nodes} node instances (node mode, \`node.central\` → the central one, the upstream itself last; with peers also \`node.peers\` and \`metadata.redis\`, the \`node.peers.*\` defaults) ` +
@@ -370,6 +438,14 @@ export default defineScenario<S10Result>({
         measured: every(without),
         met: without.length ? without.every((x) => Math.abs(x - s10.nodes) <= 0.01 * s10.nodes) : null,
       });
+      const pre = times(s10.modes.preheat?.centralBytes);
+      if (pre.length) {
+        out.push({
+          target: `${label}, pre-heated (prefetch --nodes all before it): the central cache serves nothing during the rollout`,
+          measured: every(pre),
+          met: pre.every((x) => x === 0),
+        });
+      }
       const answered = Object.values(s10.modes).flatMap((o) => o.hangupAnswered);
       if (answered.length) {
         out.push({

@@ -62,7 +62,8 @@ t.test('the quick benchmark completes and reports numbers for every scenario', a
   seriesPresent(t, s9?.direct, 's9.direct', ['wallS', 'upstreamBytes', 'upstreamRequests']);
   for (const name of ['stevedore', 'distribution']) seriesPresent(t, s9?.[name], `s9.${name}`, ['wallS', 'upstreamBytes', 'upstreamRequests', 'rss']);
   const s10 = (results.s10 as { modes?: Record<string, unknown> } | undefined)?.modes;
-  for (const name of ['peers', 'central']) {
+  seriesPresent(t, s10?.preheat, 's10.preheat', ['preheatS']);
+  for (const name of ['peers', 'central', 'preheat']) {
     seriesPresent(t, s10?.[name], `s10.${name}`, ['wallS', 'centralBytes', 'centralRequests', 'peerBytes', 'upstreamBytes', 'rssCentral', 'rssNode']);
     t.same((s10?.[name] as { hangupAnswered?: unknown } | undefined)?.hangupAnswered, [true], `s10.${name}: the node whose client hung up still answers`);
   }
