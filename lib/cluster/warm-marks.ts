@@ -191,15 +191,21 @@ export async function markProgress(scope: CoordinationScope, mark: WarmMark, now
   const digests = mark.images.map((i) => i.digest);
   const warm: string[] = [];
   const failed: MarkProgress['failed'] = [];
-  let done = 0;
+  /** Nodes that reported every image, warm or failed. */
+  const done = new Set<string>();
   for (const [node, list] of reports) {
-    const bad = list.filter((r) => !r.ok);
-    for (const b of bad) failed.push({ node, digest: b.digest, error: b.error ?? 'failed' });
     const ok = new Set(list.filter((r) => r.ok).map((r) => r.digest));
+    const bad = new Set<string>();
+    for (const r of list) {
+      if (r.ok || ok.has(r.digest) || bad.has(r.digest)) continue;
+      bad.add(r.digest);
+      failed.push({ node, digest: r.digest, error: r.error ?? 'failed' });
+    }
     if (digests.every((d) => ok.has(d))) warm.push(node);
-    if (digests.every((d) => ok.has(d) || bad.some((b) => b.digest === d))) done++;
+    if (digests.every((d) => ok.has(d) || bad.has(d))) done.add(node);
   }
-  const wanted = mark.nodes.kind === 'all' ? live.length : Math.min(wantedNodes(mark.nodes, live.length), Math.max(live.length, done));
-  const finished = mark.nodes.kind === 'all' ? live.every((n) => (reports.get(n)?.length ?? 0) >= digests.length) && live.length > 0 : done >= wanted && wanted > 0;
+  // N / P%: as many as run (a mark for 5 nodes in a group of 3 is done when the 3 are).
+  const wanted = mark.nodes.kind === 'all' ? live.length : Math.min(wantedNodes(mark.nodes, live.length), Math.max(live.length, done.size));
+  const finished = wanted > 0 && (mark.nodes.kind === 'all' ? live.every((n) => done.has(n)) : done.size >= wanted);
   return { wanted, live, warm, failed, reports, finished };
 }
