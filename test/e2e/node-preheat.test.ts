@@ -235,3 +235,27 @@ t.test('an authenticated POST to the pre-heat endpoint makes the nodes warm the 
   t.equal(tier.registry.count('*', /.*/), 0, 'the registry saw no request');
   t.equal(centralRequests(tier.central) - before, 0, 'central saw no request');
 });
+
+t.test('prefetch --nodes exits 1 naming the node and image a node could not warm (an upstream the node does not have)', async (t) => {
+  const tier = await startTiers(t, { nodes: 1 });
+  await setImage(tier, 'preheat-unconfigured');
+  // The CLI's configuration has ghcr.io (the same registry); the node's has docker.io only.
+  const dir = await tmpDir(t, 'stevedore-cli-');
+  const config = path.join(dir, 'stevedore.yaml');
+  await writeFile(config, JSON.stringify({ storage: { path: path.join(dir, 'store') }, metadata: { redis: tier.redis.url }, upstreams: { 'docker.io': { url: tier.registry.url }, 'ghcr.io': { url: tier.registry.url } } }));
+  const run = await stevedoreCli(['prefetch', '--config', config, '--nodes', 'all', '--timeout', '60s', 'ghcr.io/library/app:v1']);
+  t.equal(run.code, 1, 'exit 1');
+  t.match(run.stderr, `node ${tier.nodes[0]!.url}: FAILED ghcr.io/library/app:v1: upstream ghcr.io is not configured on this node`);
+  t.match(run.stderr, 'warm on 0/1 nodes, 1 failures');
+});
+
+t.test('prefetch --nodes exits 1 with the reason when the nodes are not warm by --timeout', async (t) => {
+  const tier = await startTiers(t, { nodes: 0 });
+  await setImage(tier, 'preheat-timeout');
+  const config = await cliConfig(t, tier);
+  const started = Date.now();
+  const run = await stevedoreCli(['prefetch', '--config', config, '--nodes', 'all', '--timeout', '3s', 'library/app:v1']);
+  t.equal(run.code, 1, 'exit 1');
+  t.match(run.stderr, /timed out after 3s: warm on 0\/0 nodes \(0 live\)/);
+  t.ok(Date.now() - started < 60_000, 'it gave up');
+});
