@@ -12,6 +12,11 @@ t.test('guarded: writes on /v2/ (form types too) and on /token (form types allow
   t.equal(guardedWrite('POST', '/ui/api/state', '/token'), null);
 });
 
+t.test('guarded: a POST to the pre-heat endpoint (warm marks), form types too', async (t) => {
+  t.same(guardedWrite('POST', '/_stevedore/preheat', '/token'), { form: true });
+  t.equal(guardedWrite('GET', '/_stevedore/preheat/0123456789abcdef', '/token'), null, 'reading progress is not a write');
+});
+
 t.test("this server's own Origin and Sec-Fetch-Site same-origin or none are not refused; any other Origin is", async (t) => {
   t.equal(crossSiteRefusal(req({}), OWN, { form: true }), null, 'what registry clients send');
   t.equal(crossSiteRefusal(req({ origin: 'http://registry.example:5000', 'sec-fetch-site': 'same-origin' }), OWN, { form: true }), null);
