@@ -5,9 +5,10 @@
  *   making a mark (`createWarmMark`: `stevedore prefetch --nodes`, `POST /_stevedore/preheat`):
  *     each image is resolved through this process's own pull path (tag → manifest digest), then
  *     the mark {images with digests, platforms, nodes all|N|P%, expiry} is recorded in the node
- *     group's scope.
- *   a node instance (`NodePreheat`, node mode only): every `pollMs` it announces itself among the
- *     group's live nodes and reads the live marks (at most MAX_MARKS, the oldest first; a malformed
+ *     group's scope and announced on its bus (`{kind: "warm-mark", id}`: a notice, not the mark).
+ *   a node instance (`NodePreheat`, node mode only): when a mark is announced on the bus, and
+ *     every `pollMs` (notices are best effort), it announces itself among the group's live nodes
+ *     and reads the live marks (at most MAX_MARKS, the oldest first; a malformed
  *     one is logged once and ignored; an expired one is dropped). A mark for all nodes is warmed by
  *     every node, a mark for N / P% by the nodes holding one of its slots (warm-marks.ts). Warming
  *     is `prefetch` through this node's normal pull path: its own sources only (peers, central,
@@ -18,7 +19,7 @@
  */
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { CoordinationScope, Lease } from '../cluster/coordinator.js';
+import { isTagMoved, type CoordinationScope, type Lease } from '../cluster/coordinator.js';
 import {
   MARKS_KEY,
   MAX_IMAGES_PER_MARK,
@@ -83,6 +84,8 @@ export async function createWarmMark(
   const now = (deps.now ?? Date.now)();
   const mark: WarmMark = { v: 1, id: newMarkId(), images, platforms: req.platforms, nodes: req.nodes, created: now, expires: now + req.ttlMs, by: req.by.slice(0, 200) };
   await recordMark(deps.scope, mark);
+  // The nodes read the marks at once (best effort: they also look every few seconds).
+  await deps.scope.bus.publish({ kind: 'warm-mark', from: mark.by, id: mark.id }).catch(() => false);
   return mark;
 }
 
@@ -109,6 +112,8 @@ export class NodePreheat {
   private readonly pollMs: number;
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
+  /** A notice came during a look: look again after it. */
+  private again = false;
   private closed = false;
   /** Marks warmed here (or failed), by id: not warmed again while they live. */
   private readonly done = new Set<string>();
@@ -127,9 +132,21 @@ export class NodePreheat {
 
   start(): void {
     if (this.timer || this.closed) return;
+    // A mark announced on the bus is read at once; the timer finds the ones whose notice was lost.
+    void this.o.scope.bus
+      .subscribe((m) => {
+        if (!isTagMoved(m) && !this.closed) this.soon();
+      })
+      .catch((err: unknown) => this.o.log.warn({ err }, 'pre-heat: could not subscribe to warm-mark notices; marks are read every few seconds'));
     void this.tick();
     this.timer = setInterval(() => void this.tick(), this.pollMs);
     this.timer.unref();
+  }
+
+  /** A notice came: a look now, or right after the one under way. */
+  private soon(): void {
+    if (this.ticking) this.again = true;
+    else void this.tick();
   }
 
   /** One look at the marks (also what the timer runs). Never rejects. */
@@ -143,6 +160,10 @@ export class NodePreheat {
       this.o.log.warn({ err }, 'pre-heat: could not read the warm marks (tried again shortly)');
     } finally {
       this.ticking = false;
+    }
+    if (this.again && !this.closed) {
+      this.again = false;
+      void this.tick();
     }
   }
 

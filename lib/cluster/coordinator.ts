@@ -20,7 +20,7 @@
  * SECURITY.md "Other stevedore processes, and Redis"): whoever can write to it can put anything
  * there. Lease records and directory members are parsed and checked by their callers
  * (cache/remote-blob.ts, peers.ts with peer-networks.ts); the bus delivers only well-formed
- * invalidations (`parseTagMoved`); index records are digests the evictor parses before use, and a
+ * invalidations and warm-mark notices (`parseBusMessage`); index records are digests the evictor parses before use, and a
  * pinned file is never evicted whatever they say (`BlobStore.evictChosen`).
  */
 import { randomBytes } from 'node:crypto';
@@ -119,18 +119,37 @@ export interface TagMoved {
 }
 
 /**
+ * A warm mark `id` was recorded in a node group's scope (pre-heat, cluster/warm-marks.ts): the
+ * node instances read the marks now rather than at their next look. It carries no mark: the
+ * records are read (and parsed) from the scope.
+ */
+export interface WarmMarked {
+  kind: 'warm-mark';
+  from: string;
+  id: string;
+}
+
+/** What goes on the bus: a tag moved (cluster mode), or a warm mark recorded (the node tier). */
+export type BusMessage = TagMoved | WarmMarked;
+
+export function isTagMoved(m: BusMessage): m is TagMoved {
+  return !('kind' in m);
+}
+
+/**
  * Tells every process of the scope what changed (best effort: a message published while one is
- * cut off is lost to it; a tag then lives out its TTL there).
+ * cut off is lost to it; a tag then lives out its TTL there, a warm mark waits for the nodes'
+ * next look at the records).
  */
 export interface InvalidationBus {
   /** Sends to every subscriber of the scope (this process's too); false when it could not be sent. */
-  publish(m: TagMoved): Promise<boolean>;
+  publish(m: BusMessage): Promise<boolean>;
   /**
    * Delivers every well-formed message published in the scope, by any process, to `fn`; anything
    * else on the channel is dropped. Resolves once subscribed, or after a short wait when the
    * coordinator does not answer (the subscription then completes when it does).
    */
-  subscribe(fn: (m: TagMoved) => void): Promise<void>;
+  subscribe(fn: (m: BusMessage) => void): Promise<void>;
 }
 
 /** The node tier's directory: which instance holds which digest (peers.ts). */
@@ -198,6 +217,25 @@ export interface CoordinatorFactory {
   open(config: Config, log: Logger): Promise<ClusterCoordinator>;
   /** `stevedore doctor`: connects as `serve` would and says what to fix. */
   diagnose(config: Config): Promise<CoordinatorFinding[]>;
+}
+
+/** A bus message, or null when it is not a well-formed one (anything may be on a channel). */
+export function parseBusMessage(message: string): BusMessage | null {
+  let m: { kind?: unknown; from?: unknown; id?: unknown };
+  try {
+    m = JSON.parse(message) as typeof m;
+  } catch {
+    return null;
+  }
+  if (m === null || typeof m !== 'object') return null;
+  if (m.kind === undefined) return parseTagMoved(message);
+  if (m.kind !== 'warm-mark' || typeof m.from !== 'string' || typeof m.id !== 'string' || !/^[0-9a-f]{16,64}$/.test(m.id)) return null;
+  return { kind: 'warm-mark', from: m.from.slice(0, 500), id: m.id };
+}
+
+/** The same message with nothing but its own fields (what is sent). */
+export function busMessageFields(m: BusMessage): BusMessage {
+  return isTagMoved(m) ? { from: m.from, upstream: m.upstream, name: m.name, tag: m.tag } : { kind: 'warm-mark', from: m.from, id: m.id };
 }
 
 /** A bus message, or null when it is not a well-formed invalidation (anything may be on a channel). */

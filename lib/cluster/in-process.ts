@@ -18,7 +18,7 @@ import {
   type LeaseRecord,
   type Leases,
   type SharedValues,
-  type TagMoved,
+  type BusMessage,
 } from './coordinator.js';
 
 export class InProcessLeases implements Leases {
@@ -172,15 +172,15 @@ export class InProcessIndexRecords implements IndexRecords {
 }
 
 export class InProcessBus implements InvalidationBus {
-  private readonly subscribers = new Set<(m: TagMoved) => void>();
+  private readonly subscribers = new Set<(m: BusMessage) => void>();
 
-  async publish(m: TagMoved): Promise<boolean> {
+  async publish(m: BusMessage): Promise<boolean> {
     // Delivered after the publisher's turn, as a message through a server would be.
     for (const fn of this.subscribers) queueMicrotask(() => fn({ ...m }));
     return true;
   }
 
-  async subscribe(fn: (m: TagMoved) => void): Promise<void> {
+  async subscribe(fn: (m: BusMessage) => void): Promise<void> {
     this.subscribers.add(fn);
   }
 }

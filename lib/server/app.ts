@@ -32,6 +32,7 @@ import { callPrimary, workerSlot } from '../cluster/ipc/coordinator.js';
 import { SharedIndex } from '../cluster/shared-index.js';
 import { ClusterSessionLocks } from '../cluster/session-locks.js';
 import { NodePeers } from '../cluster/peers.js';
+import { isTagMoved } from '../cluster/coordinator.js';
 import { NodePreheat } from '../cache/preheat.js';
 import { PreheatEndpoint } from './preheat-endpoint.js';
 import { PeerRequestAuth } from '../cluster/peer-auth.js';
@@ -272,8 +273,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   });
   if (cluster) {
     await cluster.scope.bus.subscribe((m) => {
-      // Its own message: this replica already forgot the tag.
-      if (m.from === cluster!.replicaId) return;
+      // Its own message: this replica already forgot the tag. (Warm marks are the node tier's.)
+      if (!isTagMoved(m) || m.from === cluster!.replicaId) return;
       void pull.forgetTag(m.upstream, m.name, m.tag, { fromPeer: true });
     });
   }

@@ -5,7 +5,7 @@
 // Two "replicas" are two coordinator instances on the same backing service (for the in-process
 // one, the same instance: it is one process). Each test gets a fresh namespace.
 import type { Test } from 'tap';
-import type { ClusterCoordinator, TagMoved } from '../../lib/cluster/coordinator.js';
+import type { BusMessage, ClusterCoordinator } from '../../lib/cluster/coordinator.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -150,8 +150,8 @@ export function coordinatorContract(root: Test, name: string, setup: (group: Tes
 
     await t.test('bus: a tag moved on one replica reaches the subscribers of every replica', async (t) => {
       const { a, b, ns } = await s.replicas(t);
-      const gotA: TagMoved[] = [];
-      const gotB: TagMoved[] = [];
+      const gotA: BusMessage[] = [];
+      const gotB: BusMessage[] = [];
       await a.scope(ns).bus.subscribe((m) => gotA.push(m));
       await b.scope(ns).bus.subscribe((m) => gotB.push(m));
       const m = { from: 'replica-a', upstream: 'docker.io', name: 'library/alpine', tag: '3.19' };
@@ -161,10 +161,20 @@ export function coordinatorContract(root: Test, name: string, setup: (group: Tes
       t.same(gotA, [m], 'the publisher\'s own subscription too (it tells its own messages by `from`)');
     });
 
+    await t.test('bus: a warm-mark notice (pre-heat) reaches the subscribers of every process, whole', async (t) => {
+      const { a, b, ns } = await s.replicas(t);
+      const got: BusMessage[] = [];
+      await b.scope(ns).bus.subscribe((m) => got.push(m));
+      const m = { kind: 'warm-mark' as const, from: 'ci', id: '0123456789abcdef' };
+      t.equal(await a.scope(ns).bus.publish(m), true);
+      t.ok(await until(() => got.length > 0, 3_000), 'delivered');
+      t.same(got, [m]);
+    });
+
     await t.test('bus: another namespace hears nothing', async (t) => {
       const { a, b, ns } = await s.replicas(t);
-      const got: TagMoved[] = [];
-      const mine: TagMoved[] = [];
+      const got: BusMessage[] = [];
+      const mine: BusMessage[] = [];
       await b.scope(`${ns}other:`).bus.subscribe((m) => got.push(m));
       await b.scope(ns).bus.subscribe((m) => mine.push(m));
       await a.scope(ns).bus.publish({ from: 'r', upstream: 'u', name: 'n', tag: 't' });
@@ -224,7 +234,7 @@ export function coordinatorContract(root: Test, name: string, setup: (group: Tes
 
     await t.test('gone: leases fail at once, values answer from memory, the rest is silent; back: all of it shared again', async (t) => {
       const { a, b, ns } = await s.replicas(t);
-      const gotB: TagMoved[] = [];
+      const gotB: BusMessage[] = [];
       await b.scope(ns).bus.subscribe((m) => gotB.push(m));
       let downs = 0;
       a.onAvailability((up) => {
@@ -261,11 +271,11 @@ export function coordinatorContract(root: Test, name: string, setup: (group: Tes
         await until(async () => {
           await a.scope(ns).bus.publish(back);
           await sleep(100);
-          return gotB.some((m) => m.tag === 'back');
+          return gotB.some((m) => 'tag' in m && m.tag === 'back');
         }, 10_000),
         'the other replica\'s subscription hears messages again',
       );
-      t.notOk(gotB.some((m) => m.tag === 'down'), 'what was sent while away is lost (best effort)');
+      t.notOk(gotB.some((m) => 'tag' in m && m.tag === 'down'), 'what was sent while away is lost (best effort)');
     });
   });
 }

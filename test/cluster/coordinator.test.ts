@@ -5,7 +5,7 @@
 // comes up.
 import t, { type Test } from 'tap';
 import pino from 'pino';
-import type { TagMoved } from '../../lib/cluster/coordinator.js';
+import type { BusMessage } from '../../lib/cluster/coordinator.js';
 import { InProcessCoordinator } from '../../lib/cluster/in-process.js';
 import { RedisCoordinator } from '../../lib/cluster/redis/coordinator.js';
 import { startRedis } from '../fixtures/redis.js';
@@ -74,7 +74,7 @@ t.test('redis: keys keep their names (leases under the namespace, the index unde
   await a.scope(ns).directory.announce(['sha256:ab'], 'http://10.0.0.9:5000', 99, 60_000);
   t.equal(await a.link.client.zScore(`${ns}has:sha256:ab`, 'http://10.0.0.9:5000'), 99);
   const got: string[] = [];
-  await b.scope(ns).bus.subscribe((m) => got.push(m.tag));
+  await b.scope(ns).bus.subscribe((m) => got.push('tag' in m ? m.tag : m.id));
   await a.link.client.publish(`${ns}tags`, JSON.stringify({ from: 'x', upstream: 'u', name: 'n', tag: 'by-name' }));
   for (let i = 0; i < 100 && got.length === 0; i++) await sleep(20);
   t.same(got, ['by-name']);
@@ -84,9 +84,9 @@ t.test('redis: keys keep their names (leases under the namespace, the index unde
 t.test('redis: what else is published on the invalidation channel is dropped', async (t) => {
   const r = await startRedis(t);
   const { a, b, ns } = await redisPair(t, r.url);
-  const got: TagMoved[] = [];
+  const got: BusMessage[] = [];
   await b.scope(ns).bus.subscribe((m) => got.push(m));
-  for (const junk of ['not json', '[]', 'null', '{"upstream":"u","name":"n","tag":"t"}', '{"from":1,"upstream":"u","name":"n","tag":"t"}', '{"from":"x","upstream":"u","name":["n"],"tag":"t"}']) {
+  for (const junk of ['not json', '[]', 'null', '{"upstream":"u","name":"n","tag":"t"}', '{"from":1,"upstream":"u","name":"n","tag":"t"}', '{"from":"x","upstream":"u","name":["n"],"tag":"t"}', '{"kind":"warm-mark","from":"x","id":"../x"}', '{"kind":"other","from":"x","id":"0123456789abcdef"}']) {
     await a.link.client.publish(`${ns}tags`, junk);
   }
   const good = { from: 'x', upstream: 'docker.io', name: 'library/redis', tag: '7' };
@@ -107,7 +107,7 @@ t.test('redis: a replica started while Redis is down serves alone at once, and j
   const ns = fresh();
   await a.values.set('tag:early', { at: 1 }, 60_000);
   t.same(await a.values.get('tag:early'), { at: 1 }, 'values answer from memory');
-  const got: TagMoved[] = [];
+  const got: BusMessage[] = [];
   await a.scope(ns).bus.subscribe((m) => got.push(m));
   await r.restart();
   for (let i = 0; i < 200 && !a.available(); i++) await sleep(50);

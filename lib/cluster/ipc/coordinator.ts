@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
 import {
   HeldLease,
-  parseTagMoved,
+  parseBusMessage,
   type ClusterCoordinator,
   type CoordinationScope,
   type CoordinatorFactory,
@@ -24,7 +24,7 @@ import {
   type LeaseRecord,
   type Leases,
   type SharedValues,
-  type TagMoved,
+  type BusMessage,
 } from '../coordinator.js';
 import { IPC_TAG, isIpcMessage, type IpcChannel, type IpcRequest } from './protocol.js';
 
@@ -45,7 +45,7 @@ class IpcLink {
   private nextId = 0;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   readonly client = randomBytes(6).toString('hex');
-  private readonly subscribers = new Map<string, Set<(m: TagMoved) => void>>();
+  private readonly subscribers = new Map<string, Set<(m: BusMessage) => void>>();
   private readonly onMessage = (m: unknown): void => {
     if (!isIpcMessage(m) || (m.kind !== 'res' && m.kind !== 'bus') || m.client !== this.client) return;
     if (m.kind === 'res') {
@@ -56,7 +56,7 @@ class IpcLink {
       if (m.ok) p.resolve(m.value ?? null);
       else p.reject(new Error(`coordinator (primary): ${m.error ?? 'failed'}`));
     } else if (m.kind === 'bus') {
-      const parsed = parseTagMoved(JSON.stringify(m.message));
+      const parsed = parseBusMessage(JSON.stringify(m.message));
       if (parsed) for (const fn of this.subscribers.get(m.ns) ?? []) fn({ ...parsed });
       // Handled (or refused): the publisher is answered once every subscriber said so.
       if (typeof m.ack === 'number' && this.channel.connected) {
@@ -94,7 +94,7 @@ class IpcLink {
     });
   }
 
-  subscribe(ns: string, fn: (m: TagMoved) => void): void {
+  subscribe(ns: string, fn: (m: BusMessage) => void): void {
     let s = this.subscribers.get(ns);
     if (!s) this.subscribers.set(ns, (s = new Set()));
     s.add(fn);
@@ -185,7 +185,7 @@ class IpcIndexRecords implements IndexRecords {
 class IpcBus implements InvalidationBus {
   constructor(private readonly link: IpcLink, private readonly ns: string) {}
 
-  async publish(m: TagMoved): Promise<boolean> {
+  async publish(m: BusMessage): Promise<boolean> {
     try {
       return await this.link.call<boolean>('bus.publish', this.ns, [m]);
     } catch {
@@ -193,7 +193,7 @@ class IpcBus implements InvalidationBus {
     }
   }
 
-  async subscribe(fn: (m: TagMoved) => void): Promise<void> {
+  async subscribe(fn: (m: BusMessage) => void): Promise<void> {
     this.link.subscribe(this.ns, fn);
     await this.link.call('bus.subscribe', this.ns, []);
   }

@@ -8,7 +8,7 @@
  * error); what is stored is whatever the workers put there, and the workers check what they read
  * as they would from any coordinator (docs/ARCHITECTURE.md rule 10).
  */
-import { parseTagMoved } from '../coordinator.js';
+import { parseBusMessage } from '../coordinator.js';
 import { InProcessCoordinator, type InProcessLeases } from '../in-process.js';
 import { IPC_TAG, isIpcMessage, type IpcBusDelivery, type IpcChannel, type IpcRequest, type IpcResponse } from './protocol.js';
 
@@ -191,8 +191,8 @@ export class IpcCoordinatorHost {
         return null;
       }
       case 'bus.publish': {
-        const message = parseTagMoved(JSON.stringify(args[0]));
-        if (!message) throw new Error('not an invalidation');
+        const message = parseBusMessage(JSON.stringify(args[0]));
+        if (!message) throw new Error('not a bus message');
         await this.broadcast(ns, message);
         return true;
       }
