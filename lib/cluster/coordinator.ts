@@ -152,6 +152,9 @@ export interface InvalidationBus {
   subscribe(fn: (m: BusMessage) => void): Promise<void>;
 }
 
+/** The most members `HolderDirectory.holders` returns (a node group larger than this is not a deployment seen). */
+export const MAX_HOLDERS = 10_000;
+
 /** The node tier's directory: which instance holds which digest (peers.ts). */
 export interface HolderDirectory {
   /**
@@ -162,7 +165,11 @@ export interface HolderDirectory {
   announce(digests: readonly string[], member: string, until: number, keepMs: number): Promise<void>;
   /** `member` no longer holds these. Does nothing while the coordinator is unreachable. */
   withdraw(digests: readonly string[], member: string): Promise<void>;
-  /** Members whose announcement for `digest` runs until `now` or later. Throws when unreachable. */
+  /**
+   * Members whose announcement for `digest` runs until `now` or later, at most `MAX_HOLDERS` of
+   * them (a record anyone who can write to Redis may have filled: what is read is bounded).
+   * Throws when unreachable.
+   */
   holders(digest: string, now: number): Promise<string[]>;
 }
 

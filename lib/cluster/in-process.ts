@@ -6,6 +6,7 @@
 import Keyv from 'keyv';
 import {
   HeldLease,
+  MAX_HOLDERS,
   newLeaseToken,
   type ClusterCoordinator,
   type CoordinationScope,
@@ -205,7 +206,7 @@ export class InProcessDirectory implements HolderDirectory {
   }
 
   async holders(digest: string, now: number): Promise<string[]> {
-    return [...(this.held.get(digest) ?? [])].filter(([, until]) => until >= now).map(([member]) => member);
+    return [...(this.held.get(digest) ?? [])].filter(([, until]) => until >= now).slice(0, MAX_HOLDERS).map(([member]) => member);
   }
 }
 

@@ -5,7 +5,7 @@
 // Two "replicas" are two coordinator instances on the same backing service (for the in-process
 // one, the same instance: it is one process). Each test gets a fresh namespace.
 import type { Test } from 'tap';
-import type { BusMessage, ClusterCoordinator } from '../../lib/cluster/coordinator.js';
+import { MAX_HOLDERS, type BusMessage, type ClusterCoordinator } from '../../lib/cluster/coordinator.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -197,6 +197,16 @@ export function coordinatorContract(root: Test, name: string, setup: (group: Tes
       t.same(await da.holders('sha256:h1', 5_000), ['http://10.0.0.2:5000'], 'withdrawn');
       t.same(await da.holders('sha256:h2', 5_000), []);
       t.same(await da.holders('sha256:none', 0), [], 'a digest nobody announced has no holders');
+    });
+
+    await t.test('directory: a record filled past MAX_HOLDERS members is read up to MAX_HOLDERS of them', async (t) => {
+      const { a, ns } = await s.replicas(t);
+      const d = a.scope(ns).directory;
+      const members = Array.from({ length: MAX_HOLDERS + 50 }, (_, i) => `http://10.1.${i >> 8}.${i & 255}:5000`);
+      for (let i = 0; i < members.length; i += 500) await Promise.all(members.slice(i, i + 500).map((m) => d.announce(['sha256:flood'], m, 50_000, 60_000)));
+      const got = await d.holders('sha256:flood', 1_000);
+      t.equal(got.length, MAX_HOLDERS);
+      t.ok(got.every((m) => members.includes(m)), 'only announced members');
     });
 
     // ---- shared values -------------------------------------------------------------------

@@ -3,7 +3,7 @@
  * instances holding the digest scored by when their announcement expires; the key itself expires
  * `keepMs` after the last announcement. Announcements go in batches of ANNOUNCE_BATCH per round trip.
  */
-import type { HolderDirectory } from '../coordinator.js';
+import { MAX_HOLDERS, type HolderDirectory } from '../coordinator.js';
 import type { RedisLink } from './link.js';
 
 /** Announcements sent to Redis in one round trip at most. */
@@ -45,6 +45,6 @@ export class RedisHolderDirectory implements HolderDirectory {
   }
 
   async holders(digest: string, now: number): Promise<string[]> {
-    return (await this.link.client.zRangeByScore(this.hasKey(digest), now, '+inf')).map(String);
+    return (await this.link.client.zRangeByScore(this.hasKey(digest), now, '+inf', { LIMIT: { offset: 0, count: MAX_HOLDERS } })).map(String);
   }
 }
