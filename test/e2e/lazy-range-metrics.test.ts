@@ -3,13 +3,12 @@
 // upstream is a real CNCF distribution behind the counting proxy (paced like a slow link); a small
 // server in front of it changes what the registry will not (ignoring Range, another range, a 503).
 import { randomBytes } from 'node:crypto';
-import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { makeBlob, pushBlob, type Blob } from '../fixtures/images.js';
 import { startRegistry, type Registry } from '../fixtures/registry.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
+import { frontProxy, type FrontHandler } from '../fixtures/front-proxy.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -42,31 +41,12 @@ async function getRange(url: string, start: number, end: number): Promise<{ stat
   }
 }
 
-/** A server in front of the upstream that answers requests carrying a Range with `ranged` (the rest pass). */
-async function rangeProxy(t: Test, target: string, ranged: (req: IncomingMessage, res: ServerResponse, forward: (range: string | undefined) => void) => void): Promise<string> {
-  const to = new URL(target);
-  const server = createServer((req, res) => {
-    const forward = (range: string | undefined): void => {
-      const headers = { ...req.headers };
-      delete headers.range;
-      if (range !== undefined) headers.range = range;
-      const up = httpRequest({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-        res.on('close', () => answer.destroy());
-      });
-      up.on('error', () => res.destroy());
-      req.pipe(up);
-    };
+/** A front to the upstream that answers blob GETs carrying a Range with `ranged` (the rest pass). */
+function rangeProxy(t: Test, target: string, ranged: FrontHandler): Promise<string> {
+  return frontProxy(t, target, (req, res, forward) => {
     if (req.headers.range !== undefined && req.url?.includes('/blobs/')) ranged(req, res, forward);
-    else forward(undefined);
+    else forward(req.headers.range);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    server.closeAllConnections();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
 async function coldBlob(t: Test, size: number, front?: (reg: Registry) => Promise<string>): Promise<{ blob: Blob; sd: Stevedore; url: string }> {

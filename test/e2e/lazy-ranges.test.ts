@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { makeBlob, pushBlob, type Blob } from '../fixtures/images.js';
 import { startRegistry, type RecordedRequest, type Registry } from '../fixtures/registry.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
+import { slowWholeBlobs } from '../fixtures/front-proxy.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -201,34 +202,9 @@ t.test('a 206 from the upstream for another range than asked is never passed on:
   else t.ok(got.body.length < end - start + 1, `the answer was cut (${got.body.length} of ${end - start + 1} bytes)`);
 });
 
-/** A server in front of the upstream that holds back its answer to every whole-blob GET (no Range) for `ms`. */
-async function slowWholeProxy(t: Test, target: string, ms: number): Promise<string> {
-  const to = new URL(target);
-  const server: Server = createServer((req, res) => {
-    const whole = req.method === 'GET' && req.url?.includes('/blobs/') && req.headers.range === undefined;
-    const forward = (): void => {
-      const up = httpRequest({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-        res.on('close', () => answer.destroy());
-      });
-      up.on('error', () => res.destroy());
-      req.pipe(up);
-    };
-    if (whole) setTimeout(forward, ms);
-    else forward();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    server.closeAllConnections();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
 t.test('a Range on a cold blob is asked of the upstream alongside the whole-blob GET, not after its answer', async (t) => {
   // The whole-blob GET is answered 3 s late; the ranged GET at once.
-  const { blob, url } = await coldBlob(t, 16 * MiB, 8 * MiB, (reg) => slowWholeProxy(t, reg.url, 3000));
+  const { blob, url } = await coldBlob(t, 16 * MiB, 8 * MiB, (reg) => slowWholeBlobs(t, reg.url, 3000));
   const tail = await getRange(url, blob.size - 64 * KiB, blob.size - 1);
   t.equal(tail.status, 206);
   t.equal(tail.contentRange, `bytes ${blob.size - 64 * KiB}-${blob.size - 1}/${blob.size}`);
