@@ -150,11 +150,8 @@ export class UpstreamRanges {
    * margin of the start) or past the bound.
    */
   early(t: Target, d: Digest, r: ByteRange): EarlyRange | null {
-    if (!t.client.getBlobRange || r.start <= RANGE_FOLLOW_MARGIN) return null;
-    if (!this.acquire(d.value)) {
-      this.count(t.client.name, 'over_bound');
-      return null;
-    }
+    // Past the bound: the range is decided (and counted) when it is sent, as any other.
+    if (!t.client.getBlobRange || r.start <= RANGE_FOLLOW_MARGIN || !this.acquire(d.value)) return null;
     const sent = this.ask(t, d, r);
     let done = false;
     return {
@@ -216,7 +213,8 @@ export class UpstreamRanges {
         await answer.release();
         throw new UpstreamError('bad_response', t.client.name, `${t.client.name}/${t.name}@${d.value}: the download announced ${answer.size} bytes, the ranged GET ${size}`);
       }
-      return this.wrap(t, d, answer).sendTo(dest, r);
+      // A range asked of the upstream already follows the download; any other may be asked.
+      return sent ? answer.sendTo(dest, r) : this.wrap(t, d, answer).sendTo(dest, r);
     };
     return {
       cache: 'miss',
