@@ -10,15 +10,18 @@
  *   - whole:     how long stevedore's whole-blob download of that blob took (what a Range waited
  *                for before lazy pulling).
  *
- * Times are to the first byte and to the last byte of the answer, from the request.
+ * Times are to the first byte and to the last byte of the answer, from the request. With `rttMs`,
+ * every request to the upstream (stevedore's and the direct one) waits that long before it is
+ * forwarded, like a link with that round-trip time (the localhost one is well under a millisecond).
  *
- *   npm run build && TAP_TIMEOUT=0 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/lazy-range.ts [sizeMiB] [mibps] [runs]
+ *   npm run build && TAP_TIMEOUT=0 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/lazy-range.ts [sizeMiB] [mibps] [runs] [rttMs]
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
+import { frontProxy } from '../test/fixtures/front-proxy.js';
 import { makeBlob, pushBlob, type Blob } from '../test/fixtures/images.js';
 import { startRegistry } from '../test/fixtures/registry.js';
 import { spawnStevedore } from '../test/fixtures/stevedore-process.js';
@@ -27,6 +30,7 @@ const MiB = 1024 * 1024;
 const sizeMiB = Number(process.argv[2] ?? 256);
 const mibps = Number(process.argv[3] ?? 32);
 const runs = Number(process.argv[4] ?? 3);
+const rttMs = Number(process.argv[5] ?? 0);
 const teardowns: Array<() => unknown> = [];
 const t = { teardown: (fn: () => unknown) => void teardowns.push(fn), fail: (m: string) => console.error(`FAIL ${m}`) };
 
@@ -54,8 +58,9 @@ const fmt = (ms: number): string => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` 
 try {
   const reg = await startRegistry({ bytesPerSecond: mibps * MiB });
   teardowns.push(() => reg.stop());
+  const upstream = rttMs > 0 ? await frontProxy(t, reg.url, (req, _res, forward) => setTimeout(() => forward(req.headers.range), rttMs)) : reg.url;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'lazy-range-bench-'));
-  const sd = await spawnStevedore(t, { upstreams: { 'docker.io': { url: reg.url } }, storage: { path: path.join(dir, 'store') } });
+  const sd = await spawnStevedore(t, { upstreams: { 'docker.io': { url: upstream } }, storage: { path: path.join(dir, 'store') } });
   const rows: Record<string, number[]> = { directFirst: [], directLast: [], tailFirst: [], tailLast: [], randomFirst: [], randomLast: [], whole: [], wholeAsked: [], rangeAsked: [] };
   for (let run = 0; run < runs; run++) {
     const a = makeBlob(randomBytes(sizeMiB * MiB), 'application/octet-stream');
@@ -63,17 +68,12 @@ try {
     await pushBlob(reg.directUrl, 'library/lazy', a);
     await pushBlob(reg.directUrl, 'library/lazy', b);
     const tail: [number, number] = [a.size - 64 * 1024, a.size - 1];
-    const direct = await timedRange(`${reg.url}/v2/library/lazy/blobs/${a.digest}`, a, ...tail);
+    const direct = await timedRange(`${upstream}/v2/library/lazy/blobs/${a.digest}`, a, ...tail);
     rows.directFirst!.push(direct.first);
     rows.directLast!.push(direct.last);
     reg.resetCounts();
     const through = await timedRange(`${sd.url}/v2/library/lazy/blobs/${a.digest}?ns=docker.io`, a, ...tail);
     rows.tailFirst!.push(through.first);
-    // When the upstream saw the whole-blob GET and the ranged GET, from the client's request.
-    const asked = (ranged: boolean): number | undefined =>
-      reg.requests.find((q) => q.method === 'GET' && q.path.includes(a.digest) && (q.headers.range !== undefined) === ranged)?.startedAt;
-    rows.wholeAsked!.push(asked(false)! - through.t0);
-    rows.rangeAsked!.push(asked(true)! - through.t0);
     rows.tailLast!.push(through.last);
     for (let i = 0; i < 10; i++) {
       const start = Math.floor(Math.random() * (b.size - MiB));
@@ -87,6 +87,10 @@ try {
       const other = reg.requests.find((q) => q.method === 'GET' && q.path.includes(b.digest) && q.headers.range === undefined && q.finishedAt !== undefined);
       if (whole && other) {
         rows.whole!.push(whole.finishedAt! - whole.startedAt);
+        // When the upstream saw the whole-blob GET and the ranged GET, from the client's request.
+        const ranged = reg.requests.find((q) => q.method === 'GET' && q.path.includes(a.digest) && q.headers.range !== undefined);
+        rows.wholeAsked!.push(whole.startedAt - through.t0);
+        rows.rangeAsked!.push((ranged?.startedAt ?? NaN) - through.t0);
         break;
       }
       await new Promise((r) => setTimeout(r, 100));
@@ -95,7 +99,7 @@ try {
       `run ${run + 1}/${runs}: direct ${fmt(direct.first)}, through stevedore ${fmt(through.first)} (first byte of the last 64 KiB; upstream asked for the whole blob at +${fmt(rows.wholeAsked!.at(-1)!)}, for the range at +${fmt(rows.rangeAsked!.at(-1)!)})`,
     );
   }
-  console.log(`cold ${sizeMiB} MiB blob, upstream paced at ${mibps} MiB/s, ${runs} runs (medians; random ranges: ${runs * 10} of 1 MiB)\n`);
+  console.log(`cold ${sizeMiB} MiB blob, upstream paced at ${mibps} MiB/s, ${rttMs} ms added to each upstream request, ${runs} runs (medians; random ranges: ${runs * 10} of 1 MiB)\n`);
   console.log('| measure | first byte | last byte |');
   console.log('|---|---|---|');
   console.log(`| last 64 KiB, direct ranged GET to the upstream | ${fmt(median(rows.directFirst!))} | ${fmt(median(rows.directLast!))} |`);
