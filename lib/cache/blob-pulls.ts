@@ -6,7 +6,7 @@
  * asked of the upstream at once (upstream-ranges.ts).
  */
 import type { Digest } from '../oci/digest.js';
-import type { StoredBody } from '../storage/backend.js';
+import type { ByteRange, StoredBody } from '../storage/backend.js';
 import type { Store } from '../storage/store.js';
 import type { Downloads } from './downloads.js';
 import type { LocalDownloads } from './local-downloads.js';
@@ -36,14 +36,18 @@ export class BlobPulls {
 
   /**
    * The blob for a client: stored, or followed as it downloads. A Range the download cannot answer
-   * yet is asked of the upstream meanwhile (upstream-ranges.ts, lazy pulling).
+   * yet is asked of the upstream meanwhile (upstream-ranges.ts, lazy pulling). `range` is the
+   * client's `bytes=S-E` as sent, if that is what it sent: on a cold blob it is asked of the
+   * upstream alongside the download's first request rather than after it.
    */
-  async get(t: Target, d: Digest): Promise<BlobAnswer> {
-    const answer = await this.find(t, d);
-    return this.ranges ? this.ranges.wrap(t, d, answer) : answer;
+  async get(t: Target, d: Digest, range?: ByteRange): Promise<BlobAnswer> {
+    const found = await this.find(t, d, range);
+    if ('early' in found) return found.early;
+    return this.ranges ? this.ranges.wrap(t, d, found) : found;
   }
 
-  private async find(t: Target, d: Digest): Promise<BlobAnswer> {
+  /** The answer, or (`early`) one already made by UpstreamRanges.first for a cold blob's range. */
+  private async find(t: Target, d: Digest, range?: ByteRange): Promise<BlobAnswer | { early: BlobAnswer }> {
     const joined = this.local.inFlight(d);
     if (joined) return this.local.join(t, d, joined);
     if (await this.store.blobs.present(d)) {
@@ -58,9 +62,19 @@ export class BlobPulls {
       return this.local.join(t, d, finished);
     }
     if (finished) this.local.forget(d, finished);
+    // Cold here: the client's range goes to the upstream now, alongside the download's first request.
+    const early = range && this.ranges ? this.ranges.early(t, d, range) : null;
+    const fetched = this.fetch(t, d);
+    if (early) return { early: await this.ranges!.first(t, d, early, fetched) };
+    return fetched;
+  }
+
+  /** One download for the digest, started or followed; stored meanwhile (by another replica): as any stored blob. */
+  private async fetch(t: Target, d: Digest): Promise<BlobAnswer> {
     const answer = await this.downloads.fetch(t, d);
-    // Stored meanwhile (by another replica): served like any stored blob.
-    return answer === 'stored' ? this.find(t, d) : answer;
+    if (answer !== 'stored') return answer;
+    const found = await this.find(t, d);
+    return 'early' in found ? found.early : found;
   }
 
   /** Size and whether it is stored, without downloading (HEAD). */

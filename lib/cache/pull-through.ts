@@ -19,6 +19,7 @@
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import type { Store } from '../storage/store.js';
+import type { ByteRange } from '../storage/backend.js';
 import type { Metadata } from '../metadata/metadata.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { BlobPulls } from './blob-pulls.js';
@@ -52,6 +53,8 @@ export class PullThrough {
   readonly gone: GoneTags;
   private readonly manifests: Manifests;
   private readonly blobs: BlobPulls;
+  /** Client ranges asked of the upstream (lazy pulling): their outcomes, for metrics. */
+  readonly ranges: UpstreamRanges;
   private readonly lists: TagLists;
 
   constructor(deps: {
@@ -95,7 +98,8 @@ export class PullThrough {
       events: deps.events ?? null,
     });
     this.refreshAhead = this.tags.refreshAhead;
-    this.blobs = new BlobPulls({ store, access, local: this.local, downloads: this.downloads, ranges: new UpstreamRanges(log) });
+    this.ranges = new UpstreamRanges(log);
+    this.blobs = new BlobPulls({ store, access, local: this.local, downloads: this.downloads, ranges: this.ranges });
     this.lists = new TagLists(store, clock, limits);
   }
 
@@ -121,8 +125,9 @@ export class PullThrough {
 
   // ---- blobs ---------------------------------------------------------------------------------
 
-  getBlob(t: Target, d: Digest): Promise<BlobAnswer> {
-    return this.blobs.get(t, d);
+  /** `range`: the client's `bytes=S-E`, when it sent one (see BlobPulls.get). */
+  getBlob(t: Target, d: Digest, range?: ByteRange): Promise<BlobAnswer> {
+    return this.blobs.get(t, d, range);
   }
 
   /** Size and whether it is stored, without downloading (HEAD). */

@@ -14,13 +14,19 @@
  *     and never stored. The cache stores only the whole blob, verified (SECURITY.md).
  *   - Bounded: RANGES_PER_BLOB ranged GETs at a time per digest, RANGES_IN_ALL in all; past the
  *     bound a Range follows the download.
+ *   - On a cold blob (neither stored nor being downloaded here) a client's `bytes=S-E` past the
+ *     margin is asked of the upstream at once, alongside the whole-blob download's first request
+ *     (early()), not after it answered: the first range costs one upstream round trip, not two.
+ *     If the answer turns out to be stored, or the range is not the one sent (clamped to the
+ *     blob's size), or no body is sent at all (416), the early GET is cancelled.
+ *   - Each ranged GET's outcome is counted (`outcomes`: stevedore_upstream_range_requests_total).
  */
-import { Transform, type Writable } from 'node:stream';
+import { PassThrough, Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../storage/backend.js';
-import { UpstreamError } from '../upstream/errors.js';
+import { BAD_CONTENT_RANGE, UpstreamError } from '../upstream/errors.js';
 import type { BlobAnswer, Target } from './pull-types.js';
 
 /** A range starting within this many bytes past what a download wrote follows the download. */
@@ -30,17 +36,46 @@ export const RANGES_PER_BLOB = 8;
 /** Ranged upstream GETs at a time, all digests together. */
 export const RANGES_IN_ALL = 64;
 
+/**
+ * How a client's Range past the download ended (stevedore_upstream_range_requests_total):
+ * `served` from the upstream; else the range followed the download: `over_bound` (no ranged GET
+ * was sent: RANGES_PER_BLOB / RANGES_IN_ALL), `ignored` (the upstream answered 200),
+ * `bad_range` (a 206 for another range or another blob, or with another length: the client's
+ * answer was cut), `error` (the ranged GET failed, its body did, or the client left mid-range).
+ */
+export const RANGE_OUTCOMES = ['served', 'over_bound', 'ignored', 'bad_range', 'error'] as const;
+export type RangeOutcome = (typeof RANGE_OUTCOMES)[number];
+
+type RangeAnswer = { size: number | null; body: Readable } | null;
+
+/**
+ * A ranged GET sent before the answer was decided (UpstreamRanges.early): taken by the client's
+ * sendTo when it asks for that very range, else cancelled. It holds its place in the bound until then.
+ */
+export interface EarlyRange {
+  readonly range: ByteRange;
+  /** The upstream's answer; throws as getBlobRange does. Only once. */
+  take(): { asked: Promise<RangeAnswer>; stop: AbortController } | null;
+  /** Stops it and frees its place, unless taken. */
+  cancel(): void;
+  /** The blob's size once the upstream answered the range with a 206 that says it; null otherwise. Never rejects. */
+  size(): Promise<number | null>;
+}
+
+/** More or fewer bytes than the range the upstream's 206 said it carries. */
+class WrongLength extends Error {}
+
 /** Passes exactly `length` bytes: more, or fewer at the end, is an error (the answer is cut). */
 function exactly(length: number, what: string): Transform {
   let seen = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       seen += chunk.length;
-      if (seen > length) cb(new Error(`${what}: the upstream sent more than the ${length} bytes of the range`));
+      if (seen > length) cb(new WrongLength(`${what}: the upstream sent more than the ${length} bytes of the range`));
       else cb(null, chunk);
     },
     flush(cb) {
-      cb(seen === length ? null : new Error(`${what}: the upstream sent ${seen} of the ${length} bytes of the range`));
+      cb(seen === length ? null : new WrongLength(`${what}: the upstream sent ${seen} of the ${length} bytes of the range`));
     },
   });
 }
@@ -50,6 +85,8 @@ export class UpstreamRanges {
   private total = 0;
   private readonly log: Logger;
   private readonly bounds: { perBlob: number; inAll: number };
+  /** Ranges answered from each upstream or not, by outcome (metrics). */
+  private readonly counts = new Map<string, Record<RangeOutcome, number>>();
 
   constructor(log: Logger, bounds: { perBlob?: number; inAll?: number } = {}) {
     this.log = log;
@@ -65,17 +102,32 @@ export class UpstreamRanges {
    * The answer of a client following a download, with ranges past what it wrote asked of the
    * upstream. Other answers (stored, or an upstream client without ranged GETs) are returned as they are.
    */
-  wrap(t: Target, d: Digest, answer: BlobAnswer): BlobAnswer {
+  wrap(t: Target, d: Digest, answer: BlobAnswer, early: EarlyRange | null = null): BlobAnswer {
     const available = answer.available;
-    if (answer.cache !== 'miss' || !available || !t.client.getBlobRange) return answer;
+    if (answer.cache !== 'miss' || !available || !t.client.getBlobRange) {
+      early?.cancel();
+      return answer;
+    }
     const follow = answer.sendTo;
     return {
       ...answer,
+      release: async (): Promise<void> => {
+        early?.cancel();
+        await answer.release();
+      },
       sendTo: async (dest: Writable, r?: ByteRange): Promise<void> => {
-        if (!r || r.start <= available() + RANGE_FOLLOW_MARGIN || !this.acquire(d.value)) return follow(dest, r);
+        const sent = early && r && r.start === early.range.start && r.end === early.range.end ? early.take() : null;
+        early?.cancel();
+        if (!sent) {
+          if (!r || r.start <= available() + RANGE_FOLLOW_MARGIN) return follow(dest, r);
+          if (!this.acquire(d.value)) {
+            this.count(t.client.name, 'over_bound');
+            return follow(dest, r);
+          }
+        }
         let served: boolean;
         try {
-          served = await this.fromUpstream(t, d, answer.size, r, dest);
+          served = await this.fromUpstream(t, d, answer.size, r!, dest, sent ?? this.ask(t, d, r!));
         } finally {
           this.release(d.value);
         }
@@ -90,6 +142,113 @@ export class UpstreamRanges {
         return follow(dest, r);
       },
     };
+  }
+
+  /**
+   * A cold blob's client Range (`bytes=S-E` as sent) asked of the upstream now, before the
+   * whole-blob download answered: null when it would follow the download anyway (within the
+   * margin of the start) or past the bound.
+   */
+  early(t: Target, d: Digest, r: ByteRange): EarlyRange | null {
+    // Past the bound: the range is decided (and counted) when it is sent, as any other.
+    if (!t.client.getBlobRange || r.start <= RANGE_FOLLOW_MARGIN || !this.acquire(d.value)) return null;
+    const sent = this.ask(t, d, r);
+    let done = false;
+    return {
+      range: r,
+      size: () => sent.asked.then((a) => a?.size ?? null, () => null),
+      take: () => {
+        if (done) return null;
+        done = true;
+        return sent;
+      },
+      cancel: () => {
+        if (done) return;
+        done = true;
+        sent.stop.abort(new Error('the early ranged GET was not needed'));
+        sent.asked.then((a) => a?.body.destroy(), () => undefined);
+        this.release(d.value);
+      },
+    };
+  }
+
+  /**
+   * The answer for a cold blob's client whose range was sent early, alongside the download
+   * (`fetched`): whichever decides first. When the upstream's 206 comes before the download's
+   * first bytes, its Content-Range gives the size and the range is sent at once; any other range
+   * (or a range sent early that the upstream would not answer) waits for the download as before.
+   */
+  async first(t: Target, d: Digest, early: EarlyRange, fetched: Promise<BlobAnswer>): Promise<BlobAnswer> {
+    fetched.catch(() => undefined);
+    const size = await Promise.race([fetched.then(() => null, () => null), early.size()]);
+    if (size === null) {
+      let answer: BlobAnswer;
+      try {
+        answer = await fetched;
+      } catch (err) {
+        early.cancel();
+        throw err;
+      }
+      return this.wrap(t, d, answer, early);
+    }
+    const releaseDownload = async (): Promise<void> => {
+      const answer = await fetched.catch(() => null);
+      await answer?.release();
+    };
+    const sendTo = async (dest: Writable, r?: ByteRange): Promise<void> => {
+      const sent = r && r.start === early.range.start && r.end === early.range.end ? early.take() : null;
+      early.cancel();
+      if (sent) {
+        let served: boolean;
+        try {
+          served = await this.fromUpstream(t, d, size, r!, dest, sent);
+        } finally {
+          this.release(d.value);
+        }
+        if (served || dest.destroyed) return releaseDownload();
+      }
+      // Another range (or none): the download's, which must be of the size already announced.
+      const answer = await fetched;
+      if (answer.size !== null && answer.size !== size) {
+        await answer.release();
+        throw new UpstreamError('bad_response', t.client.name, `${t.client.name}/${t.name}@${d.value}: the download announced ${answer.size} bytes, the ranged GET ${size}`);
+      }
+      // A range asked of the upstream already follows the download; any other may be asked.
+      return sent ? answer.sendTo(dest, r) : this.wrap(t, d, answer).sendTo(dest, r);
+    };
+    return {
+      cache: 'miss',
+      size,
+      sendTo,
+      open: (r?: ByteRange): Readable => {
+        const out = new PassThrough();
+        sendTo(out, r).catch((err: unknown) => out.destroy(err as Error));
+        return out;
+      },
+      release: async (): Promise<void> => {
+        early.cancel();
+        await releaseDownload();
+      },
+    };
+  }
+
+  private ask(t: Target, d: Digest, r: ByteRange): { asked: Promise<RangeAnswer>; stop: AbortController } {
+    const stop = new AbortController();
+    const asked = t.client.getBlobRange!(t.name, d.value, r, stop.signal);
+    // Observed here; what it says is read by whoever takes it.
+    asked.catch(() => undefined);
+    return { asked, stop };
+  }
+
+  /** How many ranges of the upstream's blobs ended with `outcome` (stevedore_upstream_range_requests_total). */
+  outcomes(upstream: string): Readonly<Record<RangeOutcome, number>> {
+    return this.counts.get(upstream) ?? { served: 0, over_bound: 0, ignored: 0, bad_range: 0, error: 0 };
+  }
+
+  private count(upstream: string, outcome: RangeOutcome): void {
+    let c = this.counts.get(upstream);
+    if (!c) this.counts.set(upstream, (c = { served: 0, over_bound: 0, ignored: 0, bad_range: 0, error: 0 }));
+    c[outcome]++;
   }
 
   private acquire(digest: string): boolean {
@@ -108,37 +267,57 @@ export class UpstreamRanges {
   }
 
   /**
-   * Sends the range from the upstream. False when it could not be asked (the upstream ignored the
-   * Range, or failed before answering): the caller follows the download instead. Throws (the
-   * client's answer is cut) when the upstream's answer is not this range of this blob.
+   * Sends the range from the upstream (the ranged GET `sent`). False when it could not be asked
+   * (the upstream ignored the Range, or failed before answering): the caller follows the download
+   * instead. Throws (the client's answer is cut) when the upstream's answer is not this range of
+   * this blob, or its body fails.
    */
-  private async fromUpstream(t: Target, d: Digest, size: number | null, r: ByteRange, dest: Writable): Promise<boolean> {
+  private async fromUpstream(
+    t: Target,
+    d: Digest,
+    size: number | null,
+    r: ByteRange,
+    dest: Writable,
+    sent: { asked: Promise<RangeAnswer>; stop: AbortController },
+  ): Promise<boolean> {
     const what = `range ${r.start}-${r.end} of ${t.client.name}/${t.name}@${d.value}`;
-    const stop = new AbortController();
-    const onClose = (): void => stop.abort(new Error('the client went away'));
-    dest.once('close', onClose);
+    const onClose = (): void => sent.stop.abort(new Error('the client went away'));
+    if (dest.destroyed) onClose();
+    else dest.once('close', onClose);
     try {
-      let answer: Awaited<ReturnType<NonNullable<typeof t.client.getBlobRange>>>;
+      let answer: RangeAnswer;
       try {
-        answer = await t.client.getBlobRange!(t.name, d.value, r, stop.signal);
+        answer = await sent.asked;
       } catch (err) {
         // An answer that is not the range asked for: never passed on as one.
-        if (err instanceof UpstreamError && err.kind === 'bad_response') throw err;
+        if (err instanceof UpstreamError && err.kind === 'bad_response') {
+          this.count(t.client.name, err.failure === BAD_CONTENT_RANGE ? 'bad_range' : 'error');
+          throw err;
+        }
+        this.count(t.client.name, 'error');
         if (dest.destroyed) return false;
         this.log.info({ digest: d.value, range: `${r.start}-${r.end}`, reason: (err as Error).message }, 'ranged upstream GET failed; following the download');
         return false;
       }
       if (answer === null) {
+        this.count(t.client.name, 'ignored');
         this.log.info({ digest: d.value, range: `${r.start}-${r.end}` }, 'the upstream ignored Range; following the download');
         return false;
       }
       if (size !== null && answer.size !== null && answer.size !== size) {
         answer.body.on('error', () => undefined);
         answer.body.destroy();
+        this.count(t.client.name, 'bad_range');
         throw new UpstreamError('bad_response', t.client.name, `${what}: the upstream answered for a blob of ${answer.size} bytes, not ${size}`);
       }
       this.log.debug({ digest: d.value, range: `${r.start}-${r.end}` }, 'range answered from the upstream');
-      await pipeline(answer.body, exactly(r.end - r.start + 1, what), dest);
+      try {
+        await pipeline(answer.body, exactly(r.end - r.start + 1, what), dest);
+      } catch (err) {
+        this.count(t.client.name, err instanceof WrongLength ? 'bad_range' : 'error');
+        throw err;
+      }
+      this.count(t.client.name, 'served');
       return true;
     } finally {
       dest.off('close', onClose);

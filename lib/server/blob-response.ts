@@ -31,6 +31,19 @@ export function checkRangeSyntax(rangeHeader: string | undefined): void {
   }
 }
 
+/**
+ * The one range of a `bytes=S-E` header, as sent (before the blob's size is known: a cold blob's
+ * range asked of the upstream at once, lib/cache/upstream-ranges.ts). Undefined for anything else
+ * (suffix, open-ended, several ranges), which waits for the size.
+ */
+export function explicitRange(rangeHeader: string | undefined): { start: number; end: number } | undefined {
+  const m = rangeHeader === undefined ? null : /^bytes=\s*(\d{1,15})-(\d{1,15})\s*$/i.exec(rangeHeader);
+  if (!m) return undefined;
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  return start <= end ? { start, end } : undefined;
+}
+
 export async function sendBlob(
   res: ServerResponse,
   rangeHeader: string | undefined,

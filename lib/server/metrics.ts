@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http';
 import type { BlobStore } from '../storage/blob-store.js';
 import { sendBufferStats } from '../storage/file-sender.js';
 import type { PullThrough } from '../cache/pull-through.js';
+import { RANGE_OUTCOMES } from '../cache/upstream-ranges.js';
 import type { UpstreamSources } from '../upstream/upstream-sources.js';
 import type { RefusalReason } from './connection-guard.js';
 import type { ClusterCoordinator } from '../cluster/coordinator.js';
@@ -319,6 +320,18 @@ export class Metrics {
             const [method, status] = key.split(' ') as [string, string];
             this.set({ upstream: client.name, method, status }, n);
           }
+        }
+      },
+    });
+    new Gauge({
+      name: 'stevedore_upstream_range_requests_total',
+      help: 'Client ranges of blobs being downloaded that the download could not answer yet (lazy pulling), for each upstream, by outcome: served by a ranged upstream GET; else the range followed the download: over_bound (no ranged GET sent), ignored (the upstream answered 200), bad_range (a 206 for another range or length: the answer was cut), error',
+      labelNames: ['upstream', 'outcome'],
+      registers,
+      collect() {
+        for (const name of deps.upstreams.keys()) {
+          const counts = deps.pull.ranges.outcomes(name);
+          for (const outcome of RANGE_OUTCOMES) this.set({ upstream: name, outcome }, counts[outcome]);
         }
       },
     });

@@ -13,6 +13,9 @@ export type UpstreamErrorKind =
   | 'offline' // offline mode: never contacted
   | 'bad_response'; // anything else we cannot use
 
+/** The `failure` of a 206 whose Content-Range is not the range asked for (source-client.ts, getBlob). */
+export const BAD_CONTENT_RANGE = 'unusable Content-Range';
+
 export class UpstreamError extends Error {
   readonly kind: UpstreamErrorKind;
   readonly upstream: string;

@@ -25,7 +25,7 @@ import type { NamespaceMode, SourceConfig } from '../config/config.js';
 import { OCI_ERRORS, type OciErrorCode } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, normalizeContentType } from '../oci/media-types.js';
 import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
-import { mapTransportError, offlineMessage, UpstreamError } from './errors.js';
+import { BAD_CONTENT_RANGE, mapTransportError, offlineMessage, UpstreamError } from './errors.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { LinkedSignal } from './linked-signal.js';
 import { ProgressWatch } from '../util/progress.js';
@@ -783,7 +783,7 @@ export class SourceClient {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
       if (!m || Number(m[1]) !== (opts.start ?? 0) || (opts.end !== undefined && Number(m[2]) !== opts.end)) {
         discard(res.body);
-        throw new UpstreamError('bad_response', this.name, `${this.label} answered a range request for ${what} with an unusable Content-Range`);
+        throw new UpstreamError('bad_response', this.name, `${this.label} answered a range request for ${what} with an unusable Content-Range`, { failure: BAD_CONTENT_RANGE });
       }
       return { size: m[3] === '*' ? null : Number(m[3]), start: Number(m[1]), body: res.body, partial: true };
     }

@@ -196,6 +196,7 @@ t.test('every metric and label the dashboard queries is exported by a real steve
     'stevedore_http_response_bytes_total',
     'stevedore_http_request_duration_seconds',
     'stevedore_upstream_requests_total',
+    'stevedore_upstream_range_requests_total',
     'stevedore_store_bytes',
     'stevedore_store_evictions_total',
     'stevedore_downloads_in_flight',

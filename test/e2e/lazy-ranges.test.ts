@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { makeBlob, pushBlob, type Blob } from '../fixtures/images.js';
 import { startRegistry, type RecordedRequest, type Registry } from '../fixtures/registry.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
+import { slowWholeBlobs } from '../fixtures/front-proxy.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -199,4 +200,14 @@ t.test('a 206 from the upstream for another range than asked is never passed on:
   const got = await getRange(url, start, end).catch((err: unknown) => err as Error);
   if (got instanceof Error) t.pass(`the answer failed: ${got.message}`);
   else t.ok(got.body.length < end - start + 1, `the answer was cut (${got.body.length} of ${end - start + 1} bytes)`);
+});
+
+t.test('a Range on a cold blob is asked of the upstream alongside the whole-blob GET, not after its answer', async (t) => {
+  // The whole-blob GET is answered 3 s late; the ranged GET at once.
+  const { blob, url } = await coldBlob(t, 16 * MiB, 8 * MiB, (reg) => slowWholeBlobs(t, reg.url, 3000));
+  const tail = await getRange(url, blob.size - 64 * KiB, blob.size - 1);
+  t.equal(tail.status, 206);
+  t.equal(tail.contentRange, `bytes ${blob.size - 64 * KiB}-${blob.size - 1}/${blob.size}`);
+  t.ok(tail.body.equals(blob.data.subarray(blob.size - 64 * KiB)), 'exactly the last 64 KiB');
+  t.ok(tail.ms < 1500, `answered in ${tail.ms.toFixed(0)} ms, before the whole-blob GET was (3 s)`);
 });
