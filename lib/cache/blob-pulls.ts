@@ -6,7 +6,7 @@
  * asked of the upstream at once (upstream-ranges.ts).
  */
 import type { Digest } from '../oci/digest.js';
-import type { ByteRange, StoredBody } from '../storage/backend.js';
+import type { SentRange, StoredBody } from '../storage/backend.js';
 import type { Store } from '../storage/store.js';
 import type { Downloads } from './downloads.js';
 import type { LocalDownloads } from './local-downloads.js';
@@ -37,17 +37,18 @@ export class BlobPulls {
   /**
    * The blob for a client: stored, or followed as it downloads. A Range the download cannot answer
    * yet is asked of the upstream meanwhile (upstream-ranges.ts, lazy pulling). `range` is the
-   * client's `bytes=S-E` as sent, if that is what it sent: on a cold blob it is asked of the
-   * upstream alongside the download's first request rather than after it.
+   * client's one range as sent (`bytes=S-E`, `S-`, `-N`), if that is what it sent: on a cold blob it
+   * is asked of the upstream alongside the download's first request rather than after it, and
+   * that GET is stopped if `gone` aborts (the client left) before the range is sent.
    */
-  async get(t: Target, d: Digest, range?: ByteRange): Promise<BlobAnswer> {
-    const found = await this.find(t, d, range);
+  async get(t: Target, d: Digest, range?: SentRange, gone?: AbortSignal): Promise<BlobAnswer> {
+    const found = await this.find(t, d, range, gone);
     if ('early' in found) return found.early;
     return this.ranges ? this.ranges.wrap(t, d, found) : found;
   }
 
   /** The answer, or (`early`) one already made by UpstreamRanges.first for a cold blob's range. */
-  private async find(t: Target, d: Digest, range?: ByteRange): Promise<BlobAnswer | { early: BlobAnswer }> {
+  private async find(t: Target, d: Digest, range?: SentRange, gone?: AbortSignal): Promise<BlobAnswer | { early: BlobAnswer }> {
     const joined = this.local.inFlight(d);
     if (joined) return this.local.join(t, d, joined);
     if (await this.store.blobs.present(d)) {
@@ -63,7 +64,7 @@ export class BlobPulls {
     }
     if (finished) this.local.forget(d, finished);
     // Cold here: the client's range goes to the upstream now, alongside the download's first request.
-    const early = range && this.ranges ? this.ranges.early(t, d, range) : null;
+    const early = range && this.ranges ? this.ranges.early(t, d, range, gone) : null;
     const fetched = this.fetch(t, d);
     if (early) return { early: await this.ranges!.first(t, d, early, fetched) };
     return fetched;

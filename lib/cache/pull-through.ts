@@ -19,7 +19,7 @@
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import type { Store } from '../storage/store.js';
-import type { ByteRange } from '../storage/backend.js';
+import type { SentRange } from '../storage/backend.js';
 import type { Metadata } from '../metadata/metadata.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import { BlobPulls } from './blob-pulls.js';
@@ -125,9 +125,9 @@ export class PullThrough {
 
   // ---- blobs ---------------------------------------------------------------------------------
 
-  /** `range`: the client's `bytes=S-E`, when it sent one (see BlobPulls.get). */
-  getBlob(t: Target, d: Digest, range?: ByteRange): Promise<BlobAnswer> {
-    return this.blobs.get(t, d, range);
+  /** `range`: the client's one range as sent, if any; `gone`: aborted when the client leaves (see BlobPulls.get). */
+  getBlob(t: Target, d: Digest, range?: SentRange, gone?: AbortSignal): Promise<BlobAnswer> {
+    return this.blobs.get(t, d, range, gone);
   }
 
   /** Size and whether it is stored, without downloading (HEAD). */

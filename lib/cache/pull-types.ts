@@ -8,7 +8,7 @@ import { CACHE_DEFAULTS } from '../config/schema.js';
 import type { RepoRef } from '../storage/repo-store.js';
 import type { DownloadSource } from '../upstream/blob-source.js';
 import type { FetchedManifest, ManifestHead, TagsListLimits } from '../upstream/source-client.js';
-import type { BlobBody } from '../storage/backend.js';
+import type { BlobBody, SentRange } from '../storage/backend.js';
 import type { Readable } from 'node:stream';
 
 /**
@@ -32,7 +32,7 @@ export interface PullUpstream {
    * One range of a blob, straight from the upstream (a client's Range a download cannot answer yet:
    * upstream-ranges.ts). Null when the upstream ignored the Range. Optional: fakes may lack it.
    */
-  getBlobRange?(name: string, digest: string, range: { start: number; end: number }, signal?: AbortSignal): Promise<{ size: number | null; body: Readable } | null>;
+  getBlobRange?(name: string, digest: string, range: SentRange, signal?: AbortSignal): Promise<{ size: number | null; start: number; end: number; body: Readable } | null>;
   /** Where a download of the blob reads from (peers only when `peersAllowed`). */
   blobSource(name: string, digest: string, opts: { peersAllowed: () => Promise<boolean> }): DownloadSource;
 }

@@ -14,18 +14,24 @@
  *     and never stored. The cache stores only the whole blob, verified (SECURITY.md).
  *   - Bounded: RANGES_PER_BLOB ranged GETs at a time per digest, RANGES_IN_ALL in all; past the
  *     bound a Range follows the download.
- *   - On a cold blob (neither stored nor being downloaded here) a client's `bytes=S-E` past the
- *     margin is asked of the upstream at once, alongside the whole-blob download's first request
- *     (early()), not after it answered: the first range costs one upstream round trip, not two.
- *     If the answer turns out to be stored, or the range is not the one sent (clamped to the
- *     blob's size), or no body is sent at all (416), the early GET is cancelled.
+ *   - On a cold blob (neither stored nor being downloaded here) a client's `bytes=S-E` or
+ *     `bytes=S-` past the margin, or suffix `bytes=-N` (a footer), is asked of the upstream at
+ *     once, alongside the whole-blob download's first request (early()), not after it answered:
+ *     the first range costs one upstream round trip, not two. A suffix's 206 must be exactly the
+ *     last N bytes of the size it says, `S-` must run to the last byte (the upstream client refuses
+ *     any other). If the answer turns out to be stored, or the range is not the one sent (clamped to
+ *     the blob's size), or no body is sent at all (416), or the client left first, the early GET
+ *     is cancelled (its place in the bound freed).
+ *   - When the early 206 decides the answer (its size is announced to the client before the
+ *     whole-blob GET answered), the range's last byte waits for the whole-blob GET's answer: a size
+ *     that disagrees cuts the client's answer (bad_range), never completes it.
  *   - Each ranged GET's outcome is counted (`outcomes`: stevedore_upstream_range_requests_total).
  */
 import { PassThrough, Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
-import type { ByteRange } from '../storage/backend.js';
+import { resolveRange, type ByteRange, type SentRange } from '../storage/backend.js';
 import { BAD_CONTENT_RANGE, UpstreamError } from '../upstream/errors.js';
 import type { BlobAnswer, Target } from './pull-types.js';
 
@@ -46,14 +52,15 @@ export const RANGES_IN_ALL = 64;
 export const RANGE_OUTCOMES = ['served', 'over_bound', 'ignored', 'bad_range', 'error'] as const;
 export type RangeOutcome = (typeof RANGE_OUTCOMES)[number];
 
-type RangeAnswer = { size: number | null; body: Readable } | null;
+type RangeAnswer = { size: number | null; start: number; end: number; body: Readable } | null;
 
 /**
  * A ranged GET sent before the answer was decided (UpstreamRanges.early): taken by the client's
  * sendTo when it asks for that very range, else cancelled. It holds its place in the bound until then.
  */
 export interface EarlyRange {
-  readonly range: ByteRange;
+  /** Whether a client's range `r` of a blob of `size` bytes is the one this GET asked for. */
+  matches(r: ByteRange, size: number | null): boolean;
   /** The upstream's answer; throws as getBlobRange does. Only once. */
   take(): { asked: Promise<RangeAnswer>; stop: AbortController } | null;
   /** Stops it and frees its place, unless taken. */
@@ -65,17 +72,29 @@ export interface EarlyRange {
 /** More or fewer bytes than the range the upstream's 206 said it carries. */
 class WrongLength extends Error {}
 
-/** Passes exactly `length` bytes: more, or fewer at the end, is an error (the answer is cut). */
-function exactly(length: number, what: string): Transform {
+/**
+ * Passes exactly `length` bytes: more, or fewer at the end, is an error (the answer is cut). The
+ * last byte is held until `before` resolves (its rejection cuts the answer too).
+ */
+function exactly(length: number, what: string, before?: () => Promise<void>): Transform {
+  let held: Buffer | null = null;
   let seen = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       seen += chunk.length;
-      if (seen > length) cb(new WrongLength(`${what}: the upstream sent more than the ${length} bytes of the range`));
-      else cb(null, chunk);
+      if (seen > length) return cb(new WrongLength(`${what}: the upstream sent more than the ${length} bytes of the range`));
+      if (!before || seen < length) return cb(null, chunk);
+      // The range's last byte waits for `before`.
+      held = chunk.subarray(chunk.length - 1);
+      cb(null, chunk.length > 1 ? chunk.subarray(0, chunk.length - 1) : undefined);
     },
     flush(cb) {
-      cb(seen === length ? null : new WrongLength(`${what}: the upstream sent ${seen} of the ${length} bytes of the range`));
+      if (seen !== length) return cb(new WrongLength(`${what}: the upstream sent ${seen} of the ${length} bytes of the range`));
+      if (!before) return cb();
+      before().then(
+        () => cb(null, held ?? undefined),
+        (err: unknown) => cb(err as Error),
+      );
     },
   });
 }
@@ -116,7 +135,7 @@ export class UpstreamRanges {
         await answer.release();
       },
       sendTo: async (dest: Writable, r?: ByteRange): Promise<void> => {
-        const sent = early && r && r.start === early.range.start && r.end === early.range.end ? early.take() : null;
+        const sent = early && r && early.matches(r, answer.size) ? early.take() : null;
         early?.cancel();
         if (!sent) {
           if (!r || r.start <= available() + RANGE_FOLLOW_MARGIN) return follow(dest, r);
@@ -145,30 +164,40 @@ export class UpstreamRanges {
   }
 
   /**
-   * A cold blob's client Range (`bytes=S-E` as sent) asked of the upstream now, before the
-   * whole-blob download answered: null when it would follow the download anyway (within the
-   * margin of the start) or past the bound.
+   * A cold blob's client Range (as sent: `bytes=S-E`, `S-`, `-N`) asked of the upstream now,
+   * before the whole-blob download answered: null when it would follow the download anyway (a
+   * start within the margin) or past the bound. Cancelled when `gone` aborts (the client left).
    */
-  early(t: Target, d: Digest, r: ByteRange): EarlyRange | null {
+  early(t: Target, d: Digest, r: SentRange, gone?: AbortSignal): EarlyRange | null {
+    // A suffix's start is unknown until the size is: it is a footer, past the margin but on a small blob.
+    const start = 'suffix' in r ? (r.suffix > 0 ? Infinity : 0) : r.start;
     // Past the bound: the range is decided (and counted) when it is sent, as any other.
-    if (!t.client.getBlobRange || r.start <= RANGE_FOLLOW_MARGIN || !this.acquire(d.value)) return null;
+    if (!t.client.getBlobRange || gone?.aborted || start <= RANGE_FOLLOW_MARGIN || !this.acquire(d.value)) return null;
     const sent = this.ask(t, d, r);
     let done = false;
+    const cancel = (): void => {
+      if (done) return;
+      done = true;
+      gone?.removeEventListener('abort', cancel);
+      sent.stop.abort(new Error('the early ranged GET was not needed'));
+      sent.asked.then((a) => a?.body.destroy(), () => undefined);
+      this.release(d.value);
+    };
+    gone?.addEventListener('abort', cancel, { once: true });
     return {
-      range: r,
+      matches: (want, size) => {
+        if (!('suffix' in r) && r.end !== null) return want.start === r.start && want.end === r.end;
+        const meant = size === null ? null : resolveRange(r, size);
+        return meant !== null && want.start === meant.start && want.end === meant.end;
+      },
       size: () => sent.asked.then((a) => a?.size ?? null, () => null),
       take: () => {
         if (done) return null;
         done = true;
+        gone?.removeEventListener('abort', cancel);
         return sent;
       },
-      cancel: () => {
-        if (done) return;
-        done = true;
-        sent.stop.abort(new Error('the early ranged GET was not needed'));
-        sent.asked.then((a) => a?.body.destroy(), () => undefined);
-        this.release(d.value);
-      },
+      cancel,
     };
   }
 
@@ -195,13 +224,24 @@ export class UpstreamRanges {
       const answer = await fetched.catch(() => null);
       await answer?.release();
     };
+    // The size the client was told came from the ranged GET: the whole-blob GET must say the same
+    // before the range's answer is complete (its last byte waits for that answer).
+    const sameSize = async (): Promise<void> => {
+      const answer = await fetched.catch(() => null);
+      if (answer && answer.size !== null && answer.size !== size) {
+        throw new WrongLength(`${t.client.name}/${t.name}@${d.value}: the ranged GET said ${size} bytes, the whole-blob GET ${answer.size}`);
+      }
+    };
     const sendTo = async (dest: Writable, r?: ByteRange): Promise<void> => {
-      const sent = r && r.start === early.range.start && r.end === early.range.end ? early.take() : null;
+      const sent = r && early.matches(r, size) ? early.take() : null;
       early.cancel();
       if (sent) {
         let served: boolean;
         try {
-          served = await this.fromUpstream(t, d, size, r!, dest, sent);
+          served = await this.fromUpstream(t, d, size, r!, dest, sent, sameSize);
+        } catch (err) {
+          await releaseDownload();
+          throw err;
         } finally {
           this.release(d.value);
         }
@@ -232,7 +272,7 @@ export class UpstreamRanges {
     };
   }
 
-  private ask(t: Target, d: Digest, r: ByteRange): { asked: Promise<RangeAnswer>; stop: AbortController } {
+  private ask(t: Target, d: Digest, r: SentRange): { asked: Promise<RangeAnswer>; stop: AbortController } {
     const stop = new AbortController();
     const asked = t.client.getBlobRange!(t.name, d.value, r, stop.signal);
     // Observed here; what it says is read by whoever takes it.
@@ -270,7 +310,8 @@ export class UpstreamRanges {
    * Sends the range from the upstream (the ranged GET `sent`). False when it could not be asked
    * (the upstream ignored the Range, or failed before answering): the caller follows the download
    * instead. Throws (the client's answer is cut) when the upstream's answer is not this range of
-   * this blob, or its body fails.
+   * this blob, or its body fails, or `before` (awaited once the range's bytes passed, before its
+   * end is sent) throws.
    */
   private async fromUpstream(
     t: Target,
@@ -279,6 +320,7 @@ export class UpstreamRanges {
     r: ByteRange,
     dest: Writable,
     sent: { asked: Promise<RangeAnswer>; stop: AbortController },
+    before?: () => Promise<void>,
   ): Promise<boolean> {
     const what = `range ${r.start}-${r.end} of ${t.client.name}/${t.name}@${d.value}`;
     const onClose = (): void => sent.stop.abort(new Error('the client went away'));
@@ -310,9 +352,15 @@ export class UpstreamRanges {
         this.count(t.client.name, 'bad_range');
         throw new UpstreamError('bad_response', t.client.name, `${what}: the upstream answered for a blob of ${answer.size} bytes, not ${size}`);
       }
+      if (answer.start !== r.start || answer.end !== r.end) {
+        answer.body.on('error', () => undefined);
+        answer.body.destroy();
+        this.count(t.client.name, 'bad_range');
+        throw new UpstreamError('bad_response', t.client.name, `${what}: the upstream answered bytes ${answer.start}-${answer.end}`);
+      }
       this.log.debug({ digest: d.value, range: `${r.start}-${r.end}` }, 'range answered from the upstream');
       try {
-        await pipeline(answer.body, exactly(r.end - r.start + 1, what), dest);
+        await pipeline(answer.body, exactly(r.end - r.start + 1, what, before), dest);
       } catch (err) {
         this.count(t.client.name, err instanceof WrongLength ? 'bad_range' : 'error');
         throw err;

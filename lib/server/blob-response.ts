@@ -8,7 +8,7 @@ import type { ServerResponse } from 'node:http';
 import rangeParser from 'range-parser';
 import { OciError } from '../oci/errors.js';
 import { sendBody } from './respond.js';
-import type { BlobBody } from '../storage/backend.js';
+import type { BlobBody, SentRange } from '../storage/backend.js';
 
 // Range units are case-insensitive (RFC 9110 §14.1): `Bytes=0-9` is the bytes unit.
 const RANGE_SYNTAX = /^bytes=\s*(\d*-\d*\s*)(,\s*\d*-\d*\s*)*$/i;
@@ -32,14 +32,16 @@ export function checkRangeSyntax(rangeHeader: string | undefined): void {
 }
 
 /**
- * The one range of a `bytes=S-E` header, as sent (before the blob's size is known: a cold blob's
- * range asked of the upstream at once, lib/cache/upstream-ranges.ts). Undefined for anything else
- * (suffix, open-ended, several ranges), which waits for the size.
+ * The one range of a Range header, as sent (`bytes=S-E`, `bytes=S-` or `bytes=-N`), before the
+ * blob's size is known: a cold blob's range is asked of the upstream at once
+ * (lib/cache/upstream-ranges.ts). Undefined for anything else (several ranges), which waits for the size.
  */
-export function explicitRange(rangeHeader: string | undefined): { start: number; end: number } | undefined {
-  const m = rangeHeader === undefined ? null : /^bytes=\s*(\d{1,15})-(\d{1,15})\s*$/i.exec(rangeHeader);
-  if (!m) return undefined;
+export function sentRange(rangeHeader: string | undefined): SentRange | undefined {
+  const m = rangeHeader === undefined ? null : /^bytes=\s*(\d{0,15})-(\d{0,15})\s*$/i.exec(rangeHeader);
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') return { suffix: Number(m[2]) };
   const start = Number(m[1]);
+  if (m[2] === '') return { start, end: null };
   const end = Number(m[2]);
   return start <= end ? { start, end } : undefined;
 }

@@ -21,7 +21,7 @@ import { matchRoute, type ResolvedRepo, type Route } from './route.js';
 import { ConnectionGuard } from './connection-guard.js';
 import { ANONYMOUS_OWNER } from '../storage/upload-store.js';
 import type { Metrics } from './metrics.js';
-import { checkRangeSyntax, explicitRange, sendBlob } from './blob-response.js';
+import { checkRangeSyntax, sentRange, sendBlob } from './blob-response.js';
 import { API_VERSION_HEADER, isMappedError, sendError, sendJson, sendManifest, toOciError, upstreamAnswer } from './respond.js';
 import type { Registry } from '../registry/registry.js';
 import { hostedRepo } from '../registry/registry.js';
@@ -788,8 +788,10 @@ async function serveBlob(
   }
   checkRangeSyntax(req.headers.range);
   // The span ends when the answer is decided (stored, joined, downloading); the transfer is the request's.
-  const range = explicitRange(req.headers.range);
-  const blob = await cacheDecision('cache.blob', target, digest.value, () => deps.pull.getBlob(target, digest, range));
+  // The client's range as sent, for a cold blob's early ranged GET; which ends if the client leaves.
+  const range = sentRange(req.headers.range);
+  const gone = range ? clientGone(res) : undefined;
+  const blob = await cacheDecision('cache.blob', target, digest.value, () => deps.pull.getBlob(target, digest, range, gone));
   outcome.cache = blob.cache;
   headers['X-Cache'] = blob.cache;
   await sendBlob(res, req.headers.range, headers, blob, outcome);

@@ -32,6 +32,25 @@ export interface ByteRange {
   end: number;
 }
 
+/**
+ * One range as a client sent it, before the blob's size is known: `bytes=S-E` ({start, end}),
+ * `bytes=S-` ({start, end: null}) or the suffix `bytes=-N` ({suffix: N}). A cold blob's range is
+ * asked of the upstream in this form at once (lib/cache/upstream-ranges.ts).
+ */
+export type SentRange = { start: number; end: number | null } | { suffix: number };
+
+/**
+ * The bytes a sent range means for a blob of `size` bytes, as the answer to the client computes
+ * them (RFC 9110 §14.1.2: an end past the blob is clamped, a suffix longer than the blob is all of
+ * it); null when not satisfiable.
+ */
+export function resolveRange(r: SentRange, size: number): ByteRange | null {
+  if (size <= 0) return null;
+  if ('suffix' in r) return r.suffix > 0 ? { start: Math.max(0, size - r.suffix), end: size - 1 } : null;
+  if (r.start >= size) return null;
+  return { start: r.start, end: r.end === null ? size - 1 : Math.min(r.end, size - 1) };
+}
+
 /** Stored content as the backend found it. */
 export interface BlobStat {
   size: number;

@@ -470,7 +470,10 @@ export class SourceClient {
       res = await this.authenticated(opts);
     } catch (err) {
       this.count(opts.method, 0);
-      if (err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.failed(`${this.label} ${err.failure}`, err.message);
+      // A request its caller stopped (a client that left) says nothing of the upstream's health;
+      // the deadline's abort (an UpstreamError) does.
+      const stopped = opts.signal?.aborted === true && !(opts.signal.reason instanceof UpstreamError);
+      if (!stopped && err instanceof UpstreamError && (err.kind === 'unavailable' || err.kind === 'timeout')) await this.failed(`${this.label} ${err.failure}`, err.message);
       throw err;
     }
     this.count(opts.method, res.status);
@@ -742,17 +745,20 @@ export class SourceClient {
   /**
    * Starts a blob download. Resolves with the streaming body once headers arrived; the caller
    * consumes it. `start` asks for the bytes from that offset on (Range), e.g. to resume; `end` (a
-   * client's range, lib/cache/upstream-ranges.ts) up to that byte. A 206 whose Content-Range is not
-   * what was asked is refused (bad_response); `partial` says the answer is a 206.
+   * client's range, lib/cache/upstream-ranges.ts) up to that byte; `suffix` the last that many
+   * bytes (`bytes=-N`: a client's suffix range). A 206 whose Content-Range is not what was asked is
+   * refused (bad_response); for a suffix, it must say the blob's size and hold exactly its last N
+   * bytes (or all of a shorter blob). `partial` says the answer is a 206; `end` is its last byte.
    */
   async getBlob(
     name: string,
     digest: string,
-    opts: { start?: number; end?: number; signal?: AbortSignal } = {},
-  ): Promise<{ size: number | null; start: number; body: Readable; partial: boolean }> {
+    opts: { start?: number; end?: number; suffix?: number; signal?: AbortSignal } = {},
+  ): Promise<{ size: number | null; start: number; end: number | null; body: Readable; partial: boolean }> {
     const what = `blob ${name}@${digest}`;
     const headers: Headers = {};
-    if (opts.end !== undefined) headers.range = `bytes=${opts.start ?? 0}-${opts.end}`;
+    if (opts.suffix !== undefined) headers.range = `bytes=-${opts.suffix}`;
+    else if (opts.end !== undefined) headers.range = `bytes=${opts.start ?? 0}-${opts.end}`;
     else if (opts.start) headers.range = `bytes=${opts.start}-`;
     // The deadline covers the answer's head; the body has none (a 10 GiB layer on a slow link is
     // fine): its progress is watched by the download. The caller's signal and shutdown still end it.
@@ -781,14 +787,22 @@ export class SourceClient {
     if (res.status === 206) {
       // Content-Range: bytes START-END/TOTAL
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
-      if (!m || Number(m[1]) !== (opts.start ?? 0) || (opts.end !== undefined && Number(m[2]) !== opts.end)) {
+      const [start, end, total] = m ? [Number(m[1]), Number(m[2]), m[3] === '*' ? null : Number(m[3])] : [NaN, NaN, null];
+      const usable =
+        m !== null &&
+        start <= end &&
+        (opts.suffix !== undefined
+          ? // The last N bytes of a blob of a said size: nothing else is that suffix.
+            total !== null && end === total - 1 && end - start + 1 === Math.min(opts.suffix, total)
+          : start === (opts.start ?? 0) && (opts.end === undefined || end === opts.end));
+      if (!usable) {
         discard(res.body);
         throw new UpstreamError('bad_response', this.name, `${this.label} answered a range request for ${what} with an unusable Content-Range`, { failure: BAD_CONTENT_RANGE });
       }
-      return { size: m[3] === '*' ? null : Number(m[3]), start: Number(m[1]), body: res.body, partial: true };
+      return { size: total, start, end, body: res.body, partial: true };
     }
     // 200: the whole blob, from byte 0, whatever was asked.
-    return { size: length, start: 0, body: res.body, partial: false };
+    return { size: length, start: 0, end: length === null ? null : length - 1, body: res.body, partial: false };
   }
 
   /**

@@ -20,8 +20,9 @@ import { discard } from '../util/http-body.js';
 import type { UpstreamConfig } from '../config/config.js';
 import type { UpstreamHealth } from '../metadata/upstream-health.js';
 import type { DownloadSource, OpenedBody } from './blob-source.js';
+import type { SentRange } from '../storage/backend.js';
 import type { PeerSource } from '../cluster/peer-endpoint.js';
-import { UpstreamError } from './errors.js';
+import { BAD_CONTENT_RANGE, UpstreamError } from './errors.js';
 import { SourceClient, type FetchedManifest, type ManifestHead, type TagsListLimits } from './source-client.js';
 
 // What a peer source offers (implemented by lib/cluster/peers.ts): defined beside the peer endpoint.
@@ -127,15 +128,22 @@ export class UpstreamSources {
   /**
    * One range of a blob for a client (lib/cache/upstream-ranges.ts), asked of the sources in order
    * like any request (auth, tokens, redirects, timeouts). Null when the source ignored the Range
-   * (answered the whole blob, 200: its body is dropped); a 206 for another range is refused.
+   * (answered the whole blob, 200: its body is dropped); a 206 for another range is refused. The
+   * range as the client sent it: `bytes=S-E`, `S-` (to the last byte) or the suffix `-N`.
    */
-  async getBlobRange(name: string, digest: string, range: { start: number; end: number }, signal?: AbortSignal): Promise<{ size: number | null; body: Readable } | null> {
-    const answer = await this.first((s) => s.getBlob(name, digest, { start: range.start, end: range.end, signal }));
-    if (!answer.partial) {
+  async getBlobRange(name: string, digest: string, range: SentRange, signal?: AbortSignal): Promise<{ size: number | null; start: number; end: number; body: Readable } | null> {
+    const opts = 'suffix' in range ? { suffix: range.suffix } : { start: range.start, ...(range.end === null ? {} : { end: range.end }) };
+    const answer = await this.first((s) => s.getBlob(name, digest, { ...opts, signal }));
+    if (!answer.partial || answer.end === null) {
       discard(answer.body);
       return null;
     }
-    return { size: answer.size, body: answer.body };
+    // `bytes=S-` runs to the blob's last byte: a 206 that says it stops short is not that range.
+    if (!('suffix' in range) && range.end === null && (answer.size === null || answer.end !== answer.size - 1)) {
+      discard(answer.body);
+      throw new UpstreamError('bad_response', this.name, `a range request for blob ${name}@${digest} was answered with an unusable Content-Range`, { failure: BAD_CONTENT_RANGE });
+    }
+    return { size: answer.size, start: answer.start, end: answer.end, body: answer.body };
   }
 
   /**
