@@ -46,8 +46,8 @@ export const RANGES_IN_ALL = 64;
  * How a client's Range past the download ended (stevedore_upstream_range_requests_total):
  * `served` from the upstream; else the range followed the download: `over_bound` (no ranged GET
  * was sent: RANGES_PER_BLOB / RANGES_IN_ALL), `ignored` (the upstream answered 200),
- * `bad_range` (a 206 for another range or another blob, or with another length: the client's
- * answer was cut), `error` (the ranged GET failed, its body did, or the client left mid-range).
+ * `bad_range` (a 206 for another range or another blob, or with another length, or for a size
+ * the whole-blob GET contradicts: the client's answer was cut), `error` (the ranged GET failed, its body did, or the client left mid-range).
  */
 export const RANGE_OUTCOMES = ['served', 'over_bound', 'ignored', 'bad_range', 'error'] as const;
 export type RangeOutcome = (typeof RANGE_OUTCOMES)[number];
