@@ -23,7 +23,7 @@
  *   npm run build && TAP_TIMEOUT=0 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/lazy-range.ts [sizeMiB] [mibps] [runs] [rttMs]
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
@@ -82,6 +82,8 @@ try {
   teardowns.push(() => reg.stop());
   const upstream = rttMs > 0 ? await frontProxy(t, reg.url, (req, _res, forward) => setTimeout(() => forward(req.headers.range), rttMs)) : reg.url;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'lazy-range-bench-'));
+  // Stevedore's store (two blobs of sizeMiB per run): removed once stevedore stopped.
+  teardowns.push(() => rm(dir, { recursive: true, force: true }));
   const sd = await spawnStevedore(t, { upstreams: { 'docker.io': { url: upstream } }, storage: { path: path.join(dir, 'store') } });
   const dist = await startDistribution(upstream);
   teardowns.push(() => dist.stop());
