@@ -29,7 +29,9 @@ RUN npm run build \
  && node scripts/prune-node-modules.mjs node_modules
 
 FROM ${BASE_IMAGE}
+# MALLOC_MMAP_THRESHOLD_: NODE_ENV of lib/cli/node-flags.ts (freed buffers go back to the system).
 ENV NODE_ENV=production \
+    MALLOC_MMAP_THRESHOLD_=131072 \
     STEVEDORE_STORAGE_PATH=/var/lib/stevedore \
     STEVEDORE_LISTEN=0.0.0.0:5000
 WORKDIR /app

@@ -11,7 +11,7 @@ import { closeSync, openSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NODE_FLAGS } from '../../lib/cli/node-flags.js';
+import { NODE_ENV, NODE_FLAGS } from '../../lib/cli/node-flags.js';
 import { DEFECT_EVENTS } from '../../lib/server/last-resort.js';
 import { startRedis as startTestRedis, type RedisServer as TestRedis } from '../../test/fixtures/redis.js';
 import { freePort, removeDir, spawnTracked, stopProcess, tmpDir, waitFor, which } from '../../test/fixtures/util.js';
@@ -287,7 +287,7 @@ export async function startStevedore(opts: StevedoreOptions): Promise<StevedoreS
   const spawnedAt = Date.now();
   const child: ChildProcess = spawnTracked(process.execPath, [...NODE_FLAGS, ...(opts.nodeArgs ?? []), opts.build.main, 'serve', '--config', configFile], {
     cwd: dir,
-    env: cleanEnv(),
+    env: cleanEnv(NODE_ENV),
     stdio: ['ignore', fd, fd],
   }, { dieWithParent: true });
   closeSync(fd);

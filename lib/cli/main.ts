@@ -1,7 +1,7 @@
-#!/usr/bin/env -S node --max-semi-space-size=16
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=16
 /**
- * The `stevedore` command. The first line starts it with node-flags.ts's NODE_FLAGS (`env -S`
- * splits them), as `npm start` and the image do.
+ * The `stevedore` command. The first line starts it with node-flags.ts's NODE_ENV and NODE_FLAGS
+ * (`env -S` sets the one and splits the other), as `npm start` and the image do.
  */
 import { Command } from 'commander';
 import cluster from 'node:cluster';
@@ -10,6 +10,7 @@ import { createLogger, logDestination } from '../server/logger.js';
 import { resolveWorkers } from '../util/available-cores.js';
 import { workerSlot } from '../cluster/ipc/coordinator.js';
 import { installLastResort } from '../server/last-resort.js';
+import { nodeEnvDefaults } from './node-flags.js';
 import { configOrExit, fail, loadConfigAgain, withConfigOptions, type ConfigFlags } from './common.js';
 // The other commands' modules (progress bars, tar, ...) are loaded when they run: `serve` does not
 // pay for them in memory.
@@ -33,7 +34,7 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
     if (workers > 1) {
       // The primary supervises the workers and loads nothing of the app (lib/server/supervisor.ts).
       const { superviseWorkers } = await import('../server/supervisor.js');
-      const supervisor = superviseWorkers(config, workers, log);
+      const supervisor = superviseWorkers(config, workers, log, nodeEnvDefaults());
       process.on('SIGTERM', () => supervisor.stop('SIGTERM'));
       process.on('SIGINT', () => supervisor.stop('SIGINT'));
       // SIGHUP (signature policies read again) is each worker's to act on.

@@ -16,3 +16,23 @@
  * benchmark chose (bench/RESULTS.md).
  */
 export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
+
+/**
+ * The environment stevedore runs with, in the same places as NODE_FLAGS (the bin's first line sets
+ * it with `env -S`, `npm start` on its command line, the image with ENV, the supervisor for the
+ * workers it forks unless already set; the tests and the benchmark import it).
+ *
+ * MALLOC_MMAP_THRESHOLD_: glibc's malloc serves an allocation of this many bytes or more with its
+ * own mmap, returned to the system when freed. Left unset, glibc raises the threshold each time
+ * such a block is freed (up to 32 MiB), so the 64 KiB–1 MiB buffers of file reads and socket
+ * writes soon come from the heap arenas and stay there when freed: RSS keeps the busiest moment's
+ * buffers. Fixed at 128 KiB (glibc's initial value), scenario 2's peak RSS was 157–163 MiB against
+ * 178–200 without, throughput within the runs' spread (bench/RESULTS.md, "Issue 26/28: where the
+ * peak RSS goes"). Only the environment sets it: glibc reads it when the process starts.
+ */
+export const NODE_ENV: Readonly<Record<string, string>> = { MALLOC_MMAP_THRESHOLD_: '131072' };
+
+/** NODE_ENV's variables that `env` does not set already (a user's own value wins). */
+export function nodeEnvDefaults(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  return Object.fromEntries(Object.entries(NODE_ENV).filter(([k]) => env[k] === undefined));
+}

@@ -26,6 +26,7 @@ import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.j
 import { OciError } from '../oci/errors.js';
 import type { Auth, AuthContext } from './auth/auth.js';
 import { sendJson } from './respond.js';
+import { readBoundedBody } from '../util/request-body.js';
 
 export const PREHEAT_PATH = '/_stevedore/preheat';
 const BODY_MAX = 64 * 1024;
@@ -154,21 +155,5 @@ export class PreheatEndpoint {
 }
 
 function readBody(req: IncomingMessage): Promise<string> {
-  const tooLarge = (): OciError => new OciError('SIZE_INVALID', `body over ${BODY_MAX} bytes`, { status: 413 });
-  if (Number(req.headers['content-length'] ?? NaN) > BODY_MAX) return Promise.reject(tooLarge());
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size <= BODY_MAX) return void chunks.push(chunk);
-      req.off('data', onData);
-      req.pause();
-      reject(tooLarge());
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-    req.once('close', () => reject(new Error('the client closed the connection before the end of its request body')));
-  });
+  return readBoundedBody(req, BODY_MAX, () => new OciError('SIZE_INVALID', `body over ${BODY_MAX} bytes`, { status: 413 }));
 }

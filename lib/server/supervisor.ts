@@ -32,7 +32,11 @@ export interface Supervisor {
   signal(signal: NodeJS.Signals): void;
 }
 
-export function superviseWorkers(config: Config, workers: number, log: Logger): Supervisor {
+/**
+ * `env`: added to each worker's environment (the CLI passes node-flags.ts's NODE_ENV variables the
+ * supervisor's own environment does not set: a worker is a new process, started as the bin is).
+ */
+export function superviseWorkers(config: Config, workers: number, log: Logger, env: Readonly<Record<string, string>> = {}): Supervisor {
   const host = new IpcCoordinatorHost();
   const aggregator = new AggregatorRegistry();
   const own = new Registry();
@@ -86,7 +90,7 @@ export function superviseWorkers(config: Config, workers: number, log: Logger): 
 
   const fork = (slot: number): void => {
     const started = Date.now();
-    const worker = cluster.fork({ [WORKERS_ENV]: String(workers), [WORKER_SLOT_ENV]: String(slot) });
+    const worker = cluster.fork({ ...env, [WORKERS_ENV]: String(workers), [WORKER_SLOT_ENV]: String(slot) });
     alive.add(worker);
     log.info({ worker: slot, pid: worker.process.pid }, 'supervisor: worker started');
     const channel: IpcChannel = {

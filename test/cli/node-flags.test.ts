@@ -6,21 +6,27 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import t from 'tap';
-import { NODE_FLAGS } from '../../lib/cli/node-flags.js';
+import t, { type Test } from 'tap';
+import { NODE_ENV, NODE_FLAGS } from '../../lib/cli/node-flags.js';
+import { spawnStevedore } from '../fixtures/stevedore-process.js';
+import { tmpDir } from '../fixtures/util.js';
 import { STEVEDORE_MAIN, stevedoreArgv } from '../fixtures/entry.js';
 
+const envWords = Object.entries(NODE_ENV)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(' ');
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 t.test('the stevedore bin, npm start and the image start node with NODE_FLAGS', async (t) => {
   const main = await readFile(path.join(ROOT, 'lib/cli/main.ts'), 'utf8');
-  t.equal(main.split('\n')[0], `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`, 'the bin (dist/cli/main.js keeps this line)');
+  t.equal(main.split('\n')[0], `#!/usr/bin/env -S ${envWords} node ${NODE_FLAGS.join(' ')}`, 'the bin (dist/cli/main.js keeps this line)');
   const pkg = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string>; bin: Record<string, string> };
   t.equal(pkg.bin.stevedore, 'dist/cli/main.js');
-  t.match(pkg.scripts.start, new RegExp(`(^|&& )node ${NODE_FLAGS.join(' ')} dist/cli/main\\.js serve$`), 'npm start');
+  t.match(pkg.scripts.start, new RegExp(`(^|&& )${envWords} node ${NODE_FLAGS.join(' ')} dist/cli/main\\.js serve$`), 'npm start');
   const dockerfile = await readFile(path.join(ROOT, 'Dockerfile'), 'utf8');
   const entrypoints = dockerfile.split('\n').filter((l) => l.startsWith('ENTRYPOINT '));
   t.same(entrypoints.map((l) => JSON.parse(l.slice('ENTRYPOINT '.length)) as unknown), [['node', ...NODE_FLAGS, 'dist/cli/main.js']], 'the image');
+  for (const [k, v] of Object.entries(NODE_ENV)) t.match(dockerfile, new RegExp(`\\n(ENV |    )[^\\n]*\\b${k}=${v}\\b`), `the image's ENV sets ${k}`);
   t.same(stevedoreArgv(['serve'], ['--x']), [process.execPath, ...NODE_FLAGS, '--x', STEVEDORE_MAIN, 'serve'], "the tests' processes (the benchmark's import the list too)");
 });
 
@@ -52,4 +58,35 @@ t.test('NODE_FLAGS bound the young generation, which setting the flag from insid
   t.ok(unbounded > 2 * semi, `without: ${unbounded} MiB (Node's default is larger, so the flag is needed)`);
   const inProcess = await youngGeneration([], NODE_FLAGS.join(' '));
   t.ok(inProcess > 2 * semi, `v8.setFlagsFromString at run time: ${inProcess} MiB (no effect: the flag must be on the command line)`);
+});
+
+/** The environment of a running process, from /proc. */
+async function environOf(pid: number): Promise<Record<string, string>> {
+  const text = await readFile(`/proc/${pid}/environ`, 'utf8');
+  return Object.fromEntries(text.split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+}
+
+/** The pids whose parent is `pid`. */
+async function childrenOf(pid: number): Promise<number[]> {
+  const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8');
+  return text.split(' ').filter(Boolean).map(Number);
+}
+
+async function workersStartedWith(t: Test, env: Record<string, string | undefined>): Promise<Array<Record<string, string>>> {
+  const storage = await tmpDir(t, 'node-env-');
+  const sd = await spawnStevedore(t, { storage: { path: storage }, upstreams: { up: { url: 'http://127.0.0.1:9' } }, defaultUpstream: 'up', server: { workers: 2 } }, { env });
+  t.teardown(() => sd.kill());
+  const kids = await childrenOf(sd.pid);
+  t.equal(kids.length, 2, 'two workers');
+  return Promise.all(kids.map(environOf));
+}
+
+t.test('workers forked by the supervisor get NODE_ENV when stevedore was started without it', async (t) => {
+  const envs = await workersStartedWith(t, Object.fromEntries(Object.keys(NODE_ENV).map((k) => [k, undefined])));
+  for (const e of envs) for (const [k, v] of Object.entries(NODE_ENV)) t.equal(e[k], v, `worker: ${k}`);
+});
+
+t.test("a value of NODE_ENV's variables set by the user is the workers' too", async (t) => {
+  const envs = await workersStartedWith(t, { MALLOC_MMAP_THRESHOLD_: '65536' });
+  for (const e of envs) t.equal(e.MALLOC_MMAP_THRESHOLD_, '65536');
 });

@@ -48,6 +48,7 @@ import { LoginThrottle, type LoginKeys } from './login-throttle.js';
 import { TokenError, TokenIssuer, type TokenAccess, type TokenClaims } from './token-issuer.js';
 import type { ActFields } from '../../events/acts.js';
 import { isCertificateIdentity, type CertificateIdentity, type ClientCertificates } from './client-certificate.js';
+import { readBoundedBody } from '../../util/request-body.js';
 
 export const TOKEN_PATH = '/token';
 /**
@@ -528,25 +529,5 @@ async function readForm(req: IncomingMessage): Promise<string> {
   if (type !== '' && type !== 'application/x-www-form-urlencoded') {
     throw new OciError('UNSUPPORTED', `POST ${TOKEN_PATH} takes application/x-www-form-urlencoded, not ${type.slice(0, 60)}`, { status: 415 });
   }
-  const tooLarge = (): OciError => new OciError('SIZE_INVALID', `token request body over ${TOKEN_BODY_MAX} bytes`, { status: 413 });
-  const declared = Number(req.headers['content-length'] ?? NaN);
-  if (declared > TOKEN_BODY_MAX) throw tooLarge();
-  // Reads at most TOKEN_BODY_MAX: past it the answer is 413 at once, and the edge closes the
-  // connection rather than reading the rest (create-server's closeIfBodyUnread).
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size <= TOKEN_BODY_MAX) return void chunks.push(chunk);
-      req.off('data', onData);
-      req.pause();
-      reject(tooLarge());
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-    // A client that hangs up mid-body: neither 'end' nor (without a reader) always 'error' follows.
-    req.once('close', () => reject(new Error('the client closed the connection before the end of its request body')));
-  });
+  return readBoundedBody(req, TOKEN_BODY_MAX, () => new OciError('SIZE_INVALID', `token request body over ${TOKEN_BODY_MAX} bytes`, { status: 413 }));
 }
