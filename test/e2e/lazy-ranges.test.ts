@@ -2,14 +2,13 @@
 // the upstream at once, while the whole-blob download goes on for the cache. The upstream is a real
 // CNCF distribution behind the counting proxy, which paces bodies like a slow link.
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage } from 'node:http';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { makeBlob, pushBlob, type Blob } from '../fixtures/images.js';
 import { startRegistry, type RecordedRequest, type Registry } from '../fixtures/registry.js';
 import { startStevedore, type Stevedore } from '../fixtures/stevedore.js';
-import { slowWholeBlobs } from '../fixtures/front-proxy.js';
+import { frontProxy, slowWholeBlobs } from '../fixtures/front-proxy.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -133,29 +132,12 @@ t.test('a cold blob read by ranges ends up stored and verified', async (t) => {
  * undefined: none, so the registry answers 200): the requests it saw.
  */
 async function rangeRewritingProxy(t: Test, target: string, rewrite: (range: string) => string | undefined): Promise<{ url: string; seen: IncomingMessage[] }> {
-  const to = new URL(target);
   const seen: IncomingMessage[] = [];
-  const server: Server = createServer((req, res) => {
+  const url = await frontProxy(t, target, (req, _res, forward) => {
     seen.push(req);
-    const headers = { ...req.headers };
-    const range = headers.range;
-    delete headers.range;
-    const rewritten = range === undefined ? undefined : rewrite(range);
-    if (rewritten !== undefined) headers.range = rewritten;
-    const up = httpRequest({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-      res.on('close', () => answer.destroy());
-    });
-    up.on('error', () => res.destroy());
-    req.pipe(up);
+    forward(req.headers.range === undefined ? undefined : rewrite(req.headers.range));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    server.closeAllConnections();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+  return { url, seen };
 }
 
 t.test('an upstream that ignores Range is not streamed as a range: the range follows the download', async (t) => {
