@@ -41,6 +41,15 @@ async function pullAll(t: Test, node: StevedoreProcess, img: BuiltImage, tag: st
   t.equal(byDigest.statusCode, 200, 'the manifest by digest');
 }
 
+/** Pulls the image from each of `nodes` (pullAll) and checks neither the registry nor central saw a request meanwhile. */
+async function pullAllLocally(t: Test, tier: Tiers, nodes: StevedoreProcess[], img: BuiltImage): Promise<void> {
+  tier.registry.resetCounts();
+  const before = centralRequests(tier.central);
+  for (const n of nodes) await pullAll(t, n, img, 'v1');
+  t.equal(tier.registry.count('*', /.*/), 0, 'the registry saw no request during the pulls');
+  t.equal(centralRequests(tier.central) - before, 0, 'central saw no request during the pulls');
+}
+
 async function setImage(tier: Tiers, seed: string, layers = 3): Promise<BuiltImage> {
   const img = buildDockerImage(seed, { layers, layerSize: 256 * 1024 });
   await pushImage(tier.registry.directUrl, 'library/app', 'v1', img);
@@ -86,11 +95,7 @@ t.test('prefetch --nodes all warms three node instances; then every manifest and
   for (const n of tier.nodes) t.match(run.stderr, `node ${n.url}: warm docker.io/library/app:v1`, `it shows ${n.url} warm`);
   t.match(run.stderr, 'warm on 3/3 nodes');
 
-  tier.registry.resetCounts();
-  const before = centralRequests(tier.central);
-  for (const n of tier.nodes) await pullAll(t, n, img, 'v1');
-  t.equal(tier.registry.count('*', /.*/), 0, 'the registry saw no request during the pulls');
-  t.equal(centralRequests(tier.central) - before, 0, 'central saw no request during the pulls');
+  await pullAllLocally(t, tier, tier.nodes, img);
   for (const l of img.layers) {
     const fromRegistry = tier.registry.requests.filter((r) => r.path.includes(l.digest));
     t.equal(fromRegistry.length, 0, 'not even for warming after the reset');
@@ -119,11 +124,7 @@ t.test('a node instance started after a mark for all nodes warms itself', async 
   t.equal(run.code, 0, `exit 0: ${run.stderr}`);
   const late = await tier.addNode();
   await waitFor('the new node warms the image', async () => warmLines(late).length > 0, 30_000);
-  tier.registry.resetCounts();
-  const before = centralRequests(tier.central);
-  await pullAll(t, late, img, 'v1');
-  t.equal(tier.registry.count('*', /.*/), 0, 'the registry saw no request');
-  t.equal(centralRequests(tier.central) - before, 0, 'central saw no request');
+  await pullAllLocally(t, tier, [late], img);
 });
 
 t.test('what a mark pinned is unpinned when the mark expires', async (t) => {
@@ -229,11 +230,7 @@ t.test('an authenticated POST to the pre-heat endpoint makes the nodes warm the 
   t.equal(p.statusCode, 200);
   t.same(progress.warm, [node.url], 'the node is listed warm');
   t.equal(progress.finished, true);
-  tier.registry.resetCounts();
-  const before = centralRequests(tier.central);
-  await pullAll(t, node, img, 'v1');
-  t.equal(tier.registry.count('*', /.*/), 0, 'the registry saw no request');
-  t.equal(centralRequests(tier.central) - before, 0, 'central saw no request');
+  await pullAllLocally(t, tier, [node], img);
 });
 
 t.test('prefetch --nodes exits 1 naming the node and image a node could not warm (an upstream the node does not have)', async (t) => {
