@@ -40,6 +40,12 @@ withConfigOptions(program.command('serve').description('run the proxy (embedded 
       // SIGHUP (signature policies read again) is each worker's to act on.
       process.on('SIGHUP', () => supervisor.signal('SIGHUP'));
       installLastResort({ log, fatal: () => supervisor.stop('uncaughtException') });
+      // The supervisor's own start-up garbage (configuration, modules) given back: it then mostly waits.
+      if (config.server.idleMemoryReturn !== null) {
+        const { returnMemory } = await import('../server/idle-memory.js');
+        const r = returnMemory('start-up');
+        log.debug({ ms: Math.round(r.ms), rss: r.rss }, 'supervisor: start-up memory returned');
+      }
       const code = await supervisor.stopped;
       log.info('supervisor: every worker has exited');
       process.exit(code);

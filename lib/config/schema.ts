@@ -479,6 +479,7 @@ const SERVER_DEFAULTS = {
   maxConnectionsPerAddress: 256,
   shutdownGrace: 10_000,
   workers: 'auto' as const,
+  idleMemoryReturn: 30_000,
 };
 
 export const configSchema = z
@@ -535,6 +536,12 @@ export const configSchema = z
          * supervisor.
          */
         workers: z.union([z.literal('auto'), z.number().int().min(1).max(1024)]).default('auto'),
+        /**
+         * Memory given back to the system when idle (lib/server/idle-memory.ts): at start-up, and
+         * when no request has come for this long after some did (nothing in flight), one
+         * memory-reducing garbage collection (20–60 ms). null: never.
+         */
+        idleMemoryReturn: duration.refine((ms) => ms >= 1_000, { message: 'at least 1s' }).nullable().default(30_000),
       })
       .strict()
       .default(SERVER_DEFAULTS),

@@ -39,6 +39,7 @@ import { PeerRequestAuth } from '../cluster/peer-auth.js';
 import { PeerNetworks } from '../cluster/peer-networks.js';
 import type { Dashboard } from './dashboard/dashboard.js';
 import { closingReserve, ShutdownDeadline } from './shutdown.js';
+import { IdleMemory } from './idle-memory.js';
 import { readFile } from 'node:fs/promises';
 import { ClientCertificates, type ClientAuthMode } from './auth/client-certificate.js';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
@@ -382,7 +383,17 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
           log: log.child({ preheat: nodePeers.group }),
         })
       : null;
-  const serverDeps = { config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, acts, preheat: preheatMarks, isReady: () => ready };
+  // Memory given back after start-up and busy spells (config server.idleMemoryReturn).
+  const idleMemory =
+    config.server.idleMemoryReturn !== null
+      ? new IdleMemory({
+          quietMs: config.server.idleMemoryReturn,
+          busy: () => pull.downloadsInFlight() > 0,
+          log,
+          onReturn: (r) => metrics.returnedMemory(r.reason, r.rss[0], r.rss[1]),
+        })
+      : null;
+  const serverDeps = { idleMemory, config, pull, registry, hosted, referrers, signatures, upstreams, log, auth, metrics, peers, clusterPeers: leaseHolders, dashboard, acts, preheat: preheatMarks, isReady: () => ready };
   // config peerListen: the peer endpoint on a listener of its own, and only there (its requests are
   // signed: it asks for no client certificate).
   const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, tls: tlsPair ? { cert: tlsPair.cert, key: tlsPair.key } : null, peerRoute: 'only' }) : null;
@@ -430,6 +441,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       acts.emit({ type: 'config.reloaded', reason: 'signature policies (verify) read again' });
     },
     async listen(port = config.listen.port, host = config.listen.host) {
+      // Start-up's garbage collected and the heap shrunk before the first request can wait for it.
+      idleMemory?.start();
       const addr = await listenOn(server, port, host);
       if (peerServer && config.peerListen) peerAddress = await listenOn(peerServer, config.peerListen.port, config.peerListen.host);
       // A node instance that serves warms what the marks name (a CLI command on the store does not).
@@ -442,6 +455,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       const deadline = new ShutdownDeadline(graceMs, log);
       ready = false;
       clearInterval(snapshotTimer);
+      idleMemory?.stop();
       tls?.stop();
       peerTls?.stop();
       registry.stop();

@@ -18,6 +18,7 @@ import type { UpstreamSources } from '../upstream/upstream-sources.js';
 import type { NodePeers } from '../cluster/peers.js';
 import { PEER_BLOB_PATH, type PeerEndpoint } from '../cluster/peer-endpoint.js';
 import { matchRoute, type ResolvedRepo, type Route } from './route.js';
+import type { IdleMemory } from './idle-memory.js';
 import { ConnectionGuard } from './connection-guard.js';
 import { ANONYMOUS_OWNER } from '../storage/upload-store.js';
 import type { Metrics } from './metrics.js';
@@ -76,6 +77,8 @@ export interface ServerDeps {
   isReady: () => boolean;
   /** Prometheus metrics at /metrics; absent: no /metrics. */
   metrics?: Metrics;
+  /** Told of every request, to return memory once they stop (config server.idleMemoryReturn); absent or null: not. */
+  idleMemory?: IdleMemory | null;
   /** Node mode: the peers, served on PEER_BLOB_PATH; absent or null: no peer endpoint. */
   peers?: NodePeers | null;
   /** Cluster mode on the S3 backend: the other replicas, served on PEER_BLOB_PATH (holder-stream.ts). */
@@ -308,6 +311,7 @@ async function handle(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: S
   res.setHeader('X-Request-Id', reqId);
   const head = req.method === 'HEAD';
   deps.metrics?.requestStarted();
+  deps.idleMemory?.requestStarted(req.url);
   const untrack = trackQueued(req, res);
   const outcome: Outcome = {};
   if (deps.acts?.active) outcome.act = deps.acts.forRequest(() => ({ user: outcome.user ?? null, address: deps.auth.addressOf(req), reqId }));
@@ -334,6 +338,7 @@ async function handle(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: S
     unwatch();
     untrack();
     deps.metrics?.requestEnded();
+    deps.idleMemory?.requestEnded();
     if (span) endServerSpan(span, req, res, outcome);
   }
 }

@@ -32,6 +32,8 @@ export class Metrics {
   /** Requests being handled now (a handler that never ends would show here). */
   private readonly inFlight: Gauge;
   private readonly refused: Counter<'reason'>;
+  private readonly memoryReturns: Counter<'reason'>;
+  private readonly memoryReturned: Counter;
   private readonly signatures: Counter<'result'>;
   private readonly webhooks: Counter<'outcome'>;
   private readonly auditLines: Counter<'outcome'>;
@@ -108,6 +110,18 @@ export class Metrics {
       registers,
     });
     for (const reason of ['max_connections', 'per_address', 'slow_body']) this.refused.inc({ reason }, 0);
+    this.memoryReturns = new Counter({
+      name: 'stevedore_memory_returns_total',
+      help: 'Memory-reducing garbage collections run while idle (server.idleMemoryReturn): start-up, idle (after a busy spell)',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of ['start-up', 'idle']) this.memoryReturns.inc({ reason }, 0);
+    this.memoryReturned = new Counter({
+      name: 'stevedore_memory_returned_bytes_total',
+      help: 'Resident memory given back by those collections (RSS before less after, when it shrank)',
+      registers,
+    });
     this.inFlight = new Gauge({
       name: 'stevedore_http_requests_in_flight',
       help: 'Requests being handled now, the one asking for /metrics included',
@@ -400,6 +414,12 @@ export class Metrics {
 
   requestStarted(): void {
     this.inFlight.inc();
+  }
+
+  /** One collection of server.idleMemoryReturn (lib/server/idle-memory.ts). */
+  returnedMemory(reason: 'start-up' | 'idle', rssBefore: number, rssAfter: number): void {
+    this.memoryReturns.inc({ reason });
+    if (rssBefore > rssAfter) this.memoryReturned.inc(rssBefore - rssAfter);
   }
 
   requestEnded(): void {

@@ -75,6 +75,7 @@ t.test('the defaults are the documented values', async (t) => {
     maxConnectionsPerAddress: 256,
     shutdownGrace: 10_000,
     workers: 'auto',
+    idleMemoryReturn: 30_000,
   });
   t.equal(c.storage.path, './data');
   t.equal(c.storage.maxSize, null);
