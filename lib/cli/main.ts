@@ -126,6 +126,11 @@ function workerCount(config: Config, log: ReturnType<typeof createLogger>): numb
     if (config.server.workers === 'auto') log.info('server.workers auto: 1 in node mode (node.peers)');
     return 1;
   }
+  if (config.storage.backend === 's3' && config.metadata.redis !== null) {
+    // Each process a replica reached at its own cluster.advertise: one per replica (lib/config/config.ts).
+    if (config.server.workers === 'auto') log.info('server.workers auto: 1 in cluster mode on the S3 backend (one process per replica, each at its cluster.advertise)');
+    return 1;
+  }
   return resolveWorkers(config.server.workers);
 }
 

@@ -446,9 +446,28 @@ function crossCheck(doc: unknown): string[] {
       }
     }
   }
+  if (s3ClusterMode(d)) {
+    const workers = isRecord(d.server) ? d.server.workers : undefined;
+    if (typeof workers === 'number' && workers > 1) {
+      problems.push(
+        'server.workers: cluster mode on the S3 backend (metadata.redis, storage.backend s3) runs one process per replica: every worker would advertise the one cluster.advertise address, behind which the port hands connections to any worker; set server.workers to 1 or auto and run more replicas',
+      );
+    }
+  }
   problems.push(...patternProblems(d, names));
   problems.push(...hostedProblems(d, names));
   return problems;
+}
+
+/**
+ * Cluster mode (Redis, no node tier) on a backend whose downloads are not shared files: each
+ * process is a replica that other hosts reach at its cluster.advertise address (one per replica).
+ */
+function s3ClusterMode(d: Record<string, unknown>): boolean {
+  const storage = isRecord(d.storage) ? d.storage : undefined;
+  const meta = isRecord(d.metadata) ? d.metadata : undefined;
+  const node = isRecord(d.node) ? d.node : undefined;
+  return storage?.backend === 's3' && typeof meta?.redis === 'string' && !isRecord(node?.peers);
 }
 
 /**

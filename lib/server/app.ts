@@ -15,7 +15,7 @@ import { Metadata } from '../metadata/metadata.js';
 import { UpstreamSources } from '../upstream/upstream-sources.js';
 import { PullThrough, type Clock } from '../cache/pull-through.js';
 import { UpstreamHealth } from '../metadata/upstream-health.js';
-import { createServer } from './create-server.js';
+import { createServer, newHttpServer } from './create-server.js';
 import { Metrics } from './metrics.js';
 import { Auth } from './auth/auth.js';
 import { canonicalRepository } from './auth/authorize-route.js';
@@ -140,7 +140,13 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   // Replicas whose backend shares no temp files (a bucket) share no disk: a download in progress
   // is streamed from its holder.
   const holdersStream = clustered && !store.blobs.sharesDownloads;
-  if (holdersStream && (config.cluster.advertise === null || config.cluster.token === null)) {
+  // The workers of one host on such a backend (server.workers, no Redis): each serves the downloads
+  // it holds to the others on a loopback port of its own, requests signed with a secret the
+  // supervisor made; cluster.advertise (one address for every worker, behind which the port hands
+  // connections out round-robin) would reach the holder only by chance.
+  const workerHolders = holdersStream && shared?.name === 'ipc' ? await loopbackPeerEndpoint(config) : null;
+  if (workerHolders) log.info({ peerEndpoint: workerHolders.url }, 'workers: the downloads this worker holds are streamed to the other workers from a loopback port of its own (the backend shares no temp files)');
+  if (holdersStream && !workerHolders && (config.cluster.advertise === null || config.cluster.token === null)) {
     await store.blobs.close().catch(() => undefined);
     throw new ConfigError(
       ['cluster mode on the S3 backend needs cluster.advertise (this replica\'s URL, e.g. http://${POD_IP}:5000) and cluster.token (a secret shared by the replicas): replicas share no disk, so the clients of one stream a download in progress from the replica holding it'],
@@ -227,7 +233,14 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     // What this node already holds (from before a restart) is findable at once.
     await peers.announce([...storedDigests(store)]).catch((err: unknown) => log.warn({ err }, 'could not announce stored blobs to the peers'));
   }
-  const leaseHolders = holdersStream
+  const leaseHolders = workerHolders
+    ? new LeaseHolderClient(
+        new PeerRequestAuth(workerHolders.secret, workerHolders.url, 'the supervisor\'s secret for its workers'),
+        new PeerNetworks(['127.0.0.1/32'], 'the workers\' loopback addresses', log),
+        { connectTimeoutMs: config.timeouts.connect, idleTimeoutMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) },
+        log,
+      )
+    : holdersStream
     ? new LeaseHolderClient(
         new PeerRequestAuth(config.cluster.token!, config.cluster.advertise!, 'cluster.token'),
         new PeerNetworks(config.cluster.allowedNetworks, 'cluster.allowedNetworks', log),
@@ -397,7 +410,10 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
   // config peerListen: the peer endpoint on a listener of its own, and only there (its requests are
   // signed: it asks for no client certificate).
   const peerServer = config.peerListen !== null ? createServer({ ...serverDeps, tls: tlsPair ? { cert: tlsPair.cert, key: tlsPair.key } : null, peerRoute: 'only' }) : null;
-  const server = createServer({ ...serverDeps, tls: tlsPair, peerRoute: peerServer ? 'elsewhere' : 'here' });
+  const server = createServer({ ...serverDeps, tls: tlsPair, peerRoute: peerServer || workerHolders ? 'elsewhere' : 'here' });
+  // The workers' loopback peer endpoint (bound above, before its address was published): plain
+  // HTTP on 127.0.0.1, every request signed.
+  if (workerHolders) createServer({ ...serverDeps, tls: null, peerRoute: 'only', server: workerHolders.server });
   let tls: CertificateReloader | null = null;
   let peerTls: CertificateReloader | null = null;
   if (tlsFiles && tlsPair) {
@@ -459,12 +475,13 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       tls?.stop();
       peerTls?.stop();
       registry.stop();
-      const closed = Promise.all([server, ...(peerServer ? [peerServer] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+      const closed = Promise.all([server, ...(peerServer ? [peerServer] : []), ...(workerHolders ? [workerHolders.server] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
       // A keep-alive connection goes as soon as its answer in flight is done (not at the end of the
       // grace period): the process exits once nothing is left to finish.
       const closeIdle = (): void => {
         server.closeIdleConnections();
         peerServer?.closeIdleConnections();
+        workerHolders?.server.closeIdleConnections();
       };
       closeIdle();
       const idleSweep = setInterval(closeIdle, 100);
@@ -473,6 +490,7 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       if (!drained) log.warn({ graceMs, downloads: pull.downloadsInFlight() }, 'shutdown: answers or downloads still running at the end of the grace period are cut');
       server.closeAllConnections();
       peerServer?.closeAllConnections();
+      workerHolders?.server.closeAllConnections();
       // Cluster mode: what this replica still downloads is left for another to resume.
       await deadline.step('hand downloads over', () => pull.handOver());
       // Upstream work still running past the grace period (a stalled download, a tag list) is
@@ -540,3 +558,23 @@ function* storedDigests(store: Store): Generator<string> {
   yield* store.blobs.digests();
 }
 
+
+/**
+ * A worker's own peer endpoint on a backend whose downloads are not shared files (S3): a plain
+ * HTTP server bound to 127.0.0.1 on a port of its own (`exclusive`: not the port node:cluster hands
+ * out), and the secret every worker signs with, asked from the supervisor.
+ */
+async function loopbackPeerEndpoint(config: Config): Promise<{ server: http.Server; url: string; secret: string }> {
+  const secret = await callPrimary<string>('workers.peerSecret');
+  if (typeof secret !== 'string' || secret.length < 32) throw new Error('the supervisor gave no secret for the workers\' peer endpoint');
+  const server = newHttpServer(config);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  return { server, url: `http://127.0.0.1:${port}`, secret };
+}

@@ -89,6 +89,8 @@ export interface ServerDeps {
    * that one, which answers nothing else).
    */
   peerRoute?: 'here' | 'elsewhere' | 'only';
+  /** A plain HTTP server made by newHttpServer (already bound) to answer on, instead of a new one; tls must be null. */
+  server?: http.Server;
   /**
    * HTTPS with this certificate and key (PEM); absent or null: plain HTTP. With `clientCA` the
    * server asks every client for a certificate and verifies it against that bundle, but lets the
@@ -170,10 +172,19 @@ interface Edge {
   targets: TargetResolver;
 }
 
+/** Node checks head timeouts on this interval (30 s by default): often enough for the one configured. */
+function checkingInterval(config: Config): number {
+  return Math.min(30_000, Math.max(250, Math.floor(config.server.headersTimeout / 4)));
+}
+
+/** A plain HTTP server with nothing to answer yet, for createServer's `server` (bound before the rest exists). */
+export function newHttpServer(config: Config): http.Server {
+  return http.createServer({ connectionsCheckingInterval: checkingInterval(config) });
+}
+
 export function createServer(deps: ServerDeps): http.Server {
   const guard = new ConnectionGuard(deps.config.server, deps.log, (reason) => deps.metrics?.connectionRefused(reason));
-  // Node checks head timeouts on this interval (30 s by default): often enough for the one configured.
-  const connectionsCheckingInterval = Math.min(30_000, Math.max(250, Math.floor(deps.config.server.headersTimeout / 4)));
+  const connectionsCheckingInterval = checkingInterval(deps.config);
   // handle() never rejects: its last resort catches everything (and `void` marks that on purpose).
   const edge: Edge = { guard, accessLog: deps.log.child({}, { redact: [] }), targets: new TargetResolver(deps.config, deps.hosted) };
   // With tracing on (config tracing) each request is a server span continuing the caller's trace.
@@ -182,12 +193,19 @@ export function createServer(deps: ServerDeps): http.Server {
     void (tracer ? tracer.serve(req.method ?? 'GET', req.headers, serverSpanAttributes(req), (span) => handle(deps, edge, req, res, span)) : handle(deps, edge, req, res, null));
   };
   const clientCA = deps.tls?.clientCA ?? null;
-  const server: http.Server = deps.tls
-    ? https.createServer(
-        { connectionsCheckingInterval, cert: deps.tls.cert, key: deps.tls.key, ...(clientCA ? { ca: clientCA, requestCert: true, rejectUnauthorized: false } : {}) },
-        onRequest,
-      )
-    : http.createServer({ connectionsCheckingInterval }, onRequest);
+  let server: http.Server;
+  if (deps.server) {
+    // Made (and bound) beforehand by newHttpServer: its address had to be known first.
+    server = deps.server;
+    server.on('request', onRequest);
+  } else {
+    server = deps.tls
+      ? https.createServer(
+          { connectionsCheckingInterval, cert: deps.tls.cert, key: deps.tls.key, ...(clientCA ? { ca: clientCA, requestCert: true, rejectUnauthorized: false } : {}) },
+          onRequest,
+        )
+      : http.createServer({ connectionsCheckingInterval }, onRequest);
+  }
   guard.install(server);
   // Requests ride on the TLS socket over HTTPS ('connection' gives the TCP one under it).
   server.on(deps.tls ? 'secureConnection' : 'connection', (socket: Socket) => {

@@ -8,6 +8,7 @@
  * or SIGINT has every worker drain (each within server.shutdownGrace) and exits once all have.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Config } from '../config/config.js';
@@ -50,6 +51,10 @@ export function superviseWorkers(config: Config, workers: number, log: Logger, e
       this.set(alive.size);
     },
   });
+  // The secret the workers sign their requests to each other's peer endpoint with (a backend whose
+  // downloads are not shared files: lib/server/app.ts loopbackPeerEndpoint). New at every start.
+  const peerSecret = randomBytes(32).toString('base64url');
+  host.handle('workers.peerSecret', async () => peerSecret);
   host.handle('metrics.host', async () => `${await aggregator.clusterMetrics()}\n${await own.metrics()}`);
   // The dashboard's per-process figures of every worker, for the worker answering to merge.
   let collectId = 0;

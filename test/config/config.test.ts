@@ -386,6 +386,20 @@ t.test('STEVEDORE_LOG_LEVEL overrides log.level', async (t) => {
   t.equal(parseConfig({ log: { level: 'info' } }, { env: { STEVEDORE_LOG_LEVEL: 'debug' } }).log.level, 'debug');
 });
 
+t.test('cluster mode on the S3 backend runs one process per replica: server.workers above 1 is refused, naming why', async (t) => {
+  const s3Cluster = { storage: { backend: 's3', s3: { bucket: 'stevedore-blobs' } }, metadata: { redis: 'redis://127.0.0.1:6379' } };
+  t.throws(() => parseConfig({ ...s3Cluster, server: { workers: 2 } }), /server\.workers: cluster mode on the S3 backend .* runs one process per replica/);
+  t.throws(() => parseConfig(s3Cluster, { env: { STEVEDORE_WORKERS: '4' } }), /server\.workers: cluster mode on the S3 backend/, 'from the environment too');
+  t.equal(parseConfig({ ...s3Cluster, server: { workers: 'auto' } }).server.workers, 'auto', 'auto is 1 there (cli/main.ts)');
+  t.equal(parseConfig({ storage: s3Cluster.storage, server: { workers: 2 } }).server.workers, 2, 'without Redis the workers of one host share a bucket (each streams what it downloads from a loopback port)');
+  t.equal(parseConfig({ metadata: s3Cluster.metadata, server: { workers: 2 } }).server.workers, 2, 'cluster mode on a shared directory: workers are replicas on it');
+});
+
+t.test('node mode runs one process per node instance: server.workers above 1 is refused', async (t) => {
+  const node = { metadata: { redis: 'redis://127.0.0.1:6379' }, node: { central: { url: 'http://127.0.0.1:5000' }, peers: { advertise: 'http://127.0.0.1:5001', token: 'a-token-of-32-characters-or-more-0123' } } };
+  t.throws(() => parseConfig({ ...node, server: { workers: 2 } }), /server\.workers: node mode/);
+});
+
 t.test('STEVEDORE_WORKERS overrides server.workers: a number or auto', async (t) => {
   t.equal(parseConfig({ server: { workers: 4 } }, { env: { STEVEDORE_WORKERS: '1' } }).server.workers, 1);
   t.equal(parseConfig({ server: { workers: 4 } }, { env: { STEVEDORE_WORKERS: 'auto' } }).server.workers, 'auto');
