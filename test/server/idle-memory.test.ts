@@ -2,12 +2,20 @@
 // once quiet after activity; never while a request or a download is in flight; probes are not activity.
 import v8 from 'node:v8';
 import pino from 'pino';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { IdleMemory, returnMemory } from '../../lib/server/idle-memory.js';
 
 const log = pino({ level: 'silent' });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const youngGeneration = (): number => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')!.physical_space_size;
+
+/** An IdleMemory started (its start-up return done), looking every 10 ms, stopped with the test. */
+function watching(t: Test, quietMs: number, busy: () => boolean = () => false): IdleMemory {
+  const idle = new IdleMemory({ quietMs, checkMs: 10, busy, log });
+  t.teardown(() => idle.stop());
+  idle.start();
+  return idle;
+}
 
 /** Waits until `idle.returns` reaches `n` (true), or `ms` passes (false). */
 async function returnsReach(idle: IdleMemory, n: number, ms = 5_000): Promise<boolean> {
@@ -34,18 +42,14 @@ t.test('a return shrinks the young generation that garbage grew', async (t) => {
 });
 
 t.test('one return at start-up, none more while nothing happens', async (t) => {
-  const idle = new IdleMemory({ quietMs: 100, checkMs: 10, busy: () => false, log });
-  t.teardown(() => idle.stop());
-  idle.start();
+  const idle = watching(t, 100);
   t.equal(idle.returns, 1, 'start-up');
   await sleep(400);
   t.equal(idle.returns, 1, 'no request since: nothing to return');
 });
 
 t.test('after a request, once quiet for quietMs', async (t) => {
-  const idle = new IdleMemory({ quietMs: 300, checkMs: 10, busy: () => false, log });
-  t.teardown(() => idle.stop());
-  idle.start();
+  const idle = watching(t, 300);
   idle.requestStarted('/v2/library/alpine/manifests/3');
   idle.requestEnded();
   await sleep(100);
@@ -56,9 +60,7 @@ t.test('after a request, once quiet for quietMs', async (t) => {
 });
 
 t.test('never while a request is in flight', async (t) => {
-  const idle = new IdleMemory({ quietMs: 100, checkMs: 10, busy: () => false, log });
-  t.teardown(() => idle.stop());
-  idle.start();
+  const idle = watching(t, 100);
   idle.requestStarted('/v2/library/alpine/blobs/sha256:' + 'a'.repeat(64));
   await sleep(500);
   t.equal(idle.returns, 1, 'a long answer keeps it from running');
@@ -68,9 +70,7 @@ t.test('never while a request is in flight', async (t) => {
 
 t.test('never while busy (a download running)', async (t) => {
   let downloading = true;
-  const idle = new IdleMemory({ quietMs: 100, checkMs: 10, busy: () => downloading, log });
-  t.teardown(() => idle.stop());
-  idle.start();
+  const idle = watching(t, 100, () => downloading);
   idle.requestStarted('/v2/');
   idle.requestEnded();
   await sleep(500);
@@ -80,9 +80,7 @@ t.test('never while busy (a download running)', async (t) => {
 });
 
 t.test('probes and scrapes are not activity', async (t) => {
-  const idle = new IdleMemory({ quietMs: 100, checkMs: 10, busy: () => false, log });
-  t.teardown(() => idle.stop());
-  idle.start();
+  const idle = watching(t, 100);
   for (const path of ['/healthz', '/readyz', '/metrics', '/metrics?x=1']) {
     idle.requestStarted(path);
     idle.requestEnded();
@@ -92,9 +90,7 @@ t.test('probes and scrapes are not activity', async (t) => {
 });
 
 t.test('requests every few ms keep it from running', async (t) => {
-  const idle = new IdleMemory({ quietMs: 200, checkMs: 10, busy: () => false, log });
-  t.teardown(() => idle.stop());
-  idle.start();
+  const idle = watching(t, 200);
   const until = Date.now() + 600;
   while (Date.now() < until) {
     idle.requestStarted('/v2/');
