@@ -4,6 +4,8 @@
  * (`shared` false): leases are this process's alone, the bus reaches this process's subscribers.
  */
 import Keyv from 'keyv';
+import { LRUCache } from 'lru-cache';
+import { upTo } from '../util/lru-bound.js';
 import {
   HeldLease,
   MAX_HOLDERS,
@@ -210,9 +212,46 @@ export class InProcessDirectory implements HolderDirectory {
   }
 }
 
-/** Keyv in memory (its own namespace, as tag freshness and health records always had). */
+/**
+ * Records the in-process values keep at most. They are tag-freshness records (one per tag ever
+ * pulled, kept 30 days) and upstream health and quota records; a process pulling ever-new tags (CI
+ * tags by commit) would keep every one for 30 days. The least recently used goes first: a tag whose
+ * record went is checked with its upstream again on its next pull. ~400 bytes each: ~8 MiB at most.
+ */
+export const IN_PROCESS_VALUES_MAX = 20_000;
+
+/** Keyv in memory (its own namespace, as tag freshness and health records always had), bounded. */
 export class InProcessValues implements SharedValues {
-  private readonly kv = new Keyv({ namespace: 'stevedore' });
+  private readonly kv: Keyv;
+
+  constructor(maxEntries = IN_PROCESS_VALUES_MAX) {
+    // Keyv keeps the expiry in the value and drops an expired one when read; the LRU bounds the count.
+    this.kv = new Keyv({ namespace: 'stevedore', store: this.lru(maxEntries) });
+  }
+
+  private entries: LRUCache<string, NonNullable<unknown>> | null = null;
+
+  /** The Map Keyv expects over an LRU (Keyv passes a TTL as set's third argument, which lru-cache would take for options). */
+  private lru(maxEntries: number): Pick<Map<string, unknown>, 'get' | 'has' | 'delete' | 'clear'> & { set(k: string, v: unknown): boolean } {
+    const entries = new LRUCache<string, NonNullable<unknown>>(upTo(maxEntries));
+    this.entries = entries;
+    return {
+      get: (k) => entries.get(k),
+      has: (k) => entries.has(k),
+      set: (k, v) => {
+        if (v === undefined || v === null) entries.delete(k);
+        else entries.set(k, v);
+        return true;
+      },
+      delete: (k) => entries.delete(k),
+      clear: () => entries.clear(),
+    };
+  }
+
+  /** Records held now (expired ones not yet read included). */
+  get size(): number {
+    return this.entries?.size ?? 0;
+  }
 
   async get<T>(key: string): Promise<T | null> {
     return (await this.kv.get<T>(key)) ?? null;
