@@ -329,7 +329,7 @@ async function handle(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: S
   res.setHeader('X-Request-Id', reqId);
   const head = req.method === 'HEAD';
   deps.metrics?.requestStarted();
-  deps.idleMemory?.requestStarted(req.url);
+  deps.idleMemory?.requestStarted();
   const untrack = trackQueued(req, res);
   const outcome: Outcome = {};
   if (deps.acts?.active) outcome.act = deps.acts.forRequest(() => ({ user: outcome.user ?? null, address: deps.auth.addressOf(req), reqId }));
@@ -356,7 +356,7 @@ async function handle(deps: ServerDeps, edge: Edge, req: IncomingMessage, res: S
     unwatch();
     untrack();
     deps.metrics?.requestEnded();
-    deps.idleMemory?.requestEnded();
+    deps.idleMemory?.requestEnded(outcome.route);
     if (span) endServerSpan(span, req, res, outcome);
   }
 }

@@ -77,13 +77,14 @@ export interface IdleMemoryOptions {
  * Requests that are not activity: the kubelet's probes and Prometheus' scrapes come every few
  * seconds to an idle process, and would keep it from ever being quiet.
  */
-const PROBES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/metrics']);
+const PROBES: ReadonlySet<string> = new Set(['healthz', 'readyz', 'metrics']);
 
 /** Watches the requests and returns the memory after each busy spell, once quiet (see above). */
 export class IdleMemory {
-  private started = 0;
+  /** Requests answered that were activity. */
+  private answered = 0;
   private inFlight = 0;
-  /** `started` when last looked at. */
+  /** `answered` when last looked at. */
   private seen = 0;
   private quietSince = performance.now();
   /** Something ran since the last collection. */
@@ -94,14 +95,14 @@ export class IdleMemory {
 
   constructor(private readonly o: IdleMemoryOptions) {}
 
-  /** A request came in (its path: probes and scrapes are not activity, see PROBES). */
-  requestStarted(path: string | undefined): void {
+  requestStarted(): void {
     this.inFlight++;
-    if (!PROBES.has((path ?? '').split('?', 1)[0]!)) this.started++;
   }
 
-  requestEnded(): void {
+  /** A request answered, by the route the server matched (probes and scrapes are not activity, see PROBES). */
+  requestEnded(route: string | undefined): void {
     this.inFlight--;
+    if (route === undefined || !PROBES.has(route)) this.answered++;
   }
 
   /** The start-up collection, then the watch. */
@@ -118,8 +119,8 @@ export class IdleMemory {
 
   private check(): void {
     const now = performance.now();
-    if (this.started !== this.seen) {
-      this.seen = this.started;
+    if (this.answered !== this.seen) {
+      this.seen = this.answered;
       this.quietSince = now;
       this.dirty = true;
       return;
