@@ -4,7 +4,7 @@
  */
 import type http from 'node:http';
 import type https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, ListenOptions } from 'node:net';
 import type { Logger } from 'pino';
 import { createLogger } from './logger.js';
 import { ConfigError, type Config } from '../config/config.js';
@@ -233,17 +233,17 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     // What this node already holds (from before a restart) is findable at once.
     await peers.announce([...storedDigests(store)]).catch((err: unknown) => log.warn({ err }, 'could not announce stored blobs to the peers'));
   }
-  const leaseHolders = workerHolders
-    ? new LeaseHolderClient(
-        new PeerRequestAuth(workerHolders.secret, workerHolders.url, 'the supervisor\'s secret for its workers'),
-        new PeerNetworks(['127.0.0.1/32'], 'the workers\' loopback addresses', log),
-        { connectTimeoutMs: config.timeouts.connect, idleTimeoutMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) },
-        log,
-      )
+  // Who this replica's peer requests are signed as and which addresses it asks: the workers' own
+  // loopback endpoints, or cluster.advertise / cluster.token / cluster.allowedNetworks.
+  const holderPeers = workerHolders
+    ? { secret: workerHolders.secret, self: workerHolders.url, setting: 'the supervisor\'s secret for its workers', networks: ['127.0.0.1/32'], networksSetting: 'the workers\' loopback addresses' }
     : holdersStream
+      ? { secret: config.cluster.token!, self: config.cluster.advertise!, setting: 'cluster.token', networks: config.cluster.allowedNetworks, networksSetting: 'cluster.allowedNetworks' }
+      : null;
+  const leaseHolders = holderPeers
     ? new LeaseHolderClient(
-        new PeerRequestAuth(config.cluster.token!, config.cluster.advertise!, 'cluster.token'),
-        new PeerNetworks(config.cluster.allowedNetworks, 'cluster.allowedNetworks', log),
+        new PeerRequestAuth(holderPeers.secret, holderPeers.self, holderPeers.setting),
+        new PeerNetworks(holderPeers.networks, holderPeers.networksSetting, log),
         { connectTimeoutMs: config.timeouts.connect, idleTimeoutMs: Math.max(config.timeouts.firstByte, config.timeouts.stall) },
         log,
       )
@@ -424,14 +424,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       peerTls.start();
     }
   }
-  const listenOn = (srv: http.Server, port: number, host: string): Promise<AddressInfo> =>
-    new Promise((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(port, host, () => {
-        srv.off('error', reject);
-        resolve(srv.address() as AddressInfo);
-      });
-    });
+  // Every listener, for closing.
+  const servers = [server, ...(peerServer ? [peerServer] : []), ...(workerHolders ? [workerHolders.server] : [])];
   let peerAddress: AddressInfo | null = null;
   return {
     scheme: tls ? 'https' : 'http',
@@ -459,8 +453,8 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     async listen(port = config.listen.port, host = config.listen.host) {
       // Start-up's garbage collected and the heap shrunk before the first request can wait for it.
       idleMemory?.start();
-      const addr = await listenOn(server, port, host);
-      if (peerServer && config.peerListen) peerAddress = await listenOn(peerServer, config.peerListen.port, config.peerListen.host);
+      const addr = await listenOn(server, { port, host });
+      if (peerServer && config.peerListen) peerAddress = await listenOn(peerServer, { port: config.peerListen.port, host: config.peerListen.host });
       // A node instance that serves warms what the marks name (a CLI command on the store does not).
       preheat?.start();
       return addr;
@@ -475,22 +469,18 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
       tls?.stop();
       peerTls?.stop();
       registry.stop();
-      const closed = Promise.all([server, ...(peerServer ? [peerServer] : []), ...(workerHolders ? [workerHolders.server] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+      const closed = Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
       // A keep-alive connection goes as soon as its answer in flight is done (not at the end of the
       // grace period): the process exits once nothing is left to finish.
       const closeIdle = (): void => {
-        server.closeIdleConnections();
-        peerServer?.closeIdleConnections();
-        workerHolders?.server.closeIdleConnections();
+        for (const srv of servers) srv.closeIdleConnections();
       };
       closeIdle();
       const idleSweep = setInterval(closeIdle, 100);
       const drained = await ShutdownDeadline.within(Promise.all([closed, pull.drain()]), graceMs - closingReserve(graceMs));
       clearInterval(idleSweep);
       if (!drained) log.warn({ graceMs, downloads: pull.downloadsInFlight() }, 'shutdown: answers or downloads still running at the end of the grace period are cut');
-      server.closeAllConnections();
-      peerServer?.closeAllConnections();
-      workerHolders?.server.closeAllConnections();
+      for (const srv of servers) srv.closeAllConnections();
       // Cluster mode: what this replica still downloads is left for another to resume.
       await deadline.step('hand downloads over', () => pull.handOver());
       // Upstream work still running past the grace period (a stalled download, a tag list) is
@@ -558,7 +548,6 @@ function* storedDigests(store: Store): Generator<string> {
   yield* store.blobs.digests();
 }
 
-
 /**
  * A worker's own peer endpoint on a backend whose downloads are not shared files (S3): a plain
  * HTTP server bound to 127.0.0.1 on a port of its own (`exclusive`: not the port node:cluster hands
@@ -568,13 +557,16 @@ async function loopbackPeerEndpoint(config: Config): Promise<{ server: http.Serv
   const secret = await callPrimary<string>('workers.peerSecret');
   if (typeof secret !== 'string' || secret.length < 32) throw new Error('the supervisor gave no secret for the workers\' peer endpoint');
   const server = newHttpServer(config);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      server.off('error', reject);
-      resolve();
+  const { port } = await listenOn(server, { host: '127.0.0.1', port: 0, exclusive: true });
+  return { server, url: `http://127.0.0.1:${port}`, secret };
+}
+
+function listenOn(srv: http.Server, options: ListenOptions): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(options, () => {
+      srv.off('error', reject);
+      resolve(srv.address() as AddressInfo);
     });
   });
-  const { port } = server.address() as AddressInfo;
-  return { server, url: `http://127.0.0.1:${port}`, secret };
 }
