@@ -222,35 +222,32 @@ export const IN_PROCESS_VALUES_MAX = 20_000;
 
 /** Keyv in memory (its own namespace, as tag freshness and health records always had), bounded. */
 export class InProcessValues implements SharedValues {
+  private readonly entries: LRUCache<string, NonNullable<unknown>>;
   private readonly kv: Keyv;
 
   constructor(maxEntries = IN_PROCESS_VALUES_MAX) {
-    // Keyv keeps the expiry in the value and drops an expired one when read; the LRU bounds the count.
-    this.kv = new Keyv({ namespace: 'stevedore', store: this.lru(maxEntries) });
-  }
-
-  private entries: LRUCache<string, NonNullable<unknown>> | null = null;
-
-  /** The Map Keyv expects over an LRU (Keyv passes a TTL as set's third argument, which lru-cache would take for options). */
-  private lru(maxEntries: number): Pick<Map<string, unknown>, 'get' | 'has' | 'delete' | 'clear'> & { set(k: string, v: unknown): boolean } {
     const entries = new LRUCache<string, NonNullable<unknown>>(upTo(maxEntries));
     this.entries = entries;
-    return {
-      get: (k) => entries.get(k),
-      has: (k) => entries.has(k),
-      set: (k, v) => {
+    // Keyv keeps the expiry in the value and drops an expired one when read; the LRU bounds the
+    // count. Keyv passes a TTL as set's third argument, which lru-cache would take for options:
+    // the Map it is given drops it.
+    const store = {
+      get: (k: string) => entries.get(k),
+      has: (k: string) => entries.has(k),
+      set: (k: string, v: unknown) => {
         if (v === undefined || v === null) entries.delete(k);
         else entries.set(k, v);
         return true;
       },
-      delete: (k) => entries.delete(k),
+      delete: (k: string) => entries.delete(k),
       clear: () => entries.clear(),
     };
+    this.kv = new Keyv({ namespace: 'stevedore', store });
   }
 
   /** Records held now (expired ones not yet read included). */
   get size(): number {
-    return this.entries?.size ?? 0;
+    return this.entries.size;
   }
 
   async get<T>(key: string): Promise<T | null> {
