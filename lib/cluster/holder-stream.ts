@@ -13,7 +13,7 @@
  *     whose bytes do not verify is marked bad and not asked again for a while.
  */
 import type { Readable } from 'node:stream';
-import { Agent, request } from 'undici';
+import { LazyAgent, request } from '../util/lazy-undici.js';
 import { activeTracer, tracedRequest } from '../util/tracing.js';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
@@ -29,7 +29,7 @@ const BAD_FOR_MS = 60_000;
  * replica holding its lease, and answers the other replicas' requests on this one's peer endpoint.
  */
 export class LeaseHolderClient implements PeerEndpoint {
-  private readonly agent: Agent;
+  private readonly agent: LazyAgent;
   private readonly bad = new Map<string, number>();
   /** Blob answers sent to other replicas, and streams taken from them (metrics). */
   servedCount = 0;
@@ -42,7 +42,7 @@ export class LeaseHolderClient implements PeerEndpoint {
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
-    this.agent = new Agent({
+    this.agent = new LazyAgent({
       connect: { timeout: opts.connectTimeoutMs, lookup: networks.lookup },
       bodyTimeout: opts.idleTimeoutMs,
       headersTimeout: opts.idleTimeoutMs,
@@ -87,7 +87,8 @@ export class LeaseHolderClient implements PeerEndpoint {
     if (!this.usable(url)) throw new Error(`the replica address ${url.slice(0, 200)} is not asked (outside ${this.networks.setting}, or failed lately)`);
     const target = `${url}${PEER_BLOB_PATH}${d.value}`;
     const headers: Record<string, string> = { authorization: this.auth.sign('GET', target), 'user-agent': 'stevedore-replica', ...(start > 0 ? { range: `bytes=${start}-` } : {}) };
-    const send = (): ReturnType<typeof request> => request(target, { dispatcher: this.agent, headers });
+    const dispatcher = await this.agent.get();
+    const send = (): ReturnType<typeof request> => request(target, { dispatcher, headers });
     const tracer = activeTracer();
     const res = tracer ? await tracedRequest(tracer, 'GET', new URL(target), { 'stevedore.replica': url }, headers, send) : await send();
     const range = /^bytes (\d+)-\d+\/\d+$/.exec(String(res.headers['content-range'] ?? ''));
@@ -100,6 +101,6 @@ export class LeaseHolderClient implements PeerEndpoint {
   }
 
   async close(): Promise<void> {
-    await this.agent.close().catch(() => undefined);
+    await this.agent.close();
   }
 }

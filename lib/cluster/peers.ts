@@ -20,7 +20,8 @@
  * (peer-networks.ts), and only what they hold (never fetching for a peer). A directory member or
  * lease record is an address from the coordinator, not trusted: asked only inside those networks.
  */
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { LazyAgent } from '../util/lazy-undici.js';
 import { activeTracer, tracedRequest } from '../util/tracing.js';
 import type { Logger } from 'pino';
 import type { ClusterCoordinator, HolderDirectory, Lease, Leases } from './coordinator.js';
@@ -60,7 +61,7 @@ export type PeerEvent = 'fetched' | 'not_found' | 'failed' | 'marked_bad' | 'ser
 export class NodePeers implements PeerSource, StoreObserver, PeerEndpoint {
   private readonly leases: Leases;
   private readonly directory: HolderDirectory;
-  private readonly agent: Agent;
+  private readonly agent: LazyAgent;
   /** Peers found failing, until when they are not asked. */
   private readonly bad = new Map<string, number>();
   /** Fetching leases this instance holds, by digest. */
@@ -84,7 +85,7 @@ export class NodePeers implements PeerSource, StoreObserver, PeerEndpoint {
     this.now = opts.now ?? (() => Date.now());
     const t = opts.timeouts;
     this.stall = { windowMs: t.stall, minBytes: t.minProgress };
-    this.agent = new Agent({ connect: { timeout: t.connect, lookup: opts.networks.lookup }, headersTimeout: t.firstByte, bodyTimeout: t.idle, keepAliveTimeout: 30_000, connections: 32 });
+    this.agent = new LazyAgent({ connect: { timeout: t.connect, lookup: opts.networks.lookup }, headersTimeout: t.firstByte, bodyTimeout: t.idle, keepAliveTimeout: 30_000, connections: 32 });
     this.timer = setInterval(() => void this.renewAnnouncements(), Math.max(1_000, Math.floor(opts.ttlMs / 3)));
     this.timer.unref();
     // A fetching lease is given up as soon as its download ended without storing (it failed):
@@ -267,7 +268,8 @@ export class NodePeers implements PeerSource, StoreObserver, PeerEndpoint {
     if (start > 0) headers.range = `bytes=${start}-`;
     let res: Dispatcher.ResponseData;
     try {
-      const send = (): Promise<Dispatcher.ResponseData> => this.agent.request({ origin: peer, path, method: 'GET', headers, signal });
+      const agent = await this.agent.get();
+      const send = (): Promise<Dispatcher.ResponseData> => agent.request({ origin: peer, path, method: 'GET', headers, signal });
       const tracer = activeTracer();
       res = tracer ? await tracedRequest(tracer, 'GET', new URL(path, peer), { 'stevedore.peer': peer }, headers, send) : await send();
     } catch (err) {
@@ -310,7 +312,7 @@ export class NodePeers implements PeerSource, StoreObserver, PeerEndpoint {
       }
     }
     await Promise.all([...this.fetching.keys()].map((d) => this.releaseFetch(d).catch(() => undefined)));
-    await this.agent.close().catch(() => undefined);
+    await this.agent.close();
   }
 }
 

@@ -25,7 +25,7 @@
  * DONE. With the coordinator unreachable, the event is sent (at least once rather than never).
  */
 import { createHmac } from 'node:crypto';
-import { Agent, request } from 'undici';
+import { LazyAgent, request } from '../util/lazy-undici.js';
 import type { Logger } from 'pino';
 import type { WebhookEndpointConfig, WebhooksConfig } from '../config/events-schema.js';
 import type { Lease, Leases } from '../cluster/coordinator.js';
@@ -86,7 +86,7 @@ export class WebhookDispatcher {
   private held = 0;
   private inFlight = 0;
   private closed = false;
-  private readonly agent: Agent;
+  private readonly agent: LazyAgent;
   private readonly log: Logger;
 
   constructor(private readonly opts: WebhookOptions) {
@@ -98,7 +98,7 @@ export class WebhookDispatcher {
       repositories: config.repositories.map(compilePattern),
     }));
     const t = opts.config.timeout;
-    this.agent = new Agent({ connect: { timeout: t }, headersTimeout: t, bodyTimeout: t, keepAliveTimeout: 4_000 });
+    this.agent = new LazyAgent({ connect: { timeout: t }, headersTimeout: t, bodyTimeout: t, keepAliveTimeout: 4_000 });
   }
 
   get active(): boolean {
@@ -151,7 +151,7 @@ export class WebhookDispatcher {
         method: 'POST',
         headers: d.headers,
         body: d.body,
-        dispatcher: this.agent,
+        dispatcher: await this.agent.get(),
         signal: AbortSignal.timeout(this.opts.config.timeout),
       });
       await res.body.dump().catch(() => undefined);
@@ -222,7 +222,7 @@ export class WebhookDispatcher {
     const lost = this.held - this.inFlight;
     if (lost > 0) this.log.warn({ lost }, 'webhooks not delivered at shutdown (the queue is in memory)');
     // In-flight attempts are cut (a stalled receiver must not hold the shutdown up).
-    await this.agent.destroy().catch(() => undefined);
+    await this.agent.destroy();
   }
 }
 

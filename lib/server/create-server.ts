@@ -3,7 +3,8 @@
  * http.Server (an https.Server when `deps.tls` is given) that is not listening; `main` (lib/cli)
  * decides where it listens.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import http from '../util/node-http.js';
 import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -90,7 +91,7 @@ export interface ServerDeps {
    */
   peerRoute?: 'here' | 'elsewhere' | 'only';
   /** A plain HTTP server made by newHttpServer (already bound) to answer on, instead of a new one; tls must be null. */
-  server?: http.Server;
+  server?: HttpServer;
   /**
    * HTTPS with this certificate and key (PEM); absent or null: plain HTTP. With `clientCA` the
    * server asks every client for a certificate and verifies it against that bundle, but lets the
@@ -178,11 +179,11 @@ function checkingInterval(config: Config): number {
 }
 
 /** A plain HTTP server with nothing to answer yet, for createServer's `server` (bound before the rest exists). */
-export function newHttpServer(config: Config): http.Server {
+export function newHttpServer(config: Config): HttpServer {
   return http.createServer({ connectionsCheckingInterval: checkingInterval(config) });
 }
 
-export function createServer(deps: ServerDeps): http.Server {
+export function createServer(deps: ServerDeps): HttpServer {
   const guard = new ConnectionGuard(deps.config.server, deps.log, (reason) => deps.metrics?.connectionRefused(reason));
   const connectionsCheckingInterval = checkingInterval(deps.config);
   // handle() never rejects: its last resort catches everything (and `void` marks that on purpose).
@@ -193,7 +194,7 @@ export function createServer(deps: ServerDeps): http.Server {
     void (tracer ? tracer.serve(req.method ?? 'GET', req.headers, serverSpanAttributes(req), (span) => handle(deps, edge, req, res, span)) : handle(deps, edge, req, res, null));
   };
   const clientCA = deps.tls?.clientCA ?? null;
-  let server: http.Server;
+  let server: HttpServer;
   if (deps.server) {
     // Made (and bound) beforehand by newHttpServer: its address had to be known first.
     server = deps.server;

@@ -1,5 +1,6 @@
 /** Writing answers: the one place OCI error JSON is produced, and stream piping that never fakes success. */
-import { STATUS_CODES, type ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
+import http from '../util/node-http.js';
 import { OciError } from '../oci/errors.js';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' } as const;
@@ -23,7 +24,7 @@ const REASON_MAX = 400;
  * (Node refuses anything else in a status line), cut at REASON_MAX.
  */
 export function reasonPhrase(err: OciError): string {
-  const standard = STATUS_CODES[err.status] ?? 'Error';
+  const standard = http.STATUS_CODES[err.status] ?? 'Error';
   const message = err.reason.replace(/[^\x20-\x7e]+/g, ' ').trim();
   const phrase = message ? `${standard} - ${message}` : standard;
   return phrase.length > REASON_MAX ? `${phrase.slice(0, REASON_MAX - 3)}...` : phrase;

@@ -16,7 +16,8 @@
  *     credentials from a file, a helper or a cloud (credentials.ts) follow the same rule, and a
  *     401 with them asks their source anew once per request (never a loop of refreshes).
  */
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { LazyAgent } from '../util/lazy-undici.js';
 import { setMaxListeners } from 'node:events';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
@@ -153,9 +154,9 @@ export class SourceClient {
   private saidOpenUntil = 0;
   private readonly namespace: NamespaceMode;
   /** Connections to the upstream's own origin. */
-  private readonly agent: Agent;
+  private readonly agent: LazyAgent;
   /** Connections to origins the upstream named (redirect targets, token realms): addresses checked. */
-  private readonly outbound: Agent;
+  private readonly outbound: LazyAgent;
   private readonly origin: string;
   /** Aborted by close(): every operation in flight stops. */
   private readonly closing = new AbortController();
@@ -206,8 +207,9 @@ export class SourceClient {
       // stall detection and Range resumes work as built and measured.
       allowH2: false,
     };
-    this.agent = new Agent({ ...agentOptions, connect: { timeout: config.timeouts.connect } });
-    this.outbound = new Agent({ ...agentOptions, connect: { timeout: config.timeouts.connect, lookup: guardedLookup(() => this.local) } });
+    // Created (and undici loaded) on the first request: lazy-undici.ts.
+    this.agent = new LazyAgent({ ...agentOptions, connect: { timeout: config.timeouts.connect } });
+    this.outbound = new LazyAgent({ ...agentOptions, connect: { timeout: config.timeouts.connect, lookup: guardedLookup(() => this.local) } });
     this.tokens = new LRUCache<string, string, Challenge>({
       max: 1000,
       ttlAutopurge: false,
@@ -290,12 +292,13 @@ export class SourceClient {
   }
 
   private async dispatchNow(url: URL, opts: { method: 'GET' | 'HEAD' | 'POST'; headers: Headers; body?: string; signal: AbortSignal | null }): Promise<Dispatcher.ResponseData> {
-    let agent = this.agent;
+    let lazy = this.agent;
     if (url.origin !== this.origin) {
       await this.checkLocality();
       checkAddressLiteral(url.hostname, this.local);
-      agent = this.outbound;
+      lazy = this.outbound;
     }
+    const agent = await lazy.get();
     return agent.request({
       origin: url.origin,
       path: url.pathname + url.search,

@@ -8,11 +8,12 @@
  *     chaining to the trusted root, with its transparency-log inclusion and SCT checked offline;
  *   - a certificate's identity and issuer are among the policy's identities.
  */
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, type KeyObject } from 'node:crypto';
 import { bundleFromJSON, type Bundle, type TransparencyLogEntry } from '@sigstore/bundle';
-import { toSignedEntity, Verifier, type SignedEntity } from '@sigstore/verify';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { toSignedEntity, toTrustMaterial, Verifier, type SignedEntity, type TrustMaterial } from '@sigstore/verify';
 import type { Digest } from '../oci/digest.js';
-import { keyTrust, type SignaturePolicy } from './policies.js';
+import type { SignaturePolicy } from './policies.js';
 
 export type SignatureCheck = { ok: true; signer: string } | { ok: false; reason: string };
 
@@ -156,4 +157,12 @@ export function checkBundle(doc: unknown, subject: Digest, manifestBytes: Buffer
   const vm = bundle.verificationMaterial;
   const leaf = material.$case === 'x509CertificateChain' ? material.x509CertificateChain.certificates[0]?.rawBytes : material.certificate.rawBytes;
   return checkKeyless(entity, leaf ? Buffer.from(leaf) : null, vm.tlogEntries, policy);
+}
+
+const NO_TRUST: TrustedRoot = TrustedRoot.fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1', tlogs: [], certificateAuthorities: [], ctlogs: [], timestampAuthorities: [] });
+
+/** Trust material that trusts exactly `key`, whatever hint a bundle gives, and (with `root`) the root's logs. */
+export function keyTrust(key: KeyObject, root: TrustMaterial | null): TrustMaterial {
+  const base = root ?? toTrustMaterial(NO_TRUST);
+  return { ...base, publicKey: () => ({ publicKey: key, validFor: () => true }) };
 }

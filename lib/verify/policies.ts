@@ -8,8 +8,7 @@
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { TrustedRoot } from '@sigstore/protobuf-specs';
-import { toTrustMaterial, type TrustMaterial } from '@sigstore/verify';
+import type { TrustMaterial } from '@sigstore/verify';
 import { ConfigError } from '../config/config.js';
 import type { VerifyConfig, VerifyPolicyConfig } from '../config/verify-schema.js';
 import { compilePattern } from '../oci/repository-pattern.js';
@@ -44,8 +43,6 @@ export interface SignaturePolicy {
   /** `verify.policies[<index>] (<repository>)`: how messages name it. */
   name: string;
 }
-
-const NO_TRUST: TrustedRoot = TrustedRoot.fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1', tlogs: [], certificateAuthorities: [], ctlogs: [], timestampAuthorities: [] });
 
 /** A regular expression matched against a whole string. */
 function whole(source: string): (s: string) => boolean {
@@ -124,6 +121,8 @@ async function loadPolicy(index: number, p: VerifyPolicyConfig, problems: string
     try {
       const bytes = await readFile(file);
       hash.update(bytes);
+      // sigstore's libraries load only for a keyless policy (or a check: signature-gate.ts).
+      const [{ TrustedRoot }, { toTrustMaterial }] = await Promise.all([import('@sigstore/protobuf-specs'), import('@sigstore/verify')]);
       trust = toTrustMaterial(TrustedRoot.fromJSON(JSON.parse(bytes.toString('utf8'))));
       if (trust.certificateAuthorities.length === 0) problems.push(`${at}.keyless.trustedRoot: ${file} names no certificate authority`);
     } catch (err) {
@@ -147,10 +146,4 @@ async function loadPolicy(index: number, p: VerifyPolicyConfig, problems: string
     version: hash.digest('hex').slice(0, 16),
     name: `${at} (${p.repository})`,
   };
-}
-
-/** Trust material that trusts exactly `key`, whatever hint a bundle gives, and (with `root`) the root's logs. */
-export function keyTrust(key: KeyObject, root: TrustMaterial | null): TrustMaterial {
-  const base = root ?? toTrustMaterial(NO_TRUST);
-  return { ...base, publicKey: () => ({ publicKey: key, validFor: () => true }) };
 }

@@ -7,7 +7,8 @@
  * Secret that rotates), else the AWS default chain (AWS_ACCESS_KEY_ID, the shared credentials
  * file, IRSA's web identity, ECS / instance metadata).
  */
-import http from 'node:http';
+import type { Agent as HttpAgent } from 'node:http';
+import http from '../../util/node-http.js';
 import https from 'node:https';
 import { readFile } from 'node:fs/promises';
 import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
@@ -47,7 +48,7 @@ export interface S3Settings {
 const MAX_SOCKETS = 512;
 
 /** `agents`: the connection pools to use (tests look at their sockets); default: new ones. */
-export function createS3Client(s: S3Settings, agents: { http?: http.Agent; https?: https.Agent } = {}): S3Client {
+export function createS3Client(s: S3Settings, agents: { http?: HttpAgent; https?: https.Agent } = {}): S3Client {
   const config: S3ClientConfig = {
     region: s.region,
     forcePathStyle: s.forcePathStyle,

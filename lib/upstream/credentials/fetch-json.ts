@@ -1,5 +1,5 @@
 /** A small JSON answer from a token service (a cloud's metadata server, AAD, a registry's exchange), bounded in time and size. */
-import { request } from 'undici';
+import { request } from '../../util/lazy-undici.js';
 import { CredentialError, HTTP_TIMEOUT_MS, MAX_ANSWER_BYTES } from './provider.js';
 
 /** `what` names the service in errors (never the answer). */
