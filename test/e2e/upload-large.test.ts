@@ -13,6 +13,15 @@ import { OPEN_AUTH } from '../fixtures/stevedore.js';
 import { tmpDir } from '../fixtures/util.js';
 
 const MiB = 1024 * 1024;
+/**
+ * The growth allowed. Streaming allocates a buffer per read (socket, temp file, S3 part) and drops
+ * it; V8 frees dead buffers when it collects, and collects for them at the latest once they reach
+ * its external-allocation soft limit (v8-internal.h, kExternalAllocationSoftLimit: 64 MiB). So a
+ * streaming process may peak at up to 64 MiB of such garbage above its working set (measured
+ * 20–36 MiB alone, 66 MiB once on the S3 backend under a loaded CI run); a body held in memory
+ * shows 256–512 MiB.
+ */
+const ALLOWED = 96 * MiB;
 
 /** Peak resident set size of a process, in bytes (Linux /proc). */
 function peakRss(pid: number): number {
@@ -75,12 +84,12 @@ t.test('large uploads stream to disk with flat memory', async (t) => {
   });
   // Warm up: one 32 MiB push, so lazily loaded code and the runtime's steady state under a stream
   // (its heap's young generation, buffer pools: Node 24 sizes them larger than Node 20) are counted
-  // in the baseline. A body held in memory would still show: 512 MiB against the 64 MiB allowed.
+  // in the baseline. A body held in memory would still show: 512 MiB against the 96 MiB allowed.
   const w = await send(`${proc.url}/v2/lab/big/blobs/uploads/?digest=${await digestOf(32 * MiB)}`, 'POST', source(32 * MiB).stream);
   t.equal(w.status, 201, w.body);
   const baseline = peakRss(proc.pid);
 
-  await t.test('a 512 MiB streamed PATCH, then PUT: stored with the right digest, peak RSS +< 64 MiB', async (t) => {
+  await t.test('a 512 MiB streamed PATCH, then PUT: stored with the right digest, peak RSS +< 96 MiB', async (t) => {
     const s = await openUpload(proc.url, 'lab/big');
     const src = source(512 * MiB);
     const patch = await send(`${proc.url}${s.location}`, 'PATCH', src.stream, { 'content-type': 'application/octet-stream' });
@@ -91,15 +100,15 @@ t.test('large uploads stream to disk with flat memory', async (t) => {
     t.equal(put.status, 201, put.body);
     t.ok((await storeState(storagePath)).blobs.includes(digest), 'the blob is in the store');
     const growth = peakRss(proc.pid) - baseline;
-    t.ok(growth < 64 * MiB, `peak RSS grew by ${Math.round(growth / MiB)} MiB`);
+    t.ok(growth < ALLOWED, `peak RSS grew by ${Math.round(growth / MiB)} MiB`);
   });
 
-  await t.test('a 256 MiB monolithic POST ?digest=: stored, peak RSS +< 64 MiB', async (t) => {
+  await t.test('a 256 MiB monolithic POST ?digest=: stored, peak RSS +< 96 MiB', async (t) => {
     const digest = await digestOf(256 * MiB);
     const r = await send(`${proc.url}/v2/lab/big/blobs/uploads/?digest=${digest}`, 'POST', source(256 * MiB).stream, { 'content-type': 'application/octet-stream' });
     t.equal(r.status, 201, r.body);
     t.ok((await storeState(storagePath)).blobs.includes(digest));
     const growth = peakRss(proc.pid) - baseline;
-    t.ok(growth < 64 * MiB, `peak RSS grew by ${Math.round(growth / MiB)} MiB`);
+    t.ok(growth < ALLOWED, `peak RSS grew by ${Math.round(growth / MiB)} MiB`);
   });
 });
