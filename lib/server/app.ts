@@ -39,7 +39,7 @@ import { PeerRequestAuth } from '../cluster/peer-auth.js';
 import { PeerNetworks } from '../cluster/peer-networks.js';
 import type { Dashboard } from './dashboard/dashboard.js';
 import { closingReserve, ShutdownDeadline } from './shutdown.js';
-import { IdleMemory } from './idle-memory.js';
+import { IdleMemory, returnMemory } from './idle-memory.js';
 import { readFile } from 'node:fs/promises';
 import { ClientCertificates, type ClientAuthMode } from './auth/client-certificate.js';
 import { CertificateReloader, readTlsPair, TlsFileError, warnIfOutOfDate, type TlsPair } from './tls-certificate.js';
@@ -157,7 +157,13 @@ export async function buildApp(config: Config, opts: { log?: Logger; clock?: Clo
     await store.blobs.close().catch(() => undefined);
     throw new ConfigError(['peerListen: there is no peer endpoint to serve (it needs node.peers, or cluster mode on the S3 backend)'], 'configuration');
   }
-  const recovered = await store.init({ sweep: opts.sweepTemp !== false, ...(clustered ? { sweepOlderThanMs: SHARED_TEMP_MAX_AGE_MS } : {}) });
+  const recovered = await store.init({
+    sweep: opts.sweepTemp !== false,
+    ...(clustered ? { sweepOlderThanMs: SHARED_TEMP_MAX_AGE_MS } : {}),
+    // Between reading the index snapshot and listing the store: memory given back (not counted
+    // in the metrics' returns: the start-up return after it is).
+    ...(config.server.idleMemoryReturn !== null ? { settle: () => void returnMemory('start-up') } : {}),
+  });
   if (recovered.sweptTempFiles) log.info({ sweptTempFiles: recovered.sweptTempFiles }, 'removed temp files of interrupted downloads');
   log.info({ blobs: recovered.blobs, bytes: recovered.bytes, ms: recovered.ms, ...store.blobs.stats() }, 'store index rebuilt');
   if (config.storage.maxSize === null && opts.sweepTemp !== false) log.warn('storage.maxSize is not set: the store grows without bound');

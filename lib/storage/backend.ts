@@ -187,8 +187,9 @@ export interface BlobBackend {
   /** The store's identity: processes on the same storage share it (and coordinate), others never. */
   storeId(): Promise<string>;
   /** The index snapshot (written by the layer above); null when there is none. */
-  readSnapshot(): Promise<string | null>;
-  writeSnapshot(text: string): Promise<void>;
+  readSnapshot(): Promise<Buffer | null>;
+  /** Writes the snapshot atomically: the concatenation of `chunks`. */
+  writeSnapshot(chunks: readonly string[]): Promise<void>;
   /**
    * Memory its reads hold ahead of their clients (S3: parts of large blobs fetched in parallel),
    * against the process's limit, and how many parts wait for some. Absent: reads hold none.

@@ -4,18 +4,19 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { FILE_MODE } from './modes.js';
 
-/** The snapshot's text; null when there is none (or it cannot be read). */
-export async function readSnapshotFile(file: string): Promise<string | null> {
+/** The snapshot's bytes; null when there is none (or it cannot be read). */
+export async function readSnapshotFile(file: string): Promise<Buffer | null> {
   try {
-    return await fsp.readFile(file, 'latin1');
+    return await fsp.readFile(file);
   } catch {
     return null;
   }
 }
 
 /** Writes the snapshot atomically (a temp file in `tmpDir`, then a rename): a crash keeps the previous one. */
-export async function writeSnapshotFile(file: string, tmpDir: string, text: string): Promise<void> {
+export async function writeSnapshotFile(file: string, tmpDir: string, chunks: readonly string[]): Promise<void> {
   const tmp = path.join(tmpDir, `index-${randomBytes(6).toString('hex')}.snapshot`);
-  await fsp.writeFile(tmp, text, { mode: FILE_MODE });
+  // latin1: how it is read back (digests and numbers are ASCII).
+  await fsp.writeFile(tmp, chunks, { mode: FILE_MODE, encoding: 'latin1' });
   await fsp.rename(tmp, file);
 }

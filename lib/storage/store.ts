@@ -3,7 +3,7 @@
  * (a directory, an S3 bucket, memory: backend.ts; open-store.ts picks it from the configuration).
  */
 import type { BlobBackend } from './backend.js';
-import { BlobStore, type BlobStoreOptions } from './blob-store.js';
+import { BlobStore, type BlobStoreOptions, type InitOptions } from './blob-store.js';
 import { RepoStore } from './repo-store.js';
 
 export class Store {
@@ -15,7 +15,7 @@ export class Store {
     this.repos = new RepoStore(this.blobs.records);
   }
 
-  async init(opts: { sweep?: boolean; sweepOlderThanMs?: number } = {}): ReturnType<BlobStore['init']> {
+  async init(opts: InitOptions = {}): ReturnType<BlobStore['init']> {
     return this.blobs.init(opts);
   }
 }

@@ -305,10 +305,10 @@ export function backendContract(t: Test, u: BackendUnderTest): void {
 
   t.test(`${u.name}: the index snapshot is kept as written`, async (t) => {
     const b = await opened(t, u);
-    await b.writeSnapshot('stevedore-index 1\nsha256:ab 10 20\n');
-    t.equal(await b.readSnapshot(), 'stevedore-index 1\nsha256:ab 10 20\n');
-    await b.writeSnapshot('stevedore-index 1\n');
-    t.equal(await b.readSnapshot(), 'stevedore-index 1\n', 'replaced whole');
+    await b.writeSnapshot(['stevedore-index 1\nsha256:ab 10 20\n', 'sha256:cd 30 40\n']);
+    t.equal((await b.readSnapshot())?.toString('latin1'), 'stevedore-index 1\nsha256:ab 10 20\nsha256:cd 30 40\n', 'its chunks, in order');
+    await b.writeSnapshot(['stevedore-index 1\n']);
+    t.equal((await b.readSnapshot())?.toString('latin1'), 'stevedore-index 1\n', 'replaced whole');
   });
 
   t.test(`${u.name}: its store id is stable`, async (t) => {

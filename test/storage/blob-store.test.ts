@@ -66,6 +66,37 @@ t.test('a restart rebuilds the index from the listing, in the recency order the 
   t.equal(again.sizeOf(b!.d.value), 200);
 });
 
+t.test('a snapshot of more blobs than one chunk of lines is written whole and read back in its order; settle is called before the listing', async (t) => {
+  const backend = new MemoryBackend();
+  const store = await storeOn(t, backend, null);
+  const blobs = Array.from({ length: 5000 }, (_, i) => blobOf(10 + (i % 7)));
+  for (const x of blobs) await store.putSmall(x.data, x.d);
+  t.ok(store.stat(blobs[0]!.d), 'the first served last: now the most recent');
+  const order = [...store.digests()];
+  await store.saveSnapshot();
+  let settled = 0;
+  const again = new BlobStore(backend, { maxSize: null });
+  await again.init({ settle: () => settled++ });
+  t.teardown(() => again.close());
+  t.same([...again.digests()], order, 'every entry, least recently used first');
+  t.equal(again.sizeOf(blobs[3]!.d.value), 13);
+  t.equal(settled, 1, 'once: the snapshot knew everything listed');
+});
+
+t.test('without a snapshot every listed blob is indexed, and settle is called again before the index is built', async (t) => {
+  const backend = new MemoryBackend();
+  const store = await storeOn(t, backend, null);
+  const blobs = [blobOf(10), blobOf(20), blobOf(30)];
+  for (const x of blobs) await store.putSmall(x.data, x.d);
+  await backend.writeSnapshot(['not a snapshot\n']);
+  let settled = 0;
+  const again = new BlobStore(backend, { maxSize: null });
+  await again.init({ settle: () => settled++ });
+  t.teardown(() => again.close());
+  t.same(new Set(again.digests()), new Set(blobs.map((x) => x.d.value)));
+  t.equal(settled, 2);
+});
+
 t.test('content another process stored is found on a miss, and served', async (t) => {
   const backend = new MemoryBackend();
   const store = await storeOn(t, backend, null);

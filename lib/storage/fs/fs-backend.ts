@@ -243,12 +243,12 @@ export class FsBackend implements BlobBackend {
     throw new Error(`cannot read or create ${file}`);
   }
 
-  readSnapshot(): Promise<string | null> {
+  readSnapshot(): Promise<Buffer | null> {
     return readSnapshotFile(this.paths.indexSnapshot);
   }
 
-  writeSnapshot(text: string): Promise<void> {
-    return writeSnapshotFile(this.paths.indexSnapshot, this.paths.tmp, text);
+  writeSnapshot(chunks: readonly string[]): Promise<void> {
+    return writeSnapshotFile(this.paths.indexSnapshot, this.paths.tmp, chunks);
   }
 
   coordinate(_c: BackendCoordination): void {

@@ -148,7 +148,7 @@ export class MemoryBackend implements BlobBackend {
   readonly tmpDir: string;
   private readonly blobs = new Map<string, MemoryBlob>();
   private readonly id = randomBytes(16).toString('hex');
-  private snapshot: string | null = null;
+  private snapshot: Buffer | null = null;
   private readonly now: () => number;
   private readonly lingering = new Set<NodeJS.Timeout>();
 
@@ -283,12 +283,12 @@ export class MemoryBackend implements BlobBackend {
     return this.id;
   }
 
-  async readSnapshot(): Promise<string | null> {
+  async readSnapshot(): Promise<Buffer | null> {
     return this.snapshot;
   }
 
-  async writeSnapshot(text: string): Promise<void> {
-    this.snapshot = text;
+  async writeSnapshot(chunks: readonly string[]): Promise<void> {
+    this.snapshot = Buffer.from(chunks.join(''), 'latin1');
   }
 
   coordinate(): void {}

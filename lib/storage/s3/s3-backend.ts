@@ -516,12 +516,12 @@ export class S3Backend implements BlobBackend {
       .slice(0, 32);
   }
 
-  readSnapshot(): Promise<string | null> {
+  readSnapshot(): Promise<Buffer | null> {
     return readSnapshotFile(this.paths.indexSnapshot);
   }
 
-  writeSnapshot(text: string): Promise<void> {
-    return writeSnapshotFile(this.paths.indexSnapshot, this.paths.tmp, text);
+  writeSnapshot(chunks: readonly string[]): Promise<void> {
+    return writeSnapshotFile(this.paths.indexSnapshot, this.paths.tmp, chunks);
   }
 }
 
