@@ -17,29 +17,8 @@
  * only when nothing waits for it. Under load it never runs: the young generation grows back to
  * what the load needs, and that is the size a busy process should have.
  */
-import v8 from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { Logger } from 'pino';
-
-/** V8's gc() (its `gc` extension), which takes the kind of collection as options. */
-type GcFunction = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
-
-let gcFunction: GcFunction | null = null;
-
-/**
- * The gc() function without exposing it to every module as the global `gc`: the flag is set for a
- * moment, a new context made (it gets `gc`), and the flag cleared again.
- */
-function reducingGc(): GcFunction {
-  if (gcFunction) return gcFunction;
-  v8.setFlagsFromString('--expose-gc');
-  try {
-    gcFunction = runInNewContext('gc') as GcFunction;
-  } finally {
-    v8.setFlagsFromString('--no-expose-gc');
-  }
-  return gcFunction;
-}
+import { v8Gc } from '../util/v8-gc.js';
 
 export interface MemoryReturned {
   reason: 'start-up' | 'idle';
@@ -52,7 +31,7 @@ export interface MemoryReturned {
 
 /** One memory-reducing full collection now; what it gave back. */
 export function returnMemory(reason: MemoryReturned['reason']): MemoryReturned {
-  const gc = reducingGc();
+  const gc = v8Gc();
   const before = process.memoryUsage();
   const started = performance.now();
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });

@@ -3,6 +3,7 @@
  * only when the digest matches. Readers may follow the growing file (`createReader`) while it is
  * being written; they see only bytes already written and fail if the blob never verifies.
  */
+import { buffersPassed } from '../util/buffer-churn.js';
 import { EventEmitter } from 'node:events';
 import { promises as fsp } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
@@ -211,6 +212,7 @@ export class BlobWriter extends Writable {
     }
     for (const c of chunks) this.hash.update(c);
     if (this.keepRecent > 0) this.remember(chunks);
+    buffersPassed(total);
     this.written += total;
     this.wakeFollowers();
     this.events.emit('progress', this.written);

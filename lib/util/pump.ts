@@ -1,6 +1,7 @@
 /** Piping a body to an HTTP answer, stopping when the client is gone whatever state the answer is in. */
 import type { ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
+import { buffersPassed } from './buffer-churn.js';
 import { DestinationClosedError } from './destination-closed.js';
 
 /**
@@ -40,6 +41,7 @@ export function relay(body: Readable, dest: Writable, onBytes: (n: number) => vo
     };
     const onData = (chunk: Buffer): void => {
       onBytes(chunk.length);
+      buffersPassed(chunk.length);
       if (!dest.write(chunk)) body.pause();
     };
     const onDrain = (): void => void body.resume();

@@ -21,6 +21,7 @@
  * an object replaced meanwhile fails the read instead of splicing two versions. The destination
  * closing (the client hung up) aborts every part in flight and gives their budget back.
  */
+import { buffersPassed } from '../../util/buffer-churn.js';
 import type { ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -345,6 +346,7 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
             batch += chunk.length;
           }
           dest.uncork();
+          buffersPassed(batch);
           if (!ok) await drained(dest, signal);
           continue;
         }

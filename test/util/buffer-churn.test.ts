@@ -1,0 +1,24 @@
+// Buffers streamed through and dropped are collected every CHURN_STEP bytes (lib/util/buffer-churn.ts),
+// not only at V8's 64 MiB external-memory limit.
+import { PerformanceObserver, constants } from 'node:perf_hooks';
+import t from 'tap';
+import { buffersPassed, churnCollections, CHURN_STEP } from '../../lib/util/buffer-churn.js';
+
+t.test('one young-generation collection per CHURN_STEP bytes passed, none before', async (t) => {
+  const minor: number[] = [];
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if ((e.detail as { kind?: number } | undefined)?.kind === constants.NODE_PERFORMANCE_GC_MINOR) minor.push(e.startTime);
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  t.teardown(() => obs.disconnect());
+  const before = churnCollections();
+  buffersPassed(CHURN_STEP / 2);
+  buffersPassed(CHURN_STEP / 2 - 1);
+  t.equal(churnCollections(), before, 'a byte short of the step: none');
+  buffersPassed(1);
+  t.equal(churnCollections(), before + 1, 'at the step: one');
+  for (let i = 0; i < 4; i++) buffersPassed(CHURN_STEP / 4);
+  t.equal(churnCollections(), before + 2, 'the count starts again after each');
+  await new Promise((r) => setTimeout(r, 50));
+  t.ok(minor.length >= 2, `V8 reported the young-generation collections (${minor.length})`);
+});
