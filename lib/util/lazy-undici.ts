@@ -35,12 +35,17 @@ export async function request(url: string | URL, options?: RequestOptions): Prom
 export class LazyAgent {
   private agent: Undici.Agent | null = null;
   private making: Promise<Undici.Agent> | null = null;
+  private closed = false;
 
   constructor(private readonly options: AgentOptions) {}
 
-  /** The agent (created now if it was not yet): synchronous once it exists, for the hot path. */
+  /**
+   * The agent (created now if it was not yet): synchronous once it exists, for the hot path.
+   * After close() or destroy(), a rejection: nothing is created again at shutdown.
+   */
   get(): Undici.Agent | Promise<Undici.Agent> {
     if (this.agent) return this.agent;
+    if (this.closed) return Promise.reject(new Error('the connections were closed (shutting down)'));
     this.making ??= undici().then(({ Agent }) => {
       this.agent = new Agent(this.options);
       return this.agent;
@@ -54,12 +59,16 @@ export class LazyAgent {
   }
 
   async close(): Promise<void> {
-    const agent = this.agent ?? (this.making ? await this.making.catch(() => null) : null);
-    await agent?.close().catch(() => undefined);
+    this.closed = true;
+    await (await this.existing())?.close().catch(() => undefined);
   }
 
   async destroy(): Promise<void> {
-    const agent = this.agent ?? (this.making ? await this.making.catch(() => null) : null);
-    await agent?.destroy().catch(() => undefined);
+    this.closed = true;
+    await (await this.existing())?.destroy().catch(() => undefined);
+  }
+
+  private async existing(): Promise<Undici.Agent | null> {
+    return this.agent ?? (this.making ? await this.making.catch(() => null) : null);
   }
 }

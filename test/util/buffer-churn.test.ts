@@ -7,7 +7,7 @@ import { buffersPassed, churnCollections, CHURN_STEP } from '../../lib/util/buff
 t.test('one young-generation collection per CHURN_STEP bytes passed, none before', async (t) => {
   const minor: number[] = [];
   const obs = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) if ((e.detail as { kind?: number } | undefined)?.kind === constants.NODE_PERFORMANCE_GC_MINOR) minor.push(e.startTime);
+    for (const e of list.getEntries()) if (((e as unknown as { detail?: { kind?: number } }).detail)?.kind === constants.NODE_PERFORMANCE_GC_MINOR) minor.push(e.startTime);
   });
   obs.observe({ entryTypes: ['gc'] });
   t.teardown(() => obs.disconnect());
