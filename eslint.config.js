@@ -25,6 +25,7 @@ export default tseslint.config(
         {
           paths: [
             { name: 'node:http', message: 'import http from lib/util/node-http.ts (an ES import of node:http loads Node\'s bundled undici).', allowTypeImports: true },
+            { name: 'http', message: 'import http from lib/util/node-http.ts (an ES import of node:http loads Node\'s bundled undici).', allowTypeImports: true },
             { name: 'undici', message: 'use lib/util/lazy-undici.ts (undici loads on the first connection).', allowTypeImports: true },
           ],
         },

@@ -15,7 +15,10 @@ let loading: Promise<UndiciModule> | null = null;
 
 /** The undici module, imported once on first call. */
 export function undici(): Promise<UndiciModule> {
-  loading ??= import('undici');
+  loading ??= import('undici').catch((err: unknown) => {
+    loading = null; // tried again on the next call
+    throw err;
+  });
   return loading;
 }
 
@@ -41,14 +44,20 @@ export class LazyAgent {
 
   /**
    * The agent (created now if it was not yet): synchronous once it exists, for the hot path.
-   * After close() or destroy(), a rejection: nothing is created again at shutdown.
+   * After close() or destroy() none is created (a rejection, as undici's own UND_ERR_CLOSED; one
+   * that exists rejects requests itself). A failed creation is tried again on the next call.
    */
   get(): Undici.Agent | Promise<Undici.Agent> {
     if (this.agent) return this.agent;
-    if (this.closed) return Promise.reject(new Error('the connections were closed (shutting down)'));
-    this.making ??= undici().then(({ Agent }) => {
-      this.agent = new Agent(this.options);
-      return this.agent;
+    if (this.closed) return Promise.reject(closedError());
+    this.making ??= undici().then(
+      ({ Agent }) => {
+        this.agent = new Agent(this.options);
+        return this.agent;
+      },
+    ).catch((err: unknown) => {
+      this.making = null; // made again on the next request
+      throw err;
     });
     return this.making;
   }
@@ -71,4 +80,9 @@ export class LazyAgent {
   private async existing(): Promise<Undici.Agent | null> {
     return this.agent ?? (this.making ? await this.making.catch(() => null) : null);
   }
+}
+
+/** What a request after shutdown gets, with the code undici's own closed agent gives. */
+function closedError(): Error {
+  return Object.assign(new Error('the connections were closed (shutting down)'), { code: 'UND_ERR_CLOSED' });
 }

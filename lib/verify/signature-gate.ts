@@ -180,13 +180,23 @@ let checks: Promise<[typeof import('./check-bundle.js'), typeof import('./check-
  * a process without policies never loads them (about 5 MiB of heap and pages; issue 28).
  */
 function signatureChecks(): Promise<[typeof import('./check-bundle.js'), typeof import('./check-simple-signing.js')]> {
-  checks ??= Promise.all([import('./check-bundle.js'), import('./check-simple-signing.js')]);
+  checks ??= Promise.all([import('./check-bundle.js'), import('./check-simple-signing.js')]).catch((err: unknown) => {
+    checks = null; // loaded again by the next check
+    throw err;
+  });
   return checks;
 }
 
 /** Looks at every signature found; the first valid one wins. */
 async function findValidSignature(policy: SignaturePolicy, source: SignatureSource, subject: Digest, bytes: Buffer): Promise<Verdict> {
-  const [{ checkBundle }, { checkSimpleSigning }] = await signatureChecks();
+  let loaded: Awaited<ReturnType<typeof signatureChecks>>;
+  try {
+    loaded = await signatureChecks();
+  } catch (err) {
+    // Like signatures that cannot be read: an error verdict (refused under require, served under warn).
+    return { result: 'error', reason: `the signature checks could not be loaded (${(err as Error).message})` };
+  }
+  const [{ checkBundle }, { checkSimpleSigning }] = loaded;
   const failures: string[] = [];
   const errors: string[] = [];
   let found = 0;

@@ -4,7 +4,7 @@ import { PerformanceObserver, constants } from 'node:perf_hooks';
 import t from 'tap';
 import { buffersPassed, churnCollections, CHURN_STEP } from '../../lib/util/buffer-churn.js';
 
-t.test('one young-generation collection per CHURN_STEP bytes passed, none before', async (t) => {
+t.test('one young-generation collection per CHURN_STEP bytes passed, none before, at most one per 20 ms', async (t) => {
   const minor: number[] = [];
   const obs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if (((e as unknown as { detail?: { kind?: number } }).detail)?.kind === constants.NODE_PERFORMANCE_GC_MINOR) minor.push(e.startTime);
@@ -17,8 +17,16 @@ t.test('one young-generation collection per CHURN_STEP bytes passed, none before
   t.equal(churnCollections(), before, 'a byte short of the step: none');
   buffersPassed(1);
   t.equal(churnCollections(), before + 1, 'at the step: one');
-  for (let i = 0; i < 4; i++) buffersPassed(CHURN_STEP / 4);
-  t.equal(churnCollections(), before + 2, 'the count starts again after each');
+  buffersPassed(CHURN_STEP);
+  t.equal(churnCollections(), before + 1, 'not twice within 20 ms');
+  await new Promise((r) => setTimeout(r, 25));
+  buffersPassed(1);
+  t.equal(churnCollections(), before + 2, 'the bytes counted meanwhile are collected at the next pass after it');
+  await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 3; i++) buffersPassed(CHURN_STEP / 4);
+  t.equal(churnCollections(), before + 2, 'the count started again after it');
+  buffersPassed(CHURN_STEP / 4);
+  t.equal(churnCollections(), before + 3);
   await new Promise((r) => setTimeout(r, 50));
-  t.ok(minor.length >= 2, `V8 reported the young-generation collections (${minor.length})`);
+  t.ok(minor.length >= 3, `V8 reported the young-generation collections (${minor.length})`);
 });

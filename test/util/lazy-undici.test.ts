@@ -27,3 +27,16 @@ t.test('closing while it is being made closes it once made', async (t) => {
   const agent = await making;
   t.ok(agent.closed, 'the agent made meanwhile is closed');
 });
+
+t.test('a failed creation is not kept: the next use tries again', async (t) => {
+  const lazy = new LazyAgent({ connect: 42 as never });
+  await t.rejects(Promise.resolve(lazy.get()), /connect/i, "undici's own refusal of the options");
+  t.notOk(lazy.created, 'nothing kept');
+  await t.rejects(Promise.resolve(lazy.get()), /connect/i, 'tried again');
+});
+
+t.test('after close, a request gets the code undici gives a closed agent', async (t) => {
+  const lazy = new LazyAgent({});
+  await lazy.destroy();
+  await t.rejects(Promise.resolve(lazy.get()), { code: 'UND_ERR_CLOSED' });
+});
