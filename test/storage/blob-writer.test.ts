@@ -119,12 +119,13 @@ t.test('a blob that fails verification fails its followers and keeps nothing in 
   const data = randomBytes(5000);
   const w = await writerFor(t, data, 1024 * 1024);
   const { dest } = collector();
-  const sending = w.sendTo(dest);
+  // Handled from the start: the follower fails while the commit is still removing the temp file.
+  const followerFailed = t.rejects(w.sendTo(dest));
   const wrong = Buffer.from(data);
   wrong[0] = wrong[0]! ^ 0xff;
   await write(w, wrong);
   await t.rejects(w.commit(data.length), { name: 'DigestMismatchError' });
-  await t.rejects(sending);
+  await followerFailed;
   t.same(w.recentRange(0, 5000, 1 << 20), []);
 });
 
