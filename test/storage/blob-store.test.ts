@@ -66,6 +66,17 @@ t.test('a restart rebuilds the index from the listing, in the recency order the 
   t.equal(again.sizeOf(b!.d.value), 200);
 });
 
+/** The steps of a store's start-up, with each listing of `backend` recorded as 'list'. */
+function listingsOf(backend: MemoryBackend): string[] {
+  const steps: string[] = [];
+  const listing = backend.list.bind(backend);
+  backend.list = (known) => {
+    steps.push('list');
+    return listing(known);
+  };
+  return steps;
+}
+
 t.test('a snapshot of more blobs than one chunk of lines is written whole and read back in its order; settle is called before the listing', async (t) => {
   const backend = new MemoryBackend();
   const store = await storeOn(t, backend, null);
@@ -74,12 +85,7 @@ t.test('a snapshot of more blobs than one chunk of lines is written whole and re
   t.ok(store.stat(blobs[0]!.d), 'the first served last: now the most recent');
   const order = [...store.digests()];
   await store.saveSnapshot();
-  const steps: string[] = [];
-  const listing = backend.list.bind(backend);
-  backend.list = (known) => {
-    steps.push('list');
-    return listing(known);
-  };
+  const steps = listingsOf(backend);
   const again = new BlobStore(backend, { maxSize: null });
   await again.init({ settle: () => steps.push('settle') });
   t.teardown(() => again.close());
@@ -94,12 +100,7 @@ t.test('without a snapshot every listed blob is indexed, and settle is called ag
   const blobs = [blobOf(10), blobOf(20), blobOf(30)];
   for (const x of blobs) await store.putSmall(x.data, x.d);
   await backend.writeSnapshot(['not a snapshot\n']);
-  const steps: string[] = [];
-  const listing = backend.list.bind(backend);
-  backend.list = (known) => {
-    steps.push('list');
-    return listing(known);
-  };
+  const steps = listingsOf(backend);
   const again = new BlobStore(backend, { maxSize: null });
   await again.init({ settle: () => steps.push(`settle with ${again.stats().cachedCount} indexed`) });
   t.teardown(() => again.close());
