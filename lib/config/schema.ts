@@ -187,6 +187,11 @@ const s3Schema = z
     readConcurrency: z.number().int().min(1).max(64).default(4),
     /** Memory that parallel reads may hold for parts read ahead, all reads of the process together; a read that gets none streams one part at a time. */
     readMemory: size.refine((n) => n >= 1024 * 1024, { message: 'at least 1MiB' }).default(64 * 1024 * 1024),
+    /**
+     * Parts of those reads from an http:// endpoint are received straight into pooled memory
+     * (storage/s3/pooled-get.ts) instead of through the SDK's HTTP client; false: always the SDK.
+     */
+    pooledReads: z.boolean().default(true),
     /** How often the index is reconciled with a listing of the bucket (listing is slow and paid). */
     reconcileInterval: duration.refine((ms) => ms >= 60_000, { message: 'at least 1m' }).default(3_600_000),
   })

@@ -199,6 +199,13 @@ t.test('a bad storage.maxSize is reported under its key', async (t) => {
   t.match(problems(() => parseConfig({ storage: { maxSize: 'lots' } })), [/^storage\.maxSize: not a size/]);
 });
 
+t.test('storage.s3.pooledReads is on unless set false; anything but a boolean is refused, naming the key', async (t) => {
+  const s3 = (extra: Record<string, unknown>): unknown => ({ storage: { backend: 's3', s3: { bucket: 'stevedore-blobs', ...extra } } });
+  t.equal(parseConfig(s3({})).storage.s3?.pooledReads, true);
+  t.equal(parseConfig(s3({ pooledReads: false })).storage.s3?.pooledReads, false);
+  t.match(problems(() => parseConfig(s3({ pooledReads: 'yes' }))), [/^storage\.s3\.pooledReads: /]);
+});
+
 t.test('a presigned redirect lives an hour at most: a longer storage.s3.redirectTTL is refused, naming the key', async (t) => {
   const s3 = (redirectTTL: string): unknown => ({ storage: { backend: 's3', s3: { bucket: 'stevedore-blobs', redirect: true, redirectTTL } } });
   t.match(problems(() => parseConfig(s3('7d'))), [/^storage\.s3\.redirectTTL: between 10s and 1h/]);

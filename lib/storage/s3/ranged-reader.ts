@@ -26,11 +26,16 @@ import type { ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DestinationClosedError } from '../../util/destination-closed.js';
+import type { PooledBody, PooledChunk } from './pooled-get.js';
 
-/** What the parts are read from (S3: ranged GetObject; tests: a programmable source). */
+/**
+ * What the parts are read from (S3: ranged GetObject through the SDK, or pooled-get.ts; tests: a
+ * programmable source). A `pooled` body's chunks are views of pooled memory, each released once
+ * the destination's write of it was called back.
+ */
 export interface PartSource {
   /** Bytes [start, end] of the object, only if its ETag is still `ifMatch` (null: any version). */
-  get(start: number, end: number, ifMatch: string | null, signal: AbortSignal): Promise<{ body: Readable }>;
+  get(start: number, end: number, ifMatch: string | null, signal: AbortSignal): Promise<{ body: Readable } | { pooled: PooledBody }>;
   /** Whether a failure says the object is no longer the version being read (not retried). */
   changed(err: unknown): boolean;
 }
@@ -116,15 +121,24 @@ export class ReadBudget {
   }
 }
 
+/** A chunk of a part: a buffer of its own, or a view of pooled memory to release after its write. */
+type PartChunk = Buffer | PooledChunk;
+
+function bytesOf(c: PartChunk): Buffer {
+  return Buffer.isBuffer(c) ? c : c.data;
+}
+
 /** One part: its bytes as they arrive, until the writer takes them. */
 class Part {
-  private readonly chunks: Buffer[] = [];
+  private readonly chunks: PartChunk[] = [];
   private queued = 0;
   /** Bytes received (a retry asks from here). */
   received = 0;
   ended = false;
   error: Error | null = null;
   private body: Readable | null = null;
+  private pooled: PooledBody | null = null;
+  private pausedPooled = false;
   private wake: (() => void) | null = null;
   /** Settles when the fetch is over (ended, failed, or aborted). */
   fetched: Promise<void> = Promise.resolve();
@@ -138,6 +152,53 @@ class Part {
 
   get length(): number {
     return this.end - this.start + 1;
+  }
+
+  /** Reads a pooled body (bytes [start + received, end]) into the queue; resolves when it ended with every byte. */
+  consumePooled(body: PooledBody, signal: AbortSignal): Promise<void> {
+    this.pooled = body;
+    const max = this.reserved > 0 ? Infinity : DIRECT_BUFFER;
+    return new Promise<void>((resolve, reject) => {
+      let over = false;
+      const done = (err?: Error): void => {
+        if (over) return;
+        over = true;
+        signal.removeEventListener('abort', onAbort);
+        this.pooled = null;
+        this.pausedPooled = false;
+        if (err) {
+          body.destroy(err);
+          reject(err);
+        } else resolve();
+      };
+      const onAbort = (): void => done(signal.reason as Error);
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      body.consume({
+        chunk: (c) => {
+          if (over) {
+            c.release();
+            return false;
+          }
+          if (this.received + c.data.length > this.length) {
+            c.release();
+            done(new Error(`part ${this.start}-${this.end}: more bytes than asked for`));
+            return false;
+          }
+          this.received += c.data.length;
+          this.chunks.push(c);
+          this.queued += c.data.length;
+          this.notify();
+          if (this.queued >= max) {
+            this.pausedPooled = true;
+            return false;
+          }
+          return true;
+        },
+        end: () => done(this.received === this.length ? undefined : new Error(`part ${this.start}-${this.end}: the body ended after ${this.received} of ${this.length} bytes`)),
+        error: (err) => done(err),
+      });
+    });
   }
 
   /** Reads `body` (bytes [start + received, end]) into the queue; resolves when it ended with every byte. */
@@ -179,11 +240,15 @@ class Part {
   }
 
   /** The next chunk to write, or null when none is here yet. */
-  take(): Buffer | null {
+  take(): PartChunk | null {
     const c = this.chunks.shift();
     if (!c) return null;
-    this.queued -= c.length;
+    this.queued -= bytesOf(c).length;
     if (this.body?.isPaused() && this.queued < DIRECT_BUFFER) this.body.resume();
+    if (this.pausedPooled && this.queued < DIRECT_BUFFER) {
+      this.pausedPooled = false;
+      this.pooled?.resume();
+    }
     return c;
   }
 
@@ -204,7 +269,7 @@ class Part {
   }
 
   drop(): void {
-    this.chunks.length = 0;
+    for (const c of this.chunks.splice(0)) if (!Buffer.isBuffer(c)) c.release();
     this.queued = 0;
   }
 }
@@ -266,14 +331,15 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
   const fetchPart = async (p: Part): Promise<void> => {
     for (let attempt = 0; ; attempt++) {
       try {
-        let body: Readable;
         if (first && p.start === 0 && p.received === 0) {
-          body = first.body;
+          const body = first.body;
           first = null;
+          await p.consume(body, signal);
         } else {
-          body = (await o.source.get(p.start + p.received, p.end, o.etag, signal)).body;
+          const got = await o.source.get(p.start + p.received, p.end, o.etag, signal);
+          if ('pooled' in got) await p.consumePooled(got.pooled, signal);
+          else await p.consume(got.body, signal);
         }
-        await p.consume(body, signal);
         p.ended = true;
         return;
       } catch (err) {
@@ -340,13 +406,20 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
         if (chunk) {
           let ok = true;
           let batch = 0;
+          let dropped = 0;
           dest.cork();
           for (; chunk; chunk = ok && batch < WRITE_BATCH ? p.take() : null) {
-            ok = dest.write(chunk);
-            batch += chunk.length;
+            if (Buffer.isBuffer(chunk)) ok = dest.write(chunk);
+            else {
+              const c: PooledChunk = chunk;
+              ok = dest.write(c.data, (err) => c.release(!err));
+            }
+            batch += bytesOf(chunk).length;
+            if (Buffer.isBuffer(chunk)) dropped += chunk.length;
           }
           dest.uncork();
-          buffersPassed(batch);
+          // Buffers of their own are dropped once written (pooled ones are reused): see buffer-churn.ts.
+          buffersPassed(dropped);
           if (!ok) await drained(dest, signal);
           continue;
         }

@@ -52,6 +52,7 @@ import { StorePaths } from '../paths.js';
 import { readSnapshotFile, writeSnapshotFile } from '../snapshot-file.js';
 import { MultipartSink } from './multipart-sink.js';
 import { S3Bucket } from './s3-bucket.js';
+import { pooledGet, SlabPool } from './pooled-get.js';
 import { ObjectChangedError, ReadBudget, writeRanged, type PartSource } from './ranged-reader.js';
 import { createS3Client, describeS3Error, isNotFound, s3Status, type S3Settings } from './s3-client.js';
 import { S3Records } from './s3-records.js';
@@ -79,6 +80,8 @@ export interface S3BackendOptions {
   client?: S3Client;
   log?: Logger;
   now?: () => number;
+  /** Told of each ranged GET sent through pooled-get.ts (tests count them as they count the SDK's). */
+  onPooledGet?: (g: { range: string; ifMatch: string }) => void;
 }
 
 export class S3Backend implements BlobBackend {
@@ -96,6 +99,9 @@ export class S3Backend implements BlobBackend {
   private readonly spoolTimers = new Set<NodeJS.Timeout>();
   /** Memory that parallel reads of large blobs hold for parts read ahead, shared by all of them (readMemory). */
   readonly readBudget: ReadBudget;
+  /** Memory that pooled ranged GETs read into (pooled-get.ts): reused, released after 10 s unused. */
+  readonly slabs: SlabPool;
+  private readonly onPooledGet: S3BackendOptions['onPooledGet'];
   /** Tells whether a digest is being downloaded by some replica (cluster mode: its lease). */
   private downloadingElsewhere: ((digest: string) => Promise<boolean>) | null = null;
 
@@ -109,6 +115,8 @@ export class S3Backend implements BlobBackend {
     this.now = opts.now ?? Date.now;
     this.reconcileIntervalMs = opts.reconcileIntervalMs ?? 3_600_000;
     this.readBudget = new ReadBudget(settings.readMemory);
+    this.slabs = new SlabPool(settings.readMemory);
+    this.onPooledGet = opts.onPooledGet;
   }
 
   private get s3(): S3Client {
@@ -328,14 +336,15 @@ export class S3Backend implements BlobBackend {
     const size = totalOf(first.ContentRange) ?? (first.ContentLength !== undefined && first.ContentLength <= firstEnd ? first.ContentLength : indexedSize);
     let firstBody: Readable | null = (first.Body as Readable | undefined) ?? null;
     const etag = first.ETag ?? null;
-    const source: PartSource = {
+    const changed = (err: unknown): boolean => s3Status(err) === 412;
+    const sdkSource: PartSource = {
       get: async (start, end, ifMatch, signal) => {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: key, Range: `bytes=${start}-${end}`, ...(ifMatch ? { IfMatch: ifMatch } : {}) }), { abortSignal: signal });
         return { body: r.Body as Readable };
       },
-      changed: (err) => s3Status(err) === 412,
+      changed,
     };
-    const write = async (dest: Writable, range?: ByteRange): Promise<void> => {
+    const write = async (dest: Writable, range: ByteRange | undefined, source: PartSource): Promise<void> => {
       const b = firstBody;
       firstBody = null;
       const start = range?.start ?? 0;
@@ -365,7 +374,7 @@ export class S3Backend implements BlobBackend {
         // Each chunk is a buffer of its own (never reused): a PassThrough may keep them.
         const out = new PassThrough({ highWaterMark: 512 * 1024 });
         out.once('close', done);
-        write(out, range).then(
+        write(out, range, sdkSource).then(
           () => out.end(),
           (err: unknown) => out.destroy(err as Error),
         );
@@ -373,7 +382,9 @@ export class S3Backend implements BlobBackend {
       },
       sendTo: async (dest, range) => {
         try {
-          await write(dest, range);
+          // A socket's writes are called back once the bytes left the buffer: pooled memory can be
+          // used (open()'s PassThrough keeps its chunks: it gets buffers of their own).
+          await write(dest, range, this.pooledSource(key) ?? sdkSource);
           await endAnswer(dest);
         } finally {
           done();
@@ -384,6 +395,36 @@ export class S3Backend implements BlobBackend {
         firstBody = null;
         done();
       },
+    };
+  }
+
+  /**
+   * Parts received straight into pooled memory (pooled-get.ts) when the endpoint is plain HTTP and
+   * `pooledReads` is on; null: the SDK's client reads them. One presigned URL per read, signed again
+   * after 5 minutes (a slow client's read can outlast one); Range and If-Match go unsigned.
+   */
+  private pooledSource(key: string): PartSource | null {
+    const endpoint = this.settings.endpoint;
+    if (this.settings.pooledReads === false || !endpoint || !endpoint.startsWith('http://')) return null;
+    let signed: { url: Promise<URL>; at: number } | null = null;
+    const url = (): Promise<URL> => {
+      if (!signed || this.now() - signed.at > 5 * 60_000) {
+        const at = this.now();
+        const p = getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.settings.bucket, Key: key }), { expiresIn: 15 * 60 }).then((u) => new URL(u));
+        p.catch(() => {
+          if (signed?.url === p) signed = null; // asked again next time
+        });
+        signed = { url: p, at };
+      }
+      return signed.url;
+    };
+    return {
+      get: async (start, end, ifMatch, signal) => {
+        this.onPooledGet?.({ range: `bytes=${start}-${end}`, ifMatch: ifMatch ?? '' });
+        const got = await pooledGet({ url: await url(), start, end, ifMatch, pool: this.slabs, signal, connectTimeoutMs: 5_000, idleTimeoutMs: 60_000 });
+        return { pooled: got.body };
+      },
+      changed: (err) => s3Status(err) === 412,
     };
   }
 

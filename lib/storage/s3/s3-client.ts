@@ -42,6 +42,8 @@ export interface S3Settings {
   readConcurrency: number;
   /** Bytes that parts read ahead may hold in memory, all reads of the process together. */
   readMemory: number;
+  /** Parts of parallel reads from an http:// endpoint received into pooled memory (pooled-get.ts), as when absent; false: the SDK's client. */
+  pooledReads?: boolean;
 }
 
 /** Connections to S3 at most (reads of warm blobs each hold one while they stream). */

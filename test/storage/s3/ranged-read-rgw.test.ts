@@ -13,6 +13,7 @@ import type { PullThrough } from '../../../lib/cache/pull-through.js';
 import { sendBlob } from '../../../lib/server/blob-response.js';
 import { Metrics } from '../../../lib/server/metrics.js';
 import type { BlobStore } from '../../../lib/storage/blob-store.js';
+import { pooledGetSockets, SLAB } from '../../../lib/storage/s3/pooled-get.js';
 import { S3Backend } from '../../../lib/storage/s3/s3-backend.js';
 import { createS3Client, type S3Settings } from '../../../lib/storage/s3/s3-client.js';
 import { s3Client, s3Storage } from '../../fixtures/s3.js';
@@ -75,9 +76,11 @@ async function setup(t: Test, blobs: Buffer[], read: Partial<S3Settings> = {}): 
       }
       return next(args);
     },
-    { step: 'initialize' },
+    // At the deserialize step: requests sent (a presigned URL's signing stops before it).
+    { step: 'deserialize' },
   );
-  const backend = new S3Backend(await tmpDir(t, 'stevedore-s3-ranged-'), settings, { client });
+  // Parts are asked through the SDK's client (open(), the first part) or received into pooled memory (sendTo(): pooled-get.ts): both counted.
+  const backend = new S3Backend(await tmpDir(t, 'stevedore-s3-ranged-'), settings, { client, onPooledGet: (g) => gets.push(g) });
   await backend.open({ sweep: false });
   t.teardown(() => backend.close());
   let answering = 0;
@@ -183,6 +186,11 @@ t.test('a large blob comes byte for byte, whole and by ranges (first byte, middl
     t.equal(u.gets.length, start === 0 && end >= PART - 1 ? rangeParts : 1 + rangeParts, `${range}: ${u.gets.length} GETs`);
   }
   t.equal(u.backend.readBudget.stats().inUse, 0, 'no budget held');
+  // The parts after the first were received into pooled slabs (pooled-get.ts): every one of them is
+  // back in the pool once its bytes were written to the client.
+  await settled('the slabs back', () => u.backend.slabs.stats().pooled === u.backend.slabs.stats().allocated * SLAB);
+  t.ok(u.backend.slabs.stats().allocated > 0, `${u.backend.slabs.stats().allocated} slabs used`);
+  t.ok(u.backend.slabs.stats().allocated * SLAB <= 4 * PART + 4 * SLAB, 'no more than the parts in flight at once');
 });
 
 t.test('a small blob (below readThreshold) is read by one GET, taking no budget', async (t) => {
@@ -207,8 +215,9 @@ t.test('clients hanging up (right after the headers, in the first part, mid-blob
   await settled('the budget to be given back', () => u.backend.readBudget.stats().inUse === 0);
   t.equal(u.backend.readBudget.stats().inUse, 0, 'budget back to full');
   t.equal(u.backend.readBudget.stats().waiting, 0, 'nobody waiting for it');
-  await settled('no socket to the gateway in use', () => busySockets(u.agent) === 0);
-  t.equal(busySockets(u.agent), 0, 'no GET left in flight');
+  await settled('no socket to the gateway in use', () => busySockets(u.agent) === 0 && pooledGetSockets() === 0);
+  t.equal(busySockets(u.agent), 0, 'no GET of the SDK left in flight');
+  t.equal(pooledGetSockets(), 0, 'no pooled GET left in flight');
   // And the blob still comes whole afterwards.
   t.equal(sha((await get(path)).body), sha(big));
 });
@@ -243,4 +252,40 @@ t.test('/metrics shows the read-ahead memory in use and its limit (stevedore_s3_
   req.destroy();
   await settled('the budget back', () => u.backend.readBudget.stats().inUse === 0);
   t.same(await gauge(), { in_use: 0, limit: 3 * PART }, 'given back when it hangs up');
+});
+
+t.test('with pooledReads: false every part goes through the SDK\'s client, byte for byte', async (t) => {
+  const u = await setup(t, [big], { pooledReads: false });
+  const r = await get(`${u.url}/${u.digests[0]!.value}`);
+  t.equal(sha(r.body), sha(big));
+  t.equal(u.backend.slabs.stats().allocated, 0, 'no pooled slab used');
+  t.equal(u.gets.length, Math.ceil(big.length / PART), 'one GET per part, all through the SDK');
+});
+
+t.test('an object replaced in the bucket while a client reads it: the gateway refuses the next part (If-Match, sent with the presigned URL), the client is cut, no byte of the new version reaches it', async (t) => {
+  const u = await setup(t, [big], { readMemory: PART });
+  const s = (u.backend as unknown as { settings: { bucket: string } }).settings;
+  const key = `blobs/sha256/${u.digests[0]!.hex.slice(0, 2)}/${u.digests[0]!.hex}`;
+  const received: Buffer[] = [];
+  const cut = new Promise<boolean>((resolve) => {
+    const req = http.get(`${u.url}/${u.digests[0]!.value}`, { agent: false }, (res) => {
+      res.on('data', (c: Buffer) => {
+        received.push(c);
+        res.pause();
+        setTimeout(() => res.resume(), 5);
+      });
+      res.on('end', () => resolve(false));
+      res.on('aborted', () => resolve(true));
+      res.on('error', () => resolve(true));
+    });
+    req.on('error', () => resolve(true));
+  });
+  await settled('a part after the first asked', () => u.gets.length >= 2);
+  const other = randomBytes(big.length);
+  await s3Client(await s3Storage()).send(new PutObjectCommand({ Bucket: s.bucket, Key: key, Body: other }));
+  t.equal(await cut, true, 'the answer was cut');
+  const got = Buffer.concat(received);
+  t.ok(got.length < big.length, `${got.length} of ${big.length} bytes`);
+  t.ok(got.equals(big.subarray(0, got.length)), 'every byte received is the old version\'s');
+  t.ok(u.gets.some((g) => g.ifMatch !== ''), 'parts asked If-Match');
 });

@@ -5,6 +5,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import t from 'tap';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { pooledGet, SLAB, SlabPool } from '../../../lib/storage/s3/pooled-get.js';
 import { ObjectChangedError, ReadBudget, writeRanged, type PartSource, type RangedReadOptions } from '../../../lib/storage/s3/ranged-reader.js';
 import { DestinationClosedError } from '../../../lib/util/destination-closed.js';
 
@@ -96,13 +99,14 @@ class FakeSource implements PartSource {
 }
 
 /** A destination that keeps what it is given, taking each chunk after `delayMs`; `closeAfter`: bytes after which it is destroyed. */
-function sink(opts: { delayMs?: number; closeAfter?: number } = {}): { dest: Writable; bytes: () => Buffer; read: (p: Promise<void>) => Promise<void> } {
+function sink(opts: { delayMs?: number; closeAfter?: number; copy?: boolean } = {}): { dest: Writable; bytes: () => Buffer; read: (p: Promise<void>) => Promise<void> } {
   const got: Buffer[] = [];
   let n = 0;
   const dest = new Writable({
     highWaterMark: 64 * KiB,
     write(chunk: Buffer, _enc, cb) {
-      got.push(chunk);
+      // A socket is done with a chunk when it calls back; a sink keeping pooled views must copy them.
+      got.push(opts.copy ? Buffer.from(chunk) : chunk);
       n += chunk.length;
       if (opts.closeAfter !== undefined && n >= opts.closeAfter) {
         cb();
@@ -281,4 +285,41 @@ t.test('the budget grants first come, first served, and a request whose reader g
   await Promise.all([a, d]);
   t.same(order, ['c gave up', 'a', 'd']);
   t.same(b.stats().inUse, 60);
+});
+
+t.test('parts received into pooled memory (pooled-get.ts): a part that breaks off is asked again from the byte it reached, and every slab is pooled again once written', async (t) => {
+  const object = randomBytes(3 * 1024 * KiB + 5);
+  const asked: string[] = [];
+  const broken = new Set<string>();
+  const srv = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.once('data', (d: Buffer) => {
+      const m = /Range: bytes=(\d+)-(\d+)/.exec(d.toString('latin1'))!;
+      const [start, end] = [Number(m[1]), Number(m[2])];
+      asked.push(`${start}-${end}`);
+      s.write(`HTTP/1.1 206 Partial Content\r\nContent-Length: ${end - start + 1}\r\nContent-Range: bytes ${start}-${end}/${object.length}\r\n\r\n`);
+      // The part starting at 1 MiB breaks off after 100 KiB, once.
+      if (start === 1024 * KiB && !broken.has('once')) {
+        broken.add('once');
+        s.write(object.subarray(start, start + 100 * KiB), () => s.destroy());
+        return;
+      }
+      s.end(object.subarray(start, end + 1));
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
+  const url = new URL(`http://127.0.0.1:${(srv.address() as AddressInfo).port}/b/k`);
+  const pool = new SlabPool(64 * 1024 * KiB);
+  const source: PartSource = {
+    get: async (start, end, ifMatch, signal) => ({ pooled: (await pooledGet({ url, start, end, ifMatch, pool, signal })).body }),
+    changed: () => false,
+  };
+  const budget = new ReadBudget(4 * 1024 * KiB);
+  const out = sink({ copy: true, delayMs: 1 });
+  await out.read(writeRanged(out.dest, { source, budget, start: 0, end: object.length - 1, partSize: 512 * KiB, concurrency: 3, retries: 2, etag: null, retryDelayMs: () => 1 }));
+  t.equal(sha(out.bytes()), sha(object), 'byte for byte');
+  t.ok(asked.includes(`${1024 * KiB + 100 * KiB}-${1536 * KiB - 1}`), 'the broken part asked again from the byte it reached');
+  t.equal(budget.stats().inUse, 0, 'no budget held');
+  t.equal(pool.stats().pooled, pool.stats().allocated * SLAB, `all ${pool.stats().allocated} slabs back in the pool`);
 });
