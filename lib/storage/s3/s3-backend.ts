@@ -61,6 +61,9 @@ import { S3SessionFiles } from './s3-session-files.js';
 /** How many times a failed ranged GET of a large blob is asked again before its client is cut. */
 const PART_RETRIES = 2;
 
+/** Pooled slabs kept for reuse at most (pooled-get.ts's SlabPool; those in use are bounded by readMemory). */
+const SLAB_POOL_KEEP = 16 * 1024 * 1024;
+
 /** The object's size from a Content-Range answer (`bytes 0-8388607/209715200`). */
 function totalOf(contentRange: string | undefined): number | null {
   const m = /\/(\d+)$/.exec(contentRange ?? '');
@@ -99,7 +102,11 @@ export class S3Backend implements BlobBackend {
   private readonly spoolTimers = new Set<NodeJS.Timeout>();
   /** Memory that parallel reads of large blobs hold for parts read ahead, shared by all of them (readMemory). */
   readonly readBudget: ReadBudget;
-  /** Memory that pooled ranged GETs read into (pooled-get.ts): reused, released after 10 s unused. */
+  /**
+   * Memory that pooled ranged GETs read into (pooled-get.ts): slabs given back are kept for reuse up
+   * to 16 MiB (or readMemory if less; the parts in flight hold theirs under readMemory anyway),
+   * all released after 10 s unused.
+   */
   readonly slabs: SlabPool;
   private readonly onPooledGet: S3BackendOptions['onPooledGet'];
   /** Tells whether a digest is being downloaded by some replica (cluster mode: its lease). */
@@ -115,7 +122,7 @@ export class S3Backend implements BlobBackend {
     this.now = opts.now ?? Date.now;
     this.reconcileIntervalMs = opts.reconcileIntervalMs ?? 3_600_000;
     this.readBudget = new ReadBudget(settings.readMemory);
-    this.slabs = new SlabPool(settings.readMemory);
+    this.slabs = new SlabPool(Math.min(settings.readMemory, SLAB_POOL_KEEP));
     this.onPooledGet = opts.onPooledGet;
   }
 
