@@ -22,7 +22,7 @@
  *   npm run bench          full run (~20 min), writes bench/RESULTS.md
  *   npm run bench:quick    seconds, tiny sizes, one run; writes to a temp file
  *
- * Options (after `--`): --quick, --out FILE (Markdown), --json FILE (raw figures),
+ * Options (after `--`): --quick, --prebuilt (the project's dist/ as it is, not a build of its own), --out FILE (Markdown), --json FILE (raw figures),
  * --only s1,s3,... (a subset of the scenarios), --runs N, --cpu-prof DIR (stevedore runs with
  * node --cpu-prof, one .cpuprofile per process written to DIR when it stops), --node-arg ARG
  * (repeatable: an extra node option for every stevedore process, e.g. --node-arg=--require=x.cjs),
@@ -59,7 +59,7 @@ import { cpuTicks, loadAvg } from './lib/proc.js';
 import { pushGenerated, pushImage } from './lib/registry-api.js';
 import { collectMeta, gitVersion, orderPeakRss, renderReport, type Meta } from './lib/report.js';
 import { log, REPO_APP, REPO_BIG, REPO_BLOBS, REPO_PULL, type Ctx, type OptionSpecs, type OptionValues, type ReportCtx } from './lib/scenario.js';
-import { buildStevedore, failureOf, ROOT, ServerFailure, setStevedoreWorkers } from './lib/servers.js';
+import { buildStevedore, failureOf, prebuiltStevedore, ROOT, ServerFailure, setStevedoreWorkers } from './lib/servers.js';
 import { startUpstream } from './lib/upstream.js';
 import { SCENARIOS } from './scenarios/index.js';
 
@@ -109,6 +109,8 @@ async function main(): Promise<void> {
   const parsed = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
+      // The project's dist/ as it is (the test suite's quick run: tap's before script just compiled it) instead of a build of lib/ of its own.
+      prebuilt: { type: 'boolean', default: false },
       out: { type: 'string' },
       json: { type: 'string' },
       only: { type: 'string' },
@@ -121,7 +123,7 @@ async function main(): Promise<void> {
     },
   });
   const all = parsed.values as OptionValues;
-  const values = parsed.values as { quick: boolean; out?: string; json?: string; only?: string; runs?: string; 'cpu-prof'?: string; 'node-arg'?: string[] };
+  const values = parsed.values as { quick: boolean; prebuilt: boolean; out?: string; json?: string; only?: string; runs?: string; 'cpu-prof'?: string; 'node-arg'?: string[] };
   const p = paramsFor(values.quick ? 'quick' : 'full');
   if (values.runs) p.runs = Number(values.runs);
   for (const sc of SCENARIOS) sc.applyOptions?.(all, p);
@@ -162,8 +164,8 @@ async function main(): Promise<void> {
   try {
     log(`mode ${p.mode}, ${p.runs} run(s) per contender, scenarios ${[...only].join(',')}`);
     const git = await gitVersion();
-    const build = await buildStevedore();
-    cleanups.push(() => removeDir(build.dir));
+    const build = values.prebuilt ? await prebuiltStevedore() : await buildStevedore();
+    if (!values.prebuilt) cleanups.push(() => removeDir(build.dir));
     if (build.warnings) log(`tsc reported problems but emitted JavaScript:\n${build.warnings}`);
     const upstream = await startUpstream();
     cleanups.push(() => upstream.stop());

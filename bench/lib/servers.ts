@@ -163,6 +163,17 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 
 // ---- stevedore ---------------------------------------------------------------------------
 
+/** The project's own dist/ (compiled already: `npm run build`, or tap's before script), used in place. */
+export async function prebuiltStevedore(root = ROOT): Promise<StevedoreBuild> {
+  const main = path.join(root, 'dist', 'cli', 'main.js');
+  try {
+    await fsp.access(main);
+  } catch {
+    throw new Error(`--prebuilt: ${main} is missing (npm run build)`);
+  }
+  return { main, dir: root, warnings: '' };
+}
+
 export interface StevedoreBuild {
   main: string;
   dir: string;
