@@ -230,8 +230,22 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
       for (const c of early.splice(0)) c.release();
       slab.unref();
       if (!head) reject(err);
-      else if (consumer) consumer.error(err);
+      else if (consumer) tell.error(err);
       else failedWith = err;
+    };
+    /** The consumer hears of the end or of a failure once. */
+    let told = false;
+    const tell = {
+      end: (): void => {
+        if (told || !consumer) return;
+        told = true;
+        consumer.end();
+      },
+      error: (err: Error): void => {
+        if (told || !consumer) return;
+        told = true;
+        consumer.error(err);
+      },
     };
     const onAbort = (): void => fail(o.signal.reason as Error);
     const connectTimer = setTimeout(() => fail(new S3GetError(null, `no answer from ${o.url.host} within ${o.connectTimeoutMs ?? 5000} ms`)), o.connectTimeoutMs ?? 5000);
@@ -297,12 +311,13 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
       }
       received += n2;
       deliver(slab.view(bodyFrom, slab.fill));
+      if (finished) return false; // the consumer gave up on it (destroy) meanwhile
       if (received === expected) {
         finished = true;
         cleanup();
         socket.destroy();
         slab.unref();
-        if (consumer) consumer.end();
+        if (consumer) tell.end();
         return false;
       }
       return !paused;
@@ -314,8 +329,8 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
         for (const e of early.splice(0)) {
           if (c.chunk(e) === false) paused = true;
         }
-        if (failedWith) c.error(failedWith);
-        else if (finished) c.end();
+        if (failedWith) tell.error(failedWith);
+        else if (finished) tell.end();
         else if (paused) socket.pause();
       },
       resume: () => {
@@ -323,7 +338,13 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
         paused = false;
         socket.resume();
       },
-      destroy: (err) => fail(err ?? new S3GetError(null, 'the read was given up')),
+      destroy: (err) => {
+        const e = err ?? new S3GetError(null, 'the read was given up');
+        if (!finished) return fail(e);
+        // All of it had come: nothing to stop, but whoever gave up hears of it rather than of an end.
+        if (consumer) tell.error(e);
+        else failedWith = e;
+      },
     };
 
     const socket = net.connect({

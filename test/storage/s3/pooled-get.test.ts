@@ -257,3 +257,26 @@ t.test('a consumer that answers false pauses the reads until resume(); nothing i
   t.equal(await ended, null);
   t.equal(sha(Buffer.concat(copies)), sha(body));
 });
+
+t.test('a consumer giving up from within its last chunk: the slab stays out of the pool until that chunk is released, and the end is not told after the failure', async (t) => {
+  const srv = await server(t, (_h, s) => s.end(head206(0, 9, 10) + '0123456789'));
+  const pool = new SlabPool(MiB);
+  const got = await pooledGet({ url: srv.url(), start: 0, end: 9, ifMatch: null, pool, signal: signal() });
+  const held: PooledChunk[] = [];
+  const heard: string[] = [];
+  got.body.consume({
+    chunk: (c) => {
+      held.push(c);
+      got.body.destroy(new Error('not wanted'));
+      return false;
+    },
+    end: () => heard.push('end'),
+    error: (err) => heard.push(`error: ${err.message}`),
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(heard, ['error: not wanted'], 'told of the failure once, never of an end');
+  t.equal(pool.stats().pooled, 0, 'the slab is not pooled while its chunk is held');
+  for (const c of held) c.release();
+  t.equal(pool.stats().pooled, pool.stats().allocated * SLAB, 'pooled once released');
+  await settled('sockets closed', () => pooledGetSockets() === 0);
+});
