@@ -409,13 +409,15 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
           let dropped = 0;
           dest.cork();
           for (; chunk; chunk = ok && batch < WRITE_BATCH ? p.take() : null) {
-            if (Buffer.isBuffer(chunk)) ok = dest.write(chunk);
-            else {
+            if (Buffer.isBuffer(chunk)) {
+              ok = dest.write(chunk);
+              batch += chunk.length;
+              dropped += chunk.length;
+            } else {
               const c: PooledChunk = chunk;
               ok = dest.write(c.data, (err) => c.release(!err));
+              batch += c.data.length;
             }
-            batch += bytesOf(chunk).length;
-            if (Buffer.isBuffer(chunk)) dropped += chunk.length;
           }
           dest.uncork();
           // Buffers of their own are dropped once written (pooled ones are reused): see buffer-churn.ts.

@@ -61,6 +61,11 @@ import { S3SessionFiles } from './s3-session-files.js';
 /** How many times a failed ranged GET of a large blob is asked again before its client is cut. */
 const PART_RETRIES = 2;
 
+/** Whether a ranged GET failed because the object is no longer the version read (If-Match: 412). */
+function objectChanged(err: unknown): boolean {
+  return s3Status(err) === 412;
+}
+
 /** Pooled slabs kept for reuse at most (pooled-get.ts's SlabPool; those in use are bounded by readMemory). */
 const SLAB_POOL_KEEP = 16 * 1024 * 1024;
 
@@ -343,13 +348,12 @@ export class S3Backend implements BlobBackend {
     const size = totalOf(first.ContentRange) ?? (first.ContentLength !== undefined && first.ContentLength <= firstEnd ? first.ContentLength : indexedSize);
     let firstBody: Readable | null = (first.Body as Readable | undefined) ?? null;
     const etag = first.ETag ?? null;
-    const changed = (err: unknown): boolean => s3Status(err) === 412;
     const sdkSource: PartSource = {
       get: async (start, end, ifMatch, signal) => {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: key, Range: `bytes=${start}-${end}`, ...(ifMatch ? { IfMatch: ifMatch } : {}) }), { abortSignal: signal });
         return { body: r.Body as Readable };
       },
-      changed,
+      changed: objectChanged,
     };
     const write = async (dest: Writable, range: ByteRange | undefined, source: PartSource): Promise<void> => {
       const b = firstBody;
@@ -431,7 +435,7 @@ export class S3Backend implements BlobBackend {
         const got = await pooledGet({ url: await url(), start, end, ifMatch, pool: this.slabs, signal, connectTimeoutMs: 5_000, idleTimeoutMs: 60_000 });
         return { pooled: got.body };
       },
-      changed: (err) => s3Status(err) === 412,
+      changed: objectChanged,
     };
   }
 
