@@ -125,13 +125,24 @@ export default defineScenario<S11Result>({
   inDefaultRun: false,
   seeded: false,
   // --baseline DIR (declared by s12, shared): stevedore-s3-before, the S3 backend of another checkout, side by side.
-  options: { 's11-no-s3-backend': { type: 'boolean', default: false }, 's11-runs': { type: 'string' }, 's11-skip-many': { type: 'boolean', default: false } },
+  options: { 's11-no-s3-backend': { type: 'boolean', default: false }, 's11-runs': { type: 'string' }, 's11-skip-many': { type: 'boolean', default: false }, 's11-s3': { type: 'string' }, 's11-before-s3': { type: 'string' } },
   async run(ctx) {
     const withS3Backend = !ctx.values['s11-no-s3-backend'];
     const skipMany = ctx.values['s11-skip-many'] === true;
     const q = { ...ctx.p.s3 };
     const runsOpt = ctx.values['s11-runs'];
     if (typeof runsOpt === 'string') q.runs = Number(runsOpt);
+    // --s11-s3 / --s11-before-s3 '{"readPartSize":"16MiB"}': storage.s3 keys for stevedore-s3 / -before (a setting's A/B).
+    const extraS3 = (flag: string): Record<string, unknown> => {
+      const v = ctx.values[flag];
+      if (typeof v !== 'string') return {};
+      const o: unknown = JSON.parse(v);
+      if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new Error(`--${flag}: a JSON object of storage.s3 keys`);
+      log(`s11: --${flag} ${v}`);
+      return o as Record<string, unknown>;
+    };
+    const s3Extra = extraS3('s11-s3');
+    const beforeExtra = extraS3('s11-before-s3');
     const baselineOpt = ctx.values.baseline;
     let before: { build: Awaited<ReturnType<typeof buildStevedore>>; git: string } | null = null;
     if (typeof baselineOpt === 'string' && withS3Backend) {
@@ -203,6 +214,7 @@ export default defineScenario<S11Result>({
                 forcePathStyle: true,
                 accessKeyId: rgw.accessKeyId,
                 secretAccessKey: rgw.secretAccessKey,
+                ...s3Extra,
               },
             },
           },
@@ -224,7 +236,7 @@ export default defineScenario<S11Result>({
                 path: w,
                 maxSize: null,
                 backend: 's3',
-                s3: { bucket: S3_BUCKET_BEFORE, prefix: '', endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+                s3: { bucket: S3_BUCKET_BEFORE, prefix: '', endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey, ...beforeExtra },
               },
             },
           }),
