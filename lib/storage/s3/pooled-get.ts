@@ -25,6 +25,14 @@ export const SLAB = 256 * 1024;
 const MIN_ROOM = 16 * 1024;
 /** The most bytes the answer's status line and headers may take. */
 const MAX_HEAD = 32 * 1024;
+/**
+ * Body bytes are handed on in views of at least this much (less only at the end of the body or of
+ * a slab): socket reads on loopback return 16–64 KiB each, and every chunk handed on costs the
+ * consumer's queue, a write to the client and its callback. Fewer, larger chunks (bench/RESULTS.md).
+ */
+export const DELIVER_MIN = 128 * 1024;
+/** Body bytes received before a consumer is set at most: then the socket waits for it. */
+const EARLY_MAX = 256 * 1024;
 
 let openSockets = 0;
 
@@ -190,11 +198,18 @@ function parseHead(text: string): Head | null {
   return { status: Number(m[1]), reason: m[2] ?? '', headers };
 }
 
+/** A valid answer's head: the object's ETag and size (null: not said), and the body to consume. */
+export interface PooledAnswer {
+  etag: string | null;
+  total: number | null;
+  body: PooledBody;
+}
+
 /**
  * Sends the GET and resolves once a valid 206 head arrived, with the body to consume; rejects with
  * an S3GetError for any other answer or failure (the signal's reason when it aborted).
  */
-export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; body: PooledBody }> {
+export function pooledGet(o: PooledGetOptions): Promise<PooledAnswer> {
   const expected = o.end - o.start + 1;
   let request: string;
   try {
@@ -216,8 +231,9 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
     let received = 0; // body bytes
     let finished = false;
     let consumer: Parameters<PooledBody['consume']>[0] | null = null;
-    /** Body bytes that came with the head, before a consumer was set. */
+    /** Body bytes that came before a consumer was set (at most about EARLY_MAX). */
     const early: PooledChunk[] = [];
+    let earlyBytes = 0;
     let paused = false;
 
     /** A failure after the head came, before a consumer was set: told to it when it comes. */
@@ -254,19 +270,27 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
       o.signal.removeEventListener('abort', onAbort);
     };
 
-    /** The next region of memory a read lands in: the current slab's room, or a new slab. */
-    const nextBuffer = (): Buffer => {
-      if (finished) return SCRATCH; // the socket is destroyed: no read lands anywhere any more
-      if (slab.room < MIN_ROOM && head) {
-        slab.unref();
-        slab = new Slab(o.pool.take(), o.pool);
+    /** Where the body bytes of the current slab not handed on yet begin. */
+    let pending = 0;
+    /**
+     * Fails after handing on the body bytes received before [pending, upTo): the caller's retry
+     * asks from the byte they reached (a connection that breaks or stalls mid-body).
+     */
+    const failKeeping = (err: Error, upTo = slab.fill): void => {
+      if (head && !finished && upTo > pending) {
+        deliver(slab.view(pending, upTo));
+        pending = upTo;
       }
-      return slab.buf.subarray(slab.fill);
+      fail(err);
     };
+    /** The next region of memory a read lands in: the current slab's room (onRead moves to a new one). */
+    const nextBuffer = (): Buffer => (finished ? SCRATCH : slab.buf.subarray(slab.fill)); // finished: the socket is destroyed, no read lands anywhere
 
     const deliver = (c: PooledChunk): void => {
       if (!consumer) {
         early.push(c);
+        earlyBytes += c.data.length;
+        if (earlyBytes >= EARLY_MAX) paused = true; // until consume()
         return;
       }
       if (consumer.chunk(c) === false) paused = true;
@@ -276,7 +300,7 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
       if (finished) return false;
       const from = slab.fill;
       slab.fill += n;
-      let bodyFrom = from;
+      let arrived = n;
       if (!head) {
         // The head is at the start of the first slab (it has room for MAX_HEAD and more).
         const at = slab.buf.subarray(0, slab.fill).indexOf('\r\n\r\n', Math.max(0, from - 3), 'latin1');
@@ -300,19 +324,24 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
           return false;
         }
         clearTimeout(connectTimer);
-        bodyFrom = at + 4;
-        resolve({ etag: parsed.headers.get('etag') ?? null, body });
+        pending = at + 4;
+        arrived = slab.fill - pending;
+        resolve({ etag: parsed.headers.get('etag') ?? null, total: totalOf(parsed), body });
       }
-      const n2 = slab.fill - bodyFrom;
-      if (n2 <= 0) return true;
-      if (received + n2 > expected) {
-        fail(new S3GetError(206, `the gateway sent more than the ${expected} bytes it announced`));
+      if (arrived <= 0) return true;
+      if (received + arrived > expected) {
+        failKeeping(new S3GetError(206, `the gateway sent more than the ${expected} bytes it announced`), from);
         return false;
       }
-      received += n2;
-      deliver(slab.view(bodyFrom, slab.fill));
-      if (finished) return false; // the consumer gave up on it (destroy) meanwhile
-      if (received === expected) {
+      received += arrived;
+      const complete = received === expected;
+      const retire = slab.room < MIN_ROOM;
+      if (complete || retire || slab.fill - pending >= DELIVER_MIN) {
+        deliver(slab.view(pending, slab.fill));
+        pending = slab.fill;
+        if (finished) return false; // the consumer gave up on it (destroy) meanwhile
+      }
+      if (complete) {
         finished = true;
         cleanup();
         socket.destroy();
@@ -320,18 +349,26 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
         if (consumer) tell.end();
         return false;
       }
+      if (retire) {
+        slab.unref();
+        slab = new Slab(o.pool.take(), o.pool);
+        pending = 0;
+      }
       return !paused;
     };
 
     const body: PooledBody = {
       consume: (c) => {
         consumer = c;
+        paused = false;
+        earlyBytes = 0;
         for (const e of early.splice(0)) {
           if (c.chunk(e) === false) paused = true;
         }
         if (failedWith) tell.error(failedWith);
         else if (finished) tell.end();
         else if (paused) socket.pause();
+        else socket.resume(); // reads waited for a consumer (EARLY_MAX)
       },
       resume: () => {
         if (finished || !paused) return;
@@ -354,15 +391,23 @@ export function pooledGet(o: PooledGetOptions): Promise<{ etag: string | null; b
       onread: { buffer: nextBuffer, callback: onRead },
     });
     openSockets++;
-    socket.setTimeout(o.idleTimeoutMs ?? 60_000, () => fail(new S3GetError(null, `nothing received from ${o.url.host} for ${o.idleTimeoutMs ?? 60_000} ms`)));
+    socket.setTimeout(o.idleTimeoutMs ?? 60_000, () => failKeeping(new S3GetError(null, `nothing received from ${o.url.host} for ${o.idleTimeoutMs ?? 60_000} ms`)));
     socket.once('connect', () => socket.write(request));
-    socket.on('error', (err) => fail(new S3GetError(null, `the connection to ${o.url.host} failed: ${err.message}`, { cause: err })));
+    socket.on('error', (err) => failKeeping(new S3GetError(null, `the connection to ${o.url.host} failed: ${err.message}`, { cause: err })));
     socket.once('close', () => {
       openSockets--;
-      if (!finished) fail(new S3GetError(head ? 206 : null, head ? `the body ended after ${received} of ${expected} bytes` : 'the connection closed before an answer'));
+      if (!finished) failKeeping(new S3GetError(head ? 206 : null, head ? `the body ended after ${received} of ${expected} bytes` : 'the connection closed before an answer'));
     });
     o.signal.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** The object's size an accepted head says: Content-Range's `/size`, or a whole answer's Content-Length. */
+function totalOf(h: Head): number | null {
+  const range = h.headers.get('content-range');
+  if (range === undefined) return Number(h.headers.get('content-length'));
+  const m = /\/(\d{1,15})$/.exec(range);
+  return m ? Number(m[1]) : null;
 }
 
 /** What is wrong with an answer's head for a GET of [start, end], or null. */

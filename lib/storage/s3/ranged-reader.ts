@@ -274,6 +274,15 @@ class Part {
   }
 }
 
+/** The answer that found the object, bytes [0, end]: a stream, or a body received into pooled memory. */
+export type FirstAnswer = ({ body: Readable } | { pooled: PooledBody }) & { end: number };
+
+/** Gives up an answer not used. */
+export function destroyFirst(f: FirstAnswer): void {
+  if ('pooled' in f) f.pooled.destroy();
+  else f.body.destroy();
+}
+
 export interface RangedReadOptions {
   source: PartSource;
   budget: ReadBudget;
@@ -288,7 +297,12 @@ export interface RangedReadOptions {
   /** The object's ETag when first asked (If-Match for every part); null: not checked. */
   etag: string | null;
   /** A body already asked for, of bytes [0, end] (the GET that found the object): used as the first part if it is exactly that part, else destroyed. */
-  first?: { body: Readable; end: number } | null;
+  first?: FirstAnswer | null;
+  /**
+   * Pooled chunks are copied into buffers of their own before they are written (and released at
+   * once): for a destination that keeps what is written after calling the write back (a PassThrough).
+   */
+  copyPooled?: boolean;
   /** Told of each retry (a log line). */
   onRetry?: (err: unknown, part: { start: number; end: number; attempt: number }) => void;
   /** Delay before retry n (ms): default 100 × n. */
@@ -313,7 +327,7 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
   // The answer already asked for serves as the first part only if it is exactly that part.
   let first = o.first ?? null;
   if (first && !(o.start === 0 && first.end === Math.min(o.end, o.partSize - 1))) {
-    first.body.destroy();
+    destroyFirst(first);
     first = null;
   }
   const reserve = Math.min(o.partSize, o.end - o.start + 1);
@@ -332,9 +346,10 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
     for (let attempt = 0; ; attempt++) {
       try {
         if (first && p.start === 0 && p.received === 0) {
-          const body = first.body;
+          const f = first;
           first = null;
-          await p.consume(body, signal);
+          if ('pooled' in f) await p.consumePooled(f.pooled, signal);
+          else await p.consume(f.body, signal);
         } else {
           const got = await o.source.get(p.start + p.received, p.end, o.etag, signal);
           if ('pooled' in got) await p.consumePooled(got.pooled, signal);
@@ -413,6 +428,12 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
               ok = dest.write(chunk);
               batch += chunk.length;
               dropped += chunk.length;
+            } else if (o.copyPooled) {
+              const copy: Buffer = Buffer.from(chunk.data);
+              chunk.release();
+              ok = dest.write(copy);
+              batch += copy.length;
+              dropped += copy.length;
             } else {
               const c: PooledChunk = chunk;
               ok = dest.write(c.data, (err) => c.release(!err));
@@ -439,7 +460,7 @@ export async function writeRanged(dest: Writable, o: RangedReadOptions): Promise
     if (!signal.aborted) ac.abort(new Error('read over'));
     const m = moved as (() => void) | null;
     m?.();
-    first?.body.destroy();
+    if (first) destroyFirst(first);
     await prefetch.catch(() => undefined);
     await Promise.allSettled(fetches);
     for (const p of parts) if (p) release(p);

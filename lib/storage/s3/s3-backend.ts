@@ -52,8 +52,8 @@ import { StorePaths } from '../paths.js';
 import { readSnapshotFile, writeSnapshotFile } from '../snapshot-file.js';
 import { MultipartSink } from './multipart-sink.js';
 import { S3Bucket } from './s3-bucket.js';
-import { pooledGet, SlabPool } from './pooled-get.js';
-import { ObjectChangedError, ReadBudget, writeRanged, type PartSource } from './ranged-reader.js';
+import { pooledGet, SlabPool, type PooledAnswer } from './pooled-get.js';
+import { destroyFirst, ObjectChangedError, ReadBudget, writeRanged, type FirstAnswer, type PartSource } from './ranged-reader.js';
 import { createS3Client, describeS3Error, isNotFound, s3Status, type S3Settings } from './s3-client.js';
 import { S3Records } from './s3-records.js';
 import { S3SessionFiles } from './s3-session-files.js';
@@ -281,10 +281,27 @@ export class S3Backend implements BlobBackend {
     // A large blob's first GET asks for its first part only: the rest come in parallel.
     const parallel = !this.settings.redirect && this.settings.readThreshold !== null && indexedSize >= this.settings.readThreshold;
     const firstEnd = this.settings.readPartSize - 1;
+    const key = this.bucket.blobKey(d);
+    const pooled = parallel ? this.pooledSource(key) : null;
+    if (pooled) {
+      // The first part received into pooled memory as the others are; anything but a 404 from it
+      // (a gateway answering otherwise than expected) is asked again through the SDK below.
+      try {
+        const got = await pooled.getFirst(firstEnd);
+        const size = got.total ?? indexedSize;
+        return this.readParallel(d, { etag: got.etag, size, first: { pooled: got.body, end: Math.min(firstEnd, size - 1) } }, firstEnd, done, pooled);
+      } catch (err) {
+        if (s3Status(err) === 404) {
+          this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
+          return null;
+        }
+        this.log?.warn({ digest: d.value, err: describeS3Error(err) }, 'the first ranged GET of a blob into pooled memory failed; asking through the SDK');
+      }
+    }
     let first: GetObjectCommandOutput | null = null;
     if (!this.settings.redirect) {
       try {
-        first = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: this.bucket.blobKey(d), ...(parallel ? { Range: `bytes=0-${firstEnd}` } : {}) }));
+        first = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: key, ...(parallel ? { Range: `bytes=0-${firstEnd}` } : {}) }));
       } catch (err) {
         if (isNotFound(err)) {
           this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
@@ -293,7 +310,11 @@ export class S3Backend implements BlobBackend {
         throw err;
       }
     }
-    if (parallel && first) return this.readParallel(d, first, indexedSize, firstEnd, done);
+    if (parallel && first) {
+      const size = totalOf(first.ContentRange) ?? (first.ContentLength !== undefined && first.ContentLength <= firstEnd ? first.ContentLength : indexedSize);
+      const body = first.Body as Readable | undefined;
+      return this.readParallel(d, { etag: first.ETag ?? null, size, first: body ? { body, end: Math.min(firstEnd, size - 1) } : null }, firstEnd, done, this.pooledSource(key));
+    }
     const size = first?.ContentLength ?? indexedSize;
     let firstBody: Readable | null = (first?.Body as Readable | undefined) ?? null;
     const body = async (range?: { start: number; end: number }): Promise<Readable> => {
@@ -340,14 +361,14 @@ export class S3Backend implements BlobBackend {
   }
 
   /**
-   * A large blob read by parallel ranged GETs (ranged-reader.ts): `first` is the answer to the GET
-   * of its first part (bytes 0-firstEnd), which gave its size and ETag.
+   * A large blob read by parallel ranged GETs (ranged-reader.ts): `found.first` is the answer to
+   * the GET of its first part (bytes 0-firstEnd), which gave its size and ETag; `pooled`, parts
+   * received into pooled memory (sendTo() only), else the SDK's.
    */
-  private readParallel(d: Digest, first: GetObjectCommandOutput, indexedSize: number, firstEnd: number, done: () => void): StoredBody {
+  private readParallel(d: Digest, found: { etag: string | null; size: number; first: FirstAnswer | null }, firstEnd: number, done: () => void, pooled: PartSource | null): StoredBody {
     const key = this.bucket.blobKey(d);
-    const size = totalOf(first.ContentRange) ?? (first.ContentLength !== undefined && first.ContentLength <= firstEnd ? first.ContentLength : indexedSize);
-    let firstBody: Readable | null = (first.Body as Readable | undefined) ?? null;
-    const etag = first.ETag ?? null;
+    const { etag, size } = found;
+    let firstBody = found.first;
     const sdkSource: PartSource = {
       get: async (start, end, ifMatch, signal) => {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: key, Range: `bytes=${start}-${end}`, ...(ifMatch ? { IfMatch: ifMatch } : {}) }), { abortSignal: signal });
@@ -355,7 +376,7 @@ export class S3Backend implements BlobBackend {
       },
       changed: objectChanged,
     };
-    const write = async (dest: Writable, range: ByteRange | undefined, source: PartSource): Promise<void> => {
+    const write = async (dest: Writable, range: ByteRange | undefined, source: PartSource, copyPooled: boolean): Promise<void> => {
       const b = firstBody;
       firstBody = null;
       const start = range?.start ?? 0;
@@ -370,7 +391,8 @@ export class S3Backend implements BlobBackend {
           concurrency: this.settings.readConcurrency,
           retries: PART_RETRIES,
           etag,
-          first: b ? { body: b, end: Math.min(firstEnd, size - 1) } : null,
+          first: b,
+          copyPooled,
           onRetry: (err, part) => this.log?.warn({ digest: d.value, part, err: describeS3Error(err) }, 'a ranged GET of a blob failed; asking again from the byte reached'),
         });
       } catch (err) {
@@ -385,7 +407,7 @@ export class S3Backend implements BlobBackend {
         // Each chunk is a buffer of its own (never reused): a PassThrough may keep them.
         const out = new PassThrough({ highWaterMark: 512 * 1024 });
         out.once('close', done);
-        write(out, range, sdkSource).then(
+        write(out, range, sdkSource, true).then(
           () => out.end(),
           (err: unknown) => out.destroy(err as Error),
         );
@@ -395,14 +417,14 @@ export class S3Backend implements BlobBackend {
         try {
           // A socket's writes are called back once the bytes left the buffer: pooled memory can be
           // used (open()'s PassThrough keeps its chunks: it gets buffers of their own).
-          await write(dest, range, this.pooledSource(key) ?? sdkSource);
+          await write(dest, range, pooled ?? sdkSource, false);
           await endAnswer(dest);
         } finally {
           done();
         }
       },
       release: async () => {
-        firstBody?.destroy();
+        if (firstBody) destroyFirst(firstBody);
         firstBody = null;
         done();
       },
@@ -413,8 +435,9 @@ export class S3Backend implements BlobBackend {
    * Parts received straight into pooled memory (pooled-get.ts) when the endpoint is plain HTTP and
    * `pooledReads` is on; null: the SDK's client reads them. One presigned URL per read, signed again
    * after 5 minutes (a slow client's read can outlast one); Range and If-Match go unsigned.
+   * `getFirst`: the GET that finds the object (bytes 0-end, any version), with its ETag and size.
    */
-  private pooledSource(key: string): PartSource | null {
+  private pooledSource(key: string): (PartSource & { getFirst(end: number): Promise<PooledAnswer> }) | null {
     const endpoint = this.settings.endpoint;
     if (this.settings.pooledReads === false || !endpoint || !endpoint.startsWith('http://')) return null;
     let signed: { url: Promise<URL>; at: number } | null = null;
@@ -429,12 +452,13 @@ export class S3Backend implements BlobBackend {
       }
       return signed.url;
     };
+    const get = async (start: number, end: number, ifMatch: string | null, signal: AbortSignal): Promise<PooledAnswer> => {
+      this.onPooledGet?.({ range: `bytes=${start}-${end}`, ifMatch: ifMatch ?? '' });
+      return pooledGet({ url: await url(), start, end, ifMatch, pool: this.slabs, signal, connectTimeoutMs: 5_000, idleTimeoutMs: 60_000 });
+    };
     return {
-      get: async (start, end, ifMatch, signal) => {
-        this.onPooledGet?.({ range: `bytes=${start}-${end}`, ifMatch: ifMatch ?? '' });
-        const got = await pooledGet({ url: await url(), start, end, ifMatch, pool: this.slabs, signal, connectTimeoutMs: 5_000, idleTimeoutMs: 60_000 });
-        return { pooled: got.body };
-      },
+      get: async (start, end, ifMatch, signal) => ({ pooled: (await get(start, end, ifMatch, signal)).body }),
+      getFirst: (end) => get(0, end, null, new AbortController().signal),
       changed: objectChanged,
     };
   }

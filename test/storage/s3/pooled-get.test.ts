@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import { pooledGet, pooledGetSockets, S3GetError, SLAB, SlabPool, type PooledBody, type PooledChunk } from '../../../lib/storage/s3/pooled-get.js';
+import { DELIVER_MIN, pooledGet, pooledGetSockets, S3GetError, SLAB, SlabPool, type PooledBody, type PooledChunk } from '../../../lib/storage/s3/pooled-get.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -112,6 +112,38 @@ t.test('the body of a 206 arrives byte for byte as views of pooled slabs; releas
   t.equal(sha((await drain(again.body)).bytes), sha(object.subarray(start, end + 1)));
   t.equal(pool.stats().allocated, allocated, 'no new slab for the second read');
   await settled('sockets closed', () => pooledGetSockets() === 0);
+});
+
+t.test('a body arriving in small reads is handed on in views of at least DELIVER_MIN bytes (less only where a slab or the body ends)', async (t) => {
+  const object = randomBytes(2 * MiB + 5000);
+  const srv = await server(t, (_h, s) => {
+    s.write(head206(0, object.length - 1, object.length));
+    void dribble(s, object, 8 * KiB);
+  });
+  const pool = new SlabPool(64 * MiB);
+  const got = await pooledGet({ url: srv.url(), start: 0, end: object.length - 1, ifMatch: null, pool, signal: signal() });
+  const held: PooledChunk[] = [];
+  const r = await drain(got.body, held);
+  t.equal(sha(r.bytes), sha(object), 'byte for byte');
+  const small = held.filter((c, i) => c.data.length < DELIVER_MIN && i < held.length - 1 && c.data.byteOffset + c.data.length < SLAB - 16 * KiB);
+  t.same(small.map((c) => c.data.length), [], 'no view but the last of a slab or of the body is smaller than DELIVER_MIN');
+  t.ok(held.length <= Math.ceil(object.length / DELIVER_MIN) + Math.ceil(object.length / (SLAB - 16 * KiB)), `${held.length} views for ${object.length} bytes read 1–8 KiB at a time`);
+  for (const c of held) c.release();
+});
+
+t.test('a body nobody consumes yet is read no further than about 256 KiB; consume() takes it all from there', async (t) => {
+  const object = randomBytes(24 * MiB);
+  const srv = await server(t, (_h, s) => {
+    s.write(head206(0, object.length - 1, object.length));
+    s.write(object);
+  });
+  const pool = new SlabPool(64 * MiB);
+  const got = await pooledGet({ url: srv.url(), start: 0, end: object.length - 1, ifMatch: null, pool, signal: signal() });
+  await new Promise((r) => setTimeout(r, 300));
+  t.ok(pool.stats().allocated <= 3, `${pool.stats().allocated} slabs taken while no consumer was there (the rest waits in the sockets)`);
+  const r = await drain(got.body);
+  t.equal(r.err, null);
+  t.equal(sha(r.bytes), sha(object), 'byte for byte once consumed');
 });
 
 t.test('the request asks exactly the range, If-Match, the presigned path, and one answer per connection', async (t) => {

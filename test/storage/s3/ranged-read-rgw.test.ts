@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import t, { type Test } from 'tap';
 import { parseDigest, type Digest } from '../../../lib/oci/digest.js';
 import type { PullThrough } from '../../../lib/cache/pull-through.js';
@@ -28,6 +28,8 @@ interface Setup {
   agent: http.Agent;
   /** GetObject requests sent to the gateway: their Range ('' for none) and If-Match. */
   gets: Array<{ range: string; ifMatch: string }>;
+  /** Of those, the ones sent through the SDK's client (the others: pooled-get.ts). */
+  sdkGets: () => number;
   url: string;
   /** Requests being answered now. */
   answering: () => number;
@@ -68,11 +70,13 @@ async function setup(t: Test, blobs: Buffer[], read: Partial<S3Settings> = {}): 
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const client = createS3Client(settings, { http: agent });
   const gets: Setup['gets'] = [];
+  let sdkGets = 0;
   client.middlewareStack.add(
     (next, context) => async (args) => {
       if (context.commandName === 'GetObjectCommand') {
         const input = args.input as { Range?: string; IfMatch?: string };
         gets.push({ range: input.Range ?? '', ifMatch: input.IfMatch ?? '' });
+        sdkGets++;
       }
       return next(args);
     },
@@ -96,7 +100,7 @@ async function setup(t: Test, blobs: Buffer[], read: Partial<S3Settings> = {}): 
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  return { backend, agent, gets, digests, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, answering: () => answering };
+  return { backend, agent, gets, sdkGets: () => sdkGets, digests, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, answering: () => answering };
 }
 
 /** GET with an optional Range; `slowMs` between chunks read. */
@@ -167,6 +171,7 @@ t.test('a large blob comes byte for byte, whole and by ranges (first byte, middl
   t.equal(u.gets.length, parts, `${parts} GETs, one per part of 4 MiB`);
   t.ok(u.gets.every((g) => /^bytes=\d+-\d+$/.test(g.range)), 'every one ranged');
   t.ok(u.gets.slice(1).every((g) => g.ifMatch !== '' && g.ifMatch === u.gets[1]!.ifMatch), 'the parts after the first asked If-Match the first answer\'s ETag');
+  t.equal(u.sdkGets(), 0, 'every part, the first included, received into pooled memory: none through the SDK');
 
   for (const [range, start, end] of [
     ['bytes=0-0', 0, 0],
@@ -193,6 +198,16 @@ t.test('a large blob comes byte for byte, whole and by ranges (first byte, middl
   t.ok(u.backend.slabs.stats().allocated > 0, `${u.backend.slabs.stats().allocated} slabs used`);
   t.ok(u.backend.slabs.stats().allocated * SLAB <= 4 * PART + 4 * SLAB, 'no more than the parts in flight at once');
   t.ok(u.backend.slabs.stats().pooled <= 16 * MiB, 'at most 16 MiB of them kept for reuse');
+});
+
+t.test('a large blob gone from the bucket: the first GET (into pooled memory) finds it missing, and read() says so (null), asking the SDK nothing', async (t) => {
+  const u = await setup(t, [big]);
+  await u.backend.bucket.s3.send(new DeleteObjectCommand({ Bucket: u.backend.bucket.settings.bucket, Key: u.backend.bucket.blobKey(u.digests[0]!) }));
+  u.gets.length = 0;
+  t.equal(await u.backend.read(u.digests[0]!, big.length, () => undefined), null);
+  t.same(u.gets, [{ range: `bytes=0-${PART - 1}`, ifMatch: '' }], 'one GET, of the first part');
+  t.equal(u.sdkGets(), 0);
+  await settled('its connection closed', () => pooledGetSockets() === 0);
 });
 
 t.test('a small blob (below readThreshold) is read by one GET, taking no budget', async (t) => {

@@ -3,11 +3,11 @@
 // object replaced between parts) and what must be counted exactly (parts in flight, budget held).
 // test/storage/s3/ranged-read-rgw.test.ts reads real objects of a Ceph RGW through it.
 import { createHash, randomBytes } from 'node:crypto';
-import { Readable, Writable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import t from 'tap';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { pooledGet, SLAB, SlabPool } from '../../../lib/storage/s3/pooled-get.js';
+import { pooledGet, SLAB, SlabPool, type PooledBody } from '../../../lib/storage/s3/pooled-get.js';
 import { ObjectChangedError, ReadBudget, writeRanged, type PartSource, type RangedReadOptions } from '../../../lib/storage/s3/ranged-reader.js';
 import { DestinationClosedError } from '../../../lib/util/destination-closed.js';
 
@@ -321,5 +321,33 @@ t.test('parts received into pooled memory (pooled-get.ts): a part that breaks of
   t.equal(sha(out.bytes()), sha(object), 'byte for byte');
   t.ok(asked.includes(`${1024 * KiB + 100 * KiB}-${1536 * KiB - 1}`), 'the broken part asked again from the byte it reached');
   t.equal(budget.stats().inUse, 0, 'no budget held');
+  t.equal(pool.stats().pooled, pool.stats().allocated * SLAB, `all ${pool.stats().allocated} slabs back in the pool`);
+});
+
+t.test('copyPooled: a destination that keeps its chunks after calling back (a PassThrough read later) gets copies; the pooled first answer and parts come byte for byte and every slab goes back', async (t) => {
+  const object = randomBytes(2 * 1024 * KiB + 77);
+  const srv = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.once('data', (d: Buffer) => {
+      const m = /Range: bytes=(\d+)-(\d+)/.exec(d.toString('latin1'))!;
+      const [start, end] = [Number(m[1]), Number(m[2])];
+      s.write(`HTTP/1.1 206 Partial Content\r\nContent-Length: ${end - start + 1}\r\nContent-Range: bytes ${start}-${end}/${object.length}\r\n\r\n`);
+      s.end(object.subarray(start, end + 1));
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
+  const url = new URL(`http://127.0.0.1:${(srv.address() as AddressInfo).port}/b/k`);
+  const pool = new SlabPool(64 * 1024 * KiB);
+  const get = async (start: number, end: number, ifMatch: string | null, signal: AbortSignal): Promise<PooledBody> => (await pooledGet({ url, start, end, ifMatch, pool, signal })).body;
+  const source: PartSource = { get: async (start, end, ifMatch, signal) => ({ pooled: await get(start, end, ifMatch, signal) }), changed: () => false };
+  const first = await get(0, 512 * KiB - 1, null, new AbortController().signal);
+  const out = new PassThrough({ highWaterMark: 8 * 1024 * KiB });
+  await writeRanged(out, { source, budget: new ReadBudget(4 * 1024 * KiB), start: 0, end: object.length - 1, partSize: 512 * KiB, concurrency: 3, retries: 0, etag: null, first: { pooled: first, end: 512 * KiB - 1 }, copyPooled: true });
+  out.end();
+  // Everything was written before anything is read: views of reused slabs would show later bytes.
+  const got: Buffer[] = [];
+  for await (const c of out) got.push(c as Buffer);
+  t.equal(sha(Buffer.concat(got)), sha(object), 'byte for byte');
   t.equal(pool.stats().pooled, pool.stats().allocated * SLAB, `all ${pool.stats().allocated} slabs back in the pool`);
 });
