@@ -113,6 +113,12 @@ export interface Params {
     coldLayers: number[];
     coldClients: number;
     coldPauseMs: number;
+    /**
+     * storage.maxSize of the observed store (`--soak-max-size`, `none`: unbounded): the cold
+     * images (~2.3 MiB each, ~70 per window) then reach a steady state, evicted as they age, so
+     * that what the slopes show is not the index of a store that only grows.
+     */
+    maxSize: string | null;
   };
 }
 
@@ -132,6 +138,7 @@ function soakParams(): Params['soak'] {
     coldLayers: [16 * KiB, 256 * KiB, 2 * MiB],
     coldClients: 3,
     coldPauseMs: 2000,
+    maxSize: '128MiB',
   };
 }
 

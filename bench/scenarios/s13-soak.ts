@@ -73,6 +73,8 @@ export interface SoakResult {
   seed: number;
   connections: number;
   pauseMs: number;
+  /** storage.maxSize of the store (null: unbounded). */
+  maxSize?: string | null;
   windows: SoakWindow[];
   /** Least squares over the windows but the first (warm-up), per hour. */
   slopes: { rssMiBPerH: number; heapMiBPerH: number; fdsPerH: number; windowsUsed: number };
@@ -168,11 +170,13 @@ export default defineScenario<SoakResult>({
     'soak-window-minutes': { type: 'string' },
     'soak-cluster': { type: 'boolean', default: false },
     'soak-pause-ms': { type: 'string' },
+    'soak-max-size': { type: 'string' },
   },
   applyOptions(values, p) {
     if (values['soak-minutes'] !== undefined) p.soak.minutes = Number(values['soak-minutes']);
     if (values['soak-window-minutes'] !== undefined) p.soak.windowMinutes = Number(values['soak-window-minutes']);
     if (values['soak-pause-ms'] !== undefined) p.soak.pauseMs = Number(values['soak-pause-ms']);
+    if (typeof values['soak-max-size'] === 'string') p.soak.maxSize = values['soak-max-size'] === 'none' ? null : values['soak-max-size'];
     if (values['soak-cluster']) p.soak.cluster = true;
     if (!(p.soak.minutes > 0)) throw new Error(`--soak-minutes must be a positive number (got ${String(values['soak-minutes'])})`);
   },
@@ -201,7 +205,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
   const windowMinutes = sp.windowMinutes ?? (minutes < 15 ? 1 : 5);
   const seed = Number(process.env.SOAK_SEED ?? Date.now() % 1_000_000);
   const replicas = sp.cluster ? sp.replicas : 1;
-  log(`soak: ${minutes} min in windows of ${windowMinutes} min, ${sp.cluster ? `a cluster of ${replicas} replicas (one store, one redis-server)` : 'one process'}, seed ${seed} (SOAK_SEED repeats it)`);
+  log(`soak: ${minutes} min in windows of ${windowMinutes} min, ${sp.cluster ? `a cluster of ${replicas} replicas (one store, one redis-server)` : 'one process'}, storage.maxSize ${sp.maxSize ?? 'none (unbounded)'}, seed ${seed} (SOAK_SEED repeats it)`);
 
   // ---- content: warm blobs, a big one for hang-ups, an image for the manifests ----------------
   const warmBlobs: BlobSpec[] = [4 * 1024, 64 * 1024, 256 * 1024, 1 * MiB].map((size, i) => contentBlob(`soak/warm/${i}`, size));
@@ -257,6 +261,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
             timeouts: { stall: '5s', firstByte: '15s' },
             upstreamPolicy: { retryAfterDefault: '5s', breakerOpenFor: '5s' },
             cache: { tagTTL: '20s' },
+            ...(sp.maxSize !== null ? { storage: { path: storage, maxSize: sp.maxSize } } : {}),
             ...(redis ? { metadata: { redis: redis.url }, cluster: { replicaId: `replica-${i + 1}` } } : {}),
           },
         });
@@ -489,6 +494,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       seed,
       connections: sp.connections,
       pauseMs: sp.pauseMs,
+      maxSize: sp.maxSize,
       windows,
       slopes,
       wrong,
@@ -584,6 +590,11 @@ export function soakSection(r: SoakResult): string[] {
       `RSS: the mean of samples every few seconds (VmRSS of the process and its children); heap: \`stevedore_nodejs_heap_size_used_bytes\` of its /metrics, the lowest sample of the window (the live set after a GC) and the mean; descriptors: /proc/<pid>/fd, lowest and highest sample. ` +
       `Warm: ${r.connections} connections, ${r.pauseMs} ms between two requests of one connection, half blobs (2 KiB – 1 MiB, every body hashed) and half manifests by tag or digest (hashed, Docker-Content-Digest checked); p99 from request to last byte. ` +
       'Cold: a new image pushed to the upstream registry each round, pulled by 3 clients through stevedore (manifest by tag and digest, config, layers, all hashed) while one more resets mid-body on its largest layer, and the previous image pulled again; the upstream is behind a fault proxy that resets or stalls a share of blob and manifest GETs and answers 429 for 10 s every 2 min (stevedore with `timeouts.stall: 5s`, `upstreamPolicy.retryAfterDefault: 5s`, `breakerOpenFor: 5s`, `cache.tagTTL: 20s` so these paths run within minutes). ' +
+      (r.maxSize === undefined
+        ? ''
+        : r.maxSize === null
+          ? 'The store is unbounded (`--soak-max-size none`): every cold image stays, and the index, links and memo grow with them. '
+          : `The store is bounded (\`storage.maxSize: ${r.maxSize}\`, \`--soak-max-size\`): the cold images are evicted as they age, so the store reaches a steady state within the first window and eviction runs under the load. `) +
       'A failed cold pull (an upstream fault stevedore could not hide) is counted, never a wrong byte. Hang-ups: 4 raw clients a second reset (RST) after part of the request, inside the head or mid-body of a 16 MiB warm blob, a manifest or the newest cold layer. ' +
       'Range: valid (one range, suffix, open, overlapping merged) and invalid (unsatisfiable, malformed, several disjoint) headers on a 1 MiB blob, every status and byte checked. Hostile: the malformed names, digests, references and ns of test/e2e/bad-input.test.ts (status and OCI code) and malformed requests on raw sockets (oversized head, smuggling, NUL and control bytes, no Host, …: any 4xx), 5 a second. ' +
       'The machine (2 cores) was shared with other work during the run: p99 and request counts move with it; the slopes are what the soak is for.',

@@ -183,8 +183,13 @@ const s3Schema = z
     readThreshold: size.refine((n) => n >= 1024 * 1024, { message: 'at least 1MiB' }).nullable().default(32 * 1024 * 1024),
     /** Bytes per ranged GET of a parallel read. */
     readPartSize: size.refine((n) => n >= 256 * 1024 && n <= 256 * 1024 * 1024, { message: 'between 256KiB and 256MiB' }).default(8 * 1024 * 1024),
-    /** Ranged GETs in flight at once per parallel read (each one after the first holds readPartSize of readMemory). */
-    readConcurrency: z.number().int().min(1).max(64).default(4),
+    /**
+     * Ranged GETs in flight at once per parallel read (each one after the first holds readPartSize
+     * of readMemory); 1: one GET per read, of its whole range. auto: 1 where parts are received into
+     * pooled memory (pooledReads, an http:// endpoint: one such stream costs less CPU, of the gateway
+     * too, than several), 4 through the SDK (https://, AWS: a connection's rate is the limit).
+     */
+    readConcurrency: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default('auto'),
     /** Memory that parallel reads may hold for parts read ahead, all reads of the process together; a read that gets none streams one part at a time. */
     readMemory: size.refine((n) => n >= 1024 * 1024, { message: 'at least 1MiB' }).default(64 * 1024 * 1024),
     /**

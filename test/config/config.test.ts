@@ -199,6 +199,14 @@ t.test('a bad storage.maxSize is reported under its key', async (t) => {
   t.match(problems(() => parseConfig({ storage: { maxSize: 'lots' } })), [/^storage\.maxSize: not a size/]);
 });
 
+t.test('storage.s3.readConcurrency is auto unless set to 1-64; anything else is refused, naming the key', async (t) => {
+  const s3 = (extra: Record<string, unknown>): unknown => ({ storage: { backend: 's3', s3: { bucket: 'stevedore-blobs', ...extra } } });
+  t.equal(parseConfig(s3({})).storage.s3?.readConcurrency, 'auto');
+  t.equal(parseConfig(s3({ readConcurrency: 1 })).storage.s3?.readConcurrency, 1);
+  t.equal(parseConfig(s3({ readConcurrency: 64 })).storage.s3?.readConcurrency, 64);
+  for (const bad of [0, 65, 2.5, 'many', null]) t.match(problems(() => parseConfig(s3({ readConcurrency: bad }))), [/^storage\.s3\.readConcurrency: /], String(bad));
+});
+
 t.test('storage.s3.pooledReads is on unless set false; anything but a boolean is refused, naming the key', async (t) => {
   const s3 = (extra: Record<string, unknown>): unknown => ({ storage: { backend: 's3', s3: { bucket: 'stevedore-blobs', ...extra } } });
   t.equal(parseConfig(s3({})).storage.s3?.pooledReads, true);

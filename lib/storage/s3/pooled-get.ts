@@ -161,6 +161,8 @@ export interface PooledGetOptions {
   end: number;
   /** If-Match (an ETag as S3 gave it); null: none. */
   ifMatch: string | null;
+  /** The object may end before `end`: an answer of bytes [start, its last byte] is accepted (the GET that finds an object whose size is not known yet). */
+  clip?: boolean;
   pool: SlabPool;
   signal: AbortSignal;
   /** Connecting and the answer's head must take no longer. */
@@ -210,7 +212,8 @@ export interface PooledAnswer {
  * an S3GetError for any other answer or failure (the signal's reason when it aborted).
  */
 export function pooledGet(o: PooledGetOptions): Promise<PooledAnswer> {
-  const expected = o.end - o.start + 1;
+  /** Body bytes to come: the range asked, or less once a clipped answer (`clip`) says so. */
+  let expected = o.end - o.start + 1;
   let request: string;
   try {
     if (o.url.protocol !== 'http:') throw new S3GetError(null, `pooled GETs speak plain HTTP only, not ${o.url.protocol}`);
@@ -317,12 +320,13 @@ export function pooledGet(o: PooledGetOptions): Promise<PooledAnswer> {
           return false;
         }
         head = parsed;
-        const problem = checkHead(parsed, o.start, o.end, expected);
-        if (problem) {
+        const problem = checkHead(parsed, o.start, o.end, o.clip === true);
+        if (problem instanceof S3GetError) {
           head = null; // the promise rejects
           fail(problem);
           return false;
         }
+        expected = problem.length;
         clearTimeout(connectTimer);
         pending = at + 4;
         arrived = slab.fill - pending;
@@ -410,8 +414,11 @@ function totalOf(h: Head): number | null {
   return m ? Number(m[1]) : null;
 }
 
-/** What is wrong with an answer's head for a GET of [start, end], or null. */
-function checkHead(h: Head, start: number, end: number, expected: number): S3GetError | null {
+/**
+ * What is wrong with an answer's head for a GET of [start, end], or the body's length. With
+ * `clip`, a range ending past the object is answered with what there is (bytes start..size-1).
+ */
+function checkHead(h: Head, start: number, end: number, clip: boolean): S3GetError | { length: number } {
   // A server that ignored the Range of a whole-object request answers 200: the same bytes.
   const whole = h.status === 200 && start === 0 && !h.headers.has('content-range');
   if (h.status !== 206 && !whole) {
@@ -419,14 +426,17 @@ function checkHead(h: Head, start: number, end: number, expected: number): S3Get
     return new S3GetError(h.status, `the gateway answered ${h.status}${h.reason ? ` ${h.reason}` : ''} to a ranged GET`);
   }
   if (h.headers.has('transfer-encoding')) return new S3GetError(206, 'a ranged answer with a Transfer-Encoding (only Content-Length is accepted)');
-  const length = h.headers.get('content-length');
-  if (length === undefined || !/^\d{1,15}$/.test(length) || Number(length) !== expected) {
-    return new S3GetError(206, `Content-Length ${length ?? '(none)'} for a range of ${expected} bytes`);
-  }
-  if (whole) return null;
+  const asked = end - start + 1;
+  const lengthText = h.headers.get('content-length');
+  const length = lengthText !== undefined && /^\d{1,15}$/.test(lengthText) ? Number(lengthText) : null;
+  const badLength = (want: string): S3GetError => new S3GetError(206, `Content-Length ${lengthText ?? '(none)'} for a range of ${want} bytes`);
+  if (whole) return length !== null && (length === asked || (clip && length < asked)) ? { length } : badLength(String(asked));
   const range = /^bytes (\d{1,15})-(\d{1,15})\/(\d{1,15}|\*)$/.exec(h.headers.get('content-range') ?? '');
-  if (!range || Number(range[1]) !== start || Number(range[2]) !== end) {
+  const last = range ? Number(range[2]) : -1;
+  const clipped = clip && range !== null && range[3] !== '*' && last < end && last === Number(range[3]) - 1;
+  if (!range || Number(range[1]) !== start || (last !== end && !clipped)) {
     return new S3GetError(206, `Content-Range ${h.headers.get('content-range') ?? '(none)'} for bytes ${start}-${end}`);
   }
-  return null;
+  const want = last - start + 1;
+  return length === want ? { length } : badLength(String(want));
 }

@@ -66,6 +66,9 @@ function objectChanged(err: unknown): boolean {
   return s3Status(err) === 412;
 }
 
+/** readConcurrency 'auto' through the SDK (pooled reads: 1). */
+const AUTO_READ_CONCURRENCY = 4;
+
 /** Pooled slabs kept for reuse at most (pooled-get.ts's SlabPool; those in use are bounded by readMemory). */
 const SLAB_POOL_KEEP = 16 * 1024 * 1024;
 
@@ -114,6 +117,10 @@ export class S3Backend implements BlobBackend {
    */
   readonly slabs: SlabPool;
   private readonly onPooledGet: S3BackendOptions['onPooledGet'];
+  /** Parts of parallel reads are received into pooled memory (pooledReads, an http:// endpoint). */
+  private readonly pooledEndpoint: boolean;
+  /** Ranged GETs in flight per parallel read: readConcurrency ('auto': 1 with pooled reads, else 4). */
+  readonly readConcurrency: number;
   /** Tells whether a digest is being downloaded by some replica (cluster mode: its lease). */
   private downloadingElsewhere: ((digest: string) => Promise<boolean>) | null = null;
 
@@ -129,6 +136,9 @@ export class S3Backend implements BlobBackend {
     this.readBudget = new ReadBudget(settings.readMemory);
     this.slabs = new SlabPool(Math.min(settings.readMemory, SLAB_POOL_KEEP));
     this.onPooledGet = opts.onPooledGet;
+    this.pooledEndpoint = settings.pooledReads !== false && settings.endpoint?.startsWith('http://') === true;
+    const c = settings.readConcurrency ?? 'auto';
+    this.readConcurrency = c === 'auto' ? (this.pooledEndpoint ? 1 : AUTO_READ_CONCURRENCY) : c;
   }
 
   private get s3(): S3Client {
@@ -280,7 +290,9 @@ export class S3Backend implements BlobBackend {
     // With redirects the client fetches it from S3 itself: no GET here unless asked to stream.
     // A large blob's first GET asks for its first part only: the rest come in parallel.
     const parallel = !this.settings.redirect && this.settings.readThreshold !== null && indexedSize >= this.settings.readThreshold;
-    const firstEnd = this.settings.readPartSize - 1;
+    // One GET in flight (readConcurrency 1): the read is one GET of its whole range.
+    const partSize = this.readConcurrency === 1 ? Math.max(indexedSize, 1) : this.settings.readPartSize;
+    const firstEnd = partSize - 1;
     const key = this.bucket.blobKey(d);
     const pooled = parallel ? this.pooledSource(key) : null;
     if (pooled) {
@@ -289,7 +301,7 @@ export class S3Backend implements BlobBackend {
       try {
         const got = await pooled.getFirst(firstEnd);
         const size = got.total ?? indexedSize;
-        return this.readParallel(d, { etag: got.etag, size, first: { pooled: got.body, end: Math.min(firstEnd, size - 1) } }, firstEnd, done, pooled);
+        return this.readParallel(d, { etag: got.etag, size, first: { pooled: got.body, end: Math.min(firstEnd, size - 1) } }, partSize, done, pooled);
       } catch (err) {
         if (s3Status(err) === 404) {
           this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
@@ -313,7 +325,7 @@ export class S3Backend implements BlobBackend {
     if (parallel && first) {
       const size = totalOf(first.ContentRange) ?? (first.ContentLength !== undefined && first.ContentLength <= firstEnd ? first.ContentLength : indexedSize);
       const body = first.Body as Readable | undefined;
-      return this.readParallel(d, { etag: first.ETag ?? null, size, first: body ? { body, end: Math.min(firstEnd, size - 1) } : null }, firstEnd, done, this.pooledSource(key));
+      return this.readParallel(d, { etag: first.ETag ?? null, size, first: body ? { body, end: Math.min(firstEnd, size - 1) } : null }, partSize, done, this.pooledSource(key));
     }
     const size = first?.ContentLength ?? indexedSize;
     let firstBody: Readable | null = (first?.Body as Readable | undefined) ?? null;
@@ -365,7 +377,7 @@ export class S3Backend implements BlobBackend {
    * the GET of its first part (bytes 0-firstEnd), which gave its size and ETag; `pooled`, parts
    * received into pooled memory (sendTo() only), else the SDK's.
    */
-  private readParallel(d: Digest, found: { etag: string | null; size: number; first: FirstAnswer | null }, firstEnd: number, done: () => void, pooled: PartSource | null): StoredBody {
+  private readParallel(d: Digest, found: { etag: string | null; size: number; first: FirstAnswer | null }, partSize: number, done: () => void, pooled: PartSource | null): StoredBody {
     const key = this.bucket.blobKey(d);
     const { etag, size } = found;
     let firstBody = found.first;
@@ -387,8 +399,8 @@ export class S3Backend implements BlobBackend {
           budget: this.readBudget,
           start,
           end,
-          partSize: this.settings.readPartSize,
-          concurrency: this.settings.readConcurrency,
+          partSize,
+          concurrency: this.readConcurrency,
           retries: PART_RETRIES,
           etag,
           first: b,
@@ -438,8 +450,7 @@ export class S3Backend implements BlobBackend {
    * `getFirst`: the GET that finds the object (bytes 0-end, any version), with its ETag and size.
    */
   private pooledSource(key: string): (PartSource & { getFirst(end: number): Promise<PooledAnswer> }) | null {
-    const endpoint = this.settings.endpoint;
-    if (this.settings.pooledReads === false || !endpoint || !endpoint.startsWith('http://')) return null;
+    if (!this.pooledEndpoint) return null;
     let signed: { url: Promise<URL>; at: number } | null = null;
     const url = (): Promise<URL> => {
       if (!signed || this.now() - signed.at > 5 * 60_000) {
@@ -452,13 +463,14 @@ export class S3Backend implements BlobBackend {
       }
       return signed.url;
     };
-    const get = async (start: number, end: number, ifMatch: string | null, signal: AbortSignal): Promise<PooledAnswer> => {
+    const get = async (start: number, end: number, ifMatch: string | null, signal: AbortSignal, clip = false): Promise<PooledAnswer> => {
       this.onPooledGet?.({ range: `bytes=${start}-${end}`, ifMatch: ifMatch ?? '' });
-      return pooledGet({ url: await url(), start, end, ifMatch, pool: this.slabs, signal, connectTimeoutMs: 5_000, idleTimeoutMs: 60_000 });
+      return pooledGet({ url: await url(), start, end, ifMatch, clip, pool: this.slabs, signal, connectTimeoutMs: 5_000, idleTimeoutMs: 60_000 });
     };
     return {
       get: async (start, end, ifMatch, signal) => ({ pooled: (await get(start, end, ifMatch, signal)).body }),
-      getFirst: (end) => get(0, end, null, new AbortController().signal),
+      // The object may be smaller than a part (readPartSize above readThreshold, or an index that was wrong).
+      getFirst: (end) => get(0, end, null, new AbortController().signal, true),
       changed: objectChanged,
     };
   }

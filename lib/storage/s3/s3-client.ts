@@ -38,8 +38,8 @@ export interface S3Settings {
   readThreshold: number | null;
   /** Bytes per ranged GET of such a read. */
   readPartSize: number;
-  /** Ranged GETs in flight at once per read. */
-  readConcurrency: number;
+  /** Ranged GETs in flight at once per read; 'auto' (as when absent): 1 where parts are received into pooled memory, else 4 (s3-backend.ts). */
+  readConcurrency?: number | 'auto';
   /** Bytes that parts read ahead may hold in memory, all reads of the process together. */
   readMemory: number;
   /** Parts of parallel reads from an http:// endpoint received into pooled memory (pooled-get.ts), as when absent; false: the SDK's client. */

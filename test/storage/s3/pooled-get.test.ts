@@ -196,6 +196,38 @@ t.test('answers that are not the range asked are refused with S3GetError and the
   await settled('sockets closed', () => pooledGetSockets() === 0);
 });
 
+t.test('clip (the GET that finds an object of unknown size): an answer ending at the object\'s last byte, before the range asked, is taken whole; without clip, or ending elsewhere, refused', async (t) => {
+  const object = randomBytes(1000);
+  const accepted: Array<[string, string]> = [
+    ['206 of bytes 0-999/1000 for 0-4095', `${head206(0, 999, 1000)}`],
+    ['200 with the whole (shorter) object', 'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n'],
+  ];
+  for (const [what, head] of accepted) {
+    const srv = await server(t, (_h, s) => s.end(Buffer.concat([Buffer.from(head, 'latin1'), object])));
+    const got = await pooledGet({ url: srv.url(), start: 0, end: 4095, ifMatch: null, clip: true, pool: new SlabPool(MiB), signal: signal() });
+    t.equal(got.total, 1000, `${what}: the object's size`);
+    const r = await drain(got.body);
+    t.equal(r.err, null, what);
+    t.equal(sha(r.bytes), sha(object), `${what}: its bytes`);
+  }
+  const refused: Array<[string, string, boolean]> = [
+    ['the same answer without clip', head206(0, 999, 1000), false],
+    ['a range ending before the object does', head206(0, 999, 5000), true],
+    ['a size not said (*)', 'HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\nContent-Range: bytes 0-999/*\r\n\r\n', true],
+    ['a Content-Length other than the clipped range', 'HTTP/1.1 206 Partial Content\r\nContent-Length: 4096\r\nContent-Range: bytes 0-999/1000\r\n\r\n', true],
+    ['a range ending past the one asked', head206(0, 4999, 5000), true],
+  ];
+  for (const [what, head, clip] of refused) {
+    const srv = await server(t, (_h, s) => s.end(Buffer.concat([Buffer.from(head, 'latin1'), object])));
+    const err = await pooledGet({ url: srv.url(), start: 0, end: 4095, ifMatch: null, clip, pool: new SlabPool(MiB), signal: signal() }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    t.type(err, S3GetError, what);
+  }
+  await settled('sockets closed', () => pooledGetSockets() === 0);
+});
+
 t.test('a body with more bytes than announced, or fewer before the connection closes, fails the body', async (t) => {
   for (const [what, extra] of [
     ['more', 'XYZ'],

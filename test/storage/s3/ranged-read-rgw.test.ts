@@ -279,6 +279,33 @@ t.test('with pooledReads: false every part goes through the SDK\'s client, byte 
   t.equal(u.gets.length, Math.ceil(big.length / PART), 'one GET per part, all through the SDK');
 });
 
+t.test('readConcurrency auto with pooled reads: a large blob is one GET of the whole object, a Range one GET of the range (after the one that found the object), byte for byte, no budget taken', async (t) => {
+  const u = await setup(t, [big], { readConcurrency: 'auto' });
+  t.equal(u.backend.readConcurrency, 1, 'auto is 1 where parts are received into pooled memory');
+  const path = `${u.url}/${u.digests[0]!.value}`;
+  const whole = await get(path);
+  t.equal(sha(whole.body), sha(big), 'the whole blob');
+  t.same(u.gets, [{ range: `bytes=0-${big.length - 1}`, ifMatch: '' }], 'one GET, of the whole object');
+  t.equal(u.sdkGets(), 0, 'received into pooled memory');
+  u.gets.length = 0;
+  const r = await get(path, { Range: 'bytes=5000000-12345678' });
+  t.equal(r.status, 206);
+  t.equal(sha(r.body), sha(big.subarray(5_000_000, 12_345_679)), 'the range');
+  t.equal(u.gets.length, 2, 'the GET that found the object, then one of the range');
+  t.same(u.gets[1], { range: 'bytes=5000000-12345678', ifMatch: u.gets[1]!.ifMatch }, 'the range in one GET');
+  t.not(u.gets[1]!.ifMatch, '', 'If-Match the ETag found');
+  t.equal(u.backend.readBudget.stats().peak, 0, 'no part read ahead: no budget taken');
+  await settled('sockets closed', () => pooledGetSockets() === 0);
+});
+
+t.test('readConcurrency auto without pooled reads (the SDK) reads ahead 4 parts at once', async (t) => {
+  const u = await setup(t, [big], { readConcurrency: 'auto', pooledReads: false });
+  t.equal(u.backend.readConcurrency, 4);
+  const r = await get(`${u.url}/${u.digests[0]!.value}`);
+  t.equal(sha(r.body), sha(big));
+  t.equal(u.gets.length, Math.ceil(big.length / PART), 'one GET per part');
+});
+
 t.test('an object replaced in the bucket while a client reads it: the gateway refuses the next part (If-Match, sent with the presigned URL), the client is cut, no byte of the new version reaches it', async (t) => {
   const u = await setup(t, [big], { readMemory: PART });
   const s = (u.backend as unknown as { settings: { bucket: string } }).settings;
