@@ -12,7 +12,8 @@
  * Only what the backend asks is spoken: `GET` with `Range` (and `If-Match`), `Connection: close`,
  * one request per connection (no keep-alive, so nothing of one answer can be taken for the next).
  * The answer must be 206 with `Content-Length` equal to the range asked and a `Content-Range` for
- * it; no `Transfer-Encoding`; the head within MAX_HEAD bytes; not one byte more than announced.
+ * it (with `clip`, the range may end at the object's last byte, before the end asked); no
+ * `Transfer-Encoding`; the head within MAX_HEAD bytes; not one byte more than announced.
  * Anything else is an S3GetError (the status, if there was one), and the caller's retry or the
  * read's failure follows as for the SDK's errors. The request is signed by a presigned URL
  * (s3-backend.ts): Range and If-Match are sent unsigned.
@@ -276,7 +277,7 @@ export function pooledGet(o: PooledGetOptions): Promise<PooledAnswer> {
     /** Where the body bytes of the current slab not handed on yet begin. */
     let pending = 0;
     /**
-     * Fails after handing on the body bytes received before [pending, upTo): the caller's retry
+     * Fails after handing on the body bytes [pending, upTo) not handed on yet: the caller's retry
      * asks from the byte they reached (a connection that breaks or stalls mid-body).
      */
     const failKeeping = (err: Error, upTo = slab.fill): void => {
