@@ -53,7 +53,7 @@ function blobKey(digest: string): string {
 }
 
 t.test('30 clients spread over 3 replicas on one bucket, one cold 64 MiB blob: every body right, one upstream GET, first bytes before the download ends', async (t) => {
-  // Above readThreshold (32 MiB): the clients served from the bucket read it by parallel ranged GETs.
+  // Above readThreshold (32 MiB): the clients served from the bucket read it by the large-blob path (storage/s3/ranged-reader.ts; readConcurrency auto: one GET received into pooled memory).
   const blob = makeBlob(pseudoRandom('s3-cluster-64', 64 * MiB), 'application/octet-stream');
   // ~2 s on the wire: every client arrives while the download runs.
   const reg = await upstreamWith(t, blob, 32 * MiB);
