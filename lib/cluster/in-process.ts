@@ -24,12 +24,33 @@ import {
   type BusMessage,
 } from './coordinator.js';
 
+/** In-process leases and notes: expired ones are swept once this many are held (see sweepIfDue). */
+const SWEEP_MIN = 1024;
+
 export class InProcessLeases implements Leases {
   readonly shared = false;
   private readonly held = new Map<string, { token: string; value: string; until: number }>();
   private readonly notes = new Map<string, { value: string; until: number }>();
+  /**
+   * Records expire when read, as Redis's do by themselves; one never read again would stay: past
+   * this many records held, the expired ones are swept (then the bound doubles with what is live).
+   */
+  private sweepAt = SWEEP_MIN;
 
   constructor(private readonly now: () => number = Date.now) {}
+
+  /** Leases and notes held now, expired ones not yet swept included (tests). */
+  stats(): { leases: number; notes: number } {
+    return { leases: this.held.size, notes: this.notes.size };
+  }
+
+  private sweepIfDue(): void {
+    if (this.held.size + this.notes.size < this.sweepAt) return;
+    const now = this.now();
+    for (const [k, h] of this.held) if (h.until <= now) this.held.delete(k);
+    for (const [k, n] of this.notes) if (n.until <= now) this.notes.delete(k);
+    this.sweepAt = Math.max(SWEEP_MIN, 2 * (this.held.size + this.notes.size));
+  }
 
   available(): boolean {
     return true;
@@ -48,6 +69,7 @@ export class InProcessLeases implements Leases {
   /** Takes `key` if nobody holds it: its token, or null (the IPC coordinator's host uses these raw operations). */
   take(key: string, ttlMs: number, value = ''): string | null {
     if (this.live(key)) return null;
+    this.sweepIfDue();
     const token = newLeaseToken();
     this.held.set(key, { token, value, until: this.now() + ttlMs });
     return token;
@@ -83,6 +105,7 @@ export class InProcessLeases implements Leases {
   }
 
   async setNote(key: string, value: string, ttlMs: number): Promise<void> {
+    this.sweepIfDue();
     this.notes.set(key, { value, until: this.now() + ttlMs });
   }
 
