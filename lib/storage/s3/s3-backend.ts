@@ -288,7 +288,7 @@ export class S3Backend implements BlobBackend {
   async read(d: Digest, indexedSize: number, done: () => void): Promise<StoredBody | null> {
     // The GET is sent now: its answer says the object exists before the client is answered.
     // With redirects the client fetches it from S3 itself: no GET here unless asked to stream.
-    // A large blob's first GET asks for its first part only: the rest come in parallel.
+    // A large blob's first GET asks for its first part only (with readConcurrency 1: all of it).
     const parallel = !this.settings.redirect && this.settings.readThreshold !== null && indexedSize >= this.settings.readThreshold;
     // One GET in flight (readConcurrency 1): the read is one GET of its whole range.
     const partSize = this.readConcurrency === 1 ? Math.max(indexedSize, 1) : this.settings.readPartSize;
@@ -303,7 +303,7 @@ export class S3Backend implements BlobBackend {
         const size = got.total ?? indexedSize;
         return this.readParallel(d, { etag: got.etag, size, first: { pooled: got.body, end: Math.min(firstEnd, size - 1) } }, partSize, done, pooled);
       } catch (err) {
-        if (s3Status(err) === 404) {
+        if (isNotFound(err)) {
           this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
           return null;
         }
