@@ -39,15 +39,19 @@ const SIZES = [SEND_CHUNK_SMALL, SEND_CHUNK_BUSY, SEND_CHUNK] as const;
 export const SEND_BUDGET = 32 * 1024 * 1024;
 /**
  * Buffers given back stay pooled (never dropped for the GC to find later: garbage buffers are what
- * grew memory under load) while the pool and the buffers in use fit the budget; a pool nothing took
- * from for idleTrimMs (10 s) is emptied, so a burst does not keep its memory.
+ * grew memory under load) while the pool and the buffers in use fit the budget. Every idleTrimMs
+ * (10 s), the buffers of each size that stayed in the pool the whole time (its lowest count since
+ * the last look) are released: a pool nothing took from is emptied, so a burst does not keep its
+ * memory, and a busy process keeps what its load uses now rather than what its busiest moment
+ * ever needed (which only grew, a step at each new peak: a slope in the soak).
  */
 let idleTrimMs = 10_000;
 const pools = new Map<number, Buffer[]>(SIZES.map((size) => [size, []]));
+/** Per size, the fewest buffers pooled since the last trim: those were not needed meanwhile. */
+const lowest = new Map<number, number>(SIZES.map((size) => [size, 0]));
 let active = 0;
 let inUseBytes = 0;
 let pooledBytes = 0;
-let takenSinceTrim = false;
 let trimTimer: NodeJS.Timeout | null = null;
 
 /**
@@ -56,20 +60,26 @@ let trimTimer: NodeJS.Timeout | null = null;
  * reads what fits) when a new allocation would take the buffers past the budget.
  */
 function take(want: number, max: number): Buffer {
-  takenSinceTrim = true;
   const fit = SIZES.find((s) => s >= want && s <= max) ?? max;
   for (const size of SIZES) {
     if (size < fit) continue;
-    const pooled = pools.get(size)!.pop();
+    const pooled = popPooled(size);
     if (pooled) return taken(pooled);
   }
   // A new buffer only within the budget; past it (transfers that began when few ran still hold
   // larger ones), a small one: that transfer reads less per chunk meanwhile.
   if (fit > SEND_CHUNK_SMALL && inUseBytes + pooledBytes + fit > SEND_BUDGET) {
-    const small = pools.get(SEND_CHUNK_SMALL)!.pop();
+    const small = popPooled(SEND_CHUNK_SMALL);
     return small ? taken(small) : taken(Buffer.allocUnsafeSlow(SEND_CHUNK_SMALL), false);
   }
   return taken(Buffer.allocUnsafeSlow(fit), false);
+}
+
+function popPooled(size: number): Buffer | undefined {
+  const pool = pools.get(size)!;
+  const b = pool.pop();
+  if (b && pool.length < lowest.get(size)!) lowest.set(size, pool.length);
+  return b;
 }
 
 function taken(b: Buffer, fromPool = true): Buffer {
@@ -93,12 +103,16 @@ function give(b: Buffer): void {
 }
 
 function trimIdle(): void {
-  if (takenSinceTrim) {
-    takenSinceTrim = false;
-    return;
+  let left = 0;
+  for (const [size, pool] of pools) {
+    const unused = Math.min(lowest.get(size)!, pool.length);
+    // The oldest first: pop() takes from the end, so the start holds the ones not taken.
+    pool.splice(0, unused);
+    pooledBytes -= unused * size;
+    lowest.set(size, pool.length);
+    left += pool.length;
   }
-  for (const pool of pools.values()) pool.length = 0;
-  pooledBytes = 0;
+  if (left > 0) return;
   clearInterval(trimTimer!);
   trimTimer = null;
 }
@@ -108,6 +122,7 @@ export function setSendBufferIdleTrim(ms: number): void {
   idleTrimMs = ms;
   if (trimTimer) clearInterval(trimTimer);
   trimTimer = null;
+  for (const [size, pool] of pools) lowest.set(size, pool.length);
 }
 
 /** Drops a buffer that something may still reference (a write that failed or never completed). */

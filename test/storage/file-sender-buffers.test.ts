@@ -67,6 +67,31 @@ t.test('pooled buffers nothing took for a while are released', async (t) => {
   t.same(sendBufferStats(), { inUse: 0, pooled: 0 }, 'released after sitting unused');
 });
 
+t.test('buffers only a past peak needed are released while fewer transfers keep coming', async (t) => {
+  const data = randomBytes(3 * SEND_CHUNK + 1);
+  const fh = await fsp.open(await fileWith(t, data), 'r');
+  t.teardown(() => fh.close());
+  setSendBufferIdleTrim(60);
+  t.teardown(() => setSendBufferIdleTrim(10_000));
+  const send = async (): Promise<void> => {
+    const { dest, done } = collector();
+    await sendFileRange(fh, dest, 0, data.length - 1);
+    t.ok((await done).equals(data));
+  };
+  await Promise.all(Array.from({ length: 12 }, send));
+  const afterPeak = sendBufferStats().pooled;
+  t.ok(afterPeak >= 8 * SEND_CHUNK, `12 transfers at once left their buffers pooled (${afterPeak} bytes)`);
+  // One transfer at a time for ~6 trim periods: the load never again needs more than one's buffers.
+  const until = performance.now() + 360;
+  while (performance.now() < until) {
+    await send();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const pooled = sendBufferStats().pooled;
+  t.ok(pooled <= 2 * SEND_CHUNK, `what one transfer uses is kept, the rest released (${pooled} bytes pooled)`);
+  t.ok(pooled > 0, 'the buffers the load still uses stay pooled');
+});
+
 t.test('100 transfers at once hold no more than the send budget in buffers, in use and pooled', async (t) => {
   const data = randomBytes(4 * SEND_CHUNK);
   const want = createHash('sha256').update(data).digest('hex');

@@ -53,12 +53,14 @@ export interface PooledChunk {
 }
 
 /**
- * Slabs of SLAB bytes, reused: kept up to `keep` bytes while in use, all released after `idleMs`
- * with nothing taken (a burst does not keep its memory).
+ * Slabs of SLAB bytes, reused: kept up to `keep` bytes. Every `idleMs`, the slabs that stayed free
+ * the whole time (the fewest free since the last look) are released: nothing taken, all of them (a
+ * burst does not keep its memory); busy, what the load no longer reaches (as file-sender.ts's pool).
  */
 export class SlabPool {
   private readonly free: Buffer[] = [];
-  private takenSinceTrim = false;
+  /** The fewest slabs free since the last trim: those were not needed meanwhile. */
+  private lowest = 0;
   private timer: NodeJS.Timeout | null = null;
   private allocated = 0;
 
@@ -68,8 +70,8 @@ export class SlabPool {
   ) {}
 
   take(): Buffer {
-    this.takenSinceTrim = true;
     const b = this.free.pop();
+    if (this.free.length < this.lowest) this.lowest = this.free.length;
     if (b) return b;
     this.allocated++;
     return Buffer.allocUnsafeSlow(SLAB);
@@ -87,11 +89,10 @@ export class SlabPool {
   }
 
   private trim(): void {
-    if (this.takenSinceTrim) {
-      this.takenSinceTrim = false;
-      return;
-    }
-    this.free.length = 0;
+    // The oldest first: take() pops from the end, so the start holds the ones not taken.
+    this.free.splice(0, Math.min(this.lowest, this.free.length));
+    this.lowest = this.free.length;
+    if (this.free.length > 0) return;
     clearInterval(this.timer!);
     this.timer = null;
   }

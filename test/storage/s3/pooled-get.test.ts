@@ -114,6 +114,24 @@ t.test('the body of a 206 arrives byte for byte as views of pooled slabs; releas
   await settled('sockets closed', () => pooledGetSockets() === 0);
 });
 
+t.test('the slab pool releases what a past peak needed while the load keeps taking less, and everything once idle', async (t) => {
+  const pool = new SlabPool(64 * MiB, 40);
+  const peak = Array.from({ length: 10 }, () => pool.take());
+  for (const b of peak) pool.give(b);
+  t.equal(pool.stats().pooled, 10 * SLAB, 'ten slabs pooled after a peak of ten');
+  // Two at a time for ~5 trim periods.
+  const until = performance.now() + 200;
+  while (performance.now() < until) {
+    const two = [pool.take(), pool.take()];
+    await new Promise((r) => setTimeout(r, 5));
+    for (const b of two) pool.give(b);
+  }
+  t.equal(pool.stats().pooled, 2 * SLAB, 'the two the load uses stay, the eight it no longer reaches went');
+  t.equal(pool.stats().allocated, 10, 'none allocated anew meanwhile');
+  await new Promise((r) => setTimeout(r, 120));
+  t.equal(pool.stats().pooled, 0, 'released once nothing took any');
+});
+
 t.test('a body arriving in small reads is handed on in views of at least DELIVER_MIN bytes (less only where a slab or the body ends)', async (t) => {
   const object = randomBytes(2 * MiB + 5000);
   const srv = await server(t, (_h, s) => {
