@@ -119,6 +119,16 @@ export interface Params {
      * that what the slopes show is not the index of a store that only grows.
      */
     maxSize: string | null;
+    /**
+     * How many distinct cold images the cold loop cycles through (`--soak-cold-images`; 0: a new
+     * image every round, as the soak did first). Bounded, the load reaches a steady state: ~96
+     * images of ~2.3 MiB are more than a 128 MiB store holds, so each comes back after the store
+     * evicted it (cold again, through the faulty upstream), while the tags, links and sizes the
+     * process remembers stop growing once every image was pulled (~8 minutes). Unbounded, those
+     * grow with every round until caches sized for hours of it fill, which a 30-minute slope
+     * cannot tell from a leak.
+     */
+    coldImages: number;
   };
 }
 
@@ -139,6 +149,7 @@ function soakParams(): Params['soak'] {
     coldClients: 3,
     coldPauseMs: 2000,
     maxSize: '128MiB',
+    coldImages: 96,
   };
 }
 

@@ -73,6 +73,8 @@ export interface SoakStartJob {
   coldPauseMs: number;
   coldClients: number;
   coldLayers: number[];
+  /** Distinct cold images cycled through (0: a new one every round); pushed the first time only. */
+  coldImages: number;
   seed: number;
 }
 
@@ -81,7 +83,7 @@ export interface SoakWindowStats {
   hangups: { total: number; byStage: Record<string, number> };
   range: { ok: number; unexpected: number; errors: number };
   hostile: { ok: number; unexpected: number; errors: number };
-  cold: { pulls: number; ok: number; failed: number; repulls: number; repullsOk: number; images: number; pushFailed: number };
+  cold: { pulls: number; ok: number; failed: number; repulls: number; repullsOk: number; images: number; pushFailed: number; cycled: number };
   /** Whole bodies with wrong bytes (the scenario fails on any). */
   wrong: string[];
   /** Examples (at most 8 each). */
@@ -95,7 +97,7 @@ function emptyStats(): SoakWindowStats {
     hangups: { total: 0, byStage: {} },
     range: { ok: 0, unexpected: 0, errors: 0 },
     hostile: { ok: 0, unexpected: 0, errors: 0 },
-    cold: { pulls: 0, ok: 0, failed: 0, repulls: 0, repullsOk: 0, images: 0, pushFailed: 0 },
+    cold: { pulls: 0, ok: 0, failed: 0, repulls: 0, repullsOk: 0, images: 0, pushFailed: 0, cycled: 0 },
     wrong: [],
     errorSamples: [],
     unexpectedSamples: [],
@@ -551,11 +553,17 @@ class Soak {
     const agent = this.agent(j.coldClients * 4 + 4);
     let prev: { img: ImageSpec; tag: string } | null = null;
     for (let n = 0; !this.stopping; n++) {
-      const tag = `c${j.seed}-${n}`;
-      const img = buildImage(`soak/${j.seed}/cold/${n}`, j.coldLayers);
+      // Round n pulls image n mod coldImages: pushed when first used, pulled again each cycle.
+      const slot = j.coldImages > 0 ? n % j.coldImages : n;
+      const tag = `c${j.seed}-${slot}`;
+      const img = buildImage(`soak/${j.seed}/cold/${slot}`, j.coldLayers);
       try {
-        await pushImage(j.upstreamDirect, j.coldRepo, tag, img);
-        this.stats.cold.images++;
+        if (slot === n) {
+          await pushImage(j.upstreamDirect, j.coldRepo, tag, img);
+          this.stats.cold.images++;
+        } else {
+          this.stats.cold.cycled++;
+        }
       } catch (err) {
         this.stats.cold.pushFailed++;
         sample(this.stats.errorSamples, `push of cold image ${tag}: ${(err as Error).message}`);

@@ -75,6 +75,8 @@ export interface SoakResult {
   pauseMs: number;
   /** storage.maxSize of the store (null: unbounded). */
   maxSize?: string | null;
+  /** Distinct cold images cycled through (0: a new one every round; absent in older results). */
+  coldImages?: number;
   windows: SoakWindow[];
   /** Least squares over the windows but the first (warm-up), per hour. */
   slopes: { rssMiBPerH: number; heapMiBPerH: number; fdsPerH: number; windowsUsed: number };
@@ -171,13 +173,17 @@ export default defineScenario<SoakResult>({
     'soak-cluster': { type: 'boolean', default: false },
     'soak-pause-ms': { type: 'string' },
     'soak-max-size': { type: 'string' },
+    'soak-cold-images': { type: 'string' },
   },
   applyOptions(values, p) {
     if (values['soak-minutes'] !== undefined) p.soak.minutes = Number(values['soak-minutes']);
     if (values['soak-window-minutes'] !== undefined) p.soak.windowMinutes = Number(values['soak-window-minutes']);
     if (values['soak-pause-ms'] !== undefined) p.soak.pauseMs = Number(values['soak-pause-ms']);
     if (typeof values['soak-max-size'] === 'string') p.soak.maxSize = values['soak-max-size'] === 'none' ? null : values['soak-max-size'];
+    if (values['soak-cold-images'] !== undefined) p.soak.coldImages = Number(values['soak-cold-images']);
+    else if (p.soak.maxSize === null) p.soak.coldImages = 0; // an unbounded store never evicts: a cycled image would be warm
     if (values['soak-cluster']) p.soak.cluster = true;
+    if (!Number.isInteger(p.soak.coldImages) || p.soak.coldImages < 0) throw new Error(`--soak-cold-images must be a whole number ≥ 0 (got ${String(values['soak-cold-images'])})`);
     if (!(p.soak.minutes > 0)) throw new Error(`--soak-minutes must be a positive number (got ${String(values['soak-minutes'])})`);
   },
   impliedBy: (values) => values['soak-minutes'] !== undefined || values['soak-cluster'] === true || values['soak-window-minutes'] !== undefined,
@@ -300,6 +306,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       coldPauseMs: sp.coldPauseMs,
       coldClients: sp.coldClients,
       coldLayers: sp.coldLayers,
+      coldImages: sp.coldImages,
       seed,
     });
     proxy.setFaults(true);
@@ -412,9 +419,9 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       const l = w.load;
       log(
         `soak window ${idx + 1} (${(w.fromS / 60).toFixed(0)}–${(w.toS / 60).toFixed(1)} min): RSS ${w.rssMeanMiB.toFixed(1)} MiB (max ${w.rssMaxMiB.toFixed(1)}), heap ${w.heapMinMiB.toFixed(1)} MiB (min; total ${w.heapTotalMiB.toFixed(1)} of which new space ${w.newSpaceMiB.toFixed(1)}, external ${w.externalMiB.toFixed(1)}), CPU ${w.cpuPct.toFixed(0)} %, fds ${w.fdsMin}–${w.fdsMax}; ` +
-          `warm ${l.warm.ok} ok / ${l.warm.errors} errors, p99 ${l.warm.p99Ms.toFixed(1)} ms; cold ${l.cold.ok}/${l.cold.pulls} pulls; hangups ${l.hangups.total}; ` +
+          `warm ${l.warm.ok} ok / ${l.warm.errors} errors, p99 ${l.warm.p99Ms.toFixed(1)} ms; cold ${l.cold.ok}/${l.cold.pulls} pulls${l.cold.cycled ? ` (${l.cold.cycled} rounds of an image pulled before)` : ''}; hangups ${l.hangups.total}; ` +
           `range ${l.range.ok} ok / ${l.range.unexpected} unexpected; hostile ${l.hostile.ok} ok / ${l.hostile.unexpected} unexpected; ` +
-          `upstream faults: ${w.faults.resetBeforeHead + w.faults.resetMidBody} resets, ${w.faults.stalls} stalls, ${w.faults.corrupted} corrupted, ${w.faults.tooManyRequests} 429s` +
+          `upstream ${w.faults.requests} requests, faults: ${w.faults.resetBeforeHead + w.faults.resetMidBody} resets, ${w.faults.stalls} stalls, ${w.faults.corrupted} corrupted, ${w.faults.tooManyRequests} 429s` +
           (w.events.length ? `; ${w.events.join('; ')}` : '') +
           (l.wrong.length ? `; WRONG: ${l.wrong.join('; ')}` : '') +
           (l.errorSamples.length ? `\n  errors, e.g.: ${l.errorSamples.slice(0, 4).join(' | ')}` : '') +
@@ -495,6 +502,7 @@ async function runSoak(ctx: Ctx): Promise<SoakResult> {
       connections: sp.connections,
       pauseMs: sp.pauseMs,
       maxSize: sp.maxSize,
+      coldImages: sp.coldImages,
       windows,
       slopes,
       wrong,
@@ -589,12 +597,15 @@ export function soakSection(r: SoakResult): string[] {
     `${r.cluster ? 'The figures are replica 1\'s (never killed; its workers summed in when it has any); the others restart after each kill. ' : ''}` +
       `RSS: the mean of samples every few seconds (VmRSS of the process and its children); heap: \`stevedore_nodejs_heap_size_used_bytes\` of its /metrics, the lowest sample of the window (the live set after a GC) and the mean; descriptors: /proc/<pid>/fd, lowest and highest sample. ` +
       `Warm: ${r.connections} connections, ${r.pauseMs} ms between two requests of one connection, half blobs (2 KiB – 1 MiB, every body hashed) and half manifests by tag or digest (hashed, Docker-Content-Digest checked); p99 from request to last byte. ` +
-      'Cold: a new image pushed to the upstream registry each round, pulled by 3 clients through stevedore (manifest by tag and digest, config, layers, all hashed) while one more resets mid-body on its largest layer, and the previous image pulled again; the upstream is behind a fault proxy that resets or stalls a share of blob and manifest GETs and answers 429 for 10 s every 2 min (stevedore with `timeouts.stall: 5s`, `upstreamPolicy.retryAfterDefault: 5s`, `breakerOpenFor: 5s`, `cache.tagTTL: 20s` so these paths run within minutes). ' +
+      (r.coldImages
+        ? `Cold: ${r.coldImages} images (~2.3 MiB each, \`--soak-cold-images\`) in turn, each pushed to the upstream registry the first time, one per round pulled by 3 clients`
+        : 'Cold: a new image pushed to the upstream registry each round, pulled by 3 clients') +
+      ' through stevedore (manifest by tag and digest, config, layers, all hashed) while one more resets mid-body on its largest layer, and the previous image pulled again; the upstream is behind a fault proxy that resets or stalls a share of blob and manifest GETs and answers 429 for 10 s every 2 min (stevedore with `timeouts.stall: 5s`, `upstreamPolicy.retryAfterDefault: 5s`, `breakerOpenFor: 5s`, `cache.tagTTL: 20s` so these paths run within minutes). ' +
       (r.maxSize === undefined
         ? ''
         : r.maxSize === null
           ? 'The store is unbounded (`--soak-max-size none`): every cold image stays, and the index, links and memo grow with them. '
-          : `The store is bounded (\`storage.maxSize: ${r.maxSize}\`, \`--soak-max-size\`): the cold images are evicted as they age, so the store reaches a steady state within the first window and eviction runs under the load. `) +
+          : `The store is bounded (\`storage.maxSize: ${r.maxSize}\`, \`--soak-max-size\`): the cold images are evicted as they age, so the store reaches a steady state within the first window and eviction runs under the load${r.coldImages ? '; the images cycled through are more than it holds, so each comes back evicted and is fetched through the faulty upstream again, while what the process remembers per tag and per link stops growing once every image was pulled' : ''}. `) +
       'A failed cold pull (an upstream fault stevedore could not hide) is counted, never a wrong byte. Hang-ups: 4 raw clients a second reset (RST) after part of the request, inside the head or mid-body of a 16 MiB warm blob, a manifest or the newest cold layer. ' +
       'Range: valid (one range, suffix, open, overlapping merged) and invalid (unsatisfiable, malformed, several disjoint) headers on a 1 MiB blob, every status and byte checked. Hostile: the malformed names, digests, references and ns of test/e2e/bad-input.test.ts (status and OCI code) and malformed requests on raw sockets (oversized head, smuggling, NUL and control bytes, no Host, …: any 4xx), 5 a second. ' +
       'The machine (2 cores) was shared with other work during the run: p99 and request counts move with it; the slopes are what the soak is for.',
