@@ -304,9 +304,21 @@ export class BlobStore {
   stat(d: Digest): { size: number } | null {
     const e = this.index.use(d.value);
     if (!e) return null;
-    this.maybeTouch(d, e);
+    this.maybeTouch(d.value, e);
     this.observer?.used(d.value);
     return { size: e.size };
+  }
+
+  /**
+   * Content served from a copy the caller keeps in memory (a manifest's bytes, manifests.ts): its
+   * recency refreshed as stat() does, so that what is served most without touching the store is not
+   * what eviction takes first. Not stored: nothing.
+   */
+  served(digest: string): void {
+    const e = this.index.use(digest);
+    if (!e) return;
+    this.maybeTouch(digest, e);
+    this.observer?.used(digest);
   }
 
   /** Whether the content is stored, without refreshing recency, by this process's index alone. */
@@ -378,7 +390,7 @@ export class BlobStore {
     return this.stat(d);
   }
 
-  private maybeTouch(d: Digest, e: IndexEntry): void {
+  private maybeTouch(digest: string, e: IndexEntry): void {
     const now = this.now();
     if (!this.backend.touch) {
       // Recency lives in the index, its snapshot, and Redis in cluster mode.
@@ -386,6 +398,8 @@ export class BlobStore {
       return;
     }
     if (now - e.touchedAt < TOUCH_INTERVAL_MS) return;
+    const d = tryParseDigest(digest);
+    if (!d) return;
     e.touchedAt = now;
     this.backend.touch(d, now);
   }
@@ -416,7 +430,7 @@ export class BlobStore {
       this.index.remove(d.value);
       return null;
     }
-    this.maybeTouch(d, e);
+    this.maybeTouch(d.value, e);
     this.observer?.used(d.value);
     return body;
   }

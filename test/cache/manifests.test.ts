@@ -7,8 +7,9 @@ import type { Turn } from '../../lib/cache/downloads.js';
 import { Manifests } from '../../lib/cache/manifests.js';
 import { DEFAULT_PULL_LIMITS } from '../../lib/cache/pull-types.js';
 import { RepositoryAccess } from '../../lib/cache/repository-access.js';
-import { parseDigest } from '../../lib/oci/digest.js';
-import type { Store } from '../../lib/storage/store.js';
+import { digestOf, parseDigest } from '../../lib/oci/digest.js';
+import { MemoryBackend } from '../../lib/storage/memory/memory-backend.js';
+import { Store } from '../../lib/storage/store.js';
 import { buildOciImage, sha256 } from '../fixtures/images.js';
 import type { Teardownable } from '../fixtures/util.js';
 import { FakePullUpstream, makeStore } from '../fixtures/pull-parts.js';
@@ -142,4 +143,21 @@ t.test('a manifest kept in memory holds its own bytes, not the larger buffer the
   const kept = await m.readStored(digest);
   t.same(kept?.bytes, img.manifest.data, 'the manifest');
   t.equal(kept?.bytes.buffer.byteLength, img.manifest.data.length, 'in a buffer of its own size');
+});
+
+t.test('a manifest served by digest from memory keeps its recency in the store: eviction takes content served less recently', async (t) => {
+  const store = new Store(new MemoryBackend(), { maxSize: img.manifest.data.length + 3 * 1000 });
+  await store.init();
+  const up = new FakePullUpstream('fake.io');
+  up.image('team/app', 'v1', img);
+  const m = manifests(store);
+  t.equal((await m.getByDigest(up.target('team/app'), digest)).cache, 'miss');
+  const others = Array.from({ length: 6 }, (_, i) => Buffer.alloc(1000, i + 1));
+  for (const o of others) {
+    await store.blobs.putSmall(o, digestOf(o));
+    t.equal((await m.getByDigest(up.target('team/app'), digest)).cache, 'hit');
+  }
+  t.notOk(store.blobs.has(digestOf(others[0]!)), 'content stored after it was evicted meanwhile');
+  t.ok(store.blobs.has(digest), 'the manifest served from memory all along is still stored');
+  t.equal(up.count('getManifest'), 1);
 });

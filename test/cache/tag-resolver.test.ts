@@ -108,6 +108,31 @@ t.test('the upstream rate-limiting: the stored tag is served, marked stale with 
   t.equal(stale.staleReason, 'upstream fake.io is rate-limiting (429)');
 });
 
+t.test('a tag answered from memory keeps its manifest from eviction: when the upstream then rate-limits, it is still served (stale)', async (t) => {
+  const store = new Store(new MemoryBackend(), { maxSize: v1.manifest.data.length + 3 * 1000 });
+  await store.init();
+  const clock = new FakeClock();
+  const up = new FakePullUpstream('fake.io', upstreamConfig('fake.io', { tagTTL: '60s' }));
+  up.image('team/app', 'latest', v1);
+  const tags = resolver(store, await makeMetadata(), clock);
+  t.equal((await tags.getManifest(up.target('team/app'), 'latest')).cache, 'miss');
+  // Other content stored after it, the tag asked between each: only memory answers it.
+  const others = Array.from({ length: 6 }, (_, i) => Buffer.alloc(1000, i + 1));
+  for (const o of others) {
+    await store.blobs.putSmall(o, digestOf(o));
+    t.equal((await tags.getManifest(up.target('team/app'), 'latest')).cache, 'hit');
+  }
+  t.notOk(store.blobs.has(digestOf(others[0]!)), 'content stored after it was evicted meanwhile');
+  t.ok(store.blobs.has(parseDigest(v1.manifest.digest)), 'the manifest served from memory all along is still stored');
+  await clock.advance(TTL + 1);
+  up.failNext('headManifest', rateLimited('fake.io', 30));
+  const stale = await tags.getManifest(up.target('team/app'), 'latest');
+  t.equal(stale.cache, 'stale');
+  t.equal(stale.digest, v1.manifest.digest);
+  t.same(stale.bytes, v1.manifest.data);
+  t.equal(up.count('getManifest'), 1, 'never fetched again');
+});
+
 t.test('a tag never stored with the upstream rate-limiting: its failure leaves as it is, for the HTTP edge', async (t) => {
   const { up, tags } = await setup(t);
   up.failNext('getManifest', rateLimited('fake.io', 30));
