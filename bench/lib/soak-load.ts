@@ -104,8 +104,10 @@ function emptyStats(): SoakWindowStats {
   };
 }
 
+/** Up to 3 examples per kind of error (the message's first word: warm, cold, Range, …), 16 in all. */
 const sample = (list: string[], msg: string): void => {
-  if (list.length < 8) list.push(msg.slice(0, 300));
+  const kind = msg.slice(0, msg.indexOf(' ') + 1);
+  if (list.length < 16 && list.filter((m) => m.startsWith(kind)).length < 3) list.push(msg.slice(0, 300));
 };
 
 interface Answer {
