@@ -304,8 +304,7 @@ export class BlobStore {
   stat(d: Digest): { size: number } | null {
     const e = this.index.use(d.value);
     if (!e) return null;
-    this.maybeTouch(d.value, e);
-    this.observer?.used(d.value);
+    this.recordUse(d.value, e);
     return { size: e.size };
   }
 
@@ -316,9 +315,7 @@ export class BlobStore {
    */
   served(digest: string): void {
     const e = this.index.use(digest);
-    if (!e) return;
-    this.maybeTouch(digest, e);
-    this.observer?.used(digest);
+    if (e) this.recordUse(digest, e);
   }
 
   /** Whether the content is stored, without refreshing recency, by this process's index alone. */
@@ -390,6 +387,12 @@ export class BlobStore {
     return this.stat(d);
   }
 
+  /** Recency of content just used: on the stored bytes at most hourly (`touch`), and for the cluster's shared index. */
+  private recordUse(digest: string, e: IndexEntry): void {
+    this.maybeTouch(digest, e);
+    this.observer?.used(digest);
+  }
+
   private maybeTouch(digest: string, e: IndexEntry): void {
     const now = this.now();
     if (!this.backend.touch) {
@@ -430,8 +433,7 @@ export class BlobStore {
       this.index.remove(d.value);
       return null;
     }
-    this.maybeTouch(d.value, e);
-    this.observer?.used(d.value);
+    this.recordUse(d.value, e);
     return body;
   }
 
