@@ -20,6 +20,7 @@
 import type { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { DestinationClosedError } from '../util/destination-closed.js';
+import { LowWaterPool } from '../util/low-water-pool.js';
 
 /**
  * Chunk size by load, under one budget for every transfer of the process: a few transfers get
@@ -46,9 +47,7 @@ export const SEND_BUDGET = 32 * 1024 * 1024;
  * ever needed (which only grew, a step at each new peak: a slope in the soak).
  */
 let idleTrimMs = 10_000;
-const pools = new Map<number, Buffer[]>(SIZES.map((size) => [size, []]));
-/** Per size, the fewest buffers pooled since the last trim: those were not needed meanwhile. */
-const lowest = new Map<number, number>(SIZES.map((size) => [size, 0]));
+const pools = new Map<number, LowWaterPool>(SIZES.map((size) => [size, new LowWaterPool()]));
 let active = 0;
 let inUseBytes = 0;
 let pooledBytes = 0;
@@ -63,23 +62,16 @@ function take(want: number, max: number): Buffer {
   const fit = SIZES.find((s) => s >= want && s <= max) ?? max;
   for (const size of SIZES) {
     if (size < fit) continue;
-    const pooled = popPooled(size);
+    const pooled = pools.get(size)!.pop();
     if (pooled) return taken(pooled);
   }
   // A new buffer only within the budget; past it (transfers that began when few ran still hold
   // larger ones), a small one: that transfer reads less per chunk meanwhile.
   if (fit > SEND_CHUNK_SMALL && inUseBytes + pooledBytes + fit > SEND_BUDGET) {
-    const small = popPooled(SEND_CHUNK_SMALL);
+    const small = pools.get(SEND_CHUNK_SMALL)!.pop();
     return small ? taken(small) : taken(Buffer.allocUnsafeSlow(SEND_CHUNK_SMALL), false);
   }
   return taken(Buffer.allocUnsafeSlow(fit), false);
-}
-
-function popPooled(size: number): Buffer | undefined {
-  const pool = pools.get(size)!;
-  const b = pool.pop();
-  if (b && pool.length < lowest.get(size)!) lowest.set(size, pool.length);
-  return b;
 }
 
 function taken(b: Buffer, fromPool = true): Buffer {
@@ -105,11 +97,7 @@ function give(b: Buffer): void {
 function trimIdle(): void {
   let left = 0;
   for (const [size, pool] of pools) {
-    const unused = Math.min(lowest.get(size)!, pool.length);
-    // The oldest first: pop() takes from the end, so the start holds the ones not taken.
-    pool.splice(0, unused);
-    pooledBytes -= unused * size;
-    lowest.set(size, pool.length);
+    pooledBytes -= pool.trim() * size;
     left += pool.length;
   }
   if (left > 0) return;
@@ -122,7 +110,7 @@ export function setSendBufferIdleTrim(ms: number): void {
   idleTrimMs = ms;
   if (trimTimer) clearInterval(trimTimer);
   trimTimer = null;
-  for (const [size, pool] of pools) lowest.set(size, pool.length);
+  for (const pool of pools.values()) pool.mark();
 }
 
 /** Drops a buffer that something may still reference (a write that failed or never completed). */

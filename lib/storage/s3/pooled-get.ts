@@ -19,6 +19,7 @@
  * (s3-backend.ts): Range and If-Match are sent unsigned.
  */
 import net from 'node:net';
+import { LowWaterPool } from '../../util/low-water-pool.js';
 
 /** Bytes per slab of the pool. */
 export const SLAB = 512 * 1024;
@@ -57,12 +58,10 @@ export interface PooledChunk {
 /**
  * Slabs of SLAB bytes, reused: kept up to `keep` bytes. Every `idleMs`, the slabs that stayed free
  * the whole time (the fewest free since the last look) are released: nothing taken, all of them (a
- * burst does not keep its memory); busy, what the load no longer reaches (as file-sender.ts's pool).
+ * burst does not keep its memory); busy, what the load no longer reaches (a LowWaterPool, as the send buffers').
  */
 export class SlabPool {
-  private readonly free: Buffer[] = [];
-  /** The fewest slabs free since the last trim: those were not needed meanwhile. */
-  private lowest = 0;
+  private readonly free = new LowWaterPool();
   private timer: NodeJS.Timeout | null = null;
   private allocated = 0;
 
@@ -73,7 +72,6 @@ export class SlabPool {
 
   take(): Buffer {
     const b = this.free.pop();
-    if (this.free.length < this.lowest) this.lowest = this.free.length;
     if (b) return b;
     this.allocated++;
     return Buffer.allocUnsafeSlow(SLAB);
@@ -91,9 +89,7 @@ export class SlabPool {
   }
 
   private trim(): void {
-    // The oldest first: take() pops from the end, so the start holds the ones not taken.
-    this.free.splice(0, Math.min(this.lowest, this.free.length));
-    this.lowest = this.free.length;
+    this.free.trim();
     if (this.free.length > 0) return;
     clearInterval(this.timer!);
     this.timer = null;
