@@ -8,8 +8,7 @@ import { Manifests } from '../../lib/cache/manifests.js';
 import { DEFAULT_PULL_LIMITS } from '../../lib/cache/pull-types.js';
 import { RepositoryAccess } from '../../lib/cache/repository-access.js';
 import { digestOf, parseDigest } from '../../lib/oci/digest.js';
-import { MemoryBackend } from '../../lib/storage/memory/memory-backend.js';
-import { Store } from '../../lib/storage/store.js';
+import type { Store } from '../../lib/storage/store.js';
 import { buildOciImage, sha256 } from '../fixtures/images.js';
 import type { Teardownable } from '../fixtures/util.js';
 import { FakePullUpstream, makeStore } from '../fixtures/pull-parts.js';
@@ -146,8 +145,7 @@ t.test('a manifest kept in memory holds its own bytes, not the larger buffer the
 });
 
 t.test('a manifest served by digest from memory keeps its recency in the store: eviction takes content served less recently', async (t) => {
-  const store = new Store(new MemoryBackend(), { maxSize: img.manifest.data.length + 3 * 1000 });
-  await store.init();
+  const store = await makeStore(t, { maxSize: img.manifest.data.length + 3 * 1000 });
   const up = new FakePullUpstream('fake.io');
   up.image('team/app', 'v1', img);
   const m = manifests(store);

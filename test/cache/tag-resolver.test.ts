@@ -11,8 +11,7 @@ import { RepositoryAccess } from '../../lib/cache/repository-access.js';
 import { TagResolver } from '../../lib/cache/tag-resolver.js';
 import { GoneTags } from '../../lib/cache/gone-tags.js';
 import type { Metadata } from '../../lib/metadata/metadata.js';
-import { Store } from '../../lib/storage/store.js';
-import { MemoryBackend } from '../../lib/storage/memory/memory-backend.js';
+import type { Store } from '../../lib/storage/store.js';
 import { digestOf, parseDigest } from '../../lib/oci/digest.js';
 import { buildOciImage } from '../fixtures/images.js';
 import type { Teardownable } from '../fixtures/util.js';
@@ -109,8 +108,7 @@ t.test('the upstream rate-limiting: the stored tag is served, marked stale with 
 });
 
 t.test('a tag answered from memory keeps its manifest from eviction: when the upstream then rate-limits, it is still served (stale)', async (t) => {
-  const store = new Store(new MemoryBackend(), { maxSize: v1.manifest.data.length + 3 * 1000 });
-  await store.init();
+  const store = await makeStore(t, { maxSize: v1.manifest.data.length + 3 * 1000 });
   const clock = new FakeClock();
   const up = new FakePullUpstream('fake.io', upstreamConfig('fake.io', { tagTTL: '60s' }));
   up.image('team/app', 'latest', v1);
@@ -165,8 +163,7 @@ t.test('a tag kept as gone is recorded in the store with when it went, and its c
 });
 
 t.test('what a gone tag holds is never evicted by storage.maxSize, while cached content around it is', async (t) => {
-  const store = new Store(new MemoryBackend(), { maxSize: 4096 });
-  await store.init();
+  const store = await makeStore(t, { maxSize: 4096 });
   const metadata = await makeMetadata();
   const clock = new FakeClock();
   const up = new FakePullUpstream('fake.io', upstreamConfig('fake.io', { tagTTL: '60s' }));
