@@ -32,6 +32,12 @@ export function summedHwm(pids: number[]): number | null {
   return peaks.length ? peaks.reduce((a, b) => a + b, 0) : null;
 }
 
+/** The VmHWM of the one process that peaked highest (with workers: the per-worker peak); null when none is readable. */
+export function largestHwm(pids: number[]): number | null {
+  const peaks = pids.map((pid) => memStatus(pid)?.hwm).filter((v): v is number => v !== undefined && Number.isFinite(v));
+  return peaks.length ? Math.max(...peaks) : null;
+}
+
 /** Open file descriptors of a process (entries of /proc/<pid>/fd); null when it is gone. */
 export function openFds(pid: number): number | null {
   try {
@@ -92,17 +98,23 @@ export class PeakRss {
     }
   }
 
+  private each: number[] = [];
+
   /** Peak bytes (sum over the processes). */
   stop(): number {
     clearInterval(this.timer);
     this.sample();
-    let total = 0;
-    for (const pid of this.pids()) {
+    this.each = this.pids().map((pid) => {
       const s = memStatus(pid);
       const sampled = this.maxSeen.get(pid) ?? 0;
-      total += this.resetOk && s ? Math.max(s.hwm, sampled) : sampled;
-    }
-    return total;
+      return this.resetOk && s ? Math.max(s.hwm, sampled) : sampled;
+    });
+    return this.each.reduce((a, b) => a + b, 0);
+  }
+
+  /** After stop(): the peak of the one process that peaked highest (with workers: per worker). */
+  largest(): number {
+    return Math.max(0, ...this.each);
   }
 }
 

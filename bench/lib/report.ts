@@ -178,6 +178,15 @@ export interface PeakRssRow {
   late?: boolean;
 }
 
+/**
+ * With workers the peak rows are the host's (the processes summed); this row adds the one process
+ * that peaked highest, run by run — the per-worker figure. Nothing when one process served.
+ */
+export function largestRow(during: string, o: { rss: Series; rssLargest?: Series } | undefined): PeakRssRow[] {
+  if (!o?.rssLargest || o.rssLargest.every((v, i) => v === o.rss[i])) return [];
+  return [{ during, process: 'stevedore: the largest one process', values: o.rssLargest }];
+}
+
 /** Sorted into the report's order: the normal rows, then the late ones, each in scenario order. */
 export function orderPeakRss(rows: PeakRssRow[]): PeakRssRow[] {
   return [...rows.filter((r) => !r.late), ...rows.filter((r) => r.late)];

@@ -1,11 +1,11 @@
 /** Scenario 2: warm blobs of 1–32 MiB, 64 concurrent clients (raw HTTP client and undici, alternating), every warm contender. */
 import { PeakRss } from '../lib/proc.js';
-import { contenders, ge, med, MiB, mmm, num, ratio, rssTarget, table, vs, type Series, type Target } from '../lib/report.js';
+import { contenders, ge, largestRow, med, MiB, mmm, num, ratio, rssTarget, table, vs, type Series, type Target } from '../lib/report.js';
 import { blobPath, check, defineScenario, log, REPO_BLOBS, sideBySide, warmServers } from '../lib/scenario.js';
 import { percentile, rotate, shuffled } from '../lib/stats.js';
 
 /** Per contender, each run's aggregate MiB/s and latency percentiles with each client, and its peak RSS. */
-export type S2Result = Record<string, { mibps: Series; p50: Series; p99: Series; undici: Series; undiciP50: Series; undiciP99: Series; rss: Series }>;
+export type S2Result = Record<string, { mibps: Series; p50: Series; p99: Series; undici: Series; undiciP50: Series; undiciP99: Series; rss: Series; rssLargest?: Series }>;
 
 export default defineScenario<S2Result>({
   id: 's2',
@@ -33,7 +33,8 @@ export default defineScenario<S2Result>({
           const r = await check(`s2 ${name}`, ctx.client.fetch({ origin: s.url, paths, concurrency: clients, engine }));
           got[engine] = { mibps: r.bytes / (1024 * 1024) / (r.wallMs / 1000), p50: percentile(r.latMs, 50), p99: percentile(r.latMs, 99) };
         }
-        return { raw: got.raw!, undici: got.undici!, rss: peak.stop() };
+        const rss = peak.stop();
+        return { raw: got.raw!, undici: got.undici!, rss, rssLargest: peak.largest() };
       },
       (name, r) => {
         const o = (out[name] ??= { mibps: [], p50: [], p99: [], undici: [], undiciP50: [], undiciP99: [], rss: [] });
@@ -44,6 +45,7 @@ export default defineScenario<S2Result>({
         o.undiciP50.push(r.undici.p50);
         o.undiciP99.push(r.undici.p99);
         o.rss.push(r.rss);
+        (o.rssLargest ??= []).push(r.rssLargest);
       },
       true,
     );
@@ -87,6 +89,9 @@ export default defineScenario<S2Result>({
         ...rssTarget(`scenario 2 (${p.s2.clients} clients, warm blobs)`, s2.stevedore?.rss),
       ];
     },
-    peakRss: (s2, { p }) => contenders(s2).map((n) => ({ during: `2. warm blobs, ${p.s2.clients} clients`, process: n === 'nginx' ? 'nginx (workers, summed)' : n, values: s2[n]!.rss })),
+    peakRss: (s2, { p }) => [
+      ...contenders(s2).map((n) => ({ during: `2. warm blobs, ${p.s2.clients} clients`, process: n === 'nginx' ? 'nginx (workers, summed)' : n, values: s2[n]!.rss })),
+      ...largestRow(`2. warm blobs, ${p.s2.clients} clients`, s2.stevedore),
+    ],
   },
 });

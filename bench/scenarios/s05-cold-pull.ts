@@ -1,8 +1,8 @@
 /** Scenario 5: a cold pull of a whole image by 20 clients over a paced upstream link: one direct pull, stevedore, distribution. */
 import { removeDir, tmpDir } from '../../test/fixtures/util.js';
 import { MANIFEST_ACCEPT } from '../lib/data.js';
-import { summedHwm } from '../lib/proc.js';
-import { med, MiB, mmm, multiple, num, ratio, rssTarget, table, type Series, type Target } from '../lib/report.js';
+import { largestHwm, summedHwm } from '../lib/proc.js';
+import { largestRow, med, MiB, mmm, multiple, num, ratio, rssTarget, table, type Series, type Target } from '../lib/report.js';
 import { check, defineScenario, log, REPO_PULL } from '../lib/scenario.js';
 import { startDistribution, startStevedore } from '../lib/servers.js';
 import { rotate } from '../lib/stats.js';
@@ -11,7 +11,7 @@ export interface S5Result {
   imageBytes: number;
   linkRate: number;
   clients: number;
-  modes: Record<string, { wallS: Series; upstreamBytes: Series; upstreamRequests: Series; rss: Series }>;
+  modes: Record<string, { wallS: Series; upstreamBytes: Series; upstreamRequests: Series; rss: Series; rssLargest?: Series }>;
 }
 
 export default defineScenario<S5Result>({
@@ -24,14 +24,15 @@ export default defineScenario<S5Result>({
     const img = ctx.pullImg;
     log(`s5: cold pull of a ${img.totalBytes}-byte image (${img.layers.length} layers) by ${clients} clients; upstream link paced to ${linkRate} B/s`);
     const out: S5Result = { imageBytes: img.totalBytes, linkRate, clients, modes: {} };
-    const pull = async (origin: string, n: number, pids: (() => number[]) | null): Promise<{ wallS: number; upstreamBytes: number; upstreamRequests: number; rss: number | null }> => {
+    const pull = async (origin: string, n: number, pids: (() => number[]) | null): Promise<{ wallS: number; upstreamBytes: number; upstreamRequests: number; rss: number | null; rssLargest: number | null }> => {
       ctx.upstream.resetCounts();
       ctx.upstream.setRate(linkRate);
       try {
         const r = await check('s5 pull', ctx.client.pull({ origin, repo: REPO_PULL, tag: 'v1', clients: n, layerConcurrency, accept: MANIFEST_ACCEPT }));
         if (r.bytes !== img.totalBytes * n) throw new Error(`s5: clients got ${r.bytes} bytes, expected ${img.totalBytes * n}`);
         const rss = pids === null ? null : summedHwm(pids());
-        return { wallS: r.wallMs / 1000, upstreamBytes: ctx.upstream.bytes(), upstreamRequests: ctx.upstream.records().length, rss };
+        const rssLargest = pids === null ? null : largestHwm(pids());
+        return { wallS: r.wallMs / 1000, upstreamBytes: ctx.upstream.bytes(), upstreamRequests: ctx.upstream.records().length, rss, rssLargest };
       } finally {
         ctx.upstream.setRate(null);
       }
@@ -64,6 +65,7 @@ export default defineScenario<S5Result>({
         o.upstreamBytes.push(r.upstreamBytes);
         o.upstreamRequests.push(r.upstreamRequests);
         if (r.rss !== null) o.rss.push(r.rss);
+        if (r.rssLargest !== null) (o.rssLargest ??= []).push(r.rssLargest);
       }
     }
     return out;
@@ -114,6 +116,9 @@ export default defineScenario<S5Result>({
       ];
     },
     peakRss: (s5) =>
-      ['stevedore', 'distribution'].filter((n) => s5.modes[n]).map((n) => ({ during: `5. cold pull, ${s5.clients} clients`, process: n, values: s5.modes[n]!.rss })),
+      [
+        ...['stevedore', 'distribution'].filter((n) => s5.modes[n]).map((n) => ({ during: `5. cold pull, ${s5.clients} clients`, process: n, values: s5.modes[n]!.rss })),
+        ...largestRow(`5. cold pull, ${s5.clients} clients`, s5.modes.stevedore),
+      ],
   },
 });
