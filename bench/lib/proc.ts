@@ -26,16 +26,15 @@ export function memStatus(pid: number): MemStatus | null {
   return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
 }
 
-/** Peak resident sets (VmHWM) summed over processes (a supervisor and its workers); null when none is there. */
-export function summedHwm(pids: number[]): number | null {
-  const peaks = pids.map((pid) => memStatus(pid)?.hwm).filter((v): v is number => v !== undefined && Number.isFinite(v));
-  return peaks.length ? peaks.reduce((a, b) => a + b, 0) : null;
+/** The peak resident set (VmHWM) of each process still readable (a supervisor and its workers). */
+export function hwms(pids: number[]): number[] {
+  return pids.map((pid) => memStatus(pid)?.hwm).filter((v): v is number => v !== undefined && Number.isFinite(v));
 }
 
-/** The VmHWM of the one process that peaked highest (with workers: the per-worker peak); null when none is readable. */
-export function largestHwm(pids: number[]): number | null {
-  const peaks = pids.map((pid) => memStatus(pid)?.hwm).filter((v): v is number => v !== undefined && Number.isFinite(v));
-  return peaks.length ? Math.max(...peaks) : null;
+/** Peak resident sets (VmHWM) summed over processes (a supervisor and its workers); null when none is there. */
+export function summedHwm(pids: number[]): number | null {
+  const peaks = hwms(pids);
+  return peaks.length ? peaks.reduce((a, b) => a + b, 0) : null;
 }
 
 /** Open file descriptors of a process (entries of /proc/<pid>/fd); null when it is gone. */
@@ -79,6 +78,8 @@ export class PeakRss {
   private readonly maxSeen = new Map<number, number>();
   private readonly timer: NodeJS.Timeout;
   private readonly resetOk: boolean;
+  /** Each process's peak, set by stop(). */
+  private each: number[] = [];
 
   constructor(
     private readonly pids: () => number[],
@@ -97,8 +98,6 @@ export class PeakRss {
       if (s) this.maxSeen.set(pid, Math.max(this.maxSeen.get(pid) ?? 0, s.rss));
     }
   }
-
-  private each: number[] = [];
 
   /** Peak bytes (sum over the processes). */
   stop(): number {

@@ -1,7 +1,7 @@
 /** Scenario 5: a cold pull of a whole image by 20 clients over a paced upstream link: one direct pull, stevedore, distribution. */
 import { removeDir, tmpDir } from '../../test/fixtures/util.js';
 import { MANIFEST_ACCEPT } from '../lib/data.js';
-import { largestHwm, summedHwm } from '../lib/proc.js';
+import { hwms } from '../lib/proc.js';
 import { largestRow, med, MiB, mmm, multiple, num, ratio, rssTarget, table, type Series, type Target } from '../lib/report.js';
 import { check, defineScenario, log, REPO_PULL } from '../lib/scenario.js';
 import { startDistribution, startStevedore } from '../lib/servers.js';
@@ -30,8 +30,10 @@ export default defineScenario<S5Result>({
       try {
         const r = await check('s5 pull', ctx.client.pull({ origin, repo: REPO_PULL, tag: 'v1', clients: n, layerConcurrency, accept: MANIFEST_ACCEPT }));
         if (r.bytes !== img.totalBytes * n) throw new Error(`s5: clients got ${r.bytes} bytes, expected ${img.totalBytes * n}`);
-        const rss = pids === null ? null : summedHwm(pids());
-        const rssLargest = pids === null ? null : largestHwm(pids());
+        // Each process's peak, read once: the host's is their sum, the per-worker one their largest.
+        const peaks = pids === null ? [] : hwms(pids());
+        const rss = peaks.length ? peaks.reduce((a, b) => a + b, 0) : null;
+        const rssLargest = peaks.length ? Math.max(...peaks) : null;
         return { wallS: r.wallMs / 1000, upstreamBytes: ctx.upstream.bytes(), upstreamRequests: ctx.upstream.records().length, rss, rssLargest };
       } finally {
         ctx.upstream.setRate(null);
