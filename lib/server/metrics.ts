@@ -6,7 +6,7 @@
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ServerResponse } from 'node:http';
 import type { BlobStore } from '../storage/blob-store.js';
-import { sendBufferStats } from '../storage/file-sender.js';
+import { sendBufferStats } from '../storage/send-buffers.js';
 import type { PullThrough } from '../cache/pull-through.js';
 import { RANGE_OUTCOMES } from '../cache/upstream-ranges.js';
 import type { UpstreamSources } from '../upstream/upstream-sources.js';
@@ -208,7 +208,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'stevedore_send_buffer_bytes',
-      help: 'Memory of the buffers blob answers are sent through: in_use by transfers, pooled for reuse (released after 10 s unused)',
+      help: 'Memory of the buffers blob answers are sent through: in_use by transfers and by the latest bytes of downloads kept for their followers, pooled for reuse (released after 10 s unused)',
       labelNames: ['state'],
       registers,
       collect() {

@@ -9,6 +9,7 @@ import { promises as fsp } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './file-sender.js';
+import { RecentBytes, type Lease } from './recent-bytes.js';
 import path from 'node:path';
 import { DigestMismatchError, isNoSpace, SizeInvalidError, StorageFullError } from './errors.js';
 import type { Digest, DigestAlgorithm } from '../oci/digest.js';
@@ -75,13 +76,10 @@ export class BlobWriter extends Writable {
   /** Puts verified content in place instead of a rename (the S3 backend); the temp file stays the followers' file. */
   private readonly publish: ((d: Digest, size: number) => Promise<void>) | null;
   private readonly onCommitted: (d: Digest, size: number) => void;
-  /** Bytes of the most recent chunks kept in memory for followers (0: none). */
-  private readonly keepRecent: number;
   /** Open an existing temp file and continue it (its bytes re-hashed) instead of creating a new one. */
   private readonly resume: boolean;
-  /** The most recent chunks, in file order: followers at the edge send these instead of reading the file. */
-  private recent: Array<{ start: number; buf: Buffer }> = [];
-  private recentBytes = 0;
+  /** The most recent bytes: followers at the edge send these instead of reading the file. */
+  private readonly recent: RecentBytes | null;
   /** What followers waiting for more bytes wait on (nextEvent). */
   private readonly next = new NextEvent();
 
@@ -92,9 +90,9 @@ export class BlobWriter extends Writable {
     resolveFinal: (d: Digest) => string;
     onCommitted?: (d: Digest, size: number) => void;
     /**
-     * Keep about this many bytes of the latest chunks in memory for followers (`sendTo`), so those
-     * keeping up with the download share one copy instead of each reading the file. Only for
-     * sources that never reuse a chunk's memory once written (a network body).
+     * Keep about this many of the latest bytes in memory for followers (`sendTo`), so those keeping
+     * up with the download share one copy instead of each reading the file. Copied into pooled
+     * slabs (recent-bytes.ts): the chunks written may be reused or dropped as soon as written.
      */
     keepRecent?: number;
     /**
@@ -119,7 +117,7 @@ export class BlobWriter extends Writable {
     this.resolveFinal = opts.resolveFinal;
     this.publish = opts.publish ?? null;
     this.onCommitted = opts.onCommitted ?? (() => undefined);
-    this.keepRecent = opts.keepRecent ?? 0;
+    this.recent = opts.keepRecent ? new RecentBytes(opts.keepRecent) : null;
     this.resume = opts.resume === true;
     this.events.setMaxListeners(0);
     this.resumedFrom = new Promise<number>((resolve) => {
@@ -211,7 +209,7 @@ export class BlobWriter extends Writable {
       }
     }
     for (const c of chunks) this.hash.update(c);
-    if (this.keepRecent > 0) this.remember(chunks);
+    this.recent?.append(chunks, this.written);
     buffersPassed(total);
     this.written += total;
     this.wakeFollowers();
@@ -235,48 +233,16 @@ export class BlobWriter extends Writable {
     }
   }
 
-  /** Adds chunks just written at `this.written` to the recent ones, dropping the oldest past the limit. */
-  private remember(chunks: Buffer[]): void {
-    let start = this.written;
-    for (const buf of chunks) {
-      this.recent.push({ start, buf });
-      this.recentBytes += buf.length;
-      start += buf.length;
-    }
-    let drop = 0;
-    while (drop < this.recent.length - 1 && this.recentBytes - this.recent[drop]!.buf.length >= this.keepRecent) {
-      this.recentBytes -= this.recent[drop]!.buf.length;
-      drop++;
-    }
-    if (drop > 0) this.recent = this.recent.slice(drop);
-  }
-
   /**
-   * Views of bytes [pos, limit) still in memory, at most `max` bytes, starting exactly at `pos`;
-   * empty when `pos` is no longer (or not yet) among the recent chunks.
+   * Views of bytes [pos, limit) still in memory, at most `max` bytes, starting exactly at `pos`,
+   * leased until released; null when `pos` is no longer (or not yet) among the recent bytes.
    */
-  recentRange(pos: number, limit: number, max: number): Buffer[] {
-    const r = this.recent;
-    if (r.length === 0 || pos < r[0]!.start || pos >= limit) return [];
-    let k = r.length - 1;
-    while (k > 0 && r[k]!.start > pos) k--;
-    const out: Buffer[] = [];
-    let at = pos;
-    const stop = Math.min(limit, pos + max);
-    for (; k < r.length && at < stop; k++) {
-      const { start, buf } = r[k]!;
-      const from = at - start;
-      if (from >= buf.length) continue;
-      const to = Math.min(buf.length, stop - start);
-      out.push(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
-      at = start + to;
-    }
-    return out;
+  recentRange(pos: number, limit: number, max: number): Lease | null {
+    return this.recent?.range(pos, limit, max) ?? null;
   }
 
   private forgetRecent(): void {
-    this.recent = [];
-    this.recentBytes = 0;
+    this.recent?.clear();
   }
 
   /**

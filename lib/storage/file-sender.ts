@@ -7,8 +7,8 @@
  *
  * The same loop follows a file that is still being written (a download in progress): `available`
  * says how far the file may be read now, `waitForMore` resolves when that changes, and `inMemory`
- * hands out the download's latest bytes, which a follower keeping up writes as they are (shared by
- * every such follower) instead of reading them back. A follower waiting for more holds no buffer:
+ * hands out the download's latest bytes (recent-bytes.ts), which a follower keeping up writes as
+ * they are (shared by every such follower) instead of reading them back. A follower waiting for more holds no buffer:
  * buffers are taken per chunk, sized to the read, so memory follows the bytes actually moving
  * rather than the number of clients.
  *
@@ -20,107 +20,14 @@
 import type { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { DestinationClosedError } from '../util/destination-closed.js';
-import { LowWaterPool } from '../util/low-water-pool.js';
+import { dropSendBuffer as drop, giveSendBuffer as give, SEND_BUDGET, SEND_CHUNK_SMALL, SIZES, takeSendBuffer as take } from './send-buffers.js';
+import type { Lease } from './recent-bytes.js';
 
-/**
- * Chunk size by load, under one budget for every transfer of the process: a few transfers get
- * large chunks (fewer syscalls, full speed on one connection); more at once get smaller ones, so
- * that two chunks per transfer fit the budget (32 transfers × 2 × 512 KiB, 64 × 2 × 256 KiB, then
- * 64 KiB each) and memory stays flat however many clients there are.
- */
-export const SEND_CHUNK = 512 * 1024;
-const SEND_CHUNK_BUSY = 256 * 1024;
-/** The smallest buffer: a read at the edge of a download rarely finds more than this. */
-const SEND_CHUNK_SMALL = 64 * 1024;
-const SIZES = [SEND_CHUNK_SMALL, SEND_CHUNK_BUSY, SEND_CHUNK] as const;
-/**
- * What the send buffers of the process hold at most, in use and pooled together (past it, with
- * more than 256 transfers of 64 KiB chunks, buffers are allocated and dropped rather than kept).
- */
-export const SEND_BUDGET = 32 * 1024 * 1024;
-/**
- * Buffers given back stay pooled (never dropped for the GC to find later: garbage buffers are what
- * grew memory under load) while the pool and the buffers in use fit the budget. Every idleTrimMs
- * (10 s), the buffers of each size that stayed in the pool the whole time (its lowest count since
- * the last look) are released: a pool nothing took from is emptied, so a burst does not keep its
- * memory, and a busy process keeps what its load uses now rather than what its busiest moment
- * ever needed (which only grew, a step at each new peak: a slope in the soak).
- */
-let idleTrimMs = 10_000;
-const pools = new Map<number, LowWaterPool>(SIZES.map((size) => [size, new LowWaterPool()]));
 let active = 0;
-let inUseBytes = 0;
-let pooledBytes = 0;
-let trimTimer: NodeJS.Timeout | null = null;
-
-/**
- * A buffer for `want` bytes: the smallest pooled size that fits (never more than `max`
- * allocated), else any larger pooled one rather than a new allocation; a smaller one (the caller
- * reads what fits) when a new allocation would take the buffers past the budget.
- */
-function take(want: number, max: number): Buffer {
-  const fit = SIZES.find((s) => s >= want && s <= max) ?? max;
-  for (const size of SIZES) {
-    if (size < fit) continue;
-    const pooled = pools.get(size)!.pop();
-    if (pooled) return taken(pooled);
-  }
-  // A new buffer only within the budget; past it (transfers that began when few ran still hold
-  // larger ones), a small one: that transfer reads less per chunk meanwhile.
-  if (fit > SEND_CHUNK_SMALL && inUseBytes + pooledBytes + fit > SEND_BUDGET) {
-    const small = pools.get(SEND_CHUNK_SMALL)!.pop();
-    return small ? taken(small) : taken(Buffer.allocUnsafeSlow(SEND_CHUNK_SMALL), false);
-  }
-  return taken(Buffer.allocUnsafeSlow(fit), false);
-}
-
-function taken(b: Buffer, fromPool = true): Buffer {
-  if (fromPool) pooledBytes -= b.length;
-  inUseBytes += b.length;
-  return b;
-}
 
 /** The largest chunk with which two per transfer running now fit the budget. */
 function chunkSize(): number {
   return SIZES.findLast((s) => 2 * active * s <= SEND_BUDGET) ?? SEND_CHUNK_SMALL;
-}
-
-/** Back to the pool; only for a buffer nothing references any more. */
-function give(b: Buffer): void {
-  inUseBytes -= b.length;
-  if (pooledBytes + inUseBytes + b.length > SEND_BUDGET) return;
-  pools.get(b.length)!.push(b);
-  pooledBytes += b.length;
-  trimTimer ??= setInterval(trimIdle, idleTrimMs).unref();
-}
-
-function trimIdle(): void {
-  let left = 0;
-  for (const [size, pool] of pools) {
-    pooledBytes -= pool.trim() * size;
-    left += pool.length;
-  }
-  if (left > 0) return;
-  clearInterval(trimTimer!);
-  trimTimer = null;
-}
-
-/** Sets how long pooled buffers may sit unused before they are released (tests). */
-export function setSendBufferIdleTrim(ms: number): void {
-  idleTrimMs = ms;
-  if (trimTimer) clearInterval(trimTimer);
-  trimTimer = null;
-  for (const pool of pools.values()) pool.mark();
-}
-
-/** Drops a buffer that something may still reference (a write that failed or never completed). */
-function drop(b: Buffer): void {
-  inUseBytes -= b.length;
-}
-
-/** Bytes of send buffers held by transfers right now, and kept in the pool for reuse. */
-export function sendBufferStats(): { inUse: number; pooled: number } {
-  return { inUse: inUseBytes, pooled: pooledBytes };
 }
 
 export interface Follow {
@@ -131,10 +38,11 @@ export interface Follow {
   /** Resolves when more may be available, or rejects when the file will never be complete. */
   waitForMore(): Promise<void>;
   /**
-   * Bytes [pos, limit) (at most `max`) as views of memory that will never change, starting at
-   * `pos`; empty when they are not in memory (then they are read from the file).
+   * Bytes [pos, limit) (at most `max`) as views starting at `pos`, unchanged until their lease is
+   * released (once their write is called back); null when they are not in memory (then they are
+   * read from the file).
    */
-  inMemory?(pos: number, limit: number, max: number): Buffer[];
+  inMemory?(pos: number, limit: number, max: number): Lease | null;
 }
 
 export { DestinationClosedError };
@@ -151,6 +59,8 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
   let closed = false;
   /** Pooled buffers handed to `dest.write` whose callbacks have not come yet. */
   const writing = new Set<Buffer>();
+  /** Leases of in-memory bytes handed to `dest.write` whose callbacks have not come yet. */
+  const leases = new Set<Lease>();
   // The one wait in progress (the loop awaits one thing at a time), failed at once when the
   // destination closes: a write it never completes cannot hang the sender. Not Promise.race with a
   // promise that lives as long as the transfer: every race leaves a reaction on it, thousands per
@@ -198,12 +108,12 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
       if (inFlight[i]) await settle(inFlight[i]!);
       // Sized per chunk: transfers that started when few ran shrink theirs as more begin.
       const size = chunkSize();
-      const views = follow?.inMemory?.(pos, limit, size);
-      if (views && views.length > 0) {
+      const lease = follow?.inMemory?.(pos, limit, size);
+      if (lease) {
         // Shared with every other follower: written as they are (one writev), no buffer taken.
-        inFlight[i] = writeViews(dest, views);
+        inFlight[i] = writeViews(dest, lease, leases);
         inFlight[i]!.catch(() => undefined);
-        for (const v of views) pos += v.length;
+        for (const v of lease.views) pos += v.length;
         i ^= 1;
         continue;
       }
@@ -250,19 +160,36 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
     active--;
     dest.off('close', onClose);
     // Writes whose callbacks have not come (a client gone mid-write; a pipelined answer that never
-    // got the connection never calls them at all): their buffers may still be referenced, so they
-    // are written off, never pooled.
+    // got the connection never calls them at all): their buffers and leased views may still be
+    // referenced, so they are written off, never pooled.
     for (const b of writing) drop(b);
     writing.clear();
+    for (const l of leases) l.abandon();
+    leases.clear();
   }
 }
 
-/** Writes `views` corked (one writev); settles with the last write, which completes after the others. */
-function writeViews(dest: Writable, views: Buffer[]): Promise<void> {
+/**
+ * Writes a lease's views corked (one writev); settles with the last write, which completes after
+ * the others. The lease is released when that write is called back without an error, abandoned
+ * when with one (the views may still be referenced: their memory is never reused), and left in
+ * `leases` until then (the transfer abandons what is left there when it ends).
+ */
+function writeViews(dest: Writable, lease: Lease, leases: Set<Lease>): Promise<void> {
+  const { views } = lease;
+  leases.add(lease);
   return new Promise<void>((resolve, reject) => {
     dest.cork();
     for (let k = 0; k < views.length - 1; k++) dest.write(views[k]!);
-    dest.write(views[views.length - 1]!, (err) => (err ? reject(err) : resolve()));
+    dest.write(views[views.length - 1]!, (err) => {
+      // Already abandoned when the transfer ended without this callback (see sendFileRange).
+      if (leases.delete(lease)) {
+        if (err) lease.abandon();
+        else lease.release();
+      }
+      if (err) reject(err);
+      else resolve();
+    });
     dest.uncork();
   });
 }

@@ -8,6 +8,8 @@ import t, { type Test } from 'tap';
 import { collector } from '../fixtures/byte-sink.js';
 import { digestOf } from '../../lib/oci/digest.js';
 import { BlobWriter } from '../../lib/storage/blob-writer.js';
+import { RECENT_SLAB } from '../../lib/storage/recent-bytes.js';
+import { sendBufferStats } from '../../lib/storage/send-buffers.js';
 
 async function writerFor(tt: { teardown(fn: () => unknown): void }, data: Buffer, keepRecent: number): Promise<BlobWriter> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'stevedore-writer-'));
@@ -81,7 +83,7 @@ t.test('a follower behind the chunks kept in memory reads the file, then catches
   const data = randomBytes(1024 * 1024 + 3);
   const w = await writerFor(t, data, 64 * 1024);
   for (let off = 0; off < data.length; off += 16 * 1024) await write(w, data.subarray(off, off + 16 * 1024));
-  t.same(w.recentRange(0, w.written, 1 << 20), [], 'the start is no longer in memory');
+  t.equal(w.recentRange(0, w.written, 1 << 20), null, 'the start is no longer in memory');
   const { dest, done } = collector();
   const sending = w.sendTo(dest);
   await w.commit(data.length);
@@ -89,30 +91,75 @@ t.test('a follower behind the chunks kept in memory reads the file, then catches
   t.ok((await done).equals(data));
 });
 
-t.test('recentRange: views that start at pos, cross chunk boundaries and stop at limit and max', async (t) => {
-  const data = randomBytes(40);
-  const w = await writerFor(t, data, 1024);
+t.test('recentRange: views that start at pos, cross write and slab boundaries and stop at limit and max', async (t) => {
+  const data = randomBytes(RECENT_SLAB + 40);
+  const w = await writerFor(t, data, 4 * RECENT_SLAB);
   await write(w, data.subarray(0, 10));
-  await write(w, data.subarray(10, 25));
-  await write(w, data.subarray(25, 40));
-  const bytes = (pos: number, limit: number, max: number): Buffer => Buffer.concat(w.recentRange(pos, limit, max));
-  t.ok(bytes(5, 40, 100).equals(data.subarray(5, 40)), 'across every chunk');
+  await write(w, data.subarray(10, RECENT_SLAB + 5));
+  await write(w, data.subarray(RECENT_SLAB + 5));
+  const bytes = (pos: number, limit: number, max: number): Buffer => {
+    const lease = w.recentRange(pos, limit, max)!;
+    lease.release();
+    return Buffer.concat(lease.views);
+  };
+  const end = data.length;
+  t.ok(bytes(5, end, end).equals(data.subarray(5)), 'across every write and both slabs');
+  const both = w.recentRange(5, end, end)!;
+  t.equal(both.views.length, 2, 'one view per slab');
+  both.release();
   t.ok(bytes(5, 30, 100).equals(data.subarray(5, 30)), 'stops at limit');
-  t.ok(bytes(12, 40, 8).equals(data.subarray(12, 20)), 'stops after max bytes');
-  t.ok(bytes(25, 26, 100).equals(data.subarray(25, 26)), 'one byte at a chunk start');
-  t.same(w.recentRange(40, 41, 100), [], 'nothing past what was written');
-  t.same(w.recentRange(7, 7, 100), [], 'nothing for an empty range');
+  t.ok(bytes(12, end, 8).equals(data.subarray(12, 20)), 'stops after max bytes');
+  t.ok(bytes(RECENT_SLAB, RECENT_SLAB + 1, 100).equals(data.subarray(RECENT_SLAB, RECENT_SLAB + 1)), 'one byte at a slab start');
+  t.equal(w.recentRange(end, end + 1, 100), null, 'nothing past what was written');
+  t.equal(w.recentRange(7, 7, 100), null, 'nothing for an empty range');
 });
 
-t.test('the chunks kept in memory stay within keepRecent (plus the latest chunk) and go at commit', async (t) => {
-  const data = randomBytes(10 * 1000);
-  const w = await writerFor(t, data, 2500);
-  for (let off = 0; off < data.length; off += 1000) await write(w, data.subarray(off, off + 1000));
-  t.same(w.recentRange(0, 10_000, 1 << 20), [], 'the start is gone');
-  t.ok(Buffer.concat(w.recentRange(7000, 10_000, 1 << 20)).equals(data.subarray(7000)), 'the last 3 chunks are kept');
-  t.same(w.recentRange(6999, 10_000, 1 << 20), [], 'the fourth from last is not');
+t.test('the bytes kept in memory are at least keepRecent, less than a slab more, and go at commit', async (t) => {
+  const keep = RECENT_SLAB + 1000;
+  const data = randomBytes(5 * RECENT_SLAB + 3000);
+  const w = await writerFor(t, data, keep);
+  for (let off = 0; off < data.length; off += 50_000) await write(w, data.subarray(off, off + 50_000));
+  const end = data.length;
+  const kept = w.recentRange(end - keep, end, end);
+  t.ok(kept && Buffer.concat(kept.views).equals(data.subarray(end - keep)), 'the last keepRecent bytes are kept');
+  kept?.release();
+  t.equal(w.recentRange(end - keep - RECENT_SLAB, end, end), null, 'a slab more before them is not');
   await w.commit(data.length);
-  t.same(w.recentRange(7000, 10_000, 1 << 20), [], 'nothing kept once committed');
+  t.equal(w.recentRange(end - 1, end, end), null, 'nothing kept once committed');
+});
+
+t.test('followers keeping up with a whole download get every byte and leave no slab held', async (t) => {
+  const data = randomBytes(3 * 1024 * 1024 + 5);
+  // The pool is the process's: earlier tests' writers, never committed, still hold their windows.
+  const before = sendBufferStats().inUse;
+  const w = await writerFor(t, data, 1024 * 1024);
+  const followers = [collector(), collector(), collector()];
+  const sending = followers.map((f) => w.sendTo(f.dest));
+  for (let off = 0; off < data.length; off += 64 * 1024) {
+    await write(w, data.subarray(off, off + 64 * 1024));
+    await tick();
+  }
+  await w.commit(data.length);
+  await Promise.all(sending);
+  for (const f of followers) t.ok((await f.done).equals(data), 'every byte, in order');
+  t.equal(sendBufferStats().inUse, before, 'every lease released, every slab back');
+  t.ok(sendBufferStats().pooled > 0, 'the slabs are pooled for reuse');
+});
+
+t.test('a follower cut mid-download leaves no slab counted in use once the download ends', async (t) => {
+  const data = randomBytes(2 * 1024 * 1024);
+  const before = sendBufferStats().inUse;
+  const w = await writerFor(t, data, 1024 * 1024);
+  const { dest } = collector();
+  const failed = t.rejects(w.sendTo(dest));
+  for (let off = 0; off < data.length; off += 64 * 1024) {
+    await write(w, data.subarray(off, off + 64 * 1024));
+    if (off === 512 * 1024) dest.destroy();
+    await tick();
+  }
+  await failed;
+  await w.commit(data.length);
+  t.equal(sendBufferStats().inUse, before, 'the window and the cut follower hold nothing');
 });
 
 t.test('a blob that fails verification fails its followers and keeps nothing in memory', async (t) => {
@@ -126,7 +173,7 @@ t.test('a blob that fails verification fails its followers and keeps nothing in 
   await write(w, wrong);
   await t.rejects(w.commit(data.length), { name: 'DigestMismatchError' });
   await followerFailed;
-  t.same(w.recentRange(0, 5000, 1 << 20), []);
+  t.equal(w.recentRange(0, 5000, 1 << 20), null);
 });
 
 t.test('a follower that comes before the temp file exists waits for it and gets every byte', async (t) => {

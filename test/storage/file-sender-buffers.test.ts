@@ -5,7 +5,8 @@ import { Writable } from 'node:stream';
 import { promises as fsp } from 'node:fs';
 import t from 'tap';
 import { collector, fileWith, growingFile } from '../fixtures/byte-sink.js';
-import { SEND_BUDGET, SEND_CHUNK, sendBufferStats, sendFileRange, setSendBufferIdleTrim } from '../../lib/storage/file-sender.js';
+import { sendFileRange } from '../../lib/storage/file-sender.js';
+import { SEND_BUDGET, SEND_CHUNK, sendBufferStats, setSendBufferIdleTrim } from '../../lib/storage/send-buffers.js';
 
 t.test('a follower waiting at the edge of a download holds no buffer, and a small read takes a small one', async (t) => {
   const g = await growingFile(t);

@@ -5,7 +5,8 @@ import { promises as fsp } from 'node:fs';
 import { PassThrough, Writable } from 'node:stream';
 import t from 'tap';
 import { collector, fileWith, growingFile } from '../fixtures/byte-sink.js';
-import { SEND_CHUNK, sendFileRange } from '../../lib/storage/file-sender.js';
+import { sendFileRange } from '../../lib/storage/file-sender.js';
+import { SEND_CHUNK } from '../../lib/storage/send-buffers.js';
 
 t.test('sends exactly the bytes of a range, across many chunks', async (t) => {
   const data = randomBytes(3 * SEND_CHUNK + 12345);
