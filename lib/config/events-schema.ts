@@ -4,27 +4,13 @@
  */
 import { z } from 'zod';
 import { httpUrl, repositoryPattern } from './auth-schema.js';
-import { parseDuration, parseSize } from './units.js';
+import { durationField, sizeField } from './unit-fields.js';
 
 const EVENT_TYPE_NAMES = ['push', 'delete', 'signature.refused', 'tag.moved', 'image.gone', 'download.verification-failed'] as const;
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null) {
-    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (use e.g. 500ms, 30s, 5m)` });
-    return z.NEVER;
-  }
-  return ms;
-});
+const duration = durationField('500ms, 30s, 5m');
 
-const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const bytes = parseSize(v);
-  if (bytes === null) {
-    ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use e.g. 100MiB)` });
-    return z.NEVER;
-  }
-  return bytes;
-});
+const size = sizeField('100MiB');
 
 export const AUDIT_DEFAULTS = { enabled: false, file: null, maxSize: 100 * 1024 * 1024, maxFiles: 5 };
 

@@ -3,29 +3,16 @@
  * the same defaults for users; test/config keeps the two in step.
  */
 import { z } from 'zod';
-import { parseCidr, parseDuration, parseSize } from './units.js';
+import { parseCidr, parseDuration } from './units.js';
+import { durationField, sizeField } from './unit-fields.js';
 import { AUTH_DEFAULTS, authSchema, httpUrl, repositoryPattern } from './auth-schema.js';
 import { verifySchema } from './verify-schema.js';
 import { auditSchema, webhooksSchema } from './events-schema.js';
 import { tracingSchema } from './tracing-schema.js';
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null) {
-    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (use e.g. 30s, 5m, 1h, 7d)` });
-    return z.NEVER;
-  }
-  return ms;
-});
+const duration = durationField('30s, 5m, 1h, 7d');
 
-const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const bytes = parseSize(v);
-  if (bytes === null) {
-    ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use e.g. 4MiB, 50GiB)` });
-    return z.NEVER;
-  }
-  return bytes;
-});
+const size = sizeField('4MiB, 50GiB');
 
 const listen = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const text = String(v);

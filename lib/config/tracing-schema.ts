@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { httpUrl } from './auth-schema.js';
-import { parseDuration } from './units.js';
+import { durationField } from './unit-fields.js';
 
 export const TRACING_DEFAULTS = {
   enabled: false,
@@ -15,14 +15,7 @@ export const TRACING_DEFAULTS = {
   exportInterval: 5_000,
 };
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null) {
-    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (use e.g. 500ms, 5s)` });
-    return z.NEVER;
-  }
-  return ms;
-});
+const duration = durationField('500ms, 5s');
 
 export const tracingSchema = z
   .object({
