@@ -285,6 +285,12 @@ export class S3Backend implements BlobBackend {
     }
   }
 
+  /** A stored object the bucket no longer has (removed behind the store's back): not stored. */
+  private vanished(d: Digest): null {
+    this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
+    return null;
+  }
+
   async read(d: Digest, indexedSize: number, done: () => void): Promise<StoredBody | null> {
     // The GET is sent now: its answer says the object exists before the client is answered.
     // With redirects the client fetches it from S3 itself: no GET here unless asked to stream.
@@ -303,10 +309,7 @@ export class S3Backend implements BlobBackend {
         const size = got.total ?? indexedSize;
         return this.readParallel(d, { etag: got.etag, size, first: { pooled: got.body, end: Math.min(firstEnd, size - 1) } }, partSize, done, pooled);
       } catch (err) {
-        if (isNotFound(err)) {
-          this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
-          return null;
-        }
+        if (isNotFound(err)) return this.vanished(d);
         this.log?.warn({ digest: d.value, err: describeS3Error(err) }, 'the first ranged GET of a blob into pooled memory failed; asking through the SDK');
       }
     }
@@ -315,10 +318,7 @@ export class S3Backend implements BlobBackend {
       try {
         first = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: key, ...(parallel ? { Range: `bytes=0-${firstEnd}` } : {}) }));
       } catch (err) {
-        if (isNotFound(err)) {
-          this.log?.warn({ digest: d.value }, 'stored object vanished from the bucket; forgetting it');
-          return null;
-        }
+        if (isNotFound(err)) return this.vanished(d);
         throw err;
       }
     }
