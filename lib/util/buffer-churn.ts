@@ -8,13 +8,17 @@
  * millisecond with a young generation of little live data) frees the dead ones.
  *
  * Measured (bench s6, 20 clients on one cold 1 GiB blob, one worker): peak RSS 151–157 MiB against
- * 172–191 without; 32 and 64 MiB steps: 163–165. Scenario 5 (cold pulls of 40 MiB layers) spreads
- * over 150–171 MiB with or without it.
+ * 172–191 without; 32 and 64 MiB steps: 163–165. The step was 16 MiB while downloads kept their
+ * latest chunks for followers (those outlived the collections whatever the step); since the chunks
+ * die at their write (storage/recent-bytes.ts), what a step leaves is what piles up between two
+ * collections: 4 MiB took the download-holding worker of scenario 5 (cold pull by 20 clients, two
+ * workers) from 151.4 and 149.1 MiB to 136.7 and 138.7 (ABBA, bench/RESULTS.md), one worker's
+ * 135.4/137.5 to 129.8/136.1; at most 50 such collections a second, each well under a millisecond.
  */
 import { performance } from 'node:perf_hooks';
 import { v8Gc, type GcFunction } from './v8-gc.js';
 
-export const CHURN_STEP = 16 * 1024 * 1024;
+export const CHURN_STEP = 4 * 1024 * 1024;
 
 /** The least time between two of these collections: at most 50 a second however fast bytes move. */
 const MIN_INTERVAL_MS = 20;
