@@ -7,24 +7,16 @@
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 
-export function durationField(examples: string) {
+function unitField(unit: 'duration' | 'size', parse: (v: string | number) => number | null, examples: string) {
   return z.union([z.string(), z.number()]).transform((v, ctx) => {
-    const ms = parseDuration(v);
-    if (ms === null) {
-      ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (use e.g. ${examples})` });
+    const n = parse(v);
+    if (n === null) {
+      ctx.addIssue({ code: 'custom', message: `not a ${unit}: ${JSON.stringify(v)} (use e.g. ${examples})` });
       return z.NEVER;
     }
-    return ms;
+    return n;
   });
 }
 
-export function sizeField(examples: string) {
-  return z.union([z.string(), z.number()]).transform((v, ctx) => {
-    const bytes = parseSize(v);
-    if (bytes === null) {
-      ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use e.g. ${examples})` });
-      return z.NEVER;
-    }
-    return bytes;
-  });
-}
+export const durationField = (examples: string) => unitField('duration', parseDuration, examples);
+export const sizeField = (examples: string) => unitField('size', parseSize, examples);
