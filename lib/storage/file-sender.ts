@@ -57,10 +57,8 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
   // The two most recent writes; a third chunk waits for the older one.
   const inFlight: [Promise<void> | null, Promise<void> | null] = [null, null];
   let closed = false;
-  /** Pooled buffers handed to `dest.write` whose callbacks have not come yet. */
-  const writing = new Set<Buffer>();
-  /** Leases of in-memory bytes handed to `dest.write` whose callbacks have not come yet. */
-  const leases = new Set<Lease>();
+  /** Writes handed to `dest` (pooled buffers, leased views) whose callbacks have not come yet. */
+  const pending = new Set<Lease>();
   // The one wait in progress (the loop awaits one thing at a time), failed at once when the
   // destination closes: a write it never completes cannot hang the sender. Not Promise.race with a
   // promise that lives as long as the transfer: every race leaves a reaction on it, thousands per
@@ -111,7 +109,7 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
       const lease = follow?.inMemory?.(pos, limit, size);
       if (lease) {
         // Shared with every other follower: written as they are (one writev), no buffer taken.
-        inFlight[i] = writeViews(dest, lease, leases);
+        inFlight[i] = writeLease(dest, lease, pending);
         inFlight[i]!.catch(() => undefined);
         for (const v of lease.views) pos += v.length;
         i ^= 1;
@@ -131,20 +129,8 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
       }
       pos += bytesRead;
       const chunk = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-      writing.add(buf);
-      inFlight[i] = new Promise<void>((resolve, reject) => {
-        dest.write(chunk, (err) => {
-          // Already written off when the transfer ended without this callback (see finally).
-          if (!writing.delete(buf)) return err ? reject(err) : resolve();
-          if (err) {
-            drop(buf);
-            reject(err);
-          } else {
-            give(buf);
-            resolve();
-          }
-        });
-      });
+      // The buffer back to the pool once written, written off if the write fails or never completes.
+      inFlight[i] = writeLease(dest, { views: [chunk], release: () => give(buf), abandon: () => drop(buf) }, pending);
       // Observed below or on the next turn of this slot; never unhandled.
       inFlight[i]!.catch(() => undefined);
       i ^= 1;
@@ -162,34 +148,33 @@ export async function sendFileRange(fh: fsp.FileHandle, dest: Writable, start: n
     // Writes whose callbacks have not come (a client gone mid-write; a pipelined answer that never
     // got the connection never calls them at all): their buffers and leased views may still be
     // referenced, so they are written off, never pooled.
-    for (const b of writing) drop(b);
-    writing.clear();
-    for (const l of leases) l.abandon();
-    leases.clear();
+    for (const l of pending) l.abandon();
+    pending.clear();
   }
 }
 
 /**
- * Writes a lease's views corked (one writev); settles with the last write, which completes after
+ * Writes a lease's views (several: corked, one writev); settles with the last write, which completes after
  * the others. The lease is released when that write is called back without an error, abandoned
  * when with one (the views may still be referenced: their memory is never reused), and left in
- * `leases` until then (the transfer abandons what is left there when it ends).
+ * `pending` until then (the transfer abandons what is left there when it ends).
  */
-function writeViews(dest: Writable, lease: Lease, leases: Set<Lease>): Promise<void> {
+function writeLease(dest: Writable, lease: Lease, pending: Set<Lease>): Promise<void> {
   const { views } = lease;
-  leases.add(lease);
+  pending.add(lease);
   return new Promise<void>((resolve, reject) => {
-    dest.cork();
+    const corked = views.length > 1;
+    if (corked) dest.cork();
     for (let k = 0; k < views.length - 1; k++) dest.write(views[k]!);
     dest.write(views[views.length - 1]!, (err) => {
       // Already abandoned when the transfer ended without this callback (see sendFileRange).
-      if (leases.delete(lease)) {
+      if (pending.delete(lease)) {
         if (err) lease.abandon();
         else lease.release();
       }
       if (err) reject(err);
       else resolve();
     });
-    dest.uncork();
+    if (corked) dest.uncork();
   });
 }
