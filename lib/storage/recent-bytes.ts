@@ -32,8 +32,6 @@ interface Slab {
   retired: boolean;
   /** A view of it was abandoned (may still be referenced): never pooled again. */
   tainted: boolean;
-  /** From the send pool (else a test's own size). */
-  readonly pooled: boolean;
 }
 
 /** Views of bytes in memory, valid until released or abandoned (exactly one of them, once). */
@@ -45,16 +43,15 @@ export interface Lease {
   abandon(): void;
 }
 
-function takeSlab(start: number, size: number): Slab {
+function takeSlab(start: number): Slab {
   // The pool may give a larger buffer, or a smaller one past its budget: the slab is what it got.
-  const pooled = size === RECENT_SLAB;
-  const buf = pooled ? takeSendBuffer(size, size) : Buffer.allocUnsafeSlow(size);
-  return { buf, start, filled: 0, refs: 0, retired: false, tainted: false, pooled };
+  const buf = takeSendBuffer(RECENT_SLAB, RECENT_SLAB);
+  return { buf, start, filled: 0, refs: 0, retired: false, tainted: false };
 }
 
 /** Retired and no view of it out: back to the pool, or written off when a view of it was abandoned. */
 function recycle(s: Slab): void {
-  if (!s.retired || s.refs > 0 || !s.pooled) return;
+  if (!s.retired || s.refs > 0) return;
   if (s.tainted) dropSendBuffer(s.buf);
   else giveSendBuffer(s.buf);
 }
@@ -64,11 +61,8 @@ export class RecentBytes {
   /** Bytes in `slabs`. */
   private bytes = 0;
 
-  /** Keeps at least the latest `keep` bytes (and less than a slab more); `slabSize` other than RECENT_SLAB: tests. */
-  constructor(
-    private readonly keep: number,
-    private readonly slabSize = RECENT_SLAB,
-  ) {}
+  /** Keeps at least the latest `keep` bytes (and less than a slab more). */
+  constructor(private readonly keep: number) {}
 
   /** Copies `chunks`, which follow each other in the blob from offset `start`. */
   append(chunks: readonly Buffer[], start: number): void {
@@ -80,7 +74,7 @@ export class RecentBytes {
         if (!s || s.filled === s.buf.length || s.start + s.filled !== at) {
           // Not contiguous with what is kept (never, in a download's order): start over from here.
           if (s && s.start + s.filled !== at) this.clear();
-          s = takeSlab(at, this.slabSize);
+          s = takeSlab(at);
           this.slabs.push(s);
         }
         const n = c.copy(s.buf, s.filled, off, Math.min(c.length, off + s.buf.length - s.filled));

@@ -67,21 +67,23 @@ t.test('a lease never released keeps its slab out of the pool for good', async (
 });
 
 t.test('range: null before the window, at or past the end, and for an empty range', async (t) => {
-  const r = new RecentBytes(100, 64);
-  const data = randomBytes(300);
-  fill(r, data, 1000, 30);
-  const first = 1000 + 300 - 100 - 64;
-  t.equal(r.range(999, 1300, 100), null, 'before the first byte ever appended');
-  t.equal(r.range(first - 64, 1300, 100), null, 'before the window');
-  t.equal(r.range(1300, 1400, 100), null, 'at the end');
-  t.equal(r.range(1200, 1200, 100), null, 'an empty range');
-  const lease = r.range(1200, 1300, 1000)!;
-  t.ok(Buffer.concat(lease.views).equals(data.subarray(200)), 'the last 100 bytes');
+  const S = RECENT_SLAB;
+  const r = new RecentBytes(S);
+  const data = randomBytes(3 * S);
+  fill(r, data, 1000, 64 * 1024);
+  // Slabs begin at 1000, 1000 + S, 1000 + 2S: the last alone holds S bytes, the first two went.
+  t.equal(r.range(999, 1000 + 3 * S, S), null, 'before the first byte ever appended');
+  t.equal(r.range(1000 + 2 * S - 1, 1000 + 3 * S, S), null, 'before the window');
+  t.equal(r.range(1000 + 3 * S, 1000 + 4 * S, S), null, 'at the end');
+  t.equal(r.range(1000 + 2 * S, 1000 + 2 * S, S), null, 'an empty range');
+  const lease = r.range(1000 + 2 * S + 5, 1000 + 3 * S, 4 * S)!;
+  t.ok(Buffer.concat(lease.views).equals(data.subarray(2 * S + 5)), 'the last slab, from inside it');
   lease.release();
+  r.clear();
 });
 
 t.test('bytes that do not follow the last ones start the window over', async (t) => {
-  const r = new RecentBytes(1000, 64);
+  const r = new RecentBytes(4 * RECENT_SLAB);
   const a = randomBytes(200);
   const b = randomBytes(50);
   fill(r, a, 0, 40);
@@ -90,4 +92,5 @@ t.test('bytes that do not follow the last ones start the window over', async (t)
   const lease = r.range(0, 50, 100)!;
   t.ok(Buffer.concat(lease.views).equals(b), 'the new ones are kept');
   lease.release();
+  r.clear();
 });
