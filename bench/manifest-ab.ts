@@ -4,22 +4,26 @@
  * holding scenario 3's image, then wrk (64 connections, 2 threads, as scenarios 3 and 4) on the
  * manifest by tag and by digest: one warm-up run each, then `--runs` runs each, alternating which
  * build goes first (ABBA). Per run: req/s, p50, p99 and the stevedore process's CPU time per
- * request (utime + stime from /proc over the run / requests answered), the figure least moved by
+ * request (utime + stime of the process and its workers from /proc over the run / requests answered), the figure least moved by
  * other load on a shared machine. Prints every run and the medians.
  *
  *   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/manifest-ab.ts \
- *     [--roots /work/main,/work/wt-x] [--runs 4] [--seconds 4] [--only tag|digest] [--cpu-prof DIR]
+ *     [--roots /work/main,/work/wt-x] [--runs 4] [--seconds 4] [--only tag|digest] [--cpu-prof DIR] [--node-arg I:ARG]
+ *     [--workers N|auto]
  *
+ * `--node-arg I:ARG` (repeatable): an extra node option for the I-th build's process only (0-based,
+ * after the shipped NODE_FLAGS, so a V8 flag given here wins): one checkout twice
+ * (`--roots /work/main,/work/main --node-arg 1:--max-semi-space-size=8`) compares a setting.
  * `--cpu-prof DIR`: each stevedore under node --cpu-prof, its profile in DIR/<i>/ (bench/profile-top.ts reads it).
  */
-import { promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { removeDir, tmpDir } from '../test/fixtures/util.js';
 import { buildImage, MANIFEST_ACCEPT } from './lib/data.js';
 import { pushImage } from './lib/registry-api.js';
 import { REPO_APP } from './lib/scenario.js';
-import { buildStevedore, ROOT, startStevedore, type StevedoreServer } from './lib/servers.js';
+import { buildStevedore, ROOT, setStevedoreWorkers, startStevedore, type StevedoreServer } from './lib/servers.js';
 import { startUpstream } from './lib/upstream.js';
 import { runWrk, writeWrkScript } from './lib/wrk.js';
 
@@ -30,17 +34,39 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '4' },
     only: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'node-arg': { type: 'string', multiple: true },
+    workers: { type: 'string', default: 'auto' },
   },
 });
 const roots = values.roots.split(',');
 const runs = Number(values.runs);
 const seconds = Number(values.seconds);
+setStevedoreWorkers(values.workers === 'auto' ? 'auto' : Number(values.workers));
 const kinds = values.only ? [values.only] : ['tag', 'digest'];
+/** The extra node options of the i-th build (`--node-arg I:ARG`). */
+function extraArgs(i: number): string[] {
+  return (values['node-arg'] ?? []).flatMap((a) => {
+    const m = /^(\d+):(.+)$/.exec(a);
+    if (!m) throw new Error(`--node-arg ${a}: expected I:ARG (the build's index, from 0, then a node option)`);
+    return Number(m[1]) === i ? [m[2]!] : [];
+  });
+}
 
-/** CPU-seconds (user + system) a process has used. */
+/** CPU-seconds (user + system) a process and its live children (the workers) have used. */
 function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  let sum = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let f: string[];
+    try {
+      f = readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // After the command: state, ppid, ...; utime and stime are the 12th and 13th.
+    if (Number(entry) === pid || Number(f[1]) === pid) sum += Number(f[11]) + Number(f[12]);
+  }
+  return sum / 100;
 }
 
 function median(xs: number[]): number {
@@ -61,8 +87,10 @@ try {
     const storage = path.join(dir, `store-${i}`);
     await fsp.mkdir(storage);
     const nodeArgs = values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', path.join(path.resolve(values['cpu-prof']), String(i))] : [];
-    const s = await startStevedore({ build, storage, upstreamUrl: upstream.url, nodeArgs, name: `stevedore (${root})` });
-    servers.push({ root, s });
+    nodeArgs.push(...extraArgs(i));
+    const label = `${root}${extraArgs(i).length > 0 ? ` ${extraArgs(i).join(' ')}` : ''} #${i}`;
+    const s = await startStevedore({ build, storage, upstreamUrl: upstream.url, nodeArgs, name: `stevedore (${label})` });
+    servers.push({ root: label, s });
     for (const ref of ['v1', app.manifestDigest]) {
       const r = await fetch(`${s.url}/v2/${REPO_APP}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
       await r.arrayBuffer();
