@@ -50,5 +50,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 STOPSIGNAL SIGTERM
 # NODE_FLAGS of lib/cli/node-flags.ts (test/cli/node-flags.test.ts checks they are the same): the
 # young generation's size, which V8 reads only from the command line or NODE_OPTIONS.
-ENTRYPOINT ["node", "--max-semi-space-size=16", "dist/cli/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=8", "dist/cli/main.js"]
 CMD ["serve", "--config", "/etc/stevedore/stevedore.yaml"]

@@ -12,10 +12,12 @@
  * --max-semi-space-size: the young generation's semi-space, in MiB. Node 24's default (V8 13)
  * grows it to 32 MiB where Node 20's stopped at 16; with it, a busy stevedore keeps 50–70 MiB more
  * dead memory (short-lived objects, and the native buffers of socket reads that only die with
- * their JavaScript wrappers at a scavenge) for the same throughput. This value is the one the
- * benchmark chose (bench/RESULTS.md).
+ * their JavaScript wrappers at a scavenge) for the same throughput. 8 MiB rather than Node 20's 16
+ * since streamed chunks die young (buffer-churn.ts, recent-bytes.ts): 20 clients on a cold 1 GiB
+ * blob peaked ~10 MiB lower (the young generation 13 MiB instead of 26 at the peak), warm blobs and
+ * manifests at the same rate (bench/RESULTS.md, "Issue 28, 2026-12-07 evening").
  */
-export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
+export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
 
 /**
  * The environment stevedore runs with, in the same places as NODE_FLAGS (the bin's first line sets

@@ -2,7 +2,7 @@
  * Memory given back when the process is idle (config `server.idleMemoryReturn`).
  *
  * V8 keeps its heap at the size the busiest moment grew it to: the young generation stays at
- * 2 × `--max-semi-space-size` (32 MiB) once start-up or a burst has grown it, and old-space pages
+ * 2 × `--max-semi-space-size` (16 MiB) once start-up or a burst has grown it, and old-space pages
  * freed by a burst stay committed. V8 would shrink both in a memory-reducing collection, but it
  * starts one on its own only when told the process is idle or under memory pressure, and Node
  * tells it neither. So a process that served a burst, or just started (the modules' start-up
