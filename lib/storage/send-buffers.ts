@@ -10,19 +10,23 @@ import { LowWaterPool } from '../util/low-water-pool.js';
 /**
  * Chunk size by load, under one budget for every transfer of the process: a few transfers get
  * large chunks (fewer syscalls, full speed on one connection); more at once get smaller ones, so
- * that two chunks per transfer fit the budget (32 transfers × 2 × 512 KiB, 64 × 2 × 256 KiB, then
- * 64 KiB each) and memory stays flat however many clients there are.
+ * that two chunks per transfer fit the budget (16 transfers × 2 × 512 KiB, 32 × 2 × 256 KiB,
+ * 64 × 2 × 128 KiB, then 64 KiB each) and memory stays flat however many clients there are.
  */
 export const SEND_CHUNK = 512 * 1024;
 export const SEND_CHUNK_BUSY = 256 * 1024;
+export const SEND_CHUNK_CROWDED = 128 * 1024;
 /** The smallest buffer: a read at the edge of a download rarely finds more than this. */
 export const SEND_CHUNK_SMALL = 64 * 1024;
-export const SIZES = [SEND_CHUNK_SMALL, SEND_CHUNK_BUSY, SEND_CHUNK] as const;
+export const SIZES = [SEND_CHUNK_SMALL, SEND_CHUNK_CROWDED, SEND_CHUNK_BUSY, SEND_CHUNK] as const;
 /**
  * What the send buffers of the process hold at most, in use and pooled together (past it, with
- * more than 256 transfers of 64 KiB chunks, buffers are allocated and dropped rather than kept).
+ * more than 128 transfers of 64 KiB chunks, buffers are allocated and dropped rather than kept).
+ * 16 MiB, not 32: it was the largest part of a busy process's peak one could choose (60 transfers
+ * held 30 MiB of 256 KiB chunks), and 128 KiB chunks move warm blobs at the same rate
+ * (bench/RESULTS.md, "Issue 28, 2026-12-07 evening").
  */
-export const SEND_BUDGET = 32 * 1024 * 1024;
+export const SEND_BUDGET = 16 * 1024 * 1024;
 /**
  * Buffers given back stay pooled (never dropped for the GC to find later: garbage buffers are what
  * grew memory under load) while the pool and the buffers in use fit the budget. Every idleTrimMs
