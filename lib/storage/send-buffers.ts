@@ -23,8 +23,9 @@ export const SIZES = [SEND_CHUNK_SMALL, SEND_CHUNK_CROWDED, SEND_CHUNK_BUSY, SEN
  * What the send buffers of the process hold at most, in use and pooled together (past it, with
  * more than 128 transfers of 64 KiB chunks, buffers are allocated and dropped rather than kept).
  * 16 MiB, not 32: it was the largest part of a busy process's peak one could choose (60 transfers
- * held 30 MiB of 256 KiB chunks), and 128 KiB chunks move warm blobs at the same rate
- * (bench/RESULTS.md, "Issue 28, 2026-12-07 evening").
+ * held 30 MiB of 256 KiB chunks), and warm blobs' rate with 128 KiB chunks was not
+ * distinguishable from 256 KiB's in the runs that chose it (bench/RESULTS.md, "Issue 28,
+ * 2026-12-07 evening").
  */
 export const SEND_BUDGET = 16 * 1024 * 1024;
 /**
