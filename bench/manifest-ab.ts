@@ -4,7 +4,7 @@
  * holding scenario 3's image, then wrk (64 connections, 2 threads, as scenarios 3 and 4) on the
  * manifest by tag and by digest: one warm-up run each, then `--runs` runs each, alternating which
  * build goes first (ABBA). Per run: req/s, p50, p99 and the stevedore process's CPU time per
- * request (utime + stime of the process and its workers from /proc over the run / requests answered), the figure least moved by
+ * request (utime + stime of its processes, supervisor and workers, over the run / requests answered), the figure least moved by
  * other load on a shared machine. Prints every run and the medians.
  *
  *   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/manifest-ab.ts \
@@ -16,12 +16,13 @@
  * (`--roots /work/main,/work/main --node-arg 1:--max-semi-space-size=8`) compares a setting.
  * `--cpu-prof DIR`: each stevedore under node --cpu-prof, its profile in DIR/<i>/ (bench/profile-top.ts reads it).
  */
-import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { removeDir, tmpDir } from '../test/fixtures/util.js';
 import { buildImage, MANIFEST_ACCEPT } from './lib/data.js';
 import { pushImage } from './lib/registry-api.js';
+import { cpuSecondsOf } from './lib/proc.js';
 import { REPO_APP } from './lib/scenario.js';
 import { buildStevedore, ROOT, setStevedoreWorkers, startStevedore, type StevedoreServer } from './lib/servers.js';
 import { startUpstream } from './lib/upstream.js';
@@ -52,23 +53,6 @@ function extraArgs(i: number): string[] {
   });
 }
 
-/** CPU-seconds (user + system) a process and its live children (the workers) have used. */
-function cpuSeconds(pid: number): number {
-  let sum = 0;
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let f: string[];
-    try {
-      f = readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    } catch {
-      continue; // gone meanwhile
-    }
-    // After the command: state, ppid, ...; utime and stime are the 12th and 13th.
-    if (Number(entry) === pid || Number(f[1]) === pid) sum += Number(f[11]) + Number(f[12]);
-  }
-  return sum / 100;
-}
-
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -87,8 +71,9 @@ try {
     const storage = path.join(dir, `store-${i}`);
     await fsp.mkdir(storage);
     const nodeArgs = values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', path.join(path.resolve(values['cpu-prof']), String(i))] : [];
-    nodeArgs.push(...extraArgs(i));
-    const label = `${root}${extraArgs(i).length > 0 ? ` ${extraArgs(i).join(' ')}` : ''} #${i}`;
+    const extra = extraArgs(i);
+    nodeArgs.push(...extra);
+    const label = `${root}${extra.length > 0 ? ` ${extra.join(' ')}` : ''} #${i}`;
     const s = await startStevedore({ build, storage, upstreamUrl: upstream.url, nodeArgs, name: `stevedore (${label})` });
     servers.push({ root: label, s });
     for (const ref of ['v1', app.manifestDigest]) {
@@ -104,10 +89,10 @@ try {
     for (const { s } of servers) await runWrk({ url: url(s), script, connections: 64, threads: 2, durationS: 1 });
     for (let run = 0; run < runs; run++) {
       for (const { root, s } of run % 2 === 0 ? servers : [...servers].reverse()) {
-        const cpu0 = cpuSeconds(s.pid);
+        const cpu0 = cpuSecondsOf(s.pids());
         const w = await runWrk({ url: url(s), script, connections: 64, threads: 2, durationS: seconds });
         if (w.errors > 0 || w.requests === 0) throw new Error(`${root} ${kind}: ${w.errors} errors, ${w.requests} requests`);
-        const cpuUs = ((cpuSeconds(s.pid) - cpu0) * 1e6) / w.requests;
+        const cpuUs = ((cpuSecondsOf(s.pids()) - cpu0) * 1e6) / w.requests;
         ((out[kind] ??= {})[root] ??= []).push({ rps: w.rps, p50: w.p50Ms, p99: w.p99Ms, cpuUs });
         console.log(`${kind} run ${run + 1} ${root}: ${Math.round(w.rps)} req/s, p50 ${w.p50Ms} ms, p99 ${w.p99Ms} ms, ${cpuUs.toFixed(1)} µs CPU/request`);
       }

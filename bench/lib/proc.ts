@@ -156,3 +156,8 @@ export function cpuSeconds(pid: number): number | null {
     return null;
   }
 }
+
+/** CPU-seconds the processes have used, summed (a stevedore's `pids()`: its supervisor and workers); a process gone counts 0. */
+export function cpuSecondsOf(pids: readonly number[]): number {
+  return pids.reduce((n, pid) => n + (cpuSeconds(pid) ?? 0), 0);
+}

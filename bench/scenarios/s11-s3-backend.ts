@@ -14,7 +14,7 @@ import { listBucket } from '../lib/buckets.js';
 import { contentBlob } from '../lib/data.js';
 import { answerProblem, fdsOf, hangupRound, rssOf } from '../lib/hangups.js';
 import { MiB } from '../lib/params.js';
-import { cpuSeconds, PeakRss } from '../lib/proc.js';
+import { cpuSecondsOf, PeakRss } from '../lib/proc.js';
 import { pushGenerated } from '../lib/registry-api.js';
 import { gitVersion, med, mmm, num, ratio, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
 import { blobPath, check, defineScenario, hangupSeed, log, sideBySide } from '../lib/scenario.js';
@@ -302,14 +302,13 @@ export default defineScenario<S11Result>({
         async (name) => {
           const s = byName.get(name)!;
           const peak = new PeakRss(() => s.pids());
-          const cpuOf = (pids: number[]): number => pids.reduce((n, pid) => n + (cpuSeconds(pid) ?? 0), 0);
-          const cpu0 = cpuOf(s.pids());
-          const gw0 = cpuOf([gateway.pid!]);
+          const cpu0 = cpuSecondsOf(s.pids());
+          const gw0 = cpuSecondsOf([gateway.pid!]);
           const r = await check(`s11 (a) ${name}`, ctx.client.fetch({ origin: s.url, paths: Array.from({ length: q.bigRepeat }, () => bigPath), concurrency: 1, engine: 'raw' }));
           const rss = peak.stop();
           if (r.bytes !== big.size * q.bigRepeat) throw new Error(`s11 (a) ${name}: ${r.bytes} of ${big.size * q.bigRepeat} bytes`);
           const mib = r.bytes / MiB;
-          return { mibps: mib / (r.wallMs / 1000), rss, cpu: ((cpuOf(s.pids()) - cpu0) * 1000) / mib, gw: ((cpuOf([gateway.pid!]) - gw0) * 1000) / mib };
+          return { mibps: mib / (r.wallMs / 1000), rss, cpu: ((cpuSecondsOf(s.pids()) - cpu0) * 1000) / mib, gw: ((cpuSecondsOf([gateway.pid!]) - gw0) * 1000) / mib };
         },
         (name, r) => {
           const o = (out.single[name] ??= { mibps: [], rss: [], cpu: [], gw: [] });
