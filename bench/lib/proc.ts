@@ -31,6 +31,15 @@ export function hwms(pids: number[]): number[] {
   return pids.map((pid) => memStatus(pid)?.hwm).filter((v): v is number => v !== undefined && Number.isFinite(v));
 }
 
+/**
+ * The largest peak resident set (VmHWM) of processes (a supervisor and its workers: the busiest
+ * worker's, what the per-worker memory target is about); NaN when none is there.
+ */
+export function largestHwm(pids: number[]): number {
+  const peaks = hwms(pids);
+  return peaks.length ? Math.max(...peaks) : NaN;
+}
+
 /** Peak resident sets (VmHWM) summed over processes (a supervisor and its workers); null when none is there. */
 export function summedHwm(pids: number[]): number | null {
   const peaks = hwms(pids);

@@ -5,9 +5,10 @@
  */
 import { removeDir, tmpDir } from '../../test/fixtures/util.js';
 import { MANIFEST_ACCEPT } from '../lib/data.js';
-import { memStatus } from '../lib/proc.js';
+import { largestHwm } from '../lib/proc.js';
 import { med, MiB, mmm, multiple, num, ratio, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
-import { check, defineScenario, log, REPO_PULL } from '../lib/scenario.js';
+import { type Params } from '../lib/params.js';
+import { check, defineScenario, log, REPO_PULL, type OptionValues } from '../lib/scenario.js';
 import { startDistribution, startRedis, startStevedore, stopEach, type RedisServer, type Server, type StevedoreServer } from '../lib/servers.js';
 import { rotate } from '../lib/stats.js';
 
@@ -29,6 +30,20 @@ export default defineScenario<S9Result>({
   title: 'Cluster: replicas on one store, many clients on a cold image',
   inDefaultRun: true,
   seeded: true,
+  // --s9-runs N: the cluster (and the direct pull) N times instead of 3; --s9-peer-runs N: the
+  // distributions N times (0: not at all), for a quicker look at the replicas alone.
+  options: { 's9-runs': { type: 'string' }, 's9-peer-runs': { type: 'string' } },
+  applyOptions(values: OptionValues, p: Params): void {
+    const whole = (name: string, min: number): number | null => {
+      const v = values[name];
+      if (typeof v !== 'string') return null;
+      const n = Number(v);
+      if (!(Number.isInteger(n) && n >= min)) throw new Error(`--${name}: a whole number ≥ ${min}, not ${v}`);
+      return n;
+    };
+    p.cluster.runs = whole('s9-runs', 1) ?? p.cluster.runs;
+    p.cluster.peerRuns = whole('s9-peer-runs', 0) ?? p.cluster.peerRuns;
+  },
   async run(ctx) {
     const { replicas, clients, runs, peerRuns } = ctx.p.cluster;
     const { layerConcurrency, linkRate } = ctx.p.pull;
@@ -38,14 +53,15 @@ export default defineScenario<S9Result>({
         `(one store, one redis-server) and over ${replicas} distribution proxies; upstream link paced to ${linkRate} B/s`,
     );
     const out: S9Result = { imageBytes: img.totalBytes, linkRate, clients, replicas, modes: {} };
-    const pull = async (origins: string[], n: number, pids: number[]): Promise<{ repeated: string[]; wallS: number; upstreamBytes: number; upstreamRequests: number; rss: number[] }> => {
+    const pull = async (origins: string[], n: number, servers: Server[]): Promise<{ repeated: string[]; wallS: number; upstreamBytes: number; upstreamRequests: number; rss: number[] }> => {
       ctx.upstream.resetCounts();
       ctx.upstream.setRate(linkRate);
       try {
         const r = await check('s9 pull', ctx.client.pull({ origin: origins[0]!, origins, repo: REPO_PULL, tag: 'v1', clients: n, layerConcurrency, accept: MANIFEST_ACCEPT }));
         if (r.bytes !== img.totalBytes * n) throw new Error(`s9: clients got ${r.bytes} bytes, expected ${img.totalBytes * n}`);
-        // Fresh processes: VmHWM is the peak since start.
-        const rss = pids.map((pid) => memStatus(pid)?.hwm ?? NaN);
+        // Fresh processes: VmHWM is the peak since start; with workers, a server's largest process
+        // (a worker, not the supervisor that only forks and watches them).
+        const rss = servers.map((s) => largestHwm(s.pids()));
         // What the upstream was asked more than once (the point of the cluster is that nothing is), for the log.
         const seen = new Map<string, number>();
         for (const q of ctx.upstream.records()) seen.set(`${q.method} ${q.path}`, (seen.get(`${q.method} ${q.path}`) ?? 0) + 1);
@@ -84,7 +100,7 @@ export default defineScenario<S9Result>({
             r = await pull(
               started.map((s) => s.url),
               clients,
-              started.map((s) => s.pid),
+              started,
             );
             // The control: the same pull again, everything now in the store (link unpaced, nothing
             // asked of it but what the replicas revalidate): what delivering ${clients} copies costs this box.
@@ -106,7 +122,7 @@ export default defineScenario<S9Result>({
             r = await pull(
               started.map((s) => s.url),
               clients,
-              started.map((s) => s.pid),
+              started,
             );
           } finally {
             await stopEach(started);
@@ -170,7 +186,7 @@ export default defineScenario<S9Result>({
           `The stevedore replicas run with the \`cluster.*\` defaults; one upstream fetch per digest across them is the point (a lease per digest in Redis, the other replicas' clients read the growing shared temp file). ` +
           `Each distribution proxy has its own storage and fetches what its own clients ask for. ` +
           `The distributions run ${c.peerRuns} time(s) (they move many times the image over the paced link), the direct pull and the cluster ${c.runs} time(s); ` +
-          'peak RSS is VmHWM of each fresh process after the pull. ' +
+          'peak RSS is VmHWM of each fresh process after the pull (with workers: a server’s largest process). ' +
           `"warm re-pull": right after each cluster run, the same ${s9.clients} clients pull again from the same replicas, everything now in the store: ` +
           'what handing out that many copies costs this machine (clients and servers share its cores), the floor under the cold wall time whatever the upstream does.',
         '',

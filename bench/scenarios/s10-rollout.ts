@@ -17,7 +17,7 @@ import { buildImage, MANIFEST_ACCEPT, type ImageSpec } from '../lib/data.js';
 import { answerProblem } from '../lib/hangups.js';
 import { startMeter, type Meter } from '../lib/meter.js';
 import { MiB, rolloutLayers, type Params } from '../lib/params.js';
-import { memStatus } from '../lib/proc.js';
+import { largestHwm } from '../lib/proc.js';
 import { pushImage } from '../lib/registry-api.js';
 import { med, mmm, multiple, num, ratio, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
 import { blobPath, check, defineScenario, hangupSeed, log, type Ctx, type OptionValues } from '../lib/scenario.js';
@@ -198,9 +198,9 @@ async function rolloutOnce(ctx: Ctx, img: ImageSpec, mode: RolloutMode, run: num
         return k < 0 ? NaN : again.clientMs[k]! / 1000;
       });
     }
-    // Fresh processes: VmHWM is the peak since start.
-    const rssCentral = memStatus(central.pid)?.hwm ?? NaN;
-    const rssNodes = started.map((s) => memStatus(s.pid)?.hwm ?? NaN);
+    // Fresh processes: VmHWM is the peak since start; with workers, a server's largest process.
+    const rssCentral = largestHwm(central.pids());
+    const rssNodes = started.map((s) => largestHwm(s.pids()));
     const nodeS = origins.map((o) => {
       const k = r.clientOrigins.indexOf(o);
       return k < 0 ? NaN : r.clientMs[k]! / 1000;
@@ -415,7 +415,7 @@ export default defineScenario<S10Result>({
           `the nodes' access logs for \`/_stevedore/peer/\` (answers cut short count 0 there). In every run one more client, on node (run mod ${s10.nodes}) + 1, ` +
           `GETs the manifest, then the largest layer, and resets the connection (TCP RST) at a random byte of it (\`HANGUP_SEED\` repeats the cut points); ` +
           'that node must answer `GET /v2/` afterwards, and every process (nodes, central, Redis) must not die or log a defect, else the benchmark fails. ' +
-          'Peak RSS is VmHWM of each fresh process after the rollout.',
+          'Peak RSS is VmHWM of each fresh process after the rollout (with workers: a server’s largest process).',
         '',
       );
       return L;

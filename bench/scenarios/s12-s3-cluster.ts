@@ -12,7 +12,7 @@ import { freePort, removeDir, tmpDir, waitFor } from '../../test/fixtures/util.j
 import { emptyAndDeleteBucket } from '../lib/buckets.js';
 import { contentBlob, type BlobSpec } from '../lib/data.js';
 import { MiB, type Params } from '../lib/params.js';
-import { cpuSeconds, summedHwm } from '../lib/proc.js';
+import { cpuSecondsOf, summedHwm } from '../lib/proc.js';
 import { pushGenerated } from '../lib/registry-api.js';
 import { gitVersion, med, num, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
 import { blobPath, defineScenario, log, type Ctx, type OptionValues } from '../lib/scenario.js';
@@ -131,7 +131,7 @@ async function s12Once(ctx: Ctx, b: S12Build, rgw: Rgw, s3: S3Client, blob: Blob
       );
     }
     const origins = started.map((s) => s.url);
-    const cpu0 = started.map((s) => cpuSeconds(s.pid) ?? NaN);
+    const cpu0 = started.map((s) => cpuSecondsOf(s.pids()));
     ctx.upstream.resetCounts();
     ctx.upstream.setRate(q.linkRate);
     let r;
@@ -180,7 +180,7 @@ async function s12Once(ctx: Ctx, b: S12Build, rgw: Rgw, s3: S3Client, blob: Blob
       () => true,
       () => false,
     );
-    const cpu1 = started.map((s) => cpuSeconds(s.pid) ?? NaN);
+    const cpu1 = started.map((s) => cpuSecondsOf(s.pids()));
     const rss = started.map((s) => summedHwm(s.pids()) ?? NaN);
     const order = [holding[0]!, ...started.map((_, i) => i).filter((i) => i !== holding[0])];
     const toS = (ms: number): number => ms / 1000;
