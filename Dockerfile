@@ -49,6 +49,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["node", "-e", "const port = (process.env.STEVEDORE_LISTEN || '').split(':').pop() || '5000'; fetch('http://127.0.0.1:' + port + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM
 # NODE_FLAGS of lib/cli/node-flags.ts (test/cli/node-flags.test.ts checks they are the same): the
-# young generation's size, which V8 reads only from the command line or NODE_OPTIONS.
-ENTRYPOINT ["node", "--max-semi-space-size=8", "dist/cli/main.js"]
+# young generation's size and the old generation's growth, which V8 reads only from the command
+# line or NODE_OPTIONS.
+ENTRYPOINT ["node", "--max-semi-space-size=8", "--heap-growing-percent=20", "dist/cli/main.js"]
 CMD ["serve", "--config", "/etc/stevedore/stevedore.yaml"]

@@ -5,9 +5,10 @@
  * test/cli/node-flags.test.ts checks that each of them carries exactly these. Workers started with
  * `node:cluster` inherit them (a forked worker gets its primary's `execArgv`).
  *
- * They must be on the command line (or in NODE_OPTIONS, which accepts them): V8 sizes its heap
- * when the process starts, and `v8.setFlagsFromString` from inside the process does not change the
- * young generation any more (measured: bench/RESULTS.md, "Issue 28: memory").
+ * They must be on the command line: V8 sizes its heap when the process starts, and
+ * `v8.setFlagsFromString` from inside the process does not change the young generation any more
+ * (measured: bench/RESULTS.md, "Issue 28: memory"). NODE_OPTIONS accepts --max-semi-space-size but
+ * not --heap-growing-percent (node refuses to start: "is not allowed in NODE_OPTIONS").
  *
  * --max-semi-space-size: the young generation's semi-space, in MiB. Node 24's default (V8 13)
  * grows it to 32 MiB where Node 20's stopped at 16; with it, a busy stevedore keeps 50–70 MiB more
@@ -16,8 +17,17 @@
  * since streamed chunks die young (buffer-churn.ts, recent-bytes.ts): 20 clients on a cold 1 GiB
  * blob peaked ~10 MiB lower (the young generation 13 MiB instead of 26 at the peak), warm blobs and
  * manifests at the same rate (bench/RESULTS.md, "Issue 28, 2026-12-07 evening").
+ *
+ * --heap-growing-percent: how far V8 lets the old generation grow past what its last full
+ * collection left alive before it collects again, here 1.2× (never less than 8 MiB more, V8's own
+ * floor). Left to itself, V8 picks 1.1–4× from how fast it collects against how fast the process
+ * allocates, and a busy stevedore's garbage (requests' objects that outlived two young
+ * collections: Redis replies awaited, responses in flight) then sat in an old space of 27–31 MiB
+ * around a live set of ~20. With it, scenario 9's replicas (one worker each) peaked at 141–151 MiB
+ * against 153–161, scenario 6 at 124–129 against 129–137, manifests by tag at the same rate and
+ * CPU per request (bench/RESULTS.md, "Issue 28, 2026-12-07 night").
  */
-export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
+export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8', '--heap-growing-percent=20'];
 
 /**
  * The environment stevedore runs with, in the same places as NODE_FLAGS (the bin's first line sets

@@ -1,6 +1,7 @@
 // stevedore runs with NODE_FLAGS (lib/cli/node-flags.ts) however it is started: the bin's first
 // line, `npm start`, the image's ENTRYPOINT (and the tests' and the benchmark's processes, which
-// import the list). The flag bounds V8's young generation, which only the command line can do.
+// import the list). The flags bound V8's young generation and the old generation's growth, which
+// only the command line can do.
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -58,6 +59,29 @@ t.test('NODE_FLAGS bound the young generation, which setting the flag from insid
   t.ok(unbounded > 2 * semi, `without: ${unbounded} MiB (Node's default is larger, so the flag is needed)`);
   const inProcess = await youngGeneration([], NODE_FLAGS.join(' '));
   t.ok(inProcess > 2 * semi, `v8.setFlagsFromString at run time: ${inProcess} MiB (no effect: the flag must be on the command line)`);
+});
+
+// Fills the old generation with ~16 MiB that stays alive, then collects: V8 prints the limit at
+// which it will collect again ("[HeapController] Limit: old size: N KB, new limit: M KB").
+const OLD = `const keep = []; for (let i = 0; i < 3e5; i++) keep.push({ i }); gc();`;
+
+async function oldGenerationLimit(nodeArgs: string[]): Promise<{ size: number; limit: number }> {
+  const { stdout } = await promisify(execFile)(process.execPath, [...nodeArgs, '--expose-gc', '--trace-gc-verbose', '-e', OLD], { timeout: 60_000, maxBuffer: 64 * 1024 * 1024 });
+  const m = [...stdout.matchAll(/\[HeapController\] Limit: old size: (\d+) KB, new limit: (\d+) KB/g)].pop();
+  if (!m) throw new Error(`no "[HeapController] Limit" line in node's --trace-gc-verbose output:\n${stdout.slice(-2000)}`);
+  return { size: Number(m[1]) / 1024, limit: Number(m[2]) / 1024 };
+}
+
+t.test("NODE_FLAGS hold the old generation to 1.2× what a full collection left (V8's floor of 8 MiB more aside)", async (t) => {
+  const percent = Number(/^--heap-growing-percent=(\d+)$/.exec(NODE_FLAGS.find((f) => f.startsWith('--heap-growing-percent=')) ?? '')?.[1]);
+  t.ok(percent > 0, 'NODE_FLAGS set --heap-growing-percent');
+  const semi = Number(/^--max-semi-space-size=(\d+)$/.exec(NODE_FLAGS.find((f) => f.startsWith('--max-semi-space-size=')) ?? '')?.[1]);
+  // V8: limit = max(size × factor, size + 8 MiB) + the young generation's capacity (≤ one semi-space).
+  const bound = (size: number): number => Math.max(size * (1 + percent / 100), size + 8) + semi + 1;
+  const withFlags = await oldGenerationLimit([...NODE_FLAGS]);
+  t.ok(withFlags.limit <= bound(withFlags.size), `with NODE_FLAGS: next full collection at ${withFlags.limit.toFixed(1)} MiB for ${withFlags.size.toFixed(1)} MiB alive (≤ ${bound(withFlags.size).toFixed(1)})`);
+  const without = await oldGenerationLimit(NODE_FLAGS.filter((f) => !f.startsWith('--heap-growing-percent=')));
+  t.ok(without.limit > bound(without.size), `without the flag: at ${without.limit.toFixed(1)} MiB for ${without.size.toFixed(1)} MiB (V8 alone lets it grow further, so the flag is needed)`);
 });
 
 /** The environment of a running process, from /proc. */
