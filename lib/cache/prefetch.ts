@@ -8,13 +8,12 @@
  * takes them across an air gap and the lab verifies with no network. Referrers of referrers are not
  * followed.
  */
-import { once } from 'node:events';
-import type { Readable } from 'node:stream';
 import { parseDigest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { INDEX_MEDIA_TYPES, parseManifest, type Descriptor } from '../oci/media-types.js';
 import { cosignTags } from '../oci/referrers.js';
 import { UpstreamError } from '../upstream/errors.js';
+import { countingSink } from '../util/counting-sink.js';
 import type { PullThrough, Target } from './pull-through.js';
 import type { ProxiedReferrers } from './referrers.js';
 
@@ -161,11 +160,6 @@ export async function planReferrers(pull: PullThrough, referrers: ProxiedReferre
   return { manifests, tags, blobs: list, totalBytes: list.reduce((n, b) => n + Math.max(0, b.size), 0), problems };
 }
 
-async function drain(stream: Readable, onBytes: (n: number) => void): Promise<void> {
-  stream.on('data', (chunk: Buffer) => onBytes(chunk.length));
-  await once(stream, 'end');
-}
-
 /** Fetches every blob of the plan (4 at a time); returns the bytes that came from the upstream. */
 export async function fetchPlan(pull: PullThrough, t: Target, plan: Pick<PrefetchPlan, 'blobs'>, events: PrefetchEvents = {}): Promise<{ fetchedBytes: number }> {
   let fetchedBytes = 0;
@@ -179,10 +173,13 @@ export async function fetchPlan(pull: PullThrough, t: Target, plan: Pick<Prefetc
         events.onBlob?.(b.digest, false);
         continue;
       }
-      await drain(answer.open(), (n) => {
-        fetchedBytes += n;
-        events.onBytes?.(n);
-      });
+      // Through sendTo, the send pool's buffers: util/counting-sink.ts.
+      await answer.sendTo(
+        countingSink((n) => {
+          fetchedBytes += n;
+          events.onBytes?.(n);
+        }),
+      );
       events.onBlob?.(b.digest, true);
     }
   };

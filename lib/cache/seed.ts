@@ -4,7 +4,7 @@
  * is fetched from the upstream now, through the pull path (coalesced, verified), and pinned like
  * everything pushed: the seeded image then pulls with the upstream gone.
  */
-import { once } from 'node:events';
+import { countingSink } from '../util/counting-sink.js';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import type { Store } from '../storage/store.js';
@@ -26,11 +26,8 @@ export async function fetchAndPin(
         } else {
           const answer = await pull.getBlob(t, digest);
           if (answer.cache === 'hit') await answer.release();
-          else {
-            const body = answer.open();
-            body.resume();
-            await once(body, 'end');
-          }
+          // Through sendTo, the send pool's buffers: util/counting-sink.ts.
+          else await answer.sendTo(countingSink());
         }
         await store.blobs.pin(digest);
       }
