@@ -35,6 +35,15 @@ export function storeFile(root: string, digest: string): string {
 /** The values of the command line's options (bench/run.ts and every scenario's `options`). */
 export type OptionValues = Record<string, string | boolean | string[] | undefined>;
 
+/** A scenario's `--name N` option as a whole number ≥ `min`; null when not given; throws on anything else. */
+export function wholeOption(values: OptionValues, name: string, min: number): number | null {
+  const v = values[name];
+  if (typeof v !== 'string') return null;
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= min)) throw new Error(`--${name}: a whole number ≥ ${min}, not ${v}`);
+  return n;
+}
+
 /** What every scenario runs with: started once by bench/run.ts. */
 export interface Ctx {
   p: Params;

@@ -8,7 +8,7 @@ import { MANIFEST_ACCEPT } from '../lib/data.js';
 import { largestHwm } from '../lib/proc.js';
 import { med, MiB, mmm, multiple, num, ratio, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
 import { type Params } from '../lib/params.js';
-import { check, defineScenario, log, REPO_PULL, type OptionValues } from '../lib/scenario.js';
+import { check, defineScenario, log, REPO_PULL, wholeOption, type OptionValues } from '../lib/scenario.js';
 import { startDistribution, startRedis, startStevedore, stopEach, type RedisServer, type Server, type StevedoreServer } from '../lib/servers.js';
 import { rotate } from '../lib/stats.js';
 
@@ -34,15 +34,8 @@ export default defineScenario<S9Result>({
   // distributions N times (0: not at all), for a quicker look at the replicas alone.
   options: { 's9-runs': { type: 'string' }, 's9-peer-runs': { type: 'string' } },
   applyOptions(values: OptionValues, p: Params): void {
-    const whole = (name: string, min: number): number | null => {
-      const v = values[name];
-      if (typeof v !== 'string') return null;
-      const n = Number(v);
-      if (!(Number.isInteger(n) && n >= min)) throw new Error(`--${name}: a whole number ≥ ${min}, not ${v}`);
-      return n;
-    };
-    p.cluster.runs = whole('s9-runs', 1) ?? p.cluster.runs;
-    p.cluster.peerRuns = whole('s9-peer-runs', 0) ?? p.cluster.peerRuns;
+    p.cluster.runs = wholeOption(values, 's9-runs', 1) ?? p.cluster.runs;
+    p.cluster.peerRuns = wholeOption(values, 's9-peer-runs', 0) ?? p.cluster.peerRuns;
   },
   async run(ctx) {
     const { replicas, clients, runs, peerRuns } = ctx.p.cluster;

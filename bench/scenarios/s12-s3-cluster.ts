@@ -15,7 +15,7 @@ import { MiB, type Params } from '../lib/params.js';
 import { cpuSecondsOf, summedHwm } from '../lib/proc.js';
 import { pushGenerated } from '../lib/registry-api.js';
 import { gitVersion, med, num, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
-import { blobPath, defineScenario, log, type Ctx, type OptionValues } from '../lib/scenario.js';
+import { blobPath, defineScenario, log, wholeOption, type Ctx, type OptionValues } from '../lib/scenario.js';
 import { buildStevedore, ROOT, ServerFailure, startRedis, startStevedore, stopEach, type RedisServer, type StevedoreBuild, type StevedoreServer } from '../lib/servers.js';
 import { median, rotate, summarize } from '../lib/stats.js';
 
@@ -301,12 +301,7 @@ export default defineScenario<S12Result>({
   seeded: false,
   options: { baseline: { type: 'string' }, 's12-runs': { type: 'string' }, 's12-size': { type: 'string' } },
   applyOptions(values: OptionValues, p: Params): void {
-    const runs = values['s12-runs'];
-    if (typeof runs === 'string') {
-      const n = Number(runs);
-      if (!(Number.isInteger(n) && n >= 1)) throw new Error(`--s12-runs: a whole number ≥ 1, not ${runs}`);
-      p.s12.runs = n;
-    }
+    p.s12.runs = wholeOption(values, 's12-runs', 1) ?? p.s12.runs;
     const size = values['s12-size'];
     if (typeof size === 'string') {
       const n = parseSize(size);

@@ -31,6 +31,11 @@ t.test('the stevedore bin, npm start and the image start node with NODE_FLAGS', 
   t.same(stevedoreArgv(['serve'], ['--x']), [process.execPath, ...NODE_FLAGS, '--x', STEVEDORE_MAIN, 'serve'], "the tests' processes (the benchmark's import the list too)");
 });
 
+/** The number NODE_FLAGS give `--name=N`; NaN when they do not set it. */
+function flagValue(name: string): number {
+  return Number(NODE_FLAGS.find((f) => f.startsWith(`${name}=`))?.slice(name.length + 1) ?? NaN);
+}
+
 // Allocates short-lived objects and reports the largest size the young generation reached (MiB).
 const YOUNG = `
 const v8 = require('node:v8');
@@ -51,7 +56,7 @@ async function youngGeneration(nodeArgs: string[], inProcess = ''): Promise<numb
 }
 
 t.test('NODE_FLAGS bound the young generation, which setting the flag from inside the process does not', async (t) => {
-  const semi = Number(/^--max-semi-space-size=(\d+)$/.exec(NODE_FLAGS.find((f) => f.startsWith('--max-semi-space-size=')) ?? '')?.[1]);
+  const semi = flagValue('--max-semi-space-size');
   t.ok(semi > 0, 'NODE_FLAGS set --max-semi-space-size');
   const bounded = await youngGeneration([...NODE_FLAGS]);
   t.ok(bounded > 0 && bounded <= 2 * semi, `with NODE_FLAGS: ${bounded} MiB ≤ 2 × ${semi}`);
@@ -73,9 +78,9 @@ async function oldGenerationLimit(nodeArgs: string[]): Promise<{ size: number; l
 }
 
 t.test("NODE_FLAGS hold the old generation to 1.2× what a full collection left (V8's floor of 8 MiB more aside)", async (t) => {
-  const percent = Number(/^--heap-growing-percent=(\d+)$/.exec(NODE_FLAGS.find((f) => f.startsWith('--heap-growing-percent=')) ?? '')?.[1]);
+  const percent = flagValue('--heap-growing-percent');
   t.ok(percent > 0, 'NODE_FLAGS set --heap-growing-percent');
-  const semi = Number(/^--max-semi-space-size=(\d+)$/.exec(NODE_FLAGS.find((f) => f.startsWith('--max-semi-space-size=')) ?? '')?.[1]);
+  const semi = flagValue('--max-semi-space-size');
   // V8: limit = max(size × factor, size + 8 MiB) + the young generation's capacity (≤ one semi-space).
   const bound = (size: number): number => Math.max(size * (1 + percent / 100), size + 8) + semi + 1;
   const withFlags = await oldGenerationLimit([...NODE_FLAGS]);
