@@ -50,7 +50,14 @@ export class BlobPulls {
   /** The answer, or (`early`) one already made by UpstreamRanges.first for a cold blob's range. */
   private async find(t: Target, d: Digest, range?: SentRange, gone?: AbortSignal): Promise<BlobAnswer | { early: BlobAnswer }> {
     const joined = this.local.inFlight(d);
-    if (joined) return this.local.join(t, d, joined);
+    if (joined) {
+      // Not answered yet (its upstream is slow to answer): the client's range goes to the upstream
+      // now, as on a cold blob, rather than once the download has its first bytes.
+      const early = range && this.ranges && !joined.answered ? this.ranges.early(t, d, range, gone) : null;
+      const following = this.local.join(t, d, joined);
+      if (early) return { early: await this.ranges!.first(t, d, early, following) };
+      return following;
+    }
     if (await this.store.blobs.present(d)) {
       await this.access.authorizeStored(t, d);
       const stored = await this.store.blobs.open(d);

@@ -93,6 +93,8 @@ export class Download {
    * the store took bytes, so a disk that is full gets them an error answer, not a cut transfer.
    */
   readonly ready: Promise<void>;
+  /** `ready` resolved: the upstream answered and bytes are in the temp file. */
+  answered = false;
   /** Resolves when the blob is verified and in the store. */
   readonly done: Promise<CommitResult>;
   /** Upstream requests made (1 + resumes). */
@@ -119,7 +121,10 @@ export class Download {
     let markReady!: () => void;
     let failReady!: (err: unknown) => void;
     this.ready = new Promise<void>((resolve, reject) => {
-      markReady = resolve;
+      markReady = () => {
+        this.answered = true;
+        resolve();
+      };
       failReady = reject;
     });
     writer.events.once('progress', () => markReady());

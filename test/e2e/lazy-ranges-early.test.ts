@@ -100,6 +100,33 @@ t.test('an open-ended range (bytes=S-) past the margin on a cold blob is asked o
   t.same(blobGets(reg, blob), { whole: 1, ranges: [`bytes=${start}-`] }, 'one whole-blob GET plus the open-ended range');
 });
 
+t.test('a range from a client joining a download whose upstream has not answered yet is asked of the upstream at once, not after that answer', async (t) => {
+  // A whole-blob client starts the download; the front holds its GET 3 s. A second client's range
+  // arrives meanwhile: it joins that download, and its range goes to the upstream now.
+  let wholeSeen!: () => void;
+  const seen = new Promise<void>((resolve) => (wholeSeen = resolve));
+  const { reg, blob, url } = await coldBlob(t, 16 * MiB, (reg) =>
+    frontProxy(t, reg.url, (req, _res, forward) => {
+      if (req.method === 'GET' && req.url?.includes('/blobs/') === true && req.headers.range === undefined) {
+        wholeSeen();
+        setTimeout(() => forward(undefined), 3000);
+      } else forward(req.headers.range);
+    }),
+  );
+  const whole = request(url).then(async (res) => ({ status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()) }));
+  await seen;
+  const start = blob.size / 2;
+  const got = await get(url, `bytes=${start}-${start + 64 * KiB - 1}`);
+  t.equal(got.status, 206);
+  t.equal(got.contentRange, `bytes ${start}-${start + 64 * KiB - 1}/${blob.size}`);
+  t.ok(got.body?.equals(blob.data.subarray(start, start + 64 * KiB)), 'exactly those 64 KiB');
+  t.ok(got.firstByteMs < 1500, `first byte after ${got.firstByteMs.toFixed(0)} ms, before the whole-blob GET was answered (3 s)`);
+  const w = await whole;
+  t.equal(w.status, 200, 'the whole-blob client is answered');
+  t.ok(w.body.equals(blob.data), 'with every byte');
+  t.same(blobGets(reg, blob), { whole: 1, ranges: [`bytes=${start}-${start + 64 * KiB - 1}`] }, 'one whole-blob GET plus the range');
+});
+
 t.test('a suffix range answered with more than the last N bytes is never passed on: cut, counted as bad_range', async (t) => {
   // The front asks the registry for one byte more than the client's suffix: a 206 that is not the last N bytes.
   const { blob, sd, url } = await coldBlob(t, 16 * MiB, (reg) =>
@@ -141,8 +168,7 @@ t.test('an early 206 whose blob size the later whole-blob GET contradicts is cut
   t.equal(await rangeOutcome(sd, 'bad_range'), 1, 'bad_range counted');
 });
 
-// Only a cold blob's first client sends its range early (the others join the download and decide
-// once it answered), so the nine clients each read another cold blob.
+// The nine clients each read another cold blob: nine downloads, each with its client's early GET.
 t.test('clients that leave while their early ranged GETs are pending stop those GETs and free their places in the bound', async (t) => {
   // The front holds every whole-blob GET 10 s, and the first 9 ranged GETs for ever (until their
   // requester goes away); later ranged GETs pass at once.
