@@ -51,5 +51,5 @@ STOPSIGNAL SIGTERM
 # NODE_FLAGS of lib/cli/node-flags.ts (test/cli/node-flags.test.ts checks they are the same): the
 # young generation's size and the old generation's growth, which V8 reads only from the command
 # line or NODE_OPTIONS.
-ENTRYPOINT ["node", "--max-semi-space-size=8", "--heap-growing-percent=20", "dist/cli/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=4", "--heap-growing-percent=20", "dist/cli/main.js"]
 CMD ["serve", "--config", "/etc/stevedore/stevedore.yaml"]

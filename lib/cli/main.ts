@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=8 --heap-growing-percent=20
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=4 --heap-growing-percent=20
 /**
  * The `stevedore` command. The first line starts it with node-flags.ts's NODE_ENV and NODE_FLAGS
  * (`env -S` sets the one and splits the other), as `npm start` and the image do.

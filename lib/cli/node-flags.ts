@@ -16,7 +16,11 @@
  * their JavaScript wrappers at a scavenge) for the same throughput. 8 MiB rather than Node 20's 16
  * since streamed chunks die young (buffer-churn.ts, recent-bytes.ts): 20 clients on a cold 1 GiB
  * blob peaked ~10 MiB lower (the young generation 13 MiB instead of 26 at the peak), warm blobs and
- * manifests at the same rate (bench/RESULTS.md, "Issue 28, 2026-12-07 evening").
+ * manifests at the same rate (bench/RESULTS.md, "Issue 28, 2026-12-07 evening"). 4 MiB since the
+ * old generation's growth is bounded (below): what a smaller young generation promotes no longer
+ * grows the old one past what it saves, and scenario 9's replicas peaked at 139–143 MiB against
+ * 140–159, warm blobs, cold pulls and manifests ~5 MiB lower, at the same rate (bench/RESULTS.md,
+ * "Issue 28, 2026-12-08"; 4 without the growing bound had made the manifests' peak higher).
  *
  * --heap-growing-percent: how far V8 lets the old generation grow past what its last full
  * collection left alive before it collects again, here 1.2× (never less than 8 MiB more, V8's own
@@ -27,7 +31,7 @@
  * against 153–161, scenario 6 at 124–129 against 129–137, manifests by tag at the same rate and
  * CPU per request (bench/RESULTS.md, "Issue 28, 2026-12-07 night").
  */
-export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8', '--heap-growing-percent=20'];
+export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--heap-growing-percent=20'];
 
 /**
  * The environment stevedore runs with, in the same places as NODE_FLAGS (the bin's first line sets

@@ -59,11 +59,13 @@ t.test('NODE_FLAGS bound the young generation, which setting the flag from insid
   const semi = flagValue('--max-semi-space-size');
   t.ok(semi > 0, 'NODE_FLAGS set --max-semi-space-size');
   const bounded = await youngGeneration([...NODE_FLAGS]);
-  t.ok(bounded > 0 && bounded <= 2 * semi, `with NODE_FLAGS: ${bounded} MiB ≤ 2 × ${semi}`);
+  // Two semi-spaces, and at times up to a third's worth of pages V8 holds through a scavenge (with
+  // 4 MiB semi-spaces: 8 MiB in 7 runs of 12, 8.25–12.25 in the others; 64 MiB without the flag).
+  t.ok(bounded > 0 && bounded <= 3 * semi + 1, `with NODE_FLAGS: ${bounded} MiB ≤ 3 × ${semi} + 1`);
   const unbounded = await youngGeneration([]);
-  t.ok(unbounded > 2 * semi, `without: ${unbounded} MiB (Node's default is larger, so the flag is needed)`);
+  t.ok(unbounded > 3 * semi + 1, `without: ${unbounded} MiB (Node's default is larger, so the flag is needed)`);
   const inProcess = await youngGeneration([], NODE_FLAGS.join(' '));
-  t.ok(inProcess > 2 * semi, `v8.setFlagsFromString at run time: ${inProcess} MiB (no effect: the flag must be on the command line)`);
+  t.ok(inProcess > 3 * semi + 1, `v8.setFlagsFromString at run time: ${inProcess} MiB (no effect: the flag must be on the command line)`);
 });
 
 // Fills the old generation with ~16 MiB that stays alive, then collects: V8 prints the limit at
