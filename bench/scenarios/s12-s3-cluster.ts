@@ -12,7 +12,7 @@ import { freePort, removeDir, tmpDir, waitFor } from '../../test/fixtures/util.j
 import { emptyAndDeleteBucket } from '../lib/buckets.js';
 import { contentBlob, type BlobSpec } from '../lib/data.js';
 import { MiB, type Params } from '../lib/params.js';
-import { cpuSecondsOf, summedHwm } from '../lib/proc.js';
+import { cpuSecondsOf, largestHwm } from '../lib/proc.js';
 import { pushGenerated } from '../lib/registry-api.js';
 import { gitVersion, med, num, rssTarget, table, type PeakRssRow, type Series, type Target } from '../lib/report.js';
 import { blobPath, defineScenario, log, wholeOption, type Ctx, type OptionValues } from '../lib/scenario.js';
@@ -23,8 +23,8 @@ import { median, rotate, summarize } from '../lib/stats.js';
  * Per build ('baseline': `--baseline DIR`; 'current': this checkout) one entry per measured run.
  * Seconds; follower* and holderDone* relative to the end of the upstream download (negative:
  * before it ended), followerTtfbAbs* from the client's request; *Med / *Max: median / max over
- * the run's clients. rss… and cpu…: the holder, and the followers (RSS: the larger; CPU: the
- * median of them); replicas: every replica, holder first. stored: the blob was an object of the
+ * the run's clients. rss… and cpu…: the holder, and the followers (RSS: the larger, each replica's
+ * largest process; CPU: the median of them, each replica's processes summed); replicas: every replica, holder first. stored: the blob was an object of the
  * bucket afterwards.
  */
 export interface S12Result {
@@ -181,7 +181,8 @@ async function s12Once(ctx: Ctx, b: S12Build, rgw: Rgw, s3: S3Client, blob: Blob
       () => false,
     );
     const cpu1 = started.map((s) => cpuSecondsOf(s.pids()));
-    const rss = started.map((s) => summedHwm(s.pids()) ?? NaN);
+    // A replica's largest process (with workers, a worker: the per-worker peak), as scenario 9.
+    const rss = started.map((s) => largestHwm(s.pids()));
     const order = [holding[0]!, ...started.map((_, i) => i).filter((i) => i !== holding[0])];
     const toS = (ms: number): number => ms / 1000;
     return {

@@ -6,6 +6,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { DigestAlgorithm } from '../oci/digest.js';
+import { buffersPassed } from '../util/buffer-churn.js';
 import { DestinationClosedError } from '../util/destination-closed.js';
 
 /**
@@ -47,6 +48,9 @@ export class VerifiedWindow {
         const at = this.hashed;
         this.hash.update(chunk);
         this.hashed += chunk.length;
+        // Each chunk is a socket read dropped once relayed: collected every few MiB, not when V8's
+        // external-memory limit is reached (util/buffer-churn.ts).
+        buffersPassed(chunk.length);
         // The part of this chunk inside the window, from the first byte not sent.
         const from = Math.max(this.unsent + (this.held ? 1 : 0), at);
         const to = Math.min(this.last, this.hashed - 1);
