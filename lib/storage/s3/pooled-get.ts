@@ -19,10 +19,26 @@
  * (s3-backend.ts): Range and If-Match are sent unsigned.
  */
 import net from 'node:net';
+import { buffersPassed } from '../../util/buffer-churn.js';
 import { LowWaterPool } from '../../util/low-water-pool.js';
 
-/** Bytes per slab of the pool. */
+/** Bytes per slab of the pool while few GETs run (a single client's read gets these). */
 export const SLAB = 512 * 1024;
+/**
+ * Slab sizes by load, under one budget for the pooled GETs of the process, as the send buffers'
+ * (storage/send-buffers.ts): a GET running pins about two slabs (one being filled, one whose views
+ * wait for their write's callback), so up to 16 GETs get 512 KiB slabs, 32 get 256 KiB, 64 get
+ * 128 KiB, more 64 KiB each. With 512 KiB whatever the load, 64 clients on a large blob pinned
+ * 60–70 MiB of them (scenario 11's hang-up round: peak 173–197 MiB; with this and the count of
+ * dropped slabs below, 146–155: bench/RESULTS.md, "Issue 28, 2026-12-08").
+ */
+export const SLAB_BUDGET = 16 * 1024 * 1024;
+const SLAB_SIZES = [64 * 1024, 128 * 1024, 256 * 1024, SLAB] as const;
+
+/** The slab size for a GET's next slab while `running` GETs run (itself included). */
+export function slabSizeFor(running: number): number {
+  return SLAB_SIZES.findLast((s) => 2 * Math.max(1, running) * s <= SLAB_BUDGET) ?? SLAB_SIZES[0];
+}
 /** A slab with less room than this left is retired: reads land in a new one. */
 const MIN_ROOM = 16 * 1024;
 /** The most bytes the answer's status line and headers may take. */
@@ -32,9 +48,9 @@ const MAX_HEAD = 32 * 1024;
  * a slab): socket reads on loopback return 16–64 KiB each, and every chunk handed on costs the
  * consumer's queue, a write to the client and its callback. Fewer, larger chunks: 256 KiB views in
  * 512 KiB slabs cost 0.55–0.68 ms of CPU per MiB served where 128 KiB in 256 KiB slabs cost
- * 0.75–0.85 (bench/RESULTS.md, 2026-12-07).
+ * 0.75–0.85 (bench/RESULTS.md, 2026-12-07). In a smaller slab (many GETs at once), half of it.
  */
-export const DELIVER_MIN = 256 * 1024;
+export const DELIVER_MIN = SLAB / 2;
 /** Body bytes received before a consumer is set at most: then the socket waits for it. */
 const EARLY_MAX = 256 * 1024;
 
@@ -56,12 +72,14 @@ export interface PooledChunk {
 }
 
 /**
- * Slabs of SLAB bytes, reused: kept up to `keep` bytes. Every `idleMs`, the slabs that stayed free
- * the whole time (the fewest free since the last look) are released: nothing taken, all of them (a
- * burst does not keep its memory); busy, what the load no longer reaches (a LowWaterPool, as the send buffers').
+ * Slabs (of SLAB bytes, or smaller under load: slabSizeFor), reused: kept up to `keep` bytes. Every
+ * `idleMs`, the slabs that stayed free the whole time (the fewest free since the last look) are
+ * released: nothing taken, all of them (a burst does not keep its memory); busy, what the load no
+ * longer reaches (a LowWaterPool per size, as the send buffers').
  */
 export class SlabPool {
-  private readonly free = new LowWaterPool();
+  private readonly free = new Map<number, LowWaterPool>(SLAB_SIZES.map((size) => [size, new LowWaterPool()]));
+  private pooled = 0;
   private timer: NodeJS.Timeout | null = null;
   private allocated = 0;
 
@@ -70,27 +88,39 @@ export class SlabPool {
     private readonly idleMs = 10_000,
   ) {}
 
-  take(): Buffer {
-    const b = this.free.pop();
-    if (b) return b;
+  /** A slab of `size` bytes (one of slabSizeFor's): a pooled one, else a new one. */
+  take(size: number = SLAB): Buffer {
+    const b = this.free.get(size)?.pop();
+    if (b) {
+      this.pooled -= b.length;
+      return b;
+    }
     this.allocated++;
-    return Buffer.allocUnsafeSlow(SLAB);
+    return Buffer.allocUnsafeSlow(size);
   }
 
-  give(b: Buffer): void {
-    if ((this.free.length + 1) * SLAB > this.keep) return;
-    this.free.push(b);
+  /** Pools `b` for reuse; false when the pool is full (`b` is then garbage once dropped). */
+  give(b: Buffer): boolean {
+    const pool = this.free.get(b.length);
+    if (!pool || this.pooled + b.length > this.keep) return false;
+    pool.push(b);
+    this.pooled += b.length;
     this.timer ??= setInterval(() => this.trim(), this.idleMs).unref();
+    return true;
   }
 
   /** Bytes pooled now, and slabs allocated since start (tests: reuse shows as few allocations). */
   stats(): { pooled: number; allocated: number } {
-    return { pooled: this.free.length * SLAB, allocated: this.allocated };
+    return { pooled: this.pooled, allocated: this.allocated };
   }
 
   private trim(): void {
-    this.free.trim();
-    if (this.free.length > 0) return;
+    let left = 0;
+    for (const [size, pool] of this.free) {
+      this.pooled -= pool.trim() * size;
+      left += pool.length;
+    }
+    if (left > 0) return;
     clearInterval(this.timer!);
     this.timer = null;
   }
@@ -128,7 +158,10 @@ class Slab {
   }
 
   unref(): void {
-    if (--this.refs === 0 && this.reusable) this.pool.give(this.buf);
+    if (--this.refs > 0) return;
+    // Not pooled again (a write of it failed, or the pool is full): garbage for V8, collected with
+    // the other buffers dropped, rather than piling up to its external-memory limit (buffer-churn.ts).
+    if (!this.reusable || !this.pool.give(this.buf)) buffersPassed(this.buf.length);
   }
 }
 
@@ -229,7 +262,8 @@ export function pooledGet(o: PooledGetOptions): Promise<PooledAnswer> {
   if (o.signal.aborted) return Promise.reject(o.signal.reason as Error);
 
   return new Promise((resolve, reject) => {
-    let slab = new Slab(o.pool.take(), o.pool);
+    // This GET's connection is not counted yet: it is one more.
+    let slab = new Slab(o.pool.take(slabSizeFor(openSockets + 1)), o.pool);
     let head: Head | null = null;
     let received = 0; // body bytes
     let finished = false;
@@ -340,7 +374,7 @@ export function pooledGet(o: PooledGetOptions): Promise<PooledAnswer> {
       received += arrived;
       const complete = received === expected;
       const retire = slab.room < MIN_ROOM;
-      if (complete || retire || slab.fill - pending >= DELIVER_MIN) {
+      if (complete || retire || slab.fill - pending >= Math.min(DELIVER_MIN, slab.buf.length / 2)) {
         deliver(slab.view(pending, slab.fill));
         pending = slab.fill;
         if (finished) return false; // the consumer gave up on it (destroy) meanwhile
@@ -355,7 +389,7 @@ export function pooledGet(o: PooledGetOptions): Promise<PooledAnswer> {
       }
       if (retire) {
         slab.unref();
-        slab = new Slab(o.pool.take(), o.pool);
+        slab = new Slab(o.pool.take(slabSizeFor(openSockets)), o.pool);
         pending = 0;
       }
       return !paused;

@@ -6,7 +6,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import { DELIVER_MIN, pooledGet, pooledGetSockets, S3GetError, SLAB, SlabPool, type PooledBody, type PooledChunk } from '../../../lib/storage/s3/pooled-get.js';
+import { DELIVER_MIN, pooledGet, pooledGetSockets, S3GetError, SLAB, SLAB_BUDGET, SlabPool, slabSizeFor, type PooledBody, type PooledChunk } from '../../../lib/storage/s3/pooled-get.js';
+import { churnCollections } from '../../../lib/util/buffer-churn.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -111,6 +112,84 @@ t.test('the body of a 206 arrives byte for byte as views of pooled slabs; releas
   const again = await pooledGet({ url: srv.url(), start, end, ifMatch: null, pool, signal: signal() });
   t.equal(sha((await drain(again.body)).bytes), sha(object.subarray(start, end + 1)));
   t.equal(pool.stats().allocated, allocated, 'no new slab for the second read');
+  await settled('sockets closed', () => pooledGetSockets() === 0);
+});
+
+t.test('slabs shrink with the number of GETs running: two per GET fit SLAB_BUDGET, 64 KiB at the least', async (t) => {
+  t.equal(slabSizeFor(1), SLAB, 'one GET: the largest');
+  t.equal(slabSizeFor(16), SLAB, 'sixteen: still');
+  t.equal(slabSizeFor(17), 256 * KiB);
+  t.equal(slabSizeFor(64), 128 * KiB);
+  t.equal(slabSizeFor(65), 64 * KiB);
+  t.equal(slabSizeFor(1000), 64 * KiB, 'never smaller');
+  for (const n of [1, 8, 16, 32, 64, 128]) t.ok(2 * n * slabSizeFor(n) <= SLAB_BUDGET, `${n} GETs: two slabs each within the budget`);
+});
+
+t.test('64 GETs at once read into slabs of the size 64 allow, the bytes exact, and every slab back in the pool', async (t) => {
+  const object = randomBytes(MiB);
+  // The answers wait until all 64 connections are open, then stream the object but its last byte,
+  // which each gets once all have had the rest: the 64 run together from first slab to last.
+  const waiting: net.Socket[] = [];
+  const nearly: net.Socket[] = [];
+  const srv = await server(t, (_h, s) => {
+    waiting.push(s);
+    if (waiting.length < 64) return;
+    for (const w of waiting.splice(0)) {
+      w.write(head206(0, object.length - 1, object.length));
+      void dribble(w, object.subarray(0, -1), 64 * KiB).then(() => {
+        nearly.push(w);
+        if (nearly.length === 64) for (const n of nearly) n.write(object.subarray(-1));
+      });
+    }
+  });
+  const pool = new SlabPool(64 * MiB);
+  const gets = await Promise.all(Array.from({ length: 64 }, () => pooledGet({ url: srv.url(), start: 0, end: object.length - 1, ifMatch: null, pool, signal: signal() })));
+  const read = gets.map(
+    (g) =>
+      new Promise<{ bytes: Buffer; slabs: ArrayBufferLike[] }>((resolve, reject) => {
+        const copies: Buffer[] = [];
+        const slabs: ArrayBufferLike[] = [];
+        g.body.consume({
+          chunk: (c) => {
+            if (slabs.at(-1) !== c.data.buffer) slabs.push(c.data.buffer);
+            copies.push(Buffer.from(c.data));
+            c.release();
+            return true;
+          },
+          end: () => resolve({ bytes: Buffer.concat(copies), slabs }),
+          error: reject,
+        });
+      }),
+  );
+  const got = await Promise.all(read);
+  t.ok(got.every((g) => g.bytes.equals(object)), 'every GET got exactly the object');
+  t.same(
+    got.map((g) => g.slabs[0]!.byteLength),
+    Array.from({ length: 64 }, (_, i) => slabSizeFor(i + 1)),
+    'each GET began in a slab of the size for the GETs running as it started',
+  );
+  // A GET's next slabs (the same one again, when its views were released before it filled up).
+  const later = got.flatMap((g) => g.slabs.slice(1).map((b) => b.byteLength));
+  t.ok(later.length >= 32, `the 32 GETs that began in larger slabs went on in others (${later.length})`);
+  t.same([...new Set(later)], [slabSizeFor(64)], `each of ${slabSizeFor(64) / KiB} KiB`);
+  t.equal(pool.stats().pooled, [...new Set(got.flatMap((g) => g.slabs))].reduce((n, b) => n + b.byteLength, 0), 'every slab back in the pool once its views were released');
+  await settled('sockets closed', () => pooledGetSockets() === 0);
+});
+
+t.test('slabs not pooled again (the pool full) count toward the churn collections; pooled ones do not', async (t) => {
+  const object = randomBytes(6 * MiB);
+  const srv = await server(t, (_h, s) => {
+    s.write(head206(0, object.length - 1, object.length));
+    void dribble(s, object, 64 * KiB);
+  });
+  const read = async (pool: SlabPool): Promise<number> => {
+    const before = churnCollections();
+    const got = await pooledGet({ url: srv.url(), start: 0, end: object.length - 1, ifMatch: null, pool, signal: signal() });
+    t.equal(sha((await drain(got.body)).bytes), sha(object));
+    return churnCollections() - before;
+  };
+  t.ok((await read(new SlabPool(0))) >= 1, 'a pool that keeps nothing: its 6 MiB of dropped slabs collected');
+  t.equal(await read(new SlabPool(64 * MiB)), 0, 'a pool that keeps them: none');
   await settled('sockets closed', () => pooledGetSockets() === 0);
 });
 
