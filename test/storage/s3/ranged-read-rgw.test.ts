@@ -219,6 +219,29 @@ t.test('a small blob (below readThreshold) is read by one GET, taking no budget'
   t.equal(u.backend.readBudget.stats().peak, 0, 'no budget taken');
 });
 
+t.test('readConcurrency auto with pooled reads: a small blob (below readThreshold) is one GET into pooled memory too, and an empty one goes through the SDK', async (t) => {
+  const small = randomBytes(3 * MiB);
+  const empty = Buffer.alloc(0);
+  const u = await setup(t, [small, empty], { readConcurrency: 'auto' });
+  const whole = await get(`${u.url}/${u.digests[0]!.value}`);
+  t.equal(sha(whole.body), sha(small), 'byte for byte');
+  t.same(u.gets, [{ range: `bytes=0-${small.length - 1}`, ifMatch: '' }], 'one GET, of the whole object');
+  t.equal(u.sdkGets(), 0, 'received into pooled memory, not through the SDK');
+  u.gets.length = 0;
+  const r = await get(`${u.url}/${u.digests[0]!.value}`, { Range: 'bytes=1000-99999' });
+  t.equal(r.status, 206);
+  t.equal(sha(r.body), sha(small.subarray(1000, 100_000)), 'a range of it');
+  t.equal(u.sdkGets(), 0, 'that too');
+  // A ranged GET of an empty object is refused (416): it is read as it always was.
+  u.gets.length = 0;
+  const e = await get(`${u.url}/${u.digests[1]!.value}`);
+  t.equal(e.status, 200);
+  t.equal(e.body.length, 0, 'the empty blob');
+  t.same(u.gets, [{ range: '', ifMatch: '' }], 'one GET through the SDK');
+  t.equal(u.backend.readBudget.stats().peak, 0, 'no budget taken');
+  await settled('sockets closed', () => pooledGetSockets() === 0);
+});
+
 t.test('clients hanging up (right after the headers, in the first part, mid-blob) give back all budget and every socket to the gateway', async (t) => {
   const u = await setup(t, [big], { readMemory: 12 * MiB });
   const path = `${u.url}/${u.digests[0]!.value}`;
