@@ -12,7 +12,7 @@ import type { Downloads } from './downloads.js';
 import type { LocalDownloads } from './local-downloads.js';
 import type { BlobAnswer, CacheResult, Target } from './pull-types.js';
 import type { RepositoryAccess } from './repository-access.js';
-import type { UpstreamRanges } from './upstream-ranges.js';
+import type { EarlyRange, UpstreamRanges } from './upstream-ranges.js';
 
 /** The answer for a blob in the store (a hit): the stored body itself, said to be one. */
 function storedAnswer(stored: StoredBody): BlobAnswer {
@@ -53,10 +53,8 @@ export class BlobPulls {
     if (joined) {
       // Not answered yet (its upstream is slow to answer): the client's range goes to the upstream
       // now, as on a cold blob, rather than once the download has its first bytes.
-      const early = range && this.ranges && !joined.answered ? this.ranges.early(t, d, range, gone) : null;
-      const following = this.local.join(t, d, joined);
-      if (early) return { early: await this.ranges!.first(t, d, early, following) };
-      return following;
+      const early = joined.answered ? null : this.early(t, d, range, gone);
+      return this.alongside(t, d, early, this.local.join(t, d, joined));
     }
     if (await this.store.blobs.present(d)) {
       await this.access.authorizeStored(t, d);
@@ -71,10 +69,18 @@ export class BlobPulls {
     }
     if (finished) this.local.forget(d, finished);
     // Cold here: the client's range goes to the upstream now, alongside the download's first request.
-    const early = range && this.ranges ? this.ranges.early(t, d, range, gone) : null;
-    const fetched = this.fetch(t, d);
-    if (early) return { early: await this.ranges!.first(t, d, early, fetched) };
-    return fetched;
+    const early = this.early(t, d, range, gone);
+    return this.alongside(t, d, early, this.fetch(t, d));
+  }
+
+  /** The client's range asked of the upstream now (UpstreamRanges.early), if it is one to ask. */
+  private early(t: Target, d: Digest, range?: SentRange, gone?: AbortSignal): EarlyRange | null {
+    return range && this.ranges ? this.ranges.early(t, d, range, gone) : null;
+  }
+
+  /** `answer`, or with a range sent early, whichever of the two decides first (UpstreamRanges.first). */
+  private async alongside(t: Target, d: Digest, early: EarlyRange | null, answer: Promise<BlobAnswer>): Promise<BlobAnswer | { early: BlobAnswer }> {
+    return early ? { early: await this.ranges!.first(t, d, early, answer) } : answer;
   }
 
   /** One download for the digest, started or followed; stored meanwhile (by another replica): as any stored blob. */

@@ -12,7 +12,7 @@ import { churnCollections, CHURN_STEP } from '../../lib/util/buffer-churn.js';
 
 const CHUNK = 64 * 1024;
 
-/** `steps` × CHURN_STEP bytes in 64 KiB chunks, resting 30 ms after each step (collections are at most one per 20 ms). */
+/** `data` in 64 KiB chunks, resting 30 ms after each CHURN_STEP (collections are at most one per 20 ms). */
 function body(data: Buffer): Readable {
   return Readable.from(
     (async function* () {

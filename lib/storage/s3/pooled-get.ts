@@ -374,7 +374,8 @@ export function pooledGet(o: PooledGetOptions): Promise<PooledAnswer> {
       received += arrived;
       const complete = received === expected;
       const retire = slab.room < MIN_ROOM;
-      if (complete || retire || slab.fill - pending >= Math.min(DELIVER_MIN, slab.buf.length / 2)) {
+      // DELIVER_MIN in a SLAB, half of a smaller one.
+      if (complete || retire || slab.fill - pending >= slab.buf.length / 2) {
         deliver(slab.view(pending, slab.fill));
         pending = slab.fill;
         if (finished) return false; // the consumer gave up on it (destroy) meanwhile

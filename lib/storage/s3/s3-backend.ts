@@ -295,11 +295,12 @@ export class S3Backend implements BlobBackend {
     // The GET is sent now: its answer says the object exists before the client is answered.
     // With redirects the client fetches it from S3 itself: no GET here unless asked to stream.
     // A large blob's first GET asks for its first part only (with readConcurrency 1: all of it).
-    // Received into pooled memory with one GET per read (readConcurrency 1): a blob of any size
-    // goes that way, below readThreshold too — 64 clients on 1 MiB blobs through the SDK's client,
-    // which allocates a buffer per chunk, peaked at ~156 MiB (bench/RESULTS.md, 2026-12-08).
-    const pooledWhole = !this.settings.redirect && this.pooledEndpoint && this.readConcurrency === 1 && indexedSize > 0;
-    const parallel = pooledWhole || (!this.settings.redirect && this.settings.readThreshold !== null && indexedSize >= this.settings.readThreshold);
+    // Received into pooled memory with one GET per read (readConcurrency 1), a blob of any size goes
+    // that way, below readThreshold too (64 clients on 1 MiB blobs: ~1.5× the rate of one SDK GET
+    // each, bench/RESULTS.md, 2026-12-08); an empty one not (a ranged GET of it is refused).
+    const pooledWhole = this.pooledEndpoint && this.readConcurrency === 1 && indexedSize > 0;
+    const large = this.settings.readThreshold !== null && indexedSize >= this.settings.readThreshold;
+    const parallel = !this.settings.redirect && (pooledWhole || large);
     // One GET in flight (readConcurrency 1): the read is one GET of its whole range.
     const partSize = this.readConcurrency === 1 ? Math.max(indexedSize, 1) : this.settings.readPartSize;
     const firstEnd = partSize - 1;
